@@ -1,0 +1,19 @@
+//! fleetstorm: a load generator and fleet simulator for heartbeat backends.
+//!
+//! A scenario file describes fleets of virtual edge devices; each device
+//! sends randomized but valid AWS SageMaker Edge Manager `SendHeartbeat`
+//! requests. This crate is the whole program behind a thin binary
+//! (`src/main.rs` only parses flags and maps results to exit codes), so
+//! tests and other tools can drive every command in-process.
+//!
+//! # Layout
+//!
+//! - [`heartbeat`]: the wire contract: serde types, the string rules, the
+//!   streaming validator and the randomized generator.
+//! - [`scenario`]: scenario files (TOML or JSON), checked as they are read,
+//!   with errors that name the file, line, column and key.
+//! - [`sample`]: the `sample` command, printing bodies as they would be sent.
+
+pub mod heartbeat;
+pub mod sample;
+pub mod scenario;

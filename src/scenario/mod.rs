@@ -1,0 +1,190 @@
+//! Scenario files: the model, parsing from TOML or JSON, and checks with
+//! precise errors.
+//!
+//! Parsing and checking happen in one pass: every type deserialized from
+//! the file checks its own value as it is read (a weight that is negative, a
+//! template that yields an invalid name, 0 devices), so serde's position
+//! tracking points at the offending place. [`load`] then turns whatever went
+//! wrong into a [`ScenarioError`] that names the file, the line and column,
+//! the key path (via `serde_path_to_error`) and what was expected, with the
+//! offending line quoted.
+
+mod error;
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use error::ScenarioError;
+
+use crate::heartbeat::profile::{self, MetricSpec, ModelSpec, Weighted};
+use crate::heartbeat::{FleetGenerator, NameTemplate, Profile};
+
+/// The most devices a single fleet may have.
+pub const MAX_DEVICES_PER_FLEET: u64 = 10_000_000;
+
+/// A checked scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    /// Seed for every random choice; `None` asks for a fresh one per run.
+    pub seed: Option<u64>,
+    pub fleets: Vec<Fleet>,
+}
+
+/// One fleet of identical-looking devices.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    pub devices: u64,
+    pub device_name: NameTemplate,
+    /// What its devices send; `profile.fleet_name` is the fleet's name.
+    pub profile: Profile,
+}
+
+impl Fleet {
+    pub fn name(&self) -> &str {
+        &self.profile.fleet_name
+    }
+
+    /// The heartbeat generator for this fleet under `seed`.
+    pub fn generator(&self, seed: u64) -> FleetGenerator {
+        FleetGenerator::new(self.profile.clone(), self.device_name.clone(), seed)
+    }
+}
+
+/// The file formats a scenario may be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    Json,
+}
+
+impl Format {
+    /// The format named by a file's extension.
+    pub fn from_path(path: &Path) -> Option<Format> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "toml" => Some(Format::Toml),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+/// Reads and checks a scenario file; the format follows the extension.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let origin = path.display().to_string();
+    let format = Format::from_path(path)
+        .ok_or_else(|| ScenarioError::whole_file(&origin, "unknown scenario format: name the file *.toml or *.json"))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ScenarioError::whole_file(&origin, &format!("cannot read the scenario: {e}")))?;
+    let default_name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("scenario");
+    parse(&text, format, &origin, default_name)
+}
+
+/// Parses and checks scenario text. `origin` names it in errors;
+/// `default_name` is used when the scenario has no `name`.
+pub fn parse(text: &str, format: Format, origin: &str, default_name: &str) -> Result<Scenario, ScenarioError> {
+    let raw: RawScenario = match format {
+        Format::Toml => {
+            let de = toml::Deserializer::parse(text).map_err(|e| ScenarioError::from_toml(origin, text, None, &e))?;
+            serde_path_to_error::deserialize(de)
+                .map_err(|e| ScenarioError::from_toml(origin, text, Some(e.path().to_string()), e.inner()))?
+        }
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let raw = serde_path_to_error::deserialize(&mut de)
+                .map_err(|e| ScenarioError::from_json(origin, text, Some(e.path().to_string()), e.inner()))?;
+            de.end().map_err(|e| ScenarioError::from_json(origin, text, None, &e))?;
+            raw
+        }
+    };
+    Ok(Scenario { name: raw.name.unwrap_or_else(|| default_name.to_string()), seed: raw.seed, fleets: raw.fleets.0 })
+}
+
+// ------------------------------------------------------------ file format
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Option<String>,
+    seed: Option<u64>,
+    fleets: Fleets,
+}
+
+/// The fleets, checked as a whole: at least one, names unique.
+#[derive(Deserialize)]
+#[serde(try_from = "Vec<Fleet>")]
+struct Fleets(Vec<Fleet>);
+
+impl TryFrom<Vec<Fleet>> for Fleets {
+    type Error = String;
+
+    fn try_from(fleets: Vec<Fleet>) -> Result<Self, String> {
+        if fleets.is_empty() {
+            return Err("no fleets: add at least one [[fleets]] table".into());
+        }
+        for (i, f) in fleets.iter().enumerate() {
+            if let Some(first) = fleets[..i].iter().position(|g| g.name() == f.name()) {
+                return Err(format!(
+                    "fleets[{i}].name: the fleet name {:?} is already used by fleets[{first}]; fleet names must be unique",
+                    f.name()
+                ));
+            }
+        }
+        Ok(Fleets(fleets))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    #[serde(deserialize_with = "profile::entity_name")]
+    name: String,
+    devices: u64,
+    device_name: Option<NameTemplate>,
+    #[serde(default = "default_agent_versions")]
+    agent_versions: Weighted,
+    agent_metrics: Option<Vec<MetricSpec>>,
+    #[serde(default)]
+    models: Vec<ModelSpec>,
+}
+
+fn default_agent_versions() -> Weighted {
+    Weighted::single("1.0.0")
+}
+
+impl<'de> Deserialize<'de> for Fleet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawFleet::deserialize(d)?;
+        Fleet::try_from(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<RawFleet> for Fleet {
+    type Error = String;
+
+    fn try_from(raw: RawFleet) -> Result<Self, String> {
+        let name = raw.name;
+        if raw.devices == 0 || raw.devices > MAX_DEVICES_PER_FLEET {
+            return Err(format!(
+                "fleet {name:?}: devices is {}; it must be between 1 and {MAX_DEVICES_PER_FLEET}",
+                raw.devices
+            ));
+        }
+        let device_name = match raw.device_name {
+            Some(t) => t,
+            None => NameTemplate::parse(&format!("{name}-{{index}}")).map_err(|e| e.to_string())?,
+        };
+        device_name
+            .check_for(raw.devices)
+            .map_err(|e| format!("fleet {name:?}: device_name {:?}: {e}", device_name.as_str()))?;
+        let profile = Profile {
+            fleet_name: name,
+            agent_versions: raw.agent_versions,
+            agent_metrics: raw.agent_metrics.unwrap_or_else(Profile::default_agent_metrics),
+            models: raw.models,
+        };
+        profile.check().map_err(|e| format!("fleet {:?}: {e}", profile.fleet_name))?;
+        Ok(Fleet { devices: raw.devices, device_name, profile })
+    }
+}

@@ -136,7 +136,11 @@ impl fmt::Display for NameTemplate {
 impl<'de> Deserialize<'de> for NameTemplate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        NameTemplate::parse(&s).map_err(serde::de::Error::custom)
+        // Check the first device's name here, where the template is written;
+        // the fleet checks the rest once it knows its device count.
+        let template = NameTemplate::parse(&s).map_err(serde::de::Error::custom)?;
+        template.check_for(1).map_err(serde::de::Error::custom)?;
+        Ok(template)
     }
 }
 

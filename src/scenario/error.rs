@@ -8,8 +8,8 @@ pub struct ScenarioError {
     /// The file (or other origin) of the scenario.
     pub origin: String,
     /// 1-based line and column, when the parser knows them.
-    pub line: Option<usize>,
-    pub column: Option<usize>,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
     /// The key path, e.g. `fleets[0].devices`, when known.
     pub key: Option<String>,
     pub message: String,
@@ -50,7 +50,8 @@ impl ScenarioError {
         // position is shown separately here.
         let full = e.to_string();
         let message = full.rsplit_once(" at line ").map_or(full.as_str(), |(m, _)| m);
-        let (line, column) = if e.line() == 0 { (None, None) } else { (Some(e.line()), Some(e.column().max(1))) };
+        let (line, column) =
+            if e.line() == 0 { (None, None) } else { (Some(saturate(e.line())), Some(saturate(e.column().max(1)))) };
         Self::positioned(origin, text, key, line, column, message)
     }
 
@@ -58,8 +59,8 @@ impl ScenarioError {
         origin: &str,
         text: &str,
         key: Option<String>,
-        line: Option<usize>,
-        column: Option<usize>,
+        line: Option<u32>,
+        column: Option<u32>,
         message: &str,
     ) -> Self {
         let key = key.filter(|k| !k.is_empty() && k != ".");
@@ -69,13 +70,17 @@ impl ScenarioError {
             column,
             key,
             message: message.to_string(),
-            source_line: line.and_then(|l| text.lines().nth(l - 1)).map(str::to_string),
+            source_line: line.and_then(|l| text.lines().nth(l as usize - 1)).map(str::to_string),
         }
     }
 }
 
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// 1-based line and column (in characters) of byte offset `at` in `text`.
-fn line_column(text: &str, at: usize) -> (Option<usize>, Option<usize>) {
+fn line_column(text: &str, at: usize) -> (Option<u32>, Option<u32>) {
     let at = at.min(text.len());
     let Some(before) = text.get(..at) else {
         return (None, None);
@@ -83,7 +88,7 @@ fn line_column(text: &str, at: usize) -> (Option<usize>, Option<usize>) {
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before[line_start..].chars().count() + 1;
-    (Some(line), Some(column))
+    (Some(saturate(line)), Some(saturate(column)))
 }
 
 impl fmt::Display for ScenarioError {
@@ -104,6 +109,7 @@ impl fmt::Display for ScenarioError {
             let gutter = line.to_string().len();
             write!(f, "\n{:gutter$} |\n{line} | {text}", "")?;
             if let Some(column) = self.column {
+                let column = column as usize;
                 write!(f, "\n{:gutter$} | {:>column$}", "", "^")?;
             }
         }

@@ -140,7 +140,7 @@ impl TryFrom<Vec<Fleet>> for Fleets {
 struct RawFleet {
     #[serde(deserialize_with = "profile::entity_name")]
     name: String,
-    devices: u64,
+    devices: DeviceCount,
     device_name: Option<NameTemplate>,
     #[serde(default = "default_agent_versions")]
     agent_versions: Weighted,
@@ -165,18 +165,13 @@ impl TryFrom<RawFleet> for Fleet {
 
     fn try_from(raw: RawFleet) -> Result<Self, String> {
         let name = raw.name;
-        if raw.devices == 0 || raw.devices > MAX_DEVICES_PER_FLEET {
-            return Err(format!(
-                "fleet {name:?}: devices is {}; it must be between 1 and {MAX_DEVICES_PER_FLEET}",
-                raw.devices
-            ));
-        }
+        let DeviceCount(devices) = raw.devices;
         let device_name = match raw.device_name {
             Some(t) => t,
             None => NameTemplate::parse(&format!("{name}-{{index}}")).map_err(|e| e.to_string())?,
         };
         device_name
-            .check_for(raw.devices)
+            .check_for(devices)
             .map_err(|e| format!("fleet {name:?}: device_name {:?}: {e}", device_name.as_str()))?;
         let profile = Profile {
             fleet_name: name,
@@ -185,6 +180,35 @@ impl TryFrom<RawFleet> for Fleet {
             models: raw.models,
         };
         profile.check().map_err(|e| format!("fleet {:?}: {e}", profile.fleet_name))?;
-        Ok(Fleet { devices: raw.devices, device_name, profile })
+        Ok(Fleet { devices, device_name, profile })
+    }
+}
+
+/// A fleet's device count, checked where it is written.
+struct DeviceCount(u64);
+
+impl<'de> Deserialize<'de> for DeviceCount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CountVisitor;
+        impl serde::de::Visitor<'_> for CountVisitor {
+            type Value = DeviceCount;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a whole number of devices from 1 to {MAX_DEVICES_PER_FLEET}")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<DeviceCount, E> {
+                if (1..=MAX_DEVICES_PER_FLEET).contains(&n) {
+                    Ok(DeviceCount(n))
+                } else {
+                    Err(E::custom(format!("devices is {n}; it must be from 1 to {MAX_DEVICES_PER_FLEET}")))
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<DeviceCount, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!("devices is {n}; it must be from 1 to {MAX_DEVICES_PER_FLEET}"))),
+                }
+            }
+        }
+        d.deserialize_u64(CountVisitor)
     }
 }

@@ -1,0 +1,131 @@
+//! The generator over random fleet settings: every body it makes passes the
+//! validator, round-trips through the wire types byte for byte, names are
+//! unique per device and timestamps never go backwards.
+
+use std::collections::HashMap;
+
+use fleetstorm::heartbeat::{
+    FleetGenerator, MetricSpec, ModelSpec, NameTemplate, Profile, Scratch, Weighted, validate, wire,
+};
+use proptest::prelude::*;
+
+fn versions() -> impl Strategy<Value = Weighted> {
+    proptest::collection::vec(("[0-9A-Za-z]{1,4}([._ ][0-9a-z]{1,5}){0,3}", 0.0f64..10.0), 1..4)
+        .prop_filter_map("distinct names, some weight", |entries| Weighted::new(entries).ok())
+}
+
+fn metric(dimension_default: &'static str) -> impl Strategy<Value = MetricSpec> {
+    (
+        "[a-zA-Z0-9]{4,10}(-{1,2}[a-z0-9]{1,6}){0,2}",
+        proptest::option::of("[a-z0-9]{1,8}(-?/[a-z0-9]{1,6}){0,3}"),
+        -1.0e6f64..1.0e6,
+        0.0f64..1.0e5,
+        0.0f64..1.0,
+        0u8..7,
+    )
+        .prop_map(move |(name, dimension, min, span, walk_share, decimals)| MetricSpec {
+            name,
+            dimension: dimension.unwrap_or_else(|| dimension_default.to_string()),
+            min,
+            max: min + span,
+            walk: span * walk_share,
+            decimals,
+        })
+}
+
+fn distinct_metrics(d: &'static str, max: usize) -> impl Strategy<Value = Vec<MetricSpec>> {
+    proptest::collection::vec(metric(d), 0..max).prop_map(|mut v| {
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|m| seen.insert(m.name.clone()));
+        v
+    })
+}
+
+fn model() -> impl Strategy<Value = ModelSpec> {
+    ("[a-z]{4,10}(-[a-z0-9]{1,4})?", versions(), 0.0f64..=1.0, distinct_metrics("model/x", 4))
+        .prop_map(|(name, versions, share, metrics)| ModelSpec { name, versions, share, metrics })
+}
+
+fn fleet() -> impl Strategy<Value = (FleetGenerator, u64)> {
+    (
+        "[a-z0-9]{1,10}(-[a-z0-9]{1,5}){0,2}",
+        versions(),
+        distinct_metrics("agent", 6),
+        proptest::collection::vec(model(), 0..4),
+        "[a-zA-Z]{1,12}",
+        prop_oneof![Just(""), Just("-"), Just("_"), Just("-_"), Just("--")],
+        0usize..8,
+        1u64..100_000,
+        any::<u64>(),
+    )
+        .prop_map(|(fleet_name, agent_versions, agent_metrics, mut models, prefix, sep, width, devices, seed)| {
+            let mut seen = std::collections::HashSet::new();
+            models.retain(|m| seen.insert(m.name.clone()));
+            let profile = Profile { fleet_name, agent_versions, agent_metrics, models };
+            profile.check().unwrap();
+            let template = NameTemplate::parse(&format!("{prefix}{sep}{{index:0{width}}}")).unwrap();
+            template.check_for(devices).unwrap();
+            (FleetGenerator::new(profile, template, seed), devices)
+        })
+}
+
+const DEVICES_PER_CASE: u64 = 40;
+const HEARTBEATS_PER_DEVICE: usize = 5;
+const CASES: u32 = 520;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// 520 cases x 40 devices x 5 heartbeats = 104,000 bodies.
+    #[test]
+    fn generated_bodies_are_valid_and_round_trip(
+        (generator, devices) in fleet(),
+        clock in proptest::collection::vec(0u64..10_000, HEARTBEATS_PER_DEVICE),
+    ) {
+        let mut scratch = Scratch::default();
+        let mut body = Vec::new();
+        let mut names: HashMap<String, u64> = HashMap::new();
+        // Devices spread over the whole index range, first and last included.
+        let step = (devices / DEVICES_PER_CASE).max(1);
+        let indices: Vec<u64> = (0..devices).step_by(step as usize).take(DEVICES_PER_CASE as usize - 1)
+            .chain([devices - 1]).collect();
+        for &index in &indices {
+            let mut device = generator.device(index);
+            let mut last_ts = 0.0f64;
+            let mut last_inference = vec![0.0f64; generator.profile.models.len()];
+            for (k, jitter) in clock.iter().enumerate() {
+                // The clock moves forward by about a second, but sometimes
+                // backwards: the device must not follow it back.
+                let now = 1_700_000_000_000 + k as u64 * 1_000 + jitter - 5_000;
+                body.clear();
+                device.write_next(&generator, now, &mut scratch, &mut body);
+                if let Err(v) = validate(&body) {
+                    return Err(TestCaseError::fail(format!("{v}\n{}", String::from_utf8_lossy(&body))));
+                }
+                let parsed: wire::SendHeartbeat = serde_json::from_slice(&body).unwrap();
+                prop_assert_eq!(serde_json::to_vec(&parsed).unwrap(), body.clone());
+                prop_assert_eq!(&parsed.device_fleet_name, &generator.profile.fleet_name);
+                let seen = *names.entry(parsed.device_name.clone()).or_insert(index);
+                prop_assert_eq!(seen, index, "two devices share the name {}", parsed.device_name);
+
+                // Timestamps: never after `now` and the send time never decreases.
+                let ts = parsed.agent_metrics.iter().flatten()
+                    .chain(parsed.models.iter().flatten().flat_map(|m| m.model_metrics.iter().flatten()))
+                    .map(|m| m.timestamp.unwrap().0)
+                    .fold(None, |acc: Option<f64>, t| { if let Some(a) = acc { assert_eq!(a, t); } Some(t) });
+                if let Some(ts) = ts {
+                    prop_assert!(ts * 1000.0 <= now.max((last_ts * 1000.0) as u64) as f64 + 0.5);
+                    prop_assert!(ts >= last_ts);
+                    last_ts = ts;
+                }
+                for m in parsed.models.iter().flatten() {
+                    let i = generator.profile.models.iter().position(|s| Some(&s.name) == m.model_name.as_ref()).unwrap();
+                    let inference = m.latest_inference.unwrap().0;
+                    prop_assert!(inference >= last_inference[i]);
+                    prop_assert!(m.latest_sample_time.unwrap().0 <= inference);
+                    last_inference[i] = inference;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! fleetstorm's integration tests, in one binary (it links once).
+
+mod cli_sample;
+mod generator_props;
+mod scenario_errors;
+mod util;
+mod validator_table;

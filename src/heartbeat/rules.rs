@@ -36,50 +36,79 @@ impl Pattern {
     }
 
     /// Whether `s` matches the whole pattern.
+    ///
+    /// Each pattern is a character set plus rules on the ends, so it is
+    /// checked in one branch-free pass over a class table:
+    /// - `^[a-zA-Z0-9](-*_*[a-zA-Z0-9])*$`: characters in `[a-zA-Z0-9_-]`,
+    ///   first and last alphanumeric, and no `-` right after a `_` (a run
+    ///   between two alphanumerics is hyphens, then underscores);
+    /// - `^[a-zA-Z0-9](-*[a-zA-Z0-9])*$`: characters in `[a-zA-Z0-9-]`,
+    ///   first and last alphanumeric;
+    /// - `^[a-zA-Z0-9](-*[a-zA-Z0-9/])*$`: characters in `[a-zA-Z0-9/-]`,
+    ///   first alphanumeric, last not a hyphen;
+    /// - `[a-zA-Z0-9 _.]+`: characters in the set, at least one.
     pub fn matches(self, s: &str) -> bool {
         let bytes = s.as_bytes();
-        match self {
-            Pattern::Version => {
-                !bytes.is_empty()
-                    && bytes.iter().all(|&b| b.is_ascii_alphanumeric() || b == b' ' || b == b'_' || b == b'.')
-            }
-            Pattern::EntityName => separated(bytes, true, |b| b.is_ascii_alphanumeric()),
-            Pattern::Hyphenated => separated(bytes, false, |b| b.is_ascii_alphanumeric()),
-            Pattern::Dimension => separated(bytes, false, |b| b.is_ascii_alphanumeric() || b == b'/'),
+        let (allowed, last_allowed) = match self {
+            Pattern::Version => (VERSION_CHAR, VERSION_CHAR),
+            Pattern::EntityName => (ALNUM | HYPHEN | UNDERSCORE, ALNUM),
+            Pattern::Hyphenated => (ALNUM | HYPHEN, ALNUM),
+            Pattern::Dimension => (ALNUM | HYPHEN | SLASH, ALNUM | SLASH),
+        };
+        let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
+            return false;
+        };
+        let first_allowed = if self == Pattern::Version { VERSION_CHAR } else { ALNUM };
+        if class(first) & first_allowed == 0 || class(last) & last_allowed == 0 {
+            return false;
         }
+        let mut outside = false;
+        let mut seen = 0;
+        for &b in bytes {
+            let c = class(b);
+            outside |= c & allowed == 0;
+            seen |= c;
+        }
+        if outside {
+            return false;
+        }
+        // Only EntityName allows underscores next to hyphens, and only as `-_`.
+        !(self == Pattern::EntityName && seen & UNDERSCORE != 0 && bytes.windows(2).any(|w| w == b"_-"))
     }
 }
 
-/// The shared shape of the three "separated" patterns:
-/// `^[a-zA-Z0-9](-*_*X)*$` (with underscores) or `^[a-zA-Z0-9](-*X)*$`,
-/// where X is the class accepted by `tail`.
-fn separated(bytes: &[u8], underscores: bool, tail: impl Fn(u8) -> bool) -> bool {
-    #[derive(PartialEq)]
-    enum State {
-        /// Just read a character that may end the string.
-        End,
-        /// Inside a run of hyphens.
-        Hyphens,
-        /// Inside a run of underscores (which may not be followed by a hyphen).
-        Underscores,
-    }
-    let Some((&first, rest)) = bytes.split_first() else {
-        return false;
-    };
-    if !first.is_ascii_alphanumeric() {
-        return false;
-    }
-    let mut state = State::End;
-    for &b in rest {
-        state = match (b, &state) {
-            (b'-', State::End | State::Hyphens) => State::Hyphens,
-            (b'_', _) if underscores => State::Underscores,
-            _ if tail(b) => State::End,
-            _ => return false,
-        };
-    }
-    state == State::End
+fn class(b: u8) -> u8 {
+    CLASS[usize::from(b)]
 }
+
+/// Character classes, one bit each, looked up per byte.
+const ALNUM: u8 = 1;
+const HYPHEN: u8 = 2;
+const UNDERSCORE: u8 = 4;
+const SLASH: u8 = 8;
+/// `[a-zA-Z0-9 _.]`
+const VERSION_CHAR: u8 = 16;
+
+const CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_alphanumeric() {
+            ALNUM | VERSION_CHAR
+        } else {
+            match c {
+                b'-' => HYPHEN,
+                b'_' => UNDERSCORE | VERSION_CHAR,
+                b'/' => SLASH,
+                b' ' | b'.' => VERSION_CHAR,
+                _ => 0,
+            }
+        };
+        b += 1;
+    }
+    table
+};
 
 /// A string field's rule: length bounds in characters and an optional pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,8 +140,10 @@ impl StrRule {
     /// Checks `s`; a string may break both its length and its pattern, so
     /// each fault is handed to `report`.
     pub fn check_each(&self, s: &str, mut report: impl FnMut(StrFault)) {
-        // Lengths are in characters; the common all-ASCII case skips the count.
-        let len = if s.is_ascii() { s.len() } else { s.chars().count() };
+        // Every pattern accepts ASCII only, so a string that matches its
+        // pattern has as many characters as bytes; only the rest are counted.
+        let matched = self.pattern.map(|p| p.matches(s));
+        let len = if matched == Some(true) || s.is_ascii() { s.len() } else { s.chars().count() };
         if len < self.min {
             report(StrFault::TooShort { len, min: self.min });
         } else if len > self.max {
@@ -120,9 +151,8 @@ impl StrRule {
         }
         // An empty string already failed its length; a pattern fault on top
         // of that would say nothing new.
-        if let Some(p) = self.pattern
+        if let (Some(p), Some(false)) = (self.pattern, matched)
             && len > 0
-            && !p.matches(s)
         {
             report(StrFault::Pattern(p));
         }
@@ -219,7 +249,7 @@ mod tests {
                 Just(' '),
                 Just('é')
             ],
-            0..8,
+            0..24,
         )
         .prop_map(|cs| cs.into_iter().collect())
     }

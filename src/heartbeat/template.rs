@@ -15,8 +15,22 @@ use super::rules::{self, StrFault};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
-    Literal(String),
-    Index { width: usize },
+    /// Literal text, and the same text escaped for a JSON string.
+    Literal {
+        text: String,
+        json: Vec<u8>,
+    },
+    Index {
+        width: usize,
+    },
+}
+
+impl Part {
+    fn literal(text: String) -> Part {
+        let quoted = serde_json::to_vec(&text).unwrap_or_default();
+        let json = quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default().to_vec();
+        Part::Literal { text, json }
+    }
 }
 
 /// A parsed device name template.
@@ -72,7 +86,7 @@ impl NameTemplate {
                         _ => return Err(TemplateError::UnknownPlaceholder(inner.to_string())),
                     };
                     if !literal.is_empty() {
-                        parts.push(Part::Literal(std::mem::take(&mut literal)));
+                        parts.push(Part::literal(std::mem::take(&mut literal)));
                     }
                     parts.push(Part::Index { width });
                     // Skip to the closing brace.
@@ -83,7 +97,7 @@ impl NameTemplate {
             }
         }
         if !literal.is_empty() {
-            parts.push(Part::Literal(literal));
+            parts.push(Part::literal(literal));
         }
         Ok(NameTemplate { source: source.to_string(), parts })
     }
@@ -118,9 +132,36 @@ impl NameTemplate {
     pub fn render(&self, index: u64, out: &mut String) {
         for part in &self.parts {
             match part {
-                Part::Literal(s) => out.push_str(s),
+                Part::Literal { text, .. } => out.push_str(text),
                 Part::Index { width } => {
                     let _ = write!(out, "{index:0width$}");
+                }
+            }
+        }
+    }
+
+    /// Appends device `index`'s name to `out` as the inside of a JSON
+    /// string (escaped, without quotes). This is the generator's hot path,
+    /// so digits are written by hand rather than through `fmt`.
+    pub fn render_json(&self, index: u64, out: &mut Vec<u8>) {
+        for part in &self.parts {
+            match part {
+                Part::Literal { json, .. } => out.extend_from_slice(json),
+                Part::Index { width } => {
+                    let mut digits = [0u8; 20];
+                    let mut start = digits.len();
+                    let mut n = index;
+                    loop {
+                        start -= 1;
+                        digits[start] = b'0' + (n % 10) as u8;
+                        n /= 10;
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    let len = digits.len() - start;
+                    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(len)));
+                    out.extend_from_slice(&digits[start..]);
                 }
             }
         }
@@ -160,6 +201,17 @@ mod tests {
         assert_eq!(render("cam-{index:05}", 1234567), "cam-1234567");
         assert_eq!(render("{index}x{index:3}", 7), "7x007");
         assert_eq!(render("a{{b}}", 0), "a{b}");
+    }
+
+    #[test]
+    fn json_rendering_matches_plain_rendering_escaped() {
+        for (t, i) in [("cam-{index:05}", 42u64), ("{index}", 0), ("{index:3}x\"{{", 123_456), ("{index:20}", u64::MAX)]
+        {
+            let mut json = Vec::new();
+            NameTemplate::parse(t).unwrap().render_json(i, &mut json);
+            let expected = serde_json::to_string(&render(t, i)).unwrap();
+            assert_eq!(format!("\"{}\"", String::from_utf8(json).unwrap()), expected, "{t}");
+        }
     }
 
     #[test]

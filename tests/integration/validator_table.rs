@@ -1,7 +1,8 @@
 //! The validator against a table of invalid bodies (every rule of the
 //! contract broken at least once) and against arbitrary input.
 
-use fleetstorm::heartbeat::{validate, wire};
+use fleetstorm::heartbeat::validate::inspect;
+use fleetstorm::heartbeat::{Reason, validate, wire};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -188,7 +189,7 @@ fn cases() -> Vec<(Edit, &'static str, &'static str)> {
         ),
         (Raw(br#"["AgentVersion"]"#.to_vec()), "", "expected an object, found array"),
         (Raw(b"null".to_vec()), "", "expected an object, found null"),
-        (Raw(b"{".to_vec()), "", "not valid JSON: EOF while parsing an object at line 1 column 1"),
+        (Raw(b"{".to_vec()), "", "not valid JSON: EOF while parsing an object at line 1 column 2"),
         (Raw(b"".to_vec()), "", "not valid JSON: EOF while parsing a value"),
         (
             Raw(br#"{"AgentVersion":"1","DeviceFleetName":"f","DeviceName":"d"} x"#.to_vec()),
@@ -198,13 +199,38 @@ fn cases() -> Vec<(Edit, &'static str, &'static str)> {
         (
             Raw(b"{\"AgentVersion\":\"1\xff\",\"DeviceFleetName\":\"f\",\"DeviceName\":\"d\"}".to_vec()),
             "",
-            "not valid JSON: invalid unicode",
+            "not valid JSON: invalid UTF-8 in a string at line 1 column 19",
         ),
         (
             Raw(br#"{"AgentVersion":"1","DeviceFleetName":"f","DeviceName":"d","AgentMetrics":[{"Value":1e999}]}"#
                 .to_vec()),
+            "AgentMetrics[0].Value",
+            "number out of range",
+        ),
+        (
+            Raw(br#"{"AgentVersion":"1","DeviceFleetName":"f","DeviceName":"d","Models":[{"LatestInference":-1.8e308}]}"#.to_vec()),
+            "Models[0].LatestInference",
+            "number out of range",
+        ),
+        (
+            Raw(br#"{"AgentVersion":"1","DeviceFleetName":"f","DeviceName":"d","Models":[{"ModelName":"abcd"},]}"#.to_vec()),
             "",
-            "not valid JSON: number out of range",
+            "not valid JSON: expected a value at line 1 column 91",
+        ),
+        (
+            Raw(br#"{"AgentVersion":"1","DeviceFleetName":"f","DeviceName":"d\ud800"}"#.to_vec()),
+            "",
+            "not valid JSON: lone leading surrogate",
+        ),
+        (
+            Raw(b"{\"AgentVersion\":\"1\",\"DeviceFleetName\":\"f\",\"DeviceName\":\"d\x01\"}".to_vec()),
+            "",
+            "not valid JSON: control character in a string",
+        ),
+        (
+            Raw(br#"{"AgentVersion":"1","DeviceFleetName":"f","DeviceName":"d","Models":[{"LatestInference":01}]}"#.to_vec()),
+            "",
+            "not valid JSON: expected `,` or `}`",
         ),
     ]
 }
@@ -264,6 +290,9 @@ fn many_faults_in_one_body_are_all_reported() {
     );
 }
 
+/// Bytes that matter to a JSON scanner.
+const INTERESTING: &[u8] = b"\"\\u{}[],:0123456789eE+-. \t\nabdfnrtxDA\xff\xc3\x01/";
+
 /// Arbitrary JSON, biased towards the contract's member names so that the
 /// validator's deeper paths are reached.
 fn arbitrary_json() -> impl Strategy<Value = Value> {
@@ -315,6 +344,46 @@ proptest! {
         }
     }
 
+    /// The scanner against serde_json on bodies with a few bytes changed:
+    /// what it accepts serde_json parses into the wire types (with the same
+    /// identifying members); what serde_json rejects as JSON, it rejects; and
+    /// its syntax errors are real ones.
+    #[test]
+    fn the_scanner_agrees_with_serde_json(
+        edits in proptest::collection::vec((0usize..4000, 0usize..3, proptest::sample::select(INTERESTING)), 1..4)
+    ) {
+        let mut bytes = serde_json::to_vec(&base()).unwrap();
+        for (at, op, byte) in edits {
+            let at = at % (bytes.len() + 1);
+            match op {
+                0 => bytes.insert(at, byte),
+                1 if at < bytes.len() => { bytes.remove(at); }
+                _ if at < bytes.len() => bytes[at] = byte,
+                _ => bytes.push(byte),
+            }
+        }
+        // `Value`, not `IgnoredAny`: serde_json skips ignored strings without
+        // checking their UTF-8.
+        let serde_ok = serde_json::from_slice::<serde_json::Value>(&bytes).is_ok();
+        match inspect(&bytes) {
+            Ok(summary) => {
+                let wire: wire::SendHeartbeat = serde_json::from_slice(&bytes)
+                    .map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&bytes))))?;
+                prop_assert_eq!(summary.device_name, wire.device_name);
+                prop_assert_eq!(summary.device_fleet_name, wire.device_fleet_name);
+                prop_assert_eq!(summary.agent_version, wire.agent_version);
+                prop_assert_eq!(summary.models, wire.models.map_or(0, |m| m.len()));
+            }
+            Err(v) => {
+                let syntax = v.list.iter().any(|v| matches!(v.reason, Reason::NotJson { .. }));
+                prop_assert!(!syntax || !serde_ok, "spurious syntax error {} in {}", v, String::from_utf8_lossy(&bytes));
+            }
+        }
+        if !serde_ok {
+            prop_assert!(validate(&bytes).is_err());
+        }
+    }
+
     #[test]
     fn mutated_valid_bodies_never_panic(cut in 0usize..2000, byte in any::<u8>(), at in 0usize..2000) {
         let mut bytes = serde_json::to_vec(&base()).unwrap();
@@ -326,11 +395,20 @@ proptest! {
 }
 
 #[test]
-fn deep_nesting_is_skipped_without_recursion() {
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
     let deep = |inner: &str| format!("{}{inner}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let body = format!(r#"{{"AgentVersion":"1","DeviceFleetName":"f","DeviceName":"d","Extra":{}}}"#, deep("1"));
-    assert_eq!(validate(body.as_bytes()).unwrap_err().to_string(), "Extra: unknown member");
-    let body = format!(r#"{{"AgentVersion":"1","DeviceFleetName":"f","DeviceName":"d","Models":[{}]}}"#, deep(""));
-    assert_eq!(validate(body.as_bytes()).unwrap_err().to_string(), "Models[0]: expected an object, found array");
-    assert_eq!(validate(deep("").as_bytes()).unwrap_err().to_string(), "body: expected an object, found array");
+    for body in [
+        format!(r#"{{"AgentVersion":"1","DeviceFleetName":"f","DeviceName":"d","Extra":{}}}"#, deep("1")),
+        format!(r#"{{"AgentVersion":"1","DeviceFleetName":"f","DeviceName":"d","Models":[{}]}}"#, deep("")),
+        deep(""),
+    ] {
+        let v = validate(body.as_bytes()).unwrap_err();
+        assert!(v.to_string().contains("not valid JSON: nesting too deep"), "{v}");
+    }
+    // 128 levels is the limit: 127 nested arrays inside a member still pass the syntax check.
+    let fine = format!(
+        r#"{{"AgentVersion":"1","DeviceFleetName":"f","DeviceName":"d","Extra":{}}}"#,
+        "[".repeat(127) + &"]".repeat(127)
+    );
+    assert_eq!(validate(fine.as_bytes()).unwrap_err().to_string(), "Extra: unknown member");
 }

@@ -1,8 +1,10 @@
 //! Hot-path micro-benchmarks for heartbeat bodies: generating and
 //! serializing one body, and validating one body.
 //!
-//! The body is the brief's reference shape: 3 agent metrics, 2 models with
-//! 2 metrics each (about 760 bytes). Run with `cargo bench --bench heartbeat`.
+//! Bodies: the generator's full shape (3 agent metrics, 2 models with 2
+//! metrics each; about 1 KB with these names), and the 529-byte reference
+//! heartbeat that `../shared/bench/peers.sh` sends (2 agent metrics, 1
+//! model with 1 metric). Run with `cargo bench --bench heartbeat`.
 
 use std::hint::black_box;
 
@@ -30,6 +32,9 @@ fn generator() -> FleetGenerator {
     FleetGenerator::new(profile, NameTemplate::parse("cam-{index:05}").unwrap(), 7)
 }
 
+/// The body `../shared/bench/peers.sh` generates for the peer tools.
+const REFERENCE_BODY: &[u8] = br#"{"AgentVersion":"1.20231.0","DeviceName":"device-000123","DeviceFleetName":"fleet-east","AgentMetrics":[{"Dimension":"agent","MetricName":"CpuUtilization","Timestamp":1764160000.123,"Value":12.5},{"Dimension":"agent","MetricName":"MemoryUtilization","Timestamp":1764160000.123,"Value":48.25}],"Models":[{"ModelName":"resnet50-int8","ModelVersion":"1.0","LatestInference":1764160000.1,"LatestSampleTime":1764159990.0,"ModelMetrics":[{"Dimension":"model","MetricName":"InferenceLatencyMs","Timestamp":1764160000.1,"Value":8.75}]}]}"#;
+
 fn bench(c: &mut Criterion) {
     let fleet = generator();
     let mut devices: Vec<_> = (0..1024).map(|i| fleet.device(i)).collect();
@@ -52,9 +57,12 @@ fn bench(c: &mut Criterion) {
             black_box(body.len())
         })
     });
-    group.bench_function(format!("validate_{}_bytes", sample.len()), |b| {
+    group.bench_function(format!("validate_full_shape_{}_bytes", sample.len()), |b| {
         b.iter(|| validate(black_box(&sample)).is_ok())
     });
+    assert_eq!(REFERENCE_BODY.len(), 529);
+    assert!(validate(REFERENCE_BODY).is_ok());
+    group.bench_function("validate_reference_529_bytes", |b| b.iter(|| validate(black_box(REFERENCE_BODY)).is_ok()));
     group.finish();
 }
 

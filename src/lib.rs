@@ -17,3 +17,5 @@
 pub mod heartbeat;
 pub mod sample;
 pub mod scenario;
+pub mod server;
+pub mod units;

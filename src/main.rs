@@ -7,9 +7,14 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
 use fleetstorm::sample::{self, SampleError, SampleOptions};
 use fleetstorm::scenario;
+use fleetstorm::server::{self, Auth, Faults, Latency, ServeConfig};
+use fleetstorm::units::parse_duration;
 
 #[derive(Parser)]
 #[command(name = "fleetstorm", version, about = "Load generator and fleet simulator for SendHeartbeat backends")]
@@ -34,6 +39,65 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Run the reference heartbeat backend (strict validation, device
+    /// registry, /stats, /metrics, injectable faults).
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (loopback unless you say otherwise; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Added latency: 50ms, uniform:10ms..50ms, normal:20ms,5ms or lognormal:20ms,0.5.
+    #[arg(long)]
+    latency: Option<Latency>,
+    /// Share of heartbeats answered with --error-status (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Status of injected errors (503 and 429 carry Retry-After).
+    #[arg(long)]
+    error_status: Option<u16>,
+    /// Share of heartbeats whose connection is closed without an answer (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+    /// Capacity: this many workers...
+    #[arg(long)]
+    workers: Option<u32>,
+    /// ...each taking this long per heartbeat (an M/D/c queue).
+    #[arg(long, value_parser = parse_duration)]
+    service_time: Option<Duration>,
+    /// Heartbeats waiting for a worker beyond this many get 503.
+    #[arg(long)]
+    queue_limit: Option<u32>,
+    /// Hold every heartbeat this long before answering (cleared by POST /faults).
+    #[arg(long, value_parser = parse_duration)]
+    stall: Option<Duration>,
+    /// Require `Authorization: Bearer TOKEN` on heartbeats (401 otherwise).
+    #[arg(long, conflicts_with = "require_header")]
+    require_bearer: Option<String>,
+    /// Require a header NAME=VALUE on heartbeats (401 otherwise).
+    #[arg(long, value_parser = parse_header)]
+    require_header: Option<(http::HeaderName, http::HeaderValue)>,
+    /// Close HTTP/1 connections whose request head takes longer than this.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    header_timeout: Duration,
+    /// Answer 408 when a request body takes longer than this.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    body_timeout: Duration,
+    /// Close connections idle (no bytes, no request in flight) this long.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    idle_timeout: Duration,
+    /// Devices beyond this many are counted but not tracked.
+    #[arg(long, default_value_t = 10_000_000)]
+    max_devices: u64,
+}
+
+fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
+    let (name, value) = text.split_once('=').ok_or("write NAME=VALUE, e.g. x-api-key=secret")?;
+    let name = http::HeaderName::try_from(name.trim()).map_err(|e| format!("bad header name {name:?}: {e}"))?;
+    let value = http::HeaderValue::try_from(value).map_err(|e| format!("bad header value: {e}"))?;
+    Ok((name, value))
 }
 
 const EXIT_FAILED: u8 = 1;
@@ -45,6 +109,7 @@ fn main() -> ExitCode {
         Command::Sample { scenario, count, fleet, seed } => {
             sample_command(&scenario, SampleOptions { count, fleet, seed })
         }
+        Command::Serve(args) => serve_command(args),
     }
 }
 
@@ -75,6 +140,81 @@ fn sample_command(path: &std::path::Path, opts: SampleOptions) -> ExitCode {
             let _ = out.flush();
             eprintln!("error: {e}");
             ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn serve_command(args: ServeArgs) -> ExitCode {
+    let faults = Faults {
+        latency: args.latency,
+        error_rate: args.error_rate,
+        error_status: args.error_status,
+        drop_rate: args.drop_rate,
+        workers: args.workers,
+        service_time: args.service_time,
+        queue_limit: args.queue_limit,
+        stall: args.stall,
+    };
+    if let Err(e) = faults.check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let auth = match (args.require_bearer, args.require_header) {
+        (Some(token), _) => Some(Auth::Bearer(token)),
+        (None, Some((name, value))) => Some(Auth::Header { name, value }),
+        (None, None) => None,
+    };
+    let config = ServeConfig {
+        addr: args.addr,
+        faults,
+        auth,
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        idle_timeout: args.idle_timeout,
+        max_devices: args.max_devices,
+        ..ServeConfig::default()
+    };
+    // Every connection is a file; take all the descriptors we may.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    runtime.block_on(async move {
+        let server = match server::Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e}", args.addr);
+                return ExitCode::from(EXIT_FAILED);
+            }
+        };
+        let shared = server.shared();
+        match server.local_addr() {
+            Ok(addr) => println!("fleetstorm serve listening on http://{addr}"),
+            Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
+        }
+        let _ = io::stdout().flush();
+        server.run(termination()).await;
+        println!("{}", shared.stats_json());
+        ExitCode::SUCCESS
+    })
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

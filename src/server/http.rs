@@ -1,0 +1,300 @@
+//! Request routing and the handlers of the reference backend.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /SendHeartbeat` | 200 empty when valid; 400 `ValidationException` JSON naming every violation; 401 without the required credentials; 413 above 1 MiB; faults as configured |
+//! | `GET /stats` | counters, devices and per-fleet totals as JSON |
+//! | `POST /stats/reset` | zeroes counters and forgets devices |
+//! | `GET /devices/{fleet}/{device}` | that device's record, or 404 |
+//! | `GET /metrics` | Prometheus text exposition |
+//! | `GET /faults`, `POST /faults` | the faults in force; replace them (absent members are off) |
+//!
+//! A known path with another method gets 405 (with `Allow`); any other
+//! path 404. Every JSON error is `{"message": ..., "errors": [...]}` with
+//! the error type in `x-amzn-ErrorType`, as the AWS rest-json protocol has
+//! it, so SDKs surface them as client errors.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use rand::RngExt;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{Auth, Shared};
+use crate::heartbeat::validate::inspect;
+use crate::server::faults::{ActiveFaults, Faults};
+
+/// The largest heartbeat body accepted (413 above).
+pub const MAX_BODY: usize = 1024 * 1024;
+/// The largest `POST /faults` body.
+const MAX_FAULTS_BODY: usize = 64 * 1024;
+
+pub type Body = Full<Bytes>;
+
+/// A request answered by closing the connection: a dropped-connection
+/// fault, or a client that went away mid-body.
+#[derive(Debug)]
+pub struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+/// Answers one request.
+pub async fn handle<B>(shared: Arc<Shared>, req: Request<B>) -> Result<Response<Body>, Dropped>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let path = req.uri().path();
+    let method = req.method().clone();
+    let response = match path {
+        "/SendHeartbeat" if method == Method::POST => {
+            let started = Instant::now();
+            let answer = heartbeat(&shared, req).await;
+            shared.metrics.heartbeat_took(started.elapsed());
+            answer?
+        }
+        "/SendHeartbeat" => not_allowed("POST"),
+        "/stats" if method == Method::GET => json_response(StatusCode::OK, &shared.stats_json()),
+        "/stats" => not_allowed("GET"),
+        "/stats/reset" if method == Method::POST => {
+            shared.metrics.reset();
+            shared.registry.reset();
+            json_response(StatusCode::OK, &json!({"reset": true}))
+        }
+        "/stats/reset" => not_allowed("POST"),
+        "/metrics" if method == Method::GET => {
+            let text = shared.metrics.render(shared.registry.devices());
+            let mut r = Response::new(Full::new(Bytes::from(text)));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            r
+        }
+        "/metrics" => not_allowed("GET"),
+        "/faults" if method == Method::GET => json_response(StatusCode::OK, &shared.faults.borrow().faults),
+        "/faults" if method == Method::POST => set_faults(&shared, req).await?,
+        "/faults" => not_allowed("GET, POST"),
+        p if p.starts_with("/devices/") => match (method, device_record(&shared, p)) {
+            (Method::GET, Some(view)) => json_response(StatusCode::OK, &view),
+            (Method::GET, None) => {
+                error(StatusCode::NOT_FOUND, "ResourceNotFoundException", &format!("no device at {p}"))
+            }
+            _ => not_allowed("GET"),
+        },
+        _ => error(StatusCode::NOT_FOUND, "UnknownOperationException", &format!("no route for {path}")),
+    };
+    shared.metrics.answered(response.status().as_u16());
+    Ok(response)
+}
+
+async fn heartbeat<B>(shared: &Shared, req: Request<B>) -> Result<Response<Body>, Dropped>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if let Some(auth) = &shared.config.auth
+        && !allowed(auth, req.headers())
+    {
+        shared.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return Ok(closing(error(StatusCode::UNAUTHORIZED, "UnauthorizedException", "missing or wrong credentials")));
+    }
+    let body = match read_body(req, MAX_BODY, shared.config.body_timeout).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return Ok(closing(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "SerializationException",
+                &format!("the body exceeds {MAX_BODY} bytes"),
+            )));
+        }
+        Err(BodyError::Timeout) => {
+            return Ok(closing(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeoutException",
+                &format!("the body did not arrive within {:?}", shared.config.body_timeout),
+            )));
+        }
+        Err(BodyError::Broken) => return Err(Dropped),
+    };
+
+    let active: Arc<ActiveFaults> = shared.faults.borrow().clone();
+    let faults = &active.faults;
+    if faults.drop_rate > 0.0 && rand::rng().random::<f64>() < faults.drop_rate {
+        shared.metrics.dropped_one();
+        return Err(Dropped);
+    }
+    if let Some(stall) = faults.stall {
+        wait_out_stall(shared, stall).await;
+    }
+    if let Some(queue) = &active.capacity {
+        match queue.admit(Instant::now()) {
+            Some(finish) => tokio::time::sleep_until(finish).await,
+            None => {
+                shared.metrics.shed.fetch_add(1, Ordering::Relaxed);
+                return Ok(retry_later(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableException",
+                    "capacity queue is full",
+                )));
+            }
+        }
+    }
+    if let Some(latency) = &faults.latency {
+        let delay = latency.sample(&mut rand::rng());
+        tokio::time::sleep(delay).await;
+    }
+    if faults.error_rate > 0.0 && rand::rng().random::<f64>() < faults.error_rate {
+        shared.metrics.injected_errors.fetch_add(1, Ordering::Relaxed);
+        return Ok(injected_error(faults));
+    }
+
+    match inspect(&body) {
+        Ok(summary) => {
+            shared.registry.record(&summary, &body, crate::sample::now_ms());
+            shared.metrics.accepted.fetch_add(1, Ordering::Relaxed);
+            Ok(Response::new(Full::new(Bytes::new())))
+        }
+        Err(violations) => {
+            shared.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            let errors: Vec<_> =
+                violations.list.iter().map(|v| json!({"path": v.path, "reason": v.reason.to_string()})).collect();
+            let n = violations.total;
+            let message = format!("{n} validation error{} detected: {violations}", if n == 1 { "" } else { "s" });
+            let mut r = json_response(StatusCode::BAD_REQUEST, &json!({"message": message, "errors": errors}));
+            r.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static("ValidationException"));
+            Ok(r)
+        }
+    }
+}
+
+/// Holds a stalled request for `stall`, or until the faults change.
+async fn wait_out_stall(shared: &Shared, stall: Duration) {
+    let mut changes = shared.faults.subscribe();
+    changes.mark_unchanged();
+    tokio::select! {
+        _ = tokio::time::sleep(stall) => {}
+        _ = changes.changed() => {}
+    }
+}
+
+fn injected_error(faults: &Faults) -> Response<Body> {
+    let status = StatusCode::from_u16(faults.error_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = match status.as_u16() {
+        429 => "ThrottlingException",
+        503 => "ServiceUnavailableException",
+        s if s >= 500 => "InternalServiceException",
+        _ => "InjectedFaultException",
+    };
+    let r = error(status, kind, "injected fault");
+    if matches!(status.as_u16(), 429 | 503) { retry_later(r) } else { r }
+}
+
+fn allowed(auth: &Auth, headers: &http::HeaderMap) -> bool {
+    match auth {
+        Auth::Bearer(token) => headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| t == token),
+        Auth::Header { name, value } => headers.get(name).is_some_and(|v| v == value),
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Broken,
+}
+
+async fn read_body<B>(req: Request<B>, limit: usize, timeout: Duration) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    match tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Ok(Err(_)) => Err(BodyError::Broken),
+    }
+}
+
+async fn set_faults<B>(shared: &Shared, req: Request<B>) -> Result<Response<Body>, Dropped>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let body = match read_body(req, MAX_FAULTS_BODY, shared.config.body_timeout).await {
+        Ok(b) => b,
+        Err(BodyError::Broken) => return Err(Dropped),
+        Err(_) => {
+            return Ok(closing(error(StatusCode::PAYLOAD_TOO_LARGE, "SerializationException", "faults body too large")));
+        }
+    };
+    let faults: Faults = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => return Ok(error(StatusCode::BAD_REQUEST, "ValidationException", &format!("bad faults: {e}"))),
+    };
+    if let Err(e) = faults.check() {
+        return Ok(error(StatusCode::BAD_REQUEST, "ValidationException", &format!("bad faults: {e}")));
+    }
+    let response = json_response(StatusCode::OK, &faults);
+    shared.faults.send_replace(Arc::new(ActiveFaults::new(faults)));
+    Ok(response)
+}
+
+fn device_record(shared: &Shared, path: &str) -> Option<crate::server::registry::DeviceView> {
+    let rest = path.strip_prefix("/devices/")?;
+    let (fleet, device) = rest.split_once('/')?;
+    shared.registry.device(fleet, device)
+}
+
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, kind: &'static str, message: &str) -> Response<Body> {
+    let mut r = json_response(status, &json!({"message": message, "errors": []}));
+    r.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static(kind));
+    r
+}
+
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowedException", &format!("use {allow}"));
+    r.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// Marks a response as closing the connection: the request body may be
+/// unread, so the connection cannot carry another request.
+fn closing(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+fn retry_later(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}

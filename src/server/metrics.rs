@@ -1,0 +1,158 @@
+//! The reference backend's counters: plain atomics for `GET /stats`, and a
+//! Prometheus registry (the `prometheus` crate, whose counters and
+//! histograms are lock-free) for `GET /metrics`.
+//!
+//! Counters for the statuses the server actually produces are resolved once
+//! at start, so the request path does no label lookup.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Statuses `serve` answers with, whose counters are pre-resolved.
+const KNOWN_STATUSES: [u16; 12] = [200, 400, 401, 404, 405, 408, 413, 429, 500, 502, 503, 504];
+
+pub struct Metrics {
+    registry: Registry,
+    by_status: IntCounterVec,
+    known: Vec<(u16, IntCounter)>,
+    duration: Histogram,
+    devices: IntGauge,
+    connections_open_gauge: IntGauge,
+    dropped_counter: IntCounter,
+
+    /// Heartbeats answered 200.
+    pub accepted: AtomicU64,
+    /// Heartbeats answered 400 (invalid).
+    pub rejected: AtomicU64,
+    /// Heartbeats answered with an injected error status.
+    pub injected_errors: AtomicU64,
+    /// Heartbeats whose connection was dropped on purpose.
+    pub dropped: AtomicU64,
+    /// Heartbeats refused for a full capacity queue (503).
+    pub shed: AtomicU64,
+    pub unauthorized: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub connections_total: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let by_status = IntCounterVec::new(
+            Opts::new("fleetstorm_serve_requests_total", "HTTP requests answered, by status"),
+            &["status"],
+        )
+        .expect("static metric definition");
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "fleetstorm_serve_heartbeat_duration_seconds",
+                "Time from a heartbeat's headers to its answer, injected faults included",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).expect("static buckets")),
+        )
+        .expect("static metric definition");
+        let devices = IntGauge::new("fleetstorm_serve_devices", "Devices in the registry").expect("static metric");
+        let connections_open_gauge =
+            IntGauge::new("fleetstorm_serve_connections_open", "Open client connections").expect("static metric");
+        let dropped_counter =
+            IntCounter::new("fleetstorm_serve_dropped_total", "Heartbeats whose connection was dropped on purpose")
+                .expect("static metric");
+        for c in [
+            Box::new(by_status.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(devices.clone()),
+            Box::new(connections_open_gauge.clone()),
+            Box::new(dropped_counter.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        let known = KNOWN_STATUSES.iter().map(|&s| (s, by_status.with_label_values(&[&s.to_string()]))).collect();
+        Metrics {
+            registry,
+            by_status,
+            known,
+            duration,
+            devices,
+            connections_open_gauge,
+            dropped_counter,
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            injected_errors: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            connections_total: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn answered(&self, status: u16) {
+        match self.known.iter().find(|(s, _)| *s == status) {
+            Some((_, c)) => c.inc(),
+            None => self.by_status.with_label_values(&[&status.to_string()]).inc(),
+        }
+    }
+
+    pub fn heartbeat_took(&self, d: Duration) {
+        self.duration.observe(d.as_secs_f64());
+    }
+
+    pub fn dropped_one(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.dropped_counter.inc();
+    }
+
+    /// Requests answered so far, by status.
+    pub fn statuses(&self) -> Vec<(u16, u64)> {
+        let mut out = Vec::new();
+        for family in prometheus::core::Collector::collect(&self.by_status) {
+            for m in family.get_metric() {
+                let status = m.get_label().first().and_then(|l| l.value().parse().ok());
+                let n = m.get_counter().get_value() as u64;
+                if let (Some(status), true) = (status, n > 0) {
+                    out.push((status, n));
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, devices: u64) -> Vec<u8> {
+        self.devices.set(i64::try_from(devices).unwrap_or(i64::MAX));
+        self.connections_open_gauge.set(self.connections_open.load(Ordering::Relaxed) as i64);
+        let mut out = Vec::new();
+        // Encoding gathered metrics into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+
+    /// Zeroes the request counters (`POST /stats/reset`); connection
+    /// counts describe the present and are kept.
+    pub fn reset(&self) {
+        for a in [&self.accepted, &self.rejected, &self.injected_errors, &self.dropped, &self.shed, &self.unauthorized]
+        {
+            a.store(0, Ordering::Relaxed);
+        }
+        for (_, c) in &self.known {
+            c.reset();
+        }
+        // Counters for other statuses are removed (the known ones stay
+        // registered: the request path holds them).
+        for (status, _) in self.statuses() {
+            if !KNOWN_STATUSES.contains(&status) {
+                let _ = self.by_status.remove_label_values(&[&status.to_string()]);
+            }
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,375 @@
+//! `fleetstorm serve`: the reference heartbeat backend.
+//!
+//! It exists so that fleetstorm runs out of the box (`url = "builtin"`
+//! starts it in-process on a loopback port) and so that tests have a
+//! backend whose behaviour is known: strict validation, a device registry,
+//! introspection, and faults that act out a slow, failing or saturated
+//! production backend.
+//!
+//! # Shape
+//!
+//! [`Server::bind`] binds the listener; [`Server::run`] accepts until the
+//! `shutdown` future completes, then stops accepting and waits (at most
+//! `shutdown_grace`) for in-flight requests. [`spawn`] does both on the
+//! current runtime and returns the address and a [`RunningServer`] handle,
+//! for in-process use.
+//!
+//! Each connection is served by hyper-util's `auto` builder (HTTP/1.1 with
+//! keep-alive, or HTTP/2 with prior knowledge, h2c) in its own task.
+//! Nothing a client does can keep that task alive forever:
+//! - HTTP/1 request heads must arrive within `header_timeout` (hyper's
+//!   header-read timer, which also runs while a kept-alive connection waits
+//!   for its next request);
+//! - bodies must arrive within `body_timeout` (408 otherwise);
+//! - a connection on which no byte moves for `idle_timeout` while no
+//!   request is in flight is closed (this also covers clients that connect
+//!   and send nothing, which never reach hyper's timers, and idle HTTP/2
+//!   connections).
+
+mod faults;
+mod http;
+mod metrics;
+mod registry;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+
+pub use faults::{ActiveFaults, CapacityQueue, Faults, Latency};
+pub use http::MAX_BODY;
+pub use metrics::Metrics;
+pub use registry::{DeviceView, FleetView, ModelView, Registry};
+
+/// Required credentials for `POST /SendHeartbeat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer TOKEN`.
+    Bearer(String),
+    /// A header with an exact value.
+    Header { name: ::http::HeaderName, value: ::http::HeaderValue },
+}
+
+/// How to run the reference backend.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub addr: SocketAddr,
+    pub faults: Faults,
+    pub auth: Option<Auth>,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// Devices beyond this many are counted but not tracked.
+    pub max_devices: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            faults: Faults::default(),
+            auth: None,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(5),
+            max_devices: 10_000_000,
+        }
+    }
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    pub config: ServeConfig,
+    pub registry: Registry,
+    pub metrics: Metrics,
+    /// The faults in force; replaced whole by `POST /faults`.
+    pub faults: watch::Sender<Arc<ActiveFaults>>,
+    started: Instant,
+}
+
+impl Shared {
+    /// The body of `GET /stats`.
+    pub fn stats_json(&self) -> serde_json::Value {
+        let m = &self.metrics;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let fleets: serde_json::Map<_, _> = self
+            .registry
+            .fleets()
+            .into_iter()
+            .map(|(name, f)| (name, serde_json::to_value(f).unwrap_or_default()))
+            .collect();
+        let responses: serde_json::Map<_, _> =
+            m.statuses().into_iter().map(|(status, n)| (status.to_string(), json!(n))).collect();
+        let queued = self.faults.borrow().capacity.as_ref().map_or(0, |q| q.queued(tokio::time::Instant::now()));
+        json!({
+            "accepted": load(&m.accepted),
+            "rejected": load(&m.rejected),
+            "devices": self.registry.devices(),
+            "untracked": self.registry.untracked(),
+            "fleets": fleets,
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "responses": responses,
+            "injected_errors": load(&m.injected_errors),
+            "dropped": load(&m.dropped),
+            "shed": load(&m.shed),
+            "unauthorized": load(&m.unauthorized),
+            "queued": queued,
+            "connections": {"open": load(&m.connections_open), "total": load(&m.connections_total)},
+        })
+    }
+}
+
+/// A bound, not yet running, reference backend.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Binds `config.addr` (port 0 picks a free port).
+    pub async fn bind(config: ServeConfig) -> io::Result<Server> {
+        config.faults.check().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let listener = TcpListener::bind(config.addr).await?;
+        let faults = watch::Sender::new(Arc::new(ActiveFaults::new(config.faults.clone())));
+        let shared = Arc::new(Shared {
+            registry: Registry::new(config.max_devices),
+            metrics: Metrics::new(),
+            faults,
+            started: Instant::now(),
+            config,
+        });
+        Ok(Server { listener, shared })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The state, for in-process introspection.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and waits
+    /// up to `shutdown_grace` for in-flight requests.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server { listener, shared } = self;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(shared.config.header_timeout)
+            .keep_alive(true)
+            .max_buf_size(64 * 1024);
+        builder.http2().timer(TokioTimer::new()).max_concurrent_streams(1024);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => serve_connection(stream, &builder, &graceful, &shared),
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: wait a little and go on.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(shared.config.shutdown_grace) => {}
+        }
+    }
+}
+
+fn serve_connection(
+    stream: TcpStream,
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    shared: &Arc<Shared>,
+) {
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
+    let service = {
+        let shared = shared.clone();
+        let activity = activity.clone();
+        service_fn(move |req| {
+            let shared = shared.clone();
+            let in_flight = InFlight::start(&activity);
+            async move {
+                let answer = http::handle(shared, req).await;
+                drop(in_flight);
+                answer
+            }
+        })
+    };
+    let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
+    let idle_timeout = shared.config.idle_timeout;
+    let shared = shared.clone();
+    shared.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = connection => {}
+            () = activity.idle_for(idle_timeout) => {}
+        }
+        shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// When a connection last moved a byte, and how many of its requests are
+/// in flight.
+struct Activity {
+    origin: Instant,
+    /// Milliseconds since `origin` of the last read or write.
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity { origin: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Completes once nothing has moved for `limit` with no request in flight.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + limit;
+            if Instant::now() >= deadline && self.in_flight.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            let wake = deadline.max(Instant::now() + Duration::from_millis(100));
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+}
+
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A socket that notes each read and write in its [`Activity`].
+struct Tracked {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A reference backend running on the current tokio runtime.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, waits for in-flight requests (bounded by the grace
+    /// period) and returns once the server has stopped.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Binds and starts a reference backend on the current runtime.
+pub async fn spawn(config: ServeConfig) -> io::Result<RunningServer> {
+    let server = Server::bind(config).await?;
+    let addr = server.local_addr()?;
+    let shared = server.shared();
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    Ok(RunningServer { addr, shared, stop: Some(stop), task })
+}

@@ -246,7 +246,11 @@ where
         Ok(b) => b,
         Err(BodyError::Broken) => return Err(Dropped),
         Err(_) => {
-            return Ok(closing(error(StatusCode::PAYLOAD_TOO_LARGE, "SerializationException", "faults body too large")));
+            return Ok(closing(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "SerializationException",
+                "faults body too large",
+            )));
         }
     };
     let faults: Faults = match serde_json::from_slice(&body) {

@@ -15,7 +15,7 @@
 //!   first time that set is seen).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
@@ -74,6 +74,9 @@ struct Fleet {
     devices: AtomicU64,
 }
 
+/// Fleet ids by name, and the fleets by id.
+type Fleets = (HashMap<String, u32>, Vec<std::sync::Arc<Fleet>>);
+
 #[derive(Default)]
 struct Shard {
     /// Indexed by fleet id.
@@ -95,7 +98,7 @@ struct ModelSets {
 /// The registry of every device that sent an accepted heartbeat.
 pub struct Registry {
     shards: Box<[Mutex<Shard>]>,
-    fleets: RwLock<(HashMap<String, u32>, Vec<std::sync::Arc<Fleet>>)>,
+    fleets: RwLock<Fleets>,
     agent_versions: RwLock<Interner>,
     model_sets: RwLock<ModelSets>,
     devices: AtomicU64,
@@ -241,12 +244,10 @@ impl Registry {
     }
 
     fn shard_of(&self, device: &str) -> usize {
-        let mut h = self.hasher.build_hasher();
-        device.hash(&mut h);
-        (h.finish() as usize) % SHARDS
+        (self.hasher.hash_one(device) as usize) % SHARDS
     }
 
-    fn read_fleets(&self) -> std::sync::RwLockReadGuard<'_, (HashMap<String, u32>, Vec<std::sync::Arc<Fleet>>)> {
+    fn read_fleets(&self) -> std::sync::RwLockReadGuard<'_, Fleets> {
         read(&self.fleets)
     }
 

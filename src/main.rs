@@ -41,7 +41,7 @@ enum Command {
     },
     /// Run the reference heartbeat backend (strict validation, device
     /// registry, /stats, /metrics, injectable faults).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Args)]
@@ -109,7 +109,7 @@ fn main() -> ExitCode {
         Command::Sample { scenario, count, fleet, seed } => {
             sample_command(&scenario, SampleOptions { count, fleet, seed })
         }
-        Command::Serve(args) => serve_command(args),
+        Command::Serve(args) => serve_command(*args),
     }
 }
 

@@ -3,5 +3,7 @@
 mod cli_sample;
 mod generator_props;
 mod scenario_errors;
+mod sdk;
+mod serve;
 mod util;
 mod validator_table;

@@ -1,0 +1,437 @@
+//! The reference backend, in-process on a loopback port, through real
+//! sockets: routing, validation, the registry, introspection, every fault
+//! kind, authentication, HTTP/2 and hostile connections.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fleetstorm::server::{Auth, Faults, ServeConfig};
+use http::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::util::{client, get_json, heartbeat, post, send, start_serve};
+
+#[tokio::test]
+async fn heartbeats_are_validated_and_recorded() {
+    let server = start_serve(ServeConfig::default()).await;
+    let url = server.url();
+    let c = client();
+    let hb = format!("{url}/SendHeartbeat");
+
+    let (status, _, body) = post(&c, &hb, heartbeat("factory-east", "cam-1")).await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 0), "valid: 200 with an empty body");
+    post(&c, &hb, heartbeat("factory-east", "cam-1")).await;
+    post(&c, &hb, heartbeat("factory-east", "cam-2")).await;
+
+    let bad = br#"{"AgentVersion":"1.0","DeviceFleetName":"factory-east","DeviceName":"cam_-1","Models":[{"ModelName":"abc"}]}"#;
+    let (status, headers, body) = post(&c, &hb, &bad[..]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(headers["x-amzn-errortype"], "ValidationException");
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let paths: Vec<_> = err["errors"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["DeviceName", "Models[0].ModelName"]);
+    assert!(err["message"].as_str().unwrap().starts_with("2 validation errors detected"));
+    assert_eq!(err["errors"][1]["reason"], "length 3, minimum 4");
+
+    let (status, _, _) = post(&c, &hb, "not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let device = get_json(&c, &format!("{url}/devices/factory-east/cam-1")).await;
+    assert_eq!(device["heartbeats"], 2);
+    assert_eq!(device["agent_version"], "1.20231.0");
+    assert_eq!(device["models"][0]["name"], "resnet50");
+    let (status, _, _) =
+        send(&c, Method::GET, &format!("{url}/devices/factory-east/cam-9"), &[], Bytes::new()).await.unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let stats = get_json(&c, &format!("{url}/stats")).await;
+    assert_eq!(
+        (stats["accepted"].as_u64(), stats["rejected"].as_u64(), stats["devices"].as_u64()),
+        (Some(3), Some(2), Some(2))
+    );
+    assert_eq!(stats["fleets"]["factory-east"]["accepted"], 3);
+    assert_eq!(stats["fleets"]["factory-east"]["devices"], 2);
+    assert!(stats["uptime_s"].as_f64().unwrap() >= 0.0);
+
+    // Routing: other paths 404, other methods 405 with Allow, big bodies 413.
+    let (status, _, _) = send(&c, Method::GET, &format!("{url}/nope"), &[], Bytes::new()).await.unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, headers, _) = send(&c, Method::GET, &hb, &[], Bytes::new()).await.unwrap();
+    assert_eq!((status, headers["allow"].to_str().unwrap()), (StatusCode::METHOD_NOT_ALLOWED, "POST"));
+    let (status, _, _) = post(&c, &hb, vec![b' '; fleetstorm::server::MAX_BODY + 1]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _, _) = post(&c, &hb, heartbeat("f", "just-under-the-limit")).await;
+    assert_eq!(status, StatusCode::OK, "the connection pool recovers after a 413");
+
+    let (status, _, _) = send(&c, Method::POST, &format!("{url}/stats/reset"), &[], Bytes::new()).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let stats = get_json(&c, &format!("{url}/stats")).await;
+    assert_eq!((stats["accepted"].as_u64(), stats["devices"].as_u64()), (Some(0), Some(0)));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn prometheus_metrics_parse_and_count() {
+    let server = start_serve(ServeConfig::default()).await;
+    let c = client();
+    let hb = format!("{}/SendHeartbeat", server.url());
+    for i in 0..5 {
+        post(&c, &hb, heartbeat("f", &format!("d{i}"))).await;
+    }
+    post(&c, &hb, "{}").await;
+    let (_, headers, body) =
+        send(&c, Method::GET, &format!("{}/metrics", server.url()), &[], Bytes::new()).await.unwrap();
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |name: &str, status: Option<&str>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && status.is_none_or(|st| s.labels.get("status") == Some(st)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(value("fleetstorm_serve_requests_total", Some("200")), Some(5.0));
+    assert_eq!(value("fleetstorm_serve_requests_total", Some("400")), Some(1.0));
+    assert_eq!(value("fleetstorm_serve_devices", None), Some(5.0));
+    let histogram = scrape.samples.iter().find(|s| s.metric == "fleetstorm_serve_heartbeat_duration_seconds").unwrap();
+    match &histogram.value {
+        prometheus_parse::Value::Histogram(buckets) => assert_eq!(buckets.last().unwrap().count, 6.0),
+        other => panic!("not a histogram: {other:?}"),
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn authentication_is_required_when_configured() {
+    let bearer = start_serve(ServeConfig { auth: Some(Auth::Bearer("s3cret".into())), ..ServeConfig::default() }).await;
+    let header = start_serve(ServeConfig {
+        auth: Some(Auth::Header { name: "x-api-key".parse().unwrap(), value: "k1".parse().unwrap() }),
+        ..ServeConfig::default()
+    })
+    .await;
+    let c = client();
+    for (server, good, bad) in [
+        (&bearer, ("authorization", "Bearer s3cret"), ("authorization", "Bearer nope")),
+        (&header, ("x-api-key", "k1"), ("x-api-key", "k2")),
+    ] {
+        let hb = format!("{}/SendHeartbeat", server.url());
+        let (status, _, _) = send(&c, Method::POST, &hb, &[], heartbeat("f", "d")).await.unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _, _) = send(&c, Method::POST, &hb, &[bad], heartbeat("f", "d")).await.unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _, _) = send(&c, Method::POST, &hb, &[good], heartbeat("f", "d")).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(get_json(&c, &format!("{}/stats", server.url())).await["unauthorized"], 2);
+    }
+    bearer.shutdown().await;
+    header.shutdown().await;
+}
+
+async fn set_faults(c: &super::util::HttpClient, url: &str, faults: serde_json::Value) -> serde_json::Value {
+    let (status, _, body) = post(c, &format!("{url}/faults"), faults.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test]
+async fn latency_faults_delay_answers_and_change_at_runtime() {
+    let server = start_serve(ServeConfig::default()).await;
+    let c = client();
+    let url = server.url();
+    let hb = format!("{url}/SendHeartbeat");
+    set_faults(&c, &url, serde_json::json!({"latency": "150ms"})).await;
+    assert_eq!(get_json(&c, &format!("{url}/faults")).await["latency"], "150ms");
+    let t = Instant::now();
+    assert_eq!(post(&c, &hb, heartbeat("f", "d")).await.0, StatusCode::OK);
+    assert!(t.elapsed() >= Duration::from_millis(150), "{:?}", t.elapsed());
+
+    set_faults(&c, &url, serde_json::json!({"latency": "uniform:200ms..250ms"})).await;
+    let t = Instant::now();
+    post(&c, &hb, heartbeat("f", "d")).await;
+    assert!(t.elapsed() >= Duration::from_millis(200));
+
+    for dist in ["normal:20ms,5ms", "lognormal:20ms,0.5"] {
+        set_faults(&c, &url, serde_json::json!({"latency": dist})).await;
+        assert_eq!(post(&c, &hb, heartbeat("f", "d")).await.0, StatusCode::OK);
+    }
+
+    // Bad settings are refused with a message and change nothing.
+    let (status, _, body) = post(&c, &format!("{url}/faults"), r#"{"error_rate": 2}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("error_rate"));
+    let (status, _, _) = post(&c, &format!("{url}/faults"), r#"{"latncy": "1s"}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    set_faults(&c, &url, serde_json::json!({})).await;
+    let t = Instant::now();
+    post(&c, &hb, heartbeat("f", "d")).await;
+    assert!(t.elapsed() < Duration::from_millis(150), "cleared: {:?}", t.elapsed());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn error_and_drop_faults() {
+    let server = start_serve(ServeConfig::default()).await;
+    let c = client();
+    let url = server.url();
+    let hb = format!("{url}/SendHeartbeat");
+    for (status, retry_after) in [(503u16, true), (429, true), (500, false)] {
+        set_faults(&c, &url, serde_json::json!({"error_rate": 1.0, "error_status": status})).await;
+        let (got, headers, _) = post(&c, &hb, heartbeat("f", "d")).await;
+        assert_eq!(got.as_u16(), status);
+        assert_eq!(headers.contains_key("retry-after"), retry_after, "{status}");
+    }
+    set_faults(&c, &url, serde_json::json!({"error_rate": 0.5, "error_status": 500})).await;
+    let mut errors = 0;
+    for i in 0..200 {
+        if post(&c, &hb, heartbeat("f", &format!("d{i}"))).await.0 != StatusCode::OK {
+            errors += 1;
+        }
+    }
+    assert!((60..140).contains(&errors), "about half fail: {errors}");
+
+    set_faults(&c, &url, serde_json::json!({"drop_rate": 1.0})).await;
+    let dropped = send(&c, Method::POST, &hb, &[], heartbeat("f", "d")).await;
+    assert!(dropped.is_err(), "the connection closes without an answer: {dropped:?}");
+    set_faults(&c, &url, serde_json::json!({})).await;
+    assert_eq!(post(&c, &hb, heartbeat("f", "d")).await.0, StatusCode::OK);
+    let stats = get_json(&c, &format!("{url}/stats")).await;
+    assert_eq!(stats["dropped"], 1);
+    assert!(stats["injected_errors"].as_u64().unwrap() >= 63);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stall_holds_requests_until_the_faults_change() {
+    let faults = Faults { stall: Some(Duration::from_secs(30)), ..Faults::default() };
+    let server = start_serve(ServeConfig { faults, ..ServeConfig::default() }).await;
+    let c = client();
+    let url = server.url();
+    let hb = format!("{url}/SendHeartbeat");
+    let t = Instant::now();
+    let stalled = tokio::spawn({
+        let c = c.clone();
+        async move { post(&c, &hb, heartbeat("f", "d")).await.0 }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stalled.is_finished(), "the request is held");
+    set_faults(&c, &url, serde_json::json!({})).await;
+    assert_eq!(stalled.await.unwrap(), StatusCode::OK);
+    assert!(t.elapsed() < Duration::from_secs(10), "released by the change, not the 30 s stall");
+    server.shutdown().await;
+}
+
+/// Closed loop, many clients: the throughput of `--workers 4
+/// --service-time 2ms` is 4 / 2 ms = 2,000/s. The queue computes finish
+/// times in virtual time, so timer granularity does not lower it; the
+/// backlog of 60 waiting requests keeps every worker busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_caps_throughput_at_workers_over_service_time() {
+    let faults = Faults { workers: Some(4), service_time: Some(Duration::from_millis(2)), ..Faults::default() };
+    let server = start_serve(ServeConfig { faults, ..ServeConfig::default() }).await;
+    let hb = format!("{}/SendHeartbeat", server.url());
+    let c = client();
+    // Warm up the connections, then count completions in a 3 s window.
+    let stop_at = Instant::now() + Duration::from_millis(3500);
+    let window = (Instant::now() + Duration::from_millis(500), stop_at);
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let (c, hb) = (c.clone(), hb.clone());
+            tokio::spawn(async move {
+                let mut counted = 0u32;
+                while Instant::now() < stop_at {
+                    let (status, _, _) = post(&c, &hb, heartbeat("cap", &format!("d{i}"))).await;
+                    assert_eq!(status, StatusCode::OK);
+                    let now = Instant::now();
+                    if now >= window.0 && now < window.1 {
+                        counted += 1;
+                    }
+                }
+                counted
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for t in tasks {
+        done += t.await.unwrap();
+    }
+    let rate = f64::from(done) / 3.0;
+    assert!((1900.0..=2100.0).contains(&rate), "throughput {rate:.0}/s, expected 2000/s ± 5%");
+    server.shutdown().await;
+}
+
+/// Open loop: below N/D latency stays near the service time; above it the
+/// queue grows and latency climbs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_latency_climbs_past_the_limit() {
+    let faults = Faults { workers: Some(4), service_time: Some(Duration::from_millis(2)), ..Faults::default() };
+    let server = start_serve(ServeConfig { faults, ..ServeConfig::default() }).await;
+    let hb = format!("{}/SendHeartbeat", server.url());
+    let c = client();
+    async fn offered(c: &super::util::HttpClient, hb: &str, rate: u32, seconds: u32) -> Vec<Duration> {
+        let gap = Duration::from_secs(1) / rate;
+        let start = tokio::time::Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..rate * seconds {
+            tokio::time::sleep_until(start + gap * i).await;
+            let (c, hb) = (c.clone(), hb.to_string());
+            tasks.push(tokio::spawn(async move {
+                let t = Instant::now();
+                post(&c, &hb, heartbeat("cap", &format!("d{}", i % 100))).await;
+                t.elapsed()
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out.sort();
+        out
+    }
+    let below = offered(&c, &hb, 500, 2).await;
+    let above = offered(&c, &hb, 3000, 1).await;
+    let p50_below = below[below.len() / 2];
+    let p90_above = above[above.len() * 9 / 10];
+    assert!(p50_below < Duration::from_millis(50), "below capacity p50 {p50_below:?}");
+    // 3,000/s for 1 s against 2,000/s leaves ~1,000 queued: ~0.5 s of waiting at the end.
+    assert!(p90_above > Duration::from_millis(200), "above capacity p90 {p90_above:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_sheds_with_503() {
+    let faults = Faults {
+        workers: Some(1),
+        service_time: Some(Duration::from_millis(200)),
+        queue_limit: Some(2),
+        ..Faults::default()
+    };
+    let server = start_serve(ServeConfig { faults, ..ServeConfig::default() }).await;
+    let hb = format!("{}/SendHeartbeat", server.url());
+    let c = client();
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let (c, hb) = (c.clone(), hb.clone());
+            tokio::spawn(async move { post(&c, &hb, heartbeat("q", &format!("d{i}"))).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let (status, headers, _) = t.await.unwrap();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(headers.contains_key("retry-after"));
+        }
+        statuses.push(status.as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 503, 503, 503], "1 in service + 2 queued, 3 shed");
+    assert_eq!(get_json(&c, &format!("{}/stats", server.url())).await["shed"], 3);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_is_served() {
+    let server = start_serve(ServeConfig::default()).await;
+    let h2: super::util::HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
+    let hb = format!("{}/SendHeartbeat", server.url());
+    let requests: Vec<_> = (0..50)
+        .map(|i| {
+            let (c, hb) = (h2.clone(), hb.clone());
+            tokio::spawn(async move { post(&c, &hb, heartbeat("h2", &format!("d{i}"))).await.0 })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), StatusCode::OK);
+    }
+    let stats = get_json(&client(), &format!("{}/stats", server.url())).await;
+    assert_eq!(stats["fleets"]["h2"]["accepted"], 50);
+    server.shutdown().await;
+}
+
+/// 1,000 hostile connections (half send garbage, half send nothing, a few
+/// trickle a header byte by byte): valid heartbeats are still answered
+/// promptly, and the timeouts close every hostile connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_connections_are_closed_and_do_not_starve_real_ones() {
+    let config = ServeConfig {
+        header_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        ..ServeConfig::default()
+    };
+    // 1,000 client sockets plus the 1,000 the server accepts, in one process.
+    let _ = rlimit::increase_nofile_limit(4096);
+    let server = start_serve(config).await;
+    let addr = server.addr;
+    let mut hostile = Vec::new();
+    for i in 0..1000 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"\x16\x03\x01 garbage \xff\xfe\r\n\r\n").await.unwrap();
+        }
+        hostile.push(s);
+    }
+    let mut trickling = Vec::new();
+    for _ in 0..5 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /SendHeartbeat HTTP/1.1\r\n").await.unwrap();
+        trickling.push(tokio::spawn(async move {
+            // One header byte every 100 ms: the head never completes.
+            for _ in 0..100 {
+                if s.write_all(b"x").await.is_err() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }));
+    }
+    let c = client();
+    let hb = format!("{}/SendHeartbeat", server.url());
+    for i in 0..20 {
+        let t = Instant::now();
+        assert_eq!(post(&c, &hb, heartbeat("real", &format!("d{i}"))).await.0, StatusCode::OK);
+        assert!(t.elapsed() < Duration::from_millis(500), "answered promptly: {:?}", t.elapsed());
+    }
+    // Every hostile connection gets closed (EOF or reset) within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    for mut s in hostile {
+        let mut buf = [0u8; 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => continue, // hyper's 400 for the garbage, then the close
+                Err(_) => panic!("a hostile connection is still open after the timeouts"),
+            }
+        }
+    }
+    for t in trickling {
+        assert!(t.await.unwrap(), "a slow header sender was cut off");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stats = get_json(&c, &format!("{}/stats", server.url())).await;
+    assert!(stats["connections"]["open"].as_u64().unwrap() <= 2, "{}", stats["connections"]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests() {
+    let faults = Faults { latency: Some("300ms".parse().unwrap()), ..Faults::default() };
+    let server = start_serve(ServeConfig { faults, ..ServeConfig::default() }).await;
+    let c = client();
+    let hb = format!("{}/SendHeartbeat", server.url());
+    let in_flight = tokio::spawn(async move { post(&c, &hb, heartbeat("f", "d")).await.0 });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let addr = server.addr;
+    server.shutdown().await;
+    assert_eq!(in_flight.await.unwrap(), StatusCode::OK);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}

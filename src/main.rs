@@ -91,6 +91,9 @@ struct ServeArgs {
     /// Devices beyond this many are counted but not tracked.
     #[arg(long, default_value_t = 10_000_000)]
     max_devices: u64,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
@@ -176,7 +179,11 @@ fn serve_command(args: ServeArgs) -> ExitCode {
     };
     // Every connection is a file; take all the descriptors we may.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -1,6 +1,7 @@
 //! fleetstorm's integration tests, in one binary (it links once).
 
 mod cli_sample;
+mod cli_serve;
 mod generator_props;
 mod scenario_errors;
 mod sdk;

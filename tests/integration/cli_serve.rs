@@ -1,0 +1,65 @@
+//! `fleetstorm serve` as a process: it prints its address, answers, and on
+//! SIGTERM or SIGINT stops accepting, finishes, prints its final stats and
+//! exits 0.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::util::{client, heartbeat, post};
+
+async fn serve_then_signal(signal: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--latency", "200ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let url = first.trim().strip_prefix("fleetstorm serve listening on ").expect("the address line").to_string();
+    let c = client();
+    assert_eq!(post(&c, &format!("{url}/SendHeartbeat"), heartbeat("cli", "d1")).await.0, 200);
+
+    // A request in flight when the signal arrives still gets its answer.
+    let in_flight = tokio::spawn({
+        let (c, url) = (c.clone(), url.clone());
+        async move { post(&c, &format!("{url}/SendHeartbeat"), heartbeat("cli", "d2")).await.0 }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    assert_eq!(in_flight.await.unwrap(), 200);
+
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(rest.trim()).expect("final stats as JSON");
+    assert_eq!(stats["accepted"], 2);
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully() {
+    serve_then_signal("-TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_stops_gracefully() {
+    serve_then_signal("-INT").await;
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_message() {
+    for (args, message) in [
+        (&["serve", "--error-rate", "1.5"][..], "error_rate is 1.5"),
+        (&["serve", "--workers", "4"][..], "workers needs service_time"),
+        (&["serve", "--latency", "gamma:1s"][..], "unknown distribution"),
+        (&["serve", "--service-time", "fast", "--workers", "1"][..], "not a duration"),
+    ] {
+        let out = super::util::fleetstorm(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+}

@@ -10,12 +10,17 @@
 //! offending line quoted.
 
 mod error;
+pub mod settings;
 
 use std::path::Path;
 
 use serde::Deserialize;
 
 pub use error::ScenarioError;
+pub use settings::{Arrival, ConnectionMode, Header, Schedule, StartMode, Target, TargetUrl};
+
+use settings::{DurationValue, Rate, Share};
+use std::time::Duration;
 
 use crate::heartbeat::profile::{self, MetricSpec, ModelSpec, Weighted};
 use crate::heartbeat::{FleetGenerator, NameTemplate, Profile};
@@ -29,13 +34,23 @@ pub struct Scenario {
     pub name: String,
     /// Seed for every random choice; `None` asks for a fresh one per run.
     pub seed: Option<u64>,
+    /// How long a run lasts (scheduling stops then; in-flight heartbeats
+    /// get up to the target's timeout to finish).
+    pub duration: Duration,
+    pub target: Target,
     pub fleets: Vec<Fleet>,
 }
+
+/// The run length when a scenario gives none.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
+/// The heartbeat period when a fleet gives neither `interval` nor `rate`.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// One fleet of identical-looking devices.
 #[derive(Debug, Clone)]
 pub struct Fleet {
     pub devices: u64,
+    pub schedule: Schedule,
     pub device_name: NameTemplate,
     /// What its devices send; `profile.fleet_name` is the fleet's name.
     pub profile: Profile,
@@ -98,7 +113,13 @@ pub fn parse(text: &str, format: Format, origin: &str, default_name: &str) -> Re
             raw
         }
     };
-    Ok(Scenario { name: raw.name.unwrap_or_else(|| default_name.to_string()), seed: raw.seed, fleets: raw.fleets.0 })
+    Ok(Scenario {
+        name: raw.name.unwrap_or_else(|| default_name.to_string()),
+        seed: raw.seed,
+        duration: raw.duration.map_or(DEFAULT_DURATION, |d| d.0),
+        target: raw.target.unwrap_or_default(),
+        fleets: raw.fleets.0,
+    })
 }
 
 // ------------------------------------------------------------ file format
@@ -108,7 +129,22 @@ pub fn parse(text: &str, format: Format, origin: &str, default_name: &str) -> Re
 struct RawScenario {
     name: Option<String>,
     seed: Option<u64>,
+    duration: Option<PositiveDuration>,
+    target: Option<Target>,
     fleets: Fleets,
+}
+
+/// A duration that must be above zero.
+struct PositiveDuration(Duration);
+
+impl<'de> Deserialize<'de> for PositiveDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let DurationValue(v) = DurationValue::deserialize(d)?;
+        if v.is_zero() {
+            return Err(serde::de::Error::custom("must be above 0, e.g. \"30s\""));
+        }
+        Ok(PositiveDuration(v))
+    }
 }
 
 /// The fleets, checked as a whole: at least one, names unique.
@@ -147,6 +183,12 @@ struct RawFleet {
     agent_metrics: Option<Vec<MetricSpec>>,
     #[serde(default)]
     models: Vec<ModelSpec>,
+    interval: Option<PositiveDuration>,
+    rate: Option<Rate>,
+    jitter: Option<Share>,
+    start: Option<StartMode>,
+    ramp_up: Option<DurationValue>,
+    arrival: Option<Arrival>,
 }
 
 fn default_agent_versions() -> Weighted {
@@ -166,6 +208,28 @@ impl TryFrom<RawFleet> for Fleet {
     fn try_from(raw: RawFleet) -> Result<Self, String> {
         let name = raw.name;
         let DeviceCount(devices) = raw.devices;
+        let interval = match (raw.interval, raw.rate) {
+            (Some(_), Some(_)) => {
+                return Err(format!("fleet {name:?}: give interval or rate, not both (rate = devices / interval)"));
+            }
+            (Some(PositiveDuration(i)), None) => i,
+            (None, Some(Rate(r))) => Duration::from_secs_f64(devices as f64 / r),
+            (None, None) => DEFAULT_INTERVAL,
+        };
+        if interval < Duration::from_millis(1) {
+            return Err(format!("fleet {name:?}: the interval is {interval:?}; the smallest is 1ms"));
+        }
+        let jitter = raw.jitter.map_or(0.0, |Share(j)| j);
+        if jitter >= 1.0 {
+            return Err(format!("fleet {name:?}: jitter must be below 100% (a gap could be 0)"));
+        }
+        let schedule = Schedule {
+            interval,
+            jitter,
+            start: raw.start.unwrap_or(StartMode::Staggered),
+            ramp_up: raw.ramp_up.map_or(Duration::ZERO, |r| r.0),
+            arrival: raw.arrival.unwrap_or(Arrival::Periodic),
+        };
         let device_name = match raw.device_name {
             Some(t) => t,
             None => NameTemplate::parse(&format!("{name}-{{index}}")).map_err(|e| e.to_string())?,
@@ -180,7 +244,7 @@ impl TryFrom<RawFleet> for Fleet {
             models: raw.models,
         };
         profile.check().map_err(|e| format!("fleet {:?}: {e}", profile.fleet_name))?;
-        Ok(Fleet { devices, device_name, profile })
+        Ok(Fleet { devices, schedule, device_name, profile })
     }
 }
 

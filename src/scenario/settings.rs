@@ -1,0 +1,373 @@
+//! The run settings of a scenario: how long, against which target, over
+//! which connections, and each fleet's schedule. Each value type checks
+//! itself as it is read, so mistakes are reported where they are written.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::units::parse_duration;
+
+/// A duration written as a string: `250ms`, `30s`, `5m`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DurationValue(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map(DurationValue).map_err(de::Error::custom)
+    }
+}
+
+/// A share written as `10%` or as a number in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Share(pub f64);
+
+impl Share {
+    pub fn parse(text: &str) -> Result<Share, String> {
+        let t = text.trim();
+        let value = match t.strip_suffix('%') {
+            Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+            None => t.parse::<f64>(),
+        }
+        .map_err(|_| format!("{text:?} is not a share; write e.g. \"10%\" or 0.1"))?;
+        Share::checked(value)
+    }
+
+    fn checked(v: f64) -> Result<Share, String> {
+        if v.is_finite() && (0.0..=1.0).contains(&v) {
+            Ok(Share(v))
+        } else {
+            Err(format!("{v} is not a share between 0% and 100%"))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Share {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Share;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a share such as \"10%\" or 0.1")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Share, E> {
+                Share::parse(s).map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Share, E> {
+                Share::checked(v).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Share, E> {
+                Share::checked(v as f64).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Share, E> {
+                Share::checked(v as f64).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A rate written as `2000/s`, `120/m` or `7200/h`: events per second.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Rate(pub f64);
+
+impl Rate {
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let bad = || format!("{text:?} is not a rate; write e.g. \"2000/s\", \"120/m\" or \"7200/h\"");
+        let (n, unit) = text.trim().split_once('/').ok_or_else(bad)?;
+        let n: f64 = n.trim().parse().map_err(|_| bad())?;
+        let per = match unit.trim() {
+            "s" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        let rate = n / per;
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(format!("{text:?}: a rate must be above 0"));
+        }
+        Ok(Rate(rate))
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Rate::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+/// How a fleet's devices reach the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionMode {
+    /// Each device keeps its own keep-alive connection, as real devices do.
+    PerDevice,
+    /// Devices share at most this many keep-alive connections.
+    Pool(u32),
+    /// A new connection for every heartbeat (connection storms).
+    NewPerRequest,
+}
+
+impl fmt::Display for ConnectionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionMode::PerDevice => f.write_str("per-device"),
+            ConnectionMode::Pool(n) => write!(f, "pool of {n}"),
+            ConnectionMode::NewPerRequest => f.write_str("new-per-request"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ConnectionMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ConnectionMode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#""per-device", "new-per-request" or { pool = N }"#)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ConnectionMode, E> {
+                match s {
+                    "per-device" => Ok(ConnectionMode::PerDevice),
+                    "new-per-request" => Ok(ConnectionMode::NewPerRequest),
+                    other => Err(E::custom(format!(
+                        r#"unknown connection mode {other:?}; use "per-device", "new-per-request" or {{ pool = N }}"#
+                    ))),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ConnectionMode, A::Error> {
+                let mut pool = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "pool" {
+                        return Err(de::Error::custom(format!("unknown key {key:?}; write {{ pool = N }}")));
+                    }
+                    let n: u32 = map.next_value()?;
+                    if n == 0 {
+                        return Err(de::Error::custom("a pool needs at least 1 connection"));
+                    }
+                    pool = Some(n);
+                }
+                pool.map(ConnectionMode::Pool).ok_or_else(|| de::Error::custom("write { pool = N }"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// When devices send their first heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartMode {
+    /// Phases spread evenly over one interval.
+    Staggered,
+    /// Every device at once (a thundering herd).
+    Synchronized,
+}
+
+/// How the gaps between a device's heartbeats are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arrival {
+    /// Every `interval`, give or take `jitter`.
+    Periodic,
+    /// Exponential gaps with mean `interval`.
+    Poisson,
+}
+
+/// A fleet's schedule, resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    /// Each device's mean heartbeat period.
+    pub interval: Duration,
+    /// Per-heartbeat random deviation of the period, as a share of it.
+    pub jitter: f64,
+    pub start: StartMode,
+    /// Devices come online linearly over this time.
+    pub ramp_up: Duration,
+    pub arrival: Arrival,
+}
+
+impl Schedule {
+    /// The fleet's offered rate once every device is online.
+    pub fn rate(&self, devices: u64) -> f64 {
+        devices as f64 / self.interval.as_secs_f64()
+    }
+}
+
+/// Where heartbeats go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetUrl {
+    /// The in-process reference backend on a loopback port.
+    Builtin,
+    /// An HTTP endpoint: `http://host:port`.
+    Http { host: String, port: u16 },
+}
+
+impl TargetUrl {
+    pub fn parse(text: &str) -> Result<TargetUrl, String> {
+        if text == "builtin" {
+            return Ok(TargetUrl::Builtin);
+        }
+        let uri: http::Uri =
+            text.parse().map_err(|e| format!("{text:?} is not a URL ({e}); write \"builtin\" or http://host:port"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => return Err(format!("{text:?}: https targets are not supported yet; use http://")),
+            _ => return Err(format!("{text:?}: write \"builtin\" or http://host:port")),
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!("{text:?}: give the path in target.path, not in the URL"));
+        }
+        let host = uri.host().ok_or_else(|| format!("{text:?} has no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        Ok(TargetUrl::Http { host, port: uri.port_u16().unwrap_or(80) })
+    }
+}
+
+impl fmt::Display for TargetUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetUrl::Builtin => f.write_str("builtin"),
+            TargetUrl::Http { host, port } if host.contains(':') => write!(f, "http://[{host}]:{port}"),
+            TargetUrl::Http { host, port } => write!(f, "http://{host}:{port}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        TargetUrl::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+/// A request header, its value read from the environment where the
+/// scenario says `${env:NAME}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: http::HeaderName,
+    pub value: http::HeaderValue,
+    /// The value as written in the scenario (what reports show: a value
+    /// read from the environment is a secret and never printed).
+    pub written: String,
+}
+
+/// Expands every `${env:NAME}` in `text`.
+pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unclosed \"${{\" in {text:?}"))?;
+        let inner = &after[..end];
+        let name = inner
+            .strip_prefix("env:")
+            .ok_or_else(|| format!("unknown placeholder \"${{{inner}}}\"; the only one is ${{env:NAME}}"))?;
+        let value = lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The target of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub url: TargetUrl,
+    pub path: String,
+    /// The whole heartbeat (connect, send, answer) must finish within this.
+    pub timeout: Duration,
+    pub connections: ConnectionMode,
+    pub headers: Vec<Header>,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target {
+            url: TargetUrl::Builtin,
+            path: "/SendHeartbeat".into(),
+            timeout: Duration::from_secs(2),
+            connections: ConnectionMode::PerDevice,
+            headers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    url: Option<TargetUrl>,
+    path: Option<String>,
+    timeout: Option<DurationValue>,
+    connections: Option<ConnectionMode>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawTarget::deserialize(d)?;
+        let defaults = Target::default();
+        let path = raw.path.unwrap_or(defaults.path);
+        if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+            return Err(de::Error::custom(format!("path {path:?} must be a URL path starting with /")));
+        }
+        let timeout = raw.timeout.map_or(defaults.timeout, |t| t.0);
+        if timeout.is_zero() {
+            return Err(de::Error::custom("timeout must be above 0"));
+        }
+        let mut headers = Vec::new();
+        for (name, written) in raw.headers {
+            let header_name = http::HeaderName::try_from(name.as_str())
+                .map_err(|_| de::Error::custom(format!("headers: {name:?} is not a valid header name")))?;
+            let expanded = expand_env(&written, |n| std::env::var(n).ok())
+                .map_err(|e| de::Error::custom(format!("headers.{name}: {e}")))?;
+            let value = http::HeaderValue::try_from(expanded)
+                .map_err(|_| de::Error::custom(format!("headers.{name}: not a valid header value")))?;
+            headers.push(Header { name: header_name, value, written });
+        }
+        Ok(Target {
+            url: raw.url.unwrap_or(defaults.url),
+            path,
+            timeout,
+            connections: raw.connections.unwrap_or(defaults.connections),
+            headers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_rates_and_urls_parse() {
+        assert_eq!(Share::parse("10%"), Ok(Share(0.1)));
+        assert_eq!(Share::parse("0.25"), Ok(Share(0.25)));
+        assert!(Share::parse("150%").is_err());
+        assert_eq!(Rate::parse("2000/s"), Ok(Rate(2000.0)));
+        assert_eq!(Rate::parse("120/m"), Ok(Rate(2.0)));
+        assert!(Rate::parse("0/s").is_err());
+        assert!(Rate::parse("fast").is_err());
+        assert_eq!(TargetUrl::parse("builtin"), Ok(TargetUrl::Builtin));
+        assert_eq!(TargetUrl::parse("http://127.0.0.1:8080"), Ok(TargetUrl::Http { host: "127.0.0.1".into(), port: 8080 }));
+        assert_eq!(TargetUrl::parse("http://[::1]:9000").unwrap().to_string(), "http://[::1]:9000");
+        assert!(TargetUrl::parse("https://x").unwrap_err().contains("https"));
+        assert!(TargetUrl::parse("http://x/SendHeartbeat").unwrap_err().contains("target.path"));
+    }
+
+    #[test]
+    fn env_placeholders_expand() {
+        let env = |n: &str| (n == "KEY").then(|| "s3cret".to_string());
+        assert_eq!(expand_env("Bearer ${env:KEY}", env), Ok("Bearer s3cret".into()));
+        assert_eq!(expand_env("plain", env), Ok("plain".into()));
+        assert!(expand_env("${env:NOPE}", env).unwrap_err().contains("NOPE is not set"));
+        assert!(expand_env("${file:x}", env).unwrap_err().contains("unknown placeholder"));
+        assert!(expand_env("${env:KEY", env).unwrap_err().contains("unclosed"));
+    }
+}

@@ -14,8 +14,14 @@
 //!   with errors that name the file, line, column and key.
 //! - [`sample`]: the `sample` command, printing bodies as they would be sent.
 
+pub mod engine;
+pub mod fleet;
 pub mod heartbeat;
+pub mod report;
+pub mod run;
 pub mod sample;
 pub mod scenario;
 pub mod server;
+pub mod stats;
+pub mod transport;
 pub mod units;

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use fleetstorm::run::{self, RunError};
 use fleetstorm::sample::{self, SampleError, SampleOptions};
 use fleetstorm::scenario;
 use fleetstorm::server::{self, Auth, Faults, Latency, ServeConfig};
@@ -42,6 +43,68 @@ enum Command {
     /// Run the reference heartbeat backend (strict validation, device
     /// registry, /stats, /metrics, injectable faults).
     Serve(Box<ServeArgs>),
+    /// Run a scenario: fleets of virtual devices against the target; live
+    /// progress, a summary, and a JSON report.
+    Run(RunArgs),
+    /// Check a scenario and print its plan without sending anything.
+    Validate(PlanArgs),
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// The scenario file (.toml or .json).
+    scenario: PathBuf,
+    /// Target URL (overrides the scenario's): "builtin" or http://host:port.
+    #[arg(long)]
+    target: Option<String>,
+    /// Run length (overrides the scenario's), e.g. 30s or 5m.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Seed for every random choice (overrides the scenario's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Multiply every fleet's rate (2 halves every interval).
+    #[arg(long)]
+    rate_scale: Option<f64>,
+    /// Multiply every fleet's device count (intervals kept).
+    #[arg(long)]
+    devices_scale: Option<f64>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Write the JSON report here (atomically).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No live progress on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl PlanArgs {
+    fn overrides(&self) -> run::Overrides {
+        run::Overrides {
+            target: self.target.clone(),
+            duration: self.duration,
+            seed: self.seed,
+            rate_scale: self.rate_scale,
+            devices_scale: self.devices_scale,
+        }
+    }
+
+    /// The scenario with the overrides applied, or the exit code of the error.
+    fn load(&self) -> Result<scenario::Scenario, ExitCode> {
+        let loaded = scenario::load(&self.scenario).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        })?;
+        run::apply_overrides(loaded, &self.overrides()).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        })
+    }
 }
 
 #[derive(Args)]
@@ -79,14 +142,15 @@ struct ServeArgs {
     /// Require a header NAME=VALUE on heartbeats (401 otherwise).
     #[arg(long, value_parser = parse_header)]
     require_header: Option<(http::HeaderName, http::HeaderValue)>,
-    /// Close HTTP/1 connections whose request head takes longer than this.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    /// Close HTTP/1 connections whose next request head takes longer than
+    /// this (hyper counts kept-alive waiting too: this is the keep-alive timeout).
+    #[arg(long, value_parser = parse_duration, default_value = "75s")]
     header_timeout: Duration,
     /// Answer 408 when a request body takes longer than this.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     body_timeout: Duration,
     /// Close connections idle (no bytes, no request in flight) this long.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    #[arg(long, value_parser = parse_duration, default_value = "75s")]
     idle_timeout: Duration,
     /// Devices beyond this many are counted but not tracked.
     #[arg(long, default_value_t = 10_000_000)]
@@ -113,6 +177,8 @@ fn main() -> ExitCode {
             sample_command(&scenario, SampleOptions { count, fleet, seed })
         }
         Command::Serve(args) => serve_command(*args),
+        Command::Run(args) => run_command(args),
+        Command::Validate(args) => validate_command(&args),
     }
 }
 
@@ -224,4 +290,94 @@ async fn termination() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+fn validate_command(args: &PlanArgs) -> ExitCode {
+    let scenario = match args.load() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    print!("{}", run::plan_text(&scenario));
+    match run::check_resources(&scenario) {
+        Ok(budget) => {
+            println!(
+                "\nresources: up to {} connections; this process may open {} files; {} local ports per target address",
+                budget.needed, budget.open_files, budget.local_ports
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn run_command(args: RunArgs) -> ExitCode {
+    let scenario = match args.plan.load() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let seed = scenario.seed.unwrap_or_else(|| {
+        let seed = rand::random::<u64>() >> 1;
+        eprintln!("note: the scenario sets no seed; using seed {seed} (pass --seed {seed} to repeat)");
+        seed
+    });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    runtime.block_on(async move {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(interrupts(cancel.clone()));
+        let mut progress = run::Progress::new(&scenario, args.quiet);
+        let report = run::execute(&scenario, seed, cancel, |live| progress.update(live)).await;
+        progress.finish();
+        let report = match report {
+            Ok(r) => r,
+            Err(e @ RunError::Invalid(_)) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            Err(e @ RunError::Failed(_)) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        };
+        print!("{}", report.summary());
+        let _ = io::stdout().flush();
+        if let Some(path) = &args.out {
+            let json = match serde_json::to_vec_pretty(&report) {
+                Ok(j) => j,
+                Err(e) => {
+                    eprintln!("error: cannot encode the report: {e}");
+                    return ExitCode::from(EXIT_FAILED);
+                }
+            };
+            if let Err(e) = fleetstorm::report::write_atomically(path, &json) {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                return ExitCode::from(EXIT_FAILED);
+            }
+            eprintln!("report written to {}", path.display());
+        }
+        if report.interrupted {
+            eprintln!("the run was interrupted: exit code {EXIT_FAILED}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// First Ctrl-C or SIGTERM: stop the run cleanly (it still reports).
+/// Second: exit at once.
+async fn interrupts(cancel: tokio_util::sync::CancellationToken) {
+    termination().await;
+    eprintln!("\nstopping: finishing heartbeats in flight (press Ctrl-C again to exit at once)");
+    cancel.cancel();
+    termination().await;
+    eprintln!("exiting at once");
+    std::process::exit(130);
 }

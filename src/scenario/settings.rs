@@ -5,8 +5,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 use crate::units::parse_duration;
 
@@ -355,7 +355,10 @@ mod tests {
         assert!(Rate::parse("0/s").is_err());
         assert!(Rate::parse("fast").is_err());
         assert_eq!(TargetUrl::parse("builtin"), Ok(TargetUrl::Builtin));
-        assert_eq!(TargetUrl::parse("http://127.0.0.1:8080"), Ok(TargetUrl::Http { host: "127.0.0.1".into(), port: 8080 }));
+        assert_eq!(
+            TargetUrl::parse("http://127.0.0.1:8080"),
+            Ok(TargetUrl::Http { host: "127.0.0.1".into(), port: 8080 })
+        );
         assert_eq!(TargetUrl::parse("http://[::1]:9000").unwrap().to_string(), "http://[::1]:9000");
         assert!(TargetUrl::parse("https://x").unwrap_err().contains("https"));
         assert!(TargetUrl::parse("http://x/SendHeartbeat").unwrap_err().contains("target.path"));

@@ -18,8 +18,9 @@
 //! keep-alive, or HTTP/2 with prior knowledge, h2c) in its own task.
 //! Nothing a client does can keep that task alive forever:
 //! - HTTP/1 request heads must arrive within `header_timeout` (hyper's
-//!   header-read timer, which also runs while a kept-alive connection waits
-//!   for its next request);
+//!   header-read timer; it also runs while a kept-alive connection waits
+//!   for its next request, so it is the keep-alive timeout too, and its
+//!   default is long, as nginx's keepalive_timeout of 75 s);
 //! - bodies must arrive within `body_timeout` (408 otherwise);
 //! - a connection on which no byte moves for `idle_timeout` while no
 //!   request is in flight is closed (this also covers clients that connect
@@ -84,9 +85,9 @@ impl Default for ServeConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             faults: Faults::default(),
             auth: None,
-            header_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(75),
             body_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(75),
             shutdown_grace: Duration::from_secs(5),
             max_devices: 10_000_000,
         }

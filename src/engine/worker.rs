@@ -1,0 +1,312 @@
+//! One engine worker: a single task that owns a share of the devices, their
+//! schedules and connections, dispatches their heartbeats at the intended
+//! times and records what happened, with no shared state on the way.
+//!
+//! The worker sleeps until the earliest intended time in its timer heap,
+//! dispatches every heartbeat that is due (a device whose previous
+//! heartbeat is still in flight keeps the new one pending; if its next
+//! intended time comes first, the pending one is *missed*), and polls the
+//! exchanges in flight as one `FuturesUnordered`. Connections live in the
+//! worker: a device's own (per-device mode), the worker's share of a pool,
+//! or none (a new connection per heartbeat). Every `flush_every` it hands
+//! its per-fleet recorders to the aggregator and starts afresh.
+//!
+//! Times are nanoseconds since the run's start; the timer's granularity
+//! (1 ms in tokio) shows up as schedule lag, which is recorded.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::fleet::DeviceClock;
+use crate::heartbeat::{Device, FleetGenerator, Scratch};
+use crate::scenario::{ConnectionMode, Schedule};
+use crate::stats::Recorder;
+use crate::transport::{Exchange, Transport};
+
+/// A fleet as the workers run it.
+#[derive(Debug, Clone)]
+pub struct FleetRuntime {
+    pub generator: FleetGenerator,
+    pub schedule: Schedule,
+    pub devices: u64,
+    /// Separates this fleet's schedule streams from other fleets'.
+    pub key: u64,
+}
+
+/// What a worker hands the aggregator.
+pub struct Flush {
+    pub worker: usize,
+    /// When the flush was made, in ns since the start.
+    pub at_ns: u64,
+    /// What each fleet recorded since the previous flush.
+    pub fleets: Vec<Recorder>,
+    pub in_flight: usize,
+    /// The worker's last flush: it has stopped.
+    pub last: bool,
+}
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub start: Instant,
+    /// No heartbeat is scheduled at or after this time (ns since start).
+    pub end_ns: u64,
+    pub connections: ConnectionMode,
+    /// This worker's share of the pool, in pool mode.
+    pub pool_size: u32,
+    pub seed: u64,
+    pub flush_every: Duration,
+}
+
+struct Slot<C> {
+    fleet: u16,
+    device: Device,
+    clock: DeviceClock,
+    busy: bool,
+    /// An intended time that came while the device was busy.
+    pending_ns: Option<u64>,
+    conn: Option<C>,
+}
+
+struct Done<C> {
+    slot: u32,
+    intended_ns: u64,
+    sent_ns: u64,
+    /// Stamped when the exchange ended, not when the worker got to it.
+    done_ns: u64,
+    exchange: Exchange<C>,
+}
+
+type InFlight<C> = FuturesUnordered<Pin<Box<dyn Future<Output = Done<C>> + Send>>>;
+
+struct Worker<T: Transport> {
+    id: usize,
+    transport: Arc<T>,
+    fleets: Arc<[FleetRuntime]>,
+    settings: WorkerSettings,
+    slots: Vec<Slot<T::Conn>>,
+    timers: BinaryHeap<Reverse<(u64, u32)>>,
+    in_flight: InFlight<T::Conn>,
+    recorders: Vec<Recorder>,
+    /// Pool mode: idle connections, connections open, and devices waiting
+    /// for one (slot, intended, eligible).
+    idle: Vec<T::Conn>,
+    open: u32,
+    waiting: VecDeque<(u32, u64, u64)>,
+    scratch: Scratch,
+    body: Vec<u8>,
+    stopping: bool,
+}
+
+/// Runs one worker over `devices` (pairs of fleet index and device index)
+/// until the end of the schedule or `cancel`, then waits for its exchanges
+/// in flight and sends its last flush.
+pub async fn run_worker<T: Transport>(
+    id: usize,
+    transport: Arc<T>,
+    fleets: Arc<[FleetRuntime]>,
+    devices: Vec<(u16, u64)>,
+    settings: WorkerSettings,
+    cancel: CancellationToken,
+    out: mpsc::UnboundedSender<Flush>,
+) {
+    let mut w = Worker {
+        id,
+        recorders: fleets.iter().map(|_| Recorder::default()).collect(),
+        slots: Vec::with_capacity(devices.len()),
+        timers: BinaryHeap::with_capacity(devices.len()),
+        transport,
+        fleets,
+        settings,
+        in_flight: FuturesUnordered::new(),
+        idle: Vec::new(),
+        open: 0,
+        waiting: VecDeque::new(),
+        scratch: Scratch::default(),
+        body: Vec::with_capacity(2048),
+        stopping: false,
+    };
+    for (fleet, index) in devices {
+        let f = &w.fleets[usize::from(fleet)];
+        let mut clock = DeviceClock::new(w.settings.seed, f.key, index);
+        let first = clock.first_ns(&f.schedule, f.devices, index);
+        let slot = w.slots.len() as u32;
+        w.slots.push(Slot {
+            fleet,
+            device: f.generator.device(index),
+            clock,
+            busy: false,
+            pending_ns: None,
+            conn: None,
+        });
+        if first < w.settings.end_ns {
+            w.timers.push(Reverse((first, slot)));
+        }
+    }
+    w.run(cancel, &out).await;
+}
+
+impl<T: Transport> Worker<T> {
+    fn now_ns(&self) -> u64 {
+        self.settings.start.elapsed().as_nanos() as u64
+    }
+
+    async fn run(&mut self, cancel: CancellationToken, out: &mpsc::UnboundedSender<Flush>) {
+        let every = self.settings.flush_every;
+        let mut flush = tokio::time::interval_at(self.settings.start + every, every);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let end = self.settings.start + Duration::from_nanos(self.settings.end_ns);
+        loop {
+            let next_due = self.timers.peek().map(|Reverse((t, _))| *t);
+            let scheduling = !self.stopping && next_due.is_some();
+            if self.stopping && self.in_flight.is_empty() {
+                break;
+            }
+            let wake = self.settings.start + Duration::from_nanos(next_due.unwrap_or(0));
+            tokio::select! {
+                biased;
+                () = cancel.cancelled(), if !self.stopping => self.stop(),
+                () = tokio::time::sleep_until(end), if !self.stopping => self.stop(),
+                Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => self.complete(done),
+                () = tokio::time::sleep_until(wake), if scheduling => self.dispatch_due(),
+                _ = flush.tick() => self.flush(out, false),
+            }
+        }
+        self.flush(out, true);
+    }
+
+    /// Stops scheduling: heartbeats still pending will never be sent.
+    fn stop(&mut self) {
+        self.stopping = true;
+        self.timers.clear();
+        let now = self.now_ns();
+        for i in 0..self.slots.len() {
+            if let Some(p) = self.slots[i].pending_ns.take() {
+                let fleet = usize::from(self.slots[i].fleet);
+                self.recorders[fleet].missed(micros(now.saturating_sub(p)));
+            }
+        }
+        while let Some((slot, intended, _)) = self.waiting.pop_front() {
+            let fleet = usize::from(self.slots[slot as usize].fleet);
+            self.slots[slot as usize].busy = false;
+            self.recorders[fleet].missed(micros(now.saturating_sub(intended)));
+        }
+    }
+
+    fn dispatch_due(&mut self) {
+        let now = self.now_ns();
+        while let Some(&Reverse((t, slot))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let s = &mut self.slots[slot as usize];
+            let fleet = usize::from(s.fleet);
+            self.recorders[fleet].scheduled();
+            let next = t + s.clock.gap_ns(&self.fleets[fleet].schedule);
+            if next < self.settings.end_ns {
+                self.timers.push(Reverse((next, slot)));
+            }
+            if s.busy {
+                // The previous pending heartbeat's slot has passed unsent.
+                if let Some(old) = s.pending_ns.replace(t) {
+                    self.recorders[fleet].missed(micros(now.saturating_sub(old)));
+                }
+            } else {
+                self.start(slot, t, t, now);
+            }
+        }
+    }
+
+    /// Sends device `slot`'s heartbeat intended at `intended`, which could
+    /// go at `eligible` (its intended time, or when the device became free).
+    fn start(&mut self, slot: u32, intended: u64, eligible: u64, now: u64) {
+        let conn = match self.settings.connections {
+            ConnectionMode::PerDevice => self.slots[slot as usize].conn.take(),
+            ConnectionMode::NewPerRequest => None,
+            ConnectionMode::Pool(_) => match self.idle.pop() {
+                Some(c) => Some(c),
+                None if self.open < self.settings.pool_size => {
+                    self.open += 1;
+                    None
+                }
+                None => {
+                    self.slots[slot as usize].busy = true;
+                    self.waiting.push_back((slot, intended, eligible));
+                    return;
+                }
+            },
+        };
+        let s = &mut self.slots[slot as usize];
+        s.busy = true;
+        let fleet = &self.fleets[usize::from(s.fleet)];
+        self.recorders[usize::from(s.fleet)].sent(micros(now.saturating_sub(eligible)));
+        self.body.clear();
+        s.device.write_next(&fleet.generator, wall_ms(), &mut self.scratch, &mut self.body);
+        let exchange = self.transport.exchange(conn, Bytes::copy_from_slice(&self.body));
+        let start = self.settings.start;
+        self.in_flight.push(Box::pin(async move {
+            let exchange = exchange.await;
+            let done_ns = start.elapsed().as_nanos() as u64;
+            Done { slot, intended_ns: intended, sent_ns: now, done_ns, exchange }
+        }));
+    }
+
+    fn complete(&mut self, done: Done<T::Conn>) {
+        let now = self.now_ns();
+        let Done { slot, intended_ns, sent_ns, done_ns, exchange } = done;
+        let fleet = usize::from(self.slots[slot as usize].fleet);
+        self.recorders[fleet].completed(
+            exchange.outcome,
+            micros(done_ns.saturating_sub(intended_ns)),
+            micros(done_ns.saturating_sub(sent_ns)),
+        );
+        match self.settings.connections {
+            ConnectionMode::PerDevice => self.slots[slot as usize].conn = exchange.conn,
+            ConnectionMode::NewPerRequest => {}
+            ConnectionMode::Pool(_) => {
+                match exchange.conn {
+                    Some(c) => self.idle.push(c),
+                    None => self.open -= 1,
+                }
+                if !self.stopping
+                    && let Some((waiter, intended, eligible)) = self.waiting.pop_front()
+                {
+                    self.start(waiter, intended, eligible, now);
+                }
+            }
+        }
+        let s = &mut self.slots[slot as usize];
+        s.busy = false;
+        if let Some(pending) = s.pending_ns.take() {
+            if self.stopping {
+                self.recorders[fleet].missed(micros(now.saturating_sub(pending)));
+            } else {
+                self.start(slot, pending, now.max(pending), now);
+            }
+        }
+    }
+
+    fn flush(&mut self, out: &mpsc::UnboundedSender<Flush>, last: bool) {
+        let fleets = self.recorders.iter_mut().map(Recorder::take).collect();
+        let _ =
+            out.send(Flush { worker: self.id, at_ns: self.now_ns(), fleets, in_flight: self.in_flight.len(), last });
+    }
+}
+
+fn micros(ns: u64) -> u64 {
+    ns / 1_000
+}
+
+fn wall_ms() -> u64 {
+    crate::sample::now_ms()
+}

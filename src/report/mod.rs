@@ -1,0 +1,338 @@
+//! Reports: the JSON report (`fleetstorm.report/v1`, schema in
+//! `schemas/report-v1.schema.json`), the terminal summary, and writing
+//! files whole or not at all.
+//!
+//! A report carries, for the run and for each fleet, the counters, the
+//! offered and achieved rates, percentiles of latency (from each
+//! heartbeat's intended time), service time (from the actual send) and
+//! schedule lag, and the histograms themselves (base64 of the HdrHistogram
+//! V2 + DEFLATE encoding) so that reports can be merged exactly later.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::RunOutput;
+use crate::scenario::{Arrival, Scenario, StartMode};
+use crate::stats::{self, CLASSES, Percentiles, Recorder};
+
+pub const SCHEMA: &str = "fleetstorm.report/v1";
+
+/// Schedule lag p99 above which the generator is said to have fallen behind.
+pub const KEPT_UP_LAG_P99_MS: f64 = 10.0;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: String,
+    pub scenario: ScenarioSummary,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// The scheduling window run, in seconds (shorter than planned if interrupted).
+    pub duration_s: f64,
+    /// Until the last heartbeat in flight ended.
+    pub elapsed_s: f64,
+    pub interrupted: bool,
+    pub generator: GeneratorHealth,
+    pub totals: Stats,
+    pub fleets: Vec<Stats>,
+    pub timeline: Vec<SecondStats>,
+    /// The built-in backend's own counts at the end, when it was the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioSummary {
+    pub name: String,
+    pub seed: u64,
+    pub planned_duration_s: f64,
+    pub target: TargetSummary,
+    pub fleets: Vec<FleetSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetSummary {
+    pub url: String,
+    pub path: String,
+    pub timeout_ms: f64,
+    pub connections: String,
+    /// Header values as written in the scenario: values read from the
+    /// environment appear as their `${env:NAME}` placeholder, never in clear.
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetSummary {
+    pub name: String,
+    pub devices: u64,
+    pub interval_s: f64,
+    pub offered_rate: f64,
+    pub jitter: f64,
+    pub start: String,
+    pub ramp_up_s: f64,
+    pub arrival: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorHealth {
+    pub kept_up: bool,
+    pub schedule_lag_p99_ms: f64,
+    pub verdict: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub scheduled: u64,
+    pub sent: u64,
+    pub missed: u64,
+    pub ok: u64,
+    pub failed: u64,
+    /// Failures by class.
+    pub errors: BTreeMap<String, u64>,
+    pub status_codes: BTreeMap<String, u64>,
+    pub offered_rate: f64,
+    pub achieved_rate: f64,
+    pub latency_ms: Percentiles,
+    pub service_time_ms: Percentiles,
+    pub schedule_lag_ms: Percentiles,
+    pub histograms: Histograms,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Histograms {
+    pub latency: String,
+    pub service_time: String,
+    pub schedule_lag: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecondStats {
+    /// Seconds since the start.
+    pub t: u64,
+    pub offered: u64,
+    pub sent: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub missed: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+fn stats_of(name: Option<String>, r: &Recorder, seconds: f64) -> Stats {
+    let c = &r.counters;
+    let rate = |n: u64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
+    Stats {
+        name,
+        scheduled: c.scheduled,
+        sent: c.sent,
+        missed: c.missed,
+        ok: c.ok(),
+        failed: c.failed(),
+        errors: CLASSES.iter().zip(c.classes).skip(1).map(|(k, n)| (k.to_string(), n)).collect(),
+        status_codes: c.statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+        offered_rate: rate(c.scheduled),
+        achieved_rate: rate(c.sent),
+        latency_ms: Percentiles::of(&r.latency),
+        service_time_ms: Percentiles::of(&r.service_time),
+        schedule_lag_ms: Percentiles::of(&r.schedule_lag),
+        histograms: Histograms {
+            latency: stats::encode_histogram(&r.latency),
+            service_time: stats::encode_histogram(&r.service_time),
+            schedule_lag: stats::encode_histogram(&r.schedule_lag),
+        },
+    }
+}
+
+impl Report {
+    /// Builds the report of a run of `scenario` (as run: overrides applied).
+    pub fn new(
+        scenario: &Scenario,
+        seed: u64,
+        target_url: &str,
+        out: &RunOutput,
+        backend: Option<serde_json::Value>,
+    ) -> Report {
+        let seconds = out.scheduled_for.as_secs_f64();
+        let mut total = Recorder::default();
+        for f in &out.fleets {
+            total.add(f);
+        }
+        let lag_p99 = Percentiles::of(&total.schedule_lag).p99;
+        let kept_up = lag_p99 <= KEPT_UP_LAG_P99_MS;
+        let verdict = if kept_up {
+            format!("kept up: schedule lag p99 {lag_p99:.1} ms")
+        } else {
+            format!(
+                "fell behind: schedule lag p99 {lag_p99:.1} ms (limit {KEPT_UP_LAG_P99_MS} ms) — results understate the backend's latency"
+            )
+        };
+        let t = &scenario.target;
+        Report {
+            schema: SCHEMA.to_string(),
+            scenario: ScenarioSummary {
+                name: scenario.name.clone(),
+                seed,
+                planned_duration_s: scenario.duration.as_secs_f64(),
+                target: TargetSummary {
+                    url: target_url.to_string(),
+                    path: t.path.clone(),
+                    timeout_ms: t.timeout.as_secs_f64() * 1000.0,
+                    connections: t.connections.to_string(),
+                    headers: t.headers.iter().map(|h| (h.name.to_string(), h.written.clone())).collect(),
+                },
+                fleets: scenario
+                    .fleets
+                    .iter()
+                    .map(|f| FleetSummary {
+                        name: f.name().to_string(),
+                        devices: f.devices,
+                        interval_s: f.schedule.interval.as_secs_f64(),
+                        offered_rate: f.schedule.rate(f.devices),
+                        jitter: f.schedule.jitter,
+                        start: match f.schedule.start {
+                            StartMode::Staggered => "staggered",
+                            StartMode::Synchronized => "synchronized",
+                        }
+                        .into(),
+                        ramp_up_s: f.schedule.ramp_up.as_secs_f64(),
+                        arrival: match f.schedule.arrival {
+                            Arrival::Periodic => "periodic",
+                            Arrival::Poisson => "poisson",
+                        }
+                        .into(),
+                    })
+                    .collect(),
+            },
+            started_at: humantime::format_rfc3339_millis(out.started_at).to_string(),
+            duration_s: seconds,
+            elapsed_s: out.elapsed.as_secs_f64(),
+            interrupted: out.interrupted,
+            generator: GeneratorHealth { kept_up, schedule_lag_p99_ms: lag_p99, verdict },
+            totals: stats_of(None, &total, seconds),
+            fleets: scenario
+                .fleets
+                .iter()
+                .zip(&out.fleets)
+                .map(|(f, r)| stats_of(Some(f.name().to_string()), r, seconds))
+                .collect(),
+            timeline: out
+                .timeline
+                .iter()
+                .enumerate()
+                .map(|(t, s)| SecondStats {
+                    t: t as u64,
+                    offered: s.scheduled,
+                    sent: s.sent,
+                    ok: s.ok,
+                    failed: s.failed,
+                    missed: s.missed,
+                    p50_ms: if s.latency.is_empty() { 0.0 } else { s.latency.value_at_quantile(0.5) as f64 / 1000.0 },
+                    p99_ms: if s.latency.is_empty() { 0.0 } else { s.latency.value_at_quantile(0.99) as f64 / 1000.0 },
+                })
+                .collect(),
+            backend,
+        }
+    }
+
+    /// The terminal summary: a table per fleet and in total, and the
+    /// verdict on the generator's own health.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let s = &self.scenario;
+        let _ = writeln!(
+            out,
+            "fleetstorm run \"{}\" against {}{} ({}, seed {}){}",
+            s.name,
+            s.target.url,
+            s.target.path,
+            s.target.connections,
+            s.seed,
+            if self.interrupted { " — INTERRUPTED" } else { "" }
+        );
+        let _ = writeln!(
+            out,
+            "ran {:.1} s of {:.1} s planned; started {}\n",
+            self.duration_s, s.planned_duration_s, self.started_at
+        );
+        let rows: Vec<&Stats> = self.fleets.iter().chain(std::iter::once(&self.totals)).collect();
+        let name = |st: &Stats| st.name.clone().unwrap_or_else(|| "TOTAL".into());
+        let width = rows.iter().map(|r| name(r).len()).max().unwrap_or(5).max(5);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}",
+            "fleet", "offered/s", "achieved/s", "scheduled", "sent", "missed", "ok", "failed"
+        );
+        for r in &rows {
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:>10.1} {:>10.1} {:>10} {:>9} {:>9} {:>9} {:>9}",
+                name(r),
+                r.offered_rate,
+                r.achieved_rate,
+                r.scheduled,
+                r.sent,
+                r.missed,
+                r.ok,
+                r.failed
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n{:<width$}  {:<14} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "fleet", "(ms)", "p50", "p90", "p99", "p99.9", "max"
+        );
+        for r in &rows {
+            for (what, p) in
+                [("latency", &r.latency_ms), ("service time", &r.service_time_ms), ("schedule lag", &r.schedule_lag_ms)]
+            {
+                let _ = writeln!(
+                    out,
+                    "{:<width$}  {:<14} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                    name(r),
+                    what,
+                    p.p50,
+                    p.p90,
+                    p.p99,
+                    p.p999,
+                    p.max
+                );
+            }
+        }
+        let failures: Vec<String> =
+            self.totals.errors.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+        let statuses: Vec<String> = self.totals.status_codes.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+        let _ = writeln!(out, "\nfailures: {}", if failures.is_empty() { "none".into() } else { failures.join(", ") });
+        let _ = writeln!(out, "statuses: {}", if statuses.is_empty() { "none".into() } else { statuses.join(", ") });
+        let _ = writeln!(out, "generator: {}", self.generator.verdict);
+        out
+    }
+}
+
+/// Writes `bytes` to `path` whole or not at all: into a temporary file in
+/// the same directory, synced, then renamed over `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("report");
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `Duration` as seconds, for messages.
+pub fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}

@@ -1,0 +1,372 @@
+//! `fleetstorm run` and `fleetstorm validate`: from a checked scenario to a
+//! plan, resources checked, the engine run against the target, and a report.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{self, EngineSettings, FleetRuntime, Live};
+use crate::report::Report;
+use crate::scenario::{ConnectionMode, Scenario, TargetUrl};
+use crate::server::{self, ServeConfig};
+use crate::stats::{Percentiles, Recorder};
+use crate::transport::{Endpoint, Http};
+
+/// Command-line overrides of a scenario.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub target: Option<String>,
+    pub duration: Option<Duration>,
+    pub seed: Option<u64>,
+    /// Multiplies every fleet's rate (divides every interval).
+    pub rate_scale: Option<f64>,
+    /// Multiplies every fleet's device count.
+    pub devices_scale: Option<f64>,
+}
+
+/// Why a run could not happen or complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The scenario or the plan is impossible (exit code 2).
+    #[error("{0}")]
+    Invalid(String),
+    /// The run itself failed (exit code 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Applies command-line overrides; the result is checked as the file is.
+pub fn apply_overrides(mut s: Scenario, o: &Overrides) -> Result<Scenario, RunError> {
+    if let Some(t) = &o.target {
+        s.target.url = TargetUrl::parse(t).map_err(|e| RunError::Invalid(format!("--target: {e}")))?;
+    }
+    if let Some(d) = o.duration {
+        if d.is_zero() {
+            return Err(RunError::Invalid("--duration must be above 0".into()));
+        }
+        s.duration = d;
+    }
+    if o.seed.is_some() {
+        s.seed = o.seed;
+    }
+    for (flag, v) in [("--rate-scale", o.rate_scale), ("--devices-scale", o.devices_scale)] {
+        if let Some(v) = v
+            && !(v.is_finite() && v > 0.0)
+        {
+            return Err(RunError::Invalid(format!("{flag} must be a number above 0, not {v}")));
+        }
+    }
+    for f in &mut s.fleets {
+        if let Some(scale) = o.devices_scale {
+            // Keep each device's interval (and so scale the fleet's rate).
+            f.devices = ((f.devices as f64 * scale).round() as u64).clamp(1, crate::scenario::MAX_DEVICES_PER_FLEET);
+            f.device_name
+                .check_for(f.devices)
+                .map_err(|e| RunError::Invalid(format!("--devices-scale: fleet {:?}: {e}", f.name())))?;
+        }
+        if let Some(scale) = o.rate_scale {
+            let interval = Duration::from_secs_f64(f.schedule.interval.as_secs_f64() / scale);
+            if interval < Duration::from_millis(1) {
+                return Err(RunError::Invalid(format!(
+                    "--rate-scale {scale}: fleet {:?}'s interval would be below 1ms",
+                    f.name()
+                )));
+            }
+            f.schedule.interval = interval;
+        }
+    }
+    Ok(s)
+}
+
+/// Connections a run needs at most, and what the machine allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionBudget {
+    pub needed: u64,
+    /// Open files the process may have (soft limit, after raising it).
+    pub open_files: u64,
+    /// Local ports toward one address (the ephemeral range).
+    pub local_ports: u64,
+}
+
+/// Connections needed by `s` at most, by mode.
+pub fn connections_needed(s: &Scenario) -> u64 {
+    let devices: u64 = s.fleets.iter().map(|f| f.devices).sum();
+    match s.target.connections {
+        ConnectionMode::PerDevice => devices,
+        ConnectionMode::Pool(n) => u64::from(n).min(devices),
+        // At most one per device in flight.
+        ConnectionMode::NewPerRequest => devices,
+    }
+}
+
+/// Raises the open-files limit as far as allowed and checks that the plan
+/// fits it and the local port range.
+pub fn check_resources(s: &Scenario) -> Result<ConnectionBudget, RunError> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let open_files = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024);
+    let local_ports = local_port_range().unwrap_or(28_232);
+    let needed = connections_needed(s);
+    // The built-in backend holds the other end of each connection in this process.
+    let files_per_connection = if s.target.url == TargetUrl::Builtin { 2 } else { 1 };
+    let budget = ConnectionBudget { needed, open_files, local_ports };
+    let reserve = 200;
+    if needed * files_per_connection + reserve > open_files {
+        return Err(RunError::Invalid(format!(
+            "the plan needs up to {needed} connections ({} open files{}) but this process may open {open_files} files; \
+             raise the hard limit (ulimit -Hn), lower the device count, or use connections = {{ pool = N }}",
+            needed * files_per_connection + reserve,
+            if files_per_connection == 2 { ", both ends with the built-in backend" } else { "" }
+        )));
+    }
+    if s.target.connections == ConnectionMode::PerDevice && needed > local_ports {
+        return Err(RunError::Invalid(format!(
+            "the plan needs {needed} concurrent connections to one address but the local port range allows {local_ports}; \
+             lower the device count or use connections = {{ pool = N }}"
+        )));
+    }
+    Ok(budget)
+}
+
+fn local_port_range() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut parts = text.split_whitespace().map(|p| p.parse::<u64>().ok());
+    let (lo, hi) = (parts.next()??, parts.next()??);
+    Some(hi.saturating_sub(lo) + 1)
+}
+
+/// The plan `validate` prints.
+pub fn plan_text(s: &Scenario) -> String {
+    let mut out = String::new();
+    let secs = s.duration.as_secs_f64();
+    let _ = writeln!(
+        out,
+        "scenario \"{}\": {} fleet(s), duration {}",
+        s.name,
+        s.fleets.len(),
+        crate::units::format_duration(s.duration)
+    );
+    let _ = writeln!(
+        out,
+        "target {}{} (timeout {}, connections {})",
+        s.target.url,
+        s.target.path,
+        crate::units::format_duration(s.target.timeout),
+        s.target.connections
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:>9} {:>11} {:>11} {:>12} {:>12}",
+        "fleet", "devices", "interval", "offered/s", "heartbeats", "connections"
+    );
+    let mut total_rate = 0.0;
+    let mut total_devices = 0;
+    for f in &s.fleets {
+        let rate = f.schedule.rate(f.devices);
+        total_rate += rate;
+        total_devices += f.devices;
+        let conns = match s.target.connections {
+            ConnectionMode::PerDevice | ConnectionMode::NewPerRequest => f.devices.to_string(),
+            ConnectionMode::Pool(_) => "shared".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:>9} {:>11} {:>11.1} {:>12.0} {:>12}",
+            f.name(),
+            f.devices,
+            crate::units::format_duration(f.schedule.interval),
+            rate,
+            expected_heartbeats(f, secs),
+            conns
+        );
+    }
+    let expected: f64 = s.fleets.iter().map(|f| expected_heartbeats(f, secs)).sum();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>9} {:>11} {:>11.1} {:>12.0} {:>12}",
+        "TOTAL",
+        total_devices,
+        "",
+        total_rate,
+        expected,
+        connections_needed(s)
+    );
+    out
+}
+
+/// Heartbeats a fleet is expected to schedule in `secs` (ramp-up counted).
+fn expected_heartbeats(f: &crate::scenario::Fleet, secs: f64) -> f64 {
+    let rate = f.schedule.rate(f.devices);
+    let ramp = f.schedule.ramp_up.as_secs_f64().min(secs);
+    // During the ramp, on average half the fleet is online.
+    rate * (secs - ramp) + rate * ramp / 2.0
+}
+
+/// Runs a checked scenario and builds its report. `cancel` stops it early
+/// (Ctrl-C); `progress` is called a few times a second.
+pub async fn execute(
+    scenario: &Scenario,
+    seed: u64,
+    cancel: CancellationToken,
+    progress: impl FnMut(&Live<'_>),
+) -> Result<Report, RunError> {
+    check_resources(scenario)?;
+    let max_interval = scenario.fleets.iter().map(|f| f.schedule.interval).max().unwrap_or_default();
+    let mut builtin = None;
+    let (addr, host) = match &scenario.target.url {
+        TargetUrl::Builtin => {
+            // Keep-alive must outlast the longest heartbeat period, or
+            // devices would race the server's idle close.
+            let keep = (max_interval * 2 + Duration::from_secs(5)).max(Duration::from_secs(75));
+            let config = ServeConfig {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                header_timeout: keep,
+                idle_timeout: keep,
+                ..ServeConfig::default()
+            };
+            let running = server::spawn(config)
+                .await
+                .map_err(|e| RunError::Failed(format!("cannot start the built-in backend: {e}")))?;
+            let addr = running.addr;
+            builtin = Some(running);
+            (addr, "127.0.0.1".to_string())
+        }
+        TargetUrl::Http { host, port } => {
+            let addr = tokio::net::lookup_host((host.as_str(), *port))
+                .await
+                .map_err(|e| RunError::Failed(format!("cannot resolve {host}: {e}")))?
+                .next()
+                .ok_or_else(|| RunError::Failed(format!("{host} resolves to no address")))?;
+            (addr, host.clone())
+        }
+    };
+    let target_url = match &scenario.target.url {
+        TargetUrl::Builtin => format!("builtin (http://{addr})"),
+        other => other.to_string(),
+    };
+    let t = &scenario.target;
+    let endpoint = Endpoint::new(
+        addr,
+        &host,
+        &t.path,
+        t.headers.iter().map(|h| (h.name.clone(), h.value.clone())),
+        t.timeout,
+        t.connections != ConnectionMode::NewPerRequest,
+    )
+    .map_err(RunError::Invalid)?;
+    let fleets = scenario
+        .fleets
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FleetRuntime {
+            generator: f.generator(seed),
+            schedule: f.schedule,
+            devices: f.devices,
+            key: (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ fnv(f.name()),
+        })
+        .collect();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let settings = EngineSettings { duration: scenario.duration, connections: t.connections, workers, seed };
+    let output = engine::run(Http::new(endpoint), fleets, settings, cancel, progress).await;
+    let backend = match builtin {
+        Some(server) => {
+            let stats = server.shared.stats_json();
+            server.shutdown().await;
+            Some(stats)
+        }
+        None => None,
+    };
+    Ok(Report::new(scenario, seed, &target_url, &output, backend))
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Live progress on stderr: an indicatif line on a terminal, a plain status
+/// line every 5 s otherwise, nothing when quiet.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    plain: bool,
+    last_plain: Option<std::time::Instant>,
+    devices: Vec<(u64, Duration)>,
+}
+
+impl Progress {
+    pub fn new(scenario: &Scenario, quiet: bool) -> Progress {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = (!quiet && terminal).then(|| {
+            let bar = indicatif::ProgressBar::new(scenario.duration.as_millis() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:24} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            plain: !quiet && !terminal,
+            last_plain: None,
+            devices: scenario.fleets.iter().map(|f| (f.devices, f.schedule.ramp_up)).collect(),
+        }
+    }
+
+    /// Draws one update.
+    pub fn update(&mut self, live: &Live<'_>) {
+        if self.bar.is_none() && !self.plain {
+            return;
+        }
+        if self.plain && self.last_plain.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+            return;
+        }
+        let elapsed = live.elapsed.min(live.duration);
+        let online: u64 = self
+            .devices
+            .iter()
+            .map(|&(n, ramp)| {
+                if ramp.is_zero() {
+                    n
+                } else {
+                    ((n as f64) * (elapsed.as_secs_f64() / ramp.as_secs_f64()).min(1.0)) as u64
+                }
+            })
+            .sum();
+        let total: u64 = self.devices.iter().map(|d| d.0).sum();
+        let mut all = Recorder::default();
+        for f in live.fleets {
+            all.add(f);
+        }
+        // The last whole second of the timeline, for the rates.
+        let last = live.timeline.len().checked_sub(2).and_then(|i| live.timeline.get(i));
+        let (offered, achieved) = last.map_or((0, 0), |s| (s.scheduled, s.sent));
+        let c = &all.counters;
+        let line = format!(
+            "{:.0}/{:.0}s | online {online}/{total} | offered {offered}/s achieved {achieved}/s | ok {} failed {} missed {} | p99 {:.1} ms | in flight {}",
+            elapsed.as_secs_f64(),
+            live.duration.as_secs_f64(),
+            c.ok(),
+            c.failed(),
+            c.missed,
+            Percentiles::of(&all.latency).p99,
+            live.in_flight
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(elapsed.as_millis() as u64);
+                bar.set_message(line);
+            }
+            None => {
+                eprintln!("{line}");
+                self.last_plain = Some(std::time::Instant::now());
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! What a run records: counters and HDR histograms, kept per worker and
+//! per fleet, merged by addition.
+//!
+//! Each engine worker owns a [`Recorder`] per fleet and records into it with
+//! no lock and no allocation; every flush it hands the recorder's contents
+//! over (swapping in an empty one) and the aggregator adds them into the
+//! run's totals and per-second timeline. Histograms are `hdrhistogram`
+//! histograms of microseconds, from 1 µs to 1 h at 3 significant figures;
+//! `Histogram::add` merges them exactly, which is what lets sharded runs
+//! merge their reports later.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// The largest value a histogram holds: one hour, in microseconds.
+pub const MAX_MICROS: u64 = 3_600_000_000;
+
+/// How a sent heartbeat ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// An HTTP answer with this status.
+    Status(u16),
+    /// No (usable) answer.
+    Failed(Failure),
+}
+
+/// Failures without an HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Failure {
+    /// The whole heartbeat did not finish within the target's timeout.
+    Timeout,
+    /// The connection could not be made (refused, unreachable).
+    Connect,
+    /// The connection broke (reset, closed early, broken pipe).
+    Io,
+    /// The answer was not valid HTTP.
+    Protocol,
+}
+
+/// The outcome classes of a report, in order; `ok` is 2xx.
+pub const CLASSES: [&str; 8] = ["ok", "http_4xx", "http_5xx", "other_status", "timeout", "connect", "io", "protocol"];
+
+impl Outcome {
+    /// Index into [`CLASSES`].
+    pub fn class(self) -> usize {
+        match self {
+            Outcome::Status(200..=299) => 0,
+            Outcome::Status(400..=499) => 1,
+            Outcome::Status(500..=599) => 2,
+            Outcome::Status(_) => 3,
+            Outcome::Failed(Failure::Timeout) => 4,
+            Outcome::Failed(Failure::Connect) => 5,
+            Outcome::Failed(Failure::Io) => 6,
+            Outcome::Failed(Failure::Protocol) => 7,
+        }
+    }
+
+    pub fn is_ok(self) -> bool {
+        self.class() == 0
+    }
+}
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("static histogram bounds")
+}
+
+/// Records `micros` into `h`, clamped into the histogram's range.
+#[inline]
+pub fn record(h: &mut Histogram<u64>, micros: u64) {
+    // Cannot fail once clamped into the bounds given at creation.
+    let _ = h.record(micros.clamp(1, MAX_MICROS));
+}
+
+/// Counters of one fleet (or of a whole run).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters {
+    /// Heartbeats whose intended time came during the run.
+    pub scheduled: u64,
+    pub sent: u64,
+    /// Scheduled but never sent: the slot passed while the device was busy.
+    pub missed: u64,
+    /// Sent heartbeats by outcome class (see [`CLASSES`]).
+    pub classes: [u64; CLASSES.len()],
+    /// Answers by HTTP status.
+    pub statuses: BTreeMap<u16, u64>,
+}
+
+impl Counters {
+    pub fn ok(&self) -> u64 {
+        self.classes[0]
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.classes[1..].iter().sum()
+    }
+
+    /// Heartbeats sent whose outcome is known.
+    pub fn completed(&self) -> u64 {
+        self.classes.iter().sum()
+    }
+
+    pub fn add(&mut self, other: &Counters) {
+        self.scheduled += other.scheduled;
+        self.sent += other.sent;
+        self.missed += other.missed;
+        for (a, b) in self.classes.iter_mut().zip(other.classes) {
+            *a += b;
+        }
+        for (status, n) in &other.statuses {
+            *self.statuses.entry(*status).or_default() += n;
+        }
+    }
+}
+
+/// Everything recorded for one fleet over some span of a run.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    pub counters: Counters,
+    /// From each heartbeat's intended time to its outcome (missed
+    /// heartbeats at their corrected latency).
+    pub latency: Histogram<u64>,
+    /// From the actual send to the outcome.
+    pub service_time: Histogram<u64>,
+    /// From when a heartbeat could be sent to when the generator sent it.
+    pub schedule_lag: Histogram<u64>,
+    /// Status counts in a flat array, so the hot path does not touch the
+    /// map; folded into `counters.statuses` by [`Recorder::take`].
+    status_array: Box<[u64; 600]>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            counters: Counters::default(),
+            latency: new_histogram(),
+            service_time: new_histogram(),
+            schedule_lag: new_histogram(),
+            status_array: Box::new([0; 600]),
+        }
+    }
+}
+
+impl Recorder {
+    /// A heartbeat's intended time came.
+    #[inline]
+    pub fn scheduled(&mut self) {
+        self.counters.scheduled += 1;
+    }
+
+    /// A heartbeat was sent `lag_us` after it could have been.
+    #[inline]
+    pub fn sent(&mut self, lag_us: u64) {
+        self.counters.sent += 1;
+        record(&mut self.schedule_lag, lag_us);
+    }
+
+    /// A heartbeat was missed; `latency_us` is its corrected latency.
+    #[inline]
+    pub fn missed(&mut self, latency_us: u64) {
+        self.counters.missed += 1;
+        record(&mut self.latency, latency_us);
+    }
+
+    /// A sent heartbeat ended.
+    #[inline]
+    pub fn completed(&mut self, outcome: Outcome, latency_us: u64, service_us: u64) {
+        self.counters.classes[outcome.class()] += 1;
+        if let Outcome::Status(s) = outcome {
+            match self.status_array.get_mut(usize::from(s)) {
+                Some(slot) => *slot += 1,
+                None => *self.counters.statuses.entry(s).or_default() += 1,
+            }
+        }
+        record(&mut self.latency, latency_us);
+        record(&mut self.service_time, service_us);
+    }
+
+    /// Hands over what was recorded and starts afresh.
+    pub fn take(&mut self) -> Recorder {
+        let mut taken = std::mem::take(self);
+        for (status, n) in taken.status_array.iter_mut().enumerate() {
+            if *n > 0 {
+                *taken.counters.statuses.entry(status as u16).or_default() += *n;
+                *n = 0;
+            }
+        }
+        taken
+    }
+
+    /// Adds another recorder's contents (as returned by `take`).
+    pub fn add(&mut self, other: &Recorder) {
+        self.counters.add(&other.counters);
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        let _ = self.service_time.add(&other.service_time);
+        let _ = self.schedule_lag.add(&other.schedule_lag);
+    }
+}
+
+/// Percentiles of a histogram in milliseconds, as reports show them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        let ms = |us: u64| us as f64 / 1000.0;
+        if h.is_empty() {
+            return Percentiles { p50: 0.0, p90: 0.0, p99: 0.0, p999: 0.0, max: 0.0, mean: 0.0 };
+        }
+        Percentiles {
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// A histogram as base64 of its HdrHistogram V2 + DEFLATE encoding.
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    use base64::Engine;
+    use hdrhistogram::serialization::Serializer;
+    let mut bytes = Vec::new();
+    let _ = hdrhistogram::serialization::V2DeflateSerializer::new().serialize(h, &mut bytes);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The inverse of [`encode_histogram`].
+pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("not base64: {e}"))?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .map_err(|e| format!("not an HdrHistogram V2 encoding: {e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_fall_into_their_classes() {
+        let cases = [
+            (Outcome::Status(200), "ok"),
+            (Outcome::Status(204), "ok"),
+            (Outcome::Status(404), "http_4xx"),
+            (Outcome::Status(503), "http_5xx"),
+            (Outcome::Status(302), "other_status"),
+            (Outcome::Failed(Failure::Timeout), "timeout"),
+            (Outcome::Failed(Failure::Connect), "connect"),
+            (Outcome::Failed(Failure::Io), "io"),
+            (Outcome::Failed(Failure::Protocol), "protocol"),
+        ];
+        for (o, class) in cases {
+            assert_eq!(CLASSES[o.class()], class, "{o:?}");
+        }
+    }
+
+    #[test]
+    fn recorders_add_up_exactly() {
+        let mut a = Recorder::default();
+        let mut b = Recorder::default();
+        for i in 0..100 {
+            a.scheduled();
+            a.sent(10);
+            a.completed(Outcome::Status(200), 1000 + i, 900);
+        }
+        b.scheduled();
+        b.missed(5_000_000);
+        b.scheduled();
+        b.sent(20);
+        b.completed(Outcome::Status(503), 2000, 1900);
+        let mut total = Recorder::default();
+        total.add(&a.take());
+        total.add(&b.take());
+        let c = &total.counters;
+        assert_eq!((c.scheduled, c.sent, c.missed, c.ok(), c.failed()), (102, 101, 1, 100, 1));
+        assert_eq!(c.scheduled, c.sent + c.missed);
+        assert_eq!(c.statuses, BTreeMap::from([(200, 100), (503, 1)]));
+        assert_eq!(total.latency.len(), 102);
+        assert!(total.latency.max() >= 4_990_000);
+        assert_eq!(a.counters, Counters::default(), "take leaves an empty recorder");
+    }
+
+    #[test]
+    fn histograms_survive_encoding() {
+        let mut h = new_histogram();
+        for v in [1, 10, 100, 1000, 123_456, MAX_MICROS] {
+            record(&mut h, v);
+        }
+        let back = decode_histogram(&encode_histogram(&h)).unwrap();
+        assert_eq!(back, h);
+        assert!(decode_histogram("not base64!").is_err());
+    }
+}

@@ -45,6 +45,8 @@ pub struct EngineSettings {
     pub connections: ConnectionMode,
     pub workers: usize,
     pub seed: u64,
+    /// See [`WorkerSettings::precise_timer`].
+    pub precise_timer: bool,
 }
 
 /// One second of a run.
@@ -129,6 +131,7 @@ pub async fn run<T: Transport>(
             pool_size: pool_share(id),
             seed: settings.seed,
             flush_every: FLUSH_EVERY,
+            precise_timer: settings.precise_timer,
         };
         tokio::spawn(worker::run_worker(
             id,
@@ -202,5 +205,199 @@ pub async fn run<T: Transport>(
         interrupted,
         fleets: totals,
         timeline,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine under tokio's paused clock, against a fake transport that
+    //! notes when each heartbeat was handed to it: schedules, accounting and
+    //! connection limits, deterministically and in no wall time.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::heartbeat::{FleetGenerator, NameTemplate, Profile, Weighted};
+    use crate::scenario::{Arrival, Schedule, StartMode};
+    use crate::stats::Outcome;
+    use crate::transport::Exchange;
+
+    #[derive(Clone, Default)]
+    struct Fake {
+        delay: Duration,
+        calls: Arc<Mutex<Vec<Instant>>>,
+        concurrent: Arc<AtomicUsize>,
+        most_concurrent: Arc<AtomicUsize>,
+    }
+
+    impl Transport for Fake {
+        type Conn = ();
+
+        fn exchange(
+            &self,
+            _conn: Option<()>,
+            body: bytes::Bytes,
+        ) -> impl Future<Output = Exchange<()>> + Send + 'static {
+            assert!(crate::heartbeat::validate(&body).is_ok());
+            self.calls.lock().unwrap().push(Instant::now());
+            let now = self.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_concurrent.fetch_max(now, Ordering::SeqCst);
+            let (delay, concurrent) = (self.delay, self.concurrent.clone());
+            async move {
+                tokio::time::sleep(delay).await;
+                concurrent.fetch_sub(1, Ordering::SeqCst);
+                Exchange { outcome: Outcome::Status(200), conn: Some(()) }
+            }
+        }
+    }
+
+    fn fleet(devices: u64, schedule: Schedule) -> FleetRuntime {
+        let profile = Profile {
+            fleet_name: "f".into(),
+            agent_versions: Weighted::single("1.0"),
+            agent_metrics: Profile::default_agent_metrics(),
+            models: vec![],
+        };
+        let generator = FleetGenerator::new(profile, NameTemplate::parse("d-{index}").unwrap(), 1);
+        FleetRuntime { generator, schedule, devices, key: 1 }
+    }
+
+    fn every(interval: Duration) -> Schedule {
+        Schedule {
+            interval,
+            jitter: 0.0,
+            start: StartMode::Staggered,
+            ramp_up: Duration::ZERO,
+            arrival: Arrival::Periodic,
+        }
+    }
+
+    async fn run_fake(fake: &Fake, fleets: Vec<FleetRuntime>, seconds: u64, connections: ConnectionMode) -> RunOutput {
+        let settings = EngineSettings {
+            duration: Duration::from_secs(seconds),
+            connections,
+            workers: 2,
+            seed: 3,
+            precise_timer: false,
+        };
+        run(fake.clone(), fleets, settings, CancellationToken::new(), |_| {}).await
+    }
+
+    /// Calls per second of the run, from the fake's notes.
+    fn per_second(fake: &Fake, t0: Instant, seconds: u64) -> Vec<usize> {
+        let mut counts = vec![0; seconds as usize];
+        for t in fake.calls.lock().unwrap().iter() {
+            let s = (*t - t0).as_secs() as usize;
+            if s < counts.len() {
+                counts[s] += 1;
+            }
+        }
+        counts
+    }
+
+    fn assert_accounting(out: &RunOutput) {
+        for f in &out.fleets {
+            let c = &f.counters;
+            assert_eq!(c.scheduled, c.sent + c.missed, "scheduled = sent + missed");
+            assert_eq!(c.sent, c.ok() + c.failed(), "sent = ok + failed");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_thousand_devices_at_one_second_send_ten_thousand_per_second() {
+        let fake = Fake::default();
+        let t0 = Instant::now();
+        let out =
+            run_fake(&fake, vec![fleet(10_000, every(Duration::from_secs(1)))], 5, ConnectionMode::PerDevice).await;
+        for (s, n) in per_second(&fake, t0, 5).iter().enumerate() {
+            assert!((9_900..=10_100).contains(n), "second {s}: {n} sends");
+        }
+        for (s, second) in out.timeline.iter().take(5).enumerate() {
+            assert!((9_900..=10_100).contains(&second.scheduled), "timeline second {s}: {}", second.scheduled);
+        }
+        let c = &out.fleets[0].counters;
+        assert_eq!((c.scheduled, c.sent, c.missed, c.ok()), (50_000, 50_000, 0, 50_000));
+        assert_accounting(&out);
+        // Staggered phases: every 100 ms slice of the first second gets a tenth.
+        let calls = fake.calls.lock().unwrap();
+        let mut slices = [0; 10];
+        for t in calls.iter().filter(|t| (**t - t0) < Duration::from_secs(1)) {
+            slices[((*t - t0).as_millis() / 100) as usize] += 1;
+        }
+        assert!(slices.iter().all(|n| (990..=1010).contains(n)), "{slices:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn synchronized_devices_all_send_at_once() {
+        let fake = Fake::default();
+        let t0 = Instant::now();
+        let schedule = Schedule { start: StartMode::Synchronized, ..every(Duration::from_secs(1)) };
+        run_fake(&fake, vec![fleet(1_000, schedule)], 3, ConnectionMode::PerDevice).await;
+        let calls = fake.calls.lock().unwrap();
+        let at = |ms: u128| calls.iter().filter(|t| (**t - t0).as_millis() / 10 == ms / 10).count();
+        assert_eq!((at(0), at(1000), at(2000)), (1000, 1000, 1000), "a thundering herd each second");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ramp_up_is_linear() {
+        let fake = Fake::default();
+        let t0 = Instant::now();
+        let schedule = Schedule { ramp_up: Duration::from_secs(10), ..every(Duration::from_secs(100)) };
+        run_fake(&fake, vec![fleet(1_000, schedule)], 10, ConnectionMode::PerDevice).await;
+        assert_eq!(per_second(&fake, t0, 10), vec![100; 10], "a tenth of the fleet comes online each second");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_backend_shows_as_latency_and_missed_heartbeats() {
+        // Every exchange takes 2.5 s against a 1 s period.
+        let fake = Fake { delay: Duration::from_millis(2500), ..Fake::default() };
+        let out = run_fake(&fake, vec![fleet(100, every(Duration::from_secs(1)))], 10, ConnectionMode::PerDevice).await;
+        assert_accounting(&out);
+        let r = &out.fleets[0];
+        assert_eq!(r.counters.scheduled, 1000);
+        assert!(r.counters.missed >= 300, "slots passed while busy are missed: {}", r.counters.missed);
+        // Latency from the intended time includes the wait behind the
+        // previous heartbeat; service time does not.
+        assert!(r.latency.value_at_quantile(0.99) >= 3_000_000, "p99 {}", r.latency.value_at_quantile(0.99));
+        assert!(r.service_time.max() < 2_600_000);
+        // The generator itself kept to the schedule.
+        assert!(r.schedule_lag.value_at_quantile(0.99) <= 2_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_never_holds_more_than_its_connections() {
+        let fake = Fake { delay: Duration::from_millis(100), ..Fake::default() };
+        let out = run_fake(&fake, vec![fleet(200, every(Duration::from_secs(1)))], 5, ConnectionMode::Pool(4)).await;
+        assert_accounting(&out);
+        assert!(fake.most_concurrent.load(Ordering::SeqCst) <= 4);
+        // 4 connections at 100 ms each carry 40/s: most of the 200/s waits and misses.
+        let c = &out.fleets[0].counters;
+        assert!(c.ok() <= 5 * 40 + 4 && c.missed > 0, "{c:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_stops_scheduling_and_still_accounts_for_everything() {
+        let fake = Fake { delay: Duration::from_millis(300), ..Fake::default() };
+        let cancel = CancellationToken::new();
+        let settings = EngineSettings {
+            duration: Duration::from_secs(60),
+            connections: ConnectionMode::PerDevice,
+            workers: 2,
+            seed: 1,
+            precise_timer: false,
+        };
+        let stopper = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            stopper.cancel();
+        });
+        let t0 = Instant::now();
+        let out = run(fake.clone(), vec![fleet(100, every(Duration::from_secs(1)))], settings, cancel, |_| {}).await;
+        assert!(out.interrupted);
+        assert!(Instant::now() - t0 < Duration::from_secs(3), "stopped within a second of the cancel");
+        assert_accounting(&out);
+        let c = &out.fleets[0].counters;
+        assert!((250..=300).contains(&c.scheduled), "{c:?}");
     }
 }

@@ -65,6 +65,10 @@ pub struct WorkerSettings {
     pub pool_size: u32,
     pub seed: u64,
     pub flush_every: Duration,
+    /// Wake for due heartbeats with a timerfd (microsecond precision)
+    /// rather than tokio's timer, whose 1 ms ticks add up to a millisecond
+    /// of schedule lag. Off under tokio's paused clock, which it cannot see.
+    pub precise_timer: bool,
 }
 
 struct Slot<C> {
@@ -165,6 +169,8 @@ impl<T: Transport> Worker<T> {
         let mut flush = tokio::time::interval_at(self.settings.start + every, every);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = self.settings.start + Duration::from_nanos(self.settings.end_ns);
+        let mut precise =
+            if self.settings.precise_timer { tokio_timerfd::Delay::new(std::time::Instant::now()).ok() } else { None };
         loop {
             let next_due = self.timers.peek().map(|Reverse((t, _))| *t);
             let scheduling = !self.stopping && next_due.is_some();
@@ -175,9 +181,14 @@ impl<T: Transport> Worker<T> {
             tokio::select! {
                 biased;
                 () = cancel.cancelled(), if !self.stopping => self.stop(),
-                () = tokio::time::sleep_until(end), if !self.stopping => self.stop(),
+                () = tokio::time::sleep_until(end), if !self.stopping => {
+                    // Heartbeats intended before the end but not yet
+                    // dispatched (same timer tick) still go.
+                    self.dispatch_due();
+                    self.stop();
+                }
                 Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => self.complete(done),
-                () = tokio::time::sleep_until(wake), if scheduling => self.dispatch_due(),
+                () = wait_until(&mut precise, wake), if scheduling => self.dispatch_due(),
                 _ = flush.tick() => self.flush(out, false),
             }
         }
@@ -300,6 +311,19 @@ impl<T: Transport> Worker<T> {
         let fleets = self.recorders.iter_mut().map(Recorder::take).collect();
         let _ =
             out.send(Flush { worker: self.id, at_ns: self.now_ns(), fleets, in_flight: self.in_flight.len(), last });
+    }
+}
+
+/// Sleeps until `at`, on the timerfd when there is one.
+async fn wait_until(precise: &mut Option<tokio_timerfd::Delay>, at: Instant) {
+    match precise {
+        Some(delay) => {
+            delay.reset(at.into_std());
+            if delay.await.is_err() {
+                tokio::time::sleep_until(at).await;
+            }
+        }
+        None => tokio::time::sleep_until(at).await,
     }
 }
 

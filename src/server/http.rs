@@ -153,7 +153,7 @@ where
     }
     if let Some(latency) = &faults.latency {
         let delay = latency.sample(&mut rand::rng());
-        tokio::time::sleep(delay).await;
+        precise_sleep(delay).await;
     }
     if faults.error_rate > 0.0 && rand::rng().random::<f64>() < faults.error_rate {
         shared.metrics.injected_errors.fetch_add(1, Ordering::Relaxed);
@@ -176,6 +176,19 @@ where
             r.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static("ValidationException"));
             Ok(r)
         }
+    }
+}
+
+/// Sleeps for `d` on a timerfd (microsecond precision; tokio's timer rounds
+/// up to the next millisecond, which would bias injected latencies by up
+/// to 1 ms), or on tokio's timer if no timerfd can be had.
+async fn precise_sleep(d: Duration) {
+    let precise = match tokio_timerfd::Delay::new(std::time::Instant::now() + d) {
+        Ok(delay) => delay.await.is_ok(),
+        Err(_) => false,
+    };
+    if !precise {
+        tokio::time::sleep(d).await;
     }
 }
 

@@ -3,6 +3,7 @@
 mod cli_sample;
 mod cli_serve;
 mod generator_props;
+mod run;
 mod scenario_errors;
 mod sdk;
 mod serve;

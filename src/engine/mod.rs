@@ -83,6 +83,8 @@ pub struct Live<'a> {
 #[derive(Debug)]
 pub struct RunOutput {
     pub started_at: SystemTime,
+    /// From the call to every device built and scheduled.
+    pub startup: Duration,
     /// From the start to the last worker's last flush.
     pub elapsed: Duration,
     /// The scheduling window actually run (shorter than planned when cancelled).
@@ -120,12 +122,13 @@ pub async fn run<T: Transport>(
         }
         _ => 0,
     };
-    let started_at = SystemTime::now();
-    let start = Instant::now();
+    let setup = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let (go_tx, go_rx) = tokio::sync::watch::channel(None);
     for (id, devices) in shares.into_iter().enumerate() {
         let worker_settings = WorkerSettings {
-            start,
+            start: setup,
             end_ns: settings.duration.as_nanos() as u64,
             connections: settings.connections,
             pool_size: pool_share(id),
@@ -139,11 +142,22 @@ pub async fn run<T: Transport>(
             fleets.clone(),
             devices,
             worker_settings,
+            worker::StartSignal { ready: ready_tx.clone(), go: go_rx.clone() },
             cancel.clone(),
             tx.clone(),
         ));
     }
-    drop(tx);
+    drop((tx, ready_tx));
+    // Every device is built and scheduled before the clock starts.
+    for _ in 0..workers {
+        if ready_rx.recv().await.is_none() {
+            break;
+        }
+    }
+    let startup = setup.elapsed();
+    let started_at = SystemTime::now();
+    let start = Instant::now();
+    let _ = go_tx.send(Some(start));
 
     let mut totals: Vec<Recorder> = fleets.iter().map(|_| Recorder::default()).collect();
     let mut timeline: Vec<Second> = Vec::new();
@@ -196,6 +210,7 @@ pub async fn run<T: Transport>(
     let interrupted = interrupted_at.is_some_and(|t| t < settings.duration);
     RunOutput {
         started_at,
+        startup,
         elapsed,
         scheduled_for: if interrupted {
             interrupted_at.unwrap_or(elapsed).min(settings.duration)

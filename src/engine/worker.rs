@@ -57,6 +57,7 @@ pub struct Flush {
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
+    /// The run's start; replaced by the instant received on `go`.
     pub start: Instant,
     /// No heartbeat is scheduled at or after this time (ns since start).
     pub end_ns: u64,
@@ -111,15 +112,25 @@ struct Worker<T: Transport> {
     stopping: bool,
 }
 
+/// How a worker learns when the run starts: it reports `ready` once its
+/// devices are built, then waits for the start instant on `go`, so that
+/// building a million devices does not eat into the schedule.
+pub struct StartSignal {
+    pub ready: mpsc::UnboundedSender<()>,
+    pub go: tokio::sync::watch::Receiver<Option<Instant>>,
+}
+
 /// Runs one worker over `devices` (pairs of fleet index and device index)
 /// until the end of the schedule or `cancel`, then waits for its exchanges
 /// in flight and sends its last flush.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_worker<T: Transport>(
     id: usize,
     transport: Arc<T>,
     fleets: Arc<[FleetRuntime]>,
     devices: Vec<(u16, u64)>,
     settings: WorkerSettings,
+    mut start: StartSignal,
     cancel: CancellationToken,
     out: mpsc::UnboundedSender<Flush>,
 ) {
@@ -155,6 +166,12 @@ pub async fn run_worker<T: Transport>(
         if first < w.settings.end_ns {
             w.timers.push(Reverse((first, slot)));
         }
+    }
+    let _ = start.ready.send(());
+    match start.go.wait_for(Option::is_some).await.map(|s| *s) {
+        Ok(Some(at)) => w.settings.start = at,
+        // The run was abandoned before it started.
+        _ => return,
     }
     w.run(cancel, &out).await;
 }

@@ -35,6 +35,8 @@ pub struct Report {
     pub duration_s: f64,
     /// Until the last heartbeat in flight ended.
     pub elapsed_s: f64,
+    /// Building and scheduling every device, before the clock started.
+    pub startup_s: f64,
     pub interrupted: bool,
     pub generator: GeneratorHealth,
     pub totals: Stats,
@@ -212,6 +214,7 @@ impl Report {
             started_at: humantime::format_rfc3339_millis(out.started_at).to_string(),
             duration_s: seconds,
             elapsed_s: out.elapsed.as_secs_f64(),
+            startup_s: out.startup.as_secs_f64(),
             interrupted: out.interrupted,
             generator: GeneratorHealth { kept_up, schedule_lag_p99_ms: lag_p99, verdict },
             totals: stats_of(None, &total, seconds),
@@ -257,8 +260,8 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "ran {:.1} s of {:.1} s planned; started {}\n",
-            self.duration_s, s.planned_duration_s, self.started_at
+            "ran {:.1} s of {:.1} s planned; started {} after {:.2} s building devices\n",
+            self.duration_s, s.planned_duration_s, self.started_at, self.startup_s
         );
         let rows: Vec<&Stats> = self.fleets.iter().chain(std::iter::once(&self.totals)).collect();
         let name = |st: &Stats| st.name.clone().unwrap_or_else(|| "TOTAL".into());

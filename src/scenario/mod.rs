@@ -223,11 +223,18 @@ impl TryFrom<RawFleet> for Fleet {
         if jitter >= 1.0 {
             return Err(format!("fleet {name:?}: jitter must be below 100% (a gap could be 0)"));
         }
+        let ramp_up = raw.ramp_up.map_or(Duration::ZERO, |r| r.0);
+        if raw.start == Some(StartMode::Synchronized) && !ramp_up.is_zero() {
+            return Err(format!(
+                "fleet {name:?}: start = \"synchronized\" puts every device at t = 0, which ramp_up contradicts; \
+                 drop one of them"
+            ));
+        }
         let schedule = Schedule {
             interval,
             jitter,
             start: raw.start.unwrap_or(StartMode::Staggered),
-            ramp_up: raw.ramp_up.map_or(Duration::ZERO, |r| r.0),
+            ramp_up,
             arrival: raw.arrival.unwrap_or(Arrival::Periodic),
         };
         let device_name = match raw.device_name {

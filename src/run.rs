@@ -268,8 +268,14 @@ pub async fn execute(
         })
         .collect();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let settings =
-        EngineSettings { duration: scenario.duration, connections: t.connections, workers, seed, precise_timer: true };
+    let settings = EngineSettings {
+        duration: scenario.duration,
+        connections: t.connections,
+        workers,
+        seed,
+        precise_timer: true,
+        thread_per_worker: true,
+    };
     let output = engine::run(Http::new(endpoint), fleets, settings, cancel, progress).await;
     let backend = match builtin {
         Some(server) => {

@@ -47,6 +47,10 @@ pub struct EngineSettings {
     pub seed: u64,
     /// See [`WorkerSettings::precise_timer`].
     pub precise_timer: bool,
+    /// Run each worker on its own thread with its own single-threaded
+    /// runtime, so a worker and its connections never wake each other
+    /// across threads. Off under tokio's paused clock (one runtime).
+    pub thread_per_worker: bool,
 }
 
 /// One second of a run.
@@ -94,6 +98,33 @@ pub struct RunOutput {
     pub timeline: Vec<Second>,
 }
 
+/// Runs `task` on a new thread with its own current-thread runtime; if the
+/// thread or the runtime cannot be had, on the caller's runtime instead.
+fn spawn_on_own_thread(id: usize, task: impl Future<Output = ()> + Send + 'static) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    match runtime {
+        Ok(rt) => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new().name(format!("fleetstorm-worker-{id}")).spawn(move || {
+                if let Ok(task) = rx.recv() {
+                    rt.block_on(task);
+                }
+            });
+            match spawned {
+                Ok(_) => {
+                    let _ = tx.send(task);
+                }
+                Err(_) => {
+                    tokio::spawn(task);
+                }
+            }
+        }
+        Err(_) => {
+            tokio::spawn(task);
+        }
+    }
+}
+
 /// Runs `fleets` against `transport`, calling `progress` a few times a second.
 pub async fn run<T: Transport>(
     transport: T,
@@ -136,7 +167,7 @@ pub async fn run<T: Transport>(
             flush_every: FLUSH_EVERY,
             precise_timer: settings.precise_timer,
         };
-        tokio::spawn(worker::run_worker(
+        let task = worker::run_worker(
             id,
             transport.clone(),
             fleets.clone(),
@@ -145,7 +176,12 @@ pub async fn run<T: Transport>(
             worker::StartSignal { ready: ready_tx.clone(), go: go_rx.clone() },
             cancel.clone(),
             tx.clone(),
-        ));
+        );
+        if settings.thread_per_worker {
+            spawn_on_own_thread(id, task);
+        } else {
+            tokio::spawn(task);
+        }
     }
     drop((tx, ready_tx));
     // Every device is built and scheduled before the clock starts.
@@ -295,6 +331,7 @@ mod tests {
             workers: 2,
             seed: 3,
             precise_timer: false,
+            thread_per_worker: false,
         };
         run(fake.clone(), fleets, settings, CancellationToken::new(), |_| {}).await
     }
@@ -401,6 +438,7 @@ mod tests {
             workers: 2,
             seed: 1,
             precise_timer: false,
+            thread_per_worker: false,
         };
         let stopper = cancel.clone();
         tokio::spawn(async move {

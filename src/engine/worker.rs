@@ -110,7 +110,16 @@ struct Worker<T: Transport> {
     scratch: Scratch,
     body: Vec<u8>,
     stopping: bool,
+    /// When the worker last dispatched (ns since start).
+    last_wake_ns: u64,
 }
+
+/// The least time between two wake-ups of a worker. Waking costs a trip
+/// through the kernel's scheduler (two context switches on these VMs); at
+/// 10,000 heartbeats/s, waking for each one cost 74 µs of CPU per
+/// heartbeat, waking at most once per millisecond (and dispatching all that
+/// is due) 30 µs. Sparse schedules still wake exactly on time (timerfd).
+const MIN_WAKE_SPACING_NS: u64 = 1_000_000;
 
 /// How a worker learns when the run starts: it reports `ready` once its
 /// devices are built, then waits for the start instant on `go`, so that
@@ -149,6 +158,7 @@ pub async fn run_worker<T: Transport>(
         scratch: Scratch::default(),
         body: Vec::with_capacity(2048),
         stopping: false,
+        last_wake_ns: 0,
     };
     for (fleet, index) in devices {
         let f = &w.fleets[usize::from(fleet)];
@@ -194,7 +204,8 @@ impl<T: Transport> Worker<T> {
             if self.stopping && self.in_flight.is_empty() {
                 break;
             }
-            let wake = self.settings.start + Duration::from_nanos(next_due.unwrap_or(0));
+            let spaced = next_due.unwrap_or(0).max(self.last_wake_ns + MIN_WAKE_SPACING_NS);
+            let wake = self.settings.start + Duration::from_nanos(spaced);
             tokio::select! {
                 biased;
                 () = cancel.cancelled(), if !self.stopping => self.stop(),
@@ -232,6 +243,7 @@ impl<T: Transport> Worker<T> {
 
     fn dispatch_due(&mut self) {
         let now = self.now_ns();
+        self.last_wake_ns = now;
         while let Some(&Reverse((t, slot))) = self.timers.peek() {
             if t > now {
                 break;

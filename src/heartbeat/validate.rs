@@ -150,14 +150,24 @@ pub struct Summary<'a> {
 
 /// Checks one request body. `Ok` means the body meets every rule.
 pub fn validate(body: &[u8]) -> Result<(), Violations> {
-    inspect(body).map(|_| ())
+    scan(body, false).map(|_| ())
 }
 
 /// Checks one request body and, if it is valid, returns its identifying
 /// members.
 pub fn inspect(body: &[u8]) -> Result<Summary<'_>, Violations> {
-    let mut scanner =
-        Scanner { bytes: body, at: 0, ctx: Ctx::default(), scratch: String::new(), summary: Summary::default() };
+    scan(body, true)
+}
+
+fn scan(body: &[u8], summarize: bool) -> Result<Summary<'_>, Violations> {
+    let mut scanner = Scanner {
+        bytes: body,
+        at: 0,
+        ctx: Ctx::default(),
+        scratch: String::new(),
+        summary: Summary::default(),
+        summarize,
+    };
     let outcome = scanner.document();
     let Scanner { mut ctx, summary, .. } = scanner;
     if let Err(Syntax { at, what }) = outcome {
@@ -480,6 +490,8 @@ struct Scanner<'a> {
     /// Unescaped text of the last string that had escapes.
     scratch: String,
     summary: Summary<'a>,
+    /// Whether to fill `summary` (`validate` does not need it).
+    summarize: bool,
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -596,17 +608,7 @@ impl<'a> Scanner<'a> {
                     self.skip_value(depth)?;
                 }
             },
-            Some(b'"') => {
-                let s = self.string()?;
-                let text = match s {
-                    StrAt::Input(s) => s,
-                    StrAt::Scratch => &self.scratch,
-                };
-                self.ctx.check_str(kind, text);
-                if capture != Capture::None {
-                    self.capture(capture, s);
-                }
-            }
+            Some(b'"') => self.string_value(kind, capture)?,
             Some(b't') => {
                 self.literal(b"true")?;
                 self.mismatch(kind, "boolean");
@@ -631,6 +633,21 @@ impl<'a> Scanner<'a> {
             None => return Err(self.error(SyntaxError::EofValue)),
         }
         Ok(Scanned::Other)
+    }
+
+    /// Scans a string value at the cursor and checks it against `kind`.
+    #[inline]
+    fn string_value(&mut self, kind: Kind, capture: Capture) -> Scan<()> {
+        let s = self.string()?;
+        let text = match s {
+            StrAt::Input(s) => s,
+            StrAt::Scratch => &self.scratch,
+        };
+        self.ctx.check_str(kind, text);
+        if self.summarize && capture != Capture::None {
+            self.capture(capture, s);
+        }
+        Ok(())
     }
 
     fn object(&mut self, shape: Shape, depth: usize) -> Scan<()> {
@@ -685,7 +702,20 @@ impl<'a> Scanner<'a> {
                             self.skip_value(depth)?;
                         } else {
                             mentioned |= 1 << i;
-                            let scanned = self.value(field.kind, depth, field.capture)?;
+                            // The expected type needs no general dispatch.
+                            let scanned = match (field.kind, self.peek()) {
+                                (Kind::Number, Some(b'-' | b'0'..=b'9')) => {
+                                    if !self.number()? {
+                                        self.ctx.report(Reason::OutOfRange);
+                                    }
+                                    Scanned::Other
+                                }
+                                (Kind::Str(_), Some(b'"')) => {
+                                    self.string_value(field.kind, field.capture)?;
+                                    Scanned::Other
+                                }
+                                (kind, _) => self.value(kind, depth, field.capture)?,
+                            };
                             if scanned == Scanned::Null && field.required {
                                 self.ctx.report(Reason::NullRequired);
                             }
@@ -733,11 +763,17 @@ impl<'a> Scanner<'a> {
         loop {
             self.ws();
             self.ctx.path.push(Segment::Index(index));
-            if let Scanned::Null = self.value(Kind::Object(shape), depth, Capture::None)? {
+            let element = if self.peek() == Some(b'{') {
+                self.object(shape, depth + 1)?;
+                Scanned::Other
+            } else {
+                self.value(Kind::Object(shape), depth, Capture::None)?
+            };
+            if let Scanned::Null = element {
                 self.ctx.report(Reason::WrongType { expected: "an object", found: "null" });
             }
             self.ctx.path.pop();
-            if let Shape::Model = shape {
+            if let (Shape::Model, true) = (shape, self.summarize) {
                 self.summary.models += 1;
             }
             self.ws();

@@ -9,10 +9,19 @@
 //! # Layout
 //!
 //! - [`heartbeat`]: the wire contract: serde types, the string rules, the
-//!   streaming validator and the randomized generator.
+//!   single-pass validator and the randomized generator.
 //! - [`scenario`]: scenario files (TOML or JSON), checked as they are read,
 //!   with errors that name the file, line, column and key.
+//! - [`fleet`]: each device's schedule (phases, ramp-up, jitter, Poisson).
+//! - [`engine`]: the open-model engine: workers owning devices and their
+//!   connections, an aggregator merging what they record.
+//! - [`transport`]: one heartbeat exchange over HTTP/1.1 (hyper).
+//! - [`stats`]: counters and HDR histograms, recorded per worker, merged.
+//! - [`report`]: the JSON report, the terminal summary, atomic writes.
+//! - [`run`]: the `run` and `validate` commands: plan, resources, progress.
+//! - [`server`]: the reference backend (`serve`).
 //! - [`sample`]: the `sample` command, printing bodies as they would be sent.
+//! - [`units`]: durations as people write them.
 
 pub mod engine;
 pub mod fleet;

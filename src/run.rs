@@ -259,12 +259,9 @@ pub async fn execute(
     let fleets = scenario
         .fleets
         .iter()
-        .enumerate()
-        .map(|(i, f)| FleetRuntime {
-            generator: f.generator(seed),
-            schedule: f.schedule,
-            devices: f.devices,
-            key: (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ fnv(f.name()),
+        .map(|f| {
+            let generator = f.generator(seed);
+            FleetRuntime { key: generator.key(), generator, schedule: f.schedule, devices: f.devices }
         })
         .collect();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -286,10 +283,6 @@ pub async fn execute(
         None => None,
     };
     Ok(Report::new(scenario, seed, &target_url, &output, backend))
-}
-
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Live progress on stderr: an indicatif line on a terminal, a plain status

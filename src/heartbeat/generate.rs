@@ -140,6 +140,12 @@ impl FleetGenerator {
         Device { index, rng, agent_version, last_ms: 0, models: models.into_boxed_slice(), values }
     }
 
+    /// A stable key of this fleet under this seed, for other per-fleet
+    /// random streams (the schedules) to derive from.
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
     /// Appends device `index`'s name to `out`.
     pub fn device_name(&self, index: u64, out: &mut String) {
         self.names.render(index, out);

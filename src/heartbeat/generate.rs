@@ -23,7 +23,7 @@
 //! Cost: everything about a body that does not change from one heartbeat
 //! to the next (member names, metric names and dimensions, the fleet name,
 //! each agent and model version) is rendered to JSON once per fleet
-//! ([`Fragments`]); a body is then those fragments copied in order, with the
+//! (`Fragments`); a body is then those fragments copied in order, with the
 //! timestamps, values and the device name written between them. Numbers go
 //! through serde_json's own float formatting, so a body is byte for byte
 //! what serializing the `wire` types would give (the round-trip property

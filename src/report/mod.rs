@@ -234,8 +234,8 @@ impl Report {
                     ok: s.ok,
                     failed: s.failed,
                     missed: s.missed,
-                    p50_ms: if s.latency.is_empty() { 0.0 } else { s.latency.value_at_quantile(0.5) as f64 / 1000.0 },
-                    p99_ms: if s.latency.is_empty() { 0.0 } else { s.latency.value_at_quantile(0.99) as f64 / 1000.0 },
+                    p50_ms: s.p50_ms,
+                    p99_ms: s.p99_ms,
                 })
                 .collect(),
             backend,

@@ -16,6 +16,7 @@ use fleetstorm::sample::{self, SampleError, SampleOptions};
 use fleetstorm::scenario;
 use fleetstorm::server::{self, Auth, Faults, Latency, ServeConfig};
 use fleetstorm::units::parse_duration;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Parser)]
 #[command(name = "fleetstorm", version, about = "Load generator and fleet simulator for SendHeartbeat backends")]
@@ -257,6 +258,7 @@ fn serve_command(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let mut termination = Termination::install();
         let server = match server::Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -270,24 +272,39 @@ fn serve_command(args: ServeArgs) -> ExitCode {
             Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
         }
         let _ = io::stdout().flush();
-        server.run(termination()).await;
+        server.run(termination.recv()).await;
         println!("{}", shared.stats_json());
         ExitCode::SUCCESS
     })
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn termination() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+/// SIGINT (Ctrl-C) and SIGTERM, listened to from the moment this is made:
+/// installing the handlers eagerly means a signal that arrives early is
+/// never met by the default action (death without a report).
+struct Termination {
+    interrupt: Option<Signal>,
+    terminate: Option<Signal>,
+}
+
+impl Termination {
+    /// Must be called inside the runtime.
+    fn install() -> Self {
+        Termination { interrupt: signal(SignalKind::interrupt()).ok(), terminate: signal(SignalKind::terminate()).ok() }
+    }
+
+    /// Completes on the next SIGINT or SIGTERM.
+    async fn recv(&mut self) {
+        async fn next(s: &mut Option<Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            () = next(&mut self.interrupt) => {}
+            () = next(&mut self.terminate) => {}
         }
     }
 }
@@ -332,7 +349,7 @@ fn run_command(args: RunArgs) -> ExitCode {
     };
     runtime.block_on(async move {
         let cancel = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(interrupts(cancel.clone()));
+        tokio::spawn(interrupts(Termination::install(), cancel.clone()));
         let mut progress = run::Progress::new(&scenario, args.quiet);
         let report = run::execute(&scenario, seed, cancel, |live| progress.update(live)).await;
         progress.finish();
@@ -373,11 +390,11 @@ fn run_command(args: RunArgs) -> ExitCode {
 
 /// First Ctrl-C or SIGTERM: stop the run cleanly (it still reports).
 /// Second: exit at once.
-async fn interrupts(cancel: tokio_util::sync::CancellationToken) {
-    termination().await;
+async fn interrupts(mut termination: Termination, cancel: tokio_util::sync::CancellationToken) {
+    termination.recv().await;
     eprintln!("\nstopping: finishing heartbeats in flight (press Ctrl-C again to exit at once)");
     cancel.cancel();
-    termination().await;
+    termination.recv().await;
     eprintln!("exiting at once");
     std::process::exit(130);
 }

@@ -183,7 +183,7 @@ fn sigint_mid_run_writes_a_complete_interrupted_report() {
         "duration = \"60s\"\n[[fleets]]\nname = \"long\"\ndevices = 200\ninterval = \"1s\"\n",
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
         .args([
             "run",
             scenario_path.to_str().unwrap(),
@@ -200,9 +200,10 @@ fn sigint_mid_run_writes_a_complete_interrupted_report() {
     std::thread::sleep(Duration::from_secs(3));
     let signalled = std::time::Instant::now();
     std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    let status = child.wait().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(signalled.elapsed() < Duration::from_secs(4), "stopped within a second plus the timeout");
-    assert_eq!(status.code(), Some(1), "an interrupted run exits 1");
+    assert_eq!(output.status.code(), Some(1), "an interrupted run exits 1: {:?}\n{stderr}", output.status);
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
     schema_check(&json);
     let report: Report = serde_json::from_value(json).unwrap();

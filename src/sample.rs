@@ -7,10 +7,10 @@
 //! few lines of a million-device fleet stays cheap.
 
 use std::io::{self, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::heartbeat::{Device, FleetGenerator, Scratch};
 use crate::scenario::Scenario;
+use crate::units::now_ms;
 
 /// What to sample.
 #[derive(Debug, Clone)]
@@ -72,9 +72,4 @@ pub fn write_samples(
     }
     out.flush()?;
     Ok(())
-}
-
-/// The wall clock in epoch milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

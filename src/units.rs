@@ -1,7 +1,13 @@
 //! Human-friendly quantities shared by scenario files and flags:
-//! durations (`250ms`, `30s`, `5m`, `1h`, `1m30s`), read with `humantime`.
+//! durations (`250ms`, `30s`, `5m`, `1h`, `1m30s`), read with `humantime`;
+//! and the wall clock as heartbeats carry it.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The wall clock in epoch milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Parses a duration such as `250ms`, `30s`, `5m`, `1h` or `1m 30s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -361,5 +361,5 @@ fn micros(ns: u64) -> u64 {
 }
 
 fn wall_ms() -> u64 {
-    crate::sample::now_ms()
+    crate::units::now_ms()
 }

@@ -145,11 +145,6 @@ impl FleetGenerator {
     pub fn key(&self) -> u64 {
         self.key
     }
-
-    /// Appends device `index`'s name to `out`.
-    pub fn device_name(&self, index: u64, out: &mut String) {
-        self.names.render(index, out);
-    }
 }
 
 /// One virtual device's state between heartbeats.
@@ -182,15 +177,6 @@ pub struct Scratch {
 }
 
 impl Device {
-    pub fn index(&self) -> u64 {
-        self.index
-    }
-
-    /// The agent version this device runs.
-    pub fn agent_version<'a>(&self, fleet: &'a FleetGenerator) -> &'a str {
-        fleet.profile.agent_versions.name(self.agent_version)
-    }
-
     /// Advances the device by one heartbeat sent at `now_ms` (epoch
     /// milliseconds) and appends its JSON body to `out`.
     pub fn write_next(&mut self, fleet: &FleetGenerator, now_ms: u64, scratch: &mut Scratch, out: &mut Vec<u8>) {

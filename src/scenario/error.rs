@@ -32,11 +32,6 @@ impl ScenarioError {
         }
     }
 
-    /// A problem found after parsing, tied to a key but not to a position.
-    pub fn at_key(origin: &str, key: &str, message: &str) -> Self {
-        ScenarioError { key: Some(key.to_string()), ..Self::whole_file(origin, message) }
-    }
-
     pub(super) fn from_toml(origin: &str, text: &str, key: Option<String>, e: &toml::de::Error) -> Self {
         let (line, column) = match e.span() {
             Some(span) => line_column(text, span.start),

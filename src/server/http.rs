@@ -162,7 +162,7 @@ where
 
     match inspect(&body) {
         Ok(summary) => {
-            shared.registry.record(&summary, &body, crate::sample::now_ms());
+            shared.registry.record(&summary, &body, crate::units::now_ms());
             shared.metrics.accepted.fetch_add(1, Ordering::Relaxed);
             Ok(Response::new(Full::new(Bytes::new())))
         }

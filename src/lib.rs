@@ -17,6 +17,7 @@
 //!   connections, an aggregator merging what they record.
 //! - [`transport`]: one heartbeat exchange over HTTP/1.1 (hyper).
 //! - [`stats`]: counters and HDR histograms, recorded per worker, merged.
+//! - [`gate`]: the metric catalogue and thresholds (CI gates, early aborts).
 //! - [`report`]: the JSON report, the terminal summary, atomic writes.
 //! - [`run`]: the `run` and `validate` commands: plan, resources, progress.
 //! - [`server`]: the reference backend (`serve`).
@@ -25,6 +26,7 @@
 
 pub mod engine;
 pub mod fleet;
+pub mod gate;
 pub mod heartbeat;
 pub mod report;
 pub mod run;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{self, EngineSettings, FleetRuntime, Live};
-use crate::report::Report;
+use crate::gate::ThresholdResult;
+use crate::report::{Aborted, Report, Stats};
 use crate::scenario::{ConnectionMode, Scenario, TargetUrl};
 use crate::server::{self, ServeConfig};
 use crate::stats::{Percentiles, Recorder};
@@ -204,14 +205,41 @@ fn expected_heartbeats(f: &crate::scenario::Fleet, secs: f64) -> f64 {
     rate * (secs - ramp) + rate * ramp / 2.0
 }
 
-/// Runs a checked scenario and builds its report. `cancel` stops it early
-/// (Ctrl-C); `progress` is called a few times a second.
+/// What a run should keep beyond its report.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecuteOptions {
+    /// Keep every second's latency histogram (for `--hlog`).
+    pub keep_second_histograms: bool,
+}
+
+/// A finished run: its report, and what else was asked for.
+#[derive(Debug)]
+pub struct Executed {
+    pub report: Report,
+    /// Each second's latency histogram (V2 + DEFLATE), when kept.
+    pub second_histograms: Vec<Option<Vec<u8>>>,
+}
+
+/// Runs a checked scenario and builds its report, with its thresholds
+/// checked. `cancel` stops it early (Ctrl-C); an abort threshold that
+/// fires cancels it too. `progress` is called a few times a second.
 pub async fn execute(
     scenario: &Scenario,
     seed: u64,
     cancel: CancellationToken,
     progress: impl FnMut(&Live<'_>),
 ) -> Result<Report, RunError> {
+    Ok(execute_with(scenario, seed, cancel, ExecuteOptions::default(), progress).await?.report)
+}
+
+/// [`execute`], keeping what `options` asks for.
+pub async fn execute_with(
+    scenario: &Scenario,
+    seed: u64,
+    cancel: CancellationToken,
+    options: ExecuteOptions,
+    mut progress: impl FnMut(&Live<'_>),
+) -> Result<Executed, RunError> {
     check_resources(scenario)?;
     let max_interval = scenario.fleets.iter().map(|f| f.schedule.interval).max().unwrap_or_default();
     let mut builtin = None;
@@ -261,7 +289,13 @@ pub async fn execute(
         .iter()
         .map(|f| {
             let generator = f.generator(seed);
-            FleetRuntime { key: generator.key(), generator, schedule: f.schedule, devices: f.devices }
+            FleetRuntime {
+                key: generator.key(),
+                generator,
+                schedule: f.schedule,
+                devices: f.devices,
+                stale_after: f.stale_after(),
+            }
         })
         .collect();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -272,8 +306,14 @@ pub async fn execute(
         seed,
         precise_timer: true,
         thread_per_worker: true,
+        keep_second_histograms: options.keep_second_histograms,
     };
-    let output = engine::run(Http::new(endpoint), fleets, settings, cancel, progress).await;
+    let mut watch = AbortWatch::new(scenario, cancel.clone());
+    let mut output = engine::run(Http::new(endpoint), fleets, settings, cancel, |live| {
+        watch.observe(live);
+        progress(live);
+    })
+    .await;
     let backend = match builtin {
         Some(server) => {
             let stats = server.shared.stats_json();
@@ -282,7 +322,64 @@ pub async fn execute(
         }
         None => None,
     };
-    Ok(Report::new(scenario, seed, &target_url, &output, backend))
+    let mut report = Report::new(scenario, seed, &target_url, &output, backend);
+    report.thresholds = scenario
+        .thresholds
+        .all()
+        .map(|(t, abort)| match watch.fired.as_ref().filter(|(fired, _)| abort && fired.expr == t.expr()) {
+            Some((_, result)) => result.clone(),
+            None => t.check(&report, abort),
+        })
+        .collect();
+    report.aborted = watch.fired.map(|(aborted, _)| aborted);
+    let second_histograms = output.timeline.iter_mut().map(|s| s.histogram.take()).collect();
+    Ok(Executed { report, second_histograms })
+}
+
+/// Checks abort thresholds during a run, about once a second after the
+/// grace period, and cancels the run when one fires.
+struct AbortWatch<'s> {
+    scenario: &'s Scenario,
+    cancel: CancellationToken,
+    last_check: Option<Duration>,
+    fired: Option<(Aborted, ThresholdResult)>,
+}
+
+impl<'s> AbortWatch<'s> {
+    fn new(scenario: &'s Scenario, cancel: CancellationToken) -> Self {
+        AbortWatch { scenario, cancel, last_check: None, fired: None }
+    }
+
+    fn observe(&mut self, live: &Live<'_>) {
+        let t = &self.scenario.thresholds;
+        if t.abort.is_empty() || self.fired.is_some() || live.elapsed < t.abort_grace {
+            return;
+        }
+        if self.last_check.is_some_and(|at| live.elapsed < at + Duration::from_secs(1)) {
+            return;
+        }
+        self.last_check = Some(live.elapsed);
+        let seconds = live.elapsed.min(live.duration).as_secs_f64();
+        let mut all = Recorder::default();
+        live.fleets.iter().for_each(|f| all.add(f));
+        for threshold in &t.abort {
+            let stats = match &threshold.metric.fleet {
+                None => Stats::live(None, &all, seconds),
+                Some(name) => match self.scenario.fleets.iter().position(|f| f.name() == name) {
+                    Some(i) => Stats::live(Some(name.clone()), &live.fleets[i], seconds),
+                    None => continue,
+                },
+            };
+            let result = threshold.check_stats(&stats, true);
+            if !result.ok {
+                let aborted =
+                    Aborted { expr: result.expr.clone(), actual_text: result.actual_text.clone(), at_s: seconds };
+                self.fired = Some((aborted, result));
+                self.cancel.cancel();
+                return;
+            }
+        }
+    }
 }
 
 /// Live progress on stderr: an indicatif line on a terminal, a plain status

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::scenario::ConnectionMode;
-use crate::stats::{self, Recorder};
+use crate::stats::{self, CLASSES, Freshness, Recorder};
 use crate::transport::Transport;
 pub use worker::{FleetRuntime, Flush, WorkerSettings};
 
@@ -51,6 +51,9 @@ pub struct EngineSettings {
     /// runtime, so a worker and its connections never wake each other
     /// across threads. Off under tokio's paused clock (one runtime).
     pub thread_per_worker: bool,
+    /// Keep each second's latency histogram (compressed) in the timeline,
+    /// for an HdrHistogram interval log.
+    pub keep_second_histograms: bool,
 }
 
 /// One second of a run.
@@ -62,10 +65,15 @@ pub struct Second {
     pub ok: u64,
     pub failed: u64,
     pub missed: u64,
+    /// Failures in this second by class (`CLASSES[1..]`).
+    pub errors: [u64; CLASSES.len() - 1],
     /// Latency percentiles of the heartbeats that ended in this second, in
     /// ms; set when the second is closed.
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The second's latency histogram, V2 + DEFLATE encoded, when asked
+    /// for ([`EngineSettings::keep_second_histograms`]).
+    pub histogram: Option<Vec<u8>>,
     /// The second's latency histogram while flushes for it may still
     /// arrive. Dropped on closing: a histogram is ~190 KB, and keeping one
     /// per second would cost ~680 MB over an hour's run.
@@ -80,21 +88,27 @@ impl Default for Second {
             ok: 0,
             failed: 0,
             missed: 0,
+            errors: [0; CLASSES.len() - 1],
             p50_ms: 0.0,
             p99_ms: 0.0,
+            histogram: None,
             latency: Some(stats::new_histogram()),
         }
     }
 }
 
 impl Second {
-    /// Fixes the percentiles and frees the histogram.
-    fn close(&mut self) {
-        if let Some(h) = self.latency.take()
-            && !h.is_empty()
-        {
-            self.p50_ms = h.value_at_quantile(0.5) as f64 / 1000.0;
-            self.p99_ms = h.value_at_quantile(0.99) as f64 / 1000.0;
+    /// Fixes the percentiles and frees the histogram (keeping it
+    /// compressed if `keep`).
+    fn close(&mut self, keep: bool) {
+        if let Some(h) = self.latency.take() {
+            if !h.is_empty() {
+                self.p50_ms = h.value_at_quantile(0.5) as f64 / 1000.0;
+                self.p99_ms = h.value_at_quantile(0.99) as f64 / 1000.0;
+            }
+            if keep {
+                self.histogram = Some(stats::compress_histogram(&h));
+            }
         }
     }
 }
@@ -122,6 +136,8 @@ pub struct RunOutput {
     pub scheduled_for: Duration,
     pub interrupted: bool,
     pub fleets: Vec<Recorder>,
+    /// How fresh each fleet's devices stayed.
+    pub freshness: Vec<Freshness>,
     pub timeline: Vec<Second>,
 }
 
@@ -223,6 +239,8 @@ pub async fn run<T: Transport>(
     let _ = go_tx.send(Some(start));
 
     let mut totals: Vec<Recorder> = fleets.iter().map(|_| Recorder::default()).collect();
+    let mut freshness: Vec<Freshness> = fleets.iter().map(|_| Freshness::default()).collect();
+    let keep = settings.keep_second_histograms;
     let mut timeline: Vec<Second> = Vec::new();
     // Seconds before this index are closed.
     let mut closed = 0;
@@ -253,6 +271,9 @@ pub async fn run<T: Transport>(
             s.ok += c.ok();
             s.failed += c.failed();
             s.missed += c.missed;
+            for (e, n) in s.errors.iter_mut().zip(&c.classes[1..]) {
+                *e += n;
+            }
             if let Some(h) = &mut s.latency {
                 let _ = h.add(&part.latency);
             }
@@ -261,12 +282,15 @@ pub async fn run<T: Transport>(
         // Workers flush every 250 ms, so no flush for a second more than one
         // behind the newest can still arrive: close those.
         while closed + 1 < second {
-            timeline[closed].close();
+            timeline[closed].close(keep);
             closed += 1;
         }
         in_flight[flush.worker] = flush.in_flight;
         if flush.last {
             running -= 1;
+        }
+        for (total, part) in freshness.iter_mut().zip(flush.freshness.iter().flatten()) {
+            total.add(part);
         }
         // One display update per round (every worker flushes per period).
         if flush.worker == 0 || running == 0 {
@@ -279,7 +303,7 @@ pub async fn run<T: Transport>(
             });
         }
     }
-    timeline.iter_mut().for_each(Second::close);
+    timeline.iter_mut().for_each(|s| s.close(keep));
     let elapsed = start.elapsed();
     let interrupted = interrupted_at.is_some_and(|t| t < settings.duration);
     RunOutput {
@@ -293,6 +317,7 @@ pub async fn run<T: Transport>(
         },
         interrupted,
         fleets: totals,
+        freshness,
         timeline,
     }
 }
@@ -349,7 +374,7 @@ mod tests {
             models: vec![],
         };
         let generator = FleetGenerator::new(profile, NameTemplate::parse("d-{index}").unwrap(), 1);
-        FleetRuntime { generator, schedule, devices, key: 1 }
+        FleetRuntime { generator, schedule, devices, key: 1, stale_after: schedule.interval * 3 }
     }
 
     fn every(interval: Duration) -> Schedule {
@@ -370,6 +395,7 @@ mod tests {
             seed: 3,
             precise_timer: false,
             thread_per_worker: false,
+            keep_second_histograms: false,
         };
         run(fake.clone(), fleets, settings, CancellationToken::new(), |_| {}).await
     }
@@ -480,6 +506,7 @@ mod tests {
             seed: 1,
             precise_timer: false,
             thread_per_worker: false,
+            keep_second_histograms: false,
         };
         let stopper = cancel.clone();
         tokio::spawn(async move {

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::fleet::DeviceClock;
 use crate::heartbeat::{Device, FleetGenerator, Scratch};
 use crate::scenario::{ConnectionMode, Schedule};
-use crate::stats::Recorder;
+use crate::stats::{Freshness, Recorder};
 use crate::transport::{Exchange, Transport};
 
 /// A fleet as the workers run it.
@@ -40,6 +40,8 @@ pub struct FleetRuntime {
     pub devices: u64,
     /// Separates this fleet's schedule streams from other fleets'.
     pub key: u64,
+    /// A device whose largest gap without a success exceeds this is stale.
+    pub stale_after: Duration,
 }
 
 /// What a worker hands the aggregator.
@@ -52,6 +54,8 @@ pub struct Flush {
     pub in_flight: usize,
     /// The worker's last flush: it has stopped.
     pub last: bool,
+    /// With the last flush: how fresh each fleet's devices stayed.
+    pub freshness: Option<Vec<Freshness>>,
 }
 
 /// How a worker runs.
@@ -80,6 +84,11 @@ struct Slot<C> {
     /// An intended time that came while the device was busy.
     pending_ns: Option<u64>,
     conn: Option<C>,
+    /// Freshness, in ms since the start: the last success (or the first
+    /// intended time, before any), and the largest gap so far.
+    last_ok_ms: u32,
+    max_gap_ms: u32,
+    ever_ok: bool,
 }
 
 struct Done<C> {
@@ -112,6 +121,8 @@ struct Worker<T: Transport> {
     stopping: bool,
     /// When the worker last dispatched (ns since start).
     last_wake_ns: u64,
+    /// When scheduling stopped (ns since start).
+    stopped_ns: u64,
 }
 
 /// The least time between two wake-ups of a worker. Waking costs a trip
@@ -159,6 +170,7 @@ pub async fn run_worker<T: Transport>(
         body: Vec::with_capacity(2048),
         stopping: false,
         last_wake_ns: 0,
+        stopped_ns: 0,
     };
     for (fleet, index) in devices {
         let f = &w.fleets[usize::from(fleet)];
@@ -172,6 +184,9 @@ pub async fn run_worker<T: Transport>(
             busy: false,
             pending_ns: None,
             conn: None,
+            last_ok_ms: millis(first),
+            max_gap_ms: 0,
+            ever_ok: false,
         });
         if first < w.settings.end_ns {
             w.timers.push(Reverse((first, slot)));
@@ -227,7 +242,8 @@ impl<T: Transport> Worker<T> {
     fn stop(&mut self) {
         self.stopping = true;
         self.timers.clear();
-        let now = self.now_ns();
+        let now = self.now_ns().min(self.settings.end_ns);
+        self.stopped_ns = now;
         for i in 0..self.slots.len() {
             if let Some(p) = self.slots[i].pending_ns.take() {
                 let fleet = usize::from(self.slots[i].fleet);
@@ -305,6 +321,13 @@ impl<T: Transport> Worker<T> {
         let now = self.now_ns();
         let Done { slot, intended_ns, sent_ns, done_ns, exchange } = done;
         let fleet = usize::from(self.slots[slot as usize].fleet);
+        if exchange.outcome.is_ok() {
+            let s = &mut self.slots[slot as usize];
+            let done_ms = millis(done_ns);
+            s.max_gap_ms = s.max_gap_ms.max(done_ms.saturating_sub(s.last_ok_ms));
+            s.last_ok_ms = done_ms;
+            s.ever_ok = true;
+        }
         self.recorders[fleet].completed(
             exchange.outcome,
             micros(done_ns.saturating_sub(intended_ns)),
@@ -338,8 +361,32 @@ impl<T: Transport> Worker<T> {
 
     fn flush(&mut self, out: &mpsc::UnboundedSender<Flush>, last: bool) {
         let fleets = self.recorders.iter_mut().map(Recorder::take).collect();
-        let _ =
-            out.send(Flush { worker: self.id, at_ns: self.now_ns(), fleets, in_flight: self.in_flight.len(), last });
+        let freshness = last.then(|| self.freshness());
+        let _ = out.send(Flush {
+            worker: self.id,
+            at_ns: self.now_ns(),
+            fleets,
+            in_flight: self.in_flight.len(),
+            last,
+            freshness,
+        });
+    }
+
+    /// Each fleet's freshness over the devices that were due before
+    /// scheduling stopped; a device's open gap runs to that moment.
+    fn freshness(&self) -> Vec<Freshness> {
+        let mut out: Vec<Freshness> = self.fleets.iter().map(|_| Freshness::default()).collect();
+        let end_ms = millis(self.stopped_ns);
+        for s in &self.slots {
+            if s.last_ok_ms >= end_ms && !s.ever_ok {
+                continue; // never due
+            }
+            let fleet = usize::from(s.fleet);
+            let gap_ms = s.max_gap_ms.max(end_ms.saturating_sub(s.last_ok_ms));
+            let stale_after_us = self.fleets[fleet].stale_after.as_micros() as u64;
+            out[fleet].device(u64::from(gap_ms) * 1000, stale_after_us, s.ever_ok);
+        }
+        out
     }
 }
 
@@ -354,6 +401,11 @@ async fn wait_until(precise: &mut Option<tokio_timerfd::Delay>, at: Instant) {
         }
         None => tokio::time::sleep_until(at).await,
     }
+}
+
+/// Milliseconds since the start, as freshness keeps them (49 days at most).
+fn millis(ns: u64) -> u32 {
+    u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX)
 }
 
 fn micros(ns: u64) -> u64 {

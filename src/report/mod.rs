@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::RunOutput;
 use crate::scenario::{Arrival, Scenario, StartMode};
-use crate::stats::{self, CLASSES, Percentiles, Recorder};
+use crate::gate::ThresholdResult;
+use crate::stats::{self, CLASSES, Freshness, Percentiles, Recorder};
+use std::time::Duration;
 
 pub const SCHEMA: &str = "fleetstorm.report/v1";
 
@@ -41,9 +43,24 @@ pub struct Report {
     pub totals: Stats,
     pub fleets: Vec<Stats>,
     pub timeline: Vec<SecondStats>,
+    /// The scenario's thresholds and how each fared.
+    #[serde(default)]
+    pub thresholds: Vec<ThresholdResult>,
+    /// Set when an abort threshold stopped the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<Aborted>,
     /// The built-in backend's own counts at the end, when it was the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<serde_json::Value>,
+}
+
+/// Which abort threshold stopped a run, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aborted {
+    pub expr: String,
+    pub actual_text: String,
+    /// Seconds into the run.
+    pub at_s: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +93,7 @@ pub struct FleetSummary {
     pub start: String,
     pub ramp_up_s: f64,
     pub arrival: String,
+    pub stale_after_s: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,7 +120,40 @@ pub struct Stats {
     pub latency_ms: Percentiles,
     pub service_time_ms: Percentiles,
     pub schedule_lag_ms: Percentiles,
+    /// How fresh the devices stayed (absent in reports of live snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<FreshnessStats>,
     pub histograms: Histograms,
+}
+
+/// Device freshness: each device's largest gap without a successful
+/// heartbeat, over the devices that were due at least once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FreshnessStats {
+    pub devices: u64,
+    /// The fleet's staleness bound (absent in the run's totals, where
+    /// fleets may differ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_after_s: Option<f64>,
+    pub stale_devices: u64,
+    pub never_ok: u64,
+    /// Percentiles over devices of each one's largest gap.
+    pub max_gap_ms: Percentiles,
+    /// The histogram of largest gaps (µs), encoded like the others.
+    pub histogram: String,
+}
+
+impl FreshnessStats {
+    fn of(f: &Freshness, stale_after: Option<Duration>) -> FreshnessStats {
+        FreshnessStats {
+            devices: f.devices,
+            stale_after_s: stale_after.map(|d| d.as_secs_f64()),
+            stale_devices: f.stale,
+            never_ok: f.never_ok,
+            max_gap_ms: Percentiles::of(&f.max_gap),
+            histogram: stats::encode_histogram(&f.max_gap),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,11 +172,23 @@ pub struct SecondStats {
     pub ok: u64,
     pub failed: u64,
     pub missed: u64,
+    /// Failures by class, those above zero.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, u64>,
     pub p50_ms: f64,
     pub p99_ms: f64,
 }
 
-fn stats_of(name: Option<String>, r: &Recorder, seconds: f64) -> Stats {
+impl Stats {
+    /// Statistics of a run so far, for checks during it: no freshness and
+    /// no encoded histograms.
+    pub fn live(name: Option<String>, r: &Recorder, seconds: f64) -> Stats {
+        stats_of(name, r, seconds, false)
+    }
+}
+
+fn stats_of(name: Option<String>, r: &Recorder, seconds: f64, with_histograms: bool) -> Stats {
+    let encode = |h| if with_histograms { stats::encode_histogram(h) } else { String::new() };
     let c = &r.counters;
     let rate = |n: u64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
     Stats {
@@ -142,10 +205,11 @@ fn stats_of(name: Option<String>, r: &Recorder, seconds: f64) -> Stats {
         latency_ms: Percentiles::of(&r.latency),
         service_time_ms: Percentiles::of(&r.service_time),
         schedule_lag_ms: Percentiles::of(&r.schedule_lag),
+        freshness: None,
         histograms: Histograms {
-            latency: stats::encode_histogram(&r.latency),
-            service_time: stats::encode_histogram(&r.service_time),
-            schedule_lag: stats::encode_histogram(&r.schedule_lag),
+            latency: encode(&r.latency),
+            service_time: encode(&r.service_time),
+            schedule_lag: encode(&r.schedule_lag),
         },
     }
 }
@@ -163,6 +227,10 @@ impl Report {
         let mut total = Recorder::default();
         for f in &out.fleets {
             total.add(f);
+        }
+        let mut total_freshness = Freshness::default();
+        for f in &out.freshness {
+            total_freshness.add(f);
         }
         let lag_p99 = Percentiles::of(&total.schedule_lag).p99;
         let kept_up = lag_p99 <= KEPT_UP_LAG_P99_MS;
@@ -202,6 +270,7 @@ impl Report {
                         }
                         .into(),
                         ramp_up_s: f.schedule.ramp_up.as_secs_f64(),
+                        stale_after_s: f.stale_after().as_secs_f64(),
                         arrival: match f.schedule.arrival {
                             Arrival::Periodic => "periodic",
                             Arrival::Poisson => "poisson",
@@ -216,12 +285,19 @@ impl Report {
             startup_s: out.startup.as_secs_f64(),
             interrupted: out.interrupted,
             generator: GeneratorHealth { kept_up, schedule_lag_p99_ms: lag_p99, verdict },
-            totals: stats_of(None, &total, seconds),
+            totals: Stats {
+                freshness: Some(FreshnessStats::of(&total_freshness, None)),
+                ..stats_of(None, &total, seconds, true)
+            },
             fleets: scenario
                 .fleets
                 .iter()
                 .zip(&out.fleets)
-                .map(|(f, r)| stats_of(Some(f.name().to_string()), r, seconds))
+                .zip(&out.freshness)
+                .map(|((f, r), fresh)| Stats {
+                    freshness: Some(FreshnessStats::of(fresh, Some(f.stale_after()))),
+                    ..stats_of(Some(f.name().to_string()), r, seconds, true)
+                })
                 .collect(),
             timeline: out
                 .timeline
@@ -234,12 +310,42 @@ impl Report {
                     ok: s.ok,
                     failed: s.failed,
                     missed: s.missed,
+                    errors: CLASSES[1..]
+                        .iter()
+                        .zip(s.errors)
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(k, n)| (k.to_string(), n))
+                        .collect(),
                     p50_ms: s.p50_ms,
                     p99_ms: s.p99_ms,
                 })
                 .collect(),
+            thresholds: Vec::new(),
+            aborted: None,
             backend,
         }
+    }
+
+    /// Reads a report written by `run --out` (or `merge`), checking its schema tag.
+    pub fn load(path: &Path) -> Result<Report, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+        match value.get("schema").and_then(|s| s.as_str()) {
+            Some(SCHEMA) => {}
+            Some(other) => {
+                return Err(format!("{}: a {other} report; this fleetstorm reads {SCHEMA}", path.display()));
+            }
+            None => return Err(format!("{}: not a fleetstorm report (no \"schema\" member)", path.display())),
+        }
+        let mut de = serde_json::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| format!("{}: not a valid {SCHEMA} report at {}: {}", path.display(), e.path(), e.inner()))
+    }
+
+    /// Whether every end threshold held and no abort threshold fired.
+    pub fn thresholds_passed(&self) -> bool {
+        self.thresholds.iter().all(|t| t.ok) && self.aborted.is_none()
     }
 
     /// The terminal summary: a table per fleet and in total, and the

@@ -50,6 +50,16 @@ impl ScenarioError {
         Self::positioned(origin, text, key, line, column, message)
     }
 
+    /// A problem found after parsing, placed at the first occurrence of
+    /// `needle` in the text (or on the whole file if it is not there).
+    pub(super) fn at_text(origin: &str, text: &str, needle: &str, key: &str, message: &str) -> Self {
+        let (line, column) = match text.find(needle) {
+            Some(at) => line_column(text, at),
+            None => (None, None),
+        };
+        Self::positioned(origin, text, Some(key.to_string()), line, column, message)
+    }
+
     fn positioned(
         origin: &str,
         text: &str,

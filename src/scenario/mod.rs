@@ -22,6 +22,7 @@ pub use settings::{Arrival, ConnectionMode, Header, Schedule, StartMode, Target,
 use settings::{DurationValue, Rate, Share};
 use std::time::Duration;
 
+use crate::gate::Thresholds;
 use crate::heartbeat::profile::{self, MetricSpec, ModelSpec, Weighted};
 use crate::heartbeat::{FleetGenerator, NameTemplate, Profile};
 
@@ -39,6 +40,8 @@ pub struct Scenario {
     pub duration: Duration,
     pub target: Target,
     pub fleets: Vec<Fleet>,
+    /// Gates checked at the end of a run, and during it to abort.
+    pub thresholds: Thresholds,
 }
 
 /// The run length when a scenario gives none.
@@ -54,11 +57,19 @@ pub struct Fleet {
     pub device_name: NameTemplate,
     /// What its devices send; `profile.fleet_name` is the fleet's name.
     pub profile: Profile,
+    /// A device whose largest gap without a successful heartbeat exceeds
+    /// this is stale; `None` means three intervals.
+    pub stale_after: Option<Duration>,
 }
 
 impl Fleet {
     pub fn name(&self) -> &str {
         &self.profile.fleet_name
+    }
+
+    /// The staleness bound: as written, or three intervals.
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after.unwrap_or(self.schedule.interval * 3)
     }
 
     /// The heartbeat generator for this fleet under `seed`.
@@ -113,13 +124,31 @@ pub fn parse(text: &str, format: Format, origin: &str, default_name: &str) -> Re
             raw
         }
     };
-    Ok(Scenario {
+    let scenario = Scenario {
         name: raw.name.unwrap_or_else(|| default_name.to_string()),
         seed: raw.seed,
         duration: raw.duration.map_or(DEFAULT_DURATION, |d| d.0),
         target: raw.target.unwrap_or_default(),
         fleets: raw.fleets.0,
-    })
+        thresholds: raw.thresholds.unwrap_or_default(),
+    };
+    for (fleet, threshold) in scenario.thresholds.fleets_named() {
+        if !scenario.fleets.iter().any(|f| f.name() == fleet) {
+            let names: Vec<&str> = scenario.fleets.iter().map(Fleet::name).collect();
+            return Err(ScenarioError::at_text(
+                origin,
+                text,
+                &threshold.metric.path,
+                "thresholds",
+                &format!(
+                    "threshold {:?} names the fleet {fleet:?}, which the scenario does not have (its fleets: {})",
+                    threshold.metric.path,
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(scenario)
 }
 
 // ------------------------------------------------------------ file format
@@ -132,6 +161,7 @@ struct RawScenario {
     duration: Option<PositiveDuration>,
     target: Option<Target>,
     fleets: Fleets,
+    thresholds: Option<Thresholds>,
 }
 
 /// A duration that must be above zero.
@@ -189,6 +219,7 @@ struct RawFleet {
     start: Option<StartMode>,
     ramp_up: Option<DurationValue>,
     arrival: Option<Arrival>,
+    stale_after: Option<PositiveDuration>,
 }
 
 fn default_agent_versions() -> Weighted {
@@ -251,7 +282,7 @@ impl TryFrom<RawFleet> for Fleet {
             models: raw.models,
         };
         profile.check().map_err(|e| format!("fleet {:?}: {e}", profile.fleet_name))?;
-        Ok(Fleet { devices, schedule, device_name, profile })
+        Ok(Fleet { devices, schedule, device_name, profile, stale_after: raw.stale_after.map(|d| d.0) })
     }
 }
 

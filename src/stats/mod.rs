@@ -199,6 +199,53 @@ impl Recorder {
     }
 }
 
+/// The largest device gap a freshness histogram holds: 30 days, in µs.
+pub const MAX_GAP_MICROS: u64 = 30 * 24 * 3_600_000_000;
+
+/// How fresh one fleet's devices stayed: for each device that was due at
+/// least once, its largest gap without a successful heartbeat (between two
+/// successes, from its first intended time to its first success, and from
+/// its last success to the end of the run).
+#[derive(Debug, Clone)]
+pub struct Freshness {
+    /// Devices that were due at least once.
+    pub devices: u64,
+    /// Devices whose largest gap exceeded the fleet's staleness bound.
+    pub stale: u64,
+    /// Devices without a single successful heartbeat.
+    pub never_ok: u64,
+    /// Each device's largest gap, in µs (1 µs to 30 days).
+    pub max_gap: Histogram<u64>,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Freshness {
+            devices: 0,
+            stale: 0,
+            never_ok: 0,
+            max_gap: Histogram::new_with_bounds(1, MAX_GAP_MICROS, 3).expect("static histogram bounds"),
+        }
+    }
+}
+
+impl Freshness {
+    /// Counts one device whose largest gap was `gap_us`.
+    pub fn device(&mut self, gap_us: u64, stale_after_us: u64, ever_ok: bool) {
+        self.devices += 1;
+        self.stale += u64::from(gap_us > stale_after_us);
+        self.never_ok += u64::from(!ever_ok);
+        let _ = self.max_gap.record(gap_us.clamp(1, MAX_GAP_MICROS));
+    }
+
+    pub fn add(&mut self, other: &Freshness) {
+        self.devices += other.devices;
+        self.stale += other.stale;
+        self.never_ok += other.never_ok;
+        let _ = self.max_gap.add(&other.max_gap);
+    }
+}
+
 /// Percentiles of a histogram in milliseconds, as reports show them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
@@ -230,19 +277,29 @@ impl Percentiles {
 /// A histogram as base64 of its HdrHistogram V2 + DEFLATE encoding.
 pub fn encode_histogram(h: &Histogram<u64>) -> String {
     use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(compress_histogram(h))
+}
+
+/// A histogram's HdrHistogram V2 + DEFLATE encoding.
+pub fn compress_histogram(h: &Histogram<u64>) -> Vec<u8> {
     use hdrhistogram::serialization::Serializer;
     let mut bytes = Vec::new();
     let _ = hdrhistogram::serialization::V2DeflateSerializer::new().serialize(h, &mut bytes);
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    bytes
+}
+
+/// The inverse of [`compress_histogram`].
+pub fn decompress_histogram(bytes: &[u8]) -> Result<Histogram<u64>, String> {
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .map_err(|e| format!("not an HdrHistogram V2 encoding: {e:?}"))
 }
 
 /// The inverse of [`encode_histogram`].
 pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("not base64: {e}"))?;
-    hdrhistogram::serialization::Deserializer::new()
-        .deserialize(&mut &bytes[..])
-        .map_err(|e| format!("not an HdrHistogram V2 encoding: {e:?}"))
+    decompress_histogram(&bytes)
 }
 
 #[cfg(test)]

@@ -1,0 +1,404 @@
+//! The metric catalogue: every quantity of a report that thresholds,
+//! `compare` and capacity SLOs may name, its unit, and which way is better.
+//!
+//! A metric path is `NAME` (the whole run) or `fleets.FLEET.NAME` (one
+//! fleet). Names:
+//!
+//! | name | unit |
+//! |---|---|
+//! | `latency.{p50,p90,p99,p999,max,mean}` (also `service_time.*`, `schedule_lag.*`) | ms |
+//! | `scheduled`, `sent`, `missed`, `ok`, `failed` | count |
+//! | `errors.CLASS` (`http_4xx`, `timeout`, ...), `status.CODE` | count |
+//! | `error_rate` (failed / sent), `missed_rate` (missed / scheduled) | fraction |
+//! | `offered_rate`, `achieved_rate` | per second |
+//! | `achieved_rate_ratio` (achieved / offered) | ratio |
+//! | `freshness.stale_devices`, `freshness.never_ok` | count |
+//! | `freshness.stale_share` (stale / devices due) | fraction |
+//! | `freshness.max_gap.{p50,p90,p99,p999,max,mean}` | ms |
+
+use std::fmt;
+
+use crate::report::{Report, Stats};
+use crate::stats::{CLASSES, Percentiles};
+
+/// What a metric's numbers measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Milliseconds; limits are written as durations (`250ms`, `1s`).
+    Millis,
+    /// A share of something, shown as a percentage; `0.1%` or `0.001`.
+    Fraction,
+    /// A plain ratio, shown as a number; `0.99` or `99%`.
+    Ratio,
+    /// A whole number of events or devices.
+    Count,
+    /// Events per second; `500/s` or `500`.
+    PerSecond,
+}
+
+impl Unit {
+    /// A value of this unit as people read it.
+    pub fn format(self, v: f64) -> String {
+        match self {
+            Unit::Millis if v >= 10_000.0 => format!("{:.1}s", v / 1000.0),
+            Unit::Millis => format!("{}ms", trim(v, 3)),
+            Unit::Fraction => format!("{}%", trim(v * 100.0, 4)),
+            Unit::Ratio => trim(v, 4),
+            Unit::Count => format!("{v:.0}"),
+            Unit::PerSecond => format!("{}/s", trim(v, 1)),
+        }
+    }
+
+    /// How a limit of this unit is written, for error messages.
+    pub fn example(self) -> &'static str {
+        match self {
+            Unit::Millis => "\"< 250ms\"",
+            Unit::Fraction => "\"< 0.1%\"",
+            Unit::Ratio => "\"> 0.99\"",
+            Unit::Count => "\"== 0\"",
+            Unit::PerSecond => "\">= 1000/s\"",
+        }
+    }
+
+    /// Reads a limit written for this unit.
+    pub fn parse_value(self, text: &str) -> Result<f64, String> {
+        let t = text.trim();
+        let number = |s: &str| s.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+        let value = match self {
+            Unit::Millis => {
+                if number(t).is_some() {
+                    return Err(format!("{t:?} has no unit; write a time such as 250ms or 1s"));
+                }
+                crate::units::parse_duration(t)?.as_secs_f64() * 1000.0
+            }
+            Unit::Fraction | Unit::Ratio => match t.strip_suffix('%') {
+                Some(p) => number(p).map(|v| v / 100.0),
+                None => number(t),
+            }
+            .ok_or_else(|| format!("{t:?} is not a number or a percentage such as 0.1%"))?,
+            Unit::Count => number(t).ok_or_else(|| format!("{t:?} is not a number"))?,
+            Unit::PerSecond => {
+                number(t.strip_suffix("/s").unwrap_or(t)).ok_or_else(|| format!("{t:?} is not a rate such as 500/s"))?
+            }
+        };
+        if value < 0.0 {
+            return Err(format!("{t:?} is negative; no {self:?} metric is"));
+        }
+        Ok(value)
+    }
+}
+
+/// A number with at most `decimals` decimals, trailing zeros dropped.
+fn trim(v: f64, decimals: usize) -> String {
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+}
+
+/// Which way a metric improves, for `compare`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Lower,
+    Higher,
+    /// Counts of work offered, not of quality.
+    Neither,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Series {
+    Latency,
+    ServiceTime,
+    ScheduleLag,
+    FreshnessGap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quantile {
+    P50,
+    P90,
+    P99,
+    P999,
+    Max,
+    Mean,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quantity {
+    Percentile(Series, Quantile),
+    Scheduled,
+    Sent,
+    Missed,
+    Ok,
+    Failed,
+    ErrorClass(usize),
+    Status(u16),
+    ErrorRate,
+    MissedRate,
+    OfferedRate,
+    AchievedRate,
+    AchievedRateRatio,
+    StaleDevices,
+    StaleShare,
+    NeverOk,
+}
+
+/// A metric path, resolved against the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metric {
+    /// As written, e.g. `fleets.factory-east.latency.p99`.
+    pub path: String,
+    /// The fleet it is about, or `None` for the whole run.
+    pub fleet: Option<String>,
+    quantity: Quantity,
+}
+
+const SERIES: [(&str, Series); 4] = [
+    ("latency", Series::Latency),
+    ("service_time", Series::ServiceTime),
+    ("schedule_lag", Series::ScheduleLag),
+    ("freshness.max_gap", Series::FreshnessGap),
+];
+const QUANTILES: [(&str, Quantile); 6] = [
+    ("p50", Quantile::P50),
+    ("p90", Quantile::P90),
+    ("p99", Quantile::P99),
+    ("p999", Quantile::P999),
+    ("max", Quantile::Max),
+    ("mean", Quantile::Mean),
+];
+const PLAIN: [(&str, Quantity); 13] = [
+    ("scheduled", Quantity::Scheduled),
+    ("sent", Quantity::Sent),
+    ("missed", Quantity::Missed),
+    ("ok", Quantity::Ok),
+    ("failed", Quantity::Failed),
+    ("error_rate", Quantity::ErrorRate),
+    ("missed_rate", Quantity::MissedRate),
+    ("offered_rate", Quantity::OfferedRate),
+    ("achieved_rate", Quantity::AchievedRate),
+    ("achieved_rate_ratio", Quantity::AchievedRateRatio),
+    ("freshness.stale_devices", Quantity::StaleDevices),
+    ("freshness.stale_share", Quantity::StaleShare),
+    ("freshness.never_ok", Quantity::NeverOk),
+];
+
+/// The metric names, for messages and documentation.
+pub fn catalogue() -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (s, _) in SERIES {
+        names.push(format!("{s}.{{p50,p90,p99,p999,max,mean}}"));
+    }
+    names.extend(PLAIN.iter().map(|(n, _)| n.to_string()));
+    names.push("errors.{http_4xx,http_5xx,other_status,timeout,connect,io,protocol}".into());
+    names.push("status.CODE".into());
+    names
+}
+
+impl Metric {
+    /// Resolves a metric path; the error says what is known.
+    pub fn parse(path: &str) -> Result<Metric, String> {
+        let unknown = || {
+            format!(
+                "unknown metric {path:?}; known metrics are {} (each also as fleets.FLEET.NAME)",
+                catalogue().join(", ")
+            )
+        };
+        let (fleet, name) = match path.strip_prefix("fleets.") {
+            Some(rest) => {
+                // Fleet names are entity names, which have no dots.
+                let (fleet, name) = rest.split_once('.').ok_or_else(unknown)?;
+                if fleet.is_empty() {
+                    return Err(unknown());
+                }
+                (Some(fleet.to_string()), name)
+            }
+            None => (None, path),
+        };
+        let quantity = if let Some((_, q)) = PLAIN.iter().find(|(n, _)| *n == name) {
+            *q
+        } else if let Some(class) = name.strip_prefix("errors.") {
+            let i = CLASSES.iter().skip(1).position(|c| *c == class).ok_or_else(unknown)?;
+            Quantity::ErrorClass(i + 1)
+        } else if let Some(code) = name.strip_prefix("status.") {
+            let code: u16 = code.parse().ok().filter(|c| (100..=599).contains(c)).ok_or_else(unknown)?;
+            Quantity::Status(code)
+        } else {
+            let (series, quantile) = name.rsplit_once('.').ok_or_else(unknown)?;
+            let (_, s) = SERIES.iter().find(|(n, _)| *n == series).ok_or_else(unknown)?;
+            let (_, q) = QUANTILES.iter().find(|(n, _)| *n == quantile).ok_or_else(unknown)?;
+            Quantity::Percentile(*s, *q)
+        };
+        Ok(Metric { path: path.to_string(), fleet, quantity })
+    }
+
+    pub fn unit(&self) -> Unit {
+        match self.quantity {
+            Quantity::Percentile(..) => Unit::Millis,
+            Quantity::Scheduled
+            | Quantity::Sent
+            | Quantity::Missed
+            | Quantity::Ok
+            | Quantity::Failed
+            | Quantity::ErrorClass(_)
+            | Quantity::Status(_)
+            | Quantity::StaleDevices
+            | Quantity::NeverOk => Unit::Count,
+            Quantity::ErrorRate | Quantity::MissedRate | Quantity::StaleShare => Unit::Fraction,
+            Quantity::OfferedRate | Quantity::AchievedRate => Unit::PerSecond,
+            Quantity::AchievedRateRatio => Unit::Ratio,
+        }
+    }
+
+    pub fn better(&self) -> Better {
+        match self.quantity {
+            Quantity::Ok | Quantity::AchievedRate | Quantity::AchievedRateRatio => Better::Higher,
+            Quantity::Scheduled | Quantity::Sent | Quantity::OfferedRate | Quantity::Status(_) => Better::Neither,
+            _ => Better::Lower,
+        }
+    }
+
+    /// Whether the value is only known once the run has ended (device
+    /// freshness), so it cannot abort a run.
+    pub fn known_at_end_only(&self) -> bool {
+        matches!(
+            self.quantity,
+            Quantity::StaleDevices
+                | Quantity::StaleShare
+                | Quantity::NeverOk
+                | Quantity::Percentile(Series::FreshnessGap, _)
+        )
+    }
+
+    /// The metric's value in `report`; an error when the report has no
+    /// such fleet or lacks what the metric needs.
+    pub fn value(&self, report: &Report) -> Result<f64, String> {
+        let stats = match &self.fleet {
+            None => &report.totals,
+            Some(name) => report.fleets.iter().find(|f| f.name.as_deref() == Some(name.as_str())).ok_or_else(|| {
+                let names: Vec<&str> = report.fleets.iter().filter_map(|f| f.name.as_deref()).collect();
+                format!("the report has no fleet {name:?} (its fleets: {})", names.join(", "))
+            })?,
+        };
+        self.value_in(stats)
+    }
+
+    /// The metric's value in one fleet's (or the run's) statistics.
+    pub fn value_in(&self, s: &Stats) -> Result<f64, String> {
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let freshness = || {
+            s.freshness.as_ref().ok_or_else(|| format!("{}: the report has no device freshness", self.path))
+        };
+        Ok(match self.quantity {
+            Quantity::Percentile(series, q) => {
+                let p = match series {
+                    Series::Latency => &s.latency_ms,
+                    Series::ServiceTime => &s.service_time_ms,
+                    Series::ScheduleLag => &s.schedule_lag_ms,
+                    Series::FreshnessGap => &freshness()?.max_gap_ms,
+                };
+                quantile(p, q)
+            }
+            Quantity::Scheduled => s.scheduled as f64,
+            Quantity::Sent => s.sent as f64,
+            Quantity::Missed => s.missed as f64,
+            Quantity::Ok => s.ok as f64,
+            Quantity::Failed => s.failed as f64,
+            Quantity::ErrorClass(i) => s.errors.get(CLASSES[i]).copied().unwrap_or(0) as f64,
+            Quantity::Status(code) => s.status_codes.get(&code.to_string()).copied().unwrap_or(0) as f64,
+            Quantity::ErrorRate => ratio(s.failed, s.sent),
+            Quantity::MissedRate => ratio(s.missed, s.scheduled),
+            Quantity::OfferedRate => s.offered_rate,
+            Quantity::AchievedRate => s.achieved_rate,
+            Quantity::AchievedRateRatio => {
+                if s.offered_rate > 0.0 {
+                    s.achieved_rate / s.offered_rate
+                } else {
+                    1.0
+                }
+            }
+            Quantity::StaleDevices => freshness()?.stale_devices as f64,
+            Quantity::StaleShare => {
+                let f = freshness()?;
+                ratio(f.stale_devices, f.devices)
+            }
+            Quantity::NeverOk => freshness()?.never_ok as f64,
+        })
+    }
+}
+
+fn quantile(p: &Percentiles, q: Quantile) -> f64 {
+    match q {
+        Quantile::P50 => p.p50,
+        Quantile::P90 => p.p90,
+        Quantile::P99 => p.p99,
+        Quantile::P999 => p.p999,
+        Quantile::Max => p.max,
+        Quantile::Mean => p.mean,
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_with_units_and_directions() {
+        let cases = [
+            ("latency.p99", None, Unit::Millis, Better::Lower),
+            ("service_time.mean", None, Unit::Millis, Better::Lower),
+            ("fleets.factory-east.latency.p999", Some("factory-east"), Unit::Millis, Better::Lower),
+            ("error_rate", None, Unit::Fraction, Better::Lower),
+            ("achieved_rate_ratio", None, Unit::Ratio, Better::Higher),
+            ("achieved_rate", None, Unit::PerSecond, Better::Higher),
+            ("missed", None, Unit::Count, Better::Lower),
+            ("errors.timeout", None, Unit::Count, Better::Lower),
+            ("status.429", None, Unit::Count, Better::Neither),
+            ("fleets.a.freshness.stale_devices", Some("a"), Unit::Count, Better::Lower),
+            ("freshness.max_gap.p99", None, Unit::Millis, Better::Lower),
+        ];
+        for (path, fleet, unit, better) in cases {
+            let m = Metric::parse(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!((m.fleet.as_deref(), m.unit(), m.better()), (fleet, unit, better), "{path}");
+        }
+    }
+
+    #[test]
+    fn unknown_paths_are_refused_with_the_catalogue() {
+        for path in [
+            "latency.p98",
+            "latency",
+            "latencies.p99",
+            "errors.ok",
+            "errors.dns",
+            "status.99",
+            "fleets.latency",
+            "fleets..latency.p99",
+            "",
+        ] {
+            let e = Metric::parse(path).unwrap_err();
+            assert!(e.contains("unknown metric") && e.contains("error_rate"), "{path}: {e}");
+        }
+    }
+
+    #[test]
+    fn limits_read_in_their_units() {
+        assert_eq!(Unit::Millis.parse_value("250ms"), Ok(250.0));
+        assert_eq!(Unit::Millis.parse_value("1s"), Ok(1000.0));
+        assert!(Unit::Millis.parse_value("250").unwrap_err().contains("no unit"));
+        assert_eq!(Unit::Fraction.parse_value("0.1%"), Ok(0.001));
+        assert_eq!(Unit::Fraction.parse_value("0.2"), Ok(0.2));
+        assert_eq!(Unit::Ratio.parse_value("99%"), Ok(0.99));
+        assert_eq!(Unit::Count.parse_value("0"), Ok(0.0));
+        assert!(Unit::Count.parse_value("none").is_err());
+        assert_eq!(Unit::PerSecond.parse_value("500/s"), Ok(500.0));
+        assert!(Unit::Fraction.parse_value("-1%").is_err());
+        assert_eq!(Unit::Millis.format(12.5), "12.5ms");
+        assert_eq!(Unit::Fraction.format(0.001), "0.1%");
+        assert_eq!(Unit::PerSecond.format(1000.0), "1000/s");
+    }
+}

@@ -1,0 +1,332 @@
+//! Gates: thresholds on a run's metrics, checked at the end (exit code 3
+//! when one fails) or during the run to abort it early.
+//!
+//! ```toml
+//! [thresholds]
+//! "latency.p99" = "< 250ms"
+//! "error_rate" = "< 0.1%"
+//! "fleets.factory-east.latency.p99" = "< 200ms"
+//! [thresholds.abort]          # checked about every second, after `grace`
+//! grace = "10s"
+//! "error_rate" = "> 20%"
+//! ```
+//!
+//! A condition is an operator (`<`, `<=`, `>`, `>=`, `==`, `!=`) and a
+//! limit in the metric's unit ([`metric::Unit`]). End thresholds must hold;
+//! an abort threshold fires when its condition *becomes true*. Metric paths
+//! come from the catalogue in [`metric`]; an unknown one is an error when
+//! the scenario is read, never a silent pass.
+
+pub mod metric;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+pub use metric::{Better, Metric, Unit};
+
+use crate::report::{Report, Stats};
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+}
+
+impl Op {
+    pub fn holds(self, actual: f64, limit: f64) -> bool {
+        match self {
+            Op::Lt => actual < limit,
+            Op::Le => actual <= limit,
+            Op::Gt => actual > limit,
+            Op::Ge => actual >= limit,
+            Op::Eq => actual == limit,
+            Op::Ne => actual != limit,
+        }
+    }
+
+    fn symbol(self) -> &'static str {
+        match self {
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Eq => "==",
+            Op::Ne => "!=",
+        }
+    }
+}
+
+/// One checked threshold: a metric, an operator and a limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    pub metric: Metric,
+    pub op: Op,
+    /// In the metric's unit (ms for times, a fraction for shares).
+    pub limit: f64,
+    /// The condition as written, e.g. `< 250ms`.
+    pub condition: String,
+}
+
+impl Threshold {
+    /// Reads `condition` (e.g. `< 250ms`) for the metric at `path`.
+    pub fn parse(path: &str, condition: &str) -> Result<Threshold, String> {
+        let metric = Metric::parse(path)?;
+        let t = condition.trim();
+        let (op, rest) = [("<=", Op::Le), (">=", Op::Ge), ("==", Op::Eq), ("!=", Op::Ne), ("<", Op::Lt), (">", Op::Gt)]
+            .iter()
+            .find_map(|(s, op)| t.strip_prefix(s).map(|rest| (*op, rest)))
+            .ok_or_else(|| {
+                format!(
+                    "{path}: the condition {condition:?} has no operator; write one of <, <=, >, >=, ==, != \
+                     and a limit, e.g. {}",
+                    metric.unit().example()
+                )
+            })?;
+        let limit = metric.unit().parse_value(rest).map_err(|e| {
+            format!("{path}: {e} (the metric is in {}: e.g. {})", unit_name(metric.unit()), metric.unit().example())
+        })?;
+        Ok(Threshold { metric, op, limit, condition: t.to_string() })
+    }
+
+    /// The threshold as one expression, `latency.p99 < 250ms`.
+    pub fn expr(&self) -> String {
+        format!("{} {}", self.metric.path, self.condition)
+    }
+
+    /// Checks the threshold against a finished run's report.
+    pub fn check(&self, report: &Report, abort: bool) -> ThresholdResult {
+        self.result(self.metric.value(report), abort)
+    }
+
+    /// Checks the threshold against one set of statistics (a run's totals
+    /// or a fleet's, as the metric says), during a run.
+    pub fn check_stats(&self, stats: &Stats, abort: bool) -> ThresholdResult {
+        self.result(self.metric.value_in(stats), abort)
+    }
+
+    fn result(&self, value: Result<f64, String>, abort: bool) -> ThresholdResult {
+        let unit = self.metric.unit();
+        let (ok, actual, actual_text) = match value {
+            // An abort threshold is "ok" while its condition is false.
+            Ok(v) => (self.op.holds(v, self.limit) != abort, Some(v), unit.format(v)),
+            Err(e) => (false, None, e),
+        };
+        ThresholdResult { expr: self.expr(), metric: self.metric.path.clone(), abort, ok, actual, actual_text }
+    }
+}
+
+fn unit_name(u: Unit) -> &'static str {
+    match u {
+        Unit::Millis => "milliseconds",
+        Unit::Fraction => "a share",
+        Unit::Ratio => "a ratio",
+        Unit::Count => "a count",
+        Unit::PerSecond => "events per second",
+    }
+}
+
+impl fmt::Display for Threshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.metric.path, self.op.symbol(), self.metric.unit().format(self.limit))
+    }
+}
+
+/// The outcome of one threshold, as reports carry it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdResult {
+    /// `METRIC CONDITION`, as written.
+    pub expr: String,
+    pub metric: String,
+    /// An abort threshold (fires when its condition is true).
+    #[serde(default)]
+    pub abort: bool,
+    /// Passed: an end threshold's condition held, an abort threshold's did not.
+    pub ok: bool,
+    /// The value in the metric's unit; `null` when it could not be had.
+    pub actual: Option<f64>,
+    /// The value as people read it, or why there is none.
+    pub actual_text: String,
+}
+
+/// The default wait before abort thresholds are checked.
+pub const DEFAULT_ABORT_GRACE: Duration = Duration::from_secs(10);
+
+/// A scenario's thresholds.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Thresholds {
+    /// Checked at the end; any failing gives exit code 3.
+    pub end: Vec<Threshold>,
+    /// Checked during the run; the first to fire stops it (exit code 3).
+    pub abort: Vec<Threshold>,
+    /// Abort thresholds are not checked before this much of the run.
+    pub abort_grace: Duration,
+}
+
+impl Thresholds {
+    pub fn is_empty(&self) -> bool {
+        self.end.is_empty() && self.abort.is_empty()
+    }
+
+    /// Every threshold, end ones first.
+    pub fn all(&self) -> impl Iterator<Item = (&Threshold, bool)> {
+        self.end.iter().map(|t| (t, false)).chain(self.abort.iter().map(|t| (t, true)))
+    }
+
+    /// Fleets named by thresholds, with the threshold naming them.
+    pub fn fleets_named(&self) -> impl Iterator<Item = (&str, &Threshold)> {
+        self.all().filter_map(|(t, _)| t.metric.fleet.as_deref().map(|f| (f, t)))
+    }
+
+    /// Every threshold checked against a finished run.
+    pub fn check(&self, report: &Report) -> Vec<ThresholdResult> {
+        self.all().map(|(t, abort)| t.check(report, abort)).collect()
+    }
+}
+
+// ------------------------------------------------------------ file format
+
+impl<'de> Deserialize<'de> for Thresholds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ThresholdsVisitor { abort: false })
+    }
+}
+
+/// Reads `[thresholds]` (or, with `abort`, `[thresholds.abort]`): metric
+/// paths to conditions, each checked where it is written.
+struct ThresholdsVisitor {
+    abort: bool,
+}
+
+impl<'de> Visitor<'de> for ThresholdsVisitor {
+    type Value = Thresholds;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table of metric paths to conditions, e.g. \"latency.p99\" = \"< 250ms\"")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Thresholds, A::Error> {
+        let mut out = Thresholds { abort_grace: DEFAULT_ABORT_GRACE, ..Thresholds::default() };
+        let mut seen: Vec<String> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                return Err(de::Error::custom(format!("{key:?} is given twice")));
+            }
+            seen.push(key.clone());
+            match key.as_str() {
+                "abort" if !self.abort => {
+                    let inner = map.next_value_seed(AbortSeed)?;
+                    out.abort = inner.end;
+                    out.abort_grace = inner.abort_grace;
+                }
+                "grace" if self.abort => {
+                    let crate::scenario::settings::DurationValue(g) = map.next_value()?;
+                    out.abort_grace = g;
+                }
+                _ => {
+                    let t = map.next_value_seed(ConditionSeed { path: &key, abort: self.abort })?;
+                    out.end.push(t);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct AbortSeed;
+
+impl<'de> DeserializeSeed<'de> for AbortSeed {
+    type Value = Thresholds;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Thresholds, D::Error> {
+        d.deserialize_map(ThresholdsVisitor { abort: true })
+    }
+}
+
+/// Reads one condition, knowing the metric it is for.
+struct ConditionSeed<'k> {
+    path: &'k str,
+    abort: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ConditionSeed<'_> {
+    type Value = Threshold;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Threshold, D::Error> {
+        let condition = String::deserialize(d).map_err(|_| {
+            de::Error::custom(format!("{}: write the condition as a string, e.g. \"< 250ms\"", self.path))
+        })?;
+        let t = Threshold::parse(self.path, &condition).map_err(de::Error::custom)?;
+        if self.abort && t.metric.known_at_end_only() {
+            return Err(de::Error::custom(format!(
+                "{}: device freshness is only known at the end of a run, so it cannot abort one; \
+                 move it to [thresholds]",
+                self.path
+            )));
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operator_compares_as_written() {
+        let cases = [
+            ("< 10ms", 9.0, true),
+            ("< 10ms", 10.0, false),
+            ("<= 10ms", 10.0, true),
+            ("> 10ms", 10.0, false),
+            (">= 10ms", 10.0, true),
+            ("== 10ms", 10.0, true),
+            ("!= 10ms", 10.0, false),
+            ("!=10ms", 11.0, true),
+        ];
+        for (cond, actual, holds) in cases {
+            let t = Threshold::parse("latency.p99", cond).unwrap();
+            assert_eq!(t.op.holds(actual, t.limit), holds, "{cond} with {actual}");
+        }
+    }
+
+    #[test]
+    fn conditions_without_operator_or_unit_are_refused() {
+        let e = Threshold::parse("latency.p99", "250ms").unwrap_err();
+        assert!(e.contains("no operator") && e.contains("< 250ms"), "{e}");
+        let e = Threshold::parse("latency.p99", "< 250").unwrap_err();
+        assert!(e.contains("no unit") && e.contains("milliseconds"), "{e}");
+        let e = Threshold::parse("error_rate", "< lots").unwrap_err();
+        assert!(e.contains("percentage"), "{e}");
+        let e = Threshold::parse("latency.p98", "< 1s").unwrap_err();
+        assert!(e.contains("unknown metric"), "{e}");
+    }
+
+    #[test]
+    fn tables_read_end_and_abort_thresholds() {
+        let text = r#"
+            "latency.p99" = "< 250ms"
+            "error_rate" = "< 0.1%"
+            [abort]
+            grace = "5s"
+            "error_rate" = "> 20%"
+        "#;
+        let t: Thresholds = toml::from_str(text).unwrap();
+        assert_eq!(t.end.len(), 2);
+        assert_eq!(t.end[0].expr(), "latency.p99 < 250ms");
+        assert_eq!(t.end[1].limit, 0.001);
+        assert_eq!(t.abort.len(), 1);
+        assert_eq!(t.abort_grace, Duration::from_secs(5));
+        let e = toml::from_str::<Thresholds>("[abort]\n\"freshness.stale_devices\" = \"> 0\"").unwrap_err();
+        assert!(e.to_string().contains("only known at the end"), "{e}");
+        let e = toml::from_str::<Thresholds>("\"latency.p99\" = 250").unwrap_err();
+        assert!(e.to_string().contains("as a string"), "{e}");
+    }
+}

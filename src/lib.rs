@@ -18,12 +18,15 @@
 //! - [`transport`]: one heartbeat exchange over HTTP/1.1 (hyper).
 //! - [`stats`]: counters and HDR histograms, recorded per worker, merged.
 //! - [`gate`]: the metric catalogue and thresholds (CI gates, early aborts).
+//! - [`compare`]: the regression gate (`compare`): baseline runs against current
+//!   runs, metric by metric, noise-aware when a side has several runs.
 //! - [`report`]: the JSON report, the terminal summary, atomic writes.
 //! - [`run`]: the `run` and `validate` commands: plan, resources, progress.
 //! - [`server`]: the reference backend (`serve`).
 //! - [`sample`]: the `sample` command, printing bodies as they would be sent.
 //! - [`units`]: durations as people write them.
 
+pub mod compare;
 pub mod engine;
 pub mod fleet;
 pub mod gate;

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use fleetstorm::report::Report;
 use fleetstorm::run::{self, RunError};
 use fleetstorm::sample::{self, SampleError, SampleOptions};
 use fleetstorm::scenario;
@@ -49,6 +50,9 @@ enum Command {
     Run(RunArgs),
     /// Check a scenario and print its plan without sending anything.
     Validate(PlanArgs),
+    /// Render a saved report again: text or JSON on stdout, HTML,
+    /// Markdown, JUnit files.
+    Report(ReportArgs),
 }
 
 #[derive(Args)]
@@ -79,9 +83,79 @@ struct RunArgs {
     /// Write the JSON report here (atomically).
     #[arg(long)]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    renders: RenderArgs,
+    /// Write per-second latency histograms here, as an HdrHistogram interval log.
+    #[arg(long)]
+    hlog: Option<PathBuf>,
     /// No live progress on stderr.
     #[arg(long)]
     quiet: bool,
+}
+
+/// Renderings of a report, each written atomically.
+#[derive(Args)]
+struct RenderArgs {
+    /// A self-contained HTML report with plots.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// A Markdown summary (for a CI job summary).
+    #[arg(long)]
+    summary_md: Option<PathBuf>,
+    /// JUnit XML: one test case per threshold.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+}
+
+impl RenderArgs {
+    /// Writes every rendering asked for; false (with the error printed) if one failed.
+    fn write(&self, report: &Report) -> bool {
+        let renders: [(&Option<PathBuf>, fn(&Report) -> String); 3] = [
+            (&self.html, fleetstorm::report::html::render),
+            (&self.summary_md, fleetstorm::report::markdown::render),
+            (&self.junit, fleetstorm::report::junit::render),
+        ];
+        let mut ok = true;
+        for (path, render) in renders {
+            if let Some(path) = path {
+                ok &= write_file(path, render(report).as_bytes());
+            }
+        }
+        ok
+    }
+}
+
+/// Writes a file whole or not at all; false (with the error printed) on failure.
+fn write_file(path: &std::path::Path, bytes: &[u8]) -> bool {
+    match fleetstorm::report::write_atomically(path, bytes) {
+        Ok(()) => {
+            eprintln!("wrote {}", path.display());
+            true
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            false
+        }
+    }
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// A report written by `run --out`.
+    report: PathBuf,
+    /// What to print on stdout.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
+    #[command(flatten)]
+    renders: RenderArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    /// The terminal summary.
+    Text,
+    /// The report itself.
+    Json,
 }
 
 impl PlanArgs {
@@ -170,6 +244,7 @@ fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), Str
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
+const EXIT_GATE: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -180,6 +255,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_command(*args),
         Command::Run(args) => run_command(args),
         Command::Validate(args) => validate_command(&args),
+        Command::Report(args) => report_command(&args),
     }
 }
 
@@ -351,9 +427,10 @@ fn run_command(args: RunArgs) -> ExitCode {
         let cancel = tokio_util::sync::CancellationToken::new();
         tokio::spawn(interrupts(Termination::install(), cancel.clone()));
         let mut progress = run::Progress::new(&scenario, args.quiet);
-        let report = run::execute(&scenario, seed, cancel, |live| progress.update(live)).await;
+        let options = run::ExecuteOptions { keep_second_histograms: args.hlog.is_some() };
+        let executed = run::execute_with(&scenario, seed, cancel, options, |live| progress.update(live)).await;
         progress.finish();
-        let report = match report {
+        let run::Executed { report, second_histograms } = match executed {
             Ok(r) => r,
             Err(e @ RunError::Invalid(_)) => {
                 eprintln!("error: {e}");
@@ -366,26 +443,76 @@ fn run_command(args: RunArgs) -> ExitCode {
         };
         print!("{}", report.summary());
         let _ = io::stdout().flush();
+        let mut written = true;
         if let Some(path) = &args.out {
-            let json = match serde_json::to_vec_pretty(&report) {
-                Ok(j) => j,
+            match serde_json::to_vec_pretty(&report) {
+                Ok(json) => written &= write_file(path, &json),
                 Err(e) => {
                     eprintln!("error: cannot encode the report: {e}");
-                    return ExitCode::from(EXIT_FAILED);
+                    written = false;
                 }
-            };
-            if let Err(e) = fleetstorm::report::write_atomically(path, &json) {
-                eprintln!("error: cannot write {}: {e}", path.display());
-                return ExitCode::from(EXIT_FAILED);
             }
-            eprintln!("report written to {}", path.display());
         }
-        if report.interrupted {
-            eprintln!("the run was interrupted: exit code {EXIT_FAILED}");
+        written &= args.renders.write(&report);
+        if let Some(path) = &args.hlog {
+            let started_at = humantime::parse_rfc3339(&report.started_at).unwrap_or_else(|_| std::time::SystemTime::now());
+            match fleetstorm::report::hlog::render(started_at, &second_histograms) {
+                Ok(log) => written &= write_file(path, &log),
+                Err(e) => {
+                    eprintln!("error: cannot build the HdrHistogram log: {e}");
+                    written = false;
+                }
+            }
+        }
+        if !written {
             return ExitCode::from(EXIT_FAILED);
         }
-        ExitCode::SUCCESS
+        run_exit_code(&report)
     })
+}
+
+/// An abort threshold or a failing threshold: 3; otherwise an interrupted
+/// run: 1; otherwise 0.
+fn run_exit_code(report: &Report) -> ExitCode {
+    if let Some(a) = &report.aborted {
+        eprintln!("aborted by the threshold {}: exit code {EXIT_GATE}", a.expr);
+        return ExitCode::from(EXIT_GATE);
+    }
+    if report.interrupted {
+        eprintln!("the run was interrupted: exit code {EXIT_FAILED}");
+        return ExitCode::from(EXIT_FAILED);
+    }
+    if !report.thresholds_passed() {
+        let failed = report.thresholds.iter().filter(|t| !t.ok).count();
+        eprintln!("{failed} threshold(s) failed: exit code {EXIT_GATE}");
+        return ExitCode::from(EXIT_GATE);
+    }
+    ExitCode::SUCCESS
+}
+
+fn report_command(args: &ReportArgs) -> ExitCode {
+    let report = match Report::load(&args.report) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let text = match args.format {
+        ReportFormat::Text => report.summary(),
+        ReportFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(j) => j + "\n",
+            Err(e) => {
+                eprintln!("error: cannot encode the report: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        },
+    };
+    let mut stdout = io::stdout().lock();
+    if stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+        return ExitCode::from(EXIT_FAILED);
+    }
+    if args.renders.write(&report) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
 }
 
 /// First Ctrl-C or SIGTERM: stop the run cleanly (it still reports).

@@ -9,7 +9,7 @@
 //! | `latency.{p50,p90,p99,p999,max,mean}` (also `service_time.*`, `schedule_lag.*`) | ms |
 //! | `scheduled`, `sent`, `missed`, `ok`, `failed` | count |
 //! | `errors.CLASS` (`http_4xx`, `timeout`, ...), `status.CODE` | count |
-//! | `error_rate` (failed / sent), `missed_rate` (missed / scheduled) | fraction |
+//! | `error_rate` (failed / (ok + failed)), `missed_rate` (missed / scheduled) | fraction |
 //! | `offered_rate`, `achieved_rate` | per second |
 //! | `achieved_rate_ratio` (achieved / offered) | ratio |
 //! | `freshness.stale_devices`, `freshness.never_ok` | count |
@@ -40,7 +40,7 @@ impl Unit {
     /// A value of this unit as people read it.
     pub fn format(self, v: f64) -> String {
         match self {
-            Unit::Millis if v >= 10_000.0 => format!("{:.1}s", v / 1000.0),
+            Unit::Millis if v >= 1000.0 => format!("{}s", trim(v / 1000.0, 2)),
             Unit::Millis => format!("{}ms", trim(v, 3)),
             Unit::Fraction => format!("{}%", trim(v * 100.0, 4)),
             Unit::Ratio => trim(v, 4),
@@ -304,7 +304,9 @@ impl Metric {
             Quantity::Failed => s.failed as f64,
             Quantity::ErrorClass(i) => s.errors.get(CLASSES[i]).copied().unwrap_or(0) as f64,
             Quantity::Status(code) => s.status_codes.get(&code.to_string()).copied().unwrap_or(0) as f64,
-            Quantity::ErrorRate => ratio(s.failed, s.sent),
+            // Over the heartbeats that ended: during a run, those in flight
+            // have no outcome yet (at the end, ok + failed = sent).
+            Quantity::ErrorRate => ratio(s.failed, s.ok + s.failed),
             Quantity::MissedRate => ratio(s.missed, s.scheduled),
             Quantity::OfferedRate => s.offered_rate,
             Quantity::AchievedRate => s.achieved_rate,

@@ -8,6 +8,12 @@
 //! schedule lag, and the histograms themselves (base64 of the HdrHistogram
 //! V2 + DEFLATE encoding) so that reports can be merged exactly later.
 
+pub mod hlog;
+pub mod html;
+pub mod junit;
+pub mod markdown;
+mod plots;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
@@ -418,6 +424,38 @@ impl Report {
         let _ = writeln!(out, "\nfailures: {}", if failures.is_empty() { "none".into() } else { failures.join(", ") });
         let _ = writeln!(out, "statuses: {}", if statuses.is_empty() { "none".into() } else { statuses.join(", ") });
         let _ = writeln!(out, "generator: {}", self.generator.verdict);
+        if let Some(f) = &self.totals.freshness {
+            let _ = writeln!(
+                out,
+                "freshness: {} of {} devices stale, {} never succeeded; largest gap p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                f.stale_devices, f.devices, f.never_ok, f.max_gap_ms.p50, f.max_gap_ms.p99, f.max_gap_ms.max
+            );
+        }
+        if let Some(a) = &self.aborted {
+            let _ = writeln!(out, "ABORTED at {:.1} s: {} (was {})", a.at_s, a.expr, a.actual_text);
+        }
+        if !self.thresholds.is_empty() {
+            let failed = self.thresholds.iter().filter(|t| !t.ok).count();
+            let _ = writeln!(
+                out,
+                "\nthresholds: {}",
+                if failed == 0 {
+                    format!("all {} passed", self.thresholds.len())
+                } else {
+                    format!("{failed} of {} FAILED", self.thresholds.len())
+                }
+            );
+            for t in &self.thresholds {
+                let _ = writeln!(
+                    out,
+                    "  {}  {}{}  (actual {})",
+                    if t.ok { "pass" } else { "FAIL" },
+                    t.expr,
+                    if t.abort { " [abort]" } else { "" },
+                    t.actual_text
+                );
+            }
+        }
         out
     }
 }

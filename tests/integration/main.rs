@@ -2,7 +2,9 @@
 
 mod cli_sample;
 mod cli_serve;
+mod gates;
 mod generator_props;
+mod reports;
 mod run;
 mod scenario_errors;
 mod sdk;

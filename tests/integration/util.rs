@@ -77,3 +77,80 @@ pub fn heartbeat(fleet: &str, device: &str) -> Vec<u8> {
     }))
     .unwrap()
 }
+
+/// A scratch directory for one test, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("fleetstorm-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+
+    /// Writes `text` to `file` in the directory and returns its path as a string.
+    pub fn write(&self, file: &str, text: &str) -> String {
+        let path = self.path(file);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs one of the Python interop checks in `tests/interop` and parses
+/// the JSON it prints. `needs` names what it requires (a module, or a
+/// program); `.ci/run` installs them all. Outside CI a missing one skips
+/// the check loudly (`None`); under CI (`CI` set) it fails the test.
+pub fn interop(script: &str, args: &[&str], needs: &[&str]) -> Option<serde_json::Value> {
+    let missing: Vec<&&str> = needs
+        .iter()
+        .filter(|n| {
+            let found = if let Some(program) = n.strip_prefix("bin:") {
+                Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
+            } else {
+                Command::new("python3").args(["-c", &format!("import {n}")]).output().is_ok_and(|o| o.status.success())
+            };
+            !found
+        })
+        .collect();
+    if !missing.is_empty() {
+        assert!(std::env::var_os("CI").is_none(), "{script} needs {missing:?}, which CI must install (.ci/run)");
+        eprintln!("SKIPPED {script}: missing {missing:?} (.ci/run installs them; CI runs this check)");
+        return None;
+    }
+    let out = Command::new("python3").arg(root().join("tests/interop").join(script)).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{script} printed no JSON ({e})")))
+}
+
+/// Starts `fleetstorm serve` as a process with `args`; returns it and its URL.
+pub fn spawn_serve(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let url = first.trim().strip_prefix("fleetstorm serve listening on ").expect("the address line").to_string();
+    (child, url)
+}

@@ -1,0 +1,215 @@
+//! The HTML report: one self-contained file (inline CSS and SVG, no
+//! script, nothing fetched) with the summary tables and the plots.
+
+use std::fmt::Write as _;
+
+use super::{Report, Stats, plots};
+use crate::gate::Unit;
+
+/// Escapes text for HTML (and XML) content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = r#"
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #1d232a;
+       max-width: 940px; margin: 24px auto; padding: 0 16px; }
+h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #dde3ea; }
+.meta { color: #5a6672; margin: 0 0 12px; }
+.verdicts span { display: inline-block; padding: 3px 10px; margin: 0 6px 6px 0; border-radius: 12px; font-weight: 600; }
+.pass { background: #ddf4e4; color: #14632c; } .fail { background: #fbe0e0; color: #8a1c1c; } .warn { background: #fff1cf; color: #6b4e00; }
+table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-nums; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #e7ebef; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f4f6f8; font-weight: 600; }
+figure { margin: 18px 0; } figcaption { color: #5a6672; font-size: 13px; }
+figure svg { max-width: 100%; height: auto; border: 1px solid #e7ebef; }
+"#;
+
+/// Renders the whole report as one HTML page.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let s = &report.scenario;
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>fleetstorm: {}</title><style>{STYLE}</style></head><body>\n",
+        escape(&s.name)
+    );
+    let _ = writeln!(out, "<h1>fleetstorm run “{}”</h1>", escape(&s.name));
+    let _ = writeln!(
+        out,
+        "<p class=\"meta\">against {}{} · {} · seed {} · started {} · ran {:.1} s of {:.1} s planned{}</p>",
+        escape(&s.target.url),
+        escape(&s.target.path),
+        escape(&s.target.connections),
+        s.seed,
+        escape(&report.started_at),
+        report.duration_s,
+        s.planned_duration_s,
+        if report.interrupted { " · <strong>interrupted</strong>" } else { "" }
+    );
+    out.push_str("<div class=\"verdicts\">");
+    verdicts(report, &mut out);
+    out.push_str("</div>\n");
+
+    out.push_str("<h2>Heartbeats</h2>\n");
+    counts_table(report, &mut out);
+    out.push_str("<h2>Latency (ms)</h2>\n");
+    latency_table(report, &mut out);
+    if !report.thresholds.is_empty() {
+        out.push_str("<h2>Thresholds</h2>\n");
+        thresholds_table(report, &mut out);
+    }
+    out.push_str("<h2>Failures</h2>\n");
+    failures(report, &mut out);
+    out.push_str("<h2>Device freshness</h2>\n");
+    freshness_table(report, &mut out);
+    out.push_str("<h2>Plots</h2>\n");
+    for plot in plots::all(report) {
+        let _ = writeln!(
+            out,
+            "<figure id=\"{}\"><h3>{}</h3>{}<figcaption>{}</figcaption></figure>",
+            plot.id,
+            escape(plot.title),
+            plot.svg,
+            escape(&plot.caption)
+        );
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+fn verdicts(report: &Report, out: &mut String) {
+    let mut badge = |class: &str, text: String| {
+        let _ = write!(out, "<span class=\"{class}\">{}</span>", escape(&text));
+    };
+    if let Some(a) = &report.aborted {
+        badge("fail", format!("aborted at {:.0} s: {} (was {})", a.at_s, a.expr, a.actual_text));
+    }
+    let failed = report.thresholds.iter().filter(|t| !t.ok).count();
+    match (report.thresholds.len(), failed) {
+        (0, _) => badge("warn", "no thresholds".into()),
+        (n, 0) => badge("pass", format!("thresholds: {n} of {n} passed")),
+        (n, f) => badge("fail", format!("thresholds: {f} of {n} failed")),
+    }
+    badge(if report.generator.kept_up { "pass" } else { "fail" }, format!("generator {}", report.generator.verdict));
+    if report.interrupted && report.aborted.is_none() {
+        badge("warn", "interrupted".into());
+    }
+}
+
+fn rows(report: &Report) -> impl Iterator<Item = (&str, &Stats)> {
+    report.fleets.iter().map(|f| (f.name.as_deref().unwrap_or("?"), f)).chain(std::iter::once(("TOTAL", &report.totals)))
+}
+
+fn counts_table(report: &Report, out: &mut String) {
+    out.push_str(
+        "<table><tr><th>fleet</th><th>offered/s</th><th>achieved/s</th><th>scheduled</th><th>sent</th>\
+         <th>missed</th><th>ok</th><th>failed</th><th>error rate</th></tr>\n",
+    );
+    for (name, r) in rows(report) {
+        let error_rate = if r.sent == 0 { 0.0 } else { r.failed as f64 / r.sent as f64 };
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(name),
+            r.offered_rate,
+            r.achieved_rate,
+            r.scheduled,
+            r.sent,
+            r.missed,
+            r.ok,
+            r.failed,
+            Unit::Fraction.format(error_rate)
+        );
+    }
+    out.push_str("</table>\n");
+}
+
+fn latency_table(report: &Report, out: &mut String) {
+    out.push_str(
+        "<table><tr><th>fleet</th><th></th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>mean</th></tr>\n",
+    );
+    for (name, r) in rows(report) {
+        for (what, p) in
+            [("latency", &r.latency_ms), ("service time", &r.service_time_ms), ("schedule lag", &r.schedule_lag_ms)]
+        {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{what}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr>",
+                escape(name),
+                p.p50,
+                p.p90,
+                p.p99,
+                p.p999,
+                p.max,
+                p.mean
+            );
+        }
+    }
+    out.push_str("</table>\n");
+}
+
+fn thresholds_table(report: &Report, out: &mut String) {
+    out.push_str("<table><tr><th>threshold</th><th>kind</th><th>actual</th><th>result</th></tr>\n");
+    for t in &report.thresholds {
+        let _ = writeln!(
+            out,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            escape(&t.expr),
+            if t.abort { "abort" } else { "end" },
+            escape(&t.actual_text),
+            if t.ok { "pass" } else { "fail" },
+            if t.ok { "pass" } else { "FAIL" }
+        );
+    }
+    out.push_str("</table>\n");
+}
+
+fn failures(report: &Report, out: &mut String) {
+    let failures: Vec<String> =
+        report.totals.errors.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}: {n}")).collect();
+    let statuses: Vec<String> = report.totals.status_codes.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    let _ = writeln!(
+        out,
+        "<p>failures by class: {}<br>answers by status: {}</p>",
+        escape(&if failures.is_empty() { "none".to_string() } else { failures.join(", ") }),
+        escape(&if statuses.is_empty() { "none".to_string() } else { statuses.join(", ") })
+    );
+}
+
+fn freshness_table(report: &Report, out: &mut String) {
+    out.push_str(
+        "<table><tr><th>fleet</th><th>devices due</th><th>stale after</th><th>stale</th><th>never ok</th>\
+         <th>largest gap p50</th><th>p99</th><th>max</th></tr>\n",
+    );
+    for (name, r) in rows(report) {
+        let Some(f) = &r.freshness else { continue };
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(name),
+            f.devices,
+            f.stale_after_s.map_or("—".to_string(), |s| Unit::Millis.format(s * 1000.0)),
+            f.stale_devices,
+            f.never_ok,
+            Unit::Millis.format(f.max_gap_ms.p50),
+            Unit::Millis.format(f.max_gap_ms.p99),
+            Unit::Millis.format(f.max_gap_ms.max)
+        );
+    }
+    out.push_str("</table>\n");
+}

@@ -1,0 +1,101 @@
+//! The Markdown summary (`--summary-md`), sized for a CI job summary: the
+//! verdict first, then the tables a reviewer needs.
+
+use std::fmt::Write as _;
+
+use super::Report;
+use crate::gate::Unit;
+
+/// Renders the report's summary as GitHub-flavoured Markdown.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let s = &report.scenario;
+    let passed = report.thresholds_passed();
+    let _ = writeln!(
+        out,
+        "## {} fleetstorm: {}\n",
+        if !passed {
+            "❌"
+        } else if report.interrupted || !report.generator.kept_up {
+            "⚠️"
+        } else {
+            "✅"
+        },
+        cell(&s.name)
+    );
+    let _ = writeln!(
+        out,
+        "Against `{}{}` ({}), seed {}, {:.1} s of {:.1} s planned, started {}.{}\n",
+        s.target.url,
+        s.target.path,
+        s.target.connections,
+        s.seed,
+        report.duration_s,
+        s.planned_duration_s,
+        report.started_at,
+        if report.interrupted { " **Interrupted.**" } else { "" }
+    );
+    if let Some(a) = &report.aborted {
+        let _ = writeln!(out, "**Aborted** at {:.0} s: `{}` (was {}).\n", a.at_s, a.expr, a.actual_text);
+    }
+    if !report.thresholds.is_empty() {
+        let failed = report.thresholds.iter().filter(|t| !t.ok).count();
+        let _ = writeln!(out, "**Thresholds:** {} of {} passed.\n", report.thresholds.len() - failed, report.thresholds.len());
+        out.push_str("| | threshold | actual |\n|---|---|---|\n");
+        for t in &report.thresholds {
+            let _ = writeln!(
+                out,
+                "| {} | `{}`{} | {} |",
+                if t.ok { "✅" } else { "❌" },
+                t.expr,
+                if t.abort { " (abort)" } else { "" },
+                cell(&t.actual_text)
+            );
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "**Generator:** {}\n", report.generator.verdict);
+    out.push_str(
+        "| fleet | offered/s | achieved/s | sent | ok | failed | missed | error rate | p50 ms | p99 ms | p99.9 ms | max ms |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for r in report.fleets.iter().chain(std::iter::once(&report.totals)) {
+        let name = r.name.as_deref().map_or("**total**".to_string(), cell);
+        let error_rate = if r.sent == 0 { 0.0 } else { r.failed as f64 / r.sent as f64 };
+        let l = &r.latency_ms;
+        let _ = writeln!(
+            out,
+            "| {name} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            r.offered_rate,
+            r.achieved_rate,
+            r.sent,
+            r.ok,
+            r.failed,
+            r.missed,
+            Unit::Fraction.format(error_rate),
+            l.p50,
+            l.p99,
+            l.p999,
+            l.max
+        );
+    }
+    let failures: Vec<String> =
+        report.totals.errors.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+    let _ = writeln!(out, "\nFailures: {}.", if failures.is_empty() { "none".into() } else { failures.join(", ") });
+    if let Some(f) = &report.totals.freshness {
+        let _ = writeln!(
+            out,
+            "Device freshness: {} of {} devices went stale, {} never succeeded; largest gap p99 {}.",
+            f.stale_devices,
+            f.devices,
+            f.never_ok,
+            Unit::Millis.format(f.max_gap_ms.p99)
+        );
+    }
+    out
+}
+
+/// Text safe inside a Markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}

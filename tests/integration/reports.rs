@@ -1,0 +1,151 @@
+//! Every rendering of a real run's report, checked by what consumes it:
+//! the HTML in headless Chromium (every plot drawn), the JUnit XML by
+//! junitparser, the HdrHistogram interval log by the HdrHistogram Python
+//! package, the Markdown summary as text; and `fleetstorm report`
+//! rendering a saved report again, identically.
+
+use fleetstorm::report::Report;
+
+use super::run::schema_check;
+use super::util::{TempDir, fleetstorm, interop, root, spawn_serve};
+
+#[test]
+fn a_real_run_renders_html_markdown_junit_and_an_hlog_that_their_consumers_read() {
+    // 10% of heartbeats fail, so the failure plot and a failing threshold have something to show.
+    let (mut serve, url) = spawn_serve(&["--error-rate", "0.1", "--error-status", "503", "--latency", "uniform:1ms..5ms"]);
+    let dir = TempDir::new("renders");
+    let scenario = dir.write(
+        "mixed.toml",
+        &format!(
+            r#"
+            name = "renders"
+            seed = 5
+            duration = "6s"
+            [target]
+            url = "{url}"
+            connections = {{ pool = 16 }}
+            [[fleets]]
+            name = "cameras"
+            devices = 300
+            interval = "1s"
+            [[fleets]]
+            name = "sensors"
+            devices = 200
+            interval = "2s"
+            ramp_up = "2s"
+            arrival = "poisson"
+            [thresholds]
+            "latency.p99" = "< 5s"
+            "error_rate" = "< 1%"
+            "fleets.sensors.missed" = "== 0"
+            [thresholds.abort]
+            "error_rate" = "> 90%"
+            "#
+        ),
+    );
+    let [json, html, md, junit, hlog] = ["r.json", "r.html", "r.md", "r.xml", "r.hlog"].map(|f| dir.path(f));
+    let s = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
+    let out = fleetstorm(&[
+        "run",
+        &scenario,
+        "--quiet",
+        "--out",
+        &s(&json),
+        "--html",
+        &s(&html),
+        "--summary-md",
+        &s(&md),
+        "--junit",
+        &s(&junit),
+        "--hlog",
+        &s(&hlog),
+    ]);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(3), "error_rate < 1% fails: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report = Report::load(&json).unwrap();
+    schema_check(&serde_json::to_value(&report).unwrap());
+    let failed: Vec<&str> = report.thresholds.iter().filter(|t| !t.ok).map(|t| t.expr.as_str()).collect();
+    assert_eq!(failed, ["error_rate < 1%"]);
+
+    // Markdown: the verdict first, the failing threshold marked, the fleets tabled.
+    let markdown = std::fs::read_to_string(&md).unwrap();
+    assert!(markdown.starts_with("## ❌ fleetstorm: renders"), "{markdown}");
+    assert!(markdown.contains("| ❌ | `error_rate < 1%` |") && markdown.contains("| ✅ | `latency.p99 < 5s` |"));
+    assert!(markdown.contains("| cameras |") && markdown.contains("| sensors |") && markdown.contains("| **total** |"));
+
+    // JUnit, read by junitparser: one case per threshold, the failure with its actual value.
+    if let Some(j) = interop("read_junit.py", &[&s(&junit)], &["junitparser"]) {
+        assert_eq!((j["suites"].as_u64(), j["tests"].as_u64(), j["failures"].as_u64()), (Some(1), Some(4), Some(1)));
+        let cases = j["cases"].as_array().unwrap();
+        let names: Vec<&str> = cases.iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["latency.p99 < 5s", "error_rate < 1%", "fleets.sensors.missed == 0", "abort if error_rate > 90%"]);
+        let failure = cases[1]["failure"].as_str().unwrap();
+        let actual = &report.thresholds[1].actual_text;
+        assert!(failure.contains("error_rate < 1%: actual ") && failure.contains(actual.as_str()), "{failure}");
+        assert!(cases.iter().enumerate().all(|(i, c)| c["passed"].as_bool() == Some(i != 1)));
+    }
+
+    // The interval log, read by the HdrHistogram Python package: its
+    // per-second counts add up to the run's latency histogram.
+    if let Some(h) = interop("read_hlog.py", &[&s(&hlog)], &["hdrh"]) {
+        let latency = fleetstorm::stats::decode_histogram(&report.totals.histograms.latency).unwrap();
+        assert_eq!(h["total"].as_u64(), Some(latency.len()), "{h}");
+        assert!(h["intervals"].as_u64().unwrap() >= 6, "{h}");
+        let started = humantime::parse_rfc3339(&report.started_at).unwrap();
+        let start_s = started.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        assert!((h["start_time_sec"].as_f64().unwrap() - start_s).abs() < 0.01, "{h}");
+    }
+
+    // The HTML, in a real browser: every plot present, drawn and labelled; nothing fetched.
+    let screenshot = root().join("target").join("report-screenshot.png");
+    if let Some(page) = interop("check_html.py", &[&s(&html), screenshot.to_str().unwrap()], &["websocket", "bin:chromium"]) {
+        assert_eq!(page["title"], "fleetstorm: renders");
+        assert_eq!(page["external"].as_array().map(Vec::len), Some(0), "a self-contained page: {page}");
+        assert!(page["tables"].as_u64().unwrap() >= 4);
+        let figures = page["figures"].as_array().unwrap();
+        let ids: Vec<&str> = figures.iter().map(|f| f["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["plot-rate", "plot-latency", "plot-errors", "plot-distribution", "plot-freshness"]);
+        for f in figures {
+            assert!(f["svg"] == true && f["width"].as_f64() > Some(400.0) && f["height"].as_f64() > Some(200.0), "{f}");
+            assert!(f["series"].as_u64() >= Some(1) && f["series_length"].as_f64() > Some(200.0), "no data drawn: {f}");
+            assert!(f["labels"].as_u64() >= Some(8), "axes unlabelled: {f}");
+        }
+        let by_id = |id: &str| figures.iter().find(|f| f["id"] == id).unwrap();
+        assert!(by_id("plot-rate")["series"].as_u64() >= Some(3), "offered, achieved, ok");
+        assert!(by_id("plot-errors")["series"].as_u64() >= Some(2), "http_5xx and missed");
+        assert!(by_id("plot-freshness")["series"].as_u64() >= Some(2), "one line per fleet");
+        assert!(std::fs::metadata(&screenshot).unwrap().len() > 20_000, "a screenshot was taken");
+    }
+
+    // `fleetstorm report` renders the saved report again, identically.
+    let again = TempDir::new("renders-again");
+    let [html2, md2, junit2] = ["r.html", "r.md", "r.xml"].map(|f| again.path(f));
+    let out = fleetstorm(&["report", &s(&json), "--html", &s(&html2), "--summary-md", &s(&md2), "--junit", &s(&junit2)]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), stdout, "--format text is the run's summary");
+    for (a, b) in [(&html, &html2), (&md, &md2), (&junit, &junit2)] {
+        assert!(std::fs::read(a).unwrap() == std::fs::read(b).unwrap(), "{} differs when rendered again", b.display());
+    }
+    let out = fleetstorm(&["report", &s(&json), "--format", "json"]);
+    let printed: Report = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed, report);
+}
+
+#[test]
+fn report_refuses_what_is_not_a_report() {
+    let dir = TempDir::new("not-a-report");
+    for (file, text, message) in [
+        ("a.json", "{\"schema\": \"other/v9\"}", "a other/v9 report"),
+        ("b.json", "[1, 2]", "not a fleetstorm report"),
+        ("c.json", "{", "not JSON"),
+        ("d.json", "{\"schema\": \"fleetstorm.report/v1\", \"scenario\": 1}", "not a valid fleetstorm.report/v1 report at scenario"),
+    ] {
+        let path = dir.write(file, text);
+        let out = fleetstorm(&["report", &path]);
+        assert_eq!(out.status.code(), Some(2), "{file}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message) && err.contains(file), "{file}: {err}");
+    }
+}

@@ -53,6 +53,29 @@ enum Command {
     /// Render a saved report again: text or JSON on stdout, HTML,
     /// Markdown, JUnit files.
     Report(ReportArgs),
+    /// Compare runs against a baseline: a regression gate (exit code 3),
+    /// noise-aware when given several runs per side.
+    Compare(CompareArgs),
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// BASELINE.json CURRENT.json (or use --baseline and --current).
+    #[arg(num_args = 0..=2, conflicts_with_all = ["baseline", "current"])]
+    reports: Vec<PathBuf>,
+    /// Baseline reports (several runs make the comparison noise-aware).
+    #[arg(long, num_args = 1.., requires = "current")]
+    baseline: Vec<PathBuf>,
+    /// Current reports.
+    #[arg(long, num_args = 1.., requires = "baseline")]
+    current: Vec<PathBuf>,
+    /// The largest worsening tolerated, relative to the baseline (default 10%).
+    #[arg(long)]
+    max_regression: Option<String>,
+    /// Metrics to compare, comma-separated (default: latency.p50,latency.p99,
+    /// latency.p999,error_rate,missed_rate,achieved_rate_ratio).
+    #[arg(long)]
+    metrics: Option<String>,
 }
 
 #[derive(Args)]
@@ -110,7 +133,8 @@ struct RenderArgs {
 impl RenderArgs {
     /// Writes every rendering asked for; false (with the error printed) if one failed.
     fn write(&self, report: &Report) -> bool {
-        let renders: [(&Option<PathBuf>, fn(&Report) -> String); 3] = [
+        type Render = fn(&Report) -> String;
+        let renders: [(&Option<PathBuf>, Render); 3] = [
             (&self.html, fleetstorm::report::html::render),
             (&self.summary_md, fleetstorm::report::markdown::render),
             (&self.junit, fleetstorm::report::junit::render),
@@ -256,6 +280,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_command(args),
         Command::Validate(args) => validate_command(&args),
         Command::Report(args) => report_command(&args),
+        Command::Compare(args) => compare_command(&args),
     }
 }
 
@@ -455,7 +480,8 @@ fn run_command(args: RunArgs) -> ExitCode {
         }
         written &= args.renders.write(&report);
         if let Some(path) = &args.hlog {
-            let started_at = humantime::parse_rfc3339(&report.started_at).unwrap_or_else(|_| std::time::SystemTime::now());
+            let started_at =
+                humantime::parse_rfc3339(&report.started_at).unwrap_or_else(|_| std::time::SystemTime::now());
             match fleetstorm::report::hlog::render(started_at, &second_histograms) {
                 Ok(log) => written &= write_file(path, &log),
                 Err(e) => {
@@ -488,6 +514,30 @@ fn run_exit_code(report: &Report) -> ExitCode {
         return ExitCode::from(EXIT_GATE);
     }
     ExitCode::SUCCESS
+}
+
+fn compare_command(args: &CompareArgs) -> ExitCode {
+    let (baseline, current) = match args.reports.as_slice() {
+        [b, c] => (std::slice::from_ref(b), std::slice::from_ref(c)),
+        [] if !args.baseline.is_empty() => (args.baseline.as_slice(), args.current.as_slice()),
+        _ => {
+            eprintln!("error: give BASELINE.json CURRENT.json, or --baseline FILES... --current FILES...");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let load = |paths: &[PathBuf]| paths.iter().map(|p| Report::load(p)).collect::<Result<Vec<_>, _>>();
+    let compared = fleetstorm::compare::Options::parse(args.max_regression.as_deref(), args.metrics.as_deref())
+        .and_then(|options| fleetstorm::compare::compare(&load(baseline)?, &load(current)?, &options));
+    match compared {
+        Ok(comparison) => {
+            print!("{}", comparison.render());
+            if comparison.regressed() { ExitCode::from(EXIT_GATE) } else { ExitCode::SUCCESS }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
 }
 
 fn report_command(args: &ReportArgs) -> ExitCode {

@@ -42,7 +42,7 @@ impl Unit {
         match self {
             Unit::Millis if v >= 1000.0 => format!("{}s", trim(v / 1000.0, 2)),
             Unit::Millis => format!("{}ms", trim(v, 3)),
-            Unit::Fraction => format!("{}%", trim(v * 100.0, 4)),
+            Unit::Fraction => format!("{}%", trim(v * 100.0, 3)),
             Unit::Ratio => trim(v, 4),
             Unit::Count => format!("{v:.0}"),
             Unit::PerSecond => format!("{}/s", trim(v, 1)),
@@ -284,9 +284,8 @@ impl Metric {
     /// The metric's value in one fleet's (or the run's) statistics.
     pub fn value_in(&self, s: &Stats) -> Result<f64, String> {
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-        let freshness = || {
-            s.freshness.as_ref().ok_or_else(|| format!("{}: the report has no device freshness", self.path))
-        };
+        let freshness =
+            || s.freshness.as_ref().ok_or_else(|| format!("{}: the report has no device freshness", self.path));
         Ok(match self.quantity {
             Quantity::Percentile(series, q) => {
                 let p = match series {

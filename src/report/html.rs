@@ -112,7 +112,11 @@ fn verdicts(report: &Report, out: &mut String) {
 }
 
 fn rows(report: &Report) -> impl Iterator<Item = (&str, &Stats)> {
-    report.fleets.iter().map(|f| (f.name.as_deref().unwrap_or("?"), f)).chain(std::iter::once(("TOTAL", &report.totals)))
+    report
+        .fleets
+        .iter()
+        .map(|f| (f.name.as_deref().unwrap_or("?"), f))
+        .chain(std::iter::once(("TOTAL", &report.totals)))
 }
 
 fn counts_table(report: &Report, out: &mut String) {

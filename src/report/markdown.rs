@@ -40,7 +40,12 @@ pub fn render(report: &Report) -> String {
     }
     if !report.thresholds.is_empty() {
         let failed = report.thresholds.iter().filter(|t| !t.ok).count();
-        let _ = writeln!(out, "**Thresholds:** {} of {} passed.\n", report.thresholds.len() - failed, report.thresholds.len());
+        let _ = writeln!(
+            out,
+            "**Thresholds:** {} of {} passed.\n",
+            report.thresholds.len() - failed,
+            report.thresholds.len()
+        );
         out.push_str("| | threshold | actual |\n|---|---|---|\n");
         for t in &report.thresholds {
             let _ = writeln!(

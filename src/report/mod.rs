@@ -22,8 +22,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::RunOutput;
-use crate::scenario::{Arrival, Scenario, StartMode};
 use crate::gate::ThresholdResult;
+use crate::scenario::{Arrival, Scenario, StartMode};
 use crate::stats::{self, CLASSES, Freshness, Percentiles, Recorder};
 use std::time::Duration;
 

@@ -30,10 +30,14 @@ const PALETTE: [RGBColor; 8] = [
 ];
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type Draw = fn(&Report, &Area<'_>) -> DrawResult;
+/// Points of a line, in chart coordinates.
+type Points = Vec<(f64, f64)>;
 
 /// Every plot of a report, in page order.
 pub fn all(report: &Report) -> Vec<Plot> {
-    let plots: [(&'static str, &'static str, String, fn(&Report, &DrawingArea<SVGBackend, Shift>) -> DrawResult); 5] = [
+    let plots: [(&'static str, &'static str, String, Draw); 5] = [
         (
             "plot-rate",
             "Offered and achieved rate",
@@ -97,7 +101,7 @@ fn seconds(report: &Report) -> f64 {
     (report.timeline.len().max(1)) as f64
 }
 
-fn rate_over_time(report: &Report, area: &DrawingArea<SVGBackend, Shift>) -> DrawResult {
+fn rate_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
     let t = &report.timeline;
     let top = t.iter().map(|s| s.offered.max(s.sent)).max().unwrap_or(0).max(1) as f64 * 1.1;
     let mut chart = ChartBuilder::on(area)
@@ -123,7 +127,7 @@ fn rate_over_time(report: &Report, area: &DrawingArea<SVGBackend, Shift>) -> Dra
     legend(&mut chart)
 }
 
-fn latency_over_time(report: &Report, area: &DrawingArea<SVGBackend, Shift>) -> DrawResult {
+fn latency_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
     let t = &report.timeline;
     let top = t.iter().map(|s| s.p99_ms.max(s.p50_ms)).fold(0.0, f64::max).max(0.1) * 1.1;
     let mut chart = ChartBuilder::on(area)
@@ -146,7 +150,7 @@ fn latency_over_time(report: &Report, area: &DrawingArea<SVGBackend, Shift>) -> 
     legend(&mut chart)
 }
 
-fn errors_over_time(report: &Report, area: &DrawingArea<SVGBackend, Shift>) -> DrawResult {
+fn errors_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
     let t = &report.timeline;
     let mut series: Vec<(String, Vec<u64>)> = CLASSES[1..]
         .iter()
@@ -176,7 +180,7 @@ fn errors_over_time(report: &Report, area: &DrawingArea<SVGBackend, Shift>) -> D
 
 /// Points (1/(1-q), value in ms) of a histogram of µs, from q = 0 to the
 /// last recorded value, as HdrHistogram's percentile plots draw them.
-fn percentile_points(h: &hdrhistogram::Histogram<u64>) -> Vec<(f64, f64)> {
+fn percentile_points(h: &hdrhistogram::Histogram<u64>) -> Points {
     if h.is_empty() {
         return Vec::new();
     }
@@ -191,9 +195,9 @@ fn percentile_points(h: &hdrhistogram::Histogram<u64>) -> Vec<(f64, f64)> {
     points
 }
 
-fn percentile_distribution(report: &Report, area: &DrawingArea<SVGBackend, Shift>) -> DrawResult {
+fn percentile_distribution(report: &Report, area: &Area<'_>) -> DrawResult {
     let totals = &report.totals;
-    let lines: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = [
+    let lines: Vec<(&str, RGBColor, Points)> = [
         ("latency", PALETTE[3], &totals.histograms.latency),
         ("service time", PALETTE[0], &totals.histograms.service_time),
     ]
@@ -228,16 +232,19 @@ fn percentile_distribution(report: &Report, area: &DrawingArea<SVGBackend, Shift
         .draw()?;
     for (name, color, points) in lines {
         chart
-            .draw_series(LineSeries::new(points.into_iter().filter(|(x, _)| *x <= x_max * 10.0), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                points.into_iter().filter(|(x, _)| *x <= x_max * 10.0),
+                color.stroke_width(2),
+            ))?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
     }
     legend(&mut chart)
 }
 
-fn freshness(report: &Report, area: &DrawingArea<SVGBackend, Shift>) -> DrawResult {
+fn freshness(report: &Report, area: &Area<'_>) -> DrawResult {
     // Per fleet: (name, points (share of devices in %, gap in s), bound in s).
-    let fleets: Vec<(String, Vec<(f64, f64)>, Option<f64>)> = report
+    let fleets: Vec<(String, Points, Option<f64>)> = report
         .fleets
         .iter()
         .filter_map(|f: &Stats| {
@@ -253,11 +260,8 @@ fn freshness(report: &Report, area: &DrawingArea<SVGBackend, Shift>) -> DrawResu
             Some((f.name.clone().unwrap_or_default(), points, fresh.stale_after_s))
         })
         .collect();
-    let y_max = fleets
-        .iter()
-        .flat_map(|(_, p, bound)| p.iter().map(|(_, y)| *y).chain(*bound))
-        .fold(1.0, f64::max)
-        * 1.1;
+    let y_max =
+        fleets.iter().flat_map(|(_, p, bound)| p.iter().map(|(_, y)| *y).chain(*bound)).fold(1.0, f64::max) * 1.1;
     let mut chart = ChartBuilder::on(area)
         .margin(12)
         .x_label_area_size(36)
@@ -271,7 +275,12 @@ fn freshness(report: &Report, area: &DrawingArea<SVGBackend, Shift>) -> DrawResu
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         if let Some(b) = bound {
-            chart.draw_series(DashedLineSeries::new(vec![(0.0, b), (100.0, b)], 6, 4, color.mix(0.7).stroke_width(1)))?;
+            chart.draw_series(DashedLineSeries::new(
+                vec![(0.0, b), (100.0, b)],
+                6,
+                4,
+                color.mix(0.7).stroke_width(1),
+            ))?;
         }
     }
     legend(&mut chart)

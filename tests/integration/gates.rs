@@ -115,7 +115,11 @@ fn unknown_metrics_and_fleets_are_refused_where_they_are_written() {
         ("\"latency.p99\" = \"< 250\"\n", 5, "no unit"),
         ("\"error_rate\" = 0.1\n", 5, "as a string"),
         ("\"missed\" = \"== none\"\n", 5, "not a number"),
-        ("\"error_rate\" = \"< 1%\"\n[thresholds.abort]\n\"freshness.never_ok\" = \"> 0\"\n", 7, "only known at the end"),
+        (
+            "\"error_rate\" = \"< 1%\"\n[thresholds.abort]\n\"freshness.never_ok\" = \"> 0\"\n",
+            7,
+            "only known at the end",
+        ),
         ("[thresholds.abort]\ngrace = \"soon\"\n", 6, "not a duration"),
     ];
     for (thresholds, line, message) in cases {
@@ -198,4 +202,35 @@ fn an_abort_threshold_stops_the_run_early_with_a_complete_report() {
     assert_eq!(t.sent, t.ok + t.failed);
     assert_eq!(t.failed, t.errors.values().sum::<u64>());
     assert!(t.errors["http_5xx"] > 0 && t.ok == 0, "{t:?}");
+}
+
+#[test]
+fn the_ci_example_passes_against_the_backend_it_starts() {
+    // The example's backend (4 workers × 2 ms: 2,000 heartbeats/s) and
+    // its scenario (400/s), for 3 s instead of 60.
+    let (mut serve, url) = spawn_serve(&["--workers", "4", "--service-time", "2ms"]);
+    let dir = TempDir::new("ci-example");
+    let summary = dir.path("summary.md");
+    let out = fleetstorm(&[
+        "run",
+        "examples/ci/gate.toml",
+        "--target",
+        &url,
+        "--duration",
+        "3s",
+        "--quiet",
+        "--summary-md",
+        summary.to_str().unwrap(),
+    ]);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("thresholds: all 9 passed"), "{stdout}");
+    let workflow = std::fs::read_to_string(super::util::root().join("examples/ci/fleetstorm-gate.yml")).unwrap();
+    for needle in
+        ["examples/ci/gate.toml", "--summary-md", "--junit", "GITHUB_STEP_SUMMARY", "--workers 4 --service-time 2ms"]
+    {
+        assert!(workflow.contains(needle), "the workflow lacks {needle:?}");
+    }
 }

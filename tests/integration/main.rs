@@ -2,6 +2,7 @@
 
 mod cli_sample;
 mod cli_serve;
+mod compare;
 mod gates;
 mod generator_props;
 mod reports;

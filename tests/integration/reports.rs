@@ -12,7 +12,8 @@ use super::util::{TempDir, fleetstorm, interop, root, spawn_serve};
 #[test]
 fn a_real_run_renders_html_markdown_junit_and_an_hlog_that_their_consumers_read() {
     // 10% of heartbeats fail, so the failure plot and a failing threshold have something to show.
-    let (mut serve, url) = spawn_serve(&["--error-rate", "0.1", "--error-status", "503", "--latency", "uniform:1ms..5ms"]);
+    let (mut serve, url) =
+        spawn_serve(&["--error-rate", "0.1", "--error-status", "503", "--latency", "uniform:1ms..5ms"]);
     let dir = TempDir::new("renders");
     let scenario = dir.write(
         "mixed.toml",
@@ -80,7 +81,10 @@ fn a_real_run_renders_html_markdown_junit_and_an_hlog_that_their_consumers_read(
         assert_eq!((j["suites"].as_u64(), j["tests"].as_u64(), j["failures"].as_u64()), (Some(1), Some(4), Some(1)));
         let cases = j["cases"].as_array().unwrap();
         let names: Vec<&str> = cases.iter().map(|c| c["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["latency.p99 < 5s", "error_rate < 1%", "fleets.sensors.missed == 0", "abort if error_rate > 90%"]);
+        assert_eq!(
+            names,
+            ["latency.p99 < 5s", "error_rate < 1%", "fleets.sensors.missed == 0", "abort if error_rate > 90%"]
+        );
         let failure = cases[1]["failure"].as_str().unwrap();
         let actual = &report.thresholds[1].actual_text;
         assert!(failure.contains("error_rate < 1%: actual ") && failure.contains(actual.as_str()), "{failure}");
@@ -100,7 +104,9 @@ fn a_real_run_renders_html_markdown_junit_and_an_hlog_that_their_consumers_read(
 
     // The HTML, in a real browser: every plot present, drawn and labelled; nothing fetched.
     let screenshot = root().join("target").join("report-screenshot.png");
-    if let Some(page) = interop("check_html.py", &[&s(&html), screenshot.to_str().unwrap()], &["websocket", "bin:chromium"]) {
+    if let Some(page) =
+        interop("check_html.py", &[&s(&html), screenshot.to_str().unwrap()], &["websocket", "bin:chromium"])
+    {
         assert_eq!(page["title"], "fleetstorm: renders");
         assert_eq!(page["external"].as_array().map(Vec::len), Some(0), "a self-contained page: {page}");
         assert!(page["tables"].as_u64().unwrap() >= 4);
@@ -122,7 +128,8 @@ fn a_real_run_renders_html_markdown_junit_and_an_hlog_that_their_consumers_read(
     // `fleetstorm report` renders the saved report again, identically.
     let again = TempDir::new("renders-again");
     let [html2, md2, junit2] = ["r.html", "r.md", "r.xml"].map(|f| again.path(f));
-    let out = fleetstorm(&["report", &s(&json), "--html", &s(&html2), "--summary-md", &s(&md2), "--junit", &s(&junit2)]);
+    let out =
+        fleetstorm(&["report", &s(&json), "--html", &s(&html2), "--summary-md", &s(&md2), "--junit", &s(&junit2)]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), stdout, "--format text is the run's summary");
     for (a, b) in [(&html, &html2), (&md, &md2), (&junit, &junit2)] {
@@ -140,7 +147,11 @@ fn report_refuses_what_is_not_a_report() {
         ("a.json", "{\"schema\": \"other/v9\"}", "a other/v9 report"),
         ("b.json", "[1, 2]", "not a fleetstorm report"),
         ("c.json", "{", "not JSON"),
-        ("d.json", "{\"schema\": \"fleetstorm.report/v1\", \"scenario\": 1}", "not a valid fleetstorm.report/v1 report at scenario"),
+        (
+            "d.json",
+            "{\"schema\": \"fleetstorm.report/v1\", \"scenario\": 1}",
+            "not a valid fleetstorm.report/v1 report at scenario",
+        ),
     ] {
         let path = dir.write(file, text);
         let out = fleetstorm(&["report", &path]);

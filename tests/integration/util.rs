@@ -116,7 +116,10 @@ pub fn interop(script: &str, args: &[&str], needs: &[&str]) -> Option<serde_json
         .iter()
         .filter(|n| {
             let found = if let Some(program) = n.strip_prefix("bin:") {
-                Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
+                Command::new("sh")
+                    .args(["-c", &format!("command -v {program}")])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
             } else {
                 Command::new("python3").args(["-c", &format!("import {n}")]).output().is_ok_and(|o| o.status.success())
             };

@@ -305,7 +305,7 @@ impl Metric {
             Quantity::Status(code) => s.status_codes.get(&code.to_string()).copied().unwrap_or(0) as f64,
             // Over the heartbeats that ended: during a run, those in flight
             // have no outcome yet (at the end, ok + failed = sent).
-            Quantity::ErrorRate => ratio(s.failed, s.ok + s.failed),
+            Quantity::ErrorRate => s.error_rate(),
             Quantity::MissedRate => ratio(s.missed, s.scheduled),
             Quantity::OfferedRate => s.offered_rate,
             Quantity::AchievedRate => s.achieved_rate,

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Report, Stats, plots};
+use super::{Report, plots};
 use crate::gate::Unit;
 
 /// Escapes text for HTML (and XML) content and attribute values.
@@ -99,7 +99,7 @@ fn verdicts(report: &Report, out: &mut String) {
     if let Some(a) = &report.aborted {
         badge("fail", format!("aborted at {:.0} s: {} (was {})", a.at_s, a.expr, a.actual_text));
     }
-    let failed = report.thresholds.iter().filter(|t| !t.ok).count();
+    let failed = report.failed_thresholds();
     match (report.thresholds.len(), failed) {
         (0, _) => badge("warn", "no thresholds".into()),
         (n, 0) => badge("pass", format!("thresholds: {n} of {n} passed")),
@@ -111,21 +111,13 @@ fn verdicts(report: &Report, out: &mut String) {
     }
 }
 
-fn rows(report: &Report) -> impl Iterator<Item = (&str, &Stats)> {
-    report
-        .fleets
-        .iter()
-        .map(|f| (f.name.as_deref().unwrap_or("?"), f))
-        .chain(std::iter::once(("TOTAL", &report.totals)))
-}
-
 fn counts_table(report: &Report, out: &mut String) {
     out.push_str(
         "<table><tr><th>fleet</th><th>offered/s</th><th>achieved/s</th><th>scheduled</th><th>sent</th>\
          <th>missed</th><th>ok</th><th>failed</th><th>error rate</th></tr>\n",
     );
-    for (name, r) in rows(report) {
-        let error_rate = if r.sent == 0 { 0.0 } else { r.failed as f64 / r.sent as f64 };
+    for r in report.rows() {
+        let name = r.label();
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -137,7 +129,7 @@ fn counts_table(report: &Report, out: &mut String) {
             r.missed,
             r.ok,
             r.failed,
-            Unit::Fraction.format(error_rate)
+            Unit::Fraction.format(r.error_rate())
         );
     }
     out.push_str("</table>\n");
@@ -147,10 +139,9 @@ fn latency_table(report: &Report, out: &mut String) {
     out.push_str(
         "<table><tr><th>fleet</th><th></th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>mean</th></tr>\n",
     );
-    for (name, r) in rows(report) {
-        for (what, p) in
-            [("latency", &r.latency_ms), ("service time", &r.service_time_ms), ("schedule lag", &r.schedule_lag_ms)]
-        {
+    for r in report.rows() {
+        let name = r.label();
+        for (what, p) in r.series() {
             let _ = writeln!(
                 out,
                 "<tr><td>{}</td><td>{what}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr>",
@@ -200,7 +191,8 @@ fn freshness_table(report: &Report, out: &mut String) {
         "<table><tr><th>fleet</th><th>devices due</th><th>stale after</th><th>stale</th><th>never ok</th>\
          <th>largest gap p50</th><th>p99</th><th>max</th></tr>\n",
     );
-    for (name, r) in rows(report) {
+    for r in report.rows() {
+        let name = r.label();
         let Some(f) = &r.freshness else { continue };
         let _ = writeln!(
             out,

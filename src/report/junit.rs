@@ -10,7 +10,7 @@ use super::html::escape;
 /// Renders the report's thresholds as a JUnit XML document.
 pub fn render(report: &Report) -> String {
     let tests = report.thresholds.len();
-    let failures = report.thresholds.iter().filter(|t| !t.ok).count();
+    let failures = report.failed_thresholds();
     let suite = format!("fleetstorm.{}", report.scenario.name);
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(

@@ -39,7 +39,7 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(out, "**Aborted** at {:.0} s: `{}` (was {}).\n", a.at_s, a.expr, a.actual_text);
     }
     if !report.thresholds.is_empty() {
-        let failed = report.thresholds.iter().filter(|t| !t.ok).count();
+        let failed = report.failed_thresholds();
         let _ = writeln!(
             out,
             "**Thresholds:** {} of {} passed.\n",
@@ -64,9 +64,8 @@ pub fn render(report: &Report) -> String {
         "| fleet | offered/s | achieved/s | sent | ok | failed | missed | error rate | p50 ms | p99 ms | p99.9 ms | max ms |\n\
          |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
-    for r in report.fleets.iter().chain(std::iter::once(&report.totals)) {
+    for r in report.rows() {
         let name = r.name.as_deref().map_or("**total**".to_string(), cell);
-        let error_rate = if r.sent == 0 { 0.0 } else { r.failed as f64 / r.sent as f64 };
         let l = &r.latency_ms;
         let _ = writeln!(
             out,
@@ -77,7 +76,7 @@ pub fn render(report: &Report) -> String {
             r.ok,
             r.failed,
             r.missed,
-            Unit::Fraction.format(error_rate),
+            Unit::Fraction.format(r.error_rate()),
             l.p50,
             l.p99,
             l.p999,

@@ -186,6 +186,26 @@ pub struct SecondStats {
 }
 
 impl Stats {
+    /// The three latency-like series with their names, as tables show them.
+    pub fn series(&self) -> [(&'static str, &Percentiles); 3] {
+        [
+            ("latency", &self.latency_ms),
+            ("service time", &self.service_time_ms),
+            ("schedule lag", &self.schedule_lag_ms),
+        ]
+    }
+
+    /// Failed heartbeats over those that ended.
+    pub fn error_rate(&self) -> f64 {
+        let ended = self.ok + self.failed;
+        if ended == 0 { 0.0 } else { self.failed as f64 / ended as f64 }
+    }
+
+    /// The row name in tables: the fleet's, or TOTAL.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or("TOTAL")
+    }
+
     /// Statistics of a run so far, for checks during it: no freshness and
     /// no encoded histograms.
     pub fn live(name: Option<String>, r: &Recorder, seconds: f64) -> Stats {
@@ -349,6 +369,16 @@ impl Report {
             .map_err(|e| format!("{}: not a valid {SCHEMA} report at {}: {}", path.display(), e.path(), e.inner()))
     }
 
+    /// Each fleet's statistics, then the run's totals: the rows of a table.
+    pub fn rows(&self) -> impl Iterator<Item = &Stats> {
+        self.fleets.iter().chain(std::iter::once(&self.totals))
+    }
+
+    /// How many thresholds failed.
+    pub fn failed_thresholds(&self) -> usize {
+        self.thresholds.iter().filter(|t| !t.ok).count()
+    }
+
     /// Whether every end threshold held and no abort threshold fired.
     pub fn thresholds_passed(&self) -> bool {
         self.thresholds.iter().all(|t| t.ok) && self.aborted.is_none()
@@ -374,8 +404,8 @@ impl Report {
             "ran {:.1} s of {:.1} s planned; started {} after {:.2} s building devices\n",
             self.duration_s, s.planned_duration_s, self.started_at, self.startup_s
         );
-        let rows: Vec<&Stats> = self.fleets.iter().chain(std::iter::once(&self.totals)).collect();
-        let name = |st: &Stats| st.name.clone().unwrap_or_else(|| "TOTAL".into());
+        let rows: Vec<&Stats> = self.rows().collect();
+        let name = Stats::label;
         let width = rows.iter().map(|r| name(r).len()).max().unwrap_or(5).max(5);
         let _ = writeln!(
             out,
@@ -402,9 +432,7 @@ impl Report {
             "fleet", "(ms)", "p50", "p90", "p99", "p99.9", "max"
         );
         for r in &rows {
-            for (what, p) in
-                [("latency", &r.latency_ms), ("service time", &r.service_time_ms), ("schedule lag", &r.schedule_lag_ms)]
-            {
+            for (what, p) in r.series() {
                 let _ = writeln!(
                     out,
                     "{:<width$}  {:<14} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
@@ -435,7 +463,7 @@ impl Report {
             let _ = writeln!(out, "ABORTED at {:.1} s: {} (was {})", a.at_s, a.expr, a.actual_text);
         }
         if !self.thresholds.is_empty() {
-            let failed = self.thresholds.iter().filter(|t| !t.ok).count();
+            let failed = self.failed_thresholds();
             let _ = writeln!(
                 out,
                 "\nthresholds: {}",

@@ -101,81 +101,58 @@ fn seconds(report: &Report) -> f64 {
     (report.timeline.len().max(1)) as f64
 }
 
-fn rate_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
-    let t = &report.timeline;
-    let top = t.iter().map(|s| s.offered.max(s.sent)).max().unwrap_or(0).max(1) as f64 * 1.1;
+/// A named line in a chart's legend.
+type Line = (String, RGBColor, Points);
+
+/// One point per second of the timeline, at the middle of its second.
+fn per_second(report: &Report, value: impl Fn(&super::SecondStats) -> f64) -> Points {
+    report.timeline.iter().enumerate().map(|(i, s)| (i as f64 + 0.5, value(s))).collect()
+}
+
+/// A chart over the run's seconds: the lines, from 0 to just above the highest.
+fn time_chart(report: &Report, area: &Area<'_>, y_desc: &str, lines: Vec<Line>) -> DrawResult {
+    let top = lines.iter().flat_map(|(_, _, p)| p.iter().map(|(_, y)| *y)).fold(1.0, f64::max) * 1.1;
     let mut chart = ChartBuilder::on(area)
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64)
         .build_cartesian_2d(0.0..seconds(report), 0.0..top)?;
-    chart.configure_mesh().x_desc("seconds").y_desc("heartbeats / s").light_line_style(WHITE.mix(0.0)).draw()?;
-    let series = [
-        ("offered", PALETTE[7], t.iter().map(|s| s.offered).collect::<Vec<_>>()),
-        ("achieved (sent)", PALETTE[0], t.iter().map(|s| s.sent).collect()),
-        ("ok", PALETTE[2], t.iter().map(|s| s.ok).collect()),
+    chart.configure_mesh().x_desc("seconds").y_desc(y_desc).draw()?;
+    draw_lines(&mut chart, lines)
+}
+
+fn rate_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
+    let lines = vec![
+        ("offered".into(), PALETTE[7], per_second(report, |s| s.offered as f64)),
+        ("achieved (sent)".into(), PALETTE[0], per_second(report, |s| s.sent as f64)),
+        ("ok".into(), PALETTE[2], per_second(report, |s| s.ok as f64)),
     ];
-    for (name, color, values) in series {
-        chart
-            .draw_series(LineSeries::new(
-                values.iter().enumerate().map(|(i, v)| (i as f64 + 0.5, *v as f64)),
-                color.stroke_width(2),
-            ))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-    }
-    legend(&mut chart)
+    time_chart(report, area, "heartbeats / s", lines)
 }
 
 fn latency_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
-    let t = &report.timeline;
-    let top = t.iter().map(|s| s.p99_ms.max(s.p50_ms)).fold(0.0, f64::max).max(0.1) * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..seconds(report), 0.0..top)?;
-    chart.configure_mesh().x_desc("seconds").y_desc("latency (ms)").draw()?;
-    for (name, color, pick) in
-        [("p50", PALETTE[0], (|s| s.p50_ms) as fn(&super::SecondStats) -> f64), ("p99", PALETTE[3], |s| s.p99_ms)]
-    {
-        chart
-            .draw_series(LineSeries::new(
-                t.iter().enumerate().filter(|(_, s)| s.sent + s.missed > 0).map(|(i, s)| (i as f64 + 0.5, pick(s))),
-                color.stroke_width(2),
-            ))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-    }
-    legend(&mut chart)
+    // Seconds in which nothing ended have no percentiles: left out.
+    let busy = |mut points: Points| {
+        points.retain(|(x, _)| report.timeline.get(*x as usize).is_some_and(|s| s.sent + s.missed > 0));
+        points
+    };
+    let lines = vec![
+        ("p50".into(), PALETTE[0], busy(per_second(report, |s| s.p50_ms))),
+        ("p99".into(), PALETTE[3], busy(per_second(report, |s| s.p99_ms))),
+    ];
+    time_chart(report, area, "latency (ms)", lines)
 }
 
 fn errors_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
-    let t = &report.timeline;
-    let mut series: Vec<(String, Vec<u64>)> = CLASSES[1..]
+    let count = |class: &'static str| move |s: &super::SecondStats| s.errors.get(class).copied().unwrap_or(0) as f64;
+    let mut lines: Vec<Line> = CLASSES[1..]
         .iter()
-        .filter(|class| t.iter().any(|s| s.errors.get(**class).is_some_and(|n| *n > 0)))
-        .map(|class| (class.to_string(), t.iter().map(|s| s.errors.get(*class).copied().unwrap_or(0)).collect()))
+        .filter(|class| report.timeline.iter().any(|s| count(class)(s) > 0.0))
+        .enumerate()
+        .map(|(i, class)| (class.to_string(), PALETTE[(i + 3) % PALETTE.len()], per_second(report, count(class))))
         .collect();
-    series.push(("missed".into(), t.iter().map(|s| s.missed).collect()));
-    let top = series.iter().flat_map(|(_, v)| v.iter()).copied().max().unwrap_or(0).max(1) as f64 * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..seconds(report), 0.0..top)?;
-    chart.configure_mesh().x_desc("seconds").y_desc("per second").draw()?;
-    for (i, (name, values)) in series.into_iter().enumerate() {
-        let color = if name == "missed" { PALETTE[7] } else { PALETTE[(i + 3) % PALETTE.len()] };
-        chart
-            .draw_series(LineSeries::new(
-                values.iter().enumerate().map(|(i, v)| (i as f64 + 0.5, *v as f64)),
-                color.stroke_width(2),
-            ))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-    }
-    legend(&mut chart)
+    lines.push(("missed".into(), PALETTE[7], per_second(report, |s| s.missed as f64)));
+    time_chart(report, area, "per second", lines)
 }
 
 /// Points (1/(1-q), value in ms) of a histogram of µs, from q = 0 to the
@@ -197,7 +174,7 @@ fn percentile_points(h: &hdrhistogram::Histogram<u64>) -> Points {
 
 fn percentile_distribution(report: &Report, area: &Area<'_>) -> DrawResult {
     let totals = &report.totals;
-    let lines: Vec<(&str, RGBColor, Points)> = [
+    let lines: Vec<Line> = [
         ("latency", PALETTE[3], &totals.histograms.latency),
         ("service time", PALETTE[0], &totals.histograms.service_time),
     ]
@@ -209,7 +186,7 @@ fn percentile_distribution(report: &Report, area: &Area<'_>) -> DrawResult {
         if let Some(&(x, _)) = points.last() {
             points.push((x * 10.0, h.max() as f64 / 1000.0));
         }
-        Some((name, color, points))
+        Some((name.to_string(), color, points))
     })
     .collect();
     let x_max = lines.iter().flat_map(|(_, _, p)| p.iter().map(|(x, _)| *x)).fold(10.0, f64::max).min(1e7);
@@ -230,16 +207,7 @@ fn percentile_distribution(report: &Report, area: &Area<'_>) -> DrawResult {
             format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
         })
         .draw()?;
-    for (name, color, points) in lines {
-        chart
-            .draw_series(LineSeries::new(
-                points.into_iter().filter(|(x, _)| *x <= x_max * 10.0),
-                color.stroke_width(2),
-            ))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-    }
-    legend(&mut chart)
+    draw_lines(&mut chart, lines)
 }
 
 fn freshness(report: &Report, area: &Area<'_>) -> DrawResult {
@@ -268,27 +236,34 @@ fn freshness(report: &Report, area: &Area<'_>) -> DrawResult {
         .y_label_area_size(64)
         .build_cartesian_2d(0.0..100.0, 0.0..y_max)?;
     chart.configure_mesh().x_desc("% of devices").y_desc("largest gap (s)").draw()?;
+    let mut lines = Vec::new();
     for (i, (name, points, bound)) in fleets.into_iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
+        if let Some(b) = bound {
+            let dashes = DashedLineSeries::new(vec![(0.0, b), (100.0, b)], 6, 4, color.mix(0.7).stroke_width(1));
+            chart.draw_series(dashes)?;
+        }
+        lines.push((name, color, points));
+    }
+    draw_lines(&mut chart, lines)
+}
+
+/// Draws the lines, 2 px wide (the browser test tells data from grid
+/// lines by that), and their legend.
+fn draw_lines<'a, 'b: 'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+    lines: Vec<Line>,
+) -> DrawResult
+where
+    X: plotters::coord::ranged1d::Ranged<ValueType = f64>,
+    Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
+{
+    for (name, color, points) in lines {
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        if let Some(b) = bound {
-            chart.draw_series(DashedLineSeries::new(
-                vec![(0.0, b), (100.0, b)],
-                6,
-                4,
-                color.mix(0.7).stroke_width(1),
-            ))?;
-        }
     }
-    legend(&mut chart)
-}
-
-fn legend<'a, 'b: 'a, X: plotters::coord::ranged1d::Ranged, Y: plotters::coord::ranged1d::Ranged>(
-    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
-) -> DrawResult {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)

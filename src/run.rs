@@ -194,6 +194,20 @@ pub fn plan_text(s: &Scenario) -> String {
         expected,
         connections_needed(s)
     );
+    if !s.thresholds.is_empty() {
+        let _ = writeln!(out, "\nthresholds (exit code 3 if one fails):");
+        for t in &s.thresholds.end {
+            let _ = writeln!(out, "  {}", t.expr());
+        }
+        for t in &s.thresholds.abort {
+            let _ = writeln!(
+                out,
+                "  abort if {} (checked after {})",
+                t.expr(),
+                crate::units::format_duration(s.thresholds.abort_grace)
+            );
+        }
+    }
     out
 }
 

@@ -258,8 +258,10 @@ pub async fn run<T: Transport>(
                 continue;
             }
         };
-        // A flush covers the 250 ms before it: it belongs to that second.
-        let second = (flush.at_ns.saturating_sub(1) / 1_000_000_000) as usize;
+        // A flush covers the 250 ms before it and is made a little after
+        // its period ends: it belongs to the second of its period's middle.
+        let middle = flush.at_ns.saturating_sub(FLUSH_EVERY.as_nanos() as u64 / 2);
+        let second = (middle / 1_000_000_000) as usize;
         if timeline.len() <= second {
             timeline.resize_with(second + 1, Second::default);
         }

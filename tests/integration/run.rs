@@ -252,7 +252,7 @@ fn validate_prints_the_plan_and_refuses_impossible_ones() {
     let out = super::util::fleetstorm(&["validate", "scenarios/quickstart.toml"]);
     assert_eq!(out.status.code(), Some(0));
     let plan = String::from_utf8_lossy(&out.stdout);
-    for needle in ["factory-east", "2000", "200.0", "TOTAL", "233.3", "resources"] {
+    for needle in ["factory-east", "2000", "200.0", "TOTAL", "233.3", "resources", "abort if error_rate > 20%"] {
         assert!(plan.contains(needle), "plan lacks {needle:?}:\n{plan}");
     }
     let out = super::util::fleetstorm(&["validate", "scenarios/quickstart.toml", "--devices-scale", "40"]);

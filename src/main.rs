@@ -49,7 +49,7 @@ enum Command {
     /// progress, a summary, and a JSON report.
     Run(RunArgs),
     /// Check a scenario and print its plan without sending anything.
-    Validate(PlanArgs),
+    Validate(ValidateArgs),
     /// Render a saved report again: text or JSON on stdout, HTML,
     /// Markdown, JUnit files.
     Report(ReportArgs),
@@ -97,6 +97,16 @@ struct PlanArgs {
     /// Multiply every fleet's device count (intervals kept).
     #[arg(long)]
     devices_scale: Option<f64>,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Also print the first N intended sends (seconds since the start,
+    /// fleet, device), exactly as a run with this seed would aim them.
+    #[arg(long, value_name = "N")]
+    schedule: Option<usize>,
 }
 
 #[derive(Args)]
@@ -410,12 +420,24 @@ impl Termination {
     }
 }
 
-fn validate_command(args: &PlanArgs) -> ExitCode {
-    let scenario = match args.load() {
+fn validate_command(args: &ValidateArgs) -> ExitCode {
+    let scenario = match args.plan.load() {
         Ok(s) => s,
         Err(code) => return code,
     };
     print!("{}", run::plan_text(&scenario));
+    if let Some(n) = args.schedule {
+        let Some(seed) = scenario.seed else {
+            eprintln!("error: --schedule needs a seed: set `seed` in the scenario or pass --seed");
+            return ExitCode::from(EXIT_USAGE);
+        };
+        println!("\nschedule (first {n} intended sends, seed {seed}):");
+        let mut stdout = io::BufWriter::new(io::stdout().lock());
+        for send in run::schedule_preview(&scenario, seed, n) {
+            let _ = writeln!(stdout, "{:>14.6} {} {}", send.at_ns as f64 / 1e9, send.fleet, send.device);
+        }
+        let _ = stdout.flush();
+    }
     match run::check_resources(&scenario) {
         Ok(budget) => {
             println!(

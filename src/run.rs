@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{self, EngineSettings, FleetRuntime, Live};
+use crate::fleet::FleetEvents;
 use crate::gate::ThresholdResult;
 use crate::report::{Aborted, Report, Stats};
 use crate::scenario::{ConnectionMode, Scenario, TargetUrl};
@@ -194,6 +195,19 @@ pub fn plan_text(s: &Scenario) -> String {
         expected,
         connections_needed(s)
     );
+    for f in &s.fleets {
+        if f.events.is_empty() && f.retry.is_none() {
+            continue;
+        }
+        let _ = writeln!(out, "\nfleet {}:", f.name());
+        for e in &f.events {
+            let late = if e.at >= s.duration { " (after the end of this run: not acted out)" } else { "" };
+            let _ = writeln!(out, "  {e}{late}");
+        }
+        if let Some(r) = &f.retry {
+            let _ = writeln!(out, "  retries: {r}");
+        }
+    }
     if !s.thresholds.is_empty() {
         let _ = writeln!(out, "\nthresholds (exit code 3 if one fails):");
         for t in &s.thresholds.end {
@@ -217,6 +231,68 @@ fn expected_heartbeats(f: &crate::scenario::Fleet, secs: f64) -> f64 {
     let ramp = f.schedule.ramp_up.as_secs_f64().min(secs);
     // During the ramp, on average half the fleet is online.
     rate * (secs - ramp) + rate * ramp / 2.0
+}
+
+/// The fleets of a scenario as the engine runs them under `seed`.
+pub fn fleet_runtimes(scenario: &Scenario, seed: u64) -> Vec<FleetRuntime> {
+    scenario
+        .fleets
+        .iter()
+        .map(|f| {
+            let generator = f.generator(seed);
+            let key = generator.key();
+            FleetRuntime {
+                events: FleetEvents::new(&f.events, f.devices, f.schedule.interval, key),
+                retry: f.retry,
+                ..FleetRuntime::new(generator, f.schedule, f.devices, f.stale_after())
+            }
+        })
+        .collect()
+}
+
+/// One intended send of a run's schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedSend {
+    /// Nanoseconds since the start.
+    pub at_ns: u64,
+    pub fleet: String,
+    pub device: String,
+}
+
+/// The first `n` intended sends of a run of `scenario` under `seed`, in
+/// time order: exactly the times the engine's devices will aim at (the
+/// same clocks and events), without sending anything. Retries are not
+/// part of the plan; they depend on answers.
+pub fn schedule_preview(scenario: &Scenario, seed: u64, n: usize) -> Vec<PlannedSend> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let fleets = fleet_runtimes(scenario, seed);
+    let end = scenario.duration.as_nanos() as u64;
+    let mut clocks = Vec::new();
+    let mut heap = BinaryHeap::new();
+    for (f, fleet) in fleets.iter().enumerate() {
+        for index in 0..fleet.devices {
+            let mut clock = crate::fleet::DeviceClock::new(seed, fleet.key, index);
+            let first = fleet.events.first(&mut clock, &fleet.schedule, fleet.devices, index);
+            if first.at_ns < end {
+                heap.push(Reverse((first.at_ns, f, index, clocks.len())));
+            }
+            clocks.push(clock);
+        }
+    }
+    let mut out = Vec::with_capacity(n.min(1 << 20));
+    while out.len() < n {
+        let Some(Reverse((t, f, index, c))) = heap.pop() else { break };
+        let fleet = &fleets[f];
+        let mut device = String::new();
+        fleet.generator.names.render(index, &mut device);
+        out.push(PlannedSend { at_ns: t, fleet: fleet.generator.profile.fleet_name.clone(), device });
+        let next = fleet.events.advance(&mut clocks[c], &fleet.schedule, index, t);
+        if next.at_ns < end {
+            heap.push(Reverse((next.at_ns, f, index, c)));
+        }
+    }
+    out
 }
 
 /// What a run should keep beyond its report.
@@ -298,20 +374,7 @@ pub async fn execute_with(
         t.connections != ConnectionMode::NewPerRequest,
     )
     .map_err(RunError::Invalid)?;
-    let fleets = scenario
-        .fleets
-        .iter()
-        .map(|f| {
-            let generator = f.generator(seed);
-            FleetRuntime {
-                key: generator.key(),
-                generator,
-                schedule: f.schedule,
-                devices: f.devices,
-                stale_after: f.stale_after(),
-            }
-        })
-        .collect();
+    let fleets = fleet_runtimes(scenario, seed);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let settings = EngineSettings {
         duration: scenario.duration,
@@ -321,6 +384,7 @@ pub async fn execute_with(
         precise_timer: true,
         thread_per_worker: true,
         keep_second_histograms: options.keep_second_histograms,
+        cohorts: scenario.breakdown.contains(&crate::scenario::Breakdown::AgentVersion),
     };
     let mut watch = AbortWatch::new(scenario, cancel.clone());
     let mut output = engine::run(Http::new(endpoint), fleets, settings, cancel, |live| {

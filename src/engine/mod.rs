@@ -54,6 +54,8 @@ pub struct EngineSettings {
     /// Keep each second's latency histogram (compressed) in the timeline,
     /// for an HdrHistogram interval log.
     pub keep_second_histograms: bool,
+    /// Record per fleet and agent version as well (cohorts).
+    pub cohorts: bool,
 }
 
 /// One second of a run.
@@ -138,6 +140,9 @@ pub struct RunOutput {
     pub fleets: Vec<Recorder>,
     /// How fresh each fleet's devices stayed.
     pub freshness: Vec<Freshness>,
+    /// Per fleet, per agent version (index in the fleet's mix): what each
+    /// cohort recorded, when asked for; `None` for versions never seen.
+    pub cohorts: Vec<Vec<Option<Recorder>>>,
     pub timeline: Vec<Second>,
 }
 
@@ -209,6 +214,7 @@ pub async fn run<T: Transport>(
             seed: settings.seed,
             flush_every: FLUSH_EVERY,
             precise_timer: settings.precise_timer,
+            cohorts: settings.cohorts,
         };
         let task = worker::run_worker(
             id,
@@ -241,6 +247,7 @@ pub async fn run<T: Transport>(
     let mut totals: Vec<Recorder> = fleets.iter().map(|_| Recorder::default()).collect();
     let mut freshness: Vec<Freshness> = fleets.iter().map(|_| Freshness::default()).collect();
     let keep = settings.keep_second_histograms;
+    let mut cohorts: Vec<Vec<Option<Recorder>>> = Vec::new();
     let mut timeline: Vec<Second> = Vec::new();
     // Seconds before this index are closed.
     let mut closed = 0;
@@ -294,6 +301,15 @@ pub async fn run<T: Transport>(
         for (total, part) in freshness.iter_mut().zip(flush.freshness.iter().flatten()) {
             total.add(part);
         }
+        cohorts.resize_with(flush.cohorts.len(), Vec::new);
+        for (fleet, parts) in cohorts.iter_mut().zip(&flush.cohorts) {
+            fleet.resize_with(parts.len().max(fleet.len()), || None);
+            for (total, part) in fleet.iter_mut().zip(parts) {
+                if let Some(part) = part {
+                    total.get_or_insert_with(Recorder::default).add(part);
+                }
+            }
+        }
         // One display update per round (every worker flushes per period).
         if flush.worker == 0 || running == 0 {
             progress(&Live {
@@ -320,6 +336,7 @@ pub async fn run<T: Transport>(
         interrupted,
         fleets: totals,
         freshness,
+        cohorts,
         timeline,
     }
 }
@@ -363,7 +380,7 @@ mod tests {
             async move {
                 tokio::time::sleep(delay).await;
                 concurrent.fetch_sub(1, Ordering::SeqCst);
-                Exchange { outcome: Outcome::Status(200), conn: Some(()) }
+                Exchange { outcome: Outcome::Status(200), conn: Some(()), retry_after: None }
             }
         }
     }
@@ -376,7 +393,7 @@ mod tests {
             models: vec![],
         };
         let generator = FleetGenerator::new(profile, NameTemplate::parse("d-{index}").unwrap(), 1);
-        FleetRuntime { generator, schedule, devices, key: 1, stale_after: schedule.interval * 3 }
+        FleetRuntime { key: 1, ..FleetRuntime::new(generator, schedule, devices, schedule.interval * 3) }
     }
 
     fn every(interval: Duration) -> Schedule {
@@ -398,6 +415,7 @@ mod tests {
             precise_timer: false,
             thread_per_worker: false,
             keep_second_histograms: false,
+            cohorts: false,
         };
         run(fake.clone(), fleets, settings, CancellationToken::new(), |_| {}).await
     }
@@ -509,6 +527,7 @@ mod tests {
             precise_timer: false,
             thread_per_worker: false,
             keep_second_histograms: false,
+            cohorts: false,
         };
         let stopper = cancel.clone();
         tokio::spawn(async move {

@@ -26,10 +26,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet::DeviceClock;
+use crate::fleet::{DeviceClock, FleetEvents, RetryPolicy, RolloutTarget};
 use crate::heartbeat::{Device, FleetGenerator, Scratch};
 use crate::scenario::{ConnectionMode, Schedule};
-use crate::stats::{Freshness, Recorder};
+use crate::stats::{Freshness, Outcome, Recorder};
+use rand::rngs::Xoshiro128PlusPlus;
+use rand::{RngExt, SeedableRng};
+use std::collections::HashMap;
 use crate::transport::{Exchange, Transport};
 
 /// A fleet as the workers run it.
@@ -42,6 +45,25 @@ pub struct FleetRuntime {
     pub key: u64,
     /// A device whose largest gap without a success exceeds this is stale.
     pub stale_after: Duration,
+    /// Outages, restarts, rollouts and surges.
+    pub events: FleetEvents,
+    /// How devices retry failed heartbeats.
+    pub retry: Option<RetryPolicy>,
+}
+
+impl FleetRuntime {
+    /// A fleet with no events and no retries.
+    pub fn new(generator: FleetGenerator, schedule: Schedule, devices: u64, stale_after: Duration) -> Self {
+        FleetRuntime {
+            key: generator.key(),
+            generator,
+            schedule,
+            devices,
+            stale_after,
+            events: FleetEvents::default(),
+            retry: None,
+        }
+    }
 }
 
 /// What a worker hands the aggregator.
@@ -56,6 +78,8 @@ pub struct Flush {
     pub last: bool,
     /// With the last flush: how fresh each fleet's devices stayed.
     pub freshness: Option<Vec<Freshness>>,
+    /// Per fleet, per agent version (when broken down): what each recorded.
+    pub cohorts: Vec<Vec<Option<Recorder>>>,
 }
 
 /// How a worker runs.
@@ -74,6 +98,8 @@ pub struct WorkerSettings {
     /// rather than tokio's timer, whose 1 ms ticks add up to a millisecond
     /// of schedule lag. Off under tokio's paused clock, which it cannot see.
     pub precise_timer: bool,
+    /// Record per fleet and agent version as well.
+    pub cohorts: bool,
 }
 
 struct Slot<C> {
@@ -89,6 +115,19 @@ struct Slot<C> {
     last_ok_ms: u32,
     max_gap_ms: u32,
     ever_ok: bool,
+    /// The next heartbeat comes back from a silence: on a new connection.
+    resumed: bool,
+}
+
+/// A heartbeat between a failed attempt and its retry: the outcome it
+/// will have if the run ends first.
+struct Held {
+    /// The retry's number (1 for the first).
+    attempt: u8,
+    intended_ns: u64,
+    outcome: Outcome,
+    latency_us: u64,
+    service_us: u64,
 }
 
 struct Done<C> {
@@ -97,6 +136,8 @@ struct Done<C> {
     sent_ns: u64,
     /// Stamped when the exchange ended, not when the worker got to it.
     done_ns: u64,
+    /// 0 for the first attempt, n for retry n.
+    attempt: u8,
     exchange: Exchange<C>,
 }
 
@@ -115,7 +156,7 @@ struct Worker<T: Transport> {
     /// for one (slot, intended, eligible).
     idle: Vec<T::Conn>,
     open: u32,
-    waiting: VecDeque<(u32, u64, u64)>,
+    waiting: VecDeque<(u32, u64, u64, u8)>,
     scratch: Scratch,
     body: Vec<u8>,
     stopping: bool,
@@ -123,6 +164,13 @@ struct Worker<T: Transport> {
     last_wake_ns: u64,
     /// When scheduling stopped (ns since start).
     stopped_ns: u64,
+    /// Retries waiting for their time, and what they would report.
+    retry_timers: BinaryHeap<Reverse<(u64, u32)>>,
+    held: HashMap<u32, Held>,
+    /// Draws retry jitter.
+    rng: Xoshiro128PlusPlus,
+    /// Per fleet, per agent version, when broken down.
+    cohorts: Vec<Vec<Option<Recorder>>>,
 }
 
 /// The least time between two wake-ups of a worker. Waking costs a trip
@@ -154,6 +202,7 @@ pub async fn run_worker<T: Transport>(
     cancel: CancellationToken,
     out: mpsc::UnboundedSender<Flush>,
 ) {
+    let settings_seed = settings.seed;
     let mut w = Worker {
         id,
         recorders: fleets.iter().map(|_| Recorder::default()).collect(),
@@ -171,11 +220,18 @@ pub async fn run_worker<T: Transport>(
         stopping: false,
         last_wake_ns: 0,
         stopped_ns: 0,
+        retry_timers: BinaryHeap::new(),
+        held: HashMap::new(),
+        rng: Xoshiro128PlusPlus::seed_from_u64(settings_seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        cohorts: Vec::new(),
     };
+    if w.settings.cohorts {
+        w.cohorts = w.fleets.iter().map(|f| (0..f.generator.profile.agent_versions.len()).map(|_| None).collect()).collect();
+    }
     for (fleet, index) in devices {
         let f = &w.fleets[usize::from(fleet)];
         let mut clock = DeviceClock::new(w.settings.seed, f.key, index);
-        let first = clock.first_ns(&f.schedule, f.devices, index);
+        let first = f.events.first(&mut clock, &f.schedule, f.devices, index);
         let slot = w.slots.len() as u32;
         w.slots.push(Slot {
             fleet,
@@ -184,12 +240,13 @@ pub async fn run_worker<T: Transport>(
             busy: false,
             pending_ns: None,
             conn: None,
-            last_ok_ms: millis(first),
+            last_ok_ms: millis(first.at_ns),
             max_gap_ms: 0,
             ever_ok: false,
+            resumed: first.resumed,
         });
-        if first < w.settings.end_ns {
-            w.timers.push(Reverse((first, slot)));
+        if first.at_ns < w.settings.end_ns {
+            w.timers.push(Reverse((first.at_ns, slot)));
         }
     }
     let _ = start.ready.send(());
@@ -214,7 +271,10 @@ impl<T: Transport> Worker<T> {
         let mut precise =
             if self.settings.precise_timer { tokio_timerfd::Delay::new(std::time::Instant::now()).ok() } else { None };
         loop {
-            let next_due = self.timers.peek().map(|Reverse((t, _))| *t);
+            let next_due = match (self.timers.peek(), self.retry_timers.peek()) {
+                (Some(Reverse((a, _))), Some(Reverse((b, _)))) => Some(*a.min(b)),
+                (a, b) => a.or(b).map(|Reverse((t, _))| *t),
+            };
             let scheduling = !self.stopping && next_due.is_some();
             if self.stopping && self.in_flight.is_empty() {
                 break;
@@ -246,15 +306,49 @@ impl<T: Transport> Worker<T> {
         self.stopped_ns = now;
         for i in 0..self.slots.len() {
             if let Some(p) = self.slots[i].pending_ns.take() {
-                let fleet = usize::from(self.slots[i].fleet);
-                self.recorders[fleet].missed(micros(now.saturating_sub(p)));
+                self.record_missed(i as u32, micros(now.saturating_sub(p)));
             }
         }
-        while let Some((slot, intended, _)) = self.waiting.pop_front() {
-            let fleet = usize::from(self.slots[slot as usize].fleet);
+        while let Some((slot, intended, _, attempt)) = self.waiting.pop_front() {
             self.slots[slot as usize].busy = false;
-            self.recorders[fleet].missed(micros(now.saturating_sub(intended)));
+            if attempt == 0 {
+                self.record_missed(slot, micros(now.saturating_sub(intended)));
+            } else if let Some(h) = self.held.remove(&slot) {
+                self.record_end(slot, h.outcome, h.latency_us, h.service_us);
+            }
         }
+        // Retries not yet due end with the outcome of their last attempt.
+        self.retry_timers.clear();
+        for (slot, h) in std::mem::take(&mut self.held) {
+            self.slots[slot as usize].busy = false;
+            self.record_end(slot, h.outcome, h.latency_us, h.service_us);
+        }
+    }
+
+    /// The recorders of device `slot`: its fleet's, and its cohort's (its
+    /// fleet and current agent version) when results are broken down.
+    fn recorders_of(&mut self, slot: u32) -> (&mut Recorder, Option<&mut Recorder>) {
+        let s = &self.slots[slot as usize];
+        let (fleet, version) = (usize::from(s.fleet), usize::from(s.device.agent_version()));
+        let cohort = self.cohorts.get_mut(fleet).and_then(|v| v.get_mut(version)).map(|c| c.get_or_insert_with(Recorder::default));
+        (&mut self.recorders[fleet], cohort)
+    }
+
+    fn record(&mut self, slot: u32, what: impl Fn(&mut Recorder)) {
+        let (fleet, cohort) = self.recorders_of(slot);
+        what(fleet);
+        if let Some(c) = cohort {
+            what(c);
+        }
+    }
+
+    fn record_missed(&mut self, slot: u32, latency_us: u64) {
+        self.record(slot, |r| r.missed(latency_us));
+    }
+
+    /// Records a heartbeat's final outcome.
+    fn record_end(&mut self, slot: u32, outcome: Outcome, latency_us: u64, service_us: u64) {
+        self.record(slot, |r| r.completed(outcome, latency_us, service_us));
     }
 
     fn dispatch_due(&mut self) {
@@ -266,26 +360,45 @@ impl<T: Transport> Worker<T> {
             }
             self.timers.pop();
             let s = &mut self.slots[slot as usize];
-            let fleet = usize::from(s.fleet);
-            self.recorders[fleet].scheduled();
-            let next = t + s.clock.gap_ns(&self.fleets[fleet].schedule);
-            if next < self.settings.end_ns {
-                self.timers.push(Reverse((next, slot)));
+            let f = &self.fleets[usize::from(s.fleet)];
+            let next = f.events.advance(&mut s.clock, &f.schedule, s.device.index(), t);
+            if next.at_ns < self.settings.end_ns {
+                self.timers.push(Reverse((next.at_ns, slot)));
             }
-            if s.busy {
+            if !f.events.is_empty() {
+                // Rollouts due by this heartbeat change what it carries.
+                apply_rollouts(f, &mut s.device, t);
+            }
+            // Coming back from a silence (outage, reboot): a new connection.
+            if std::mem::replace(&mut s.resumed, next.resumed) {
+                s.conn = None;
+            }
+            let busy = s.busy;
+            self.record(slot, Recorder::scheduled);
+            if busy {
                 // The previous pending heartbeat's slot has passed unsent.
-                if let Some(old) = s.pending_ns.replace(t) {
-                    self.recorders[fleet].missed(micros(now.saturating_sub(old)));
+                if let Some(old) = self.slots[slot as usize].pending_ns.replace(t) {
+                    self.record_missed(slot, micros(now.saturating_sub(old)));
                 }
             } else {
-                self.start(slot, t, t, now);
+                self.start(slot, t, t, now, 0);
+            }
+        }
+        while let Some(&Reverse((t, slot))) = self.retry_timers.peek() {
+            if t > now {
+                break;
+            }
+            self.retry_timers.pop();
+            if let Some(h) = self.held.get(&slot) {
+                let (intended, attempt) = (h.intended_ns, h.attempt);
+                self.start(slot, intended, t, now, attempt);
             }
         }
     }
 
     /// Sends device `slot`'s heartbeat intended at `intended`, which could
     /// go at `eligible` (its intended time, or when the device became free).
-    fn start(&mut self, slot: u32, intended: u64, eligible: u64, now: u64) {
+    fn start(&mut self, slot: u32, intended: u64, eligible: u64, now: u64, attempt: u8) {
         let conn = match self.settings.connections {
             ConnectionMode::PerDevice => self.slots[slot as usize].conn.take(),
             ConnectionMode::NewPerRequest => None,
@@ -297,7 +410,7 @@ impl<T: Transport> Worker<T> {
                 }
                 None => {
                     self.slots[slot as usize].busy = true;
-                    self.waiting.push_back((slot, intended, eligible));
+                    self.waiting.push_back((slot, intended, eligible, attempt));
                     return;
                 }
             },
@@ -305,22 +418,32 @@ impl<T: Transport> Worker<T> {
         let s = &mut self.slots[slot as usize];
         s.busy = true;
         let fleet = &self.fleets[usize::from(s.fleet)];
-        self.recorders[usize::from(s.fleet)].sent(micros(now.saturating_sub(eligible)));
         self.body.clear();
         s.device.write_next(&fleet.generator, wall_ms(), &mut self.scratch, &mut self.body);
         let exchange = self.transport.exchange(conn, Bytes::copy_from_slice(&self.body));
+        let lag = micros(now.saturating_sub(eligible));
+        if attempt == 0 {
+            self.record(slot, |r| r.sent(lag));
+        } else {
+            self.record(slot, Recorder::retried);
+        }
         let start = self.settings.start;
         self.in_flight.push(Box::pin(async move {
             let exchange = exchange.await;
             let done_ns = start.elapsed().as_nanos() as u64;
-            Done { slot, intended_ns: intended, sent_ns: now, done_ns, exchange }
+            Done { slot, intended_ns: intended, sent_ns: now, done_ns, attempt, exchange }
         }));
     }
 
     fn complete(&mut self, done: Done<T::Conn>) {
         let now = self.now_ns();
-        let Done { slot, intended_ns, sent_ns, done_ns, exchange } = done;
+        let Done { slot, intended_ns, sent_ns, done_ns, attempt, exchange } = done;
         let fleet = usize::from(self.slots[slot as usize].fleet);
+        let latency_us = micros(done_ns.saturating_sub(intended_ns));
+        let service_us = micros(done_ns.saturating_sub(sent_ns));
+        let retry = self.fleets[fleet]
+            .retry
+            .filter(|p| !self.stopping && attempt < p.max && RetryPolicy::retries(exchange.outcome));
         if exchange.outcome.is_ok() {
             let s = &mut self.slots[slot as usize];
             let done_ms = millis(done_ns);
@@ -328,11 +451,23 @@ impl<T: Transport> Worker<T> {
             s.last_ok_ms = done_ms;
             s.ever_ok = true;
         }
-        self.recorders[fleet].completed(
-            exchange.outcome,
-            micros(done_ns.saturating_sub(intended_ns)),
-            micros(done_ns.saturating_sub(sent_ns)),
-        );
+        let outcome = exchange.outcome;
+        match retry {
+            Some(policy) => {
+                // The device keeps the heartbeat and tries again later.
+                let held = Held { attempt: attempt + 1, intended_ns, outcome, latency_us, service_us };
+                let wait = policy.delay(held.attempt, self.rng.random(), exchange.retry_after);
+                self.retry_timers.push(Reverse((now + wait.as_nanos() as u64, slot)));
+                self.held.insert(slot, held);
+            }
+            None => {
+                self.held.remove(&slot);
+                self.record_end(slot, outcome, latency_us, service_us);
+                if attempt > 0 && outcome.is_ok() {
+                    self.record(slot, Recorder::recovered);
+                }
+            }
+        }
         match self.settings.connections {
             ConnectionMode::PerDevice => self.slots[slot as usize].conn = exchange.conn,
             ConnectionMode::NewPerRequest => {}
@@ -342,19 +477,22 @@ impl<T: Transport> Worker<T> {
                     None => self.open -= 1,
                 }
                 if !self.stopping
-                    && let Some((waiter, intended, eligible)) = self.waiting.pop_front()
+                    && let Some((waiter, intended, eligible, attempt)) = self.waiting.pop_front()
                 {
-                    self.start(waiter, intended, eligible, now);
+                    self.start(waiter, intended, eligible, now, attempt);
                 }
             }
+        }
+        if retry.is_some() {
+            return; // still busy with this heartbeat
         }
         let s = &mut self.slots[slot as usize];
         s.busy = false;
         if let Some(pending) = s.pending_ns.take() {
             if self.stopping {
-                self.recorders[fleet].missed(micros(now.saturating_sub(pending)));
+                self.record_missed(slot, micros(now.saturating_sub(pending)));
             } else {
-                self.start(slot, pending, now.max(pending), now);
+                self.start(slot, pending, now.max(pending), now, 0);
             }
         }
     }
@@ -362,6 +500,11 @@ impl<T: Transport> Worker<T> {
     fn flush(&mut self, out: &mpsc::UnboundedSender<Flush>, last: bool) {
         let fleets = self.recorders.iter_mut().map(Recorder::take).collect();
         let freshness = last.then(|| self.freshness());
+        let cohorts = self
+            .cohorts
+            .iter_mut()
+            .map(|versions| versions.iter_mut().map(|c| c.as_mut().map(Recorder::take)).collect())
+            .collect();
         let _ = out.send(Flush {
             worker: self.id,
             at_ns: self.now_ns(),
@@ -369,6 +512,7 @@ impl<T: Transport> Worker<T> {
             in_flight: self.in_flight.len(),
             last,
             freshness,
+            cohorts,
         });
     }
 
@@ -400,6 +544,28 @@ async fn wait_until(precise: &mut Option<tokio_timerfd::Delay>, at: Instant) {
             }
         }
         None => tokio::time::sleep_until(at).await,
+    }
+}
+
+/// Switches `device` to the versions its fleet's rollouts have brought it
+/// by `at_ns`.
+fn apply_rollouts(fleet: &FleetRuntime, device: &mut crate::heartbeat::Device, at_ns: u64) {
+    let profile = &fleet.generator.profile;
+    for target in fleet.events.rollouts_by(device.index(), at_ns) {
+        match target {
+            RolloutTarget::AgentVersion(v) => {
+                if let Some(i) = profile.agent_versions.index_of(v) {
+                    device.set_agent_version(i);
+                }
+            }
+            RolloutTarget::ModelVersion { model, version } => {
+                if let Some(m) = profile.models.iter().position(|m| &m.name == model)
+                    && let Some(v) = profile.models[m].versions.index_of(version)
+                {
+                    device.set_model_version(m as u16, v);
+                }
+            }
+        }
     }
 }
 

@@ -16,6 +16,12 @@
 //!   are exponential with the interval as mean (the first one too, so the
 //!   process is stationary from the start).
 
+pub mod events;
+pub mod retry;
+
+pub use events::{Event, EventKind, FleetEvents, Recovery, RolloutTarget, Step};
+pub use retry::RetryPolicy;
+
 use rand::rngs::Xoshiro128PlusPlus;
 use rand::{RngExt, SeedableRng};
 

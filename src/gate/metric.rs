@@ -10,6 +10,8 @@
 //! | `scheduled`, `sent`, `missed`, `ok`, `failed` | count |
 //! | `errors.CLASS` (`http_4xx`, `timeout`, ...), `status.CODE` | count |
 //! | `error_rate` (failed / (ok + failed)), `missed_rate` (missed / scheduled) | fraction |
+//! | `retries`, `recovered` (succeeded after a retry) | count |
+//! | `retry_rate` (retries / sent: the load retries added) | fraction |
 //! | `offered_rate`, `achieved_rate` | per second |
 //! | `achieved_rate_ratio` (achieved / offered) | ratio |
 //! | `freshness.stale_devices`, `freshness.never_ok` | count |
@@ -139,6 +141,9 @@ enum Quantity {
     StaleDevices,
     StaleShare,
     NeverOk,
+    Retries,
+    RetryRate,
+    Recovered,
 }
 
 /// A metric path, resolved against the catalogue.
@@ -165,7 +170,10 @@ const QUANTILES: [(&str, Quantile); 6] = [
     ("max", Quantile::Max),
     ("mean", Quantile::Mean),
 ];
-const PLAIN: [(&str, Quantity); 13] = [
+const PLAIN: [(&str, Quantity); 16] = [
+    ("retries", Quantity::Retries),
+    ("retry_rate", Quantity::RetryRate),
+    ("recovered", Quantity::Recovered),
     ("scheduled", Quantity::Scheduled),
     ("sent", Quantity::Sent),
     ("missed", Quantity::Missed),
@@ -241,8 +249,10 @@ impl Metric {
             | Quantity::ErrorClass(_)
             | Quantity::Status(_)
             | Quantity::StaleDevices
-            | Quantity::NeverOk => Unit::Count,
-            Quantity::ErrorRate | Quantity::MissedRate | Quantity::StaleShare => Unit::Fraction,
+            | Quantity::NeverOk
+            | Quantity::Retries
+            | Quantity::Recovered => Unit::Count,
+            Quantity::ErrorRate | Quantity::MissedRate | Quantity::StaleShare | Quantity::RetryRate => Unit::Fraction,
             Quantity::OfferedRate | Quantity::AchievedRate => Unit::PerSecond,
             Quantity::AchievedRateRatio => Unit::Ratio,
         }
@@ -250,7 +260,7 @@ impl Metric {
 
     pub fn better(&self) -> Better {
         match self.quantity {
-            Quantity::Ok | Quantity::AchievedRate | Quantity::AchievedRateRatio => Better::Higher,
+            Quantity::Ok | Quantity::AchievedRate | Quantity::AchievedRateRatio | Quantity::Recovered => Better::Higher,
             Quantity::Scheduled | Quantity::Sent | Quantity::OfferedRate | Quantity::Status(_) => Better::Neither,
             _ => Better::Lower,
         }
@@ -322,6 +332,9 @@ impl Metric {
                 ratio(f.stale_devices, f.devices)
             }
             Quantity::NeverOk => freshness()?.never_ok as f64,
+            Quantity::Retries => s.retries as f64,
+            Quantity::RetryRate => ratio(s.retries, s.sent),
+            Quantity::Recovered => s.recovered as f64,
         })
     }
 }

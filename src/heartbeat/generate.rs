@@ -177,6 +177,29 @@ pub struct Scratch {
 }
 
 impl Device {
+    /// The device's index in its fleet.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// The index of its agent version in the fleet's mix.
+    pub fn agent_version(&self) -> u16 {
+        self.agent_version
+    }
+
+    /// Switches its agent version (an index into the fleet's mix).
+    pub fn set_agent_version(&mut self, version: u16) {
+        self.agent_version = version;
+    }
+
+    /// Switches the version of model `model` (an index into the profile's
+    /// models), if the device has it deployed.
+    pub fn set_model_version(&mut self, model: u16, version: u16) {
+        if let Some(m) = self.models.iter_mut().find(|m| m.spec == model) {
+            m.version = version;
+        }
+    }
+
     /// Advances the device by one heartbeat sent at `now_ms` (epoch
     /// milliseconds) and appends its JSON body to `out`.
     pub fn write_next(&mut self, fleet: &FleetGenerator, now_ms: u64, scratch: &mut Scratch, out: &mut Vec<u8>) {

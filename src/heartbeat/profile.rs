@@ -85,6 +85,22 @@ impl Weighted {
         i.min(self.names.len() - 1) as u16
     }
 
+    /// The index of `name`, added with weight 0 (never drawn) if it is
+    /// not in the mix: for versions that only a rollout brings.
+    pub fn ensure(&mut self, name: &str) -> u16 {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            return i as u16;
+        }
+        self.names.push(name.to_string());
+        self.cumulative.push(self.cumulative.last().copied().unwrap_or(0.0));
+        (self.names.len() - 1) as u16
+    }
+
+    /// The index of `name`, if it is in the mix.
+    pub fn index_of(&self, name: &str) -> Option<u16> {
+        self.names.iter().position(|n| n == name).map(|i| i as u16)
+    }
+
     pub fn name(&self, i: u16) -> &str {
         &self.names[usize::from(i)]
     }

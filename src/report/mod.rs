@@ -48,6 +48,10 @@ pub struct Report {
     pub generator: GeneratorHealth,
     pub totals: Stats,
     pub fleets: Vec<Stats>,
+    /// Per fleet and agent version, when the scenario asks for
+    /// `breakdown = ["agent_version"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cohorts: Vec<Cohort>,
     pub timeline: Vec<SecondStats>,
     /// The scenario's thresholds and how each fared.
     #[serde(default)]
@@ -58,6 +62,14 @@ pub struct Report {
     /// The built-in backend's own counts at the end, when it was the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<serde_json::Value>,
+}
+
+/// The results of one fleet's devices on one agent version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cohort {
+    pub fleet: String,
+    pub agent_version: String,
+    pub stats: Stats,
 }
 
 /// Which abort threshold stopped a run, and when.
@@ -118,6 +130,13 @@ pub struct Stats {
     pub missed: u64,
     pub ok: u64,
     pub failed: u64,
+    /// Retries sent: attempts beyond each heartbeat's first (so the
+    /// backend received `sent + retries` requests).
+    #[serde(default)]
+    pub retries: u64,
+    /// Heartbeats that succeeded after at least one retry.
+    #[serde(default)]
+    pub recovered: u64,
     /// Failures by class.
     pub errors: BTreeMap<String, u64>,
     pub status_codes: BTreeMap<String, u64>,
@@ -224,6 +243,8 @@ fn stats_of(name: Option<String>, r: &Recorder, seconds: f64, with_histograms: b
         missed: c.missed,
         ok: c.ok(),
         failed: c.failed(),
+        retries: c.retries,
+        recovered: c.recovered,
         errors: CLASSES.iter().zip(c.classes).skip(1).map(|(k, n)| (k.to_string(), n)).collect(),
         status_codes: c.statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
         offered_rate: rate(c.scheduled),
@@ -323,6 +344,23 @@ impl Report {
                 .map(|((f, r), fresh)| Stats {
                     freshness: Some(FreshnessStats::of(fresh, Some(f.stale_after()))),
                     ..stats_of(Some(f.name().to_string()), r, seconds, true)
+                })
+                .collect(),
+            cohorts: scenario
+                .fleets
+                .iter()
+                .zip(&out.cohorts)
+                .flat_map(|(f, versions)| {
+                    versions.iter().enumerate().filter_map(move |(v, r)| {
+                        let r = r.as_ref()?;
+                        let agent_version = f.profile.agent_versions.name(v as u16).to_string();
+                        let name = format!("{}@{agent_version}", f.name());
+                        Some(Cohort {
+                            fleet: f.name().to_string(),
+                            agent_version,
+                            stats: stats_of(Some(name), r, seconds, true),
+                        })
+                    })
                 })
                 .collect(),
             timeline: out
@@ -451,6 +489,29 @@ impl Report {
         let statuses: Vec<String> = self.totals.status_codes.iter().map(|(k, n)| format!("{k}: {n}")).collect();
         let _ = writeln!(out, "\nfailures: {}", if failures.is_empty() { "none".into() } else { failures.join(", ") });
         let _ = writeln!(out, "statuses: {}", if statuses.is_empty() { "none".into() } else { statuses.join(", ") });
+        if self.totals.retries > 0 {
+            let t = &self.totals;
+            let _ = writeln!(
+                out,
+                "retries: {} ({:.1}% on top of the {} heartbeats sent: the backend got {} requests); {} heartbeats succeeded after retrying",
+                t.retries,
+                100.0 * t.retries as f64 / t.sent.max(1) as f64,
+                t.sent,
+                t.sent + t.retries,
+                t.recovered
+            );
+        }
+        if !self.cohorts.is_empty() {
+            let _ = writeln!(out, "\nby agent version:");
+            for c in &self.cohorts {
+                let s = &c.stats;
+                let _ = writeln!(
+                    out,
+                    "  {:<20} {:<16} sent {:>9}  ok {:>9}  failed {:>7}  p50 {:>8.2} ms  p99 {:>8.2} ms",
+                    c.fleet, c.agent_version, s.sent, s.ok, s.failed, s.latency_ms.p50, s.latency_ms.p99
+                );
+            }
+        }
         let _ = writeln!(out, "generator: {}", self.generator.verdict);
         if let Some(f) = &self.totals.freshness {
             let _ = writeln!(

@@ -22,6 +22,7 @@ pub use settings::{Arrival, ConnectionMode, Header, Schedule, StartMode, Target,
 use settings::{DurationValue, Rate, Share};
 use std::time::Duration;
 
+use crate::fleet::{Event, EventKind, RetryPolicy, RolloutTarget};
 use crate::gate::Thresholds;
 use crate::heartbeat::profile::{self, MetricSpec, ModelSpec, Weighted};
 use crate::heartbeat::{FleetGenerator, NameTemplate, Profile};
@@ -42,6 +43,15 @@ pub struct Scenario {
     pub fleets: Vec<Fleet>,
     /// Gates checked at the end of a run, and during it to abort.
     pub thresholds: Thresholds,
+    /// Results also broken down by these (cohorts).
+    pub breakdown: Vec<Breakdown>,
+}
+
+/// What results may be broken down by, beyond fleets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Breakdown {
+    AgentVersion,
 }
 
 /// The run length when a scenario gives none.
@@ -60,6 +70,10 @@ pub struct Fleet {
     /// A device whose largest gap without a successful heartbeat exceeds
     /// this is stale; `None` means three intervals.
     pub stale_after: Option<Duration>,
+    /// Outages, restarts, rollouts and surges, in file order.
+    pub events: Vec<Event>,
+    /// How its devices retry failed heartbeats (`None`: they do not).
+    pub retry: Option<RetryPolicy>,
 }
 
 impl Fleet {
@@ -131,7 +145,19 @@ pub fn parse(text: &str, format: Format, origin: &str, default_name: &str) -> Re
         target: raw.target.unwrap_or_default(),
         fleets: raw.fleets.0,
         thresholds: raw.thresholds.unwrap_or_default(),
+        breakdown: raw.breakdown,
     };
+    for f in &scenario.fleets {
+        if let Err(e) = crate::fleet::events::check(&f.events, scenario.duration) {
+            return Err(ScenarioError::at_text(
+                origin,
+                text,
+                &format!("\"{}\"", f.name()),
+                "fleets.events",
+                &format!("fleet {:?}: {e}", f.name()),
+            ));
+        }
+    }
     for (fleet, threshold) in scenario.thresholds.fleets_named() {
         if !scenario.fleets.iter().any(|f| f.name() == fleet) {
             let names: Vec<&str> = scenario.fleets.iter().map(Fleet::name).collect();
@@ -162,6 +188,8 @@ struct RawScenario {
     target: Option<Target>,
     fleets: Fleets,
     thresholds: Option<Thresholds>,
+    #[serde(default)]
+    breakdown: Vec<Breakdown>,
 }
 
 /// A duration that must be above zero.
@@ -220,6 +248,9 @@ struct RawFleet {
     ramp_up: Option<DurationValue>,
     arrival: Option<Arrival>,
     stale_after: Option<PositiveDuration>,
+    #[serde(default)]
+    events: Vec<Event>,
+    retry: Option<RetryPolicy>,
 }
 
 fn default_agent_versions() -> Weighted {
@@ -275,14 +306,42 @@ impl TryFrom<RawFleet> for Fleet {
         device_name
             .check_for(devices)
             .map_err(|e| format!("fleet {name:?}: device_name {:?}: {e}", device_name.as_str()))?;
-        let profile = Profile {
+        let mut profile = Profile {
             fleet_name: name,
             agent_versions: raw.agent_versions,
             agent_metrics: raw.agent_metrics.unwrap_or_else(Profile::default_agent_metrics),
             models: raw.models,
         };
+        // Versions that only a rollout brings join the mixes with weight 0.
+        for (i, e) in raw.events.iter().enumerate() {
+            match &e.kind {
+                EventKind::Rollout { target: RolloutTarget::AgentVersion(v), .. } => {
+                    profile.agent_versions.ensure(v);
+                }
+                EventKind::Rollout { target: RolloutTarget::ModelVersion { model, version }, .. } => {
+                    let Some(m) = profile.models.iter_mut().find(|m| &m.name == model) else {
+                        let names: Vec<&str> = profile.models.iter().map(|m| m.name.as_str()).collect();
+                        return Err(format!(
+                            "fleet {:?}: events[{i}] rolls out model {model:?}, which the fleet does not run (its models: {})",
+                            profile.fleet_name,
+                            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                        ));
+                    };
+                    m.versions.ensure(version);
+                }
+                _ => {}
+            }
+        }
         profile.check().map_err(|e| format!("fleet {:?}: {e}", profile.fleet_name))?;
-        Ok(Fleet { devices, schedule, device_name, profile, stale_after: raw.stale_after.map(|d| d.0) })
+        Ok(Fleet {
+            devices,
+            schedule,
+            device_name,
+            profile,
+            stale_after: raw.stale_after.map(|d| d.0),
+            events: raw.events,
+            retry: raw.retry,
+        })
     }
 }
 

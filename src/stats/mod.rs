@@ -85,6 +85,10 @@ pub struct Counters {
     pub classes: [u64; CLASSES.len()],
     /// Answers by HTTP status.
     pub statuses: BTreeMap<u16, u64>,
+    /// Retries sent (attempts beyond each heartbeat's first).
+    pub retries: u64,
+    /// Heartbeats that succeeded after at least one retry.
+    pub recovered: u64,
 }
 
 impl Counters {
@@ -105,6 +109,8 @@ impl Counters {
         self.scheduled += other.scheduled;
         self.sent += other.sent;
         self.missed += other.missed;
+        self.retries += other.retries;
+        self.recovered += other.recovered;
         for (a, b) in self.classes.iter_mut().zip(other.classes) {
             *a += b;
         }
@@ -154,6 +160,18 @@ impl Recorder {
     pub fn sent(&mut self, lag_us: u64) {
         self.counters.sent += 1;
         record(&mut self.schedule_lag, lag_us);
+    }
+
+    /// A heartbeat was sent again (a retry).
+    #[inline]
+    pub fn retried(&mut self) {
+        self.counters.retries += 1;
+    }
+
+    /// A heartbeat that had been retried succeeded.
+    #[inline]
+    pub fn recovered(&mut self) {
+        self.counters.recovered += 1;
     }
 
     /// A heartbeat was missed; `latency_us` is its corrected latency.

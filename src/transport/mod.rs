@@ -43,6 +43,15 @@ pub struct Exchange<C> {
     pub outcome: Outcome,
     /// The connection, if it may carry the next heartbeat.
     pub conn: Option<C>,
+    /// The answer's `Retry-After`, in seconds, if it had one.
+    pub retry_after: Option<Duration>,
+}
+
+impl<C> Exchange<C> {
+    /// An exchange that ended without a usable answer.
+    pub fn failed(failure: Failure) -> Self {
+        Exchange { outcome: Outcome::Failed(failure), conn: None, retry_after: None }
+    }
 }
 
 /// Where and how to send: resolved once at the start of a run.
@@ -104,15 +113,24 @@ impl Transport for Http {
         let endpoint = self.endpoint.clone();
         async move {
             match tokio::time::timeout(endpoint.timeout, exchange(&endpoint, conn, body)).await {
-                Ok(Ok((status, conn))) => Exchange { outcome: Outcome::Status(status), conn },
-                Ok(Err(failure)) => Exchange { outcome: Outcome::Failed(failure), conn: None },
-                Err(_elapsed) => Exchange { outcome: Outcome::Failed(Failure::Timeout), conn: None },
+                Ok(Ok(answer)) => {
+                    Exchange { outcome: Outcome::Status(answer.status), conn: answer.conn, retry_after: answer.retry_after }
+                }
+                Ok(Err(failure)) => Exchange::failed(failure),
+                Err(_elapsed) => Exchange::failed(Failure::Timeout),
             }
         }
     }
 }
 
-async fn exchange(endpoint: &Endpoint, conn: Option<Sender>, body: Bytes) -> Result<(u16, Option<Sender>), Failure> {
+/// An HTTP answer, read to its end.
+struct Answer {
+    status: u16,
+    conn: Option<Sender>,
+    retry_after: Option<Duration>,
+}
+
+async fn exchange(endpoint: &Endpoint, conn: Option<Sender>, body: Bytes) -> Result<Answer, Failure> {
     // A kept connection the server has closed meanwhile is replaced before
     // the heartbeat is written to it.
     let mut sender = match conn {
@@ -126,10 +144,16 @@ async fn exchange(endpoint: &Endpoint, conn: Option<Sender>, body: Bytes) -> Res
     *req.headers_mut() = endpoint.headers.clone();
     let response = sender.send_request(req).await.map_err(|e| classify(&e))?;
     let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
     // Read the answer to its end so the connection can carry the next one.
     response.into_body().collect().await.map_err(|e| classify(&e))?;
     let reusable = endpoint.keep_alive && !sender.is_closed();
-    Ok((status, reusable.then_some(sender)))
+    Ok(Answer { status, conn: reusable.then_some(sender), retry_after })
 }
 
 /// Opens a connection and starts its driver task (it ends when the

@@ -1,0 +1,648 @@
+//! Fleet events: what fleets do together on a backend's worst days,
+//! acted out deterministically from the seed.
+//!
+//! - **outage**: a share of the fleet goes silent at `at` for `duration`
+//!   (no heartbeats, connections lost), then comes back: `synchronized`
+//!   (every device at the same instant), `staggered` (uniformly at random
+//!   over `recover_over`, one interval by default) or `ramp` (linearly over
+//!   `recover_over`).
+//! - **restart**: a share of the devices reboot, spread linearly over
+//!   `over` from `at`: each is silent for `downtime`, then sends a first
+//!   heartbeat at once (on a new connection) and keeps a new phase.
+//! - **rollout**: a share of the devices switch agent version (or one
+//!   model's version), spread linearly over `over` from `at`.
+//! - **surge**: a share of the devices heartbeat every `interval` instead
+//!   of their own, from `at` (phases spread over one new interval) for
+//!   `duration`.
+//!
+//! Which devices an event touches is exact and reproducible: `k =
+//! round(share · devices)` devices, chosen by a permutation of the device
+//! indices drawn from the seed (`rank = (a · index + b) mod devices`,
+//! `a` coprime with the count); the devices of rank below `k` are
+//! affected, and their rank also orders them in spreads and ramps.
+//!
+//! A device's schedule with events is still pure arithmetic on its own
+//! random stream: [`FleetEvents::first`] and [`FleetEvents::advance`] give
+//! the times, and every window is known in advance, so a worker never has
+//! to revisit a timer it has set.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::DeviceClock;
+use crate::scenario::Schedule;
+use crate::scenario::settings::{DurationValue, Share};
+
+/// How silenced devices come back after an outage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Recovery {
+    /// All at the same instant.
+    Synchronized,
+    /// Uniformly at random over this long.
+    Staggered(Duration),
+    /// Linearly, in rank order, over this long.
+    Ramp(Duration),
+}
+
+/// What a rollout changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RolloutTarget {
+    AgentVersion(String),
+    ModelVersion { model: String, version: String },
+}
+
+/// What an event does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    Outage { duration: Duration, recover: Recovery },
+    Restart { over: Duration, downtime: Duration },
+    Rollout { over: Duration, target: RolloutTarget },
+    Surge { duration: Duration, interval: Duration },
+}
+
+/// One event of a fleet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub at: Duration,
+    /// The share of the fleet it touches.
+    pub share: f64,
+    pub kind: EventKind,
+}
+
+impl EventKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Outage { .. } => "outage",
+            EventKind::Restart { .. } => "restart",
+            EventKind::Rollout { .. } => "rollout",
+            EventKind::Surge { .. } => "surge",
+        }
+    }
+}
+
+impl Event {
+    /// When the event's effects end (recoveries included).
+    pub fn end(&self) -> Duration {
+        match &self.kind {
+            EventKind::Outage { duration, recover } => {
+                self.at
+                    + *duration
+                    + match recover {
+                        Recovery::Synchronized => Duration::ZERO,
+                        Recovery::Staggered(d) | Recovery::Ramp(d) => *d,
+                    }
+            }
+            EventKind::Restart { over, downtime } => self.at + *over + *downtime,
+            EventKind::Rollout { over, .. } => self.at + *over,
+            EventKind::Surge { duration, .. } => self.at + *duration,
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = crate::units::format_duration(self.at);
+        let share = self.share * 100.0;
+        let d = crate::units::format_duration;
+        match &self.kind {
+            EventKind::Outage { duration, recover } => {
+                let recover = match recover {
+                    Recovery::Synchronized => "all at once".to_string(),
+                    Recovery::Staggered(o) => format!("staggered over {}", d(*o)),
+                    Recovery::Ramp(o) => format!("ramping over {}", d(*o)),
+                };
+                write!(f, "at {at}: outage of {share}% for {}, back {recover}", d(*duration))
+            }
+            EventKind::Restart { over, downtime } => {
+                write!(f, "at {at}: {share}% restart over {}, each down {}", d(*over), d(*downtime))
+            }
+            EventKind::Rollout { over, target } => {
+                let to = match target {
+                    RolloutTarget::AgentVersion(v) => format!("agent {v}"),
+                    RolloutTarget::ModelVersion { model, version } => format!("{model} {version}"),
+                };
+                write!(f, "at {at}: rollout of {to} to {share}% over {}", d(*over))
+            }
+            EventKind::Surge { duration, interval } => {
+                write!(f, "at {at}: {share}% surge to one heartbeat every {} for {}", d(*interval), d(*duration))
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ file format
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvent {
+    at: DurationValue,
+    kind: String,
+    share: Option<Share>,
+    duration: Option<DurationValue>,
+    recover: Option<String>,
+    recover_over: Option<DurationValue>,
+    over: Option<DurationValue>,
+    downtime: Option<DurationValue>,
+    agent_version: Option<String>,
+    model: Option<String>,
+    version: Option<String>,
+    interval: Option<DurationValue>,
+}
+
+/// The default time a restarting device is down.
+pub const DEFAULT_DOWNTIME: Duration = Duration::from_secs(10);
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Event::try_from(RawEvent::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<RawEvent> for Event {
+    type Error = String;
+
+    fn try_from(raw: RawEvent) -> Result<Event, String> {
+        let kind_name = raw.kind.as_str();
+        if raw.version.is_some() && kind_name != "rollout" {
+            return Err(format!("{kind_name}: version does not apply to a {kind_name} event"));
+        }
+        let positive = |name: &str, v: Option<DurationValue>| -> Result<Duration, String> {
+            match v {
+                Some(DurationValue(d)) if !d.is_zero() => Ok(d),
+                Some(_) => Err(format!("{kind_name}: {name} must be above 0")),
+                None => Err(format!("{kind_name}: give its {name}, e.g. {name} = \"30s\"")),
+            }
+        };
+        let unused = |names: &[(&str, bool)]| -> Result<(), String> {
+            match names.iter().find(|(_, given)| *given) {
+                Some((name, _)) => Err(format!("{kind_name}: {name} does not apply to a {kind_name} event")),
+                None => Ok(()),
+            }
+        };
+        let kind = match kind_name {
+            "outage" => {
+                unused(&[
+                    ("over", raw.over.is_some()),
+                    ("downtime", raw.downtime.is_some()),
+                    ("interval", raw.interval.is_some()),
+                    ("agent_version", raw.agent_version.is_some()),
+                    ("model", raw.model.is_some()),
+                ])?;
+                let duration = positive("duration", raw.duration)?;
+                let over = raw.recover_over.map(|d| d.0);
+                let recover = match (raw.recover.as_deref().unwrap_or("synchronized"), over) {
+                    ("synchronized", None) => Recovery::Synchronized,
+                    ("synchronized", Some(_)) => {
+                        return Err("outage: recover_over does not apply to a synchronized recovery".into());
+                    }
+                    // Zero means one interval of the fleet, filled in by the fleet.
+                    ("staggered", over) => Recovery::Staggered(over.unwrap_or(Duration::ZERO)),
+                    ("ramp", Some(o)) if !o.is_zero() => Recovery::Ramp(o),
+                    ("ramp", _) => return Err("outage: a ramp recovery needs recover_over, e.g. \"30s\"".into()),
+                    (other, _) => {
+                        return Err(format!(
+                            "outage: recover is {other:?}; write \"synchronized\", \"staggered\" or \"ramp\""
+                        ));
+                    }
+                };
+                EventKind::Outage { duration, recover }
+            }
+            "restart" => {
+                unused(&[
+                    ("duration", raw.duration.is_some()),
+                    ("recover", raw.recover.is_some()),
+                    ("recover_over", raw.recover_over.is_some()),
+                    ("interval", raw.interval.is_some()),
+                    ("agent_version", raw.agent_version.is_some()),
+                    ("model", raw.model.is_some()),
+                ])?;
+                let downtime = match raw.downtime {
+                    None => DEFAULT_DOWNTIME,
+                    Some(d) => d.0,
+                };
+                EventKind::Restart { over: raw.over.map_or(Duration::ZERO, |d| d.0), downtime }
+            }
+            "rollout" => {
+                unused(&[
+                    ("duration", raw.duration.is_some()),
+                    ("recover", raw.recover.is_some()),
+                    ("recover_over", raw.recover_over.is_some()),
+                    ("downtime", raw.downtime.is_some()),
+                    ("interval", raw.interval.is_some()),
+                ])?;
+                let check = |v: &str| {
+                    crate::heartbeat::rules::VERSION.check(v).map_err(|f| format!("rollout: {v:?} is not a valid version: {f}"))
+                };
+                let target = match (raw.agent_version, raw.model, raw.version) {
+                    (Some(v), None, None) => {
+                        check(&v)?;
+                        RolloutTarget::AgentVersion(v)
+                    }
+                    (None, Some(model), Some(version)) => {
+                        check(&version)?;
+                        RolloutTarget::ModelVersion { model, version }
+                    }
+                    (None, Some(_), None) => return Err("rollout: give the model's new version, e.g. version = \"3.2\"".into()),
+                    (None, None, _) => {
+                        return Err("rollout: give agent_version = \"…\", or model = \"…\" and version = \"…\"".into());
+                    }
+                    _ => return Err("rollout: give agent_version, or model and version, not both".into()),
+                };
+                EventKind::Rollout { over: raw.over.map_or(Duration::ZERO, |d| d.0), target }
+            }
+            "surge" => {
+                unused(&[
+                    ("over", raw.over.is_some()),
+                    ("recover", raw.recover.is_some()),
+                    ("recover_over", raw.recover_over.is_some()),
+                    ("downtime", raw.downtime.is_some()),
+                    ("agent_version", raw.agent_version.is_some()),
+                    ("model", raw.model.is_some()),
+                ])?;
+                let duration = positive("duration", raw.duration)?;
+                let interval = positive("interval", raw.interval)?;
+                if interval < Duration::from_millis(1) {
+                    return Err("surge: the interval must be at least 1ms".into());
+                }
+                EventKind::Surge { duration, interval }
+            }
+            other => {
+                return Err(format!("kind is {other:?}; write \"outage\", \"restart\", \"rollout\" or \"surge\""));
+            }
+        };
+        let share = match raw.share {
+            Some(Share(s)) if s > 0.0 => s,
+            Some(_) => return Err(format!("{kind_name}: a share of 0% touches no device")),
+            None => 1.0,
+        };
+        Ok(Event { at: raw.at.0, share, kind })
+    }
+}
+
+/// Checks a fleet's events against each other and the run: events of the
+/// same kind must not overlap (a device cannot be silenced, or surged, or
+/// rolled out twice at once) and every event must start within the run.
+pub fn check(events: &[Event], run: Duration) -> Result<(), String> {
+    for (i, e) in events.iter().enumerate() {
+        if e.at >= run {
+            return Err(format!(
+                "events[{i}] ({}) starts at {}, but the run lasts {}",
+                e.kind.name(),
+                crate::units::format_duration(e.at),
+                crate::units::format_duration(run)
+            ));
+        }
+        let silences = |k: &EventKind| matches!(k, EventKind::Outage { .. } | EventKind::Restart { .. });
+        let rollout_target = |k: &EventKind| match k {
+            EventKind::Rollout { target: RolloutTarget::AgentVersion(_), .. } => Some(String::new()),
+            EventKind::Rollout { target: RolloutTarget::ModelVersion { model, .. }, .. } => Some(model.clone()),
+            _ => None,
+        };
+        for (j, f) in events[..i].iter().enumerate() {
+            let same = (silences(&e.kind) && silences(&f.kind))
+                || (matches!(e.kind, EventKind::Surge { .. }) && matches!(f.kind, EventKind::Surge { .. }))
+                || (rollout_target(&e.kind).is_some() && rollout_target(&e.kind) == rollout_target(&f.kind));
+            // Windows [at, end] that touch count as overlapping: a device
+            // recovering at the instant the next event begins is ambiguous.
+            if same && e.at <= f.end() && f.at <= e.end() {
+                return Err(format!(
+                    "events[{i}] ({e}) overlaps events[{j}] ({f}); events of one kind must not overlap \
+                     (move one to start after {})",
+                    crate::units::format_duration(f.end())
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------ schedules
+
+/// The devices an event touches: those whose rank in a seeded permutation
+/// is below `k`.
+#[derive(Debug, Clone)]
+struct Selection {
+    devices: u64,
+    k: u64,
+    a: u64,
+    b: u64,
+}
+
+impl Selection {
+    fn new(devices: u64, share: f64, key: u64) -> Selection {
+        let n = devices.max(1);
+        let k = ((share * n as f64).round() as u64).min(n);
+        let mut a = (splitmix(key) % n).max(1);
+        while gcd(a, n) != 1 {
+            a = a % n + 1;
+        }
+        Selection { devices: n, k, a, b: splitmix(key ^ 0x5eed) % n }
+    }
+
+    /// The device's rank, if it is among the affected.
+    fn rank(&self, index: u64) -> Option<u64> {
+        let r = ((u128::from(self.a) * u128::from(index) + u128::from(self.b)) % u128::from(self.devices)) as u64;
+        (r < self.k).then_some(r)
+    }
+
+    /// `span` spread linearly over the affected devices in rank order.
+    fn spread(&self, rank: u64, span: Duration) -> u64 {
+        ((span.as_nanos() * u128::from(rank)) / u128::from(self.k.max(1))) as u64
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A fleet's events, ready for its devices' schedules.
+#[derive(Debug, Clone, Default)]
+pub struct FleetEvents {
+    events: Vec<(Event, Selection)>,
+    key: u64,
+}
+
+/// A device's next heartbeat: when, and whether it comes back from silence
+/// (so it starts on a new connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub at_ns: u64,
+    pub resumed: bool,
+}
+
+/// A silence window of one device: [start, end), back at `resume`.
+struct Silence {
+    start: u64,
+    resume: u64,
+}
+
+fn ns(d: Duration) -> u64 {
+    d.as_nanos() as u64
+}
+
+impl FleetEvents {
+    /// `events` for a fleet of `devices`, with `interval` standing in for
+    /// a staggered recovery's default span; `key` comes from the seed.
+    pub fn new(events: &[Event], devices: u64, interval: Duration, key: u64) -> FleetEvents {
+        let mut events: Vec<(Event, Selection)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let mut e = e.clone();
+                if let EventKind::Outage { recover: Recovery::Staggered(over), .. } = &mut e.kind
+                    && over.is_zero()
+                {
+                    *over = interval;
+                }
+                let selection = Selection::new(devices, e.share, splitmix(key ^ (i as u64 + 1).wrapping_mul(0xa076_1d64)));
+                (e, selection)
+            })
+            .collect();
+        // In time order, so a device meets its silences in turn.
+        events.sort_by_key(|(e, _)| e.at);
+        FleetEvents { events, key }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Device `index`'s silence windows, from each outage or restart that
+    /// touches it.
+    fn silences(&self, index: u64) -> impl Iterator<Item = Silence> + '_ {
+        self.events.iter().filter_map(move |(e, sel)| {
+            let rank = sel.rank(index)?;
+            let at = ns(e.at);
+            match &e.kind {
+                EventKind::Outage { duration, recover } => {
+                    let end = at + ns(*duration);
+                    let resume = end
+                        + match recover {
+                            Recovery::Synchronized => 0,
+                            Recovery::Ramp(over) => sel.spread(rank, *over),
+                            Recovery::Staggered(over) => {
+                                let u = (splitmix(self.key ^ index ^ at) >> 11) as f64 / (1u64 << 53) as f64;
+                                (ns(*over) as f64 * u) as u64
+                            }
+                        };
+                    Some(Silence { start: at, resume })
+                }
+                EventKind::Restart { over, downtime } => {
+                    let start = at + sel.spread(rank, *over);
+                    Some(Silence { start, resume: start + ns(*downtime) })
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// Device `index`'s surge: (first surged heartbeat, end, interval).
+    fn surge(&self, index: u64) -> Option<(u64, u64, Duration)> {
+        self.events.iter().find_map(|(e, sel)| match &e.kind {
+            EventKind::Surge { duration, interval } => {
+                let rank = sel.rank(index)?;
+                Some((ns(e.at) + sel.spread(rank, *interval), ns(e.at + *duration), *interval))
+            }
+            _ => None,
+        })
+    }
+
+    /// Applies silences to a heartbeat planned at `planned` after one at
+    /// `prev` (or none): a silence that begins in (prev, planned] moves it
+    /// to the silence's end.
+    fn silenced(&self, index: u64, prev: Option<u64>, planned: u64) -> Step {
+        let mut step = Step { at_ns: planned, resumed: false };
+        for s in self.silences(index) {
+            let began = prev.is_none_or(|p| s.start > p) && s.start <= step.at_ns;
+            let inside = s.start <= step.at_ns && step.at_ns < s.resume;
+            if began || inside {
+                step = Step { at_ns: s.resume, resumed: true };
+            }
+        }
+        step
+    }
+
+    /// Device `index`'s first heartbeat.
+    pub fn first(&self, clock: &mut DeviceClock, s: &Schedule, devices: u64, index: u64) -> Step {
+        let planned = clock.first_ns(s, devices, index);
+        if self.is_empty() {
+            return Step { at_ns: planned, resumed: false };
+        }
+        let planned = match self.surge(index) {
+            Some((first, end, _)) if first < planned && planned < end => first,
+            _ => planned,
+        };
+        self.silenced(index, None, planned)
+    }
+
+    /// Device `index`'s next heartbeat after one intended at `prev`.
+    pub fn advance(&self, clock: &mut DeviceClock, s: &Schedule, index: u64, prev: u64) -> Step {
+        if self.is_empty() {
+            return Step { at_ns: prev + clock.gap_ns(s), resumed: false };
+        }
+        let surge = self.surge(index);
+        let planned = match surge {
+            // Surging: the surge's interval.
+            Some((first, end, interval)) if first <= prev && prev < end => {
+                prev + clock.gap_ns(&Schedule { interval, ..*s })
+            }
+            _ => {
+                let next = prev + clock.gap_ns(s);
+                match surge {
+                    // The surge begins before the next heartbeat: join it.
+                    Some((first, _, _)) if prev < first && first < next => first,
+                    _ => next,
+                }
+            }
+        };
+        self.silenced(index, Some(prev), planned)
+    }
+
+    /// The rollouts device `index` has taken by `at_ns`, in order.
+    pub fn rollouts_by(&self, index: u64, at_ns: u64) -> impl Iterator<Item = &RolloutTarget> + '_ {
+        self.events.iter().filter_map(move |(e, sel)| match &e.kind {
+            EventKind::Rollout { over, target } => {
+                let rank = sel.rank(index)?;
+                (ns(e.at) + sel.spread(rank, *over) <= at_ns).then_some(target)
+            }
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{Arrival, StartMode};
+
+    fn every(interval: Duration) -> Schedule {
+        Schedule { interval, jitter: 0.0, start: StartMode::Staggered, ramp_up: Duration::ZERO, arrival: Arrival::Periodic }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// Every intended time of `devices` devices before `end`, per device.
+    fn times(events: &[Event], devices: u64, s: &Schedule, end: u64) -> Vec<Vec<Step>> {
+        let fe = FleetEvents::new(events, devices, s.interval, 99);
+        (0..devices)
+            .map(|i| {
+                let mut clock = DeviceClock::new(1, 2, i);
+                let mut out = Vec::new();
+                let mut step = fe.first(&mut clock, s, devices, i);
+                while step.at_ns < end {
+                    out.push(step);
+                    step = fe.advance(&mut clock, s, i, step.at_ns);
+                }
+                out
+            })
+            .collect()
+    }
+
+    #[test]
+    fn selections_are_exact_and_spread() {
+        for (n, share) in [(1000, 0.3), (7, 0.5), (1, 1.0), (10_000, 0.0001)] {
+            let sel = Selection::new(n, share, 42);
+            let ranks: Vec<u64> = (0..n).filter_map(|i| sel.rank(i)).collect();
+            assert_eq!(ranks.len() as u64, (share * n as f64).round() as u64, "{n} {share}");
+            let mut sorted = ranks.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), ranks.len(), "ranks are distinct");
+        }
+    }
+
+    #[test]
+    fn an_outage_silences_its_share_and_a_synchronized_recovery_is_one_instant() {
+        let outage = Event {
+            at: secs(60),
+            share: 0.3,
+            kind: EventKind::Outage { duration: secs(45), recover: Recovery::Synchronized },
+        };
+        let s = every(secs(10));
+        let all = times(&[outage], 1000, &s, 200_000_000_000);
+        let (start, end) = (60_000_000_000, 105_000_000_000);
+        let silenced: Vec<&Vec<Step>> =
+            all.iter().filter(|t| !t.iter().any(|x| (start..end).contains(&x.at_ns))).collect();
+        assert_eq!(silenced.len(), 300, "exactly 30% send nothing during the outage");
+        for t in &silenced {
+            let back = t.iter().find(|x| x.at_ns >= end).unwrap();
+            assert_eq!(back.at_ns, end, "every silenced device is back at the same instant");
+            assert!(back.resumed);
+        }
+        // The others keep their 10 s beat throughout.
+        let others = all.iter().filter(|t| t.iter().any(|x| (start..end).contains(&x.at_ns))).count();
+        assert_eq!(others, 700);
+    }
+
+    #[test]
+    fn restarts_come_back_after_their_downtime_with_a_new_phase() {
+        let restart = Event { at: secs(30), share: 1.0, kind: EventKind::Restart { over: secs(10), downtime: secs(5) } };
+        let s = every(secs(60));
+        let all = times(&[restart], 100, &s, 120_000_000_000);
+        let mut backs: Vec<u64> = all.iter().map(|t| t.iter().find(|x| x.resumed).unwrap().at_ns).collect();
+        backs.sort();
+        assert_eq!(backs[0], 35_000_000_000, "the first reboots at 30 s and is back 5 s later");
+        assert_eq!(*backs.last().unwrap(), 35_000_000_000 + 9_900_000_000, "spread over 10 s");
+        for t in &all {
+            let i = t.iter().position(|x| x.resumed).unwrap();
+            if let Some(next) = t.get(i + 1) {
+                assert_eq!(next.at_ns - t[i].at_ns, 60_000_000_000, "a new phase from the reboot");
+            }
+        }
+    }
+
+    #[test]
+    fn a_surge_changes_the_rate_of_its_share_for_its_duration() {
+        let surge = Event { at: secs(20), share: 0.5, kind: EventKind::Surge { duration: secs(10), interval: secs(1) } };
+        let s = every(secs(10));
+        let all = times(&[surge], 200, &s, 60_000_000_000);
+        let count = |from: u64, to: u64| {
+            all.iter().flatten().filter(|x| (from * 1_000_000_000..to * 1_000_000_000).contains(&x.at_ns)).count()
+        };
+        assert_eq!(count(0, 20), 400, "200 devices every 10 s");
+        // During the surge: 100 devices every 1 s (900 in 9 s) and about
+        // 90 from the 100 others at their 10 s beat.
+        assert!((980..=1000).contains(&count(21, 30)), "{}", count(21, 30));
+        assert!((190..=300).contains(&count(40, 50)), "back to the old rate after a burst: {}", count(40, 50));
+    }
+
+    #[test]
+    fn rollouts_progress_at_the_planned_pace() {
+        let target = RolloutTarget::AgentVersion("2.0.0".into());
+        let rollout = Event { at: secs(10), share: 0.5, kind: EventKind::Rollout { over: secs(20), target } };
+        let fe = FleetEvents::new(&[rollout], 1000, secs(1), 5);
+        let switched = |t: u64| (0..1000).filter(|&i| fe.rollouts_by(i, t * 1_000_000_000).next().is_some()).count();
+        // Device of rank r switches at 10 s + 20 s · r / 500.
+        assert_eq!([switched(9), switched(10), switched(20), switched(30), switched(100)], [0, 1, 251, 500, 500]);
+    }
+
+    #[test]
+    fn overlapping_and_impossible_events_are_refused() {
+        let outage = |at, d| Event {
+            at: secs(at),
+            share: 0.5,
+            kind: EventKind::Outage { duration: secs(d), recover: Recovery::Synchronized },
+        };
+        let restart = Event { at: secs(50), share: 0.1, kind: EventKind::Restart { over: secs(0), downtime: secs(5) } };
+        assert!(check(&[outage(10, 30), outage(60, 10)], secs(120)).is_ok());
+        assert!(check(&[outage(10, 30), restart.clone()], secs(120)).is_ok());
+        let e = check(&[outage(10, 50), restart], secs(120)).unwrap_err();
+        assert!(e.contains("events[1]") && e.contains("overlaps events[0]") && e.contains("after 1m"), "{e}");
+        let e = check(&[outage(300, 10)], secs(120)).unwrap_err();
+        assert!(e.contains("starts at 5m, but the run lasts 2m"), "{e}");
+    }
+}

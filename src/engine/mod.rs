@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::scenario::ConnectionMode;
 use crate::stats::{self, CLASSES, Freshness, Recorder};
 use crate::transport::Transport;
-pub use worker::{FleetRuntime, Flush, WorkerSettings};
+pub use worker::{FleetRuntime, Flush, SecondPart, WorkerSettings};
 
 /// How often workers hand over what they recorded.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -67,6 +67,8 @@ pub struct Second {
     pub ok: u64,
     pub failed: u64,
     pub missed: u64,
+    /// Retries sent in this second.
+    pub retries: u64,
     /// Failures in this second by class (`CLASSES[1..]`).
     pub errors: [u64; CLASSES.len() - 1],
     /// Latency percentiles of the heartbeats that ended in this second, in
@@ -90,6 +92,7 @@ impl Default for Second {
             ok: 0,
             failed: 0,
             missed: 0,
+            retries: 0,
             errors: [0; CLASSES.len() - 1],
             p50_ms: 0.0,
             p99_ms: 0.0,
@@ -100,6 +103,24 @@ impl Default for Second {
 }
 
 impl Second {
+    /// Adds what a worker recorded in this second.
+    fn absorb(&mut self, part: &SecondPart) {
+        self.scheduled += part.scheduled;
+        self.sent += part.sent;
+        self.retries += part.retries;
+        self.missed += part.missed;
+        self.ok += part.classes[0];
+        self.failed += part.classes[1..].iter().sum::<u64>();
+        for (e, n) in self.errors.iter_mut().zip(&part.classes[1..]) {
+            *e += n;
+        }
+        // A late part for a closed second keeps its counts; only its
+        // percentiles were fixed already.
+        if let Some(h) = &mut self.latency {
+            let _ = h.add(&part.latency);
+        }
+    }
+
     /// Fixes the percentiles and frees the histogram (keeping it
     /// compressed if `keep`).
     fn close(&mut self, keep: bool) {
@@ -265,32 +286,27 @@ pub async fn run<T: Transport>(
                 continue;
             }
         };
-        // A flush covers the 250 ms before it and is made a little after
-        // its period ends: it belongs to the second of its period's middle.
-        let middle = flush.at_ns.saturating_sub(FLUSH_EVERY.as_nanos() as u64 / 2);
-        let second = (middle / 1_000_000_000) as usize;
-        if timeline.len() <= second {
-            timeline.resize_with(second + 1, Second::default);
-        }
-        let s = &mut timeline[second];
         for (total, part) in totals.iter_mut().zip(&flush.fleets) {
-            let c = &part.counters;
-            s.scheduled += c.scheduled;
-            s.sent += c.sent;
-            s.ok += c.ok();
-            s.failed += c.failed();
-            s.missed += c.missed;
-            for (e, n) in s.errors.iter_mut().zip(&c.classes[1..]) {
-                *e += n;
-            }
-            if let Some(h) = &mut s.latency {
-                let _ = h.add(&part.latency);
-            }
             total.add(part);
+        }
+        // Each event counts in the second it happened in.
+        for part in &flush.seconds {
+            let i = part.second as usize;
+            if timeline.len() <= i {
+                timeline.resize_with(i + 1, Second::default);
+            }
+            timeline[i].absorb(part);
+        }
+        let second = (flush.at_ns / 1_000_000_000) as usize;
+        // Every second of the schedule up to now has an entry, even one in
+        // which nothing happened (a whole fleet silent).
+        let reached = second.min(settings.duration.as_nanos().div_ceil(1_000_000_000) as usize);
+        if timeline.len() < reached {
+            timeline.resize_with(reached, Second::default);
         }
         // Workers flush every 250 ms, so no flush for a second more than one
         // behind the newest can still arrive: close those.
-        while closed + 1 < second {
+        while closed + 1 < second && closed < timeline.len() {
             timeline[closed].close(keep);
             closed += 1;
         }
@@ -501,7 +517,12 @@ mod tests {
         assert!(r.schedule_lag.value_at_quantile(0.99) <= 2_000);
         // Every second was closed: percentiles fixed, histograms freed.
         assert!(out.timeline.iter().all(|s| s.latency.is_none()));
-        assert!(out.timeline[1..10].iter().all(|s| s.p99_ms >= 1_000.0), "{:?}", out.timeline);
+        // Nothing ends before 2.5 s; from then on every second's p99 shows the wait.
+        assert_eq!(out.timeline[1].p99_ms, 0.0, "no outcome in second 1");
+        assert!(out.timeline[2..10].iter().all(|s| s.p99_ms >= 1_000.0), "{:?}", out.timeline);
+        let (sent, ok): (u64, u64) =
+            out.timeline.iter().map(|s| (s.sent, s.ok)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        assert_eq!((sent, ok), (r.counters.sent, r.counters.ok()), "the timeline adds up to the totals");
     }
 
     #[tokio::test(start_paused = true)]
@@ -541,5 +562,229 @@ mod tests {
         assert_accounting(&out);
         let c = &out.fleets[0].counters;
         assert!((250..=300).contains(&c.scheduled), "{c:?}");
+    }
+
+    /// A transport that notes who sent what when, and answers each
+    /// device's n-th attempt with `answer(n)` (counting from 1).
+    #[derive(Clone)]
+    struct Scripted {
+        answer: fn(usize) -> u16,
+        /// (time, device name, agent version) of every call.
+        calls: Arc<Mutex<Vec<(Instant, String, String)>>>,
+        attempts: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    }
+
+    impl Scripted {
+        fn new(answer: fn(usize) -> u16) -> Self {
+            Scripted { answer, calls: Arc::default(), attempts: Arc::default() }
+        }
+
+        /// Each device's call times, in ms since `t0`.
+        fn times_by_device(&self, t0: Instant) -> std::collections::BTreeMap<String, Vec<u128>> {
+            let mut out: std::collections::BTreeMap<String, Vec<u128>> = Default::default();
+            for (t, device, _) in self.calls.lock().unwrap().iter() {
+                out.entry(device.clone()).or_default().push((*t - t0).as_millis());
+            }
+            out
+        }
+    }
+
+    impl Transport for Scripted {
+        type Conn = ();
+
+        fn exchange(
+            &self,
+            _conn: Option<()>,
+            body: bytes::Bytes,
+        ) -> impl Future<Output = Exchange<()>> + Send + 'static {
+            let summary = crate::heartbeat::validate::inspect(&body).expect("a valid body");
+            let device = summary.device_name.to_string();
+            let n = {
+                let mut attempts = self.attempts.lock().unwrap();
+                let n = attempts.entry(device.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            self.calls.lock().unwrap().push((Instant::now(), device, summary.agent_version.to_string()));
+            let status = (self.answer)(n);
+            async move { Exchange { outcome: Outcome::Status(status), conn: Some(()), retry_after: None } }
+        }
+    }
+
+    fn with_events(mut f: FleetRuntime, events: &[crate::fleet::Event]) -> FleetRuntime {
+        f.events = crate::fleet::FleetEvents::new(events, f.devices, f.schedule.interval, 77);
+        f
+    }
+
+    async fn run_scripted(
+        t: &Scripted,
+        fleets: Vec<FleetRuntime>,
+        seconds: u64,
+        seed: u64,
+        cohorts: bool,
+    ) -> RunOutput {
+        let settings = EngineSettings {
+            duration: Duration::from_secs(seconds),
+            connections: ConnectionMode::PerDevice,
+            workers: 2,
+            seed,
+            precise_timer: false,
+            thread_per_worker: false,
+            keep_second_histograms: false,
+            cohorts,
+        };
+        run(t.clone(), fleets, settings, CancellationToken::new(), |_| {}).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_silences_exactly_its_share_and_they_all_come_back_in_one_millisecond() {
+        use crate::fleet::{Event, EventKind, Recovery};
+        let t = Scripted::new(|_| 200);
+        let outage = Event {
+            at: Duration::from_secs(30),
+            share: 0.3,
+            kind: EventKind::Outage { duration: Duration::from_secs(45), recover: Recovery::Synchronized },
+        };
+        let t0 = Instant::now();
+        let f = with_events(fleet(1000, every(Duration::from_secs(10))), &[outage]);
+        let out = run_scripted(&t, vec![f], 120, 3, false).await;
+        let by_device = t.times_by_device(t0);
+        assert_eq!(by_device.len(), 1000);
+        let silent: Vec<&Vec<u128>> =
+            by_device.values().filter(|ts| !ts.iter().any(|ms| (30_000..75_000).contains(ms))).collect();
+        assert_eq!(silent.len(), 300, "exactly 30% silent from 30 s to 75 s");
+        let backs: Vec<u128> = silent.iter().map(|ts| *ts.iter().find(|ms| **ms >= 75_000).unwrap()).collect();
+        assert!(backs.iter().all(|ms| *ms == 75_000), "all back within the same millisecond: {:?}", &backs[..5]);
+        // Freshness: the silenced devices, and only they, went stale (3 intervals = 30 s).
+        assert_eq!(out.freshness[0].stale, 300);
+        assert_eq!(out.freshness[0].devices, 1000);
+        assert_accounting(&out);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rollout_switches_versions_at_the_planned_pace_and_cohorts_follow() {
+        use crate::fleet::{Event, EventKind, RolloutTarget};
+        let t = Scripted::new(|_| 200);
+        let rollout = Event {
+            at: Duration::from_secs(10),
+            share: 0.5,
+            kind: EventKind::Rollout {
+                over: Duration::from_secs(20),
+                target: RolloutTarget::AgentVersion("2.0".into()),
+            },
+        };
+        let mut f = fleet(1000, every(Duration::from_secs(1)));
+        f.generator.profile.agent_versions.ensure("2.0");
+        let f = FleetRuntime {
+            generator: FleetGenerator::new(f.generator.profile.clone(), NameTemplate::parse("d-{index}").unwrap(), 1),
+            ..with_events(f, &[rollout])
+        };
+        let t0 = Instant::now();
+        let out = run_scripted(&t, vec![f], 40, 3, true).await;
+        // Devices on 2.0 in each second.
+        let on_new = |second: u64| {
+            let calls = t.calls.lock().unwrap();
+            calls
+                .iter()
+                .filter(|(at, _, v)| (*at - t0).as_secs() == second && v == "2.0")
+                .map(|(_, d, _)| d.clone())
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        assert_eq!(on_new(5), 0);
+        for second in [15u64, 20, 25] {
+            // Rank r switches at 10 s + 20 s · r / 500; a device heartbeats once a second.
+            let expected = 500 * (second - 10) / 20;
+            let n = on_new(second) as u64;
+            assert!(n.abs_diff(expected) <= 30, "second {second}: {n} devices on 2.0, planned about {expected}");
+        }
+        assert_eq!(on_new(35), 500, "half the fleet, exactly, after the rollout");
+        // Cohorts add up to the fleet and split by version.
+        let cohorts = &out.cohorts[0];
+        let sent: Vec<u64> = cohorts.iter().map(|c| c.as_ref().map_or(0, |r| r.counters.sent)).collect();
+        assert_eq!(sent.iter().sum::<u64>(), out.fleets[0].counters.sent);
+        assert!(sent[0] > sent[1] && sent[1] > 5000, "{sent:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_surge_changes_its_share_s_rate_for_its_duration() {
+        use crate::fleet::{Event, EventKind};
+        let t = Scripted::new(|_| 200);
+        let surge = Event {
+            at: Duration::from_secs(20),
+            share: 0.5,
+            kind: EventKind::Surge { duration: Duration::from_secs(10), interval: Duration::from_secs(1) },
+        };
+        let t0 = Instant::now();
+        let f = with_events(fleet(200, every(Duration::from_secs(10))), &[surge]);
+        run_scripted(&t, vec![f], 50, 3, false).await;
+        let mut per_second = vec![0; 50];
+        for (at, _, _) in t.calls.lock().unwrap().iter() {
+            per_second[(*at - t0).as_secs() as usize] += 1;
+        }
+        assert!(per_second[..20].iter().all(|n| *n == 20), "20/s before: {per_second:?}");
+        assert!(per_second[21..30].iter().all(|n| (105..=115).contains(n)), "about 110/s during: {per_second:?}");
+        let after: usize = per_second[40..50].iter().sum();
+        assert_eq!(after, 200, "back to one per device per 10 s: {per_second:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_same_seed_gives_the_same_schedule() {
+        use crate::fleet::{Event, EventKind, Recovery};
+        let outage = Event {
+            at: Duration::from_secs(5),
+            share: 0.4,
+            kind: EventKind::Outage { duration: Duration::from_secs(5), recover: Recovery::Staggered(Duration::ZERO) },
+        };
+        let outage = &outage;
+        let schedule = |seed: u64| async move {
+            let t = Scripted::new(|_| 200);
+            let t0 = Instant::now();
+            let poisson = Schedule { arrival: Arrival::Poisson, ..every(Duration::from_secs(2)) };
+            let f = with_events(fleet(300, poisson), std::slice::from_ref(outage));
+            run_scripted(&t, vec![f], 20, seed, false).await;
+            t.times_by_device(t0)
+        };
+        let (a, b, c) = (schedule(9).await, schedule(9).await, schedule(10).await);
+        assert_eq!(a, b, "same seed, same schedule");
+        assert_ne!(a, c, "another seed, another schedule");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_exponentially_up_to_max_and_count_separately() {
+        use crate::fleet::retry::{Backoff, Jitter, RetryPolicy};
+        let policy = RetryPolicy {
+            max: 3,
+            backoff: Backoff::Exponential,
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(30),
+            jitter: Jitter::None,
+        };
+        // Every attempt fails: each heartbeat is tried 4 times, 1, 2 and 4 s apart.
+        let t = Scripted::new(|_| 503);
+        let t0 = Instant::now();
+        // Five devices, first sends 12 s apart: every retry falls within the minute.
+        let f = FleetRuntime { retry: Some(policy), ..fleet(5, every(Duration::from_secs(60))) };
+        let out = run_scripted(&t, vec![f], 60, 3, false).await;
+        for (device, times) in t.times_by_device(t0) {
+            let gaps: Vec<u128> = times.windows(2).map(|w| w[1] - w[0]).collect();
+            assert_eq!(gaps, [1000, 2000, 4000], "{device}: {times:?}");
+        }
+        let c = &out.fleets[0].counters;
+        assert_eq!((c.sent, c.retries, c.failed(), c.recovered), (5, 15, 5, 0));
+        assert_accounting(&out);
+
+        // The third attempt succeeds: recovered, latency from the first intended time.
+        let t = Scripted::new(|n| if n % 3 == 0 { 200 } else { 503 });
+        let full = RetryPolicy { jitter: Jitter::Full, ..policy };
+        let f = FleetRuntime { retry: Some(full), ..fleet(5, every(Duration::from_secs(60))) };
+        let out = run_scripted(&t, vec![f], 60, 3, false).await;
+        let c = &out.fleets[0].counters;
+        assert_eq!((c.sent, c.retries, c.ok(), c.recovered), (5, 10, 5, 5));
+        assert!(out.fleets[0].latency.min() > 0, "latency counts the failed attempts and waits");
+        // Full jitter: each wait is at most the exponential one.
+        for (_, times) in t.times_by_device(t0) {
+            assert!(times.windows(2).zip([1000, 2000]).all(|(w, cap)| w[1] - w[0] <= cap), "{times:?}");
+        }
     }
 }

@@ -30,10 +30,10 @@ use crate::fleet::{DeviceClock, FleetEvents, RetryPolicy, RolloutTarget};
 use crate::heartbeat::{Device, FleetGenerator, Scratch};
 use crate::scenario::{ConnectionMode, Schedule};
 use crate::stats::{Freshness, Outcome, Recorder};
+use crate::transport::{Exchange, Transport};
 use rand::rngs::Xoshiro128PlusPlus;
 use rand::{RngExt, SeedableRng};
 use std::collections::HashMap;
-use crate::transport::{Exchange, Transport};
 
 /// A fleet as the workers run it.
 #[derive(Debug, Clone)]
@@ -80,6 +80,38 @@ pub struct Flush {
     pub freshness: Option<Vec<Freshness>>,
     /// Per fleet, per agent version (when broken down): what each recorded.
     pub cohorts: Vec<Vec<Option<Recorder>>>,
+    /// What happened in each second of the run since the previous flush,
+    /// each event counted in the second it happened in.
+    pub seconds: Vec<SecondPart>,
+}
+
+/// One second of the run, as one worker saw it between two flushes: a
+/// heartbeat's intended time counts in the second it fell in, a send, a
+/// miss or an outcome in the second it happened in.
+pub struct SecondPart {
+    pub second: u64,
+    pub scheduled: u64,
+    pub sent: u64,
+    pub retries: u64,
+    pub missed: u64,
+    /// Outcomes by class (see [`crate::stats::CLASSES`]).
+    pub classes: [u64; crate::stats::CLASSES.len()],
+    /// Latency of the heartbeats that ended (or were missed) in it.
+    pub latency: hdrhistogram::Histogram<u64>,
+}
+
+impl SecondPart {
+    fn new(second: u64) -> SecondPart {
+        SecondPart {
+            second,
+            scheduled: 0,
+            sent: 0,
+            retries: 0,
+            missed: 0,
+            classes: [0; crate::stats::CLASSES.len()],
+            latency: crate::stats::new_histogram(),
+        }
+    }
 }
 
 /// How a worker runs.
@@ -171,6 +203,8 @@ struct Worker<T: Transport> {
     rng: Xoshiro128PlusPlus,
     /// Per fleet, per agent version, when broken down.
     cohorts: Vec<Vec<Option<Recorder>>>,
+    /// The seconds touched since the last flush.
+    seconds: Vec<SecondPart>,
 }
 
 /// The least time between two wake-ups of a worker. Waking costs a trip
@@ -224,9 +258,11 @@ pub async fn run_worker<T: Transport>(
         held: HashMap::new(),
         rng: Xoshiro128PlusPlus::seed_from_u64(settings_seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         cohorts: Vec::new(),
+        seconds: Vec::new(),
     };
     if w.settings.cohorts {
-        w.cohorts = w.fleets.iter().map(|f| (0..f.generator.profile.agent_versions.len()).map(|_| None).collect()).collect();
+        w.cohorts =
+            w.fleets.iter().map(|f| (0..f.generator.profile.agent_versions.len()).map(|_| None).collect()).collect();
     }
     for (fleet, index) in devices {
         let f = &w.fleets[usize::from(fleet)];
@@ -291,8 +327,10 @@ impl<T: Transport> Worker<T> {
                     self.stop();
                 }
                 Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => self.complete(done),
-                () = wait_until(&mut precise, wake), if scheduling => self.dispatch_due(),
+                // Before dispatching: a heartbeat due at a flush's instant
+                // (a second's boundary) belongs to the next period.
                 _ = flush.tick() => self.flush(out, false),
+                () = wait_until(&mut precise, wake), if scheduling => self.dispatch_due(),
             }
         }
         self.flush(out, true);
@@ -306,22 +344,22 @@ impl<T: Transport> Worker<T> {
         self.stopped_ns = now;
         for i in 0..self.slots.len() {
             if let Some(p) = self.slots[i].pending_ns.take() {
-                self.record_missed(i as u32, micros(now.saturating_sub(p)));
+                self.record_missed(i as u32, micros(now.saturating_sub(p)), now);
             }
         }
         while let Some((slot, intended, _, attempt)) = self.waiting.pop_front() {
             self.slots[slot as usize].busy = false;
             if attempt == 0 {
-                self.record_missed(slot, micros(now.saturating_sub(intended)));
+                self.record_missed(slot, micros(now.saturating_sub(intended)), now);
             } else if let Some(h) = self.held.remove(&slot) {
-                self.record_end(slot, h.outcome, h.latency_us, h.service_us);
+                self.record_end(slot, h.outcome, h.latency_us, h.service_us, now);
             }
         }
         // Retries not yet due end with the outcome of their last attempt.
         self.retry_timers.clear();
         for (slot, h) in std::mem::take(&mut self.held) {
             self.slots[slot as usize].busy = false;
-            self.record_end(slot, h.outcome, h.latency_us, h.service_us);
+            self.record_end(slot, h.outcome, h.latency_us, h.service_us, now);
         }
     }
 
@@ -330,7 +368,11 @@ impl<T: Transport> Worker<T> {
     fn recorders_of(&mut self, slot: u32) -> (&mut Recorder, Option<&mut Recorder>) {
         let s = &self.slots[slot as usize];
         let (fleet, version) = (usize::from(s.fleet), usize::from(s.device.agent_version()));
-        let cohort = self.cohorts.get_mut(fleet).and_then(|v| v.get_mut(version)).map(|c| c.get_or_insert_with(Recorder::default));
+        let cohort = self
+            .cohorts
+            .get_mut(fleet)
+            .and_then(|v| v.get_mut(version))
+            .map(|c| c.get_or_insert_with(Recorder::default));
         (&mut self.recorders[fleet], cohort)
     }
 
@@ -342,13 +384,31 @@ impl<T: Transport> Worker<T> {
         }
     }
 
-    fn record_missed(&mut self, slot: u32, latency_us: u64) {
-        self.record(slot, |r| r.missed(latency_us));
+    /// The second of the run that `at_ns` falls in, as this flush period records it.
+    fn second(&mut self, at_ns: u64) -> &mut SecondPart {
+        let second = at_ns / 1_000_000_000;
+        match self.seconds.iter().position(|p| p.second == second) {
+            Some(i) => &mut self.seconds[i],
+            None => {
+                self.seconds.push(SecondPart::new(second));
+                self.seconds.last_mut().expect("just pushed")
+            }
+        }
     }
 
-    /// Records a heartbeat's final outcome.
-    fn record_end(&mut self, slot: u32, outcome: Outcome, latency_us: u64, service_us: u64) {
+    fn record_missed(&mut self, slot: u32, latency_us: u64, at_ns: u64) {
+        self.record(slot, |r| r.missed(latency_us));
+        let s = self.second(at_ns);
+        s.missed += 1;
+        crate::stats::record(&mut s.latency, latency_us);
+    }
+
+    /// Records a heartbeat's final outcome, which came at `at_ns`.
+    fn record_end(&mut self, slot: u32, outcome: Outcome, latency_us: u64, service_us: u64, at_ns: u64) {
         self.record(slot, |r| r.completed(outcome, latency_us, service_us));
+        let s = self.second(at_ns);
+        s.classes[outcome.class()] += 1;
+        crate::stats::record(&mut s.latency, latency_us);
     }
 
     fn dispatch_due(&mut self) {
@@ -375,10 +435,11 @@ impl<T: Transport> Worker<T> {
             }
             let busy = s.busy;
             self.record(slot, Recorder::scheduled);
+            self.second(t).scheduled += 1;
             if busy {
                 // The previous pending heartbeat's slot has passed unsent.
                 if let Some(old) = self.slots[slot as usize].pending_ns.replace(t) {
-                    self.record_missed(slot, micros(now.saturating_sub(old)));
+                    self.record_missed(slot, micros(now.saturating_sub(old)), now);
                 }
             } else {
                 self.start(slot, t, t, now, 0);
@@ -424,8 +485,10 @@ impl<T: Transport> Worker<T> {
         let lag = micros(now.saturating_sub(eligible));
         if attempt == 0 {
             self.record(slot, |r| r.sent(lag));
+            self.second(now).sent += 1;
         } else {
             self.record(slot, Recorder::retried);
+            self.second(now).retries += 1;
         }
         let start = self.settings.start;
         self.in_flight.push(Box::pin(async move {
@@ -462,7 +525,7 @@ impl<T: Transport> Worker<T> {
             }
             None => {
                 self.held.remove(&slot);
-                self.record_end(slot, outcome, latency_us, service_us);
+                self.record_end(slot, outcome, latency_us, service_us, done_ns);
                 if attempt > 0 && outcome.is_ok() {
                     self.record(slot, Recorder::recovered);
                 }
@@ -490,7 +553,7 @@ impl<T: Transport> Worker<T> {
         s.busy = false;
         if let Some(pending) = s.pending_ns.take() {
             if self.stopping {
-                self.record_missed(slot, micros(now.saturating_sub(pending)));
+                self.record_missed(slot, micros(now.saturating_sub(pending)), now);
             } else {
                 self.start(slot, pending, now.max(pending), now, 0);
             }
@@ -513,6 +576,7 @@ impl<T: Transport> Worker<T> {
             last,
             freshness,
             cohorts,
+            seconds: std::mem::take(&mut self.seconds),
         });
     }
 

@@ -233,7 +233,9 @@ impl TryFrom<RawEvent> for Event {
                     ("interval", raw.interval.is_some()),
                 ])?;
                 let check = |v: &str| {
-                    crate::heartbeat::rules::VERSION.check(v).map_err(|f| format!("rollout: {v:?} is not a valid version: {f}"))
+                    crate::heartbeat::rules::VERSION
+                        .check(v)
+                        .map_err(|f| format!("rollout: {v:?} is not a valid version: {f}"))
                 };
                 let target = match (raw.agent_version, raw.model, raw.version) {
                     (Some(v), None, None) => {
@@ -244,7 +246,9 @@ impl TryFrom<RawEvent> for Event {
                         check(&version)?;
                         RolloutTarget::ModelVersion { model, version }
                     }
-                    (None, Some(_), None) => return Err("rollout: give the model's new version, e.g. version = \"3.2\"".into()),
+                    (None, Some(_), None) => {
+                        return Err("rollout: give the model's new version, e.g. version = \"3.2\"".into());
+                    }
                     (None, None, _) => {
                         return Err("rollout: give agent_version = \"…\", or model = \"…\" and version = \"…\"".into());
                     }
@@ -406,7 +410,8 @@ impl FleetEvents {
                 {
                     *over = interval;
                 }
-                let selection = Selection::new(devices, e.share, splitmix(key ^ (i as u64 + 1).wrapping_mul(0xa076_1d64)));
+                let selection =
+                    Selection::new(devices, e.share, splitmix(key ^ (i as u64 + 1).wrapping_mul(0xa076_1d64)));
                 (e, selection)
             })
             .collect();
@@ -528,7 +533,13 @@ mod tests {
     use crate::scenario::{Arrival, StartMode};
 
     fn every(interval: Duration) -> Schedule {
-        Schedule { interval, jitter: 0.0, start: StartMode::Staggered, ramp_up: Duration::ZERO, arrival: Arrival::Periodic }
+        Schedule {
+            interval,
+            jitter: 0.0,
+            start: StartMode::Staggered,
+            ramp_up: Duration::ZERO,
+            arrival: Arrival::Periodic,
+        }
     }
 
     fn secs(s: u64) -> Duration {
@@ -590,7 +601,8 @@ mod tests {
 
     #[test]
     fn restarts_come_back_after_their_downtime_with_a_new_phase() {
-        let restart = Event { at: secs(30), share: 1.0, kind: EventKind::Restart { over: secs(10), downtime: secs(5) } };
+        let restart =
+            Event { at: secs(30), share: 1.0, kind: EventKind::Restart { over: secs(10), downtime: secs(5) } };
         let s = every(secs(60));
         let all = times(&[restart], 100, &s, 120_000_000_000);
         let mut backs: Vec<u64> = all.iter().map(|t| t.iter().find(|x| x.resumed).unwrap().at_ns).collect();
@@ -607,7 +619,8 @@ mod tests {
 
     #[test]
     fn a_surge_changes_the_rate_of_its_share_for_its_duration() {
-        let surge = Event { at: secs(20), share: 0.5, kind: EventKind::Surge { duration: secs(10), interval: secs(1) } };
+        let surge =
+            Event { at: secs(20), share: 0.5, kind: EventKind::Surge { duration: secs(10), interval: secs(1) } };
         let s = every(secs(10));
         let all = times(&[surge], 200, &s, 60_000_000_000);
         let count = |from: u64, to: u64| {

@@ -174,7 +174,10 @@ mod tests {
     #[test]
     fn policies_are_checked_as_read() {
         let p: RetryPolicy = toml::from_str("max = 3\nbase = \"500ms\"").unwrap();
-        assert_eq!((p.max, p.base, p.cap, p.jitter), (3, Duration::from_millis(500), Duration::from_secs(30), Jitter::Full));
+        assert_eq!(
+            (p.max, p.base, p.cap, p.jitter),
+            (3, Duration::from_millis(500), Duration::from_secs(30), Jitter::Full)
+        );
         for (text, message) in [
             ("max = 0", "from 1 to 20"),
             ("max = 2\nbase = \"10s\"\ncap = \"1s\"", "below retry.base"),

@@ -197,6 +197,9 @@ pub struct SecondStats {
     pub ok: u64,
     pub failed: u64,
     pub missed: u64,
+    /// Retries sent in this second.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u64,
     /// Failures by class, those above zero.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub errors: BTreeMap<String, u64>,
@@ -374,6 +377,7 @@ impl Report {
                     ok: s.ok,
                     failed: s.failed,
                     missed: s.missed,
+                    retries: s.retries,
                     errors: CLASSES[1..]
                         .iter()
                         .zip(s.errors)
@@ -547,6 +551,10 @@ impl Report {
         }
         out
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Writes `bytes` to `path` whole or not at all: into a temporary file in

@@ -152,6 +152,9 @@ fn errors_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
         .map(|(i, class)| (class.to_string(), PALETTE[(i + 3) % PALETTE.len()], per_second(report, count(class))))
         .collect();
     lines.push(("missed".into(), PALETTE[7], per_second(report, |s| s.missed as f64)));
+    if report.timeline.iter().any(|s| s.retries > 0) {
+        lines.push(("retries sent".into(), PALETTE[4], per_second(report, |s| s.retries as f64)));
+    }
     time_chart(report, area, "per second", lines)
 }
 

@@ -113,9 +113,11 @@ impl Transport for Http {
         let endpoint = self.endpoint.clone();
         async move {
             match tokio::time::timeout(endpoint.timeout, exchange(&endpoint, conn, body)).await {
-                Ok(Ok(answer)) => {
-                    Exchange { outcome: Outcome::Status(answer.status), conn: answer.conn, retry_after: answer.retry_after }
-                }
+                Ok(Ok(answer)) => Exchange {
+                    outcome: Outcome::Status(answer.status),
+                    conn: answer.conn,
+                    retry_after: answer.retry_after,
+                },
                 Ok(Err(failure)) => Exchange::failed(failure),
                 Err(_elapsed) => Exchange::failed(Failure::Timeout),
             }

@@ -3,6 +3,7 @@
 mod cli_sample;
 mod cli_serve;
 mod compare;
+mod dynamics;
 mod gates;
 mod generator_props;
 mod reports;

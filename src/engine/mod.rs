@@ -569,6 +569,7 @@ mod tests {
     #[derive(Clone)]
     struct Scripted {
         answer: fn(usize) -> u16,
+        delay: Duration,
         /// (time, device name, agent version) of every call.
         calls: Arc<Mutex<Vec<(Instant, String, String)>>>,
         attempts: Arc<Mutex<std::collections::HashMap<String, usize>>>,
@@ -576,7 +577,7 @@ mod tests {
 
     impl Scripted {
         fn new(answer: fn(usize) -> u16) -> Self {
-            Scripted { answer, calls: Arc::default(), attempts: Arc::default() }
+            Scripted { answer, delay: Duration::ZERO, calls: Arc::default(), attempts: Arc::default() }
         }
 
         /// Each device's call times, in ms since `t0`.
@@ -606,8 +607,11 @@ mod tests {
                 *n
             };
             self.calls.lock().unwrap().push((Instant::now(), device, summary.agent_version.to_string()));
-            let status = (self.answer)(n);
-            async move { Exchange { outcome: Outcome::Status(status), conn: Some(()), retry_after: None } }
+            let (status, delay) = ((self.answer)(n), self.delay);
+            async move {
+                tokio::time::sleep(delay).await;
+                Exchange { outcome: Outcome::Status(status), conn: Some(()), retry_after: None }
+            }
         }
     }
 
@@ -786,5 +790,26 @@ mod tests {
         for (_, times) in t.times_by_device(t0) {
             assert!(times.windows(2).zip([1000, 2000]).all(|(w, cap)| w[1] - w[0] <= cap), "{times:?}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_ends_mid_retry_counts_each_heartbeat_once() {
+        use crate::fleet::retry::{Backoff, Jitter, RetryPolicy};
+        let policy = RetryPolicy {
+            max: 5,
+            backoff: Backoff::Constant,
+            base: Duration::from_millis(130),
+            cap: Duration::from_secs(1),
+            jitter: Jitter::Full,
+        };
+        // Slow failures: at the end, some retries are in flight, some waiting.
+        let t = Scripted { delay: Duration::from_millis(170), ..Scripted::new(|_| 503) };
+        let f = FleetRuntime { retry: Some(policy), ..fleet(97, every(Duration::from_millis(700))) };
+        let out = run_scripted(&t, vec![f], 3, 5, false).await;
+        assert_accounting(&out);
+        let c = &out.fleets[0].counters;
+        let attempts = t.calls.lock().unwrap().len() as u64;
+        assert_eq!(c.sent + c.retries, attempts, "{c:?}");
+        assert_eq!(c.failed(), c.sent, "every heartbeat failed, once");
     }
 }

@@ -487,6 +487,9 @@ impl<T: Transport> Worker<T> {
             self.record(slot, |r| r.sent(lag));
             self.second(now).sent += 1;
         } else {
+            // Sent: from now on its outcome comes with the exchange, not
+            // from what was held (a run that stops now must not count both).
+            self.held.remove(&slot);
             self.record(slot, Recorder::retried);
             self.second(now).retries += 1;
         }

@@ -20,7 +20,8 @@ fn scenario(text: &str) -> Scenario {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_against_injected_503s_add_up_to_what_serve_received() {
-    let faults = Faults { error_rate: 0.3, error_status: Some(500), ..Faults::default() };
+    // serve answers its injected 503s with `Retry-After: 1`.
+    let faults = Faults { error_rate: 0.3, error_status: Some(503), ..Faults::default() };
     let server = start_serve(ServeConfig { faults, ..ServeConfig::default() }).await;
     let s = scenario(&format!(
         r#"
@@ -46,14 +47,17 @@ async fn retries_against_injected_503s_add_up_to_what_serve_received() {
     assert_eq!(t.sent + t.retries, received, "every attempt reached serve: {stats}");
     assert_eq!(stats["accepted"].as_u64(), Some(t.ok));
     // Each failed attempt was either retried or is a heartbeat's final failure.
-    assert_eq!(stats["injected_errors"].as_u64(), Some(t.retries + t.failed));
-    // 30% of attempts fail: about 0.3 + 0.09 + 0.027 retries per heartbeat,
-    // and only the 0.3^4 ≈ 0.8% that fail four times stay failed.
+    assert_eq!(stats["injected_errors"].as_u64(), Some(t.retries + t.failed), "{t:?}\n{stats}");
+    // 30% of attempts fail: up to 0.3 + 0.09 + 0.027 retries per heartbeat
+    // (fewer: retries still waiting when the run ends are not sent), and
+    // only the 0.3^4 ≈ 0.8% that fail four times stay failed.
     let per_heartbeat = t.retries as f64 / t.sent as f64;
-    assert!((0.3..0.55).contains(&per_heartbeat), "{per_heartbeat} retries per heartbeat");
+    assert!((0.15..0.5).contains(&per_heartbeat), "{per_heartbeat} retries per heartbeat");
     assert!(t.retries <= 3 * t.sent, "bounded by max = 3");
     assert!(t.recovered > 0 && t.recovered <= t.ok);
-    assert!((t.failed as f64) < 0.04 * t.sent as f64, "{t:?}");
+    // Retry-After: 1 is honoured over the 100 ms base: no retry in the first second.
+    assert_eq!(report.timeline[0].retries, 0, "{:?}", &report.timeline[..2]);
+    assert!(report.timeline[1..].iter().map(|s| s.retries).sum::<u64>() == t.retries);
     assert_eq!(t.scheduled, t.sent + t.missed);
     assert_eq!(t.sent, t.ok + t.failed);
     let summary = report.summary();

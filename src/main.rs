@@ -267,6 +267,15 @@ struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Serve HTTPS with this certificate chain (PEM); HTTP/2 or HTTP/1.1 by ALPN.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
 }
 
 fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
@@ -353,8 +362,20 @@ fn serve_command(args: ServeArgs) -> ExitCode {
         body_timeout: args.body_timeout,
         idle_timeout: args.idle_timeout,
         max_devices: args.max_devices,
+        tls: args.tls_cert.map(|cert| server::ServeTls {
+            cert,
+            key: args.tls_key.unwrap_or_default(),
+            client_ca: args.client_ca,
+        }),
         ..ServeConfig::default()
     };
+    if let Some(tls) = &config.tls
+        && let Err(e) = tls.acceptor()
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     // Every connection is a file; take all the descriptors we may.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -379,7 +400,7 @@ fn serve_command(args: ServeArgs) -> ExitCode {
         };
         let shared = server.shared();
         match server.local_addr() {
-            Ok(addr) => println!("fleetstorm serve listening on http://{addr}"),
+            Ok(addr) => println!("fleetstorm serve listening on {scheme}://{addr}"),
             Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
         }
         let _ = io::stdout().flush();
@@ -441,7 +462,7 @@ fn validate_command(args: &ValidateArgs) -> ExitCode {
     match run::check_resources(&scenario) {
         Ok(budget) => {
             println!(
-                "\nresources: up to {} connections; this process may open {} files; {} local ports per target address",
+                "\nresources: up to {} connections; this process may open {} files; {} local ports toward the target",
                 budget.needed, budget.open_files, budget.local_ports
             );
             ExitCode::SUCCESS

@@ -15,7 +15,7 @@ use crate::report::{Aborted, Report, Stats};
 use crate::scenario::{ConnectionMode, Scenario, TargetUrl};
 use crate::server::{self, ServeConfig};
 use crate::stats::{Percentiles, Recorder};
-use crate::transport::{Endpoint, Http};
+use crate::transport::{Endpoint, EndpointOptions, Http};
 
 /// Command-line overrides of a scenario.
 #[derive(Debug, Clone, Default)]
@@ -113,7 +113,11 @@ pub fn check_resources(s: &Scenario) -> Result<ConnectionBudget, RunError> {
     let needed = connections_needed(s);
     // The built-in backend holds the other end of each connection in this process.
     let files_per_connection = if s.target.url == TargetUrl::Builtin { 2 } else { 1 };
-    let budget = ConnectionBudget { needed, open_files, local_ports };
+    let budget = ConnectionBudget {
+        needed,
+        open_files,
+        local_ports: local_ports * s.target.source_addresses.len().max(1) as u64,
+    };
     let reserve = 200;
     if needed * files_per_connection + reserve > open_files {
         return Err(RunError::Invalid(format!(
@@ -123,11 +127,24 @@ pub fn check_resources(s: &Scenario) -> Result<ConnectionBudget, RunError> {
             if files_per_connection == 2 { ", both ends with the built-in backend" } else { "" }
         )));
     }
-    if s.target.connections == ConnectionMode::PerDevice && needed > local_ports {
-        return Err(RunError::Invalid(format!(
-            "the plan needs {needed} concurrent connections to one address but the local port range allows {local_ports}; \
-             lower the device count or use connections = {{ pool = N }}"
-        )));
+    // Each local address has its own port range toward the target.
+    let sources = s.target.source_addresses.len().max(1) as u64;
+    if s.target.connections == ConnectionMode::PerDevice && needed > local_ports * sources {
+        return Err(RunError::Invalid(if sources == 1 {
+            format!(
+                "the plan needs {needed} concurrent connections to one address but the local port range allows \
+                 {local_ports} per source address; add target.source_addresses (e.g. \"127.0.0.0/28\" on loopback: \
+                 {} addresses needed), lower the device count, or use connections = {{ pool = N }}",
+                needed.div_ceil(local_ports.max(1))
+            )
+        } else {
+            format!(
+                "the plan needs {needed} concurrent connections but {sources} source addresses × {local_ports} local \
+                 ports allow {}; add source addresses (at least {}), or use connections = {{ pool = N }}",
+                local_ports * sources,
+                needed.div_ceil(local_ports.max(1))
+            )
+        }));
     }
     Ok(budget)
 }
@@ -295,6 +312,28 @@ pub fn schedule_preview(scenario: &Scenario, seed: u64, n: usize) -> Vec<Planned
     out
 }
 
+/// The transport options a target asks for: TLS (its files read now),
+/// SigV4 (its credentials found now), HTTP version, source addresses.
+pub fn endpoint_options(t: &crate::scenario::Target, host: &str) -> Result<EndpointOptions, RunError> {
+    let tls = match &t.url {
+        TargetUrl::Http { tls: true, .. } => {
+            Some(crate::transport::tls::client(&t.tls, host, t.http).map_err(RunError::Invalid)?)
+        }
+        _ => None,
+    };
+    let signer = match &t.sigv4 {
+        Some(s) => Some(crate::transport::Signer::new(s).map_err(RunError::Invalid)?),
+        None => None,
+    };
+    Ok(EndpointOptions {
+        keep_alive: t.connections != ConnectionMode::NewPerRequest,
+        http2: t.http == crate::scenario::transport::HttpVersion::Http2,
+        tls,
+        signer,
+        sources: t.source_addresses.clone(),
+    })
+}
+
 /// What a run should keep beyond its report.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExecuteOptions {
@@ -351,7 +390,7 @@ pub async fn execute_with(
             builtin = Some(running);
             (addr, "127.0.0.1".to_string())
         }
-        TargetUrl::Http { host, port } => {
+        TargetUrl::Http { host, port, .. } => {
             let addr = tokio::net::lookup_host((host.as_str(), *port))
                 .await
                 .map_err(|e| RunError::Failed(format!("cannot resolve {host}: {e}")))?
@@ -371,9 +410,11 @@ pub async fn execute_with(
         &t.path,
         t.headers.iter().map(|h| (h.name.clone(), h.value.clone())),
         t.timeout,
-        t.connections != ConnectionMode::NewPerRequest,
+        endpoint_options(t, &host)?,
     )
     .map_err(RunError::Invalid)?;
+    let transport = Http::new(endpoint);
+    let endpoint = transport.endpoint().clone();
     let fleets = fleet_runtimes(scenario, seed);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let settings = EngineSettings {
@@ -387,7 +428,7 @@ pub async fn execute_with(
         cohorts: scenario.breakdown.contains(&crate::scenario::Breakdown::AgentVersion),
     };
     let mut watch = AbortWatch::new(scenario, cancel.clone());
-    let mut output = engine::run(Http::new(endpoint), fleets, settings, cancel, |live| {
+    let mut output = engine::run(transport, fleets, settings, cancel, |live| {
         watch.observe(live);
         progress(live);
     })
@@ -401,6 +442,7 @@ pub async fn execute_with(
         None => None,
     };
     let mut report = Report::new(scenario, seed, &target_url, &output, backend);
+    report.first_errors = endpoint.first_errors();
     report.thresholds = scenario
         .thresholds
         .all()

@@ -396,7 +396,7 @@ mod tests {
             async move {
                 tokio::time::sleep(delay).await;
                 concurrent.fetch_sub(1, Ordering::SeqCst);
-                Exchange { outcome: Outcome::Status(200), conn: Some(()), retry_after: None }
+                Exchange { outcome: Outcome::Status(200), conn: Some(()), retry_after: None, connected: None }
             }
         }
     }
@@ -610,7 +610,7 @@ mod tests {
             let (status, delay) = ((self.answer)(n), self.delay);
             async move {
                 tokio::time::sleep(delay).await;
-                Exchange { outcome: Outcome::Status(status), conn: Some(()), retry_after: None }
+                Exchange { outcome: Outcome::Status(status), conn: Some(()), retry_after: None, connected: None }
             }
         }
     }

@@ -170,6 +170,8 @@ struct Done<C> {
     done_ns: u64,
     /// 0 for the first attempt, n for retry n.
     attempt: u8,
+    /// Sent without a connection: the exchange opened one (or tried to).
+    fresh: bool,
     exchange: Exchange<C>,
 }
 
@@ -184,11 +186,14 @@ struct Worker<T: Transport> {
     timers: BinaryHeap<Reverse<(u64, u32)>>,
     in_flight: InFlight<T::Conn>,
     recorders: Vec<Recorder>,
-    /// Pool mode: idle connections, connections open, and devices waiting
-    /// for one (slot, intended, eligible).
+    /// Pool mode: idle connections (HTTP/2: the live, shared ones),
+    /// connections open (HTTP/2: being opened), and devices waiting for one
+    /// (slot, intended, eligible, attempt).
     idle: Vec<T::Conn>,
     open: u32,
     waiting: VecDeque<(u32, u64, u64, u8)>,
+    /// HTTP/2 pools: which shared connection the next exchange takes.
+    next_shared: usize,
     scratch: Scratch,
     body: Vec<u8>,
     stopping: bool,
@@ -249,6 +254,7 @@ pub async fn run_worker<T: Transport>(
         idle: Vec::new(),
         open: 0,
         waiting: VecDeque::new(),
+        next_shared: 0,
         scratch: Scratch::default(),
         body: Vec::with_capacity(2048),
         stopping: false,
@@ -463,6 +469,23 @@ impl<T: Transport> Worker<T> {
         let conn = match self.settings.connections {
             ConnectionMode::PerDevice => self.slots[slot as usize].conn.take(),
             ConnectionMode::NewPerRequest => None,
+            ConnectionMode::Pool(_) if self.transport.multiplexed() => {
+                // HTTP/2: up to pool_size connections, each shared by every
+                // exchange in flight, taken in turn.
+                let transport = &self.transport;
+                self.idle.retain(|c| !transport.is_closed(c));
+                if self.idle.len() as u32 + self.open < self.settings.pool_size {
+                    self.open += 1;
+                    None
+                } else if self.idle.is_empty() {
+                    self.slots[slot as usize].busy = true;
+                    self.waiting.push_back((slot, intended, eligible, attempt));
+                    return;
+                } else {
+                    self.next_shared = self.next_shared.wrapping_add(1);
+                    self.transport.share(&self.idle[self.next_shared % self.idle.len()])
+                }
+            }
             ConnectionMode::Pool(_) => match self.idle.pop() {
                 Some(c) => Some(c),
                 None if self.open < self.settings.pool_size => {
@@ -476,6 +499,7 @@ impl<T: Transport> Worker<T> {
                 }
             },
         };
+        let fresh = conn.is_none();
         let s = &mut self.slots[slot as usize];
         s.busy = true;
         let fleet = &self.fleets[usize::from(s.fleet)];
@@ -497,13 +521,17 @@ impl<T: Transport> Worker<T> {
         self.in_flight.push(Box::pin(async move {
             let exchange = exchange.await;
             let done_ns = start.elapsed().as_nanos() as u64;
-            Done { slot, intended_ns: intended, sent_ns: now, done_ns, attempt, exchange }
+            Done { slot, intended_ns: intended, sent_ns: now, done_ns, attempt, fresh, exchange }
         }));
     }
 
     fn complete(&mut self, done: Done<T::Conn>) {
         let now = self.now_ns();
-        let Done { slot, intended_ns, sent_ns, done_ns, attempt, exchange } = done;
+        let Done { slot, intended_ns, sent_ns, done_ns, attempt, fresh, exchange } = done;
+        if let Some(c) = exchange.connected {
+            let tls_us = c.tls_handshake.map(|d| d.as_micros() as u64);
+            self.record(slot, |r| r.connected(tls_us));
+        }
         let fleet = usize::from(self.slots[slot as usize].fleet);
         let latency_us = micros(done_ns.saturating_sub(intended_ns));
         let service_us = micros(done_ns.saturating_sub(sent_ns));
@@ -537,6 +565,20 @@ impl<T: Transport> Worker<T> {
         match self.settings.connections {
             ConnectionMode::PerDevice => self.slots[slot as usize].conn = exchange.conn,
             ConnectionMode::NewPerRequest => {}
+            ConnectionMode::Pool(_) if self.transport.multiplexed() => {
+                // A shared handle is just dropped; a new connection joins the pool.
+                if fresh {
+                    self.open -= 1;
+                    if let Some(c) = exchange.conn {
+                        self.idle.push(c);
+                    }
+                }
+                let pool_size = self.settings.pool_size;
+                while !self.stopping && (!self.idle.is_empty() || (self.idle.len() as u32) + self.open < pool_size) {
+                    let Some((waiter, intended, eligible, attempt)) = self.waiting.pop_front() else { break };
+                    self.start(waiter, intended, eligible, now, attempt);
+                }
+            }
             ConnectionMode::Pool(_) => {
                 match exchange.conn {
                     Some(c) => self.idle.push(c),

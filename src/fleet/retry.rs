@@ -54,7 +54,7 @@ impl RetryPolicy {
             Outcome::Status(429) | Outcome::Status(500..=599) => true,
             Outcome::Status(_) => false,
             Outcome::Failed(Failure::Connect | Failure::Timeout | Failure::Io) => true,
-            Outcome::Failed(Failure::Protocol) => false,
+            Outcome::Failed(Failure::Protocol | Failure::Tls) => false,
         }
     }
 

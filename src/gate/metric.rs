@@ -196,7 +196,7 @@ pub fn catalogue() -> Vec<String> {
         names.push(format!("{s}.{{p50,p90,p99,p999,max,mean}}"));
     }
     names.extend(PLAIN.iter().map(|(n, _)| n.to_string()));
-    names.push("errors.{http_4xx,http_5xx,other_status,timeout,connect,io,protocol}".into());
+    names.push("errors.{http_4xx,http_5xx,other_status,timeout,connect,tls,io,protocol}".into());
     names.push("status.CODE".into());
     names
 }

@@ -59,6 +59,9 @@ pub struct Report {
     /// Set when an abort threshold stopped the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted: Option<Aborted>,
+    /// The first error message of each failure class, as the transport saw it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub first_errors: BTreeMap<String, String>,
     /// The built-in backend's own counts at the end, when it was the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<serde_json::Value>,
@@ -99,6 +102,24 @@ pub struct TargetSummary {
     /// Header values as written in the scenario: values read from the
     /// environment appear as their `${env:NAME}` placeholder, never in clear.
     pub headers: BTreeMap<String, String>,
+    /// `HTTP/1.1` or `HTTP/2`.
+    #[serde(default = "http11")]
+    pub http: String,
+    /// How the server's certificate is checked, on https targets: `platform
+    /// roots`, `CA file PATH`, or `INSECURE (not verified)`; with `mutual
+    /// TLS` when a client certificate is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    /// `SERVICE/REGION` when requests are signed with SigV4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigv4: Option<String>,
+    /// Local addresses connections leave from, when set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_addresses: Vec<String>,
+}
+
+fn http11() -> String {
+    "HTTP/1.1".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +158,9 @@ pub struct Stats {
     /// Heartbeats that succeeded after at least one retry.
     #[serde(default)]
     pub recovered: u64,
+    /// Connections opened.
+    #[serde(default)]
+    pub connects: u64,
     /// Failures by class.
     pub errors: BTreeMap<String, u64>,
     pub status_codes: BTreeMap<String, u64>,
@@ -145,6 +169,9 @@ pub struct Stats {
     pub latency_ms: Percentiles,
     pub service_time_ms: Percentiles,
     pub schedule_lag_ms: Percentiles,
+    /// TLS handshake times of the connections opened (https targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_handshake_ms: Option<Percentiles>,
     /// How fresh the devices stayed (absent in reports of live snapshots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness: Option<FreshnessStats>,
@@ -248,6 +275,7 @@ fn stats_of(name: Option<String>, r: &Recorder, seconds: f64, with_histograms: b
         failed: c.failed(),
         retries: c.retries,
         recovered: c.recovered,
+        connects: c.connects,
         errors: CLASSES.iter().zip(c.classes).skip(1).map(|(k, n)| (k.to_string(), n)).collect(),
         status_codes: c.statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
         offered_rate: rate(c.scheduled),
@@ -255,6 +283,7 @@ fn stats_of(name: Option<String>, r: &Recorder, seconds: f64, with_histograms: b
         latency_ms: Percentiles::of(&r.latency),
         service_time_ms: Percentiles::of(&r.service_time),
         schedule_lag_ms: Percentiles::of(&r.schedule_lag),
+        tls_handshake_ms: (!r.tls_handshake.is_empty()).then(|| Percentiles::of(&r.tls_handshake)),
         freshness: None,
         histograms: Histograms {
             latency: encode(&r.latency),
@@ -304,6 +333,17 @@ impl Report {
                     timeout_ms: t.timeout.as_secs_f64() * 1000.0,
                     connections: t.connections.to_string(),
                     headers: t.headers.iter().map(|h| (h.name.to_string(), h.written.clone())).collect(),
+                    http: t.http.to_string(),
+                    tls: matches!(t.url, crate::scenario::TargetUrl::Http { tls: true, .. }).then(|| {
+                        let check = match (&t.tls.ca, t.tls.insecure) {
+                            (_, true) => "INSECURE (not verified)".to_string(),
+                            (Some(ca), false) => format!("CA file {}", ca.display()),
+                            (None, false) => "platform roots".to_string(),
+                        };
+                        if t.tls.cert.is_some() { format!("{check}, mutual TLS") } else { check }
+                    }),
+                    sigv4: t.sigv4.as_ref().map(|s| format!("{}/{}", s.service, s.region)),
+                    source_addresses: t.source_addresses.iter().map(|a| a.to_string()).collect(),
                 },
                 fleets: scenario
                     .fleets
@@ -390,6 +430,7 @@ impl Report {
                 .collect(),
             thresholds: Vec::new(),
             aborted: None,
+            first_errors: BTreeMap::new(),
             backend,
         }
     }
@@ -441,6 +482,16 @@ impl Report {
             s.seed,
             if self.interrupted { " — INTERRUPTED" } else { "" }
         );
+        let _ = writeln!(
+            out,
+            "{}{}{}",
+            s.target.http,
+            s.target.tls.as_ref().map_or(String::new(), |t| format!(", TLS: {t}")),
+            s.target.sigv4.as_ref().map_or(String::new(), |v| format!(", SigV4 {v}"))
+        );
+        if s.target.tls.as_deref().is_some_and(|t| t.starts_with("INSECURE")) {
+            let _ = writeln!(out, "WARNING: tls.insecure: the server's certificate was not verified");
+        }
         let _ = writeln!(
             out,
             "ran {:.1} s of {:.1} s planned; started {} after {:.2} s building devices\n",
@@ -514,6 +565,22 @@ impl Report {
                     "  {:<20} {:<16} sent {:>9}  ok {:>9}  failed {:>7}  p50 {:>8.2} ms  p99 {:>8.2} ms",
                     c.fleet, c.agent_version, s.sent, s.ok, s.failed, s.latency_ms.p50, s.latency_ms.p99
                 );
+            }
+        }
+        for (class, message) in &self.first_errors {
+            let _ = writeln!(out, "first {class} error: {message}");
+        }
+        let t = &self.totals;
+        match &t.tls_handshake_ms {
+            Some(h) => {
+                let _ = writeln!(
+                    out,
+                    "connections opened: {}; TLS handshake p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    t.connects, h.p50, h.p99, h.max
+                );
+            }
+            None => {
+                let _ = writeln!(out, "connections opened: {}", t.connects);
             }
         }
         let _ = writeln!(out, "generator: {}", self.generator.verdict);

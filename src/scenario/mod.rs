@@ -11,6 +11,7 @@
 
 mod error;
 pub mod settings;
+pub mod transport;
 
 use std::path::Path;
 

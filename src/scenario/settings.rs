@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
+use super::transport::{HttpVersion, SigV4Settings, SourceAddresses, TlsSettings};
 use crate::units::parse_duration;
 
 /// A duration written as a string: `250ms`, `30s`, `5m`, `1h`.
@@ -202,8 +203,8 @@ impl Schedule {
 pub enum TargetUrl {
     /// The in-process reference backend on a loopback port.
     Builtin,
-    /// An HTTP endpoint: `http://host:port`.
-    Http { host: String, port: u16 },
+    /// An HTTP endpoint: `http://host:port`, or `https://host:port` (`tls`).
+    Http { host: String, port: u16, tls: bool },
 }
 
 impl TargetUrl {
@@ -211,19 +212,20 @@ impl TargetUrl {
         if text == "builtin" {
             return Ok(TargetUrl::Builtin);
         }
-        let uri: http::Uri =
-            text.parse().map_err(|e| format!("{text:?} is not a URL ({e}); write \"builtin\" or http://host:port"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err(format!("{text:?}: https targets are not supported yet; use http://")),
-            _ => return Err(format!("{text:?}: write \"builtin\" or http://host:port")),
-        }
+        let uri: http::Uri = text.parse().map_err(|e| {
+            format!("{text:?} is not a URL ({e}); write \"builtin\", http://host:port or https://host:port")
+        })?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("{text:?}: write \"builtin\", http://host:port or https://host:port")),
+        };
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!("{text:?}: give the path in target.path, not in the URL"));
         }
         let host = uri.host().ok_or_else(|| format!("{text:?} has no host"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        Ok(TargetUrl::Http { host, port: uri.port_u16().unwrap_or(80) })
+        Ok(TargetUrl::Http { host, port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }), tls })
     }
 }
 
@@ -231,8 +233,14 @@ impl fmt::Display for TargetUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TargetUrl::Builtin => f.write_str("builtin"),
-            TargetUrl::Http { host, port } if host.contains(':') => write!(f, "http://[{host}]:{port}"),
-            TargetUrl::Http { host, port } => write!(f, "http://{host}:{port}"),
+            TargetUrl::Http { host, port, tls } => {
+                let scheme = if *tls { "https" } else { "http" };
+                if host.contains(':') {
+                    write!(f, "{scheme}://[{host}]:{port}")
+                } else {
+                    write!(f, "{scheme}://{host}:{port}")
+                }
+            }
         }
     }
 }
@@ -284,6 +292,11 @@ pub struct Target {
     pub timeout: Duration,
     pub connections: ConnectionMode,
     pub headers: Vec<Header>,
+    pub http: HttpVersion,
+    pub tls: TlsSettings,
+    pub sigv4: Option<SigV4Settings>,
+    /// Local addresses connections leave from, in turn (empty: the system's choice).
+    pub source_addresses: Vec<std::net::IpAddr>,
 }
 
 impl Default for Target {
@@ -294,6 +307,10 @@ impl Default for Target {
             timeout: Duration::from_secs(2),
             connections: ConnectionMode::PerDevice,
             headers: Vec::new(),
+            http: HttpVersion::Http1,
+            tls: TlsSettings::default(),
+            sigv4: None,
+            source_addresses: Vec::new(),
         }
     }
 }
@@ -307,6 +324,10 @@ struct RawTarget {
     connections: Option<ConnectionMode>,
     #[serde(default)]
     headers: std::collections::BTreeMap<String, String>,
+    http: Option<HttpVersion>,
+    tls: Option<TlsSettings>,
+    sigv4: Option<SigV4Settings>,
+    source_addresses: Option<SourceAddresses>,
 }
 
 impl<'de> Deserialize<'de> for Target {
@@ -331,12 +352,25 @@ impl<'de> Deserialize<'de> for Target {
                 .map_err(|_| de::Error::custom(format!("headers.{name}: not a valid header value")))?;
             headers.push(Header { name: header_name, value, written });
         }
+        let url = raw.url.unwrap_or(defaults.url);
+        let tls = raw.tls.unwrap_or_default();
+        tls.check().map_err(de::Error::custom)?;
+        if !tls.is_default() && !matches!(url, TargetUrl::Http { tls: true, .. }) {
+            return Err(de::Error::custom("tls settings need an https:// url"));
+        }
+        if let Some(s) = &raw.sigv4 {
+            s.check().map_err(de::Error::custom)?;
+        }
         Ok(Target {
-            url: raw.url.unwrap_or(defaults.url),
+            url,
             path,
             timeout,
             connections: raw.connections.unwrap_or(defaults.connections),
             headers,
+            http: raw.http.unwrap_or_default(),
+            tls,
+            sigv4: raw.sigv4,
+            source_addresses: raw.source_addresses.map_or_else(Vec::new, |s| s.0),
         })
     }
 }
@@ -357,10 +391,11 @@ mod tests {
         assert_eq!(TargetUrl::parse("builtin"), Ok(TargetUrl::Builtin));
         assert_eq!(
             TargetUrl::parse("http://127.0.0.1:8080"),
-            Ok(TargetUrl::Http { host: "127.0.0.1".into(), port: 8080 })
+            Ok(TargetUrl::Http { host: "127.0.0.1".into(), port: 8080, tls: false })
         );
         assert_eq!(TargetUrl::parse("http://[::1]:9000").unwrap().to_string(), "http://[::1]:9000");
-        assert!(TargetUrl::parse("https://x").unwrap_err().contains("https"));
+        assert_eq!(TargetUrl::parse("https://x").unwrap(), TargetUrl::Http { host: "x".into(), port: 443, tls: true });
+        assert!(TargetUrl::parse("ftp://x").unwrap_err().contains("https://host:port"));
         assert!(TargetUrl::parse("http://x/SendHeartbeat").unwrap_err().contains("target.path"));
     }
 

@@ -61,6 +61,12 @@ where
     let method = req.method().clone();
     let response = match path {
         "/SendHeartbeat" if method == Method::POST => {
+            let version = if req.version() == hyper::Version::HTTP_2 {
+                &shared.metrics.http2_requests
+            } else {
+                &shared.metrics.http1_requests
+            };
+            version.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let started = Instant::now();
             let answer = heartbeat(&shared, req).await;
             shared.metrics.heartbeat_took(started.elapsed());

@@ -35,6 +35,13 @@ pub struct Metrics {
     pub unauthorized: AtomicU64,
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
+    /// Heartbeat requests by HTTP version.
+    pub http1_requests: AtomicU64,
+    pub http2_requests: AtomicU64,
+    /// TLS handshakes completed, and failed (untrusted client certificate,
+    /// none when one is required, garbage).
+    pub tls_handshakes: AtomicU64,
+    pub tls_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -85,6 +92,10 @@ impl Metrics {
             unauthorized: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
+            http1_requests: AtomicU64::new(0),
+            http2_requests: AtomicU64::new(0),
+            tls_handshakes: AtomicU64::new(0),
+            tls_failures: AtomicU64::new(0),
         }
     }
 

@@ -77,6 +77,46 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// Devices beyond this many are counted but not tracked.
     pub max_devices: u64,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this certificate.
+    pub tls: Option<ServeTls>,
+}
+
+/// HTTPS for serve: a certificate chain and key (PEM), and optionally the
+/// CA whose client certificates are required (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
+impl ServeTls {
+    /// The acceptor, with the files read and checked.
+    pub fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, String> {
+        use crate::transport::tls::{read_chain, read_key};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("tls: {e}"))?;
+        let builder = match &self.client_ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in read_chain(ca, "--client-ca")? {
+                    roots.add(cert).map_err(|e| format!("--client-ca {}: {e}", ca.display()))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| format!("--client-ca {}: {e}", ca.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(read_chain(&self.cert, "--tls-cert")?, read_key(&self.key, "--tls-key")?)
+            .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 impl Default for ServeConfig {
@@ -90,6 +130,7 @@ impl Default for ServeConfig {
             idle_timeout: Duration::from_secs(75),
             shutdown_grace: Duration::from_secs(5),
             max_devices: 10_000_000,
+            tls: None,
         }
     }
 }
@@ -132,6 +173,8 @@ impl Shared {
             "unauthorized": load(&m.unauthorized),
             "queued": queued,
             "connections": {"open": load(&m.connections_open), "total": load(&m.connections_total)},
+            "protocols": {"HTTP/1.1": load(&m.http1_requests), "HTTP/2": load(&m.http2_requests)},
+            "tls": {"handshakes": load(&m.tls_handshakes), "failures": load(&m.tls_failures)},
         })
     }
 }
@@ -140,12 +183,17 @@ impl Shared {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
     /// Binds `config.addr` (port 0 picks a free port).
     pub async fn bind(config: ServeConfig) -> io::Result<Server> {
         config.faults.check().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let tls = match &config.tls {
+            Some(t) => Some(t.acceptor().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?),
+            None => None,
+        };
         let listener = TcpListener::bind(config.addr).await?;
         let faults = watch::Sender::new(Arc::new(ActiveFaults::new(config.faults.clone())));
         let shared = Arc::new(Shared {
@@ -155,7 +203,7 @@ impl Server {
             started: Instant::now(),
             config,
         });
-        Ok(Server { listener, shared })
+        Ok(Server { listener, shared, tls })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -170,7 +218,7 @@ impl Server {
     /// Serves until `shutdown` completes, then stops accepting and waits
     /// up to `shutdown_grace` for in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, shared } = self;
+        let Server { listener, shared, tls } = self;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -184,7 +232,7 @@ impl Server {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => serve_connection(stream, &builder, &graceful, &shared),
+                    Ok((stream, _peer)) => serve_connection(stream, &builder, &graceful, &shared, tls.as_ref()),
                     // Out of file descriptors, or a connection reset before
                     // it was accepted: wait a little and go on.
                     Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -205,10 +253,56 @@ fn serve_connection(
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
     shared: &Arc<Shared>,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
+    let tracked = Tracked { inner: stream, activity: activity.clone() };
+    match tls {
+        None => serve_io(TokioIo::new(tracked), activity, builder, graceful, shared),
+        Some(acceptor) => {
+            // The handshake runs in its own task, bounded like a request head.
+            let (acceptor, builder, shared) = (acceptor.clone(), builder.clone(), shared.clone());
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let limit = shared.config.header_timeout.min(Duration::from_secs(10));
+                match tokio::time::timeout(limit, acceptor.accept(tracked)).await {
+                    Ok(Ok(stream)) => {
+                        shared.metrics.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+                        serve_watched(TokioIo::new(stream), activity, &builder, watcher, &shared);
+                    }
+                    _ => {
+                        shared.metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn serve_io<I>(
+    io: TokioIo<I>,
+    activity: Arc<Activity>,
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    shared: &Arc<Shared>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_watched(io, activity, builder, graceful.watcher(), shared);
+}
+
+/// Serves one connection's requests until it closes, goes idle, or
+/// shutdown ends it.
+fn serve_watched<I>(
+    io: TokioIo<I>,
+    activity: Arc<Activity>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    shared: &Arc<Shared>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = {
         let shared = shared.clone();
         let activity = activity.clone();
@@ -222,7 +316,7 @@ fn serve_connection(
             }
         })
     };
-    let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
+    let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
     let idle_timeout = shared.config.idle_timeout;
     let shared = shared.clone();
     shared.metrics.connections_open.fetch_add(1, Ordering::Relaxed);

@@ -33,6 +33,9 @@ pub enum Failure {
     Timeout,
     /// The connection could not be made (refused, unreachable).
     Connect,
+    /// The TLS handshake failed (untrusted or expired certificate, wrong
+    /// name, refused client certificate).
+    Tls,
     /// The connection broke (reset, closed early, broken pipe).
     Io,
     /// The answer was not valid HTTP.
@@ -40,7 +43,8 @@ pub enum Failure {
 }
 
 /// The outcome classes of a report, in order; `ok` is 2xx.
-pub const CLASSES: [&str; 8] = ["ok", "http_4xx", "http_5xx", "other_status", "timeout", "connect", "io", "protocol"];
+pub const CLASSES: [&str; 9] =
+    ["ok", "http_4xx", "http_5xx", "other_status", "timeout", "connect", "tls", "io", "protocol"];
 
 impl Outcome {
     /// Index into [`CLASSES`].
@@ -52,8 +56,9 @@ impl Outcome {
             Outcome::Status(_) => 3,
             Outcome::Failed(Failure::Timeout) => 4,
             Outcome::Failed(Failure::Connect) => 5,
-            Outcome::Failed(Failure::Io) => 6,
-            Outcome::Failed(Failure::Protocol) => 7,
+            Outcome::Failed(Failure::Tls) => 6,
+            Outcome::Failed(Failure::Io) => 7,
+            Outcome::Failed(Failure::Protocol) => 8,
         }
     }
 
@@ -89,6 +94,8 @@ pub struct Counters {
     pub retries: u64,
     /// Heartbeats that succeeded after at least one retry.
     pub recovered: u64,
+    /// Connections opened (TCP, and TLS on https targets).
+    pub connects: u64,
 }
 
 impl Counters {
@@ -111,6 +118,7 @@ impl Counters {
         self.missed += other.missed;
         self.retries += other.retries;
         self.recovered += other.recovered;
+        self.connects += other.connects;
         for (a, b) in self.classes.iter_mut().zip(other.classes) {
             *a += b;
         }
@@ -131,6 +139,8 @@ pub struct Recorder {
     pub service_time: Histogram<u64>,
     /// From when a heartbeat could be sent to when the generator sent it.
     pub schedule_lag: Histogram<u64>,
+    /// TLS handshakes of the connections opened.
+    pub tls_handshake: Histogram<u64>,
     /// Status counts in a flat array, so the hot path does not touch the
     /// map; folded into `counters.statuses` by [`Recorder::take`].
     status_array: Box<[u64; 600]>,
@@ -143,6 +153,7 @@ impl Default for Recorder {
             latency: new_histogram(),
             service_time: new_histogram(),
             schedule_lag: new_histogram(),
+            tls_handshake: new_histogram(),
             status_array: Box::new([0; 600]),
         }
     }
@@ -160,6 +171,15 @@ impl Recorder {
     pub fn sent(&mut self, lag_us: u64) {
         self.counters.sent += 1;
         record(&mut self.schedule_lag, lag_us);
+    }
+
+    /// A connection was opened, with a TLS handshake of `tls_us` if any.
+    #[inline]
+    pub fn connected(&mut self, tls_us: Option<u64>) {
+        self.counters.connects += 1;
+        if let Some(us) = tls_us {
+            record(&mut self.tls_handshake, us);
+        }
     }
 
     /// A heartbeat was sent again (a retry).
@@ -214,6 +234,7 @@ impl Recorder {
         let _ = self.latency.add(&other.latency);
         let _ = self.service_time.add(&other.service_time);
         let _ = self.schedule_lag.add(&other.schedule_lag);
+        let _ = self.tls_handshake.add(&other.tls_handshake);
     }
 }
 
@@ -335,6 +356,7 @@ mod tests {
             (Outcome::Failed(Failure::Timeout), "timeout"),
             (Outcome::Failed(Failure::Connect), "connect"),
             (Outcome::Failed(Failure::Io), "io"),
+            (Outcome::Failed(Failure::Tls), "tls"),
             (Outcome::Failed(Failure::Protocol), "protocol"),
         ];
         for (o, class) in cases {

@@ -4,28 +4,39 @@
 //! none) and a body, do one heartbeat and hand back its [`Outcome`] and the
 //! connection if it can carry another. Workers own connections and decide
 //! who uses which (per device, a shared pool, or none), so a transport
-//! holds no shared connection state. [`Http`] is the real one, on hyper's
-//! HTTP/1.1 client connections; tests use others to drive the engine under
-//! a paused clock.
+//! holds no shared connection state. [`Http`] is the real one: hyper's
+//! HTTP/1.1 or HTTP/2 client connections, over TCP or TLS ([`tls`],
+//! rustls), from the scenario's source addresses in turn, each request
+//! signed with SigV4 when asked ([`sigv4`]). Tests use other transports to
+//! drive the engine under a paused clock.
 
+pub mod sigv4;
+pub mod tls;
+
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpSocket;
 
-use crate::stats::{Failure, Outcome};
+use crate::stats::{CLASSES, Failure, Outcome};
+pub use sigv4::Signer;
+pub use tls::TlsClient;
 
-/// One heartbeat exchange at a time per connection.
+/// One heartbeat exchange at a time per connection (or many, on a
+/// multiplexed one).
 pub trait Transport: Send + Sync + 'static {
-    /// A connection that can carry heartbeats, one at a time.
+    /// A connection that can carry heartbeats.
     type Conn: Send + 'static;
 
     /// Sends one heartbeat over `conn` (connecting first if it is `None` or
@@ -36,6 +47,22 @@ pub trait Transport: Send + Sync + 'static {
         conn: Option<Self::Conn>,
         body: Bytes,
     ) -> impl Future<Output = Exchange<Self::Conn>> + Send + 'static;
+
+    /// Whether one connection carries many exchanges at once (HTTP/2), so
+    /// that a pool shares its connections rather than lending them out.
+    fn multiplexed(&self) -> bool {
+        false
+    }
+
+    /// Another handle on a multiplexed connection.
+    fn share(&self, _conn: &Self::Conn) -> Option<Self::Conn> {
+        None
+    }
+
+    /// Whether a connection can no longer carry exchanges.
+    fn is_closed(&self, _conn: &Self::Conn) -> bool {
+        false
+    }
 }
 
 /// The result of one exchange.
@@ -45,26 +72,57 @@ pub struct Exchange<C> {
     pub conn: Option<C>,
     /// The answer's `Retry-After`, in seconds, if it had one.
     pub retry_after: Option<Duration>,
+    /// Set when this exchange opened its connection.
+    pub connected: Option<Connected>,
+}
+
+/// A connection opened for an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connected {
+    /// How long the TLS handshake took, on an `https://` target.
+    pub tls_handshake: Option<Duration>,
 }
 
 impl<C> Exchange<C> {
     /// An exchange that ended without a usable answer.
     pub fn failed(failure: Failure) -> Self {
-        Exchange { outcome: Outcome::Failed(failure), conn: None, retry_after: None }
+        Exchange { outcome: Outcome::Failed(failure), conn: None, retry_after: None, connected: None }
     }
 }
 
 /// Where and how to send: resolved once at the start of a run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
+    /// The request target: origin form for HTTP/1.1, absolute for HTTP/2
+    /// and for signing.
     pub path: Uri,
-    /// Headers of every request: Host, Content-Type and the scenario's.
+    pub absolute: Uri,
+    /// Headers of every request: Host (HTTP/1.1), Content-Type and the scenario's.
     pub headers: HeaderMap,
     pub timeout: Duration,
     /// Keep connections open between heartbeats (false: a new connection
     /// for each).
     pub keep_alive: bool,
+    pub http2: bool,
+    pub tls: Option<TlsClient>,
+    pub signer: Option<Signer>,
+    /// Local addresses, used in turn by new connections.
+    pub sources: Vec<IpAddr>,
+    next_source: AtomicUsize,
+    /// The first error message of each failure class, for the summary:
+    /// one clear line, not a flood.
+    first_errors: Mutex<BTreeMap<&'static str, String>>,
+}
+
+/// How to reach the target, beyond its address.
+#[derive(Debug, Default)]
+pub struct EndpointOptions {
+    pub keep_alive: bool,
+    pub http2: bool,
+    pub tls: Option<TlsClient>,
+    pub signer: Option<Signer>,
+    pub sources: Vec<IpAddr>,
 }
 
 impl Endpoint {
@@ -74,25 +132,72 @@ impl Endpoint {
         path: &str,
         extra: impl IntoIterator<Item = (http::HeaderName, HeaderValue)>,
         timeout: Duration,
-        keep_alive: bool,
+        options: EndpointOptions,
     ) -> Result<Endpoint, String> {
-        let path: Uri = path.parse().map_err(|e| format!("bad path {path:?}: {e}"))?;
+        let origin: Uri = path.parse().map_err(|e| format!("bad path {path:?}: {e}"))?;
         let mut headers = HeaderMap::new();
-        let host =
+        let authority =
             if host.contains(':') { format!("[{host}]:{}", addr.port()) } else { format!("{host}:{}", addr.port()) };
-        headers.insert(HOST, HeaderValue::try_from(host).map_err(|e| e.to_string())?);
+        let scheme = if options.tls.is_some() { "https" } else { "http" };
+        let absolute: Uri = format!("{scheme}://{authority}{path}")
+            .parse()
+            .map_err(|e| format!("bad target {authority}{path}: {e}"))?;
+        // HTTP/2 carries the authority in the request line (:authority);
+        // SigV4 signs a Host header, which HTTP/2 sends as :authority too.
+        if !options.http2 || options.signer.is_some() {
+            headers.insert(HOST, HeaderValue::try_from(authority).map_err(|e| e.to_string())?);
+        }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in extra {
             headers.insert(name, value);
         }
-        if !keep_alive {
+        if !options.keep_alive && !options.http2 {
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
-        Ok(Endpoint { addr, path, headers, timeout, keep_alive })
+        Ok(Endpoint {
+            addr,
+            path: origin,
+            absolute,
+            headers,
+            timeout,
+            keep_alive: options.keep_alive,
+            http2: options.http2,
+            tls: options.tls,
+            signer: options.signer,
+            sources: options.sources,
+            next_source: AtomicUsize::new(0),
+            first_errors: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn next_source(&self) -> Option<IpAddr> {
+        if self.sources.is_empty() {
+            return None;
+        }
+        Some(self.sources[self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len()])
+    }
+
+    /// Notes `message` as the first error of `failure`'s class, if it is.
+    fn note(&self, failure: Failure, message: impl FnOnce() -> String) -> Failure {
+        let class = CLASSES[Outcome::Failed(failure).class()];
+        if let Ok(mut first) = self.first_errors.lock()
+            && !first.contains_key(class)
+        {
+            first.insert(class, message());
+        }
+        failure
+    }
+
+    /// The first error message of each failure class seen so far.
+    pub fn first_errors(&self) -> BTreeMap<String, String> {
+        self.first_errors
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+            .unwrap_or_default()
     }
 }
 
-/// HTTP/1.1 over TCP with hyper's client connections.
+/// HTTP/1.1 or HTTP/2, over TCP or TLS, with hyper's client connections.
 #[derive(Debug, Clone)]
 pub struct Http {
     endpoint: Arc<Endpoint>,
@@ -102,9 +207,26 @@ impl Http {
     pub fn new(endpoint: Endpoint) -> Self {
         Http { endpoint: Arc::new(endpoint) }
     }
+
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
 }
 
-pub type Sender = http1::SendRequest<Full<Bytes>>;
+/// A client connection of either HTTP version.
+pub enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+}
 
 impl Transport for Http {
     type Conn = Sender;
@@ -112,16 +234,39 @@ impl Transport for Http {
     fn exchange(&self, conn: Option<Sender>, body: Bytes) -> impl Future<Output = Exchange<Sender>> + Send + 'static {
         let endpoint = self.endpoint.clone();
         async move {
-            match tokio::time::timeout(endpoint.timeout, exchange(&endpoint, conn, body)).await {
+            let mut connected = None;
+            let attempt = exchange(&endpoint, conn, body, &mut connected);
+            match tokio::time::timeout(endpoint.timeout, attempt).await {
                 Ok(Ok(answer)) => Exchange {
                     outcome: Outcome::Status(answer.status),
                     conn: answer.conn,
                     retry_after: answer.retry_after,
+                    connected,
                 },
-                Ok(Err(failure)) => Exchange::failed(failure),
-                Err(_elapsed) => Exchange::failed(Failure::Timeout),
+                Ok(Err(failure)) => Exchange { connected, ..Exchange::failed(failure) },
+                Err(_elapsed) => Exchange {
+                    connected,
+                    ..Exchange::failed(
+                        endpoint.note(Failure::Timeout, || format!("no complete answer within {:?}", endpoint.timeout)),
+                    )
+                },
             }
         }
+    }
+
+    fn multiplexed(&self) -> bool {
+        self.endpoint.http2
+    }
+
+    fn share(&self, conn: &Sender) -> Option<Sender> {
+        match conn {
+            Sender::H2(s) => Some(Sender::H2(s.clone())),
+            Sender::H1(_) => None,
+        }
+    }
+
+    fn is_closed(&self, conn: &Sender) -> bool {
+        conn.is_closed()
     }
 }
 
@@ -132,19 +277,45 @@ struct Answer {
     retry_after: Option<Duration>,
 }
 
-async fn exchange(endpoint: &Endpoint, conn: Option<Sender>, body: Bytes) -> Result<Answer, Failure> {
+async fn exchange(
+    endpoint: &Endpoint,
+    conn: Option<Sender>,
+    body: Bytes,
+    connected: &mut Option<Connected>,
+) -> Result<Answer, Failure> {
     // A kept connection the server has closed meanwhile is replaced before
     // the heartbeat is written to it.
     let mut sender = match conn {
         Some(s) if !s.is_closed() => s,
-        _ => connect(endpoint.addr).await?,
+        _ => {
+            let (sender, handshake) = connect(endpoint).await?;
+            *connected = Some(Connected { tls_handshake: handshake });
+            sender
+        }
     };
-    sender.ready().await.map_err(|e| classify(&e))?;
-    let mut req = Request::new(Full::new(body));
+    let mut req = Request::new(Full::new(body.clone()));
     *req.method_mut() = Method::POST;
-    *req.uri_mut() = endpoint.path.clone();
     *req.headers_mut() = endpoint.headers.clone();
-    let response = sender.send_request(req).await.map_err(|e| classify(&e))?;
+    *req.uri_mut() = endpoint.absolute.clone();
+    if let Some(signer) = &endpoint.signer {
+        signer
+            .sign(&mut req, &body, SystemTime::now())
+            .map_err(|e| endpoint.note(Failure::Protocol, || format!("cannot sign the request: {e}")))?;
+    }
+    let response = match &mut sender {
+        Sender::H1(s) => {
+            s.ready().await.map_err(|e| classify(endpoint, &e))?;
+            *req.uri_mut() = endpoint.path.clone();
+            s.send_request(req).await
+        }
+        Sender::H2(s) => {
+            s.ready().await.map_err(|e| classify(endpoint, &e))?;
+            *req.version_mut() = http::Version::HTTP_2;
+            req.headers_mut().remove(HOST);
+            s.send_request(req).await
+        }
+    }
+    .map_err(|e| classify(endpoint, &e))?;
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
@@ -153,25 +324,98 @@ async fn exchange(endpoint: &Endpoint, conn: Option<Sender>, body: Bytes) -> Res
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     // Read the answer to its end so the connection can carry the next one.
-    response.into_body().collect().await.map_err(|e| classify(&e))?;
-    let reusable = endpoint.keep_alive && !sender.is_closed();
+    response.into_body().collect().await.map_err(|e| classify(endpoint, &e))?;
+    let reusable = (endpoint.keep_alive || endpoint.http2) && !sender.is_closed();
     Ok(Answer { status, conn: reusable.then_some(sender), retry_after })
 }
 
-/// Opens a connection and starts its driver task (it ends when the
-/// connection closes or its sender is dropped).
-pub async fn connect(addr: SocketAddr) -> Result<Sender, Failure> {
-    let stream = TcpStream::connect(addr).await.map_err(|_| Failure::Connect)?;
+/// Opens a connection (TCP, then TLS if the target is `https://`) from the
+/// next source address, and starts its driver task (it ends when the
+/// connection closes or its senders are dropped).
+async fn connect(endpoint: &Endpoint) -> Result<(Sender, Option<Duration>), Failure> {
+    let addr = endpoint.addr;
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+        .map_err(|e| endpoint.note(Failure::Connect, || format!("cannot open a socket: {e}")))?;
+    if let Some(source) = endpoint.next_source() {
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|e| endpoint.note(Failure::Connect, || format!("cannot bind source address {source}: {e}")))?;
+    }
+    let stream = socket
+        .connect(addr)
+        .await
+        .map_err(|e| endpoint.note(Failure::Connect, || format!("cannot connect to {addr}: {e}")))?;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| classify(&e))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
+    match &endpoint.tls {
+        None => Ok((handshake(endpoint, TokioIo::new(stream), endpoint.http2).await?, None)),
+        Some(tls) => {
+            let started = Instant::now();
+            let stream = tls
+                .connector
+                .connect(tls.server_name.clone(), stream)
+                .await
+                .map_err(|e| endpoint.note(Failure::Tls, || format!("TLS handshake with {addr} failed: {e}")))?;
+            let took = started.elapsed();
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            if endpoint.http2 && !h2 {
+                endpoint.note(Failure::Protocol, || "the server did not agree to HTTP/2 (ALPN); using HTTP/1.1".into());
+            }
+            Ok((handshake(endpoint, TokioIo::new(stream), h2).await?, Some(took)))
+        }
+    }
+}
+
+async fn handshake<I>(endpoint: &Endpoint, io: TokioIo<I>, h2: bool) -> Result<Sender, Failure>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if h2 {
+        let (sender, connection) =
+            http2::handshake(TokioExecutor::new(), io).await.map_err(|e| classify(endpoint, &e))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Sender::H2(sender))
+    } else {
+        let (sender, connection) = http1::handshake(io).await.map_err(|e| classify(endpoint, &e))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Sender::H1(sender))
+    }
 }
 
 /// Sorts a hyper error into a failure class: a malformed answer is a
 /// protocol error; anything else (reset, closed early) an I/O error.
-pub fn classify(e: &hyper::Error) -> Failure {
-    if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() { Failure::Protocol } else { Failure::Io }
+fn classify(endpoint: &Endpoint, e: &hyper::Error) -> Failure {
+    let failure = if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        Failure::Protocol
+    } else if tls_alert(e).is_some() {
+        // With TLS 1.3 a server refuses a client certificate after the
+        // client's side of the handshake: it shows on the first read.
+        Failure::Tls
+    } else {
+        Failure::Io
+    };
+    endpoint.note(failure, || match tls_alert(e) {
+        Some(tls) => format!("{e}: {tls}"),
+        None => e.to_string(),
+    })
+}
+
+/// The TLS error under a hyper error, if there is one.
+fn tls_alert(e: &hyper::Error) -> Option<&rustls::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        source = s.source();
+    }
+    None
 }

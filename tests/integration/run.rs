@@ -258,7 +258,7 @@ fn validate_prints_the_plan_and_refuses_impossible_ones() {
     let out = super::util::fleetstorm(&["validate", "scenarios/quickstart.toml", "--devices-scale", "40"]);
     assert_eq!(out.status.code(), Some(2), "120,000 per-device connections cannot fit");
     assert!(String::from_utf8_lossy(&out.stderr).contains("connections"));
-    let out = super::util::fleetstorm(&["run", "scenarios/quickstart.toml", "--target", "https://example.invalid"]);
+    let out = super::util::fleetstorm(&["run", "scenarios/quickstart.toml", "--target", "ftp://example.invalid"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("https"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https://host:port"));
 }

@@ -1,0 +1,154 @@
+//! AWS Signature Version 4 for every heartbeat, with the `aws-sigv4`
+//! crate. Credentials come from the standard environment variables
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or,
+//! failing those, a profile of the shared credentials file
+//! (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`; profile
+//! from the scenario, `AWS_PROFILE`, or `default`). They are never
+//! printed, reported or logged.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+
+use crate::scenario::transport::SigV4Settings;
+
+/// Signs requests for one service and region.
+#[derive(Clone)]
+pub struct Signer {
+    credentials: Credentials,
+    region: String,
+    service: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the credentials.
+        f.debug_struct("Signer").field("region", &self.region).field("service", &self.service).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// The signer the settings describe, with credentials from the
+    /// environment or the shared credentials file.
+    pub fn new(settings: &SigV4Settings) -> Result<Signer, String> {
+        let credentials = credentials(settings.profile.as_deref(), |n| std::env::var(n).ok())?;
+        Ok(Signer { credentials, region: settings.region.clone(), service: settings.service.clone() })
+    }
+
+    /// A signer with the given keys (tests).
+    pub fn with_keys(access_key: &str, secret_key: &str, region: &str, service: &str) -> Signer {
+        Signer {
+            credentials: Credentials::new(access_key, secret_key, None, None, "fleetstorm"),
+            region: region.into(),
+            service: service.into(),
+        }
+    }
+
+    /// Adds the SigV4 headers (`authorization`, `x-amz-date`, and
+    /// `x-amz-security-token` with session credentials) to `request`,
+    /// whose URI must be absolute.
+    pub fn sign<B>(&self, request: &mut http::Request<B>, body: &[u8], now: SystemTime) -> Result<(), String> {
+        let identity = self.credentials.clone().into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name(&self.service)
+            .time(now)
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| format!("sigv4: {e}"))?
+            .into();
+        let uri = request.uri().to_string();
+        let headers = request.headers().iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
+        let signable = SignableRequest::new(request.method().as_str(), uri, headers, SignableBody::Bytes(body))
+            .map_err(|e| format!("sigv4: {e}"))?;
+        let (instructions, _signature) = sign(signable, &params).map_err(|e| format!("sigv4: {e}"))?.into_parts();
+        instructions.apply_to_request_http1x(request);
+        Ok(())
+    }
+}
+
+/// Credentials from the environment (`lookup`), or else the shared file.
+fn credentials(profile: Option<&str>, lookup: impl Fn(&str) -> Option<String>) -> Result<Credentials, String> {
+    if let (Some(key), Some(secret)) = (lookup("AWS_ACCESS_KEY_ID"), lookup("AWS_SECRET_ACCESS_KEY")) {
+        return Ok(Credentials::new(key, secret, lookup("AWS_SESSION_TOKEN"), None, "environment"));
+    }
+    let path = match lookup("AWS_SHARED_CREDENTIALS_FILE") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(lookup("HOME").unwrap_or_default()).join(".aws/credentials"),
+    };
+    let profile = profile.map(str::to_string).or_else(|| lookup("AWS_PROFILE")).unwrap_or_else(|| "default".into());
+    let not_found = || {
+        format!(
+            "sigv4: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add a [{profile}] \
+             profile to {}",
+            path.display()
+        )
+    };
+    let file = ini::Ini::load_from_file(&path).map_err(|_| not_found())?;
+    let section = file.section(Some(profile.as_str())).ok_or_else(not_found)?;
+    let (Some(key), Some(secret)) = (section.get("aws_access_key_id"), section.get("aws_secret_access_key")) else {
+        return Err(format!(
+            "sigv4: profile [{profile}] of {} lacks aws_access_key_id or aws_secret_access_key",
+            path.display()
+        ));
+    };
+    Ok(Credentials::new(key, secret, section.get("aws_session_token").map(str::to_string), None, "profile"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_the_environment_then_the_file() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |n: &str| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())
+        };
+        let c = credentials(None, env(&[("AWS_ACCESS_KEY_ID", "AKID"), ("AWS_SECRET_ACCESS_KEY", "S")])).unwrap();
+        assert_eq!(c.access_key_id(), "AKID");
+        let dir = std::env::temp_dir().join(format!("fleetstorm-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("credentials");
+        std::fs::write(
+            &file,
+            "[default]\naws_access_key_id = A1\naws_secret_access_key = S1\n[ci]\naws_access_key_id = A2\n",
+        )
+        .unwrap();
+        let path: &'static str = Box::leak(file.to_str().unwrap().to_string().into_boxed_str());
+        let from_file = |profile| {
+            credentials(profile, move |n: &str| (n == "AWS_SHARED_CREDENTIALS_FILE").then(|| path.to_string()))
+        };
+        assert_eq!(from_file(None).unwrap().access_key_id(), "A1");
+        assert!(from_file(Some("ci")).unwrap_err().contains("lacks aws_access_key_id or aws_secret_access_key"));
+        let e = from_file(Some("nope")).unwrap_err();
+        assert!(e.contains("[nope]") && !e.contains("S1"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn signing_adds_the_authorization_header() {
+        let signer =
+            Signer::with_keys("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "us-east-1", "sagemaker");
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri("https://edge.example.com/SendHeartbeat")
+            .header("host", "edge.example.com")
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap();
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_440_938_160);
+        signer.sign(&mut req, b"{}", at).unwrap();
+        let auth = req.headers()["authorization"].to_str().unwrap();
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/sagemaker/aws4_request"),
+            "{auth}"
+        );
+        assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date"), "{auth}");
+        assert_eq!(req.headers()["x-amz-date"], "20150830T123600Z");
+        assert!(!format!("{signer:?}").contains("wJalr"), "no secret in Debug");
+    }
+}

@@ -1,0 +1,152 @@
+//! The transport end to end on loopback: HTTPS verified against a test CA,
+//! mutual TLS accepted with the right client certificate and refused
+//! without, HTTP/2 over TLS and h2c (serve counts the protocol), a bearer
+//! token from the environment reaching serve (and nowhere else).
+
+use fleetstorm::report::Report;
+use fleetstorm::scenario::{self, Format};
+use fleetstorm::server::{Auth, ServeConfig};
+use tokio_util::sync::CancellationToken;
+
+use super::pki::Pki;
+use super::run::schema_check;
+use super::util::{TempDir, fleetstorm, start_serve};
+
+async fn run(text: &str) -> Report {
+    let s = scenario::parse(text, Format::Toml, "tls.toml", "tls").unwrap_or_else(|e| panic!("{e}"));
+    fleetstorm::run::execute(&s, 1, CancellationToken::new(), |_| {}).await.unwrap()
+}
+
+fn scenario_text(url: &str, target: &str, devices: u64) -> String {
+    format!(
+        "seed = 1\nduration = \"2s\"\n[target]\nurl = \"{url}\"\n{target}\n[[fleets]]\nname = \"t\"\ndevices = {devices}\ninterval = \"500ms\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_against_a_test_ca_and_mutual_tls() {
+    let pki = Pki::new("pki-https");
+    // Plain HTTPS, verified against the test CA.
+    let server = start_serve(ServeConfig { tls: Some(pki.serve_tls(false)), ..ServeConfig::default() }).await;
+    let url = format!("https://127.0.0.1:{}", server.addr.port());
+    let report = run(&scenario_text(&url, &format!("tls = {{ ca = \"{}\" }}", pki.path("ca.pem")), 20)).await;
+    let stats = server.shared.stats_json();
+    server.shutdown().await;
+    let t = &report.totals;
+    assert!(t.ok >= 70 && t.failed == 0, "{t:?}\n{:?}", report.first_errors);
+    assert_eq!(stats["tls"]["handshakes"].as_u64(), Some(t.connects), "{stats}");
+    assert_eq!(stats["protocols"]["HTTP/1.1"].as_u64(), Some(t.ok));
+    let handshake = t.tls_handshake_ms.expect("handshakes measured");
+    assert!(handshake.p50 > 0.0 && handshake.max < 2000.0, "{handshake:?}");
+    assert_eq!(report.scenario.target.tls.as_deref(), Some(format!("CA file {}", pki.path("ca.pem")).as_str()));
+    schema_check(&serde_json::to_value(&report).unwrap());
+
+    // Mutual TLS: accepted with the client certificate...
+    let server = start_serve(ServeConfig { tls: Some(pki.serve_tls(true)), ..ServeConfig::default() }).await;
+    let url = format!("https://127.0.0.1:{}", server.addr.port());
+    let with_cert = format!(
+        "tls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\" }}",
+        pki.path("ca.pem"),
+        pki.path("client.pem"),
+        pki.path("client.key")
+    );
+    let report = run(&scenario_text(&url, &with_cert, 10)).await;
+    assert!(report.totals.ok >= 30 && report.totals.failed == 0, "{:?}", report.first_errors);
+    // ...refused without it: every heartbeat fails as `tls`, with one clear message.
+    let report = run(&scenario_text(&url, &format!("tls = {{ ca = \"{}\" }}", pki.path("ca.pem")), 10)).await;
+    let stats = server.shared.stats_json();
+    server.shutdown().await;
+    let t = &report.totals;
+    assert_eq!(t.ok, 0);
+    assert_eq!(t.errors["tls"], t.failed, "{:?} {:?}", t.errors, report.first_errors);
+    assert!(report.first_errors["tls"].to_lowercase().contains("certificate"), "{:?}", report.first_errors);
+    assert!(stats["tls"]["failures"].as_u64() > Some(0));
+
+    // A server certificate from another CA is refused as `tls`.
+    let server = start_serve(ServeConfig { tls: Some(pki.serve_tls(false)), ..ServeConfig::default() }).await;
+    let url = format!("https://127.0.0.1:{}", server.addr.port());
+    let report = run(&scenario_text(&url, &format!("tls = {{ ca = \"{}\" }}", pki.path("other-ca.pem")), 5)).await;
+    server.shutdown().await;
+    assert_eq!(report.totals.errors["tls"], report.totals.failed);
+    assert!(report.first_errors["tls"].contains("UnknownIssuer"), "{:?}", report.first_errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_over_tls_and_h2c_multiplex_a_small_pool() {
+    let pki = Pki::new("pki-h2");
+    let server = start_serve(ServeConfig { tls: Some(pki.serve_tls(false)), ..ServeConfig::default() }).await;
+    let url = format!("https://127.0.0.1:{}", server.addr.port());
+    let target = format!("http = \"2\"\nconnections = {{ pool = 2 }}\ntls = {{ ca = \"{}\" }}", pki.path("ca.pem"));
+    let report = run(&scenario_text(&url, &target, 200)).await;
+    let stats = server.shared.stats_json();
+    server.shutdown().await;
+    let t = &report.totals;
+    assert!(t.ok >= 700 && t.failed == 0, "{t:?} {:?}", report.first_errors);
+    assert_eq!(stats["protocols"]["HTTP/2"].as_u64(), Some(t.ok), "{stats}");
+    assert_eq!(stats["protocols"]["HTTP/1.1"].as_u64(), Some(0));
+    assert!(t.connects <= 2 * 2, "a pool of 2 per run shares streams: {} connections", t.connects);
+    assert_eq!(report.scenario.target.http, "HTTP/2");
+
+    // h2c: HTTP/2 with prior knowledge on a plain connection.
+    let server = start_serve(ServeConfig::default()).await;
+    let report = run(&scenario_text(&server.url(), "http = \"2\"\nconnections = \"per-device\"", 20)).await;
+    let stats = server.shared.stats_json();
+    server.shutdown().await;
+    assert!(report.totals.ok >= 70 && report.totals.failed == 0);
+    assert_eq!(stats["protocols"]["HTTP/2"].as_u64(), Some(report.totals.ok), "{stats}");
+}
+
+#[test]
+fn a_bearer_token_from_the_environment_reaches_serve_and_nothing_else() {
+    let (mut serve, url) = super::util::spawn_serve(&["--require-bearer", "tok-5ecr3t"]);
+    let dir = TempDir::new("bearer");
+    let path = dir.write(
+        "bearer.toml",
+        &scenario_text(&url, "headers = { authorization = \"Bearer ${env:FLEETSTORM_TEST_TOKEN}\" }", 10),
+    );
+    let json = dir.path("r.json");
+    let html = dir.path("r.html");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args(["run", &path, "--quiet", "--out", json.to_str().unwrap(), "--html", html.to_str().unwrap()])
+        .env("FLEETSTORM_TEST_TOKEN", "tok-5ecr3t")
+        .output()
+        .unwrap();
+    // The wrong token is refused: the check is real.
+    let wrong = std::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args(["run", &path, "--quiet"])
+        .env("FLEETSTORM_TEST_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let report = Report::load(&json).unwrap();
+    assert!(report.totals.ok >= 30 && report.totals.failed == 0);
+    assert!(String::from_utf8_lossy(&wrong.stdout).contains("401: "), "{}", String::from_utf8_lossy(&wrong.stdout));
+    // The secret appears in no output.
+    for text in [
+        stdout.to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+        std::fs::read_to_string(&json).unwrap(),
+        std::fs::read_to_string(&html).unwrap(),
+    ] {
+        assert!(!text.contains("tok-5ecr3t"), "the token leaked");
+    }
+    assert_eq!(report.scenario.target.headers["authorization"], "Bearer ${env:FLEETSTORM_TEST_TOKEN}");
+}
+
+#[test]
+fn https_target_files_are_checked_before_the_run() {
+    let dir = TempDir::new("tls-files");
+    let path =
+        dir.write("bad.toml", &scenario_text("https://127.0.0.1:1", "tls = { ca = \"/nonexistent/ca.pem\" }", 1));
+    let out = fleetstorm(&["run", &path, "--quiet"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tls.ca /nonexistent/ca.pem"), "{err}");
+    let path = dir.write("bad2.toml", &scenario_text("http://127.0.0.1:1", "tls = { insecure = true }", 1));
+    let out = fleetstorm(&["validate", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need an https:// url"));
+}

@@ -5,7 +5,7 @@
 
 use fleetstorm::report::Report;
 use fleetstorm::scenario::{self, Format};
-use fleetstorm::server::{Auth, ServeConfig};
+use fleetstorm::server::ServeConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::pki::Pki;

@@ -447,6 +447,13 @@ fn validate_command(args: &ValidateArgs) -> ExitCode {
         Err(code) => return code,
     };
     print!("{}", run::plan_text(&scenario));
+    // TLS files and SigV4 credentials are read now, as a run would.
+    if let scenario::TargetUrl::Http { host, .. } = &scenario.target.url
+        && let Err(e) = run::endpoint_options(&scenario.target, host)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     if let Some(n) = args.schedule {
         let Some(seed) = scenario.seed else {
             eprintln!("error: --schedule needs a seed: set `seed` in the scenario or pass --seed");

@@ -141,12 +141,76 @@ fn https_target_files_are_checked_before_the_run() {
     let dir = TempDir::new("tls-files");
     let path =
         dir.write("bad.toml", &scenario_text("https://127.0.0.1:1", "tls = { ca = \"/nonexistent/ca.pem\" }", 1));
-    let out = fleetstorm(&["run", &path, "--quiet"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tls.ca /nonexistent/ca.pem"), "{err}");
+    for command in ["run", "validate"] {
+        let out = fleetstorm(&[command, &path]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("tls.ca /nonexistent/ca.pem"), "{command}: {err}");
+    }
     let path = dir.write("bad2.toml", &scenario_text("http://127.0.0.1:1", "tls = { insecure = true }", 1));
     let out = fleetstorm(&["validate", &path]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("need an https:// url"));
+}
+
+/// Runs a 2 s scenario with SigV4 against the botocore verifier, with
+/// `secret` as fleetstorm's secret key; returns the verifier's counts and
+/// the run's report.
+fn sigv4_run(secret: &str) -> Option<(serde_json::Value, Report)> {
+    use std::io::{BufRead, Read, Write};
+    use std::process::{Command, Stdio};
+    let available = Command::new("python3").args(["-c", "import botocore"]).output().is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(std::env::var_os("CI").is_none(), "botocore is required in CI (pip install boto3)");
+        eprintln!("SKIPPED: botocore is not installed; CI runs this test");
+        return None;
+    }
+    let key = "AKIDFLEETSTORMTEST";
+    let right = "fleetstorm/test/secret+KEY";
+    let mut verifier = Command::new("python3")
+        .arg(super::util::root().join("tests/interop/sigv4_server.py"))
+        .args([key, right, "eu-west-1", "sagemaker"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(verifier.stdout.take().unwrap());
+    let mut port = String::new();
+    stdout.read_line(&mut port).unwrap();
+    let dir = TempDir::new(&format!("sigv4-{}", secret.len()));
+    let path = dir.write(
+        "sigv4.toml",
+        &scenario_text(&format!("http://127.0.0.1:{}", port.trim()), "sigv4 = { region = \"eu-west-1\" }", 10),
+    );
+    let json = dir.path("r.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args(["run", &path, "--quiet", "--out", json.to_str().unwrap()])
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env_remove("AWS_SESSION_TOKEN")
+        .output()
+        .unwrap();
+    verifier.stdin.take().unwrap().write_all(b"").unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let _ = verifier.wait();
+    let report = Report::load(&json).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    for text in [String::from_utf8_lossy(&out.stdout).to_string(), std::fs::read_to_string(&json).unwrap()] {
+        assert!(!text.contains(secret), "the secret key leaked");
+    }
+    Some((serde_json::from_str(rest.trim()).unwrap(), report))
+}
+
+#[test]
+fn sigv4_signatures_verify_with_botocore_and_a_wrong_key_is_caught() {
+    let Some((counts, report)) = sigv4_run("fleetstorm/test/secret+KEY") else { return };
+    assert!(counts["valid"].as_u64() >= Some(30), "{counts}");
+    assert_eq!(counts["invalid"].as_u64(), Some(0), "{counts}");
+    assert_eq!(report.totals.ok, counts["valid"].as_u64().unwrap());
+    assert_eq!(report.scenario.target.sigv4.as_deref(), Some("sagemaker/eu-west-1"));
+
+    let Some((counts, report)) = sigv4_run("not-the-secret") else { return };
+    assert_eq!(counts["valid"].as_u64(), Some(0), "{counts}");
+    assert_eq!(counts["reasons"]["signature mismatch"].as_u64(), counts["invalid"].as_u64(), "{counts}");
+    assert_eq!(report.totals.errors["http_4xx"], report.totals.sent, "every request refused with 403");
 }

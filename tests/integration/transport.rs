@@ -214,3 +214,76 @@ fn sigv4_signatures_verify_with_botocore_and_a_wrong_key_is_caught() {
     assert_eq!(counts["reasons"]["signature mismatch"].as_u64(), counts["invalid"].as_u64(), "{counts}");
     assert_eq!(report.totals.errors["http_4xx"], report.totals.sent, "every request refused with 403");
 }
+
+#[test]
+fn source_addresses_lift_the_port_ceiling_in_a_network_namespace() {
+    let namespaces = std::process::Command::new("unshare").args(["-n", "true"]).status().is_ok_and(|s| s.success());
+    if !namespaces {
+        assert!(std::env::var_os("CI").is_none(), "CI must allow `unshare -n` (root in the CI container)");
+        eprintln!("SKIPPED: cannot create a network namespace here (unshare -n)");
+        return;
+    }
+    let dir = TempDir::new("sources");
+    let out = std::process::Command::new("unshare")
+        .args(["-n", "bash"])
+        .arg(super::util::root().join("tests/interop/source_addresses.sh"))
+        .arg(env!("CARGO_BIN_EXE_fleetstorm"))
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Without source addresses: 3,000 connections cannot fit 1,000 ports.
+    assert_eq!(r["validate_exit"], 2, "{r}");
+    let refusal = r["refusal"].as_str().unwrap();
+    assert!(
+        refusal.contains("3000 concurrent connections") && refusal.contains("1000 per source address"),
+        "{refusal}"
+    );
+    assert!(refusal.contains("source_addresses") && refusal.contains("3 addresses needed"), "{refusal}");
+    // With 4: all 3,000 held at once, from all 4 addresses.
+    assert_eq!(r["established_most"], 3000, "{r}");
+    assert_eq!(r["distinct_sources"], 4, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    assert_eq!(r["connects"], 3000, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifteen_thousand_per_device_connections_on_loopback() {
+    // serve and fleetstorm in separate processes: each holds one end of
+    // every connection, under this machine's 20,000 open files per process.
+    let (mut serve, url) = super::util::spawn_serve(&[]);
+    let dir = TempDir::new("fifteen-k");
+    let path = dir.write(
+        "wide.toml",
+        &format!(
+            "seed = 4\nduration = \"12s\"\n[target]\nurl = \"{url}\"\nconnections = \"per-device\"\ntimeout = \"5s\"\n\
+             [[fleets]]\nname = \"wide\"\ndevices = 15000\ninterval = \"5s\"\n"
+        ),
+    );
+    let json = dir.path("r.json");
+    let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args(["run", &path, "--quiet", "--out", json.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = super::util::client();
+    let mut most = 0;
+    let status = loop {
+        tokio::select! {
+            status = run.wait() => break status.unwrap(),
+            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+                let stats = super::util::get_json(&c, &format!("{url}/stats")).await;
+                // Less the one this poll uses.
+                most = most.max(stats["connections"]["open"].as_u64().unwrap_or(0).saturating_sub(1));
+            }
+        }
+    };
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(status.success());
+    let report = Report::load(&json).unwrap();
+    assert_eq!(report.totals.failed, 0, "{:?} {:?}", report.totals.errors, report.first_errors);
+    assert_eq!(report.totals.connects, 15_000, "one connection per device, kept");
+    assert_eq!(most, 15_000, "serve held every device's connection at once");
+}

@@ -19,9 +19,14 @@ mkdir -p "$OUT"
 cargo build --release --locked --quiet
 BIN=target/release/fleetstorm
 
+# A CA, and a server certificate for 127.0.0.1 signed by it.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-  -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
-  -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
+  -subj "/CN=fleetstorm bench CA" -keyout "$OUT/ca.key" -out "$OUT/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+  -keyout "$OUT/key.pem" -out "$OUT/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n' >"$OUT/ext.cnf"
+openssl x509 -req -in "$OUT/server.csr" -CA "$OUT/ca.pem" -CAkey "$OUT/ca.key" -CAcreateserial -days 1 \
+  -extfile "$OUT/ext.cnf" -out "$OUT/cert.pem" 2>/dev/null
 
 "$BIN" serve --addr "127.0.0.1:$PLAIN" >"$OUT/serve-plain.log" 2>&1 &
 S1=$!
@@ -40,7 +45,7 @@ url = "$2"
 http = "$3"
 connections = $4
 timeout = "2s"
-$( [[ $2 == https* ]] && echo "tls = { ca = \"$OUT/cert.pem\" }" )
+$( [[ $2 == https* ]] && echo "tls = { ca = \"$OUT/ca.pem\" }" )
 [[fleets]]
 name = "bench"
 devices = 1000

@@ -62,9 +62,13 @@ async fn https_against_a_test_ca_and_mutual_tls() {
     assert!(report.first_errors["tls"].to_lowercase().contains("certificate"), "{:?}", report.first_errors);
     assert!(stats["tls"]["failures"].as_u64() > Some(0));
 
-    // A server certificate from another CA is refused as `tls`.
+    // insecure = true accepts a certificate it cannot verify, and the summary says so.
     let server = start_serve(ServeConfig { tls: Some(pki.serve_tls(false)), ..ServeConfig::default() }).await;
     let url = format!("https://127.0.0.1:{}", server.addr.port());
+    let report = run(&scenario_text(&url, "tls = { insecure = true }", 5)).await;
+    assert!(report.totals.ok > 0 && report.totals.failed == 0);
+    assert!(report.summary().contains("WARNING: tls.insecure"), "{}", report.summary());
+    // A server certificate from another CA is refused as `tls`.
     let report = run(&scenario_text(&url, &format!("tls = {{ ca = \"{}\" }}", pki.path("other-ca.pem")), 5)).await;
     server.shutdown().await;
     assert_eq!(report.totals.errors["tls"], report.totals.failed);

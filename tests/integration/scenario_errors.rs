@@ -198,12 +198,12 @@ fn cases() -> Vec<Case> {
             "at least 1",
         ),
         toml(
-            "https target",
-            "[target]\nurl = \"https://x\"\n[[fleets]]\nname = \"f1\"\ndevices = 1\n",
+            "unknown URL scheme",
+            "[target]\nurl = \"ftp://x\"\n[[fleets]]\nname = \"f1\"\ndevices = 1\n",
             2,
             7,
             Some("target.url"),
-            "https",
+            "https://host:port",
         ),
         toml(
             "missing env var",

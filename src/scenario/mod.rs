@@ -144,7 +144,15 @@ pub fn parse(text: &str, format: Format, origin: &str, default_name: &str) -> Re
         seed: raw.seed,
         duration: raw.duration.map_or(DEFAULT_DURATION, |d| d.0),
         target: raw.target.unwrap_or_default(),
-        fleets: raw.fleets.0,
+        fleets: match raw.fleets {
+            Some(f) => f.0,
+            None => {
+                return Err(ScenarioError::whole_file(
+                    origin,
+                    "no fleets: add at least one [[fleets]] table with a name and a device count",
+                ));
+            }
+        },
         thresholds: raw.thresholds.unwrap_or_default(),
         breakdown: raw.breakdown,
     };
@@ -187,7 +195,7 @@ struct RawScenario {
     seed: Option<u64>,
     duration: Option<PositiveDuration>,
     target: Option<Target>,
-    fleets: Fleets,
+    fleets: Option<Fleets>,
     thresholds: Option<Thresholds>,
     #[serde(default)]
     breakdown: Vec<Breakdown>,

@@ -17,8 +17,17 @@ pub struct DurationValue(pub Duration);
 
 impl<'de> Deserialize<'de> for DurationValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_duration(&text).map(DurationValue).map_err(de::Error::custom)
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurationValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration with its unit, as a string: \"250ms\", \"30s\", \"5m\" or \"1h\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<DurationValue, E> {
+                parse_duration(s).map(DurationValue).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -275,7 +284,9 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
         let name = inner
             .strip_prefix("env:")
             .ok_or_else(|| format!("unknown placeholder \"${{{inner}}}\"; the only one is ${{env:NAME}}"))?;
-        let value = lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        let value = lookup(name).ok_or_else(|| {
+            format!("environment variable {name} is not set; set it before running (export {name}=...)")
+        })?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }

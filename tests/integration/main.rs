@@ -1,5 +1,6 @@
 //! fleetstorm's integration tests, in one binary (it links once).
 
+mod bad_scenarios;
 mod cli_sample;
 mod cli_serve;
 mod compare;

@@ -264,6 +264,9 @@ struct ServeArgs {
     /// Devices beyond this many are counted but not tracked.
     #[arg(long, default_value_t = 10_000_000)]
     max_devices: u64,
+    /// Connections beyond this many open at once are closed on accept.
+    #[arg(long, default_value_t = 100_000)]
+    max_connections: u64,
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -362,6 +365,7 @@ fn serve_command(args: ServeArgs) -> ExitCode {
         body_timeout: args.body_timeout,
         idle_timeout: args.idle_timeout,
         max_devices: args.max_devices,
+        max_connections: args.max_connections,
         tls: args.tls_cert.map(|cert| server::ServeTls {
             cert,
             key: args.tls_key.unwrap_or_default(),
@@ -486,6 +490,14 @@ fn run_command(args: RunArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    // Every output must be writable before the run starts, not found out after it.
+    let outputs = [&args.out, &args.renders.html, &args.renders.summary_md, &args.renders.junit, &args.hlog];
+    for path in outputs.into_iter().flatten() {
+        if let Err(e) = fleetstorm::report::check_writable(path) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
     let seed = scenario.seed.unwrap_or_else(|| {
         let seed = rand::random::<u64>() >> 1;
         eprintln!("note: the scenario sets no seed; using seed {seed} (pass --seed {seed} to repeat)");

@@ -624,6 +624,18 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Checks that `path` can be written, as [`write_atomically`] will: a
+/// probe file is created in its directory and removed.
+pub fn check_writable(path: &Path) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if path.is_dir() {
+        return Err(std::io::Error::other("it is a directory"));
+    }
+    let probe = dir.join(format!(".fleetstorm-probe-{}", std::process::id()));
+    std::fs::File::create(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
 /// Writes `bytes` to `path` whole or not at all: into a temporary file in
 /// the same directory, synced, then renamed over `path`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

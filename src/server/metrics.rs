@@ -42,6 +42,8 @@ pub struct Metrics {
     /// none when one is required, garbage).
     pub tls_handshakes: AtomicU64,
     pub tls_failures: AtomicU64,
+    /// Connections closed on accept: `max_connections` were open.
+    pub refused_connections: AtomicU64,
 }
 
 impl Metrics {
@@ -96,6 +98,7 @@ impl Metrics {
             http2_requests: AtomicU64::new(0),
             tls_handshakes: AtomicU64::new(0),
             tls_failures: AtomicU64::new(0),
+            refused_connections: AtomicU64::new(0),
         }
     }
 

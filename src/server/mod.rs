@@ -79,6 +79,8 @@ pub struct ServeConfig {
     pub max_devices: u64,
     /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this certificate.
     pub tls: Option<ServeTls>,
+    /// Connections beyond this many open at once are closed on accept.
+    pub max_connections: u64,
 }
 
 /// HTTPS for serve: a certificate chain and key (PEM), and optionally the
@@ -131,6 +133,7 @@ impl Default for ServeConfig {
             shutdown_grace: Duration::from_secs(5),
             max_devices: 10_000_000,
             tls: None,
+            max_connections: 100_000,
         }
     }
 }
@@ -175,6 +178,7 @@ impl Shared {
             "connections": {"open": load(&m.connections_open), "total": load(&m.connections_total)},
             "protocols": {"HTTP/1.1": load(&m.http1_requests), "HTTP/2": load(&m.http2_requests)},
             "tls": {"handshakes": load(&m.tls_handshakes), "failures": load(&m.tls_failures)},
+            "refused_connections": load(&m.refused_connections),
         })
     }
 }
@@ -232,7 +236,14 @@ impl Server {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => serve_connection(stream, &builder, &graceful, &shared, tls.as_ref()),
+                    Ok((stream, _peer)) => {
+                        if shared.metrics.connections_open.load(Ordering::Relaxed) >= shared.config.max_connections {
+                            shared.metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
+                            drop(stream);
+                            continue;
+                        }
+                        serve_connection(stream, &builder, &graceful, &shared, tls.as_ref())
+                    }
                     // Out of file descriptors, or a connection reset before
                     // it was accepted: wait a little and go on.
                     Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,

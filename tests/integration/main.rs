@@ -12,6 +12,7 @@ mod reports;
 mod run;
 mod scenario_errors;
 mod sdk;
+mod security;
 mod serve;
 mod transport;
 mod util;

@@ -1,0 +1,129 @@
+//! Security: planted secrets (a header from the environment, SigV4 keys)
+//! appear in no output; outputs that cannot be written stop a run before
+//! it starts; serve and the built-in target stay on loopback and cap what
+//! a client may hold.
+
+use std::process::Command;
+
+use fleetstorm::server::ServeConfig;
+
+use super::util::{TempDir, client, fleetstorm, send, spawn_serve, start_serve};
+
+#[test]
+fn planted_secrets_appear_in_no_output() {
+    let header_secret = "hdr-PLANTED-5ecret-7f3a";
+    let sigv4_secret = "sigv4/PLANTED+secret/KEY";
+    let (mut serve, url) =
+        spawn_serve(&["--require-header", &format!("x-api-key={header_secret}"), "--error-rate", "0.2"]);
+    let dir = TempDir::new("secrets");
+    let scenario = dir.write(
+        "s.toml",
+        &format!(
+            "seed = 9\nduration = \"2s\"\n[target]\nurl = \"{url}\"\nheaders = {{ x-api-key = \"${{env:PLANTED_KEY}}\" }}\n\
+             sigv4 = {{ region = \"us-east-2\" }}\n[[fleets]]\nname = \"s\"\ndevices = 20\ninterval = \"500ms\"\n\
+             [thresholds]\n\"error_rate\" = \"< 1%\"\n"
+        ),
+    );
+    let outputs = ["r.json", "r.html", "r.md", "r.xml", "r.hlog"].map(|f| dir.path(f));
+    let s = |i: usize| outputs[i].to_str().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args([
+            "run",
+            &scenario,
+            "--out",
+            &s(0),
+            "--html",
+            &s(1),
+            "--summary-md",
+            &s(2),
+            "--junit",
+            &s(3),
+            "--hlog",
+            &s(4),
+        ])
+        .env("PLANTED_KEY", header_secret)
+        .env("AWS_ACCESS_KEY_ID", "AKIDPLANTED")
+        .env("AWS_SECRET_ACCESS_KEY", sigv4_secret)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    // The header reached serve (else 401s) and the run is gated by its threshold.
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut texts =
+        vec![String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string()];
+    texts.extend(outputs.iter().map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap()).to_string()));
+    assert!(texts[2].contains("${env:PLANTED_KEY}"), "the report shows the placeholder");
+    for (i, text) in texts.iter().enumerate() {
+        for secret in [header_secret, sigv4_secret] {
+            assert!(!text.contains(secret), "output {i} leaks a secret");
+        }
+    }
+    // And the report's summary of the target says how requests are signed, not with what.
+    assert!(texts[2].contains("sagemaker/us-east-2") && !texts[2].contains("AKIDPLANTED"));
+}
+
+#[test]
+fn unwritable_outputs_stop_a_run_before_it_starts() {
+    let dir = TempDir::new("unwritable");
+    let scenario = dir.write("s.toml", "duration = \"30s\"\n[[fleets]]\nname = \"s\"\ndevices = 5\n");
+    for flag in ["--out", "--html", "--summary-md", "--junit", "--hlog"] {
+        let started = std::time::Instant::now();
+        let out = fleetstorm(&["run", &scenario, "--quiet", flag, "/nonexistent-dir/out.file"]);
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot write /nonexistent-dir/out.file"), "{flag}: {err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{flag}: refused before the 30 s run");
+    }
+    let out = fleetstorm(&["run", &scenario, "--quiet", "--out", dir.0.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("it is a directory"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stays_on_loopback_and_caps_what_clients_hold() {
+    assert!(ServeConfig::default().addr.ip().is_loopback(), "serve binds loopback by default");
+    let help = fleetstorm(&["serve", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("[default: 127.0.0.1:8080]"));
+    // The built-in target listens on loopback only.
+    let dir = TempDir::new("builtin-loopback");
+    let json = dir.path("r.json");
+    let scenario =
+        dir.write("s.toml", "duration = \"1s\"\n[[fleets]]\nname = \"s\"\ndevices = 2\ninterval = \"500ms\"\n");
+    let out = fleetstorm(&["run", &scenario, "--quiet", "--out", json.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let report = fleetstorm::report::Report::load(&json).unwrap();
+    assert!(report.scenario.target.url.starts_with("builtin (http://127.0.0.1:"), "{}", report.scenario.target.url);
+
+    // Connections beyond the cap are closed on accept; bodies and heads are capped.
+    let server = start_serve(ServeConfig { max_connections: 2, ..ServeConfig::default() }).await;
+    let addr = server.addr;
+    let held: Vec<tokio::net::TcpStream> =
+        futures_util::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(addr)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let refused = send(&client(), http::Method::GET, &format!("{}/stats", server.url()), &[], "").await;
+    assert!(refused.is_err(), "a third connection is closed: {refused:?}");
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stats = super::util::get_json(&client(), &format!("{}/stats", server.url())).await;
+    assert!(stats["refused_connections"].as_u64() >= Some(1), "{stats}");
+    let big = vec![b'x'; fleetstorm::server::MAX_BODY + 1];
+    let (status, _, _) = super::util::post(&client(), &format!("{}/SendHeartbeat", server.url()), big).await;
+    assert_eq!(status, 413);
+    let huge_header = "h".repeat(100 * 1024);
+    let answer = send(
+        &client(),
+        http::Method::POST,
+        &format!("{}/SendHeartbeat", server.url()),
+        &[("x-big", &huge_header)],
+        "{}",
+    )
+    .await;
+    assert!(answer.is_err() || answer.unwrap().0 == 431, "an oversized head is refused");
+    server.shutdown().await;
+}

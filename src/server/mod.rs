@@ -149,6 +149,18 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A backend's state, without a listener.
+    pub fn new(config: ServeConfig) -> Arc<Shared> {
+        let faults = watch::Sender::new(Arc::new(ActiveFaults::new(config.faults.clone())));
+        Arc::new(Shared {
+            registry: Registry::new(config.max_devices),
+            metrics: Metrics::new(),
+            faults,
+            started: Instant::now(),
+            config,
+        })
+    }
+
     /// The body of `GET /stats`.
     pub fn stats_json(&self) -> serde_json::Value {
         let m = &self.metrics;
@@ -199,14 +211,7 @@ impl Server {
             None => None,
         };
         let listener = TcpListener::bind(config.addr).await?;
-        let faults = watch::Sender::new(Arc::new(ActiveFaults::new(config.faults.clone())));
-        let shared = Arc::new(Shared {
-            registry: Registry::new(config.max_devices),
-            metrics: Metrics::new(),
-            faults,
-            started: Instant::now(),
-            config,
-        });
+        let shared = Shared::new(config);
         Ok(Server { listener, shared, tls })
     }
 
@@ -223,14 +228,7 @@ impl Server {
     /// up to `shutdown_grace` for in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server { listener, shared, tls } = self;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(shared.config.header_timeout)
-            .keep_alive(true)
-            .max_buf_size(64 * 1024);
-        builder.http2().timer(TokioTimer::new()).max_concurrent_streams(1024);
+        let builder = connection_builder(&shared.config);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
@@ -301,6 +299,32 @@ fn serve_io<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     serve_watched(io, activity, builder, graceful.watcher(), shared);
+}
+
+/// How every connection is served: HTTP/1.1 with keep-alive and a head
+/// timeout, or HTTP/2; heads capped at 64 KiB.
+fn connection_builder(config: &ServeConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .keep_alive(true)
+        .max_buf_size(64 * 1024);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(1024);
+    builder
+}
+
+/// Serves HTTP on one stream of any kind until it closes: the request path
+/// of a TCP connection (hyper's parsing, routing, validation, registry),
+/// for fuzzing and in-memory tests.
+pub async fn serve_stream<I>(shared: Arc<Shared>, io: I)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = connection_builder(&shared.config);
+    let service = service_fn(move |req| http::handle(shared.clone(), req));
+    let _ = builder.serve_connection(TokioIo::new(io), service).await;
 }
 
 /// Serves one connection's requests until it closes, goes idle, or

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Seeds the fuzz corpora from the repository: example and broken scenarios,
+# sample heartbeats, and a few raw HTTP requests.
+set -euo pipefail
+cd "$(dirname "$0")"
+mkdir -p corpus/scenario corpus/validator corpus/serve_request
+cp ../scenarios/*.toml ../tests/bad-scenarios/*.toml ../tests/bad-scenarios/*.json corpus/scenario/
+cargo run --quiet --manifest-path ../Cargo.toml -- sample ../scenarios/quickstart.toml --count 20 | split -l 1 - corpus/validator/sample-
+body=$(head -1 corpus/validator/sample-aa)
+printf 'POST /SendHeartbeat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' "${#body}" "$body" >corpus/serve_request/heartbeat
+printf 'GET /stats HTTP/1.1\r\nHost: x\r\n\r\n' >corpus/serve_request/stats
+printf 'GET /devices/f/d HTTP/1.1\r\nHost: x\r\n\r\n' >corpus/serve_request/device
+printf 'POST /SendHeartbeat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n0\r\n\r\n' >corpus/serve_request/chunked

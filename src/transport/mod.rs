@@ -385,10 +385,12 @@ where
     }
 }
 
-/// Sorts a hyper error into a failure class: a malformed answer is a
-/// protocol error; anything else (reset, closed early) an I/O error.
+/// Sorts a hyper error into a failure class: a malformed or truncated
+/// answer is a protocol error, a TLS alert a TLS failure, anything else
+/// (a reset, a broken pipe) an I/O error.
 fn classify(endpoint: &Endpoint, e: &hyper::Error) -> Failure {
-    let failure = if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+    // A malformed answer, or one cut short before it was complete.
+    let failure = if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() || e.is_incomplete_message() {
         Failure::Protocol
     } else if tls_alert(e).is_some() {
         // With TLS 1.3 a server refuses a client certificate after the

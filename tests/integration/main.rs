@@ -5,6 +5,7 @@ mod cli_sample;
 mod cli_serve;
 mod compare;
 mod dynamics;
+mod fault_matrix;
 mod gates;
 mod generator_props;
 mod pki;

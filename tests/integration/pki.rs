@@ -17,6 +17,13 @@ impl Pki {
         let other = authority("some other CA");
         let server = leaf(vec!["localhost".into(), "127.0.0.1".into()], "serve", &ca);
         let client = leaf(vec!["device-0001".into()], "device-0001", &ca);
+        let expired = {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            (params.signed_by(&key, &ca).unwrap().pem(), key.serialize_pem())
+        };
         for (file, text) in [
             ("ca.pem", ca.pem()),
             ("other-ca.pem", other.pem()),
@@ -24,6 +31,8 @@ impl Pki {
             ("server.key", server.1),
             ("client.pem", client.0),
             ("client.key", client.1),
+            ("expired.pem", expired.0),
+            ("expired.key", expired.1),
         ] {
             dir.write(file, &text);
         }
@@ -33,6 +42,15 @@ impl Pki {
     /// The path of one of the files, as a string.
     pub fn path(&self, file: &str) -> String {
         self.dir.path(file).to_str().unwrap().to_string()
+    }
+
+    /// serve with a certificate that expired in 2021.
+    pub fn serve_tls_expired(&self) -> fleetstorm::server::ServeTls {
+        fleetstorm::server::ServeTls {
+            cert: self.dir.path("expired.pem"),
+            key: self.dir.path("expired.key"),
+            client_ca: None,
+        }
     }
 
     pub fn serve_tls(&self, client_ca: bool) -> fleetstorm::server::ServeTls {

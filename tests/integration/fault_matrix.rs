@@ -1,0 +1,249 @@
+//! The fault matrix: a target that misbehaves in every way a backend can,
+//! and for each the classification fleetstorm must give, a complete
+//! (schema-valid) report, and the accounting identity: scheduled = sent +
+//! missed, sent = ok + failed, failed = the sum over classes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fleetstorm::report::{Report, Stats};
+use fleetstorm::scenario::{self, Format};
+use fleetstorm::server::{Faults, ServeConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::pki::Pki;
+use super::run::schema_check;
+use super::util::start_serve;
+
+/// How the fake target misbehaves on every connection.
+#[derive(Clone, Copy, Debug)]
+enum Misbehave {
+    /// Reads the request, never answers.
+    Stall,
+    /// Reads the request, then resets the connection (RST).
+    Reset,
+    /// Answers bytes that are not HTTP.
+    Garbage,
+    /// Starts a valid answer, then closes mid-head.
+    Truncated,
+    /// Answers a valid 200, one byte every 5 ms.
+    Slow,
+    /// Answers a valid 200 without `Connection: close`, then closes.
+    CloseAfterEach,
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+async fn misbehaving(mode: Misbehave) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                loop {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    // One request per read is enough here: bodies are small.
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    match mode {
+                        Misbehave::Stall => {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                            return;
+                        }
+                        Misbehave::Reset => {
+                            // SO_LINGER 0: closing sends a reset. (Deprecated in
+                            // tokio because it can block on drop; not with 0.)
+                            #[allow(deprecated)]
+                            let _ = stream.set_linger(Some(Duration::ZERO));
+                            return;
+                        }
+                        Misbehave::Garbage => {
+                            let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
+                            return;
+                        }
+                        Misbehave::Truncated => {
+                            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Le").await;
+                            return;
+                        }
+                        Misbehave::Slow => {
+                            for b in OK {
+                                if stream.write_all(&[*b]).await.is_err() {
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                        }
+                        Misbehave::CloseAfterEach => {
+                            let _ = stream.write_all(OK).await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn run(url: &str, extra: &str, seconds: u64) -> Report {
+    let text = format!(
+        "seed = 6\nduration = \"{seconds}s\"\n[target]\nurl = \"{url}\"\ntimeout = \"1s\"\n{extra}\n[[fleets]]\nname = \"m\"\ndevices = 20\ninterval = \"500ms\"\n"
+    );
+    let s = scenario::parse(&text, Format::Toml, "matrix.toml", "matrix").unwrap_or_else(|e| panic!("{e}"));
+    let report = fleetstorm::run::execute(&s, 6, CancellationToken::new(), |_| {}).await.unwrap();
+    schema_check(&serde_json::to_value(&report).unwrap());
+    assert_identity(&report.totals);
+    report
+}
+
+fn assert_identity(t: &Stats) {
+    assert_eq!(t.scheduled, t.sent + t.missed, "scheduled = sent + missed: {t:?}");
+    assert_eq!(t.sent, t.ok + t.failed, "sent = ok + failed: {t:?}");
+    assert_eq!(t.failed, t.errors.values().sum::<u64>(), "failed = the sum over classes: {t:?}");
+}
+
+/// Every failure is of `class` (and there are some).
+fn all_failed_as(report: &Report, class: &str) {
+    let t = &report.totals;
+    assert!(t.failed > 0 && t.ok == 0, "{class}: {t:?}");
+    assert_eq!(t.errors[class], t.failed, "{class}: {:?} {:?}", t.errors, report.first_errors);
+    if !class.starts_with("http_") {
+        assert!(report.first_errors.contains_key(class), "one message for {class}: {:?}", report.first_errors);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalls_resets_garbage_and_truncation_are_classified() {
+    for (mode, class) in [
+        (Misbehave::Stall, "timeout"),
+        (Misbehave::Reset, "io"),
+        (Misbehave::Garbage, "protocol"),
+        (Misbehave::Truncated, "protocol"),
+    ] {
+        let addr = misbehaving(mode).await;
+        let report = run(&format!("http://{addr}"), "", 2).await;
+        all_failed_as(&report, class);
+        let _ = mode;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_answers_and_closing_after_each_answer_still_succeed() {
+    // 38 bytes at 5 ms each: about 190 ms per answer, inside the 1 s timeout.
+    let addr = misbehaving(Misbehave::Slow).await;
+    let report = run(&format!("http://{addr}"), "", 2).await;
+    let t = &report.totals;
+    assert!(t.ok > 0 && t.failed == 0, "{t:?} {:?}", report.first_errors);
+    assert!(t.service_time_ms.p50 > 150.0, "byte by byte shows as service time: {:?}", t.service_time_ms);
+
+    let addr = misbehaving(Misbehave::CloseAfterEach).await;
+    let report = run(&format!("http://{addr}"), "", 2).await;
+    let t = &report.totals;
+    // Each device opens a new connection when its last one was closed; a
+    // heartbeat racing the close may fail as io, none in other classes.
+    assert!(t.ok as f64 >= 0.8 * t.sent as f64, "{t:?}");
+    assert_eq!(t.failed, t.errors["io"], "{:?}", t.errors);
+    assert!(t.connects as f64 >= 0.8 * t.ok as f64, "a connection per answer: {t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_comes_up_late_or_restarts_is_reconnected_to() {
+    // Not listening at the start; serve comes up on that port after 1.5 s.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        fleetstorm::server::spawn(ServeConfig { addr, ..ServeConfig::default() }).await.unwrap()
+    });
+    let report = run(&format!("http://127.0.0.1:{port}"), "", 4).await;
+    let server = late.await.unwrap();
+    server.shutdown().await;
+    let t = &report.totals;
+    assert!(t.errors["connect"] > 0 && t.ok > 0, "refused, then answered: {:?} ok {}", t.errors, t.ok);
+    assert_eq!(t.failed, t.errors["connect"]);
+
+    // Killed mid-run and restarted on the same port.
+    let (mut first, url) = super::util::spawn_serve(&[]);
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let restarter = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = first.kill();
+        let _ = first.wait();
+        std::thread::sleep(Duration::from_millis(1000));
+        let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(3000));
+        let _ = second.kill();
+        let _ = second.wait();
+    });
+    let report = run(&url, "", 5).await;
+    restarter.await.unwrap();
+    let t = &report.totals;
+    let down = t.errors["connect"] + t.errors["io"];
+    assert!(down > 0, "the outage shows as connect (or io for connections it broke): {:?}", t.errors);
+    assert_eq!(t.failed, down, "{:?}", t.errors);
+    // Heartbeats in the last seconds succeed again: devices reconnected.
+    let tail: u64 = report.timeline[4..].iter().map(|s| s.ok).sum();
+    assert!(tail > 0, "{:?}", report.timeline);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_storms_with_and_without_retries() {
+    // Every answer a 503: http_5xx, nothing else.
+    let faults = Faults { error_rate: 1.0, error_status: Some(503), ..Faults::default() };
+    let server = start_serve(ServeConfig { faults, ..ServeConfig::default() }).await;
+    let report = run(&server.url(), "", 2).await;
+    all_failed_as(&report, "http_5xx");
+    server.shutdown().await;
+    // 429 with Retry-After: 1, retried up to twice: the wait is honoured,
+    // so within 2 s no heartbeat gets both retries.
+    let faults = Faults { error_rate: 1.0, error_status: Some(429), ..Faults::default() };
+    let server = start_serve(ServeConfig { faults, ..ServeConfig::default() }).await;
+    let plain = run(&server.url(), "", 2).await;
+    all_failed_as(&plain, "http_4xx");
+    assert_eq!(plain.totals.retries, 0);
+    let text = "seed = 6\nduration = \"2s\"\n[target]\nurl = \"URL\"\ntimeout = \"1s\"\n[[fleets]]\nname = \"m\"\ndevices = 20\ninterval = \"500ms\"\nretry = { max = 2, base = \"10ms\" }\n".replace("URL", &server.url());
+    let s = scenario::parse(&text, Format::Toml, "retry.toml", "retry").unwrap();
+    let retried = fleetstorm::run::execute(&s, 6, CancellationToken::new(), |_| {}).await.unwrap();
+    server.shutdown().await;
+    assert_identity(&retried.totals);
+    let t = &retried.totals;
+    assert!(t.retries > 0 && t.retries <= t.sent, "Retry-After: 1 s leaves room for one retry each: {t:?}");
+    assert_eq!(t.errors["http_4xx"], t.failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_faults_are_tls_failures_with_one_clear_message() {
+    let pki = Pki::new("pki-matrix");
+    let server = start_serve(ServeConfig { tls: Some(pki.serve_tls(false)), ..ServeConfig::default() }).await;
+    let url = format!("https://127.0.0.1:{}", server.addr.port());
+    // Wrong CA.
+    let report = run(&url, &format!("tls = {{ ca = \"{}\" }}", pki.path("other-ca.pem")), 2).await;
+    all_failed_as(&report, "tls");
+    assert!(report.first_errors["tls"].contains("UnknownIssuer"), "{:?}", report.first_errors);
+    // Hostname mismatch: the certificate is for localhost and 127.0.0.1.
+    let mismatch = format!("tls = {{ ca = \"{}\", server_name = \"heartbeats.example.com\" }}", pki.path("ca.pem"));
+    let report = run(&url, &mismatch, 2).await;
+    all_failed_as(&report, "tls");
+    assert!(report.first_errors["tls"].contains("not valid for name"), "{:?}", report.first_errors);
+    server.shutdown().await;
+    // Expired certificate.
+    let server = start_serve(ServeConfig { tls: Some(pki.serve_tls_expired()), ..ServeConfig::default() }).await;
+    let url = format!("https://127.0.0.1:{}", server.addr.port());
+    let report = run(&url, &format!("tls = {{ ca = \"{}\" }}", pki.path("ca.pem")), 2).await;
+    server.shutdown().await;
+    all_failed_as(&report, "tls");
+    assert!(report.first_errors["tls"].contains("certificate expired"), "{:?}", report.first_errors);
+    // One message, not a flood: the summary has a single line for it.
+    assert_eq!(report.summary().matches("first tls error").count(), 1);
+}

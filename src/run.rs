@@ -345,8 +345,9 @@ pub struct ExecuteOptions {
 #[derive(Debug)]
 pub struct Executed {
     pub report: Report,
-    /// Each second's latency histogram (V2 + DEFLATE), when kept.
-    pub second_histograms: Vec<Option<Vec<u8>>>,
+    /// Each timeline entry's (start second, width, latency histogram
+    /// (V2 + DEFLATE)), when kept.
+    pub second_histograms: Vec<(u64, u64, Option<Vec<u8>>)>,
 }
 
 /// Runs a checked scenario and builds its report, with its thresholds
@@ -452,7 +453,7 @@ pub async fn execute_with(
         })
         .collect();
     report.aborted = watch.fired.map(|(aborted, _)| aborted);
-    let second_histograms = output.timeline.iter_mut().map(|s| s.histogram.take()).collect();
+    let second_histograms = output.timeline.iter_mut().map(|s| (s.start_s, s.width_s, s.histogram.take())).collect();
     Ok(Executed { report, second_histograms })
 }
 

@@ -20,6 +20,7 @@
 //! end of the schedule plus the time in-flight heartbeats need (bounded by
 //! the transport's timeout), or sooner after `cancel`.
 
+pub mod timeline;
 pub mod worker;
 
 use std::sync::Arc;
@@ -58,9 +59,14 @@ pub struct EngineSettings {
     pub cohorts: bool,
 }
 
-/// One second of a run.
+/// One second of a run (or, far back in a long run, several: see
+/// [`timeline`]).
 #[derive(Debug, Clone)]
 pub struct Second {
+    /// The first second it covers, since the start.
+    pub start_s: u64,
+    /// How many seconds it covers (1, except for folded entries).
+    pub width_s: u64,
     /// Heartbeats whose intended time came in this second.
     pub scheduled: u64,
     pub sent: u64,
@@ -79,14 +85,18 @@ pub struct Second {
     /// for ([`EngineSettings::keep_second_histograms`]).
     pub histogram: Option<Vec<u8>>,
     /// The second's latency histogram while flushes for it may still
-    /// arrive. Dropped on closing: a histogram is ~190 KB, and keeping one
-    /// per second would cost ~680 MB over an hour's run.
+    /// arrive, made on the first latency. Dropped on closing: a histogram
+    /// is ~190 KB, and keeping one per second would cost ~680 MB over an
+    /// hour's run.
     latency: Option<Histogram<u64>>,
+    closed: bool,
 }
 
 impl Default for Second {
     fn default() -> Self {
         Second {
+            start_s: 0,
+            width_s: 1,
             scheduled: 0,
             sent: 0,
             ok: 0,
@@ -97,7 +107,8 @@ impl Default for Second {
             p50_ms: 0.0,
             p99_ms: 0.0,
             histogram: None,
-            latency: Some(stats::new_histogram()),
+            latency: None,
+            closed: false,
         }
     }
 }
@@ -116,14 +127,15 @@ impl Second {
         }
         // A late part for a closed second keeps its counts; only its
         // percentiles were fixed already.
-        if let Some(h) = &mut self.latency {
-            let _ = h.add(&part.latency);
+        if !self.closed && !part.latency.is_empty() {
+            let _ = self.latency.get_or_insert_with(stats::new_histogram).add(&part.latency);
         }
     }
 
     /// Fixes the percentiles and frees the histogram (keeping it
     /// compressed if `keep`).
     fn close(&mut self, keep: bool) {
+        self.closed = true;
         if let Some(h) = self.latency.take() {
             if !h.is_empty() {
                 self.p50_ms = h.value_at_quantile(0.5) as f64 / 1000.0;
@@ -269,9 +281,7 @@ pub async fn run<T: Transport>(
     let mut freshness: Vec<Freshness> = fleets.iter().map(|_| Freshness::default()).collect();
     let keep = settings.keep_second_histograms;
     let mut cohorts: Vec<Vec<Option<Recorder>>> = Vec::new();
-    let mut timeline: Vec<Second> = Vec::new();
-    // Seconds before this index are closed.
-    let mut closed = 0;
+    let mut timeline = timeline::Timeline::new(keep);
     let mut in_flight = vec![0usize; workers];
     let mut running = workers;
     let mut interrupted_at = None;
@@ -291,25 +301,15 @@ pub async fn run<T: Transport>(
         }
         // Each event counts in the second it happened in.
         for part in &flush.seconds {
-            let i = part.second as usize;
-            if timeline.len() <= i {
-                timeline.resize_with(i + 1, Second::default);
-            }
-            timeline[i].absorb(part);
+            timeline.absorb(part);
         }
-        let second = (flush.at_ns / 1_000_000_000) as usize;
+        let second = flush.at_ns / 1_000_000_000;
         // Every second of the schedule up to now has an entry, even one in
         // which nothing happened (a whole fleet silent).
-        let reached = second.min(settings.duration.as_nanos().div_ceil(1_000_000_000) as usize);
-        if timeline.len() < reached {
-            timeline.resize_with(reached, Second::default);
-        }
+        timeline.extend_to(second.min(settings.duration.as_nanos().div_ceil(1_000_000_000) as u64));
         // Workers flush every 250 ms, so no flush for a second more than one
         // behind the newest can still arrive: close those.
-        while closed + 1 < second && closed < timeline.len() {
-            timeline[closed].close(keep);
-            closed += 1;
-        }
+        timeline.close_before(second.saturating_sub(1));
         in_flight[flush.worker] = flush.in_flight;
         if flush.last {
             running -= 1;
@@ -332,12 +332,12 @@ pub async fn run<T: Transport>(
                 elapsed: start.elapsed(),
                 duration: settings.duration,
                 fleets: &totals,
-                timeline: &timeline,
+                timeline: timeline.recent(),
                 in_flight: in_flight.iter().sum(),
             });
         }
     }
-    timeline.iter_mut().for_each(|s| s.close(keep));
+    let timeline = timeline.finish();
     let elapsed = start.elapsed();
     let interrupted = interrupted_at.is_some_and(|t| t < settings.duration);
     RunOutput {

@@ -101,6 +101,11 @@ pub struct SecondPart {
 }
 
 impl SecondPart {
+    #[cfg(test)]
+    pub(crate) fn new_for_tests(second: u64) -> SecondPart {
+        SecondPart::new(second)
+    }
+
     fn new(second: u64) -> SecondPart {
         SecondPart {
             second,

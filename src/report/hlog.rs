@@ -15,9 +15,10 @@ use crate::stats;
 /// Java implementation writes and some readers expect.
 const LEGEND: &str = "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n";
 
-/// Writes the log of `seconds` (each second's compressed latency
-/// histogram, `None` for seconds without one) of a run started at `started_at`.
-pub fn render(started_at: SystemTime, seconds: &[Option<Vec<u8>>]) -> Result<Vec<u8>, String> {
+/// Writes the log of `intervals` (start second, width in seconds, and the
+/// compressed latency histogram, `None` for intervals without one) of a
+/// run started at `started_at`.
+pub fn render(started_at: SystemTime, intervals: &[(u64, u64, Option<Vec<u8>>)]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut serializer = V2DeflateSerializer::new();
     IntervalLogWriterBuilder::new()
@@ -31,12 +32,12 @@ pub fn render(started_at: SystemTime, seconds: &[Option<Vec<u8>>]) -> Result<Vec
     let mut writer = IntervalLogWriterBuilder::new()
         .begin_log_with(&mut out, &mut serializer)
         .map_err(|e| format!("cannot write the log: {e}"))?;
-    for (i, encoded) in seconds.iter().enumerate() {
+    for (start, width, encoded) in intervals {
         let Some(encoded) = encoded else { continue };
         let h = stats::decompress_histogram(encoded)?;
         writer
-            .write_histogram(&h, Duration::from_secs(i as u64), Duration::from_secs(1), None)
-            .map_err(|e| format!("cannot write second {i}: {e}"))?;
+            .write_histogram(&h, Duration::from_secs(*start), Duration::from_secs(*width), None)
+            .map_err(|e| format!("cannot write the interval at {start} s: {e}"))?;
     }
     Ok(out)
 }
@@ -48,13 +49,13 @@ mod tests {
 
     #[test]
     fn the_log_reads_back_with_the_same_counts() {
-        let seconds: Vec<Option<Vec<u8>>> = (0..3u64)
+        let seconds: Vec<(u64, u64, Option<Vec<u8>>)> = (0..3u64)
             .map(|i| {
                 let mut h = stats::new_histogram();
                 for v in 0..(10 * (i + 1)) {
                     stats::record(&mut h, 1000 + v);
                 }
-                Some(stats::compress_histogram(&h))
+                (i, 1, Some(stats::compress_histogram(&h)))
             })
             .collect();
         let log = render(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), &seconds).unwrap();

@@ -219,6 +219,9 @@ pub struct Histograms {
 pub struct SecondStats {
     /// Seconds since the start.
     pub t: u64,
+    /// Seconds covered: 1, except for entries folded in long runs.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub width_s: u64,
     pub offered: u64,
     pub sent: u64,
     pub ok: u64,
@@ -409,9 +412,9 @@ impl Report {
             timeline: out
                 .timeline
                 .iter()
-                .enumerate()
-                .map(|(t, s)| SecondStats {
-                    t: t as u64,
+                .map(|s| SecondStats {
+                    t: s.start_s,
+                    width_s: s.width_s,
                     offered: s.scheduled,
                     sent: s.sent,
                     ok: s.ok,
@@ -622,6 +625,14 @@ impl Report {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 /// Checks that `path` can be written, as [`write_atomically`] will: a

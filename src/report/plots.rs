@@ -98,15 +98,34 @@ pub fn all(report: &Report) -> Vec<Plot> {
 }
 
 fn seconds(report: &Report) -> f64 {
-    (report.timeline.len().max(1)) as f64
+    report.timeline.last().map_or(1, |s| s.t + s.width_s.max(1)) as f64
 }
 
 /// A named line in a chart's legend.
 type Line = (String, RGBColor, Points);
 
 /// One point per second of the timeline, at the middle of its second.
+/// One point per timeline entry, at its middle; counts become rates per
+/// second (a folded entry of a long run covers several seconds).
 fn per_second(report: &Report, value: impl Fn(&super::SecondStats) -> f64) -> Points {
-    report.timeline.iter().enumerate().map(|(i, s)| (i as f64 + 0.5, value(s))).collect()
+    report
+        .timeline
+        .iter()
+        .map(|s| {
+            let width = s.width_s.max(1) as f64;
+            (s.t as f64 + width / 2.0, value(s) / width)
+        })
+        .collect()
+}
+
+/// One point per timeline entry that had outcomes: a latency figure, not a rate.
+fn per_entry(report: &Report, value: impl Fn(&super::SecondStats) -> f64) -> Points {
+    report
+        .timeline
+        .iter()
+        .filter(|s| s.sent + s.missed > 0)
+        .map(|s| (s.t as f64 + s.width_s.max(1) as f64 / 2.0, value(s)))
+        .collect()
 }
 
 /// A chart over the run's seconds: the lines, from 0 to just above the highest.
@@ -132,13 +151,9 @@ fn rate_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
 
 fn latency_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
     // Seconds in which nothing ended have no percentiles: left out.
-    let busy = |mut points: Points| {
-        points.retain(|(x, _)| report.timeline.get(*x as usize).is_some_and(|s| s.sent + s.missed > 0));
-        points
-    };
     let lines = vec![
-        ("p50".into(), PALETTE[0], busy(per_second(report, |s| s.p50_ms))),
-        ("p99".into(), PALETTE[3], busy(per_second(report, |s| s.p99_ms))),
+        ("p50".into(), PALETTE[0], per_entry(report, |s| s.p50_ms)),
+        ("p99".into(), PALETTE[3], per_entry(report, |s| s.p99_ms)),
     ];
     time_chart(report, area, "latency (ms)", lines)
 }

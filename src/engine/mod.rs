@@ -339,6 +339,11 @@ pub async fn run<T: Transport>(
     }
     let timeline = timeline.finish();
     let elapsed = start.elapsed();
+    // A cancel the loop never saw (the workers stopped on it and their last
+    // flushes ended the loop first) still interrupted the run.
+    if cancel.is_cancelled() && interrupted_at.is_none() {
+        interrupted_at = Some(elapsed.min(settings.duration));
+    }
     let interrupted = interrupted_at.is_some_and(|t| t < settings.duration);
     RunOutput {
         started_at,
@@ -811,5 +816,34 @@ mod tests {
         let attempts = t.calls.lock().unwrap().len() as u64;
         assert_eq!(c.sent + c.retries, attempts, "{c:?}");
         assert_eq!(c.failed(), c.sent, "every heartbeat failed, once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_before_the_first_heartbeat_still_marks_the_run_interrupted() {
+        let fake = Fake::default();
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let settings = EngineSettings {
+            duration: Duration::from_secs(60),
+            connections: ConnectionMode::PerDevice,
+            workers: 2,
+            seed: 3,
+            precise_timer: false,
+            thread_per_worker: false,
+            keep_second_histograms: false,
+            cohorts: false,
+        };
+        for _ in 0..20 {
+            let out = run(
+                fake.clone(),
+                vec![fleet(10, every(Duration::from_secs(1)))],
+                settings.clone(),
+                cancel.clone(),
+                |_| {},
+            )
+            .await;
+            assert!(out.interrupted, "cancelled before it began: interrupted");
+            assert!(out.scheduled_for < Duration::from_secs(1));
+        }
     }
 }

@@ -174,7 +174,16 @@ async fn a_fixed_delay_is_measured_as_such() {
 
 #[test]
 fn sigint_mid_run_writes_a_complete_interrupted_report() {
-    let dir = std::env::temp_dir().join(format!("fleetstorm-sigint-{}", std::process::id()));
+    signal_mid_run_writes_a_complete_interrupted_report("-INT");
+}
+
+#[test]
+fn sigterm_mid_run_writes_a_complete_interrupted_report() {
+    signal_mid_run_writes_a_complete_interrupted_report("-TERM");
+}
+
+fn signal_mid_run_writes_a_complete_interrupted_report(signal: &str) {
+    let dir = std::env::temp_dir().join(format!("fleetstorm-signal{signal}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let scenario_path = dir.join("long.toml");
     let report_path = dir.join("report.json");
@@ -199,7 +208,7 @@ fn sigint_mid_run_writes_a_complete_interrupted_report() {
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let signalled = std::time::Instant::now();
-    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(signalled.elapsed() < Duration::from_secs(4), "stopped within a second plus the timeout");

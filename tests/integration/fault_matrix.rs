@@ -212,7 +212,9 @@ async fn error_storms_with_and_without_retries() {
     let plain = run(&server.url(), "", 2).await;
     all_failed_as(&plain, "http_4xx");
     assert_eq!(plain.totals.retries, 0);
-    let text = "seed = 6\nduration = \"2s\"\n[target]\nurl = \"URL\"\ntimeout = \"1s\"\n[[fleets]]\nname = \"m\"\ndevices = 20\ninterval = \"500ms\"\nretry = { max = 2, base = \"10ms\" }\n".replace("URL", &server.url());
+    // A generous timeout: on a loaded machine a 1 s one turns slow 429s
+    // into timeouts, which are retried at once rather than after Retry-After.
+    let text = "seed = 6\nduration = \"2s\"\n[target]\nurl = \"URL\"\ntimeout = \"5s\"\n[[fleets]]\nname = \"m\"\ndevices = 20\ninterval = \"500ms\"\nretry = { max = 2, base = \"10ms\" }\n".replace("URL", &server.url());
     let s = scenario::parse(&text, Format::Toml, "retry.toml", "retry").unwrap();
     let retried = fleetstorm::run::execute(&s, 6, CancellationToken::new(), |_| {}).await.unwrap();
     server.shutdown().await;

@@ -418,26 +418,25 @@ mod tests {
     }
 
     fn every(interval: Duration) -> Schedule {
-        Schedule {
-            interval,
-            jitter: 0.0,
-            start: StartMode::Staggered,
-            ramp_up: Duration::ZERO,
-            arrival: Arrival::Periodic,
-        }
+        Schedule::every(interval)
     }
 
-    async fn run_fake(fake: &Fake, fleets: Vec<FleetRuntime>, seconds: u64, connections: ConnectionMode) -> RunOutput {
-        let settings = EngineSettings {
+    /// Settings for a paused-clock run: two workers on one runtime, tokio's timer.
+    fn paused(seconds: u64, connections: ConnectionMode, seed: u64) -> EngineSettings {
+        EngineSettings {
             duration: Duration::from_secs(seconds),
             connections,
             workers: 2,
-            seed: 3,
+            seed,
             precise_timer: false,
             thread_per_worker: false,
             keep_second_histograms: false,
             cohorts: false,
-        };
+        }
+    }
+
+    async fn run_fake(fake: &Fake, fleets: Vec<FleetRuntime>, seconds: u64, connections: ConnectionMode) -> RunOutput {
+        let settings = paused(seconds, connections, 3);
         run(fake.clone(), fleets, settings, CancellationToken::new(), |_| {}).await
     }
 
@@ -545,16 +544,7 @@ mod tests {
     async fn cancelling_stops_scheduling_and_still_accounts_for_everything() {
         let fake = Fake { delay: Duration::from_millis(300), ..Fake::default() };
         let cancel = CancellationToken::new();
-        let settings = EngineSettings {
-            duration: Duration::from_secs(60),
-            connections: ConnectionMode::PerDevice,
-            workers: 2,
-            seed: 1,
-            precise_timer: false,
-            thread_per_worker: false,
-            keep_second_histograms: false,
-            cohorts: false,
-        };
+        let settings = paused(60, ConnectionMode::PerDevice, 1);
         let stopper = cancel.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -632,16 +622,7 @@ mod tests {
         seed: u64,
         cohorts: bool,
     ) -> RunOutput {
-        let settings = EngineSettings {
-            duration: Duration::from_secs(seconds),
-            connections: ConnectionMode::PerDevice,
-            workers: 2,
-            seed,
-            precise_timer: false,
-            thread_per_worker: false,
-            keep_second_histograms: false,
-            cohorts,
-        };
+        let settings = EngineSettings { cohorts, ..paused(seconds, ConnectionMode::PerDevice, seed) };
         run(t.clone(), fleets, settings, CancellationToken::new(), |_| {}).await
     }
 
@@ -823,16 +804,7 @@ mod tests {
         let fake = Fake::default();
         let cancel = CancellationToken::new();
         cancel.cancel();
-        let settings = EngineSettings {
-            duration: Duration::from_secs(60),
-            connections: ConnectionMode::PerDevice,
-            workers: 2,
-            seed: 3,
-            precise_timer: false,
-            thread_per_worker: false,
-            keep_second_histograms: false,
-            cohorts: false,
-        };
+        let settings = paused(60, ConnectionMode::PerDevice, 3);
         for _ in 0..20 {
             let out = run(
                 fake.clone(),

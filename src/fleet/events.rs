@@ -530,16 +530,9 @@ impl FleetEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{Arrival, StartMode};
 
     fn every(interval: Duration) -> Schedule {
-        Schedule {
-            interval,
-            jitter: 0.0,
-            start: StartMode::Staggered,
-            ramp_up: Duration::ZERO,
-            arrival: Arrival::Periodic,
-        }
+        Schedule::every(interval)
     }
 
     fn secs(s: u64) -> Duration {

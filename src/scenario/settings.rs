@@ -201,6 +201,17 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// Every `interval`, phases staggered, no jitter, no ramp: the plainest schedule.
+    pub fn every(interval: Duration) -> Schedule {
+        Schedule {
+            interval,
+            jitter: 0.0,
+            start: StartMode::Staggered,
+            ramp_up: Duration::ZERO,
+            arrival: Arrival::Periodic,
+        }
+    }
+
     /// The fleet's offered rate once every device is online.
     pub fn rate(&self, devices: u64) -> f64 {
         devices as f64 / self.interval.as_secs_f64()

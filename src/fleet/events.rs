@@ -32,6 +32,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::DeviceClock;
+use crate::heartbeat::generate::mix;
 use crate::scenario::Schedule;
 use crate::scenario::settings::{DurationValue, Share};
 
@@ -338,11 +339,11 @@ impl Selection {
     fn new(devices: u64, share: f64, key: u64) -> Selection {
         let n = devices.max(1);
         let k = ((share * n as f64).round() as u64).min(n);
-        let mut a = (splitmix(key) % n).max(1);
+        let mut a = (mix(key) % n).max(1);
         while gcd(a, n) != 1 {
             a = a % n + 1;
         }
-        Selection { devices: n, k, a, b: splitmix(key ^ 0x5eed) % n }
+        Selection { devices: n, k, a, b: mix(key ^ 0x5eed) % n }
     }
 
     /// The device's rank, if it is among the affected.
@@ -362,13 +363,6 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
         (a, b) = (b, a % b);
     }
     a
-}
-
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// A fleet's events, ready for its devices' schedules.
@@ -410,8 +404,7 @@ impl FleetEvents {
                 {
                     *over = interval;
                 }
-                let selection =
-                    Selection::new(devices, e.share, splitmix(key ^ (i as u64 + 1).wrapping_mul(0xa076_1d64)));
+                let selection = Selection::new(devices, e.share, mix(key ^ (i as u64 + 1).wrapping_mul(0xa076_1d64)));
                 (e, selection)
             })
             .collect();
@@ -438,7 +431,7 @@ impl FleetEvents {
                             Recovery::Synchronized => 0,
                             Recovery::Ramp(over) => sel.spread(rank, *over),
                             Recovery::Staggered(over) => {
-                                let u = (splitmix(self.key ^ index ^ at) >> 11) as f64 / (1u64 << 53) as f64;
+                                let u = (mix(self.key ^ index ^ at) >> 11) as f64 / (1u64 << 53) as f64;
                                 (ns(*over) as f64 * u) as u64
                             }
                         };

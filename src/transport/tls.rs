@@ -30,7 +30,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Reads PEM certificates (a chain, or CA roots); `what` names the file in errors.
+pub fn read_chain(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{what} {}: {e}", path.display()))?
         .collect::<Result<_, _>>()
@@ -46,11 +47,6 @@ pub fn read_key(path: &Path, what: &str) -> Result<PrivateKeyDer<'static>, Strin
     PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{what} {}: no usable private key: {e}", path.display()))
 }
 
-/// Reads a PEM certificate chain.
-pub fn read_chain(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    read_certs(path, what)
-}
-
 /// The client side of TLS toward `host`, as `settings` say.
 pub fn client(settings: &TlsSettings, host: &str, http: HttpVersion) -> Result<TlsClient, String> {
     let builder = ClientConfig::builder_with_provider(provider())
@@ -62,7 +58,7 @@ pub fn client(settings: &TlsSettings, host: &str, http: HttpVersion) -> Result<T
         let mut roots = RootCertStore::empty();
         match &settings.ca {
             Some(ca) => {
-                for cert in read_certs(ca, "tls.ca")? {
+                for cert in read_chain(ca, "tls.ca")? {
                     roots.add(cert).map_err(|e| format!("tls.ca {}: {e}", ca.display()))?;
                 }
             }
@@ -80,7 +76,7 @@ pub fn client(settings: &TlsSettings, host: &str, http: HttpVersion) -> Result<T
     };
     let mut config = match (&settings.cert, &settings.key) {
         (Some(cert), Some(key)) => builder
-            .with_client_auth_cert(read_certs(cert, "tls.cert")?, read_key(key, "tls.key")?)
+            .with_client_auth_cert(read_chain(cert, "tls.cert")?, read_key(key, "tls.key")?)
             .map_err(|e| format!("tls.cert/tls.key: {e}"))?,
         _ => builder.with_no_client_auth(),
     };

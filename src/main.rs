@@ -124,6 +124,11 @@ struct RunArgs {
     /// No live progress on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Generator threads (default: one per 25,000 heartbeats/s of offered
+    /// load, fewer heartbeats per thread over TLS, HTTP/2 or a connection
+    /// per request; at most one per core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
 }
 
 /// Renderings of a report, each written atomically.
@@ -514,7 +519,8 @@ fn run_command(args: RunArgs) -> ExitCode {
         let cancel = tokio_util::sync::CancellationToken::new();
         tokio::spawn(interrupts(Termination::install(), cancel.clone()));
         let mut progress = run::Progress::new(&scenario, args.quiet);
-        let options = run::ExecuteOptions { keep_second_histograms: args.hlog.is_some() };
+        let options =
+            run::ExecuteOptions { keep_second_histograms: args.hlog.is_some(), threads: args.threads.map(usize::from) };
         let executed = run::execute_with(&scenario, seed, cancel, options, |live| progress.update(live)).await;
         progress.finish();
         let run::Executed { report, second_histograms } = match executed {

@@ -12,6 +12,7 @@ use crate::engine::{self, EngineSettings, FleetRuntime, Live};
 use crate::fleet::FleetEvents;
 use crate::gate::ThresholdResult;
 use crate::report::{Aborted, Report, Stats};
+use crate::scenario::transport::HttpVersion;
 use crate::scenario::{ConnectionMode, Scenario, TargetUrl};
 use crate::server::{self, ServeConfig};
 use crate::stats::{Percentiles, Recorder};
@@ -339,6 +340,36 @@ pub fn endpoint_options(t: &crate::scenario::Target, host: &str) -> Result<Endpo
 pub struct ExecuteOptions {
     /// Keep every second's latency histogram (for `--hlog`).
     pub keep_second_histograms: bool,
+    /// Generator threads; by default [`default_threads`].
+    pub threads: Option<usize>,
+}
+
+/// Heartbeats per second one generator thread is given, over kept-alive
+/// plain HTTP/1.1 connections. A thread costs wake-ups: at 10,000/s two
+/// threads used 25 µs of CPU per heartbeat where one used N µs
+/// (BENCHMARKS.md), and one thread keeps up with about 60,000/s.
+const RATE_PER_THREAD: f64 = 25_000.0;
+
+/// How many generator threads a scenario gets unless told: enough for its
+/// offered rate ([`RATE_PER_THREAD`], less per thread when every heartbeat
+/// costs more: TLS, HTTP/2, a new connection each), at most one per core.
+/// Fleets with events (surges, synchronized returns) get every core, since
+/// their peaks are far above their average.
+pub fn default_threads(scenario: &Scenario) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    if scenario.fleets.iter().any(|f| !f.events.is_empty()) {
+        return cores;
+    }
+    let t = &scenario.target;
+    let mut per_thread = RATE_PER_THREAD;
+    if matches!(t.url, TargetUrl::Http { tls: true, .. }) || t.http == HttpVersion::Http2 || t.sigv4.is_some() {
+        per_thread /= 2.0;
+    }
+    if t.connections == ConnectionMode::NewPerRequest {
+        per_thread /= 10.0;
+    }
+    let rate: f64 = scenario.fleets.iter().map(|f| f.schedule.rate(f.devices)).sum();
+    ((rate / per_thread).ceil() as usize).clamp(1, cores)
 }
 
 /// A finished run: its report, and what else was asked for.
@@ -417,7 +448,7 @@ pub async fn execute_with(
     let transport = Http::new(endpoint);
     let endpoint = transport.endpoint().clone();
     let fleets = fleet_runtimes(scenario, seed);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = options.threads.unwrap_or_else(|| default_threads(scenario));
     let settings = EngineSettings {
         duration: scenario.duration,
         connections: t.connections,

@@ -288,7 +288,10 @@ async fn exchange(
     let mut sender = match conn {
         Some(s) if !s.is_closed() => s,
         _ => {
-            let (sender, handshake) = connect(endpoint).await?;
+            // Boxed: the connect path (TCP, TLS, the HTTP handshake) made
+            // up 8.5 of this future's 9.5 KB, and every exchange was built
+            // and moved with it, while few of them connect.
+            let (sender, handshake) = Box::pin(connect(endpoint)).await?;
             *connected = Some(Connected { tls_handshake: handshake });
             sender
         }
@@ -420,4 +423,27 @@ fn tls_alert(e: &hyper::Error) -> Option<&rustls::Error> {
         source = s.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exchange_future_stays_small() {
+        // Each heartbeat builds one and moves it into a box: its size is
+        // copied per heartbeat (it was 9.5 KB with the connect path inline).
+        let endpoint = Endpoint::new(
+            "127.0.0.1:9".parse().unwrap(),
+            "127.0.0.1",
+            "/SendHeartbeat",
+            [],
+            Duration::from_secs(1),
+            EndpointOptions::default(),
+        )
+        .unwrap();
+        let exchange = Http::new(endpoint).exchange(None, Bytes::new());
+        let size = std::mem::size_of_val(&exchange);
+        assert!(size <= 2048, "an exchange future takes {size} bytes");
+    }
 }

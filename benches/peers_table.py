@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Reads the raw outputs of benches/peers.sh and prints its table.
+
+Raw files are OUT/raw/CASE.TARGET.TOOL.REP.{cmd,out,err,time,rc} (and .json
+for fleetstorm's report). For each case, target and tool: the median over
+the reps of the achieved rate, client CPU per request, peak RSS and
+latency, and each peer's ratio to fleetstorm. Then the floors of the
+performance issue, checked against the nginx target.
+
+Usage: peers_table.py OUT
+"""
+
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+OUT = sys.argv[1]
+RAW = os.path.join(OUT, "raw")
+
+
+def read(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def gnu_time(path):
+    t = read(path)
+
+    def get(key):
+        m = re.search(re.escape(key) + r":\s*([\d.]+)", t)
+        return float(m.group(1)) if m else None
+
+    user, sys_, rss = get("User time (seconds)"), get("System time (seconds)"), get("Maximum resident set size (kbytes)")
+    return {"cpu_s": (user or 0) + (sys_ or 0), "rss_mib": rss / 1024 if rss else None}
+
+
+def seconds(value, unit):
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def parse_fleetstorm(base):
+    try:
+        r = json.load(open(base + ".json"))
+    except (OSError, ValueError):
+        return {}
+    t = r["totals"]
+    return {
+        "requests": t["sent"],
+        "rate": t["achieved_rate"],
+        "offered": t["offered_rate"],
+        "p50_ms": t["latency_ms"]["p50"],
+        "p99_ms": t["latency_ms"]["p99"],
+        "lag_p99_ms": t["schedule_lag_ms"]["p99"],
+        "errors": t["failed"] + t["missed"],
+    }
+
+
+def parse_wrk(base):
+    o, r = read(base + ".out"), {}
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", o)
+    if m:
+        r["requests"] = int(m.group(1))
+    m = re.search(r"Requests/sec:\s*([\d.]+)", o)
+    r["rate"] = float(m.group(1)) if m else None
+    for q in ("50", "99"):
+        m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s|m)\s*$" % q, o, re.M)
+        r["p%s_ms" % q] = seconds(m.group(1), m.group(2)) * 1e3 if m else None
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", o)
+    r["errors"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", o)
+    if m:
+        r["errors"] += sum(map(int, m.groups()))
+    return r
+
+
+def parse_hey(base):
+    o, r = read(base + ".out"), {}
+    m = re.search(r"Requests/sec:\s*([\d.]+)", o)
+    r["rate"] = float(m.group(1)) if m else None
+    errors = 0
+    if "Error distribution:" in o:
+        o, tail = o.split("Error distribution:", 1)
+        errors = sum(int(x) for x in re.findall(r"^\s*\[(\d+)\]\s", tail, re.M))
+    codes = {int(a): int(b) for a, b in re.findall(r"\[(\d+)\]\s+(\d+) responses", o)}
+    r["requests"] = sum(codes.values()) + errors
+    r["errors"] = sum(v for k, v in codes.items() if k >= 400) + errors
+    for q in ("50", "99"):
+        m = re.search(r"%s%% in ([\d.]+) secs" % q, o)
+        r["p%s_ms" % q] = float(m.group(1)) * 1e3 if m else None
+    return r
+
+
+def parse_oha(base):
+    o, r = read(base + ".out"), {}
+    try:
+        j = json.loads(o[o.index("{"):])
+    except ValueError:
+        return r
+    s = j.get("summary", {})
+    r["rate"] = s.get("requestsPerSec")
+    codes = {int(k): v for k, v in j.get("statusCodeDistribution", {}).items()}
+    errors = dict(j.get("errorDistribution", {}))
+    errors.pop("aborted due to deadline", 0)  # in flight at the -z deadline: not failures
+    r["requests"] = sum(codes.values()) + sum(errors.values())
+    r["errors"] = sum(v for k, v in codes.items() if k >= 400) + sum(errors.values())
+    lp = j.get("latencyPercentiles", {})
+    for q in ("50", "99"):
+        v = lp.get("p" + q)
+        r["p%s_ms" % q] = v * 1e3 if v is not None else None
+    return r
+
+
+PARSERS = {"fleetstorm": parse_fleetstorm, "wrk1": parse_wrk, "hey": parse_hey, "oha": parse_oha}
+
+runs = []
+for cmd in sorted(glob.glob(os.path.join(RAW, "*.cmd"))):
+    base = cmd[: -len(".cmd")]
+    parts = os.path.basename(base).split(".")
+    if len(parts) != 4 or parts[0] == "search":
+        continue
+    case, target, tool, rep = parts
+    r = PARSERS[tool](base)
+    r.update(gnu_time(base + ".time"))
+    r.update(case=case, target=target, tool=tool, rep=int(rep), rc=read(base + ".rc").strip())
+    if tool == "fleetstorm" and case == "max":
+        # A rep that stepped down keeps only its last, confirmed run.
+        r["kept_up"] = r.get("errors") == 0 and (r.get("lag_p99_ms") or 1e9) <= 5.0
+    r["cpu_us"] = r["cpu_s"] * 1e6 / r["requests"] if r.get("requests") else None
+    runs.append(r)
+json.dump(runs, open(os.path.join(OUT, "results.json"), "w"), indent=1)
+
+
+def median(rows, key):
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(x, spec="{:,.0f}"):
+    return "-" if x is None else spec.format(x)
+
+
+TOOL_ORDER = ["fleetstorm", "wrk1", "hey", "oha"]
+machine = read(os.path.join(OUT, "machine.txt")).strip()
+print("```")
+print(machine)
+print("```")
+summary = {}
+for case, title in (("fixed", "fixed rate"), ("max", "maximum throughput"), ("long", "long fixed-rate run")):
+    targets = sorted({r["target"] for r in runs if r["case"] == case}, key=lambda t: t != "nginx")
+    for target in targets:
+        rows = [r for r in runs if r["case"] == case and r["target"] == target]
+        tools = sorted({r["tool"] for r in rows}, key=TOOL_ORDER.index)
+        print()
+        reps = max(r["rep"] for r in rows)
+        print(f"### {title}, target {target} ({'median of %d' % reps if reps > 1 else 'one run'})")
+        print()
+        print("| tool | achieved req/s | client CPU µs/req | peak RSS MiB | p50 ms | p99 ms | errors | "
+              "CPU/req ÷ fleetstorm's | req/s ÷ fleetstorm's |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        med = {t: {k: median([r for r in rows if r["tool"] == t], k)
+                   for k in ("rate", "cpu_us", "rss_mib", "p50_ms", "p99_ms", "errors")} for t in tools}
+        summary[(case, target)] = med
+        base = med.get("fleetstorm", {})
+        for t in tools:
+            m = med[t]
+            cpu_ratio = m["cpu_us"] / base["cpu_us"] if base.get("cpu_us") and m["cpu_us"] else None
+            rate_ratio = m["rate"] / base["rate"] if base.get("rate") and m["rate"] else None
+            print(f"| {t} | {fmt(m['rate'])} | {fmt(m['cpu_us'], '{:.1f}')} | {fmt(m['rss_mib'], '{:.1f}')} | "
+                  f"{fmt(m['p50_ms'], '{:.2f}')} | {fmt(m['p99_ms'], '{:.2f}')} | {fmt(m['errors'])} | "
+                  f"{fmt(cpu_ratio, '{:.2f}')} | {fmt(rate_ratio, '{:.2f}')} |")
+        if case == "max" and "fleetstorm" in tools:
+            fs = [r for r in rows if r["tool"] == "fleetstorm"]
+            found = read(os.path.join(RAW, "found." + target)).strip()
+            print()
+            print(f"fleetstorm: search found {found}/s; reps " + ", ".join(
+                f"{fmt(r.get('offered'))}/s offered, lag p99 {fmt(r.get('lag_p99_ms'), '{:.2f}')} ms"
+                f"{'' if r['kept_up'] else ' (fell behind)'}" for r in sorted(fs, key=lambda r: r["rep"])))
+
+print()
+print("### Floors (target nginx)")
+print()
+
+
+def floor(text, ok):
+    print(f"- {'met' if ok else 'NOT met'}: {text}")
+
+
+fixed = summary.get(("fixed", "nginx"), {})
+fs, oha = fixed.get("fleetstorm", {}), fixed.get("oha", {})
+if fs.get("cpu_us") and oha.get("cpu_us"):
+    ratio = fs["cpu_us"] / oha["cpu_us"]
+    floor(f"client CPU per request at a fixed rate ≤ 0.6 × oha's: {fs['cpu_us']:.1f} / {oha['cpu_us']:.1f} µs "
+          f"= {ratio:.2f}", ratio <= 0.6)
+if fs.get("rss_mib"):
+    floor(f"peak RSS at a fixed rate ≤ 50 MiB: {fs['rss_mib']:.1f} MiB", fs["rss_mib"] <= 50)
+long = summary.get(("long", "nginx"), {}).get("fleetstorm", {})
+if fs.get("rss_mib") and long.get("rss_mib"):
+    floor(f"peak RSS flat as the run gets longer: {fs['rss_mib']:.1f} MiB (short) → {long['rss_mib']:.1f} MiB "
+          f"(long), growth ≤ 10%", long["rss_mib"] <= fs["rss_mib"] * 1.10)
+top = summary.get(("max", "nginx"), {})
+fsmax = top.get("fleetstorm", {}).get("rate")
+for peer, factor in (("wrk1", 1.0), ("oha", 1.3)):
+    peer_rate = top.get(peer, {}).get("rate")
+    if fsmax and peer_rate:
+        floor(f"kept-up rate ≥ {factor} × {peer}'s closed-loop throughput: {fsmax:,.0f} / {peer_rate:,.0f} "
+              f"= {fsmax / peer_rate:.2f}", fsmax >= factor * peer_rate)

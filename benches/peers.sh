@@ -14,8 +14,8 @@
 #           (schedule lag p99 <= 5 ms, nothing missed, nothing failed), found
 #           by a search before the reps (doubling, then bisection to 5%),
 #           confirmed in each rep (stepping down 5% if a rep falls behind);
-#   long  : fleetstorm, oha and hey at RATE for LONG_S s, once: does peak
-#           RSS stay flat as a run gets longer?
+#   long  : fleetstorm, oha and hey at RATE for LONG_S s, once, against the
+#           first target: does peak RSS stay flat as a run gets longer?
 # Client figures: user+sys CPU and peak RSS of the client process from GNU
 # time -v (wrapped around timeout(1) and the tool). fleetstorm's latency is
 # measured from each heartbeat's intended time (corrected for coordinated
@@ -299,7 +299,7 @@ for target in $TARGETS; do
       for tool in $TOOLS; do run_case "$tool" "$case" "$target" "$rep"; done
     done
   done
-  if [[ " $CASES " == *" long "* ]]; then
+  if [[ " $CASES " == *" long "* && $target == "${TARGETS%% *}" ]]; then
     for tool in $TOOLS; do run_case "$tool" long "$target" 1; done
   fi
   stop_target

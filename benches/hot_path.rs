@@ -1,0 +1,150 @@
+//! Micro-benchmarks for the generator's per-heartbeat work, beside
+//! `heartbeat.rs` (building and validating bodies):
+//!
+//! - **schedule tick**: what a worker does to find the next due device and
+//!   plan its following heartbeat: pop the earliest of 100,000 devices from
+//!   the timer heap, advance its clock (plain, jittered Poisson, and with
+//!   fleet events to consult), push it back;
+//! - **recording**: one heartbeat's accounting in a fleet's recorder
+//!   (scheduled, sent with its lag, completed with latency and service
+//!   time: three HDR histogram records), and merging a busy second's
+//!   recorder into a run's, as the aggregator does once a second per worker;
+//! - **outcome classification**: mapping statuses and failures to report
+//!   classes.
+//!
+//! Run with `cargo bench --bench hot_path`.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use fleetstorm::fleet::{DeviceClock, Event, EventKind, FleetEvents, Recovery};
+use fleetstorm::scenario::{Arrival, Schedule};
+use fleetstorm::stats::{Failure, Outcome, Recorder};
+
+const DEVICES: u64 = 100_000;
+
+/// A worker's timer heap over `DEVICES` devices, with their clocks.
+struct Timers {
+    heap: BinaryHeap<Reverse<(u64, u32)>>,
+    clocks: Vec<DeviceClock>,
+    schedule: Schedule,
+    events: FleetEvents,
+}
+
+impl Timers {
+    fn new(schedule: Schedule, events: FleetEvents) -> Timers {
+        let mut clocks: Vec<DeviceClock> = (0..DEVICES).map(|i| DeviceClock::new(1, 7, i)).collect();
+        let heap = clocks
+            .iter_mut()
+            .enumerate()
+            .map(|(i, c)| Reverse((events.first(c, &schedule, DEVICES, i as u64).at_ns, i as u32)))
+            .collect();
+        Timers { heap, clocks, schedule, events }
+    }
+
+    /// One tick: the earliest device goes, and is planned again.
+    fn tick(&mut self) -> u64 {
+        let Reverse((at, slot)) = self.heap.pop().expect("never empty");
+        let next = self.events.advance(&mut self.clocks[slot as usize], &self.schedule, u64::from(slot), at);
+        self.heap.push(Reverse((next.at_ns, slot)));
+        at
+    }
+}
+
+fn schedule_tick(c: &mut Criterion) {
+    let mut group = c.benchmark_group("schedule_tick");
+    group.throughput(Throughput::Elements(1));
+    let periodic = Schedule::every(Duration::from_secs(10));
+    let poisson = Schedule { jitter: 0.1, arrival: Arrival::Poisson, ..periodic };
+    let events = [
+        Event {
+            at: Duration::from_secs(60),
+            share: 0.3,
+            kind: EventKind::Outage { duration: Duration::from_secs(45), recover: Recovery::Synchronized },
+        },
+        Event {
+            at: Duration::from_secs(300),
+            share: 0.5,
+            kind: EventKind::Surge { duration: Duration::from_secs(60), interval: Duration::from_secs(1) },
+        },
+    ];
+    let cases = [
+        ("periodic", periodic, FleetEvents::default()),
+        ("poisson_jitter", poisson, FleetEvents::default()),
+        ("outage_and_surge", periodic, FleetEvents::new(&events, DEVICES, periodic.interval, 7)),
+    ];
+    for (name, schedule, events) in cases {
+        let mut timers = Timers::new(schedule, events);
+        group.bench_function(name, |b| b.iter(|| black_box(timers.tick())));
+    }
+    group.finish();
+}
+
+/// Statuses and failures in the proportions of a bad day.
+fn outcomes() -> Vec<Outcome> {
+    let mut v = Vec::new();
+    for i in 0..1000u32 {
+        v.push(match i % 50 {
+            0 => Outcome::Status(503),
+            1 => Outcome::Status(429),
+            2 => Outcome::Failed(Failure::Timeout),
+            3 => Outcome::Failed(Failure::Io),
+            4 => Outcome::Status(302),
+            _ => Outcome::Status(200),
+        });
+    }
+    v
+}
+
+fn recording(c: &mut Criterion) {
+    let mut group = c.benchmark_group("recording");
+    group.throughput(Throughput::Elements(1));
+    let outcomes = outcomes();
+    let mut recorder = Recorder::default();
+    let mut i = 0usize;
+    group.bench_function("one_heartbeat", |b| {
+        b.iter(|| {
+            i = (i + 1) % outcomes.len();
+            // Latencies spread over three decades, as a loaded backend's are.
+            let latency = 200 + (i as u64 * 7919) % 200_000;
+            recorder.scheduled();
+            recorder.sent(black_box(latency / 100));
+            recorder.completed(outcomes[i], latency, latency - latency / 100);
+        })
+    });
+    // A second of 10,000 heartbeats from one worker, merged into the run's.
+    let mut second = Recorder::default();
+    for (n, outcome) in outcomes.iter().cycle().take(10_000).enumerate() {
+        let latency = 200 + (n as u64 * 7919) % 200_000;
+        second.scheduled();
+        second.sent(latency / 100);
+        second.completed(*outcome, latency, latency - latency / 100);
+    }
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("merge_a_second_of_10000", |b| {
+        b.iter_batched_ref(Recorder::default, |run| run.add(black_box(&second)), BatchSize::SmallInput)
+    });
+    group.finish();
+}
+
+fn classification(c: &mut Criterion) {
+    let mut group = c.benchmark_group("outcome");
+    let outcomes = outcomes();
+    group.throughput(Throughput::Elements(outcomes.len() as u64));
+    group.bench_function("classify_1000", |b| {
+        b.iter(|| {
+            let mut classes = [0u64; fleetstorm::stats::CLASSES.len()];
+            for o in black_box(&outcomes) {
+                classes[o.class()] += 1;
+            }
+            classes
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, schedule_tick, recording, classification);
+criterion_main!(benches);

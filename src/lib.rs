@@ -26,6 +26,7 @@
 //! - [`sample`]: the `sample` command, printing bodies as they would be sent.
 //! - [`units`]: durations as people write them.
 
+pub mod capacity;
 pub mod compare;
 pub mod engine;
 pub mod fleet;

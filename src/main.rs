@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use fleetstorm::capacity;
 use fleetstorm::report::Report;
 use fleetstorm::run::{self, RunError};
 use fleetstorm::sample::{self, SampleError, SampleOptions};
@@ -56,6 +57,29 @@ enum Command {
     /// Compare runs against a baseline: a regression gate (exit code 3),
     /// noise-aware when given several runs per side.
     Compare(CompareArgs),
+    /// Find the highest load the target carries within the scenario's SLO
+    /// ([capacity] section), and say it in devices. Exit code 0 with an
+    /// answer, 3 when no rate tried met the SLO, 1 when inconclusive (the
+    /// generator fell behind) or interrupted.
+    Capacity(CapacityArgs),
+}
+
+#[derive(Args)]
+struct CapacityArgs {
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Write the capacity report (JSON) here (atomically).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write the capacity report as HTML, with its plots, here.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+    /// Generator threads for every step (default: as `run` chooses per step).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
 }
 
 #[derive(Args)]
@@ -308,6 +332,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate_command(&args),
         Command::Report(args) => report_command(&args),
         Command::Compare(args) => compare_command(&args),
+        Command::Capacity(args) => capacity_command(&args),
     }
 }
 
@@ -519,8 +544,11 @@ fn run_command(args: RunArgs) -> ExitCode {
         let cancel = tokio_util::sync::CancellationToken::new();
         tokio::spawn(interrupts(Termination::install(), cancel.clone()));
         let mut progress = run::Progress::new(&scenario, args.quiet);
-        let options =
-            run::ExecuteOptions { keep_second_histograms: args.hlog.is_some(), threads: args.threads.map(usize::from) };
+        let options = run::ExecuteOptions {
+            keep_second_histograms: args.hlog.is_some(),
+            threads: args.threads.map(usize::from),
+            warmup: Duration::ZERO,
+        };
         let executed = run::execute_with(&scenario, seed, cancel, options, |live| progress.update(live)).await;
         progress.finish();
         let run::Executed { report, second_histograms } = match executed {
@@ -563,6 +591,100 @@ fn run_command(args: RunArgs) -> ExitCode {
         }
         run_exit_code(&report)
     })
+}
+
+fn capacity_command(args: &CapacityArgs) -> ExitCode {
+    let scenario = match args.plan.load() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if scenario.capacity.is_none() {
+        eprintln!(
+            "error: {}: no [capacity] section; add one, e.g.\n  [capacity]\n  slo = {{ \"latency.p99\" = \"< 250ms\", \"error_rate\" = \"< 0.1%\" }}\n  start_rate = \"500/s\"\n  max_rate = \"100000/s\"",
+            args.plan.scenario.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    for path in [&args.out, &args.html].into_iter().flatten() {
+        if let Err(e) = fleetstorm::report::check_writable(path) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    let seed = scenario.seed.unwrap_or_else(|| {
+        let seed = rand::random::<u64>() >> 1;
+        eprintln!("note: the scenario sets no seed; using seed {seed} (pass --seed {seed} to repeat)");
+        seed
+    });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let quiet = args.quiet;
+    let searched = runtime.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(interrupts(Termination::install(), cancel.clone()));
+        let threads = args.threads.map(usize::from);
+        fleetstorm::capacity::search(&scenario, seed, cancel, threads, |p| {
+            if quiet {
+                return;
+            }
+            match p {
+                capacity::Progress::Starting { step, rate, devices } => eprintln!(
+                    "step {step}: {rate:.0} heartbeats/s from {} devices ...",
+                    fleetstorm::units::thousands(devices)
+                ),
+                capacity::Progress::Finished(s) => eprintln!(
+                    "step {}: offered {:.0}/s, achieved {:.0}/s, p99 {:.2} ms, errors {:.2}%: {} ({})",
+                    s.step,
+                    s.offered_rate,
+                    s.achieved_rate,
+                    s.p99_ms,
+                    s.error_rate * 100.0,
+                    s.verdict,
+                    s.reason
+                ),
+            }
+        })
+        .await
+    });
+    let report = match searched {
+        Ok(r) => r,
+        Err(e @ RunError::Invalid(_)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(e @ RunError::Failed(_)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    print!("{}", report.summary());
+    let _ = io::stdout().flush();
+    let mut written = true;
+    if let Some(path) = &args.out {
+        match serde_json::to_vec_pretty(&report) {
+            Ok(json) => written &= write_file(path, &json),
+            Err(e) => {
+                eprintln!("error: cannot encode the capacity report: {e}");
+                written = false;
+            }
+        }
+    }
+    if let Some(path) = &args.html {
+        written &= write_file(path, capacity::html::render(&report).as_bytes());
+    }
+    if !written {
+        return ExitCode::from(EXIT_FAILED);
+    }
+    match report.verdict.as_str() {
+        "found" | "max_rate_reached" => ExitCode::SUCCESS,
+        "below_start" => ExitCode::from(EXIT_GATE),
+        _ => ExitCode::from(EXIT_FAILED),
+    }
 }
 
 /// An abort threshold or a failing threshold: 3; otherwise an interrupted

@@ -342,6 +342,9 @@ pub struct ExecuteOptions {
     pub keep_second_histograms: bool,
     /// Generator threads; by default [`default_threads`].
     pub threads: Option<usize>,
+    /// Run this long before measuring: the report's totals cover the rest
+    /// of the run (its timeline, all of it).
+    pub warmup: Duration,
 }
 
 /// Heartbeats per second one generator thread is given, over kept-alive
@@ -458,6 +461,7 @@ pub async fn execute_with(
         thread_per_worker: true,
         keep_second_histograms: options.keep_second_histograms,
         cohorts: scenario.breakdown.contains(&crate::scenario::Breakdown::AgentVersion),
+        measure_after: options.warmup,
     };
     let mut watch = AbortWatch::new(scenario, cancel.clone());
     let mut output = engine::run(transport, fleets, settings, cancel, |live| {

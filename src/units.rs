@@ -24,6 +24,19 @@ pub fn format_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
+/// `n` with thousands separated by commas, as people read counts: 372,000.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// serde helpers for `Duration` fields written as strings.
 pub mod serde_duration {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -62,6 +75,13 @@ pub mod serde_duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_group_their_thousands() {
+        for (n, text) in [(0, "0"), (999, "999"), (1_000, "1,000"), (372_000, "372,000"), (12_345_678, "12,345,678")] {
+            assert_eq!(thousands(n), text);
+        }
+    }
 
     #[test]
     fn durations_read_as_people_write_them() {

@@ -57,6 +57,11 @@ pub struct EngineSettings {
     pub keep_second_histograms: bool,
     /// Record per fleet and agent version as well (cohorts).
     pub cohorts: bool,
+    /// A warm-up: what workers hand over up to this instant (rounded up
+    /// to a flush instant, [`FLUSH_EVERY`]) goes to the timeline but not
+    /// into the totals, and the scheduling window the totals cover
+    /// (`RunOutput::scheduled_for`) starts there.
+    pub measure_after: Duration,
 }
 
 /// One second of a run (or, far back in a long run, several: see
@@ -277,6 +282,9 @@ pub async fn run<T: Transport>(
     let start = Instant::now();
     let _ = go_tx.send(Some(start));
 
+    // Measuring starts at the first flush instant at or after the warm-up.
+    let flush_ns = FLUSH_EVERY.as_nanos() as u64;
+    let measure_from = (settings.measure_after.as_nanos() as u64).div_ceil(flush_ns) * flush_ns;
     let mut totals: Vec<Recorder> = fleets.iter().map(|_| Recorder::default()).collect();
     let mut freshness: Vec<Freshness> = fleets.iter().map(|_| Freshness::default()).collect();
     let keep = settings.keep_second_histograms;
@@ -296,8 +304,12 @@ pub async fn run<T: Transport>(
                 continue;
             }
         };
-        for (total, part) in totals.iter_mut().zip(&flush.fleets) {
-            total.add(part);
+        // A flush holds what happened since the one before it.
+        let measured = flush.at_ns > measure_from + FLUSH_EVERY.as_nanos() as u64 / 2;
+        if measured {
+            for (total, part) in totals.iter_mut().zip(&flush.fleets) {
+                total.add(part);
+            }
         }
         // Each event counts in the second it happened in.
         for part in &flush.seconds {
@@ -321,7 +333,7 @@ pub async fn run<T: Transport>(
         for (fleet, parts) in cohorts.iter_mut().zip(&flush.cohorts) {
             fleet.resize_with(parts.len().max(fleet.len()), || None);
             for (total, part) in fleet.iter_mut().zip(parts) {
-                if let Some(part) = part {
+                if let Some(part) = part.as_ref().filter(|_| measured) {
                     total.get_or_insert_with(Recorder::default).add(part);
                 }
             }
@@ -353,7 +365,8 @@ pub async fn run<T: Transport>(
             interrupted_at.unwrap_or(elapsed).min(settings.duration)
         } else {
             settings.duration
-        },
+        }
+        .saturating_sub(Duration::from_nanos(measure_from)),
         interrupted,
         fleets: totals,
         freshness,
@@ -432,6 +445,7 @@ mod tests {
             thread_per_worker: false,
             keep_second_histograms: false,
             cohorts: false,
+            measure_after: Duration::ZERO,
         }
     }
 
@@ -458,6 +472,22 @@ mod tests {
             assert_eq!(c.scheduled, c.sent + c.missed, "scheduled = sent + missed");
             assert_eq!(c.sent, c.ok() + c.failed(), "sent = ok + failed");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warm_up_is_in_the_timeline_but_not_in_the_totals() {
+        let fake = Fake::default();
+        let settings =
+            EngineSettings { measure_after: Duration::from_millis(1_900), ..paused(5, ConnectionMode::PerDevice, 3) };
+        let fleets = vec![fleet(1_000, every(Duration::from_secs(1)))];
+        let out = run(fake.clone(), fleets, settings, CancellationToken::new(), |_| {}).await;
+        // Measured from the flush instant at 2 s: three of the five seconds.
+        assert_eq!(out.scheduled_for, Duration::from_secs(3));
+        let c = &out.fleets[0].counters;
+        assert!((2_990..=3_010).contains(&c.scheduled), "{c:?}");
+        assert_eq!(c.sent, c.ok() + c.failed());
+        let all: u64 = out.timeline.iter().map(|s| s.scheduled).sum();
+        assert_eq!(all, 5_000, "the timeline keeps the warm-up");
     }
 
     #[tokio::test(start_paused = true)]

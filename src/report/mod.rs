@@ -12,7 +12,7 @@ pub mod hlog;
 pub mod html;
 pub mod junit;
 pub mod markdown;
-mod plots;
+pub(crate) mod plots;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -17,8 +17,8 @@ pub struct Plot {
     pub svg: String,
 }
 
-const SIZE: (u32, u32) = (880, 340);
-const PALETTE: [RGBColor; 8] = [
+pub(crate) const SIZE: (u32, u32) = (880, 340);
+pub(crate) const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -29,11 +29,11 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
-type DrawResult = Result<(), Box<dyn std::error::Error>>;
-type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+pub(crate) type DrawResult = Result<(), Box<dyn std::error::Error>>;
+pub(crate) type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 type Draw = fn(&Report, &Area<'_>) -> DrawResult;
 /// Points of a line, in chart coordinates.
-type Points = Vec<(f64, f64)>;
+pub(crate) type Points = Vec<(f64, f64)>;
 
 /// Every plot of a report, in page order.
 pub fn all(report: &Report) -> Vec<Plot> {
@@ -80,21 +80,24 @@ pub fn all(report: &Report) -> Vec<Plot> {
     ];
     plots
         .into_iter()
-        .map(|(id, title, caption, draw)| {
-            let mut svg = String::new();
-            let drawn = {
-                let area = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-                area.fill(&WHITE).map_err(|e| e.to_string()).and_then(|()| {
-                    draw(report, &area).map_err(|e| e.to_string())?;
-                    area.present().map_err(|e| e.to_string())
-                })
-            };
-            if let Err(e) = drawn {
-                svg = format!("<p class=\"plot-error\">this plot could not be drawn: {}</p>", super::html::escape(&e));
-            }
-            Plot { id, title, caption, svg }
-        })
+        .map(|(id, title, caption, draw)| Plot { id, title, caption, svg: svg(|area| draw(report, area)) })
         .collect()
+}
+
+/// One chart as SVG text; if it cannot be drawn, a paragraph saying why.
+pub(crate) fn svg(draw: impl FnOnce(&Area<'_>) -> DrawResult) -> String {
+    let mut svg = String::new();
+    let drawn = {
+        let area = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        area.fill(&WHITE).map_err(|e| e.to_string()).and_then(|()| {
+            draw(&area).map_err(|e| e.to_string())?;
+            area.present().map_err(|e| e.to_string())
+        })
+    };
+    match drawn {
+        Ok(()) => svg,
+        Err(e) => format!("<p class=\"plot-error\">this plot could not be drawn: {}</p>", super::html::escape(&e)),
+    }
 }
 
 fn seconds(report: &Report) -> f64 {
@@ -102,7 +105,7 @@ fn seconds(report: &Report) -> f64 {
 }
 
 /// A named line in a chart's legend.
-type Line = (String, RGBColor, Points);
+pub(crate) type Line = (String, RGBColor, Points);
 
 /// One point per second of the timeline, at the middle of its second.
 /// One point per timeline entry, at its middle; counts become rates per
@@ -268,7 +271,7 @@ fn freshness(report: &Report, area: &Area<'_>) -> DrawResult {
 
 /// Draws the lines, 2 px wide (the browser test tells data from grid
 /// lines by that), and their legend.
-fn draw_lines<'a, 'b: 'a, X, Y>(
+pub(crate) fn draw_lines<'a, 'b: 'a, X, Y>(
     chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
     lines: Vec<Line>,
 ) -> DrawResult

@@ -23,6 +23,7 @@ pub use settings::{Arrival, ConnectionMode, Header, Schedule, StartMode, Target,
 use settings::{DurationValue, Rate, Share};
 use std::time::Duration;
 
+use crate::capacity::CapacitySettings;
 use crate::fleet::{Event, EventKind, RetryPolicy, RolloutTarget};
 use crate::gate::Thresholds;
 use crate::heartbeat::profile::{self, MetricSpec, ModelSpec, Weighted};
@@ -46,6 +47,8 @@ pub struct Scenario {
     pub thresholds: Thresholds,
     /// Results also broken down by these (cohorts).
     pub breakdown: Vec<Breakdown>,
+    /// How `fleetstorm capacity` searches, and the SLO it holds loads to.
+    pub capacity: Option<CapacitySettings>,
 }
 
 /// What results may be broken down by, beyond fleets.
@@ -155,6 +158,7 @@ pub fn parse(text: &str, format: Format, origin: &str, default_name: &str) -> Re
         },
         thresholds: raw.thresholds.unwrap_or_default(),
         breakdown: raw.breakdown,
+        capacity: raw.capacity,
     };
     for f in &scenario.fleets {
         if let Err(e) = crate::fleet::events::check(&f.events, scenario.duration) {
@@ -167,14 +171,16 @@ pub fn parse(text: &str, format: Format, origin: &str, default_name: &str) -> Re
             ));
         }
     }
-    for (fleet, threshold) in scenario.thresholds.fleets_named() {
+    let slo = scenario.capacity.iter().flat_map(|c| &c.slo).filter_map(|t| t.metric.fleet.as_deref().map(|f| (f, t)));
+    let named = scenario.thresholds.fleets_named().map(|n| ("thresholds", n)).chain(slo.map(|n| ("capacity", n)));
+    for (section, (fleet, threshold)) in named {
         if !scenario.fleets.iter().any(|f| f.name() == fleet) {
             let names: Vec<&str> = scenario.fleets.iter().map(Fleet::name).collect();
             return Err(ScenarioError::at_text(
                 origin,
                 text,
                 &threshold.metric.path,
-                "thresholds",
+                section,
                 &format!(
                     "threshold {:?} names the fleet {fleet:?}, which the scenario does not have (its fleets: {})",
                     threshold.metric.path,
@@ -199,6 +205,7 @@ struct RawScenario {
     thresholds: Option<Thresholds>,
     #[serde(default)]
     breakdown: Vec<Breakdown>,
+    capacity: Option<CapacitySettings>,
 }
 
 /// A duration that must be above zero.

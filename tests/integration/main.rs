@@ -1,6 +1,7 @@
 //! fleetstorm's integration tests, in one binary (it links once).
 
 mod bad_scenarios;
+mod capacity;
 mod cli_sample;
 mod cli_serve;
 mod compare;

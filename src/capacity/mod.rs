@@ -1,0 +1,596 @@
+//! Capacity planning: `fleetstorm capacity` finds the highest load a
+//! backend carries within an SLO, and says it in devices.
+//!
+//! The data flow: the scenario's `[capacity]` section ([`settings`]) gives
+//! the SLO and the search; [`search`] picks each step's rate; a step is the
+//! scenario's fleet mix scaled to that rate ([`step_scenario`]: device
+//! counts scaled, intervals, shares and payloads kept) and run by the
+//! engine, warm-up first and not counted; the step's report is judged
+//! (generator kept up? SLO held?) into a [`StepResult`]; when the search
+//! ends, the steps become a [`CapacityReport`]: the maximum sustainable
+//! rate, the devices it means at each fleet interval, the knee, the first
+//! limit, and the saturation curve ([`html`]).
+
+pub mod html;
+pub mod search;
+pub mod settings;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::gate::ThresholdResult;
+use crate::report::Report;
+use crate::run::{self, ExecuteOptions, RunError};
+use crate::scenario::{Scenario, Schedule};
+use search::{Conclusion, Search, StepVerdict};
+pub use settings::{CapacitySettings, Strategy};
+
+/// The capacity report's schema name.
+pub const SCHEMA: &str = "fleetstorm-capacity-v1";
+
+/// The scenario's offered rate with every device online.
+pub fn nominal_rate(scenario: &Scenario) -> f64 {
+    scenario.fleets.iter().map(|f| f.schedule.rate(f.devices)).sum()
+}
+
+/// The scenario as one step runs it: every fleet's device count scaled so
+/// that the mix offers `rate` heartbeats/s (intervals, shares, payloads
+/// and connection mode kept); events, ramp-ups and thresholds left out (a
+/// step is steady load, judged by the SLO); run for the warm-up and the step.
+pub fn step_scenario(scenario: &Scenario, settings: &CapacitySettings, rate: f64) -> Result<Scenario, String> {
+    let factor = rate / nominal_rate(scenario);
+    let mut s = scenario.clone();
+    s.duration = settings.warmup + settings.step_duration;
+    s.thresholds = Default::default();
+    s.capacity = None;
+    for f in &mut s.fleets {
+        f.devices = ((f.devices as f64 * factor).round() as u64).clamp(1, crate::scenario::MAX_DEVICES_PER_FLEET);
+        f.device_name.check_for(f.devices).map_err(|e| {
+            format!(
+                "at {rate:.0}/s fleet {:?} has {} devices, and its device_name cannot name them: {e}",
+                f.name(),
+                f.devices
+            )
+        })?;
+        f.events.clear();
+        f.schedule = Schedule { ramp_up: Duration::ZERO, ..f.schedule };
+    }
+    Ok(s)
+}
+
+/// One measured step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    /// 1 for the first step.
+    pub step: usize,
+    /// The rate the search asked for, and the devices that offered it.
+    pub target_rate: f64,
+    pub devices: u64,
+    /// Measured after the warm-up.
+    pub offered_rate: f64,
+    pub achieved_rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub error_rate: f64,
+    pub missed: u64,
+    pub schedule_lag_p99_ms: f64,
+    pub generator_kept_up: bool,
+    /// `good`, `bad` or `inconclusive`.
+    pub verdict: String,
+    pub slo: Vec<ThresholdResult>,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl StepResult {
+    fn judged(step: usize, target_rate: f64, devices: u64, report: &Report, slo: Vec<ThresholdResult>) -> StepResult {
+        let t = &report.totals;
+        let kept_up = report.generator.kept_up;
+        let failing: Vec<String> =
+            slo.iter().filter(|r| !r.ok).map(|r| format!("{} was {}", r.expr, r.actual_text)).collect();
+        let (verdict, reason) = if !kept_up {
+            (StepVerdict::Inconclusive, format!("the generator {}", report.generator.verdict))
+        } else if failing.is_empty() {
+            (StepVerdict::Good, "the SLO held".to_string())
+        } else {
+            (StepVerdict::Bad, failing.join("; "))
+        };
+        StepResult {
+            step,
+            target_rate,
+            devices,
+            offered_rate: t.offered_rate,
+            achieved_rate: t.achieved_rate,
+            p50_ms: t.latency_ms.p50,
+            p99_ms: t.latency_ms.p99,
+            p999_ms: t.latency_ms.p999,
+            error_rate: t.error_rate(),
+            missed: t.missed,
+            schedule_lag_p99_ms: t.schedule_lag_ms.p99,
+            generator_kept_up: kept_up,
+            verdict: verdict_name(verdict).to_string(),
+            slo,
+            reason,
+        }
+    }
+
+    /// A step the generator could not run at all.
+    fn not_run(step: usize, target_rate: f64, devices: u64, why: &str) -> StepResult {
+        StepResult {
+            step,
+            target_rate,
+            devices,
+            offered_rate: 0.0,
+            achieved_rate: 0.0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            p999_ms: 0.0,
+            error_rate: 0.0,
+            missed: 0,
+            schedule_lag_p99_ms: 0.0,
+            generator_kept_up: false,
+            verdict: verdict_name(StepVerdict::Inconclusive).to_string(),
+            slo: vec![],
+            reason: format!("the generator cannot run this step here: {why}"),
+        }
+    }
+
+    fn verdict(&self) -> StepVerdict {
+        match self.verdict.as_str() {
+            "good" => StepVerdict::Good,
+            "bad" => StepVerdict::Bad,
+            _ => StepVerdict::Inconclusive,
+        }
+    }
+}
+
+fn verdict_name(v: StepVerdict) -> &'static str {
+    match v {
+        StepVerdict::Good => "good",
+        StepVerdict::Bad => "bad",
+        StepVerdict::Inconclusive => "inconclusive",
+    }
+}
+
+/// Devices one rate carries at one heartbeat interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DevicesAt {
+    pub interval_s: f64,
+    pub devices: u64,
+    /// With the settings' headroom kept free.
+    pub with_headroom: u64,
+}
+
+/// The search's settings, as the report records them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchSettings {
+    pub start_rate: f64,
+    pub max_rate: f64,
+    pub step_duration_s: f64,
+    pub warmup_s: f64,
+    pub strategy: String,
+    pub precision: f64,
+    pub growth: f64,
+    pub headroom: f64,
+}
+
+/// What a capacity search found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapacityReport {
+    pub schema: String,
+    pub scenario: String,
+    pub target: String,
+    pub seed: u64,
+    pub started_at: String,
+    /// The SLO, one condition per entry.
+    pub slo: Vec<String>,
+    pub settings: SearchSettings,
+    /// `found`, `max_rate_reached`, `below_start`, `inconclusive` or `interrupted`.
+    pub verdict: String,
+    /// Heartbeats/s the backend sustains within the SLO; null unless the
+    /// verdict is `found` or `max_rate_reached`.
+    pub max_sustainable_rate: Option<f64>,
+    /// The highest rate a step met the SLO at, whatever the verdict.
+    pub highest_good_rate: Option<f64>,
+    /// The lowest rate a step broke the SLO at.
+    pub lowest_bad_rate: Option<f64>,
+    /// What stopped the load growing: `latency`, `errors`, `missed`,
+    /// `freshness`, `throughput`, `slo`, `generator` or `max_rate`.
+    pub limit: Option<String>,
+    /// The limit in words: the failing conditions and their values.
+    pub limit_detail: Option<String>,
+    /// The highest rate before p99 latency first doubled over its value at
+    /// the lowest load: where latency starts climbing.
+    pub knee_rate: Option<f64>,
+    /// The maximum sustainable rate in devices, at each fleet interval.
+    pub devices: Vec<DevicesAt>,
+    /// The answer in one sentence.
+    pub answer: String,
+    pub steps: Vec<StepResult>,
+}
+
+/// What the search reports as it goes.
+pub enum Progress<'a> {
+    /// A step is starting.
+    Starting { step: usize, rate: f64, devices: u64 },
+    /// A step ended.
+    Finished(&'a StepResult),
+}
+
+/// Runs the capacity search of `scenario` (which must have a `[capacity]`
+/// section). `cancel` (Ctrl-C) stops it: the step under way is dropped and
+/// the report says what the finished steps showed.
+pub async fn search(
+    scenario: &Scenario,
+    seed: u64,
+    cancel: CancellationToken,
+    threads: Option<usize>,
+    mut progress: impl FnMut(Progress<'_>),
+) -> Result<CapacityReport, RunError> {
+    let settings = scenario.capacity.as_ref().ok_or_else(|| {
+        RunError::Invalid(
+            "the scenario has no [capacity] section: add one with an slo, a start_rate and a max_rate".into(),
+        )
+    })?;
+    // Every rate the search may try must be expressible before it starts.
+    step_scenario(scenario, settings, settings.max_rate).map_err(RunError::Invalid)?;
+    let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let mut search = Search::new(settings);
+    let mut steps: Vec<StepResult> = Vec::new();
+    let mut target = String::new();
+    let mut interrupted = false;
+    let mut retried = None;
+    while let Some(rate) = search.next() {
+        let step = step_scenario(scenario, settings, rate).map_err(RunError::Invalid)?;
+        let devices = step.fleets.iter().map(|f| f.devices).sum();
+        progress(Progress::Starting { step: steps.len() + 1, rate, devices });
+        let options = ExecuteOptions { keep_second_histograms: false, threads, warmup: settings.warmup };
+        let report = match run::execute_with(&step, seed, cancel.clone(), options, |_| {}).await {
+            Ok(executed) => executed.report,
+            // Too large for this machine (open files, ports): the
+            // generator's limit, not the backend's.
+            Err(RunError::Invalid(e)) => {
+                let result = StepResult::not_run(steps.len() + 1, rate, devices, &e);
+                search.record(rate, StepVerdict::Inconclusive);
+                progress(Progress::Finished(&result));
+                steps.push(result);
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        if report.interrupted || cancel.is_cancelled() {
+            interrupted = true;
+            break;
+        }
+        target = format!("{}{}", report.scenario.target.url, report.scenario.target.path);
+        let slo = settings.slo.iter().map(|t| t.check(&report, false)).collect();
+        let mut result = StepResult::judged(steps.len() + 1, rate, devices, &report, slo);
+        // A generator that fell behind once may have been interrupted by
+        // something else on the machine: such a step is run again once
+        // before it ends the search.
+        let again = result.verdict() == StepVerdict::Inconclusive && retried != Some(rate);
+        if again {
+            result.reason.push_str("; running this step again");
+        }
+        progress(Progress::Finished(&result));
+        if again {
+            retried = Some(rate);
+        } else {
+            search.record(rate, result.verdict());
+        }
+        steps.push(result);
+    }
+    Ok(conclude(scenario, settings, seed, started_at, target, &search, steps, interrupted))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conclude(
+    scenario: &Scenario,
+    settings: &CapacitySettings,
+    seed: u64,
+    started_at: String,
+    target: String,
+    search: &Search,
+    steps: Vec<StepResult>,
+    interrupted: bool,
+) -> CapacityReport {
+    let conclusion = search.conclusion();
+    let verdict = if interrupted {
+        "interrupted"
+    } else {
+        match conclusion {
+            Conclusion::Found => "found",
+            Conclusion::MaxRateReached => "max_rate_reached",
+            Conclusion::BelowStart => "below_start",
+            Conclusion::Inconclusive => "inconclusive",
+        }
+    };
+    let max_sustainable_rate = match (interrupted, conclusion) {
+        (false, Conclusion::Found | Conclusion::MaxRateReached) => search.good,
+        _ => None,
+    };
+    // The first limit: the generator's, or the SLO's first broken step's.
+    let first_bad = steps.iter().find(|s| s.verdict() == StepVerdict::Bad);
+    let generator = steps
+        .iter()
+        .rev()
+        .find(|s| s.verdict() == StepVerdict::Inconclusive)
+        .filter(|_| conclusion == Conclusion::Inconclusive);
+    let (limit, limit_detail) = match (generator, first_bad, verdict) {
+        (Some(g), _, _) => (Some("generator".to_string()), Some(format!("at {}/s {}", rate(g.target_rate), g.reason))),
+        (None, Some(b), _) => {
+            let kinds: BTreeSet<&str> = b.slo.iter().filter(|r| !r.ok).map(|r| limit_kind(&r.metric)).collect();
+            let kind = kinds.into_iter().collect::<Vec<_>>().join("+");
+            (Some(kind), Some(format!("at {}/s {}", rate(b.target_rate), b.reason)))
+        }
+        (None, None, "max_rate_reached") => (
+            Some("max_rate".to_string()),
+            Some(format!("the SLO still held at max_rate, {}/s", rate(settings.max_rate))),
+        ),
+        _ => (None, None),
+    };
+    let devices = devices_at(scenario, max_sustainable_rate.or(search.good).unwrap_or(0.0), settings.headroom);
+    let knee_rate = knee(&steps);
+    let answer = answer(verdict, max_sustainable_rate, search, &devices, settings, limit_detail.as_deref());
+    CapacityReport {
+        schema: SCHEMA.to_string(),
+        scenario: scenario.name.clone(),
+        target,
+        seed,
+        started_at,
+        slo: settings.slo.iter().map(|t| t.expr()).collect(),
+        settings: SearchSettings {
+            start_rate: settings.start_rate,
+            max_rate: settings.max_rate,
+            step_duration_s: settings.step_duration.as_secs_f64(),
+            warmup_s: settings.warmup.as_secs_f64(),
+            strategy: match settings.strategy {
+                Strategy::StepThenBisect => "step-then-bisect",
+                Strategy::Steps => "steps",
+            }
+            .to_string(),
+            precision: settings.precision,
+            growth: settings.growth,
+            headroom: settings.headroom,
+        },
+        verdict: verdict.to_string(),
+        max_sustainable_rate,
+        highest_good_rate: search.good,
+        lowest_bad_rate: search.bad,
+        limit,
+        limit_detail,
+        knee_rate,
+        devices,
+        answer,
+        steps,
+    }
+}
+
+/// What kind of limit a broken SLO metric is.
+fn limit_kind(metric: &str) -> &'static str {
+    let base = match metric.strip_prefix("fleets.") {
+        Some(rest) => rest.split_once('.').map_or(rest, |(_, m)| m),
+        None => metric,
+    };
+    let first = base.split('.').next().unwrap_or(base);
+    match first {
+        "latency" | "service_time" | "schedule_lag" => "latency",
+        "error_rate" | "errors" | "status" | "failed" | "retries" | "retry_rate" => "errors",
+        "missed" | "missed_rate" => "missed",
+        "freshness" => "freshness",
+        "achieved_rate" | "achieved_rate_ratio" | "offered_rate" | "sent" | "ok" => "throughput",
+        _ => "slo",
+    }
+}
+
+/// `rate` heartbeats/s as devices at each distinct fleet interval.
+fn devices_at(scenario: &Scenario, rate: f64, headroom: f64) -> Vec<DevicesAt> {
+    let mut intervals: Vec<Duration> = scenario.fleets.iter().map(|f| f.schedule.interval).collect();
+    intervals.sort();
+    intervals.dedup();
+    intervals
+        .into_iter()
+        .map(|i| {
+            let devices = rate * i.as_secs_f64();
+            DevicesAt {
+                interval_s: i.as_secs_f64(),
+                devices: devices.floor() as u64,
+                with_headroom: (devices.floor() * (1.0 - headroom)).round() as u64,
+            }
+        })
+        .collect()
+}
+
+/// The highest rate before p99 latency first exceeds twice its value at
+/// the lowest load (and by at least a millisecond, so that sub-millisecond
+/// noise is no knee).
+fn knee(steps: &[StepResult]) -> Option<f64> {
+    let mut measured: Vec<&StepResult> = steps.iter().filter(|s| s.generator_kept_up).collect();
+    measured.sort_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate));
+    let base = measured.first()?.p99_ms;
+    let climbing = measured.iter().position(|s| s.p99_ms > 2.0 * base && s.p99_ms > base + 1.0)?;
+    climbing.checked_sub(1).map(|i| measured[i].offered_rate)
+}
+
+fn rate(r: f64) -> String {
+    crate::units::thousands(r.round() as u64)
+}
+
+fn answer(
+    verdict: &str,
+    max: Option<f64>,
+    search: &Search,
+    devices: &[DevicesAt],
+    settings: &CapacitySettings,
+    limit: Option<&str>,
+) -> String {
+    let in_devices = |r: f64| {
+        let parts: Vec<String> = devices
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} devices at a {} interval ({} with {:.0}% headroom)",
+                    crate::units::thousands(d.devices),
+                    crate::units::format_duration(Duration::from_secs_f64(d.interval_s)),
+                    crate::units::thousands(d.with_headroom),
+                    settings.headroom * 100.0
+                )
+            })
+            .collect();
+        format!("{} heartbeats/s → {}", rate(r), parts.join("; "))
+    };
+    match (verdict, max) {
+        ("found", Some(m)) => format!("sustains {}", in_devices(m)),
+        ("max_rate_reached", Some(m)) => {
+            format!("sustains at least {} (max_rate; raise it to find the limit)", in_devices(m))
+        }
+        ("below_start", _) => format!(
+            "no rate tried met the SLO, down to {}/s: {}",
+            rate(search.bad.unwrap_or(settings.start_rate)),
+            limit.unwrap_or("")
+        ),
+        ("inconclusive", _) => match search.good {
+            Some(g) => format!(
+                "inconclusive: the generator fell behind before the backend's limit; the backend carried at least {}/s",
+                rate(g)
+            ),
+            None => "inconclusive: the generator fell behind at the first step; nothing is known of the backend".into(),
+        },
+        _ => match search.good {
+            Some(g) => format!("interrupted; so far the backend carried {} heartbeats/s within the SLO", rate(g)),
+            None => "interrupted before any step met the SLO".into(),
+        },
+    }
+}
+
+impl CapacityReport {
+    /// The report as people read it in a terminal.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "capacity of {} for scenario {:?} (SLO: {})",
+            self.target,
+            self.scenario,
+            self.slo.join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "{:>4} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>9}  verdict",
+            "step", "devices", "offered/s", "achieved/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "lag p99"
+        );
+        for s in &self.steps {
+            let _ = writeln!(
+                out,
+                "{:>4} {:>10} {:>10} {:>10} {:>9.2} {:>9.2} {:>9.2} {:>7.2}% {:>9.2}  {}: {}",
+                s.step,
+                crate::units::thousands(s.devices),
+                rate(s.offered_rate),
+                rate(s.achieved_rate),
+                s.p50_ms,
+                s.p99_ms,
+                s.p999_ms,
+                s.error_rate * 100.0,
+                s.schedule_lag_p99_ms,
+                s.verdict,
+                s.reason
+            );
+        }
+        let _ = writeln!(out, "verdict: {}", self.answer);
+        if let Some(k) = self.knee_rate {
+            let _ = writeln!(out, "knee: p99 latency starts climbing above {}/s", rate(k));
+        }
+        if let (Some(limit), Some(detail)) = (&self.limit, &self.limit_detail) {
+            let _ = writeln!(out, "first limit: {limit} ({detail})");
+        }
+        out
+    }
+
+    /// Reads a capacity report written by `fleetstorm capacity --out`.
+    pub fn load(path: &std::path::Path) -> Result<CapacityReport, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{} is not a capacity report: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(n: usize, rate: f64, p99: f64, verdict: &str) -> StepResult {
+        StepResult {
+            step: n,
+            target_rate: rate,
+            devices: rate as u64,
+            offered_rate: rate,
+            achieved_rate: rate,
+            p50_ms: p99 / 2.0,
+            p99_ms: p99,
+            p999_ms: p99 * 1.5,
+            error_rate: 0.0,
+            missed: 0,
+            schedule_lag_p99_ms: 0.5,
+            generator_kept_up: verdict != "inconclusive",
+            verdict: verdict.into(),
+            slo: vec![],
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_knee_is_the_last_rate_before_p99_doubles() {
+        let steps = [
+            step(1, 500.0, 2.0, "good"),
+            step(2, 1_000.0, 2.4, "good"),
+            step(3, 2_000.0, 3.5, "good"),
+            step(4, 4_000.0, 90.0, "bad"),
+            step(5, 3_000.0, 6.0, "good"),
+        ];
+        assert_eq!(knee(&steps), Some(2_000.0));
+        // Sub-millisecond noise is no knee.
+        let flat = [step(1, 500.0, 0.2, "good"), step(2, 1_000.0, 0.5, "good")];
+        assert_eq!(knee(&flat), None);
+    }
+
+    #[test]
+    fn limits_are_named_by_what_broke() {
+        assert_eq!(limit_kind("latency.p99"), "latency");
+        assert_eq!(limit_kind("fleets.east.latency.p999"), "latency");
+        assert_eq!(limit_kind("error_rate"), "errors");
+        assert_eq!(limit_kind("status.503"), "errors");
+        assert_eq!(limit_kind("freshness.stale_devices"), "freshness");
+        assert_eq!(limit_kind("achieved_rate_ratio"), "throughput");
+    }
+
+    #[test]
+    fn a_rate_becomes_devices_at_each_interval_with_headroom() {
+        let text = "[[fleets]]\nname = \"a\"\ndevices = 10\ninterval = \"30s\"\n[[fleets]]\nname = \"b\"\ndevices = 10\ninterval = \"5s\"\n[[fleets]]\nname = \"c\"\ndevices = 1\ninterval = \"30s\"\n";
+        let s = crate::scenario::parse(text, crate::scenario::Format::Toml, "t.toml", "t").unwrap();
+        let d = devices_at(&s, 12_400.0, 0.3);
+        assert_eq!(
+            d,
+            [
+                DevicesAt { interval_s: 5.0, devices: 62_000, with_headroom: 43_400 },
+                DevicesAt { interval_s: 30.0, devices: 372_000, with_headroom: 260_400 },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_step_scales_the_mix_and_keeps_its_shape() {
+        let text = "duration = \"5m\"\n[[fleets]]\nname = \"a\"\ndevices = 300\ninterval = \"30s\"\nramp_up = \"1m\"\n[[fleets.events]]\nat = \"2m\"\nkind = \"outage\"\nshare = \"10%\"\nduration = \"30s\"\n[[fleets]]\nname = \"b\"\ndevices = 50\ninterval = \"5s\"\n[capacity]\nslo = { \"latency.p99\" = \"< 250ms\" }\nstart_rate = \"100/s\"\nmax_rate = \"1000/s\"\nstep_duration = \"10s\"\nwarmup = \"2s\"\n";
+        let s = crate::scenario::parse(text, crate::scenario::Format::Toml, "t.toml", "t").unwrap();
+        assert_eq!(nominal_rate(&s), 20.0);
+        let step = step_scenario(&s, s.capacity.as_ref().unwrap(), 200.0).unwrap();
+        assert_eq!(step.fleets.iter().map(|f| f.devices).collect::<Vec<_>>(), [3_000, 500]);
+        assert_eq!(nominal_rate(&step), 200.0);
+        assert_eq!(step.duration, Duration::from_secs(12));
+        assert!(step.fleets.iter().all(|f| f.events.is_empty() && f.schedule.ramp_up.is_zero()));
+        assert_eq!(step.fleets[1].schedule.interval, Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,142 @@
+//! `fleetstorm capacity` end to end: against serve with a known capacity
+//! (an M/D/c queue: `--workers c --service-time 2ms` carries c × 500
+//! heartbeats/s) the search finds it; a generator too slow for its first
+//! step makes the answer inconclusive, never a backend limit; the HTML
+//! report renders both curves in a real browser.
+
+use fleetstorm::capacity::CapacityReport;
+
+use super::util::{TempDir, fleetstorm, interop, root, spawn_serve};
+
+/// A fleet mix of two intervals, per-device connections, short steps.
+fn scenario(url: &str, connections: &str, capacity: &str) -> String {
+    format!(
+        "name = \"capacity\"\nseed = 11\n[target]\nurl = \"{url}\"\ntimeout = \"2s\"\nconnections = {connections}\n\
+         [[fleets]]\nname = \"gateways\"\ndevices = 60\ninterval = \"1s\"\n\
+         [[fleets]]\nname = \"sensors\"\ndevices = 100\ninterval = \"2s\"\n\
+         [capacity]\n{capacity}\n"
+    )
+}
+
+const SEARCH: &str = "slo = { \"latency.p99\" = \"< 100ms\", \"error_rate\" = \"< 1%\" }\nstart_rate = \"500/s\"\n\
+                      max_rate = \"50000/s\"\nstep_duration = \"2s\"\nwarmup = \"1s\"\nprecision = \"5%\"\n";
+
+fn search(dir: &TempDir, name: &str, text: &str, extra: &[&str]) -> (i32, CapacityReport, String) {
+    let file = dir.write(&format!("{name}.toml"), text);
+    let out = dir.path(&format!("{name}.json"));
+    let html = dir.path(&format!("{name}.html"));
+    let mut args = vec!["capacity", &file, "--quiet", "--out", out.to_str().unwrap(), "--html", html.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let run = fleetstorm(&args);
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    let report = CapacityReport::load(&out)
+        .unwrap_or_else(|e| panic!("{e}\n{stdout}\n{}", String::from_utf8_lossy(&run.stderr)));
+    (run.status.code().unwrap_or(-1), report, stdout)
+}
+
+/// The two searches that load the machine take turns, so that one's
+/// generator does not starve the other's.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn the_search_finds_the_capacity_of_a_queueing_backend() {
+    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("capacity-found");
+    for (workers, capacity) in [("4", 2_000.0), ("8", 4_000.0)] {
+        let (mut serve, url) = spawn_serve(&["--workers", workers, "--service-time", "2ms"]);
+        let (code, report, stdout) = search(&dir, workers, &scenario(&url, "\"per-device\"", SEARCH), &[]);
+        let _ = serve.kill();
+        let _ = serve.wait();
+        assert_eq!((code, report.verdict.as_str()), (0, "found"), "{stdout}");
+        let max = report.max_sustainable_rate.expect("a rate");
+        assert!((0.85 * capacity..=1.15 * capacity).contains(&max), "{workers} workers: {max}/s\n{stdout}");
+        // Grown geometrically, then bisected to 5%.
+        let mut rates: Vec<f64> = report.steps.iter().map(|s| s.target_rate).collect();
+        rates.dedup();
+        assert_eq!(rates[..3], [500.0, 1_000.0, 2_000.0], "{rates:?}");
+        let bad = report.lowest_bad_rate.unwrap();
+        assert!(bad > max && bad - max <= 0.05 * max, "{max} {bad}");
+        // Every step measured its own load: devices scaled to the rate,
+        // the mix's offered rate within 2% of what was asked.
+        // (A step the generator fell behind on is run again: the machine
+        // is shared with other tests.)
+        for s in report.steps.iter().filter(|s| s.generator_kept_up) {
+            assert!((s.offered_rate - s.target_rate).abs() <= 0.02 * s.target_rate, "{s:?}");
+            assert_eq!(s.verdict == "good", s.slo.iter().all(|r| r.ok), "{s:?}");
+        }
+        assert!(matches!(report.limit.as_deref(), Some("latency" | "errors" | "errors+latency")), "{report:?}");
+        assert!(report.limit_detail.as_deref().is_some_and(|d| d.contains("latency.p99 < 100ms was")), "{report:?}");
+        // The answer in devices, at both fleet intervals, with 30% headroom.
+        let at = |interval: f64| report.devices.iter().find(|d| d.interval_s == interval).unwrap();
+        assert_eq!(at(1.0).devices, max.floor() as u64);
+        assert_eq!(at(2.0).devices, (max * 2.0).floor() as u64);
+        assert_eq!(at(2.0).with_headroom, ((max * 2.0).floor() * 0.7).round() as u64);
+        assert!(stdout.contains("sustains") && stdout.contains("devices at a 2s interval"), "{stdout}");
+    }
+
+    // The HTML, in a real browser: both curves drawn, nothing fetched.
+    let screenshot = root().join("target").join("capacity-screenshot.png");
+    let html = dir.path("8.html");
+    if let Some(page) = interop(
+        "check_html.py",
+        &[html.to_str().unwrap(), screenshot.to_str().unwrap()],
+        &["websocket", "bin:chromium"],
+    ) {
+        assert_eq!(page["external"].as_array().map(Vec::len), Some(0), "a self-contained page: {page}");
+        let figures = page["figures"].as_array().unwrap();
+        let ids: Vec<&str> = figures.iter().map(|f| f["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["plot-latency-vs-load", "plot-saturation"]);
+        for f in figures {
+            assert!(f["svg"] == true && f["width"].as_f64() > Some(400.0) && f["height"].as_f64() > Some(200.0), "{f}");
+            assert!(f["series"].as_u64() >= Some(2) && f["series_length"].as_f64() > Some(200.0), "no curve: {f}");
+            assert!(f["labels"].as_u64() >= Some(8), "axes unlabelled: {f}");
+        }
+    }
+}
+
+#[test]
+fn a_generator_that_cannot_keep_up_makes_the_answer_inconclusive() {
+    // No backend limit at all, and one generator thread asked for 400,000
+    // heartbeats/s: the first step falls behind (twice), and that is all
+    // it says.
+    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("capacity-starved");
+    let (mut serve, url) = spawn_serve(&[]);
+    let search_text =
+        SEARCH.replace("start_rate = \"500/s\"", "start_rate = \"400000/s\"").replace("50000/s", "800000/s");
+    let (code, report, stdout) =
+        search(&dir, "starved", &scenario(&url, "{ pool = 64 }", &search_text), &["--threads", "1"]);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!((code, report.verdict.as_str()), (1, "inconclusive"), "{stdout}");
+    assert_eq!(report.max_sustainable_rate, None);
+    assert_eq!(report.limit.as_deref(), Some("generator"));
+    assert_eq!(report.steps.len(), 2, "run again once");
+    assert!(
+        report.steps.iter().all(|s| s.verdict == "inconclusive" && !s.generator_kept_up && s.target_rate == 400_000.0)
+    );
+    assert!(stdout.contains("inconclusive: the generator fell behind"), "{stdout}");
+
+    // A step too large for this machine (more connections than the
+    // process may open files) is the generator's limit too.
+    let (mut serve, url) = spawn_serve(&[]);
+    let big = SEARCH.replace("start_rate = \"500/s\"", "start_rate = \"30000/s\"");
+    let (code, report, stdout) = search(&dir, "too-large", &scenario(&url, "\"per-device\"", &big), &[]);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!((code, report.verdict.as_str(), report.max_sustainable_rate), (1, "inconclusive", None), "{stdout}");
+    assert_eq!(report.limit.as_deref(), Some("generator"));
+    assert!(
+        report.steps[0].reason.contains("cannot run this step here") && report.steps[0].reason.contains("open files")
+    );
+}
+
+#[test]
+fn capacity_needs_a_capacity_section() {
+    let dir = TempDir::new("capacity-none");
+    let file = dir.write("plain.toml", "[[fleets]]\nname = \"f\"\ndevices = 10\n");
+    let out = fleetstorm(&["capacity", &file]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no [capacity] section") && stderr.contains("start_rate"), "{stderr}");
+}

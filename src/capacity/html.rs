@@ -40,7 +40,11 @@ pub fn render(report: &CapacityReport) -> String {
     let _ = writeln!(out, "<div class=\"verdicts\"><span class=\"{class}\">{}</span></div>", escape(&report.verdict));
     let _ = writeln!(out, "<p><strong>{}</strong></p>", escape(&report.answer));
     if let Some(k) = report.knee_rate {
-        let _ = writeln!(out, "<p>Knee: p99 latency starts climbing above {:.0} heartbeats/s.</p>", k);
+        let _ = writeln!(
+            out,
+            "<p>Knee: p99 latency starts climbing above {} heartbeats/s.</p>",
+            crate::units::thousands(k.round() as u64)
+        );
     }
     if let (Some(limit), Some(detail)) = (&report.limit, &report.limit_detail) {
         let _ = writeln!(out, "<p>First limit: <strong>{}</strong> ({}).</p>", escape(limit), escape(detail));
@@ -90,8 +94,8 @@ pub fn render(report: &CapacityReport) -> String {
         (
             "plot-saturation",
             "Achieved against offered load",
-            "Heartbeats per second sent and answered within the SLO's steps against those offered; the dashed line is \
-             achieved = offered. Where the curve leaves it, the system saturates.",
+            "Heartbeats per second sent, and answered without error, against those offered, step by step; the dashed \
+             line is achieved = offered. Where the curves leave it, the system saturates.",
             plots::svg(|area| saturation(report, area)),
         ),
     ];

@@ -27,7 +27,7 @@ use crate::report::Report;
 use crate::run::{self, ExecuteOptions, RunError};
 use crate::scenario::{Scenario, Schedule};
 use search::{Conclusion, Search, StepVerdict};
-pub use settings::{CapacitySettings, Strategy};
+pub use settings::{CapacitySettings, Scale, Strategy};
 
 /// The capacity report's schema name.
 pub const SCHEMA: &str = "fleetstorm-capacity-v1";
@@ -37,10 +37,11 @@ pub fn nominal_rate(scenario: &Scenario) -> f64 {
     scenario.fleets.iter().map(|f| f.schedule.rate(f.devices)).sum()
 }
 
-/// The scenario as one step runs it: every fleet's device count scaled so
-/// that the mix offers `rate` heartbeats/s (intervals, shares, payloads
-/// and connection mode kept); events, ramp-ups and thresholds left out (a
-/// step is steady load, judged by the SLO); run for the warm-up and the step.
+/// The scenario as one step runs it: the mix brought to `rate`
+/// heartbeats/s by scaling every fleet's device count (or, with
+/// `scale = "rate"`, every fleet's interval), shares, payloads and the
+/// connection mode kept; events, ramp-ups and thresholds left out (a step
+/// is steady load, judged by the SLO); run for the warm-up and the step.
 pub fn step_scenario(scenario: &Scenario, settings: &CapacitySettings, rate: f64) -> Result<Scenario, String> {
     let factor = rate / nominal_rate(scenario);
     let mut s = scenario.clone();
@@ -48,6 +49,20 @@ pub fn step_scenario(scenario: &Scenario, settings: &CapacitySettings, rate: f64
     s.thresholds = Default::default();
     s.capacity = None;
     for f in &mut s.fleets {
+        f.events.clear();
+        f.schedule = Schedule { ramp_up: Duration::ZERO, ..f.schedule };
+        if settings.scale == Scale::Rate {
+            let interval = f.schedule.interval.as_secs_f64() / factor;
+            if interval < 0.001 {
+                return Err(format!(
+                    "at {rate:.0}/s fleet {:?}'s devices would beat every {:.3} ms, below 1 ms: use scale = \"devices\" or more devices",
+                    f.name(),
+                    interval * 1000.0
+                ));
+            }
+            f.schedule.interval = Duration::from_secs_f64(interval);
+            continue;
+        }
         f.devices = ((f.devices as f64 * factor).round() as u64).clamp(1, crate::scenario::MAX_DEVICES_PER_FLEET);
         f.device_name.check_for(f.devices).map_err(|e| {
             format!(
@@ -56,8 +71,6 @@ pub fn step_scenario(scenario: &Scenario, settings: &CapacitySettings, rate: f64
                 f.devices
             )
         })?;
-        f.events.clear();
-        f.schedule = Schedule { ramp_up: Duration::ZERO, ..f.schedule };
     }
     Ok(s)
 }
@@ -174,6 +187,8 @@ pub struct SearchSettings {
     pub step_duration_s: f64,
     pub warmup_s: f64,
     pub strategy: String,
+    /// `devices` or `rate`: what a step scales.
+    pub scale: String,
     pub precision: f64,
     pub growth: f64,
     pub headroom: f64,
@@ -352,6 +367,11 @@ fn conclude(
             strategy: match settings.strategy {
                 Strategy::StepThenBisect => "step-then-bisect",
                 Strategy::Steps => "steps",
+            }
+            .to_string(),
+            scale: match settings.scale {
+                Scale::Devices => "devices",
+                Scale::Rate => "rate",
             }
             .to_string(),
             precision: settings.precision,
@@ -592,5 +612,12 @@ mod tests {
         assert_eq!(step.duration, Duration::from_secs(12));
         assert!(step.fleets.iter().all(|f| f.events.is_empty() && f.schedule.ramp_up.is_zero()));
         assert_eq!(step.fleets[1].schedule.interval, Duration::from_secs(5));
+        // Scaling the rate instead keeps the devices and shortens intervals.
+        let rate = CapacitySettings { scale: Scale::Rate, ..s.capacity.clone().unwrap() };
+        let step = step_scenario(&s, &rate, 200.0).unwrap();
+        assert_eq!(step.fleets.iter().map(|f| f.devices).collect::<Vec<_>>(), [300, 50]);
+        assert_eq!(step.fleets[0].schedule.interval, Duration::from_secs(3));
+        assert_eq!(nominal_rate(&step), 200.0);
+        assert!(step_scenario(&s, &rate, 1e9).unwrap_err().contains("below 1 ms"));
     }
 }

@@ -118,6 +118,7 @@ mod tests {
             step_duration: std::time::Duration::from_secs(1),
             warmup: std::time::Duration::ZERO,
             strategy,
+            scale: crate::capacity::settings::Scale::Devices,
             precision: 0.05,
             growth: 2.0,
             headroom: 0.3,

@@ -20,6 +20,19 @@ pub enum Strategy {
     Steps,
 }
 
+/// How a step brings the scenario's fleet mix to its rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scale {
+    /// More devices, each at its fleet's interval (per-device connections
+    /// grow with the rate).
+    #[default]
+    Devices,
+    /// The same devices, each beating faster (intervals shortened): the
+    /// connection count stays the scenario's.
+    Rate,
+}
+
 /// A checked `[capacity]` section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CapacitySettings {
@@ -34,6 +47,7 @@ pub struct CapacitySettings {
     /// How long each step runs before it is measured.
     pub warmup: Duration,
     pub strategy: Strategy,
+    pub scale: Scale,
     /// Bisection stops when the first bad rate is within this share above
     /// the last good one.
     pub precision: f64,
@@ -62,6 +76,8 @@ struct RawCapacity {
     warmup: Option<DurationValue>,
     #[serde(default)]
     strategy: Strategy,
+    #[serde(default)]
+    scale: Scale,
     precision: Option<Share>,
     growth: Option<f64>,
     headroom: Option<Share>,
@@ -116,6 +132,7 @@ impl TryFrom<RawCapacity> for CapacitySettings {
             step_duration,
             warmup,
             strategy: raw.strategy,
+            scale: raw.scale,
             precision,
             growth,
             headroom,
@@ -139,10 +156,13 @@ mod tests {
         assert_eq!((c.start_rate, c.max_rate), (500.0, 100_000.0));
         assert_eq!(c.step_duration, Duration::from_secs(30));
         assert_eq!(c.warmup, Duration::from_secs(6));
-        assert_eq!(c.strategy, Strategy::StepThenBisect);
+        assert_eq!((c.strategy, c.scale), (Strategy::StepThenBisect, Scale::Devices));
         assert_eq!((c.precision, c.growth, c.headroom), (0.05, 2.0, 0.3));
-        let c = parse("slo = { \"latency.p99\" = \"< 1s\" }\nstart_rate = \"60/m\"\nmax_rate = \"10/s\"\nstep_duration = \"3s\"\nstrategy = \"steps\"\nprecision = \"10%\"\ngrowth = 1.5\nheadroom = \"20%\"\n").unwrap();
-        assert_eq!((c.start_rate, c.warmup, c.strategy), (1.0, Duration::from_secs(1), Strategy::Steps));
+        let c = parse("slo = { \"latency.p99\" = \"< 1s\" }\nstart_rate = \"60/m\"\nmax_rate = \"10/s\"\nstep_duration = \"3s\"\nstrategy = \"steps\"\nscale = \"rate\"\nprecision = \"10%\"\ngrowth = 1.5\nheadroom = \"20%\"\n").unwrap();
+        assert_eq!(
+            (c.start_rate, c.warmup, c.strategy, c.scale),
+            (1.0, Duration::from_secs(1), Strategy::Steps, Scale::Rate)
+        );
         assert_eq!((c.precision, c.growth, c.headroom), (0.1, 1.5, 0.2));
     }
 

@@ -140,3 +140,30 @@ fn capacity_needs_a_capacity_section() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no [capacity] section") && stderr.contains("start_rate"), "{stderr}");
 }
+
+#[test]
+fn ctrl_c_writes_what_the_finished_steps_showed() {
+    // Steps of 1 + 1 s against the built-in backend: the interrupt comes
+    // during the third step; the first two stay in the report.
+    let dir = TempDir::new("capacity-interrupt");
+    let search_text = SEARCH.replace("step_duration = \"2s\"", "step_duration = \"1s\"");
+    let file = dir.write("interrupt.toml", &scenario("builtin", "\"per-device\"", &search_text));
+    let out = dir.path("interrupt.json");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args(["capacity", &file, "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(4_900));
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("step 1: offered") && stderr.contains("step 2: 1000 heartbeats/s"), "progress: {stderr}");
+    let report = CapacityReport::load(&out).unwrap();
+    assert_eq!((report.verdict.as_str(), report.max_sustainable_rate), ("interrupted", None));
+    assert!(!report.steps.is_empty() && report.steps.iter().all(|s| s.verdict == "good"), "{report:?}");
+    assert_eq!(report.highest_good_rate, report.steps.last().map(|s| s.target_rate));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("interrupted; so far the backend carried"));
+}

@@ -84,7 +84,7 @@ mkdir -p "$OUT/nginx/logs" "$OUT/nginx/tmp" "$OUT/raw"
   echo "date:    $(date -u +%FT%TZ)"
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
   echo "fleetstorm: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) ($("$BIN" --version))"
-  echo "wrk:     $(have wrk && wrk -v 2>&1 | head -1 || echo 'not installed')"
+  echo "wrk:     $(if have wrk; then wrk -v 2>&1 | head -1; else echo 'not installed'; fi)"
   echo "hey:     $(have hey && dpkg-query -W -f='${Version}' hey 2>/dev/null || echo 'not installed')"
   echo "oha:     $([ -x "$OHA" ] && "$OHA" --version || echo 'not installed')"
   echo "nginx:   $(nginx -v 2>&1 | cut -d/ -f2)"
@@ -180,6 +180,9 @@ start_target() {
   esac
   TARGET_PID=$!
   PIDS+=("$TARGET_PID")
+  sleep 0.3
+  # Something else on the port would answer in its place: refuse that.
+  kill -0 "$TARGET_PID" 2>/dev/null || { echo "target $1 did not start (is its port taken?)" >&2; exit 1; }
   local base; base=$(target_base "$1")
   for _ in $(seq 100); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \

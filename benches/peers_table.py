@@ -131,6 +131,7 @@ for cmd in sorted(glob.glob(os.path.join(RAW, "*.cmd"))):
     if tool == "fleetstorm" and case == "max":
         # A rep that stepped down keeps only its last, confirmed run.
         r["kept_up"] = r.get("errors") == 0 and (r.get("lag_p99_ms") or 1e9) <= 5.0
+        r["why"] = "" if r["kept_up"] else f"{r.get('errors')} missed or failed" if r.get("errors") else "lag"
     r["cpu_us"] = r["cpu_s"] * 1e6 / r["requests"] if r.get("requests") else None
     runs.append(r)
 json.dump(runs, open(os.path.join(OUT, "results.json"), "w"), indent=1)
@@ -180,7 +181,7 @@ for case, title in (("fixed", "fixed rate"), ("max", "maximum throughput"), ("lo
             print()
             print(f"fleetstorm: search found {found}/s; reps " + ", ".join(
                 f"{fmt(r.get('offered'))}/s offered, lag p99 {fmt(r.get('lag_p99_ms'), '{:.2f}')} ms"
-                f"{'' if r['kept_up'] else ' (fell behind)'}" for r in sorted(fs, key=lambda r: r["rep"])))
+                f"{'' if r['kept_up'] else ' (fell behind: ' + r['why'] + ')'}" for r in sorted(fs, key=lambda r: r["rep"])))
 
 print()
 print("### Floors (target nginx)")

@@ -8,6 +8,17 @@ use fleetstorm::capacity::CapacityReport;
 
 use super::util::{TempDir, fleetstorm, interop, root, spawn_serve};
 
+/// Checks a capacity report against `schemas/capacity-v1.schema.json`.
+fn schema_check(report: &serde_json::Value) {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("schemas/capacity-v1.schema.json")).unwrap())
+            .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> =
+        validator.iter_errors(report).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "the capacity report breaks its schema: {errors:#?}");
+}
+
 /// A fleet mix of two intervals, per-device connections, short steps.
 fn scenario(url: &str, connections: &str, capacity: &str) -> String {
     format!(
@@ -31,6 +42,7 @@ fn search(dir: &TempDir, name: &str, text: &str, extra: &[&str]) -> (i32, Capaci
     let stdout = String::from_utf8_lossy(&run.stdout).to_string();
     let report = CapacityReport::load(&out)
         .unwrap_or_else(|e| panic!("{e}\n{stdout}\n{}", String::from_utf8_lossy(&run.stderr)));
+    schema_check(&serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap());
     (run.status.code().unwrap_or(-1), report, stdout)
 }
 

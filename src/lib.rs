@@ -37,6 +37,7 @@ pub mod run;
 pub mod sample;
 pub mod scenario;
 pub mod server;
+pub mod shard;
 pub mod stats;
 pub mod transport;
 pub mod units;

@@ -1,7 +1,8 @@
 //! The `fleetstorm` command line: flags in, library calls out, exit codes.
 //!
 //! Exit codes: 0 success; 1 the command itself failed (I/O, network);
-//! 2 bad usage or an invalid scenario; 3 a threshold or comparison gate failed.
+//! 2 bad usage or an invalid scenario; 3 a threshold or comparison gate
+//! failed; 4 a shard was not ready at `--start-at`.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -62,6 +63,22 @@ enum Command {
     /// answer, 3 when no rate tried met the SLO, 1 when inconclusive (the
     /// generator fell behind) or interrupted.
     Capacity(CapacityArgs),
+    /// Add up the reports of a run's shards (0..N-1, each once, one
+    /// scenario) into the report of the whole run, thresholds checked
+    /// again (exit code 3 if one fails).
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// The shards' JSON reports.
+    #[arg(required = true)]
+    shards: Vec<PathBuf>,
+    /// Write the merged JSON report here (atomically).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    renders: RenderArgs,
 }
 
 #[derive(Args)]
@@ -131,6 +148,8 @@ struct ValidateArgs {
     /// fleet, device), exactly as a run with this seed would aim them.
     #[arg(long, value_name = "N")]
     schedule: Option<usize>,
+    #[command(flatten)]
+    sharding: ShardArgs,
 }
 
 #[derive(Args)]
@@ -153,6 +172,45 @@ struct RunArgs {
     /// per request; at most one per core).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
+    #[command(flatten)]
+    sharding: ShardArgs,
+    /// Build every device, then start the clock at this instant: RFC 3339
+    /// (2026-11-26T20:00:00Z) or Unix seconds. If it passes before the
+    /// devices are ready, nothing is sent and the exit code is 4.
+    #[arg(long, value_parser = parse_start_at)]
+    start_at: Option<std::time::SystemTime>,
+}
+
+#[derive(Args)]
+struct ShardArgs {
+    /// Run only shard INDEX of COUNT (devices whose global index is INDEX
+    /// modulo COUNT), e.g. 0/4; the report is for `fleetstorm merge`.
+    #[arg(long, value_parser = fleetstorm::shard::Shard::parse, conflicts_with = "shards")]
+    shard: Option<fleetstorm::shard::Shard>,
+    /// The shard count of an Indexed Job: the index comes from
+    /// JOB_COMPLETION_INDEX (or set FLEETSTORM_SHARDS instead of this flag).
+    #[arg(long)]
+    shards: Option<u32>,
+}
+
+impl ShardArgs {
+    fn shard(&self) -> Result<Option<fleetstorm::shard::Shard>, String> {
+        match self.shard {
+            Some(s) => Ok(Some(s)),
+            None => fleetstorm::shard::Shard::from_environment(self.shards, |k| std::env::var(k).ok()),
+        }
+    }
+}
+
+fn parse_start_at(text: &str) -> Result<std::time::SystemTime, String> {
+    if let Ok(secs) = text.trim().parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs));
+    }
+    humantime::parse_rfc3339_weak(text.trim())
+        .map_err(|e| format!("{text:?} is neither RFC 3339 (2026-11-26T20:00:00Z) nor Unix seconds: {e}"))
 }
 
 /// Renderings of a report, each written atomically.
@@ -320,6 +378,8 @@ fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), Str
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_GATE: u8 = 3;
+/// `--start-at` passed before the shard was ready: nothing was sent.
+const EXIT_NOT_READY: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -333,6 +393,7 @@ fn main() -> ExitCode {
         Command::Report(args) => report_command(&args),
         Command::Compare(args) => compare_command(&args),
         Command::Capacity(args) => capacity_command(&args),
+        Command::Merge(args) => merge_command(&args),
     }
 }
 
@@ -495,7 +556,14 @@ fn validate_command(args: &ValidateArgs) -> ExitCode {
         };
         println!("\nschedule (first {n} intended sends, seed {seed}):");
         let mut stdout = io::BufWriter::new(io::stdout().lock());
-        for send in run::schedule_preview(&scenario, seed, n) {
+        let shard = match args.sharding.shard() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        for send in run::schedule_preview(&scenario, seed, n, shard) {
             let _ = writeln!(stdout, "{:>14.6} {} {}", send.at_ns as f64 / 1e9, send.fleet, send.device);
         }
         let _ = stdout.flush();
@@ -528,6 +596,19 @@ fn run_command(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
+    let shard = match args.sharding.shard() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if shard.is_some() && scenario.seed.is_none() {
+        eprintln!(
+            "error: a shard needs the run's seed, the same in every shard: set `seed` in the scenario or pass --seed"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     let seed = scenario.seed.unwrap_or_else(|| {
         let seed = rand::random::<u64>() >> 1;
         eprintln!("note: the scenario sets no seed; using seed {seed} (pass --seed {seed} to repeat)");
@@ -548,6 +629,8 @@ fn run_command(args: RunArgs) -> ExitCode {
             keep_second_histograms: args.hlog.is_some(),
             threads: args.threads.map(usize::from),
             warmup: Duration::ZERO,
+            shard,
+            start_at: args.start_at,
         };
         let executed = run::execute_with(&scenario, seed, cancel, options, |live| progress.update(live)).await;
         progress.finish();
@@ -560,6 +643,10 @@ fn run_command(args: RunArgs) -> ExitCode {
             Err(e @ RunError::Failed(_)) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(EXIT_FAILED);
+            }
+            Err(e @ RunError::NotReady(_)) => {
+                eprintln!("error: {e}: exit code {EXIT_NOT_READY}");
+                return ExitCode::from(EXIT_NOT_READY);
             }
         };
         print!("{}", report.summary());
@@ -657,7 +744,7 @@ fn capacity_command(args: &CapacityArgs) -> ExitCode {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
-        Err(e @ RunError::Failed(_)) => {
+        Err(e @ (RunError::Failed(_) | RunError::NotReady(_))) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_FAILED);
         }
@@ -728,6 +815,51 @@ fn compare_command(args: &CompareArgs) -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+fn merge_command(args: &MergeArgs) -> ExitCode {
+    use fleetstorm::report::merge::{ShardReport, merge};
+    let mut shards = Vec::with_capacity(args.shards.len());
+    for path in &args.shards {
+        match Report::load(path) {
+            Ok(report) => shards.push(ShardReport { origin: path.display().to_string(), report }),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let outputs = [&args.out, &args.renders.html, &args.renders.summary_md, &args.renders.junit];
+    for path in outputs.into_iter().flatten() {
+        if let Err(e) = fleetstorm::report::check_writable(path) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    let report = match merge(&shards) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot merge: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    print!("{}", report.summary());
+    let _ = io::stdout().flush();
+    let mut written = true;
+    if let Some(path) = &args.out {
+        match serde_json::to_vec_pretty(&report) {
+            Ok(json) => written &= write_file(path, &json),
+            Err(e) => {
+                eprintln!("error: cannot encode the report: {e}");
+                written = false;
+            }
+        }
+    }
+    written &= args.renders.write(&report);
+    if !written {
+        return ExitCode::from(EXIT_FAILED);
+    }
+    run_exit_code(&report)
 }
 
 fn report_command(args: &ReportArgs) -> ExitCode {

@@ -15,6 +15,7 @@ use crate::report::{Aborted, Report, Stats};
 use crate::scenario::transport::HttpVersion;
 use crate::scenario::{ConnectionMode, Scenario, TargetUrl};
 use crate::server::{self, ServeConfig};
+use crate::shard::Shard;
 use crate::stats::{Percentiles, Recorder};
 use crate::transport::{Endpoint, EndpointOptions, Http};
 
@@ -39,6 +40,10 @@ pub enum RunError {
     /// The run itself failed (exit code 1).
     #[error("{0}")]
     Failed(String),
+    /// `--start-at` passed before the devices were ready: nothing was sent
+    /// (exit code 4).
+    #[error("{0}")]
+    NotReady(String),
 }
 
 /// Applies command-line overrides; the result is checked as the file is.
@@ -281,15 +286,20 @@ pub struct PlannedSend {
 /// time order: exactly the times the engine's devices will aim at (the
 /// same clocks and events), without sending anything. Retries are not
 /// part of the plan; they depend on answers.
-pub fn schedule_preview(scenario: &Scenario, seed: u64, n: usize) -> Vec<PlannedSend> {
+pub fn schedule_preview(scenario: &Scenario, seed: u64, n: usize, shard: Option<Shard>) -> Vec<PlannedSend> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let fleets = fleet_runtimes(scenario, seed);
     let end = scenario.duration.as_nanos() as u64;
     let mut clocks = Vec::new();
     let mut heap = BinaryHeap::new();
+    let mut global = 0u64;
     for (f, fleet) in fleets.iter().enumerate() {
         for index in 0..fleet.devices {
+            global += 1;
+            if shard.is_some_and(|s| !s.owns(global - 1)) {
+                continue;
+            }
             let mut clock = crate::fleet::DeviceClock::new(seed, fleet.key, index);
             let first = fleet.events.first(&mut clock, &fleet.schedule, fleet.devices, index);
             if first.at_ns < end {
@@ -345,6 +355,11 @@ pub struct ExecuteOptions {
     /// Run this long before measuring: the report's totals cover the rest
     /// of the run (its timeline, all of it).
     pub warmup: Duration,
+    /// Run only this shard's devices; the report says which shard it is.
+    pub shard: Option<Shard>,
+    /// Start the clock at this instant, once every device is built; fail
+    /// with [`RunError::NotReady`] if it passes first.
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 /// Heartbeats per second one generator thread is given, over kept-alive
@@ -462,6 +477,8 @@ pub async fn execute_with(
         keep_second_histograms: options.keep_second_histograms,
         cohorts: scenario.breakdown.contains(&crate::scenario::Breakdown::AgentVersion),
         measure_after: options.warmup,
+        shard: options.shard,
+        start_at: options.start_at,
     };
     let mut watch = AbortWatch::new(scenario, cancel.clone());
     let mut output = engine::run(transport, fleets, settings, cancel, |live| {
@@ -477,7 +494,25 @@ pub async fn execute_with(
         }
         None => None,
     };
+    if let Some(late) = output.not_ready_by {
+        return Err(RunError::NotReady(format!(
+            "not ready at the start instant: the devices were built {:.3} s after it; nothing was sent \
+             (start later, or give the shard more CPU)",
+            late.as_secs_f64()
+        )));
+    }
     let mut report = Report::new(scenario, seed, &target_url, &output, backend);
+    if let (Some(at), Some(lag)) = (options.start_at, output.start_lag) {
+        report.start = Some(crate::report::StartInfo {
+            at: humantime::format_rfc3339_millis(at).to_string(),
+            lag_ms: lag.as_secs_f64() * 1000.0,
+        });
+    }
+    report.shard = options.shard.map(|s| crate::report::ShardInfo {
+        index: s.index,
+        count: s.count,
+        scenario_hash: crate::shard::scenario_hash(scenario, seed),
+    });
     report.first_errors = endpoint.first_errors();
     report.thresholds = scenario
         .thresholds

@@ -264,7 +264,7 @@ pub async fn search(
         let step = step_scenario(scenario, settings, rate).map_err(RunError::Invalid)?;
         let devices = step.fleets.iter().map(|f| f.devices).sum();
         progress(Progress::Starting { step: steps.len() + 1, rate, devices });
-        let options = ExecuteOptions { keep_second_histograms: false, threads, warmup: settings.warmup };
+        let options = ExecuteOptions { threads, warmup: settings.warmup, ..ExecuteOptions::default() };
         let report = match run::execute_with(&step, seed, cancel.clone(), options, |_| {}).await {
             Ok(executed) => executed.report,
             // Too large for this machine (open files, ports): the

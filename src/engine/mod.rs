@@ -62,6 +62,10 @@ pub struct EngineSettings {
     /// into the totals, and the scheduling window the totals cover
     /// (`RunOutput::scheduled_for`) starts there.
     pub measure_after: Duration,
+    /// Send only for this shard's devices.
+    pub shard: Option<crate::shard::Shard>,
+    /// Start the clock at this instant (a synchronized start of shards).
+    pub start_at: Option<SystemTime>,
 }
 
 /// One second of a run (or, far back in a long run, several: see
@@ -182,6 +186,11 @@ pub struct RunOutput {
     /// cohort recorded, when asked for; `None` for versions never seen.
     pub cohorts: Vec<Vec<Option<Recorder>>>,
     pub timeline: Vec<Second>,
+    /// With a start instant: how late the clock started after it.
+    pub start_lag: Option<Duration>,
+    /// With a start instant that passed before the devices were ready: by
+    /// how much (nothing was sent).
+    pub not_ready_by: Option<Duration>,
 }
 
 /// Runs `task` on a new thread with its own current-thread runtime; if the
@@ -224,12 +233,17 @@ pub async fn run<T: Transport>(
     let transport = Arc::new(transport);
     // Devices round-robin over the workers, so each has a slice of every
     // fleet and of every phase.
+    // A shard takes only its devices (by global index, across fleets).
     let mut shares: Vec<Vec<(u16, u64)>> = vec![Vec::new(); workers];
     let mut n = 0usize;
+    let mut global = 0u64;
     for (f, fleet) in fleets.iter().enumerate() {
         for index in 0..fleet.devices {
-            shares[n % workers].push((f as u16, index));
-            n += 1;
+            if settings.shard.is_none_or(|s| s.owns(global)) {
+                shares[n % workers].push((f as u16, index));
+                n += 1;
+            }
+            global += 1;
         }
     }
     let pool_share = |w: usize| match settings.connections {
@@ -278,6 +292,31 @@ pub async fn run<T: Transport>(
         }
     }
     let startup = setup.elapsed();
+    // A synchronized start: wait for the instant, or give up if it passed
+    // while the devices were being built.
+    let mut start_lag = None;
+    if let Some(at) = settings.start_at {
+        match at.duration_since(SystemTime::now()) {
+            Ok(wait) => tokio::time::sleep(wait).await,
+            Err(late) => {
+                drop(go_tx);
+                return RunOutput {
+                    started_at: SystemTime::now(),
+                    startup,
+                    elapsed: Duration::ZERO,
+                    scheduled_for: Duration::ZERO,
+                    interrupted: true,
+                    fleets: fleets.iter().map(|_| Recorder::default()).collect(),
+                    freshness: fleets.iter().map(|_| Freshness::default()).collect(),
+                    cohorts: Vec::new(),
+                    timeline: Vec::new(),
+                    start_lag: None,
+                    not_ready_by: Some(late.duration()),
+                };
+            }
+        }
+        start_lag = Some(SystemTime::now().duration_since(at).unwrap_or_default());
+    }
     let started_at = SystemTime::now();
     let start = Instant::now();
     let _ = go_tx.send(Some(start));
@@ -372,6 +411,8 @@ pub async fn run<T: Transport>(
         freshness,
         cohorts,
         timeline,
+        start_lag,
+        not_ready_by: None,
     }
 }
 
@@ -446,6 +487,8 @@ mod tests {
             keep_second_histograms: false,
             cohorts: false,
             measure_after: Duration::ZERO,
+            shard: None,
+            start_at: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod hlog;
 pub mod html;
 pub mod junit;
 pub mod markdown;
+pub mod merge;
 pub(crate) mod plots;
 
 use std::collections::BTreeMap;
@@ -65,6 +66,41 @@ pub struct Report {
     /// The built-in backend's own counts at the end, when it was the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<serde_json::Value>,
+    /// A synchronized start (`--start-at`): the instant, and how late the
+    /// clock started after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartInfo>,
+    /// Set in a shard's report (`--shard I/N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+    /// Set in a report merged from shards (`fleetstorm merge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<MergedFrom>,
+}
+
+/// When a run was told to start, and how late it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartInfo {
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub lag_ms: f64,
+}
+
+/// Which shard of which run a report is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub index: u32,
+    pub count: u32,
+    /// The scenario as run, hashed (see `shard::scenario_hash`): equal in
+    /// every shard of one run.
+    pub scenario_hash: String,
+}
+
+/// The shards a merged report was added up from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergedFrom {
+    pub shards: u32,
+    pub scenario_hash: String,
 }
 
 /// The results of one fleet's devices on one agent version.
@@ -213,6 +249,9 @@ pub struct Histograms {
     pub latency: String,
     pub service_time: String,
     pub schedule_lag: String,
+    /// TLS handshakes, when connections were opened over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_handshake: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -292,8 +331,23 @@ fn stats_of(name: Option<String>, r: &Recorder, seconds: f64, with_histograms: b
             latency: encode(&r.latency),
             service_time: encode(&r.service_time),
             schedule_lag: encode(&r.schedule_lag),
+            tls_handshake: (with_histograms && !r.tls_handshake.is_empty())
+                .then(|| stats::encode_histogram(&r.tls_handshake)),
         },
     }
+}
+
+/// The generator's health from the run's schedule lag p99.
+fn generator_health(lag_p99: f64) -> GeneratorHealth {
+    let kept_up = lag_p99 <= KEPT_UP_LAG_P99_MS;
+    let verdict = if kept_up {
+        format!("kept up: schedule lag p99 {lag_p99:.1} ms")
+    } else {
+        format!(
+            "fell behind: schedule lag p99 {lag_p99:.1} ms (limit {KEPT_UP_LAG_P99_MS} ms) — results understate the backend's latency"
+        )
+    };
+    GeneratorHealth { kept_up, schedule_lag_p99_ms: lag_p99, verdict }
 }
 
 impl Report {
@@ -314,15 +368,7 @@ impl Report {
         for f in &out.freshness {
             total_freshness.add(f);
         }
-        let lag_p99 = Percentiles::of(&total.schedule_lag).p99;
-        let kept_up = lag_p99 <= KEPT_UP_LAG_P99_MS;
-        let verdict = if kept_up {
-            format!("kept up: schedule lag p99 {lag_p99:.1} ms")
-        } else {
-            format!(
-                "fell behind: schedule lag p99 {lag_p99:.1} ms (limit {KEPT_UP_LAG_P99_MS} ms) — results understate the backend's latency"
-            )
-        };
+        let generator = generator_health(Percentiles::of(&total.schedule_lag).p99);
         let t = &scenario.target;
         Report {
             schema: SCHEMA.to_string(),
@@ -377,7 +423,7 @@ impl Report {
             elapsed_s: out.elapsed.as_secs_f64(),
             startup_s: out.startup.as_secs_f64(),
             interrupted: out.interrupted,
-            generator: GeneratorHealth { kept_up, schedule_lag_p99_ms: lag_p99, verdict },
+            generator,
             totals: Stats {
                 freshness: Some(FreshnessStats::of(&total_freshness, None)),
                 ..stats_of(None, &total, seconds, true)
@@ -435,6 +481,9 @@ impl Report {
             aborted: None,
             first_errors: BTreeMap::new(),
             backend,
+            start: None,
+            shard: None,
+            merged: None,
         }
     }
 
@@ -485,6 +534,15 @@ impl Report {
             s.seed,
             if self.interrupted { " — INTERRUPTED" } else { "" }
         );
+        if let Some(shard) = &self.shard {
+            let _ = writeln!(out, "shard {}/{} (scenario hash {:.12})", shard.index, shard.count, shard.scenario_hash);
+        }
+        if let Some(m) = &self.merged {
+            let _ = writeln!(out, "merged from {} shards (scenario hash {:.12})", m.shards, m.scenario_hash);
+        }
+        if let Some(start) = &self.start {
+            let _ = writeln!(out, "started at {} ({:.1} ms late)", start.at, start.lag_ms);
+        }
         let _ = writeln!(
             out,
             "{}{}{}",

@@ -16,6 +16,7 @@ mod scenario_errors;
 mod sdk;
 mod security;
 mod serve;
+mod shards;
 mod transport;
 mod util;
 mod validator_table;

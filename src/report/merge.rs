@@ -1,0 +1,320 @@
+//! `fleetstorm merge`: the reports of a run's shards added up into the
+//! report of the whole run.
+//!
+//! Counters add; histograms (serialized in every report) are decoded and
+//! added exactly, and the percentiles derived again from the sums; device
+//! freshness adds the same way; timelines add second by second (the shards
+//! started at the same instant). The scenario's thresholds, as the shards
+//! carry them, are checked again on the merged totals. Shards are checked
+//! first: 0..N-1 each present once, every one from the same scenario (the
+//! scenario hash covers the file, the overrides and the seed).
+
+use std::collections::BTreeMap;
+
+use super::{Cohort, FreshnessStats, MergedFrom, Report, SecondStats, Stats, generator_health, stats_of};
+use crate::gate::Threshold;
+use crate::stats::{self, CLASSES, Freshness, Percentiles, Recorder};
+
+/// A shard's report and where it came from (for messages).
+pub struct ShardReport {
+    pub origin: String,
+    pub report: Report,
+}
+
+/// The report of the whole run, from its shards' reports.
+pub fn merge(shards: &[ShardReport]) -> Result<Report, String> {
+    let (count, hash) = check_shards(shards)?;
+    let mut sorted: Vec<&ShardReport> = shards.iter().collect();
+    sorted.sort_by_key(|s| s.report.shard.as_ref().map(|i| i.index));
+    let first = &sorted[0].report;
+    let seconds = sorted.iter().map(|s| s.report.duration_s).fold(0.0, f64::max);
+
+    let totals = add_stats(sorted.iter().map(|s| (&s.origin, &s.report.totals)), None, seconds)?;
+    let mut fleets = Vec::with_capacity(first.fleets.len());
+    for (i, fleet) in first.fleets.iter().enumerate() {
+        let parts = sorted.iter().map(|s| {
+            let stats = s.report.fleets.get(i).filter(|f| f.name == fleet.name);
+            (&s.origin, stats)
+        });
+        let mut present = Vec::new();
+        for (origin, stats) in parts {
+            present.push((origin, stats.ok_or_else(|| format!("{origin}: has no fleet {:?} at {i}", fleet.name))?));
+        }
+        let stale_after = fleet.freshness.as_ref().and_then(|f| f.stale_after_s);
+        fleets.push(add_stats(present.into_iter(), stale_after, seconds)?);
+    }
+    let mut cohort_parts: BTreeMap<(String, String), Vec<(&String, &Stats)>> = BTreeMap::new();
+    for s in &sorted {
+        for c in &s.report.cohorts {
+            cohort_parts.entry((c.fleet.clone(), c.agent_version.clone())).or_default().push((&s.origin, &c.stats));
+        }
+    }
+    let mut cohorts = Vec::new();
+    for ((fleet, agent_version), parts) in cohort_parts {
+        let stats = add_stats(parts.into_iter(), None, seconds)?;
+        cohorts.push(Cohort { fleet, agent_version, stats: Stats { freshness: None, ..stats } });
+    }
+
+    let mut merged = Report {
+        schema: super::SCHEMA.to_string(),
+        scenario: first.scenario.clone(),
+        started_at: sorted.iter().map(|s| s.report.started_at.clone()).min().unwrap_or_default(),
+        duration_s: seconds,
+        elapsed_s: sorted.iter().map(|s| s.report.elapsed_s).fold(0.0, f64::max),
+        startup_s: sorted.iter().map(|s| s.report.startup_s).fold(0.0, f64::max),
+        interrupted: sorted.iter().any(|s| s.report.interrupted),
+        generator: generator_health(totals.schedule_lag_ms.p99),
+        totals,
+        fleets,
+        cohorts,
+        timeline: add_timelines(sorted.iter().map(|s| &s.report.timeline)),
+        thresholds: Vec::new(),
+        aborted: sorted.iter().filter_map(|s| s.report.aborted.clone()).min_by(|a, b| a.at_s.total_cmp(&b.at_s)),
+        first_errors: BTreeMap::new(),
+        backend: None,
+        start: None,
+        shard: None,
+        merged: Some(MergedFrom { shards: count, scenario_hash: hash }),
+    };
+    for s in &sorted {
+        for (class, message) in &s.report.first_errors {
+            merged.first_errors.entry(class.clone()).or_insert_with(|| message.clone());
+        }
+    }
+    // Each threshold again, on the whole run.
+    let mut thresholds = Vec::new();
+    for t in &first.thresholds {
+        let (metric, condition) =
+            t.expr.split_once(' ').ok_or_else(|| format!("cannot read the threshold {:?}", t.expr))?;
+        let threshold = Threshold::parse(metric, condition)?;
+        thresholds.push(threshold.check(&merged, t.abort));
+    }
+    merged.thresholds = thresholds;
+    Ok(merged)
+}
+
+/// Every report a shard of one run, each shard once: the shard count and
+/// the scenario hash.
+fn check_shards(shards: &[ShardReport]) -> Result<(u32, String), String> {
+    let Some(first) = shards.first() else {
+        return Err("give the shard reports to merge".into());
+    };
+    let info = |s: &ShardReport| {
+        s.report.shard.clone().ok_or_else(|| {
+            format!("{} is not a shard's report (it was not run with --shard or as an Indexed Job)", s.origin)
+        })
+    };
+    let first_info = info(first)?;
+    let count = first_info.count;
+    let mut seen: Vec<Option<&str>> = vec![None; count as usize];
+    for s in shards {
+        let i = info(s)?;
+        if i.scenario_hash != first_info.scenario_hash {
+            return Err(format!(
+                "{} is from another scenario than {} (scenario hash {}… against {}…): shards of one run share \
+                 the scenario file, the overrides and the seed",
+                s.origin,
+                first.origin,
+                &i.scenario_hash[..12.min(i.scenario_hash.len())],
+                &first_info.scenario_hash[..12.min(first_info.scenario_hash.len())]
+            ));
+        }
+        if i.count != count {
+            return Err(format!(
+                "{} is shard {}/{}, but {} is of {count} shards",
+                s.origin, i.index, i.count, first.origin
+            ));
+        }
+        match seen.get_mut(i.index as usize) {
+            Some(Some(other)) => {
+                return Err(format!("shard {}/{count} is given twice: {other} and {}", i.index, s.origin));
+            }
+            Some(slot) => *slot = Some(&s.origin),
+            None => return Err(format!("{}: shard index {} is not below {count}", s.origin, i.index)),
+        }
+    }
+    let missing: Vec<String> =
+        seen.iter().enumerate().filter(|(_, o)| o.is_none()).map(|(i, _)| format!("{i}/{count}")).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "missing shard report(s): {} (every shard 0..{} must be given once)",
+            missing.join(", "),
+            count - 1
+        ));
+    }
+    Ok((count, first_info.scenario_hash))
+}
+
+/// A report's statistics back as what recorded them: counters, and the
+/// histograms decoded.
+pub fn recorder_of(stats: &Stats) -> Result<Recorder, String> {
+    let mut r = Recorder::default();
+    let c = &mut r.counters;
+    c.scheduled = stats.scheduled;
+    c.sent = stats.sent;
+    c.missed = stats.missed;
+    c.retries = stats.retries;
+    c.recovered = stats.recovered;
+    c.connects = stats.connects;
+    c.classes[0] = stats.ok;
+    for (i, class) in CLASSES.iter().enumerate().skip(1) {
+        c.classes[i] = stats.errors.get(*class).copied().unwrap_or(0);
+    }
+    for (status, n) in &stats.status_codes {
+        let code: u16 = status.parse().map_err(|_| format!("status {status:?} is not a status code"))?;
+        c.statuses.insert(code, *n);
+    }
+    let h = &stats.histograms;
+    for (name, text, into) in [
+        ("latency", &h.latency, &mut r.latency),
+        ("service_time", &h.service_time, &mut r.service_time),
+        ("schedule_lag", &h.schedule_lag, &mut r.schedule_lag),
+    ] {
+        let decoded = stats::decode_histogram(text).map_err(|e| format!("the {name} histogram: {e}"))?;
+        into.add(&decoded).map_err(|e| format!("the {name} histogram: {e:?}"))?;
+    }
+    if let Some(text) = &h.tls_handshake {
+        let decoded = stats::decode_histogram(text).map_err(|e| format!("the TLS handshake histogram: {e}"))?;
+        r.tls_handshake.add(&decoded).map_err(|e| format!("the TLS handshake histogram: {e:?}"))?;
+    }
+    Ok(r)
+}
+
+fn freshness_of(f: &FreshnessStats) -> Result<Freshness, String> {
+    let mut out =
+        Freshness { devices: f.devices, stale: f.stale_devices, never_ok: f.never_ok, ..Freshness::default() };
+    let decoded = stats::decode_histogram(&f.histogram).map_err(|e| format!("the freshness histogram: {e}"))?;
+    out.max_gap.add(&decoded).map_err(|e| format!("the freshness histogram: {e:?}"))?;
+    Ok(out)
+}
+
+/// Several shards' statistics of one thing (the totals, a fleet, a cohort), added.
+fn add_stats<'a>(
+    parts: impl Iterator<Item = (&'a String, &'a Stats)>,
+    stale_after_s: Option<f64>,
+    seconds: f64,
+) -> Result<Stats, String> {
+    let mut sum = Recorder::default();
+    let mut freshness: Option<Freshness> = None;
+    let mut name = None;
+    for (origin, stats) in parts {
+        name = stats.name.clone();
+        sum.add(&recorder_of(stats).map_err(|e| format!("{origin}: {e}"))?);
+        if let Some(f) = &stats.freshness {
+            freshness
+                .get_or_insert_with(Freshness::default)
+                .add(&freshness_of(f).map_err(|e| format!("{origin}: {e}"))?);
+        }
+    }
+    Ok(Stats {
+        freshness: freshness.map(|f| FreshnessStats {
+            devices: f.devices,
+            stale_after_s,
+            stale_devices: f.stale,
+            never_ok: f.never_ok,
+            max_gap_ms: Percentiles::of(&f.max_gap),
+            histogram: stats::encode_histogram(&f.max_gap),
+        }),
+        ..stats_of(name, &sum, seconds, true)
+    })
+}
+
+/// The shards' timelines added second by second. Per-second percentiles
+/// cannot be added exactly (the report keeps no per-second histograms):
+/// the merged p99 is the shards' largest, the p50 their average weighted
+/// by heartbeats ended.
+fn add_timelines<'a>(timelines: impl Iterator<Item = &'a Vec<SecondStats>>) -> Vec<SecondStats> {
+    let mut by_t: BTreeMap<u64, (SecondStats, f64, u64)> = BTreeMap::new();
+    for timeline in timelines {
+        for s in timeline {
+            let ended = s.ok + s.failed;
+            let (m, p50_sum, ended_sum) = by_t.entry(s.t).or_insert_with(|| {
+                (
+                    SecondStats {
+                        offered: 0,
+                        sent: 0,
+                        ok: 0,
+                        failed: 0,
+                        missed: 0,
+                        retries: 0,
+                        errors: BTreeMap::new(),
+                        p50_ms: 0.0,
+                        p99_ms: 0.0,
+                        ..s.clone()
+                    },
+                    0.0,
+                    0,
+                )
+            });
+            m.width_s = m.width_s.max(s.width_s);
+            m.offered += s.offered;
+            m.sent += s.sent;
+            m.ok += s.ok;
+            m.failed += s.failed;
+            m.missed += s.missed;
+            m.retries += s.retries;
+            for (class, n) in &s.errors {
+                *m.errors.entry(class.clone()).or_default() += n;
+            }
+            m.p99_ms = m.p99_ms.max(s.p99_ms);
+            *p50_sum += s.p50_ms * ended as f64;
+            *ended_sum += ended;
+        }
+    }
+    by_t.into_values()
+        .map(|(mut s, p50_sum, ended)| {
+            s.p50_ms = if ended > 0 { p50_sum / ended as f64 } else { 0.0 };
+            s
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{Failure, Outcome};
+
+    /// Samples spread over three decades, with some failures.
+    fn record(r: &mut Recorder, i: u64) {
+        let latency = 100 + (i * 7919) % 250_000;
+        r.scheduled();
+        r.sent(i % 900);
+        let outcome = match i % 97 {
+            0 => Outcome::Failed(Failure::Timeout),
+            1 => Outcome::Status(503),
+            _ => Outcome::Status(200),
+        };
+        r.completed(outcome, latency, latency / 2);
+    }
+
+    #[test]
+    fn histograms_added_from_shards_equal_those_of_all_the_samples() {
+        let mut all = Recorder::default();
+        let mut shards: Vec<Recorder> = (0..4).map(|_| Recorder::default()).collect();
+        for i in 0..100_000u64 {
+            record(&mut all, i);
+            record(&mut shards[(i % 4) as usize], i);
+        }
+        let all = all.take();
+        // Through each shard's report (serialized histograms) and back.
+        let mut merged = Recorder::default();
+        for shard in &mut shards {
+            let stats = stats_of(None, &shard.take(), 10.0, true);
+            let json = serde_json::to_string(&stats).unwrap();
+            merged.add(&recorder_of(&serde_json::from_str(&json).unwrap()).unwrap());
+        }
+        assert_eq!(merged.counters, all.counters);
+        for (a, b) in [
+            (&merged.latency, &all.latency),
+            (&merged.service_time, &all.service_time),
+            (&merged.schedule_lag, &all.schedule_lag),
+        ] {
+            assert_eq!(a.len(), b.len());
+            let values = |h: &hdrhistogram::Histogram<u64>| {
+                h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect::<Vec<_>>()
+            };
+            assert_eq!(values(a), values(b), "every bucket equal");
+        }
+        assert_eq!(stats_of(None, &merged, 10.0, true), stats_of(None, &all, 10.0, true));
+    }
+}

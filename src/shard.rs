@@ -1,0 +1,142 @@
+//! Shards: one scenario run as N identical processes, each sending for a
+//! fixed subset of the devices, whose reports `fleetstorm merge` adds up.
+//!
+//! A device's global index counts across fleets in file order (fleet 0's
+//! devices first). Shard I of N owns the devices whose global index is
+//! I modulo N; every device keeps the clock, schedule and bodies it has in
+//! a single-process run with the same seed, so the shards' schedules
+//! together are exactly the single run's. A scenario's hash (of the
+//! scenario as run: file and overrides) lets `merge` refuse reports of
+//! different scenarios.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::scenario::Scenario;
+
+/// Shard `index` of `count` (0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+/// The most shards one scenario may be split into.
+pub const MAX_SHARDS: u32 = 100_000;
+
+impl Shard {
+    /// Reads `I/N`, e.g. `3/8`.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let bad = || format!("{text:?} is not a shard; write INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4");
+        let (i, n) = text.trim().split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        Shard::new(index, count).map_err(|e| format!("{text:?}: {e}"))
+    }
+
+    pub fn new(index: u32, count: u32) -> Result<Shard, String> {
+        if count == 0 || count > MAX_SHARDS {
+            return Err(format!("the shard count must be from 1 to {MAX_SHARDS}"));
+        }
+        if index >= count {
+            return Err(format!("shard index {index} is not below the shard count {count}"));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The shard of an indexed job: its index from `JOB_COMPLETION_INDEX`
+    /// (Kubernetes sets it in each pod of an Indexed Job), the count from
+    /// `shards` (`--shards`) or else `FLEETSTORM_SHARDS`. `None` when
+    /// neither count is given.
+    pub fn from_environment(
+        shards: Option<u32>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Shard>, String> {
+        let count = match shards {
+            Some(n) => n,
+            None => match env("FLEETSTORM_SHARDS") {
+                Some(v) => v.trim().parse().map_err(|_| format!("FLEETSTORM_SHARDS={v:?} is not a shard count"))?,
+                None => return Ok(None),
+            },
+        };
+        let index = env("JOB_COMPLETION_INDEX").ok_or(
+            "a shard count is given but JOB_COMPLETION_INDEX is not set: pass --shard INDEX/COUNT, or run as an \
+             Indexed Job",
+        )?;
+        let index: u32 =
+            index.trim().parse().map_err(|_| format!("JOB_COMPLETION_INDEX={index:?} is not a shard index"))?;
+        Shard::new(index, count).map(Some)
+    }
+
+    /// Whether this shard sends for the device with this global index.
+    pub fn owns(&self, global_index: u64) -> bool {
+        global_index % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// A hash of the scenario as run (file and overrides, seed included): the
+/// same for every shard of one distributed run, and different for another
+/// scenario. SHA-256 of its full description, in hex.
+pub fn scenario_hash(scenario: &Scenario, seed: u64) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{scenario:?}\nseed={seed}").as_bytes());
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_read_and_refuse_as_written() {
+        assert_eq!(Shard::parse("3/8"), Ok(Shard { index: 3, count: 8 }));
+        assert_eq!(Shard::parse(" 0 / 1 "), Ok(Shard { index: 0, count: 1 }));
+        for bad in ["8/8", "1/0", "x/2", "2", "-1/3", "1/100001"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Shard::parse("8/8").unwrap_err().contains("not below"));
+    }
+
+    #[test]
+    fn an_indexed_job_gives_its_shard_through_the_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(Shard::from_environment(None, env(&[])), Ok(None));
+        let job = env(&[("JOB_COMPLETION_INDEX", "2"), ("FLEETSTORM_SHARDS", "4")]);
+        assert_eq!(Shard::from_environment(None, job), Ok(Some(Shard { index: 2, count: 4 })));
+        assert_eq!(Shard::from_environment(Some(3), job), Ok(Some(Shard { index: 2, count: 3 })));
+        let no_index = Shard::from_environment(Some(3), env(&[])).unwrap_err();
+        assert!(no_index.contains("JOB_COMPLETION_INDEX"), "{no_index}");
+        assert!(Shard::from_environment(Some(2), env(&[("JOB_COMPLETION_INDEX", "2")])).is_err());
+    }
+
+    #[test]
+    fn every_device_has_exactly_one_shard() {
+        for count in [1, 3, 7, 64] {
+            for g in 0..1_000u64 {
+                let owners = (0..count).filter(|&i| Shard { index: i, count }.owns(g)).count();
+                assert_eq!(owners, 1, "device {g} of {count} shards");
+            }
+        }
+    }
+
+    #[test]
+    fn the_hash_follows_the_scenario_and_the_seed() {
+        let parse = |t: &str| crate::scenario::parse(t, crate::scenario::Format::Toml, "s.toml", "s").unwrap();
+        let a = parse("[[fleets]]\nname = \"f\"\ndevices = 10\n");
+        let b = parse("[[fleets]]\nname = \"f\"\ndevices = 11\n");
+        assert_eq!(scenario_hash(&a, 1), scenario_hash(&a.clone(), 1));
+        assert_ne!(scenario_hash(&a, 1), scenario_hash(&b, 1));
+        assert_ne!(scenario_hash(&a, 1), scenario_hash(&a, 2));
+        assert_eq!(scenario_hash(&a, 1).len(), 64);
+    }
+}

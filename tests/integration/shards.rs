@@ -1,0 +1,215 @@
+//! Sharded runs: the same scenario as one process and as 4 shard
+//! processes started together (`--start-at`) against one serve; the
+//! shards' schedules partition the single run's; `merge` adds the shard
+//! reports up exactly and refuses incomplete or mixed sets.
+
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fleetstorm::report::Report;
+use fleetstorm::run::{PlannedSend, schedule_preview};
+use fleetstorm::scenario::{self, Format};
+use fleetstorm::server::ServeConfig;
+use fleetstorm::shard::Shard;
+
+use super::run::schema_check;
+use super::util::{TempDir, start_serve};
+
+fn scenario_text(url: &str) -> String {
+    format!(
+        "name = \"sharded\"\nseed = 21\nduration = \"3s\"\n[target]\nurl = \"{url}\"\ntimeout = \"2s\"\n\
+         [[fleets]]\nname = \"cams\"\ndevices = 250\ninterval = \"1s\"\njitter = \"10%\"\n\
+         [[fleets]]\nname = \"sensors\"\ndevices = 97\ninterval = \"500ms\"\narrival = \"poisson\"\n\
+         [[fleets.events]]\nat = \"1s\"\nkind = \"outage\"\nshare = \"30%\"\nduration = \"1s\"\n\
+         [thresholds]\n\"error_rate\" = \"< 1%\"\n\"latency.p99\" = \"< 2s\"\n"
+    )
+}
+
+fn fleetstorm(args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fleetstorm")).args(args).output().unwrap()
+}
+
+fn key(s: &PlannedSend) -> (u64, String, String) {
+    (s.at_ns, s.fleet.clone(), s.device.clone())
+}
+
+#[test]
+fn the_shards_schedules_partition_the_single_runs() {
+    let s = scenario::parse(&scenario_text("builtin"), Format::Toml, "s.toml", "s").unwrap();
+    let mut single: Vec<_> = schedule_preview(&s, 21, usize::MAX, None).iter().map(key).collect();
+    single.sort();
+    assert!(single.len() > 1_000, "{}", single.len());
+    for count in [1, 3, 7, 64] {
+        let mut union = Vec::new();
+        for index in 0..count {
+            let part = schedule_preview(&s, 21, usize::MAX, Some(Shard { index, count }));
+            // Each device in exactly one shard: none of this shard's
+            // devices appear in another's.
+            union.extend(part.iter().map(key));
+        }
+        union.sort();
+        assert_eq!(union, single, "{count} shards: same sends, no duplicates, no gaps");
+    }
+    // The command line prints a shard's schedule: a part of the single one.
+    let dir = TempDir::new("shard-schedule");
+    let file = dir.write("s.toml", &scenario_text("builtin"));
+    let out = fleetstorm(&["validate".into(), file, "--schedule".into(), "40".into(), "--shard".into(), "2/7".into()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("schedule")).skip(1).take(40).collect();
+    assert_eq!(lines.len(), 40, "{text}");
+    let shard_two: Vec<_> = schedule_preview(&s, 21, 40, Some(Shard { index: 2, count: 7 })).iter().map(key).collect();
+    for (line, (at_ns, fleet, device)) in lines.iter().zip(&shard_two) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[1..], [fleet.as_str(), device.as_str()], "{line}");
+        assert!((fields[0].parse::<f64>().unwrap() - *at_ns as f64 / 1e9).abs() < 1e-6, "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_shards_started_together_add_up_to_the_single_run() {
+    let server = start_serve(ServeConfig::default()).await;
+    let dir = TempDir::new("shards");
+    let file = dir.write("s.toml", &scenario_text(&server.url()));
+    let accepted = || server.shared.stats_json()["accepted"].as_u64().unwrap();
+
+    // One process.
+    let single_json = dir.path("single.json").to_str().unwrap().to_string();
+    let args: Vec<String> = ["run", &file, "--quiet", "--out", &single_json].map(String::from).to_vec();
+    let out = tokio::task::spawn_blocking(move || fleetstorm(&args)).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let single = Report::load(std::path::Path::new(&single_json)).unwrap();
+    let by_single = accepted();
+
+    // Four processes, one start instant.
+    let start = SystemTime::now() + Duration::from_secs(2);
+    let start_s = format!("{:.3}", start.duration_since(UNIX_EPOCH).unwrap().as_secs_f64());
+    let mut shards = Vec::new();
+    for i in 0..4 {
+        let out_json = dir.path(&format!("shard-{i}.json")).to_str().unwrap().to_string();
+        let args: Vec<String> =
+            ["run", &file, "--quiet", "--out", &out_json, "--shard", &format!("{i}/4"), "--start-at", &start_s]
+                .map(String::from)
+                .to_vec();
+        shards.push((out_json, tokio::task::spawn_blocking(move || fleetstorm(&args))));
+    }
+    let mut reports = Vec::new();
+    for (path, child) in shards {
+        let out = child.await.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        schema_check(&json);
+        reports.push((path, serde_json::from_value::<Report>(json).unwrap()));
+    }
+    let by_shards = accepted() - by_single;
+    server.shutdown().await;
+
+    // Serve saw the same heartbeats from both.
+    assert_eq!(by_shards, by_single, "serve's accepted counts agree");
+    assert_eq!(by_single, single.totals.ok);
+    for (_, r) in &reports {
+        let start = r.start.as_ref().expect("the start is recorded");
+        assert!(start.lag_ms < 200.0, "{start:?}");
+        assert_eq!(r.shard.as_ref().unwrap().count, 4);
+    }
+    let hashes: Vec<&str> = reports.iter().map(|(_, r)| r.shard.as_ref().unwrap().scenario_hash.as_str()).collect();
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]));
+
+    // Merged: the sum of the shards, the single run's schedule.
+    let merged_json = dir.path("merged.json").to_str().unwrap().to_string();
+    let mut args: Vec<String> = vec!["merge".into(), "--out".into(), merged_json.clone()];
+    args.extend(reports.iter().rev().map(|(p, _)| p.clone()));
+    let out = fleetstorm(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&merged_json).unwrap()).unwrap();
+    schema_check(&json);
+    let merged: Report = serde_json::from_value(json).unwrap();
+    let sum = |f: fn(&Report) -> u64| reports.iter().map(|(_, r)| f(r)).sum::<u64>();
+    assert_eq!(merged.totals.scheduled, sum(|r| r.totals.scheduled));
+    assert_eq!(merged.totals.sent, sum(|r| r.totals.sent));
+    assert_eq!(merged.totals.ok, sum(|r| r.totals.ok));
+    assert_eq!(merged.totals.failed, sum(|r| r.totals.failed));
+    assert_eq!(merged.totals.scheduled, single.totals.scheduled, "the same schedule as one process");
+    let latency = fleetstorm::stats::decode_histogram(&merged.totals.histograms.latency).unwrap();
+    assert_eq!(latency.len(), merged.totals.ok + merged.totals.failed + merged.totals.missed);
+    for (i, fleet) in merged.fleets.iter().enumerate() {
+        assert_eq!(fleet.sent, reports.iter().map(|(_, r)| r.fleets[i].sent).sum::<u64>());
+        let fresh = fleet.freshness.as_ref().unwrap();
+        assert_eq!(
+            fresh.devices,
+            reports.iter().map(|(_, r)| r.fleets[i].freshness.as_ref().unwrap().devices).sum::<u64>()
+        );
+    }
+    let timeline_sent: u64 = merged.timeline.iter().map(|s| s.sent).sum();
+    assert_eq!(timeline_sent, merged.totals.sent);
+    assert_eq!(merged.merged.as_ref().unwrap().shards, 4);
+    assert_eq!(merged.thresholds.len(), 2);
+    assert!(merged.thresholds.iter().all(|t| t.ok), "{:?}", merged.thresholds);
+    // A merged report is a report: it renders again.
+    let html = dir.path("merged.html").to_str().unwrap().to_string();
+    let out = fleetstorm(&["report".into(), merged_json.clone(), "--html".into(), html]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("merged from 4 shards"));
+
+    // Refusals, each saying what is wrong.
+    let paths: Vec<String> = reports.iter().map(|(p, _)| p.clone()).collect();
+    let refuse = |files: Vec<String>, expected: &str| {
+        let mut args = vec!["merge".to_string()];
+        args.extend(files);
+        let out = fleetstorm(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{expected:?} in {stderr}");
+    };
+    refuse(paths[..3].to_vec(), "missing shard report(s): 3/4");
+    refuse(
+        vec![paths[0].clone(), paths[1].clone(), paths[1].clone(), paths[2].clone(), paths[3].clone()],
+        "given twice",
+    );
+    refuse(vec![single_json.clone()], "is not a shard's report");
+    // A shard of another run (another seed): refused by its scenario hash.
+    let other = dir.path("other.json").to_str().unwrap().to_string();
+    let args: Vec<String> = [
+        "run",
+        &file,
+        "--quiet",
+        "--out",
+        &other,
+        "--shard",
+        "3/4",
+        "--seed",
+        "22",
+        "--duration",
+        "1s",
+        "--target",
+        "http://127.0.0.1:9",
+    ]
+    .map(String::from)
+    .to_vec();
+    let out = fleetstorm(&args);
+    assert!(Report::load(std::path::Path::new(&other)).is_ok(), "{}", String::from_utf8_lossy(&out.stderr));
+    refuse(vec![paths[0].clone(), paths[1].clone(), paths[2].clone(), other], "from another scenario");
+}
+
+#[test]
+fn a_shard_not_ready_at_the_start_instant_exits_4_without_sending() {
+    let dir = TempDir::new("shard-late");
+    let file = dir.write("s.toml", &scenario_text("http://127.0.0.1:9"));
+    let out = fleetstorm(&[
+        "run".into(),
+        file,
+        "--quiet".into(),
+        "--shard".into(),
+        "0/2".into(),
+        "--start-at".into(),
+        "2026-01-01T00:00:00Z".into(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("not ready at the start instant"), "{stderr}");
+    // Sharding needs the seed every shard shares.
+    let unseeded = dir.write("u.toml", "[[fleets]]\nname = \"f\"\ndevices = 10\n");
+    let out = fleetstorm(&["run".into(), unseeded, "--shard".into(), "0/2".into()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs the run's seed"));
+}

@@ -541,6 +541,13 @@ fn validate_command(args: &ValidateArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let shard = match args.sharding.shard() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     print!("{}", run::plan_text(&scenario));
     // TLS files and SigV4 credentials are read now, as a run would.
     if let scenario::TargetUrl::Http { host, .. } = &scenario.target.url
@@ -556,19 +563,12 @@ fn validate_command(args: &ValidateArgs) -> ExitCode {
         };
         println!("\nschedule (first {n} intended sends, seed {seed}):");
         let mut stdout = io::BufWriter::new(io::stdout().lock());
-        let shard = match args.sharding.shard() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        };
         for send in run::schedule_preview(&scenario, seed, n, shard) {
             let _ = writeln!(stdout, "{:>14.6} {} {}", send.at_ns as f64 / 1e9, send.fleet, send.device);
         }
         let _ = stdout.flush();
     }
-    match run::check_resources(&scenario) {
+    match run::check_resources(&scenario, shard) {
         Ok(budget) => {
             println!(
                 "\nresources: up to {} connections; this process may open {} files; {} local ports toward the target",

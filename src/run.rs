@@ -100,8 +100,10 @@ pub struct ConnectionBudget {
 }
 
 /// Connections needed by `s` at most, by mode.
-pub fn connections_needed(s: &Scenario) -> u64 {
-    let devices: u64 = s.fleets.iter().map(|f| f.devices).sum();
+pub fn connections_needed(s: &Scenario, shard: Option<Shard>) -> u64 {
+    let all: u64 = s.fleets.iter().map(|f| f.devices).sum();
+    // A shard has every count-th device (the first ones one more).
+    let devices = shard.map_or(all, |sh| all.div_ceil(u64::from(sh.count)));
     match s.target.connections {
         ConnectionMode::PerDevice => devices,
         ConnectionMode::Pool(n) => u64::from(n).min(devices),
@@ -111,12 +113,12 @@ pub fn connections_needed(s: &Scenario) -> u64 {
 }
 
 /// Raises the open-files limit as far as allowed and checks that the plan
-/// fits it and the local port range.
-pub fn check_resources(s: &Scenario) -> Result<ConnectionBudget, RunError> {
+/// (of one shard, if given) fits it and the local port range.
+pub fn check_resources(s: &Scenario, shard: Option<Shard>) -> Result<ConnectionBudget, RunError> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let open_files = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024);
     let local_ports = local_port_range().unwrap_or(28_232);
-    let needed = connections_needed(s);
+    let needed = connections_needed(s, shard);
     // The built-in backend holds the other end of each connection in this process.
     let files_per_connection = if s.target.url == TargetUrl::Builtin { 2 } else { 1 };
     let budget = ConnectionBudget {
@@ -216,7 +218,7 @@ pub fn plan_text(s: &Scenario) -> String {
         "",
         total_rate,
         expected,
-        connections_needed(s)
+        connections_needed(s, None)
     );
     for f in &s.fleets {
         if f.events.is_empty() && f.retry.is_none() {
@@ -419,7 +421,7 @@ pub async fn execute_with(
     options: ExecuteOptions,
     mut progress: impl FnMut(&Live<'_>),
 ) -> Result<Executed, RunError> {
-    check_resources(scenario)?;
+    check_resources(scenario, options.shard)?;
     let max_interval = scenario.fleets.iter().map(|f| f.schedule.interval).max().unwrap_or_default();
     let mut builtin = None;
     let (addr, host) = match &scenario.target.url {

@@ -213,3 +213,31 @@ fn a_shard_not_ready_at_the_start_instant_exits_4_without_sending() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs the run's seed"));
 }
+
+#[test]
+fn the_kubernetes_manifests_pass_the_api_schemas_and_carry_a_valid_scenario() {
+    let deploy = super::util::root().join("deploy");
+    let Some(checked) =
+        super::util::interop("check_manifests.py", &[deploy.to_str().unwrap()], &["kubernetes_validate"])
+    else {
+        return;
+    };
+    let manifests = checked["manifests"].as_array().unwrap();
+    let kinds: Vec<&str> = manifests.iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    for kind in ["Namespace", "ConfigMap", "PersistentVolumeClaim", "Job"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    for m in manifests {
+        assert_eq!(m["valid"], true, "{m}");
+    }
+    // The Indexed Job's shard count matches its --shards.
+    let job = std::fs::read_to_string(deploy.join("kubernetes/shards-job.yaml")).unwrap();
+    assert!(job.contains("completionMode: Indexed") && job.contains("backoffLimitPerIndex: 0"));
+    assert!(job.contains("completions: 4") && job.contains("parallelism: 4") && job.contains("- \"4\""));
+    assert!(job.contains("values: [4]"), "the not-ready exit code fails the Job");
+    // The scenario in the ConfigMap is one fleetstorm accepts, with a seed.
+    let dir = TempDir::new("k8s-scenario");
+    let file = dir.write("scenario.toml", checked["scenario"].as_str().unwrap());
+    let out = fleetstorm(&["validate".into(), file, "--shard".into(), "3/4".into(), "--schedule".into(), "3".into()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -32,6 +32,7 @@ pub mod engine;
 pub mod fleet;
 pub mod gate;
 pub mod heartbeat;
+pub mod live_metrics;
 pub mod report;
 pub mod run;
 pub mod sample;

@@ -179,6 +179,10 @@ struct RunArgs {
     /// devices are ready, nothing is sent and the exit code is 4.
     #[arg(long, value_parser = parse_start_at)]
     start_at: Option<std::time::SystemTime>,
+    /// Serve live Prometheus metrics of the run at http://ADDR/metrics
+    /// (e.g. 127.0.0.1:9091; port 0 picks one, printed on stderr).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -632,7 +636,25 @@ fn run_command(args: RunArgs) -> ExitCode {
             shard,
             start_at: args.start_at,
         };
-        let executed = run::execute_with(&scenario, seed, cancel, options, |live| progress.update(live)).await;
+        let metrics = args.metrics_addr.map(|_| fleetstorm::live_metrics::LiveMetrics::new(&scenario, shard));
+        let stop_metrics = tokio_util::sync::CancellationToken::new();
+        if let (Some(addr), Some(m)) = (args.metrics_addr, &metrics) {
+            match fleetstorm::live_metrics::serve(addr, m.clone(), stop_metrics.clone()).await {
+                Ok(bound) => eprintln!("metrics: http://{bound}/metrics"),
+                Err(e) => {
+                    eprintln!("error: cannot serve metrics on {addr}: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+        }
+        let executed = run::execute_with(&scenario, seed, cancel, options, |live| {
+            progress.update(live);
+            if let Some(m) = &metrics {
+                m.update(live);
+            }
+        })
+        .await;
+        stop_metrics.cancel();
         progress.finish();
         let run::Executed { report, second_histograms } = match executed {
             Ok(r) => r,

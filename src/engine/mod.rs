@@ -57,10 +57,9 @@ pub struct EngineSettings {
     pub keep_second_histograms: bool,
     /// Record per fleet and agent version as well (cohorts).
     pub cohorts: bool,
-    /// A warm-up: what workers hand over up to this instant (rounded up
-    /// to a flush instant, [`FLUSH_EVERY`]) goes to the timeline but not
-    /// into the totals, and the scheduling window the totals cover
-    /// (`RunOutput::scheduled_for`) starts there.
+    /// A warm-up: what happens before this instant goes to the timeline
+    /// but not into the totals, and the scheduling window the totals cover
+    /// (`RunOutput::scheduled_for`) starts here.
     pub measure_after: Duration,
     /// Send only for this shard's devices.
     pub shard: Option<crate::shard::Shard>,
@@ -267,6 +266,7 @@ pub async fn run<T: Transport>(
             flush_every: FLUSH_EVERY,
             precise_timer: settings.precise_timer,
             cohorts: settings.cohorts,
+            measure_from_ns: settings.measure_after.as_nanos() as u64,
         };
         let task = worker::run_worker(
             id,
@@ -321,9 +321,6 @@ pub async fn run<T: Transport>(
     let start = Instant::now();
     let _ = go_tx.send(Some(start));
 
-    // Measuring starts at the first flush instant at or after the warm-up.
-    let flush_ns = FLUSH_EVERY.as_nanos() as u64;
-    let measure_from = (settings.measure_after.as_nanos() as u64).div_ceil(flush_ns) * flush_ns;
     let mut totals: Vec<Recorder> = fleets.iter().map(|_| Recorder::default()).collect();
     let mut freshness: Vec<Freshness> = fleets.iter().map(|_| Freshness::default()).collect();
     let keep = settings.keep_second_histograms;
@@ -343,8 +340,8 @@ pub async fn run<T: Transport>(
                 continue;
             }
         };
-        // A flush holds what happened since the one before it.
-        let measured = flush.at_ns > measure_from + FLUSH_EVERY.as_nanos() as u64 / 2;
+        // Workers flush as the warm-up ends, so no flush mixes the two.
+        let measured = !flush.warmup;
         if measured {
             for (total, part) in totals.iter_mut().zip(&flush.fleets) {
                 total.add(part);
@@ -405,7 +402,7 @@ pub async fn run<T: Transport>(
         } else {
             settings.duration
         }
-        .saturating_sub(Duration::from_nanos(measure_from)),
+        .saturating_sub(settings.measure_after),
         interrupted,
         fleets: totals,
         freshness,
@@ -524,10 +521,10 @@ mod tests {
             EngineSettings { measure_after: Duration::from_millis(1_900), ..paused(5, ConnectionMode::PerDevice, 3) };
         let fleets = vec![fleet(1_000, every(Duration::from_secs(1)))];
         let out = run(fake.clone(), fleets, settings, CancellationToken::new(), |_| {}).await;
-        // Measured from the flush instant at 2 s: three of the five seconds.
-        assert_eq!(out.scheduled_for, Duration::from_secs(3));
+        // Measured from 1.9 s: the heartbeats intended in the last 3.1 s.
+        assert_eq!(out.scheduled_for, Duration::from_millis(3_100));
         let c = &out.fleets[0].counters;
-        assert!((2_990..=3_010).contains(&c.scheduled), "{c:?}");
+        assert!((3_095..=3_105).contains(&c.scheduled), "{c:?}");
         assert_eq!(c.sent, c.ok() + c.failed());
         let all: u64 = out.timeline.iter().map(|s| s.scheduled).sum();
         assert_eq!(all, 5_000, "the timeline keeps the warm-up");

@@ -76,6 +76,9 @@ pub struct Flush {
     pub in_flight: usize,
     /// The worker's last flush: it has stopped.
     pub last: bool,
+    /// Everything in it happened during the warm-up (before
+    /// `WorkerSettings::measure_from_ns`).
+    pub warmup: bool,
     /// With the last flush: how fresh each fleet's devices stayed.
     pub freshness: Option<Vec<Freshness>>,
     /// Per fleet, per agent version (when broken down): what each recorded.
@@ -137,6 +140,9 @@ pub struct WorkerSettings {
     pub precise_timer: bool,
     /// Record per fleet and agent version as well.
     pub cohorts: bool,
+    /// The warm-up's end (ns since the start): the worker flushes as it
+    /// passes, so that no flush holds both warm-up and measured events.
+    pub measure_from_ns: u64,
 }
 
 struct Slot<C> {
@@ -215,6 +221,8 @@ struct Worker<T: Transport> {
     cohorts: Vec<Vec<Option<Recorder>>>,
     /// The seconds touched since the last flush.
     seconds: Vec<SecondPart>,
+    /// Past the warm-up (what is recorded now is measured).
+    measuring: bool,
 }
 
 /// The least time between two wake-ups of a worker. Waking costs a trip
@@ -247,6 +255,7 @@ pub async fn run_worker<T: Transport>(
     out: mpsc::UnboundedSender<Flush>,
 ) {
     let settings_seed = settings.seed;
+    let measuring_from_start = settings.measure_from_ns == 0;
     let mut w = Worker {
         id,
         recorders: fleets.iter().map(|_| Recorder::default()).collect(),
@@ -270,6 +279,7 @@ pub async fn run_worker<T: Transport>(
         rng: Xoshiro128PlusPlus::seed_from_u64(settings_seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         cohorts: Vec::new(),
         seconds: Vec::new(),
+        measuring: measuring_from_start,
     };
     if w.settings.cohorts {
         w.cohorts =
@@ -330,18 +340,28 @@ impl<T: Transport> Worker<T> {
             let wake = self.settings.start + Duration::from_nanos(spaced);
             tokio::select! {
                 biased;
-                () = cancel.cancelled(), if !self.stopping => self.stop(),
+                () = cancel.cancelled(), if !self.stopping => {
+                    self.end_warmup(out);
+                    self.stop();
+                }
                 () = tokio::time::sleep_until(end), if !self.stopping => {
                     // Heartbeats intended before the end but not yet
                     // dispatched (same timer tick) still go.
+                    self.end_warmup(out);
                     self.dispatch_due();
                     self.stop();
                 }
-                Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => self.complete(done),
+                Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.end_warmup(out);
+                    self.complete(done);
+                }
                 // Before dispatching: a heartbeat due at a flush's instant
                 // (a second's boundary) belongs to the next period.
                 _ = flush.tick() => self.flush(out, false),
-                () = wait_until(&mut precise, wake), if scheduling => self.dispatch_due(),
+                () = wait_until(&mut precise, wake), if scheduling => {
+                    self.end_warmup(out);
+                    self.dispatch_due();
+                }
             }
         }
         self.flush(out, true);
@@ -610,7 +630,19 @@ impl<T: Transport> Worker<T> {
         }
     }
 
+    /// At the first event past the warm-up: hands over what the warm-up
+    /// recorded, so that it is kept apart.
+    fn end_warmup(&mut self, out: &mpsc::UnboundedSender<Flush>) {
+        if !self.measuring && self.now_ns() >= self.settings.measure_from_ns {
+            self.flush(out, false);
+        }
+    }
+
     fn flush(&mut self, out: &mpsc::UnboundedSender<Flush>, last: bool) {
+        let warmup = !self.measuring;
+        if self.now_ns() >= self.settings.measure_from_ns {
+            self.measuring = true;
+        }
         let fleets = self.recorders.iter_mut().map(Recorder::take).collect();
         let freshness = last.then(|| self.freshness());
         let cohorts = self
@@ -624,6 +656,7 @@ impl<T: Transport> Worker<T> {
             fleets,
             in_flight: self.in_flight.len(),
             last,
+            warmup,
             freshness,
             cohorts,
             seconds: std::mem::take(&mut self.seconds),

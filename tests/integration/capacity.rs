@@ -69,11 +69,14 @@ fn the_search_finds_the_capacity_of_a_queueing_backend() {
         let bad = report.lowest_bad_rate.unwrap();
         assert!(bad > max && bad - max <= 0.05 * max, "{max} {bad}");
         // Every step measured its own load: devices scaled to the rate,
-        // the mix's offered rate within 2% of what was asked.
+        // the mix's offered rate within 2% of what was asked while the
+        // backend keeps up (far past its capacity, time-outs close
+        // connections and devices spend their time reconnecting).
         // (A step the generator fell behind on is run again: the machine
         // is shared with other tests.)
         for s in report.steps.iter().filter(|s| s.generator_kept_up) {
-            assert!((s.offered_rate - s.target_rate).abs() <= 0.02 * s.target_rate, "{s:?}");
+            let off = (s.offered_rate - s.target_rate).abs() / s.target_rate;
+            assert!(off <= if s.verdict == "good" { 0.02 } else { 0.10 }, "{s:?}");
             assert_eq!(s.verdict == "good", s.slo.iter().all(|r| r.ok), "{s:?}");
         }
         assert!(matches!(report.limit.as_deref(), Some("latency" | "errors" | "errors+latency")), "{report:?}");

@@ -3,6 +3,7 @@
 //! shards' schedules partition the single run's; `merge` adds the shard
 //! reports up exactly and refuses incomplete or mixed sets.
 
+use std::collections::BTreeMap;
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -240,4 +241,73 @@ fn the_kubernetes_manifests_pass_the_api_schemas_and_carry_a_valid_scenario() {
     let file = dir.write("scenario.toml", checked["scenario"].as_str().unwrap());
     let out = fleetstorm(&["validate".into(), file, "--shard".into(), "3/4".into(), "--schedule".into(), "3".into()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One scrape of a run's live metrics: (metric, labels) -> value, and the
+/// latency histograms' total counts by fleet.
+fn scrape(url: &str) -> (BTreeMap<(String, String), f64>, BTreeMap<String, f64>) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").trim_end_matches("/metrics");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, text) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let mut values = BTreeMap::new();
+    let mut histograms = BTreeMap::new();
+    for s in parsed.samples {
+        let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let fleet = s.labels.get("fleet").unwrap_or("").to_string();
+        assert_eq!(s.labels.get("shard"), Some("1/2"), "every sample is labelled with its shard: {}", s.metric);
+        match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => {
+                values.insert((s.metric.clone(), labels.join(",")), v);
+            }
+            prometheus_parse::Value::Histogram(buckets) if s.metric == "fleetstorm_latency_seconds" => {
+                assert!(buckets.len() >= 10, "{buckets:?}");
+                histograms.insert(fleet, buckets.last().unwrap().count);
+            }
+            _ => {}
+        }
+    }
+    (values, histograms)
+}
+
+#[test]
+fn live_metrics_are_scraped_during_a_run_and_rise() {
+    use std::io::BufRead;
+    let dir = TempDir::new("live-metrics");
+    let file = dir.write("s.toml", &scenario_text("builtin").replace("duration = \"3s\"", "duration = \"5s\""));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args(["run", &file, "--quiet", "--shard", "1/2", "--metrics-addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("metrics: ").unwrap_or_else(|| panic!("the address line: {line:?}")).to_string();
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (first, first_latency) = scrape(&url);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (second, second_latency) = scrape(&url);
+    assert!(child.wait().unwrap().success());
+
+    let key = |metric: &str, labels: &str| (metric.to_string(), labels.to_string());
+    for fleet in ["cams", "sensors"] {
+        let sent = key("fleetstorm_heartbeats_sent_total", &format!("fleet={fleet},shard=1/2"));
+        assert!(first[&sent] > 0.0 && second[&sent] > first[&sent], "{fleet}: {first:?} then {second:?}");
+        let ok = key("fleetstorm_heartbeats_completed_total", &format!("fleet={fleet},outcome=ok,shard=1/2"));
+        assert!(second[&ok] > first[&ok]);
+        assert!(second_latency[fleet] > first_latency[fleet]);
+    }
+    // The shard's own devices: 125 of the 250 cameras, 48 of the 97 sensors.
+    assert_eq!(second[&key("fleetstorm_devices", "fleet=cams,shard=1/2")], 125.0);
+    assert_eq!(second[&key("fleetstorm_devices", "fleet=sensors,shard=1/2")], 48.0);
+    assert!(second.contains_key(&key("fleetstorm_in_flight", "shard=1/2")));
 }

@@ -1,0 +1,322 @@
+//! Live Prometheus metrics of a run (`fleetstorm run --metrics-addr`):
+//! what the engine has recorded so far, per fleet, with latency and
+//! schedule lag as Prometheus histograms (bucketed from the run's HDR
+//! histograms when scraped), everything labelled with the shard so that a
+//! distributed run's shards add up in PromQL (`sum by (fleet)`), and
+//! `deploy/grafana/fleetstorm.json` can follow it.
+//!
+//! The run's progress callback hands each snapshot over ([`LiveMetrics::update`],
+//! a few times a second); a scrape renders the latest one.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, TextEncoder};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Live;
+use crate::fleet::EventKind;
+use crate::scenario::{Fleet, Scenario};
+use crate::shard::Shard;
+use crate::stats::{CLASSES, Recorder};
+
+/// Upper bounds of the latency and lag buckets, in seconds.
+const BUCKETS_S: [f64; 16] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// One fleet as this process runs it.
+struct FleetPlan {
+    name: String,
+    /// This shard's devices of the fleet.
+    devices: u64,
+    fleet: Fleet,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    fleets: Vec<Recorder>,
+    elapsed: Duration,
+    in_flight: usize,
+}
+
+/// The latest snapshot of a run, as Prometheus metrics.
+pub struct LiveMetrics {
+    plans: Vec<FleetPlan>,
+    shard: String,
+    snapshot: Mutex<Snapshot>,
+}
+
+impl LiveMetrics {
+    pub fn new(scenario: &Scenario, shard: Option<Shard>) -> Arc<LiveMetrics> {
+        let mut offset = 0u64;
+        let plans = scenario
+            .fleets
+            .iter()
+            .map(|f| {
+                let devices = shard.map_or(f.devices, |s| owned(s, offset, f.devices));
+                offset += f.devices;
+                FleetPlan { name: f.name().to_string(), devices, fleet: f.clone() }
+            })
+            .collect();
+        let shard = shard.map_or_else(|| "0/1".to_string(), |s| s.to_string());
+        Arc::new(LiveMetrics { plans, shard, snapshot: Mutex::new(Snapshot::default()) })
+    }
+
+    /// Takes in the run's latest totals.
+    pub fn update(&self, live: &Live<'_>) {
+        if let Ok(mut s) = self.snapshot.lock() {
+            s.fleets = live.fleets.to_vec();
+            s.elapsed = live.elapsed;
+            s.in_flight = live.in_flight;
+        }
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> Vec<u8> {
+        let Ok(s) = self.snapshot.lock() else { return Vec::new() };
+        let mut families = Vec::new();
+        let per_fleet = |name: &str, help: &str, kind: MetricType, value: &dyn Fn(&Recorder, &FleetPlan) -> f64| {
+            let metrics = s
+                .fleets
+                .iter()
+                .zip(&self.plans)
+                .map(|(r, p)| number(kind, value(r, p), self.labels(&[("fleet", &p.name)])))
+                .collect();
+            family(name, help, kind, metrics)
+        };
+        use MetricType::{COUNTER, GAUGE};
+        families.push(per_fleet(
+            "fleetstorm_heartbeats_scheduled_total",
+            "Heartbeats whose intended time has come",
+            COUNTER,
+            &|r, _| r.counters.scheduled as f64,
+        ));
+        families.push(per_fleet("fleetstorm_heartbeats_sent_total", "Heartbeats sent", COUNTER, &|r, _| {
+            r.counters.sent as f64
+        }));
+        families.push(per_fleet(
+            "fleetstorm_heartbeats_missed_total",
+            "Heartbeats never sent: the device was still busy with its previous one",
+            COUNTER,
+            &|r, _| r.counters.missed as f64,
+        ));
+        families
+            .push(per_fleet("fleetstorm_retries_total", "Retries sent", COUNTER, &|r, _| r.counters.retries as f64));
+        let mut ended = Vec::new();
+        for (r, p) in s.fleets.iter().zip(&self.plans) {
+            for (class, n) in CLASSES.iter().zip(r.counters.classes) {
+                ended.push(number(COUNTER, n as f64, self.labels(&[("fleet", &p.name), ("outcome", class)])));
+            }
+        }
+        families.push(family(
+            "fleetstorm_heartbeats_completed_total",
+            "Heartbeats ended, by outcome class (ok is 2xx)",
+            COUNTER,
+            ended,
+        ));
+        for (name, help, pick) in [
+            (
+                "fleetstorm_latency_seconds",
+                "From each heartbeat's intended time to its outcome (coordinated omission corrected)",
+                (|r: &Recorder| &r.latency) as fn(&Recorder) -> &hdrhistogram::Histogram<u64>,
+            ),
+            ("fleetstorm_schedule_lag_seconds", "From when a heartbeat could go to when the generator sent it", |r| {
+                &r.schedule_lag
+            }),
+        ] {
+            let metrics = s
+                .fleets
+                .iter()
+                .zip(&self.plans)
+                .map(|(r, p)| histogram(pick(r), self.labels(&[("fleet", &p.name)])))
+                .collect();
+            families.push(family(name, help, MetricType::HISTOGRAM, metrics));
+        }
+        let elapsed = s.elapsed;
+        families
+            .push(per_fleet("fleetstorm_devices", "Devices this process simulates", GAUGE, &|_, p| p.devices as f64));
+        families.push(per_fleet(
+            "fleetstorm_devices_online",
+            "Devices planned online now: past their ramp-up, not silenced by an outage or restart",
+            GAUGE,
+            &|_, p| (p.devices as f64 * online_share(&p.fleet, elapsed)).round(),
+        ));
+        families.push(family(
+            "fleetstorm_in_flight",
+            "Heartbeats sent and not yet answered",
+            GAUGE,
+            vec![number(GAUGE, s.in_flight as f64, self.labels(&[]))],
+        ));
+        families.push(family(
+            "fleetstorm_elapsed_seconds",
+            "Time since the run's clock started",
+            GAUGE,
+            vec![number(GAUGE, elapsed.as_secs_f64(), self.labels(&[]))],
+        ));
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&families, &mut out);
+        out
+    }
+
+    fn labels(&self, extra: &[(&str, &str)]) -> Vec<LabelPair> {
+        let mut labels: Vec<LabelPair> = extra.iter().map(|(k, v)| label(k, v)).collect();
+        labels.push(label("shard", &self.shard));
+        labels
+    }
+}
+
+/// How many of `devices` global indices from `offset` on a shard owns.
+fn owned(shard: Shard, offset: u64, devices: u64) -> u64 {
+    let (i, n) = (u64::from(shard.index), u64::from(shard.count));
+    // Indices below `x` that are ≡ i (mod n).
+    let below = |x: u64| if x > i { (x - i).div_ceil(n) } else { 0 };
+    below(offset + devices) - below(offset)
+}
+
+/// The share of a fleet's devices planned online `elapsed` into the run.
+fn online_share(f: &Fleet, elapsed: Duration) -> f64 {
+    let ramp = &f.schedule.ramp_up;
+    let mut share = if ramp.is_zero() { 1.0 } else { (elapsed.as_secs_f64() / ramp.as_secs_f64()).min(1.0) };
+    for e in &f.events {
+        let silent = match &e.kind {
+            EventKind::Outage { duration, .. } => (e.at <= elapsed && elapsed < e.at + *duration).then_some(e.share),
+            // Reboots spread over `over`: about downtime/over of them down at a time.
+            EventKind::Restart { over, downtime } => (e.at <= elapsed && elapsed < e.at + *over + *downtime)
+                .then(|| e.share * (downtime.as_secs_f64() / over.as_secs_f64().max(downtime.as_secs_f64())).min(1.0)),
+            EventKind::Rollout { .. } | EventKind::Surge { .. } => None,
+        };
+        share -= silent.unwrap_or(0.0) * share;
+    }
+    share.max(0.0)
+}
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut l = LabelPair::default();
+    l.set_name(name.to_string());
+    l.set_value(value.to_string());
+    l
+}
+
+fn number(kind: MetricType, value: f64, labels: Vec<LabelPair>) -> Metric {
+    let mut m = Metric::from_label(labels);
+    if kind == MetricType::COUNTER {
+        let mut c = Counter::default();
+        c.set_value(value);
+        m.set_counter(c);
+    } else {
+        let mut g = Gauge::default();
+        g.set_value(value);
+        m.set_gauge(g);
+    }
+    m
+}
+
+/// An HDR histogram (µs) as a Prometheus histogram (s).
+fn histogram(h: &hdrhistogram::Histogram<u64>, labels: Vec<LabelPair>) -> Metric {
+    let mut out = Histogram::default();
+    out.set_sample_count(h.len());
+    out.set_sample_sum(h.mean() * h.len() as f64 / 1e6);
+    out.set_bucket(
+        BUCKETS_S
+            .iter()
+            .map(|le| {
+                let mut b = Bucket::default();
+                b.set_upper_bound(*le);
+                b.set_cumulative_count(if h.is_empty() { 0 } else { h.count_between(0, (le * 1e6) as u64) });
+                b
+            })
+            .collect(),
+    );
+    let mut m = Metric::from_label(labels);
+    m.set_histogram(out);
+    m
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_string());
+    f.set_help(help.to_string());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+/// Serves `GET /metrics` on `addr` until `stop`; returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<LiveMetrics>,
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                () = stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(_) => continue,
+                },
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let metrics = metrics.clone();
+                    async move {
+                        let response = if req.uri().path() == "/metrics" {
+                            Response::builder()
+                                .header("content-type", "text/plain; version=0.0.4")
+                                .body(Full::new(Bytes::from(metrics.render())))
+                        } else {
+                            Response::builder()
+                                .status(StatusCode::NOT_FOUND)
+                                .body(Full::new(Bytes::from_static(b"try /metrics\n")))
+                        };
+                        Ok::<_, Infallible>(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_owns_every_count_th_device_across_fleets() {
+        for count in [1u32, 3, 7] {
+            let mut total = 0;
+            for index in 0..count {
+                let shard = Shard { index, count };
+                let (a, b) = (owned(shard, 0, 10), owned(shard, 10, 25));
+                let by_hand = |from: u64, to: u64| (from..to).filter(|g| shard.owns(*g)).count() as u64;
+                assert_eq!((a, b), (by_hand(0, 10), by_hand(10, 35)));
+                total += a + b;
+            }
+            assert_eq!(total, 35);
+        }
+    }
+
+    #[test]
+    fn outages_and_ramps_take_devices_offline() {
+        let text = "[[fleets]]\nname = \"f\"\ndevices = 100\ninterval = \"1s\"\nramp_up = \"10s\"\n[[fleets.events]]\nat = \"20s\"\nkind = \"outage\"\nshare = \"30%\"\nduration = \"10s\"\n";
+        let s = crate::scenario::parse(text, crate::scenario::Format::Toml, "t.toml", "t").unwrap();
+        let f = &s.fleets[0];
+        let at = |secs| online_share(f, Duration::from_secs(secs));
+        assert_eq!((at(5), at(15), at(25), at(35)), (0.5, 1.0, 0.7, 1.0));
+    }
+}

@@ -310,4 +310,25 @@ fn live_metrics_are_scraped_during_a_run_and_rise() {
     assert_eq!(second[&key("fleetstorm_devices", "fleet=cams,shard=1/2")], 125.0);
     assert_eq!(second[&key("fleetstorm_devices", "fleet=sensors,shard=1/2")], 48.0);
     assert!(second.contains_key(&key("fleetstorm_in_flight", "shard=1/2")));
+    // The Grafana dashboard asks only for metrics the run exposes.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(super::util::root().join("deploy/grafana/fleetstorm.json")).unwrap(),
+    )
+    .unwrap();
+    let exposed: Vec<&str> = second.keys().map(|(m, _)| m.as_str()).chain(["fleetstorm_latency_seconds"]).collect();
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in
+                expr.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| w.starts_with("fleetstorm_"))
+            {
+                let metric = word.trim_end_matches("_bucket");
+                let known = exposed.contains(&metric) || metric == "fleetstorm_schedule_lag_seconds";
+                assert!(known, "the dashboard asks for {metric}, which the run does not expose");
+                asked += 1;
+            }
+        }
+    }
+    assert!(asked >= 10, "{asked}");
 }

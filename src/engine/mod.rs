@@ -267,6 +267,7 @@ pub async fn run<T: Transport>(
             precise_timer: settings.precise_timer,
             cohorts: settings.cohorts,
             measure_from_ns: settings.measure_after.as_nanos() as u64,
+            preconnect: settings.start_at.is_some(),
         };
         let task = worker::run_worker(
             id,

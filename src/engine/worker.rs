@@ -143,6 +143,10 @@ pub struct WorkerSettings {
     /// The warm-up's end (ns since the start): the worker flushes as it
     /// passes, so that no flush holds both warm-up and measured events.
     pub measure_from_ns: u64,
+    /// Open the pool's connections before reporting ready (a synchronized
+    /// start). Per-device connections are still opened by each device at
+    /// its first heartbeat, as in any run.
+    pub preconnect: bool,
 }
 
 struct Slot<C> {
@@ -306,6 +310,9 @@ pub async fn run_worker<T: Transport>(
             w.timers.push(Reverse((first.at_ns, slot)));
         }
     }
+    if w.settings.preconnect {
+        w.preconnect().await;
+    }
     let _ = start.ready.send(());
     match start.go.wait_for(Option::is_some).await.map(|s| *s) {
         Ok(Some(at)) => w.settings.start = at,
@@ -316,6 +323,23 @@ pub async fn run_worker<T: Transport>(
 }
 
 impl<T: Transport> Worker<T> {
+    /// Opens this worker's share of the pool, all at once.
+    async fn preconnect(&mut self) {
+        if !matches!(self.settings.connections, ConnectionMode::Pool(_)) {
+            return;
+        }
+        let opening: FuturesUnordered<_> = (0..self.settings.pool_size).map(|_| self.transport.connect()).collect();
+        let opened: Vec<Option<T::Conn>> = opening.collect().await;
+        for conn in opened.into_iter().flatten() {
+            // A kept HTTP/1 connection counts as open; a shared HTTP/2 one
+            // is simply live.
+            if !self.transport.multiplexed() {
+                self.open += 1;
+            }
+            self.idle.push(conn);
+        }
+    }
+
     fn now_ns(&self) -> u64 {
         self.settings.start.elapsed().as_nanos() as u64
     }

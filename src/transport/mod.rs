@@ -63,6 +63,12 @@ pub trait Transport: Send + Sync + 'static {
     fn is_closed(&self, _conn: &Self::Conn) -> bool {
         false
     }
+
+    /// Opens a connection ahead of any heartbeat (a pool made ready before
+    /// a synchronized start); `None` if it cannot be had.
+    fn connect(&self) -> impl Future<Output = Option<Self::Conn>> + Send + 'static {
+        std::future::ready(None)
+    }
 }
 
 /// The result of one exchange.
@@ -267,6 +273,14 @@ impl Transport for Http {
 
     fn is_closed(&self, conn: &Sender) -> bool {
         conn.is_closed()
+    }
+
+    fn connect(&self) -> impl Future<Output = Option<Sender>> + Send + 'static {
+        let endpoint = self.endpoint.clone();
+        async move {
+            let opened = tokio::time::timeout(endpoint.timeout, connect(&endpoint)).await;
+            opened.ok()?.ok().map(|(sender, _handshake)| sender)
+        }
     }
 }
 

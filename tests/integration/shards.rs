@@ -332,3 +332,26 @@ fn live_metrics_are_scraped_during_a_run_and_rise() {
     }
     assert!(asked >= 10, "{asked}");
 }
+
+#[test]
+fn a_synchronized_start_opens_the_pool_before_the_clock_starts() {
+    let dir = TempDir::new("shard-preconnect");
+    let text = scenario_text("builtin").replace("timeout = \"2s\"\n", "timeout = \"2s\"\nconnections = { pool = 8 }\n");
+    let file = dir.write("s.toml", &text);
+    let run = |extra: &[String]| {
+        let out_json = dir.path("r.json").to_str().unwrap().to_string();
+        let mut args: Vec<String> = ["run", &file, "--quiet", "--out", &out_json].map(String::from).to_vec();
+        args.extend_from_slice(extra);
+        let out = fleetstorm(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Report::load(std::path::Path::new(&out_json)).unwrap()
+    };
+    let plain = run(&[]);
+    assert!(plain.totals.connects > 0, "connections opened as heartbeats need them");
+    let start = SystemTime::now() + Duration::from_millis(1500);
+    let at = humantime::format_rfc3339_millis(start).to_string();
+    let synchronized = run(&["--start-at".into(), at]);
+    assert_eq!(synchronized.totals.connects, 0, "the pool was open before the clock started");
+    assert_eq!(synchronized.totals.ok, plain.totals.ok);
+    assert!(synchronized.start.as_ref().unwrap().lag_ms < 200.0);
+}

@@ -155,24 +155,8 @@ TOML
 }
 
 # ---------------------------------------------------------------- targets
-cat >"$OUT/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $OUT/nginx/nginx.pid;
-error_log $OUT/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_timeout 65s;
-  keepalive_requests 10000000;
-  client_body_temp_path $OUT/nginx/tmp;
-  server {
-    listen 127.0.0.1:$NGINX_PORT backlog=4096;
-    location = /SendHeartbeat { return 200; }
-    location / { return 404; }
-  }
-}
-CONF
+source benches/nginx.sh
+nginx_conf "$OUT/nginx" "$NGINX_PORT"
 start_target() {
   case $1 in
     nginx) nginx -c "$OUT/nginx/nginx.conf" -p "$OUT/nginx" & ;;

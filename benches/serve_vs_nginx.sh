@@ -32,23 +32,8 @@ fi
 cargo build --release --locked --quiet
 BIN=target/release/fleetstorm
 
-cat >"$OUT/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $OUT/nginx/nginx.pid;
-error_log $OUT/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_timeout 65s;
-  keepalive_requests 10000000;
-  client_body_temp_path $OUT/nginx/tmp;
-  server {
-    listen 127.0.0.1:$NGINX_PORT backlog=4096;
-    location = /SendHeartbeat { return 200; }
-  }
-}
-CONF
+source benches/nginx.sh
+nginx_conf "$OUT/nginx" "$NGINX_PORT"
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

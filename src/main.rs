@@ -251,6 +251,28 @@ impl RenderArgs {
 }
 
 /// Writes a file whole or not at all; false (with the error printed) on failure.
+/// Every output path given must be writable before any work starts.
+fn check_outputs<'a>(paths: impl IntoIterator<Item = &'a Option<PathBuf>>) -> Result<(), ExitCode> {
+    for path in paths.into_iter().flatten() {
+        if let Err(e) = fleetstorm::report::check_writable(path) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return Err(ExitCode::from(EXIT_USAGE));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `value` as pretty JSON, atomically; false (with the error printed) if it failed.
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> bool {
+    match serde_json::to_vec_pretty(value) {
+        Ok(json) => write_file(path, &json),
+        Err(e) => {
+            eprintln!("error: cannot encode {}: {e}", path.display());
+            false
+        }
+    }
+}
+
 fn write_file(path: &std::path::Path, bytes: &[u8]) -> bool {
     match fleetstorm::report::write_atomically(path, bytes) {
         Ok(()) => {
@@ -593,12 +615,10 @@ fn run_command(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     // Every output must be writable before the run starts, not found out after it.
-    let outputs = [&args.out, &args.renders.html, &args.renders.summary_md, &args.renders.junit, &args.hlog];
-    for path in outputs.into_iter().flatten() {
-        if let Err(e) = fleetstorm::report::check_writable(path) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return ExitCode::from(EXIT_USAGE);
-        }
+    if let Err(code) =
+        check_outputs([&args.out, &args.renders.html, &args.renders.summary_md, &args.renders.junit, &args.hlog])
+    {
+        return code;
     }
     let shard = match args.sharding.shard() {
         Ok(s) => s,
@@ -675,13 +695,7 @@ fn run_command(args: RunArgs) -> ExitCode {
         let _ = io::stdout().flush();
         let mut written = true;
         if let Some(path) = &args.out {
-            match serde_json::to_vec_pretty(&report) {
-                Ok(json) => written &= write_file(path, &json),
-                Err(e) => {
-                    eprintln!("error: cannot encode the report: {e}");
-                    written = false;
-                }
-            }
+            written &= write_json(path, &report);
         }
         written &= args.renders.write(&report);
         if let Some(path) = &args.hlog {
@@ -714,11 +728,8 @@ fn capacity_command(args: &CapacityArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    for path in [&args.out, &args.html].into_iter().flatten() {
-        if let Err(e) = fleetstorm::report::check_writable(path) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return ExitCode::from(EXIT_USAGE);
-        }
+    if let Err(code) = check_outputs([&args.out, &args.html]) {
+        return code;
     }
     let seed = scenario.seed.unwrap_or_else(|| {
         let seed = rand::random::<u64>() >> 1;
@@ -775,13 +786,7 @@ fn capacity_command(args: &CapacityArgs) -> ExitCode {
     let _ = io::stdout().flush();
     let mut written = true;
     if let Some(path) = &args.out {
-        match serde_json::to_vec_pretty(&report) {
-            Ok(json) => written &= write_file(path, &json),
-            Err(e) => {
-                eprintln!("error: cannot encode the capacity report: {e}");
-                written = false;
-            }
-        }
+        written &= write_json(path, &report);
     }
     if let Some(path) = &args.html {
         written &= write_file(path, capacity::html::render(&report).as_bytes());
@@ -851,12 +856,8 @@ fn merge_command(args: &MergeArgs) -> ExitCode {
             }
         }
     }
-    let outputs = [&args.out, &args.renders.html, &args.renders.summary_md, &args.renders.junit];
-    for path in outputs.into_iter().flatten() {
-        if let Err(e) = fleetstorm::report::check_writable(path) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return ExitCode::from(EXIT_USAGE);
-        }
+    if let Err(code) = check_outputs([&args.out, &args.renders.html, &args.renders.summary_md, &args.renders.junit]) {
+        return code;
     }
     let report = match merge(&shards) {
         Ok(r) => r,
@@ -869,13 +870,7 @@ fn merge_command(args: &MergeArgs) -> ExitCode {
     let _ = io::stdout().flush();
     let mut written = true;
     if let Some(path) = &args.out {
-        match serde_json::to_vec_pretty(&report) {
-            Ok(json) => written &= write_file(path, &json),
-            Err(e) => {
-                eprintln!("error: cannot encode the report: {e}");
-                written = false;
-            }
-        }
+        written &= write_json(path, &report);
     }
     written &= args.renders.write(&report);
     if !written {

@@ -151,6 +151,16 @@ async fn four_shards_started_together_add_up_to_the_single_run() {
     let out = fleetstorm(&["report".into(), merged_json.clone(), "--html".into(), html]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("merged from 4 shards"));
+    // ... and compares with the single run (whatever the verdict, not a refusal).
+    let out = fleetstorm(&[
+        "compare".into(),
+        single_json.clone(),
+        merged_json.clone(),
+        "--metrics".into(),
+        "error_rate".into(),
+    ]);
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("error_rate"));
 
     // Refusals, each saying what is wrong.
     let paths: Vec<String> = reports.iter().map(|(p, _)| p.clone()).collect();

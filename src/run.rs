@@ -481,6 +481,7 @@ pub async fn execute_with(
         measure_after: options.warmup,
         shard: options.shard,
         start_at: options.start_at,
+        drain: t.timeout,
     };
     let mut watch = AbortWatch::new(scenario, cancel.clone());
     let mut output = engine::run(transport, fleets, settings, cancel, |live| {

@@ -65,6 +65,9 @@ pub struct EngineSettings {
     pub shard: Option<crate::shard::Shard>,
     /// Start the clock at this instant (a synchronized start of shards).
     pub start_at: Option<SystemTime>,
+    /// After the end, heartbeats queued for a pooled connection may still
+    /// go this long (the target's timeout).
+    pub drain: Duration,
 }
 
 /// One second of a run (or, far back in a long run, several: see
@@ -268,6 +271,7 @@ pub async fn run<T: Transport>(
             cohorts: settings.cohorts,
             measure_from_ns: settings.measure_after.as_nanos() as u64,
             preconnect: settings.start_at.is_some(),
+            drain: settings.drain,
         };
         let task = worker::run_worker(
             id,
@@ -487,6 +491,7 @@ mod tests {
             measure_after: Duration::ZERO,
             shard: None,
             start_at: None,
+            drain: Duration::from_secs(1),
         }
     }
 
@@ -601,14 +606,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn heartbeats_queued_for_the_pool_at_the_end_still_go_within_the_drain() {
+        // 10 devices due together every second, one connection, 50 ms per
+        // answer: at 2.0 s ten queue up, and the run ends at 2.1 s with
+        // seven still queued.
+        let schedule = Schedule { start: crate::scenario::StartMode::Synchronized, ..every(Duration::from_secs(1)) };
+        for (drain, sent) in [(Duration::from_secs(1), 30), (Duration::from_millis(120), 25)] {
+            let fake = Fake { delay: Duration::from_millis(50), ..Fake::default() };
+            let settings = EngineSettings {
+                duration: Duration::from_millis(2_100),
+                drain,
+                workers: 1,
+                ..paused(3, ConnectionMode::Pool(1), 3)
+            };
+            let out = run(fake.clone(), vec![fleet(10, schedule)], settings, CancellationToken::new(), |_| {}).await;
+            assert_accounting(&out);
+            let c = &out.fleets[0].counters;
+            assert_eq!((c.scheduled, c.sent, c.missed), (30, sent, 30 - sent), "drain {drain:?}: {c:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_pool_never_holds_more_than_its_connections() {
         let fake = Fake { delay: Duration::from_millis(100), ..Fake::default() };
         let out = run_fake(&fake, vec![fleet(200, every(Duration::from_secs(1)))], 5, ConnectionMode::Pool(4)).await;
         assert_accounting(&out);
         assert!(fake.most_concurrent.load(Ordering::SeqCst) <= 4);
-        // 4 connections at 100 ms each carry 40/s: most of the 200/s waits and misses.
+        // 4 connections at 100 ms each carry 40/s (for the 5 s run and the
+        // 1 s drain of the queue after it): most of the 200/s waits and misses.
         let c = &out.fleets[0].counters;
-        assert!(c.ok() <= 5 * 40 + 4 && c.missed > 0, "{c:?}");
+        assert!(c.ok() <= (5 + 1) * 40 + 4 && c.missed > 0, "{c:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -143,6 +143,9 @@ pub struct WorkerSettings {
     /// The warm-up's end (ns since the start): the worker flushes as it
     /// passes, so that no flush holds both warm-up and measured events.
     pub measure_from_ns: u64,
+    /// How long after the end heartbeats queued for a pooled connection
+    /// may still go (the target's timeout); those left then are missed.
+    pub drain: Duration,
     /// Open the pool's connections before reporting ready (a synchronized
     /// start). Per-device connections are still opened by each device at
     /// its first heartbeat, as in any run.
@@ -349,6 +352,7 @@ impl<T: Transport> Worker<T> {
         let mut flush = tokio::time::interval_at(self.settings.start + every, every);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = self.settings.start + Duration::from_nanos(self.settings.end_ns);
+        let drained = end + self.settings.drain;
         let mut precise =
             if self.settings.precise_timer { tokio_timerfd::Delay::new(std::time::Instant::now()).ok() } else { None };
         loop {
@@ -358,6 +362,8 @@ impl<T: Transport> Worker<T> {
             };
             let scheduling = !self.stopping && next_due.is_some();
             if self.stopping && self.in_flight.is_empty() {
+                // Nothing in flight will free a connection for them now.
+                self.miss_queued();
                 break;
             }
             let spaced = next_due.unwrap_or(0).max(self.last_wake_ns + MIN_WAKE_SPACING_NS);
@@ -367,6 +373,7 @@ impl<T: Transport> Worker<T> {
                 () = cancel.cancelled(), if !self.stopping => {
                     self.end_warmup(out);
                     self.stop();
+                    self.miss_queued();
                 }
                 () = tokio::time::sleep_until(end), if !self.stopping => {
                     // Heartbeats intended before the end but not yet
@@ -374,6 +381,9 @@ impl<T: Transport> Worker<T> {
                     self.end_warmup(out);
                     self.dispatch_due();
                     self.stop();
+                }
+                () = tokio::time::sleep_until(drained), if self.stopping && !self.waiting.is_empty() => {
+                    self.miss_queued();
                 }
                 Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.end_warmup(out);
@@ -392,6 +402,10 @@ impl<T: Transport> Worker<T> {
     }
 
     /// Stops scheduling: heartbeats still pending will never be sent.
+    /// Heartbeats queued for a pooled connection were due before the stop:
+    /// they still go as connections free up, for up to `drain` after the
+    /// end, unless the run was cancelled ([`Worker::miss_queued`]). Retries
+    /// queued end with their last outcome.
     fn stop(&mut self) {
         self.stopping = true;
         self.timers.clear();
@@ -402,11 +416,12 @@ impl<T: Transport> Worker<T> {
                 self.record_missed(i as u32, micros(now.saturating_sub(p)), now);
             }
         }
-        while let Some((slot, intended, _, attempt)) = self.waiting.pop_front() {
-            self.slots[slot as usize].busy = false;
+        let queued = std::mem::take(&mut self.waiting);
+        for (slot, intended, eligible, attempt) in queued {
             if attempt == 0 {
-                self.record_missed(slot, micros(now.saturating_sub(intended)), now);
+                self.waiting.push_back((slot, intended, eligible, attempt));
             } else if let Some(h) = self.held.remove(&slot) {
+                self.slots[slot as usize].busy = false;
                 self.record_end(slot, h.outcome, h.latency_us, h.service_us, now);
             }
         }
@@ -415,6 +430,16 @@ impl<T: Transport> Worker<T> {
         for (slot, h) in std::mem::take(&mut self.held) {
             self.slots[slot as usize].busy = false;
             self.record_end(slot, h.outcome, h.latency_us, h.service_us, now);
+        }
+    }
+
+    /// Heartbeats still queued for a pooled connection will not be sent:
+    /// missed.
+    fn miss_queued(&mut self) {
+        let now = self.now_ns().min(self.settings.end_ns);
+        while let Some((slot, intended, _, _)) = self.waiting.pop_front() {
+            self.slots[slot as usize].busy = false;
+            self.record_missed(slot, micros(now.saturating_sub(intended)), now);
         }
     }
 
@@ -623,7 +648,7 @@ impl<T: Transport> Worker<T> {
                     }
                 }
                 let pool_size = self.settings.pool_size;
-                while !self.stopping && (!self.idle.is_empty() || (self.idle.len() as u32) + self.open < pool_size) {
+                while !self.idle.is_empty() || (self.idle.len() as u32) + self.open < pool_size {
                     let Some((waiter, intended, eligible, attempt)) = self.waiting.pop_front() else { break };
                     self.start(waiter, intended, eligible, now, attempt);
                 }
@@ -633,9 +658,8 @@ impl<T: Transport> Worker<T> {
                     Some(c) => self.idle.push(c),
                     None => self.open -= 1,
                 }
-                if !self.stopping
-                    && let Some((waiter, intended, eligible, attempt)) = self.waiting.pop_front()
-                {
+                // Queued heartbeats go even after the end: they were due before it.
+                if let Some((waiter, intended, eligible, attempt)) = self.waiting.pop_front() {
                     self.start(waiter, intended, eligible, now, attempt);
                 }
             }

@@ -251,6 +251,15 @@ impl RenderArgs {
 }
 
 /// Writes a file whole or not at all; false (with the error printed) on failure.
+/// A finished report out: its summary on stdout, then the JSON and every
+/// rendering asked for; false (errors printed) if a file was not written.
+fn publish(report: &Report, out: Option<&std::path::Path>, renders: &RenderArgs) -> bool {
+    print!("{}", report.summary());
+    let _ = io::stdout().flush();
+    let written = out.is_none_or(|path| write_json(path, report));
+    renders.write(report) && written
+}
+
 /// Every output path given must be writable before any work starts.
 fn check_outputs<'a>(paths: impl IntoIterator<Item = &'a Option<PathBuf>>) -> Result<(), ExitCode> {
     for path in paths.into_iter().flatten() {
@@ -691,13 +700,7 @@ fn run_command(args: RunArgs) -> ExitCode {
                 return ExitCode::from(EXIT_NOT_READY);
             }
         };
-        print!("{}", report.summary());
-        let _ = io::stdout().flush();
-        let mut written = true;
-        if let Some(path) = &args.out {
-            written &= write_json(path, &report);
-        }
-        written &= args.renders.write(&report);
+        let mut written = publish(&report, args.out.as_deref(), &args.renders);
         if let Some(path) = &args.hlog {
             let started_at =
                 humantime::parse_rfc3339(&report.started_at).unwrap_or_else(|_| std::time::SystemTime::now());
@@ -866,14 +869,7 @@ fn merge_command(args: &MergeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    print!("{}", report.summary());
-    let _ = io::stdout().flush();
-    let mut written = true;
-    if let Some(path) = &args.out {
-        written &= write_json(path, &report);
-    }
-    written &= args.renders.write(&report);
-    if !written {
+    if !publish(&report, args.out.as_deref(), &args.renders) {
         return ExitCode::from(EXIT_FAILED);
     }
     run_exit_code(&report)

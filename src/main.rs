@@ -260,6 +260,23 @@ fn publish(report: &Report, out: Option<&std::path::Path>, renders: &RenderArgs)
     renders.write(report) && written
 }
 
+/// The scenario's seed, or a fresh one (printed, so the run can be repeated).
+fn seed_of(scenario: &scenario::Scenario) -> u64 {
+    scenario.seed.unwrap_or_else(|| {
+        let seed = rand::random::<u64>() >> 1;
+        eprintln!("note: the scenario sets no seed; using seed {seed} (pass --seed {seed} to repeat)");
+        seed
+    })
+}
+
+/// The runtime a run or a capacity search drives its engine from.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        ExitCode::from(EXIT_FAILED)
+    })
+}
+
 /// Every output path given must be writable before any work starts.
 fn check_outputs<'a>(paths: impl IntoIterator<Item = &'a Option<PathBuf>>) -> Result<(), ExitCode> {
     for path in paths.into_iter().flatten() {
@@ -642,17 +659,10 @@ fn run_command(args: RunArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    let seed = scenario.seed.unwrap_or_else(|| {
-        let seed = rand::random::<u64>() >> 1;
-        eprintln!("note: the scenario sets no seed; using seed {seed} (pass --seed {seed} to repeat)");
-        seed
-    });
-    let runtime = match tokio::runtime::Runtime::new() {
+    let seed = seed_of(&scenario);
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let cancel = tokio_util::sync::CancellationToken::new();
@@ -734,17 +744,10 @@ fn capacity_command(args: &CapacityArgs) -> ExitCode {
     if let Err(code) = check_outputs([&args.out, &args.html]) {
         return code;
     }
-    let seed = scenario.seed.unwrap_or_else(|| {
-        let seed = rand::random::<u64>() >> 1;
-        eprintln!("note: the scenario sets no seed; using seed {seed} (pass --seed {seed} to repeat)");
-        seed
-    });
-    let runtime = match tokio::runtime::Runtime::new() {
+    let seed = seed_of(&scenario);
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(code) => return code,
     };
     let quiet = args.quiet;
     let searched = runtime.block_on(async {

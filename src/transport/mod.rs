@@ -10,6 +10,7 @@
 //! signed with SigV4 when asked ([`sigv4`]). Tests use other transports to
 //! drive the engine under a paused clock.
 
+pub mod h1;
 pub mod sigv4;
 pub mod tls;
 
@@ -106,6 +107,9 @@ pub struct Endpoint {
     pub absolute: Uri,
     /// Headers of every request: Host (HTTP/1.1), Content-Type and the scenario's.
     pub headers: HeaderMap,
+    /// The same request's HTTP/1.1 head, encoded once, up to the
+    /// `Content-Length` value (see [`h1::encode_head`]).
+    h1_head: Vec<u8>,
     pub timeout: Duration,
     /// Keep connections open between heartbeats (false: a new connection
     /// for each).
@@ -160,8 +164,10 @@ impl Endpoint {
         if !options.keep_alive && !options.http2 {
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
+        let h1_head = h1::encode_head(path, headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())));
         Ok(Endpoint {
             addr,
+            h1_head,
             path: origin,
             absolute,
             headers,
@@ -221,6 +227,14 @@ impl Http {
 
 /// A client connection of either HTTP version.
 pub enum Sender {
+    /// HTTP/1.1 over plain TCP, driven by the exchange itself.
+    Lean(h1::Conn),
+    /// HTTP/1.1 over TLS, or HTTP/2, driven by hyper's connection task.
+    Hyper(HyperSender),
+}
+
+/// A connection hyper drives.
+pub enum HyperSender {
     H1(http1::SendRequest<Full<Bytes>>),
     H2(http2::SendRequest<Full<Bytes>>),
 }
@@ -228,8 +242,17 @@ pub enum Sender {
 impl Sender {
     fn is_closed(&self) -> bool {
         match self {
-            Sender::H1(s) => s.is_closed(),
-            Sender::H2(s) => s.is_closed(),
+            Sender::Lean(c) => c.is_closed(),
+            Sender::Hyper(s) => s.is_closed(),
+        }
+    }
+}
+
+impl HyperSender {
+    fn is_closed(&self) -> bool {
+        match self {
+            HyperSender::H1(s) => s.is_closed(),
+            HyperSender::H2(s) => s.is_closed(),
         }
     }
 }
@@ -266,8 +289,8 @@ impl Transport for Http {
 
     fn share(&self, conn: &Sender) -> Option<Sender> {
         match conn {
-            Sender::H2(s) => Some(Sender::H2(s.clone())),
-            Sender::H1(_) => None,
+            Sender::Hyper(HyperSender::H2(s)) => Some(Sender::Hyper(HyperSender::H2(s.clone()))),
+            Sender::Hyper(HyperSender::H1(_)) | Sender::Lean(_) => None,
         }
     }
 
@@ -299,7 +322,7 @@ async fn exchange(
 ) -> Result<Answer, Failure> {
     // A kept connection the server has closed meanwhile is replaced before
     // the heartbeat is written to it.
-    let mut sender = match conn {
+    let sender = match conn {
         Some(s) if !s.is_closed() => s,
         _ => {
             // Boxed: the connect path (TCP, TLS, the HTTP handshake) made
@@ -310,6 +333,21 @@ async fn exchange(
             sender
         }
     };
+    match sender {
+        Sender::Lean(mut conn) => {
+            let answer = lean_exchange(endpoint, &mut conn, body).await?;
+            Ok(Answer {
+                status: answer.status,
+                retry_after: answer.retry_after.map(Duration::from_secs),
+                conn: (answer.reusable && endpoint.keep_alive).then_some(Sender::Lean(conn)),
+            })
+        }
+        Sender::Hyper(hyper) => hyper_exchange(endpoint, hyper, body).await,
+    }
+}
+
+/// One exchange on a connection hyper drives (TLS, HTTP/2).
+async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, body: Bytes) -> Result<Answer, Failure> {
     let mut req = Request::new(Full::new(body.clone()));
     *req.method_mut() = Method::POST;
     *req.headers_mut() = endpoint.headers.clone();
@@ -320,12 +358,12 @@ async fn exchange(
             .map_err(|e| endpoint.note(Failure::Protocol, || format!("cannot sign the request: {e}")))?;
     }
     let response = match &mut sender {
-        Sender::H1(s) => {
+        HyperSender::H1(s) => {
             s.ready().await.map_err(|e| classify(endpoint, &e))?;
             *req.uri_mut() = endpoint.path.clone();
             s.send_request(req).await
         }
-        Sender::H2(s) => {
+        HyperSender::H2(s) => {
             s.ready().await.map_err(|e| classify(endpoint, &e))?;
             *req.version_mut() = http::Version::HTTP_2;
             req.headers_mut().remove(HOST);
@@ -343,7 +381,34 @@ async fn exchange(
     // Read the answer to its end so the connection can carry the next one.
     response.into_body().collect().await.map_err(|e| classify(endpoint, &e))?;
     let reusable = (endpoint.keep_alive || endpoint.http2) && !sender.is_closed();
-    Ok(Answer { status, conn: reusable.then_some(sender), retry_after })
+    Ok(Answer { status, conn: reusable.then_some(Sender::Hyper(sender)), retry_after })
+}
+
+/// One exchange on a lean HTTP/1.1 connection: the head encoded once per
+/// target, or per request when it is signed.
+async fn lean_exchange(endpoint: &Endpoint, conn: &mut h1::Conn, body: Bytes) -> Result<h1::Answer, Failure> {
+    let answer = match &endpoint.signer {
+        None => conn.exchange(&endpoint.h1_head, &body).await,
+        Some(signer) => {
+            let mut req = Request::new(());
+            *req.method_mut() = Method::POST;
+            *req.headers_mut() = endpoint.headers.clone();
+            *req.uri_mut() = endpoint.absolute.clone();
+            signer
+                .sign(&mut req, &body, SystemTime::now())
+                .map_err(|e| endpoint.note(Failure::Protocol, || format!("cannot sign the request: {e}")))?;
+            let path = endpoint.path.path_and_query().map_or("/", |p| p.as_str());
+            let head = h1::encode_head(path, req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+            conn.exchange(&head, &body).await
+        }
+    };
+    answer.map_err(|e| {
+        let failure = match e {
+            h1::Error::Protocol(_) => Failure::Protocol,
+            h1::Error::Io(_) | h1::Error::ClosedBeforeAnswer => Failure::Io,
+        };
+        endpoint.note(failure, || e.to_string())
+    })
 }
 
 /// Opens a connection (TCP, then TLS if the target is `https://`) from the
@@ -364,7 +429,8 @@ async fn connect(endpoint: &Endpoint) -> Result<(Sender, Option<Duration>), Fail
         .map_err(|e| endpoint.note(Failure::Connect, || format!("cannot connect to {addr}: {e}")))?;
     let _ = stream.set_nodelay(true);
     match &endpoint.tls {
-        None => Ok((handshake(endpoint, TokioIo::new(stream), endpoint.http2).await?, None)),
+        None if endpoint.http2 => Ok((handshake(endpoint, TokioIo::new(stream), true).await?, None)),
+        None => Ok((Sender::Lean(h1::Conn::new(stream)), None)),
         Some(tls) => {
             let started = Instant::now();
             let stream = tls
@@ -392,13 +458,13 @@ where
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Sender::H2(sender))
+        Ok(Sender::Hyper(HyperSender::H2(sender)))
     } else {
         let (sender, connection) = http1::handshake(io).await.map_err(|e| classify(endpoint, &e))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Sender::H1(sender))
+        Ok(Sender::Hyper(HyperSender::H1(sender)))
     }
 }
 

@@ -365,10 +365,17 @@ pub struct ExecuteOptions {
 }
 
 /// Heartbeats per second one generator thread is given, over kept-alive
-/// plain HTTP/1.1 connections. Threads cost wake-ups and hand-offs: at
-/// 10,000/s against nginx two threads used 29 µs of CPU per heartbeat where
-/// one used 21 µs, and one thread alone keeps up with about 60,000/s.
-const RATE_PER_THREAD: f64 = 25_000.0;
+/// plain HTTP/1.1 connections (the lean client, [`crate::transport::h1`]).
+/// Threads cost wake-ups and hand-offs, and against a target on the same
+/// small machine they take its cores: with nginx on the same two cores,
+/// one thread kept up with 80,000/s (about 9 µs of CPU per heartbeat) where
+/// two fell behind at 90,000/s.
+const RATE_PER_THREAD: f64 = 75_000.0;
+
+/// The same over hyper's connections (TLS, HTTP/2) or with SigV4 signing,
+/// which cost about twice as much per heartbeat as the lean client did
+/// before it existed.
+const RATE_PER_THREAD_HYPER: f64 = 12_500.0;
 
 /// How many generator threads a scenario gets unless told: enough for its
 /// offered rate ([`RATE_PER_THREAD`], less per thread when every heartbeat
@@ -383,7 +390,7 @@ pub fn default_threads(scenario: &Scenario) -> usize {
     let t = &scenario.target;
     let mut per_thread = RATE_PER_THREAD;
     if matches!(t.url, TargetUrl::Http { tls: true, .. }) || t.http == HttpVersion::Http2 || t.sigv4.is_some() {
-        per_thread /= 2.0;
+        per_thread = RATE_PER_THREAD_HYPER;
     }
     if t.connections == ConnectionMode::NewPerRequest {
         per_thread /= 10.0;

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -353,8 +354,16 @@ impl<T: Transport> Worker<T> {
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = self.settings.start + Duration::from_nanos(self.settings.end_ns);
         let drained = end + self.settings.drain;
-        let mut precise =
-            if self.settings.precise_timer { tokio_timerfd::Delay::new(std::time::Instant::now()).ok() } else { None };
+        let mut alarm = Alarm::new(self.settings.precise_timer);
+        // Made once: a fresh timer or cancellation future on every trip
+        // round the loop (one per completion) cost a timer-wheel insertion
+        // and removal each.
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
+        let ended = tokio::time::sleep_until(end);
+        tokio::pin!(ended);
+        let drain_ended = tokio::time::sleep_until(drained);
+        tokio::pin!(drain_ended);
         loop {
             let next_due = match (self.timers.peek(), self.retry_timers.peek()) {
                 (Some(Reverse((a, _))), Some(Reverse((b, _)))) => Some(*a.min(b)),
@@ -370,29 +379,34 @@ impl<T: Transport> Worker<T> {
             let wake = self.settings.start + Duration::from_nanos(spaced);
             tokio::select! {
                 biased;
-                () = cancel.cancelled(), if !self.stopping => {
+                () = &mut cancelled, if !self.stopping => {
                     self.end_warmup(out);
                     self.stop();
                     self.miss_queued();
                 }
-                () = tokio::time::sleep_until(end), if !self.stopping => {
+                () = &mut ended, if !self.stopping => {
                     // Heartbeats intended before the end but not yet
                     // dispatched (same timer tick) still go.
                     self.end_warmup(out);
                     self.dispatch_due();
                     self.stop();
                 }
-                () = tokio::time::sleep_until(drained), if self.stopping && !self.waiting.is_empty() => {
+                () = &mut drain_ended, if self.stopping && !self.waiting.is_empty() => {
                     self.miss_queued();
                 }
                 Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.end_warmup(out);
                     self.complete(done);
+                    // Those that ended meanwhile too, without a trip round
+                    // the loop each.
+                    while let Some(Some(done)) = self.in_flight.next().now_or_never() {
+                        self.complete(done);
+                    }
                 }
                 // Before dispatching: a heartbeat due at a flush's instant
                 // (a second's boundary) belongs to the next period.
                 _ = flush.tick() => self.flush(out, false),
-                () = wait_until(&mut precise, wake), if scheduling => {
+                () = alarm.ring_at(wake), if scheduling => {
                     self.end_warmup(out);
                     self.dispatch_due();
                 }
@@ -729,16 +743,49 @@ impl<T: Transport> Worker<T> {
     }
 }
 
-/// Sleeps until `at`, on the timerfd when there is one.
-async fn wait_until(precise: &mut Option<tokio_timerfd::Delay>, at: Instant) {
-    match precise {
-        Some(delay) => {
-            delay.reset(at.into_std());
-            if delay.await.is_err() {
-                tokio::time::sleep_until(at).await;
-            }
+/// The worker's wake-up for its next due heartbeats: a timerfd
+/// (microsecond precision) when asked for and available, tokio's timer
+/// otherwise. It is re-armed only when the instant changes: arming a
+/// timerfd is a system call, and the loop asks again after every
+/// completion.
+struct Alarm {
+    precise: Option<tokio_timerfd::Delay>,
+    coarse: Pin<Box<tokio::time::Sleep>>,
+    /// The instant the alarm is set for and has not rung at yet.
+    armed: Option<Instant>,
+}
+
+impl Alarm {
+    fn new(precise: bool) -> Alarm {
+        let now = Instant::now();
+        Alarm {
+            precise: if precise { tokio_timerfd::Delay::new(now.into_std()).ok() } else { None },
+            coarse: Box::pin(tokio::time::sleep_until(now)),
+            armed: None,
         }
-        None => tokio::time::sleep_until(at).await,
+    }
+
+    /// Rings at `at`. Dropped before then, it stays set for `at`.
+    async fn ring_at(&mut self, at: Instant) {
+        if self.armed != Some(at) {
+            match &mut self.precise {
+                Some(delay) => delay.reset(at.into_std()),
+                None => self.coarse.as_mut().reset(at),
+            }
+            self.armed = Some(at);
+        }
+        match &mut self.precise {
+            Some(delay) => {
+                if delay.await.is_err() {
+                    // The timerfd failed: tokio's timer from now on.
+                    self.precise = None;
+                    self.coarse.as_mut().reset(at);
+                    self.coarse.as_mut().await;
+                }
+            }
+            None => self.coarse.as_mut().await,
+        }
+        self.armed = None;
     }
 }
 

@@ -381,9 +381,12 @@ const RATE_PER_THREAD_HYPER: f64 = 12_500.0;
 /// offered rate ([`RATE_PER_THREAD`], less per thread when every heartbeat
 /// costs more: TLS, HTTP/2, a new connection each), at most one per core.
 /// Fleets with events (surges, synchronized returns) get every core, since
-/// their peaks are far above their average.
+/// their peaks are far above their average. A target on this machine keeps
+/// a core for itself: generator threads that take its cores slow it down
+/// and fall behind themselves.
 pub fn default_threads(scenario: &Scenario) -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cores = if scenario.target.url.is_local() { (cores - 1).max(1) } else { cores };
     if scenario.fleets.iter().any(|f| !f.events.is_empty()) {
         return cores;
     }
@@ -666,5 +669,33 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{self, Format};
+
+    fn threads(url: &str, devices: u64, extra: &str) -> usize {
+        let text = format!(
+            "[target]\nurl = \"{url}\"\n{extra}\n[[fleets]]\nname = \"f\"\ndevices = {devices}\ninterval = \"1s\"\n"
+        );
+        default_threads(&scenario::parse(&text, Format::Toml, "t.toml", "t").unwrap())
+    }
+
+    #[test]
+    fn threads_follow_the_rate_and_leave_a_local_target_a_core() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let local_cores = (cores - 1).max(1);
+        // One thread carries 75,000/s on the lean client.
+        assert_eq!(threads("http://10.0.0.1:80", 70_000, ""), 1);
+        assert_eq!(threads("http://10.0.0.1:80", 1_000_000, ""), cores.min(14));
+        // A target on this machine keeps a core.
+        assert_eq!(threads("http://127.0.0.1:80", 1_000_000, ""), local_cores);
+        assert_eq!(threads("builtin", 1_000_000, ""), local_cores);
+        // TLS costs more per heartbeat: fewer heartbeats per thread.
+        assert_eq!(threads("https://10.0.0.1:443", 20_000, ""), 2.min(cores));
+        assert_eq!(threads("http://10.0.0.1:80", 20_000, "connections = \"new-per-request\""), 3.min(cores));
     }
 }

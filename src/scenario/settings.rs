@@ -247,6 +247,18 @@ impl TargetUrl {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         Ok(TargetUrl::Http { host, port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }), tls })
     }
+
+    /// Whether the target runs on this machine: the built-in backend, a
+    /// loopback address or `localhost`.
+    pub fn is_local(&self) -> bool {
+        match self {
+            TargetUrl::Builtin => true,
+            TargetUrl::Http { host, .. } => {
+                host.eq_ignore_ascii_case("localhost")
+                    || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+        }
+    }
 }
 
 impl fmt::Display for TargetUrl {
@@ -419,6 +431,18 @@ mod tests {
         assert_eq!(TargetUrl::parse("https://x").unwrap(), TargetUrl::Http { host: "x".into(), port: 443, tls: true });
         assert!(TargetUrl::parse("ftp://x").unwrap_err().contains("https://host:port"));
         assert!(TargetUrl::parse("http://x/SendHeartbeat").unwrap_err().contains("target.path"));
+    }
+
+    #[test]
+    fn local_targets_are_the_builtin_loopback_and_localhost() {
+        for local in ["builtin", "http://127.0.0.1:80", "http://127.9.9.9:1", "https://[::1]:9", "http://LocalHost:8"] {
+            assert!(TargetUrl::parse(local).unwrap().is_local(), "{local}");
+        }
+        for remote in
+            ["http://10.0.0.1:80", "https://example.com", "http://[2001:db8::1]:80", "http://localhost.example"]
+        {
+            assert!(!TargetUrl::parse(remote).unwrap().is_local(), "{remote}");
+        }
     }
 
     #[test]

@@ -342,7 +342,9 @@ async fn exchange(
                 conn: (answer.reusable && endpoint.keep_alive).then_some(Sender::Lean(conn)),
             })
         }
-        Sender::Hyper(hyper) => hyper_exchange(endpoint, hyper, body).await,
+        // Boxed: TLS and HTTP/2 exchanges are rarer and dearer; inline,
+        // hyper's request future would more than double every exchange's.
+        Sender::Hyper(hyper) => Box::pin(hyper_exchange(endpoint, hyper, body)).await,
     }
 }
 

@@ -159,26 +159,47 @@ fn capacity_needs_a_capacity_section() {
 #[test]
 fn ctrl_c_writes_what_the_finished_steps_showed() {
     // Steps of 1 + 1 s against the built-in backend: the interrupt comes
-    // during the third step; the first two stay in the report.
+    // once a second step has begun (as its progress line shows, not after a
+    // fixed time: on a loaded machine a step takes longer, or runs twice);
+    // the finished steps stay in the report.
+    use std::io::BufRead;
     let dir = TempDir::new("capacity-interrupt");
     let search_text = SEARCH.replace("step_duration = \"2s\"", "step_duration = \"1s\"");
     let file = dir.write("interrupt.toml", &scenario("builtin", "\"per-device\"", &search_text));
     let out = dir.path("interrupt.json");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
         .args(["capacity", &file, "--out", out.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(4_900));
+    let stderr = child.stderr.take().unwrap();
+    let (second_step, seen) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            // A step's start line: "step N: R heartbeats/s from D devices ...".
+            if line.starts_with("step ") && !line.starts_with("step 1:") && line.contains("heartbeats/s from") {
+                let _ = second_step.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let began = seen.recv_timeout(std::time::Duration::from_secs(60)).is_ok();
+    std::thread::sleep(std::time::Duration::from_millis(300));
     std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = reader.join().unwrap();
+    assert!(began, "the second step never began: {stderr}");
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("step 1: offered") && stderr.contains("step 2: 1000 heartbeats/s"), "progress: {stderr}");
+    assert!(stderr.contains("step 1: offered"), "progress: {stderr}");
     let report = CapacityReport::load(&out).unwrap();
     assert_eq!((report.verdict.as_str(), report.max_sustainable_rate), ("interrupted", None));
-    assert!(!report.steps.is_empty() && report.steps.iter().all(|s| s.verdict == "good"), "{report:?}");
-    assert_eq!(report.highest_good_rate, report.steps.last().map(|s| s.target_rate));
+    // Good steps, and a step run again (inconclusive) if the machine was busy.
+    let good: Vec<f64> = report.steps.iter().filter(|s| s.verdict == "good").map(|s| s.target_rate).collect();
+    assert!(!good.is_empty() && report.steps.iter().all(|s| s.verdict != "bad"), "{report:?}");
+    assert_eq!(report.highest_good_rate, good.iter().copied().reduce(f64::max));
     assert!(String::from_utf8_lossy(&output.stdout).contains("interrupted; so far the backend carried"));
 }

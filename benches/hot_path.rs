@@ -10,7 +10,10 @@
 //!   time: three HDR histogram records), and merging a busy second's
 //!   recorder into a run's, as the aggregator does once a second per worker;
 //! - **outcome classification**: mapping statuses and failures to report
-//!   classes.
+//!   classes;
+//! - **answer reading**: the lean HTTP/1.1 client reading an answer to its
+//!   end (nginx's `return 200` answer, and a chunked one), from memory, so
+//!   that only the parsing is measured.
 //!
 //! Run with `cargo bench --bench hot_path`.
 
@@ -146,5 +149,23 @@ fn classification(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, schedule_tick, recording, classification);
+fn answer_reading(c: &mut Criterion) {
+    use futures_util::FutureExt;
+    let mut group = c.benchmark_group("answer");
+    let nginx: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 21:54:46 GMT\r\nContent-Type: application/octet-stream\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n";
+    let chunked: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nTransfer-Encoding: chunked\r\n\r\n1a\r\n{\"message\":\"overloaded\"}\r\n0\r\n\r\n";
+    for (name, answer) in [("nginx_200", nginx), ("chunked_503", chunked)] {
+        let mut buf = Vec::with_capacity(4096);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                buf.clear();
+                let mut io = black_box(answer);
+                fleetstorm::transport::h1::read_answer(&mut io, &mut buf).now_or_never()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, schedule_tick, recording, classification, answer_reading);
 criterion_main!(benches);

@@ -167,9 +167,10 @@ struct RunArgs {
     /// No live progress on stderr.
     #[arg(long)]
     quiet: bool,
-    /// Generator threads (default: one per 25,000 heartbeats/s of offered
-    /// load, fewer heartbeats per thread over TLS, HTTP/2 or a connection
-    /// per request; at most one per core).
+    /// Generator threads (default: one per 75,000 heartbeats/s of offered
+    /// load over plain HTTP/1.1, fewer heartbeats per thread over TLS,
+    /// HTTP/2, SigV4 or a connection per request; at most one per core,
+    /// and one core left to a target on this machine).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
     #[command(flatten)]

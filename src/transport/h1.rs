@@ -209,6 +209,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Error> {
     let http11 = response.version == Some(1);
     let mut length = None;
     let mut chunked = false;
+    let mut other_coding = false;
     let mut keep_alive = http11;
     let mut retry_after = None;
     for h in response.headers.iter() {
@@ -229,9 +230,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Error> {
                 .rsplit(|&b| b == b',')
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            if !chunked {
-                keep_alive = false;
-            }
+            other_coding = !chunked;
         } else if name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -251,6 +250,11 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Error> {
         BodyLength::Fixed(0)
     } else if chunked {
         BodyLength::Chunked
+    } else if other_coding {
+        // A transfer coding other than chunked last: the body runs to the
+        // end of the connection, whatever Content-Length says.
+        keep_alive = false;
+        BodyLength::ToEof
     } else if let Some(n) = length {
         BodyLength::Fixed(n)
     } else {
@@ -395,6 +399,10 @@ mod tests {
         assert!(a.reusable);
         let a = read(b"HTTP/1.1 200 OK\r\n\r\nbody until the end").unwrap();
         assert_eq!((a.status, a.reusable), (200, false));
+        // Not chunked last: to the end, past what Content-Length says.
+        let (a, rest) =
+            read_in(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\nabcdef", vec![]);
+        assert_eq!((a.unwrap().reusable, rest.len()), (false, 0));
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! none) and a body, do one heartbeat and hand back its [`Outcome`] and the
 //! connection if it can carry another. Workers own connections and decide
 //! who uses which (per device, a shared pool, or none), so a transport
-//! holds no shared connection state. [`Http`] is the real one: hyper's
-//! HTTP/1.1 or HTTP/2 client connections, over TCP or TLS ([`tls`],
-//! rustls), from the scenario's source addresses in turn, each request
+//! holds no shared connection state. [`Http`] is the real one: over plain
+//! TCP, HTTP/1.1 connections the exchange drives itself ([`h1`], the hot
+//! path); over TLS ([`tls`], rustls) or for HTTP/2, hyper's client
+//! connections; from the scenario's source addresses in turn, each request
 //! signed with SigV4 when asked ([`sigv4`]). Tests use other transports to
 //! drive the engine under a paused clock.
 

@@ -378,7 +378,7 @@ const RATE_PER_THREAD: f64 = 75_000.0;
 const RATE_PER_THREAD_HYPER: f64 = 12_500.0;
 
 /// How many generator threads a scenario gets unless told: enough for its
-/// offered rate ([`RATE_PER_THREAD`], less per thread when every heartbeat
+/// offered rate (75,000/s per thread, less per thread when every heartbeat
 /// costs more: TLS, HTTP/2, a new connection each), at most one per core.
 /// Fleets with events (surges, synchronized returns) get every core, since
 /// their peaks are far above their average. A target on this machine keeps

@@ -3,7 +3,7 @@
 # sample heartbeats, and a few raw HTTP requests.
 set -euo pipefail
 cd "$(dirname "$0")"
-mkdir -p corpus/scenario corpus/validator corpus/serve_request
+mkdir -p corpus/scenario corpus/validator corpus/serve_request corpus/answer
 cp ../scenarios/*.toml ../tests/bad-scenarios/*.toml ../tests/bad-scenarios/*.json corpus/scenario/
 cargo run --quiet --manifest-path ../Cargo.toml -- sample ../scenarios/quickstart.toml --count 20 | split -l 1 - corpus/validator/sample-
 body=$(head -1 corpus/validator/sample-aa)
@@ -11,3 +11,7 @@ printf 'POST /SendHeartbeat HTTP/1.1\r\nHost: x\r\nContent-Type: application/jso
 printf 'GET /stats HTTP/1.1\r\nHost: x\r\n\r\n' >corpus/serve_request/stats
 printf 'GET /devices/f/d HTTP/1.1\r\nHost: x\r\n\r\n' >corpus/serve_request/device
 printf 'POST /SendHeartbeat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n0\r\n\r\n' >corpus/serve_request/chunked
+# Answers for the client's reader; the first byte picks the read size.
+printf '\x07HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n' >corpus/answer/nginx
+printf '\x02HTTP/1.1 503 Busy\r\nRetry-After: 2\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbusy\r\n0\r\nX-T: 1\r\n\r\n' >corpus/answer/chunked
+printf '\x3fHTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 204 No Content\r\n\r\n' >corpus/answer/continue

@@ -236,7 +236,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Error> {
                 }
             }
         } else if name.eq_ignore_ascii_case("retry-after") {
-            retry_after = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+            retry_after = retry_after_secs(h.value);
         }
     }
     if status == 101 {
@@ -258,6 +258,11 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Error> {
         BodyLength::ToEof
     };
     Ok(Some(Head { status, retry_after, length, keep_alive, len }))
+}
+
+/// A `Retry-After` value in whole seconds (an HTTP date is not followed).
+pub fn retry_after_secs(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
 /// Skips `n` body bytes; whether the answer ended cleanly (nothing

@@ -351,15 +351,7 @@ async fn exchange(
 
 /// One exchange on a connection hyper drives (TLS, HTTP/2).
 async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, body: Bytes) -> Result<Answer, Failure> {
-    let mut req = Request::new(Full::new(body.clone()));
-    *req.method_mut() = Method::POST;
-    *req.headers_mut() = endpoint.headers.clone();
-    *req.uri_mut() = endpoint.absolute.clone();
-    if let Some(signer) = &endpoint.signer {
-        signer
-            .sign(&mut req, &body, SystemTime::now())
-            .map_err(|e| endpoint.note(Failure::Protocol, || format!("cannot sign the request: {e}")))?;
-    }
+    let mut req = request(endpoint, Full::new(body.clone()), &body)?;
     let response = match &mut sender {
         HyperSender::H1(s) => {
             s.ready().await.map_err(|e| classify(endpoint, &e))?;
@@ -375,16 +367,32 @@ async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, body: Byte
     }
     .map_err(|e| classify(endpoint, &e))?;
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after =
+        response.headers().get(http::header::RETRY_AFTER).and_then(|v| h1::retry_after_secs(v.as_bytes()));
     // Read the answer to its end so the connection can carry the next one.
     response.into_body().collect().await.map_err(|e| classify(endpoint, &e))?;
     let reusable = (endpoint.keep_alive || endpoint.http2) && !sender.is_closed();
-    Ok(Answer { status, conn: reusable.then_some(Sender::Hyper(sender)), retry_after })
+    Ok(Answer {
+        status,
+        conn: reusable.then_some(Sender::Hyper(sender)),
+        retry_after: retry_after.map(Duration::from_secs),
+    })
+}
+
+/// The heartbeat's request with `payload` as its body: POST to the target's
+/// absolute URI with every request's headers, signed over `body` when the
+/// scenario asks for SigV4.
+fn request<B>(endpoint: &Endpoint, payload: B, body: &[u8]) -> Result<Request<B>, Failure> {
+    let mut req = Request::new(payload);
+    *req.method_mut() = Method::POST;
+    *req.headers_mut() = endpoint.headers.clone();
+    *req.uri_mut() = endpoint.absolute.clone();
+    if let Some(signer) = &endpoint.signer {
+        signer
+            .sign(&mut req, body, SystemTime::now())
+            .map_err(|e| endpoint.note(Failure::Protocol, || format!("cannot sign the request: {e}")))?;
+    }
+    Ok(req)
 }
 
 /// One exchange on a lean HTTP/1.1 connection: the head encoded once per
@@ -392,14 +400,8 @@ async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, body: Byte
 async fn lean_exchange(endpoint: &Endpoint, conn: &mut h1::Conn, body: Bytes) -> Result<h1::Answer, Failure> {
     let answer = match &endpoint.signer {
         None => conn.exchange(&endpoint.h1_head, &body).await,
-        Some(signer) => {
-            let mut req = Request::new(());
-            *req.method_mut() = Method::POST;
-            *req.headers_mut() = endpoint.headers.clone();
-            *req.uri_mut() = endpoint.absolute.clone();
-            signer
-                .sign(&mut req, &body, SystemTime::now())
-                .map_err(|e| endpoint.note(Failure::Protocol, || format!("cannot sign the request: {e}")))?;
+        Some(_) => {
+            let req = request(endpoint, (), &body)?;
             let path = endpoint.path.path_and_query().map_or("/", |p| p.as_str());
             let head = h1::encode_head(path, req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
             conn.exchange(&head, &body).await

@@ -808,8 +808,9 @@ fn capacity_command(args: &CapacityArgs) -> ExitCode {
     }
 }
 
-/// An abort threshold or a failing threshold: 3; otherwise an interrupted
-/// run: 1; otherwise 0.
+/// An abort threshold: 3; an interrupted run: 1; a run in which not one
+/// heartbeat succeeded: 1, whatever its thresholds; a failing threshold: 3;
+/// otherwise 0.
 fn run_exit_code(report: &Report) -> ExitCode {
     if let Some(a) = &report.aborted {
         eprintln!("aborted by the threshold {}: exit code {EXIT_GATE}", a.expr);
@@ -817,6 +818,10 @@ fn run_exit_code(report: &Report) -> ExitCode {
     }
     if report.interrupted {
         eprintln!("the run was interrupted: exit code {EXIT_FAILED}");
+        return ExitCode::from(EXIT_FAILED);
+    }
+    if let Some(why) = report.no_success() {
+        eprintln!("the run failed: {why}: exit code {EXIT_FAILED}");
         return ExitCode::from(EXIT_FAILED);
     }
     if !report.thresholds_passed() {

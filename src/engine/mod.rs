@@ -180,6 +180,10 @@ pub struct RunOutput {
     pub elapsed: Duration,
     /// The scheduling window actually run (shorter than planned when cancelled).
     pub scheduled_for: Duration,
+    /// The time sending took, over the same window: `scheduled_for`, or
+    /// longer when heartbeats queued for a pooled connection went after
+    /// the end (the pool's queue drained).
+    pub sending_for: Duration,
     pub interrupted: bool,
     pub fleets: Vec<Recorder>,
     /// How fresh each fleet's devices stayed.
@@ -310,6 +314,7 @@ pub async fn run<T: Transport>(
                     startup,
                     elapsed: Duration::ZERO,
                     scheduled_for: Duration::ZERO,
+                    sending_for: Duration::ZERO,
                     interrupted: true,
                     fleets: fleets.iter().map(|_| Recorder::default()).collect(),
                     freshness: fleets.iter().map(|_| Freshness::default()).collect(),
@@ -332,6 +337,7 @@ pub async fn run<T: Transport>(
     let mut cohorts: Vec<Vec<Option<Recorder>>> = Vec::new();
     let mut timeline = timeline::Timeline::new(keep);
     let mut in_flight = vec![0usize; workers];
+    let mut last_sent_ns = 0u64;
     let mut running = workers;
     let mut interrupted_at = None;
     loop {
@@ -364,6 +370,7 @@ pub async fn run<T: Transport>(
         // behind the newest can still arrive: close those.
         timeline.close_before(second.saturating_sub(1));
         in_flight[flush.worker] = flush.in_flight;
+        last_sent_ns = last_sent_ns.max(flush.last_sent_ns);
         if flush.last {
             running -= 1;
         }
@@ -398,16 +405,15 @@ pub async fn run<T: Transport>(
         interrupted_at = Some(elapsed.min(settings.duration));
     }
     let interrupted = interrupted_at.is_some_and(|t| t < settings.duration);
+    let window_end =
+        if interrupted { interrupted_at.unwrap_or(elapsed).min(settings.duration) } else { settings.duration };
+    let sent_until = Duration::from_nanos(last_sent_ns);
     RunOutput {
         started_at,
         startup,
         elapsed,
-        scheduled_for: if interrupted {
-            interrupted_at.unwrap_or(elapsed).min(settings.duration)
-        } else {
-            settings.duration
-        }
-        .saturating_sub(settings.measure_after),
+        scheduled_for: window_end.saturating_sub(settings.measure_after),
+        sending_for: window_end.max(sent_until).saturating_sub(settings.measure_after),
         interrupted,
         fleets: totals,
         freshness,
@@ -516,7 +522,10 @@ mod tests {
         for f in &out.fleets {
             let c = &f.counters;
             assert_eq!(c.scheduled, c.sent + c.missed, "scheduled = sent + missed");
-            assert_eq!(c.sent, c.ok() + c.failed(), "sent = ok + failed");
+            assert_eq!(c.sent, c.ok() + c.failed() + c.retry_pending, "sent = ok + failed + retry pending");
+            assert_eq!(c.sent, f.schedule_lag.len(), "one schedule lag per send");
+            assert_eq!(c.sent, f.connection_wait.len(), "one connection wait per send");
+            assert_eq!(c.late, f.lateness.len(), "one lateness per late heartbeat");
         }
     }
 
@@ -623,7 +632,74 @@ mod tests {
             assert_accounting(&out);
             let c = &out.fleets[0].counters;
             assert_eq!((c.scheduled, c.sent, c.missed), (30, sent, 30 - sent), "drain {drain:?}: {c:?}");
+            // Sending ran past the end while the queue drained: the
+            // sending time is the window plus that.
+            let last_send = Duration::from_millis(2_000 + 50 * (sent - 21));
+            assert_eq!(out.sending_for, last_send, "drain {drain:?}");
+            assert_eq!(out.scheduled_for, Duration::from_millis(2_100));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_pooled_connection_is_connection_wait_and_lateness_not_schedule_lag() {
+        // 10 devices due together every second, one connection, 50 ms per
+        // answer: the n-th of each second waits n × 50 ms for the connection.
+        let schedule = Schedule { start: crate::scenario::StartMode::Synchronized, ..every(Duration::from_secs(1)) };
+        let fake = Fake { delay: Duration::from_millis(50), ..Fake::default() };
+        let settings = EngineSettings { workers: 1, ..paused(3, ConnectionMode::Pool(1), 3) };
+        let out = run(fake.clone(), vec![fleet(10, schedule)], settings, CancellationToken::new(), |_| {}).await;
+        assert_accounting(&out);
+        let r = &out.fleets[0];
+        let c = &r.counters;
+        assert_eq!((c.sent, c.missed, c.waited, c.late), (30, 0, 27, 27), "{c:?}");
+        // Within tokio's 1 ms timer tick (the paused clock has no timerfd).
+        assert!(r.schedule_lag.max() <= 1_001, "the generator was on time: lag max {} µs", r.schedule_lag.max());
+        // Waits of 50, 100, ... 450 ms, three seconds over.
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        assert!((449.0..=451.0).contains(&ms(&r.connection_wait, 1.0)), "{}", ms(&r.connection_wait, 1.0));
+        assert!((249.0..=251.0).contains(&ms(&r.lateness, 0.5)), "{}", ms(&r.lateness, 0.5));
+        assert!(r.connection_wait.value_at_quantile(0.1) <= 1, "the first of each second did not wait");
+        // Pool mode: the first of each second went with nothing else busy.
+        assert_eq!(r.light_service_time.len(), 30, "one connection: always at most half busy");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_held_back_by_its_busy_device_is_late_by_that_much() {
+        // One device every second, answers after 1.2 s: each heartbeat goes
+        // when the previous ends, 0.2 s later each time.
+        let fake = Fake { delay: Duration::from_millis(1_200), ..Fake::default() };
+        let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
+        let schedule = Schedule { start: crate::scenario::StartMode::Synchronized, ..every(Duration::from_secs(1)) };
+        let out = run(fake.clone(), vec![fleet(1, schedule)], settings, CancellationToken::new(), |_| {}).await;
+        assert_accounting(&out);
+        let r = &out.fleets[0];
+        assert_eq!((r.counters.sent, r.counters.late, r.counters.waited), (5, 4, 0), "{:?}", r.counters);
+        let lateness: Vec<u64> =
+            r.lateness.iter_recorded().map(|v| r.lateness.lowest_equivalent(v.value_iterated_to()) / 1000).collect();
+        assert_eq!(lateness, [200, 400, 600, 800], "ms late");
+        assert!(r.schedule_lag.max() <= 1_001, "not the generator's lateness: {} µs", r.schedule_lag.max());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_still_due_at_the_end_are_pending_not_failed() {
+        use crate::fleet::retry::{Backoff, Jitter, RetryPolicy};
+        let policy = RetryPolicy {
+            max: 3,
+            backoff: Backoff::Constant,
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(1),
+            jitter: Jitter::None,
+        };
+        // Every attempt fails at once; attempts 1 s apart, so a heartbeat
+        // intended at t ends failed at t + 3 s, if that is not after the
+        // end (a retry due at the end's instant still goes). One heartbeat
+        // per device, one intended every 0.5 s: 15 by 7 s.
+        let t = Scripted::new(|_| 503);
+        let f = FleetRuntime { retry: Some(policy), ..fleet(20, every(Duration::from_secs(10))) };
+        let out = run_scripted(&t, vec![f], 10, 3, false).await;
+        assert_accounting(&out);
+        let c = &out.fleets[0].counters;
+        assert_eq!((c.sent, c.failed(), c.retry_pending), (20, 15, 5), "{c:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -894,7 +970,9 @@ mod tests {
         let c = &out.fleets[0].counters;
         let attempts = t.calls.lock().unwrap().len() as u64;
         assert_eq!(c.sent + c.retries, attempts, "{c:?}");
-        assert_eq!(c.failed(), c.sent, "every heartbeat failed, once");
+        // Every heartbeat failed once, or ended with a retry still to go.
+        assert_eq!(c.failed() + c.retry_pending, c.sent, "{c:?}");
+        assert!(c.retry_pending > 0 && c.failed() > 0, "{c:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -75,6 +75,9 @@ pub struct Flush {
     /// What each fleet recorded since the previous flush.
     pub fleets: Vec<Recorder>,
     pub in_flight: usize,
+    /// When the worker last sent a heartbeat's first attempt, in ns since
+    /// the start (0 before any).
+    pub last_sent_ns: u64,
     /// The worker's last flush: it has stopped.
     pub last: bool,
     /// Everything in it happened during the warm-up (before
@@ -170,15 +173,32 @@ struct Slot<C> {
     resumed: bool,
 }
 
-/// A heartbeat between a failed attempt and its retry: the outcome it
-/// will have if the run ends first.
+/// A heartbeat between a failed attempt and its retry (if the run ends
+/// first, its outcome is unknown: counted as retry-pending).
 struct Held {
     /// The retry's number (1 for the first).
     attempt: u8,
     intended_ns: u64,
-    outcome: Outcome,
-    latency_us: u64,
-    service_us: u64,
+}
+
+/// A heartbeat (or one of its retries) ready to go.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    slot: u32,
+    intended_ns: u64,
+    /// When it could go: its intended time, when its device became free,
+    /// or (a retry) when its wait ended.
+    eligible_ns: u64,
+    /// 0 for the first attempt, n for retry n.
+    attempt: u8,
+}
+
+/// A heartbeat waiting for a pooled connection.
+#[derive(Debug, Clone, Copy)]
+struct Waiter {
+    due: Due,
+    /// When the generator got to it and found no connection free.
+    queued_ns: u64,
 }
 
 struct Done<C> {
@@ -191,6 +211,8 @@ struct Done<C> {
     attempt: u8,
     /// Sent without a connection: the exchange opened one (or tried to).
     fresh: bool,
+    /// Pool mode: sent while at most half the worker's pool was busy.
+    light: bool,
     exchange: Exchange<C>,
 }
 
@@ -206,11 +228,11 @@ struct Worker<T: Transport> {
     in_flight: InFlight<T::Conn>,
     recorders: Vec<Recorder>,
     /// Pool mode: idle connections (HTTP/2: the live, shared ones),
-    /// connections open (HTTP/2: being opened), and devices waiting for one
-    /// (slot, intended, eligible, attempt).
+    /// connections open (HTTP/2: being opened), and heartbeats waiting
+    /// for one, in order.
     idle: Vec<T::Conn>,
     open: u32,
-    waiting: VecDeque<(u32, u64, u64, u8)>,
+    waiting: VecDeque<Waiter>,
     /// HTTP/2 pools: which shared connection the next exchange takes.
     next_shared: usize,
     scratch: Scratch,
@@ -220,6 +242,9 @@ struct Worker<T: Transport> {
     last_wake_ns: u64,
     /// When scheduling stopped (ns since start).
     stopped_ns: u64,
+    /// When the last first attempt was sent (ns since start): past the end
+    /// when a pool's queue drained.
+    last_sent_ns: u64,
     /// Retries waiting for their time, and what they would report.
     retry_timers: BinaryHeap<Reverse<(u64, u32)>>,
     held: HashMap<u32, Held>,
@@ -282,6 +307,7 @@ pub async fn run_worker<T: Transport>(
         stopping: false,
         last_wake_ns: 0,
         stopped_ns: 0,
+        last_sent_ns: 0,
         retry_timers: BinaryHeap::new(),
         held: HashMap::new(),
         rng: Xoshiro128PlusPlus::seed_from_u64(settings_seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
@@ -431,19 +457,20 @@ impl<T: Transport> Worker<T> {
             }
         }
         let queued = std::mem::take(&mut self.waiting);
-        for (slot, intended, eligible, attempt) in queued {
-            if attempt == 0 {
-                self.waiting.push_back((slot, intended, eligible, attempt));
-            } else if let Some(h) = self.held.remove(&slot) {
-                self.slots[slot as usize].busy = false;
-                self.record_end(slot, h.outcome, h.latency_us, h.service_us, now);
+        for waiter in queued {
+            if waiter.due.attempt == 0 {
+                self.waiting.push_back(waiter);
+            } else if self.held.remove(&waiter.due.slot).is_some() {
+                self.slots[waiter.due.slot as usize].busy = false;
+                self.record(waiter.due.slot, Recorder::retry_pending);
             }
         }
-        // Retries not yet due end with the outcome of their last attempt.
+        // Retries not yet due: their heartbeats' outcomes are unknown
+        // (neither ok nor failed), counted apart.
         self.retry_timers.clear();
-        for (slot, h) in std::mem::take(&mut self.held) {
+        for (slot, _) in std::mem::take(&mut self.held) {
             self.slots[slot as usize].busy = false;
-            self.record_end(slot, h.outcome, h.latency_us, h.service_us, now);
+            self.record(slot, Recorder::retry_pending);
         }
     }
 
@@ -451,9 +478,13 @@ impl<T: Transport> Worker<T> {
     /// missed.
     fn miss_queued(&mut self) {
         let now = self.now_ns().min(self.settings.end_ns);
-        while let Some((slot, intended, _, _)) = self.waiting.pop_front() {
-            self.slots[slot as usize].busy = false;
-            self.record_missed(slot, micros(now.saturating_sub(intended)), now);
+        while let Some(Waiter { due, .. }) = self.waiting.pop_front() {
+            self.slots[due.slot as usize].busy = false;
+            if due.attempt == 0 {
+                self.record_missed(due.slot, micros(now.saturating_sub(due.intended_ns)), now);
+            } else if self.held.remove(&due.slot).is_some() {
+                self.record(due.slot, Recorder::retry_pending);
+            }
         }
     }
 
@@ -536,7 +567,7 @@ impl<T: Transport> Worker<T> {
                     self.record_missed(slot, micros(now.saturating_sub(old)), now);
                 }
             } else {
-                self.start(slot, t, t, now, 0);
+                self.start(Due { slot, intended_ns: t, eligible_ns: t, attempt: 0 }, now);
             }
         }
         while let Some(&Reverse((t, slot))) = self.retry_timers.peek() {
@@ -545,47 +576,91 @@ impl<T: Transport> Worker<T> {
             }
             self.retry_timers.pop();
             if let Some(h) = self.held.get(&slot) {
-                let (intended, attempt) = (h.intended_ns, h.attempt);
-                self.start(slot, intended, t, now, attempt);
+                let due = Due { slot, intended_ns: h.intended_ns, eligible_ns: t, attempt: h.attempt };
+                self.start(due, now);
             }
         }
     }
 
-    /// Sends device `slot`'s heartbeat intended at `intended`, which could
-    /// go at `eligible` (its intended time, or when the device became free).
-    fn start(&mut self, slot: u32, intended: u64, eligible: u64, now: u64, attempt: u8) {
-        let conn = match self.settings.connections {
-            ConnectionMode::PerDevice => self.slots[slot as usize].conn.take(),
-            ConnectionMode::NewPerRequest => None,
-            ConnectionMode::Pool(_) if self.transport.multiplexed() => {
-                // HTTP/2: up to pool_size connections, each shared by every
-                // exchange in flight, taken in turn.
-                let transport = &self.transport;
-                self.idle.retain(|c| !transport.is_closed(c));
-                if self.idle.len() as u32 + self.open < self.settings.pool_size {
-                    self.open += 1;
-                    None
-                } else if self.idle.is_empty() {
-                    self.slots[slot as usize].busy = true;
-                    self.waiting.push_back((slot, intended, eligible, attempt));
-                    return;
-                } else {
-                    self.next_shared = self.next_shared.wrapping_add(1);
-                    self.transport.share(&self.idle[self.next_shared % self.idle.len()])
-                }
+    /// Sends `due` now if a connection can be had, or queues it for a
+    /// pooled connection.
+    fn start(&mut self, due: Due, now: u64) {
+        match self.checkout() {
+            Some(conn) => self.send(due, conn, now, now),
+            None => {
+                self.slots[due.slot as usize].busy = true;
+                self.waiting.push_back(Waiter { due, queued_ns: now });
             }
-            ConnectionMode::Pool(_) => match self.idle.pop() {
-                Some(c) => Some(c),
+        }
+    }
+
+    /// Gives the first waiter a connection, if one can be had now.
+    fn resume_waiter(&mut self, now: u64) -> bool {
+        let Some(waiter) = self.waiting.front().copied() else { return false };
+        match self.checkout_pooled() {
+            Some(conn) => {
+                self.waiting.pop_front();
+                self.send(waiter.due, conn, waiter.queued_ns, now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A connection for the next exchange of a device: `Some(Some(c))` an
+    /// open one, `Some(None)` a new one (the exchange opens it), `None`
+    /// none now (a full pool: wait).
+    fn checkout(&mut self) -> Option<Option<T::Conn>> {
+        match self.settings.connections {
+            // Per-device connections are taken in `send`, from the slot.
+            ConnectionMode::PerDevice | ConnectionMode::NewPerRequest => Some(None),
+            ConnectionMode::Pool(_) => self.checkout_pooled(),
+        }
+    }
+
+    fn checkout_pooled(&mut self) -> Option<Option<T::Conn>> {
+        if self.transport.multiplexed() {
+            // HTTP/2: up to pool_size connections, each shared by every
+            // exchange in flight, taken in turn.
+            let transport = &self.transport;
+            self.idle.retain(|c| !transport.is_closed(c));
+            if self.idle.len() as u32 + self.open < self.settings.pool_size {
+                self.open += 1;
+                Some(None)
+            } else if self.idle.is_empty() {
+                None
+            } else {
+                self.next_shared = self.next_shared.wrapping_add(1);
+                Some(self.transport.share(&self.idle[self.next_shared % self.idle.len()]))
+            }
+        } else {
+            match self.idle.pop() {
+                Some(c) => Some(Some(c)),
                 None if self.open < self.settings.pool_size => {
                     self.open += 1;
-                    None
+                    Some(None)
                 }
-                None => {
-                    self.slots[slot as usize].busy = true;
-                    self.waiting.push_back((slot, intended, eligible, attempt));
-                    return;
-                }
-            },
+                None => None,
+            }
+        }
+    }
+
+    /// Sends `due` on `conn` (a new connection if `None`; per-device: the
+    /// device's own). The generator got to it at `reached` (it waited for a
+    /// connection since then, if that is before `now`).
+    fn send(&mut self, due: Due, conn: Option<T::Conn>, reached: u64, now: u64) {
+        let Due { slot, intended_ns: intended, eligible_ns: eligible, attempt } = due;
+        let conn = match self.settings.connections {
+            ConnectionMode::PerDevice => self.slots[slot as usize].conn.take(),
+            _ => conn,
+        };
+        // Pool mode: how busy the pool was (other exchanges on it).
+        let light = match self.settings.connections {
+            ConnectionMode::Pool(_) if !self.transport.multiplexed() => {
+                let others = self.open.saturating_sub(self.idle.len() as u32 + 1);
+                2 * others <= self.settings.pool_size
+            }
+            _ => false,
         };
         let fresh = conn.is_none();
         let s = &mut self.slots[slot as usize];
@@ -594,10 +669,18 @@ impl<T: Transport> Worker<T> {
         self.body.clear();
         s.device.write_next(&fleet.generator, wall_ms(), &mut self.scratch, &mut self.body);
         let exchange = self.transport.exchange(conn, Bytes::copy_from_slice(&self.body));
-        let lag = micros(now.saturating_sub(eligible));
         if attempt == 0 {
-            self.record(slot, |r| r.sent(lag));
+            let lag = micros(reached.saturating_sub(eligible));
+            let wait = micros(now.saturating_sub(reached));
+            self.record(slot, |r| r.sent(lag, wait));
+            // Held back by its busy device or by a full pool (not by the
+            // generator): late, by this much.
+            if eligible > intended || now > reached {
+                let late = micros(now.saturating_sub(intended));
+                self.record(slot, |r| r.late(late));
+            }
             self.second(now).sent += 1;
+            self.last_sent_ns = self.last_sent_ns.max(now);
         } else {
             // Sent: from now on its outcome comes with the exchange, not
             // from what was held (a run that stops now must not count both).
@@ -609,13 +692,13 @@ impl<T: Transport> Worker<T> {
         self.in_flight.push(Box::pin(async move {
             let exchange = exchange.await;
             let done_ns = start.elapsed().as_nanos() as u64;
-            Done { slot, intended_ns: intended, sent_ns: now, done_ns, attempt, fresh, exchange }
+            Done { slot, intended_ns: intended, sent_ns: now, done_ns, attempt, fresh, light, exchange }
         }));
     }
 
     fn complete(&mut self, done: Done<T::Conn>) {
         let now = self.now_ns();
-        let Done { slot, intended_ns, sent_ns, done_ns, attempt, fresh, exchange } = done;
+        let Done { slot, intended_ns, sent_ns, done_ns, attempt, fresh, light, exchange } = done;
         if let Some(c) = exchange.connected {
             let tls_us = c.tls_handshake.map(|d| d.as_micros() as u64);
             self.record(slot, |r| r.connected(tls_us));
@@ -623,9 +706,13 @@ impl<T: Transport> Worker<T> {
         let fleet = usize::from(self.slots[slot as usize].fleet);
         let latency_us = micros(done_ns.saturating_sub(intended_ns));
         let service_us = micros(done_ns.saturating_sub(sent_ns));
-        let retry = self.fleets[fleet]
-            .retry
-            .filter(|p| !self.stopping && attempt < p.max && RetryPolicy::retries(exchange.outcome));
+        if light {
+            self.record(slot, |r| r.light_service(service_us));
+        }
+        let retry = self.fleets[fleet].retry.filter(|p| attempt < p.max && RetryPolicy::retries(exchange.outcome));
+        // The run has stopped: a retry would not go, so the heartbeat's
+        // outcome is unknown (counted apart, neither ok nor failed).
+        let (retry, pending) = if self.stopping { (None, retry.is_some()) } else { (retry, false) };
         if exchange.outcome.is_ok() {
             let s = &mut self.slots[slot as usize];
             let done_ms = millis(done_ns);
@@ -637,10 +724,14 @@ impl<T: Transport> Worker<T> {
         match retry {
             Some(policy) => {
                 // The device keeps the heartbeat and tries again later.
-                let held = Held { attempt: attempt + 1, intended_ns, outcome, latency_us, service_us };
+                let held = Held { attempt: attempt + 1, intended_ns };
                 let wait = policy.delay(held.attempt, self.rng.random(), exchange.retry_after);
                 self.retry_timers.push(Reverse((now + wait.as_nanos() as u64, slot)));
                 self.held.insert(slot, held);
+            }
+            None if pending => {
+                self.held.remove(&slot);
+                self.record(slot, Recorder::retry_pending);
             }
             None => {
                 self.held.remove(&slot);
@@ -661,11 +752,7 @@ impl<T: Transport> Worker<T> {
                         self.idle.push(c);
                     }
                 }
-                let pool_size = self.settings.pool_size;
-                while !self.idle.is_empty() || (self.idle.len() as u32) + self.open < pool_size {
-                    let Some((waiter, intended, eligible, attempt)) = self.waiting.pop_front() else { break };
-                    self.start(waiter, intended, eligible, now, attempt);
-                }
+                while self.resume_waiter(now) {}
             }
             ConnectionMode::Pool(_) => {
                 match exchange.conn {
@@ -673,9 +760,7 @@ impl<T: Transport> Worker<T> {
                     None => self.open -= 1,
                 }
                 // Queued heartbeats go even after the end: they were due before it.
-                if let Some((waiter, intended, eligible, attempt)) = self.waiting.pop_front() {
-                    self.start(waiter, intended, eligible, now, attempt);
-                }
+                self.resume_waiter(now);
             }
         }
         if retry.is_some() {
@@ -687,7 +772,7 @@ impl<T: Transport> Worker<T> {
             if self.stopping {
                 self.record_missed(slot, micros(now.saturating_sub(pending)), now);
             } else {
-                self.start(slot, pending, now.max(pending), now, 0);
+                self.start(Due { slot, intended_ns: pending, eligible_ns: now.max(pending), attempt: 0 }, now);
             }
         }
     }
@@ -717,6 +802,7 @@ impl<T: Transport> Worker<T> {
             at_ns: self.now_ns(),
             fleets,
             in_flight: self.in_flight.len(),
+            last_sent_ns: self.last_sent_ns,
             last,
             warmup,
             freshness,

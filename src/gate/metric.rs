@@ -6,8 +6,10 @@
 //!
 //! | name | unit |
 //! |---|---|
-//! | `latency.{p50,p90,p99,p999,max,mean}` (also `service_time.*`, `schedule_lag.*`) | ms |
+//! | `latency.{p50,p75,p90,p95,p99,p999,max,mean}` (also `service_time.*`, `schedule_lag.*`, `connection_wait.*`, `lateness.*`) | ms |
 //! | `scheduled`, `sent`, `missed`, `ok`, `failed` | count |
+//! | `late` (sent after their intended time: busy device, full pool), `waited` (for a pooled connection), `retry_pending` (a retry still due at the end) | count |
+//! | `late_rate` (late / sent) | fraction |
 //! | `errors.CLASS` (`http_4xx`, `timeout`, ...), `status.CODE` | count |
 //! | `error_rate` (failed / (ok + failed)), `missed_rate` (missed / scheduled) | fraction |
 //! | `retries`, `recovered` (succeeded after a retry) | count |
@@ -110,13 +112,17 @@ enum Series {
     Latency,
     ServiceTime,
     ScheduleLag,
+    ConnectionWait,
+    Lateness,
     FreshnessGap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Quantile {
     P50,
+    P75,
     P90,
+    P95,
     P99,
     P999,
     Max,
@@ -144,6 +150,10 @@ enum Quantity {
     Retries,
     RetryRate,
     Recovered,
+    Late,
+    LateRate,
+    Waited,
+    RetryPending,
 }
 
 /// A metric path, resolved against the catalogue.
@@ -156,21 +166,29 @@ pub struct Metric {
     quantity: Quantity,
 }
 
-const SERIES: [(&str, Series); 4] = [
+const SERIES: [(&str, Series); 6] = [
     ("latency", Series::Latency),
     ("service_time", Series::ServiceTime),
     ("schedule_lag", Series::ScheduleLag),
+    ("connection_wait", Series::ConnectionWait),
+    ("lateness", Series::Lateness),
     ("freshness.max_gap", Series::FreshnessGap),
 ];
-const QUANTILES: [(&str, Quantile); 6] = [
+const QUANTILES: [(&str, Quantile); 8] = [
     ("p50", Quantile::P50),
+    ("p75", Quantile::P75),
     ("p90", Quantile::P90),
+    ("p95", Quantile::P95),
     ("p99", Quantile::P99),
     ("p999", Quantile::P999),
     ("max", Quantile::Max),
     ("mean", Quantile::Mean),
 ];
-const PLAIN: [(&str, Quantity); 16] = [
+const PLAIN: [(&str, Quantity); 20] = [
+    ("late", Quantity::Late),
+    ("late_rate", Quantity::LateRate),
+    ("waited", Quantity::Waited),
+    ("retry_pending", Quantity::RetryPending),
     ("retries", Quantity::Retries),
     ("retry_rate", Quantity::RetryRate),
     ("recovered", Quantity::Recovered),
@@ -193,7 +211,7 @@ const PLAIN: [(&str, Quantity); 16] = [
 pub fn catalogue() -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for (s, _) in SERIES {
-        names.push(format!("{s}.{{p50,p90,p99,p999,max,mean}}"));
+        names.push(format!("{s}.{{p50,p75,p90,p95,p99,p999,max,mean}}"));
     }
     names.extend(PLAIN.iter().map(|(n, _)| n.to_string()));
     names.push("errors.{http_4xx,http_5xx,other_status,timeout,connect,tls,io,protocol}".into());
@@ -251,8 +269,15 @@ impl Metric {
             | Quantity::StaleDevices
             | Quantity::NeverOk
             | Quantity::Retries
-            | Quantity::Recovered => Unit::Count,
-            Quantity::ErrorRate | Quantity::MissedRate | Quantity::StaleShare | Quantity::RetryRate => Unit::Fraction,
+            | Quantity::Recovered
+            | Quantity::Late
+            | Quantity::Waited
+            | Quantity::RetryPending => Unit::Count,
+            Quantity::ErrorRate
+            | Quantity::MissedRate
+            | Quantity::StaleShare
+            | Quantity::RetryRate
+            | Quantity::LateRate => Unit::Fraction,
             Quantity::OfferedRate | Quantity::AchievedRate => Unit::PerSecond,
             Quantity::AchievedRateRatio => Unit::Ratio,
         }
@@ -263,6 +288,18 @@ impl Metric {
             Quantity::Ok | Quantity::AchievedRate | Quantity::AchievedRateRatio | Quantity::Recovered => Better::Higher,
             Quantity::Scheduled | Quantity::Sent | Quantity::OfferedRate | Quantity::Status(_) => Better::Neither,
             _ => Better::Lower,
+        }
+    }
+
+    /// The values the metric can take, `(lowest, highest)`, in its unit:
+    /// shares lie between 0 and 1, times within the histograms' range,
+    /// everything else is at least 0.
+    pub fn range(&self) -> (f64, f64) {
+        match self.quantity {
+            Quantity::Percentile(Series::FreshnessGap, _) => (0.0, crate::stats::MAX_GAP_MICROS as f64 / 1000.0),
+            Quantity::Percentile(..) => (0.0, crate::stats::MAX_MICROS as f64 / 1000.0),
+            _ if self.unit() == Unit::Fraction => (0.0, 1.0),
+            _ => (0.0, f64::INFINITY),
         }
     }
 
@@ -302,6 +339,8 @@ impl Metric {
                     Series::Latency => &s.latency_ms,
                     Series::ServiceTime => &s.service_time_ms,
                     Series::ScheduleLag => &s.schedule_lag_ms,
+                    Series::ConnectionWait => &s.connection_wait_ms,
+                    Series::Lateness => &s.lateness_ms,
                     Series::FreshnessGap => &freshness()?.max_gap_ms,
                 };
                 quantile(p, q)
@@ -335,6 +374,10 @@ impl Metric {
             Quantity::Retries => s.retries as f64,
             Quantity::RetryRate => ratio(s.retries, s.sent),
             Quantity::Recovered => s.recovered as f64,
+            Quantity::Late => s.late as f64,
+            Quantity::LateRate => ratio(s.late, s.sent),
+            Quantity::Waited => s.waited as f64,
+            Quantity::RetryPending => s.retry_pending as f64,
         })
     }
 }
@@ -342,7 +385,9 @@ impl Metric {
 fn quantile(p: &Percentiles, q: Quantile) -> f64 {
     match q {
         Quantile::P50 => p.p50,
+        Quantile::P75 => p.p75,
         Quantile::P90 => p.p90,
+        Quantile::P95 => p.p95,
         Quantile::P99 => p.p99,
         Quantile::P999 => p.p999,
         Quantile::Max => p.max,

@@ -93,7 +93,50 @@ impl Threshold {
         let limit = metric.unit().parse_value(rest).map_err(|e| {
             format!("{path}: {e} (the metric is in {}: e.g. {})", unit_name(metric.unit()), metric.unit().example())
         })?;
-        Ok(Threshold { metric, op, limit, condition: t.to_string() })
+        let threshold = Threshold { metric, op, limit, condition: t.to_string() };
+        threshold.check_possible(path)?;
+        Ok(threshold)
+    }
+
+    /// Refuses a condition whose answer is known before any run: always
+    /// true (an end threshold that can never fail, an abort that would
+    /// stop every run) or never true, because the limit lies at or beyond
+    /// the edge of the values the metric can take.
+    fn check_possible(&self, path: &str) -> Result<(), String> {
+        let (lo, hi) = self.metric.range();
+        let limit = self.limit;
+        let (always, never) = match self.op {
+            Op::Lt => (limit > hi, limit <= lo),
+            Op::Le => (limit >= hi, limit < lo),
+            Op::Gt => (limit < lo, limit >= hi),
+            Op::Ge => (limit <= lo, limit > hi),
+            Op::Eq => (lo == hi && limit == lo, limit < lo || limit > hi),
+            Op::Ne => (limit < lo || limit > hi, lo == hi && limit == lo),
+        };
+        if !(always || never) {
+            return Ok(());
+        }
+        let unit = self.metric.unit();
+        let range = if hi.is_finite() {
+            format!("from {} to {}", unit.format(lo), unit.format(hi))
+        } else {
+            format!("{} or more", unit.format(lo))
+        };
+        let hint = if unit == Unit::Fraction && limit > 1.0 && !self.condition.trim_end().ends_with('%') {
+            format!(
+                " ({} is {}; a share written without % is a fraction of 1, e.g. 0.05 for 5%)",
+                fmt_plain(limit),
+                unit.format(limit)
+            )
+        } else {
+            String::new()
+        };
+        Err(format!(
+            "{path}: the condition {:?} is {} whatever the run does: {path} is {range}{hint}; \
+             give a limit inside that range",
+            self.condition,
+            if always { "always true" } else { "never true" }
+        ))
     }
 
     /// The threshold as one expression, `latency.p99 < 250ms`.
@@ -121,6 +164,11 @@ impl Threshold {
         };
         ThresholdResult { expr: self.expr(), metric: self.metric.path.clone(), abort, ok, actual, actual_text }
     }
+}
+
+fn fmt_plain(v: f64) -> String {
+    let s = format!("{v:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn unit_name(u: Unit) -> &'static str {
@@ -278,6 +326,42 @@ impl<'de> DeserializeSeed<'de> for ConditionSeed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conditions_that_cannot_fail_or_cannot_pass_are_refused() {
+        for (path, cond, kind) in [
+            ("error_rate", "< 150%", "always true"),
+            ("error_rate", "<= 100%", "always true"),
+            ("error_rate", "< 5", "always true"),
+            ("missed_rate", ">= 0", "always true"),
+            ("error_rate", "> 100%", "never true"),
+            ("error_rate", "== 2", "never true"),
+            ("error_rate", "!= 120%", "always true"),
+            ("missed", ">= 0", "always true"),
+            ("missed", "< 0", "never true"),
+            ("fleets.a.freshness.stale_share", "< 101%", "always true"),
+            ("latency.p99", "< 2h", "always true"),
+            ("latency.p95", "< 0ms", "never true"),
+            ("achieved_rate_ratio", ">= 0", "always true"),
+        ] {
+            let e = Threshold::parse(path, cond).expect_err(&format!("{path} {cond}"));
+            assert!(e.contains(kind) && e.contains(path) && e.contains("range"), "{path} {cond}: {e}");
+        }
+        let e = Threshold::parse("error_rate", "< 5").unwrap_err();
+        assert!(e.contains("500%") && e.contains("0.05 for 5%"), "{e}");
+        // At the edge but still able to go either way: accepted.
+        for (path, cond) in [
+            ("error_rate", "< 100%"),
+            ("error_rate", "> 0"),
+            ("error_rate", "== 0"),
+            ("missed", "== 0"),
+            ("missed", "< 1"),
+            ("latency.p95", "> 0ms"),
+            ("achieved_rate_ratio", "> 0.99"),
+        ] {
+            assert!(Threshold::parse(path, cond).is_ok(), "{path} {cond}");
+        }
+    }
 
     #[test]
     fn every_operator_compares_as_written() {

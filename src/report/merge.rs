@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{Cohort, FreshnessStats, MergedFrom, Report, SecondStats, Stats, generator_health, stats_of};
+use super::{
+    Cohort, FreshnessStats, MergedFrom, PoolVerdict, Report, SecondStats, Span, Stats, generator_health, stats_of,
+};
 use crate::gate::Threshold;
 use crate::stats::{self, CLASSES, Freshness, Percentiles, Recorder};
 
@@ -28,6 +30,11 @@ pub fn merge(shards: &[ShardReport]) -> Result<Report, String> {
     sorted.sort_by_key(|s| s.report.shard.as_ref().map(|i| i.index));
     let first = &sorted[0].report;
     let seconds = sorted.iter().map(|s| s.report.duration_s).fold(0.0, f64::max);
+    let span = Span {
+        scheduled_s: seconds,
+        sending_s: sorted.iter().map(|s| s.report.sending_seconds()).fold(seconds, f64::max),
+    };
+    let seconds = span;
 
     let totals = add_stats(sorted.iter().map(|s| (&s.origin, &s.report.totals)), None, seconds)?;
     let mut fleets = Vec::with_capacity(first.fleets.len());
@@ -55,15 +62,24 @@ pub fn merge(shards: &[ShardReport]) -> Result<Report, String> {
         cohorts.push(Cohort { fleet, agent_version, stats: Stats { freshness: None, ..stats } });
     }
 
+    // Each shard had its own pool: the run had all of them; the light-load
+    // service time is the lowest any shard saw.
+    let pools: Vec<&PoolVerdict> = sorted.iter().filter_map(|s| s.report.generator.pool.as_ref()).collect();
+    let pool = (!pools.is_empty()).then(|| {
+        let connections = pools.iter().map(|p| p.connections).sum();
+        let light = pools.iter().filter_map(|p| p.light_load_service_time_p50_ms).reduce(f64::min);
+        PoolVerdict::judge(connections, &totals, light)
+    });
     let mut merged = Report {
         schema: super::SCHEMA.to_string(),
         scenario: first.scenario.clone(),
         started_at: sorted.iter().map(|s| s.report.started_at.clone()).min().unwrap_or_default(),
-        duration_s: seconds,
+        duration_s: span.scheduled_s,
+        sending_s: Some(span.sending_s),
         elapsed_s: sorted.iter().map(|s| s.report.elapsed_s).fold(0.0, f64::max),
         startup_s: sorted.iter().map(|s| s.report.startup_s).fold(0.0, f64::max),
         interrupted: sorted.iter().any(|s| s.report.interrupted),
-        generator: generator_health(totals.schedule_lag_ms.p99),
+        generator: generator_health(totals.schedule_lag_ms.p99, pool),
         totals,
         fleets,
         cohorts,
@@ -156,6 +172,9 @@ pub fn recorder_of(stats: &Stats) -> Result<Recorder, String> {
     c.retries = stats.retries;
     c.recovered = stats.recovered;
     c.connects = stats.connects;
+    c.late = stats.late;
+    c.waited = stats.waited;
+    c.retry_pending = stats.retry_pending;
     c.classes[0] = stats.ok;
     for (i, class) in CLASSES.iter().enumerate().skip(1) {
         c.classes[i] = stats.errors.get(*class).copied().unwrap_or(0);
@@ -172,6 +191,14 @@ pub fn recorder_of(stats: &Stats) -> Result<Recorder, String> {
     ] {
         let decoded = stats::decode_histogram(text).map_err(|e| format!("the {name} histogram: {e}"))?;
         into.add(&decoded).map_err(|e| format!("the {name} histogram: {e:?}"))?;
+    }
+    for (name, text, into) in
+        [("connection wait", &h.connection_wait, &mut r.connection_wait), ("lateness", &h.lateness, &mut r.lateness)]
+    {
+        if let Some(text) = text {
+            let decoded = stats::decode_histogram(text).map_err(|e| format!("the {name} histogram: {e}"))?;
+            into.add(&decoded).map_err(|e| format!("the {name} histogram: {e:?}"))?;
+        }
     }
     if let Some(text) = &h.tls_handshake {
         let decoded = stats::decode_histogram(text).map_err(|e| format!("the TLS handshake histogram: {e}"))?;
@@ -192,7 +219,7 @@ fn freshness_of(f: &FreshnessStats) -> Result<Freshness, String> {
 fn add_stats<'a>(
     parts: impl Iterator<Item = (&'a String, &'a Stats)>,
     stale_after_s: Option<f64>,
-    seconds: f64,
+    seconds: Span,
 ) -> Result<Stats, String> {
     let mut sum = Recorder::default();
     let mut freshness: Option<Freshness> = None;
@@ -278,7 +305,7 @@ mod tests {
     fn record(r: &mut Recorder, i: u64) {
         let latency = 100 + (i * 7919) % 250_000;
         r.scheduled();
-        r.sent(i % 900);
+        r.sent(i % 900, i % 3);
         let outcome = match i % 97 {
             0 => Outcome::Failed(Failure::Timeout),
             1 => Outcome::Status(503),
@@ -299,7 +326,7 @@ mod tests {
         // Through each shard's report (serialized histograms) and back.
         let mut merged = Recorder::default();
         for shard in &mut shards {
-            let stats = stats_of(None, &shard.take(), 10.0, true);
+            let stats = stats_of(None, &shard.take(), Span::same(10.0), true);
             let json = serde_json::to_string(&stats).unwrap();
             merged.add(&recorder_of(&serde_json::from_str(&json).unwrap()).unwrap());
         }
@@ -308,6 +335,7 @@ mod tests {
             (&merged.latency, &all.latency),
             (&merged.service_time, &all.service_time),
             (&merged.schedule_lag, &all.schedule_lag),
+            (&merged.connection_wait, &all.connection_wait),
         ] {
             assert_eq!(a.len(), b.len());
             let values = |h: &hdrhistogram::Histogram<u64>| {
@@ -315,6 +343,6 @@ mod tests {
             };
             assert_eq!(values(a), values(b), "every bucket equal");
         }
-        assert_eq!(stats_of(None, &merged, 10.0, true), stats_of(None, &all, 10.0, true));
+        assert_eq!(stats_of(None, &merged, Span::same(10.0), true), stats_of(None, &all, Span::same(10.0), true));
     }
 }

@@ -28,10 +28,23 @@ use crate::scenario::{Arrival, Scenario, StartMode};
 use crate::stats::{self, CLASSES, Freshness, Percentiles, Recorder};
 use std::time::Duration;
 
-pub const SCHEMA: &str = "fleetstorm.report/v1";
+pub const SCHEMA: &str = "fleetstorm.report/v2";
+
+/// The schema of reports written before connection wait, lateness,
+/// pending retries, p75 and p95 (read still: what they lack is filled from
+/// their histograms, or left at zero).
+pub const SCHEMA_V1: &str = "fleetstorm.report/v1";
 
 /// Schedule lag p99 above which the generator is said to have fallen behind.
 pub const KEPT_UP_LAG_P99_MS: f64 = 10.0;
+
+/// Connection wait p99 above which heartbeats are said to have queued for
+/// a pooled connection (and the pool verdict says why).
+pub const POOL_WAIT_P99_MS: f64 = 10.0;
+
+/// How far the service time must rise over its light-load value for a
+/// full pool to be the backend's slowing down rather than the pool's size.
+pub const SERVICE_TIME_ROSE_FACTOR: f64 = 2.0;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -41,6 +54,12 @@ pub struct Report {
     pub started_at: String,
     /// The scheduling window run, in seconds (shorter than planned if interrupted).
     pub duration_s: f64,
+    /// The time sending took over that window, in seconds: longer than
+    /// `duration_s` when heartbeats queued for a pooled connection went
+    /// after the end. Achieved rates are over this. (Absent in v1 reports:
+    /// `duration_s`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sending_s: Option<f64>,
     /// Until the last heartbeat in flight ended.
     pub elapsed_s: f64,
     /// Building and scheduling every device, before the clock started.
@@ -173,8 +192,54 @@ pub struct FleetSummary {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GeneratorHealth {
+    /// Schedule lag p99 within [`KEPT_UP_LAG_P99_MS`]: the generator's own
+    /// timing (waiting for a pooled connection is not in it).
     pub kept_up: bool,
     pub schedule_lag_p99_ms: f64,
+    pub verdict: String,
+    /// Why heartbeats waited for a pooled connection, when the target has
+    /// a pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolVerdict>,
+    /// The results understate the backend: the generator fell behind, or
+    /// the pool was too small for the offered rate.
+    #[serde(default)]
+    pub understates_backend: bool,
+}
+
+/// What limited a run that used a connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolLimit {
+    /// Heartbeats did not queue for connections (wait p99 within
+    /// [`POOL_WAIT_P99_MS`]).
+    None,
+    /// They queued because the backend slowed down: its limit.
+    Backend,
+    /// They queued at a flat service time: the pool is too small, a
+    /// client-side limit.
+    Pool,
+    /// They queued, and no light-load service time was measured to tell.
+    Unknown,
+}
+
+/// The pool verdict: from what was measured, whether heartbeats waited
+/// for a pooled connection, and whose limit that was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolVerdict {
+    pub limit: PoolLimit,
+    /// The pool's connections (all shards' together in a merged report).
+    pub connections: u64,
+    /// Heartbeats that waited for a connection.
+    pub waited: u64,
+    pub connection_wait_p99_ms: f64,
+    pub service_time_p50_ms: f64,
+    /// Service time p50 of exchanges sent while at most half the pool was
+    /// busy: the backend under light load from this generator.
+    pub light_load_service_time_p50_ms: Option<f64>,
+    /// Connections the offered rate needs at the observed mean service
+    /// time (Little's law).
+    pub needed_connections: u64,
     pub verdict: String,
 }
 
@@ -197,6 +262,17 @@ pub struct Stats {
     /// Connections opened.
     #[serde(default)]
     pub connects: u64,
+    /// Heartbeats sent after their intended time because their device was
+    /// busy with the previous one or they waited for a pooled connection.
+    #[serde(default)]
+    pub late: u64,
+    /// Heartbeats that waited for a pooled connection.
+    #[serde(default)]
+    pub waited: u64,
+    /// Heartbeats whose retry was still waiting when the run ended: sent,
+    /// neither ok nor failed, and out of the error rate.
+    #[serde(default)]
+    pub retry_pending: u64,
     /// Failures by class.
     pub errors: BTreeMap<String, u64>,
     pub status_codes: BTreeMap<String, u64>,
@@ -205,6 +281,13 @@ pub struct Stats {
     pub latency_ms: Percentiles,
     pub service_time_ms: Percentiles,
     pub schedule_lag_ms: Percentiles,
+    /// From when the generator got to a heartbeat to when it had a
+    /// connection (a full pool's wait; zero without a pool).
+    #[serde(default)]
+    pub connection_wait_ms: Percentiles,
+    /// How late the late heartbeats went, from their intended time.
+    #[serde(default)]
+    pub lateness_ms: Percentiles,
     /// TLS handshake times of the connections opened (https targets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_handshake_ms: Option<Percentiles>,
@@ -249,6 +332,10 @@ pub struct Histograms {
     pub latency: String,
     pub service_time: String,
     pub schedule_lag: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_wait: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lateness: Option<String>,
     /// TLS handshakes, when connections were opened over TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_handshake: Option<String>,
@@ -277,13 +364,22 @@ pub struct SecondStats {
 }
 
 impl Stats {
-    /// The three latency-like series with their names, as tables show them.
-    pub fn series(&self) -> [(&'static str, &Percentiles); 3] {
-        [
+    /// The latency-like series with their names, as tables show them:
+    /// latency, service time and schedule lag always; connection wait when
+    /// a heartbeat waited for one, lateness when one was late.
+    pub fn series(&self) -> Vec<(&'static str, &Percentiles)> {
+        let mut out = vec![
             ("latency", &self.latency_ms),
             ("service time", &self.service_time_ms),
             ("schedule lag", &self.schedule_lag_ms),
-        ]
+        ];
+        if self.waited > 0 {
+            out.push(("connection wait", &self.connection_wait_ms));
+        }
+        if self.late > 0 {
+            out.push(("lateness", &self.lateness_ms));
+        }
+        out
     }
 
     /// Failed heartbeats over those that ended.
@@ -300,14 +396,62 @@ impl Stats {
     /// Statistics of a run so far, for checks during it: no freshness and
     /// no encoded histograms.
     pub fn live(name: Option<String>, r: &Recorder, seconds: f64) -> Stats {
-        stats_of(name, r, seconds, false)
+        stats_of(name, r, Span::same(seconds), false)
+    }
+
+    /// Fills the percentiles a v1 report lacks (p75, p95) from its
+    /// histograms; those without a histogram stay as read.
+    fn fill_from_histograms(&mut self) {
+        let h = &self.histograms;
+        let fill = |p: &mut Percentiles, text: Option<&String>| {
+            if p.lacks_p75_p95()
+                && let Some(decoded) = text.and_then(|t| stats::decode_histogram(t).ok())
+            {
+                let full = Percentiles::of(&decoded);
+                p.p75 = full.p75;
+                p.p95 = full.p95;
+            }
+        };
+        fill(&mut self.latency_ms, Some(&h.latency));
+        fill(&mut self.service_time_ms, Some(&h.service_time));
+        fill(&mut self.schedule_lag_ms, Some(&h.schedule_lag));
+        fill(&mut self.connection_wait_ms, h.connection_wait.as_ref());
+        fill(&mut self.lateness_ms, h.lateness.as_ref());
+        if let Some(t) = self.tls_handshake_ms.as_mut() {
+            fill(t, h.tls_handshake.as_ref());
+        }
+        if let Some(f) = self.freshness.as_mut() {
+            let histogram = f.histogram.clone();
+            if f.max_gap_ms.lacks_p75_p95()
+                && let Ok(decoded) = stats::decode_histogram(&histogram)
+            {
+                let full = Percentiles::of(&decoded);
+                f.max_gap_ms.p75 = full.p75;
+                f.max_gap_ms.p95 = full.p95;
+            }
+        }
     }
 }
 
-fn stats_of(name: Option<String>, r: &Recorder, seconds: f64, with_histograms: bool) -> Stats {
+/// The time spans rates are over: scheduled heartbeats over the scheduling
+/// window, sent ones over the time sending took (longer when a pool's
+/// queue drained after the end).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
+    pub scheduled_s: f64,
+    pub sending_s: f64,
+}
+
+impl Span {
+    pub(crate) fn same(seconds: f64) -> Span {
+        Span { scheduled_s: seconds, sending_s: seconds }
+    }
+}
+
+fn stats_of(name: Option<String>, r: &Recorder, span: Span, with_histograms: bool) -> Stats {
     let encode = |h| if with_histograms { stats::encode_histogram(h) } else { String::new() };
     let c = &r.counters;
-    let rate = |n: u64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
+    let per = |n: u64, seconds: f64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
     Stats {
         name,
         scheduled: c.scheduled,
@@ -318,27 +462,35 @@ fn stats_of(name: Option<String>, r: &Recorder, seconds: f64, with_histograms: b
         retries: c.retries,
         recovered: c.recovered,
         connects: c.connects,
+        late: c.late,
+        waited: c.waited,
+        retry_pending: c.retry_pending,
         errors: CLASSES.iter().zip(c.classes).skip(1).map(|(k, n)| (k.to_string(), n)).collect(),
         status_codes: c.statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
-        offered_rate: rate(c.scheduled),
-        achieved_rate: rate(c.sent),
+        offered_rate: per(c.scheduled, span.scheduled_s),
+        achieved_rate: per(c.sent, span.sending_s),
         latency_ms: Percentiles::of(&r.latency),
         service_time_ms: Percentiles::of(&r.service_time),
         schedule_lag_ms: Percentiles::of(&r.schedule_lag),
+        connection_wait_ms: Percentiles::of(&r.connection_wait),
+        lateness_ms: Percentiles::of(&r.lateness),
         tls_handshake_ms: (!r.tls_handshake.is_empty()).then(|| Percentiles::of(&r.tls_handshake)),
         freshness: None,
         histograms: Histograms {
             latency: encode(&r.latency),
             service_time: encode(&r.service_time),
             schedule_lag: encode(&r.schedule_lag),
+            connection_wait: with_histograms.then(|| stats::encode_histogram(&r.connection_wait)),
+            lateness: with_histograms.then(|| stats::encode_histogram(&r.lateness)),
             tls_handshake: (with_histograms && !r.tls_handshake.is_empty())
                 .then(|| stats::encode_histogram(&r.tls_handshake)),
         },
     }
 }
 
-/// The generator's health from the run's schedule lag p99.
-fn generator_health(lag_p99: f64) -> GeneratorHealth {
+/// The generator's health from the run's schedule lag p99, and the pool
+/// verdict when there is one.
+fn generator_health(lag_p99: f64, pool: Option<PoolVerdict>) -> GeneratorHealth {
     let kept_up = lag_p99 <= KEPT_UP_LAG_P99_MS;
     let verdict = if kept_up {
         format!("kept up: schedule lag p99 {lag_p99:.1} ms")
@@ -347,7 +499,72 @@ fn generator_health(lag_p99: f64) -> GeneratorHealth {
             "fell behind: schedule lag p99 {lag_p99:.1} ms (limit {KEPT_UP_LAG_P99_MS} ms) — results understate the backend's latency"
         )
     };
-    GeneratorHealth { kept_up, schedule_lag_p99_ms: lag_p99, verdict }
+    let understates_backend = !kept_up || pool.as_ref().is_some_and(|p| p.limit == PoolLimit::Pool);
+    GeneratorHealth { kept_up, schedule_lag_p99_ms: lag_p99, verdict, pool, understates_backend }
+}
+
+impl PoolVerdict {
+    /// Judges a pool of `connections` from a run's totals and the service
+    /// time p50 it had under light load (`None` if nothing was sent so).
+    ///
+    /// Heartbeats queued for a connection (wait p99 above
+    /// [`POOL_WAIT_P99_MS`]) either because the backend slowed down (its
+    /// service time p50 rose [`SERVICE_TIME_ROSE_FACTOR`] times over its
+    /// light-load value: every connection was busy waiting on it) or
+    /// because the pool was too small for the offered rate at a service
+    /// time that stayed flat. By Little's law the rate needs `offered ×
+    /// mean service time` connections.
+    pub fn judge(connections: u64, totals: &Stats, light_load_p50_ms: Option<f64>) -> PoolVerdict {
+        let wait_p99 = totals.connection_wait_ms.p99;
+        let service_p50 = totals.service_time_ms.p50;
+        let needed = (totals.offered_rate * totals.service_time_ms.mean / 1000.0).ceil().max(1.0) as u64;
+        let with_headroom = (needed as f64 / 0.7).ceil() as u64;
+        let rose = light_load_p50_ms.map(|light| service_p50 >= SERVICE_TIME_ROSE_FACTOR * light);
+        let waited = totals.waited;
+        let rate = crate::units::thousands(totals.offered_rate.round() as u64);
+        let (limit, verdict) = if wait_p99 <= POOL_WAIT_P99_MS {
+            (
+                PoolLimit::None,
+                format!("the pool of {connections} connections kept up: connection wait p99 {wait_p99:.2} ms"),
+            )
+        } else {
+            match (rose, light_load_p50_ms) {
+                (Some(true), Some(light)) => (
+                    PoolLimit::Backend,
+                    format!(
+                        "{waited} heartbeats waited for one of the pool's {connections} connections (wait p99                          {wait_p99:.1} ms) because the backend slowed down: service time p50 rose from {light:.2} ms                          (pool at most half busy) to {service_p50:.2} ms — the backend's limit, which is what this                          run measures"
+                    ),
+                ),
+                (Some(false), Some(light)) => (
+                    PoolLimit::Pool,
+                    format!(
+                        "the pool of {connections} connections is too small for the offered {rate}/s at the observed                          service time (p50 {service_p50:.2} ms, {light:.2} ms under light load: flat):                          {waited} heartbeats waited for a connection (wait p99 {wait_p99:.1} ms); the rate needs at                          least {needed} connections (Little's law), {with_headroom} with 30% headroom — a                          client-side limit: results understate the backend"
+                    ),
+                ),
+                _ => (
+                    PoolLimit::Unknown,
+                    format!(
+                        "{waited} heartbeats waited for one of the pool's {connections} connections (wait p99                          {wait_p99:.1} ms); no exchange ran with the pool at most half busy, so whether the backend                          slowed down cannot be told; at the observed service time the rate needs {needed} connections"
+                    ),
+                ),
+            }
+        };
+        PoolVerdict {
+            limit,
+            connections,
+            waited,
+            connection_wait_p99_ms: wait_p99,
+            service_time_p50_ms: service_p50,
+            light_load_service_time_p50_ms: light_load_p50_ms,
+            needed_connections: needed,
+            verdict,
+        }
+    }
+}
+
+/// The light-load service time p50 of a recorder, in ms, if it has any.
+fn light_load_p50(r: &Recorder) -> Option<f64> {
+    (!r.light_service_time.is_empty()).then(|| Percentiles::of(&r.light_service_time).p50)
 }
 
 impl Report {
@@ -360,6 +577,7 @@ impl Report {
         backend: Option<serde_json::Value>,
     ) -> Report {
         let seconds = out.scheduled_for.as_secs_f64();
+        let span = Span { scheduled_s: seconds, sending_s: out.sending_for.as_secs_f64().max(seconds) };
         let mut total = Recorder::default();
         for f in &out.fleets {
             total.add(f);
@@ -368,8 +586,15 @@ impl Report {
         for f in &out.freshness {
             total_freshness.add(f);
         }
-        let generator = generator_health(Percentiles::of(&total.schedule_lag).p99);
         let t = &scenario.target;
+        let totals = stats_of(None, &total, span, true);
+        let pool = match t.connections {
+            crate::scenario::ConnectionMode::Pool(n) => {
+                Some(PoolVerdict::judge(u64::from(n), &totals, light_load_p50(&total)))
+            }
+            _ => None,
+        };
+        let generator = generator_health(totals.schedule_lag_ms.p99, pool);
         Report {
             schema: SCHEMA.to_string(),
             scenario: ScenarioSummary {
@@ -420,14 +645,12 @@ impl Report {
             },
             started_at: humantime::format_rfc3339_millis(out.started_at).to_string(),
             duration_s: seconds,
+            sending_s: Some(span.sending_s),
             elapsed_s: out.elapsed.as_secs_f64(),
             startup_s: out.startup.as_secs_f64(),
             interrupted: out.interrupted,
             generator,
-            totals: Stats {
-                freshness: Some(FreshnessStats::of(&total_freshness, None)),
-                ..stats_of(None, &total, seconds, true)
-            },
+            totals: Stats { freshness: Some(FreshnessStats::of(&total_freshness, None)), ..totals },
             fleets: scenario
                 .fleets
                 .iter()
@@ -435,7 +658,7 @@ impl Report {
                 .zip(&out.freshness)
                 .map(|((f, r), fresh)| Stats {
                     freshness: Some(FreshnessStats::of(fresh, Some(f.stale_after()))),
-                    ..stats_of(Some(f.name().to_string()), r, seconds, true)
+                    ..stats_of(Some(f.name().to_string()), r, span, true)
                 })
                 .collect(),
             cohorts: scenario
@@ -450,7 +673,7 @@ impl Report {
                         Some(Cohort {
                             fleet: f.name().to_string(),
                             agent_version,
-                            stats: stats_of(Some(name), r, seconds, true),
+                            stats: stats_of(Some(name), r, span, true),
                         })
                     })
                 })
@@ -492,21 +715,75 @@ impl Report {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
-        match value.get("schema").and_then(|s| s.as_str()) {
-            Some(SCHEMA) => {}
+        let schema = match value.get("schema").and_then(|s| s.as_str()) {
+            Some(s @ (SCHEMA | SCHEMA_V1)) => s.to_string(),
             Some(other) => {
-                return Err(format!("{}: a {other} report; this fleetstorm reads {SCHEMA}", path.display()));
+                return Err(format!(
+                    "{}: a {other} report; this fleetstorm reads {SCHEMA} and {SCHEMA_V1}",
+                    path.display()
+                ));
             }
             None => return Err(format!("{}: not a fleetstorm report (no \"schema\" member)", path.display())),
-        }
+        };
         let mut de = serde_json::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| format!("{}: not a valid {SCHEMA} report at {}: {}", path.display(), e.path(), e.inner()))
+        let mut report: Report = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| format!("{}: not a valid {schema} report at {}: {}", path.display(), e.path(), e.inner()))?;
+        report.upgrade();
+        Ok(report)
+    }
+
+    /// Brings a report read from an older schema to this one: percentiles
+    /// it lacks are derived from its histograms, and its schema tag is
+    /// this version's (it is written back as one).
+    pub fn upgrade(&mut self) {
+        for s in self.fleets.iter_mut().chain(std::iter::once(&mut self.totals)) {
+            s.fill_from_histograms();
+        }
+        for c in &mut self.cohorts {
+            c.stats.fill_from_histograms();
+        }
+        self.schema = SCHEMA.to_string();
+    }
+
+    /// The time sending took, in seconds (see [`Report::sending_s`]).
+    pub fn sending_seconds(&self) -> f64 {
+        self.sending_s.unwrap_or(self.duration_s).max(self.duration_s)
     }
 
     /// Each fleet's statistics, then the run's totals: the rows of a table.
     pub fn rows(&self) -> impl Iterator<Item = &Stats> {
         self.fleets.iter().chain(std::iter::once(&self.totals))
+    }
+
+    /// How long after the end of the schedule the last first attempt went,
+    /// in seconds, when that lengthened sending noticeably (a pool's queue
+    /// draining; more than 1% of the run or 50 ms).
+    pub fn drain_lengthened(&self) -> Option<f64> {
+        let extra = self.sending_seconds() - self.duration_s;
+        (extra > 0.05_f64.max(0.01 * self.duration_s)).then_some(extra)
+    }
+
+    /// Why the run failed outright, whatever its thresholds: not one
+    /// heartbeat succeeded (the target is down, refuses every connection
+    /// or answers every heartbeat with an error), or none was due.
+    pub fn no_success(&self) -> Option<String> {
+        let t = &self.totals;
+        if t.ok > 0 || self.interrupted || self.aborted.is_some() {
+            return None;
+        }
+        Some(if t.scheduled == 0 {
+            "no heartbeat was due in the run: nothing was measured".to_string()
+        } else if t.sent == 0 {
+            format!("not one of {} heartbeats was sent (all missed)", t.scheduled)
+        } else {
+            let failures: Vec<String> =
+                t.errors.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+            format!(
+                "not one of {} heartbeats sent succeeded ({})",
+                t.sent,
+                if failures.is_empty() { "no outcome".to_string() } else { failures.join(", ") }
+            )
+        })
     }
 
     /// How many thresholds failed.
@@ -555,9 +832,20 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "ran {:.1} s of {:.1} s planned; started {} after {:.2} s building devices\n",
+            "ran {:.1} s of {:.1} s planned; started {} after {:.2} s building devices",
             self.duration_s, s.planned_duration_s, self.started_at, self.startup_s
         );
+        if let Some(lengthened) = self.drain_lengthened() {
+            let _ = writeln!(
+                out,
+                "sending took {:.2} s: heartbeats queued for a pooled connection went up to {:.2} s after the end; \
+                 achieved rates are over the {:.2} s",
+                self.sending_seconds(),
+                lengthened,
+                self.sending_seconds()
+            );
+        }
+        out.push('\n');
         let rows: Vec<&Stats> = self.rows().collect();
         let name = Stats::label;
         let width = rows.iter().map(|r| name(r).len()).max().unwrap_or(5).max(5);
@@ -582,18 +870,20 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\n{:<width$}  {:<14} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "fleet", "(ms)", "p50", "p90", "p99", "p99.9", "max"
+            "\n{:<width$}  {:<15} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "fleet", "(ms)", "p50", "p75", "p90", "p95", "p99", "p99.9", "max"
         );
         for r in &rows {
             for (what, p) in r.series() {
                 let _ = writeln!(
                     out,
-                    "{:<width$}  {:<14} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                    "{:<width$}  {:<15} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
                     name(r),
                     what,
                     p.p50,
+                    p.p75,
                     p.p90,
+                    p.p95,
                     p.p99,
                     p.p999,
                     p.max
@@ -616,6 +906,29 @@ impl Report {
                 t.sent + t.retries,
                 t.recovered
             );
+        }
+        if self.totals.retry_pending > 0 {
+            let _ = writeln!(
+                out,
+                "retries pending at the end: {} heartbeats were waiting for a retry when the run ended: sent, \
+                 neither ok nor failed, and left out of the error rate",
+                self.totals.retry_pending
+            );
+        }
+        for r in &rows {
+            if r.late > 0 {
+                let _ = writeln!(
+                    out,
+                    "late: {} of {}'s {} heartbeats went after their intended time, held back by a busy device or \
+                     a full pool (lateness p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms)",
+                    r.late,
+                    name(r),
+                    r.sent,
+                    r.lateness_ms.p50,
+                    r.lateness_ms.p99,
+                    r.lateness_ms.max
+                );
+            }
         }
         if !self.cohorts.is_empty() {
             let _ = writeln!(out, "\nby agent version:");
@@ -645,6 +958,12 @@ impl Report {
             }
         }
         let _ = writeln!(out, "generator: {}", self.generator.verdict);
+        if let Some(pool) = &self.generator.pool {
+            let _ = writeln!(out, "pool: {}", pool.verdict);
+        }
+        if let Some(why) = self.no_success() {
+            let _ = writeln!(out, "FAILED: {why}");
+        }
         if let Some(f) = &self.totals.freshness {
             let _ = writeln!(
                 out,

@@ -96,6 +96,15 @@ pub struct Counters {
     pub recovered: u64,
     /// Connections opened (TCP, and TLS on https targets).
     pub connects: u64,
+    /// Heartbeats sent after their intended time because their device was
+    /// still busy with the previous one or they waited for a pooled
+    /// connection (the generator's own lateness is schedule lag, not this).
+    pub late: u64,
+    /// Heartbeats that waited for a pooled connection.
+    pub waited: u64,
+    /// Heartbeats whose retry was still waiting for its time when the run
+    /// ended: sent, but neither ok nor failed (their outcome is unknown).
+    pub retry_pending: u64,
 }
 
 impl Counters {
@@ -112,6 +121,12 @@ impl Counters {
         self.classes.iter().sum()
     }
 
+    /// Heartbeats sent that ended: with an outcome, or with a retry still
+    /// pending at the end. Once a run is over, this is `sent`.
+    pub fn ended(&self) -> u64 {
+        self.completed() + self.retry_pending
+    }
+
     pub fn add(&mut self, other: &Counters) {
         self.scheduled += other.scheduled;
         self.sent += other.sent;
@@ -119,6 +134,9 @@ impl Counters {
         self.retries += other.retries;
         self.recovered += other.recovered;
         self.connects += other.connects;
+        self.late += other.late;
+        self.waited += other.waited;
+        self.retry_pending += other.retry_pending;
         for (a, b) in self.classes.iter_mut().zip(other.classes) {
             *a += b;
         }
@@ -137,8 +155,22 @@ pub struct Recorder {
     pub latency: Histogram<u64>,
     /// From the actual send to the outcome.
     pub service_time: Histogram<u64>,
-    /// From when a heartbeat could be sent to when the generator sent it.
+    /// The generator's own lateness: from when a heartbeat could be sent
+    /// (its intended time, or when its device became free) to when the
+    /// generator got to it (timers, CPU). Waiting for a pooled connection
+    /// is not in it.
     pub schedule_lag: Histogram<u64>,
+    /// From when the generator got to a heartbeat to when it had a
+    /// connection to send it on: a full pool's wait, the target's
+    /// back-pressure (zero without a pool).
+    pub connection_wait: Histogram<u64>,
+    /// How late each late heartbeat went (see [`Counters::late`]): from its
+    /// intended time to its send.
+    pub lateness: Histogram<u64>,
+    /// Pool mode: the service time of exchanges sent while at most half the
+    /// worker's pool was busy, the backend under light load from this
+    /// generator; what the pool verdict compares the service time with.
+    pub light_service_time: Histogram<u64>,
     /// TLS handshakes of the connections opened.
     pub tls_handshake: Histogram<u64>,
     /// Status counts in a flat array, so the hot path does not touch the
@@ -153,6 +185,9 @@ impl Default for Recorder {
             latency: new_histogram(),
             service_time: new_histogram(),
             schedule_lag: new_histogram(),
+            connection_wait: new_histogram(),
+            lateness: new_histogram(),
+            light_service_time: new_histogram(),
             tls_handshake: new_histogram(),
             status_array: Box::new([0; 600]),
         }
@@ -166,11 +201,36 @@ impl Recorder {
         self.counters.scheduled += 1;
     }
 
-    /// A heartbeat was sent `lag_us` after it could have been.
+    /// A heartbeat was sent: the generator got to it `lag_us` after it
+    /// could have gone, and it then waited `wait_us` for a connection.
     #[inline]
-    pub fn sent(&mut self, lag_us: u64) {
+    pub fn sent(&mut self, lag_us: u64, wait_us: u64) {
         self.counters.sent += 1;
         record(&mut self.schedule_lag, lag_us);
+        record(&mut self.connection_wait, wait_us);
+        if wait_us > 0 {
+            self.counters.waited += 1;
+        }
+    }
+
+    /// A heartbeat went `late_us` after its intended time, held back by its
+    /// busy device or a full pool.
+    #[inline]
+    pub fn late(&mut self, late_us: u64) {
+        self.counters.late += 1;
+        record(&mut self.lateness, late_us);
+    }
+
+    /// A pooled exchange sent under light load took `service_us`.
+    #[inline]
+    pub fn light_service(&mut self, service_us: u64) {
+        record(&mut self.light_service_time, service_us);
+    }
+
+    /// A heartbeat's retry was still waiting when the run ended.
+    #[inline]
+    pub fn retry_pending(&mut self) {
+        self.counters.retry_pending += 1;
     }
 
     /// A connection was opened, with a TLS handshake of `tls_us` if any.
@@ -234,6 +294,9 @@ impl Recorder {
         let _ = self.latency.add(&other.latency);
         let _ = self.service_time.add(&other.service_time);
         let _ = self.schedule_lag.add(&other.schedule_lag);
+        let _ = self.connection_wait.add(&other.connection_wait);
+        let _ = self.lateness.add(&other.lateness);
+        let _ = self.light_service_time.add(&other.light_service_time);
         let _ = self.tls_handshake.add(&other.tls_handshake);
     }
 }
@@ -286,10 +349,16 @@ impl Freshness {
 }
 
 /// Percentiles of a histogram in milliseconds, as reports show them.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     pub p50: f64,
+    /// Absent from reports written before p75 and p95 were kept: filled
+    /// from the histogram when the report is read (see `Report::load`).
+    #[serde(default = "f64_nan", skip_serializing_if = "is_nan")]
+    pub p75: f64,
     pub p90: f64,
+    #[serde(default = "f64_nan", skip_serializing_if = "is_nan")]
+    pub p95: f64,
     pub p99: f64,
     pub p999: f64,
     pub max: f64,
@@ -300,16 +369,33 @@ impl Percentiles {
     pub fn of(h: &Histogram<u64>) -> Percentiles {
         let ms = |us: u64| us as f64 / 1000.0;
         if h.is_empty() {
-            return Percentiles { p50: 0.0, p90: 0.0, p99: 0.0, p999: 0.0, max: 0.0, mean: 0.0 };
+            return Percentiles { p50: 0.0, p75: 0.0, p90: 0.0, p95: 0.0, p99: 0.0, p999: 0.0, max: 0.0, mean: 0.0 };
         }
         Percentiles {
             p50: ms(h.value_at_quantile(0.5)),
+            p75: ms(h.value_at_quantile(0.75)),
             p90: ms(h.value_at_quantile(0.9)),
+            p95: ms(h.value_at_quantile(0.95)),
             p99: ms(h.value_at_quantile(0.99)),
             p999: ms(h.value_at_quantile(0.999)),
             max: ms(h.max()),
             mean: h.mean() / 1000.0,
         }
+    }
+}
+
+fn f64_nan() -> f64 {
+    f64::NAN
+}
+
+fn is_nan(v: &f64) -> bool {
+    v.is_nan()
+}
+
+impl Percentiles {
+    /// Whether the percentiles came from a report that predates p75 and p95.
+    pub fn lacks_p75_p95(&self) -> bool {
+        self.p75.is_nan() || self.p95.is_nan()
     }
 }
 
@@ -370,13 +456,13 @@ mod tests {
         let mut b = Recorder::default();
         for i in 0..100 {
             a.scheduled();
-            a.sent(10);
+            a.sent(10, 0);
             a.completed(Outcome::Status(200), 1000 + i, 900);
         }
         b.scheduled();
         b.missed(5_000_000);
         b.scheduled();
-        b.sent(20);
+        b.sent(20, 5);
         b.completed(Outcome::Status(503), 2000, 1900);
         let mut total = Recorder::default();
         total.add(&a.take());

@@ -110,6 +110,18 @@ impl LiveMetrics {
         ));
         families
             .push(per_fleet("fleetstorm_retries_total", "Retries sent", COUNTER, &|r, _| r.counters.retries as f64));
+        families.push(per_fleet(
+            "fleetstorm_heartbeats_late_total",
+            "Heartbeats sent after their intended time, held back by their busy device or a full pool",
+            COUNTER,
+            &|r, _| r.counters.late as f64,
+        ));
+        families.push(per_fleet(
+            "fleetstorm_heartbeats_waited_total",
+            "Heartbeats that waited for a pooled connection",
+            COUNTER,
+            &|r, _| r.counters.waited as f64,
+        ));
         let mut ended = Vec::new();
         for (r, p) in s.fleets.iter().zip(&self.plans) {
             for (class, n) in CLASSES.iter().zip(r.counters.classes) {
@@ -128,9 +140,16 @@ impl LiveMetrics {
                 "From each heartbeat's intended time to its outcome (coordinated omission corrected)",
                 (|r: &Recorder| &r.latency) as fn(&Recorder) -> &hdrhistogram::Histogram<u64>,
             ),
-            ("fleetstorm_schedule_lag_seconds", "From when a heartbeat could go to when the generator sent it", |r| {
-                &r.schedule_lag
-            }),
+            (
+                "fleetstorm_schedule_lag_seconds",
+                "The generator's own lateness: from when a heartbeat could go to when the generator got to it",
+                |r| &r.schedule_lag,
+            ),
+            (
+                "fleetstorm_connection_wait_seconds",
+                "From when the generator got to a heartbeat to when it had a pooled connection (the target's back-pressure)",
+                |r| &r.connection_wait,
+            ),
         ] {
             let metrics = s
                 .fleets
@@ -140,6 +159,21 @@ impl LiveMetrics {
                 .collect();
             families.push(family(name, help, MetricType::HISTOGRAM, metrics));
         }
+        // Exact percentiles from the HDR histograms (the buckets above only
+        // bound them), for the p75/p95 people set SLOs on.
+        let mut quantiles = Vec::new();
+        for (r, p) in s.fleets.iter().zip(&self.plans) {
+            for (q, text) in QUANTILES {
+                let v = if r.latency.is_empty() { 0.0 } else { r.latency.value_at_quantile(q) as f64 / 1e6 };
+                quantiles.push(number(GAUGE, v, self.labels(&[("fleet", &p.name), ("quantile", text)])));
+            }
+        }
+        families.push(family(
+            "fleetstorm_latency_quantile_seconds",
+            "Latency percentiles since the start, exact from the HDR histogram",
+            GAUGE,
+            quantiles,
+        ));
         let elapsed = s.elapsed;
         families
             .push(per_fleet("fleetstorm_devices", "Devices this process simulates", GAUGE, &|_, p| p.devices as f64));
@@ -221,6 +255,10 @@ fn number(kind: MetricType, value: f64, labels: Vec<LabelPair>) -> Metric {
 }
 
 /// An HDR histogram (µs) as a Prometheus histogram (s).
+/// The latency percentiles served as gauges, with their label values.
+const QUANTILES: [(f64, &str); 6] =
+    [(0.5, "0.5"), (0.75, "0.75"), (0.9, "0.9"), (0.95, "0.95"), (0.99, "0.99"), (0.999, "0.999")];
+
 fn histogram(h: &hdrhistogram::Histogram<u64>, labels: Vec<LabelPair>) -> Metric {
     let mut out = Histogram::default();
     out.set_sample_count(h.len());

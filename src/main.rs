@@ -113,8 +113,8 @@ struct CompareArgs {
     /// The largest worsening tolerated, relative to the baseline (default 10%).
     #[arg(long)]
     max_regression: Option<String>,
-    /// Metrics to compare, comma-separated (default: latency.p50,latency.p99,
-    /// latency.p999,error_rate,missed_rate,achieved_rate_ratio).
+    /// Metrics to compare, comma-separated (default: latency.p50,latency.p95,latency.p99,
+    /// latency.p999,connection_wait.p99,error_rate,missed_rate,achieved_rate_ratio).
     #[arg(long)]
     metrics: Option<String>,
 }

@@ -106,6 +106,20 @@ fn verdicts(report: &Report, out: &mut String) {
         (n, f) => badge("fail", format!("thresholds: {f} of {n} failed")),
     }
     badge(if report.generator.kept_up { "pass" } else { "fail" }, format!("generator {}", report.generator.verdict));
+    if let Some(pool) = &report.generator.pool {
+        let class = match pool.limit {
+            super::PoolLimit::None => "pass",
+            super::PoolLimit::Backend | super::PoolLimit::Unknown => "warn",
+            super::PoolLimit::Pool => "fail",
+        };
+        badge(class, format!("pool: {}", pool.verdict));
+    }
+    if let Some(why) = report.no_success() {
+        badge("fail", format!("FAILED: {why}"));
+    }
+    if report.totals.retry_pending > 0 {
+        badge("warn", format!("{} retries pending at the end (out of the error rate)", report.totals.retry_pending));
+    }
     if report.interrupted && report.aborted.is_none() {
         badge("warn", "interrupted".into());
     }
@@ -137,17 +151,19 @@ fn counts_table(report: &Report, out: &mut String) {
 
 fn latency_table(report: &Report, out: &mut String) {
     out.push_str(
-        "<table><tr><th>fleet</th><th></th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>mean</th></tr>\n",
+        "<table><tr><th>fleet</th><th></th><th>p50</th><th>p75</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th><th>mean</th></tr>\n",
     );
     for r in report.rows() {
         let name = r.label();
         for (what, p) in r.series() {
             let _ = writeln!(
                 out,
-                "<tr><td>{}</td><td>{what}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr>",
+                "<tr><td>{}</td><td>{what}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr>",
                 escape(name),
                 p.p50,
+                p.p75,
                 p.p90,
+                p.p95,
                 p.p99,
                 p.p999,
                 p.max,

@@ -32,6 +32,10 @@ pub fn render(report: &Report) -> String {
         ("duration_s", format!("{:.3}", report.duration_s)),
         ("interrupted", report.interrupted.to_string()),
         ("generator", report.generator.verdict.clone()),
+        ("pool", report.generator.pool.as_ref().map_or_else(|| "none".to_string(), |p| p.verdict.clone())),
+        ("connection_wait_p99_ms", format!("{:.3}", report.totals.connection_wait_ms.p99)),
+        ("late", report.totals.late.to_string()),
+        ("retry_pending", report.totals.retry_pending.to_string()),
     ] {
         let _ = writeln!(out, "      <property name=\"{name}\" value=\"{}\"/>", escape(&value));
     }

@@ -60,32 +60,49 @@ pub fn render(report: &Report) -> String {
         out.push('\n');
     }
     let _ = writeln!(out, "**Generator:** {}\n", report.generator.verdict);
+    if let Some(pool) = &report.generator.pool {
+        let _ = writeln!(out, "**Pool:** {}\n", cell(&pool.verdict));
+    }
+    if let Some(why) = report.no_success() {
+        let _ = writeln!(out, "**FAILED:** {}\n", cell(&why));
+    }
     out.push_str(
-        "| fleet | offered/s | achieved/s | sent | ok | failed | missed | error rate | p50 ms | p99 ms | p99.9 ms | max ms |\n\
-         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+        "| fleet | offered/s | achieved/s | sent | ok | failed | missed | late | error rate | p50 ms | p75 ms | p95 ms | p99 ms | p99.9 ms | max ms | conn. wait p99 ms |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for r in report.rows() {
         let name = r.name.as_deref().map_or("**total**".to_string(), cell);
         let l = &r.latency_ms;
         let _ = writeln!(
             out,
-            "| {name} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {name} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
             r.offered_rate,
             r.achieved_rate,
             r.sent,
             r.ok,
             r.failed,
             r.missed,
+            r.late,
             Unit::Fraction.format(r.error_rate()),
             l.p50,
+            l.p75,
+            l.p95,
             l.p99,
             l.p999,
-            l.max
+            l.max,
+            r.connection_wait_ms.p99
         );
     }
     let failures: Vec<String> =
         report.totals.errors.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
     let _ = writeln!(out, "\nFailures: {}.", if failures.is_empty() { "none".into() } else { failures.join(", ") });
+    if report.totals.retry_pending > 0 {
+        let _ = writeln!(
+            out,
+            "Retries pending at the end: {} (neither ok nor failed; out of the error rate).",
+            report.totals.retry_pending
+        );
+    }
     if let Some(f) = &report.totals.freshness {
         let _ = writeln!(
             out,

@@ -93,25 +93,100 @@ pub struct StepResult {
     pub missed: u64,
     pub schedule_lag_p99_ms: f64,
     pub generator_kept_up: bool,
+    /// From the generator getting to a heartbeat to a pooled connection.
+    #[serde(default)]
+    pub connection_wait_p99_ms: f64,
+    #[serde(default)]
+    pub service_time_p50_ms: f64,
     /// `good`, `bad` or `inconclusive`.
     pub verdict: String,
+    /// What made an inconclusive step so, on the client's side:
+    /// `generator` (it fell behind) or `pool` (too small for the rate at a
+    /// flat service time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_limit: Option<String>,
     pub slo: Vec<ThresholdResult>,
     /// Why, in words.
     pub reason: String,
+    /// Seconds since the search started when the step began and ended.
+    #[serde(default)]
+    pub started_s: f64,
+    #[serde(default)]
+    pub ended_s: f64,
+    /// How long the search then let the backend settle before the next
+    /// step (the target's timeout after a step with time-outs: their
+    /// heartbeats may still sit in its queue).
+    #[serde(default)]
+    pub settle_s: f64,
+}
+
+/// A step's pool, judged against the service time the backend had at low
+/// load: whether heartbeats queued for a connection, and whose limit that
+/// was.
+fn pool_limit(report: &Report, baseline_service_p50: Option<f64>) -> Option<(crate::report::PoolLimit, String)> {
+    use crate::report::PoolLimit;
+    let pool = report.generator.pool.as_ref()?;
+    if pool.limit == PoolLimit::None {
+        return None;
+    }
+    let light = baseline_service_p50.or(pool.light_load_service_time_p50_ms)?;
+    let service = pool.service_time_p50_ms;
+    let with_headroom = (pool.needed_connections as f64 / 0.7).ceil() as u64;
+    Some(if service >= crate::report::SERVICE_TIME_ROSE_FACTOR * light {
+        (
+            PoolLimit::Backend,
+            format!(
+                "the pool was full because the backend slowed down (service time p50 {light:.2} ms at low load, \
+                 {service:.2} ms here)"
+            ),
+        )
+    } else {
+        (
+            PoolLimit::Pool,
+            format!(
+                "the pool of {} connections was the limit, not the backend: heartbeats waited for a connection \
+                 (wait p99 {:.1} ms) at a flat service time (p50 {service:.2} ms, {light:.2} ms at low load); this \
+                 rate needs at least {} connections (Little's law), {with_headroom} with 30% headroom: raise \
+                 connections.pool",
+                pool.connections, pool.connection_wait_p99_ms, pool.needed_connections
+            ),
+        )
+    })
 }
 
 impl StepResult {
-    fn judged(step: usize, target_rate: f64, devices: u64, report: &Report, slo: Vec<ThresholdResult>) -> StepResult {
+    /// Judges a step's report: inconclusive when the generator fell behind
+    /// or the pool (not the backend) was the limit, else good or bad by
+    /// the SLO. `baseline_service_p50` is the service time p50 of the
+    /// search's lowest step that did not queue for connections.
+    fn judged(
+        step: usize,
+        target_rate: f64,
+        devices: u64,
+        report: &Report,
+        slo: Vec<ThresholdResult>,
+        baseline_service_p50: Option<f64>,
+    ) -> StepResult {
+        use crate::report::PoolLimit;
         let t = &report.totals;
         let kept_up = report.generator.kept_up;
         let failing: Vec<String> =
             slo.iter().filter(|r| !r.ok).map(|r| format!("{} was {}", r.expr, r.actual_text)).collect();
-        let (verdict, reason) = if !kept_up {
-            (StepVerdict::Inconclusive, format!("the generator {}", report.generator.verdict))
-        } else if failing.is_empty() {
-            (StepVerdict::Good, "the SLO held".to_string())
-        } else {
-            (StepVerdict::Bad, failing.join("; "))
+        let pool = pool_limit(report, baseline_service_p50);
+        let (verdict, reason, client_limit) = match (&pool, kept_up) {
+            (_, false) => (
+                StepVerdict::Inconclusive,
+                format!("the generator {}", report.generator.verdict),
+                Some("generator".to_string()),
+            ),
+            (Some((PoolLimit::Pool, why)), true) => (StepVerdict::Inconclusive, why.clone(), Some("pool".to_string())),
+            (pool, true) => {
+                let mut reason = if failing.is_empty() { "the SLO held".to_string() } else { failing.join("; ") };
+                if let Some((_, why)) = pool {
+                    reason = format!("{reason}; {why}");
+                }
+                (if failing.is_empty() { StepVerdict::Good } else { StepVerdict::Bad }, reason, None)
+            }
         };
         StepResult {
             step,
@@ -126,9 +201,15 @@ impl StepResult {
             missed: t.missed,
             schedule_lag_p99_ms: t.schedule_lag_ms.p99,
             generator_kept_up: kept_up,
+            connection_wait_p99_ms: t.connection_wait_ms.p99,
+            service_time_p50_ms: t.service_time_ms.p50,
             verdict: verdict_name(verdict).to_string(),
+            client_limit,
             slo,
             reason,
+            started_s: 0.0,
+            ended_s: 0.0,
+            settle_s: 0.0,
         }
     }
 
@@ -147,9 +228,15 @@ impl StepResult {
             missed: 0,
             schedule_lag_p99_ms: 0.0,
             generator_kept_up: false,
+            connection_wait_p99_ms: 0.0,
+            service_time_p50_ms: 0.0,
             verdict: verdict_name(StepVerdict::Inconclusive).to_string(),
+            client_limit: Some("generator".to_string()),
             slo: vec![],
             reason: format!("the generator cannot run this step here: {why}"),
+            started_s: 0.0,
+            ended_s: 0.0,
+            settle_s: 0.0,
         }
     }
 
@@ -260,17 +347,23 @@ pub async fn search(
     let mut target = String::new();
     let mut interrupted = false;
     let mut retried = None;
+    let began = std::time::Instant::now();
+    // The service time of the lowest step that did not queue for pooled
+    // connections: what "the backend slowed down" is measured against.
+    let mut baseline: Option<(f64, f64)> = None;
     while let Some(rate) = search.next() {
         let step = step_scenario(scenario, settings, rate).map_err(RunError::Invalid)?;
         let devices = step.fleets.iter().map(|f| f.devices).sum();
         progress(Progress::Starting { step: steps.len() + 1, rate, devices });
         let options = ExecuteOptions { threads, warmup: settings.warmup, ..ExecuteOptions::default() };
+        let started_s = began.elapsed().as_secs_f64();
         let report = match run::execute_with(&step, seed, cancel.clone(), options, |_| {}).await {
             Ok(executed) => executed.report,
             // Too large for this machine (open files, ports): the
             // generator's limit, not the backend's.
             Err(RunError::Invalid(e)) => {
-                let result = StepResult::not_run(steps.len() + 1, rate, devices, &e);
+                let mut result = StepResult::not_run(steps.len() + 1, rate, devices, &e);
+                (result.started_s, result.ended_s) = (started_s, began.elapsed().as_secs_f64());
                 search.record(rate, StepVerdict::Inconclusive);
                 progress(Progress::Finished(&result));
                 steps.push(result);
@@ -284,13 +377,34 @@ pub async fn search(
         }
         target = format!("{}{}", report.scenario.target.url, report.scenario.target.path);
         let slo = settings.slo.iter().map(|t| t.check(&report, false)).collect();
-        let mut result = StepResult::judged(steps.len() + 1, rate, devices, &report, slo);
+        let mut result = StepResult::judged(steps.len() + 1, rate, devices, &report, slo, baseline.map(|(_, p50)| p50));
+        (result.started_s, result.ended_s) = (started_s, began.elapsed().as_secs_f64());
+        let t = &report.totals;
+        if report.generator.kept_up
+            && t.connection_wait_ms.p99 <= crate::report::POOL_WAIT_P99_MS
+            && t.ok > 0
+            && baseline.is_none_or(|(r, _)| t.offered_rate < r)
+        {
+            baseline = Some((t.offered_rate, t.service_time_ms.p50));
+        }
         // A generator that fell behind once may have been interrupted by
         // something else on the machine: such a step is run again once
-        // before it ends the search.
-        let again = result.verdict() == StepVerdict::Inconclusive && retried != Some(rate);
+        // before it ends the search. A pool too small stays so.
+        let again = result.verdict() == StepVerdict::Inconclusive
+            && result.client_limit.as_deref() == Some("generator")
+            && retried != Some(rate);
         if again {
             result.reason.push_str("; running this step again");
+        }
+        // Heartbeats that timed out may still sit in the backend's queue:
+        // let it work them off before the next step, for the timeout.
+        if t.errors.get("timeout").copied().unwrap_or(0) > 0 {
+            let settle = scenario.target.timeout;
+            result.settle_s = settle.as_secs_f64();
+            tokio::select! {
+                () = tokio::time::sleep(settle) => {}
+                () = cancel.cancelled() => {}
+            }
         }
         progress(Progress::Finished(&result));
         if again {
@@ -299,6 +413,10 @@ pub async fn search(
             search.record(rate, result.verdict());
         }
         steps.push(result);
+        if cancel.is_cancelled() {
+            interrupted = true;
+            break;
+        }
     }
     Ok(conclude(scenario, settings, seed, started_at, target, &search, steps, interrupted))
 }
@@ -337,7 +455,10 @@ fn conclude(
         .find(|s| s.verdict() == StepVerdict::Inconclusive)
         .filter(|_| conclusion == Conclusion::Inconclusive);
     let (limit, limit_detail) = match (generator, first_bad, verdict) {
-        (Some(g), _, _) => (Some("generator".to_string()), Some(format!("at {}/s {}", rate(g.target_rate), g.reason))),
+        (Some(g), _, _) => (
+            Some(g.client_limit.clone().unwrap_or_else(|| "generator".to_string())),
+            Some(format!("at {}/s {}", rate(g.target_rate), g.reason)),
+        ),
         (None, Some(b), _) => {
             let kinds: BTreeSet<&str> = b.slo.iter().filter(|r| !r.ok).map(|r| limit_kind(&r.metric)).collect();
             let kind = kinds.into_iter().collect::<Vec<_>>().join("+");
@@ -399,9 +520,9 @@ fn limit_kind(metric: &str) -> &'static str {
     };
     let first = base.split('.').next().unwrap_or(base);
     match first {
-        "latency" | "service_time" | "schedule_lag" => "latency",
+        "latency" | "service_time" | "schedule_lag" | "connection_wait" | "lateness" => "latency",
         "error_rate" | "errors" | "status" | "failed" | "retries" | "retry_rate" => "errors",
-        "missed" | "missed_rate" => "missed",
+        "missed" | "missed_rate" | "late" | "late_rate" => "missed",
         "freshness" => "freshness",
         "achieved_rate" | "achieved_rate_ratio" | "offered_rate" | "sent" | "ok" => "throughput",
         _ => "slo",
@@ -474,13 +595,19 @@ fn answer(
             rate(search.bad.unwrap_or(settings.start_rate)),
             limit.unwrap_or("")
         ),
-        ("inconclusive", _) => match search.good {
-            Some(g) => format!(
-                "inconclusive: the generator fell behind before the backend's limit; the backend carried at least {}/s",
-                rate(g)
-            ),
-            None => "inconclusive: the generator fell behind at the first step; nothing is known of the backend".into(),
-        },
+        ("inconclusive", _) => {
+            let who = match limit {
+                Some(l) if l.contains("the pool of") => "the connection pool was too small",
+                _ => "the generator fell behind",
+            };
+            match search.good {
+                Some(g) => format!(
+                    "inconclusive: {who} before the backend's limit; the backend carried at least {}/s",
+                    rate(g)
+                ),
+                None => format!("inconclusive: {who} at the first step; nothing is known of the backend"),
+            }
+        }
         _ => match search.good {
             Some(g) => format!("interrupted; so far the backend carried {} heartbeats/s within the SLO", rate(g)),
             None => "interrupted before any step met the SLO".into(),
@@ -556,9 +683,15 @@ mod tests {
             missed: 0,
             schedule_lag_p99_ms: 0.5,
             generator_kept_up: verdict != "inconclusive",
+            connection_wait_p99_ms: 0.0,
+            service_time_p50_ms: p99 / 3.0,
             verdict: verdict.into(),
+            client_limit: (verdict == "inconclusive").then(|| "generator".to_string()),
             slo: vec![],
             reason: String::new(),
+            started_s: 0.0,
+            ended_s: 0.0,
+            settle_s: 0.0,
         }
     }
 

@@ -532,19 +532,28 @@ impl PoolVerdict {
                 (Some(true), Some(light)) => (
                     PoolLimit::Backend,
                     format!(
-                        "{waited} heartbeats waited for one of the pool's {connections} connections (wait p99                          {wait_p99:.1} ms) because the backend slowed down: service time p50 rose from {light:.2} ms                          (pool at most half busy) to {service_p50:.2} ms — the backend's limit, which is what this                          run measures"
+                        "{waited} heartbeats waited for one of the pool's {connections} connections (wait p99 \
+                         {wait_p99:.1} ms) because the backend slowed down: service time p50 rose from {light:.2} ms \
+                         (pool at most half busy) to {service_p50:.2} ms — the backend's limit, which is what this \
+                         run measures"
                     ),
                 ),
                 (Some(false), Some(light)) => (
                     PoolLimit::Pool,
                     format!(
-                        "the pool of {connections} connections is too small for the offered {rate}/s at the observed                          service time (p50 {service_p50:.2} ms, {light:.2} ms under light load: flat):                          {waited} heartbeats waited for a connection (wait p99 {wait_p99:.1} ms); the rate needs at                          least {needed} connections (Little's law), {with_headroom} with 30% headroom — a                          client-side limit: results understate the backend"
+                        "the pool of {connections} connections is too small for the offered {rate}/s at the observed \
+                         service time (p50 {service_p50:.2} ms, {light:.2} ms under light load: flat): \
+                         {waited} heartbeats waited for a connection (wait p99 {wait_p99:.1} ms); the rate needs at \
+                         least {needed} connections (Little's law), {with_headroom} with 30% headroom — a \
+                         client-side limit: results understate the backend"
                     ),
                 ),
                 _ => (
                     PoolLimit::Unknown,
                     format!(
-                        "{waited} heartbeats waited for one of the pool's {connections} connections (wait p99                          {wait_p99:.1} ms); no exchange ran with the pool at most half busy, so whether the backend                          slowed down cannot be told; at the observed service time the rate needs {needed} connections"
+                        "{waited} heartbeats waited for one of the pool's {connections} connections (wait p99 \
+                         {wait_p99:.1} ms); no exchange ran with the pool at most half busy, so whether the backend \
+                         slowed down cannot be told; at the observed service time the rate needs {needed} connections"
                     ),
                 ),
             }
@@ -1040,4 +1049,67 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Outcome;
+
+    /// Totals of a pooled run: `offered`/s for 10 s, every heartbeat
+    /// answered in `service_ms`, waiting `wait_ms` for a connection.
+    fn pooled(offered: f64, service_ms: u64, wait_ms: u64) -> Stats {
+        let mut r = Recorder::default();
+        for _ in 0..(offered * 10.0) as u64 {
+            r.scheduled();
+            r.sent(5, wait_ms * 1000);
+            r.completed(Outcome::Status(200), (service_ms + wait_ms) * 1000, service_ms * 1000);
+        }
+        stats_of(None, &r.take(), Span::same(10.0), false)
+    }
+
+    #[test]
+    fn a_full_pool_at_a_flat_service_time_is_too_small_and_says_how_many_it_needs() {
+        // 5,000/s at 1 ms each needs 5 connections; the pool has 2.
+        let v = PoolVerdict::judge(2, &pooled(5_000.0, 1, 400), Some(1.0));
+        assert_eq!(v.limit, PoolLimit::Pool, "{}", v.verdict);
+        assert_eq!(v.needed_connections, 5);
+        assert!(v.verdict.contains("too small") && v.verdict.contains("at least 5 connections"), "{}", v.verdict);
+        let health = generator_health(0.5, Some(v));
+        assert!(health.kept_up && health.understates_backend);
+    }
+
+    #[test]
+    fn a_full_pool_whose_service_time_rose_is_the_backend_s_limit() {
+        // Light load took 2 ms; saturated, every exchange waits 32 ms in
+        // the backend's queue.
+        let v = PoolVerdict::judge(64, &pooled(4_000.0, 32, 3_000), Some(2.0));
+        assert_eq!(v.limit, PoolLimit::Backend, "{}", v.verdict);
+        assert!(v.verdict.contains("backend slowed down") && v.verdict.contains("rose from 2.00 ms"), "{}", v.verdict);
+        assert!(!generator_health(0.5, Some(v)).understates_backend);
+    }
+
+    #[test]
+    fn a_pool_without_queueing_kept_up_and_unknown_light_load_says_so() {
+        assert_eq!(PoolVerdict::judge(64, &pooled(1_000.0, 2, 0), Some(2.0)).limit, PoolLimit::None);
+        let v = PoolVerdict::judge(64, &pooled(4_000.0, 32, 3_000), None);
+        assert_eq!(v.limit, PoolLimit::Unknown);
+        assert!(!generator_health(0.5, Some(v)).understates_backend);
+    }
+
+    #[test]
+    fn v1_reports_are_read_with_p75_and_p95_from_their_histograms() {
+        for file in ["report-v1.json", "report-v1-shard0.json"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(file);
+            let r = Report::load(&path).unwrap();
+            assert_eq!(r.schema, SCHEMA, "upgraded");
+            for s in r.rows() {
+                let h = stats::decode_histogram(&s.histograms.latency).unwrap();
+                assert_eq!(s.latency_ms.p95, Percentiles::of(&h).p95);
+                assert!(s.latency_ms.p75 <= s.latency_ms.p90 && s.latency_ms.p95 >= s.latency_ms.p90);
+                assert_eq!((s.late, s.waited, s.retry_pending), (0, 0, 0));
+            }
+            assert_eq!(r.sending_seconds(), r.duration_s);
+        }
+    }
 }

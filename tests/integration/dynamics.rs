@@ -59,7 +59,7 @@ async fn retries_against_injected_503s_add_up_to_what_serve_received() {
     assert_eq!(report.timeline[0].retries, 0, "{:?}", &report.timeline[..2]);
     assert!(report.timeline[1..].iter().map(|s| s.retries).sum::<u64>() == t.retries);
     assert_eq!(t.scheduled, t.sent + t.missed);
-    assert_eq!(t.sent, t.ok + t.failed);
+    assert_eq!(t.sent, t.ok + t.failed + t.retry_pending);
     let summary = report.summary();
     assert!(summary.contains(&format!("retries: {}", t.retries)), "{summary}");
 }

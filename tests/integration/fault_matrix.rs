@@ -1,7 +1,7 @@
 //! The fault matrix: a target that misbehaves in every way a backend can,
 //! and for each the classification fleetstorm must give, a complete
 //! (schema-valid) report, and the accounting identity: scheduled = sent +
-//! missed, sent = ok + failed, failed = the sum over classes.
+//! missed, sent = ok + failed + retry pending, failed = the sum over classes.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -102,7 +102,7 @@ async fn run(url: &str, extra: &str, seconds: u64) -> Report {
 
 fn assert_identity(t: &Stats) {
     assert_eq!(t.scheduled, t.sent + t.missed, "scheduled = sent + missed: {t:?}");
-    assert_eq!(t.sent, t.ok + t.failed, "sent = ok + failed: {t:?}");
+    assert_eq!(t.sent, t.ok + t.failed + t.retry_pending, "sent = ok + failed + retry pending: {t:?}");
     assert_eq!(t.failed, t.errors.values().sum::<u64>(), "failed = the sum over classes: {t:?}");
 }
 

@@ -199,7 +199,7 @@ fn an_abort_threshold_stops_the_run_early_with_a_complete_report() {
     assert!(!abort.ok && abort.actual == Some(1.0), "{abort:?}");
     let t = &report.totals;
     assert_eq!(t.scheduled, t.sent + t.missed);
-    assert_eq!(t.sent, t.ok + t.failed);
+    assert_eq!(t.sent, t.ok + t.failed + t.retry_pending);
     assert_eq!(t.failed, t.errors.values().sum::<u64>());
     assert!(t.errors["http_5xx"] > 0 && t.ok == 0, "{t:?}");
 }

@@ -20,7 +20,7 @@ fn scenario(text: &str) -> Scenario {
 
 pub fn schema_check(report: &serde_json::Value) {
     let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("schemas/report-v1.schema.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(root().join("schemas/report-v2.schema.json")).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
     let errors: Vec<String> =
         validator.iter_errors(report).map(|e| format!("{} at {}", e, e.instance_path())).collect();
@@ -220,7 +220,7 @@ fn signal_mid_run_writes_a_complete_interrupted_report(signal: &str) {
     assert!((2.0..5.0).contains(&report.duration_s), "{}", report.duration_s);
     let t = &report.totals;
     assert_eq!(t.scheduled, t.sent + t.missed);
-    assert_eq!(t.sent, t.ok + t.failed);
+    assert_eq!(t.sent, t.ok + t.failed + t.retry_pending);
     assert!(t.ok >= 400, "{t:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::scenario::ConnectionMode;
 use crate::stats::{self, CLASSES, Freshness, Recorder};
 use crate::transport::Transport;
-pub use worker::{FleetRuntime, Flush, SecondPart, WorkerSettings};
+pub use worker::{Demand, FleetRuntime, Flush, SecondPart, WorkerSettings};
 
 /// How often workers hand over what they recorded.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -197,6 +197,9 @@ pub struct RunOutput {
     /// With a start instant that passed before the devices were ready: by
     /// how much (nothing was sent).
     pub not_ready_by: Option<Duration>,
+    /// Per worker thread, how much of the measured time it wanted a CPU
+    /// (empty when not measured: workers sharing one runtime).
+    pub demand: Vec<Demand>,
 }
 
 /// Runs `task` on a new thread with its own current-thread runtime; if the
@@ -275,6 +278,7 @@ pub async fn run<T: Transport>(
             cohorts: settings.cohorts,
             measure_from_ns: settings.measure_after.as_nanos() as u64,
             preconnect: settings.start_at.is_some(),
+            measure_demand: settings.thread_per_worker,
             drain: settings.drain,
         };
         let task = worker::run_worker(
@@ -322,6 +326,7 @@ pub async fn run<T: Transport>(
                     timeline: Vec::new(),
                     start_lag: None,
                     not_ready_by: Some(late.duration()),
+                    demand: Vec::new(),
                 };
             }
         }
@@ -338,6 +343,7 @@ pub async fn run<T: Transport>(
     let mut timeline = timeline::Timeline::new(keep);
     let mut in_flight = vec![0usize; workers];
     let mut last_sent_ns = 0u64;
+    let mut demand: Vec<Option<Demand>> = vec![None; workers];
     let mut running = workers;
     let mut interrupted_at = None;
     loop {
@@ -356,6 +362,9 @@ pub async fn run<T: Transport>(
         if measured {
             for (total, part) in totals.iter_mut().zip(&flush.fleets) {
                 total.add(part);
+            }
+            if let Some(d) = flush.demand {
+                demand[flush.worker].get_or_insert_with(Demand::default).add(d);
             }
         }
         // Each event counts in the second it happened in.
@@ -421,6 +430,7 @@ pub async fn run<T: Transport>(
         timeline,
         start_lag,
         not_ready_by: None,
+        demand: demand.into_iter().flatten().collect(),
     }
 }
 

@@ -87,6 +87,9 @@ pub struct Flush {
     pub freshness: Option<Vec<Freshness>>,
     /// Per fleet, per agent version (when broken down): what each recorded.
     pub cohorts: Vec<Vec<Option<Recorder>>>,
+    /// How much the worker's thread wanted a CPU since the previous flush
+    /// (when measured).
+    pub demand: Option<Demand>,
     /// What happened in each second of the run since the previous flush,
     /// each event counted in the second it happened in.
     pub seconds: Vec<SecondPart>,
@@ -154,6 +157,43 @@ pub struct WorkerSettings {
     /// start). Per-device connections are still opened by each device at
     /// its first heartbeat, as in any run.
     pub preconnect: bool,
+    /// The worker has a thread of its own: measure how much of the time it
+    /// wanted the CPU ([`Demand`]).
+    pub measure_demand: bool,
+}
+
+/// How much of the time a worker's thread wanted a CPU: running, or
+/// runnable and waiting for one (Linux's `/proc/thread-self/schedstat`).
+/// An open-model generator needs idle time to be on time: a thread that
+/// always has work takes answers late, so the service times, connection
+/// waits and latencies it measures include its own queueing, whatever its
+/// schedule lag says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Demand {
+    /// Nanoseconds the thread ran or waited to run.
+    pub wanted_ns: u64,
+    /// Nanoseconds of wall-clock time they are out of.
+    pub wall_ns: u64,
+}
+
+impl Demand {
+    pub fn add(&mut self, other: Demand) {
+        self.wanted_ns += other.wanted_ns;
+        self.wall_ns += other.wall_ns;
+    }
+
+    /// The share of the time the thread wanted a CPU (0 with no time).
+    pub fn share(&self) -> f64 {
+        if self.wall_ns == 0 { 0.0 } else { self.wanted_ns as f64 / self.wall_ns as f64 }
+    }
+
+    /// This thread's time on and waiting for a CPU so far, in ns.
+    fn read_thread() -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+        let (running, waiting) = (fields.next()??, fields.next()??);
+        Some(running + waiting)
+    }
 }
 
 struct Slot<C> {
@@ -256,6 +296,8 @@ struct Worker<T: Transport> {
     seconds: Vec<SecondPart>,
     /// Past the warm-up (what is recorded now is measured).
     measuring: bool,
+    /// The thread's CPU demand and the instant at the previous flush.
+    demand_mark: Option<(u64, Instant)>,
 }
 
 /// The least time between two wake-ups of a worker. Waking costs a trip
@@ -314,6 +356,7 @@ pub async fn run_worker<T: Transport>(
         cohorts: Vec::new(),
         seconds: Vec::new(),
         measuring: measuring_from_start,
+        demand_mark: None,
     };
     if w.settings.cohorts {
         w.cohorts =
@@ -348,6 +391,9 @@ pub async fn run_worker<T: Transport>(
         Ok(Some(at)) => w.settings.start = at,
         // The run was abandoned before it started.
         _ => return,
+    }
+    if w.settings.measure_demand {
+        w.demand_mark = Demand::read_thread().map(|ns| (ns, Instant::now()));
     }
     w.run(cancel, &out).await;
 }
@@ -792,6 +838,12 @@ impl<T: Transport> Worker<T> {
         }
         let fleets = self.recorders.iter_mut().map(Recorder::take).collect();
         let freshness = last.then(|| self.freshness());
+        let demand = self.demand_mark.and_then(|(before, at)| {
+            let now = Demand::read_thread()?;
+            let instant = Instant::now();
+            self.demand_mark = Some((now, instant));
+            Some(Demand { wanted_ns: now.saturating_sub(before), wall_ns: (instant - at).as_nanos() as u64 })
+        });
         let cohorts = self
             .cohorts
             .iter_mut()
@@ -807,6 +859,7 @@ impl<T: Transport> Worker<T> {
             warmup,
             freshness,
             cohorts,
+            demand,
             seconds: std::mem::take(&mut self.seconds),
         });
     }

@@ -109,7 +109,7 @@ fn verdicts(report: &Report, out: &mut String) {
     if let Some(pool) = &report.generator.pool {
         let class = match pool.limit {
             super::PoolLimit::None => "pass",
-            super::PoolLimit::Backend | super::PoolLimit::Unknown => "warn",
+            super::PoolLimit::Backend | super::PoolLimit::Bursts | super::PoolLimit::Unknown => "warn",
             super::PoolLimit::Pool => "fail",
         };
         badge(class, format!("pool: {}", pool.verdict));

@@ -79,7 +79,11 @@ pub fn merge(shards: &[ShardReport]) -> Result<Report, String> {
         elapsed_s: sorted.iter().map(|s| s.report.elapsed_s).fold(0.0, f64::max),
         startup_s: sorted.iter().map(|s| s.report.startup_s).fold(0.0, f64::max),
         interrupted: sorted.iter().any(|s| s.report.interrupted),
-        generator: generator_health(totals.schedule_lag_ms.p99, pool),
+        generator: generator_health(
+            totals.schedule_lag_ms.p99,
+            sorted.iter().filter_map(|s| s.report.generator.busiest_thread).reduce(f64::max),
+            pool,
+        ),
         totals,
         fleets,
         cohorts,

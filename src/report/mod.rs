@@ -38,6 +38,11 @@ pub const SCHEMA_V1: &str = "fleetstorm.report/v1";
 /// Schedule lag p99 above which the generator is said to have fallen behind.
 pub const KEPT_UP_LAG_P99_MS: f64 = 10.0;
 
+/// The share of the time a generator thread may want a CPU and still be
+/// said to keep up: one that always has work takes answers late, and then
+/// every time it measures includes its own queueing.
+pub const KEPT_UP_DEMAND: f64 = 0.9;
+
 /// Connection wait p99 above which heartbeats are said to have queued for
 /// a pooled connection (and the pool verdict says why).
 pub const POOL_WAIT_P99_MS: f64 = 10.0;
@@ -192,10 +197,16 @@ pub struct FleetSummary {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GeneratorHealth {
-    /// Schedule lag p99 within [`KEPT_UP_LAG_P99_MS`]: the generator's own
-    /// timing (waiting for a pooled connection is not in it).
+    /// Schedule lag p99 within [`KEPT_UP_LAG_P99_MS`] and no generator
+    /// thread saturated (see `busiest_thread`): the generator's own timing
+    /// (waiting for a pooled connection is not in it).
     pub kept_up: bool,
     pub schedule_lag_p99_ms: f64,
+    /// The share of the measured time the busiest generator thread wanted a
+    /// CPU (running or waiting to run); above [`KEPT_UP_DEMAND`] it could
+    /// not take answers as they came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busiest_thread: Option<f64>,
     pub verdict: String,
     /// Why heartbeats waited for a pooled connection, when the target has
     /// a pool.
@@ -219,6 +230,9 @@ pub enum PoolLimit {
     /// They queued at a flat service time: the pool is too small, a
     /// client-side limit.
     Pool,
+    /// They queued although the pool suffices on average (Little's law):
+    /// bursts of due heartbeats, or answers taken late.
+    Bursts,
     /// They queued, and no light-load service time was measured to tell.
     Unknown,
 }
@@ -490,17 +504,25 @@ fn stats_of(name: Option<String>, r: &Recorder, span: Span, with_histograms: boo
 
 /// The generator's health from the run's schedule lag p99, and the pool
 /// verdict when there is one.
-fn generator_health(lag_p99: f64, pool: Option<PoolVerdict>) -> GeneratorHealth {
-    let kept_up = lag_p99 <= KEPT_UP_LAG_P99_MS;
-    let verdict = if kept_up {
-        format!("kept up: schedule lag p99 {lag_p99:.1} ms")
-    } else {
-        format!(
+fn generator_health(lag_p99: f64, busiest_thread: Option<f64>, pool: Option<PoolVerdict>) -> GeneratorHealth {
+    let on_time = lag_p99 <= KEPT_UP_LAG_P99_MS;
+    let saturated = busiest_thread.filter(|d| *d > KEPT_UP_DEMAND);
+    let kept_up = on_time && saturated.is_none();
+    let verdict = match (on_time, saturated) {
+        (true, None) => format!("kept up: schedule lag p99 {lag_p99:.1} ms"),
+        (false, _) => format!(
             "fell behind: schedule lag p99 {lag_p99:.1} ms (limit {KEPT_UP_LAG_P99_MS} ms) — results understate the backend's latency"
-        )
+        ),
+        (true, Some(d)) => format!(
+            "fell behind: its busiest thread wanted a CPU {:.0}% of the time (limit {:.0}%), so it took answers late \
+             and the latencies, service times and connection waits it measured include its own queueing (schedule \
+             lag p99 {lag_p99:.1} ms) — results understate the backend",
+            d * 100.0,
+            KEPT_UP_DEMAND * 100.0
+        ),
     };
     let understates_backend = !kept_up || pool.as_ref().is_some_and(|p| p.limit == PoolLimit::Pool);
-    GeneratorHealth { kept_up, schedule_lag_p99_ms: lag_p99, verdict, pool, understates_backend }
+    GeneratorHealth { kept_up, schedule_lag_p99_ms: lag_p99, busiest_thread, verdict, pool, understates_backend }
 }
 
 impl PoolVerdict {
@@ -529,6 +551,16 @@ impl PoolVerdict {
             )
         } else {
             match (rose, light_load_p50_ms) {
+                // Little's law says the pool suffices for the average rate.
+                _ if needed <= connections => (
+                    PoolLimit::Bursts,
+                    format!(
+                        "{waited} heartbeats waited for a connection (wait p99 {wait_p99:.1} ms) although the pool \
+                         suffices on average: at the observed service time (p50 {service_p50:.2} ms) the offered \
+                         {rate}/s needs {needed} of its {connections} connections; bursts of due heartbeats, or \
+                         answers taken late"
+                    ),
+                ),
                 (Some(true), Some(light)) => (
                     PoolLimit::Backend,
                     format!(
@@ -603,7 +635,8 @@ impl Report {
             }
             _ => None,
         };
-        let generator = generator_health(totals.schedule_lag_ms.p99, pool);
+        let busiest = out.demand.iter().map(|d| d.share()).reduce(f64::max);
+        let generator = generator_health(totals.schedule_lag_ms.p99, busiest, pool);
         Report {
             schema: SCHEMA.to_string(),
             scenario: ScenarioSummary {
@@ -1075,7 +1108,7 @@ mod tests {
         assert_eq!(v.limit, PoolLimit::Pool, "{}", v.verdict);
         assert_eq!(v.needed_connections, 5);
         assert!(v.verdict.contains("too small") && v.verdict.contains("at least 5 connections"), "{}", v.verdict);
-        let health = generator_health(0.5, Some(v));
+        let health = generator_health(0.5, Some(0.3), Some(v));
         assert!(health.kept_up && health.understates_backend);
     }
 
@@ -1086,7 +1119,7 @@ mod tests {
         let v = PoolVerdict::judge(64, &pooled(4_000.0, 32, 3_000), Some(2.0));
         assert_eq!(v.limit, PoolLimit::Backend, "{}", v.verdict);
         assert!(v.verdict.contains("backend slowed down") && v.verdict.contains("rose from 2.00 ms"), "{}", v.verdict);
-        assert!(!generator_health(0.5, Some(v)).understates_backend);
+        assert!(!generator_health(0.5, None, Some(v)).understates_backend);
     }
 
     #[test]
@@ -1094,7 +1127,7 @@ mod tests {
         assert_eq!(PoolVerdict::judge(64, &pooled(1_000.0, 2, 0), Some(2.0)).limit, PoolLimit::None);
         let v = PoolVerdict::judge(64, &pooled(4_000.0, 32, 3_000), None);
         assert_eq!(v.limit, PoolLimit::Unknown);
-        assert!(!generator_health(0.5, Some(v)).understates_backend);
+        assert!(!generator_health(0.5, None, Some(v)).understates_backend);
     }
 
     #[test]

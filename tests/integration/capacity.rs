@@ -6,7 +6,7 @@
 
 use fleetstorm::capacity::CapacityReport;
 
-use super::util::{TempDir, fleetstorm, interop, root, spawn_serve};
+use super::util::{TempDir, fleetstorm, heavy, interop, root, spawn_serve};
 
 /// Checks a capacity report against `schemas/capacity-v1.schema.json`.
 fn schema_check(report: &serde_json::Value) {
@@ -46,28 +46,30 @@ fn search(dir: &TempDir, name: &str, text: &str, extra: &[&str]) -> (i32, Capaci
     (run.status.code().unwrap_or(-1), report, stdout)
 }
 
-/// The two searches that load the machine take turns, so that one's
-/// generator does not starve the other's.
-static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn the_search_finds_the_capacity_of_a_queueing_backend() {
-    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    // serve with 4 workers of 2 ms carries 2,000/s. Per-device connections
+    // and a pool of 64 find it alike: a full pool whose service time rose
+    // is the backend's limit, not the generator's. (The rates stay within
+    // what a debug-built generator carries on a 2-core machine shared with
+    // the rest of the suite: at most about 4,000/s and 6,000 connections.)
+    let _turn = heavy();
     let dir = TempDir::new("capacity-found");
-    for (workers, capacity) in [("4", 2_000.0), ("8", 4_000.0)] {
-        let (mut serve, url) = spawn_serve(&["--workers", workers, "--service-time", "2ms"]);
-        let (code, report, stdout) = search(&dir, workers, &scenario(&url, "\"per-device\"", SEARCH), &[]);
+    let capacity = 2_000.0;
+    for (name, connections) in [("per-device", "\"per-device\""), ("pool", "{ pool = 64 }")] {
+        let (mut serve, url) = spawn_serve(&["--workers", "4", "--service-time", "2ms"]);
+        let (code, report, stdout) = search(&dir, name, &scenario(&url, connections, SEARCH), &[]);
         let _ = serve.kill();
         let _ = serve.wait();
-        assert_eq!((code, report.verdict.as_str()), (0, "found"), "{stdout}");
+        assert_eq!((code, report.verdict.as_str()), (0, "found"), "{name}: {stdout}");
         let max = report.max_sustainable_rate.expect("a rate");
-        assert!((0.85 * capacity..=1.15 * capacity).contains(&max), "{workers} workers: {max}/s\n{stdout}");
+        assert!((0.85 * capacity..=1.15 * capacity).contains(&max), "{name}: {max}/s\n{stdout}");
         // Grown geometrically, then bisected to 5%.
         let mut rates: Vec<f64> = report.steps.iter().map(|s| s.target_rate).collect();
         rates.dedup();
-        assert_eq!(rates[..3], [500.0, 1_000.0, 2_000.0], "{rates:?}");
+        assert_eq!(rates[..3], [500.0, 1_000.0, 2_000.0], "{name}: {rates:?}");
         let bad = report.lowest_bad_rate.unwrap();
-        assert!(bad > max && bad - max <= 0.05 * max, "{max} {bad}");
+        assert!(bad > max && bad - max <= 0.05 * max, "{name}: {max} {bad}");
         // Every step measured its own load: devices scaled to the rate,
         // the mix's offered rate within 2% of what was asked while the
         // backend keeps up (far past its capacity, time-outs close
@@ -76,11 +78,27 @@ fn the_search_finds_the_capacity_of_a_queueing_backend() {
         // is shared with other tests.)
         for s in report.steps.iter().filter(|s| s.generator_kept_up) {
             let off = (s.offered_rate - s.target_rate).abs() / s.target_rate;
-            assert!(off <= if s.verdict == "good" { 0.02 } else { 0.10 }, "{s:?}");
-            assert_eq!(s.verdict == "good", s.slo.iter().all(|r| r.ok), "{s:?}");
+            assert!(off <= if s.verdict == "good" { 0.02 } else { 0.10 }, "{name}: {s:?}");
+            assert_eq!(s.verdict == "good", s.slo.iter().all(|r| r.ok), "{name}: {s:?}");
         }
+        // The first limit is the backend's: its latency or errors, never
+        // the generator or the pool.
         assert!(matches!(report.limit.as_deref(), Some("latency" | "errors" | "errors+latency")), "{report:?}");
         assert!(report.limit_detail.as_deref().is_some_and(|d| d.contains("latency.p99 < 100ms was")), "{report:?}");
+        if name == "pool" {
+            // Past the capacity the pool was full, and said why.
+            let over = report.steps.iter().find(|s| s.target_rate == 4_000.0).unwrap();
+            assert!(over.connection_wait_p99_ms > 10.0, "{over:?}");
+            assert!(over.reason.contains("the pool was full because the backend slowed down"), "{over:?}");
+        }
+        // Steps never overlap: each began after the one before ended and
+        // the backend was left to settle (for the timeout, after time-outs).
+        for w in report.steps.windows(2) {
+            assert!(w[1].started_s >= w[0].ended_s + w[0].settle_s - 0.01, "{name}: {:?}", &w[..]);
+        }
+        for s in &report.steps {
+            assert!(s.settle_s == 0.0 || s.settle_s == 2.0, "{s:?}");
+        }
         // The answer in devices, at both fleet intervals, with 30% headroom.
         let at = |interval: f64| report.devices.iter().find(|d| d.interval_s == interval).unwrap();
         assert_eq!(at(1.0).devices, max.floor() as u64);
@@ -91,7 +109,7 @@ fn the_search_finds_the_capacity_of_a_queueing_backend() {
 
     // The HTML, in a real browser: both curves drawn, nothing fetched.
     let screenshot = root().join("target").join("capacity-screenshot.png");
-    let html = dir.path("8.html");
+    let html = dir.path("pool.html");
     if let Some(page) = interop(
         "check_html.py",
         &[html.to_str().unwrap(), screenshot.to_str().unwrap()],
@@ -114,7 +132,7 @@ fn a_generator_that_cannot_keep_up_makes_the_answer_inconclusive() {
     // No backend limit at all, and one generator thread asked for 400,000
     // heartbeats/s: the first step falls behind (twice), and that is all
     // it says.
-    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = heavy();
     let dir = TempDir::new("capacity-starved");
     let (mut serve, url) = spawn_serve(&[]);
     let search_text =
@@ -144,6 +162,37 @@ fn a_generator_that_cannot_keep_up_makes_the_answer_inconclusive() {
     assert!(
         report.steps[0].reason.contains("cannot run this step here") && report.steps[0].reason.contains("open files")
     );
+}
+
+#[test]
+fn a_pool_too_small_for_the_rate_is_the_client_s_limit_not_the_backend_s() {
+    // serve answers after 1 ms with no capacity limit: 2 connections carry
+    // at most about 1,800/s, and the search starts at 5,000/s. The service
+    // time stays flat, so the pool, not the backend, is the limit: the
+    // answer is inconclusive and names the connections the rate needs.
+    let _turn = heavy();
+    let dir = TempDir::new("capacity-small-pool");
+    let (mut serve, url) = spawn_serve(&["--latency", "1ms"]);
+    let text = SEARCH.replace("start_rate = \"500/s\"", "start_rate = \"5000/s\"");
+    let (code, report, stdout) = search(&dir, "small-pool", &scenario(&url, "{ pool = 2 }", &text), &[]);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!((code, report.verdict.as_str(), report.max_sustainable_rate), (1, "inconclusive", None), "{stdout}");
+    assert_eq!(report.limit.as_deref(), Some("pool"), "{stdout}");
+    assert_eq!(report.steps.len(), 1, "a pool too small stays so: not run again\n{stdout}");
+    let step = &report.steps[0];
+    assert_eq!(step.client_limit.as_deref(), Some("pool"));
+    assert!(step.connection_wait_p99_ms > 10.0, "{step:?}");
+    // Little's law at ≥ 1 ms per exchange: 5,000/s needs at least 5.
+    let needed: u64 = step
+        .reason
+        .split("needs at least ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no connection count in {:?}", step.reason));
+    assert!((5..=50).contains(&needed), "{}", step.reason);
+    assert!(stdout.contains("inconclusive: the connection pool was too small"), "{stdout}");
 }
 
 #[test]

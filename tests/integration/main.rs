@@ -20,3 +20,4 @@ mod shards;
 mod transport;
 mod util;
 mod validator_table;
+mod verdicts;

@@ -256,6 +256,7 @@ fn source_addresses_lift_the_port_ceiling_in_a_network_namespace() {
 async fn fifteen_thousand_per_device_connections_on_loopback() {
     // serve and fleetstorm in separate processes: each holds one end of
     // every connection, under this machine's 20,000 open files per process.
+    let _turn = super::util::heavy();
     let (mut serve, url) = super::util::spawn_serve(&[]);
     let dir = TempDir::new("fifteen-k");
     let path = dir.write(

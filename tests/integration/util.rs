@@ -8,6 +8,15 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Tests that load the machine (thousands of connections, a generator run
+/// near its limits, capacity searches) take turns: on a 2-core machine, two
+/// at once would starve each other's generators, and a generator that falls
+/// behind makes a verdict inconclusive. Hold the guard for the test's length.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs the built `fleetstorm` binary with `args` from the repository root.
 pub fn fleetstorm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fleetstorm"))

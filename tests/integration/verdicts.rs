@@ -1,0 +1,202 @@
+//! Verdicts that cannot mislead, end to end on loopback: a full pool is
+//! told apart from a generator that fell behind and from a pool too small;
+//! achieved rates are over the time sending took; late heartbeats and
+//! retries pending at the end are counted apart; a run with no success,
+//! or a threshold that cannot fail, is never a pass.
+
+use std::time::Duration;
+
+use fleetstorm::report::{PoolLimit, Report};
+use fleetstorm::scenario::{self, Format, Scenario};
+use fleetstorm::server::{Faults, ServeConfig};
+use tokio_util::sync::CancellationToken;
+
+use super::run::schema_check;
+use super::util::{TempDir, fleetstorm, heavy, start_serve};
+
+fn scenario(text: &str) -> Scenario {
+    scenario::parse(text, Format::Toml, "verdicts.toml", "verdicts").unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn run(s: &Scenario) -> Report {
+    let report = fleetstorm::run::execute(s, 7, CancellationToken::new(), |_| {}).await.unwrap();
+    schema_check(&serde_json::to_value(&report).unwrap());
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_too_small_for_a_fast_backend_says_so_and_how_many_connections_the_rate_needs() {
+    let _turn = heavy();
+    // 1 ms per answer and no capacity limit: 2 connections carry about
+    // 1,800/s of the 5,000/s offered.
+    let faults = Faults { latency: Some("1ms".parse().unwrap()), ..Faults::default() };
+    let server = start_serve(ServeConfig { faults, ..ServeConfig::default() }).await;
+    let s = scenario(&format!(
+        "duration = \"3s\"\n[target]\nurl = \"{}\"\nconnections = {{ pool = 2 }}\n\
+         [[fleets]]\nname = \"fast\"\ndevices = 5000\ninterval = \"1s\"\n",
+        server.url()
+    ));
+    let report = run(&s).await;
+    server.shutdown().await;
+    let pool = report.generator.pool.as_ref().expect("a pool verdict");
+    assert_eq!(pool.limit, PoolLimit::Pool, "{}", pool.verdict);
+    assert_eq!(pool.connections, 2);
+    assert!((5..=50).contains(&pool.needed_connections), "{pool:?}");
+    assert!(report.generator.understates_backend);
+    let t = &report.totals;
+    assert!(t.waited > 0 && t.late >= t.waited && t.connection_wait_ms.p99 > 10.0, "{t:?}");
+    let summary = report.summary();
+    assert!(summary.contains("pool: the pool of 2 connections is too small"), "{summary}");
+    assert!(summary.contains(&format!("needs at least {} connections", pool.needed_connections)), "{summary}");
+    assert!(summary.contains("connection wait"), "the series is shown: {summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_pool_lengthens_sending_and_the_achieved_rate_is_over_that_time() {
+    let _turn = heavy();
+    // 4,000/s offered for 4 s through 64 connections to a backend that
+    // carries 2,000/s: the queue drains for the 2 s timeout after the end.
+    let faults = Faults { workers: Some(4), service_time: Some(Duration::from_millis(2)), ..Faults::default() };
+    let server = start_serve(ServeConfig { faults, ..ServeConfig::default() }).await;
+    let s = scenario(&format!(
+        "duration = \"4s\"\n[target]\nurl = \"{}\"\ntimeout = \"2s\"\nconnections = {{ pool = 64 }}\n\
+         [[fleets]]\nname = \"drain\"\ndevices = 8000\ninterval = \"2s\"\n",
+        server.url()
+    ));
+    let report = run(&s).await;
+    let accepted = server.shared.stats_json()["accepted"].as_u64().unwrap();
+    server.shutdown().await;
+    let t = &report.totals;
+    let sending = report.sending_s.unwrap();
+    assert!(sending > report.duration_s + 1.0, "sending took {sending} s of a {} s run", report.duration_s);
+    assert!(report.drain_lengthened().is_some());
+    assert_eq!(t.achieved_rate, t.sent as f64 / sending, "achieved is over the time sending took");
+    assert_eq!(accepted, t.ok, "serve accepted what was counted ok");
+    // What serve accepted per second of it: its capacity, give or take.
+    let served = accepted as f64 / sending;
+    assert!((served - t.achieved_rate).abs() <= 0.1 * served, "{served} vs {}", t.achieved_rate);
+    assert!((1_500.0..=2_300.0).contains(&t.achieved_rate), "{}", t.achieved_rate);
+    assert!(report.summary().contains("sending took"), "{}", report.summary());
+    // The pool was full because the backend slowed down: its limit.
+    let pool = report.generator.pool.as_ref().unwrap();
+    assert_eq!(pool.limit, PoolLimit::Backend, "{}", pool.verdict);
+    assert!(!report.generator.understates_backend || !report.generator.kept_up);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_held_back_by_a_busy_device_are_counted_late_and_by_how_much() {
+    // Answers take 1.5 s and devices beat every second: each heartbeat
+    // waits for its device's previous one.
+    let faults = Faults { latency: Some("1500ms".parse().unwrap()), ..Faults::default() };
+    let server = start_serve(ServeConfig { faults, ..ServeConfig::default() }).await;
+    let s = scenario(&format!(
+        "duration = \"5s\"\n[target]\nurl = \"{}\"\ntimeout = \"3s\"\nconnections = \"per-device\"\n\
+         [[fleets]]\nname = \"slow\"\ndevices = 50\ninterval = \"1s\"\n\
+         [thresholds]\n\"late\" = \"== 0\"\n\"fleets.slow.late_rate\" = \"< 100%\"\n",
+        server.url()
+    ));
+    let report = run(&s).await;
+    server.shutdown().await;
+    let f = &report.fleets[0];
+    assert!(f.late > 0 && f.late < f.sent, "{f:?}");
+    assert_eq!(f.waited, 0, "no pool: nothing waited for a connection");
+    // Sent 0.5 s late the first time, later by more; never a whole interval.
+    assert!((400.0..=1_100.0).contains(&f.lateness_ms.p50), "{:?}", f.lateness_ms);
+    assert!(f.missed > 0, "some slots passed while the device was busy");
+    let late = report.thresholds.iter().find(|t| t.metric == "late").unwrap();
+    assert!(!late.ok && late.actual == Some(f.late as f64), "{late:?}");
+    assert!(report.thresholds.iter().find(|t| t.metric == "fleets.slow.late_rate").unwrap().ok);
+    assert!(report.summary().contains(&format!("late: {} of slow's", f.late)), "{}", report.summary());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_pending_at_the_end_are_neither_ok_nor_failed_and_out_of_the_error_rate() {
+    // 10% of answers are 503 with Retry-After: 1, and devices retry up to
+    // 3 times: failures that end the run still waiting for their retry
+    // must not fail an error-rate gate.
+    let faults = Faults { error_rate: 0.1, error_status: Some(503), ..Faults::default() };
+    let server = start_serve(ServeConfig { faults, ..ServeConfig::default() }).await;
+    let s = scenario(&format!(
+        "duration = \"4s\"\n[target]\nurl = \"{}\"\nconnections = {{ pool = 8 }}\n\
+         [[fleets]]\nname = \"retrying\"\ndevices = 500\ninterval = \"1s\"\nretry = {{ max = 3 }}\n\
+         [thresholds]\n\"error_rate\" = \"< 1%\"\n\"retry_pending\" = \"> 0\"\n",
+        server.url()
+    ));
+    let report = run(&s).await;
+    server.shutdown().await;
+    let t = &report.totals;
+    assert_eq!(t.sent, t.ok + t.failed + t.retry_pending, "{t:?}");
+    assert!(t.retry_pending >= 20, "about 10% of the last second's heartbeats: {t:?}");
+    assert!(report.thresholds_passed(), "{:?}", report.thresholds);
+    assert!(report.summary().contains("retries pending at the end"), "{}", report.summary());
+}
+
+#[test]
+fn a_run_in_which_nothing_succeeded_fails_whatever_its_thresholds() {
+    // A port nobody listens on: every connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = TempDir::new("verdicts-dead");
+    for thresholds in ["", "[thresholds]\n\"latency.p99\" = \"< 200ms\"\n"] {
+        let file = dir.write(
+            "dead.toml",
+            &format!(
+                "seed = 1\nduration = \"1s\"\n[target]\nurl = \"http://127.0.0.1:{port}\"\n\
+                 [[fleets]]\nname = \"f\"\ndevices = 20\ninterval = \"1s\"\n{thresholds}"
+            ),
+        );
+        let out = fleetstorm(&["run", &file, "--quiet"]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+        assert!(stderr.contains("the run failed: not one of 20 heartbeats sent succeeded (connect 20"), "{stderr}");
+        assert!(stdout.contains("FAILED: not one of"), "{stdout}");
+    }
+}
+
+#[test]
+fn thresholds_that_cannot_fail_are_refused_before_anything_runs() {
+    let dir = TempDir::new("verdicts-impossible");
+    for (condition, kind) in [
+        ("\"error_rate\" = \"< 150%\"", "always true"),
+        ("\"error_rate\" = \"< 5\"", "always true"),
+        ("\"missed\" = \">= 0\"", "always true"),
+        ("\"fleets.f.missed_rate\" = \"> 100%\"", "never true"),
+        ("\"latency.p95\" = \"< 0ms\"", "never true"),
+    ] {
+        let file = dir.write(
+            "impossible.toml",
+            &format!(
+                "[target]\nurl = \"builtin\"\n[[fleets]]\nname = \"f\"\ndevices = 10\n[thresholds]\n{condition}\n"
+            ),
+        );
+        for command in ["validate", "run"] {
+            let out = fleetstorm(&[command, &file, "--quiet"][..if command == "run" { 3 } else { 2 }]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {condition}: {stderr}");
+            assert!(stderr.contains(kind) && stderr.contains("impossible.toml:7"), "{condition}: {stderr}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p75_and_p95_gate_a_run_and_appear_in_every_output() {
+    let server = start_serve(ServeConfig::default()).await;
+    let s = scenario(&format!(
+        "duration = \"2s\"\n[target]\nurl = \"{}\"\n[[fleets]]\nname = \"f\"\ndevices = 100\ninterval = \"1s\"\n\
+         [thresholds]\n\"latency.p95\" = \"< 10s\"\n\"fleets.f.latency.p75\" = \"> 30m\"\n\"service_time.p95\" = \"< 10s\"\n",
+        server.url()
+    ));
+    let report = run(&s).await;
+    server.shutdown().await;
+    let result = |m: &str| report.thresholds.iter().find(|t| t.metric == m).unwrap().clone();
+    assert!(result("latency.p95").ok && result("service_time.p95").ok);
+    let p75 = result("fleets.f.latency.p75");
+    assert!(!p75.ok && p75.actual == Some(report.fleets[0].latency_ms.p75), "{p75:?}");
+    let l = &report.totals.latency_ms;
+    assert!(l.p50 <= l.p75 && l.p75 <= l.p90 && l.p90 <= l.p95 && l.p95 <= l.p99, "{l:?}");
+    let summary = report.summary();
+    assert!(summary.contains("p75") && summary.contains("p95"), "{summary}");
+    for render in [fleetstorm::report::markdown::render, fleetstorm::report::html::render] {
+        let text = render(&report);
+        assert!(text.contains("p75") && text.contains("p95"), "{text}");
+    }
+}

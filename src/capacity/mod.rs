@@ -126,8 +126,12 @@ pub struct StepResult {
 fn pool_limit(report: &Report, baseline_service_p50: Option<f64>) -> Option<(crate::report::PoolLimit, String)> {
     use crate::report::PoolLimit;
     let pool = report.generator.pool.as_ref()?;
-    if pool.limit == PoolLimit::None {
-        return None;
+    match pool.limit {
+        PoolLimit::None => return None,
+        // Little's law says the pool suffices at this rate: the waits are
+        // latency the devices saw, judged by the SLO.
+        PoolLimit::Bursts => return Some((PoolLimit::Bursts, pool.verdict.clone())),
+        PoolLimit::Backend | PoolLimit::Pool | PoolLimit::Unknown => {}
     }
     let light = baseline_service_p50.or(pool.light_load_service_time_p50_ms)?;
     let service = pool.service_time_p50_ms;

@@ -287,18 +287,36 @@ impl TryFrom<RawEvent> for Event {
     }
 }
 
+/// An event of a fleet that cannot be run: which (its index in the file)
+/// and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventError {
+    pub event: usize,
+    pub message: String,
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Checks a fleet's events against each other and the run: events of the
 /// same kind must not overlap (a device cannot be silenced, or surged, or
 /// rolled out twice at once) and every event must start within the run.
-pub fn check(events: &[Event], run: Duration) -> Result<(), String> {
+pub fn check(events: &[Event], run: Duration) -> Result<(), EventError> {
+    let error = |event: usize, message: String| Err(EventError { event, message });
     for (i, e) in events.iter().enumerate() {
         if e.at >= run {
-            return Err(format!(
-                "events[{i}] ({}) starts at {}, but the run lasts {}",
-                e.kind.name(),
-                crate::units::format_duration(e.at),
-                crate::units::format_duration(run)
-            ));
+            return error(
+                i,
+                format!(
+                    "events[{i}] ({}) starts at {}, but the run lasts {}",
+                    e.kind.name(),
+                    crate::units::format_duration(e.at),
+                    crate::units::format_duration(run)
+                ),
+            );
         }
         let silences = |k: &EventKind| matches!(k, EventKind::Outage { .. } | EventKind::Restart { .. });
         let rollout_target = |k: &EventKind| match k {
@@ -313,11 +331,14 @@ pub fn check(events: &[Event], run: Duration) -> Result<(), String> {
             // Windows [at, end] that touch count as overlapping: a device
             // recovering at the instant the next event begins is ambiguous.
             if same && e.at <= f.end() && f.at <= e.end() {
-                return Err(format!(
-                    "events[{i}] ({e}) overlaps events[{j}] ({f}); events of one kind must not overlap \
+                return error(
+                    i,
+                    format!(
+                        "events[{i}] ({e}) overlaps events[{j}] ({f}); events of one kind must not overlap \
                      (move one to start after {})",
-                    crate::units::format_duration(f.end())
-                ));
+                        crate::units::format_duration(f.end())
+                    ),
+                );
             }
         }
     }
@@ -737,8 +758,11 @@ mod tests {
         assert!(check(&[outage(10, 30), outage(60, 10)], secs(120)).is_ok());
         assert!(check(&[outage(10, 30), restart.clone()], secs(120)).is_ok());
         let e = check(&[outage(10, 50), restart], secs(120)).unwrap_err();
+        assert_eq!(e.event, 1);
+        let e = e.message;
         assert!(e.contains("events[1]") && e.contains("overlaps events[0]") && e.contains("after 1m"), "{e}");
         let e = check(&[outage(300, 10)], secs(120)).unwrap_err();
-        assert!(e.contains("starts at 5m, but the run lasts 2m"), "{e}");
+        assert_eq!(e.event, 0);
+        assert!(e.message.contains("starts at 5m, but the run lasts 2m"), "{e}");
     }
 }

@@ -225,10 +225,11 @@ fn events_are_refused_where_they_are_written() {
             "downtime does not apply",
         ),
         ("retry = { max = 30 }\n", 5, "from 1 to 20"),
-        ("[[fleets.events]]\nat = \"5m\"\nkind = \"restart\"\n", 3, "starts at 5m, but the run lasts 2m"),
+        // Checks of the events together: placed at the event at fault.
+        ("[[fleets.events]]\nat = \"5m\"\nkind = \"restart\"\n", 5, "starts at 5m, but the run lasts 2m"),
         (
             "[[fleets.events]]\nat = \"10s\"\nkind = \"outage\"\nduration = \"30s\"\n[[fleets.events]]\nat = \"20s\"\nkind = \"restart\"\n",
-            3,
+            9,
             "events[1] (at 20s: 100% restart over 0s, each down 10s) overlaps events[0]",
         ),
     ];

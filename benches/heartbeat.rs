@@ -22,6 +22,7 @@ fn generator() -> FleetGenerator {
             MetricSpec::new("inference-latency-ms", &format!("model/{name}"), 4.0, 60.0),
             MetricSpec::new("confidence", &format!("model/{name}"), 0.5, 1.0),
         ],
+        deployment_results: 1.0,
     };
     let profile = Profile {
         fleet_name: "factory-east".into(),

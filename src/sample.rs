@@ -5,11 +5,20 @@
 //! fleet; once every device has sent one heartbeat, the listing wraps round
 //! to each device's next one. Device state is created lazily, so sampling a
 //! few lines of a million-device fleet stays cheap.
+//!
+//! Each device's `n`-th line is its `n`-th heartbeat of a run: it follows
+//! the device's schedule with the fleet's events, as the engine does, so a
+//! rollout that has reached the device by then has switched its versions,
+//! and the heartbeat after a model version changed carries the
+//! `DeploymentResult`. The listing does not stop at the run's end: later
+//! lines are the heartbeats of a longer run. Timestamps are the wall
+//! clock's, as when sending.
 
 use std::io::{self, Write};
 
+use crate::fleet::{DeviceClock, FleetEvents};
 use crate::heartbeat::{Device, FleetGenerator, Scratch};
-use crate::scenario::Scenario;
+use crate::scenario::{Fleet, Scenario};
 use crate::units::now_ms;
 
 /// What to sample.
@@ -48,22 +57,32 @@ pub fn write_samples(
         let names: Vec<_> = scenario.fleets.iter().map(|f| f.name()).collect();
         return Err(SampleError::UnknownFleet(name.clone(), names.join(", ")));
     }
-    let generators: Vec<FleetGenerator> = fleets.iter().map(|f| f.generator(seed)).collect();
-    let mut devices: Vec<Vec<Device>> = fleets.iter().map(|_| Vec::new()).collect();
+    let mut sampled: Vec<SampledFleet> = fleets.iter().map(|f| SampledFleet::new(f, seed)).collect();
     let mut scratch = Scratch::default();
     let mut line = Vec::with_capacity(1024);
     let mut written = 0;
     'rounds: for round in 0u64.. {
-        for ((fleet, generator), fleet_devices) in fleets.iter().zip(&generators).zip(&mut devices) {
+        for (fleet, s) in fleets.iter().zip(&mut sampled) {
             for index in 0..fleet.devices {
                 if written == opts.count {
                     break 'rounds;
                 }
-                if round == 0 {
-                    fleet_devices.push(generator.device(index));
+                let at_ns = if round == 0 {
+                    let mut clock = DeviceClock::new(seed, s.generator.key(), index);
+                    let first = s.events.first(&mut clock, &fleet.schedule, fleet.devices, index);
+                    s.devices.push(SampledDevice { device: s.generator.device(index), clock, at_ns: first.at_ns });
+                    first.at_ns
+                } else {
+                    let d = &mut s.devices[index as usize];
+                    d.at_ns = s.events.advance(&mut d.clock, &fleet.schedule, index, d.at_ns).at_ns;
+                    d.at_ns
+                };
+                let d = &mut s.devices[index as usize];
+                if !s.events.is_empty() {
+                    s.events.apply_rollouts(&s.generator.profile, &mut d.device, at_ns);
                 }
                 line.clear();
-                fleet_devices[index as usize].write_next(generator, now_ms(), &mut scratch, &mut line);
+                d.device.write_next(&s.generator, now_ms(), &mut scratch, &mut line);
                 line.push(b'\n');
                 out.write_all(&line)?;
                 written += 1;
@@ -72,4 +91,30 @@ pub fn write_samples(
     }
     out.flush()?;
     Ok(())
+}
+
+/// A fleet being sampled: its generator, its events, and the devices
+/// sampled so far.
+struct SampledFleet {
+    generator: FleetGenerator,
+    events: FleetEvents,
+    devices: Vec<SampledDevice>,
+}
+
+impl SampledFleet {
+    /// Built as the engine builds it under `seed`, so that schedules and
+    /// rollouts match a run's.
+    fn new(fleet: &Fleet, seed: u64) -> Self {
+        let generator = fleet.generator(seed);
+        let events = FleetEvents::new(&fleet.events, fleet.devices, fleet.schedule.interval, generator.key());
+        SampledFleet { generator, events, devices: Vec::new() }
+    }
+}
+
+/// A device's state, its schedule's, and its latest heartbeat's intended
+/// time (ns since the start of the run).
+struct SampledDevice {
+    device: Device,
+    clock: DeviceClock,
+    at_ns: u64,
 }

@@ -33,6 +33,7 @@ use serde::Deserialize;
 
 use super::DeviceClock;
 use crate::heartbeat::generate::mix;
+use crate::heartbeat::{Device, Profile};
 use crate::scenario::Schedule;
 use crate::scenario::settings::{DurationValue, Share};
 
@@ -286,18 +287,36 @@ impl TryFrom<RawEvent> for Event {
     }
 }
 
+/// An event of a fleet that cannot be run: which (its index in the file)
+/// and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventError {
+    pub event: usize,
+    pub message: String,
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Checks a fleet's events against each other and the run: events of the
 /// same kind must not overlap (a device cannot be silenced, or surged, or
 /// rolled out twice at once) and every event must start within the run.
-pub fn check(events: &[Event], run: Duration) -> Result<(), String> {
+pub fn check(events: &[Event], run: Duration) -> Result<(), EventError> {
+    let error = |event: usize, message: String| Err(EventError { event, message });
     for (i, e) in events.iter().enumerate() {
         if e.at >= run {
-            return Err(format!(
-                "events[{i}] ({}) starts at {}, but the run lasts {}",
-                e.kind.name(),
-                crate::units::format_duration(e.at),
-                crate::units::format_duration(run)
-            ));
+            return error(
+                i,
+                format!(
+                    "events[{i}] ({}) starts at {}, but the run lasts {}",
+                    e.kind.name(),
+                    crate::units::format_duration(e.at),
+                    crate::units::format_duration(run)
+                ),
+            );
         }
         let silences = |k: &EventKind| matches!(k, EventKind::Outage { .. } | EventKind::Restart { .. });
         let rollout_target = |k: &EventKind| match k {
@@ -312,11 +331,14 @@ pub fn check(events: &[Event], run: Duration) -> Result<(), String> {
             // Windows [at, end] that touch count as overlapping: a device
             // recovering at the instant the next event begins is ambiguous.
             if same && e.at <= f.end() && f.at <= e.end() {
-                return Err(format!(
-                    "events[{i}] ({e}) overlaps events[{j}] ({f}); events of one kind must not overlap \
+                return error(
+                    i,
+                    format!(
+                        "events[{i}] ({e}) overlaps events[{j}] ({f}); events of one kind must not overlap \
                      (move one to start after {})",
-                    crate::units::format_duration(f.end())
-                ));
+                        crate::units::format_duration(f.end())
+                    ),
+                );
             }
         }
     }
@@ -508,15 +530,65 @@ impl FleetEvents {
         self.silenced(index, Some(prev), planned)
     }
 
-    /// The rollouts device `index` has taken by `at_ns`, in order.
+    /// The rollouts device `index` has taken by `at_ns`, in time order,
+    /// each only if no later one it has taken changes the same thing (its
+    /// agent version, or the same model's version): what it runs at `at_ns`.
     pub fn rollouts_by(&self, index: u64, at_ns: u64) -> impl Iterator<Item = &RolloutTarget> + '_ {
-        self.events.iter().filter_map(move |(e, sel)| match &e.kind {
-            EventKind::Rollout { over, target } => {
-                let rank = sel.rank(index)?;
-                (ns(e.at) + sel.spread(rank, *over) <= at_ns).then_some(target)
-            }
-            _ => None,
+        self.events.iter().enumerate().filter_map(move |(i, event)| {
+            let target = rollout_taken(event, index, at_ns)?;
+            let superseded = self.events[i + 1..]
+                .iter()
+                .filter_map(|later| rollout_taken(later, index, at_ns))
+                .any(|later| later.same_subject(target));
+            (!superseded).then_some(target)
         })
+    }
+
+    /// Switches `device` to the versions this fleet's rollouts have brought
+    /// it by `at_ns` (versions the profile lacks are ignored; the scenario
+    /// adds every rolled-out version to its mixes). A model version that
+    /// changes is a deployment, which the device's next heartbeat reports.
+    pub fn apply_rollouts(&self, profile: &Profile, device: &mut Device, at_ns: u64) {
+        for target in self.rollouts_by(device.index(), at_ns) {
+            match target {
+                RolloutTarget::AgentVersion(v) => {
+                    if let Some(i) = profile.agent_versions.index_of(v) {
+                        device.set_agent_version(i);
+                    }
+                }
+                RolloutTarget::ModelVersion { model, version } => {
+                    if let Some(m) = profile.models.iter().position(|m| &m.name == model)
+                        && let Some(v) = profile.models[m].versions.index_of(version)
+                    {
+                        device.set_model_version(m as u16, v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What `event` rolls out, if it is a rollout that has reached device
+/// `index` by `at_ns`.
+fn rollout_taken(event: &(Event, Selection), index: u64, at_ns: u64) -> Option<&RolloutTarget> {
+    match &event.0.kind {
+        EventKind::Rollout { over, target } => {
+            let rank = event.1.rank(index)?;
+            (ns(event.0.at) + event.1.spread(rank, *over) <= at_ns).then_some(target)
+        }
+        _ => None,
+    }
+}
+
+impl RolloutTarget {
+    /// Whether `self` and `other` change the same thing: the agent
+    /// version, or the same model's version.
+    pub fn same_subject(&self, other: &RolloutTarget) -> bool {
+        match (self, other) {
+            (RolloutTarget::AgentVersion(_), RolloutTarget::AgentVersion(_)) => true,
+            (RolloutTarget::ModelVersion { model: a, .. }, RolloutTarget::ModelVersion { model: b, .. }) => a == b,
+            _ => false,
+        }
     }
 }
 
@@ -630,6 +702,52 @@ mod tests {
     }
 
     #[test]
+    fn successive_model_rollouts_are_each_one_deployment() {
+        use crate::heartbeat::{FleetGenerator, ModelSpec, NameTemplate, Profile, Scratch, Weighted, wire};
+        let rollout = |at, version: &str| Event {
+            at: secs(at),
+            share: 1.0,
+            kind: EventKind::Rollout {
+                over: Duration::ZERO,
+                target: RolloutTarget::ModelVersion { model: "detector".into(), version: version.into() },
+            },
+        };
+        let versions = Weighted::new([("3.1", 1.0), ("3.2", 0.0), ("3.3", 0.0)].map(|(v, w)| (v.to_string(), w)));
+        let profile = Profile {
+            fleet_name: "f".into(),
+            agent_versions: Weighted::single("1.0"),
+            agent_metrics: Vec::new(),
+            models: vec![ModelSpec {
+                name: "detector".into(),
+                versions: versions.unwrap(),
+                share: 1.0,
+                metrics: Vec::new(),
+                deployment_results: 1.0,
+            }],
+        };
+        let generator = FleetGenerator::new(profile, NameTemplate::parse("d{index}").unwrap(), 1);
+        let fe = FleetEvents::new(&[rollout(10, "3.2"), rollout(30, "3.3")], 1, secs(5), 3);
+        let mut device = generator.device(0);
+        let mut reported = Vec::new();
+        for t in (0..60).step_by(5) {
+            fe.apply_rollouts(&generator.profile, &mut device, t * 1_000_000_000);
+            let mut body = Vec::new();
+            device.write_next(&generator, 1_000_000 + t * 1000, &mut Scratch::default(), &mut body);
+            crate::heartbeat::validate(&body).unwrap();
+            let hb: wire::SendHeartbeat = serde_json::from_slice(&body).unwrap();
+            let runs = hb.models.unwrap()[0].model_version.clone().unwrap();
+            if let Some(r) = hb.deployment_result {
+                let to = r.deployment_models.unwrap()[0].model_version.clone().unwrap();
+                assert_eq!(to, runs);
+                reported.push((t, to));
+            }
+        }
+        // The later rollout supersedes the earlier one, rather than both
+        // being applied again (a change back and forth) at every heartbeat.
+        assert_eq!(reported, [(10, "3.2".to_string()), (30, "3.3".to_string())]);
+    }
+
+    #[test]
     fn overlapping_and_impossible_events_are_refused() {
         let outage = |at, d| Event {
             at: secs(at),
@@ -640,8 +758,11 @@ mod tests {
         assert!(check(&[outage(10, 30), outage(60, 10)], secs(120)).is_ok());
         assert!(check(&[outage(10, 30), restart.clone()], secs(120)).is_ok());
         let e = check(&[outage(10, 50), restart], secs(120)).unwrap_err();
+        assert_eq!(e.event, 1);
+        let e = e.message;
         assert!(e.contains("events[1]") && e.contains("overlaps events[0]") && e.contains("after 1m"), "{e}");
         let e = check(&[outage(300, 10)], secs(120)).unwrap_err();
-        assert!(e.contains("starts at 5m, but the run lasts 2m"), "{e}");
+        assert_eq!(e.event, 0);
+        assert!(e.message.contains("starts at 5m, but the run lasts 2m"), "{e}");
     }
 }

@@ -14,7 +14,12 @@
 //! - metric values are bounded random walks, rounded to the metric's
 //!   decimals;
 //! - the agent version and the deployed models (and their versions) are
-//!   drawn once per device from the fleet's weighted mixes.
+//!   drawn once per device from the fleet's weighted mixes;
+//! - a model whose version changes (a rollout, [`Device::set_model_version`])
+//!   is reported once, in the next heartbeat, with a `DeploymentResult`
+//!   (for the model's `deployment_results` share of changes): a successful
+//!   deployment that began no earlier than the previous heartbeat and ended
+//!   no later than this one.
 //!
 //! Determinism: a device's random stream is seeded from the scenario seed,
 //! the fleet's name and the device index, so the same seed gives the same
@@ -63,6 +68,12 @@ struct ModelFragments {
     metrics: Vec<Vec<u8>>,
     /// `"ModelName":"…","ModelVersion":"…"}` per version.
     tails: Vec<Vec<u8>>,
+    /// Per version, the start of a `DeploymentResult` that brought it:
+    /// `"DeploymentName":"…","DeploymentStatus":"SUCCESS","DeploymentStatusMessage":"…","DeploymentStartTime":`.
+    deployment_heads: Vec<Vec<u8>>,
+    /// Per version, its entry in `DeploymentModels`:
+    /// `{"ModelHandle":"…","ModelName":"…","ModelVersion":"…","DesiredState":"DEPLOY","State":"DEPLOY","Status":"SUCCESS"}`.
+    deployment_models: Vec<Vec<u8>>,
 }
 
 /// `value` as JSON (escaped and quoted).
@@ -89,24 +100,81 @@ impl Fragments {
             models: p
                 .models
                 .iter()
-                .map(|m| ModelFragments {
-                    metrics: m.metrics.iter().map(metric_prefix).collect(),
-                    tails: (0..m.versions.len())
-                        .map(|i| {
-                            let version = json(m.versions.name(i as u16));
-                            [&b"\"ModelName\":"[..], &json(&m.name), b",\"ModelVersion\":", &version, b"}"].concat()
-                        })
-                        .collect(),
+                .map(|m| {
+                    let versions = (0..m.versions.len()).map(|i| m.versions.name(i as u16));
+                    let (name, handle) = (json(&m.name), json(&entity_name(&m.name)));
+                    ModelFragments {
+                        metrics: m.metrics.iter().map(metric_prefix).collect(),
+                        tails: versions
+                            .clone()
+                            .map(|v| [&b"\"ModelName\":"[..], &name, b",\"ModelVersion\":", &json(v), b"}"].concat())
+                            .collect(),
+                        deployment_heads: versions
+                            .clone()
+                            .map(|v| {
+                                let deployment = json(&entity_name(&format!("{}-{v}", m.name)));
+                                let message = json(&format!("deployed {} {v}", m.name));
+                                [
+                                    &b"\"DeploymentName\":"[..],
+                                    &deployment,
+                                    b",\"DeploymentStatus\":\"SUCCESS\",\"DeploymentStatusMessage\":",
+                                    &message,
+                                    b",\"DeploymentStartTime\":",
+                                ]
+                                .concat()
+                            })
+                            .collect(),
+                        deployment_models: versions
+                            .map(|v| {
+                                [
+                                    &b"{\"ModelHandle\":"[..],
+                                    &handle,
+                                    b",\"ModelName\":",
+                                    &name,
+                                    b",\"ModelVersion\":",
+                                    &json(v),
+                                    b",\"DesiredState\":\"DEPLOY\",\"State\":\"DEPLOY\",\"Status\":\"SUCCESS\"}",
+                                ]
+                                .concat()
+                            })
+                            .collect(),
+                    }
                 })
                 .collect(),
         }
     }
 }
 
+/// `text` as an EntityName (`^[a-zA-Z0-9](-*[a-zA-Z0-9])*$`, 1 to 63
+/// characters): letters and digits kept, every other run of characters
+/// one hyphen, cut to 63 without a hyphen at either end.
+fn entity_name(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(63));
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    // Only ASCII went in, so any length is a character boundary.
+    out.truncate(63);
+    while out.ends_with('-') {
+        out.pop();
+    }
+    if out.is_empty() {
+        out.push_str("deployment");
+    }
+    out
+}
+
 /// How far back a model's latest inference may lie from the heartbeat time.
 const INFERENCE_LAG_MS: u64 = 2_000;
 /// The probability that a model captured a new sample since the last heartbeat.
 const SAMPLE_PROBABILITY: f64 = 0.2;
+/// The window a deployment reported in a device's first heartbeat lies in
+/// (later ones lie between the previous heartbeat and this one).
+const FIRST_DEPLOYMENT_WINDOW_MS: u64 = 30_000;
 
 impl FleetGenerator {
     pub fn new(profile: Profile, names: NameTemplate, seed: u64) -> Self {
@@ -129,6 +197,7 @@ impl FleetGenerator {
                 models.push(DeployedModel {
                     spec: i as u16,
                     version: spec.versions.pick(version),
+                    deployed: false,
                     latest_inference_ms: 0,
                     latest_sample_ms: 0,
                 });
@@ -137,7 +206,7 @@ impl FleetGenerator {
         let metric_specs =
             p.agent_metrics.iter().chain(models.iter().flat_map(|m| p.models[usize::from(m.spec)].metrics.iter()));
         let values = metric_specs.map(|m| round(rng.random_range_inclusive(m.min, m.max), m.decimals)).collect();
-        Device { index, rng, agent_version, last_ms: 0, models: models.into_boxed_slice(), values }
+        Device { index, rng, agent_version, deployed: false, last_ms: 0, models: models.into_boxed_slice(), values }
     }
 
     /// A stable key of this fleet under this seed, for other per-fleet
@@ -153,6 +222,8 @@ pub struct Device {
     index: u64,
     rng: Xoshiro128PlusPlus,
     agent_version: u16,
+    /// Some model's version changed since the last heartbeat.
+    deployed: bool,
     /// The timestamp of the last heartbeat, in epoch milliseconds.
     last_ms: u64,
     models: Box<[DeployedModel]>,
@@ -166,6 +237,8 @@ struct DeployedModel {
     spec: u16,
     /// Index into that model's versions.
     version: u16,
+    /// Its version changed since the last heartbeat, which is to report it.
+    deployed: bool,
     latest_inference_ms: u64,
     latest_sample_ms: u64,
 }
@@ -193,17 +266,36 @@ impl Device {
     }
 
     /// Switches the version of model `model` (an index into the profile's
-    /// models), if the device has it deployed.
+    /// models), if the device has it deployed. A change (not a switch to
+    /// the version it runs) is a deployment, which the next heartbeat
+    /// reports (see [`Self::write_next`]).
     pub fn set_model_version(&mut self, model: u16, version: u16) {
-        if let Some(m) = self.models.iter_mut().find(|m| m.spec == model) {
+        if let Some(m) = self.models.iter_mut().find(|m| m.spec == model)
+            && m.version != version
+        {
             m.version = version;
+            m.deployed = true;
+            self.deployed = true;
         }
+    }
+
+    /// The index of model `model`'s version (into the profile's models and
+    /// that model's versions), if the device has it deployed.
+    pub fn model_version(&self, model: u16) -> Option<u16> {
+        self.models.iter().find(|m| m.spec == model).map(|m| m.version)
     }
 
     /// Advances the device by one heartbeat sent at `now_ms` (epoch
     /// milliseconds) and appends its JSON body to `out`.
+    ///
+    /// If a model's version changed since the previous heartbeat, the body
+    /// ends with a `DeploymentResult` for it (for the model's
+    /// `deployment_results` share of changes, drawn from the device's
+    /// stream): `SUCCESS`, started and ended between the previous
+    /// heartbeat (or 30 s before, for a first one) and this one.
     pub fn write_next(&mut self, fleet: &FleetGenerator, now_ms: u64, scratch: &mut Scratch, out: &mut Vec<u8>) {
-        let ts = now_ms.max(self.last_ms);
+        let previous_ms = self.last_ms;
+        let ts = now_ms.max(previous_ms);
         self.last_ms = ts;
         self.advance(&fleet.profile, ts);
         let f = &fleet.fragments;
@@ -246,7 +338,52 @@ impl Device {
             }
             out.push(b']');
         }
+        if self.deployed {
+            self.write_deployment(fleet, previous_ms, ts, out);
+        }
         out.push(b'}');
+    }
+
+    /// Appends `,"DeploymentResult":{…}` for the models whose version
+    /// changed, those of them that report it; clears the changes.
+    fn write_deployment(&mut self, fleet: &FleetGenerator, previous_ms: u64, ts: u64, out: &mut Vec<u8>) {
+        self.deployed = false;
+        let f = &fleet.fragments;
+        let mut open = false;
+        for k in 0..self.models.len() {
+            let model = &mut self.models[k];
+            if !std::mem::replace(&mut model.deployed, false) {
+                continue;
+            }
+            let share = fleet.profile.models[usize::from(model.spec)].deployment_results;
+            // Draw whatever the share, so that it does not shift later draws.
+            let reported = self.rng.random::<f64>() < share;
+            if !reported {
+                continue;
+            }
+            let mf = &f.models[usize::from(model.spec)];
+            let version = usize::from(model.version);
+            if open {
+                out.push(b',');
+            } else {
+                open = true;
+                // One deployment, started and ended within the window.
+                let window = if previous_ms == 0 { FIRST_DEPLOYMENT_WINDOW_MS } else { ts - previous_ms };
+                let from = ts - window.min(ts);
+                let (a, b) = (self.rng.random::<f64>(), self.rng.random::<f64>());
+                let [start, end] = [a.min(b), a.max(b)].map(|u| (from + (u * window as f64) as u64).min(ts));
+                out.extend_from_slice(b",\"DeploymentResult\":{");
+                out.extend_from_slice(&mf.deployment_heads[version]);
+                write_number(timestamp(start), out);
+                out.extend_from_slice(b",\"DeploymentEndTime\":");
+                write_number(timestamp(end), out);
+                out.extend_from_slice(b",\"DeploymentModels\":[");
+            }
+            out.extend_from_slice(&mf.deployment_models[version]);
+        }
+        if open {
+            out.extend_from_slice(b"]}");
+        }
     }
 
     fn advance(&mut self, profile: &Profile, ts: u64) {
@@ -348,9 +485,11 @@ mod tests {
             agent_metrics: Profile::default_agent_metrics(),
             models: vec![ModelSpec {
                 name: "resnet50".into(),
-                versions: Weighted::single("3.1"),
+                // 3.2 only comes by a rollout.
+                versions: Weighted::new([("3.1".to_string(), 1.0), ("3.2".to_string(), 0.0)]).unwrap(),
                 share,
                 metrics: vec![MetricSpec::new("latency-ms", "model/resnet50", 1.0, 50.0)],
+                deployment_results: 1.0,
             }],
         };
         FleetGenerator::new(profile, NameTemplate::parse("cam-{index:04}").unwrap(), 7)
@@ -411,6 +550,118 @@ mod tests {
             assert!((0.0..=10.0).contains(&next));
             assert!((next - v).abs() <= spec.walk + 0.01);
             v = next;
+        }
+    }
+
+    fn parsed(b: &[u8]) -> wire::SendHeartbeat {
+        validate(b).unwrap_or_else(|v| panic!("{v}\n{}", String::from_utf8_lossy(b)));
+        let hb: wire::SendHeartbeat = serde_json::from_slice(b).unwrap();
+        assert_eq!(serde_json::to_vec(&hb).unwrap(), b, "byte for byte what the wire types serialize");
+        hb
+    }
+
+    #[test]
+    fn a_model_version_change_is_reported_once_in_the_next_heartbeat() {
+        let f = fleet(1.0);
+        let mut d = f.device(4);
+        let t0 = 1_700_000_000_000;
+        assert!(parsed(&body(&mut d, &f, t0)).deployment_result.is_none());
+        d.set_model_version(0, 0);
+        assert!(parsed(&body(&mut d, &f, t0 + 1)).deployment_result.is_none(), "the version it runs: no change");
+
+        d.set_model_version(0, 1);
+        assert_eq!(d.model_version(0), Some(1));
+        let t1 = t0 + 20_000;
+        let hb = parsed(&body(&mut d, &f, t1));
+        assert_eq!(hb.models.as_ref().unwrap()[0].model_version.as_deref(), Some("3.2"));
+        let r = hb.deployment_result.expect("the heartbeat after the change reports the deployment");
+        assert_eq!(r.deployment_name.as_deref(), Some("resnet50-3-2"));
+        assert_eq!(r.deployment_status.as_deref(), Some("SUCCESS"));
+        assert_eq!(r.deployment_status_message.as_deref(), Some("deployed resnet50 3.2"));
+        let (start, end) = (r.deployment_start_time.unwrap().0, r.deployment_end_time.unwrap().0);
+        assert!((t0 + 1) as f64 / 1000.0 <= start, "began after the previous heartbeat: {start}");
+        assert!(start <= end && end <= t1 as f64 / 1000.0, "ended by this one: {start}..{end}");
+        let models = r.deployment_models.unwrap();
+        assert_eq!(models.len(), 1);
+        let m = &models[0];
+        assert_eq!((m.model_handle.as_deref(), m.model_name.as_deref()), (Some("resnet50"), Some("resnet50")));
+        assert_eq!(m.model_version.as_deref(), Some("3.2"));
+        assert_eq!((m.desired_state, m.state), (Some(wire::ModelState::Deploy), Some(wire::ModelState::Deploy)));
+        assert_eq!(m.status, Some(wire::DeploymentStatus::Success));
+
+        for k in 1..5 {
+            assert!(parsed(&body(&mut d, &f, t1 + k * 20_000)).deployment_result.is_none(), "reported once");
+        }
+    }
+
+    #[test]
+    fn a_change_before_the_first_heartbeat_lies_within_the_window_before_it() {
+        let f = fleet(1.0);
+        let mut d = f.device(0);
+        d.set_model_version(0, 1);
+        let t = 1_700_000_000_000u64;
+        let r = parsed(&body(&mut d, &f, t)).deployment_result.unwrap();
+        let (start, end) = (r.deployment_start_time.unwrap().0, r.deployment_end_time.unwrap().0);
+        let from = (t - FIRST_DEPLOYMENT_WINDOW_MS) as f64 / 1000.0;
+        assert!(from <= start && start <= end && end <= t as f64 / 1000.0, "{from} {start} {end}");
+    }
+
+    #[test]
+    fn deployment_results_reports_its_share_of_changes_and_a_device_without_the_model_none() {
+        let mut f = fleet(1.0);
+        f.profile.models[0].deployment_results = 0.25;
+        let reported = (0..2000)
+            .filter(|&i| {
+                let mut d = f.device(i);
+                body(&mut d, &f, 1_000_000);
+                d.set_model_version(0, 1);
+                parsed(&body(&mut d, &f, 1_010_000)).deployment_result.is_some()
+            })
+            .count();
+        assert!((400..600).contains(&reported), "{reported} of 2000 changes reported at 25%");
+        f.profile.models[0].deployment_results = 0.0;
+        let mut d = f.device(1);
+        d.set_model_version(0, 1);
+        assert!(parsed(&body(&mut d, &f, 1_000_000)).deployment_result.is_none());
+
+        let f = fleet(0.0);
+        let mut d = f.device(2);
+        d.set_model_version(0, 1);
+        assert_eq!(d.model_version(0), None);
+        assert!(parsed(&body(&mut d, &f, 1_000_000)).deployment_result.is_none());
+    }
+
+    #[test]
+    fn two_models_changed_at_once_are_one_deployment() {
+        let mut f = fleet(1.0);
+        let mut second = f.profile.models[0].clone();
+        second.name = "ocr-labels".into();
+        second.versions = Weighted::new([("a b".to_string(), 1.0), ("c_d.e".to_string(), 0.0)]).unwrap();
+        f.profile.models.push(second);
+        let f = FleetGenerator::new(f.profile.clone(), f.names.clone(), 3);
+        let mut d = f.device(9);
+        d.set_model_version(0, 1);
+        d.set_model_version(1, 1);
+        let r = parsed(&body(&mut d, &f, 1_000_000)).deployment_result.unwrap();
+        let versions: Vec<_> = r.deployment_models.unwrap().into_iter().map(|m| m.model_version.unwrap()).collect();
+        assert_eq!(versions, ["3.2", "c_d.e"]);
+    }
+
+    #[test]
+    fn entity_names_are_made_valid() {
+        for (text, want) in [
+            ("resnet50-3.2", "resnet50-3-2"),
+            ("m-1 2__3", "m-1-2-3"),
+            ("m-...", "m"),
+            ("...", "deployment"),
+            ("é", "deployment"),
+        ] {
+            assert_eq!(entity_name(text), want);
+        }
+        let long = entity_name(&format!("{}-{}", "a".repeat(62), "b"));
+        assert_eq!(long, "a".repeat(62), "cut to 63 without a trailing hyphen");
+        for text in ["x", "a-b", &"z9-".repeat(40)] {
+            crate::heartbeat::rules::ENTITY_NAME.check(&entity_name(text)).unwrap();
         }
     }
 

@@ -228,6 +228,9 @@ pub struct ModelSpec {
     /// The fraction of devices that have it deployed, in `[0, 1]`.
     pub share: f64,
     pub metrics: Vec<MetricSpec>,
+    /// The fraction of its version changes (rollouts) that a device
+    /// reports with a `DeploymentResult` in its next heartbeat, in `[0, 1]`.
+    pub deployment_results: f64,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +243,8 @@ struct RawModel {
     share: f64,
     #[serde(default)]
     metrics: Vec<RawMetricWithDefaultDimension>,
+    #[serde(default = "one")]
+    deployment_results: f64,
 }
 
 /// A model metric whose dimension defaults to `model/<model name>`.
@@ -259,6 +264,13 @@ impl TryFrom<RawModel> for ModelSpec {
         if !(0.0..=1.0).contains(&raw.share) {
             return Err(format!("model {name:?}: share is {}; it must be between 0 and 1", raw.share));
         }
+        if !(0.0..=1.0).contains(&raw.deployment_results) {
+            return Err(format!(
+                "model {name:?}: deployment_results is {}; it must be between 0 and 1 (the share of version \
+                 changes reported with a DeploymentResult)",
+                raw.deployment_results
+            ));
+        }
         let mut metrics = Vec::with_capacity(raw.metrics.len());
         for RawMetricWithDefaultDimension(mut m) in raw.metrics {
             m.dimension.get_or_insert_with(|| format!("model/{name}"));
@@ -267,7 +279,13 @@ impl TryFrom<RawModel> for ModelSpec {
             }
             metrics.push(MetricSpec::try_from(m)?);
         }
-        Ok(ModelSpec { name, versions: raw.versions, share: raw.share, metrics })
+        Ok(ModelSpec {
+            name,
+            versions: raw.versions,
+            share: raw.share,
+            metrics,
+            deployment_results: raw.deployment_results,
+        })
     }
 }
 

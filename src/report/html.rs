@@ -69,6 +69,10 @@ pub fn render(report: &Report) -> String {
     counts_table(report, &mut out);
     out.push_str("<h2>Latency (ms)</h2>\n");
     latency_table(report, &mut out);
+    if !report.cohorts.is_empty() {
+        out.push_str("<h2>Cohorts by agent version</h2>\n");
+        cohorts_table(report, &mut out);
+    }
     if !report.thresholds.is_empty() {
         out.push_str("<h2>Thresholds</h2>\n");
         thresholds_table(report, &mut out);
@@ -170,6 +174,31 @@ fn latency_table(report: &Report, out: &mut String) {
                 p.mean
             );
         }
+    }
+    out.push_str("</table>\n");
+}
+
+/// Per fleet and agent version (`breakdown = ["agent_version"]`): a
+/// heartbeat counts with the version it carried.
+fn cohorts_table(report: &Report, out: &mut String) {
+    out.push_str(
+        "<table id=\"cohorts\"><tr><th>fleet</th><th>agent version</th><th>sent</th><th>ok</th><th>failed</th>\
+         <th>error rate</th><th>p50 ms</th><th>p99 ms</th></tr>\n",
+    );
+    for c in &report.cohorts {
+        let s = &c.stats;
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td></tr>",
+            escape(&c.fleet),
+            escape(&c.agent_version),
+            s.sent,
+            s.ok,
+            s.failed,
+            Unit::Fraction.format(s.error_rate()),
+            s.latency_ms.p50,
+            s.latency_ms.p99
+        );
     }
     out.push_str("</table>\n");
 }

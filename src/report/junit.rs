@@ -1,11 +1,18 @@
 //! JUnit XML (`--junit`): one test case per threshold, so CI systems list
 //! the gates natively. A failing threshold is a `<failure>` whose message
 //! gives the actual value against the condition.
+//!
+//! With cohorts (`breakdown = ["agent_version"]`), a second suite,
+//! `fleetstorm.<scenario>.cohorts`, has one passing test case per fleet and
+//! agent version, its results in `<system-out>` (which JUnit readers show
+//! with the case), so a rollout's versions can be compared in the CI's own
+//! test view.
 
 use std::fmt::Write as _;
 
 use super::Report;
 use super::html::escape;
+use crate::gate::Unit;
 
 /// Renders the report's thresholds as a JUnit XML document.
 pub fn render(report: &Report) -> String {
@@ -15,7 +22,8 @@ pub fn render(report: &Report) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
-        "<testsuites name=\"fleetstorm\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" time=\"{:.3}\">",
+        "<testsuites name=\"fleetstorm\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{:.3}\">",
+        tests + report.cohorts.len(),
         report.elapsed_s
     );
     let _ = writeln!(
@@ -59,6 +67,43 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
-    out.push_str("  </testsuite>\n</testsuites>\n");
+    out.push_str("  </testsuite>\n");
+    if !report.cohorts.is_empty() {
+        cohorts(report, &format!("{suite}.cohorts"), &mut out);
+    }
+    out.push_str("</testsuites>\n");
     out
+}
+
+/// The cohorts' suite: a passing case per fleet and agent version.
+fn cohorts(report: &Report, suite: &str, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"0\" errors=\"0\" skipped=\"0\" time=\"{:.3}\" timestamp=\"{}\">",
+        escape(suite),
+        report.cohorts.len(),
+        report.elapsed_s,
+        escape(report.started_at.trim_end_matches('Z'))
+    );
+    for c in &report.cohorts {
+        let s = &c.stats;
+        let results = format!(
+            "sent {}, ok {}, failed {}, error rate {}; latency p50 {:.2} ms, p99 {:.2} ms",
+            s.sent,
+            s.ok,
+            s.failed,
+            Unit::Fraction.format(s.error_rate()),
+            s.latency_ms.p50,
+            s.latency_ms.p99
+        );
+        let _ = writeln!(
+            out,
+            "    <testcase classname=\"{}\" name=\"{}@{}\" time=\"0\">\n      <system-out>{}</system-out>\n    </testcase>",
+            escape(suite),
+            escape(&c.fleet),
+            escape(&c.agent_version),
+            escape(&results)
+        );
+    }
+    out.push_str("  </testsuite>\n");
 }

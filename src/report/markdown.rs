@@ -1,5 +1,6 @@
 //! The Markdown summary (`--summary-md`), sized for a CI job summary: the
-//! verdict first, then the tables a reviewer needs.
+//! verdict first, then the tables a reviewer needs (thresholds, fleets,
+//! and the cohorts by agent version when the scenario breaks results down).
 
 use std::fmt::Write as _;
 
@@ -92,6 +93,28 @@ pub fn render(report: &Report) -> String {
             l.max,
             r.connection_wait_ms.p99
         );
+    }
+    if !report.cohorts.is_empty() {
+        out.push_str(
+            "\n**By agent version:**\n\n\
+             | fleet | agent version | sent | ok | failed | error rate | p50 ms | p99 ms |\n\
+             |---|---|--:|--:|--:|--:|--:|--:|\n",
+        );
+        for c in &report.cohorts {
+            let s = &c.stats;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |",
+                cell(&c.fleet),
+                cell(&c.agent_version),
+                s.sent,
+                s.ok,
+                s.failed,
+                Unit::Fraction.format(s.error_rate()),
+                s.latency_ms.p50,
+                s.latency_ms.p99
+            );
+        }
     }
     let failures: Vec<String> =
         report.totals.errors.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();

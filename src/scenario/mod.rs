@@ -18,6 +18,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use error::ScenarioError;
+use error::Step;
 pub use settings::{Arrival, ConnectionMode, Header, Schedule, StartMode, Target, TargetUrl};
 
 use settings::{DurationValue, Rate, Share};
@@ -132,12 +133,12 @@ pub fn parse(text: &str, format: Format, origin: &str, default_name: &str) -> Re
         Format::Toml => {
             let de = toml::Deserializer::parse(text).map_err(|e| ScenarioError::from_toml(origin, text, None, &e))?;
             serde_path_to_error::deserialize(de)
-                .map_err(|e| ScenarioError::from_toml(origin, text, Some(e.path().to_string()), e.inner()))?
+                .map_err(|e| ScenarioError::from_toml(origin, text, Some(e.path()), e.inner()))?
         }
         Format::Json => {
             let mut de = serde_json::Deserializer::from_str(text);
             let raw = serde_path_to_error::deserialize(&mut de)
-                .map_err(|e| ScenarioError::from_json(origin, text, Some(e.path().to_string()), e.inner()))?;
+                .map_err(|e| ScenarioError::from_json(origin, text, Some(e.path()), e.inner()))?;
             de.end().map_err(|e| ScenarioError::from_json(origin, text, None, &e))?;
             raw
         }
@@ -160,13 +161,26 @@ pub fn parse(text: &str, format: Format, origin: &str, default_name: &str) -> Re
         breakdown: raw.breakdown,
         capacity: raw.capacity,
     };
-    for f in &scenario.fleets {
-        if let Err(e) = crate::fleet::events::check(&f.events, scenario.duration) {
-            return Err(ScenarioError::at_text(
+    for (i, f) in scenario.fleets.iter().enumerate() {
+        let fleet = |rest: &[Step]| [&[Step::Key("fleets".into()), Step::Index(i)][..], rest].concat();
+        if let Some(first) = scenario.fleets[..i].iter().position(|g| g.name() == f.name()) {
+            return Err(ScenarioError::at_key(
                 origin,
                 text,
-                &format!("\"{}\"", f.name()),
-                "fleets.events",
+                format,
+                &fleet(&[Step::Key("name".into())]),
+                &format!(
+                    "the fleet name {:?} is already used by fleets[{first}]; fleet names must be unique",
+                    f.name()
+                ),
+            ));
+        }
+        if let Err(e) = crate::fleet::events::check(&f.events, scenario.duration) {
+            return Err(ScenarioError::at_key(
+                origin,
+                text,
+                format,
+                &fleet(&[Step::Key("events".into()), Step::Index(e.event)]),
                 &format!("fleet {:?}: {e}", f.name()),
             ));
         }
@@ -221,7 +235,8 @@ impl<'de> Deserialize<'de> for PositiveDuration {
     }
 }
 
-/// The fleets, checked as a whole: at least one, names unique.
+/// The fleets: at least one. (Their names are checked to be unique once
+/// parsed, so that a duplicate is placed at its own fleet.)
 #[derive(Deserialize)]
 #[serde(try_from = "Vec<Fleet>")]
 struct Fleets(Vec<Fleet>);
@@ -232,14 +247,6 @@ impl TryFrom<Vec<Fleet>> for Fleets {
     fn try_from(fleets: Vec<Fleet>) -> Result<Self, String> {
         if fleets.is_empty() {
             return Err("no fleets: add at least one [[fleets]] table".into());
-        }
-        for (i, f) in fleets.iter().enumerate() {
-            if let Some(first) = fleets[..i].iter().position(|g| g.name() == f.name()) {
-                return Err(format!(
-                    "fleets[{i}].name: the fleet name {:?} is already used by fleets[{first}]; fleet names must be unique",
-                    f.name()
-                ));
-            }
         }
         Ok(Fleets(fleets))
     }

@@ -83,3 +83,57 @@ fn sample_errors_exit_2_with_a_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the scenario"));
 }
+
+#[test]
+fn a_model_rollout_shows_in_the_sample_as_one_valid_deployment_result_per_device() {
+    // rollout.toml: 4,000 cameras every 20 s; the detector's 3.2 reaches
+    // 25% of them between 1m30s and 2m. Seven rounds reach 2m.
+    let scenario = fleetstorm::scenario::load(&super::util::root().join("scenarios/rollout.toml")).unwrap();
+    let devices = scenario.fleets[0].devices as usize;
+    let rounds = 7;
+    let count = (devices * rounds).to_string();
+    let out = fleetstorm(&["sample", "scenarios/rollout.toml", "--count", &count]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&[u8]> = out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), devices * rounds);
+
+    let version = |hb: &wire::SendHeartbeat| hb.models.as_ref().unwrap()[0].model_version.clone().unwrap();
+    let mut reported: HashMap<String, usize> = HashMap::new();
+    let mut last_version: HashMap<String, String> = HashMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        validate(line).unwrap_or_else(|v| panic!("line {i}: {v}\n{}", String::from_utf8_lossy(line)));
+        let hb: wire::SendHeartbeat = serde_json::from_slice(line).unwrap();
+        let now = version(&hb);
+        let before = last_version.insert(hb.device_name.clone(), now.clone());
+        let Some(r) = &hb.deployment_result else {
+            assert!(before.is_none() || before.as_ref() == Some(&now), "line {i}: a change went unreported");
+            continue;
+        };
+        // The heartbeat that first carries the new version reports it.
+        assert_eq!((before.as_deref(), now.as_str()), (Some("3.1"), "3.2"), "line {i}");
+        *reported.entry(hb.device_name.clone()).or_default() += 1;
+        assert_eq!(r.deployment_name.as_deref(), Some("detector-3-2"));
+        assert_eq!(r.deployment_status.as_deref(), Some("SUCCESS"));
+        let m = &r.deployment_models.as_ref().unwrap()[0];
+        assert_eq!((m.model_name.as_deref(), m.model_version.as_deref()), (Some("detector"), Some("3.2")));
+        assert_eq!(m.status, Some(wire::DeploymentStatus::Success));
+        let (start, end) = (r.deployment_start_time.unwrap().0, r.deployment_end_time.unwrap().0);
+        let sent = hb.agent_metrics.as_ref().unwrap()[0].timestamp.unwrap().0;
+        assert!(start <= end && end <= sent, "line {i}: deployed {start}..{end}, sent {sent}");
+    }
+    assert_eq!(reported.len(), devices / 4, "exactly the rollout's 25% report it, once each: {reported:?}");
+    assert!(reported.values().all(|&n| n == 1));
+    let on_new = last_version.values().filter(|v| *v == "3.2").count();
+    assert_eq!(on_new, devices / 4, "and they are the devices that run 3.2 at the end");
+
+    // The same seed gives the same devices the same deployments.
+    let again = fleetstorm(&["sample", "scenarios/rollout.toml", "--count", &count]);
+    let names = |stdout: &[u8]| -> Vec<String> {
+        stdout
+            .split(|&b| b == b'\n')
+            .filter(|l| l.windows(16).any(|w| w == b"DeploymentResult"))
+            .map(|l| serde_json::from_slice::<wire::SendHeartbeat>(l).unwrap().device_name)
+            .collect()
+    };
+    assert_eq!(names(&out.stdout), names(&again.stdout));
+}

@@ -2,7 +2,8 @@
 //! 503s, counted as serve counts them; an outage's gaps as serve and
 //! fleetstorm's freshness see them; a thundering herd's spike and recovery
 //! in the timeline; events refused where they are written; the schedule
-//! printed by `validate --schedule`, the same every time.
+//! printed by `validate --schedule`, the same every time; a model rollout's
+//! deployment results, accepted by serve.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,7 @@ use fleetstorm::server::{Faults, ServeConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::run::schema_check;
-use super::util::{TempDir, client, fleetstorm, get_json, spawn_serve, start_serve};
+use super::util::{TempDir, client, fleetstorm, get_json, post, spawn_serve, start_serve};
 
 fn scenario(text: &str) -> Scenario {
     scenario::parse(text, Format::Toml, "test.toml", "test").unwrap_or_else(|e| panic!("{e}"))
@@ -111,6 +112,66 @@ async fn an_outage_shows_the_same_gaps_in_serve_and_in_freshness() {
     assert!(serve_gaps[49] < 4000.0 && serve_gaps[50] > 19_000.0, "half short, half the outage: {serve_gaps:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_rollout_reports_deployment_results_that_serve_accepts() {
+    let server = start_serve(ServeConfig::default()).await;
+    let text = format!(
+        r#"
+        seed = 4
+        duration = "4s"
+        [target]
+        url = "{}"
+        connections = {{ pool = 8 }}
+        [[fleets]]
+        name = "deploying"
+        devices = 200
+        device_name = "dep-{{index:03}}"
+        interval = "1s"
+        [[fleets.models]]
+        name = "detector"
+        versions = {{ "3.1" = 1.0 }}
+        [[fleets.events]]
+        at = "1s"
+        kind = "rollout"
+        share = "50%"
+        over = "1s"
+        model = "detector"
+        version = "3.2"
+        "#,
+        server.url()
+    );
+    let s = scenario(&text);
+
+    // A run: every heartbeat, deployment results included, is accepted,
+    // and serve sees the rollout's half of the fleet on the new version.
+    let report = fleetstorm::run::execute(&s, 4, CancellationToken::new(), |_| {}).await.unwrap();
+    let stats = server.shared.stats_json();
+    assert_eq!(stats["rejected"].as_u64(), Some(0), "{stats}");
+    assert_eq!(stats["accepted"].as_u64(), Some(report.totals.ok), "{stats}");
+    assert!(report.totals.ok > 0);
+    let c = client();
+    let mut on_new = 0;
+    for i in 0..200 {
+        let device = get_json(&c, &format!("{}/devices/deploying/dep-{i:03}", server.url())).await;
+        on_new += usize::from(device["models"][0]["version"] == "3.2");
+    }
+    assert_eq!(on_new, 100);
+
+    // What those devices sent, as `sample` shows it: a deployment result
+    // from each device the rollout reached, each one accepted.
+    let mut samples = Vec::new();
+    let opts = fleetstorm::sample::SampleOptions { count: 200 * 4, fleet: None, seed: None };
+    fleetstorm::sample::write_samples(&s, &opts, 4, &mut samples).unwrap();
+    let mut deployments = 0;
+    for line in samples.split(|&b| b == b'\n').filter(|l| l.windows(16).any(|w| w == b"DeploymentResult")) {
+        let (status, _, body) = post(&c, &format!("{}/SendHeartbeat", server.url()), line.to_vec()).await;
+        assert_eq!(status.as_u16(), 200, "{}\n{}", String::from_utf8_lossy(&body), String::from_utf8_lossy(line));
+        deployments += 1;
+    }
+    server.shutdown().await;
+    assert_eq!(deployments, 100, "half the fleet, once each");
+}
+
 #[test]
 fn a_thundering_herd_spikes_latency_then_recovers() {
     let (mut serve, url) = spawn_serve(&["--workers", "2", "--service-time", "2ms"]);
@@ -167,10 +228,11 @@ fn events_are_refused_where_they_are_written() {
             "downtime does not apply",
         ),
         ("retry = { max = 30 }\n", 5, "from 1 to 20"),
-        ("[[fleets.events]]\nat = \"5m\"\nkind = \"restart\"\n", 3, "starts at 5m, but the run lasts 2m"),
+        // Checks of the events together: placed at the event at fault.
+        ("[[fleets.events]]\nat = \"5m\"\nkind = \"restart\"\n", 5, "starts at 5m, but the run lasts 2m"),
         (
             "[[fleets.events]]\nat = \"10s\"\nkind = \"outage\"\nduration = \"30s\"\n[[fleets.events]]\nat = \"20s\"\nkind = \"restart\"\n",
-            3,
+            9,
             "events[1] (at 20s: 100% restart over 0s, each down 10s) overlaps events[0]",
         ),
     ];

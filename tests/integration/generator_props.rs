@@ -1,6 +1,8 @@
 //! The generator over random fleet settings: every body it makes passes the
 //! validator, round-trips through the wire types byte for byte, names are
-//! unique per device and timestamps never go backwards.
+//! unique per device and timestamps never go backwards; model versions
+//! switched between heartbeats (as rollouts do) are reported in the next
+//! one's `DeploymentResult`, within the time since the previous one.
 
 use std::collections::HashMap;
 
@@ -42,8 +44,20 @@ fn distinct_metrics(d: &'static str, max: usize) -> impl Strategy<Value = Vec<Me
 }
 
 fn model() -> impl Strategy<Value = ModelSpec> {
-    ("[a-z]{4,10}(-[a-z0-9]{1,4})?", versions(), 0.0f64..=1.0, distinct_metrics("model/x", 4))
-        .prop_map(|(name, versions, share, metrics)| ModelSpec { name, versions, share, metrics })
+    (
+        "[a-z]{4,10}(-[a-z0-9]{1,4})?",
+        versions(),
+        0.0f64..=1.0,
+        distinct_metrics("model/x", 4),
+        prop_oneof![Just(0.0), Just(1.0), 0.0f64..=1.0],
+    )
+        .prop_map(|(name, versions, share, metrics, deployment_results)| ModelSpec {
+            name,
+            versions,
+            share,
+            metrics,
+            deployment_results,
+        })
 }
 
 fn fleet() -> impl Strategy<Value = (FleetGenerator, u64)> {
@@ -81,6 +95,7 @@ proptest! {
     fn generated_bodies_are_valid_and_round_trip(
         (generator, devices) in fleet(),
         clock in proptest::collection::vec(0u64..10_000, HEARTBEATS_PER_DEVICE),
+        switches in proptest::collection::vec(any::<u32>(), HEARTBEATS_PER_DEVICE),
     ) {
         let mut scratch = Scratch::default();
         let mut body = Vec::new();
@@ -93,10 +108,23 @@ proptest! {
             let mut device = generator.device(index);
             let mut last_ts = 0.0f64;
             let mut last_inference = vec![0.0f64; generator.profile.models.len()];
-            for (k, jitter) in clock.iter().enumerate() {
+            let models = &generator.profile.models;
+            for (k, (jitter, switch)) in clock.iter().zip(&switches).enumerate() {
                 // The clock moves forward by about a second, but sometimes
                 // backwards: the device must not follow it back.
                 let now = 1_700_000_000_000 + k as u64 * 1_000 + jitter - 5_000;
+                // A rollout, one time in three: a model to a version
+                // (perhaps the one it runs, which is no change).
+                let mut changed = None;
+                if switch % 3 == 0 && !models.is_empty() {
+                    let m = (switch / 3) as usize % models.len();
+                    let v = ((switch / 7) as usize % models[m].versions.len()) as u16;
+                    let before = device.model_version(m as u16);
+                    device.set_model_version(m as u16, v);
+                    if before.is_some_and(|b| b != v) {
+                        changed = Some((m, v));
+                    }
+                }
                 body.clear();
                 device.write_next(&generator, now, &mut scratch, &mut body);
                 if let Err(v) = validate(&body) {
@@ -109,6 +137,7 @@ proptest! {
                 prop_assert_eq!(seen, index, "two devices share the name {}", parsed.device_name);
 
                 // Timestamps: never after `now` and the send time never decreases.
+                let previous_ts = last_ts;
                 let ts = parsed.agent_metrics.iter().flatten()
                     .chain(parsed.models.iter().flatten().flat_map(|m| m.model_metrics.iter().flatten()))
                     .map(|m| m.timestamp.unwrap().0)
@@ -124,6 +153,29 @@ proptest! {
                     prop_assert!(inference >= last_inference[i]);
                     prop_assert!(m.latest_sample_time.unwrap().0 <= inference);
                     last_inference[i] = inference;
+                }
+
+                // A deployment result only for a change, naming the version
+                // the body's Models list runs, timed since the previous heartbeat.
+                match (&parsed.deployment_result, changed) {
+                    (None, Some((m, _))) => prop_assert!(models[m].deployment_results < 1.0, "a change went unreported"),
+                    (None, None) => {}
+                    (Some(_), None) => prop_assert!(false, "a deployment result without a change"),
+                    (Some(r), Some((m, v))) => {
+                        prop_assert!(models[m].deployment_results > 0.0);
+                        let deployed = r.deployment_models.as_ref().unwrap();
+                        prop_assert_eq!(deployed.len(), 1);
+                        prop_assert_eq!(deployed[0].model_name.as_ref(), Some(&models[m].name));
+                        prop_assert_eq!(deployed[0].model_version.as_deref(), Some(models[m].versions.name(v)));
+                        let listed = parsed.models.iter().flatten().find(|x| x.model_name == deployed[0].model_name);
+                        prop_assert_eq!(listed.and_then(|x| x.model_version.as_ref()), deployed[0].model_version.as_ref());
+                        let (start, end) = (r.deployment_start_time.unwrap().0, r.deployment_end_time.unwrap().0);
+                        prop_assert!(start <= end, "{start} > {end}");
+                        prop_assert!(start >= previous_ts, "began {start} before the previous heartbeat {previous_ts}");
+                        if let Some(sent) = ts {
+                            prop_assert!(end <= sent, "ended {end} after the heartbeat {sent}");
+                        }
+                    }
                 }
             }
         }

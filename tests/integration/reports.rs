@@ -22,6 +22,7 @@ fn a_real_run_renders_html_markdown_junit_and_an_hlog_that_their_consumers_read(
             name = "renders"
             seed = 5
             duration = "6s"
+            breakdown = ["agent_version"]
             [target]
             url = "{url}"
             connections = {{ pool = 16 }}
@@ -29,6 +30,7 @@ fn a_real_run_renders_html_markdown_junit_and_an_hlog_that_their_consumers_read(
             name = "cameras"
             devices = 300
             interval = "1s"
+            agent_versions = {{ "1.20231.0" = 0.5, "1.20240.1" = 0.5 }}
             [[fleets]]
             name = "sensors"
             devices = 200
@@ -70,16 +72,35 @@ fn a_real_run_renders_html_markdown_junit_and_an_hlog_that_their_consumers_read(
     let failed: Vec<&str> = report.thresholds.iter().filter(|t| !t.ok).map(|t| t.expr.as_str()).collect();
     assert_eq!(failed, ["error_rate < 1%"]);
 
-    // Markdown: the verdict first, the failing threshold marked, the fleets tabled.
+    // The cohorts: each fleet by agent version, adding up to the fleet.
+    let cohorts: Vec<(&str, &str)> =
+        report.cohorts.iter().map(|c| (c.fleet.as_str(), c.agent_version.as_str())).collect();
+    assert_eq!(cohorts, [("cameras", "1.20231.0"), ("cameras", "1.20240.1"), ("sensors", "1.0.0")]);
+    for f in &report.fleets {
+        let of_fleet = report.cohorts.iter().filter(|c| Some(&c.fleet) == f.name.as_ref());
+        assert_eq!(of_fleet.map(|c| c.stats.sent).sum::<u64>(), f.sent, "{:?}", f.name);
+    }
+    assert!(report.cohorts.iter().all(|c| c.stats.sent > 0 && c.stats.failed > 0), "every cohort met the 503s");
+
+    // Markdown: the verdict first, the failing threshold marked, the fleets
+    // and the cohorts tabled.
     let markdown = std::fs::read_to_string(&md).unwrap();
     assert!(markdown.starts_with("## ❌ fleetstorm: renders"), "{markdown}");
     assert!(markdown.contains("| ❌ | `error_rate < 1%` |") && markdown.contains("| ✅ | `latency.p99 < 5s` |"));
     assert!(markdown.contains("| cameras |") && markdown.contains("| sensors |") && markdown.contains("| **total** |"));
+    assert!(markdown.contains("**By agent version:**\n\n| fleet | agent version | sent | ok | failed |"), "{markdown}");
+    for c in &report.cohorts {
+        let s = &c.stats;
+        let row = format!("| {} | {} | {} | {} | {} | ", c.fleet, c.agent_version, s.sent, s.ok, s.failed);
+        assert!(markdown.contains(&row), "{row:?} in {markdown}");
+    }
 
-    // JUnit, read by junitparser: one case per threshold, the failure with its actual value.
+    // JUnit, read by junitparser: one case per threshold, the failure with
+    // its actual value; then a suite of the cohorts, their results in their output.
     if let Some(j) = interop("read_junit.py", &[&s(&junit)], &["junitparser"]) {
-        assert_eq!((j["suites"].as_u64(), j["tests"].as_u64(), j["failures"].as_u64()), (Some(1), Some(4), Some(1)));
-        let cases = j["cases"].as_array().unwrap();
+        assert_eq!((j["suites"].as_u64(), j["tests"].as_u64(), j["failures"].as_u64()), (Some(2), Some(7), Some(1)));
+        let all = j["cases"].as_array().unwrap();
+        let (cases, cohort_cases): (Vec<_>, Vec<_>) = all.iter().partition(|c| c["suite"] == "fleetstorm.renders");
         let names: Vec<&str> = cases.iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(
             names,
@@ -89,6 +110,16 @@ fn a_real_run_renders_html_markdown_junit_and_an_hlog_that_their_consumers_read(
         let actual = &report.thresholds[1].actual_text;
         assert!(failure.contains("error_rate < 1%: actual ") && failure.contains(actual.as_str()), "{failure}");
         assert!(cases.iter().enumerate().all(|(i, c)| c["passed"].as_bool() == Some(i != 1)));
+        assert_eq!(cohort_cases.len(), report.cohorts.len());
+        for (case, c) in cohort_cases.iter().zip(&report.cohorts) {
+            assert_eq!(case["suite"], "fleetstorm.renders.cohorts");
+            assert_eq!(case["name"].as_str(), Some(format!("{}@{}", c.fleet, c.agent_version).as_str()));
+            assert_eq!(case["passed"], true);
+            let out = case["system_out"].as_str().unwrap();
+            let s = &c.stats;
+            let counts = format!("sent {}, ok {}, failed {}, error rate ", s.sent, s.ok, s.failed);
+            assert!(out.starts_with(&counts) && out.contains(&format!("p99 {:.2} ms", s.latency_ms.p99)), "{out}");
+        }
     }
 
     // The interval log, read by the HdrHistogram Python package: its
@@ -109,7 +140,20 @@ fn a_real_run_renders_html_markdown_junit_and_an_hlog_that_their_consumers_read(
     {
         assert_eq!(page["title"], "fleetstorm: renders");
         assert_eq!(page["external"].as_array().map(Vec::len), Some(0), "a self-contained page: {page}");
-        assert!(page["tables"].as_u64().unwrap() >= 4);
+        assert!(page["tables"].as_u64().unwrap() >= 5);
+        assert!(page["headings"].as_array().unwrap().iter().any(|h| h == "Cohorts by agent version"), "{page}");
+        // The cohorts' table as the browser drew it: a header and a row per cohort.
+        let rows = page["cohorts"].as_array().unwrap_or_else(|| panic!("no cohorts table drawn: {page}"));
+        assert_eq!(rows.len(), 1 + report.cohorts.len(), "{page}");
+        assert_eq!(rows[0][0], "fleet");
+        for (row, c) in rows[1..].iter().zip(&report.cohorts) {
+            let s = &c.stats;
+            let want =
+                [c.fleet.clone(), c.agent_version.clone(), s.sent.to_string(), s.ok.to_string(), s.failed.to_string()];
+            let drawn: Vec<&str> = row.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            assert_eq!(drawn[..5], want.iter().map(String::as_str).collect::<Vec<_>>()[..], "{row}");
+            assert_eq!(drawn[7], format!("{:.2}", s.latency_ms.p99));
+        }
         let figures = page["figures"].as_array().unwrap();
         let ids: Vec<&str> = figures.iter().map(|f| f["id"].as_str().unwrap()).collect();
         assert_eq!(ids, ["plot-rate", "plot-latency", "plot-errors", "plot-distribution", "plot-freshness"]);

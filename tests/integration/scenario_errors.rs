@@ -151,7 +151,15 @@ fn cases() -> Vec<Case> {
             Some("fleets[0].models[0]"),
             "share is 1.5",
         ),
-        toml("duplicate fleet names", &format!("{FLEET}{FLEET}"), 1, 1, Some("fleets"), "already used by fleets[0]"),
+        // The second fleet's name, not the first fleet's header.
+        toml(
+            "duplicate fleet names",
+            &format!("{FLEET}{FLEET}"),
+            5,
+            8,
+            Some("fleets[1].name"),
+            "already used by fleets[0]",
+        ),
         toml("no fleets", "fleets = []\n", 1, 10, Some("fleets"), "no fleets"),
         toml("bad duration", &format!("duration = \"5 parsecs\"\n{FLEET}"), 1, 12, Some("duration"), "not a duration"),
         toml("zero duration", &format!("duration = \"0s\"\n{FLEET}"), 1, 12, Some("duration"), "must be above 0"),
@@ -221,6 +229,79 @@ fn cases() -> Vec<Case> {
             Some("target.urll"),
             "unknown field `urll`",
         ),
+        // Errors about a whole fleet other than the first: at its own
+        // [[fleets]] header (or object), not the first one's.
+        toml(
+            "contradiction in the second fleet",
+            &format!("name = \"x\"\n\n{FLEET}\n\n\n[[fleets]]\nname = \"f2\"\ndevices = 10\ninterval = \"10s\"\nrate = \"5/s\"\n"),
+            9,
+            1,
+            Some("fleets[1]"),
+            "give interval or rate, not both",
+        ),
+        toml(
+            "a third fleet's missing device count",
+            &format!("{FLEET}[[fleets]]\nname = \"f2\"\ndevices = 3\n[[fleets]]\nname = \"f3\"\n"),
+            7,
+            1,
+            Some("fleets[2]"),
+            "missing field `devices`",
+        ),
+        toml(
+            "the second model of the second fleet",
+            &format!(
+                "{FLEET}[[fleets]]\nname = \"f2\"\ndevices = 3\n[[fleets.models]]\nname = \"aaaa\"\nversions = \"1\"\n\
+                 [[fleets.models]]\nname = \"bbbb\"\nversions = \"1\"\nshare = 2.0\n"
+            ),
+            10,
+            1,
+            Some("fleets[1].models[1]"),
+            "share is 2",
+        ),
+        toml(
+            "an inline array of fleets",
+            "fleets = [\n  { name = \"f1\", devices = 1 },\n  { name = \"f2\", devices = 1, start = \"synchronized\", ramp_up = \"1s\" },\n]\n",
+            3,
+            3,
+            Some("fleets[1]"),
+            "drop one of them",
+        ),
+        toml(
+            "the second fleet's event after the run",
+            &format!("duration = \"1m\"\n{FLEET}[[fleets]]\nname = \"f2\"\ndevices = 1\n[[fleets.events]]\nat = \"5m\"\nkind = \"restart\"\n"),
+            8,
+            1,
+            Some("fleets[1].events[0]"),
+            "fleet \"f2\": events[0] (restart) starts at 5m",
+        ),
+        Case {
+            what: "JSON contradiction in the second fleet",
+            text: "{\"fleets\": [\n {\"name\": \"f1\", \"devices\": 10},\n {\"name\": \"f2\", \"devices\": 10, \"interval\": \"10s\", \"rate\": \"5/s\"}\n]}".into(),
+            format: Format::Json,
+            line: 3,
+            column: 2,
+            key: Some("fleets[1]"),
+            message: "give interval or rate, not both",
+        },
+        Case {
+            what: "JSON missing field in the second fleet",
+            // Brackets and an escaped quote in a string before it.
+            text: "{\"target\": {\"headers\": {\"x-a\": \"}]\\\"{[\"}},\n \"fleets\": [{\"name\": \"f1\", \"devices\": 1},\n  {\"name\": \"f2\"}]}".into(),
+            format: Format::Json,
+            line: 3,
+            column: 3,
+            key: Some("fleets[1]"),
+            message: "missing field `devices`",
+        },
+        Case {
+            what: "JSON duplicate fleet names",
+            text: "{\"fleets\": [{\"name\": \"f1\", \"devices\": 1},\n {\"devices\": 2, \"name\": \"f1\"}]}".into(),
+            format: Format::Json,
+            line: 2,
+            column: 25,
+            key: Some("fleets[1].name"),
+            message: "already used by fleets[0]",
+        },
         Case {
             what: "JSON unknown key",
             text: "{\"fleets\": [{\"name\": \"f1\",\n \"devices\": 10, \"bogus\": 1}]}".into(),
@@ -278,4 +359,62 @@ fn toml_and_json_give_the_same_scenario() {
     let a = scenario::parse(toml_text, Format::Toml, "a", "a").unwrap();
     let b = scenario::parse(json_text, Format::Json, "b", "b").unwrap();
     assert_eq!(format!("{:?}", a.fleets), format!("{:?}", b.fleets));
+}
+
+const TWO_FLEETS_TOML: &str = r#"duration = "1m"
+[target]
+headers = { "x-a" = "}]\"{[" }
+[[fleets]]
+name = "f1"
+devices = 10
+[[fleets.models]]
+name = "detector"
+versions = { "3.1" = 1.0 }
+[[fleets.events]]
+at = "10s"
+kind = "rollout"
+model = "detector"
+version = "3.2"
+[[fleets]]
+name = "f2"
+devices = 5
+interval = "10s"
+"#;
+
+const TWO_FLEETS_JSON: &str = r#"{"duration": "1m", "target": {"headers": {"x-a": "}]\"{["}},
+ "fleets": [{"name": "f1", "devices": 10, "models": [{"name": "detector", "versions": {"3.1": 1.0}}],
+   "events": [{"at": "10s", "kind": "rollout", "model": "detector", "version": "3.2"}]},
+  {"name": "f2", "devices": 5, "interval": "10s"}]}"#;
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+    /// Placing an error reads the text a second time; whatever the text,
+    /// that never panics and the place is within it.
+    #[test]
+    fn mangled_scenarios_are_refused_with_a_place_in_the_text(
+        json in proptest::bool::ANY,
+        edits in proptest::collection::vec(
+            (proptest::sample::select(vec!["{", "}", "[", "]", "\"", "\\", ",", ":", "=", "\n", "[[fleets]]\n", "0", ""]),
+             proptest::prelude::any::<proptest::sample::Index>(), 0usize..3),
+            1..4,
+        ),
+    ) {
+        let (base, format) = if json { (TWO_FLEETS_JSON, Format::Json) } else { (TWO_FLEETS_TOML, Format::Toml) };
+        let mut text = base.to_string();
+        for (insert, at, delete) in edits {
+            let at = at.index(text.len() + 1);
+            let end = (at + delete).min(text.len());
+            text.replace_range(at..end, insert);
+        }
+        if let Err(e) = scenario::parse(&text, format, "m", "m") {
+            let shown = e.to_string();
+            if let (Some(line), Some(column)) = (e.line, e.column) {
+                // The end of the text counts (an unclosed string), on the line after a last newline.
+                let on = text.split('\n').nth(line as usize - 1);
+                proptest::prop_assert!(on.is_some(), "line {} of {:?}: {}", line, text, shown);
+                proptest::prop_assert!(column as usize <= on.unwrap().chars().count() + 1, "{}", shown);
+            }
+        }
+    }
 }

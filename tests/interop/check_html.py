@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Renders a fleetstorm HTML report in headless Chromium and reports, as
-JSON on stdout, what the browser drew for each plot: the SVG's size on the
+JSON on stdout, the section headings, the cohorts' table as drawn, and
+what the browser drew for each plot: the SVG's size on the
 page, its data lines and their drawn length, and its text labels. Saves a
 full-page screenshot. Needs `chromium` and the `websocket-client` package.
 
@@ -43,9 +44,16 @@ MEASURE = r"""
       labels: [...svg.querySelectorAll('text')].filter(t => t.textContent.trim() !== '').length,
     };
   });
+  // The cohorts' table as drawn: each row's cells as the reader sees them
+  // (innerText is empty for what is not rendered).
+  const cohorts = document.querySelector('table#cohorts');
   return JSON.stringify({
     title: document.title,
     tables: document.querySelectorAll('table').length,
+    headings: [...document.querySelectorAll('h2')].map(h => h.innerText),
+    cohorts: cohorts && cohorts.getBoundingClientRect().height > 0
+      ? [...cohorts.querySelectorAll('tr')].map(r => [...r.cells].map(c => c.innerText.trim()))
+      : null,
     external: [...document.querySelectorAll('[src], link[href]')].map(e => e.src || e.href),
     figures,
     height: document.documentElement.scrollHeight,

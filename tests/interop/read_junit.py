@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Parses a JUnit XML file with junitparser (a JUnit consumer used by CI
-tooling) and prints, as JSON, each test case with its result.
+tooling) and prints, as JSON, each test case with its result and its
+standard output.
 
 Usage: read_junit.py FILE.xml
 """
@@ -20,9 +21,11 @@ def main():
             failures = [r for r in case.result if isinstance(r, Failure)]
             cases.append({
                 "suite": suite.name,
+                "classname": case.classname,
                 "name": case.name,
                 "passed": case.is_passed,
                 "failure": failures[0].message if failures else None,
+                "system_out": case.system_out,
             })
     print(json.dumps({"suites": suites, "tests": xml.tests, "failures": xml.failures, "cases": cases}))
 

@@ -957,7 +957,9 @@ impl Report {
                 self.totals.retry_pending
             );
         }
-        for r in &rows {
+        // One fleet: its line says it all, without the same TOTAL line.
+        let single = self.fleets.len() == 1;
+        for r in rows.iter().filter(|r| !(single && r.name.is_none())) {
             if r.late > 0 {
                 let _ = writeln!(
                     out,

@@ -379,17 +379,15 @@ pub struct SecondStats {
 
 impl Stats {
     /// The latency-like series with their names, as tables show them:
-    /// latency, service time and schedule lag always; connection wait when
-    /// a heartbeat waited for one, lateness when one was late.
+    /// latency, service time, schedule lag and connection wait always;
+    /// lateness when a heartbeat was late.
     pub fn series(&self) -> Vec<(&'static str, &Percentiles)> {
         let mut out = vec![
             ("latency", &self.latency_ms),
             ("service time", &self.service_time_ms),
             ("schedule lag", &self.schedule_lag_ms),
+            ("connection wait", &self.connection_wait_ms),
         ];
-        if self.waited > 0 {
-            out.push(("connection wait", &self.connection_wait_ms));
-        }
         if self.late > 0 {
             out.push(("lateness", &self.lateness_ms));
         }

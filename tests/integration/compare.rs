@@ -87,3 +87,40 @@ fn compare_gates_regressions_and_knows_noise() {
     let (code, text) = compare(&[&b]);
     assert_eq!(code, Some(2), "{text}");
 }
+
+#[test]
+fn version_1_reports_are_still_read_by_report_merge_and_compare() {
+    // Written by the fleetstorm before the v2 schema (tests/fixtures).
+    let dir = TempDir::new("compare-v1");
+    let v1 = "tests/fixtures/report-v1.json";
+    let out = fleetstorm(&["report", v1, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let upgraded: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(upgraded["schema"], "fleetstorm.report/v2");
+    super::run::schema_check(&upgraded);
+    let p = &upgraded["totals"]["latency_ms"];
+    assert!(p["p75"].as_f64() <= p["p90"].as_f64() && p["p95"].as_f64() >= p["p90"].as_f64(), "{p}");
+    // compare: a v1 baseline against a v2 run of the same scenario.
+    let current = dir.write("current.json", &serde_json::to_string(&upgraded).unwrap());
+    let (code, text) = compare(&[v1, &current]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("latency.p95") && text.contains("unchanged"), "{text}");
+    // merge: two v1 shards add up into a v2 report.
+    let merged = dir.path("merged.json");
+    let out = fleetstorm(&[
+        "merge",
+        "tests/fixtures/report-v1-shard0.json",
+        "tests/fixtures/report-v1-shard1.json",
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let merged: serde_json::Value = serde_json::from_slice(&std::fs::read(&merged).unwrap()).unwrap();
+    super::run::schema_check(&merged);
+    let shard = |i: u32| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(format!("tests/fixtures/report-v1-shard{i}.json")).unwrap())
+            .unwrap()
+    };
+    let sent = |r: &serde_json::Value| r["totals"]["sent"].as_u64().unwrap();
+    assert_eq!(sent(&merged), sent(&shard(0)) + sent(&shard(1)));
+}

@@ -111,6 +111,8 @@ impl fmt::Display for Event {
             EventKind::Outage { duration, recover } => {
                 let recover = match recover {
                     Recovery::Synchronized => "all at once".to_string(),
+                    // Zero stands for the fleet's interval (see `FleetEvents::new`).
+                    Recovery::Staggered(o) if o.is_zero() => "staggered over one interval".to_string(),
                     Recovery::Staggered(o) => format!("staggered over {}", d(*o)),
                     Recovery::Ramp(o) => format!("ramping over {}", d(*o)),
                 };
@@ -352,6 +354,25 @@ impl Selection {
         (r < self.k).then_some(r)
     }
 
+    /// The device of rank `rank` (below `k`): the permutation inverted.
+    fn index_of(&self, rank: u64) -> u64 {
+        let n = i128::from(self.devices);
+        // a is coprime with n: its inverse modulo n, by Euclid.
+        let (mut r0, mut r1, mut s0, mut s1) = (n, i128::from(self.a), 0i128, 1i128);
+        while r1 != 0 {
+            let q = r0 / r1;
+            (r0, r1) = (r1, r0 - q * r1);
+            (s0, s1) = (s1, s0 - q * s1);
+        }
+        let inverse = s0.rem_euclid(n);
+        ((i128::from(rank) - i128::from(self.b)).rem_euclid(n) * inverse).rem_euclid(n) as u64
+    }
+
+    /// The affected devices' indices, in rank order.
+    fn affected(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.k).map(|rank| self.index_of(rank))
+    }
+
     /// `span` spread linearly over the affected devices in rank order.
     fn spread(&self, rank: u64, span: Duration) -> u64 {
         ((span.as_nanos() * u128::from(rank)) / u128::from(self.k.max(1))) as u64
@@ -380,10 +401,10 @@ pub struct Step {
     pub resumed: bool,
 }
 
-/// A silence window of one device: [start, end), back at `resume`.
-struct Silence {
-    start: u64,
-    resume: u64,
+/// A silence window of one device: silent from `start`, back at `resume`.
+pub(super) struct Silence {
+    pub(super) start: u64,
+    pub(super) resume: u64,
 }
 
 fn ns(d: Duration) -> u64 {
@@ -417,9 +438,22 @@ impl FleetEvents {
         self.events.is_empty()
     }
 
+    /// The devices some outage or restart silences, each once, in index order.
+    pub(super) fn silenced_devices(&self) -> Vec<u64> {
+        let mut out: Vec<u64> = self
+            .events
+            .iter()
+            .filter(|(e, _)| matches!(e.kind, EventKind::Outage { .. } | EventKind::Restart { .. }))
+            .flat_map(|(_, sel)| sel.affected())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Device `index`'s silence windows, from each outage or restart that
     /// touches it.
-    fn silences(&self, index: u64) -> impl Iterator<Item = Silence> + '_ {
+    pub(super) fn silences(&self, index: u64) -> impl Iterator<Item = Silence> + '_ {
         self.events.iter().filter_map(move |(e, sel)| {
             let rank = sel.rank(index)?;
             let at = ns(e.at);
@@ -508,6 +542,27 @@ impl FleetEvents {
         self.silenced(index, Some(prev), planned)
     }
 
+    /// How many heartbeats device `index` is scheduled to send before
+    /// `end_ns` (at most `limit`): its first, then each next one, exactly
+    /// as a worker steps it ([`FleetEvents::first`], [`FleetEvents::advance`]).
+    pub fn sends_before(
+        &self,
+        clock: &mut DeviceClock,
+        s: &Schedule,
+        devices: u64,
+        index: u64,
+        end_ns: u64,
+        limit: u64,
+    ) -> u64 {
+        let mut sends = 0;
+        let mut step = self.first(clock, s, devices, index);
+        while step.at_ns < end_ns && sends < limit {
+            sends += 1;
+            step = self.advance(clock, s, index, step.at_ns);
+        }
+        sends
+    }
+
     /// The rollouts device `index` has taken by `at_ns`, in order.
     pub fn rollouts_by(&self, index: u64, at_ns: u64) -> impl Iterator<Item = &RolloutTarget> + '_ {
         self.events.iter().filter_map(move |(e, sel)| match &e.kind {
@@ -559,6 +614,10 @@ mod tests {
             sorted.sort();
             sorted.dedup();
             assert_eq!(sorted.len(), ranks.len(), "ranks are distinct");
+            // Inverted: rank r's device has rank r.
+            for (r, index) in sel.affected().enumerate() {
+                assert_eq!(sel.rank(index), Some(r as u64), "{n} {share}");
+            }
         }
     }
 

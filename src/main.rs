@@ -601,7 +601,7 @@ fn validate_command(args: &ValidateArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    print!("{}", run::plan_text(&scenario));
+    print!("{}", run::plan_text(&scenario, shard));
     // TLS files and SigV4 credentials are read now, as a run would.
     if let scenario::TargetUrl::Http { host, .. } = &scenario.target.url
         && let Err(e) = run::endpoint_options(&scenario.target, host)
@@ -668,7 +668,13 @@ fn run_command(args: RunArgs) -> ExitCode {
     runtime.block_on(async move {
         let cancel = tokio_util::sync::CancellationToken::new();
         tokio::spawn(interrupts(Termination::install(), cancel.clone()));
-        let mut progress = run::Progress::new(&scenario, args.quiet);
+        // One count of the devices online, for the progress line and /metrics.
+        let online = if args.quiet && args.metrics_addr.is_none() {
+            Vec::new()
+        } else {
+            run::online_devices(&scenario, seed, shard)
+        };
+        let mut progress = run::Progress::new(&scenario, args.quiet, online.clone());
         let options = run::ExecuteOptions {
             keep_second_histograms: args.hlog.is_some(),
             threads: args.threads.map(usize::from),
@@ -676,7 +682,7 @@ fn run_command(args: RunArgs) -> ExitCode {
             shard,
             start_at: args.start_at,
         };
-        let metrics = args.metrics_addr.map(|_| fleetstorm::live_metrics::LiveMetrics::new(&scenario, shard));
+        let metrics = args.metrics_addr.map(|_| fleetstorm::live_metrics::LiveMetrics::new(&scenario, shard, online));
         let stop_metrics = tokio_util::sync::CancellationToken::new();
         if let (Some(addr), Some(m)) = (args.metrics_addr, &metrics) {
             match fleetstorm::live_metrics::serve(addr, m.clone(), stop_metrics.clone()).await {

@@ -119,6 +119,7 @@ struct CompareArgs {
     metrics: Option<String>,
 }
 
+/// The scenario and the overrides every command that loads one uses.
 #[derive(Args)]
 struct PlanArgs {
     /// The scenario file (.toml or .json).
@@ -126,9 +127,6 @@ struct PlanArgs {
     /// Target URL (overrides the scenario's): "builtin" or http://host:port.
     #[arg(long)]
     target: Option<String>,
-    /// Run length (overrides the scenario's), e.g. 30s or 5m.
-    #[arg(long, value_parser = parse_duration)]
-    duration: Option<Duration>,
     /// Seed for every random choice (overrides the scenario's).
     #[arg(long)]
     seed: Option<u64>,
@@ -140,10 +138,21 @@ struct PlanArgs {
     devices_scale: Option<f64>,
 }
 
+/// The run length: for `run` and `validate` (a capacity search sets its
+/// steps' own).
+#[derive(Args)]
+struct DurationArg {
+    /// Run length (overrides the scenario's), e.g. 30s or 5m.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+}
+
 #[derive(Args)]
 struct ValidateArgs {
     #[command(flatten)]
     plan: PlanArgs,
+    #[command(flatten)]
+    length: DurationArg,
     /// Also print the first N intended sends (seconds since the start,
     /// fleet, device), exactly as a run with this seed would aim them.
     #[arg(long, value_name = "N")]
@@ -156,6 +165,8 @@ struct ValidateArgs {
 struct RunArgs {
     #[command(flatten)]
     plan: PlanArgs,
+    #[command(flatten)]
+    length: DurationArg,
     /// Write the JSON report here (atomically).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -333,23 +344,24 @@ enum ReportFormat {
 }
 
 impl PlanArgs {
-    fn overrides(&self) -> run::Overrides {
+    fn overrides(&self, duration: Option<Duration>) -> run::Overrides {
         run::Overrides {
             target: self.target.clone(),
-            duration: self.duration,
+            duration,
             seed: self.seed,
             rate_scale: self.rate_scale,
             devices_scale: self.devices_scale,
         }
     }
 
-    /// The scenario with the overrides applied, or the exit code of the error.
-    fn load(&self) -> Result<scenario::Scenario, ExitCode> {
+    /// The scenario with the overrides (and `duration`) applied, or the
+    /// exit code of the error.
+    fn load(&self, duration: Option<Duration>) -> Result<scenario::Scenario, ExitCode> {
         let loaded = scenario::load(&self.scenario).map_err(|e| {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_USAGE)
         })?;
-        run::apply_overrides(loaded, &self.overrides()).map_err(|e| {
+        run::apply_overrides(loaded, &self.overrides(duration)).map_err(|e| {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_USAGE)
         })
@@ -428,6 +440,21 @@ fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), Str
     Ok((name, value))
 }
 
+/// A usage error of `subcommand` in clap's words (its usage line and the
+/// pointer to --help): exit code 2. For what clap cannot see alone: a flag
+/// given that the scenario makes meaningless.
+fn usage_error(subcommand: &str, message: &str) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    cli.build();
+    let error = match cli.find_subcommand_mut(subcommand) {
+        Some(command) => command.error(clap::error::ErrorKind::ArgumentConflict, message),
+        None => cli.error(clap::error::ErrorKind::ArgumentConflict, message),
+    };
+    eprint!("{}", error.render());
+    ExitCode::from(EXIT_USAGE)
+}
+
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_GATE: u8 = 3;
@@ -482,6 +509,13 @@ fn sample_command(path: &std::path::Path, opts: SampleOptions) -> ExitCode {
 }
 
 fn serve_command(args: ServeArgs) -> ExitCode {
+    if args.error_status.is_some() && args.error_rate == 0.0 {
+        return usage_error(
+            "serve",
+            "the argument '--error-status' has no effect without '--error-rate' above 0 (the share of heartbeats \
+             answered with that status)",
+        );
+    }
     let faults = Faults {
         latency: args.latency,
         error_rate: args.error_rate,
@@ -590,7 +624,7 @@ impl Termination {
 }
 
 fn validate_command(args: &ValidateArgs) -> ExitCode {
-    let scenario = match args.plan.load() {
+    let scenario = match args.plan.load(args.length.duration) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -637,7 +671,7 @@ fn validate_command(args: &ValidateArgs) -> ExitCode {
 }
 
 fn run_command(args: RunArgs) -> ExitCode {
-    let scenario = match args.plan.load() {
+    let scenario = match args.plan.load(args.length.duration) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -737,16 +771,26 @@ fn run_command(args: RunArgs) -> ExitCode {
 }
 
 fn capacity_command(args: &CapacityArgs) -> ExitCode {
-    let scenario = match args.plan.load() {
+    let scenario = match args.plan.load(None) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    if scenario.capacity.is_none() {
+    let Some(settings) = &scenario.capacity else {
         eprintln!(
             "error: {}: no [capacity] section; add one, e.g.\n  [capacity]\n  slo = {{ \"latency.p99\" = \"< 250ms\", \"error_rate\" = \"< 0.1%\" }}\n  start_rate = \"500/s\"\n  max_rate = \"100000/s\"",
             args.plan.scenario.display()
         );
         return ExitCode::from(EXIT_USAGE);
+    };
+    // Each step's device counts follow from its rate: a scale of them
+    // would change nothing.
+    if args.plan.devices_scale.is_some() && settings.scale == capacity::Scale::Devices {
+        return usage_error(
+            "capacity",
+            "the argument '--devices-scale' has no effect here: with scale = \"devices\" (the [capacity] \
+             default) each step's device counts follow from its rate; use scale = \"rate\" to keep more or fewer \
+             devices at each rate",
+        );
     }
     if let Err(code) = check_outputs([&args.out, &args.html]) {
         return code;

@@ -1,5 +1,6 @@
 //! The plan `validate` prints matches the run: its expected heartbeats
-//! per fleet are the run's `scheduled`, exactly, at a fixed seed.
+//! per fleet are the run's `scheduled`, exactly, at a fixed seed; flags a
+//! command does not use are refused.
 
 use fleetstorm::report::Report;
 use fleetstorm::run::{Counted, expected_heartbeats, plan_text_within};
@@ -113,4 +114,30 @@ fn expected_heartbeats_count_the_first_ones_shards_add_up_and_estimates_say_so()
     )
     .unwrap();
     assert!(!plan_text_within(&periodic, None, u64::MAX).contains("sets no seed"), "a periodic beat needs no seed");
+}
+
+#[test]
+fn flags_a_command_does_not_use_are_refused() {
+    let dir = TempDir::new("unused-flags");
+    let refused = |args: &[&str], flag: &str| {
+        let out = fleetstorm(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains("Usage:"), "{args:?}: {stderr}");
+    };
+    // A capacity search sets its steps' length itself.
+    refused(&["capacity", "scenarios/capacity.toml", "--duration", "1s"], "'--duration'");
+    // With scale = "devices", each step's device counts follow from its rate.
+    let by_devices = dir.write(
+        "c.toml",
+        "[target]\nurl = \"http://127.0.0.1:9\"\n[[fleets]]\nname = \"f\"\ndevices = 10\ninterval = \"1s\"\n\
+         [capacity]\nslo = { \"latency.p99\" = \"< 1s\" }\nstart_rate = \"10/s\"\nmax_rate = \"20/s\"\n",
+    );
+    refused(&["capacity", &by_devices, "--devices-scale", "2"], "'--devices-scale'");
+    // An error status with no error rate is never answered.
+    refused(&["serve", "--addr", "127.0.0.1:0", "--error-status", "503"], "'--error-status'");
+    // The flags each command does use are still taken.
+    let out = fleetstorm(&["validate", "scenarios/quickstart.toml", "--duration", "1s", "--rate-scale", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("duration 1s"));
 }

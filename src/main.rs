@@ -111,7 +111,7 @@ struct CompareArgs {
     #[arg(long, num_args = 1.., requires = "baseline")]
     current: Vec<PathBuf>,
     /// The largest worsening tolerated, relative to the baseline (default 10%).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     max_regression: Option<String>,
     /// Metrics to compare, comma-separated (default: latency.p50,latency.p99,
     /// latency.p999,error_rate,missed_rate,achieved_rate_ratio).
@@ -128,13 +128,13 @@ struct PlanArgs {
     #[arg(long)]
     target: Option<String>,
     /// Seed for every random choice (overrides the scenario's).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     seed: Option<u64>,
     /// Multiply every fleet's rate (2 halves every interval).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     rate_scale: Option<f64>,
     /// Multiply every fleet's device count (intervals kept).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     devices_scale: Option<f64>,
 }
 
@@ -377,13 +377,13 @@ struct ServeArgs {
     #[arg(long)]
     latency: Option<Latency>,
     /// Share of heartbeats answered with --error-status (0 to 1).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     error_rate: f64,
     /// Status of injected errors (503 and 429 carry Retry-After).
     #[arg(long)]
     error_status: Option<u16>,
     /// Share of heartbeats whose connection is closed without an answer (0 to 1).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     drop_rate: f64,
     /// Capacity: this many workers...
     #[arg(long)]

@@ -70,10 +70,16 @@ pub fn apply_overrides(mut s: Scenario, o: &Overrides) -> Result<Scenario, RunEr
     for f in &mut s.fleets {
         if let Some(scale) = o.devices_scale {
             // Keep each device's interval (and so scale the fleet's rate).
-            f.devices = ((f.devices as f64 * scale).round() as u64).clamp(1, crate::scenario::MAX_DEVICES_PER_FLEET);
+            // A count the scale makes is checked as one in the file is
+            // (`as` saturates: no wrap-around).
+            let devices = (f.devices as f64 * scale).round() as u64;
+            crate::scenario::check_devices(devices).map_err(|e| {
+                RunError::Invalid(format!("--devices-scale {scale}: fleet {:?} ({} devices): {e}", f.name(), f.devices))
+            })?;
+            f.devices = devices;
             f.device_name
                 .check_for(f.devices)
-                .map_err(|e| RunError::Invalid(format!("--devices-scale: fleet {:?}: {e}", f.name())))?;
+                .map_err(|e| RunError::Invalid(format!("--devices-scale {scale}: fleet {:?}: {e}", f.name())))?;
         }
         if let Some(scale) = o.rate_scale {
             let interval = Duration::from_secs_f64(f.schedule.interval.as_secs_f64() / scale);

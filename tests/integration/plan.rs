@@ -1,6 +1,6 @@
 //! The plan `validate` prints matches the run: its expected heartbeats
 //! per fleet are the run's `scheduled`, exactly, at a fixed seed; flags a
-//! command does not use are refused.
+//! command does not use, and scales beyond a limit, are refused.
 
 use fleetstorm::report::Report;
 use fleetstorm::run::{Counted, expected_heartbeats, plan_text_within};
@@ -140,4 +140,48 @@ fn flags_a_command_does_not_use_are_refused() {
     let out = fleetstorm(&["validate", "scenarios/quickstart.toml", "--duration", "1s", "--rate-scale", "2"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("duration 1s"));
+}
+
+#[test]
+fn a_scale_beyond_a_limit_is_refused_as_the_same_count_in_the_file() {
+    let dir = TempDir::new("scale-limits");
+    let big = dir.write("big.toml", "[[fleets]]\nname = \"huge\"\ndevices = 9000000\ninterval = \"1h\"\n");
+    let out = fleetstorm(&["validate", &big, "--devices-scale", "5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let limit = "devices is 45000000; it must be from 1 to 10000000";
+    assert!(stderr.contains("--devices-scale 5") && stderr.contains("\"huge\"") && stderr.contains(limit), "{stderr}");
+    // The same count written in the file: the same words.
+    let in_file = dir.write("file.toml", "[[fleets]]\nname = \"huge\"\ndevices = 45000000\ninterval = \"1h\"\n");
+    let out = fleetstorm(&["validate", &in_file]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(limit));
+    // Scaled down to no device at all: refused too, not made one.
+    let out = fleetstorm(&["validate", "scenarios/quickstart.toml", "--devices-scale", "0.0001"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("devices is 0; it must be from 1"));
+    // A capacity search whose max_rate needs more devices than a fleet may
+    // have is refused before its first step.
+    let capacity = dir.write(
+        "c.toml",
+        "[target]\nurl = \"http://127.0.0.1:9\"\n[[fleets]]\nname = \"cams\"\ndevices = 10\ninterval = \"10s\"\n\
+         [capacity]\nslo = { \"latency.p99\" = \"< 1s\" }\nstart_rate = \"10/s\"\nmax_rate = \"2000000/s\"\n",
+    );
+    let out = fleetstorm(&["capacity", &capacity, "--quiet"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("devices is 20000000; it must be from 1 to 10000000") && stderr.contains("\"cams\""),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no step ran: {}", String::from_utf8_lossy(&out.stdout));
+    // A negative scale gets the same words however it is written.
+    for args in [["--rate-scale", "-1"], ["--rate-scale=-1", ""]] {
+        let mut all = vec!["validate", "scenarios/quickstart.toml"];
+        all.extend(args.iter().filter(|a| !a.is_empty()));
+        let out = fleetstorm(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--rate-scale must be a number above 0, not -1"), "{args:?}: {stderr}");
+    }
 }

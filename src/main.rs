@@ -923,6 +923,9 @@ fn merge_command(args: &MergeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    for warning in report.merged.iter().flat_map(|m| &m.warnings) {
+        eprintln!("warning: {warning}");
+    }
     if !publish(&report, args.out.as_deref(), &args.renders) {
         return ExitCode::from(EXIT_FAILED);
     }

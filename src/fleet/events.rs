@@ -354,8 +354,9 @@ impl Selection {
         (r < self.k).then_some(r)
     }
 
-    /// The device of rank `rank` (below `k`): the permutation inverted.
-    fn index_of(&self, rank: u64) -> u64 {
+    /// The affected devices, in rank order: (rank, index), the permutation
+    /// inverted (`index = (rank - b) · a⁻¹ mod devices`).
+    fn affected(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         let n = i128::from(self.devices);
         // a is coprime with n: its inverse modulo n, by Euclid.
         let (mut r0, mut r1, mut s0, mut s1) = (n, i128::from(self.a), 0i128, 1i128);
@@ -365,12 +366,9 @@ impl Selection {
             (s0, s1) = (s1, s0 - q * s1);
         }
         let inverse = s0.rem_euclid(n);
-        ((i128::from(rank) - i128::from(self.b)).rem_euclid(n) * inverse).rem_euclid(n) as u64
-    }
-
-    /// The affected devices' indices, in rank order.
-    fn affected(&self) -> impl Iterator<Item = u64> + '_ {
-        (0..self.k).map(|rank| self.index_of(rank))
+        (0..self.k).map(move |rank| {
+            (rank, ((i128::from(rank) - i128::from(self.b)).rem_euclid(n) * inverse).rem_euclid(n) as u64)
+        })
     }
 
     /// `span` spread linearly over the affected devices in rank order.
@@ -438,46 +436,45 @@ impl FleetEvents {
         self.events.is_empty()
     }
 
-    /// The devices some outage or restart silences, each once, in index order.
-    pub(super) fn silenced_devices(&self) -> Vec<u64> {
-        let mut out: Vec<u64> = self
-            .events
-            .iter()
-            .filter(|(e, _)| matches!(e.kind, EventKind::Outage { .. } | EventKind::Restart { .. }))
-            .flat_map(|(_, sel)| sel.affected())
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        out
+    /// Every silence window of every device an outage or restart touches,
+    /// with the device's index (a device's windows never overlap: events
+    /// that silence must not, see [`check`]).
+    pub(super) fn all_silences(&self) -> impl Iterator<Item = (u64, Silence)> + '_ {
+        self.events.iter().flat_map(move |(e, sel)| {
+            sel.affected().filter_map(move |(rank, index)| self.silence(e, sel, rank, index).map(|s| (index, s)))
+        })
     }
 
     /// Device `index`'s silence windows, from each outage or restart that
     /// touches it.
-    pub(super) fn silences(&self, index: u64) -> impl Iterator<Item = Silence> + '_ {
-        self.events.iter().filter_map(move |(e, sel)| {
-            let rank = sel.rank(index)?;
-            let at = ns(e.at);
-            match &e.kind {
-                EventKind::Outage { duration, recover } => {
-                    let end = at + ns(*duration);
-                    let resume = end
-                        + match recover {
-                            Recovery::Synchronized => 0,
-                            Recovery::Ramp(over) => sel.spread(rank, *over),
-                            Recovery::Staggered(over) => {
-                                let u = (mix(self.key ^ index ^ at) >> 11) as f64 / (1u64 << 53) as f64;
-                                (ns(*over) as f64 * u) as u64
-                            }
-                        };
-                    Some(Silence { start: at, resume })
-                }
-                EventKind::Restart { over, downtime } => {
-                    let start = at + sel.spread(rank, *over);
-                    Some(Silence { start, resume: start + ns(*downtime) })
-                }
-                _ => None,
+    fn silences(&self, index: u64) -> impl Iterator<Item = Silence> + '_ {
+        self.events.iter().filter_map(move |(e, sel)| self.silence(e, sel, sel.rank(index)?, index))
+    }
+
+    /// The silence event `e` puts device `index` (of rank `rank` in `sel`)
+    /// through, if it silences.
+    fn silence(&self, e: &Event, sel: &Selection, rank: u64, index: u64) -> Option<Silence> {
+        let at = ns(e.at);
+        match &e.kind {
+            EventKind::Outage { duration, recover } => {
+                let end = at + ns(*duration);
+                let resume = end
+                    + match recover {
+                        Recovery::Synchronized => 0,
+                        Recovery::Ramp(over) => sel.spread(rank, *over),
+                        Recovery::Staggered(over) => {
+                            let u = (mix(self.key ^ index ^ at) >> 11) as f64 / (1u64 << 53) as f64;
+                            (ns(*over) as f64 * u) as u64
+                        }
+                    };
+                Some(Silence { start: at, resume })
             }
-        })
+            EventKind::Restart { over, downtime } => {
+                let start = at + sel.spread(rank, *over);
+                Some(Silence { start, resume: start + ns(*downtime) })
+            }
+            _ => None,
+        }
     }
 
     /// Device `index`'s surge: (first surged heartbeat, end, interval).
@@ -615,8 +612,8 @@ mod tests {
             sorted.dedup();
             assert_eq!(sorted.len(), ranks.len(), "ranks are distinct");
             // Inverted: rank r's device has rank r.
-            for (r, index) in sel.affected().enumerate() {
-                assert_eq!(sel.rank(index), Some(r as u64), "{n} {share}");
+            for (r, index) in sel.affected() {
+                assert_eq!(sel.rank(index), Some(r), "{n} {share}");
             }
         }
     }

@@ -7,10 +7,12 @@
 //! restart silences it (from the silence's start until it is back, the
 //! same windows its schedule skips). Ramp-up alone is arithmetic; the
 //! silences are listed once, for the devices they touch, and summed by the
-//! millisecond, so a count is one binary search. Counts are exact at each
+//! millisecond (as many entries as distinct milliseconds, not devices), so
+//! a count is one binary search. Counts are exact at each
 //! whole millisecond of the run (an instant in between counts as the
 //! millisecond it falls in).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::FleetEvents;
@@ -41,32 +43,28 @@ impl Online {
     /// events; of one shard only when `shard` is given (with the global
     /// index of the fleet's first device).
     pub fn new(schedule: &Schedule, devices: u64, events: &FleetEvents, shard: Option<(Shard, u64)>) -> Online {
-        let mut changes: Vec<(u64, i64)> = Vec::new();
-        for index in events.silenced_devices() {
+        // Net change in the devices silenced, by millisecond: as many
+        // entries as distinct milliseconds, however many devices.
+        let mut changes: BTreeMap<u64, i64> = BTreeMap::new();
+        for (index, silence) in events.all_silences() {
             if shard.is_some_and(|(s, first)| !s.owns(first + index)) {
                 continue;
             }
-            let from = super::online_ns(schedule, devices, index);
-            for silence in events.silences(index) {
-                // Silent before it came online changes nothing.
-                let start = silence.start.max(from);
-                if start < silence.resume {
-                    // Offline at a whole millisecond m iff start <= m < resume.
-                    changes.push((ceil_ms(start), -1));
-                    changes.push((ceil_ms(silence.resume), 1));
-                }
+            // Silent before it came online changes nothing.
+            let start = silence.start.max(super::online_ns(schedule, devices, index));
+            if start < silence.resume {
+                // Offline at a whole millisecond m iff start <= m < resume.
+                *changes.entry(ceil_ms(start)).or_default() -= 1;
+                *changes.entry(ceil_ms(silence.resume)).or_default() += 1;
             }
         }
-        changes.sort_unstable_by_key(|c| c.0);
-        let mut silenced: Vec<(u64, i64)> = Vec::new();
-        let mut sum = 0;
-        for (ms, delta) in changes {
-            sum += delta;
-            match silenced.last_mut() {
-                Some(last) if last.0 == ms => last.1 = sum,
-                _ => silenced.push((ms, sum)),
-            }
-        }
+        let silenced = changes
+            .into_iter()
+            .scan(0, |sum, (ms, delta)| {
+                *sum += delta;
+                Some((ms, *sum))
+            })
+            .collect();
         Online { devices, ramp_up_ns: schedule.ramp_up.as_nanos(), shard, silenced }
     }
 

@@ -377,6 +377,17 @@ fn live_metrics_are_scraped_during_a_run_and_rise() {
     assert_eq!(second[&key("fleetstorm_devices", "fleet=cams,shard=1/2")], 125.0);
     assert_eq!(second[&key("fleetstorm_devices", "fleet=sensors,shard=1/2")], 48.0);
     assert!(second.contains_key(&key("fleetstorm_in_flight", "shard=1/2")));
+    // Devices online: the run's own count (fleet::Online) at the snapshot's
+    // elapsed time, the one the progress line shows too.
+    let s = scenario::parse(&scenario_text("builtin"), Format::Toml, "s.toml", "s").unwrap();
+    let online = fleetstorm::run::online_devices(&s, 21, Some(Shard { index: 1, count: 2 }));
+    for scrape in [&first, &second] {
+        let elapsed = Duration::from_secs_f64(scrape[&key("fleetstorm_elapsed_seconds", "shard=1/2")]);
+        for (i, fleet) in ["cams", "sensors"].iter().enumerate() {
+            let shown = scrape[&key("fleetstorm_devices_online", &format!("fleet={fleet},shard=1/2"))];
+            assert_eq!(shown, online[i].at(elapsed) as f64, "{fleet} at {elapsed:?}");
+        }
+    }
     // The Grafana dashboard asks only for metrics the run exposes.
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(super::util::root().join("deploy/grafana/fleetstorm.json")).unwrap(),

@@ -510,7 +510,10 @@ impl FleetEvents {
             return Step { at_ns: planned, resumed: false };
         }
         let planned = match self.surge(index) {
-            Some((first, end, _)) if first < planned && planned < end => first,
+            // Online from the start (no ramp-up), a device whose first
+            // heartbeat falls in its surge joins the surge at its slot; one
+            // still to come online during a ramp-up surges from then on.
+            Some((first, end, _)) if s.ramp_up.is_zero() && first < planned && planned < end => first,
             _ => planned,
         };
         self.silenced(index, None, planned)
@@ -673,6 +676,22 @@ mod tests {
         // 90 from the 100 others at their 10 s beat.
         assert!((980..=1000).contains(&count(21, 30)), "{}", count(21, 30));
         assert!((190..=300).contains(&count(40, 50)), "back to the old rate after a burst: {}", count(40, 50));
+    }
+
+    #[test]
+    fn a_device_coming_online_during_a_surge_sends_nothing_before_it_is_online() {
+        let surge =
+            Event { at: secs(1), share: 1.0, kind: EventKind::Surge { duration: secs(8), interval: secs(1) / 10 } };
+        let s = Schedule { ramp_up: secs(10), ..every(secs(5)) };
+        for (i, t) in times(&[surge], 100, &s, 20_000_000_000).iter().enumerate() {
+            let online = crate::fleet::online_ns(&s, 100, i as u64);
+            assert_eq!(t[0].at_ns, online, "device {i}: its first heartbeat as it comes online");
+            // Online within the surge: it surges from then on (its next
+            // heartbeat at its surge slot, within one surge interval).
+            if (1_000_000_000..8_000_000_000).contains(&online) {
+                assert!(t[1].at_ns - t[0].at_ns <= 100_000_000, "device {i}: {:?}", &t[..2]);
+            }
+        }
     }
 
     #[test]

@@ -23,8 +23,8 @@ use prometheus::{Encoder, TextEncoder};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Live;
-use crate::fleet::EventKind;
-use crate::scenario::{Fleet, Scenario};
+use crate::fleet::Online;
+use crate::scenario::Scenario;
 use crate::shard::Shard;
 use crate::stats::{CLASSES, Recorder};
 
@@ -35,9 +35,8 @@ const BUCKETS_S: [f64; 16] =
 /// One fleet as this process runs it.
 struct FleetPlan {
     name: String,
-    /// This shard's devices of the fleet.
-    devices: u64,
-    fleet: Fleet,
+    /// This shard's devices of the fleet, and how many are online when.
+    online: Online,
 }
 
 #[derive(Default)]
@@ -55,16 +54,14 @@ pub struct LiveMetrics {
 }
 
 impl LiveMetrics {
-    pub fn new(scenario: &Scenario, shard: Option<Shard>) -> Arc<LiveMetrics> {
-        let mut offset = 0u64;
+    /// `online`: each fleet's devices as this process runs them
+    /// ([`crate::run::online_devices`]).
+    pub fn new(scenario: &Scenario, shard: Option<Shard>, online: Vec<Online>) -> Arc<LiveMetrics> {
         let plans = scenario
             .fleets
             .iter()
-            .map(|f| {
-                let devices = shard.map_or(f.devices, |s| owned(s, offset, f.devices));
-                offset += f.devices;
-                FleetPlan { name: f.name().to_string(), devices, fleet: f.clone() }
-            })
+            .zip(online)
+            .map(|(f, online)| FleetPlan { name: f.name().to_string(), online })
             .collect();
         let shard = shard.map_or_else(|| "0/1".to_string(), |s| s.to_string());
         Arc::new(LiveMetrics { plans, shard, snapshot: Mutex::new(Snapshot::default()) })
@@ -175,13 +172,14 @@ impl LiveMetrics {
             quantiles,
         ));
         let elapsed = s.elapsed;
-        families
-            .push(per_fleet("fleetstorm_devices", "Devices this process simulates", GAUGE, &|_, p| p.devices as f64));
+        families.push(per_fleet("fleetstorm_devices", "Devices this process simulates", GAUGE, &|_, p| {
+            p.online.devices() as f64
+        }));
         families.push(per_fleet(
             "fleetstorm_devices_online",
             "Devices planned online now: past their ramp-up, not silenced by an outage or restart",
             GAUGE,
-            &|_, p| (p.devices as f64 * online_share(&p.fleet, elapsed)).round(),
+            &|_, p| p.online.at(elapsed) as f64,
         ));
         families.push(family(
             "fleetstorm_in_flight",
@@ -206,31 +204,6 @@ impl LiveMetrics {
         labels.push(label("shard", &self.shard));
         labels
     }
-}
-
-/// How many of `devices` global indices from `offset` on a shard owns.
-fn owned(shard: Shard, offset: u64, devices: u64) -> u64 {
-    let (i, n) = (u64::from(shard.index), u64::from(shard.count));
-    // Indices below `x` that are ≡ i (mod n).
-    let below = |x: u64| if x > i { (x - i).div_ceil(n) } else { 0 };
-    below(offset + devices) - below(offset)
-}
-
-/// The share of a fleet's devices planned online `elapsed` into the run.
-fn online_share(f: &Fleet, elapsed: Duration) -> f64 {
-    let ramp = &f.schedule.ramp_up;
-    let mut share = if ramp.is_zero() { 1.0 } else { (elapsed.as_secs_f64() / ramp.as_secs_f64()).min(1.0) };
-    for e in &f.events {
-        let silent = match &e.kind {
-            EventKind::Outage { duration, .. } => (e.at <= elapsed && elapsed < e.at + *duration).then_some(e.share),
-            // Reboots spread over `over`: about downtime/over of them down at a time.
-            EventKind::Restart { over, downtime } => (e.at <= elapsed && elapsed < e.at + *over + *downtime)
-                .then(|| e.share * (downtime.as_secs_f64() / over.as_secs_f64().max(downtime.as_secs_f64())).min(1.0)),
-            EventKind::Rollout { .. } | EventKind::Surge { .. } => None,
-        };
-        share -= silent.unwrap_or(0.0) * share;
-    }
-    share.max(0.0)
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -328,33 +301,4 @@ pub async fn serve(
         }
     });
     Ok(bound)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_shard_owns_every_count_th_device_across_fleets() {
-        for count in [1u32, 3, 7] {
-            let mut total = 0;
-            for index in 0..count {
-                let shard = Shard { index, count };
-                let (a, b) = (owned(shard, 0, 10), owned(shard, 10, 25));
-                let by_hand = |from: u64, to: u64| (from..to).filter(|g| shard.owns(*g)).count() as u64;
-                assert_eq!((a, b), (by_hand(0, 10), by_hand(10, 35)));
-                total += a + b;
-            }
-            assert_eq!(total, 35);
-        }
-    }
-
-    #[test]
-    fn outages_and_ramps_take_devices_offline() {
-        let text = "[[fleets]]\nname = \"f\"\ndevices = 100\ninterval = \"1s\"\nramp_up = \"10s\"\n[[fleets.events]]\nat = \"20s\"\nkind = \"outage\"\nshare = \"30%\"\nduration = \"10s\"\n";
-        let s = crate::scenario::parse(text, crate::scenario::Format::Toml, "t.toml", "t").unwrap();
-        let f = &s.fleets[0];
-        let at = |secs| online_share(f, Duration::from_secs(secs));
-        assert_eq!((at(5), at(15), at(25), at(35)), (0.5, 1.0, 0.7, 1.0));
-    }
 }

@@ -111,7 +111,7 @@ struct CompareArgs {
     #[arg(long, num_args = 1.., requires = "baseline")]
     current: Vec<PathBuf>,
     /// The largest worsening tolerated, relative to the baseline (default 10%).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     max_regression: Option<String>,
     /// Metrics to compare, comma-separated (default: latency.p50,latency.p95,latency.p99,
     /// latency.p999,connection_wait.p99,error_rate,missed_rate,achieved_rate_ratio).
@@ -119,6 +119,7 @@ struct CompareArgs {
     metrics: Option<String>,
 }
 
+/// The scenario and the overrides every command that loads one uses.
 #[derive(Args)]
 struct PlanArgs {
     /// The scenario file (.toml or .json).
@@ -126,24 +127,32 @@ struct PlanArgs {
     /// Target URL (overrides the scenario's): "builtin" or http://host:port.
     #[arg(long)]
     target: Option<String>,
+    /// Seed for every random choice (overrides the scenario's).
+    #[arg(long, allow_negative_numbers = true)]
+    seed: Option<u64>,
+    /// Multiply every fleet's rate (2 halves every interval).
+    #[arg(long, allow_negative_numbers = true)]
+    rate_scale: Option<f64>,
+    /// Multiply every fleet's device count (intervals kept).
+    #[arg(long, allow_negative_numbers = true)]
+    devices_scale: Option<f64>,
+}
+
+/// The run length: for `run` and `validate` (a capacity search sets its
+/// steps' own).
+#[derive(Args)]
+struct DurationArg {
     /// Run length (overrides the scenario's), e.g. 30s or 5m.
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
-    /// Seed for every random choice (overrides the scenario's).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Multiply every fleet's rate (2 halves every interval).
-    #[arg(long)]
-    rate_scale: Option<f64>,
-    /// Multiply every fleet's device count (intervals kept).
-    #[arg(long)]
-    devices_scale: Option<f64>,
 }
 
 #[derive(Args)]
 struct ValidateArgs {
     #[command(flatten)]
     plan: PlanArgs,
+    #[command(flatten)]
+    length: DurationArg,
     /// Also print the first N intended sends (seconds since the start,
     /// fleet, device), exactly as a run with this seed would aim them.
     #[arg(long, value_name = "N")]
@@ -156,6 +165,8 @@ struct ValidateArgs {
 struct RunArgs {
     #[command(flatten)]
     plan: PlanArgs,
+    #[command(flatten)]
+    length: DurationArg,
     /// Write the JSON report here (atomically).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -333,23 +344,24 @@ enum ReportFormat {
 }
 
 impl PlanArgs {
-    fn overrides(&self) -> run::Overrides {
+    fn overrides(&self, duration: Option<Duration>) -> run::Overrides {
         run::Overrides {
             target: self.target.clone(),
-            duration: self.duration,
+            duration,
             seed: self.seed,
             rate_scale: self.rate_scale,
             devices_scale: self.devices_scale,
         }
     }
 
-    /// The scenario with the overrides applied, or the exit code of the error.
-    fn load(&self) -> Result<scenario::Scenario, ExitCode> {
+    /// The scenario with the overrides (and `duration`) applied, or the
+    /// exit code of the error.
+    fn load(&self, duration: Option<Duration>) -> Result<scenario::Scenario, ExitCode> {
         let loaded = scenario::load(&self.scenario).map_err(|e| {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_USAGE)
         })?;
-        run::apply_overrides(loaded, &self.overrides()).map_err(|e| {
+        run::apply_overrides(loaded, &self.overrides(duration)).map_err(|e| {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_USAGE)
         })
@@ -365,13 +377,13 @@ struct ServeArgs {
     #[arg(long)]
     latency: Option<Latency>,
     /// Share of heartbeats answered with --error-status (0 to 1).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     error_rate: f64,
     /// Status of injected errors (503 and 429 carry Retry-After).
     #[arg(long)]
     error_status: Option<u16>,
     /// Share of heartbeats whose connection is closed without an answer (0 to 1).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     drop_rate: f64,
     /// Capacity: this many workers...
     #[arg(long)]
@@ -428,6 +440,21 @@ fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), Str
     Ok((name, value))
 }
 
+/// A usage error of `subcommand` in clap's words (its usage line and the
+/// pointer to --help): exit code 2. For what clap cannot see alone: a flag
+/// given that the scenario makes meaningless.
+fn usage_error(subcommand: &str, message: &str) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    cli.build();
+    let error = match cli.find_subcommand_mut(subcommand) {
+        Some(command) => command.error(clap::error::ErrorKind::ArgumentConflict, message),
+        None => cli.error(clap::error::ErrorKind::ArgumentConflict, message),
+    };
+    eprint!("{}", error.render());
+    ExitCode::from(EXIT_USAGE)
+}
+
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_GATE: u8 = 3;
@@ -482,6 +509,13 @@ fn sample_command(path: &std::path::Path, opts: SampleOptions) -> ExitCode {
 }
 
 fn serve_command(args: ServeArgs) -> ExitCode {
+    if args.error_status.is_some() && args.error_rate == 0.0 {
+        return usage_error(
+            "serve",
+            "the argument '--error-status' has no effect without '--error-rate' above 0 (the share of heartbeats \
+             answered with that status)",
+        );
+    }
     let faults = Faults {
         latency: args.latency,
         error_rate: args.error_rate,
@@ -590,7 +624,7 @@ impl Termination {
 }
 
 fn validate_command(args: &ValidateArgs) -> ExitCode {
-    let scenario = match args.plan.load() {
+    let scenario = match args.plan.load(args.length.duration) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -601,7 +635,7 @@ fn validate_command(args: &ValidateArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    print!("{}", run::plan_text(&scenario));
+    print!("{}", run::plan_text(&scenario, shard));
     // TLS files and SigV4 credentials are read now, as a run would.
     if let scenario::TargetUrl::Http { host, .. } = &scenario.target.url
         && let Err(e) = run::endpoint_options(&scenario.target, host)
@@ -637,7 +671,7 @@ fn validate_command(args: &ValidateArgs) -> ExitCode {
 }
 
 fn run_command(args: RunArgs) -> ExitCode {
-    let scenario = match args.plan.load() {
+    let scenario = match args.plan.load(args.length.duration) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -668,7 +702,13 @@ fn run_command(args: RunArgs) -> ExitCode {
     runtime.block_on(async move {
         let cancel = tokio_util::sync::CancellationToken::new();
         tokio::spawn(interrupts(Termination::install(), cancel.clone()));
-        let mut progress = run::Progress::new(&scenario, args.quiet);
+        // One count of the devices online, for the progress line and /metrics.
+        let online = if args.quiet && args.metrics_addr.is_none() {
+            Vec::new()
+        } else {
+            run::online_devices(&scenario, seed, shard)
+        };
+        let mut progress = run::Progress::new(&scenario, args.quiet, online.clone());
         let options = run::ExecuteOptions {
             keep_second_histograms: args.hlog.is_some(),
             threads: args.threads.map(usize::from),
@@ -676,7 +716,7 @@ fn run_command(args: RunArgs) -> ExitCode {
             shard,
             start_at: args.start_at,
         };
-        let metrics = args.metrics_addr.map(|_| fleetstorm::live_metrics::LiveMetrics::new(&scenario, shard));
+        let metrics = args.metrics_addr.map(|_| fleetstorm::live_metrics::LiveMetrics::new(&scenario, shard, online));
         let stop_metrics = tokio_util::sync::CancellationToken::new();
         if let (Some(addr), Some(m)) = (args.metrics_addr, &metrics) {
             match fleetstorm::live_metrics::serve(addr, m.clone(), stop_metrics.clone()).await {
@@ -731,16 +771,26 @@ fn run_command(args: RunArgs) -> ExitCode {
 }
 
 fn capacity_command(args: &CapacityArgs) -> ExitCode {
-    let scenario = match args.plan.load() {
+    let scenario = match args.plan.load(None) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    if scenario.capacity.is_none() {
+    let Some(settings) = &scenario.capacity else {
         eprintln!(
             "error: {}: no [capacity] section; add one, e.g.\n  [capacity]\n  slo = {{ \"latency.p99\" = \"< 250ms\", \"error_rate\" = \"< 0.1%\" }}\n  start_rate = \"500/s\"\n  max_rate = \"100000/s\"",
             args.plan.scenario.display()
         );
         return ExitCode::from(EXIT_USAGE);
+    };
+    // Each step's device counts follow from its rate: a scale of them
+    // would change nothing.
+    if args.plan.devices_scale.is_some() && settings.scale == capacity::Scale::Devices {
+        return usage_error(
+            "capacity",
+            "the argument '--devices-scale' has no effect here: with scale = \"devices\" (the [capacity] \
+             default) each step's device counts follow from its rate; use scale = \"rate\" to keep more or fewer \
+             devices at each rate",
+        );
     }
     if let Err(code) = check_outputs([&args.out, &args.html]) {
         return code;
@@ -878,6 +928,9 @@ fn merge_command(args: &MergeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    for warning in report.merged.iter().flat_map(|m| &m.warnings) {
+        eprintln!("warning: {warning}");
+    }
     if !publish(&report, args.out.as_deref(), &args.renders) {
         return ExitCode::from(EXIT_FAILED);
     }

@@ -74,6 +74,15 @@ impl Shard {
     pub fn owns(&self, global_index: u64) -> bool {
         global_index % u64::from(self.count) == u64::from(self.index)
     }
+
+    /// How many of the `devices` global indices from `offset` on this
+    /// shard owns.
+    pub fn owned_in(&self, offset: u64, devices: u64) -> u64 {
+        let (i, n) = (u64::from(self.index), u64::from(self.count));
+        // Indices below `x` that are ≡ i (mod n).
+        let below = |x: u64| if x > i { (x - i).div_ceil(n) } else { 0 };
+        below(offset + devices) - below(offset)
+    }
 }
 
 impl fmt::Display for Shard {
@@ -94,6 +103,21 @@ pub fn scenario_hash(scenario: &Scenario, seed: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_owns_every_count_th_device_across_fleets() {
+        for count in [1u32, 3, 7] {
+            let mut total = 0;
+            for index in 0..count {
+                let shard = Shard { index, count };
+                let (a, b) = (shard.owned_in(0, 10), shard.owned_in(10, 25));
+                let by_hand = |from: u64, to: u64| (from..to).filter(|g| shard.owns(*g)).count() as u64;
+                assert_eq!((a, b), (by_hand(0, 10), by_hand(10, 35)));
+                total += a + b;
+            }
+            assert_eq!(total, 35);
+        }
+    }
 
     #[test]
     fn shards_read_and_refuse_as_written() {

@@ -63,7 +63,11 @@ pub fn step_scenario(scenario: &Scenario, settings: &CapacitySettings, rate: f64
             f.schedule.interval = Duration::from_secs_f64(interval);
             continue;
         }
-        f.devices = ((f.devices as f64 * factor).round() as u64).clamp(1, crate::scenario::MAX_DEVICES_PER_FLEET);
+        // Beyond the limit is an error, as the same count in the file is
+        // (before the search starts: it checks max_rate's step first).
+        f.devices = ((f.devices as f64 * factor).round() as u64).max(1);
+        crate::scenario::check_devices(f.devices)
+            .map_err(|e| format!("at {rate:.0}/s fleet {:?}: {e}; lower max_rate or use scale = \"rate\"", f.name()))?;
         f.device_name.check_for(f.devices).map_err(|e| {
             format!(
                 "at {rate:.0}/s fleet {:?} has {} devices, and its device_name cannot name them: {e}",

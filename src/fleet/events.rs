@@ -112,6 +112,8 @@ impl fmt::Display for Event {
             EventKind::Outage { duration, recover } => {
                 let recover = match recover {
                     Recovery::Synchronized => "all at once".to_string(),
+                    // Zero stands for the fleet's interval (see `FleetEvents::new`).
+                    Recovery::Staggered(o) if o.is_zero() => "staggered over one interval".to_string(),
                     Recovery::Staggered(o) => format!("staggered over {}", d(*o)),
                     Recovery::Ramp(o) => format!("ramping over {}", d(*o)),
                 };
@@ -374,6 +376,23 @@ impl Selection {
         (r < self.k).then_some(r)
     }
 
+    /// The affected devices, in rank order: (rank, index), the permutation
+    /// inverted (`index = (rank - b) · a⁻¹ mod devices`).
+    fn affected(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let n = i128::from(self.devices);
+        // a is coprime with n: its inverse modulo n, by Euclid.
+        let (mut r0, mut r1, mut s0, mut s1) = (n, i128::from(self.a), 0i128, 1i128);
+        while r1 != 0 {
+            let q = r0 / r1;
+            (r0, r1) = (r1, r0 - q * r1);
+            (s0, s1) = (s1, s0 - q * s1);
+        }
+        let inverse = s0.rem_euclid(n);
+        (0..self.k).map(move |rank| {
+            (rank, ((i128::from(rank) - i128::from(self.b)).rem_euclid(n) * inverse).rem_euclid(n) as u64)
+        })
+    }
+
     /// `span` spread linearly over the affected devices in rank order.
     fn spread(&self, rank: u64, span: Duration) -> u64 {
         ((span.as_nanos() * u128::from(rank)) / u128::from(self.k.max(1))) as u64
@@ -402,10 +421,10 @@ pub struct Step {
     pub resumed: bool,
 }
 
-/// A silence window of one device: [start, end), back at `resume`.
-struct Silence {
-    start: u64,
-    resume: u64,
+/// A silence window of one device: silent from `start`, back at `resume`.
+pub(super) struct Silence {
+    pub(super) start: u64,
+    pub(super) resume: u64,
 }
 
 fn ns(d: Duration) -> u64 {
@@ -439,33 +458,45 @@ impl FleetEvents {
         self.events.is_empty()
     }
 
+    /// Every silence window of every device an outage or restart touches,
+    /// with the device's index (a device's windows never overlap: events
+    /// that silence must not, see [`check`]).
+    pub(super) fn all_silences(&self) -> impl Iterator<Item = (u64, Silence)> + '_ {
+        self.events.iter().flat_map(move |(e, sel)| {
+            sel.affected().filter_map(move |(rank, index)| self.silence(e, sel, rank, index).map(|s| (index, s)))
+        })
+    }
+
     /// Device `index`'s silence windows, from each outage or restart that
     /// touches it.
     fn silences(&self, index: u64) -> impl Iterator<Item = Silence> + '_ {
-        self.events.iter().filter_map(move |(e, sel)| {
-            let rank = sel.rank(index)?;
-            let at = ns(e.at);
-            match &e.kind {
-                EventKind::Outage { duration, recover } => {
-                    let end = at + ns(*duration);
-                    let resume = end
-                        + match recover {
-                            Recovery::Synchronized => 0,
-                            Recovery::Ramp(over) => sel.spread(rank, *over),
-                            Recovery::Staggered(over) => {
-                                let u = (mix(self.key ^ index ^ at) >> 11) as f64 / (1u64 << 53) as f64;
-                                (ns(*over) as f64 * u) as u64
-                            }
-                        };
-                    Some(Silence { start: at, resume })
-                }
-                EventKind::Restart { over, downtime } => {
-                    let start = at + sel.spread(rank, *over);
-                    Some(Silence { start, resume: start + ns(*downtime) })
-                }
-                _ => None,
+        self.events.iter().filter_map(move |(e, sel)| self.silence(e, sel, sel.rank(index)?, index))
+    }
+
+    /// The silence event `e` puts device `index` (of rank `rank` in `sel`)
+    /// through, if it silences.
+    fn silence(&self, e: &Event, sel: &Selection, rank: u64, index: u64) -> Option<Silence> {
+        let at = ns(e.at);
+        match &e.kind {
+            EventKind::Outage { duration, recover } => {
+                let end = at + ns(*duration);
+                let resume = end
+                    + match recover {
+                        Recovery::Synchronized => 0,
+                        Recovery::Ramp(over) => sel.spread(rank, *over),
+                        Recovery::Staggered(over) => {
+                            let u = (mix(self.key ^ index ^ at) >> 11) as f64 / (1u64 << 53) as f64;
+                            (ns(*over) as f64 * u) as u64
+                        }
+                    };
+                Some(Silence { start: at, resume })
             }
-        })
+            EventKind::Restart { over, downtime } => {
+                let start = at + sel.spread(rank, *over);
+                Some(Silence { start, resume: start + ns(*downtime) })
+            }
+            _ => None,
+        }
     }
 
     /// Device `index`'s surge: (first surged heartbeat, end, interval).
@@ -501,7 +532,10 @@ impl FleetEvents {
             return Step { at_ns: planned, resumed: false };
         }
         let planned = match self.surge(index) {
-            Some((first, end, _)) if first < planned && planned < end => first,
+            // Online from the start (no ramp-up), a device whose first
+            // heartbeat falls in its surge joins the surge at its slot; one
+            // still to come online during a ramp-up surges from then on.
+            Some((first, end, _)) if s.ramp_up.is_zero() && first < planned && planned < end => first,
             _ => planned,
         };
         self.silenced(index, None, planned)
@@ -528,6 +562,27 @@ impl FleetEvents {
             }
         };
         self.silenced(index, Some(prev), planned)
+    }
+
+    /// How many heartbeats device `index` is scheduled to send before
+    /// `end_ns` (at most `limit`): its first, then each next one, exactly
+    /// as a worker steps it ([`FleetEvents::first`], [`FleetEvents::advance`]).
+    pub fn sends_before(
+        &self,
+        clock: &mut DeviceClock,
+        s: &Schedule,
+        devices: u64,
+        index: u64,
+        end_ns: u64,
+        limit: u64,
+    ) -> u64 {
+        let mut sends = 0;
+        let mut step = self.first(clock, s, devices, index);
+        while step.at_ns < end_ns && sends < limit {
+            sends += 1;
+            step = self.advance(clock, s, index, step.at_ns);
+        }
+        sends
     }
 
     /// The rollouts device `index` has taken by `at_ns`, in time order,
@@ -631,6 +686,10 @@ mod tests {
             sorted.sort();
             sorted.dedup();
             assert_eq!(sorted.len(), ranks.len(), "ranks are distinct");
+            // Inverted: rank r's device has rank r.
+            for (r, index) in sel.affected() {
+                assert_eq!(sel.rank(index), Some(r), "{n} {share}");
+            }
         }
     }
 
@@ -689,6 +748,22 @@ mod tests {
         // 90 from the 100 others at their 10 s beat.
         assert!((980..=1000).contains(&count(21, 30)), "{}", count(21, 30));
         assert!((190..=300).contains(&count(40, 50)), "back to the old rate after a burst: {}", count(40, 50));
+    }
+
+    #[test]
+    fn a_device_coming_online_during_a_surge_sends_nothing_before_it_is_online() {
+        let surge =
+            Event { at: secs(1), share: 1.0, kind: EventKind::Surge { duration: secs(8), interval: secs(1) / 10 } };
+        let s = Schedule { ramp_up: secs(10), ..every(secs(5)) };
+        for (i, t) in times(&[surge], 100, &s, 20_000_000_000).iter().enumerate() {
+            let online = crate::fleet::online_ns(&s, 100, i as u64);
+            assert_eq!(t[0].at_ns, online, "device {i}: its first heartbeat as it comes online");
+            // Online within the surge: it surges from then on (its next
+            // heartbeat at its surge slot, within one surge interval).
+            if (1_000_000_000..8_000_000_000).contains(&online) {
+                assert!(t[1].at_ns - t[0].at_ns <= 100_000_000, "device {i}: {:?}", &t[..2]);
+            }
+        }
     }
 
     #[test]

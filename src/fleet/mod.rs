@@ -17,15 +17,23 @@
 //!   process is stationary from the start).
 
 pub mod events;
+pub mod online;
 pub mod retry;
 
 pub use events::{Event, EventKind, FleetEvents, Recovery, RolloutTarget, Step};
+pub use online::Online;
 pub use retry::RetryPolicy;
 
 use rand::rngs::Xoshiro128PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use crate::scenario::{Arrival, Schedule, StartMode};
+
+/// When device `index` of `devices` comes online: at `R·index/devices`
+/// with a ramp-up `R` (and sends its first heartbeat then), at 0 without.
+pub fn online_ns(s: &Schedule, devices: u64, index: u64) -> u64 {
+    ((s.ramp_up.as_nanos() * u128::from(index)) / u128::from(devices.max(1))) as u64
+}
 
 /// A device's schedule state: its own random stream.
 #[derive(Debug, Clone)]
@@ -45,7 +53,7 @@ impl DeviceClock {
         let interval = s.interval.as_nanos() as u64;
         let share = |span: u64| ((span as u128 * index as u128) / devices.max(1) as u128) as u64;
         if !s.ramp_up.is_zero() {
-            return share(s.ramp_up.as_nanos() as u64);
+            return online_ns(s, devices, index);
         }
         match (s.start, s.arrival) {
             (StartMode::Synchronized, _) => 0,

@@ -4,7 +4,9 @@
 //! Counters add; histograms (serialized in every report) are decoded and
 //! added exactly, and the percentiles derived again from the sums; device
 //! freshness adds the same way; timelines add second by second (the shards
-//! started at the same instant). The scenario's thresholds, as the shards
+//! started at the same instant: `--start-at`; shards that started more than
+//! a second apart without one are warned about, on stderr and in the
+//! merged report's `merged.warnings`). The scenario's thresholds, as the shards
 //! carry them, are checked again on the merged totals. Shards are checked
 //! first: 0..N-1 each present once, every one from the same scenario (the
 //! scenario hash covers the file, the overrides and the seed).
@@ -94,7 +96,7 @@ pub fn merge(shards: &[ShardReport]) -> Result<Report, String> {
         backend: None,
         start: None,
         shard: None,
-        merged: Some(MergedFrom { shards: count, scenario_hash: hash }),
+        merged: Some(MergedFrom { shards: count, scenario_hash: hash, warnings: start_warnings(&sorted) }),
     };
     for s in &sorted {
         for (class, message) in &s.report.first_errors {
@@ -111,6 +113,50 @@ pub fn merge(shards: &[ShardReport]) -> Result<Report, String> {
     }
     merged.thresholds = thresholds;
     Ok(merged)
+}
+
+/// Shards that started further apart than this, without a shared start
+/// instant, are said to have: their timelines add as if simultaneous.
+pub const START_SPREAD_WARNING: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Warnings about when the shards started: further apart than
+/// [`START_SPREAD_WARNING`] while they shared no `--start-at` instant (or a
+/// start time that cannot be read).
+fn start_warnings(shards: &[&ShardReport]) -> Vec<String> {
+    let first_at = shards.first().and_then(|s| s.report.start.as_ref()).map(|s| &s.at);
+    let shared = first_at.is_some() && shards.iter().all(|s| s.report.start.as_ref().map(|s| &s.at) == first_at);
+    if shared {
+        return Vec::new();
+    }
+    let mut warnings = Vec::new();
+    let mut started = Vec::new();
+    for s in shards {
+        match humantime::parse_rfc3339_weak(&s.report.started_at) {
+            Ok(at) => started.push((at, s)),
+            Err(e) => warnings.push(format!(
+                "{}: started_at {:?} cannot be read ({e}): whether the shards started together is not checked",
+                s.origin, s.report.started_at
+            )),
+        }
+    }
+    let earliest = started.iter().min_by_key(|(at, _)| *at);
+    let latest = started.iter().max_by_key(|(at, _)| *at);
+    if let (Some((early, e)), Some((late, l))) = (earliest, latest) {
+        let apart = late.duration_since(*early).unwrap_or_default();
+        if apart > START_SPREAD_WARNING {
+            warnings.push(format!(
+                "the shards started {:.1} s apart ({} at {}, {} at {}) with no shared --start-at: their timelines \
+                 are added second by second as if they had started together, so per-second rates and \
+                 percentiles mix different moments (totals are unaffected); start shards with --start-at",
+                apart.as_secs_f64(),
+                e.origin,
+                e.report.started_at,
+                l.origin,
+                l.report.started_at
+            ));
+        }
+    }
+    warnings
 }
 
 /// Every report a shard of one run, each shard once: the shard count and

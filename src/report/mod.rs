@@ -125,6 +125,9 @@ pub struct ShardInfo {
 pub struct MergedFrom {
     pub shards: u32,
     pub scenario_hash: String,
+    /// What the merge could not vouch for (shards that started apart).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The results of one fleet's devices on one agent version.

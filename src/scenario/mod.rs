@@ -368,6 +368,16 @@ impl TryFrom<RawFleet> for Fleet {
     }
 }
 
+/// Checks a fleet's device count: the rule for a count in the file and
+/// for one a scale gives.
+pub fn check_devices(n: u64) -> Result<(), String> {
+    if (1..=MAX_DEVICES_PER_FLEET).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!("devices is {n}; it must be from 1 to {MAX_DEVICES_PER_FLEET}"))
+    }
+}
+
 /// A fleet's device count, checked where it is written.
 struct DeviceCount(u64);
 
@@ -380,11 +390,7 @@ impl<'de> Deserialize<'de> for DeviceCount {
                 write!(f, "a whole number of devices from 1 to {MAX_DEVICES_PER_FLEET}")
             }
             fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<DeviceCount, E> {
-                if (1..=MAX_DEVICES_PER_FLEET).contains(&n) {
-                    Ok(DeviceCount(n))
-                } else {
-                    Err(E::custom(format!("devices is {n}; it must be from 1 to {MAX_DEVICES_PER_FLEET}")))
-                }
+                check_devices(n).map(|()| DeviceCount(n)).map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<DeviceCount, E> {
                 match u64::try_from(n) {

@@ -10,6 +10,7 @@ mod fault_matrix;
 mod gates;
 mod generator_props;
 mod pki;
+mod plan;
 mod reports;
 mod run;
 mod scenario_errors;

@@ -203,6 +203,63 @@ async fn four_shards_started_together_add_up_to_the_single_run() {
 }
 
 #[test]
+fn merge_warns_when_shards_started_apart_without_a_shared_start() {
+    let dir = TempDir::new("shards-apart");
+    let file = dir.write("s.toml", &scenario_text("builtin"));
+    // Two shards run one after the other, no --start-at.
+    let mut shards = Vec::new();
+    for i in 0..2 {
+        let path = dir.path(&format!("shard-{i}.json")).to_str().unwrap().to_string();
+        let args: Vec<String> =
+            ["run", &file, "--quiet", "--duration", "1s", "--out", &path, "--shard", &format!("{i}/2")]
+                .map(String::from)
+                .to_vec();
+        let out = fleetstorm(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        shards.push(serde_json::from_slice::<serde_json::Value>(&std::fs::read(&path).unwrap()).unwrap());
+    }
+    let started = humantime::parse_rfc3339(shards[0]["started_at"].as_str().unwrap()).unwrap();
+    // Merges the shards with shard 1 started `later` after shard 0 (and
+    // both given `start`, if any): the warnings, on stderr and in the report.
+    let merge = |later: Duration, start: Option<&str>| {
+        let mut paths = Vec::new();
+        for (i, shard) in shards.iter().enumerate() {
+            let mut shard = shard.clone();
+            let at = if i == 0 { started } else { started + later };
+            shard["started_at"] = humantime::format_rfc3339_millis(at).to_string().into();
+            if let Some(start) = start {
+                shard["start"] = serde_json::json!({ "at": start, "lag_ms": 0.5 });
+            }
+            let path = dir.path(&format!("edited-{i}.json")).to_str().unwrap().to_string();
+            std::fs::write(&path, serde_json::to_vec(&shard).unwrap()).unwrap();
+            paths.push(path);
+        }
+        let merged = dir.path("merged.json").to_str().unwrap().to_string();
+        let mut args = vec!["merge".to_string(), "--out".into(), merged.clone()];
+        args.extend(paths);
+        let out = fleetstorm(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&merged).unwrap()).unwrap();
+        schema_check(&json);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let warnings: Vec<String> = json["merged"]["warnings"]
+            .as_array()
+            .map(|w| w.iter().map(|w| w.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        for w in &warnings {
+            assert!(stderr.contains(&format!("warning: {w}")), "{stderr}");
+        }
+        warnings
+    };
+    let apart = merge(Duration::from_secs(5), None);
+    assert_eq!(apart.len(), 1, "{apart:?}");
+    assert!(apart[0].contains("started 5.0 s apart") && apart[0].contains("--start-at"), "{apart:?}");
+    assert_eq!(merge(Duration::from_millis(800), None), Vec::<String>::new(), "within a second: together");
+    let shared = humantime::format_rfc3339_millis(started).to_string();
+    assert_eq!(merge(Duration::from_secs(5), Some(&shared)), Vec::<String>::new(), "one start instant shared");
+}
+
+#[test]
 fn a_shard_not_ready_at_the_start_instant_exits_4_without_sending() {
     let dir = TempDir::new("shard-late");
     let file = dir.write("s.toml", &scenario_text("http://127.0.0.1:9"));
@@ -320,6 +377,17 @@ fn live_metrics_are_scraped_during_a_run_and_rise() {
     assert_eq!(second[&key("fleetstorm_devices", "fleet=cams,shard=1/2")], 125.0);
     assert_eq!(second[&key("fleetstorm_devices", "fleet=sensors,shard=1/2")], 48.0);
     assert!(second.contains_key(&key("fleetstorm_in_flight", "shard=1/2")));
+    // Devices online: the run's own count (fleet::Online) at the snapshot's
+    // elapsed time, the one the progress line shows too.
+    let s = scenario::parse(&scenario_text("builtin"), Format::Toml, "s.toml", "s").unwrap();
+    let online = fleetstorm::run::online_devices(&s, 21, Some(Shard { index: 1, count: 2 }));
+    for scrape in [&first, &second] {
+        let elapsed = Duration::from_secs_f64(scrape[&key("fleetstorm_elapsed_seconds", "shard=1/2")]);
+        for (i, fleet) in ["cams", "sensors"].iter().enumerate() {
+            let shown = scrape[&key("fleetstorm_devices_online", &format!("fleet={fleet},shard=1/2"))];
+            assert_eq!(shown, online[i].at(elapsed) as f64, "{fleet} at {elapsed:?}");
+        }
+    }
     // The Grafana dashboard asks only for metrics the run exposes.
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(super::util::root().join("deploy/grafana/fleetstorm.json")).unwrap(),

@@ -114,7 +114,7 @@ fn recording(c: &mut Criterion) {
             // Latencies spread over three decades, as a loaded backend's are.
             let latency = 200 + (i as u64 * 7919) % 200_000;
             recorder.scheduled();
-            recorder.sent(black_box(latency / 100));
+            recorder.sent(black_box(latency / 100), 0);
             recorder.completed(outcomes[i], latency, latency - latency / 100);
         })
     });
@@ -123,7 +123,7 @@ fn recording(c: &mut Criterion) {
     for (n, outcome) in outcomes.iter().cycle().take(10_000).enumerate() {
         let latency = 200 + (n as u64 * 7919) % 200_000;
         second.scheduled();
-        second.sent(latency / 100);
+        second.sent(latency / 100, 0);
         second.completed(*outcome, latency, latency - latency / 100);
     }
     group.throughput(Throughput::Elements(1));

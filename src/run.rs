@@ -92,6 +92,8 @@ pub fn apply_overrides(mut s: Scenario, o: &Overrides) -> Result<Scenario, RunEr
             f.schedule.interval = interval;
         }
     }
+    s.scaled =
+        crate::scenario::Scaled { devices: o.devices_scale.or(s.scaled.devices), rate: o.rate_scale.or(s.scaled.rate) };
     Ok(s)
 }
 

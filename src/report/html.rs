@@ -121,6 +121,9 @@ fn verdicts(report: &Report, out: &mut String) {
     if let Some(why) = report.no_success() {
         badge("fail", format!("FAILED: {why}"));
     }
+    if let Some(scale) = &report.scenario.scale {
+        badge("warn", scale.describe());
+    }
     if report.totals.retry_pending > 0 {
         badge("warn", format!("{} retries pending at the end (out of the error rate)", report.totals.retry_pending));
     }

@@ -60,6 +60,9 @@ pub fn render(report: &Report) -> String {
         }
         out.push('\n');
     }
+    if let Some(scale) = &report.scenario.scale {
+        let _ = writeln!(out, "**{}**\n", cell(&scale.describe()));
+    }
     let _ = writeln!(out, "**Generator:** {}\n", report.generator.verdict);
     if let Some(pool) = &report.generator.pool {
         let _ = writeln!(out, "**Pool:** {}\n", cell(&pool.verdict));

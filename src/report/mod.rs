@@ -152,8 +152,37 @@ pub struct ScenarioSummary {
     pub name: String,
     pub seed: u64,
     pub planned_duration_s: f64,
+    /// Set when the command line scaled the file's fleets: the counts and
+    /// rates of the report are the scaled run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleSummary>,
     pub target: TargetSummary,
     pub fleets: Vec<FleetSummary>,
+}
+
+/// How a run was scaled from its scenario file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScaleSummary {
+    /// `--devices-scale`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<f64>,
+    /// `--rate-scale`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+}
+
+impl ScaleSummary {
+    /// How the summary says it.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(d) = self.devices {
+            parts.push(format!("devices ×{d} (--devices-scale)"));
+        }
+        if let Some(r) = self.rate {
+            parts.push(format!("rates ×{r} (--rate-scale)"));
+        }
+        format!("SCALED from the scenario file: {}; the counts and rates here are the scaled run's", parts.join(", "))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -644,6 +673,10 @@ impl Report {
                 name: scenario.name.clone(),
                 seed,
                 planned_duration_s: scenario.duration.as_secs_f64(),
+                scale: scenario
+                    .scaled
+                    .is_scaled()
+                    .then_some(ScaleSummary { devices: scenario.scaled.devices, rate: scenario.scaled.rate }),
                 target: TargetSummary {
                     url: target_url.to_string(),
                     path: t.path.clone(),
@@ -854,6 +887,9 @@ impl Report {
             s.seed,
             if self.interrupted { " — INTERRUPTED" } else { "" }
         );
+        if let Some(scale) = &s.scale {
+            let _ = writeln!(out, "{}", scale.describe());
+        }
         if let Some(shard) = &self.shard {
             let _ = writeln!(out, "shard {}/{} (scenario hash {:.12})", shard.index, shard.count, shard.scenario_hash);
         }

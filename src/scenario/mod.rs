@@ -50,6 +50,24 @@ pub struct Scenario {
     pub breakdown: Vec<Breakdown>,
     /// How `fleetstorm capacity` searches, and the SLO it holds loads to.
     pub capacity: Option<CapacitySettings>,
+    /// How the command line scaled the file's fleets (reports say so).
+    pub scaled: Scaled,
+}
+
+/// Scales applied to a scenario's fleets from the command line
+/// (`--devices-scale`, `--rate-scale`); `None` where not scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Scaled {
+    /// Every fleet's device count multiplied by this.
+    pub devices: Option<f64>,
+    /// Every fleet's rate multiplied by this (intervals divided).
+    pub rate: Option<f64>,
+}
+
+impl Scaled {
+    pub fn is_scaled(&self) -> bool {
+        self.devices.is_some() || self.rate.is_some()
+    }
 }
 
 /// What results may be broken down by, beyond fleets.
@@ -160,6 +178,7 @@ pub fn parse(text: &str, format: Format, origin: &str, default_name: &str) -> Re
         thresholds: raw.thresholds.unwrap_or_default(),
         breakdown: raw.breakdown,
         capacity: raw.capacity,
+        scaled: Scaled::default(),
     };
     for (i, f) in scenario.fleets.iter().enumerate() {
         let fleet = |rest: &[Step]| [&[Step::Key("fleets".into()), Step::Index(i)][..], rest].concat();

@@ -94,7 +94,7 @@ fn the_search_finds_the_capacity_of_a_queueing_backend() {
         // Steps never overlap: each began after the one before ended and
         // the backend was left to settle (for the timeout, after time-outs).
         for w in report.steps.windows(2) {
-            assert!(w[1].started_s >= w[0].ended_s + w[0].settle_s - 0.01, "{name}: {:?}", &w[..]);
+            assert!(w[1].started_s >= w[0].ended_s + w[0].settle_s - 0.01, "{name}: {w:?}");
         }
         for s in &report.steps {
             assert!(s.settle_s == 0.0 || s.settle_s == 2.0, "{s:?}");

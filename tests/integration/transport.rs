@@ -253,6 +253,9 @@ fn source_addresses_lift_the_port_ceiling_in_a_network_namespace() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The guard orders whole tests, each on its own runtime: nothing on this
+// runtime waits for it.
+#[allow(clippy::await_holding_lock)]
 async fn fifteen_thousand_per_device_connections_on_loopback() {
     // serve and fleetstorm in separate processes: each holds one end of
     // every connection, under this machine's 20,000 open files per process.

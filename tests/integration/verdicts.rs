@@ -25,6 +25,9 @@ async fn run(s: &Scenario) -> Report {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The guard orders whole tests, each on its own runtime: nothing on this
+// runtime waits for it.
+#[allow(clippy::await_holding_lock)]
 async fn a_pool_too_small_for_a_fast_backend_says_so_and_how_many_connections_the_rate_needs() {
     let _turn = heavy();
     // 1 ms per answer and no capacity limit: 2 connections carry about
@@ -52,6 +55,9 @@ async fn a_pool_too_small_for_a_fast_backend_says_so_and_how_many_connections_th
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The guard orders whole tests, each on its own runtime: nothing on this
+// runtime waits for it.
+#[allow(clippy::await_holding_lock)]
 async fn a_draining_pool_lengthens_sending_and_the_achieved_rate_is_over_that_time() {
     let _turn = heavy();
     // 4,000/s offered for 4 s through 64 connections to a backend that
@@ -199,4 +205,37 @@ async fn p75_and_p95_gate_a_run_and_appear_in_every_output() {
         let text = render(&report);
         assert!(text.contains("p75") && text.contains("p95"), "{text}");
     }
+}
+
+#[test]
+fn a_scaled_run_says_so_in_the_summary_and_the_report() {
+    let dir = TempDir::new("verdicts-scaled");
+    let file = dir.write(
+        "scaled.toml",
+        "seed = 2\nduration = \"1s\"\n[target]\nurl = \"builtin\"\n[[fleets]]\nname = \"f\"\ndevices = 40\ninterval = \"1s\"\n",
+    );
+    let out_path = dir.path("scaled.json");
+    let out = fleetstorm(&[
+        "run",
+        &file,
+        "--quiet",
+        "--devices-scale",
+        "0.5",
+        "--rate-scale",
+        "2",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("SCALED from the scenario file: devices ×0.5 (--devices-scale), rates ×2"), "{stdout}");
+    let report = Report::load(&out_path).unwrap();
+    let scale = report.scenario.scale.expect("marked as scaled");
+    assert_eq!((scale.devices, scale.rate), (Some(0.5), Some(2.0)));
+    assert_eq!(report.scenario.fleets[0].devices, 20);
+    assert_eq!(report.totals.scheduled, 40, "20 devices at 500 ms for 1 s");
+    // Unscaled: no mark.
+    let out = fleetstorm(&["run", &file, "--quiet", "--out", out_path.to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("SCALED"));
+    assert!(Report::load(&out_path).unwrap().scenario.scale.is_none());
 }

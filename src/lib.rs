@@ -33,6 +33,7 @@ pub mod fleet;
 pub mod gate;
 pub mod heartbeat;
 pub mod live_metrics;
+pub mod output;
 pub mod report;
 pub mod run;
 pub mod sample;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use fleetstorm::capacity;
+use fleetstorm::output::{Output, Outputs};
 use fleetstorm::report::Report;
 use fleetstorm::run::{self, RunError};
 use fleetstorm::sample::{self, SampleError, SampleOptions};
@@ -20,6 +21,7 @@ use fleetstorm::scenario;
 use fleetstorm::server::{self, Auth, Faults, Latency, ServeConfig};
 use fleetstorm::units::parse_duration;
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "fleetstorm", version, about = "Load generator and fleet simulator for SendHeartbeat backends")]
@@ -244,32 +246,63 @@ struct RenderArgs {
 }
 
 impl RenderArgs {
+    /// The renderings asked for, with their flags.
+    fn given(&self) -> [(&'static str, Option<&std::path::Path>); 3] {
+        [
+            ("--html", self.html.as_deref()),
+            ("--summary-md", self.summary_md.as_deref()),
+            ("--junit", self.junit.as_deref()),
+        ]
+    }
+
     /// Writes every rendering asked for; false (with the error printed) if one failed.
-    fn write(&self, report: &Report) -> bool {
+    fn write(outputs: &Outputs, report: &Report) -> bool {
         type Render = fn(&Report) -> String;
-        let renders: [(&Option<PathBuf>, Render); 3] = [
-            (&self.html, fleetstorm::report::html::render),
-            (&self.summary_md, fleetstorm::report::markdown::render),
-            (&self.junit, fleetstorm::report::junit::render),
+        let renders: [(&str, Render); 3] = [
+            ("--html", fleetstorm::report::html::render),
+            ("--summary-md", fleetstorm::report::markdown::render),
+            ("--junit", fleetstorm::report::junit::render),
         ];
         let mut ok = true;
-        for (path, render) in renders {
-            if let Some(path) = path {
-                ok &= write_file(path, render(report).as_bytes());
+        for (flag, render) in renders {
+            if let Some(output) = outputs.get(flag) {
+                ok &= write_output(output, render(report).as_bytes());
             }
         }
         ok
     }
 }
 
-/// Writes a file whole or not at all; false (with the error printed) on failure.
-/// A finished report out: its summary on stdout, then the JSON and every
-/// rendering asked for; false (errors printed) if a file was not written.
-fn publish(report: &Report, out: Option<&std::path::Path>, renders: &RenderArgs) -> bool {
-    print!("{}", report.summary());
-    let _ = io::stdout().flush();
-    let written = out.is_none_or(|path| write_json(path, report));
-    renders.write(report) && written
+/// Resolves and checks every output a command was given, before it does
+/// any work (exit code 2 otherwise): writable, no two on one file, none on
+/// the scenario it reads.
+fn check_outputs<'a>(
+    given: impl IntoIterator<Item = (&'static str, Option<&'a std::path::Path>)>,
+    scenario: Option<&std::path::Path>,
+) -> Result<Outputs, ExitCode> {
+    Outputs::check(given, scenario).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+/// Prints text meant for people: on stdout, or on stderr when an output
+/// takes stdout (so that stdout stays machine-readable).
+fn say(outputs: &Outputs, text: &str) {
+    if outputs.uses_stdout() {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+        let _ = io::stdout().flush();
+    }
+}
+
+/// A finished report out: its summary, then the JSON and every rendering
+/// asked for; false (errors printed) if an output was not written.
+fn publish(report: &Report, outputs: &Outputs) -> bool {
+    say(outputs, &report.summary());
+    let written = outputs.get("--out").is_none_or(|o| write_json(o, report));
+    RenderArgs::write(outputs, report) && written
 }
 
 /// The scenario's seed, or a fresh one (printed, so the run can be repeated).
@@ -289,36 +322,32 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
-/// Every output path given must be writable before any work starts.
-fn check_outputs<'a>(paths: impl IntoIterator<Item = &'a Option<PathBuf>>) -> Result<(), ExitCode> {
-    for path in paths.into_iter().flatten() {
-        if let Err(e) = fleetstorm::report::check_writable(path) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return Err(ExitCode::from(EXIT_USAGE));
-        }
-    }
-    Ok(())
-}
-
-/// Writes `value` as pretty JSON, atomically; false (with the error printed) if it failed.
-fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> bool {
+/// Writes `value` as pretty JSON; false (with the error printed) if it failed.
+fn write_json(output: &Output, value: &impl serde::Serialize) -> bool {
     match serde_json::to_vec_pretty(value) {
-        Ok(json) => write_file(path, &json),
+        Ok(mut json) => {
+            json.push(b'\n');
+            write_output(output, &json)
+        }
         Err(e) => {
-            eprintln!("error: cannot encode {}: {e}", path.display());
+            eprintln!("error: cannot encode {}: {e}", output.given.display());
             false
         }
     }
 }
 
-fn write_file(path: &std::path::Path, bytes: &[u8]) -> bool {
-    match fleetstorm::report::write_atomically(path, bytes) {
+/// Writes one output (see `fleetstorm::output`); false (with the error
+/// printed) on failure.
+fn write_output(output: &Output, bytes: &[u8]) -> bool {
+    match output.write(bytes) {
         Ok(()) => {
-            eprintln!("wrote {}", path.display());
+            if !output.is_stdout() {
+                eprintln!("wrote {}", output.given.display());
+            }
             true
         }
         Err(e) => {
-            eprintln!("error: cannot write {}: {e}", path.display());
+            eprintln!("error: cannot write {} {}: {e}", output.flag, output.given.display());
             false
         }
     }
@@ -370,9 +399,24 @@ impl PlanArgs {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to listen on (loopback unless you say otherwise; port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address to listen on, HOST:PORT (a name such as localhost, or an
+    /// address; loopback unless you say otherwise; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen_addr)]
     addr: SocketAddr,
+    /// The credential of the control endpoints (POST /faults, POST
+    /// /stats/reset): `Authorization: Bearer TOKEN` (401 otherwise). Without
+    /// it, the heartbeats' credential guards them.
+    #[arg(long, value_name = "TOKEN")]
+    admin_token: Option<String>,
+    /// Guard the read endpoints (GET /stats, /metrics, /faults, /devices/...)
+    /// with the control credential too.
+    #[arg(long)]
+    protect_reads: bool,
+    /// Allow control endpoints without a credential on an address other
+    /// than loopback (refused otherwise: anyone reaching the port could
+    /// change how serve answers).
+    #[arg(long)]
+    allow_open_control: bool,
     /// Added latency: 50ms, uniform:10ms..50ms, normal:20ms,5ms or lognormal:20ms,0.5.
     #[arg(long)]
     latency: Option<Latency>,
@@ -433,6 +477,18 @@ struct ServeArgs {
     client_ca: Option<PathBuf>,
 }
 
+/// A listening address: HOST:PORT, the host a name or an address.
+fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let mut found = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not HOST:PORT (e.g. 127.0.0.1:8080 or localhost:8080): {e}"))?;
+    found.next().ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
 fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
     let (name, value) = text.split_once('=').ok_or("write NAME=VALUE, e.g. x-api-key=secret")?;
     let name = http::HeaderName::try_from(name.trim()).map_err(|e| format!("bad header name {name:?}: {e}"))?;
@@ -460,6 +516,8 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_GATE: u8 = 3;
 /// `--start-at` passed before the shard was ready: nothing was sent.
 const EXIT_NOT_READY: u8 = 4;
+/// A second interrupt: what was merged so far was written (128 + SIGINT).
+const EXIT_ABANDONED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -549,8 +607,17 @@ fn serve_command(args: ServeArgs) -> ExitCode {
             key: args.tls_key.unwrap_or_default(),
             client_ca: args.client_ca,
         }),
+        control: server::ControlAccess {
+            credential: args.admin_token.map(Auth::Bearer),
+            protect_reads: args.protect_reads,
+            allow_open: args.allow_open_control,
+        },
         ..ServeConfig::default()
     };
+    if let Err(e) = config.check_exposure() {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     if let Some(tls) = &config.tls
         && let Err(e) = tls.acceptor()
     {
@@ -676,11 +743,12 @@ fn run_command(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     // Every output must be writable before the run starts, not found out after it.
-    if let Err(code) =
-        check_outputs([&args.out, &args.renders.html, &args.renders.summary_md, &args.renders.junit, &args.hlog])
-    {
-        return code;
-    }
+    let [html, md, junit] = args.renders.given();
+    let given = [("--out", args.out.as_deref()), html, md, junit, ("--hlog", args.hlog.as_deref())];
+    let outputs = match check_outputs(given, Some(&args.plan.scenario)) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     let shard = match args.sharding.shard() {
         Ok(s) => s,
         Err(e) => {
@@ -700,8 +768,8 @@ fn run_command(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async move {
-        let cancel = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(interrupts(Termination::install(), cancel.clone()));
+        let (cancel, abandon) = (CancellationToken::new(), CancellationToken::new());
+        tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
         // One count of the devices online, for the progress line and /metrics.
         let online = if args.quiet && args.metrics_addr.is_none() {
             Vec::new()
@@ -715,6 +783,7 @@ fn run_command(args: RunArgs) -> ExitCode {
             warmup: Duration::ZERO,
             shard,
             start_at: args.start_at,
+            abandon: Some(abandon.clone()),
         };
         let metrics = args.metrics_addr.map(|_| fleetstorm::live_metrics::LiveMetrics::new(&scenario, shard, online));
         let stop_metrics = tokio_util::sync::CancellationToken::new();
@@ -751,23 +820,34 @@ fn run_command(args: RunArgs) -> ExitCode {
                 return ExitCode::from(EXIT_NOT_READY);
             }
         };
-        let mut written = publish(&report, args.out.as_deref(), &args.renders);
-        if let Some(path) = &args.hlog {
+        let mut written = publish(&report, &outputs);
+        if let Some(output) = outputs.get("--hlog") {
             let started_at =
                 humantime::parse_rfc3339(&report.started_at).unwrap_or_else(|_| std::time::SystemTime::now());
             match fleetstorm::report::hlog::render(started_at, &second_histograms) {
-                Ok(log) => written &= write_file(path, &log),
+                Ok(log) => written &= write_output(output, &log),
                 Err(e) => {
                     eprintln!("error: cannot build the HdrHistogram log: {e}");
                     written = false;
                 }
             }
         }
+        if abandoned(&abandon) {
+            return ExitCode::from(EXIT_ABANDONED);
+        }
         if !written {
             return ExitCode::from(EXIT_FAILED);
         }
         run_exit_code(&report)
     })
+}
+
+/// After a second Ctrl-C: the command wrote what it could and exits 130.
+fn abandoned(abandon: &CancellationToken) -> bool {
+    if abandon.is_cancelled() {
+        eprintln!("stopped by a second interrupt: exit code {EXIT_ABANDONED}");
+    }
+    abandon.is_cancelled()
 }
 
 fn capacity_command(args: &CapacityArgs) -> ExitCode {
@@ -792,20 +872,25 @@ fn capacity_command(args: &CapacityArgs) -> ExitCode {
              devices at each rate",
         );
     }
-    if let Err(code) = check_outputs([&args.out, &args.html]) {
-        return code;
-    }
+    let outputs = match check_outputs(
+        [("--out", args.out.as_deref()), ("--html", args.html.as_deref())],
+        Some(&args.plan.scenario),
+    ) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     let seed = seed_of(&scenario);
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     let quiet = args.quiet;
+    let abandon = CancellationToken::new();
     let searched = runtime.block_on(async {
-        let cancel = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(interrupts(Termination::install(), cancel.clone()));
+        let cancel = CancellationToken::new();
+        tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
         let threads = args.threads.map(usize::from);
-        fleetstorm::capacity::search(&scenario, seed, cancel, threads, |p| {
+        fleetstorm::capacity::search(&scenario, seed, cancel, Some(abandon.clone()), threads, |p| {
             if quiet {
                 return;
             }
@@ -839,14 +924,16 @@ fn capacity_command(args: &CapacityArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    print!("{}", report.summary());
-    let _ = io::stdout().flush();
+    say(&outputs, &report.summary());
     let mut written = true;
-    if let Some(path) = &args.out {
-        written &= write_json(path, &report);
+    if let Some(output) = outputs.get("--out") {
+        written &= write_json(output, &report);
     }
-    if let Some(path) = &args.html {
-        written &= write_file(path, capacity::html::render(&report).as_bytes());
+    if let Some(output) = outputs.get("--html") {
+        written &= write_output(output, capacity::html::render(&report).as_bytes());
+    }
+    if abandoned(&abandon) {
+        return ExitCode::from(EXIT_ABANDONED);
     }
     if !written {
         return ExitCode::from(EXIT_FAILED);
@@ -918,9 +1005,11 @@ fn merge_command(args: &MergeArgs) -> ExitCode {
             }
         }
     }
-    if let Err(code) = check_outputs([&args.out, &args.renders.html, &args.renders.summary_md, &args.renders.junit]) {
-        return code;
-    }
+    let [html, md, junit] = args.renders.given();
+    let outputs = match check_outputs([("--out", args.out.as_deref()), html, md, junit], None) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     let report = match merge(&shards) {
         Ok(r) => r,
         Err(e) => {
@@ -931,13 +1020,19 @@ fn merge_command(args: &MergeArgs) -> ExitCode {
     for warning in report.merged.iter().flat_map(|m| &m.warnings) {
         eprintln!("warning: {warning}");
     }
-    if !publish(&report, args.out.as_deref(), &args.renders) {
+    if !publish(&report, &outputs) {
         return ExitCode::from(EXIT_FAILED);
     }
     run_exit_code(&report)
 }
 
 fn report_command(args: &ReportArgs) -> ExitCode {
+    // The report itself goes to stdout: a rendering may not take it too.
+    let [html, md, junit] = args.renders.given();
+    let outputs = match check_outputs([("--format", Some(std::path::Path::new("-"))), html, md, junit], None) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     let report = match Report::load(&args.report) {
         Ok(r) => r,
         Err(e) => {
@@ -959,16 +1054,27 @@ fn report_command(args: &ReportArgs) -> ExitCode {
     if stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).is_err() {
         return ExitCode::from(EXIT_FAILED);
     }
-    if args.renders.write(&report) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
+    if RenderArgs::write(&outputs, &report) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
 }
 
-/// First Ctrl-C or SIGTERM: stop the run cleanly (it still reports).
-/// Second: exit at once.
-async fn interrupts(mut termination: Termination, cancel: tokio_util::sync::CancellationToken) {
+/// Ctrl-C and SIGTERM, as `run` and `capacity` take them. The first stops
+/// cleanly (`cancel`: heartbeats in flight finish, the report is
+/// complete). The second gives up on them (`abandon`): the report of what
+/// was merged so far is written, marked interrupted, and the command exits
+/// 130. A third, or 5 s without the report written, exits at once.
+async fn interrupts(mut termination: Termination, cancel: CancellationToken, abandon: CancellationToken) {
     termination.recv().await;
-    eprintln!("\nstopping: finishing heartbeats in flight (press Ctrl-C again to exit at once)");
+    eprintln!("\nstopping: finishing heartbeats in flight (press Ctrl-C again to stop at once)");
     cancel.cancel();
     termination.recv().await;
+    eprintln!("stopping at once: writing what was merged so far (press Ctrl-C again to exit without it)");
+    abandon.cancel();
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(5));
+        eprintln!("exiting at once: the report was not written within 5 s");
+        std::process::exit(i32::from(EXIT_ABANDONED));
+    });
+    termination.recv().await;
     eprintln!("exiting at once");
-    std::process::exit(130);
+    std::process::exit(i32::from(EXIT_ABANDONED));
 }

@@ -49,7 +49,12 @@ pub enum RunError {
 /// Applies command-line overrides; the result is checked as the file is.
 pub fn apply_overrides(mut s: Scenario, o: &Overrides) -> Result<Scenario, RunError> {
     if let Some(t) = &o.target {
-        s.target.url = TargetUrl::parse(t).map_err(|e| RunError::Invalid(format!("--target: {e}")))?;
+        let (url, path) = TargetUrl::split(t).map_err(|e| RunError::Invalid(format!("--target: {e}")))?;
+        s.target.url = url;
+        // A URL with a path names the heartbeat's path too.
+        if let Some(path) = path {
+            s.target.path = path;
+        }
     }
     if let Some(d) = o.duration {
         if d.is_zero() {
@@ -608,7 +613,7 @@ pub fn endpoint_options(t: &crate::scenario::Target, host: &str) -> Result<Endpo
 }
 
 /// What a run should keep beyond its report.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ExecuteOptions {
     /// Keep every second's latency histogram (for `--hlog`).
     pub keep_second_histograms: bool,
@@ -622,6 +627,9 @@ pub struct ExecuteOptions {
     /// Start the clock at this instant, once every device is built; fail
     /// with [`RunError::NotReady`] if it passes first.
     pub start_at: Option<std::time::SystemTime>,
+    /// Cancelled to give up at once (a second Ctrl-C): the report is of
+    /// what was merged so far, marked interrupted.
+    pub abandon: Option<CancellationToken>,
 }
 
 /// Heartbeats per second one generator thread is given, over kept-alive
@@ -752,6 +760,7 @@ pub async fn execute_with(
         shard: options.shard,
         start_at: options.start_at,
         drain: t.timeout,
+        abandon: options.abandon.clone(),
     };
     let mut watch = AbortWatch::new(scenario, cancel.clone());
     let mut output = engine::run(transport, fleets, settings, cancel, |live| {
@@ -759,10 +768,14 @@ pub async fn execute_with(
         progress(live);
     })
     .await;
+    let abandoned = options.abandon.as_ref().is_some_and(CancellationToken::is_cancelled);
     let backend = match builtin {
         Some(server) => {
             let stats = server.shared.stats_json();
-            server.shutdown().await;
+            // Given up on: no waiting for its connections to close.
+            if !abandoned {
+                server.shutdown().await;
+            }
             Some(stats)
         }
         None => None,

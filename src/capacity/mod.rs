@@ -334,11 +334,13 @@ pub enum Progress<'a> {
 
 /// Runs the capacity search of `scenario` (which must have a `[capacity]`
 /// section). `cancel` (Ctrl-C) stops it: the step under way is dropped and
-/// the report says what the finished steps showed.
+/// the report says what the finished steps showed; `abandon` (a second
+/// Ctrl-C) stops that step without waiting for its heartbeats in flight.
 pub async fn search(
     scenario: &Scenario,
     seed: u64,
     cancel: CancellationToken,
+    abandon: Option<CancellationToken>,
     threads: Option<usize>,
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<CapacityReport, RunError> {
@@ -363,7 +365,8 @@ pub async fn search(
         let step = step_scenario(scenario, settings, rate).map_err(RunError::Invalid)?;
         let devices = step.fleets.iter().map(|f| f.devices).sum();
         progress(Progress::Starting { step: steps.len() + 1, rate, devices });
-        let options = ExecuteOptions { threads, warmup: settings.warmup, ..ExecuteOptions::default() };
+        let options =
+            ExecuteOptions { threads, warmup: settings.warmup, abandon: abandon.clone(), ..ExecuteOptions::default() };
         let started_s = began.elapsed().as_secs_f64();
         let report = match run::execute_with(&step, seed, cancel.clone(), options, |_| {}).await {
             Ok(executed) => executed.report,

@@ -68,6 +68,10 @@ pub struct EngineSettings {
     /// After the end, heartbeats queued for a pooled connection may still
     /// go this long (the target's timeout).
     pub drain: Duration,
+    /// Cancelled to give up at once (a second Ctrl-C): the run returns what
+    /// was merged so far, marked interrupted, without waiting for the
+    /// workers' last flushes.
+    pub abandon: Option<CancellationToken>,
 }
 
 /// One second of a run (or, far back in a long run, several: see
@@ -346,6 +350,7 @@ pub async fn run<T: Transport>(
     let mut demand: Vec<Option<Demand>> = vec![None; workers];
     let mut running = workers;
     let mut interrupted_at = None;
+    let abandon = settings.abandon.clone().unwrap_or_default();
     loop {
         let flush = tokio::select! {
             flush = rx.recv() => match flush {
@@ -355,6 +360,12 @@ pub async fn run<T: Transport>(
             () = cancel.cancelled(), if interrupted_at.is_none() => {
                 interrupted_at = Some(start.elapsed());
                 continue;
+            }
+            // Whatever the workers still hold is lost: what was merged
+            // so far is the run's record.
+            () = abandon.cancelled() => {
+                interrupted_at.get_or_insert(start.elapsed());
+                break;
             }
         };
         // Workers flush as the warm-up ends, so no flush mixes the two.
@@ -508,6 +519,7 @@ mod tests {
             shard: None,
             start_at: None,
             drain: Duration::from_secs(1),
+            abandon: None,
         }
     }
 

@@ -1,6 +1,6 @@
-//! Reports: the JSON report (`fleetstorm.report/v1`, schema in
-//! `schemas/report-v1.schema.json`), the terminal summary, and writing
-//! files whole or not at all.
+//! Reports: the JSON report (`fleetstorm.report/v2`, schema in
+//! `schemas/report-v2.schema.json`; v1 reports are still read) and the
+//! terminal summary. Where the files go is [`crate::output`]'s.
 //!
 //! A report carries, for the run and for each fleet, the counters, the
 //! offered and achieved rates, percentiles of latency (from each
@@ -17,7 +17,6 @@ pub(crate) mod plots;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -1091,36 +1090,6 @@ fn one() -> u64 {
 
 fn is_one(n: &u64) -> bool {
     *n == 1
-}
-
-/// Checks that `path` can be written, as [`write_atomically`] will: a
-/// probe file is created in its directory and removed.
-pub fn check_writable(path: &Path) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if path.is_dir() {
-        return Err(std::io::Error::other("it is a directory"));
-    }
-    let probe = dir.join(format!(".fleetstorm-probe-{}", std::process::id()));
-    std::fs::File::create(&probe)?;
-    std::fs::remove_file(&probe)
-}
-
-/// Writes `bytes` to `path` whole or not at all: into a temporary file in
-/// the same directory, synced, then renamed over `path`.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("report");
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

@@ -229,8 +229,18 @@ pub enum TargetUrl {
 
 impl TargetUrl {
     pub fn parse(text: &str) -> Result<TargetUrl, String> {
+        match Self::split(text)? {
+            (url, None) => Ok(url),
+            (_, Some(_)) => Err(format!("{text:?}: give the path in target.path, not in the URL")),
+        }
+    }
+
+    /// Reads a target URL that may carry the heartbeat's path (and query):
+    /// `http://host:port/api/SendHeartbeat` is the URL and
+    /// `Some("/api/SendHeartbeat")`; no path or `/` gives `None`.
+    pub fn split(text: &str) -> Result<(TargetUrl, Option<String>), String> {
         if text == "builtin" {
-            return Ok(TargetUrl::Builtin);
+            return Ok((TargetUrl::Builtin, None));
         }
         let uri: http::Uri = text.parse().map_err(|e| {
             format!("{text:?} is not a URL ({e}); write \"builtin\", http://host:port or https://host:port")
@@ -240,12 +250,11 @@ impl TargetUrl {
             Some("https") => true,
             _ => return Err(format!("{text:?}: write \"builtin\", http://host:port or https://host:port")),
         };
-        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(format!("{text:?}: give the path in target.path, not in the URL"));
-        }
+        let path = (!matches!(uri.path(), "" | "/") || uri.query().is_some())
+            .then(|| uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string()));
         let host = uri.host().ok_or_else(|| format!("{text:?} has no host"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        Ok(TargetUrl::Http { host, port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }), tls })
+        Ok((TargetUrl::Http { host, port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }), tls }, path))
     }
 
     /// Whether the target runs on this machine: the built-in backend, a
@@ -352,7 +361,7 @@ impl Default for Target {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTarget {
-    url: Option<TargetUrl>,
+    url: Option<String>,
     path: Option<String>,
     timeout: Option<DurationValue>,
     connections: Option<ConnectionMode>,
@@ -368,7 +377,19 @@ impl<'de> Deserialize<'de> for Target {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = RawTarget::deserialize(d)?;
         let defaults = Target::default();
-        let path = raw.path.unwrap_or(defaults.path);
+        let (url, url_path) = match &raw.url {
+            Some(text) => TargetUrl::split(text).map(|(u, p)| (Some(u), p)).map_err(de::Error::custom)?,
+            None => (None, None),
+        };
+        let path = match (url_path, raw.path) {
+            (Some(in_url), Some(given)) if in_url != given => {
+                return Err(de::Error::custom(format!(
+                    "the path is given twice, as {in_url:?} in url and as {given:?} in path: give it once"
+                )));
+            }
+            (Some(p), _) | (None, Some(p)) => p,
+            (None, None) => defaults.path,
+        };
         if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
             return Err(de::Error::custom(format!("path {path:?} must be a URL path starting with /")));
         }
@@ -386,7 +407,7 @@ impl<'de> Deserialize<'de> for Target {
                 .map_err(|_| de::Error::custom(format!("headers.{name}: not a valid header value")))?;
             headers.push(Header { name: header_name, value, written });
         }
-        let url = raw.url.unwrap_or(defaults.url);
+        let url = url.unwrap_or(defaults.url);
         let tls = raw.tls.unwrap_or_default();
         tls.check().map_err(de::Error::custom)?;
         if !tls.is_default() && !matches!(url, TargetUrl::Http { tls: true, .. }) {
@@ -431,6 +452,9 @@ mod tests {
         assert_eq!(TargetUrl::parse("https://x").unwrap(), TargetUrl::Http { host: "x".into(), port: 443, tls: true });
         assert!(TargetUrl::parse("ftp://x").unwrap_err().contains("https://host:port"));
         assert!(TargetUrl::parse("http://x/SendHeartbeat").unwrap_err().contains("target.path"));
+        let (url, path) = TargetUrl::split("http://x:81/api/SendHeartbeat?v=2").unwrap();
+        assert_eq!((url.to_string(), path.as_deref()), ("http://x:81".to_string(), Some("/api/SendHeartbeat?v=2")));
+        assert_eq!(TargetUrl::split("http://x/").unwrap().1, None);
     }
 
     #[test]

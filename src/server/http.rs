@@ -9,6 +9,11 @@
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /faults`, `POST /faults` | the faults in force; replace them (absent members are off) |
 //!
+//! The control endpoints (`POST /faults`, `POST /stats/reset`) need the
+//! admin credential when one is set (`--admin-token`, or the heartbeats'
+//! credential when only that is); with `--protect-reads` the read endpoints
+//! do too. Without it they answer 401.
+//!
 //! A known path with another method gets 405 (with `Allow`); any other
 //! path 404. Every JSON error is `{"message": ..., "errors": [...]}` with
 //! the error type in `x-amzn-ErrorType`, as the AWS rest-json protocol has
@@ -59,6 +64,10 @@ where
 {
     let path = req.uri().path();
     let method = req.method().clone();
+    if let Some(refused) = guard(&shared, path, &method, req.headers()) {
+        shared.metrics.answered(refused.status().as_u16());
+        return Ok(refused);
+    }
     let response = match path {
         "/SendHeartbeat" if method == Method::POST => {
             let version = if req.version() == hyper::Version::HTTP_2 {
@@ -220,14 +229,35 @@ fn injected_error(faults: &Faults) -> Response<Body> {
     if matches!(status.as_u16(), 429 | 503) { retry_later(r) } else { r }
 }
 
+/// The control endpoints' guard: a 401 for a request to one (or, when
+/// asked, to a read endpoint) without the control credential.
+fn guard(shared: &Shared, path: &str, method: &Method, headers: &http::HeaderMap) -> Option<Response<Body>> {
+    let control = matches!((method, path), (&Method::POST, "/faults" | "/stats/reset"));
+    let read =
+        *method == Method::GET && (matches!(path, "/stats" | "/metrics" | "/faults") || path.starts_with("/devices/"));
+    let guarded = control || (read && shared.config.control.protect_reads);
+    let credential = shared.config.control_credential()?;
+    (guarded && !allowed(credential, headers)).then(|| {
+        shared.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+        error(
+            StatusCode::UNAUTHORIZED,
+            "UnauthorizedException",
+            "this endpoint needs serve's admin credential (Authorization: Bearer TOKEN)",
+        )
+    })
+}
+
+/// Whether `headers` carry `auth`, compared in constant time (a wrong
+/// token takes as long to refuse whatever it shares with the right one).
 fn allowed(auth: &Auth, headers: &http::HeaderMap) -> bool {
+    use subtle::ConstantTimeEq;
+    let same = |given: &[u8], expected: &[u8]| bool::from(given.ct_eq(expected));
     match auth {
         Auth::Bearer(token) => headers
             .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| t == token),
-        Auth::Header { name, value } => headers.get(name).is_some_and(|v| v == value),
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .is_some_and(|t| same(t, token.as_bytes())),
+        Auth::Header { name, value } => headers.get(name).is_some_and(|v| same(v.as_bytes(), value.as_bytes())),
     }
 }
 

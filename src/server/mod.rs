@@ -81,6 +81,46 @@ pub struct ServeConfig {
     pub tls: Option<ServeTls>,
     /// Connections beyond this many open at once are closed on accept.
     pub max_connections: u64,
+    /// Who may use the control endpoints (and, if asked, the read ones).
+    pub control: ControlAccess,
+}
+
+/// Who may use serve's control endpoints (`POST /faults`, `POST
+/// /stats/reset`: they change how it answers and what it counted) and, when
+/// asked, its read endpoints (`GET /stats`, `/metrics`, `/faults`,
+/// `/devices/...`).
+#[derive(Debug, Clone, Default)]
+pub struct ControlAccess {
+    /// Their own credential (`--admin-token`); without one, the
+    /// heartbeats' credential guards them, and without that they are open
+    /// (which [`ServeConfig::check_exposure`] allows on loopback only).
+    pub credential: Option<Auth>,
+    /// Guard the read endpoints too.
+    pub protect_reads: bool,
+    /// Allow open control endpoints on an address other than loopback.
+    pub allow_open: bool,
+}
+
+impl ServeConfig {
+    /// The credential the control endpoints need, if any.
+    pub fn control_credential(&self) -> Option<&Auth> {
+        self.control.credential.as_ref().or(self.auth.as_ref())
+    }
+
+    /// Refuses, as Redis' protected mode does, to listen beyond loopback
+    /// with control endpoints anyone could use: anyone who reaches the port
+    /// could switch every answer to an error or wipe the counts.
+    pub fn check_exposure(&self) -> Result<(), String> {
+        if self.addr.ip().is_loopback() || self.control_credential().is_some() || self.control.allow_open {
+            return Ok(());
+        }
+        Err(format!(
+            "serve would listen on {} with its control endpoints (POST /faults, POST /stats/reset) open to anyone \
+             who reaches it: give them a credential with --admin-token TOKEN (or guard everything with \
+             --require-bearer TOKEN), listen on 127.0.0.1, or pass --allow-open-control to accept that",
+            self.addr
+        ))
+    }
 }
 
 /// HTTPS for serve: a certificate chain and key (PEM), and optionally the
@@ -134,6 +174,7 @@ impl Default for ServeConfig {
             max_devices: 10_000_000,
             tls: None,
             max_connections: 100_000,
+            control: ControlAccess::default(),
         }
     }
 }

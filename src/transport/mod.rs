@@ -438,11 +438,12 @@ async fn connect(endpoint: &Endpoint) -> Result<(Sender, Option<Duration>), Fail
         None => Ok((Sender::Lean(h1::Conn::new(stream)), None)),
         Some(tls) => {
             let started = Instant::now();
-            let stream = tls
-                .connector
-                .connect(tls.server_name.clone(), stream)
-                .await
-                .map_err(|e| endpoint.note(Failure::Tls, || format!("TLS handshake with {addr} failed: {e}")))?;
+            let stream = tls.connector.connect(tls.server_name.clone(), stream).await.map_err(|e| {
+                endpoint.note(Failure::Tls, || match tls::rustls_error(&e) {
+                    Some(tls) => format!("TLS handshake with {addr} failed: {}", tls::explain(tls)),
+                    None => format!("TLS handshake with {addr} failed: {e}"),
+                })
+            })?;
             let took = started.elapsed();
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             if endpoint.http2 && !h2 {
@@ -488,7 +489,7 @@ fn classify(endpoint: &Endpoint, e: &hyper::Error) -> Failure {
         Failure::Io
     };
     endpoint.note(failure, || match tls_alert(e) {
-        Some(tls) => format!("{e}: {tls}"),
+        Some(tls) => format!("{e}: {}", tls::explain(tls)),
         None => e.to_string(),
     })
 }

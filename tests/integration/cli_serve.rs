@@ -63,3 +63,29 @@ fn bad_flags_exit_2_with_a_message() {
         assert!(err.contains(message), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn beyond_loopback_with_open_control_endpoints_serve_refuses_to_start_and_names_the_fix() {
+    // Refused before binding (so no traffic leaves loopback): exit 2.
+    let out = super::util::fleetstorm(&["serve", "--addr", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("open to anyone") && err.contains("--admin-token") && err.contains("--allow-open-control"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn serve_listens_on_a_host_name() {
+    // `localhost` resolves to a loopback address, so control stays open.
+    let (mut child, url) = super::util::spawn_serve_at("localhost:0", &[]);
+    let host = url.trim_start_matches("http://");
+    let addr: std::net::SocketAddr = host.parse().unwrap_or_else(|e| panic!("{host}: {e}"));
+    assert!(addr.ip().is_loopback(), "{addr}");
+    let c = super::util::client();
+    let stats = super::util::get_json(&c, &format!("{url}/stats")).await;
+    assert_eq!(stats["accepted"], 0);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -9,6 +9,7 @@ mod dynamics;
 mod fault_matrix;
 mod gates;
 mod generator_props;
+mod outputs;
 mod pki;
 mod plan;
 mod reports;

@@ -133,6 +133,75 @@ async fn authentication_is_required_when_configured() {
     header.shutdown().await;
 }
 
+#[tokio::test]
+async fn control_endpoints_need_the_admin_credential() {
+    use fleetstorm::server::ControlAccess;
+    let admin = ("authorization", "Bearer adm1n");
+    let c = client();
+    for (name, config, creds) in [
+        // Their own token.
+        (
+            "admin token",
+            ServeConfig {
+                control: ControlAccess { credential: Some(Auth::Bearer("adm1n".into())), ..ControlAccess::default() },
+                ..ServeConfig::default()
+            },
+            admin,
+        ),
+        // Only the heartbeats' credential: it guards them.
+        (
+            "heartbeat token",
+            ServeConfig { auth: Some(Auth::Bearer("s3cret".into())), ..ServeConfig::default() },
+            ("authorization", "Bearer s3cret"),
+        ),
+    ] {
+        let server = start_serve(config).await;
+        let url = server.url();
+        let faults = serde_json::json!({"error_rate": 1.0}).to_string();
+        for (path, body) in [("/faults", faults.as_str()), ("/stats/reset", "")] {
+            let endpoint = format!("{url}{path}");
+            for headers in [&[][..], &[("authorization", "Bearer wrong")][..]] {
+                let (status, _, _) = send(&c, Method::POST, &endpoint, headers, body.to_string()).await.unwrap();
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: POST {path} with {headers:?}");
+            }
+        }
+        // Nothing changed: the faults are still off.
+        assert_eq!(get_json(&c, &format!("{url}/faults")).await["error_rate"], 0.0, "{name}");
+        // With the credential, they work.
+        let (status, _, _) = send(&c, Method::POST, &format!("{url}/faults"), &[creds], faults.clone()).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{name}");
+        assert_eq!(get_json(&c, &format!("{url}/faults")).await["error_rate"], 1.0, "{name}");
+        let (status, _, _) = send(&c, Method::POST, &format!("{url}/stats/reset"), &[creds], "").await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{name}");
+        server.shutdown().await;
+    }
+    // --protect-reads: the read endpoints too.
+    let server = start_serve(ServeConfig {
+        control: ControlAccess {
+            credential: Some(Auth::Bearer("adm1n".into())),
+            protect_reads: true,
+            ..ControlAccess::default()
+        },
+        ..ServeConfig::default()
+    })
+    .await;
+    for path in ["/stats", "/metrics", "/faults", "/devices/f/d"] {
+        let endpoint = format!("{}{path}", server.url());
+        let (status, _, _) = send(&c, Method::GET, &endpoint, &[], "").await.unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "GET {path}");
+        let (status, _, _) = send(&c, Method::GET, &endpoint, &[admin], "").await.unwrap();
+        assert_ne!(status, StatusCode::UNAUTHORIZED, "GET {path} with the token");
+    }
+    // Heartbeats need no admin credential.
+    let hb = format!("{}/SendHeartbeat", server.url());
+    assert_eq!(send(&c, Method::POST, &hb, &[], heartbeat("f", "d")).await.unwrap().0, StatusCode::OK);
+    server.shutdown().await;
+    // Loopback without any credential: open, as before.
+    let open = start_serve(ServeConfig::default()).await;
+    set_faults(&c, &open.url(), serde_json::json!({"error_rate": 0.5})).await;
+    open.shutdown().await;
+}
+
 async fn set_faults(c: &super::util::HttpClient, url: &str, faults: serde_json::Value) -> serde_json::Value {
     let (status, _, body) = post(c, &format!("{url}/faults"), faults.to_string()).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));

@@ -59,7 +59,8 @@ async fn https_against_a_test_ca_and_mutual_tls() {
     let t = &report.totals;
     assert_eq!(t.ok, 0);
     assert_eq!(t.errors["tls"], t.failed, "{:?} {:?}", t.errors, report.first_errors);
-    assert!(report.first_errors["tls"].to_lowercase().contains("certificate"), "{:?}", report.first_errors);
+    let e = &report.first_errors["tls"];
+    assert!(e.contains("the server requires a client certificate: set tls.cert and tls.key"), "{e}");
     assert!(stats["tls"]["failures"].as_u64() > Some(0));
 
     // insecure = true accepts a certificate it cannot verify, and the summary says so.
@@ -72,7 +73,11 @@ async fn https_against_a_test_ca_and_mutual_tls() {
     let report = run(&scenario_text(&url, &format!("tls = {{ ca = \"{}\" }}", pki.path("other-ca.pem")), 5)).await;
     server.shutdown().await;
     assert_eq!(report.totals.errors["tls"], report.totals.failed);
-    assert!(report.first_errors["tls"].contains("UnknownIssuer"), "{:?}", report.first_errors);
+    assert!(
+        report.first_errors["tls"].contains("is not signed by a CA fleetstorm trusts"),
+        "{:?}",
+        report.first_errors
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,4 +299,72 @@ async fn fifteen_thousand_per_device_connections_on_loopback() {
     assert_eq!(report.totals.failed, 0, "{:?} {:?}", report.totals.errors, report.first_errors);
     assert_eq!(report.totals.connects, 15_000, "one connection per device, kept");
     assert_eq!(most, 15_000, "serve held every device's connection at once");
+}
+
+/// Makes a self-signed certificate as most people do for a staging
+/// backend, with the openssl command line: `subject` and `san` as given.
+fn openssl_self_signed(dir: &TempDir, name: &str, subject: &str, san: &str) -> Option<(String, String)> {
+    let (cert, key) = (dir.path(&format!("{name}.pem")), dir.path(&format!("{name}.key")));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-subj", subject, "-addext", &format!("subjectAltName={san}")])
+        .output();
+    match made {
+        Ok(out) if out.status.success() => {
+            Some((cert.to_str().unwrap().to_string(), key.to_str().unwrap().to_string()))
+        }
+        _ => {
+            assert!(std::env::var_os("CI").is_none(), "openssl is needed (Debian's openssl package)");
+            eprintln!("SKIPPED: openssl not available");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_certificate_given_as_the_ca_is_trusted_as_curl_trusts_it() {
+    let dir = TempDir::new("tls-self-signed");
+    let Some((cert, key)) = openssl_self_signed(&dir, "staging", "/CN=127.0.0.1", "IP:127.0.0.1") else { return };
+    let tls = fleetstorm::server::ServeTls { cert: cert.clone().into(), key: key.into(), client_ca: None };
+    let server = start_serve(ServeConfig { tls: Some(tls), ..ServeConfig::default() }).await;
+    let url = format!("https://127.0.0.1:{}", server.addr.port());
+    for http in ["HTTP/1.1", "HTTP/2"] {
+        let target = format!("tls = {{ ca = \"{cert}\" }}\nhttp = \"{}\"", if http == "HTTP/2" { "2" } else { "1.1" });
+        let report = run(&scenario_text(&url, &target, 10)).await;
+        let t = &report.totals;
+        assert!(t.ok >= 30 && t.failed == 0, "{http}: {t:?} {:?}", report.first_errors);
+    }
+    let stats = server.shared.stats_json();
+    assert!(stats["protocols"]["HTTP/2"].as_u64() > Some(0) && stats["protocols"]["HTTP/1.1"].as_u64() > Some(0));
+    // Trusting it is no blank cheque: the name is still checked.
+    let report =
+        run(&scenario_text(&url, &format!("tls = {{ ca = \"{cert}\", server_name = \"ingest.internal\" }}"), 5)).await;
+    assert_eq!((report.totals.ok, report.totals.errors["tls"]), (0, report.totals.failed));
+    let e = &report.first_errors["tls"];
+    assert!(e.contains("is not for the name fleetstorm connected to ingest.internal: it is for 127.0.0.1"), "{e}");
+    assert!(e.contains("subject \"CN=127.0.0.1\", issuer \"CN=127.0.0.1\""), "{e}");
+    assert_eq!(report.summary().matches("first tls error").count(), 1);
+    // Another self-signed certificate as tls.ca: the server's own is a CA
+    // certificate nobody vouches for, and the sentence says what to give.
+    let Some((unrelated, _)) = openssl_self_signed(&dir, "unrelated", "/CN=unrelated", "IP:127.0.0.1") else { return };
+    let report = run(&scenario_text(&url, &format!("tls = {{ ca = \"{unrelated}\" }}"), 5)).await;
+    assert_eq!(report.totals.ok, 0);
+    let e = &report.first_errors["tls"];
+    assert!(e.contains("is a CA certificate the server presents as its own: if it is self-signed, give that same certificate as tls.ca"), "{e}");
+    server.shutdown().await;
+
+    // A self-signed certificate for another name, served at 127.0.0.1:
+    // refused with the name-mismatch sentence.
+    let Some((other, other_key)) = openssl_self_signed(&dir, "wrong", "/CN=localhost", "DNS:localhost") else { return };
+    let tls = fleetstorm::server::ServeTls { cert: other.clone().into(), key: other_key.into(), client_ca: None };
+    let server = start_serve(ServeConfig { tls: Some(tls), ..ServeConfig::default() }).await;
+    let url = format!("https://127.0.0.1:{}", server.addr.port());
+    let report = run(&scenario_text(&url, &format!("tls = {{ ca = \"{other}\" }}"), 5)).await;
+    server.shutdown().await;
+    assert_eq!(report.totals.ok, 0);
+    let e = &report.first_errors["tls"];
+    assert!(e.contains("is not for the name fleetstorm connected to 127.0.0.1: it is for localhost"), "{e}");
 }

@@ -152,9 +152,14 @@ pub fn interop(script: &str, args: &[&str], needs: &[&str]) -> Option<serde_json
 
 /// Starts `fleetstorm serve` as a process with `args`; returns it and its URL.
 pub fn spawn_serve(args: &[&str]) -> (std::process::Child, String) {
+    spawn_serve_at("127.0.0.1:0", args)
+}
+
+/// [`spawn_serve`], listening on `addr`.
+pub fn spawn_serve_at(addr: &str, args: &[&str]) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(["serve", "--addr", addr])
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

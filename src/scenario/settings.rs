@@ -361,7 +361,7 @@ impl Default for Target {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTarget {
-    url: Option<String>,
+    url: Option<UrlWithPath>,
     path: Option<String>,
     timeout: Option<DurationValue>,
     connections: Option<ConnectionMode>,
@@ -373,12 +373,24 @@ struct RawTarget {
     source_addresses: Option<SourceAddresses>,
 }
 
+/// `target.url` as written: the URL, and the path it carries if any
+/// (read where it is written, so its errors point at it).
+struct UrlWithPath(TargetUrl, Option<String>);
+
+impl<'de> Deserialize<'de> for UrlWithPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let (url, path) = TargetUrl::split(&text).map_err(de::Error::custom)?;
+        Ok(UrlWithPath(url, path))
+    }
+}
+
 impl<'de> Deserialize<'de> for Target {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = RawTarget::deserialize(d)?;
         let defaults = Target::default();
-        let (url, url_path) = match &raw.url {
-            Some(text) => TargetUrl::split(text).map(|(u, p)| (Some(u), p)).map_err(de::Error::custom)?,
+        let (url, url_path) = match raw.url {
+            Some(UrlWithPath(url, path)) => (Some(url), path),
             None => (None, None),
         };
         let path = match (url_path, raw.path) {

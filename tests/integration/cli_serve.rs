@@ -89,3 +89,39 @@ async fn serve_listens_on_a_host_name() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_target_url_may_carry_the_heartbeat_s_path() {
+    let (mut serve, url) = super::util::spawn_serve(&[]);
+    let dir = super::util::TempDir::new("url-path");
+    let file = dir
+        .write("p.toml", "seed = 1\nduration = \"1s\"\n[[fleets]]\nname = \"f\"\ndevices = 10\ninterval = \"500ms\"\n");
+    let json = dir.path("p.json");
+    let run = |target: &str| {
+        super::util::fleetstorm(&["run", &file, "--quiet", "--target", target, "--out", json.to_str().unwrap()])
+    };
+    let out = run(&format!("{url}/SendHeartbeat"));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = fleetstorm::report::Report::load(&json).unwrap();
+    assert_eq!((report.scenario.target.path.as_str(), report.totals.failed), ("/SendHeartbeat", 0));
+    // Another path reaches serve as given: 404 for every heartbeat.
+    let out = run(&format!("{url}/api/v2/heartbeats"));
+    assert_eq!(out.status.code(), Some(1), "nothing succeeded");
+    let report = fleetstorm::report::Report::load(&json).unwrap();
+    assert_eq!(report.scenario.target.path, "/api/v2/heartbeats");
+    assert_eq!(report.totals.status_codes.get("404"), Some(&report.totals.sent));
+    let _ = serve.kill();
+    let _ = serve.wait();
+    // In the file, the path may be in the url or in path, not both ways.
+    let twice = dir.write(
+        "twice.toml",
+        "[target]\nurl = \"http://127.0.0.1:9/a\"\npath = \"/b\"\n[[fleets]]\nname = \"f\"\ndevices = 1\n",
+    );
+    let out = super::util::fleetstorm(&["validate", &twice]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the path is given twice"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -722,11 +722,24 @@ fn validate_command(args: &ValidateArgs) -> ExitCode {
         }
         let _ = stdout.flush();
     }
-    match run::check_resources(&scenario, shard) {
+    match run::check_resources(&scenario, shard, run::predicted_ip(&scenario.target.url)) {
         Ok(budget) => {
+            let sources = match budget.sources.addresses.as_slice() {
+                [] => "from one source address".to_string(),
+                [one] => format!("from {one}"),
+                [first, .., last] if budget.sources.spread => format!(
+                    "from {} source addresses, {first} to {last} (spread over loopback by fleetstorm)",
+                    budget.sources.addresses.len()
+                ),
+                many => format!("from {} source addresses", many.len()),
+            };
             println!(
-                "\nresources: up to {} connections; this process may open {} files; {} local ports toward the target",
-                budget.needed, budget.open_files, budget.local_ports
+                "\nresources: up to {} connections; this process may open {} files; {} connections toward the target \
+                 at full speed {sources} ({} each)",
+                budget.needed,
+                budget.open_files,
+                budget.capacity(),
+                budget.per_address
             );
             ExitCode::SUCCESS
         }

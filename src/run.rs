@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -108,8 +108,55 @@ pub struct ConnectionBudget {
     pub needed: u64,
     /// Open files the process may have (soft limit, after raising it).
     pub open_files: u64,
-    /// Local ports toward one address (the ephemeral range).
-    pub local_ports: u64,
+    /// Connections one source address is planned to carry toward the
+    /// target at full speed ([`crate::transport::ports::PortRange::per_address`]).
+    pub per_address: u64,
+    /// Where the connections leave from.
+    pub sources: Sources,
+}
+
+impl ConnectionBudget {
+    /// Connections toward the target the sources carry at full speed.
+    pub fn capacity(&self) -> u64 {
+        self.per_address * self.sources.addresses.len().max(1) as u64
+    }
+}
+
+/// The source addresses a run's connections leave from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sources {
+    /// Empty: the system's choice of one.
+    pub addresses: Vec<IpAddr>,
+    /// Spread over loopback addresses by fleetstorm (none were given).
+    pub spread: bool,
+}
+
+/// The source addresses of a run toward `target_ip`: the scenario's
+/// `source_addresses`; or, toward an IPv4 loopback target whose
+/// per-device connections exceed one address's share of the ports,
+/// 127.0.0.1 to 127.0.0.N, as many as they need (every address of 127/8 is
+/// this machine's, and each has a port range of its own).
+pub fn plan_sources(s: &Scenario, target_ip: Option<IpAddr>, needed: u64, per_address: u64) -> Sources {
+    if !s.target.source_addresses.is_empty() {
+        return Sources { addresses: s.target.source_addresses.clone(), spread: false };
+    }
+    let loopback_v4 = matches!(target_ip, Some(IpAddr::V4(ip)) if ip.is_loopback());
+    if loopback_v4 && !matches!(s.target.connections, ConnectionMode::Pool(_)) && needed > per_address {
+        let n = needed.div_ceil(per_address.max(1)).min(254) as u8;
+        return Sources { addresses: (1..=n).map(|i| IpAddr::from([127, 0, 0, i])).collect(), spread: true };
+    }
+    Sources::default()
+}
+
+/// The target's address as far as it is known without a lookup: the
+/// built-in backend's, a literal address, or `localhost` (taken as
+/// 127.0.0.1 here; a run checks again once it has resolved it).
+pub fn predicted_ip(url: &TargetUrl) -> Option<IpAddr> {
+    match url {
+        TargetUrl::Builtin => Some(IpAddr::from([127, 0, 0, 1])),
+        TargetUrl::Http { host, .. } if host.eq_ignore_ascii_case("localhost") => Some(IpAddr::from([127, 0, 0, 1])),
+        TargetUrl::Http { host, .. } => host.parse().ok(),
+    }
 }
 
 /// Connections needed by `s` at most, by mode.
@@ -126,55 +173,55 @@ pub fn connections_needed(s: &Scenario, shard: Option<Shard>) -> u64 {
 }
 
 /// Raises the open-files limit as far as allowed and checks that the plan
-/// (of one shard, if given) fits it and the local port range.
-pub fn check_resources(s: &Scenario, shard: Option<Shard>) -> Result<ConnectionBudget, RunError> {
+/// (of one shard, if given) fits it and the local ports toward the target
+/// (at `target_ip`, when known), choosing the source addresses.
+pub fn check_resources(
+    s: &Scenario,
+    shard: Option<Shard>,
+    target_ip: Option<IpAddr>,
+) -> Result<ConnectionBudget, RunError> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let open_files = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024);
-    let local_ports = local_port_range().unwrap_or(28_232);
+    let per_address = crate::transport::ports::PortRange::of_this_machine().per_address();
     let needed = connections_needed(s, shard);
     // The built-in backend holds the other end of each connection in this process.
     let files_per_connection = if s.target.url == TargetUrl::Builtin { 2 } else { 1 };
-    let budget = ConnectionBudget {
-        needed,
-        open_files,
-        local_ports: local_ports * s.target.source_addresses.len().max(1) as u64,
-    };
+    let budget =
+        ConnectionBudget { needed, open_files, per_address, sources: plan_sources(s, target_ip, needed, per_address) };
     let reserve = 200;
     if needed * files_per_connection + reserve > open_files {
         return Err(RunError::Invalid(format!(
             "the plan needs up to {needed} connections ({} open files{}) but this process may open {open_files} files; \
-             raise the hard limit (ulimit -Hn), lower the device count, or use connections = {{ pool = N }}",
+             raise the hard limit (ulimit -Hn), split the devices over shards (--shard I/N, one process each), lower \
+             the device count, or use connections = {{ pool = N }}",
             needed * files_per_connection + reserve,
             if files_per_connection == 2 { ", both ends with the built-in backend" } else { "" }
         )));
     }
     // Each local address has its own port range toward the target.
-    let sources = s.target.source_addresses.len().max(1) as u64;
-    if s.target.connections == ConnectionMode::PerDevice && needed > local_ports * sources {
+    let sources = budget.sources.addresses.len().max(1) as u64;
+    if s.target.connections == ConnectionMode::PerDevice && needed > budget.capacity() {
+        let wanted = needed.div_ceil(per_address.max(1));
         return Err(RunError::Invalid(if sources == 1 {
             format!(
-                "the plan needs {needed} concurrent connections to one address but the local port range allows \
-                 {local_ports} per source address; add target.source_addresses (e.g. \"127.0.0.0/28\" on loopback: \
-                 {} addresses needed), lower the device count, or use connections = {{ pool = N }}",
-                needed.div_ceil(local_ports.max(1))
+                "the plan needs {needed} concurrent connections to one address, but one source address carries \
+                 {per_address} at full speed (half this machine's local port range, so that each connection can be \
+                 opened again while its old port waits out TIME_WAIT); add target.source_addresses ({wanted} \
+                 addresses, e.g. \"10.0.0.10-10.0.0.{}\" assigned to this machine; toward a loopback target \
+                 fleetstorm spreads over 127.0.0.x by itself), split the devices over shards (--shard I/N), or use \
+                 connections = {{ pool = N }}",
+                9 + wanted
             )
         } else {
             format!(
-                "the plan needs {needed} concurrent connections but {sources} source addresses × {local_ports} local \
-                 ports allow {}; add source addresses (at least {}), or use connections = {{ pool = N }}",
-                local_ports * sources,
-                needed.div_ceil(local_ports.max(1))
+                "the plan needs {needed} concurrent connections but {sources} source addresses × {per_address} \
+                 connections each carry {}; add source addresses (at least {wanted}), split the devices over shards \
+                 (--shard I/N), or use connections = {{ pool = N }}",
+                budget.capacity(),
             )
         }));
     }
     Ok(budget)
-}
-
-fn local_port_range() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
-    let mut parts = text.split_whitespace().map(|p| p.parse::<u64>().ok());
-    let (lo, hi) = (parts.next()??, parts.next()??);
-    Some(hi.saturating_sub(lo) + 1)
 }
 
 /// Heartbeats walked at most to count a plan's exactly. Measured on the
@@ -699,7 +746,7 @@ pub async fn execute_with(
     options: ExecuteOptions,
     mut progress: impl FnMut(&Live<'_>),
 ) -> Result<Executed, RunError> {
-    check_resources(scenario, options.shard)?;
+    check_resources(scenario, options.shard, predicted_ip(&scenario.target.url))?;
     let max_interval = scenario.fleets.iter().map(|f| f.schedule.interval).max().unwrap_or_default();
     let mut builtin = None;
     let (addr, host) = match &scenario.target.url {
@@ -733,6 +780,8 @@ pub async fn execute_with(
         TargetUrl::Builtin => format!("builtin (http://{addr})"),
         other => other.to_string(),
     };
+    // Now that the address is known: the sources toward it, checked again.
+    let budget = check_resources(scenario, options.shard, Some(addr.ip()))?;
     let t = &scenario.target;
     let endpoint = Endpoint::new(
         addr,
@@ -740,7 +789,7 @@ pub async fn execute_with(
         &t.path,
         t.headers.iter().map(|h| (h.name.clone(), h.value.clone())),
         t.timeout,
-        endpoint_options(t, &host)?,
+        EndpointOptions { sources: budget.sources.addresses.clone(), ..endpoint_options(t, &host)? },
     )
     .map_err(RunError::Invalid)?;
     let transport = Http::new(endpoint);
@@ -800,6 +849,11 @@ pub async fn execute_with(
         scenario_hash: crate::shard::scenario_hash(scenario, seed),
     });
     report.first_errors = endpoint.first_errors();
+    if budget.sources.spread {
+        let t = &mut report.scenario.target;
+        t.source_addresses = budget.sources.addresses.iter().map(IpAddr::to_string).collect();
+        t.sources_spread = true;
+    }
     report.thresholds = scenario
         .thresholds
         .all()

@@ -204,9 +204,14 @@ pub struct TargetSummary {
     /// `SERVICE/REGION` when requests are signed with SigV4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sigv4: Option<String>,
-    /// Local addresses connections leave from, when set.
+    /// Local addresses connections leave from, when set (or spread).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_addresses: Vec<String>,
+    /// The source addresses were spread over loopback by fleetstorm (the
+    /// scenario named none; its per-device connections needed more ports
+    /// than one address has).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sources_spread: bool,
 }
 
 fn http11() -> String {
@@ -693,6 +698,7 @@ impl Report {
                     }),
                     sigv4: t.sigv4.as_ref().map(|s| format!("{}/{}", s.service, s.region)),
                     source_addresses: t.source_addresses.iter().map(|a| a.to_string()).collect(),
+                    sources_spread: false,
                 },
                 fleets: scenario
                     .fleets

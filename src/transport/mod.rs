@@ -12,13 +12,13 @@
 //! drive the engine under a paused clock.
 
 pub mod h1;
+pub mod ports;
 pub mod sigv4;
 pub mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,7 +29,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpSocket;
 
 use crate::stats::{CLASSES, Failure, Outcome};
 pub use sigv4::Signer;
@@ -118,9 +117,8 @@ pub struct Endpoint {
     pub http2: bool,
     pub tls: Option<TlsClient>,
     pub signer: Option<Signer>,
-    /// Local addresses, used in turn by new connections.
-    pub sources: Vec<IpAddr>,
-    next_source: AtomicUsize,
+    /// The local addresses and ports new connections leave from.
+    pub ports: ports::LocalPorts,
     /// The first error message of each failure class, for the summary:
     /// one clear line, not a flood.
     first_errors: Mutex<BTreeMap<&'static str, String>>,
@@ -177,17 +175,9 @@ impl Endpoint {
             http2: options.http2,
             tls: options.tls,
             signer: options.signer,
-            sources: options.sources,
-            next_source: AtomicUsize::new(0),
+            ports: ports::LocalPorts::new(&options.sources, addr, ports::PortRange::of_this_machine()),
             first_errors: Mutex::new(BTreeMap::new()),
         })
-    }
-
-    fn next_source(&self) -> Option<IpAddr> {
-        if self.sources.is_empty() {
-            return None;
-        }
-        Some(self.sources[self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len()])
     }
 
     /// Notes `message` as the first error of `failure`'s class, if it is.
@@ -421,17 +411,12 @@ async fn lean_exchange(endpoint: &Endpoint, conn: &mut h1::Conn, body: Bytes) ->
 /// connection closes or its senders are dropped).
 async fn connect(endpoint: &Endpoint) -> Result<(Sender, Option<Duration>), Failure> {
     let addr = endpoint.addr;
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
-        .map_err(|e| endpoint.note(Failure::Connect, || format!("cannot open a socket: {e}")))?;
-    if let Some(source) = endpoint.next_source() {
-        socket
-            .bind(SocketAddr::new(source, 0))
-            .map_err(|e| endpoint.note(Failure::Connect, || format!("cannot bind source address {source}: {e}")))?;
-    }
-    let stream = socket
-        .connect(addr)
-        .await
-        .map_err(|e| endpoint.note(Failure::Connect, || format!("cannot connect to {addr}: {e}")))?;
+    let stream = endpoint.ports.connect(addr).await.map_err(|e| {
+        endpoint.note(Failure::Connect, || match e {
+            ports::ConnectError::Connect(e) => format!("cannot connect to {addr}: {e}"),
+            other => other.to_string(),
+        })
+    })?;
     let _ = stream.set_nodelay(true);
     match &endpoint.tls {
         None if endpoint.http2 => Ok((handshake(endpoint, TokioIo::new(stream), true).await?, None)),

@@ -242,17 +242,20 @@ fn source_addresses_lift_the_port_ceiling_in_a_network_namespace() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    // Without source addresses: 3,000 connections cannot fit 1,000 ports.
+    // Pinned to one source address: 3,000 connections cannot fit its
+    // 500 (half the 1,000 ports).
     assert_eq!(r["validate_exit"], 2, "{r}");
     let refusal = r["refusal"].as_str().unwrap();
     assert!(
-        refusal.contains("3000 concurrent connections") && refusal.contains("1000 per source address"),
+        refusal.contains("3000 concurrent connections") && refusal.contains("one source address carries 500"),
         "{refusal}"
     );
-    assert!(refusal.contains("source_addresses") && refusal.contains("3 addresses needed"), "{refusal}");
-    // With 4: all 3,000 held at once, from all 4 addresses.
+    assert!(refusal.contains("source_addresses") && refusal.contains("(6 addresses"), "{refusal}");
+    // None given, toward loopback: spread over 127.0.0.1-6, all 3,000 held at once.
     assert_eq!(r["established_most"], 3000, "{r}");
-    assert_eq!(r["distinct_sources"], 4, "{r}");
+    assert_eq!(r["distinct_sources"], 6, "{r}");
+    assert_eq!(r["spread"], true, "{r}");
+    assert_eq!(r["report_sources"].as_array().map(Vec::len), Some(6), "{r}");
     assert_eq!(r["failed"], 0, "{r}");
     assert_eq!(r["connects"], 3000, "{r}");
 }

@@ -686,6 +686,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_reconnect_storm_waits_its_turn_and_connected_devices_keep_their_schedule() {
+        use crate::fleet::{Event, EventKind, Recovery};
+        // 2,000 devices come back from an outage at one instant, each on a
+        // new connection; 100 others, connected all along, beat every 100 ms.
+        let outage = Event {
+            at: Duration::from_secs(2),
+            share: 1.0,
+            kind: EventKind::Outage { duration: Duration::from_secs(2), recover: Recovery::Synchronized },
+        };
+        let storm = with_events(fleet(2_000, every(Duration::from_secs(1))), &[outage]);
+        let steady = FleetRuntime { key: 2, ..fleet(100, every(Duration::from_millis(100))) };
+        let fake = Fake::default();
+        let settings = EngineSettings { workers: 1, ..paused(6, ConnectionMode::PerDevice, 3) };
+        let out = run(fake.clone(), vec![storm, steady], settings, CancellationToken::new(), |_| {}).await;
+        assert_accounting(&out);
+        let (storm, steady) = (&out.fleets[0], &out.fleets[1]);
+        // The connected devices kept to the schedule through the storm
+        // (within tokio's 1 ms timer tick: the paused clock has no timerfd).
+        assert!(steady.schedule_lag.max() <= 1_001, "steady lag max {} µs", steady.schedule_lag.max());
+        assert_eq!(steady.counters.sent, 6_000);
+        // The storm's new connections went MAX_CONNECTS_PER_TRIP per trip,
+        // a trip a millisecond: its last waited about 2,000 / 256 trips.
+        let trips = 2_000u64.div_ceil(u64::from(worker::MAX_CONNECTS_PER_TRIP));
+        let last = storm.schedule_lag.max() / 1_000;
+        assert!((trips - 2..=trips + 1).contains(&last), "storm lag max {last} ms for {trips} trips");
+        assert_eq!(storm.counters.sent, 2_000 * 4, "every heartbeat outside the outage went");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_heartbeat_held_back_by_its_busy_device_is_late_by_that_much() {
         // One device every second, answers after 1.2 s: each heartbeat goes
         // when the previous ends, 0.2 s later each time.

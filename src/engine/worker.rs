@@ -211,6 +211,10 @@ struct Slot<C> {
     ever_ok: bool,
     /// The next heartbeat comes back from a silence: on a new connection.
     resumed: bool,
+    /// Its connection is not to be used again (it came back from a
+    /// silence): closed when the device next connects, so that a whole
+    /// fleet's closes are spread as its connects are.
+    stale: bool,
 }
 
 /// A heartbeat between a failed attempt and its retry (if the run ends
@@ -275,6 +279,11 @@ struct Worker<T: Transport> {
     waiting: VecDeque<Waiter>,
     /// HTTP/2 pools: which shared connection the next exchange takes.
     next_shared: usize,
+    /// Heartbeats that need a new connection beyond this trip's
+    /// [`MAX_CONNECTS_PER_TRIP`], in order.
+    connect_queue: VecDeque<Waiter>,
+    /// Exchanges on a new connection started this trip.
+    connects_this_trip: u32,
     scratch: Scratch,
     body: Vec<u8>,
     stopping: bool,
@@ -299,6 +308,20 @@ struct Worker<T: Transport> {
     /// The thread's CPU demand and the instant at the previous flush.
     demand_mark: Option<(u64, Instant)>,
 }
+
+/// The most exchanges on a new connection a worker starts per trip round
+/// its loop. Opening a connection costs the worker's thread tens of
+/// microseconds (the socket, its port, the handshake on loopback): 15,000
+/// devices reconnecting at one instant cost it half a second, during
+/// which the schedule of devices already connected stood still (their lag
+/// p99 218 ms). Past this many per trip the rest wait their turn (their
+/// wait is the generator's lateness: schedule lag), and each trip's
+/// connection work stays a few milliseconds.
+pub(crate) const MAX_CONNECTS_PER_TRIP: u32 = 256;
+
+/// The most completions a worker takes in one trip before it looks at the
+/// schedule again.
+const MAX_COMPLETIONS_PER_TRIP: usize = 256;
 
 /// The least time between two wake-ups of a worker. Waking costs a trip
 /// through the kernel's scheduler (two context switches on these VMs); at
@@ -344,6 +367,8 @@ pub async fn run_worker<T: Transport>(
         open: 0,
         waiting: VecDeque::new(),
         next_shared: 0,
+        connect_queue: VecDeque::new(),
+        connects_this_trip: 0,
         scratch: Scratch::default(),
         body: Vec::with_capacity(2048),
         stopping: false,
@@ -378,6 +403,7 @@ pub async fn run_worker<T: Transport>(
             max_gap_ms: 0,
             ever_ok: false,
             resumed: first.resumed,
+            stale: false,
         });
         if first.at_ns < w.settings.end_ns {
             w.timers.push(Reverse((first.at_ns, slot)));
@@ -437,12 +463,19 @@ impl<T: Transport> Worker<T> {
         let drain_ended = tokio::time::sleep_until(drained);
         tokio::pin!(drain_ended);
         loop {
-            let next_due = match (self.timers.peek(), self.retry_timers.peek()) {
+            let mut next_due = match (self.timers.peek(), self.retry_timers.peek()) {
                 (Some(Reverse((a, _))), Some(Reverse((b, _)))) => Some(*a.min(b)),
                 (a, b) => a.or(b).map(|Reverse((t, _))| *t),
             };
-            let scheduling = !self.stopping && next_due.is_some();
-            if self.stopping && self.in_flight.is_empty() {
+            if self.stopping {
+                next_due = None;
+            }
+            // Heartbeats waiting for their turn to connect go next trip.
+            if !self.connect_queue.is_empty() {
+                next_due = Some(0);
+            }
+            let scheduling = next_due.is_some();
+            if self.stopping && self.in_flight.is_empty() && self.connect_queue.is_empty() {
                 // Nothing in flight will free a connection for them now.
                 self.miss_queued();
                 break;
@@ -470,9 +503,18 @@ impl<T: Transport> Worker<T> {
                     self.end_warmup(out);
                     self.complete(done);
                     // Those that ended meanwhile too, without a trip round
-                    // the loop each.
-                    while let Some(Some(done)) = self.in_flight.next().now_or_never() {
-                        self.complete(done);
+                    // the loop each, up to a bound: answers that keep
+                    // coming (a reconnect storm's) must not hold the
+                    // schedule...
+                    for _ in 0..MAX_COMPLETIONS_PER_TRIP {
+                        match self.in_flight.next().now_or_never() {
+                            Some(Some(done)) => self.complete(done),
+                            _ => break,
+                        }
+                    }
+                    // ...which goes on as soon as it is due.
+                    if scheduling && self.now_ns() >= spaced {
+                        self.dispatch_due();
                     }
                 }
                 // Before dispatching: a heartbeat due at a flush's instant
@@ -520,10 +562,12 @@ impl<T: Transport> Worker<T> {
         }
     }
 
-    /// Heartbeats still queued for a pooled connection will not be sent:
-    /// missed.
+    /// Heartbeats still queued for a pooled connection (or for their turn
+    /// to connect) will not be sent: missed.
     fn miss_queued(&mut self) {
         let now = self.now_ns().min(self.settings.end_ns);
+        let connect_queue = std::mem::take(&mut self.connect_queue);
+        self.waiting.extend(connect_queue);
         while let Some(Waiter { due, .. }) = self.waiting.pop_front() {
             self.slots[due.slot as usize].busy = false;
             if due.attempt == 0 {
@@ -585,6 +629,16 @@ impl<T: Transport> Worker<T> {
     fn dispatch_due(&mut self) {
         let now = self.now_ns();
         self.last_wake_ns = now;
+        // A new trip: those waiting for their turn to connect first.
+        self.connects_this_trip = 0;
+        while self.connects_this_trip < MAX_CONNECTS_PER_TRIP
+            && let Some(waiter) = self.connect_queue.pop_front()
+        {
+            self.send(waiter.due, None, now, now);
+        }
+        if self.stopping {
+            return;
+        }
         while let Some(&Reverse((t, slot))) = self.timers.peek() {
             if t > now {
                 break;
@@ -602,7 +656,7 @@ impl<T: Transport> Worker<T> {
             }
             // Coming back from a silence (outage, reboot): a new connection.
             if std::mem::replace(&mut s.resumed, next.resumed) {
-                s.conn = None;
+                s.stale = true;
             }
             let busy = s.busy;
             self.record(slot, Recorder::scheduled);
@@ -696,9 +750,30 @@ impl<T: Transport> Worker<T> {
     /// connection since then, if that is before `now`).
     fn send(&mut self, due: Due, conn: Option<T::Conn>, reached: u64, now: u64) {
         let Due { slot, intended_ns: intended, eligible_ns: eligible, attempt } = due;
-        let conn = match self.settings.connections {
-            ConnectionMode::PerDevice => self.slots[slot as usize].conn.take(),
-            _ => conn,
+        let per_device = self.settings.connections == ConnectionMode::PerDevice;
+        let needs_new = if per_device {
+            let s = &self.slots[slot as usize];
+            s.conn.is_none() || s.stale
+        } else {
+            conn.is_none()
+        };
+        if needs_new {
+            if self.connects_this_trip >= MAX_CONNECTS_PER_TRIP {
+                // Its turn to connect comes next trip (a pool's opening
+                // slot stays counted in `open`).
+                self.slots[slot as usize].busy = true;
+                self.connect_queue.push_back(Waiter { due, queued_ns: reached });
+                return;
+            }
+            self.connects_this_trip += 1;
+        }
+        let conn = if per_device {
+            let s = &mut self.slots[slot as usize];
+            // A stale connection is closed here, one connect at a time.
+            let own = s.conn.take();
+            if std::mem::take(&mut s.stale) { None } else { own }
+        } else {
+            conn
         };
         // Pool mode: how busy the pool was (other exchanges on it).
         let light = match self.settings.connections {

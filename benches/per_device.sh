@@ -65,6 +65,12 @@ summary "$OUT/36k-0.json" "shard 0"
 summary "$OUT/36k-1.json" "shard 1"
 echo "serve accepted $(accepted 18801) (both runs) and $(accepted 18802)"
 
+# A clean slate for the storm: the earlier cases' servers gone and their
+# connections out of TIME_WAIT.
+kill ${PIDS[*]} 2>/dev/null || true
+wait 2>/dev/null || true
+PIDS=()
+while [ "$(ss -Htn state time-wait | wc -l)" -gt 500 ]; do sleep 2; done
 echo "== reconnect storm: 15,000 devices back at one instant, 1,000 connected"
 serve 18803
 cat >"$OUT/storm.toml" <<TOML

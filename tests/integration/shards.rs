@@ -292,7 +292,7 @@ fn the_kubernetes_manifests_pass_the_api_schemas_and_carry_a_valid_scenario() {
     };
     let manifests = checked["manifests"].as_array().unwrap();
     let kinds: Vec<&str> = manifests.iter().map(|m| m["kind"].as_str().unwrap()).collect();
-    for kind in ["Namespace", "ConfigMap", "PersistentVolumeClaim", "Job"] {
+    for kind in ["Namespace", "ConfigMap", "PersistentVolumeClaim", "Job", "Service"] {
         assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
     }
     for m in manifests {
@@ -301,13 +301,81 @@ fn the_kubernetes_manifests_pass_the_api_schemas_and_carry_a_valid_scenario() {
     // The Indexed Job's shard count matches its --shards.
     let job = std::fs::read_to_string(deploy.join("kubernetes/shards-job.yaml")).unwrap();
     assert!(job.contains("completionMode: Indexed") && job.contains("backoffLimitPerIndex: 0"));
-    assert!(job.contains("completions: 4") && job.contains("parallelism: 4") && job.contains("- \"4\""));
+    assert!(job.contains("completions: 8") && job.contains("parallelism: 8") && job.contains("- \"8\""));
     assert!(job.contains("values: [4]"), "the not-ready exit code fails the Job");
+    // As shipped: the image's user may write the reports volume, the
+    // metrics port is scrapeable, the image placeholder is called out.
+    for file in ["shards-job.yaml", "merge-job.yaml"] {
+        let text = std::fs::read_to_string(deploy.join("kubernetes").join(file)).unwrap();
+        assert!(text.contains("fsGroup: 65532") && text.contains("runAsUser: 65532"), "{file}");
+        assert!(text.starts_with("# IMAGE:"), "{file} says first that the image must be replaced");
+    }
+    assert!(job.contains("prometheus.io/scrape: \"true\"") && job.contains("name: fleetstorm-metrics"));
     // The scenario in the ConfigMap is one fleetstorm accepts, with a seed.
     let dir = TempDir::new("k8s-scenario");
     let file = dir.write("scenario.toml", checked["scenario"].as_str().unwrap());
-    let out = fleetstorm(&["validate".into(), file, "--shard".into(), "3/4".into(), "--schedule".into(), "3".into()]);
+    let out = fleetstorm(&["validate".into(), file, "--shard".into(), "7/8".into(), "--schedule".into(), "3".into()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_example_shard_runs_as_the_container_would_and_keeps_up() {
+    // The ConfigMap's scenario as shard 0 of 8 runs it: as user 65532 (the
+    // image's), writing to a volume prepared as fsGroup does (group 65532,
+    // setgid), with this machine's open-files limit; only the duration is
+    // shorter, and the target is a serve on loopback instead of the
+    // cluster's service.
+    let _turn = super::util::heavy();
+    let deploy = super::util::root().join("deploy/kubernetes/scenario-configmap.yaml");
+    let yaml = std::fs::read_to_string(deploy).unwrap();
+    let scenario: String = yaml
+        .split("scenario.toml: |\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let setpriv = std::process::Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success());
+    let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !(setpriv && root) {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root with setpriv (util-linux)");
+        eprintln!("SKIPPED: needs root and setpriv to run as the container's user");
+        return;
+    }
+    let dir = TempDir::new("k8s-shard");
+    let file = dir.write("scenario.toml", &scenario);
+    let volume = dir.path("reports");
+    std::fs::create_dir(&volume).unwrap();
+    // What fsGroup does to a volume: its group, group-writable, setgid.
+    let chgrp = std::process::Command::new("chgrp").arg("65532").arg(&volume).status().unwrap();
+    assert!(chgrp.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (mut serve, url) = super::util::spawn_serve(&[]);
+    let out_file = volume.join("shard-0.json");
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65532", "--regid=65532", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args(["run", &file, "--shards", "8", "--quiet", "--duration", "20s", "--target", &url, "--out"])
+        .arg(&out_file)
+        .env("JOB_COMPLETION_INDEX", "0")
+        .output()
+        .unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The thresholds are the scenario's (missed == 0 ...): what matters
+    // here is that the shard ran, wrote, and kept up.
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{stderr}");
+    let report = fleetstorm::report::Report::load(&out_file).unwrap_or_else(|e| panic!("{e}\n{stderr}"));
+    assert_eq!((report.shard.as_ref().map(|s| (s.index, s.count))), Some((0, 8)));
+    assert_eq!(report.scenario.fleets[0].devices, 64_000);
+    assert_eq!(report.totals.connects, report.totals.sent.min(8_000), "a connection per device of the shard");
+    assert!(report.totals.sent > 5_000 && report.totals.failed == 0, "{:?}", report.totals);
+    assert!(report.generator.kept_up, "{}", report.generator.verdict);
 }
 
 /// One scrape of a run's live metrics: (metric, labels) -> value, and the

@@ -23,8 +23,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use fleetstorm::fleet::{Arrival, Schedule};
 use fleetstorm::fleet::{DeviceClock, Event, EventKind, FleetEvents, Recovery};
-use fleetstorm::scenario::{Arrival, Schedule};
 use fleetstorm::stats::{Failure, Outcome, Recorder};
 
 const DEVICES: u64 = 100_000;

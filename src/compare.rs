@@ -425,7 +425,7 @@ fn side_values(metric: &Metric, side: &str, reports: &[Report]) -> Result<Vec<f6
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let v = metric.value(r).map_err(|e| {
+            let v = r.metric(metric).map_err(|e| {
                 let e = if e.starts_with(&metric.path) { e } else { format!("{}: {e}", metric.path) };
                 format!("{}: {e}", which(side, i, reports.len(), r))
             })?;

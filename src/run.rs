@@ -12,11 +12,11 @@ use crate::engine::{self, EngineSettings, FleetRuntime, Live};
 use crate::fleet::{FleetEvents, Online};
 use crate::gate::ThresholdResult;
 use crate::report::{Aborted, Report, Stats};
-use crate::scenario::transport::HttpVersion;
-use crate::scenario::{ConnectionMode, Scenario, TargetUrl};
+use crate::scenario::{Scenario, TargetUrl};
 use crate::server::{self, ServeConfig};
 use crate::shard::Shard;
 use crate::stats::{Percentiles, Recorder};
+use crate::transport::settings::{ConnectionMode, HttpVersion};
 use crate::transport::{Endpoint, EndpointOptions, Http};
 
 /// Command-line overrides of a scenario.
@@ -292,7 +292,7 @@ fn owned_devices(devices: u64, first: u64, shard: Option<Shard>) -> (u64, u64, u
 /// last resort when even one device's schedule is too long to walk.
 fn rough_heartbeats(f: &crate::scenario::Fleet, devices: u64, secs: f64) -> f64 {
     use crate::fleet::EventKind;
-    use crate::scenario::{Arrival, StartMode};
+    use crate::fleet::{Arrival, StartMode};
     let d = devices as f64;
     let per_s = 1.0 / f.schedule.interval.as_secs_f64();
     let ramp = f.schedule.ramp_up.as_secs_f64();
@@ -411,7 +411,7 @@ pub fn expected_heartbeats(s: &Scenario, seed: u64, shard: Option<Shard>, budget
 /// Whether a fleet's schedule depends on the seed: Poisson arrivals,
 /// jitter and events are drawn from it; a periodic beat is not.
 fn schedule_depends_on_seed(f: &crate::scenario::Fleet) -> bool {
-    f.schedule.arrival == crate::scenario::Arrival::Poisson || f.schedule.jitter > 0.0 || !f.events.is_empty()
+    f.schedule.arrival == crate::fleet::Arrival::Poisson || f.schedule.jitter > 0.0 || !f.events.is_empty()
 }
 
 /// The plan `validate` prints, for one shard's devices if given.
@@ -652,7 +652,7 @@ pub fn endpoint_options(t: &crate::scenario::Target, host: &str) -> Result<Endpo
     };
     Ok(EndpointOptions {
         keep_alive: t.connections != ConnectionMode::NewPerRequest,
-        http2: t.http == crate::scenario::transport::HttpVersion::Http2,
+        http2: t.http == HttpVersion::Http2,
         tls,
         signer,
         sources: t.source_addresses.clone(),
@@ -846,7 +846,7 @@ pub async fn execute_with(
     report.shard = options.shard.map(|s| crate::report::ShardInfo {
         index: s.index,
         count: s.count,
-        scenario_hash: crate::shard::scenario_hash(scenario, seed),
+        scenario_hash: scenario.hash(seed),
     });
     report.first_errors = endpoint.first_errors();
     if budget.sources.spread {
@@ -859,7 +859,7 @@ pub async fn execute_with(
         .all()
         .map(|(t, abort)| match watch.fired.as_ref().filter(|(fired, _)| abort && fired.expr == t.expr()) {
             Some((_, result)) => result.clone(),
-            None => t.check(&report, abort),
+            None => report.check(t, abort),
         })
         .collect();
     report.aborted = watch.fired.map(|(aborted, _)| aborted);
@@ -901,7 +901,7 @@ impl<'s> AbortWatch<'s> {
                     None => continue,
                 },
             };
-            let result = threshold.check_stats(&stats, true);
+            let result = stats.check(threshold, true);
             if !result.ok {
                 let aborted =
                     Aborted { expr: result.expr.clone(), actual_text: result.actual_text.clone(), at_s: seconds };

@@ -5,16 +5,12 @@
 //! devices first). Shard I of N owns the devices whose global index is
 //! I modulo N; every device keeps the clock, schedule and bodies it has in
 //! a single-process run with the same seed, so the shards' schedules
-//! together are exactly the single run's. A scenario's hash (of the
-//! scenario as run: file and overrides) lets `merge` refuse reports of
-//! different scenarios.
+//! together are exactly the single run's. (`Scenario::hash`, of the
+//! scenario as run, lets `merge` refuse reports of different scenarios.)
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
-use crate::scenario::Scenario;
 
 /// Shard `index` of `count` (0-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,15 +87,6 @@ impl fmt::Display for Shard {
     }
 }
 
-/// A hash of the scenario as run (file and overrides, seed included): the
-/// same for every shard of one distributed run, and different for another
-/// scenario. SHA-256 of its full description, in hex.
-pub fn scenario_hash(scenario: &Scenario, seed: u64) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(format!("{scenario:?}\nseed={seed}").as_bytes());
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,16 +138,5 @@ mod tests {
                 assert_eq!(owners, 1, "device {g} of {count} shards");
             }
         }
-    }
-
-    #[test]
-    fn the_hash_follows_the_scenario_and_the_seed() {
-        let parse = |t: &str| crate::scenario::parse(t, crate::scenario::Format::Toml, "s.toml", "s").unwrap();
-        let a = parse("[[fleets]]\nname = \"f\"\ndevices = 10\n");
-        let b = parse("[[fleets]]\nname = \"f\"\ndevices = 11\n");
-        assert_eq!(scenario_hash(&a, 1), scenario_hash(&a.clone(), 1));
-        assert_ne!(scenario_hash(&a, 1), scenario_hash(&b, 1));
-        assert_ne!(scenario_hash(&a, 1), scenario_hash(&a, 2));
-        assert_eq!(scenario_hash(&a, 1).len(), 64);
     }
 }

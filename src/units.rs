@@ -2,7 +2,11 @@
 //! durations (`250ms`, `30s`, `5m`, `1h`, `1m30s`), read with `humantime`;
 //! and the wall clock as heartbeats carry it.
 
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 /// The wall clock in epoch milliseconds.
 pub fn now_ms() -> u64 {
@@ -69,6 +73,105 @@ pub mod serde_duration {
                 Some(text) => super::super::parse_duration(&text).map(Some).map_err(serde::de::Error::custom),
             }
         }
+    }
+}
+
+/// A duration written as a string: `250ms`, `30s`, `5m`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DurationValue(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurationValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration with its unit, as a string: \"250ms\", \"30s\", \"5m\" or \"1h\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<DurationValue, E> {
+                parse_duration(s).map(DurationValue).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A share written as `10%` or as a number in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Share(pub f64);
+
+impl Share {
+    pub fn parse(text: &str) -> Result<Share, String> {
+        let t = text.trim();
+        let value = match t.strip_suffix('%') {
+            Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+            None => t.parse::<f64>(),
+        }
+        .map_err(|_| format!("{text:?} is not a share; write e.g. \"10%\" or 0.1"))?;
+        Share::checked(value)
+    }
+
+    fn checked(v: f64) -> Result<Share, String> {
+        if v.is_finite() && (0.0..=1.0).contains(&v) {
+            Ok(Share(v))
+        } else {
+            Err(format!("{v} is not a share between 0% and 100%"))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Share {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Share;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a share such as \"10%\" or 0.1")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Share, E> {
+                Share::parse(s).map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Share, E> {
+                Share::checked(v).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Share, E> {
+                Share::checked(v as f64).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Share, E> {
+                Share::checked(v as f64).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A rate written as `2000/s`, `120/m` or `7200/h`: events per second.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Rate(pub f64);
+
+impl Rate {
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let bad = || format!("{text:?} is not a rate; write e.g. \"2000/s\", \"120/m\" or \"7200/h\"");
+        let (n, unit) = text.trim().split_once('/').ok_or_else(bad)?;
+        let n: f64 = n.trim().parse().map_err(|_| bad())?;
+        let per = match unit.trim() {
+            "s" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        let rate = n / per;
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(format!("{text:?}: a rate must be above 0"));
+        }
+        Ok(Rate(rate))
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Rate::parse(&text).map_err(de::Error::custom)
     }
 }
 

@@ -13,7 +13,6 @@
 
 pub mod html;
 pub mod search;
-pub mod settings;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -22,12 +21,13 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::fleet::Schedule;
 use crate::gate::ThresholdResult;
 use crate::report::Report;
 use crate::run::{self, ExecuteOptions, RunError};
-use crate::scenario::{Scenario, Schedule};
+use crate::scenario::Scenario;
+pub use crate::scenario::capacity::{CapacitySettings, Scale, Strategy};
 use search::{Conclusion, Search, StepVerdict};
-pub use settings::{CapacitySettings, Scale, Strategy};
 
 /// The capacity report's schema name.
 pub const SCHEMA: &str = "fleetstorm-capacity-v1";
@@ -387,7 +387,7 @@ pub async fn search(
             break;
         }
         target = format!("{}{}", report.scenario.target.url, report.scenario.target.path);
-        let slo = settings.slo.iter().map(|t| t.check(&report, false)).collect();
+        let slo = settings.slo.iter().map(|t| report.check(t, false)).collect();
         let mut result = StepResult::judged(steps.len() + 1, rate, devices, &report, slo, baseline.map(|(_, p50)| p50));
         (result.started_s, result.ended_s) = (started_s, began.elapsed().as_secs_f64());
         let t = &report.totals;

@@ -5,7 +5,7 @@
 //! A step on which the generator fell behind ends the search: it says
 //! nothing about the backend.
 
-use super::settings::{CapacitySettings, Strategy};
+use crate::scenario::capacity::{CapacitySettings, Strategy};
 
 /// What one step showed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl Search {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capacity::settings::Strategy;
+    use crate::scenario::capacity::Strategy;
 
     fn settings(start: f64, max: f64, strategy: Strategy) -> CapacitySettings {
         CapacitySettings {
@@ -118,7 +118,7 @@ mod tests {
             step_duration: std::time::Duration::from_secs(1),
             warmup: std::time::Duration::ZERO,
             strategy,
-            scale: crate::capacity::settings::Scale::Devices,
+            scale: crate::scenario::capacity::Scale::Devices,
             precision: 0.05,
             growth: 2.0,
             headroom: 0.3,

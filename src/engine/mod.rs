@@ -20,21 +20,20 @@
 //! end of the schedule plus the time in-flight heartbeats need (bounded by
 //! the transport's timeout), or sooner after `cancel`.
 
-pub mod timeline;
 pub mod worker;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::scenario::ConnectionMode;
-use crate::stats::{self, CLASSES, Freshness, Recorder};
+pub use crate::stats::timeline::{Second, SecondPart};
+use crate::stats::{Freshness, Recorder};
 use crate::transport::Transport;
-pub use worker::{Demand, FleetRuntime, Flush, SecondPart, WorkerSettings};
+use crate::transport::settings::ConnectionMode;
+pub use worker::{Demand, FleetRuntime, Flush, WorkerSettings};
 
 /// How often workers hand over what they recorded.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -72,95 +71,6 @@ pub struct EngineSettings {
     /// was merged so far, marked interrupted, without waiting for the
     /// workers' last flushes.
     pub abandon: Option<CancellationToken>,
-}
-
-/// One second of a run (or, far back in a long run, several: see
-/// [`timeline`]).
-#[derive(Debug, Clone)]
-pub struct Second {
-    /// The first second it covers, since the start.
-    pub start_s: u64,
-    /// How many seconds it covers (1, except for folded entries).
-    pub width_s: u64,
-    /// Heartbeats whose intended time came in this second.
-    pub scheduled: u64,
-    pub sent: u64,
-    pub ok: u64,
-    pub failed: u64,
-    pub missed: u64,
-    /// Retries sent in this second.
-    pub retries: u64,
-    /// Failures in this second by class (`CLASSES[1..]`).
-    pub errors: [u64; CLASSES.len() - 1],
-    /// Latency percentiles of the heartbeats that ended in this second, in
-    /// ms; set when the second is closed.
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    /// The second's latency histogram, V2 + DEFLATE encoded, when asked
-    /// for ([`EngineSettings::keep_second_histograms`]).
-    pub histogram: Option<Vec<u8>>,
-    /// The second's latency histogram while flushes for it may still
-    /// arrive, made on the first latency. Dropped on closing: a histogram
-    /// is ~190 KB, and keeping one per second would cost ~680 MB over an
-    /// hour's run.
-    latency: Option<Histogram<u64>>,
-    closed: bool,
-}
-
-impl Default for Second {
-    fn default() -> Self {
-        Second {
-            start_s: 0,
-            width_s: 1,
-            scheduled: 0,
-            sent: 0,
-            ok: 0,
-            failed: 0,
-            missed: 0,
-            retries: 0,
-            errors: [0; CLASSES.len() - 1],
-            p50_ms: 0.0,
-            p99_ms: 0.0,
-            histogram: None,
-            latency: None,
-            closed: false,
-        }
-    }
-}
-
-impl Second {
-    /// Adds what a worker recorded in this second.
-    fn absorb(&mut self, part: &SecondPart) {
-        self.scheduled += part.scheduled;
-        self.sent += part.sent;
-        self.retries += part.retries;
-        self.missed += part.missed;
-        self.ok += part.classes[0];
-        self.failed += part.classes[1..].iter().sum::<u64>();
-        for (e, n) in self.errors.iter_mut().zip(&part.classes[1..]) {
-            *e += n;
-        }
-        // A late part for a closed second keeps its counts; only its
-        // percentiles were fixed already.
-        if !self.closed && !part.latency.is_empty() {
-            let _ = self.latency.get_or_insert_with(stats::new_histogram).add(&part.latency);
-        }
-    }
-
-    /// Fixes the percentiles and frees the histogram (keeping it
-    /// compressed if `keep`).
-    fn close(&mut self, keep: bool) {
-        self.closed = true;
-        if let Some(h) = self.latency.take() {
-            if !h.is_empty() {
-                self.p50_ms = h.value_at_quantile(0.5) as f64 / 1000.0;
-                self.p99_ms = h.value_at_quantile(0.99) as f64 / 1000.0;
-            }
-            if keep {
-                self.histogram = Some(stats::compress_histogram(&h));
-            }
-        }
-    }
 }
 
 /// What the live display sees after each round of flushes.
@@ -344,7 +254,7 @@ pub async fn run<T: Transport>(
     let mut freshness: Vec<Freshness> = fleets.iter().map(|_| Freshness::default()).collect();
     let keep = settings.keep_second_histograms;
     let mut cohorts: Vec<Vec<Option<Recorder>>> = Vec::new();
-    let mut timeline = timeline::Timeline::new(keep);
+    let mut timeline = crate::stats::timeline::Timeline::new(keep);
     let mut in_flight = vec![0usize; workers];
     let mut last_sent_ns = 0u64;
     let mut demand: Vec<Option<Demand>> = vec![None; workers];
@@ -455,10 +365,11 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::fleet::{Arrival, Schedule, StartMode};
     use crate::heartbeat::{FleetGenerator, NameTemplate, Profile, Weighted};
-    use crate::scenario::{Arrival, Schedule, StartMode};
     use crate::stats::Outcome;
     use crate::transport::Exchange;
+    use hdrhistogram::Histogram;
 
     #[derive(Clone, Default)]
     struct Fake {
@@ -641,7 +552,7 @@ mod tests {
         // 10 devices due together every second, one connection, 50 ms per
         // answer: at 2.0 s ten queue up, and the run ends at 2.1 s with
         // seven still queued.
-        let schedule = Schedule { start: crate::scenario::StartMode::Synchronized, ..every(Duration::from_secs(1)) };
+        let schedule = Schedule { start: crate::fleet::StartMode::Synchronized, ..every(Duration::from_secs(1)) };
         for (drain, sent) in [(Duration::from_secs(1), 30), (Duration::from_millis(120), 25)] {
             let fake = Fake { delay: Duration::from_millis(50), ..Fake::default() };
             let settings = EngineSettings {
@@ -666,7 +577,7 @@ mod tests {
     async fn waiting_for_a_pooled_connection_is_connection_wait_and_lateness_not_schedule_lag() {
         // 10 devices due together every second, one connection, 50 ms per
         // answer: the n-th of each second waits n × 50 ms for the connection.
-        let schedule = Schedule { start: crate::scenario::StartMode::Synchronized, ..every(Duration::from_secs(1)) };
+        let schedule = Schedule { start: crate::fleet::StartMode::Synchronized, ..every(Duration::from_secs(1)) };
         let fake = Fake { delay: Duration::from_millis(50), ..Fake::default() };
         let settings = EngineSettings { workers: 1, ..paused(3, ConnectionMode::Pool(1), 3) };
         let out = run(fake.clone(), vec![fleet(10, schedule)], settings, CancellationToken::new(), |_| {}).await;
@@ -720,7 +631,7 @@ mod tests {
         // when the previous ends, 0.2 s later each time.
         let fake = Fake { delay: Duration::from_millis(1_200), ..Fake::default() };
         let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
-        let schedule = Schedule { start: crate::scenario::StartMode::Synchronized, ..every(Duration::from_secs(1)) };
+        let schedule = Schedule { start: crate::fleet::StartMode::Synchronized, ..every(Duration::from_secs(1)) };
         let out = run(fake.clone(), vec![fleet(1, schedule)], settings, CancellationToken::new(), |_| {}).await;
         assert_accounting(&out);
         let r = &out.fleets[0];

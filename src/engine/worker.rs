@@ -27,10 +27,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::fleet::Schedule;
 use crate::fleet::{DeviceClock, FleetEvents, RetryPolicy, RolloutTarget};
 use crate::heartbeat::{Device, FleetGenerator, Scratch};
-use crate::scenario::{ConnectionMode, Schedule};
+use crate::stats::timeline::SecondPart;
 use crate::stats::{Freshness, Outcome, Recorder};
+use crate::transport::settings::ConnectionMode;
 use crate::transport::{Exchange, Transport};
 use rand::rngs::Xoshiro128PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -93,40 +95,6 @@ pub struct Flush {
     /// What happened in each second of the run since the previous flush,
     /// each event counted in the second it happened in.
     pub seconds: Vec<SecondPart>,
-}
-
-/// One second of the run, as one worker saw it between two flushes: a
-/// heartbeat's intended time counts in the second it fell in, a send, a
-/// miss or an outcome in the second it happened in.
-pub struct SecondPart {
-    pub second: u64,
-    pub scheduled: u64,
-    pub sent: u64,
-    pub retries: u64,
-    pub missed: u64,
-    /// Outcomes by class (see [`crate::stats::CLASSES`]).
-    pub classes: [u64; crate::stats::CLASSES.len()],
-    /// Latency of the heartbeats that ended (or were missed) in it.
-    pub latency: hdrhistogram::Histogram<u64>,
-}
-
-impl SecondPart {
-    #[cfg(test)]
-    pub(crate) fn new_for_tests(second: u64) -> SecondPart {
-        SecondPart::new(second)
-    }
-
-    fn new(second: u64) -> SecondPart {
-        SecondPart {
-            second,
-            scheduled: 0,
-            sent: 0,
-            retries: 0,
-            missed: 0,
-            classes: [0; crate::stats::CLASSES.len()],
-            latency: crate::stats::new_histogram(),
-        }
-    }
 }
 
 /// How a worker runs.

@@ -32,10 +32,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::DeviceClock;
+use super::Schedule;
 use crate::heartbeat::generate::mix;
 use crate::heartbeat::{Device, Profile};
-use crate::scenario::Schedule;
-use crate::scenario::settings::{DurationValue, Share};
+use crate::units::{DurationValue, Share};
 
 /// How silenced devices come back after an outage.
 #[derive(Debug, Clone, Copy, PartialEq)]

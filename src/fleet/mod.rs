@@ -19,15 +19,15 @@
 pub mod events;
 pub mod online;
 pub mod retry;
+pub mod schedule;
 
 pub use events::{Event, EventKind, FleetEvents, Recovery, RolloutTarget, Step};
 pub use online::Online;
 pub use retry::RetryPolicy;
+pub use schedule::{Arrival, Schedule, StartMode};
 
 use rand::rngs::Xoshiro128PlusPlus;
 use rand::{RngExt, SeedableRng};
-
-use crate::scenario::{Arrival, Schedule, StartMode};
 
 /// When device `index` of `devices` comes online: at `R·index/devices`
 /// with a ramp-up `R` (and sends its first heartbeat then), at 0 without.

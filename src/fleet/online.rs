@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::FleetEvents;
-use crate::scenario::Schedule;
+use super::Schedule;
 use crate::shard::Shard;
 
 const MS: u64 = 1_000_000;

@@ -22,8 +22,7 @@
 
 use std::fmt;
 
-use crate::report::{Report, Stats};
-use crate::stats::{CLASSES, Percentiles};
+use crate::stats::CLASSES;
 
 /// What a metric's numbers measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,8 +106,9 @@ pub enum Better {
     Neither,
 }
 
+/// A latency-like series (in milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Series {
+pub enum Series {
     Latency,
     ServiceTime,
     ScheduleLag,
@@ -117,8 +117,9 @@ enum Series {
     FreshnessGap,
 }
 
+/// A percentile (or the max or mean) of a series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Quantile {
+pub enum Quantile {
     P50,
     P75,
     P90,
@@ -129,8 +130,10 @@ enum Quantile {
     Mean,
 }
 
+/// What a metric is: its value is read from a report's statistics
+/// (`crate::report`), the layer above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Quantity {
+pub enum Quantity {
     Percentile(Series, Quantile),
     Scheduled,
     Sent,
@@ -315,83 +318,9 @@ impl Metric {
         )
     }
 
-    /// The metric's value in `report`; an error when the report has no
-    /// such fleet or lacks what the metric needs.
-    pub fn value(&self, report: &Report) -> Result<f64, String> {
-        let stats = match &self.fleet {
-            None => &report.totals,
-            Some(name) => report.fleets.iter().find(|f| f.name.as_deref() == Some(name.as_str())).ok_or_else(|| {
-                let names: Vec<&str> = report.fleets.iter().filter_map(|f| f.name.as_deref()).collect();
-                format!("the report has no fleet {name:?} (its fleets: {})", names.join(", "))
-            })?,
-        };
-        self.value_in(stats)
-    }
-
-    /// The metric's value in one fleet's (or the run's) statistics.
-    pub fn value_in(&self, s: &Stats) -> Result<f64, String> {
-        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-        let freshness =
-            || s.freshness.as_ref().ok_or_else(|| format!("{}: the report has no device freshness", self.path));
-        Ok(match self.quantity {
-            Quantity::Percentile(series, q) => {
-                let p = match series {
-                    Series::Latency => &s.latency_ms,
-                    Series::ServiceTime => &s.service_time_ms,
-                    Series::ScheduleLag => &s.schedule_lag_ms,
-                    Series::ConnectionWait => &s.connection_wait_ms,
-                    Series::Lateness => &s.lateness_ms,
-                    Series::FreshnessGap => &freshness()?.max_gap_ms,
-                };
-                quantile(p, q)
-            }
-            Quantity::Scheduled => s.scheduled as f64,
-            Quantity::Sent => s.sent as f64,
-            Quantity::Missed => s.missed as f64,
-            Quantity::Ok => s.ok as f64,
-            Quantity::Failed => s.failed as f64,
-            Quantity::ErrorClass(i) => s.errors.get(CLASSES[i]).copied().unwrap_or(0) as f64,
-            Quantity::Status(code) => s.status_codes.get(&code.to_string()).copied().unwrap_or(0) as f64,
-            // Over the heartbeats that ended: during a run, those in flight
-            // have no outcome yet (at the end, ok + failed = sent).
-            Quantity::ErrorRate => s.error_rate(),
-            Quantity::MissedRate => ratio(s.missed, s.scheduled),
-            Quantity::OfferedRate => s.offered_rate,
-            Quantity::AchievedRate => s.achieved_rate,
-            Quantity::AchievedRateRatio => {
-                if s.offered_rate > 0.0 {
-                    s.achieved_rate / s.offered_rate
-                } else {
-                    1.0
-                }
-            }
-            Quantity::StaleDevices => freshness()?.stale_devices as f64,
-            Quantity::StaleShare => {
-                let f = freshness()?;
-                ratio(f.stale_devices, f.devices)
-            }
-            Quantity::NeverOk => freshness()?.never_ok as f64,
-            Quantity::Retries => s.retries as f64,
-            Quantity::RetryRate => ratio(s.retries, s.sent),
-            Quantity::Recovered => s.recovered as f64,
-            Quantity::Late => s.late as f64,
-            Quantity::LateRate => ratio(s.late, s.sent),
-            Quantity::Waited => s.waited as f64,
-            Quantity::RetryPending => s.retry_pending as f64,
-        })
-    }
-}
-
-fn quantile(p: &Percentiles, q: Quantile) -> f64 {
-    match q {
-        Quantile::P50 => p.p50,
-        Quantile::P75 => p.p75,
-        Quantile::P90 => p.p90,
-        Quantile::P95 => p.p95,
-        Quantile::P99 => p.p99,
-        Quantile::P999 => p.p999,
-        Quantile::Max => p.max,
-        Quantile::Mean => p.mean,
+    /// What the metric measures, for the report to find its value.
+    pub fn quantity(&self) -> Quantity {
+        self.quantity
     }
 }
 

@@ -27,8 +27,6 @@ use serde::{Deserialize, Serialize};
 
 pub use metric::{Better, Metric, Unit};
 
-use crate::report::{Report, Stats};
-
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -144,18 +142,9 @@ impl Threshold {
         format!("{} {}", self.metric.path, self.condition)
     }
 
-    /// Checks the threshold against a finished run's report.
-    pub fn check(&self, report: &Report, abort: bool) -> ThresholdResult {
-        self.result(self.metric.value(report), abort)
-    }
-
-    /// Checks the threshold against one set of statistics (a run's totals
-    /// or a fleet's, as the metric says), during a run.
-    pub fn check_stats(&self, stats: &Stats, abort: bool) -> ThresholdResult {
-        self.result(self.metric.value_in(stats), abort)
-    }
-
-    fn result(&self, value: Result<f64, String>, abort: bool) -> ThresholdResult {
+    /// The threshold's outcome for the metric's `value` (or why there is
+    /// none): the report finds the value (`Report::check`).
+    pub fn judge(&self, value: Result<f64, String>, abort: bool) -> ThresholdResult {
         let unit = self.metric.unit();
         let (ok, actual, actual_text) = match value {
             // An abort threshold is "ok" while its condition is false.
@@ -232,11 +221,6 @@ impl Thresholds {
     pub fn fleets_named(&self) -> impl Iterator<Item = (&str, &Threshold)> {
         self.all().filter_map(|(t, _)| t.metric.fleet.as_deref().map(|f| (f, t)))
     }
-
-    /// Every threshold checked against a finished run.
-    pub fn check(&self, report: &Report) -> Vec<ThresholdResult> {
-        self.all().map(|(t, abort)| t.check(report, abort)).collect()
-    }
 }
 
 // ------------------------------------------------------------ file format
@@ -275,7 +259,7 @@ impl<'de> Visitor<'de> for ThresholdsVisitor {
                     out.abort_grace = inner.abort_grace;
                 }
                 "grace" if self.abort => {
-                    let crate::scenario::settings::DurationValue(g) = map.next_value()?;
+                    let crate::units::DurationValue(g) = map.next_value()?;
                     out.abort_grace = g;
                 }
                 _ => {

@@ -109,7 +109,7 @@ pub fn merge(shards: &[ShardReport]) -> Result<Report, String> {
         let (metric, condition) =
             t.expr.split_once(' ').ok_or_else(|| format!("cannot read the threshold {:?}", t.expr))?;
         let threshold = Threshold::parse(metric, condition)?;
-        thresholds.push(threshold.check(&merged, t.abort));
+        thresholds.push(merged.check(&threshold, t.abort));
     }
     merged.thresholds = thresholds;
     Ok(merged)

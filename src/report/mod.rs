@@ -8,6 +8,7 @@
 //! schedule lag, and the histograms themselves (base64 of the HdrHistogram
 //! V2 + DEFLATE encoding) so that reports can be merged exactly later.
 
+mod gates;
 pub mod hlog;
 pub mod html;
 pub mod junit;
@@ -22,8 +23,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::RunOutput;
+use crate::fleet::{Arrival, StartMode};
 use crate::gate::ThresholdResult;
-use crate::scenario::{Arrival, Scenario, StartMode};
+use crate::scenario::Scenario;
 use crate::stats::{self, CLASSES, Freshness, Percentiles, Recorder};
 use std::time::Duration;
 
@@ -114,7 +116,7 @@ pub struct StartInfo {
 pub struct ShardInfo {
     pub index: u32,
     pub count: u32,
-    /// The scenario as run, hashed (see `shard::scenario_hash`): equal in
+    /// The scenario as run, hashed (see `Scenario::hash`): equal in
     /// every shard of one run.
     pub scenario_hash: String,
 }
@@ -664,7 +666,7 @@ impl Report {
         let t = &scenario.target;
         let totals = stats_of(None, &total, span, true);
         let pool = match t.connections {
-            crate::scenario::ConnectionMode::Pool(n) => {
+            crate::transport::settings::ConnectionMode::Pool(n) => {
                 Some(PoolVerdict::judge(u64::from(n), &totals, light_load_p50(&total)))
             }
             _ => None,

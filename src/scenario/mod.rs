@@ -9,9 +9,9 @@
 //! the key path (via `serde_path_to_error`) and what was expected, with the
 //! offending line quoted.
 
+pub mod capacity;
 mod error;
 pub mod settings;
-pub mod transport;
 
 use std::path::Path;
 
@@ -19,16 +19,16 @@ use serde::Deserialize;
 
 pub use error::ScenarioError;
 use error::Step;
-pub use settings::{Arrival, ConnectionMode, Header, Schedule, StartMode, Target, TargetUrl};
+pub use settings::{Header, Target, TargetUrl};
 
-use settings::{DurationValue, Rate, Share};
+use crate::units::{DurationValue, Rate, Share};
 use std::time::Duration;
 
-use crate::capacity::CapacitySettings;
-use crate::fleet::{Event, EventKind, RetryPolicy, RolloutTarget};
+use crate::fleet::{Arrival, Event, EventKind, RetryPolicy, RolloutTarget, Schedule, StartMode};
 use crate::gate::Thresholds;
 use crate::heartbeat::profile::{self, MetricSpec, ModelSpec, Weighted};
 use crate::heartbeat::{FleetGenerator, NameTemplate, Profile};
+use capacity::CapacitySettings;
 
 /// The most devices a single fleet may have.
 pub const MAX_DEVICES_PER_FLEET: u64 = 10_000_000;
@@ -67,6 +67,18 @@ pub struct Scaled {
 impl Scaled {
     pub fn is_scaled(&self) -> bool {
         self.devices.is_some() || self.rate.is_some()
+    }
+}
+
+impl Scenario {
+    /// A hash of the scenario as run (file and overrides, seed included):
+    /// the same for every shard of one distributed run, and different for
+    /// another scenario. SHA-256 of its full description, in hex.
+    pub fn hash(&self, seed: u64) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(format!("{self:?}\nseed={seed}").as_bytes());
+        hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -419,5 +431,19 @@ impl<'de> Deserialize<'de> for DeviceCount {
             }
         }
         d.deserialize_u64(CountVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_hash_follows_the_scenario_and_the_seed() {
+        let parse = |t: &str| crate::scenario::parse(t, crate::scenario::Format::Toml, "s.toml", "s").unwrap();
+        let a = parse("[[fleets]]\nname = \"f\"\ndevices = 10\n");
+        let b = parse("[[fleets]]\nname = \"f\"\ndevices = 11\n");
+        assert_eq!(a.hash(1), a.clone().hash(1));
+        assert_ne!(a.hash(1), b.hash(1));
+        assert_ne!(a.hash(1), a.hash(2));
+        assert_eq!(a.hash(1).len(), 64);
     }
 }

@@ -9,6 +9,8 @@
 //! `Histogram::add` merges them exactly, which is what lets sharded runs
 //! merge their reports later.
 
+pub mod timeline;
+
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;

@@ -13,6 +13,7 @@
 
 pub mod h1;
 pub mod ports;
+pub mod settings;
 pub mod sigv4;
 pub mod tls;
 

@@ -13,7 +13,7 @@ use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 
-use crate::scenario::transport::SigV4Settings;
+use super::settings::SigV4Settings;
 
 /// Signs requests for one service and region.
 #[derive(Clone)]

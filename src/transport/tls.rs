@@ -19,7 +19,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::scenario::transport::{HttpVersion, TlsSettings};
+use super::settings::{HttpVersion, TlsSettings};
 
 /// What a TLS connection needs: the connector and the name to verify.
 #[derive(Clone)]

@@ -10,8 +10,9 @@
 
 use std::collections::VecDeque;
 
-use super::{Second, SecondPart};
-use crate::stats;
+use hdrhistogram::Histogram;
+
+use crate::stats::{self, CLASSES};
 
 /// Seconds kept at one-second resolution.
 pub const FINE_SECONDS: usize = 3600;
@@ -19,6 +20,124 @@ pub const FINE_SECONDS: usize = 3600;
 pub const FOLD_SECONDS: u64 = 60;
 /// Folded entries beyond this many are merged in pairs.
 pub const MAX_COARSE: usize = 1440;
+
+/// One second of a run (or, far back in a long run, several: see
+/// [`timeline`]).
+#[derive(Debug, Clone)]
+pub struct Second {
+    /// The first second it covers, since the start.
+    pub start_s: u64,
+    /// How many seconds it covers (1, except for folded entries).
+    pub width_s: u64,
+    /// Heartbeats whose intended time came in this second.
+    pub scheduled: u64,
+    pub sent: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub missed: u64,
+    /// Retries sent in this second.
+    pub retries: u64,
+    /// Failures in this second by class (`CLASSES[1..]`).
+    pub errors: [u64; CLASSES.len() - 1],
+    /// Latency percentiles of the heartbeats that ended in this second, in
+    /// ms; set when the second is closed.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// The second's latency histogram, V2 + DEFLATE encoded, when asked
+    /// for ([`EngineSettings::keep_second_histograms`]).
+    pub histogram: Option<Vec<u8>>,
+    /// The second's latency histogram while flushes for it may still
+    /// arrive, made on the first latency. Dropped on closing: a histogram
+    /// is ~190 KB, and keeping one per second would cost ~680 MB over an
+    /// hour's run.
+    pub(crate) latency: Option<Histogram<u64>>,
+    closed: bool,
+}
+
+impl Default for Second {
+    fn default() -> Self {
+        Second {
+            start_s: 0,
+            width_s: 1,
+            scheduled: 0,
+            sent: 0,
+            ok: 0,
+            failed: 0,
+            missed: 0,
+            retries: 0,
+            errors: [0; CLASSES.len() - 1],
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            histogram: None,
+            latency: None,
+            closed: false,
+        }
+    }
+}
+
+impl Second {
+    /// Adds what a worker recorded in this second.
+    fn absorb(&mut self, part: &SecondPart) {
+        self.scheduled += part.scheduled;
+        self.sent += part.sent;
+        self.retries += part.retries;
+        self.missed += part.missed;
+        self.ok += part.classes[0];
+        self.failed += part.classes[1..].iter().sum::<u64>();
+        for (e, n) in self.errors.iter_mut().zip(&part.classes[1..]) {
+            *e += n;
+        }
+        // A late part for a closed second keeps its counts; only its
+        // percentiles were fixed already.
+        if !self.closed && !part.latency.is_empty() {
+            let _ = self.latency.get_or_insert_with(stats::new_histogram).add(&part.latency);
+        }
+    }
+
+    /// Fixes the percentiles and frees the histogram (keeping it
+    /// compressed if `keep`).
+    fn close(&mut self, keep: bool) {
+        self.closed = true;
+        if let Some(h) = self.latency.take() {
+            if !h.is_empty() {
+                self.p50_ms = h.value_at_quantile(0.5) as f64 / 1000.0;
+                self.p99_ms = h.value_at_quantile(0.99) as f64 / 1000.0;
+            }
+            if keep {
+                self.histogram = Some(stats::compress_histogram(&h));
+            }
+        }
+    }
+}
+
+/// One second of the run, as one worker saw it between two flushes: a
+/// heartbeat's intended time counts in the second it fell in, a send, a
+/// miss or an outcome in the second it happened in.
+pub struct SecondPart {
+    pub second: u64,
+    pub scheduled: u64,
+    pub sent: u64,
+    pub retries: u64,
+    pub missed: u64,
+    /// Outcomes by class (see [`crate::stats::CLASSES`]).
+    pub classes: [u64; CLASSES.len()],
+    /// Latency of the heartbeats that ended (or were missed) in it.
+    pub latency: hdrhistogram::Histogram<u64>,
+}
+
+impl SecondPart {
+    pub fn new(second: u64) -> SecondPart {
+        SecondPart {
+            second,
+            scheduled: 0,
+            sent: 0,
+            retries: 0,
+            missed: 0,
+            classes: [0; CLASSES.len()],
+            latency: stats::new_histogram(),
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Timeline {
@@ -156,7 +275,7 @@ mod tests {
     use super::*;
 
     fn part(second: u64, ok: u64) -> SecondPart {
-        let mut p = SecondPart::new_for_tests(second);
+        let mut p = SecondPart::new(second);
         p.classes[0] = ok;
         p.sent = ok;
         p.scheduled = ok;

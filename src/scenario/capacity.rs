@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::gate::{Threshold, Thresholds};
-use crate::scenario::settings::{DurationValue, Rate, Share};
+use crate::units::{DurationValue, Rate, Share};
 
 /// How the search chooses its steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -1,13 +1,71 @@
-//! The transport settings of a target: HTTP version, TLS, AWS SigV4
-//! signing and the local addresses connections leave from. Checked as
-//! read; files (certificates, keys) are read when a run starts.
+//! The transport settings of a target, as plain data read from a scenario:
+//! the connection mode, HTTP version, TLS, AWS SigV4 signing and the local
+//! addresses connections leave from. Checked as read; files (certificates,
+//! keys) are read when a run starts.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer};
+use serde::de::{self, Deserializer, Visitor};
+
+/// How a fleet's devices reach the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionMode {
+    /// Each device keeps its own keep-alive connection, as real devices do.
+    PerDevice,
+    /// Devices share at most this many keep-alive connections.
+    Pool(u32),
+    /// A new connection for every heartbeat (connection storms).
+    NewPerRequest,
+}
+
+impl fmt::Display for ConnectionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionMode::PerDevice => f.write_str("per-device"),
+            ConnectionMode::Pool(n) => write!(f, "pool of {n}"),
+            ConnectionMode::NewPerRequest => f.write_str("new-per-request"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ConnectionMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ConnectionMode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#""per-device", "new-per-request" or { pool = N }"#)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ConnectionMode, E> {
+                match s {
+                    "per-device" => Ok(ConnectionMode::PerDevice),
+                    "new-per-request" => Ok(ConnectionMode::NewPerRequest),
+                    other => Err(E::custom(format!(
+                        r#"unknown connection mode {other:?}; use "per-device", "new-per-request" or {{ pool = N }}"#
+                    ))),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ConnectionMode, A::Error> {
+                let mut pool = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "pool" {
+                        return Err(de::Error::custom(format!("unknown key {key:?}; write {{ pool = N }}")));
+                    }
+                    let n: u32 = map.next_value()?;
+                    if n == 0 {
+                        return Err(de::Error::custom("a pool needs at least 1 connection"));
+                    }
+                    pool = Some(n);
+                }
+                pool.map(ConnectionMode::Pool).ok_or_else(|| de::Error::custom("write { pool = N }"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 /// The HTTP version spoken to the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,0 +1,109 @@
+//! A report's value of each metric of the gate catalogue, and thresholds
+//! checked against it. The catalogue ([`crate::gate`]) names the metrics,
+//! their units and which way is better, below the report; their values are
+//! read here, next to the statistics that hold them.
+
+use super::{Report, Stats};
+use crate::gate::metric::{Quantile, Quantity, Series};
+use crate::gate::{Metric, Threshold, ThresholdResult, Thresholds};
+use crate::stats::{CLASSES, Percentiles};
+
+impl Report {
+    /// `m`'s value in this report; an error when it has no such fleet or
+    /// lacks what the metric needs.
+    pub fn metric(&self, m: &Metric) -> Result<f64, String> {
+        let stats = match &m.fleet {
+            None => &self.totals,
+            Some(name) => self.fleets.iter().find(|f| f.name.as_deref() == Some(name.as_str())).ok_or_else(|| {
+                let names: Vec<&str> = self.fleets.iter().filter_map(|f| f.name.as_deref()).collect();
+                format!("the report has no fleet {name:?} (its fleets: {})", names.join(", "))
+            })?,
+        };
+        stats.metric(m)
+    }
+
+    /// Checks `t` against the finished run.
+    pub fn check(&self, t: &Threshold, abort: bool) -> ThresholdResult {
+        t.judge(self.metric(&t.metric), abort)
+    }
+
+    /// Every threshold of `thresholds` checked against the finished run.
+    pub fn check_all(&self, thresholds: &Thresholds) -> Vec<ThresholdResult> {
+        thresholds.all().map(|(t, abort)| self.check(t, abort)).collect()
+    }
+}
+
+impl Stats {
+    /// `m`'s value in one fleet's (or the run's) statistics (a fleet named
+    /// by the metric is the caller's to pick).
+    pub fn metric(&self, m: &Metric) -> Result<f64, String> {
+        let s = self;
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let freshness =
+            || s.freshness.as_ref().ok_or_else(|| format!("{}: the report has no device freshness", m.path));
+        Ok(match m.quantity() {
+            Quantity::Percentile(series, q) => {
+                let p = match series {
+                    Series::Latency => &s.latency_ms,
+                    Series::ServiceTime => &s.service_time_ms,
+                    Series::ScheduleLag => &s.schedule_lag_ms,
+                    Series::ConnectionWait => &s.connection_wait_ms,
+                    Series::Lateness => &s.lateness_ms,
+                    Series::FreshnessGap => &freshness()?.max_gap_ms,
+                };
+                quantile(p, q)
+            }
+            Quantity::Scheduled => s.scheduled as f64,
+            Quantity::Sent => s.sent as f64,
+            Quantity::Missed => s.missed as f64,
+            Quantity::Ok => s.ok as f64,
+            Quantity::Failed => s.failed as f64,
+            Quantity::ErrorClass(i) => s.errors.get(CLASSES[i]).copied().unwrap_or(0) as f64,
+            Quantity::Status(code) => s.status_codes.get(&code.to_string()).copied().unwrap_or(0) as f64,
+            // Over the heartbeats that ended: during a run, those in flight
+            // have no outcome yet (at the end, ok + failed = sent).
+            Quantity::ErrorRate => s.error_rate(),
+            Quantity::MissedRate => ratio(s.missed, s.scheduled),
+            Quantity::OfferedRate => s.offered_rate,
+            Quantity::AchievedRate => s.achieved_rate,
+            Quantity::AchievedRateRatio => {
+                if s.offered_rate > 0.0 {
+                    s.achieved_rate / s.offered_rate
+                } else {
+                    1.0
+                }
+            }
+            Quantity::StaleDevices => freshness()?.stale_devices as f64,
+            Quantity::StaleShare => {
+                let f = freshness()?;
+                ratio(f.stale_devices, f.devices)
+            }
+            Quantity::NeverOk => freshness()?.never_ok as f64,
+            Quantity::Retries => s.retries as f64,
+            Quantity::RetryRate => ratio(s.retries, s.sent),
+            Quantity::Recovered => s.recovered as f64,
+            Quantity::Late => s.late as f64,
+            Quantity::LateRate => ratio(s.late, s.sent),
+            Quantity::Waited => s.waited as f64,
+            Quantity::RetryPending => s.retry_pending as f64,
+        })
+    }
+
+    /// Checks `t` against these statistics, during a run.
+    pub fn check(&self, t: &Threshold, abort: bool) -> ThresholdResult {
+        t.judge(self.metric(&t.metric), abort)
+    }
+}
+
+fn quantile(p: &Percentiles, q: Quantile) -> f64 {
+    match q {
+        Quantile::P50 => p.p50,
+        Quantile::P75 => p.p75,
+        Quantile::P90 => p.p90,
+        Quantile::P95 => p.p95,
+        Quantile::P99 => p.p99,
+        Quantile::P999 => p.p999,
+        Quantile::Max => p.max,
+        Quantile::Mean => p.mean,
+    }
+}

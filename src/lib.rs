@@ -27,13 +27,14 @@
 //! - [`units`]: durations as people write them.
 
 pub mod capacity;
+pub mod cli;
 pub mod compare;
 pub mod engine;
 pub mod fleet;
 pub mod gate;
 pub mod heartbeat;
 pub mod live_metrics;
-pub mod output;
+
 pub mod report;
 pub mod run;
 pub mod sample;

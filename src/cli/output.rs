@@ -23,6 +23,10 @@ use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::args::RenderArgs;
+use super::error::CliError;
+use crate::report::Report;
+
 /// How one output is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
@@ -266,6 +270,96 @@ fn replace_atomically(real: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+// ---------------------------------------------- writing a command's outputs
+
+impl RenderArgs {
+    /// The renderings asked for, with their flags.
+    pub(super) fn given(&self) -> [(&'static str, Option<&std::path::Path>); 3] {
+        [
+            ("--html", self.html.as_deref()),
+            ("--summary-md", self.summary_md.as_deref()),
+            ("--junit", self.junit.as_deref()),
+        ]
+    }
+
+    /// Writes every rendering asked for; false (with the error printed) if one failed.
+    pub(super) fn write(outputs: &Outputs, report: &Report) -> bool {
+        type Render = fn(&Report) -> String;
+        let renders: [(&str, Render); 3] = [
+            ("--html", crate::report::html::render),
+            ("--summary-md", crate::report::markdown::render),
+            ("--junit", crate::report::junit::render),
+        ];
+        let mut ok = true;
+        for (flag, render) in renders {
+            if let Some(output) = outputs.get(flag) {
+                ok &= write_output(output, render(report).as_bytes());
+            }
+        }
+        ok
+    }
+}
+
+/// Resolves and checks every output a command was given, before it does
+/// any work (exit code 2 otherwise): writable, no two on one file, none on
+/// the scenario it reads.
+pub(super) fn check_outputs<'a>(
+    given: impl IntoIterator<Item = (&'static str, Option<&'a std::path::Path>)>,
+    scenario: Option<&std::path::Path>,
+) -> Result<Outputs, CliError> {
+    Outputs::check(given, scenario).map_err(|e| CliError::Usage(e.to_string()))
+}
+
+/// Prints text meant for people: on stdout, or on stderr when an output
+/// takes stdout (so that stdout stays machine-readable).
+pub(super) fn say(outputs: &Outputs, text: &str) {
+    if outputs.uses_stdout() {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+        let _ = io::stdout().flush();
+    }
+}
+
+/// A finished report out: its summary, then the JSON and every rendering
+/// asked for; false (errors printed) if an output was not written.
+pub(super) fn publish(report: &Report, outputs: &Outputs) -> bool {
+    say(outputs, &report.summary());
+    let written = outputs.get("--out").is_none_or(|o| write_json(o, report));
+    RenderArgs::write(outputs, report) && written
+}
+
+/// Writes `value` as pretty JSON; false (with the error printed) if it failed.
+pub(super) fn write_json(output: &Output, value: &impl serde::Serialize) -> bool {
+    match serde_json::to_vec_pretty(value) {
+        Ok(mut json) => {
+            json.push(b'\n');
+            write_output(output, &json)
+        }
+        Err(e) => {
+            eprintln!("error: cannot encode {}: {e}", output.given.display());
+            false
+        }
+    }
+}
+
+/// Writes one output (see `crate::output`); false (with the error
+/// printed) on failure.
+pub(super) fn write_output(output: &Output, bytes: &[u8]) -> bool {
+    match output.write(bytes) {
+        Ok(()) => {
+            if !output.is_stdout() {
+                eprintln!("wrote {}", output.given.display());
+            }
+            true
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {} {}: {e}", output.flag, output.given.display());
+            false
+        }
+    }
 }
 
 #[cfg(test)]

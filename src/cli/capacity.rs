@@ -1,0 +1,89 @@
+//! `fleetstorm capacity`: the search, its progress lines, its report and
+//! exit code.
+
+use tokio_util::sync::CancellationToken;
+
+use super::args::{CapacityArgs, usage_error};
+use super::error::{CliError, EXIT_FAILED, EXIT_GATE};
+use super::output::{check_outputs, say, write_json, write_output};
+use super::run::{runtime, seed_of};
+use super::signals::{Termination, interrupts};
+use crate::capacity;
+use crate::run::RunError;
+
+pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
+    let scenario = args.plan.load(None)?;
+    let Some(settings) = &scenario.capacity else {
+        return Err(CliError::Usage(format!(
+            "{}: no [capacity] section; add one, e.g.\n  [capacity]\n  slo = {{ \"latency.p99\" = \"< 250ms\", \"error_rate\" = \"< 0.1%\" }}\n  start_rate = \"500/s\"\n  max_rate = \"100000/s\"",
+            args.plan.scenario.display()
+        )));
+    };
+    // Each step's device counts follow from its rate: a scale of them
+    // would change nothing.
+    if args.plan.devices_scale.is_some() && settings.scale == capacity::Scale::Devices {
+        return Err(usage_error(
+            "capacity",
+            "the argument '--devices-scale' has no effect here: with scale = \"devices\" (the [capacity] \
+             default) each step's device counts follow from its rate; use scale = \"rate\" to keep more or fewer \
+             devices at each rate",
+        ));
+    }
+    let outputs =
+        check_outputs([("--out", args.out.as_deref()), ("--html", args.html.as_deref())], Some(&args.plan.scenario))?;
+    let seed = seed_of(&scenario);
+    let runtime = runtime()?;
+    let quiet = args.quiet;
+    let abandon = CancellationToken::new();
+    let searched = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
+        let threads = args.threads.map(usize::from);
+        crate::capacity::search(&scenario, seed, cancel, Some(abandon.clone()), threads, |p| {
+            if quiet {
+                return;
+            }
+            match p {
+                capacity::Progress::Starting { step, rate, devices } => eprintln!(
+                    "step {step}: {rate:.0} heartbeats/s from {} devices ...",
+                    crate::units::thousands(devices)
+                ),
+                capacity::Progress::Finished(s) => eprintln!(
+                    "step {}: offered {:.0}/s, achieved {:.0}/s, p99 {:.2} ms, errors {:.2}%: {} ({})",
+                    s.step,
+                    s.offered_rate,
+                    s.achieved_rate,
+                    s.p99_ms,
+                    s.error_rate * 100.0,
+                    s.verdict,
+                    s.reason
+                ),
+            }
+        })
+        .await
+    });
+    let report = match searched {
+        Ok(r) => r,
+        Err(e @ RunError::Invalid(_)) => return Err(CliError::Usage(e.to_string())),
+        Err(e @ (RunError::Failed(_) | RunError::NotReady(_))) => return Err(CliError::Failed(e.to_string())),
+    };
+    say(&outputs, &report.summary());
+    let mut written = true;
+    if let Some(output) = outputs.get("--out") {
+        written &= write_json(output, &report);
+    }
+    if let Some(output) = outputs.get("--html") {
+        written &= write_output(output, capacity::html::render(&report).as_bytes());
+    }
+    if abandon.is_cancelled() {
+        return Err(CliError::abandoned());
+    }
+    if !written {
+        return Err(CliError::Said(EXIT_FAILED));
+    }
+    match report.verdict.as_str() {
+        "found" | "max_rate_reached" => Ok(()),
+        "below_start" => Err(CliError::Said(EXIT_GATE)),
+        _ => Err(CliError::Said(EXIT_FAILED)),
+    }
+}

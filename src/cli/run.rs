@@ -1,0 +1,179 @@
+//! `fleetstorm validate` and `fleetstorm run`, and what they share with
+//! the other commands that run scenarios: the seed, the runtime, and the
+//! exit code a run's report makes.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::args::{RunArgs, ValidateArgs};
+use super::error::{CliError, EXIT_FAILED, EXIT_GATE};
+use super::output::{check_outputs, publish, write_output};
+use super::signals::{Termination, interrupts};
+use crate::report::Report;
+use crate::run;
+use crate::scenario;
+
+/// The scenario's seed, or a fresh one (printed, so the run can be repeated).
+pub(super) fn seed_of(scenario: &scenario::Scenario) -> u64 {
+    scenario.seed.unwrap_or_else(|| {
+        let seed = rand::random::<u64>() >> 1;
+        eprintln!("note: the scenario sets no seed; using seed {seed} (pass --seed {seed} to repeat)");
+        seed
+    })
+}
+
+/// The runtime a run or a capacity search drives its engine from.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(format!("cannot start the runtime: {e}")))
+}
+
+pub(super) fn validate_command(args: &ValidateArgs) -> Result<(), CliError> {
+    let scenario = args.plan.load(args.length.duration)?;
+    let shard = match args.sharding.shard() {
+        Ok(s) => s,
+        Err(e) => return Err(CliError::Usage(e.to_string())),
+    };
+    print!("{}", run::plan_text(&scenario, shard));
+    // TLS files and SigV4 credentials are read now, as a run would.
+    if let scenario::TargetUrl::Http { host, .. } = &scenario.target.url
+        && let Err(e) = run::endpoint_options(&scenario.target, host)
+    {
+        return Err(CliError::Usage(e.to_string()));
+    }
+    if let Some(n) = args.schedule {
+        let Some(seed) = scenario.seed else {
+            return Err(CliError::Usage("--schedule needs a seed: set `seed` in the scenario or pass --seed".into()));
+        };
+        println!("\nschedule (first {n} intended sends, seed {seed}):");
+        let mut stdout = io::BufWriter::new(io::stdout().lock());
+        for send in run::schedule_preview(&scenario, seed, n, shard) {
+            let _ = writeln!(stdout, "{:>14.6} {} {}", send.at_ns as f64 / 1e9, send.fleet, send.device);
+        }
+        let _ = stdout.flush();
+    }
+    match run::check_resources(&scenario, shard, run::predicted_ip(&scenario.target.url)) {
+        Ok(budget) => {
+            let sources = match budget.sources.addresses.as_slice() {
+                [] => "from one source address".to_string(),
+                [one] => format!("from {one}"),
+                [first, .., last] if budget.sources.spread => format!(
+                    "from {} source addresses, {first} to {last} (spread over loopback by fleetstorm)",
+                    budget.sources.addresses.len()
+                ),
+                many => format!("from {} source addresses", many.len()),
+            };
+            println!(
+                "\nresources: up to {} connections; this process may open {} files; {} connections toward the target \
+                 at full speed {sources} ({} each)",
+                budget.needed,
+                budget.open_files,
+                budget.capacity(),
+                budget.per_address
+            );
+            Ok(())
+        }
+        Err(e) => Err(CliError::Usage(e.to_string())),
+    }
+}
+
+pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
+    let scenario = args.plan.load(args.length.duration)?;
+    // Every output must be writable before the run starts, not found out after it.
+    let [html, md, junit] = args.renders.given();
+    let given = [("--out", args.out.as_deref()), html, md, junit, ("--hlog", args.hlog.as_deref())];
+    let outputs = check_outputs(given, Some(&args.plan.scenario))?;
+    let shard = match args.sharding.shard() {
+        Ok(s) => s,
+        Err(e) => return Err(CliError::Usage(e.to_string())),
+    };
+    if shard.is_some() && scenario.seed.is_none() {
+        return Err(CliError::Usage(
+            "a shard needs the run's seed, the same in every shard: set `seed` in the scenario or pass --seed".into(),
+        ));
+    }
+    let seed = seed_of(&scenario);
+    let runtime = runtime()?;
+    runtime.block_on(async move {
+        let (cancel, abandon) = (CancellationToken::new(), CancellationToken::new());
+        tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
+        // One count of the devices online, for the progress line and /metrics.
+        let online = if args.quiet && args.metrics_addr.is_none() {
+            Vec::new()
+        } else {
+            run::online_devices(&scenario, seed, shard)
+        };
+        let mut progress = run::Progress::new(&scenario, args.quiet, online.clone());
+        let options = run::ExecuteOptions {
+            keep_second_histograms: args.hlog.is_some(),
+            threads: args.threads.map(usize::from),
+            warmup: Duration::ZERO,
+            shard,
+            start_at: args.start_at,
+            abandon: Some(abandon.clone()),
+        };
+        let metrics = args.metrics_addr.map(|_| crate::live_metrics::LiveMetrics::new(&scenario, shard, online));
+        let stop_metrics = tokio_util::sync::CancellationToken::new();
+        if let (Some(addr), Some(m)) = (args.metrics_addr, &metrics) {
+            match crate::live_metrics::serve(addr, m.clone(), stop_metrics.clone()).await {
+                Ok(bound) => eprintln!("metrics: http://{bound}/metrics"),
+                Err(e) => return Err(CliError::Usage(format!("cannot serve metrics on {addr}: {e}"))),
+            }
+        }
+        let executed = run::execute_with(&scenario, seed, cancel, options, |live| {
+            progress.update(live);
+            if let Some(m) = &metrics {
+                m.update(live);
+            }
+        })
+        .await;
+        stop_metrics.cancel();
+        progress.finish();
+        let run::Executed { report, second_histograms } = match executed {
+            Ok(r) => r,
+            Err(e) => return Err(e.into()),
+        };
+        let mut written = publish(&report, &outputs);
+        if let Some(output) = outputs.get("--hlog") {
+            let started_at =
+                humantime::parse_rfc3339(&report.started_at).unwrap_or_else(|_| std::time::SystemTime::now());
+            match crate::report::hlog::render(started_at, &second_histograms) {
+                Ok(log) => written &= write_output(output, &log),
+                Err(e) => {
+                    eprintln!("error: cannot build the HdrHistogram log: {e}");
+                    written = false;
+                }
+            }
+        }
+        if abandon.is_cancelled() {
+            return Err(CliError::abandoned());
+        }
+        if !written {
+            return Err(CliError::Said(EXIT_FAILED));
+        }
+        run_verdict(&report)
+    })
+}
+
+/// What a finished run's (or merged report's) outcome makes the command:
+/// an abort threshold: 3; an interrupted run: 1; a run in which not one
+/// heartbeat succeeded: 1, whatever its thresholds; a failing threshold: 3;
+/// otherwise a success.
+pub(super) fn run_verdict(report: &Report) -> Result<(), CliError> {
+    let verdict = |code: u8, message: String| Err(CliError::Verdict { code, message });
+    if let Some(a) = &report.aborted {
+        return verdict(EXIT_GATE, format!("aborted by the threshold {}: exit code {EXIT_GATE}", a.expr));
+    }
+    if report.interrupted {
+        return verdict(EXIT_FAILED, format!("the run was interrupted: exit code {EXIT_FAILED}"));
+    }
+    if let Some(why) = report.no_success() {
+        return verdict(EXIT_FAILED, format!("the run failed: {why}: exit code {EXIT_FAILED}"));
+    }
+    if !report.thresholds_passed() {
+        let failed = report.thresholds.iter().filter(|t| !t.ok).count();
+        return verdict(EXIT_GATE, format!("{failed} threshold(s) failed: exit code {EXIT_GATE}"));
+    }
+    Ok(())
+}

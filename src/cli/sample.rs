@@ -1,0 +1,31 @@
+//! `fleetstorm sample`: heartbeats as they would be sent, as NDJSON.
+
+use std::io::{self, Write};
+
+use super::error::CliError;
+use crate::sample::{self, SampleError, SampleOptions};
+use crate::scenario;
+
+pub(super) fn sample_command(path: &std::path::Path, opts: SampleOptions) -> Result<(), CliError> {
+    let scenario = match scenario::load(path) {
+        Ok(s) => s,
+        Err(e) => return Err(CliError::Usage(e.to_string())),
+    };
+    let seed = opts.seed.or(scenario.seed).unwrap_or_else(|| {
+        let seed = rand::random();
+        eprintln!("note: the scenario sets no seed; using seed {seed} (pass --seed {seed} to repeat)");
+        seed
+    });
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    match sample::write_samples(&scenario, &opts, seed, &mut out) {
+        Ok(()) => Ok(()),
+        // `fleetstorm sample ... | head` closes the pipe early: that is success.
+        Err(SampleError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e @ SampleError::UnknownFleet(..)) => Err(CliError::Usage(e.to_string())),
+        Err(e) => {
+            let _ = out.flush();
+            Err(CliError::Failed(e.to_string()))
+        }
+    }
+}

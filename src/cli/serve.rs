@@ -1,0 +1,93 @@
+//! `fleetstorm serve`: the reference backend from its flags, until a
+//! signal stops it.
+
+use std::io::{self, Write};
+
+use super::args::{ServeArgs, usage_error};
+use super::error::CliError;
+use super::signals::Termination;
+use crate::server::{self, Auth, Faults, ServeConfig};
+
+pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
+    if args.error_status.is_some() && args.error_rate == 0.0 {
+        return Err(usage_error(
+            "serve",
+            "the argument '--error-status' has no effect without '--error-rate' above 0 (the share of heartbeats \
+             answered with that status)",
+        ));
+    }
+    let faults = Faults {
+        latency: args.latency,
+        error_rate: args.error_rate,
+        error_status: args.error_status,
+        drop_rate: args.drop_rate,
+        workers: args.workers,
+        service_time: args.service_time,
+        queue_limit: args.queue_limit,
+        stall: args.stall,
+    };
+    if let Err(e) = faults.check() {
+        return Err(CliError::Usage(e.to_string()));
+    }
+    let auth = match (args.require_bearer, args.require_header) {
+        (Some(token), _) => Some(Auth::Bearer(token)),
+        (None, Some((name, value))) => Some(Auth::Header { name, value }),
+        (None, None) => None,
+    };
+    let config = ServeConfig {
+        addr: args.addr,
+        faults,
+        auth,
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        idle_timeout: args.idle_timeout,
+        max_devices: args.max_devices,
+        max_connections: args.max_connections,
+        tls: args.tls_cert.map(|cert| server::ServeTls {
+            cert,
+            key: args.tls_key.unwrap_or_default(),
+            client_ca: args.client_ca,
+        }),
+        control: server::ControlAccess {
+            credential: args.admin_token.map(Auth::Bearer),
+            protect_reads: args.protect_reads,
+            allow_open: args.allow_open_control,
+        },
+        ..ServeConfig::default()
+    };
+    if let Err(e) = config.check_exposure() {
+        return Err(CliError::Usage(e.to_string()));
+    }
+    if let Some(tls) = &config.tls
+        && let Err(e) = tls.acceptor()
+    {
+        return Err(CliError::Usage(e.to_string()));
+    }
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    // Every connection is a file; take all the descriptors we may.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return Err(CliError::Failed(format!("cannot start the runtime: {e}"))),
+    };
+    runtime.block_on(async move {
+        let mut termination = Termination::install();
+        let server = match server::Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => return Err(CliError::Failed(format!("cannot listen on {}: {e}", args.addr))),
+        };
+        let shared = server.shared();
+        match server.local_addr() {
+            Ok(addr) => println!("fleetstorm serve listening on {scheme}://{addr}"),
+            Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
+        }
+        let _ = io::stdout().flush();
+        server.run(termination.recv()).await;
+        println!("{}", shared.stats_json());
+        Ok(())
+    })
+}

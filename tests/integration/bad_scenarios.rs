@@ -1,8 +1,10 @@
 //! The corpus of broken scenario files in `tests/bad-scenarios`: each one
 //! makes `fleetstorm validate` (and `run`) exit 2 with an error that names
-//! the file, the line and column, and what to do, as `expect.txt` says.
+//! the file, the line and column, and what to do, as `expect.txt` says
+//! (in-process: `fleetstorm::cli::execute`; the messages are the command
+//! line's).
 
-use super::util::{fleetstorm, root};
+use super::util::{execute, root};
 
 #[test]
 fn every_broken_scenario_is_refused_with_its_place_and_a_fix() {
@@ -21,10 +23,10 @@ fn every_broken_scenario_is_refused_with_its_place_and_a_fix() {
     assert_eq!(files, cases.len(), "every file has its expectation");
     for (file, place, fix) in cases {
         let path = format!("tests/bad-scenarios/{file}");
+        // In this process: each command refuses the file before it does any work.
         for command in ["validate", "run"] {
-            let out = fleetstorm(&[command, &path, "--quiet"][..if command == "run" { 3 } else { 2 }]);
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{command} {file}: {err}");
+            let (code, err) = execute(&[command, &path, "--quiet"][..if command == "run" { 3 } else { 2 }]);
+            assert_eq!(code, 2, "{command} {file}: {err}");
             let at = if place == "-" { format!("error: {path}: ") } else { format!("error: {path}:{place}: ") };
             assert!(err.starts_with(&at), "{command} {file}: want {at:?}, got {err}");
             assert!(err.contains(fix), "{command} {file}: want {fix:?} in {err}");

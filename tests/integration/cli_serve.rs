@@ -57,9 +57,9 @@ fn bad_flags_exit_2_with_a_message() {
         (&["serve", "--latency", "gamma:1s"][..], "unknown distribution"),
         (&["serve", "--service-time", "fast", "--workers", "1"][..], "not a duration"),
     ] {
-        let out = super::util::fleetstorm(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        // In this process: each is refused before serve binds anything.
+        let (code, err) = super::util::execute(args);
+        assert_eq!(code, 2, "{args:?}");
         assert!(err.contains(message), "{args:?}: {err}");
     }
 }

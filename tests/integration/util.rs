@@ -17,6 +17,23 @@ pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs a `fleetstorm` command in this process (the working directory is
+/// the repository root, as [`fleetstorm`] sets it for the binary): how it
+/// ended, and what the command line would have said of it on stderr.
+pub fn execute(args: &[&str]) -> (u8, String) {
+    let argv = std::iter::once("fleetstorm").chain(args.iter().copied());
+    match fleetstorm::cli::execute(argv) {
+        Ok(()) => (0, String::new()),
+        Err(e) => {
+            let said = match &e {
+                fleetstorm::cli::CliError::Usage(m) | fleetstorm::cli::CliError::Failed(m) => format!("error: {m}"),
+                other => other.to_string(),
+            };
+            (e.code(), said)
+        }
+    }
+}
+
 /// Runs the built `fleetstorm` binary with `args` from the repository root.
 pub fn fleetstorm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fleetstorm"))

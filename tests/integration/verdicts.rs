@@ -12,7 +12,7 @@ use fleetstorm::server::{Faults, ServeConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::run::schema_check;
-use super::util::{TempDir, fleetstorm, heavy, start_serve};
+use super::util::{TempDir, execute, fleetstorm, heavy, start_serve};
 
 fn scenario(text: &str) -> Scenario {
     scenario::parse(text, Format::Toml, "verdicts.toml", "verdicts").unwrap_or_else(|e| panic!("{e}"))
@@ -175,9 +175,8 @@ fn thresholds_that_cannot_fail_are_refused_before_anything_runs() {
             ),
         );
         for command in ["validate", "run"] {
-            let out = fleetstorm(&[command, &file, "--quiet"][..if command == "run" { 3 } else { 2 }]);
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{command} {condition}: {stderr}");
+            let (code, stderr) = execute(&[command, &file, "--quiet"][..if command == "run" { 3 } else { 2 }]);
+            assert_eq!(code, 2, "{command} {condition}: {stderr}");
             assert!(stderr.contains(kind) && stderr.contains("impossible.toml:7"), "{condition}: {stderr}");
         }
     }

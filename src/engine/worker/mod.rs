@@ -6,16 +6,27 @@
 //! dispatches every heartbeat that is due (a device whose previous
 //! heartbeat is still in flight keeps the new one pending; if its next
 //! intended time comes first, the pending one is *missed*), and polls the
-//! exchanges in flight as one `FuturesUnordered`. Connections live in the
-//! worker: a device's own (per-device mode), the worker's share of a pool,
-//! or none (a new connection per heartbeat). Every `flush_every` it hands
-//! its per-fleet recorders to the aggregator and starts afresh.
+//! exchanges in flight as one `FuturesUnordered`. Every `flush_every` it
+//! hands what it recorded to the aggregator and starts afresh.
+//!
+//! Its state, by concern: the devices and their timers (here), their
+//! connections ([`connections`]: checkout, checkin, waiting), heartbeats
+//! held for a retry ([`retries`]), what is recorded until the next flush
+//! ([`records`]), the wake-up clock ([`alarm`]) and the thread's CPU
+//! demand ([`demand`]). A heartbeat is given up (missed) in one place,
+//! [`Worker::miss`].
 //!
 //! Times are nanoseconds since the run's start; the timer's granularity
 //! (1 ms in tokio) shows up as schedule lag, which is recorded.
 
+mod alarm;
+mod connections;
+mod demand;
+mod records;
+mod retries;
+
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,20 +34,23 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use rand::rngs::Xoshiro128PlusPlus;
+use rand::{RngExt, SeedableRng};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet::Schedule;
-use crate::fleet::{DeviceClock, FleetEvents, RetryPolicy, RolloutTarget};
+use crate::fleet::{DeviceClock, FleetEvents, RetryPolicy, Schedule};
 use crate::heartbeat::{Device, FleetGenerator, Scratch};
 use crate::stats::timeline::SecondPart;
-use crate::stats::{Freshness, Outcome, Recorder};
+use crate::stats::{Freshness, Recorder};
 use crate::transport::settings::ConnectionMode;
 use crate::transport::{Exchange, Transport};
-use rand::rngs::Xoshiro128PlusPlus;
-use rand::{RngExt, SeedableRng};
-use std::collections::HashMap;
+use alarm::Alarm;
+use connections::{Checkout, Connections};
+pub use demand::Demand;
+use records::{Records, Whose};
+use retries::Retries;
 
 /// A fleet as the workers run it.
 #[derive(Debug, Clone)]
@@ -130,48 +144,14 @@ pub struct WorkerSettings {
     pub measure_demand: bool,
 }
 
-/// How much of the time a worker's thread wanted a CPU: running, or
-/// runnable and waiting for one (Linux's `/proc/thread-self/schedstat`).
-/// An open-model generator needs idle time to be on time: a thread that
-/// always has work takes answers late, so the service times, connection
-/// waits and latencies it measures include its own queueing, whatever its
-/// schedule lag says.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Demand {
-    /// Nanoseconds the thread ran or waited to run.
-    pub wanted_ns: u64,
-    /// Nanoseconds of wall-clock time they are out of.
-    pub wall_ns: u64,
-}
-
-impl Demand {
-    pub fn add(&mut self, other: Demand) {
-        self.wanted_ns += other.wanted_ns;
-        self.wall_ns += other.wall_ns;
-    }
-
-    /// The share of the time the thread wanted a CPU (0 with no time).
-    pub fn share(&self) -> f64 {
-        if self.wall_ns == 0 { 0.0 } else { self.wanted_ns as f64 / self.wall_ns as f64 }
-    }
-
-    /// This thread's time on and waiting for a CPU so far, in ns.
-    fn read_thread() -> Option<u64> {
-        let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-        let (running, waiting) = (fields.next()??, fields.next()??);
-        Some(running + waiting)
-    }
-}
-
-struct Slot<C> {
+/// One device, as its worker keeps it.
+struct Slot {
     fleet: u16,
     device: Device,
     clock: DeviceClock,
     busy: bool,
     /// An intended time that came while the device was busy.
     pending_ns: Option<u64>,
-    conn: Option<C>,
     /// Freshness, in ms since the start: the last success (or the first
     /// intended time, before any), and the largest gap so far.
     last_ok_ms: u32,
@@ -179,18 +159,6 @@ struct Slot<C> {
     ever_ok: bool,
     /// The next heartbeat comes back from a silence: on a new connection.
     resumed: bool,
-    /// Its connection is not to be used again (it came back from a
-    /// silence): closed when the device next connects, so that a whole
-    /// fleet's closes are spread as its connects are.
-    stale: bool,
-}
-
-/// A heartbeat between a failed attempt and its retry (if the run ends
-/// first, its outcome is unknown: counted as retry-pending).
-struct Held {
-    /// The retry's number (1 for the first).
-    attempt: u8,
-    intended_ns: u64,
 }
 
 /// A heartbeat (or one of its retries) ready to go.
@@ -205,11 +173,12 @@ struct Due {
     attempt: u8,
 }
 
-/// A heartbeat waiting for a pooled connection.
+/// A heartbeat waiting for a pooled connection (or for its turn to open
+/// one).
 #[derive(Debug, Clone, Copy)]
 struct Waiter {
     due: Due,
-    /// When the generator got to it and found no connection free.
+    /// When the generator got to it and found it could not go.
     queued_ns: u64,
 }
 
@@ -230,30 +199,10 @@ struct Done<C> {
 
 type InFlight<C> = FuturesUnordered<Pin<Box<dyn Future<Output = Done<C>> + Send>>>;
 
-struct Worker<T: Transport> {
-    id: usize,
-    transport: Arc<T>,
-    fleets: Arc<[FleetRuntime]>,
-    settings: WorkerSettings,
-    slots: Vec<Slot<T::Conn>>,
-    timers: BinaryHeap<Reverse<(u64, u32)>>,
-    in_flight: InFlight<T::Conn>,
-    recorders: Vec<Recorder>,
-    /// Pool mode: idle connections (HTTP/2: the live, shared ones),
-    /// connections open (HTTP/2: being opened), and heartbeats waiting
-    /// for one, in order.
-    idle: Vec<T::Conn>,
-    open: u32,
-    waiting: VecDeque<Waiter>,
-    /// HTTP/2 pools: which shared connection the next exchange takes.
-    next_shared: usize,
-    /// Heartbeats that need a new connection beyond this trip's
-    /// [`MAX_CONNECTS_PER_TRIP`], in order.
-    connect_queue: VecDeque<Waiter>,
-    /// Exchanges on a new connection started this trip.
-    connects_this_trip: u32,
-    scratch: Scratch,
-    body: Vec<u8>,
+/// The loop's own progress: where scheduling stands, for wake-ups, the
+/// freshness of the devices and the time sending took.
+#[derive(Debug, Default)]
+struct Pace {
     stopping: bool,
     /// When the worker last dispatched (ns since start).
     last_wake_ns: u64,
@@ -262,19 +211,28 @@ struct Worker<T: Transport> {
     /// When the last first attempt was sent (ns since start): past the end
     /// when a pool's queue drained.
     last_sent_ns: u64,
-    /// Retries waiting for their time, and what they would report.
-    retry_timers: BinaryHeap<Reverse<(u64, u32)>>,
-    held: HashMap<u32, Held>,
-    /// Draws retry jitter.
-    rng: Xoshiro128PlusPlus,
-    /// Per fleet, per agent version, when broken down.
-    cohorts: Vec<Vec<Option<Recorder>>>,
-    /// The seconds touched since the last flush.
-    seconds: Vec<SecondPart>,
-    /// Past the warm-up (what is recorded now is measured).
-    measuring: bool,
     /// The thread's CPU demand and the instant at the previous flush.
     demand_mark: Option<(u64, Instant)>,
+}
+
+struct Worker<T: Transport> {
+    id: usize,
+    transport: Arc<T>,
+    fleets: Arc<[FleetRuntime]>,
+    settings: WorkerSettings,
+    /// The devices, by slot, and when each is due next.
+    slots: Vec<Slot>,
+    timers: BinaryHeap<Reverse<(u64, u32)>>,
+    conns: Connections<T::Conn>,
+    retries: Retries,
+    records: Records,
+    in_flight: InFlight<T::Conn>,
+    pace: Pace,
+    /// Each body is built here, then copied out.
+    scratch: Scratch,
+    body: Vec<u8>,
+    /// Draws retry jitter.
+    rng: Xoshiro128PlusPlus,
 }
 
 /// The most exchanges on a new connection a worker starts per trip round
@@ -320,41 +278,25 @@ pub async fn run_worker<T: Transport>(
     cancel: CancellationToken,
     out: mpsc::UnboundedSender<Flush>,
 ) {
-    let settings_seed = settings.seed;
-    let measuring_from_start = settings.measure_from_ns == 0;
+    let versions = settings
+        .cohorts
+        .then(|| fleets.iter().map(|f| usize::from(f.generator.profile.agent_versions.len())).collect());
     let mut w = Worker {
         id,
-        recorders: fleets.iter().map(|_| Recorder::default()).collect(),
+        conns: Connections::new(settings.connections, transport.multiplexed(), settings.pool_size),
+        retries: Retries::default(),
+        records: Records::new(fleets.len(), versions, settings.measure_from_ns == 0),
         slots: Vec::with_capacity(devices.len()),
         timers: BinaryHeap::with_capacity(devices.len()),
+        in_flight: FuturesUnordered::new(),
+        pace: Pace::default(),
+        scratch: Scratch::default(),
+        body: Vec::with_capacity(2048),
+        rng: Xoshiro128PlusPlus::seed_from_u64(settings.seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         transport,
         fleets,
         settings,
-        in_flight: FuturesUnordered::new(),
-        idle: Vec::new(),
-        open: 0,
-        waiting: VecDeque::new(),
-        next_shared: 0,
-        connect_queue: VecDeque::new(),
-        connects_this_trip: 0,
-        scratch: Scratch::default(),
-        body: Vec::with_capacity(2048),
-        stopping: false,
-        last_wake_ns: 0,
-        stopped_ns: 0,
-        last_sent_ns: 0,
-        retry_timers: BinaryHeap::new(),
-        held: HashMap::new(),
-        rng: Xoshiro128PlusPlus::seed_from_u64(settings_seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-        cohorts: Vec::new(),
-        seconds: Vec::new(),
-        measuring: measuring_from_start,
-        demand_mark: None,
     };
-    if w.settings.cohorts {
-        w.cohorts =
-            w.fleets.iter().map(|f| (0..f.generator.profile.agent_versions.len()).map(|_| None).collect()).collect();
-    }
     for (fleet, index) in devices {
         let f = &w.fleets[usize::from(fleet)];
         let mut clock = DeviceClock::new(w.settings.seed, f.key, index);
@@ -366,13 +308,12 @@ pub async fn run_worker<T: Transport>(
             clock,
             busy: false,
             pending_ns: None,
-            conn: None,
             last_ok_ms: millis(first.at_ns),
             max_gap_ms: 0,
             ever_ok: false,
             resumed: first.resumed,
-            stale: false,
         });
+        w.conns.add_device();
         if first.at_ns < w.settings.end_ns {
             w.timers.push(Reverse((first.at_ns, slot)));
         }
@@ -387,7 +328,7 @@ pub async fn run_worker<T: Transport>(
         _ => return,
     }
     if w.settings.measure_demand {
-        w.demand_mark = Demand::read_thread().map(|ns| (ns, Instant::now()));
+        w.pace.demand_mark = Demand::read_thread().map(|ns| (ns, Instant::now()));
     }
     w.run(cancel, &out).await;
 }
@@ -401,12 +342,7 @@ impl<T: Transport> Worker<T> {
         let opening: FuturesUnordered<_> = (0..self.settings.pool_size).map(|_| self.transport.connect()).collect();
         let opened: Vec<Option<T::Conn>> = opening.collect().await;
         for conn in opened.into_iter().flatten() {
-            // A kept HTTP/1 connection counts as open; a shared HTTP/2 one
-            // is simply live.
-            if !self.transport.multiplexed() {
-                self.open += 1;
-            }
-            self.idle.push(conn);
+            self.conns.preopened(conn);
         }
     }
 
@@ -431,40 +367,41 @@ impl<T: Transport> Worker<T> {
         let drain_ended = tokio::time::sleep_until(drained);
         tokio::pin!(drain_ended);
         loop {
-            let mut next_due = match (self.timers.peek(), self.retry_timers.peek()) {
-                (Some(Reverse((a, _))), Some(Reverse((b, _)))) => Some(*a.min(b)),
-                (a, b) => a.or(b).map(|Reverse((t, _))| *t),
+            let mut next_due = match (self.timers.peek(), self.retries.next_due()) {
+                (Some(Reverse((a, _))), Some(b)) => Some((*a).min(b)),
+                (Some(Reverse((a, _))), None) => Some(*a),
+                (None, b) => b,
             };
-            if self.stopping {
+            if self.pace.stopping {
                 next_due = None;
             }
             // Heartbeats waiting for their turn to connect go next trip.
-            if !self.connect_queue.is_empty() {
+            if !self.conns.connect_queue.is_empty() {
                 next_due = Some(0);
             }
             let scheduling = next_due.is_some();
-            if self.stopping && self.in_flight.is_empty() && self.connect_queue.is_empty() {
+            if self.pace.stopping && self.in_flight.is_empty() && self.conns.connect_queue.is_empty() {
                 // Nothing in flight will free a connection for them now.
                 self.miss_queued();
                 break;
             }
-            let spaced = next_due.unwrap_or(0).max(self.last_wake_ns + MIN_WAKE_SPACING_NS);
+            let spaced = next_due.unwrap_or(0).max(self.pace.last_wake_ns + MIN_WAKE_SPACING_NS);
             let wake = self.settings.start + Duration::from_nanos(spaced);
             tokio::select! {
                 biased;
-                () = &mut cancelled, if !self.stopping => {
+                () = &mut cancelled, if !self.pace.stopping => {
                     self.end_warmup(out);
                     self.stop();
                     self.miss_queued();
                 }
-                () = &mut ended, if !self.stopping => {
+                () = &mut ended, if !self.pace.stopping => {
                     // Heartbeats intended before the end but not yet
                     // dispatched (same timer tick) still go.
                     self.end_warmup(out);
                     self.dispatch_due();
                     self.stop();
                 }
-                () = &mut drain_ended, if self.stopping && !self.waiting.is_empty() => {
+                () = &mut drain_ended, if self.pace.stopping && !self.conns.waiting.is_empty() => {
                     self.miss_queued();
                 }
                 Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
@@ -497,34 +434,54 @@ impl<T: Transport> Worker<T> {
         self.flush(out, true);
     }
 
+    /// Device `slot`'s place in the records.
+    fn whose(&self, slot: u32) -> Whose {
+        let s = &self.slots[slot as usize];
+        Whose { fleet: usize::from(s.fleet), version: usize::from(s.device.agent_version()) }
+    }
+
+    fn record(&mut self, slot: u32, what: impl Fn(&mut Recorder)) {
+        let who = self.whose(slot);
+        self.records.record(who, what);
+    }
+
+    /// Gives up device `slot`'s heartbeat intended at `intended_ns`, at
+    /// `now`: missed, at the latency it had then. Every way a heartbeat is
+    /// given up comes here: its slot passed while the device was busy, the
+    /// run stopped with it pending, or it was still queued for a
+    /// connection when waiting ended.
+    fn miss(&mut self, slot: u32, intended_ns: u64, now: u64) {
+        let who = self.whose(slot);
+        self.records.missed(who, micros(now.saturating_sub(intended_ns)), now);
+    }
+
     /// Stops scheduling: heartbeats still pending will never be sent.
     /// Heartbeats queued for a pooled connection were due before the stop:
     /// they still go as connections free up, for up to `drain` after the
     /// end, unless the run was cancelled ([`Worker::miss_queued`]). Retries
-    /// queued end with their last outcome.
+    /// not yet sent end with their outcome unknown (retry pending).
     fn stop(&mut self) {
-        self.stopping = true;
+        self.pace.stopping = true;
         self.timers.clear();
         let now = self.now_ns().min(self.settings.end_ns);
-        self.stopped_ns = now;
+        self.pace.stopped_ns = now;
         for i in 0..self.slots.len() {
             if let Some(p) = self.slots[i].pending_ns.take() {
-                self.record_missed(i as u32, micros(now.saturating_sub(p)), now);
+                self.miss(i as u32, p, now);
             }
         }
-        let queued = std::mem::take(&mut self.waiting);
+        let queued = std::mem::take(&mut self.conns.waiting);
         for waiter in queued {
             if waiter.due.attempt == 0 {
-                self.waiting.push_back(waiter);
-            } else if self.held.remove(&waiter.due.slot).is_some() {
+                self.conns.waiting.push_back(waiter);
+            } else if self.retries.release(waiter.due.slot) {
                 self.slots[waiter.due.slot as usize].busy = false;
                 self.record(waiter.due.slot, Recorder::retry_pending);
             }
         }
         // Retries not yet due: their heartbeats' outcomes are unknown
         // (neither ok nor failed), counted apart.
-        self.retry_timers.clear();
-        for (slot, _) in std::mem::take(&mut self.held) {
+        for slot in self.retries.release_all() {
             self.slots[slot as usize].busy = false;
             self.record(slot, Recorder::retry_pending);
         }
@@ -534,77 +491,31 @@ impl<T: Transport> Worker<T> {
     /// to connect) will not be sent: missed.
     fn miss_queued(&mut self) {
         let now = self.now_ns().min(self.settings.end_ns);
-        let connect_queue = std::mem::take(&mut self.connect_queue);
-        self.waiting.extend(connect_queue);
-        while let Some(Waiter { due, .. }) = self.waiting.pop_front() {
+        let connect_queue = std::mem::take(&mut self.conns.connect_queue);
+        self.conns.waiting.extend(connect_queue);
+        while let Some(Waiter { due, .. }) = self.conns.waiting.pop_front() {
             self.slots[due.slot as usize].busy = false;
             if due.attempt == 0 {
-                self.record_missed(due.slot, micros(now.saturating_sub(due.intended_ns)), now);
-            } else if self.held.remove(&due.slot).is_some() {
+                self.miss(due.slot, due.intended_ns, now);
+            } else if self.retries.release(due.slot) {
                 self.record(due.slot, Recorder::retry_pending);
             }
         }
     }
 
-    /// The recorders of device `slot`: its fleet's, and its cohort's (its
-    /// fleet and current agent version) when results are broken down.
-    fn recorders_of(&mut self, slot: u32) -> (&mut Recorder, Option<&mut Recorder>) {
-        let s = &self.slots[slot as usize];
-        let (fleet, version) = (usize::from(s.fleet), usize::from(s.device.agent_version()));
-        let cohort = self
-            .cohorts
-            .get_mut(fleet)
-            .and_then(|v| v.get_mut(version))
-            .map(|c| c.get_or_insert_with(Recorder::default));
-        (&mut self.recorders[fleet], cohort)
-    }
-
-    fn record(&mut self, slot: u32, what: impl Fn(&mut Recorder)) {
-        let (fleet, cohort) = self.recorders_of(slot);
-        what(fleet);
-        if let Some(c) = cohort {
-            what(c);
-        }
-    }
-
-    /// The second of the run that `at_ns` falls in, as this flush period records it.
-    fn second(&mut self, at_ns: u64) -> &mut SecondPart {
-        let second = at_ns / 1_000_000_000;
-        match self.seconds.iter().position(|p| p.second == second) {
-            Some(i) => &mut self.seconds[i],
-            None => {
-                self.seconds.push(SecondPart::new(second));
-                self.seconds.last_mut().expect("just pushed")
-            }
-        }
-    }
-
-    fn record_missed(&mut self, slot: u32, latency_us: u64, at_ns: u64) {
-        self.record(slot, |r| r.missed(latency_us));
-        let s = self.second(at_ns);
-        s.missed += 1;
-        crate::stats::record(&mut s.latency, latency_us);
-    }
-
-    /// Records a heartbeat's final outcome, which came at `at_ns`.
-    fn record_end(&mut self, slot: u32, outcome: Outcome, latency_us: u64, service_us: u64, at_ns: u64) {
-        self.record(slot, |r| r.completed(outcome, latency_us, service_us));
-        let s = self.second(at_ns);
-        s.classes[outcome.class()] += 1;
-        crate::stats::record(&mut s.latency, latency_us);
-    }
-
     fn dispatch_due(&mut self) {
         let now = self.now_ns();
-        self.last_wake_ns = now;
+        self.pace.last_wake_ns = now;
         // A new trip: those waiting for their turn to connect first.
-        self.connects_this_trip = 0;
-        while self.connects_this_trip < MAX_CONNECTS_PER_TRIP
-            && let Some(waiter) = self.connect_queue.pop_front()
-        {
+        self.conns.new_trip();
+        while let Some(waiter) = self.conns.connect_queue.front().copied() {
+            if !self.conns.take_connect_turn(waiter.due.slot) {
+                break;
+            }
+            self.conns.connect_queue.pop_front();
             self.send(waiter.due, None, now, now);
         }
-        if self.stopping {
+        if self.pace.stopping {
             return;
         }
         while let Some(&Reverse((t, slot))) = self.timers.peek() {
@@ -620,137 +531,78 @@ impl<T: Transport> Worker<T> {
             }
             if !f.events.is_empty() {
                 // Rollouts due by this heartbeat change what it carries.
-                apply_rollouts(f, &mut s.device, t);
+                f.events.apply_rollouts(&f.generator.profile, &mut s.device, t);
             }
             // Coming back from a silence (outage, reboot): a new connection.
             if std::mem::replace(&mut s.resumed, next.resumed) {
-                s.stale = true;
+                self.conns.mark_stale(slot);
             }
-            let busy = s.busy;
+            let busy = self.slots[slot as usize].busy;
             self.record(slot, Recorder::scheduled);
-            self.second(t).scheduled += 1;
+            self.records.second(t).scheduled += 1;
             if busy {
                 // The previous pending heartbeat's slot has passed unsent.
                 if let Some(old) = self.slots[slot as usize].pending_ns.replace(t) {
-                    self.record_missed(slot, micros(now.saturating_sub(old)), now);
+                    self.miss(slot, old, now);
                 }
             } else {
                 self.start(Due { slot, intended_ns: t, eligible_ns: t, attempt: 0 }, now);
             }
         }
-        while let Some(&Reverse((t, slot))) = self.retry_timers.peek() {
-            if t > now {
-                break;
-            }
-            self.retry_timers.pop();
-            if let Some(h) = self.held.get(&slot) {
-                let due = Due { slot, intended_ns: h.intended_ns, eligible_ns: t, attempt: h.attempt };
-                self.start(due, now);
-            }
+        while let Some(due) = self.retries.pop_due(now) {
+            self.start(due, now);
         }
     }
 
-    /// Sends `due` now if a connection can be had, or queues it for a
-    /// pooled connection.
+    /// Sends `due` now if a connection can be had; or queues it for a
+    /// pooled connection, or for its turn to open one.
     fn start(&mut self, due: Due, now: u64) {
-        match self.checkout() {
-            Some(conn) => self.send(due, conn, now, now),
-            None => {
+        match self.conns.checkout(due.slot, &*self.transport) {
+            Checkout::Use(conn) => self.send(due, Some(conn), now, now),
+            Checkout::Open => self.send(due, None, now, now),
+            Checkout::Wait => {
                 self.slots[due.slot as usize].busy = true;
-                self.waiting.push_back(Waiter { due, queued_ns: now });
+                self.conns.waiting.push_back(Waiter { due, queued_ns: now });
+            }
+            Checkout::Later => {
+                self.slots[due.slot as usize].busy = true;
+                self.conns.connect_queue.push_back(Waiter { due, queued_ns: now });
             }
         }
     }
 
-    /// Gives the first waiter a connection, if one can be had now.
+    /// Gives the first heartbeat waiting for a pooled connection one, if
+    /// one can be had now.
     fn resume_waiter(&mut self, now: u64) -> bool {
-        let Some(waiter) = self.waiting.front().copied() else { return false };
-        match self.checkout_pooled() {
-            Some(conn) => {
-                self.waiting.pop_front();
-                self.send(waiter.due, conn, waiter.queued_ns, now);
+        let Some(waiter) = self.conns.waiting.front().copied() else { return false };
+        match self.conns.checkout(waiter.due.slot, &*self.transport) {
+            Checkout::Use(conn) => {
+                self.conns.waiting.pop_front();
+                self.send(waiter.due, Some(conn), waiter.queued_ns, now);
                 true
             }
-            None => false,
-        }
-    }
-
-    /// A connection for the next exchange of a device: `Some(Some(c))` an
-    /// open one, `Some(None)` a new one (the exchange opens it), `None`
-    /// none now (a full pool: wait).
-    fn checkout(&mut self) -> Option<Option<T::Conn>> {
-        match self.settings.connections {
-            // Per-device connections are taken in `send`, from the slot.
-            ConnectionMode::PerDevice | ConnectionMode::NewPerRequest => Some(None),
-            ConnectionMode::Pool(_) => self.checkout_pooled(),
-        }
-    }
-
-    fn checkout_pooled(&mut self) -> Option<Option<T::Conn>> {
-        if self.transport.multiplexed() {
-            // HTTP/2: up to pool_size connections, each shared by every
-            // exchange in flight, taken in turn.
-            let transport = &self.transport;
-            self.idle.retain(|c| !transport.is_closed(c));
-            if self.idle.len() as u32 + self.open < self.settings.pool_size {
-                self.open += 1;
-                Some(None)
-            } else if self.idle.is_empty() {
-                None
-            } else {
-                self.next_shared = self.next_shared.wrapping_add(1);
-                Some(self.transport.share(&self.idle[self.next_shared % self.idle.len()]))
+            Checkout::Open => {
+                self.conns.waiting.pop_front();
+                self.send(waiter.due, None, waiter.queued_ns, now);
+                true
             }
-        } else {
-            match self.idle.pop() {
-                Some(c) => Some(Some(c)),
-                None if self.open < self.settings.pool_size => {
-                    self.open += 1;
-                    Some(None)
-                }
-                None => None,
+            Checkout::Later => {
+                // A pool's place is kept for it: its turn to connect is next trip.
+                self.conns.waiting.pop_front();
+                self.conns.connect_queue.push_back(Waiter { due: waiter.due, queued_ns: waiter.queued_ns });
+                true
             }
+            Checkout::Wait => false,
         }
     }
 
-    /// Sends `due` on `conn` (a new connection if `None`; per-device: the
-    /// device's own). The generator got to it at `reached` (it waited for a
-    /// connection since then, if that is before `now`).
+    /// Sends `due` on `conn` (a new connection if `None`). The generator
+    /// got to it at `reached` (it waited for a connection since then, if
+    /// that is before `now`).
     fn send(&mut self, due: Due, conn: Option<T::Conn>, reached: u64, now: u64) {
         let Due { slot, intended_ns: intended, eligible_ns: eligible, attempt } = due;
-        let per_device = self.settings.connections == ConnectionMode::PerDevice;
-        let needs_new = if per_device {
-            let s = &self.slots[slot as usize];
-            s.conn.is_none() || s.stale
-        } else {
-            conn.is_none()
-        };
-        if needs_new {
-            if self.connects_this_trip >= MAX_CONNECTS_PER_TRIP {
-                // Its turn to connect comes next trip (a pool's opening
-                // slot stays counted in `open`).
-                self.slots[slot as usize].busy = true;
-                self.connect_queue.push_back(Waiter { due, queued_ns: reached });
-                return;
-            }
-            self.connects_this_trip += 1;
-        }
-        let conn = if per_device {
-            let s = &mut self.slots[slot as usize];
-            // A stale connection is closed here, one connect at a time.
-            let own = s.conn.take();
-            if std::mem::take(&mut s.stale) { None } else { own }
-        } else {
-            conn
-        };
         // Pool mode: how busy the pool was (other exchanges on it).
-        let light = match self.settings.connections {
-            ConnectionMode::Pool(_) if !self.transport.multiplexed() => {
-                let others = self.open.saturating_sub(self.idle.len() as u32 + 1);
-                2 * others <= self.settings.pool_size
-            }
-            _ => false,
-        };
+        let light = self.conns.light();
         let fresh = conn.is_none();
         let s = &mut self.slots[slot as usize];
         s.busy = true;
@@ -768,14 +620,14 @@ impl<T: Transport> Worker<T> {
                 let late = micros(now.saturating_sub(intended));
                 self.record(slot, |r| r.late(late));
             }
-            self.second(now).sent += 1;
-            self.last_sent_ns = self.last_sent_ns.max(now);
+            self.records.second(now).sent += 1;
+            self.pace.last_sent_ns = self.pace.last_sent_ns.max(now);
         } else {
             // Sent: from now on its outcome comes with the exchange, not
             // from what was held (a run that stops now must not count both).
-            self.held.remove(&slot);
+            self.retries.release(slot);
             self.record(slot, Recorder::retried);
-            self.second(now).retries += 1;
+            self.records.second(now).retries += 1;
         }
         let start = self.settings.start;
         self.in_flight.push(Box::pin(async move {
@@ -801,7 +653,7 @@ impl<T: Transport> Worker<T> {
         let retry = self.fleets[fleet].retry.filter(|p| attempt < p.max && RetryPolicy::retries(exchange.outcome));
         // The run has stopped: a retry would not go, so the heartbeat's
         // outcome is unknown (counted apart, neither ok nor failed).
-        let (retry, pending) = if self.stopping { (None, retry.is_some()) } else { (retry, false) };
+        let (retry, pending) = if self.pace.stopping { (None, retry.is_some()) } else { (retry, false) };
         if exchange.outcome.is_ok() {
             let s = &mut self.slots[slot as usize];
             let done_ms = millis(done_ns);
@@ -813,42 +665,30 @@ impl<T: Transport> Worker<T> {
         match retry {
             Some(policy) => {
                 // The device keeps the heartbeat and tries again later.
-                let held = Held { attempt: attempt + 1, intended_ns };
-                let wait = policy.delay(held.attempt, self.rng.random(), exchange.retry_after);
-                self.retry_timers.push(Reverse((now + wait.as_nanos() as u64, slot)));
-                self.held.insert(slot, held);
+                let next = attempt + 1;
+                let wait = policy.delay(next, self.rng.random(), exchange.retry_after);
+                self.retries.hold(slot, next, intended_ns, now + wait.as_nanos() as u64);
             }
             None if pending => {
-                self.held.remove(&slot);
+                self.retries.release(slot);
                 self.record(slot, Recorder::retry_pending);
             }
             None => {
-                self.held.remove(&slot);
-                self.record_end(slot, outcome, latency_us, service_us, done_ns);
+                self.retries.release(slot);
+                let who = self.whose(slot);
+                self.records.ended(who, outcome, latency_us, service_us, done_ns);
                 if attempt > 0 && outcome.is_ok() {
                     self.record(slot, Recorder::recovered);
                 }
             }
         }
-        match self.settings.connections {
-            ConnectionMode::PerDevice => self.slots[slot as usize].conn = exchange.conn,
-            ConnectionMode::NewPerRequest => {}
-            ConnectionMode::Pool(_) if self.transport.multiplexed() => {
-                // A shared handle is just dropped; a new connection joins the pool.
-                if fresh {
-                    self.open -= 1;
-                    if let Some(c) = exchange.conn {
-                        self.idle.push(c);
-                    }
-                }
+        self.conns.checkin(slot, exchange.conn, fresh);
+        if matches!(self.settings.connections, ConnectionMode::Pool(_)) {
+            // Queued heartbeats go even after the end: they were due before
+            // it. A multiplexed pool may take several at once.
+            if self.conns.multiplexed() {
                 while self.resume_waiter(now) {}
-            }
-            ConnectionMode::Pool(_) => {
-                match exchange.conn {
-                    Some(c) => self.idle.push(c),
-                    None => self.open -= 1,
-                }
-                // Queued heartbeats go even after the end: they were due before it.
+            } else {
                 self.resume_waiter(now);
             }
         }
@@ -858,8 +698,8 @@ impl<T: Transport> Worker<T> {
         let s = &mut self.slots[slot as usize];
         s.busy = false;
         if let Some(pending) = s.pending_ns.take() {
-            if self.stopping {
-                self.record_missed(slot, micros(now.saturating_sub(pending)), now);
+            if self.pace.stopping {
+                self.miss(slot, pending, now);
             } else {
                 self.start(Due { slot, intended_ns: pending, eligible_ns: now.max(pending), attempt: 0 }, now);
             }
@@ -869,41 +709,36 @@ impl<T: Transport> Worker<T> {
     /// At the first event past the warm-up: hands over what the warm-up
     /// recorded, so that it is kept apart.
     fn end_warmup(&mut self, out: &mpsc::UnboundedSender<Flush>) {
-        if !self.measuring && self.now_ns() >= self.settings.measure_from_ns {
+        if !self.records.measuring && self.now_ns() >= self.settings.measure_from_ns {
             self.flush(out, false);
         }
     }
 
     fn flush(&mut self, out: &mpsc::UnboundedSender<Flush>, last: bool) {
-        let warmup = !self.measuring;
+        let warmup = !self.records.measuring;
         if self.now_ns() >= self.settings.measure_from_ns {
-            self.measuring = true;
+            self.records.measuring = true;
         }
-        let fleets = self.recorders.iter_mut().map(Recorder::take).collect();
+        let (fleets, cohorts, seconds) = self.records.take();
         let freshness = last.then(|| self.freshness());
-        let demand = self.demand_mark.and_then(|(before, at)| {
+        let demand = self.pace.demand_mark.and_then(|(before, at)| {
             let now = Demand::read_thread()?;
             let instant = Instant::now();
-            self.demand_mark = Some((now, instant));
+            self.pace.demand_mark = Some((now, instant));
             Some(Demand { wanted_ns: now.saturating_sub(before), wall_ns: (instant - at).as_nanos() as u64 })
         });
-        let cohorts = self
-            .cohorts
-            .iter_mut()
-            .map(|versions| versions.iter_mut().map(|c| c.as_mut().map(Recorder::take)).collect())
-            .collect();
         let _ = out.send(Flush {
             worker: self.id,
             at_ns: self.now_ns(),
             fleets,
             in_flight: self.in_flight.len(),
-            last_sent_ns: self.last_sent_ns,
+            last_sent_ns: self.pace.last_sent_ns,
             last,
             warmup,
             freshness,
             cohorts,
             demand,
-            seconds: std::mem::take(&mut self.seconds),
+            seconds,
         });
     }
 
@@ -911,7 +746,7 @@ impl<T: Transport> Worker<T> {
     /// scheduling stopped; a device's open gap runs to that moment.
     fn freshness(&self) -> Vec<Freshness> {
         let mut out: Vec<Freshness> = self.fleets.iter().map(|_| Freshness::default()).collect();
-        let end_ms = millis(self.stopped_ns);
+        let end_ms = millis(self.pace.stopped_ns);
         for s in &self.slots {
             if s.last_ok_ms >= end_ms && !s.ever_ok {
                 continue; // never due
@@ -922,74 +757,6 @@ impl<T: Transport> Worker<T> {
             out[fleet].device(u64::from(gap_ms) * 1000, stale_after_us, s.ever_ok);
         }
         out
-    }
-}
-
-/// The worker's wake-up for its next due heartbeats: a timerfd
-/// (microsecond precision) when asked for and available, tokio's timer
-/// otherwise. It is re-armed only when the instant changes: arming a
-/// timerfd is a system call, and the loop asks again after every
-/// completion.
-struct Alarm {
-    precise: Option<tokio_timerfd::Delay>,
-    coarse: Pin<Box<tokio::time::Sleep>>,
-    /// The instant the alarm is set for and has not rung at yet.
-    armed: Option<Instant>,
-}
-
-impl Alarm {
-    fn new(precise: bool) -> Alarm {
-        let now = Instant::now();
-        Alarm {
-            precise: if precise { tokio_timerfd::Delay::new(now.into_std()).ok() } else { None },
-            coarse: Box::pin(tokio::time::sleep_until(now)),
-            armed: None,
-        }
-    }
-
-    /// Rings at `at`. Dropped before then, it stays set for `at`.
-    async fn ring_at(&mut self, at: Instant) {
-        if self.armed != Some(at) {
-            match &mut self.precise {
-                Some(delay) => delay.reset(at.into_std()),
-                None => self.coarse.as_mut().reset(at),
-            }
-            self.armed = Some(at);
-        }
-        match &mut self.precise {
-            Some(delay) => {
-                if delay.await.is_err() {
-                    // The timerfd failed: tokio's timer from now on.
-                    self.precise = None;
-                    self.coarse.as_mut().reset(at);
-                    self.coarse.as_mut().await;
-                }
-            }
-            None => self.coarse.as_mut().await,
-        }
-        self.armed = None;
-    }
-}
-
-/// Switches `device` to the versions its fleet's rollouts have brought it
-/// by `at_ns`.
-fn apply_rollouts(fleet: &FleetRuntime, device: &mut crate::heartbeat::Device, at_ns: u64) {
-    let profile = &fleet.generator.profile;
-    for target in fleet.events.rollouts_by(device.index(), at_ns) {
-        match target {
-            RolloutTarget::AgentVersion(v) => {
-                if let Some(i) = profile.agent_versions.index_of(v) {
-                    device.set_agent_version(i);
-                }
-            }
-            RolloutTarget::ModelVersion { model, version } => {
-                if let Some(m) = profile.models.iter().position(|m| &m.name == model)
-                    && let Some(v) = profile.models[m].versions.index_of(version)
-                {
-                    device.set_model_version(m as u16, v);
-                }
-            }
-        }
     }
 }
 

@@ -237,7 +237,12 @@ mod tests {
         type Conn = u32;
 
         fn exchange(&self, _: Option<u32>, _: bytes::Bytes) -> impl Future<Output = Exchange<u32>> + Send + 'static {
-            async { Exchange { outcome: Outcome::Status(200), conn: None, retry_after: None, connected: None } }
+            std::future::ready(Exchange {
+                outcome: Outcome::Status(200),
+                conn: None,
+                retry_after: None,
+                connected: None,
+            })
         }
     }
 

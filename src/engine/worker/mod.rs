@@ -278,9 +278,7 @@ pub async fn run_worker<T: Transport>(
     cancel: CancellationToken,
     out: mpsc::UnboundedSender<Flush>,
 ) {
-    let versions = settings
-        .cohorts
-        .then(|| fleets.iter().map(|f| usize::from(f.generator.profile.agent_versions.len())).collect());
+    let versions = settings.cohorts.then(|| fleets.iter().map(|f| f.generator.profile.agent_versions.len()).collect());
     let mut w = Worker {
         id,
         conns: Connections::new(settings.connections, transport.multiplexed(), settings.pool_size),

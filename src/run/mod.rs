@@ -1,0 +1,433 @@
+//! `fleetstorm run` and `fleetstorm validate`: from a checked scenario to a
+//! plan ([`plan`]), resources checked ([`resources`]), the engine run
+//! against the target, and a report; live progress ([`progress`]).
+
+mod plan;
+mod progress;
+mod resources;
+
+pub use plan::{
+    Counted, Expected, PlannedSend, WALK_BUDGET, expected_heartbeats, plan_text, plan_text_within, schedule_preview,
+};
+pub use progress::{Progress, online_devices};
+pub use resources::{ConnectionBudget, Sources, check_resources, connections_needed, plan_sources, predicted_ip};
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{self, EngineSettings, FleetRuntime, Live};
+use crate::fleet::FleetEvents;
+use crate::gate::ThresholdResult;
+use crate::report::{Aborted, Report, Stats};
+use crate::scenario::{Scenario, TargetUrl};
+use crate::server::{self, ServeConfig};
+use crate::shard::Shard;
+use crate::stats::Recorder;
+use crate::transport::settings::{ConnectionMode, HttpVersion};
+use crate::transport::{Endpoint, EndpointOptions, Http};
+
+/// Command-line overrides of a scenario.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub target: Option<String>,
+    pub duration: Option<Duration>,
+    pub seed: Option<u64>,
+    /// Multiplies every fleet's rate (divides every interval).
+    pub rate_scale: Option<f64>,
+    /// Multiplies every fleet's device count.
+    pub devices_scale: Option<f64>,
+}
+
+/// Why a run could not happen or complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The scenario or the plan is impossible (exit code 2).
+    #[error("{0}")]
+    Invalid(String),
+    /// The run itself failed (exit code 1).
+    #[error("{0}")]
+    Failed(String),
+    /// `--start-at` passed before the devices were ready: nothing was sent
+    /// (exit code 4).
+    #[error("{0}")]
+    NotReady(String),
+}
+
+/// Applies command-line overrides; the result is checked as the file is.
+pub fn apply_overrides(mut s: Scenario, o: &Overrides) -> Result<Scenario, RunError> {
+    if let Some(t) = &o.target {
+        let (url, path) = TargetUrl::split(t).map_err(|e| RunError::Invalid(format!("--target: {e}")))?;
+        s.target.url = url;
+        // A URL with a path names the heartbeat's path too.
+        if let Some(path) = path {
+            s.target.path = path;
+        }
+    }
+    if let Some(d) = o.duration {
+        if d.is_zero() {
+            return Err(RunError::Invalid("--duration must be above 0".into()));
+        }
+        s.duration = d;
+    }
+    if o.seed.is_some() {
+        s.seed = o.seed;
+    }
+    for (flag, v) in [("--rate-scale", o.rate_scale), ("--devices-scale", o.devices_scale)] {
+        if let Some(v) = v
+            && !(v.is_finite() && v > 0.0)
+        {
+            return Err(RunError::Invalid(format!("{flag} must be a number above 0, not {v}")));
+        }
+    }
+    for f in &mut s.fleets {
+        if let Some(scale) = o.devices_scale {
+            // Keep each device's interval (and so scale the fleet's rate).
+            // A count the scale makes is checked as one in the file is
+            // (`as` saturates: no wrap-around).
+            let devices = (f.devices as f64 * scale).round() as u64;
+            crate::scenario::check_devices(devices).map_err(|e| {
+                RunError::Invalid(format!("--devices-scale {scale}: fleet {:?} ({} devices): {e}", f.name(), f.devices))
+            })?;
+            f.devices = devices;
+            f.device_name
+                .check_for(f.devices)
+                .map_err(|e| RunError::Invalid(format!("--devices-scale {scale}: fleet {:?}: {e}", f.name())))?;
+        }
+        if let Some(scale) = o.rate_scale {
+            let interval = Duration::from_secs_f64(f.schedule.interval.as_secs_f64() / scale);
+            if interval < Duration::from_millis(1) {
+                return Err(RunError::Invalid(format!(
+                    "--rate-scale {scale}: fleet {:?}'s interval would be below 1ms",
+                    f.name()
+                )));
+            }
+            f.schedule.interval = interval;
+        }
+    }
+    s.scaled =
+        crate::scenario::Scaled { devices: o.devices_scale.or(s.scaled.devices), rate: o.rate_scale.or(s.scaled.rate) };
+    Ok(s)
+}
+
+/// The fleets of a scenario as the engine runs them under `seed`.
+pub fn fleet_runtimes(scenario: &Scenario, seed: u64) -> Vec<FleetRuntime> {
+    scenario
+        .fleets
+        .iter()
+        .map(|f| {
+            let generator = f.generator(seed);
+            let key = generator.key();
+            FleetRuntime {
+                events: FleetEvents::new(&f.events, f.devices, f.schedule.interval, key),
+                retry: f.retry,
+                ..FleetRuntime::new(generator, f.schedule, f.devices, f.stale_after())
+            }
+        })
+        .collect()
+}
+
+/// The transport options a target asks for: TLS (its files read now),
+/// SigV4 (its credentials found now), HTTP version, source addresses.
+pub fn endpoint_options(t: &crate::scenario::Target, host: &str) -> Result<EndpointOptions, RunError> {
+    let tls = match &t.url {
+        TargetUrl::Http { tls: true, .. } => {
+            Some(crate::transport::tls::client(&t.tls, host, t.http).map_err(RunError::Invalid)?)
+        }
+        _ => None,
+    };
+    let signer = match &t.sigv4 {
+        Some(s) => Some(crate::transport::Signer::new(s).map_err(RunError::Invalid)?),
+        None => None,
+    };
+    Ok(EndpointOptions {
+        keep_alive: t.connections != ConnectionMode::NewPerRequest,
+        http2: t.http == HttpVersion::Http2,
+        tls,
+        signer,
+        sources: t.source_addresses.clone(),
+    })
+}
+
+/// What a run should keep beyond its report.
+#[derive(Debug, Clone, Default)]
+pub struct ExecuteOptions {
+    /// Keep every second's latency histogram (for `--hlog`).
+    pub keep_second_histograms: bool,
+    /// Generator threads; by default [`default_threads`].
+    pub threads: Option<usize>,
+    /// Run this long before measuring: the report's totals cover the rest
+    /// of the run (its timeline, all of it).
+    pub warmup: Duration,
+    /// Run only this shard's devices; the report says which shard it is.
+    pub shard: Option<Shard>,
+    /// Start the clock at this instant, once every device is built; fail
+    /// with [`RunError::NotReady`] if it passes first.
+    pub start_at: Option<std::time::SystemTime>,
+    /// Cancelled to give up at once (a second Ctrl-C): the report is of
+    /// what was merged so far, marked interrupted.
+    pub abandon: Option<CancellationToken>,
+}
+
+/// Heartbeats per second one generator thread is given, over kept-alive
+/// plain HTTP/1.1 connections (the lean client, [`crate::transport::h1`]).
+/// Threads cost wake-ups and hand-offs, and against a target on the same
+/// small machine they take its cores: with nginx on the same two cores,
+/// one thread kept up with 80,000/s (about 9 µs of CPU per heartbeat) where
+/// two fell behind at 90,000/s.
+const RATE_PER_THREAD: f64 = 75_000.0;
+
+/// The same over hyper's connections (TLS, HTTP/2) or with SigV4 signing:
+/// what these were given before the lean client, half of the 25,000/s a
+/// thread then carried over hyper's plain HTTP/1.1.
+const RATE_PER_THREAD_HYPER: f64 = 12_500.0;
+
+/// How many generator threads a scenario gets unless told: enough for its
+/// offered rate (75,000/s per thread, less per thread when every heartbeat
+/// costs more: TLS, HTTP/2, a new connection each), at most one per core.
+/// Fleets with events (surges, synchronized returns) get every core, since
+/// their peaks are far above their average. A target on this machine keeps
+/// a core for itself: generator threads that take its cores slow it down
+/// and fall behind themselves.
+pub fn default_threads(scenario: &Scenario) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cores = if scenario.target.url.is_local() { (cores - 1).max(1) } else { cores };
+    if scenario.fleets.iter().any(|f| !f.events.is_empty()) {
+        return cores;
+    }
+    let t = &scenario.target;
+    let mut per_thread = RATE_PER_THREAD;
+    if matches!(t.url, TargetUrl::Http { tls: true, .. }) || t.http == HttpVersion::Http2 || t.sigv4.is_some() {
+        per_thread = RATE_PER_THREAD_HYPER;
+    }
+    if t.connections == ConnectionMode::NewPerRequest {
+        per_thread /= 10.0;
+    }
+    let rate: f64 = scenario.fleets.iter().map(|f| f.schedule.rate(f.devices)).sum();
+    ((rate / per_thread).ceil() as usize).clamp(1, cores)
+}
+
+/// A finished run: its report, and what else was asked for.
+#[derive(Debug)]
+pub struct Executed {
+    pub report: Report,
+    /// Each timeline entry's (start second, width, latency histogram
+    /// (V2 + DEFLATE)), when kept.
+    pub second_histograms: Vec<(u64, u64, Option<Vec<u8>>)>,
+}
+
+/// Runs a checked scenario and builds its report, with its thresholds
+/// checked. `cancel` stops it early (Ctrl-C); an abort threshold that
+/// fires cancels it too. `progress` is called a few times a second.
+pub async fn execute(
+    scenario: &Scenario,
+    seed: u64,
+    cancel: CancellationToken,
+    progress: impl FnMut(&Live<'_>),
+) -> Result<Report, RunError> {
+    Ok(execute_with(scenario, seed, cancel, ExecuteOptions::default(), progress).await?.report)
+}
+
+/// [`execute`], keeping what `options` asks for.
+pub async fn execute_with(
+    scenario: &Scenario,
+    seed: u64,
+    cancel: CancellationToken,
+    options: ExecuteOptions,
+    mut progress: impl FnMut(&Live<'_>),
+) -> Result<Executed, RunError> {
+    check_resources(scenario, options.shard, predicted_ip(&scenario.target.url))?;
+    let max_interval = scenario.fleets.iter().map(|f| f.schedule.interval).max().unwrap_or_default();
+    let mut builtin = None;
+    let (addr, host) = match &scenario.target.url {
+        TargetUrl::Builtin => {
+            // Keep-alive must outlast the longest heartbeat period, or
+            // devices would race the server's idle close.
+            let keep = (max_interval * 2 + Duration::from_secs(5)).max(Duration::from_secs(75));
+            let config = ServeConfig {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                header_timeout: keep,
+                idle_timeout: keep,
+                ..ServeConfig::default()
+            };
+            let running = server::spawn(config)
+                .await
+                .map_err(|e| RunError::Failed(format!("cannot start the built-in backend: {e}")))?;
+            let addr = running.addr;
+            builtin = Some(running);
+            (addr, "127.0.0.1".to_string())
+        }
+        TargetUrl::Http { host, port, .. } => {
+            let addr = tokio::net::lookup_host((host.as_str(), *port))
+                .await
+                .map_err(|e| RunError::Failed(format!("cannot resolve {host}: {e}")))?
+                .next()
+                .ok_or_else(|| RunError::Failed(format!("{host} resolves to no address")))?;
+            (addr, host.clone())
+        }
+    };
+    let target_url = match &scenario.target.url {
+        TargetUrl::Builtin => format!("builtin (http://{addr})"),
+        other => other.to_string(),
+    };
+    // Now that the address is known: the sources toward it, checked again.
+    let budget = check_resources(scenario, options.shard, Some(addr.ip()))?;
+    let t = &scenario.target;
+    let endpoint = Endpoint::new(
+        addr,
+        &host,
+        &t.path,
+        t.headers.iter().map(|h| (h.name.clone(), h.value.clone())),
+        t.timeout,
+        EndpointOptions { sources: budget.sources.addresses.clone(), ..endpoint_options(t, &host)? },
+    )
+    .map_err(RunError::Invalid)?;
+    let transport = Http::new(endpoint);
+    let endpoint = transport.endpoint().clone();
+    let fleets = fleet_runtimes(scenario, seed);
+    let workers = options.threads.unwrap_or_else(|| default_threads(scenario));
+    let settings = EngineSettings {
+        duration: scenario.duration,
+        connections: t.connections,
+        workers,
+        seed,
+        precise_timer: true,
+        thread_per_worker: true,
+        keep_second_histograms: options.keep_second_histograms,
+        cohorts: scenario.breakdown.contains(&crate::scenario::Breakdown::AgentVersion),
+        measure_after: options.warmup,
+        shard: options.shard,
+        start_at: options.start_at,
+        drain: t.timeout,
+        abandon: options.abandon.clone(),
+    };
+    let mut watch = AbortWatch::new(scenario, cancel.clone());
+    let mut output = engine::run(transport, fleets, settings, cancel, |live| {
+        watch.observe(live);
+        progress(live);
+    })
+    .await;
+    let abandoned = options.abandon.as_ref().is_some_and(CancellationToken::is_cancelled);
+    let backend = match builtin {
+        Some(server) => {
+            let stats = server.shared.stats_json();
+            // Given up on: no waiting for its connections to close.
+            if !abandoned {
+                server.shutdown().await;
+            }
+            Some(stats)
+        }
+        None => None,
+    };
+    if let Some(late) = output.not_ready_by {
+        return Err(RunError::NotReady(format!(
+            "not ready at the start instant: the devices were built {:.3} s after it; nothing was sent \
+             (start later, or give the shard more CPU)",
+            late.as_secs_f64()
+        )));
+    }
+    let mut report = Report::new(scenario, seed, &target_url, &output, backend);
+    if let (Some(at), Some(lag)) = (options.start_at, output.start_lag) {
+        report.start = Some(crate::report::StartInfo {
+            at: humantime::format_rfc3339_millis(at).to_string(),
+            lag_ms: lag.as_secs_f64() * 1000.0,
+        });
+    }
+    report.shard = options.shard.map(|s| crate::report::ShardInfo {
+        index: s.index,
+        count: s.count,
+        scenario_hash: scenario.hash(seed),
+    });
+    report.first_errors = endpoint.first_errors();
+    if budget.sources.spread {
+        let t = &mut report.scenario.target;
+        t.source_addresses = budget.sources.addresses.iter().map(IpAddr::to_string).collect();
+        t.sources_spread = true;
+    }
+    report.thresholds = scenario
+        .thresholds
+        .all()
+        .map(|(t, abort)| match watch.fired.as_ref().filter(|(fired, _)| abort && fired.expr == t.expr()) {
+            Some((_, result)) => result.clone(),
+            None => report.check(t, abort),
+        })
+        .collect();
+    report.aborted = watch.fired.map(|(aborted, _)| aborted);
+    let second_histograms = output.timeline.iter_mut().map(|s| (s.start_s, s.width_s, s.histogram.take())).collect();
+    Ok(Executed { report, second_histograms })
+}
+
+/// Checks abort thresholds during a run, about once a second after the
+/// grace period, and cancels the run when one fires.
+struct AbortWatch<'s> {
+    scenario: &'s Scenario,
+    cancel: CancellationToken,
+    last_check: Option<Duration>,
+    fired: Option<(Aborted, ThresholdResult)>,
+}
+
+impl<'s> AbortWatch<'s> {
+    fn new(scenario: &'s Scenario, cancel: CancellationToken) -> Self {
+        AbortWatch { scenario, cancel, last_check: None, fired: None }
+    }
+
+    fn observe(&mut self, live: &Live<'_>) {
+        let t = &self.scenario.thresholds;
+        if t.abort.is_empty() || self.fired.is_some() || live.elapsed < t.abort_grace {
+            return;
+        }
+        if self.last_check.is_some_and(|at| live.elapsed < at + Duration::from_secs(1)) {
+            return;
+        }
+        self.last_check = Some(live.elapsed);
+        let seconds = live.elapsed.min(live.duration).as_secs_f64();
+        let mut all = Recorder::default();
+        live.fleets.iter().for_each(|f| all.add(f));
+        for threshold in &t.abort {
+            let stats = match &threshold.metric.fleet {
+                None => Stats::live(None, &all, seconds),
+                Some(name) => match self.scenario.fleets.iter().position(|f| f.name() == name) {
+                    Some(i) => Stats::live(Some(name.clone()), &live.fleets[i], seconds),
+                    None => continue,
+                },
+            };
+            let result = stats.check(threshold, true);
+            if !result.ok {
+                let aborted =
+                    Aborted { expr: result.expr.clone(), actual_text: result.actual_text.clone(), at_s: seconds };
+                self.fired = Some((aborted, result));
+                self.cancel.cancel();
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{self, Format};
+
+    fn threads(url: &str, devices: u64, extra: &str) -> usize {
+        let text = format!(
+            "[target]\nurl = \"{url}\"\n{extra}\n[[fleets]]\nname = \"f\"\ndevices = {devices}\ninterval = \"1s\"\n"
+        );
+        default_threads(&scenario::parse(&text, Format::Toml, "t.toml", "t").unwrap())
+    }
+
+    #[test]
+    fn threads_follow_the_rate_and_leave_a_local_target_a_core() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let local_cores = (cores - 1).max(1);
+        // One thread carries 75,000/s on the lean client.
+        assert_eq!(threads("http://10.0.0.1:80", 70_000, ""), 1);
+        assert_eq!(threads("http://10.0.0.1:80", 1_000_000, ""), cores.min(14));
+        // A target on this machine keeps a core.
+        assert_eq!(threads("http://127.0.0.1:80", 1_000_000, ""), local_cores);
+        assert_eq!(threads("builtin", 1_000_000, ""), local_cores);
+        // TLS costs more per heartbeat: fewer heartbeats per thread.
+        assert_eq!(threads("https://10.0.0.1:443", 20_000, ""), 2.min(cores));
+        assert_eq!(threads("http://10.0.0.1:80", 20_000, "connections = \"new-per-request\""), 3.min(cores));
+    }
+}

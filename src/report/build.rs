@@ -1,0 +1,217 @@
+//! A run's report, built from what the engine recorded: its statistics per
+//! fleet, per cohort and in total, and the rates over the time spans they
+//! are over.
+
+use std::collections::BTreeMap;
+
+use super::verdict::light_load_p50;
+use super::*;
+use crate::engine::RunOutput;
+use crate::fleet::{Arrival, StartMode};
+use crate::scenario::Scenario;
+use crate::stats::{self, CLASSES, Freshness, Percentiles, Recorder};
+
+/// The time spans rates are over: scheduled heartbeats over the scheduling
+/// window, sent ones over the time sending took (longer when a pool's
+/// queue drained after the end).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
+    pub scheduled_s: f64,
+    pub sending_s: f64,
+}
+
+impl Span {
+    pub(crate) fn same(seconds: f64) -> Span {
+        Span { scheduled_s: seconds, sending_s: seconds }
+    }
+}
+
+pub(crate) fn stats_of(name: Option<String>, r: &Recorder, span: Span, with_histograms: bool) -> Stats {
+    let encode = |h| if with_histograms { stats::encode_histogram(h) } else { String::new() };
+    let c = &r.counters;
+    let per = |n: u64, seconds: f64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
+    Stats {
+        name,
+        scheduled: c.scheduled,
+        sent: c.sent,
+        missed: c.missed,
+        ok: c.ok(),
+        failed: c.failed(),
+        retries: c.retries,
+        recovered: c.recovered,
+        connects: c.connects,
+        late: c.late,
+        waited: c.waited,
+        retry_pending: c.retry_pending,
+        errors: CLASSES.iter().zip(c.classes).skip(1).map(|(k, n)| (k.to_string(), n)).collect(),
+        status_codes: c.statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+        offered_rate: per(c.scheduled, span.scheduled_s),
+        achieved_rate: per(c.sent, span.sending_s),
+        latency_ms: Percentiles::of(&r.latency),
+        service_time_ms: Percentiles::of(&r.service_time),
+        schedule_lag_ms: Percentiles::of(&r.schedule_lag),
+        connection_wait_ms: Percentiles::of(&r.connection_wait),
+        lateness_ms: Percentiles::of(&r.lateness),
+        tls_handshake_ms: (!r.tls_handshake.is_empty()).then(|| Percentiles::of(&r.tls_handshake)),
+        freshness: None,
+        histograms: Histograms {
+            latency: encode(&r.latency),
+            service_time: encode(&r.service_time),
+            schedule_lag: encode(&r.schedule_lag),
+            connection_wait: with_histograms.then(|| stats::encode_histogram(&r.connection_wait)),
+            lateness: with_histograms.then(|| stats::encode_histogram(&r.lateness)),
+            tls_handshake: (with_histograms && !r.tls_handshake.is_empty())
+                .then(|| stats::encode_histogram(&r.tls_handshake)),
+        },
+    }
+}
+
+impl Report {
+    /// Builds the report of a run of `scenario` (as run: overrides applied).
+    pub fn new(
+        scenario: &Scenario,
+        seed: u64,
+        target_url: &str,
+        out: &RunOutput,
+        backend: Option<serde_json::Value>,
+    ) -> Report {
+        let seconds = out.scheduled_for.as_secs_f64();
+        let span = Span { scheduled_s: seconds, sending_s: out.sending_for.as_secs_f64().max(seconds) };
+        let mut total = Recorder::default();
+        for f in &out.fleets {
+            total.add(f);
+        }
+        let mut total_freshness = Freshness::default();
+        for f in &out.freshness {
+            total_freshness.add(f);
+        }
+        let t = &scenario.target;
+        let totals = stats_of(None, &total, span, true);
+        let pool = match t.connections {
+            crate::transport::settings::ConnectionMode::Pool(n) => {
+                Some(PoolVerdict::judge(u64::from(n), &totals, light_load_p50(&total)))
+            }
+            _ => None,
+        };
+        let busiest = out.demand.iter().map(|d| d.share()).reduce(f64::max);
+        let generator = generator_health(totals.schedule_lag_ms.p99, busiest, pool);
+        Report {
+            schema: SCHEMA.to_string(),
+            scenario: ScenarioSummary {
+                name: scenario.name.clone(),
+                seed,
+                planned_duration_s: scenario.duration.as_secs_f64(),
+                scale: scenario
+                    .scaled
+                    .is_scaled()
+                    .then_some(ScaleSummary { devices: scenario.scaled.devices, rate: scenario.scaled.rate }),
+                target: TargetSummary {
+                    url: target_url.to_string(),
+                    path: t.path.clone(),
+                    timeout_ms: t.timeout.as_secs_f64() * 1000.0,
+                    connections: t.connections.to_string(),
+                    headers: t.headers.iter().map(|h| (h.name.to_string(), h.written.clone())).collect(),
+                    http: t.http.to_string(),
+                    tls: matches!(t.url, crate::scenario::TargetUrl::Http { tls: true, .. }).then(|| {
+                        let check = match (&t.tls.ca, t.tls.insecure) {
+                            (_, true) => "INSECURE (not verified)".to_string(),
+                            (Some(ca), false) => format!("CA file {}", ca.display()),
+                            (None, false) => "platform roots".to_string(),
+                        };
+                        if t.tls.cert.is_some() { format!("{check}, mutual TLS") } else { check }
+                    }),
+                    sigv4: t.sigv4.as_ref().map(|s| format!("{}/{}", s.service, s.region)),
+                    source_addresses: t.source_addresses.iter().map(|a| a.to_string()).collect(),
+                    sources_spread: false,
+                },
+                fleets: scenario
+                    .fleets
+                    .iter()
+                    .map(|f| FleetSummary {
+                        name: f.name().to_string(),
+                        devices: f.devices,
+                        interval_s: f.schedule.interval.as_secs_f64(),
+                        offered_rate: f.schedule.rate(f.devices),
+                        jitter: f.schedule.jitter,
+                        start: match f.schedule.start {
+                            StartMode::Staggered => "staggered",
+                            StartMode::Synchronized => "synchronized",
+                        }
+                        .into(),
+                        ramp_up_s: f.schedule.ramp_up.as_secs_f64(),
+                        stale_after_s: f.stale_after().as_secs_f64(),
+                        arrival: match f.schedule.arrival {
+                            Arrival::Periodic => "periodic",
+                            Arrival::Poisson => "poisson",
+                        }
+                        .into(),
+                    })
+                    .collect(),
+            },
+            started_at: humantime::format_rfc3339_millis(out.started_at).to_string(),
+            duration_s: seconds,
+            sending_s: Some(span.sending_s),
+            elapsed_s: out.elapsed.as_secs_f64(),
+            startup_s: out.startup.as_secs_f64(),
+            interrupted: out.interrupted,
+            generator,
+            totals: Stats { freshness: Some(FreshnessStats::of(&total_freshness, None)), ..totals },
+            fleets: scenario
+                .fleets
+                .iter()
+                .zip(&out.fleets)
+                .zip(&out.freshness)
+                .map(|((f, r), fresh)| Stats {
+                    freshness: Some(FreshnessStats::of(fresh, Some(f.stale_after()))),
+                    ..stats_of(Some(f.name().to_string()), r, span, true)
+                })
+                .collect(),
+            cohorts: scenario
+                .fleets
+                .iter()
+                .zip(&out.cohorts)
+                .flat_map(|(f, versions)| {
+                    versions.iter().enumerate().filter_map(move |(v, r)| {
+                        let r = r.as_ref()?;
+                        let agent_version = f.profile.agent_versions.name(v as u16).to_string();
+                        let name = format!("{}@{agent_version}", f.name());
+                        Some(Cohort {
+                            fleet: f.name().to_string(),
+                            agent_version,
+                            stats: stats_of(Some(name), r, span, true),
+                        })
+                    })
+                })
+                .collect(),
+            timeline: out
+                .timeline
+                .iter()
+                .map(|s| SecondStats {
+                    t: s.start_s,
+                    width_s: s.width_s,
+                    offered: s.scheduled,
+                    sent: s.sent,
+                    ok: s.ok,
+                    failed: s.failed,
+                    missed: s.missed,
+                    retries: s.retries,
+                    errors: CLASSES[1..]
+                        .iter()
+                        .zip(s.errors)
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(k, n)| (k.to_string(), n))
+                        .collect(),
+                    p50_ms: s.p50_ms,
+                    p99_ms: s.p99_ms,
+                })
+                .collect(),
+            thresholds: Vec::new(),
+            aborted: None,
+            first_errors: BTreeMap::new(),
+            backend,
+            start: None,
+            shard: None,
+            merged: None,
+        }
+    }
+}

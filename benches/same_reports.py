@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""same_reports.py - do two fleetstorm builds write the same report for the
+same scenario and seed? For a change meant to change no behaviour.
+
+Runs each scenario with each binary (`run SCENARIO --seed 7 --duration D
+--quiet --out`) against the built-in backend, strips what depends on
+timing (times, latencies and their histograms, the generator's health,
+per-second outcome counts, the backend's uptime and port), and prints the
+differences that remain: none is the expected answer.
+
+Usage: same_reports.py BEFORE_BIN AFTER_BIN [SCENARIO...]
+"""
+import json, subprocess, sys, tempfile, os
+
+TIMING = {"started_at", "elapsed_s", "startup_s", "sending_s", "generator", "backend", "first_errors",
+          "latency_ms", "service_time_ms", "schedule_lag_ms", "connection_wait_ms", "lateness_ms",
+          "tls_handshake_ms", "histograms", "histogram", "max_gap_ms", "actual", "actual_text", "url"}
+
+
+def strip(v):
+    if isinstance(v, dict):
+        return {k: strip(x) for k, x in v.items() if k not in TIMING}
+    if isinstance(v, list):
+        return [strip(x) for x in v]
+    return v
+
+
+def report(binary, scenario, duration):
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "r.json")
+        subprocess.run([binary, "run", scenario, "--seed", "7", "--duration", duration, "--quiet", "--out", out],
+                       check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+        r = json.load(open(out))
+    # Per-second entries: only when heartbeats were intended is fixed by the schedule.
+    r["timeline"] = [{"t": s["t"], "offered": s["offered"]} for s in r["timeline"]]
+    r = strip(r)
+    # Through a pool, how many connections open depends on how many
+    # exchanges overlapped: timing too.
+    if r["scenario"]["target"]["connections"].startswith("pool"):
+        r = strip_key(r, "connects")
+    return r
+
+
+def strip_key(v, key):
+    if isinstance(v, dict):
+        return {k: strip_key(x, key) for k, x in v.items() if k != key}
+    if isinstance(v, list):
+        return [strip_key(x, key) for x in v]
+    return v
+
+
+def diff(a, b, path=""):
+    if type(a) is not type(b):
+        yield f"{path}: {a!r} != {b!r}"
+    elif isinstance(a, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                yield f"{path}.{k}: only in {'after' if k in b else 'before'}"
+            else:
+                yield from diff(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        if len(a) != len(b):
+            yield f"{path}: {len(a)} entries != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            yield from diff(x, y, f"{path}[{i}]")
+    elif a != b:
+        yield f"{path}: {a!r} != {b!r}"
+
+
+def main():
+    before, after = sys.argv[1], sys.argv[2]
+    scenarios = sys.argv[3:] or [os.path.join("scenarios", f) for f in sorted(os.listdir("scenarios")) if f != "capacity.toml"]
+    bad = 0
+    for s in scenarios:
+        a, b = report(before, s, "6s"), report(after, s, "6s")
+        found = list(diff(a, b))
+        print(f"{s}: {'identical' if not found else str(len(found)) + ' differences'} "
+              f"(scheduled {b['totals']['scheduled']}, sent {b['totals']['sent']}, ok {b['totals']['ok']})")
+        for line in found[:20]:
+            print("   ", line)
+        bad += len(found)
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -3,8 +3,9 @@
 //!
 //! - **schedule tick**: what a worker does to find the next due device and
 //!   plan its following heartbeat: pop the earliest of 100,000 devices from
-//!   the timer heap, advance its clock (plain, jittered Poisson, and with
-//!   fleet events to consult), push it back;
+//!   the worker's own timer structure (`engine::worker::Timers`), advance
+//!   its clock (plain, jittered Poisson, and with fleet events to
+//!   consult), push it back;
 //! - **recording**: one heartbeat's accounting in a fleet's recorder
 //!   (scheduled, sent with its lag, completed with latency and service
 //!   time: three HDR histogram records), and merging a busy second's
@@ -17,42 +18,40 @@
 //!
 //! Run with `cargo bench --bench hot_path`.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use fleetstorm::engine::worker::Timers;
 use fleetstorm::fleet::{Arrival, Schedule};
 use fleetstorm::fleet::{DeviceClock, Event, EventKind, FleetEvents, Recovery};
 use fleetstorm::stats::{Failure, Outcome, Recorder};
 
 const DEVICES: u64 = 100_000;
 
-/// A worker's timer heap over `DEVICES` devices, with their clocks.
-struct Timers {
-    heap: BinaryHeap<Reverse<(u64, u32)>>,
+/// A worker's timers over `DEVICES` devices, with their clocks.
+struct Devices {
+    timers: Timers,
     clocks: Vec<DeviceClock>,
     schedule: Schedule,
     events: FleetEvents,
 }
 
-impl Timers {
-    fn new(schedule: Schedule, events: FleetEvents) -> Timers {
+impl Devices {
+    fn new(schedule: Schedule, events: FleetEvents) -> Devices {
         let mut clocks: Vec<DeviceClock> = (0..DEVICES).map(|i| DeviceClock::new(1, 7, i)).collect();
-        let heap = clocks
-            .iter_mut()
-            .enumerate()
-            .map(|(i, c)| Reverse((events.first(c, &schedule, DEVICES, i as u64).at_ns, i as u32)))
-            .collect();
-        Timers { heap, clocks, schedule, events }
+        let mut timers = Timers::with_capacity(DEVICES as usize);
+        for (i, c) in clocks.iter_mut().enumerate() {
+            timers.push(events.first(c, &schedule, DEVICES, i as u64).at_ns, i as u32);
+        }
+        Devices { timers, clocks, schedule, events }
     }
 
     /// One tick: the earliest device goes, and is planned again.
     fn tick(&mut self) -> u64 {
-        let Reverse((at, slot)) = self.heap.pop().expect("never empty");
+        let (at, slot) = self.timers.pop_due(u64::MAX).expect("never empty");
         let next = self.events.advance(&mut self.clocks[slot as usize], &self.schedule, u64::from(slot), at);
-        self.heap.push(Reverse((next.at_ns, slot)));
+        self.timers.push(next.at_ns, slot);
         at
     }
 }
@@ -80,7 +79,7 @@ fn schedule_tick(c: &mut Criterion) {
         ("outage_and_surge", periodic, FleetEvents::new(&events, DEVICES, periodic.interval, 7)),
     ];
     for (name, schedule, events) in cases {
-        let mut timers = Timers::new(schedule, events);
+        let mut timers = Devices::new(schedule, events);
         group.bench_function(name, |b| b.iter(|| black_box(timers.tick())));
     }
     group.finish();

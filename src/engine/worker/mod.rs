@@ -24,9 +24,8 @@ mod connections;
 mod demand;
 mod records;
 mod retries;
+mod timers;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +50,7 @@ use connections::{Checkout, Connections};
 pub use demand::Demand;
 use records::{Records, Whose};
 use retries::Retries;
+pub use timers::Timers;
 
 /// A fleet as the workers run it.
 #[derive(Debug, Clone)]
@@ -222,7 +222,7 @@ struct Worker<T: Transport> {
     settings: WorkerSettings,
     /// The devices, by slot, and when each is due next.
     slots: Vec<Slot>,
-    timers: BinaryHeap<Reverse<(u64, u32)>>,
+    timers: Timers,
     conns: Connections<T::Conn>,
     retries: Retries,
     records: Records,
@@ -285,7 +285,7 @@ pub async fn run_worker<T: Transport>(
         retries: Retries::default(),
         records: Records::new(fleets.len(), versions, settings.measure_from_ns == 0),
         slots: Vec::with_capacity(devices.len()),
-        timers: BinaryHeap::with_capacity(devices.len()),
+        timers: Timers::with_capacity(devices.len()),
         in_flight: FuturesUnordered::new(),
         pace: Pace::default(),
         scratch: Scratch::default(),
@@ -313,7 +313,7 @@ pub async fn run_worker<T: Transport>(
         });
         w.conns.add_device();
         if first.at_ns < w.settings.end_ns {
-            w.timers.push(Reverse((first.at_ns, slot)));
+            w.timers.push(first.at_ns, slot);
         }
     }
     if w.settings.preconnect {
@@ -365,10 +365,9 @@ impl<T: Transport> Worker<T> {
         let drain_ended = tokio::time::sleep_until(drained);
         tokio::pin!(drain_ended);
         loop {
-            let mut next_due = match (self.timers.peek(), self.retries.next_due()) {
-                (Some(Reverse((a, _))), Some(b)) => Some((*a).min(b)),
-                (Some(Reverse((a, _))), None) => Some(*a),
-                (None, b) => b,
+            let mut next_due = match (self.timers.next_due(), self.retries.next_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
             if self.pace.stopping {
                 next_due = None;
@@ -516,16 +515,12 @@ impl<T: Transport> Worker<T> {
         if self.pace.stopping {
             return;
         }
-        while let Some(&Reverse((t, slot))) = self.timers.peek() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((t, slot)) = self.timers.pop_due(now) {
             let s = &mut self.slots[slot as usize];
             let f = &self.fleets[usize::from(s.fleet)];
             let next = f.events.advance(&mut s.clock, &f.schedule, s.device.index(), t);
             if next.at_ns < self.settings.end_ns {
-                self.timers.push(Reverse((next.at_ns, slot)));
+                self.timers.push(next.at_ns, slot);
             }
             if !f.events.is_empty() {
                 // Rollouts due by this heartbeat change what it carries.

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use super::CapacityReport;
+use super::{CapacityReport, CapacityVerdict};
 use crate::report::html::{STYLE, escape};
 use crate::report::plots::{self, Area, DrawResult, Line, PALETTE, draw_lines};
 
@@ -32,12 +32,16 @@ pub fn render(report: &CapacityReport) -> String {
         report.settings.step_duration_s,
         report.settings.warmup_s
     );
-    let class = match report.verdict.as_str() {
-        "found" | "max_rate_reached" => "pass",
-        "below_start" => "fail",
-        _ => "warn",
+    let class = match report.verdict {
+        CapacityVerdict::Found | CapacityVerdict::MaxRateReached => "pass",
+        CapacityVerdict::BelowStart => "fail",
+        CapacityVerdict::Inconclusive | CapacityVerdict::Interrupted => "warn",
     };
-    let _ = writeln!(out, "<div class=\"verdicts\"><span class=\"{class}\">{}</span></div>", escape(&report.verdict));
+    let _ = writeln!(
+        out,
+        "<div class=\"verdicts\"><span class=\"{class}\">{}</span></div>",
+        escape(&report.verdict.to_string())
+    );
     let _ = writeln!(out, "<p><strong>{}</strong></p>", escape(&report.answer));
     if let Some(k) = report.knee_rate {
         let _ = writeln!(
@@ -80,7 +84,7 @@ pub fn render(report: &CapacityReport) -> String {
             s.error_rate * 100.0,
             s.schedule_lag_p99_ms,
             escape(&s.reason),
-            escape(&s.verdict)
+            escape(&s.verdict.to_string())
         );
     }
     out.push_str("</table>\n");

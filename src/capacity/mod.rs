@@ -79,6 +79,55 @@ pub fn step_scenario(scenario: &Scenario, settings: &CapacitySettings, rate: f64
     Ok(s)
 }
 
+/// How a capacity search ended (in reports: `found`, `max_rate_reached`,
+/// `below_start`, `inconclusive`, `interrupted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CapacityVerdict {
+    /// The SLO held up to a rate and broke just above it.
+    Found,
+    /// The SLO still held at `max_rate`.
+    MaxRateReached,
+    /// No rate tried met the SLO.
+    BelowStart,
+    /// The client was the limit before the backend's was found.
+    Inconclusive,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+impl std::fmt::Display for CapacityVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CapacityVerdict::Found => "found",
+            CapacityVerdict::MaxRateReached => "max_rate_reached",
+            CapacityVerdict::BelowStart => "below_start",
+            CapacityVerdict::Inconclusive => "inconclusive",
+            CapacityVerdict::Interrupted => "interrupted",
+        })
+    }
+}
+
+/// What made an inconclusive step so, on the client's side (in reports:
+/// `generator`, `pool`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientLimit {
+    /// The generator fell behind, or could not run the step here.
+    Generator,
+    /// The pool was too small for the rate at a flat service time.
+    Pool,
+}
+
+impl std::fmt::Display for ClientLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClientLimit::Generator => "generator",
+            ClientLimit::Pool => "pool",
+        })
+    }
+}
+
 /// One measured step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepResult {
@@ -102,13 +151,12 @@ pub struct StepResult {
     pub connection_wait_p99_ms: f64,
     #[serde(default)]
     pub service_time_p50_ms: f64,
-    /// `good`, `bad` or `inconclusive`.
-    pub verdict: String,
+    pub verdict: StepVerdict,
     /// What made an inconclusive step so, on the client's side:
     /// `generator` (it fell behind) or `pool` (too small for the rate at a
     /// flat service time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_limit: Option<String>,
+    pub client_limit: Option<ClientLimit>,
     pub slo: Vec<ThresholdResult>,
     /// Why, in words.
     pub reason: String,
@@ -185,9 +233,9 @@ impl StepResult {
             (_, false) => (
                 StepVerdict::Inconclusive,
                 format!("the generator {}", report.generator.verdict),
-                Some("generator".to_string()),
+                Some(ClientLimit::Generator),
             ),
-            (Some((PoolLimit::Pool, why)), true) => (StepVerdict::Inconclusive, why.clone(), Some("pool".to_string())),
+            (Some((PoolLimit::Pool, why)), true) => (StepVerdict::Inconclusive, why.clone(), Some(ClientLimit::Pool)),
             (pool, true) => {
                 let mut reason = if failing.is_empty() { "the SLO held".to_string() } else { failing.join("; ") };
                 if let Some((_, why)) = pool {
@@ -211,7 +259,7 @@ impl StepResult {
             generator_kept_up: kept_up,
             connection_wait_p99_ms: t.connection_wait_ms.p99,
             service_time_p50_ms: t.service_time_ms.p50,
-            verdict: verdict_name(verdict).to_string(),
+            verdict,
             client_limit,
             slo,
             reason,
@@ -238,30 +286,14 @@ impl StepResult {
             generator_kept_up: false,
             connection_wait_p99_ms: 0.0,
             service_time_p50_ms: 0.0,
-            verdict: verdict_name(StepVerdict::Inconclusive).to_string(),
-            client_limit: Some("generator".to_string()),
+            verdict: StepVerdict::Inconclusive,
+            client_limit: Some(ClientLimit::Generator),
             slo: vec![],
             reason: format!("the generator cannot run this step here: {why}"),
             started_s: 0.0,
             ended_s: 0.0,
             settle_s: 0.0,
         }
-    }
-
-    fn verdict(&self) -> StepVerdict {
-        match self.verdict.as_str() {
-            "good" => StepVerdict::Good,
-            "bad" => StepVerdict::Bad,
-            _ => StepVerdict::Inconclusive,
-        }
-    }
-}
-
-fn verdict_name(v: StepVerdict) -> &'static str {
-    match v {
-        StepVerdict::Good => "good",
-        StepVerdict::Bad => "bad",
-        StepVerdict::Inconclusive => "inconclusive",
     }
 }
 
@@ -300,8 +332,7 @@ pub struct CapacityReport {
     /// The SLO, one condition per entry.
     pub slo: Vec<String>,
     pub settings: SearchSettings,
-    /// `found`, `max_rate_reached`, `below_start`, `inconclusive` or `interrupted`.
-    pub verdict: String,
+    pub verdict: CapacityVerdict,
     /// Heartbeats/s the backend sustains within the SLO; null unless the
     /// verdict is `found` or `max_rate_reached`.
     pub max_sustainable_rate: Option<f64>,
@@ -401,8 +432,8 @@ pub async fn search(
         // A generator that fell behind once may have been interrupted by
         // something else on the machine: such a step is run again once
         // before it ends the search. A pool too small stays so.
-        let again = result.verdict() == StepVerdict::Inconclusive
-            && result.client_limit.as_deref() == Some("generator")
+        let again = result.verdict == StepVerdict::Inconclusive
+            && result.client_limit == Some(ClientLimit::Generator)
             && retried != Some(rate);
         if again {
             result.reason.push_str("; running this step again");
@@ -421,7 +452,7 @@ pub async fn search(
         if again {
             retried = Some(rate);
         } else {
-            search.record(rate, result.verdict());
+            search.record(rate, result.verdict);
         }
         steps.push(result);
         if cancel.is_cancelled() {
@@ -445,13 +476,13 @@ fn conclude(
 ) -> CapacityReport {
     let conclusion = search.conclusion();
     let verdict = if interrupted {
-        "interrupted"
+        CapacityVerdict::Interrupted
     } else {
         match conclusion {
-            Conclusion::Found => "found",
-            Conclusion::MaxRateReached => "max_rate_reached",
-            Conclusion::BelowStart => "below_start",
-            Conclusion::Inconclusive => "inconclusive",
+            Conclusion::Found => CapacityVerdict::Found,
+            Conclusion::MaxRateReached => CapacityVerdict::MaxRateReached,
+            Conclusion::BelowStart => CapacityVerdict::BelowStart,
+            Conclusion::Inconclusive => CapacityVerdict::Inconclusive,
         }
     };
     let max_sustainable_rate = match (interrupted, conclusion) {
@@ -459,15 +490,15 @@ fn conclude(
         _ => None,
     };
     // The first limit: the generator's, or the SLO's first broken step's.
-    let first_bad = steps.iter().find(|s| s.verdict() == StepVerdict::Bad);
+    let first_bad = steps.iter().find(|s| s.verdict == StepVerdict::Bad);
     let generator = steps
         .iter()
         .rev()
-        .find(|s| s.verdict() == StepVerdict::Inconclusive)
+        .find(|s| s.verdict == StepVerdict::Inconclusive)
         .filter(|_| conclusion == Conclusion::Inconclusive);
     let (limit, limit_detail) = match (generator, first_bad, verdict) {
         (Some(g), _, _) => (
-            Some(g.client_limit.clone().unwrap_or_else(|| "generator".to_string())),
+            Some(g.client_limit.unwrap_or(ClientLimit::Generator).to_string()),
             Some(format!("at {}/s {}", rate(g.target_rate), g.reason)),
         ),
         (None, Some(b), _) => {
@@ -475,7 +506,7 @@ fn conclude(
             let kind = kinds.into_iter().collect::<Vec<_>>().join("+");
             (Some(kind), Some(format!("at {}/s {}", rate(b.target_rate), b.reason)))
         }
-        (None, None, "max_rate_reached") => (
+        (None, None, CapacityVerdict::MaxRateReached) => (
             Some("max_rate".to_string()),
             Some(format!("the SLO still held at max_rate, {}/s", rate(settings.max_rate))),
         ),
@@ -510,7 +541,7 @@ fn conclude(
             growth: settings.growth,
             headroom: settings.headroom,
         },
-        verdict: verdict.to_string(),
+        verdict,
         max_sustainable_rate,
         highest_good_rate: search.good,
         lowest_bad_rate: search.bad,
@@ -574,7 +605,7 @@ fn rate(r: f64) -> String {
 }
 
 fn answer(
-    verdict: &str,
+    verdict: CapacityVerdict,
     max: Option<f64>,
     search: &Search,
     devices: &[DevicesAt],
@@ -597,16 +628,16 @@ fn answer(
         format!("{} heartbeats/s → {}", rate(r), parts.join("; "))
     };
     match (verdict, max) {
-        ("found", Some(m)) => format!("sustains {}", in_devices(m)),
-        ("max_rate_reached", Some(m)) => {
+        (CapacityVerdict::Found, Some(m)) => format!("sustains {}", in_devices(m)),
+        (CapacityVerdict::MaxRateReached, Some(m)) => {
             format!("sustains at least {} (max_rate; raise it to find the limit)", in_devices(m))
         }
-        ("below_start", _) => format!(
+        (CapacityVerdict::BelowStart, _) => format!(
             "no rate tried met the SLO, down to {}/s: {}",
             rate(search.bad.unwrap_or(settings.start_rate)),
             limit.unwrap_or("")
         ),
-        ("inconclusive", _) => {
+        (CapacityVerdict::Inconclusive, _) => {
             let who = match limit {
                 Some(l) if l.contains("the pool of") => "the connection pool was too small",
                 _ => "the generator fell behind",
@@ -696,8 +727,12 @@ mod tests {
             generator_kept_up: verdict != "inconclusive",
             connection_wait_p99_ms: 0.0,
             service_time_p50_ms: p99 / 3.0,
-            verdict: verdict.into(),
-            client_limit: (verdict == "inconclusive").then(|| "generator".to_string()),
+            verdict: match verdict {
+                "good" => StepVerdict::Good,
+                "bad" => StepVerdict::Bad,
+                _ => StepVerdict::Inconclusive,
+            },
+            client_limit: (verdict == "inconclusive").then_some(ClientLimit::Generator),
             slo: vec![],
             reason: String::new(),
             started_s: 0.0,

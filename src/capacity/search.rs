@@ -7,8 +7,9 @@
 
 use crate::scenario::capacity::{CapacitySettings, Strategy};
 
-/// What one step showed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one step showed (in reports: `good`, `bad`, `inconclusive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StepVerdict {
     /// The SLO held and the generator kept up.
     Good,
@@ -16,6 +17,16 @@ pub enum StepVerdict {
     Bad,
     /// The generator fell behind: the step says nothing about the backend.
     Inconclusive,
+}
+
+impl std::fmt::Display for StepVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StepVerdict::Good => "good",
+            StepVerdict::Bad => "bad",
+            StepVerdict::Inconclusive => "inconclusive",
+        })
+    }
 }
 
 /// How a finished search ended.

@@ -8,7 +8,7 @@ use super::error::{CliError, EXIT_FAILED, EXIT_GATE};
 use super::output::{check_outputs, say, write_json, write_output};
 use super::run::{runtime, seed_of};
 use super::signals::{Termination, interrupts};
-use crate::capacity;
+use crate::capacity::{self, CapacityVerdict};
 use crate::run::RunError;
 
 pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
@@ -81,9 +81,9 @@ pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
     if !written {
         return Err(CliError::Said(EXIT_FAILED));
     }
-    match report.verdict.as_str() {
-        "found" | "max_rate_reached" => Ok(()),
-        "below_start" => Err(CliError::Said(EXIT_GATE)),
-        _ => Err(CliError::Said(EXIT_FAILED)),
+    match report.verdict {
+        CapacityVerdict::Found | CapacityVerdict::MaxRateReached => Ok(()),
+        CapacityVerdict::BelowStart => Err(CliError::Said(EXIT_GATE)),
+        CapacityVerdict::Inconclusive | CapacityVerdict::Interrupted => Err(CliError::Said(EXIT_FAILED)),
     }
 }

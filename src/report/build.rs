@@ -112,13 +112,13 @@ impl Report {
                     connections: t.connections.to_string(),
                     headers: t.headers.iter().map(|h| (h.name.to_string(), h.written.clone())).collect(),
                     http: t.http.to_string(),
-                    tls: matches!(t.url, crate::scenario::TargetUrl::Http { tls: true, .. }).then(|| {
-                        let check = match (&t.tls.ca, t.tls.insecure) {
-                            (_, true) => "INSECURE (not verified)".to_string(),
-                            (Some(ca), false) => format!("CA file {}", ca.display()),
-                            (None, false) => "platform roots".to_string(),
-                        };
-                        if t.tls.cert.is_some() { format!("{check}, mutual TLS") } else { check }
+                    tls: matches!(t.url, crate::scenario::TargetUrl::Http { tls: true, .. }).then(|| TlsSummary {
+                        check: match (&t.tls.ca, t.tls.insecure) {
+                            (_, true) => TlsCheck::Insecure,
+                            (Some(ca), false) => TlsCheck::CaFile(ca.display().to_string()),
+                            (None, false) => TlsCheck::PlatformRoots,
+                        },
+                        mutual: t.tls.cert.is_some(),
                     }),
                     sigv4: t.sigv4.as_ref().map(|s| format!("{}/{}", s.service, s.region)),
                     source_addresses: t.source_addresses.iter().map(|a| a.to_string()).collect(),

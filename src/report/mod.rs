@@ -201,11 +201,9 @@ pub struct TargetSummary {
     /// `HTTP/1.1` or `HTTP/2`.
     #[serde(default = "http11")]
     pub http: String,
-    /// How the server's certificate is checked, on https targets: `platform
-    /// roots`, `CA file PATH`, or `INSECURE (not verified)`; with `mutual
-    /// TLS` when a client certificate is sent.
+    /// How the server's certificate is checked, on https targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<String>,
+    pub tls: Option<TlsSummary>,
     /// `SERVICE/REGION` when requests are signed with SigV4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sigv4: Option<String>,
@@ -217,6 +215,69 @@ pub struct TargetSummary {
     /// than one address has).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sources_spread: bool,
+}
+
+/// How a report says the server's certificate was checked: written as
+/// `platform roots`, `CA file PATH` or `INSECURE (not verified)`, with
+/// `, mutual TLS` when a client certificate was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSummary {
+    pub check: TlsCheck,
+    pub mutual: bool,
+}
+
+/// How the server's certificate was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsCheck {
+    PlatformRoots,
+    CaFile(String),
+    /// `tls.insecure`: not at all.
+    Insecure,
+}
+
+impl std::fmt::Display for TlsSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.check {
+            TlsCheck::PlatformRoots => f.write_str("platform roots")?,
+            TlsCheck::CaFile(path) => write!(f, "CA file {path}")?,
+            TlsCheck::Insecure => f.write_str("INSECURE (not verified)")?,
+        }
+        if self.mutual {
+            f.write_str(", mutual TLS")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for TlsSummary {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<TlsSummary, String> {
+        let (check, mutual) = match text.strip_suffix(", mutual TLS") {
+            Some(rest) => (rest, true),
+            None => (text, false),
+        };
+        let check = match check {
+            "platform roots" => TlsCheck::PlatformRoots,
+            "INSECURE (not verified)" => TlsCheck::Insecure,
+            other => TlsCheck::CaFile(
+                other.strip_prefix("CA file ").ok_or_else(|| format!("{text:?} is not a TLS check"))?.to_string(),
+            ),
+        };
+        Ok(TlsSummary { check, mutual })
+    }
+}
+
+impl Serialize for TlsSummary {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TlsSummary {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 fn http11() -> String {
@@ -539,6 +600,17 @@ mod tests {
             r.completed(Outcome::Status(200), (service_ms + wait_ms) * 1000, service_ms * 1000);
         }
         stats_of(None, &r.take(), Span::same(10.0), false)
+    }
+
+    #[test]
+    fn tls_checks_are_written_as_they_always_were() {
+        for text in ["platform roots", "CA file /etc/ca.pem", "INSECURE (not verified)", "CA file ca.pem, mutual TLS"] {
+            let t: TlsSummary = text.parse().unwrap();
+            assert_eq!(t.to_string(), text);
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("{text:?}"));
+        }
+        assert_eq!("INSECURE (not verified), mutual TLS".parse::<TlsSummary>().unwrap().check, TlsCheck::Insecure);
+        assert!("whatever".parse::<TlsSummary>().is_err());
     }
 
     #[test]

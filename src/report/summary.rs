@@ -39,7 +39,7 @@ impl Report {
             s.target.tls.as_ref().map_or(String::new(), |t| format!(", TLS: {t}")),
             s.target.sigv4.as_ref().map_or(String::new(), |v| format!(", SigV4 {v}"))
         );
-        if s.target.tls.as_deref().is_some_and(|t| t.starts_with("INSECURE")) {
+        if s.target.tls.as_ref().is_some_and(|t| t.check == super::TlsCheck::Insecure) {
             let _ = writeln!(out, "WARNING: tls.insecure: the server's certificate was not verified");
         }
         let _ = writeln!(

@@ -20,7 +20,7 @@ pub mod tls;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -122,7 +122,7 @@ pub struct Endpoint {
     pub ports: ports::LocalPorts,
     /// The first error message of each failure class, for the summary:
     /// one clear line, not a flood.
-    first_errors: Mutex<BTreeMap<&'static str, String>>,
+    first_errors: [OnceLock<String>; CLASSES.len()],
 }
 
 /// How to reach the target, beyond its address.
@@ -177,27 +177,28 @@ impl Endpoint {
             tls: options.tls,
             signer: options.signer,
             ports: ports::LocalPorts::new(&options.sources, addr, ports::PortRange::of_this_machine()),
-            first_errors: Mutex::new(BTreeMap::new()),
+            first_errors: std::array::from_fn(|_| OnceLock::new()),
         })
     }
 
     /// Notes `message` as the first error of `failure`'s class, if it is.
+    /// No lock: once a class has its message, the rest of its failures
+    /// cost one atomic load each.
     fn note(&self, failure: Failure, message: impl FnOnce() -> String) -> Failure {
-        let class = CLASSES[Outcome::Failed(failure).class()];
-        if let Ok(mut first) = self.first_errors.lock()
-            && !first.contains_key(class)
-        {
-            first.insert(class, message());
+        let first = &self.first_errors[Outcome::Failed(failure).class()];
+        if first.get().is_none() {
+            let _ = first.set(message());
         }
         failure
     }
 
     /// The first error message of each failure class seen so far.
     pub fn first_errors(&self) -> BTreeMap<String, String> {
-        self.first_errors
-            .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
-            .unwrap_or_default()
+        CLASSES
+            .iter()
+            .zip(&self.first_errors)
+            .filter_map(|(class, first)| first.get().map(|m| (class.to_string(), m.clone())))
+            .collect()
     }
 }
 

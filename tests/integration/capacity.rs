@@ -4,7 +4,8 @@
 //! step makes the answer inconclusive, never a backend limit; the HTML
 //! report renders both curves in a real browser.
 
-use fleetstorm::capacity::CapacityReport;
+use fleetstorm::capacity::search::StepVerdict;
+use fleetstorm::capacity::{CapacityReport, CapacityVerdict, ClientLimit};
 
 use super::util::{TempDir, fleetstorm, heavy, interop, root, spawn_serve};
 
@@ -61,7 +62,7 @@ fn the_search_finds_the_capacity_of_a_queueing_backend() {
         let (code, report, stdout) = search(&dir, name, &scenario(&url, connections, SEARCH), &[]);
         let _ = serve.kill();
         let _ = serve.wait();
-        assert_eq!((code, report.verdict.as_str()), (0, "found"), "{name}: {stdout}");
+        assert_eq!((code, report.verdict), (0, CapacityVerdict::Found), "{name}: {stdout}");
         let max = report.max_sustainable_rate.expect("a rate");
         assert!((0.85 * capacity..=1.15 * capacity).contains(&max), "{name}: {max}/s\n{stdout}");
         // Grown geometrically, then bisected to 5%.
@@ -78,8 +79,8 @@ fn the_search_finds_the_capacity_of_a_queueing_backend() {
         // is shared with other tests.)
         for s in report.steps.iter().filter(|s| s.generator_kept_up) {
             let off = (s.offered_rate - s.target_rate).abs() / s.target_rate;
-            assert!(off <= if s.verdict == "good" { 0.02 } else { 0.10 }, "{name}: {s:?}");
-            assert_eq!(s.verdict == "good", s.slo.iter().all(|r| r.ok), "{name}: {s:?}");
+            assert!(off <= if s.verdict == StepVerdict::Good { 0.02 } else { 0.10 }, "{name}: {s:?}");
+            assert_eq!(s.verdict == StepVerdict::Good, s.slo.iter().all(|r| r.ok), "{name}: {s:?}");
         }
         // The first limit is the backend's: its latency or errors, never
         // the generator or the pool.
@@ -142,12 +143,15 @@ fn a_generator_that_cannot_keep_up_makes_the_answer_inconclusive() {
         search(&dir, "starved", &scenario(&url, "{ pool = 1000 }", &search_text), &["--threads", "1"]);
     let _ = serve.kill();
     let _ = serve.wait();
-    assert_eq!((code, report.verdict.as_str()), (1, "inconclusive"), "{stdout}");
+    assert_eq!((code, report.verdict), (1, CapacityVerdict::Inconclusive), "{stdout}");
     assert_eq!(report.max_sustainable_rate, None);
     assert_eq!(report.limit.as_deref(), Some("generator"));
     assert_eq!(report.steps.len(), 2, "run again once");
     assert!(
-        report.steps.iter().all(|s| s.verdict == "inconclusive" && !s.generator_kept_up && s.target_rate == 400_000.0)
+        report
+            .steps
+            .iter()
+            .all(|s| s.verdict == StepVerdict::Inconclusive && !s.generator_kept_up && s.target_rate == 400_000.0)
     );
     assert!(stdout.contains("inconclusive: the generator fell behind"), "{stdout}");
 
@@ -158,7 +162,11 @@ fn a_generator_that_cannot_keep_up_makes_the_answer_inconclusive() {
     let (code, report, stdout) = search(&dir, "too-large", &scenario(&url, "\"per-device\"", &big), &[]);
     let _ = serve.kill();
     let _ = serve.wait();
-    assert_eq!((code, report.verdict.as_str(), report.max_sustainable_rate), (1, "inconclusive", None), "{stdout}");
+    assert_eq!(
+        (code, report.verdict, report.max_sustainable_rate),
+        (1, CapacityVerdict::Inconclusive, None),
+        "{stdout}"
+    );
     assert_eq!(report.limit.as_deref(), Some("generator"));
     assert!(
         report.steps[0].reason.contains("cannot run this step here") && report.steps[0].reason.contains("open files")
@@ -178,11 +186,15 @@ fn a_pool_too_small_for_the_rate_is_the_client_s_limit_not_the_backend_s() {
     let (code, report, stdout) = search(&dir, "small-pool", &scenario(&url, "{ pool = 2 }", &text), &[]);
     let _ = serve.kill();
     let _ = serve.wait();
-    assert_eq!((code, report.verdict.as_str(), report.max_sustainable_rate), (1, "inconclusive", None), "{stdout}");
+    assert_eq!(
+        (code, report.verdict, report.max_sustainable_rate),
+        (1, CapacityVerdict::Inconclusive, None),
+        "{stdout}"
+    );
     assert_eq!(report.limit.as_deref(), Some("pool"), "{stdout}");
     assert_eq!(report.steps.len(), 1, "a pool too small stays so: not run again\n{stdout}");
     let step = &report.steps[0];
-    assert_eq!(step.client_limit.as_deref(), Some("pool"));
+    assert_eq!(step.client_limit, Some(ClientLimit::Pool));
     assert!(step.connection_wait_p99_ms > 10.0, "{step:?}");
     // Little's law at ≥ 1 ms per exchange: 5,000/s needs at least 5.
     let needed: u64 = step
@@ -246,10 +258,11 @@ fn ctrl_c_writes_what_the_finished_steps_showed() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("step 1: offered"), "progress: {stderr}");
     let report = CapacityReport::load(&out).unwrap();
-    assert_eq!((report.verdict.as_str(), report.max_sustainable_rate), ("interrupted", None));
+    assert_eq!((report.verdict, report.max_sustainable_rate), (CapacityVerdict::Interrupted, None));
     // Good steps, and a step run again (inconclusive) if the machine was busy.
-    let good: Vec<f64> = report.steps.iter().filter(|s| s.verdict == "good").map(|s| s.target_rate).collect();
-    assert!(!good.is_empty() && report.steps.iter().all(|s| s.verdict != "bad"), "{report:?}");
+    let good: Vec<f64> =
+        report.steps.iter().filter(|s| s.verdict == StepVerdict::Good).map(|s| s.target_rate).collect();
+    assert!(!good.is_empty() && report.steps.iter().all(|s| s.verdict != StepVerdict::Bad), "{report:?}");
     assert_eq!(report.highest_good_rate, good.iter().copied().reduce(f64::max));
     assert!(String::from_utf8_lossy(&output.stdout).contains("interrupted; so far the backend carried"));
 }

@@ -212,9 +212,8 @@ fn a_pool_too_small_for_the_rate_is_the_client_s_limit_not_the_backend_s() {
 fn capacity_needs_a_capacity_section() {
     let dir = TempDir::new("capacity-none");
     let file = dir.write("plain.toml", "[[fleets]]\nname = \"f\"\ndevices = 10\n");
-    let out = fleetstorm(&["capacity", &file]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = super::util::execute(&["capacity", &file]);
+    assert_eq!(code, 2);
     assert!(stderr.contains("no [capacity] section") && stderr.contains("start_rate"), "{stderr}");
 }
 

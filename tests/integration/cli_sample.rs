@@ -76,12 +76,13 @@ fn sample_is_deterministic_apart_from_timestamps() {
 
 #[test]
 fn sample_errors_exit_2_with_a_message() {
-    let out = fleetstorm(&["sample", "scenarios/quickstart.toml", "--fleet", "nope"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no fleet named \"nope\""));
-    let out = fleetstorm(&["sample", "scenarios/does-not-exist.toml"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the scenario"));
+    // In-process: the refusals are the command's errors.
+    let (code, err) = super::util::execute(&["sample", "scenarios/quickstart.toml", "--fleet", "nope"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no fleet named \"nope\""), "{err}");
+    let (code, err) = super::util::execute(&["sample", "scenarios/does-not-exist.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot read the scenario"), "{err}");
 }
 
 #[test]

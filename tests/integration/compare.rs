@@ -2,7 +2,7 @@
 //! a regression exits 3, an improvement or a change within noise exits 0,
 //! bad input exits 2.
 
-use super::util::{TempDir, fleetstorm};
+use super::util::{TempDir, execute, fleetstorm};
 
 /// A real report, as JSON, to craft variants of.
 fn real_report(dir: &TempDir) -> serde_json::Value {
@@ -77,15 +77,18 @@ fn compare_gates_regressions_and_knows_noise() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("within noise"), "{text}");
 
-    // Bad input: exit 2 with the reason.
-    let (code, text) = compare(&[&b, &worse, "--metrics", "latency.p98"]);
-    assert_eq!(code, Some(2));
+    // Bad input: exit 2 with the reason (in-process: the command's error).
+    let (code, text) = execute(&["compare", &b, &worse, "--metrics", "latency.p98"]);
+    assert_eq!(code, 2);
     assert!(text.contains("unknown metric \"latency.p98\""), "{text}");
-    let (code, text) = compare(&[&b, &worse, "--metrics", "fleets.west.latency.p99"]);
-    assert_eq!(code, Some(2));
+    let (code, text) = execute(&["compare", &b, &worse, "--metrics", "fleets.west.latency.p99"]);
+    assert_eq!(code, 2);
     assert!(text.contains("no fleet \"west\""), "{text}");
-    let (code, text) = compare(&[&b]);
-    assert_eq!(code, Some(2), "{text}");
+    let (code, text) = execute(&["compare", &b]);
+    assert_eq!(code, 2, "{text}");
+    // The gate's verdict alone, in-process: a regression is exit code 3.
+    assert_eq!(execute(&["compare", &b, &worse]).0, 3);
+    assert_eq!(execute(&["compare", &b, &better]).0, 0);
 }
 
 #[test]
@@ -106,20 +109,27 @@ fn version_1_reports_are_still_read_by_report_merge_and_compare() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("latency.p95") && text.contains("unchanged"), "{text}");
     // merge: two v1 shards add up into a v2 report.
+    // (In-process: the merged report is the command's file.)
     let merged = dir.path("merged.json");
-    let out = fleetstorm(&[
+    let (code, err) = execute(&[
         "merge",
-        "tests/fixtures/report-v1-shard0.json",
-        "tests/fixtures/report-v1-shard1.json",
+        &super::util::root().join("tests/fixtures/report-v1-shard0.json").to_string_lossy(),
+        &super::util::root().join("tests/fixtures/report-v1-shard1.json").to_string_lossy(),
         "--out",
         merged.to_str().unwrap(),
+        "--html",
+        dir.path("merged.html").to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read_to_string(dir.path("merged.html")).unwrap().trim_end().ends_with("</html>"));
     let merged: serde_json::Value = serde_json::from_slice(&std::fs::read(&merged).unwrap()).unwrap();
     super::run::schema_check(&merged);
     let shard = |i: u32| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(format!("tests/fixtures/report-v1-shard{i}.json")).unwrap())
-            .unwrap()
+        serde_json::from_str(
+            &std::fs::read_to_string(super::util::root().join(format!("tests/fixtures/report-v1-shard{i}.json")))
+                .unwrap(),
+        )
+        .unwrap()
     };
     let sent = |r: &serde_json::Value| r["totals"]["sent"].as_u64().unwrap();
     assert_eq!(sent(&merged), sent(&shard(0)) + sent(&shard(1)));

@@ -120,9 +120,8 @@ fn expected_heartbeats_count_the_first_ones_shards_add_up_and_estimates_say_so()
 fn flags_a_command_does_not_use_are_refused() {
     let dir = TempDir::new("unused-flags");
     let refused = |args: &[&str], flag: &str| {
-        let out = fleetstorm(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let (code, stderr) = super::util::execute(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(stderr.contains(flag) && stderr.contains("Usage:"), "{args:?}: {stderr}");
     };
     // A capacity search sets its steps' length itself.

@@ -198,9 +198,8 @@ fn report_refuses_what_is_not_a_report() {
         ),
     ] {
         let path = dir.write(file, text);
-        let out = fleetstorm(&["report", &path]);
-        assert_eq!(out.status.code(), Some(2), "{file}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let (code, err) = super::util::execute(&["report", &path]);
+        assert_eq!(code, 2, "{file}");
         assert!(err.contains(message) && err.contains(file), "{file}: {err}");
     }
 }

@@ -165,11 +165,11 @@ async fn four_shards_started_together_add_up_to_the_single_run() {
     // Refusals, each saying what is wrong.
     let paths: Vec<String> = reports.iter().map(|(p, _)| p.clone()).collect();
     let refuse = |files: Vec<String>, expected: &str| {
-        let mut args = vec!["merge".to_string()];
-        args.extend(files);
-        let out = fleetstorm(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        // In-process: the refusal is the command's error, its words and code.
+        let mut args = vec!["merge"];
+        args.extend(files.iter().map(String::as_str));
+        let (code, stderr) = super::util::execute(&args);
+        assert_eq!(code, 2, "{stderr}");
         assert!(stderr.contains(expected), "{expected:?} in {stderr}");
     };
     refuse(paths[..3].to_vec(), "missing shard report(s): 3/4");

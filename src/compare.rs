@@ -80,8 +80,59 @@ use std::fmt;
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
-use crate::gate::metric::{Better, Metric, Unit};
+use crate::gate::NoValue;
+use crate::gate::metric::{Better, LimitError, Metric, Unit, UnknownMetric};
 use crate::report::Report;
+
+/// Why runs cannot be compared as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error("--metrics: {0}")]
+    Metric(#[source] UnknownMetric),
+    #[error("--metrics {0:?} names no metric; write e.g. \"latency.p99,error_rate\"")]
+    NoMetricNamed(String),
+    #[error("--max-regression: {0}")]
+    MaxRegression(#[source] LimitError),
+    #[error(
+        "--max-regression {text:?} would allow a {}% worsening; write a percentage such as {text}% or a fraction such as 0.1",
+        trim_number(*value * 100.0, 2)
+    )]
+    MaxRegressionAbove100 { text: String, value: f64 },
+    #[error("no baseline report to compare against")]
+    NoBaseline,
+    #[error("no current report to compare")]
+    NoCurrent,
+    #[error("no metric to compare")]
+    NoMetric,
+    #[error("the maximum regression must be a fraction of at least 0, not {0}")]
+    BadMaxRegression(f64),
+    #[error("the confidence must be between 0 and 1 (exclusive), not {0}")]
+    BadConfidence(f64),
+    /// `report` names the side and the report's place on it.
+    #[error("{report}: {}", with_path(path, source))]
+    NoValue {
+        report: String,
+        path: String,
+        #[source]
+        source: NoValue,
+    },
+    #[error("{report}: {path} is {value}, not a number that can be compared")]
+    NotANumber { report: String, path: String, value: f64 },
+    #[error("{0}: the values are too large to compare")]
+    TooLarge(String),
+    #[error("the t distribution with {df} degrees of freedom: {source}")]
+    Distribution {
+        df: f64,
+        #[source]
+        source: statrs::distribution::StudentsTError,
+    },
+}
+
+/// `e` led by the metric's path, unless it says it already.
+fn with_path(path: &str, e: &NoValue) -> String {
+    let e = e.to_string();
+    if e.starts_with(path) { e } else { format!("{path}: {e}") }
+}
 
 /// The metrics compared when `--metrics` is not given.
 pub const DEFAULT_METRICS: &[&str] = &[
@@ -126,7 +177,7 @@ impl Options {
     /// From the command line's text: `--max-regression` as a percentage
     /// (`10%`) or a fraction (`0.1`), `--metrics` as metric paths separated
     /// by commas. `None` keeps the default.
-    pub fn parse(max_regression: Option<&str>, metrics: Option<&str>) -> Result<Options, String> {
+    pub fn parse(max_regression: Option<&str>, metrics: Option<&str>) -> Result<Options, CompareError> {
         let mut opts = Options::default();
         if let Some(text) = max_regression {
             opts.max_regression = parse_max_regression(text)?;
@@ -134,13 +185,13 @@ impl Options {
         if let Some(text) = metrics {
             let mut list: Vec<Metric> = Vec::new();
             for path in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let metric = Metric::parse(path).map_err(|e| format!("--metrics: {e}"))?;
+                let metric = Metric::parse(path).map_err(CompareError::Metric)?;
                 if !list.contains(&metric) {
                     list.push(metric);
                 }
             }
             if list.is_empty() {
-                return Err(format!("--metrics {text:?} names no metric; write e.g. \"latency.p99,error_rate\""));
+                return Err(CompareError::NoMetricNamed(text.to_string()));
             }
             opts.metrics = list;
         }
@@ -148,15 +199,12 @@ impl Options {
     }
 }
 
-fn parse_max_regression(text: &str) -> Result<f64, String> {
-    let value = Unit::Fraction.parse_value(text).map_err(|e| format!("--max-regression: {e}"))?;
+fn parse_max_regression(text: &str) -> Result<f64, CompareError> {
+    let value = Unit::Fraction.parse_value(text).map_err(CompareError::MaxRegression)?;
     let t = text.trim();
     // A bare `10` is almost certainly meant as 10%, not 1000%.
     if !t.ends_with('%') && value > 1.0 {
-        return Err(format!(
-            "--max-regression {t:?} would allow a {}% worsening; write a percentage such as {t}% or a fraction such as 0.1",
-            trim_number(value * 100.0, 2)
-        ));
+        return Err(CompareError::MaxRegressionAbove100 { text: t.to_string(), value });
     }
     Ok(value)
 }
@@ -376,21 +424,21 @@ impl Comparison {
 ///
 /// Errors name the side, the report's position on it (1-based, in the
 /// order given) and the metric when a report lacks what a metric needs.
-pub fn compare(baseline: &[Report], current: &[Report], opts: &Options) -> Result<Comparison, String> {
+pub fn compare(baseline: &[Report], current: &[Report], opts: &Options) -> Result<Comparison, CompareError> {
     if baseline.is_empty() {
-        return Err("no baseline report to compare against".into());
+        return Err(CompareError::NoBaseline);
     }
     if current.is_empty() {
-        return Err("no current report to compare".into());
+        return Err(CompareError::NoCurrent);
     }
     if opts.metrics.is_empty() {
-        return Err("no metric to compare".into());
+        return Err(CompareError::NoMetric);
     }
     if !(opts.max_regression.is_finite() && opts.max_regression >= 0.0) {
-        return Err(format!("the maximum regression must be a fraction of at least 0, not {}", opts.max_regression));
+        return Err(CompareError::BadMaxRegression(opts.max_regression));
     }
     if !(opts.confidence > 0.0 && opts.confidence < 1.0) {
-        return Err(format!("the confidence must be between 0 and 1 (exclusive), not {}", opts.confidence));
+        return Err(CompareError::BadConfidence(opts.confidence));
     }
 
     let mut rows = Vec::with_capacity(opts.metrics.len());
@@ -420,21 +468,20 @@ fn which(side: &str, i: usize, of: usize, r: &Report) -> String {
     }
 }
 
-fn side_values(metric: &Metric, side: &str, reports: &[Report]) -> Result<Vec<f64>, String> {
+fn side_values(metric: &Metric, side: &str, reports: &[Report]) -> Result<Vec<f64>, CompareError> {
     reports
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let v = r.metric(metric).map_err(|e| {
-                let e = if e.starts_with(&metric.path) { e } else { format!("{}: {e}", metric.path) };
-                format!("{}: {e}", which(side, i, reports.len(), r))
+            let report = || which(side, i, reports.len(), r);
+            let path = metric.path.clone();
+            let v = r.metric(metric).map_err(|source| CompareError::NoValue {
+                report: report(),
+                path: path.clone(),
+                source,
             })?;
             if !v.is_finite() {
-                return Err(format!(
-                    "{}: {} is {v}, not a number that can be compared",
-                    which(side, i, reports.len(), r),
-                    metric.path
-                ));
+                return Err(CompareError::NotANumber { report: report(), path, value: v });
             }
             Ok(v)
         })
@@ -470,7 +517,7 @@ struct Test {
 
 /// Welch's two-sided t-test of `current − baseline`; a side with one run
 /// borrows the other side's variance.
-fn t_test(b: &Sample, c: &Sample, confidence: f64) -> Result<Test, String> {
+fn t_test(b: &Sample, c: &Sample, confidence: f64) -> Result<Test, CompareError> {
     let diff = c.mean - b.mean;
     let (nb, nc) = (b.n as f64, c.n as f64);
     let (vb, vc) = match (b.n, c.n) {
@@ -489,8 +536,7 @@ fn t_test(b: &Sample, c: &Sample, confidence: f64) -> Result<Test, String> {
         _ => se2 * se2 / (eb * eb / (nb - 1.0) + ec * ec / (nc - 1.0)),
     };
     let df = if df.is_finite() && df > 0.0 { df } else { (b.n + c.n).saturating_sub(2).max(1) as f64 };
-    let dist =
-        StudentsT::new(0.0, 1.0, df).map_err(|e| format!("the t distribution with {df} degrees of freedom: {e}"))?;
+    let dist = StudentsT::new(0.0, 1.0, df).map_err(|source| CompareError::Distribution { df, source })?;
     let se = se2.sqrt();
     let t = diff / se;
     let p = if t.is_finite() { (2.0 * dist.sf(t.abs())).clamp(0.0, 1.0) } else { 0.0 };
@@ -499,12 +545,12 @@ fn t_test(b: &Sample, c: &Sample, confidence: f64) -> Result<Test, String> {
     Ok(Test { p: if p.is_nan() { 1.0 } else { p }, interval: (diff - half, diff + half), no_spread: false })
 }
 
-fn judge(metric: &Metric, b: &[f64], c: &[f64], opts: &Options) -> Result<Row, String> {
+fn judge(metric: &Metric, b: &[f64], c: &[f64], opts: &Options) -> Result<Row, CompareError> {
     let unit = metric.unit();
     let better = metric.better();
     let (bs, cs) = (Sample::of(b), Sample::of(c));
     if !bs.is_finite() || !cs.is_finite() {
-        return Err(format!("{}: the values are too large to compare", metric.path));
+        return Err(CompareError::TooLarge(metric.path.clone()));
     }
     let diff = cs.mean - bs.mean;
     let change = if bs.mean != 0.0 {
@@ -961,9 +1007,11 @@ mod tests {
         west.fleets[0].name = Some("west".into());
         let current = [run(10.0, 100.0, 0), run(10.0, 100.0, 0)];
         let e = compare(&[west.clone()], &current, &only("fleets.west.latency.p99")).unwrap_err();
+        assert!(matches!(e, CompareError::NoValue { source: NoValue::NoFleet { .. }, .. }), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("current report 1 of 2") && e.contains("fleets.west.latency.p99"), "{e}");
         assert!(e.contains("no fleet \"west\"") && e.contains("east"), "{e}");
-        let e = compare(&current, &[west], &only("fleets.east.latency.p99")).unwrap_err();
+        let e = compare(&current, &[west], &only("fleets.east.latency.p99")).unwrap_err().to_string();
         assert!(e.contains("the current report") && e.contains("\"east\""), "{e}");
         // A fleet both sides have is compared.
         let c = compare(&current, &current, &only("fleets.east.latency.p99")).unwrap();
@@ -973,6 +1021,8 @@ mod tests {
     #[test]
     fn a_missing_freshness_is_an_error() {
         let e = compare(&[run(10.0, 100.0, 0)], &[run(10.0, 100.0, 0)], &only("freshness.stale_share")).unwrap_err();
+        assert!(matches!(e, CompareError::NoValue { source: NoValue::NoFreshness { .. }, .. }), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("the baseline report") && e.contains("no device freshness"), "{e}");
         assert_eq!(e.matches("freshness.stale_share").count(), 1, "{e}");
     }
@@ -980,8 +1030,8 @@ mod tests {
     #[test]
     fn empty_sides_and_bad_options_are_errors() {
         let one = [run(10.0, 100.0, 0)];
-        assert!(compare(&[], &one, &Options::default()).unwrap_err().contains("no baseline report"));
-        assert!(compare(&one, &[], &Options::default()).unwrap_err().contains("no current report"));
+        assert!(compare(&[], &one, &Options::default()).unwrap_err().to_string().contains("no baseline report"));
+        assert!(compare(&one, &[], &Options::default()).unwrap_err().to_string().contains("no current report"));
         for opts in [
             Options { confidence: 1.0, ..Options::default() },
             Options { confidence: f64::NAN, ..Options::default() },
@@ -1006,14 +1056,16 @@ mod tests {
         let m = Options::parse(None, Some(" latency.p99 , error_rate,latency.p99,")).unwrap().metrics;
         assert_eq!(m.iter().map(|m| m.path.as_str()).collect::<Vec<_>>(), ["latency.p99", "error_rate"]);
 
-        let e = Options::parse(Some("lots"), None).unwrap_err();
+        let e = Options::parse(Some("lots"), None).unwrap_err().to_string();
         assert!(e.contains("--max-regression") && e.contains("lots"), "{e}");
         let e = Options::parse(Some("10"), None).unwrap_err();
+        assert!(matches!(e, CompareError::MaxRegressionAbove100 { .. }), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("10%"), "{e}");
         assert!(Options::parse(Some("-5%"), None).is_err());
-        let e = Options::parse(None, Some("latency.p99,latency.p98")).unwrap_err();
+        let e = Options::parse(None, Some("latency.p99,latency.p98")).unwrap_err().to_string();
         assert!(e.contains("--metrics") && e.contains("unknown metric \"latency.p98\""), "{e}");
-        assert!(Options::parse(None, Some(" , ")).unwrap_err().contains("names no metric"));
+        assert!(Options::parse(None, Some(" , ")).unwrap_err().to_string().contains("names no metric"));
     }
 
     #[test]

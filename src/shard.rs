@@ -22,22 +22,48 @@ pub struct Shard {
 /// The most shards one scenario may be split into.
 pub const MAX_SHARDS: u32 = 100_000;
 
+/// A shard that is not one of a run's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    #[error("{0:?} is not a shard; write INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4")]
+    Unreadable(String),
+    #[error("{text:?}: {source}")]
+    Written {
+        text: String,
+        #[source]
+        source: Box<ShardError>,
+    },
+    #[error("the shard count must be from 1 to {MAX_SHARDS}")]
+    Count,
+    #[error("shard index {index} is not below the shard count {count}")]
+    Index { index: u32, count: u32 },
+    #[error("FLEETSTORM_SHARDS={0:?} is not a shard count")]
+    EnvironmentCount(String),
+    #[error(
+        "a shard count is given but JOB_COMPLETION_INDEX is not set: pass --shard INDEX/COUNT, or run as an \
+         Indexed Job"
+    )]
+    NoJobIndex,
+    #[error("JOB_COMPLETION_INDEX={0:?} is not a shard index")]
+    JobIndex(String),
+}
+
 impl Shard {
     /// Reads `I/N`, e.g. `3/8`.
-    pub fn parse(text: &str) -> Result<Shard, String> {
-        let bad = || format!("{text:?} is not a shard; write INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4");
+    pub fn parse(text: &str) -> Result<Shard, ShardError> {
+        let bad = || ShardError::Unreadable(text.to_string());
         let (i, n) = text.trim().split_once('/').ok_or_else(bad)?;
         let index: u32 = i.trim().parse().map_err(|_| bad())?;
         let count: u32 = n.trim().parse().map_err(|_| bad())?;
-        Shard::new(index, count).map_err(|e| format!("{text:?}: {e}"))
+        Shard::new(index, count).map_err(|e| ShardError::Written { text: text.to_string(), source: Box::new(e) })
     }
 
-    pub fn new(index: u32, count: u32) -> Result<Shard, String> {
+    pub fn new(index: u32, count: u32) -> Result<Shard, ShardError> {
         if count == 0 || count > MAX_SHARDS {
-            return Err(format!("the shard count must be from 1 to {MAX_SHARDS}"));
+            return Err(ShardError::Count);
         }
         if index >= count {
-            return Err(format!("shard index {index} is not below the shard count {count}"));
+            return Err(ShardError::Index { index, count });
         }
         Ok(Shard { index, count })
     }
@@ -49,20 +75,16 @@ impl Shard {
     pub fn from_environment(
         shards: Option<u32>,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<Shard>, String> {
+    ) -> Result<Option<Shard>, ShardError> {
         let count = match shards {
             Some(n) => n,
             None => match env("FLEETSTORM_SHARDS") {
-                Some(v) => v.trim().parse().map_err(|_| format!("FLEETSTORM_SHARDS={v:?} is not a shard count"))?,
+                Some(v) => v.trim().parse().map_err(|_| ShardError::EnvironmentCount(v))?,
                 None => return Ok(None),
             },
         };
-        let index = env("JOB_COMPLETION_INDEX").ok_or(
-            "a shard count is given but JOB_COMPLETION_INDEX is not set: pass --shard INDEX/COUNT, or run as an \
-             Indexed Job",
-        )?;
-        let index: u32 =
-            index.trim().parse().map_err(|_| format!("JOB_COMPLETION_INDEX={index:?} is not a shard index"))?;
+        let index = env("JOB_COMPLETION_INDEX").ok_or(ShardError::NoJobIndex)?;
+        let index: u32 = index.trim().parse().map_err(|_| ShardError::JobIndex(index))?;
         Shard::new(index, count).map(Some)
     }
 
@@ -113,7 +135,9 @@ mod tests {
         for bad in ["8/8", "1/0", "x/2", "2", "-1/3", "1/100001"] {
             assert!(Shard::parse(bad).is_err(), "{bad}");
         }
-        assert!(Shard::parse("8/8").unwrap_err().contains("not below"));
+        let e = Shard::parse("8/8").unwrap_err();
+        assert_eq!(e.to_string(), "\"8/8\": shard index 8 is not below the shard count 8");
+        assert!(matches!(e, ShardError::Written { source, .. } if *source == ShardError::Index { index: 8, count: 8 }));
     }
 
     #[test]
@@ -126,7 +150,8 @@ mod tests {
         assert_eq!(Shard::from_environment(None, job), Ok(Some(Shard { index: 2, count: 4 })));
         assert_eq!(Shard::from_environment(Some(3), job), Ok(Some(Shard { index: 2, count: 3 })));
         let no_index = Shard::from_environment(Some(3), env(&[])).unwrap_err();
-        assert!(no_index.contains("JOB_COMPLETION_INDEX"), "{no_index}");
+        assert_eq!(no_index, ShardError::NoJobIndex);
+        assert!(no_index.to_string().contains("JOB_COMPLETION_INDEX"), "{no_index}");
         assert!(Shard::from_environment(Some(2), env(&[("JOB_COMPLETION_INDEX", "2")])).is_err());
     }
 

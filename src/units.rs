@@ -1,6 +1,8 @@
 //! Human-friendly quantities shared by scenario files and flags:
 //! durations (`250ms`, `30s`, `5m`, `1h`, `1m30s`), read with `humantime`;
-//! and the wall clock as heartbeats carry it.
+//! shares (`10%`), rates (`2000/s`); and the wall clock as heartbeats
+//! carry it. Every duration written as text is read by [`parse_duration`],
+//! through [`DurationValue`] when serde reads it.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,14 +15,34 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A quantity written as text that does not read as one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UnitError {
+    #[error("empty duration: write e.g. 250ms, 30s, 5m or 1h")]
+    EmptyDuration,
+    #[error("{text:?} is not a duration ({source}); write e.g. 250ms, 30s, 5m or 1h")]
+    NotADuration {
+        text: String,
+        #[source]
+        source: humantime::DurationError,
+    },
+    #[error("{text:?} is not a share; write e.g. \"10%\" or 0.1")]
+    NotAShare { text: String },
+    #[error("{value} is not a share between 0% and 100%")]
+    ShareOutOfRange { value: f64 },
+    #[error("{text:?} is not a rate; write e.g. \"2000/s\", \"120/m\" or \"7200/h\"")]
+    NotARate { text: String },
+    #[error("{text:?}: a rate must be above 0")]
+    RateNotPositive { text: String },
+}
+
 /// Parses a duration such as `250ms`, `30s`, `5m`, `1h` or `1m 30s`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err("empty duration: write e.g. 250ms, 30s, 5m or 1h".into());
+        return Err(UnitError::EmptyDuration);
     }
-    humantime::parse_duration(trimmed)
-        .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. 250ms, 30s, 5m or 1h"))
+    humantime::parse_duration(trimmed).map_err(|source| UnitError::NotADuration { text: text.to_string(), source })
 }
 
 /// Formats a duration the way `parse_duration` reads it (`1s 500ms`).
@@ -41,24 +63,28 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// serde helpers for `Duration` fields written as strings.
+/// serde helpers for `Duration` fields written as strings (read as
+/// [`DurationValue`] reads them).
 pub mod serde_duration {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
+
+    use super::DurationValue;
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::format_duration(*d))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        super::parse_duration(&text).map_err(serde::de::Error::custom)
+        DurationValue::deserialize(d).map(|DurationValue(v)| v)
     }
 
     /// The same for `Option<Duration>`.
     pub mod option {
         use serde::{Deserialize, Deserializer, Serializer};
         use std::time::Duration;
+
+        use super::DurationValue;
 
         pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
             match d {
@@ -68,10 +94,7 @@ pub mod serde_duration {
         }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            match Option::<String>::deserialize(d)? {
-                None => Ok(None),
-                Some(text) => super::super::parse_duration(&text).map(Some).map_err(serde::de::Error::custom),
-            }
+            Option::<DurationValue>::deserialize(d).map(|v| v.map(|DurationValue(v)| v))
         }
     }
 }
@@ -101,21 +124,21 @@ impl<'de> Deserialize<'de> for DurationValue {
 pub struct Share(pub f64);
 
 impl Share {
-    pub fn parse(text: &str) -> Result<Share, String> {
+    pub fn parse(text: &str) -> Result<Share, UnitError> {
         let t = text.trim();
         let value = match t.strip_suffix('%') {
             Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
             None => t.parse::<f64>(),
         }
-        .map_err(|_| format!("{text:?} is not a share; write e.g. \"10%\" or 0.1"))?;
+        .map_err(|_| UnitError::NotAShare { text: text.to_string() })?;
         Share::checked(value)
     }
 
-    fn checked(v: f64) -> Result<Share, String> {
-        if v.is_finite() && (0.0..=1.0).contains(&v) {
-            Ok(Share(v))
+    fn checked(value: f64) -> Result<Share, UnitError> {
+        if value.is_finite() && (0.0..=1.0).contains(&value) {
+            Ok(Share(value))
         } else {
-            Err(format!("{v} is not a share between 0% and 100%"))
+            Err(UnitError::ShareOutOfRange { value })
         }
     }
 }
@@ -150,8 +173,8 @@ impl<'de> Deserialize<'de> for Share {
 pub struct Rate(pub f64);
 
 impl Rate {
-    pub fn parse(text: &str) -> Result<Rate, String> {
-        let bad = || format!("{text:?} is not a rate; write e.g. \"2000/s\", \"120/m\" or \"7200/h\"");
+    pub fn parse(text: &str) -> Result<Rate, UnitError> {
+        let bad = || UnitError::NotARate { text: text.to_string() };
         let (n, unit) = text.trim().split_once('/').ok_or_else(bad)?;
         let n: f64 = n.trim().parse().map_err(|_| bad())?;
         let per = match unit.trim() {
@@ -162,7 +185,7 @@ impl Rate {
         };
         let rate = n / per;
         if !(rate.is_finite() && rate > 0.0) {
-            return Err(format!("{text:?}: a rate must be above 0"));
+            return Err(UnitError::RateNotPositive { text: text.to_string() });
         }
         Ok(Rate(rate))
     }
@@ -193,9 +216,49 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("").unwrap_err().contains("empty"));
-        assert!(parse_duration("5 parsecs").unwrap_err().contains("not a duration"));
+        assert_eq!(parse_duration(""), Err(UnitError::EmptyDuration));
+        let parsecs = parse_duration("5 parsecs").unwrap_err();
+        assert!(matches!(parsecs, UnitError::NotADuration { .. }), "{parsecs:?}");
+        assert!(parsecs.to_string().contains("\"5 parsecs\" is not a duration"), "{parsecs}");
         assert!(parse_duration("30").is_err(), "a unit is required");
+    }
+
+    #[test]
+    fn shares_and_rates_say_what_is_wrong() {
+        assert_eq!(Share::parse("10%"), Ok(Share(0.1)));
+        assert_eq!(Share::parse("0.25"), Ok(Share(0.25)));
+        assert_eq!(Share::parse("ten"), Err(UnitError::NotAShare { text: "ten".into() }));
+        assert_eq!(Share::parse("120%"), Err(UnitError::ShareOutOfRange { value: 1.2 }));
+        assert_eq!(Rate::parse("120/m"), Ok(Rate(2.0)));
+        assert_eq!(Rate::parse("7200/h"), Ok(Rate(2.0)));
+        assert_eq!(Rate::parse("5/day"), Err(UnitError::NotARate { text: "5/day".into() }));
+        assert_eq!(Rate::parse("0/s"), Err(UnitError::RateNotPositive { text: "0/s".into() }));
+        assert_eq!(
+            Rate::parse("0/s").unwrap_err().to_string(),
+            "\"0/s\": a rate must be above 0",
+            "the words scenario errors quote"
+        );
+    }
+
+    #[test]
+    fn a_duration_field_reads_the_same_whichever_serde_path_reads_it() {
+        #[derive(serde::Deserialize)]
+        struct Fields {
+            #[serde(with = "serde_duration")]
+            plain: Duration,
+            #[serde(default, with = "serde_duration::option")]
+            optional: Option<Duration>,
+            value: DurationValue,
+        }
+        let f: Fields = serde_json::from_str(r#"{"plain": "1m30s", "optional": "250ms", "value": "1m30s"}"#).unwrap();
+        assert_eq!(
+            (f.plain, f.optional, f.value.0),
+            (Duration::from_secs(90), Some(Duration::from_millis(250)), f.plain)
+        );
+        for bad in [r#"{"plain": "30", "value": "1s"}"#, r#"{"plain": "1s", "value": "30"}"#] {
+            let e = serde_json::from_str::<Fields>(bad).err().unwrap().to_string();
+            assert!(e.contains("\"30\" is not a duration"), "{e}");
+        }
     }
 
     #[test]

@@ -701,9 +701,11 @@ impl CapacityReport {
     }
 
     /// Reads a capacity report written by `fleetstorm capacity --out`.
-    pub fn load(path: &std::path::Path) -> Result<CapacityReport, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{} is not a capacity report: {e}", path.display()))
+    pub fn load(path: &std::path::Path) -> Result<CapacityReport, crate::report::LoadError> {
+        use crate::report::LoadError;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+        serde_json::from_str(&text).map_err(|source| LoadError::NotCapacity { path: path.to_path_buf(), source })
     }
 }
 

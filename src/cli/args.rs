@@ -202,7 +202,7 @@ pub(super) struct ShardArgs {
 }
 
 impl ShardArgs {
-    pub(super) fn shard(&self) -> Result<Option<crate::shard::Shard>, String> {
+    pub(super) fn shard(&self) -> Result<Option<crate::shard::Shard>, crate::shard::ShardError> {
         match self.shard {
             Some(s) => Ok(Some(s)),
             None => crate::shard::Shard::from_environment(self.shards, |k| std::env::var(k).ok()),

@@ -20,16 +20,15 @@ pub(super) fn compare_command(args: &CompareArgs) -> Result<(), CliError> {
             ));
         }
     };
-    let load = |paths: &[PathBuf]| paths.iter().map(|p| Report::load(p)).collect::<Result<Vec<_>, _>>();
-    let compared = crate::compare::Options::parse(args.max_regression.as_deref(), args.metrics.as_deref())
-        .and_then(|options| crate::compare::compare(&load(baseline)?, &load(current)?, &options));
-    match compared {
-        Ok(comparison) => {
-            print!("{}", comparison.render());
-            if comparison.regressed() { Err(CliError::Said(EXIT_GATE)) } else { Ok(()) }
-        }
-        Err(e) => Err(CliError::Usage(e.to_string())),
-    }
+    let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
+    let load =
+        |paths: &[PathBuf]| paths.iter().map(|p| Report::load(p).map_err(|e| usage(&e))).collect::<Result<Vec<_>, _>>();
+    let options = crate::compare::Options::parse(args.max_regression.as_deref(), args.metrics.as_deref())
+        .map_err(|e| usage(&e))?;
+    let (baseline, current): (Vec<Report>, Vec<Report>) = (load(baseline)?, load(current)?);
+    let comparison = crate::compare::compare(&baseline, &current, &options).map_err(|e| usage(&e))?;
+    print!("{}", comparison.render());
+    if comparison.regressed() { Err(CliError::Said(EXIT_GATE)) } else { Ok(()) }
 }
 
 pub(super) fn merge_command(args: &MergeArgs) -> Result<(), CliError> {

@@ -23,6 +23,31 @@
 use std::fmt;
 
 use crate::stats::CLASSES;
+use crate::units::UnitError;
+
+/// A metric path that is not in the catalogue; the message lists it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unknown metric {path:?}; known metrics are {} (each also as fleets.FLEET.NAME)", catalogue().join(", "))]
+pub struct UnknownMetric {
+    pub path: String,
+}
+
+/// A limit that does not read in its metric's unit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LimitError {
+    #[error("{text:?} has no unit; write a time such as 250ms or 1s")]
+    NoUnit { text: String },
+    #[error(transparent)]
+    Duration(#[from] UnitError),
+    #[error("{text:?} is not a number or a percentage such as 0.1%")]
+    NotAShare { text: String },
+    #[error("{text:?} is not a number")]
+    NotANumber { text: String },
+    #[error("{text:?} is not a rate such as 500/s")]
+    NotARate { text: String },
+    #[error("{text:?} is negative; no {unit:?} metric is")]
+    Negative { text: String, unit: Unit },
+}
 
 /// What a metric's numbers measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,13 +89,14 @@ impl Unit {
     }
 
     /// Reads a limit written for this unit.
-    pub fn parse_value(self, text: &str) -> Result<f64, String> {
+    pub fn parse_value(self, text: &str) -> Result<f64, LimitError> {
         let t = text.trim();
         let number = |s: &str| s.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+        let text = || t.to_string();
         let value = match self {
             Unit::Millis => {
                 if number(t).is_some() {
-                    return Err(format!("{t:?} has no unit; write a time such as 250ms or 1s"));
+                    return Err(LimitError::NoUnit { text: text() });
                 }
                 crate::units::parse_duration(t)?.as_secs_f64() * 1000.0
             }
@@ -78,14 +104,14 @@ impl Unit {
                 Some(p) => number(p).map(|v| v / 100.0),
                 None => number(t),
             }
-            .ok_or_else(|| format!("{t:?} is not a number or a percentage such as 0.1%"))?,
-            Unit::Count => number(t).ok_or_else(|| format!("{t:?} is not a number"))?,
+            .ok_or_else(|| LimitError::NotAShare { text: text() })?,
+            Unit::Count => number(t).ok_or_else(|| LimitError::NotANumber { text: text() })?,
             Unit::PerSecond => {
-                number(t.strip_suffix("/s").unwrap_or(t)).ok_or_else(|| format!("{t:?} is not a rate such as 500/s"))?
+                number(t.strip_suffix("/s").unwrap_or(t)).ok_or_else(|| LimitError::NotARate { text: text() })?
             }
         };
         if value < 0.0 {
-            return Err(format!("{t:?} is negative; no {self:?} metric is"));
+            return Err(LimitError::Negative { text: text(), unit: self });
         }
         Ok(value)
     }
@@ -224,13 +250,8 @@ pub fn catalogue() -> Vec<String> {
 
 impl Metric {
     /// Resolves a metric path; the error says what is known.
-    pub fn parse(path: &str) -> Result<Metric, String> {
-        let unknown = || {
-            format!(
-                "unknown metric {path:?}; known metrics are {} (each also as fleets.FLEET.NAME)",
-                catalogue().join(", ")
-            )
-        };
+    pub fn parse(path: &str) -> Result<Metric, UnknownMetric> {
+        let unknown = || UnknownMetric { path: path.to_string() };
         let (fleet, name) = match path.strip_prefix("fleets.") {
             Some(rest) => {
                 // Fleet names are entity names, which have no dots.
@@ -369,6 +390,8 @@ mod tests {
             "",
         ] {
             let e = Metric::parse(path).unwrap_err();
+            assert_eq!(e.path, path);
+            let e = e.to_string();
             assert!(e.contains("unknown metric") && e.contains("error_rate"), "{path}: {e}");
         }
     }
@@ -377,14 +400,18 @@ mod tests {
     fn limits_read_in_their_units() {
         assert_eq!(Unit::Millis.parse_value("250ms"), Ok(250.0));
         assert_eq!(Unit::Millis.parse_value("1s"), Ok(1000.0));
-        assert!(Unit::Millis.parse_value("250").unwrap_err().contains("no unit"));
+        assert_eq!(Unit::Millis.parse_value("250"), Err(LimitError::NoUnit { text: "250".into() }));
+        assert!(matches!(Unit::Millis.parse_value("250 parsecs"), Err(LimitError::Duration(_))));
         assert_eq!(Unit::Fraction.parse_value("0.1%"), Ok(0.001));
         assert_eq!(Unit::Fraction.parse_value("0.2"), Ok(0.2));
         assert_eq!(Unit::Ratio.parse_value("99%"), Ok(0.99));
         assert_eq!(Unit::Count.parse_value("0"), Ok(0.0));
         assert!(Unit::Count.parse_value("none").is_err());
         assert_eq!(Unit::PerSecond.parse_value("500/s"), Ok(500.0));
-        assert!(Unit::Fraction.parse_value("-1%").is_err());
+        assert_eq!(
+            Unit::Fraction.parse_value("-1%"),
+            Err(LimitError::Negative { text: "-1%".into(), unit: Unit::Fraction })
+        );
         assert_eq!(Unit::Millis.format(12.5), "12.5ms");
         assert_eq!(Unit::Fraction.format(0.001), "0.1%");
         assert_eq!(Unit::PerSecond.format(1000.0), "1000/s");

@@ -25,7 +25,45 @@ use std::time::Duration;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-pub use metric::{Better, Metric, Unit};
+pub use metric::{Better, LimitError, Metric, Unit, UnknownMetric};
+
+/// A threshold that cannot be checked as written; the message starts with
+/// the metric's path.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ThresholdError {
+    #[error(transparent)]
+    UnknownMetric(#[from] UnknownMetric),
+    #[error(
+        "{path}: the condition {condition:?} has no operator; write one of <, <=, >, >=, ==, != \
+         and a limit, e.g. {}",
+        unit.example()
+    )]
+    NoOperator { path: String, condition: String, unit: Unit },
+    #[error("{path}: {source} (the metric is in {}: e.g. {})", unit_name(*unit), unit.example())]
+    BadLimit {
+        path: String,
+        #[source]
+        source: LimitError,
+        unit: Unit,
+    },
+    /// The answer is known before any run (see `Threshold::check_possible`).
+    #[error(
+        "{path}: the condition {condition:?} is {} whatever the run does: {path} is {range}{hint}; \
+         give a limit inside that range",
+        if *always { "always true" } else { "never true" }
+    )]
+    Foregone { path: String, condition: String, always: bool, range: String, hint: String },
+}
+
+/// Why a report has no value for a metric: the outcome of its threshold
+/// then says so, and fails.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NoValue {
+    #[error("the report has no fleet {name:?} (its fleets: {})", fleets.join(", "))]
+    NoFleet { name: String, fleets: Vec<String> },
+    #[error("{path}: the report has no device freshness")]
+    NoFreshness { path: String },
+}
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,21 +113,22 @@ pub struct Threshold {
 
 impl Threshold {
     /// Reads `condition` (e.g. `< 250ms`) for the metric at `path`.
-    pub fn parse(path: &str, condition: &str) -> Result<Threshold, String> {
+    pub fn parse(path: &str, condition: &str) -> Result<Threshold, ThresholdError> {
         let metric = Metric::parse(path)?;
         let t = condition.trim();
+        let unit = metric.unit();
         let (op, rest) = [("<=", Op::Le), (">=", Op::Ge), ("==", Op::Eq), ("!=", Op::Ne), ("<", Op::Lt), (">", Op::Gt)]
             .iter()
             .find_map(|(s, op)| t.strip_prefix(s).map(|rest| (*op, rest)))
-            .ok_or_else(|| {
-                format!(
-                    "{path}: the condition {condition:?} has no operator; write one of <, <=, >, >=, ==, != \
-                     and a limit, e.g. {}",
-                    metric.unit().example()
-                )
+            .ok_or_else(|| ThresholdError::NoOperator {
+                path: path.to_string(),
+                condition: condition.to_string(),
+                unit,
             })?;
-        let limit = metric.unit().parse_value(rest).map_err(|e| {
-            format!("{path}: {e} (the metric is in {}: e.g. {})", unit_name(metric.unit()), metric.unit().example())
+        let limit = unit.parse_value(rest).map_err(|source| ThresholdError::BadLimit {
+            path: path.to_string(),
+            source,
+            unit,
         })?;
         let threshold = Threshold { metric, op, limit, condition: t.to_string() };
         threshold.check_possible(path)?;
@@ -100,7 +139,7 @@ impl Threshold {
     /// true (an end threshold that can never fail, an abort that would
     /// stop every run) or never true, because the limit lies at or beyond
     /// the edge of the values the metric can take.
-    fn check_possible(&self, path: &str) -> Result<(), String> {
+    fn check_possible(&self, path: &str) -> Result<(), ThresholdError> {
         let (lo, hi) = self.metric.range();
         let limit = self.limit;
         let (always, never) = match self.op {
@@ -129,12 +168,7 @@ impl Threshold {
         } else {
             String::new()
         };
-        Err(format!(
-            "{path}: the condition {:?} is {} whatever the run does: {path} is {range}{hint}; \
-             give a limit inside that range",
-            self.condition,
-            if always { "always true" } else { "never true" }
-        ))
+        Err(ThresholdError::Foregone { path: path.to_string(), condition: self.condition.clone(), always, range, hint })
     }
 
     /// The threshold as one expression, `latency.p99 < 250ms`.
@@ -144,12 +178,12 @@ impl Threshold {
 
     /// The threshold's outcome for the metric's `value` (or why there is
     /// none): the report finds the value (`Report::check`).
-    pub fn judge(&self, value: Result<f64, String>, abort: bool) -> ThresholdResult {
+    pub fn judge(&self, value: Result<f64, NoValue>, abort: bool) -> ThresholdResult {
         let unit = self.metric.unit();
         let (ok, actual, actual_text) = match value {
             // An abort threshold is "ok" while its condition is false.
             Ok(v) => (self.op.holds(v, self.limit) != abort, Some(v), unit.format(v)),
-            Err(e) => (false, None, e),
+            Err(e) => (false, None, e.to_string()),
         };
         ThresholdResult { expr: self.expr(), metric: self.metric.path.clone(), abort, ok, actual, actual_text }
     }
@@ -329,9 +363,11 @@ mod tests {
             ("achieved_rate_ratio", ">= 0", "always true"),
         ] {
             let e = Threshold::parse(path, cond).expect_err(&format!("{path} {cond}"));
+            assert!(matches!(e, ThresholdError::Foregone { .. }), "{e:?}");
+            let e = e.to_string();
             assert!(e.contains(kind) && e.contains(path) && e.contains("range"), "{path} {cond}: {e}");
         }
-        let e = Threshold::parse("error_rate", "< 5").unwrap_err();
+        let e = Threshold::parse("error_rate", "< 5").unwrap_err().to_string();
         assert!(e.contains("500%") && e.contains("0.05 for 5%"), "{e}");
         // At the edge but still able to go either way: accepted.
         for (path, cond) in [
@@ -368,13 +404,18 @@ mod tests {
     #[test]
     fn conditions_without_operator_or_unit_are_refused() {
         let e = Threshold::parse("latency.p99", "250ms").unwrap_err();
+        assert!(matches!(e, ThresholdError::NoOperator { .. }), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("no operator") && e.contains("< 250ms"), "{e}");
         let e = Threshold::parse("latency.p99", "< 250").unwrap_err();
+        assert!(matches!(e, ThresholdError::BadLimit { source: LimitError::NoUnit { .. }, .. }), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("no unit") && e.contains("milliseconds"), "{e}");
-        let e = Threshold::parse("error_rate", "< lots").unwrap_err();
+        let e = Threshold::parse("error_rate", "< lots").unwrap_err().to_string();
         assert!(e.contains("percentage"), "{e}");
         let e = Threshold::parse("latency.p98", "< 1s").unwrap_err();
-        assert!(e.contains("unknown metric"), "{e}");
+        assert!(matches!(e, ThresholdError::UnknownMetric(_)), "{e:?}");
+        assert!(e.to_string().contains("unknown metric"), "{e}");
     }
 
     #[test]

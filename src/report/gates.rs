@@ -5,18 +5,20 @@
 
 use super::{Report, Stats};
 use crate::gate::metric::{Quantile, Quantity, Series};
-use crate::gate::{Metric, Threshold, ThresholdResult, Thresholds};
+use crate::gate::{Metric, NoValue, Threshold, ThresholdResult, Thresholds};
 use crate::stats::{CLASSES, Percentiles};
 
 impl Report {
     /// `m`'s value in this report; an error when it has no such fleet or
     /// lacks what the metric needs.
-    pub fn metric(&self, m: &Metric) -> Result<f64, String> {
+    pub fn metric(&self, m: &Metric) -> Result<f64, NoValue> {
         let stats = match &m.fleet {
             None => &self.totals,
             Some(name) => self.fleets.iter().find(|f| f.name.as_deref() == Some(name.as_str())).ok_or_else(|| {
-                let names: Vec<&str> = self.fleets.iter().filter_map(|f| f.name.as_deref()).collect();
-                format!("the report has no fleet {name:?} (its fleets: {})", names.join(", "))
+                NoValue::NoFleet {
+                    name: name.clone(),
+                    fleets: self.fleets.iter().filter_map(|f| f.name.clone()).collect(),
+                }
             })?,
         };
         stats.metric(m)
@@ -36,11 +38,10 @@ impl Report {
 impl Stats {
     /// `m`'s value in one fleet's (or the run's) statistics (a fleet named
     /// by the metric is the caller's to pick).
-    pub fn metric(&self, m: &Metric) -> Result<f64, String> {
+    pub fn metric(&self, m: &Metric) -> Result<f64, NoValue> {
         let s = self;
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-        let freshness =
-            || s.freshness.as_ref().ok_or_else(|| format!("{}: the report has no device freshness", m.path));
+        let freshness = || s.freshness.as_ref().ok_or_else(|| NoValue::NoFreshness { path: m.path.clone() });
         Ok(match m.quantity() {
             Quantity::Percentile(series, q) => {
                 let p = match series {

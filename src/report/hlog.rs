@@ -34,7 +34,7 @@ pub fn render(started_at: SystemTime, intervals: &[(u64, u64, Option<Vec<u8>>)])
         .map_err(|e| format!("cannot write the log: {e}"))?;
     for (start, width, encoded) in intervals {
         let Some(encoded) = encoded else { continue };
-        let h = stats::decompress_histogram(encoded)?;
+        let h = stats::decompress_histogram(encoded).map_err(|e| e.to_string())?;
         writer
             .write_histogram(&h, Duration::from_secs(*start), Duration::from_secs(*width), None)
             .map_err(|e| format!("cannot write the interval at {start} s: {e}"))?;

@@ -16,8 +16,75 @@ use std::collections::BTreeMap;
 use super::{
     Cohort, FreshnessStats, MergedFrom, PoolVerdict, Report, SecondStats, Span, Stats, generator_health, stats_of,
 };
-use crate::gate::Threshold;
-use crate::stats::{self, CLASSES, Freshness, Percentiles, Recorder};
+use crate::gate::{Threshold, ThresholdError};
+use crate::stats::{self, CLASSES, Freshness, HistogramError, Percentiles, Recorder};
+
+/// Why shard reports do not add up to one run.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("give the shard reports to merge")]
+    NoShards,
+    #[error("{origin} is not a shard's report (it was not run with --shard or as an Indexed Job)")]
+    NotAShard { origin: String },
+    #[error(
+        "{origin} is from another scenario than {first} (scenario hash {}… against {}…): shards of one run share \
+         the scenario file, the overrides and the seed",
+        short(hash),
+        short(first_hash)
+    )]
+    OtherScenario { origin: String, hash: String, first: String, first_hash: String },
+    #[error("{origin} is shard {index}/{count}, but {first} is of {first_count} shards")]
+    OtherCount { origin: String, index: u32, count: u32, first: String, first_count: u32 },
+    #[error("shard {index}/{count} is given twice: {first} and {origin}")]
+    Twice { index: u32, count: u32, first: String, origin: String },
+    #[error("{origin}: shard index {index} is not below {count}")]
+    IndexTooLarge { origin: String, index: u32, count: u32 },
+    #[error("missing shard report(s): {} (every shard 0..{} must be given once)", missing.join(", "), count - 1)]
+    Missing { missing: Vec<String>, count: u32 },
+    #[error("{origin}: has no fleet {fleet:?} at {position}")]
+    NoFleet { origin: String, fleet: Option<String>, position: usize },
+    #[error("{origin}: {source}")]
+    Statistics {
+        origin: String,
+        #[source]
+        source: StatsError,
+    },
+    #[error("cannot read the threshold {0:?}")]
+    Threshold(String),
+    #[error(transparent)]
+    BadThreshold(#[from] ThresholdError),
+}
+
+/// The first 12 characters of a scenario hash, as messages show it.
+fn short(hash: &str) -> &str {
+    &hash[..12.min(hash.len())]
+}
+
+/// A report's statistics that cannot be read back as counters and
+/// histograms.
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    #[error("status {0:?} is not a status code")]
+    Status(String),
+    #[error("the {name} histogram: {source}")]
+    Histogram {
+        name: &'static str,
+        #[source]
+        source: HistogramError,
+    },
+    #[error("the {name} histogram: {0:?}", .source)]
+    Add { name: &'static str, source: hdrhistogram::AdditionError },
+}
+
+impl StatsError {
+    fn decoding(name: &'static str) -> impl FnOnce(HistogramError) -> StatsError {
+        move |source| StatsError::Histogram { name, source }
+    }
+
+    fn adding(name: &'static str) -> impl FnOnce(hdrhistogram::AdditionError) -> StatsError {
+        move |source| StatsError::Add { name, source }
+    }
+}
 
 /// A shard's report and where it came from (for messages).
 pub struct ShardReport {
@@ -26,7 +93,7 @@ pub struct ShardReport {
 }
 
 /// The report of the whole run, from its shards' reports.
-pub fn merge(shards: &[ShardReport]) -> Result<Report, String> {
+pub fn merge(shards: &[ShardReport]) -> Result<Report, MergeError> {
     let (count, hash) = check_shards(shards)?;
     let mut sorted: Vec<&ShardReport> = shards.iter().collect();
     sorted.sort_by_key(|s| s.report.shard.as_ref().map(|i| i.index));
@@ -47,7 +114,14 @@ pub fn merge(shards: &[ShardReport]) -> Result<Report, String> {
         });
         let mut present = Vec::new();
         for (origin, stats) in parts {
-            present.push((origin, stats.ok_or_else(|| format!("{origin}: has no fleet {:?} at {i}", fleet.name))?));
+            present.push((
+                origin,
+                stats.ok_or_else(|| MergeError::NoFleet {
+                    origin: origin.clone(),
+                    fleet: fleet.name.clone(),
+                    position: i,
+                })?,
+            ));
         }
         let stale_after = fleet.freshness.as_ref().and_then(|f| f.stale_after_s);
         fleets.push(add_stats(present.into_iter(), stale_after, seconds)?);
@@ -106,8 +180,7 @@ pub fn merge(shards: &[ShardReport]) -> Result<Report, String> {
     // Each threshold again, on the whole run.
     let mut thresholds = Vec::new();
     for t in &first.thresholds {
-        let (metric, condition) =
-            t.expr.split_once(' ').ok_or_else(|| format!("cannot read the threshold {:?}", t.expr))?;
+        let (metric, condition) = t.expr.split_once(' ').ok_or_else(|| MergeError::Threshold(t.expr.clone()))?;
         let threshold = Threshold::parse(metric, condition)?;
         thresholds.push(merged.check(&threshold, t.abort));
     }
@@ -161,59 +234,58 @@ fn start_warnings(shards: &[&ShardReport]) -> Vec<String> {
 
 /// Every report a shard of one run, each shard once: the shard count and
 /// the scenario hash.
-fn check_shards(shards: &[ShardReport]) -> Result<(u32, String), String> {
+fn check_shards(shards: &[ShardReport]) -> Result<(u32, String), MergeError> {
     let Some(first) = shards.first() else {
-        return Err("give the shard reports to merge".into());
+        return Err(MergeError::NoShards);
     };
-    let info = |s: &ShardReport| {
-        s.report.shard.clone().ok_or_else(|| {
-            format!("{} is not a shard's report (it was not run with --shard or as an Indexed Job)", s.origin)
-        })
-    };
+    let info =
+        |s: &ShardReport| s.report.shard.clone().ok_or_else(|| MergeError::NotAShard { origin: s.origin.clone() });
     let first_info = info(first)?;
     let count = first_info.count;
     let mut seen: Vec<Option<&str>> = vec![None; count as usize];
     for s in shards {
         let i = info(s)?;
         if i.scenario_hash != first_info.scenario_hash {
-            return Err(format!(
-                "{} is from another scenario than {} (scenario hash {}… against {}…): shards of one run share \
-                 the scenario file, the overrides and the seed",
-                s.origin,
-                first.origin,
-                &i.scenario_hash[..12.min(i.scenario_hash.len())],
-                &first_info.scenario_hash[..12.min(first_info.scenario_hash.len())]
-            ));
+            return Err(MergeError::OtherScenario {
+                origin: s.origin.clone(),
+                hash: i.scenario_hash,
+                first: first.origin.clone(),
+                first_hash: first_info.scenario_hash,
+            });
         }
         if i.count != count {
-            return Err(format!(
-                "{} is shard {}/{}, but {} is of {count} shards",
-                s.origin, i.index, i.count, first.origin
-            ));
+            return Err(MergeError::OtherCount {
+                origin: s.origin.clone(),
+                index: i.index,
+                count: i.count,
+                first: first.origin.clone(),
+                first_count: count,
+            });
         }
         match seen.get_mut(i.index as usize) {
             Some(Some(other)) => {
-                return Err(format!("shard {}/{count} is given twice: {other} and {}", i.index, s.origin));
+                return Err(MergeError::Twice {
+                    index: i.index,
+                    count,
+                    first: (*other).to_string(),
+                    origin: s.origin.clone(),
+                });
             }
             Some(slot) => *slot = Some(&s.origin),
-            None => return Err(format!("{}: shard index {} is not below {count}", s.origin, i.index)),
+            None => return Err(MergeError::IndexTooLarge { origin: s.origin.clone(), index: i.index, count }),
         }
     }
     let missing: Vec<String> =
         seen.iter().enumerate().filter(|(_, o)| o.is_none()).map(|(i, _)| format!("{i}/{count}")).collect();
     if !missing.is_empty() {
-        return Err(format!(
-            "missing shard report(s): {} (every shard 0..{} must be given once)",
-            missing.join(", "),
-            count - 1
-        ));
+        return Err(MergeError::Missing { missing, count });
     }
     Ok((count, first_info.scenario_hash))
 }
 
 /// A report's statistics back as what recorded them: counters, and the
 /// histograms decoded.
-pub fn recorder_of(stats: &Stats) -> Result<Recorder, String> {
+pub fn recorder_of(stats: &Stats) -> Result<Recorder, StatsError> {
     let mut r = Recorder::default();
     let c = &mut r.counters;
     c.scheduled = stats.scheduled;
@@ -230,7 +302,7 @@ pub fn recorder_of(stats: &Stats) -> Result<Recorder, String> {
         c.classes[i] = stats.errors.get(*class).copied().unwrap_or(0);
     }
     for (status, n) in &stats.status_codes {
-        let code: u16 = status.parse().map_err(|_| format!("status {status:?} is not a status code"))?;
+        let code: u16 = status.parse().map_err(|_| StatsError::Status(status.clone()))?;
         c.statuses.insert(code, *n);
     }
     let h = &stats.histograms;
@@ -239,29 +311,29 @@ pub fn recorder_of(stats: &Stats) -> Result<Recorder, String> {
         ("service_time", &h.service_time, &mut r.service_time),
         ("schedule_lag", &h.schedule_lag, &mut r.schedule_lag),
     ] {
-        let decoded = stats::decode_histogram(text).map_err(|e| format!("the {name} histogram: {e}"))?;
-        into.add(&decoded).map_err(|e| format!("the {name} histogram: {e:?}"))?;
+        let decoded = stats::decode_histogram(text).map_err(StatsError::decoding(name))?;
+        into.add(&decoded).map_err(StatsError::adding(name))?;
     }
     for (name, text, into) in
         [("connection wait", &h.connection_wait, &mut r.connection_wait), ("lateness", &h.lateness, &mut r.lateness)]
     {
         if let Some(text) = text {
-            let decoded = stats::decode_histogram(text).map_err(|e| format!("the {name} histogram: {e}"))?;
-            into.add(&decoded).map_err(|e| format!("the {name} histogram: {e:?}"))?;
+            let decoded = stats::decode_histogram(text).map_err(StatsError::decoding(name))?;
+            into.add(&decoded).map_err(StatsError::adding(name))?;
         }
     }
     if let Some(text) = &h.tls_handshake {
-        let decoded = stats::decode_histogram(text).map_err(|e| format!("the TLS handshake histogram: {e}"))?;
-        r.tls_handshake.add(&decoded).map_err(|e| format!("the TLS handshake histogram: {e:?}"))?;
+        let decoded = stats::decode_histogram(text).map_err(StatsError::decoding("TLS handshake"))?;
+        r.tls_handshake.add(&decoded).map_err(StatsError::adding("TLS handshake"))?;
     }
     Ok(r)
 }
 
-fn freshness_of(f: &FreshnessStats) -> Result<Freshness, String> {
+fn freshness_of(f: &FreshnessStats) -> Result<Freshness, StatsError> {
     let mut out =
         Freshness { devices: f.devices, stale: f.stale_devices, never_ok: f.never_ok, ..Freshness::default() };
-    let decoded = stats::decode_histogram(&f.histogram).map_err(|e| format!("the freshness histogram: {e}"))?;
-    out.max_gap.add(&decoded).map_err(|e| format!("the freshness histogram: {e:?}"))?;
+    let decoded = stats::decode_histogram(&f.histogram).map_err(StatsError::decoding("freshness"))?;
+    out.max_gap.add(&decoded).map_err(StatsError::adding("freshness"))?;
     Ok(out)
 }
 
@@ -270,17 +342,16 @@ fn add_stats<'a>(
     parts: impl Iterator<Item = (&'a String, &'a Stats)>,
     stale_after_s: Option<f64>,
     seconds: Span,
-) -> Result<Stats, String> {
+) -> Result<Stats, MergeError> {
     let mut sum = Recorder::default();
     let mut freshness: Option<Freshness> = None;
     let mut name = None;
     for (origin, stats) in parts {
         name = stats.name.clone();
-        sum.add(&recorder_of(stats).map_err(|e| format!("{origin}: {e}"))?);
+        let within = |source| MergeError::Statistics { origin: origin.clone(), source };
+        sum.add(&recorder_of(stats).map_err(within)?);
         if let Some(f) = &stats.freshness {
-            freshness
-                .get_or_insert_with(Freshness::default)
-                .add(&freshness_of(f).map_err(|e| format!("{origin}: {e}"))?);
+            freshness.get_or_insert_with(Freshness::default).add(&freshness_of(f).map_err(within)?);
         }
     }
     Ok(Stats {

@@ -485,25 +485,61 @@ impl Stats {
     }
 }
 
+/// A file that does not read as a report.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not JSON: {source}", path.display())]
+    NotJson {
+        path: std::path::PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: a {schema} report; this fleetstorm reads {SCHEMA} and {SCHEMA_V1}", path.display())]
+    OtherSchema { path: std::path::PathBuf, schema: String },
+    #[error("{}: not a fleetstorm report (no \"schema\" member)", path.display())]
+    NoSchema { path: std::path::PathBuf },
+    #[error("{}: not a valid {schema} report at {at}: {source}", path.display())]
+    Invalid {
+        path: std::path::PathBuf,
+        schema: String,
+        at: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A capacity report (`fleetstorm capacity --out`) that is not one.
+    #[error("{} is not a capacity report: {source}", path.display())]
+    NotCapacity {
+        path: std::path::PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 impl Report {
     /// Reads a report written by `run --out` (or `merge`), checking its schema tag.
-    pub fn load(path: &Path) -> Result<Report, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Report, LoadError> {
+        let path_buf = || path.to_path_buf();
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path_buf(), source })?;
         let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+            serde_json::from_str(&text).map_err(|source| LoadError::NotJson { path: path_buf(), source })?;
         let schema = match value.get("schema").and_then(|s| s.as_str()) {
             Some(s @ (SCHEMA | SCHEMA_V1)) => s.to_string(),
-            Some(other) => {
-                return Err(format!(
-                    "{}: a {other} report; this fleetstorm reads {SCHEMA} and {SCHEMA_V1}",
-                    path.display()
-                ));
-            }
-            None => return Err(format!("{}: not a fleetstorm report (no \"schema\" member)", path.display())),
+            Some(other) => return Err(LoadError::OtherSchema { path: path_buf(), schema: other.to_string() }),
+            None => return Err(LoadError::NoSchema { path: path_buf() }),
         };
         let mut de = serde_json::Deserializer::from_str(&text);
-        let mut report: Report = serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| format!("{}: not a valid {schema} report at {}: {}", path.display(), e.path(), e.inner()))?;
+        let mut report: Report = serde_path_to_error::deserialize(&mut de).map_err(|e| LoadError::Invalid {
+            path: path_buf(),
+            schema,
+            at: e.path().to_string(),
+            source: e.into_inner(),
+        })?;
         report.upgrade();
         Ok(report)
     }

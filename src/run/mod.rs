@@ -133,12 +133,12 @@ pub fn fleet_runtimes(scenario: &Scenario, seed: u64) -> Vec<FleetRuntime> {
 pub fn endpoint_options(t: &crate::scenario::Target, host: &str) -> Result<EndpointOptions, RunError> {
     let tls = match &t.url {
         TargetUrl::Http { tls: true, .. } => {
-            Some(crate::transport::tls::client(&t.tls, host, t.http).map_err(RunError::Invalid)?)
+            Some(crate::transport::tls::client(&t.tls, host, t.http).map_err(|e| RunError::Invalid(e.to_string()))?)
         }
         _ => None,
     };
     let signer = match &t.sigv4 {
-        Some(s) => Some(crate::transport::Signer::new(s).map_err(RunError::Invalid)?),
+        Some(s) => Some(crate::transport::Signer::new(s).map_err(|e| RunError::Invalid(e.to_string()))?),
         None => None,
     };
     Ok(EndpointOptions {

@@ -138,22 +138,25 @@ impl FromStr for Latency {
             format!("latency {text:?}: {why}; write 50ms, uniform:10ms..50ms, normal:20ms,5ms or lognormal:20ms,0.5")
         };
         let latency = match text.split_once(':') {
-            None => Latency::Fixed(parse_duration(text).map_err(|e| bad(&e))?),
+            None => Latency::Fixed(parse_duration(text).map_err(|e| bad(&e.to_string()))?),
             Some(("uniform", range)) => {
                 let (lo, hi) = range.split_once("..").ok_or_else(|| bad("a uniform range is LOW..HIGH"))?;
-                Latency::Uniform(parse_duration(lo).map_err(|e| bad(&e))?, parse_duration(hi).map_err(|e| bad(&e))?)
+                Latency::Uniform(
+                    parse_duration(lo).map_err(|e| bad(&e.to_string()))?,
+                    parse_duration(hi).map_err(|e| bad(&e.to_string()))?,
+                )
             }
             Some(("normal", params)) => {
                 let (mean, sd) = params.split_once(',').ok_or_else(|| bad("normal takes MEAN,SD"))?;
                 Latency::Normal {
-                    mean: parse_duration(mean).map_err(|e| bad(&e))?,
-                    sd: parse_duration(sd).map_err(|e| bad(&e))?,
+                    mean: parse_duration(mean).map_err(|e| bad(&e.to_string()))?,
+                    sd: parse_duration(sd).map_err(|e| bad(&e.to_string()))?,
                 }
             }
             Some(("lognormal", params)) => {
                 let (median, sigma) = params.split_once(',').ok_or_else(|| bad("lognormal takes MEDIAN,SIGMA"))?;
                 let sigma = sigma.trim().parse::<f64>().map_err(|_| bad("sigma must be a number such as 0.5"))?;
-                Latency::LogNormal { median: parse_duration(median).map_err(|e| bad(&e))?, sigma }
+                Latency::LogNormal { median: parse_duration(median).map_err(|e| bad(&e.to_string()))?, sigma }
             }
             Some((kind, _)) => return Err(bad(&format!("unknown distribution {kind:?}"))),
         };

@@ -50,6 +50,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
+use crate::transport::tls::TlsError;
+
 pub use faults::{ActiveFaults, CapacityQueue, Faults, Latency};
 pub use http::MAX_BODY;
 pub use metrics::Metrics;
@@ -134,28 +136,28 @@ pub struct ServeTls {
 
 impl ServeTls {
     /// The acceptor, with the files read and checked.
-    pub fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, String> {
+    pub fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
         use crate::transport::tls::{read_chain, read_key};
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("tls: {e}"))?;
+            .map_err(TlsError::refused("tls"))?;
         let builder = match &self.client_ca {
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in read_chain(ca, "--client-ca")? {
-                    roots.add(cert).map_err(|e| format!("--client-ca {}: {e}", ca.display()))?;
+                    roots.add(cert).map_err(TlsError::refused(format!("--client-ca {}", ca.display())))?;
                 }
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
-                    .map_err(|e| format!("--client-ca {}: {e}", ca.display()))?;
+                    .map_err(TlsError::verifier(format!("--client-ca {}", ca.display())))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
         };
         let mut config = builder
             .with_single_cert(read_chain(&self.cert, "--tls-cert")?, read_key(&self.key, "--tls-key")?)
-            .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+            .map_err(TlsError::refused("--tls-cert/--tls-key"))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }

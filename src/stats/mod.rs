@@ -416,16 +416,23 @@ pub fn compress_histogram(h: &Histogram<u64>) -> Vec<u8> {
 }
 
 /// The inverse of [`compress_histogram`].
-pub fn decompress_histogram(bytes: &[u8]) -> Result<Histogram<u64>, String> {
-    hdrhistogram::serialization::Deserializer::new()
-        .deserialize(&mut &bytes[..])
-        .map_err(|e| format!("not an HdrHistogram V2 encoding: {e:?}"))
+pub fn decompress_histogram(bytes: &[u8]) -> Result<Histogram<u64>, HistogramError> {
+    Ok(hdrhistogram::serialization::Deserializer::new().deserialize(&mut &bytes[..])?)
+}
+
+/// A histogram as a report carries it that does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum HistogramError {
+    #[error("not base64: {0}")]
+    NotBase64(#[from] base64::DecodeError),
+    #[error("not an HdrHistogram V2 encoding: {0:?}")]
+    NotHdr(#[from] hdrhistogram::serialization::DeserializeError),
 }
 
 /// The inverse of [`encode_histogram`].
-pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
+pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, HistogramError> {
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("not base64: {e}"))?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text)?;
     decompress_histogram(&bytes)
 }
 
@@ -486,6 +493,7 @@ mod tests {
         }
         let back = decode_histogram(&encode_histogram(&h)).unwrap();
         assert_eq!(back, h);
-        assert!(decode_histogram("not base64!").is_err());
+        assert!(matches!(decode_histogram("not base64!"), Err(HistogramError::NotBase64(_))));
+        assert!(matches!(decode_histogram("AAAA"), Err(HistogramError::NotHdr(_))));
     }
 }

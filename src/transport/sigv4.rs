@@ -30,10 +30,30 @@ impl std::fmt::Debug for Signer {
     }
 }
 
+/// Why a request cannot be signed: no credentials, or what the signing
+/// library refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error(
+        "sigv4: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add a [{profile}] \
+         profile to {}",
+        path.display()
+    )]
+    NoCredentials { profile: String, path: PathBuf },
+    #[error("sigv4: profile [{profile}] of {} lacks aws_access_key_id or aws_secret_access_key", path.display())]
+    IncompleteProfile { profile: String, path: PathBuf },
+    #[error("sigv4: {0}")]
+    Signing(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn signing(e: impl std::error::Error + Send + Sync + 'static) -> SignError {
+    SignError::Signing(Box::new(e))
+}
+
 impl Signer {
     /// The signer the settings describe, with credentials from the
     /// environment or the shared credentials file.
-    pub fn new(settings: &SigV4Settings) -> Result<Signer, String> {
+    pub fn new(settings: &SigV4Settings) -> Result<Signer, SignError> {
         let credentials = credentials(settings.profile.as_deref(), |n| std::env::var(n).ok())?;
         Ok(Signer { credentials, region: settings.region.clone(), service: settings.service.clone() })
     }
@@ -50,7 +70,7 @@ impl Signer {
     /// Adds the SigV4 headers (`authorization`, `x-amz-date`, and
     /// `x-amz-security-token` with session credentials) to `request`,
     /// whose URI must be absolute.
-    pub fn sign<B>(&self, request: &mut http::Request<B>, body: &[u8], now: SystemTime) -> Result<(), String> {
+    pub fn sign<B>(&self, request: &mut http::Request<B>, body: &[u8], now: SystemTime) -> Result<(), SignError> {
         let identity = self.credentials.clone().into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
@@ -59,20 +79,20 @@ impl Signer {
             .time(now)
             .settings(SigningSettings::default())
             .build()
-            .map_err(|e| format!("sigv4: {e}"))?
+            .map_err(signing)?
             .into();
         let uri = request.uri().to_string();
         let headers = request.headers().iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
         let signable = SignableRequest::new(request.method().as_str(), uri, headers, SignableBody::Bytes(body))
-            .map_err(|e| format!("sigv4: {e}"))?;
-        let (instructions, _signature) = sign(signable, &params).map_err(|e| format!("sigv4: {e}"))?.into_parts();
+            .map_err(signing)?;
+        let (instructions, _signature) = sign(signable, &params).map_err(signing)?.into_parts();
         instructions.apply_to_request_http1x(request);
         Ok(())
     }
 }
 
 /// Credentials from the environment (`lookup`), or else the shared file.
-fn credentials(profile: Option<&str>, lookup: impl Fn(&str) -> Option<String>) -> Result<Credentials, String> {
+fn credentials(profile: Option<&str>, lookup: impl Fn(&str) -> Option<String>) -> Result<Credentials, SignError> {
     if let (Some(key), Some(secret)) = (lookup("AWS_ACCESS_KEY_ID"), lookup("AWS_SECRET_ACCESS_KEY")) {
         return Ok(Credentials::new(key, secret, lookup("AWS_SESSION_TOKEN"), None, "environment"));
     }
@@ -81,20 +101,11 @@ fn credentials(profile: Option<&str>, lookup: impl Fn(&str) -> Option<String>) -
         None => PathBuf::from(lookup("HOME").unwrap_or_default()).join(".aws/credentials"),
     };
     let profile = profile.map(str::to_string).or_else(|| lookup("AWS_PROFILE")).unwrap_or_else(|| "default".into());
-    let not_found = || {
-        format!(
-            "sigv4: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add a [{profile}] \
-             profile to {}",
-            path.display()
-        )
-    };
+    let not_found = || SignError::NoCredentials { profile: profile.clone(), path: path.clone() };
     let file = ini::Ini::load_from_file(&path).map_err(|_| not_found())?;
     let section = file.section(Some(profile.as_str())).ok_or_else(not_found)?;
     let (Some(key), Some(secret)) = (section.get("aws_access_key_id"), section.get("aws_secret_access_key")) else {
-        return Err(format!(
-            "sigv4: profile [{profile}] of {} lacks aws_access_key_id or aws_secret_access_key",
-            path.display()
-        ));
+        return Err(SignError::IncompleteProfile { profile, path });
     };
     Ok(Credentials::new(key, secret, section.get("aws_session_token").map(str::to_string), None, "profile"))
 }
@@ -123,8 +134,12 @@ mod tests {
             credentials(profile, move |n: &str| (n == "AWS_SHARED_CREDENTIALS_FILE").then(|| path.to_string()))
         };
         assert_eq!(from_file(None).unwrap().access_key_id(), "A1");
-        assert!(from_file(Some("ci")).unwrap_err().contains("lacks aws_access_key_id or aws_secret_access_key"));
+        let e = from_file(Some("ci")).unwrap_err();
+        assert!(matches!(e, SignError::IncompleteProfile { .. }), "{e:?}");
+        assert!(e.to_string().contains("lacks aws_access_key_id or aws_secret_access_key"), "{e}");
         let e = from_file(Some("nope")).unwrap_err();
+        assert!(matches!(&e, SignError::NoCredentials { profile, .. } if profile == "nope"), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("[nope]") && !e.contains("S1"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -11,11 +11,11 @@
 //! certificate's subject and issuer, and [`explain`] turns a failed
 //! handshake into one sentence a person can act on.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
@@ -38,28 +38,90 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// TLS settings that do not make a configuration: a file that does not
+/// read, or what rustls refuses. `what` names the setting or flag.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{what} {}: {source}", path.display())]
+    Unreadable {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+    #[error("{what} {}: not PEM certificates: {source}", path.display())]
+    NotPem {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+    #[error("{what} {}: no certificate in the file", path.display())]
+    NoCertificate { what: &'static str, path: PathBuf },
+    #[error("{what} {}: no usable private key: {source}", path.display())]
+    NoKey {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+    /// rustls refused the settings; `what` says which (`tls`, `tls.ca
+    /// FILE`, `tls.cert/tls.key`...).
+    #[error("{what}: {source}")]
+    Refused {
+        what: String,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("{what}: {source}")]
+    Verifier {
+        what: String,
+        #[source]
+        source: rustls::client::VerifierBuilderError,
+    },
+    #[error("tls: no trusted root certificates on this system; give tls.ca")]
+    NoRoots,
+    #[error("tls: {0:?} is not a server name")]
+    ServerName(String),
+}
+
+impl TlsError {
+    /// rustls's refusal of `what`.
+    pub fn refused(what: impl Into<String>) -> impl FnOnce(rustls::Error) -> TlsError {
+        let what = what.into();
+        move |source| TlsError::Refused { what, source }
+    }
+
+    /// rustls's refusal to build a verifier from `what`.
+    pub fn verifier(what: impl Into<String>) -> impl FnOnce(rustls::client::VerifierBuilderError) -> TlsError {
+        let what = what.into();
+        move |source| TlsError::Verifier { what, source }
+    }
+}
+
 /// Reads PEM certificates (a chain, or CA roots); `what` names the file in errors.
-pub fn read_chain(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn read_chain(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let path_buf = || path.to_path_buf();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{what} {}: {e}", path.display()))?
+        .map_err(|source| TlsError::Unreadable { what, path: path_buf(), source })?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{what} {}: not PEM certificates: {e}", path.display()))?;
+        .map_err(|source| TlsError::NotPem { what, path: path_buf(), source })?;
     if certs.is_empty() {
-        return Err(format!("{what} {}: no certificate in the file", path.display()));
+        return Err(TlsError::NoCertificate { what, path: path_buf() });
     }
     Ok(certs)
 }
 
 /// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
-pub fn read_key(path: &Path, what: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{what} {}: no usable private key: {e}", path.display()))
+pub fn read_key(path: &Path, what: &'static str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::NoKey { what, path: path.to_path_buf(), source })
 }
 
 /// The client side of TLS toward `host`, as `settings` say.
-pub fn client(settings: &TlsSettings, host: &str, http: HttpVersion) -> Result<TlsClient, String> {
+pub fn client(settings: &TlsSettings, host: &str, http: HttpVersion) -> Result<TlsClient, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?;
+        .map_err(TlsError::refused("tls"))?;
     let builder = if settings.insecure {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnything(provider())))
     } else {
@@ -67,7 +129,7 @@ pub fn client(settings: &TlsSettings, host: &str, http: HttpVersion) -> Result<T
         match &settings.ca {
             Some(ca) => {
                 for cert in read_chain(ca, "tls.ca")? {
-                    roots.add(cert).map_err(|e| format!("tls.ca {}: {e}", ca.display()))?;
+                    roots.add(cert).map_err(TlsError::refused(format!("tls.ca {}", ca.display())))?;
                 }
             }
             None => {
@@ -76,13 +138,13 @@ pub fn client(settings: &TlsSettings, host: &str, http: HttpVersion) -> Result<T
                     let _ = roots.add(cert);
                 }
                 if roots.is_empty() {
-                    return Err("tls: no trusted root certificates on this system; give tls.ca".into());
+                    return Err(TlsError::NoRoots);
                 }
             }
         }
         let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
-            .map_err(|e| format!("tls: {e}"))?;
+            .map_err(TlsError::verifier("tls"))?;
         let pinned = match &settings.ca {
             Some(ca) => read_chain(ca, "tls.ca")?,
             None => Vec::new(),
@@ -92,7 +154,7 @@ pub fn client(settings: &TlsSettings, host: &str, http: HttpVersion) -> Result<T
     let mut config = match (&settings.cert, &settings.key) {
         (Some(cert), Some(key)) => builder
             .with_client_auth_cert(read_chain(cert, "tls.cert")?, read_key(key, "tls.key")?)
-            .map_err(|e| format!("tls.cert/tls.key: {e}"))?,
+            .map_err(TlsError::refused("tls.cert/tls.key"))?,
         _ => builder.with_no_client_auth(),
     };
     config.alpn_protocols = match http {
@@ -100,8 +162,7 @@ pub fn client(settings: &TlsSettings, host: &str, http: HttpVersion) -> Result<T
         HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
     };
     let name = settings.server_name.as_deref().unwrap_or(host);
-    let server_name =
-        ServerName::try_from(name.to_string()).map_err(|_| format!("tls: {name:?} is not a server name"))?;
+    let server_name = ServerName::try_from(name.to_string()).map_err(|_| TlsError::ServerName(name.to_string()))?;
     Ok(TlsClient { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name })
 }
 

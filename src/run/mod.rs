@@ -282,7 +282,7 @@ pub async fn execute_with(
         t.timeout,
         EndpointOptions { sources: budget.sources.addresses.clone(), ..endpoint_options(t, &host)? },
     )
-    .map_err(RunError::Invalid)?;
+    .map_err(|e| RunError::Invalid(e.to_string()))?;
     let transport = Http::new(endpoint);
     let endpoint = transport.endpoint().clone();
     let fleets = fleet_runtimes(scenario, seed);

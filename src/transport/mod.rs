@@ -135,6 +135,17 @@ pub struct EndpointOptions {
     pub sources: Vec<IpAddr>,
 }
 
+/// Why an [`Endpoint`] cannot be built from a scenario's target.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("bad path {path:?}: {source}")]
+    Path { path: String, source: http::uri::InvalidUri },
+    #[error("bad target {target}: {source}")]
+    Target { target: String, source: http::uri::InvalidUri },
+    #[error("{0}")]
+    Host(#[source] http::header::InvalidHeaderValue),
+}
+
 impl Endpoint {
     pub fn new(
         addr: SocketAddr,
@@ -143,19 +154,19 @@ impl Endpoint {
         extra: impl IntoIterator<Item = (http::HeaderName, HeaderValue)>,
         timeout: Duration,
         options: EndpointOptions,
-    ) -> Result<Endpoint, String> {
-        let origin: Uri = path.parse().map_err(|e| format!("bad path {path:?}: {e}"))?;
+    ) -> Result<Endpoint, EndpointError> {
+        let origin: Uri = path.parse().map_err(|source| EndpointError::Path { path: path.to_string(), source })?;
         let mut headers = HeaderMap::new();
         let authority =
             if host.contains(':') { format!("[{host}]:{}", addr.port()) } else { format!("{host}:{}", addr.port()) };
         let scheme = if options.tls.is_some() { "https" } else { "http" };
         let absolute: Uri = format!("{scheme}://{authority}{path}")
             .parse()
-            .map_err(|e| format!("bad target {authority}{path}: {e}"))?;
+            .map_err(|source| EndpointError::Target { target: format!("{authority}{path}"), source })?;
         // HTTP/2 carries the authority in the request line (:authority);
         // SigV4 signs a Host header, which HTTP/2 sends as :authority too.
         if !options.http2 || options.signer.is_some() {
-            headers.insert(HOST, HeaderValue::try_from(authority).map_err(|e| e.to_string())?);
+            headers.insert(HOST, HeaderValue::try_from(authority).map_err(EndpointError::Host)?);
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in extra {

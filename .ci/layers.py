@@ -4,7 +4,10 @@
 Reads every `crate::a::b` and `super::x` path in src/ (tests inside a file,
 after `#[cfg(test)]`, are left out: they may reach anywhere) and prints
 the import edges between top-level modules, and between the submodules of
-each module. Exits 1 if either graph has a cycle, naming it.
+each module. Exits 1 if either graph has a cycle, naming it, or if a
+top-level module uses one that is not in a lower layer of the list in
+src/lib.rs's module docs (lines `//! N. `a`, `b`: ...`), or if that list
+leaves out a module: the layers the docs describe are the code's.
 
 Usage: python3 .ci/layers.py [--edges]
 """
@@ -48,6 +51,17 @@ def paths(text, here):
             if part:
                 out.append(re.split(r"::", part))
     return out
+
+
+def declared_layers():
+    """{module: layer number} from src/lib.rs's `//! N. `a`, `b`: ...` lines."""
+    layers = {}
+    for line in open(os.path.join(SRC, "lib.rs")):
+        m = re.match(r"//! (\d+)\. (.*?):", line)
+        if m:
+            for name in re.findall(r"`(\w+)`", m.group(2)):
+                layers[name] = int(m.group(1))
+    return layers
 
 
 def cycles(edges):
@@ -100,9 +114,21 @@ def main():
         bad += [(module, c) for c in cycles(edges)]
     for where, c in bad:
         print(f"cycle ({where}): {' -> '.join(c)}")
-    if bad:
+    layers = declared_layers()
+    wrong = [f"src/lib.rs lists no layer for module {m}" for m in sorted(tops - set(layers))]
+    wrong += [f"src/lib.rs lists module {m}, which src/ does not have" for m in sorted(set(layers) - tops)]
+    for a in sorted(top_edges):
+        for b in sorted(top_edges[a]):
+            if a in layers and b in layers and layers[b] >= layers[a]:
+                wrong.append(f"{a} (layer {layers[a]}) uses {b} (layer {layers[b]}): not a lower layer")
+    for w in wrong:
+        print(w)
+    if bad or wrong:
         sys.exit(1)
-    print(f"no import cycles: {len(tops)} top-level modules, {sum(len(v) for v in top_edges.values())} edges")
+    print(
+        f"no import cycles: {len(tops)} top-level modules in {len(set(layers.values()))} layers, "
+        f"{sum(len(v) for v in top_edges.values())} edges, each to a lower layer"
+    )
 
 
 if __name__ == "__main__":

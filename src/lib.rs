@@ -2,29 +2,40 @@
 //!
 //! A scenario file describes fleets of virtual edge devices; each device
 //! sends randomized but valid AWS SageMaker Edge Manager `SendHeartbeat`
-//! requests. This crate is the whole program behind a thin binary
-//! (`src/main.rs` only parses flags and maps results to exit codes), so
-//! tests and other tools can drive every command in-process.
+//! requests on its own open-model schedule. This crate is the whole
+//! program: `src/main.rs` only calls [`cli::main`], so tests and other
+//! tools drive every command in-process ([`cli::execute`]).
 //!
-//! # Layout
+//! # Layers
 //!
-//! - [`heartbeat`]: the wire contract: serde types, the string rules, the
-//!   single-pass validator and the randomized generator.
-//! - [`scenario`]: scenario files (TOML or JSON), checked as they are read,
-//!   with errors that name the file, line, column and key.
-//! - [`fleet`]: each device's schedule (phases, ramp-up, jitter, Poisson).
-//! - [`engine`]: the open-model engine: workers owning devices and their
-//!   connections, an aggregator merging what they record.
-//! - [`transport`]: one heartbeat exchange over HTTP/1.1 (hyper).
-//! - [`stats`]: counters and HDR histograms, recorded per worker, merged.
-//! - [`gate`]: the metric catalogue and thresholds (CI gates, early aborts).
-//! - [`compare`]: the regression gate (`compare`): baseline runs against current
-//!   runs, metric by metric, noise-aware when a side has several runs.
-//! - [`report`]: the JSON report, the terminal summary, atomic writes.
-//! - [`run`]: the `run` and `validate` commands: plan, resources, progress.
-//! - [`server`]: the reference backend (`serve`).
-//! - [`sample`]: the `sample` command, printing bodies as they would be sent.
-//! - [`units`]: durations as people write them.
+//! Each module uses only modules of lower layers (`.ci/layers.py` checks
+//! this list against the code's imports, and that nothing imports in a
+//! circle, inside a module either). Read bottom-up:
+//!
+//! 1. [`units`], [`stats`], [`shard`], [`heartbeat`]: values that depend on
+//!    nothing: durations, shares and rates as people write them; counters,
+//!    HDR histograms and the per-second timeline; which devices a shard
+//!    owns; the wire contract (serde types, string rules, the single-pass
+//!    validator, the randomized body generator).
+//! 2. [`transport`], [`gate`], [`fleet`]: one heartbeat exchange (plain
+//!    HTTP/1.1 through the lean client in [`transport::h1`], TLS and HTTP/2
+//!    through hyper, SigV4, source addresses) and the transport settings;
+//!    the metric catalogue and thresholds as data; each device's schedule,
+//!    fleet events, retries and devices online.
+//! 3. [`scenario`], [`engine`], [`server`]: scenario files, checked as read,
+//!    with errors naming file, line, column and key; the open-model engine
+//!    (workers owning devices, connections, timers and retries; it knows
+//!    fleets, not files); the reference backend (`serve`).
+//! 4. [`report`], [`sample`], [`live_metrics`]: a run's output made into the
+//!    JSON report, its summary, verdicts, gates, HTML, Markdown, JUnit and
+//!    hlog, and merged from shards; heartbeats as they would be sent;
+//!    `/metrics` while a run goes.
+//! 5. [`run`], [`compare`]: a scenario run end to end (overrides, the plan,
+//!    the resources check, progress); baseline against current reports.
+//! 6. [`capacity`]: the search for the highest rate that meets an SLO, one
+//!    run per step.
+//! 7. [`cli`]: the command line: flags, one module per command, the output
+//!    policy, signals and exit codes.
 
 pub mod capacity;
 pub mod cli;

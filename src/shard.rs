@@ -103,6 +103,44 @@ impl Shard {
     }
 }
 
+/// The devices of one fleet that a process sends for: every device without
+/// a shard, else the shard's, as local indices in ascending order (an
+/// arithmetic progression: the first owned index, then every `step`-th).
+/// The engine, the schedule preview, the plan and the resources check all
+/// take a fleet's devices from here, so they cannot disagree on which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnedDevices {
+    /// The first local index owned (meaningless when `count` is 0).
+    pub first: u64,
+    pub step: u64,
+    pub count: u64,
+}
+
+impl OwnedDevices {
+    /// `shard`'s devices (all, without one) of a fleet of `devices` whose
+    /// device 0 has global index `first_global`.
+    pub fn of(shard: Option<Shard>, first_global: u64, devices: u64) -> OwnedDevices {
+        match shard {
+            None => OwnedDevices { first: 0, step: 1, count: devices },
+            Some(sh) => {
+                let n = u64::from(sh.count);
+                let first = (u64::from(sh.index) + n - first_global % n) % n;
+                OwnedDevices { first, step: n, count: sh.owned_in(first_global, devices) }
+            }
+        }
+    }
+
+    /// The local index of the `q`-th owned device.
+    pub fn nth(&self, q: u64) -> u64 {
+        self.first + q * self.step
+    }
+
+    /// The owned local indices, in ascending order.
+    pub fn indices(self) -> impl Iterator<Item = u64> {
+        (0..self.count).map(move |q| self.nth(q))
+    }
+}
+
 impl fmt::Display for Shard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.index, self.count)
@@ -126,6 +164,22 @@ mod tests {
             }
             assert_eq!(total, 35);
         }
+    }
+
+    #[test]
+    fn owned_devices_are_the_ones_a_shard_owns() {
+        for count in [1u32, 2, 3, 7] {
+            for index in 0..count {
+                let shard = Shard { index, count };
+                for (first_global, devices) in [(0, 0), (0, 10), (10, 25), (3, 1), (6, 2)] {
+                    let owned: Vec<u64> = OwnedDevices::of(Some(shard), first_global, devices).indices().collect();
+                    let by_hand: Vec<u64> = (0..devices).filter(|i| shard.owns(first_global + i)).collect();
+                    assert_eq!(owned, by_hand, "{shard} of {devices} from {first_global}");
+                }
+            }
+        }
+        let all = OwnedDevices::of(None, 5, 4);
+        assert_eq!(all.indices().collect::<Vec<_>>(), vec![0, 1, 2, 3]);
     }
 
     #[test]

@@ -25,8 +25,8 @@ use crate::fleet::Schedule;
 use crate::gate::ThresholdResult;
 use crate::report::Report;
 use crate::run::{self, ExecuteOptions, RunError};
-use crate::scenario::Scenario;
 pub use crate::scenario::capacity::{CapacitySettings, Scale, Strategy};
+use crate::scenario::{ScaleError, Scenario};
 use search::{Conclusion, Search, StepVerdict};
 
 /// The capacity report's schema name.
@@ -51,29 +51,27 @@ pub fn step_scenario(scenario: &Scenario, settings: &CapacitySettings, rate: f64
     for f in &mut s.fleets {
         f.events.clear();
         f.schedule = Schedule { ramp_up: Duration::ZERO, ..f.schedule };
+        let name = f.name().to_string();
         if settings.scale == Scale::Rate {
-            let interval = f.schedule.interval.as_secs_f64() / factor;
-            if interval < 0.001 {
-                return Err(format!(
-                    "at {rate:.0}/s fleet {:?}'s devices would beat every {:.3} ms, below 1 ms: use scale = \"devices\" or more devices",
-                    f.name(),
-                    interval * 1000.0
-                ));
-            }
-            f.schedule.interval = Duration::from_secs_f64(interval);
+            f.scale_rate(factor).map_err(|e| match e {
+                ScaleError::IntervalTooShort { seconds } => format!(
+                    "at {rate:.0}/s fleet {name:?}'s devices would beat every {:.3} ms, below 1 ms: use scale = \"devices\" or more devices",
+                    seconds * 1000.0
+                ),
+                _ => format!("at {rate:.0}/s fleet {name:?}: {e}"),
+            })?;
             continue;
         }
         // Beyond the limit is an error, as the same count in the file is
         // (before the search starts: it checks max_rate's step first).
-        f.devices = ((f.devices as f64 * factor).round() as u64).max(1);
-        crate::scenario::check_devices(f.devices)
-            .map_err(|e| format!("at {rate:.0}/s fleet {:?}: {e}; lower max_rate or use scale = \"rate\"", f.name()))?;
-        f.device_name.check_for(f.devices).map_err(|e| {
-            format!(
-                "at {rate:.0}/s fleet {:?} has {} devices, and its device_name cannot name them: {e}",
-                f.name(),
-                f.devices
-            )
+        let devices = f.scaled_devices(factor).max(1);
+        f.set_devices(devices).map_err(|e| match e {
+            ScaleError::Names(_) => {
+                format!(
+                    "at {rate:.0}/s fleet {name:?} has {devices} devices, and its device_name cannot name them: {e}"
+                )
+            }
+            _ => format!("at {rate:.0}/s fleet {name:?}: {e}; lower max_rate or use scale = \"rate\""),
         })?;
     }
     Ok(s)

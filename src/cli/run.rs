@@ -17,7 +17,15 @@ use crate::scenario;
 
 /// The scenario's seed, or a fresh one (printed, so the run can be repeated).
 pub(super) fn seed_of(scenario: &scenario::Scenario) -> u64 {
-    scenario.seed.unwrap_or_else(|| {
+    seed_or_fresh(scenario.seed)
+}
+
+/// `seed`, or a fresh one, printed so the command can be repeated: the one
+/// fallback of every command that takes a seed. A fresh seed is below
+/// 2^63, so it can be written back into a TOML scenario (whose integers
+/// are signed 64-bit).
+pub(super) fn seed_or_fresh(seed: Option<u64>) -> u64 {
+    seed.unwrap_or_else(|| {
         let seed = rand::random::<u64>() >> 1;
         eprintln!("note: the scenario sets no seed; using seed {seed} (pass --seed {seed} to repeat)");
         seed

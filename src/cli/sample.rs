@@ -11,11 +11,7 @@ pub(super) fn sample_command(path: &std::path::Path, opts: SampleOptions) -> Res
         Ok(s) => s,
         Err(e) => return Err(CliError::Usage(e.to_string())),
     };
-    let seed = opts.seed.or(scenario.seed).unwrap_or_else(|| {
-        let seed = rand::random();
-        eprintln!("note: the scenario sets no seed; using seed {seed} (pass --seed {seed} to repeat)");
-        seed
-    });
+    let seed = super::run::seed_or_fresh(opts.seed.or(scenario.seed));
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     match sample::write_samples(&scenario, &opts, seed, &mut out) {

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::shard::OwnedDevices;
 pub use crate::stats::timeline::{Second, SecondPart};
 use crate::stats::{Freshness, Recorder};
 use crate::transport::Transport;
@@ -159,15 +160,13 @@ pub async fn run<T: Transport>(
     // A shard takes only its devices (by global index, across fleets).
     let mut shares: Vec<Vec<(u16, u64)>> = vec![Vec::new(); workers];
     let mut n = 0usize;
-    let mut global = 0u64;
+    let mut first_global = 0u64;
     for (f, fleet) in fleets.iter().enumerate() {
-        for index in 0..fleet.devices {
-            if settings.shard.is_none_or(|s| s.owns(global)) {
-                shares[n % workers].push((f as u16, index));
-                n += 1;
-            }
-            global += 1;
+        for index in OwnedDevices::of(settings.shard, first_global, fleet.devices).indices() {
+            shares[n % workers].push((f as u16, index));
+            n += 1;
         }
+        first_global += fleet.devices;
     }
     let pool_share = |w: usize| match settings.connections {
         ConnectionMode::Pool(size) => {

@@ -21,7 +21,7 @@ use crate::engine::{self, EngineSettings, FleetRuntime, Live};
 use crate::fleet::FleetEvents;
 use crate::gate::ThresholdResult;
 use crate::report::{Aborted, Report, Stats};
-use crate::scenario::{Scenario, TargetUrl};
+use crate::scenario::{ScaleError, Scenario, TargetUrl};
 use crate::server::{self, ServeConfig};
 use crate::shard::Shard;
 use crate::stats::Recorder;
@@ -82,28 +82,23 @@ pub fn apply_overrides(mut s: Scenario, o: &Overrides) -> Result<Scenario, RunEr
         }
     }
     for f in &mut s.fleets {
+        let name = f.name().to_string();
         if let Some(scale) = o.devices_scale {
-            // Keep each device's interval (and so scale the fleet's rate).
-            // A count the scale makes is checked as one in the file is
-            // (`as` saturates: no wrap-around).
-            let devices = (f.devices as f64 * scale).round() as u64;
-            crate::scenario::check_devices(devices).map_err(|e| {
-                RunError::Invalid(format!("--devices-scale {scale}: fleet {:?} ({} devices): {e}", f.name(), f.devices))
+            let before = f.devices;
+            f.set_devices(f.scaled_devices(scale)).map_err(|e| match e {
+                ScaleError::Devices(_) => {
+                    RunError::Invalid(format!("--devices-scale {scale}: fleet {name:?} ({before} devices): {e}"))
+                }
+                _ => RunError::Invalid(format!("--devices-scale {scale}: fleet {name:?}: {e}")),
             })?;
-            f.devices = devices;
-            f.device_name
-                .check_for(f.devices)
-                .map_err(|e| RunError::Invalid(format!("--devices-scale {scale}: fleet {:?}: {e}", f.name())))?;
         }
         if let Some(scale) = o.rate_scale {
-            let interval = Duration::from_secs_f64(f.schedule.interval.as_secs_f64() / scale);
-            if interval < Duration::from_millis(1) {
-                return Err(RunError::Invalid(format!(
-                    "--rate-scale {scale}: fleet {:?}'s interval would be below 1ms",
-                    f.name()
-                )));
-            }
-            f.schedule.interval = interval;
+            f.scale_rate(scale).map_err(|e| match e {
+                ScaleError::IntervalTooShort { .. } => {
+                    RunError::Invalid(format!("--rate-scale {scale}: fleet {name:?}'s interval would be below 1ms"))
+                }
+                _ => RunError::Invalid(format!("--rate-scale {scale}: fleet {name:?}: {e}")),
+            })?;
         }
     }
     s.scaled =

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::{connections_needed, fleet_runtimes};
 use crate::engine::FleetRuntime;
 use crate::scenario::Scenario;
-use crate::shard::Shard;
+use crate::shard::{OwnedDevices, Shard};
 use crate::transport::settings::ConnectionMode;
 
 /// Heartbeats walked at most to count a plan's exactly. Measured on the
@@ -60,19 +60,6 @@ pub(super) fn first_indices(s: &Scenario) -> Vec<u64> {
         .collect()
 }
 
-/// A fleet's devices in this process (`shard`'s, or all), in index order.
-fn owned_devices(devices: u64, first: u64, shard: Option<Shard>) -> (u64, u64, u64) {
-    // (first owned index, step, how many)
-    match shard {
-        None => (0, 1, devices),
-        Some(sh) => {
-            let n = u64::from(sh.count);
-            let start = (u64::from(sh.index) + n - first % n) % n;
-            (start, n, sh.owned_in(first, devices))
-        }
-    }
-}
-
 /// A rough figure of a fleet's heartbeats from its rates, ramp-up, first
 /// heartbeats, surges and outages: what decides whether to walk, and the
 /// last resort when even one device's schedule is too long to walk.
@@ -116,12 +103,12 @@ pub fn expected_heartbeats(s: &Scenario, seed: u64, shard: Option<Shard>, budget
     let end = s.duration.as_nanos() as u64;
     let secs = s.duration.as_secs_f64();
     let firsts = first_indices(s);
-    let owned: Vec<(u64, u64, u64)> =
-        s.fleets.iter().zip(&firsts).map(|(f, &first)| owned_devices(f.devices, first, shard)).collect();
-    let rough: Vec<f64> = s.fleets.iter().zip(&owned).map(|(f, o)| rough_heartbeats(f, o.2, secs)).collect();
+    let owned: Vec<OwnedDevices> =
+        s.fleets.iter().zip(&firsts).map(|(f, &first)| OwnedDevices::of(shard, first, f.devices)).collect();
+    let rough: Vec<f64> = s.fleets.iter().zip(&owned).map(|(f, o)| rough_heartbeats(f, o.count, secs)).collect();
     // Walks device number `q` of the owned ones, within `limit`.
-    let walk = |fleet: &FleetRuntime, (start, step, _): (u64, u64, u64), q: u64, limit: u64| {
-        let index = start + q * step;
+    let walk = |fleet: &FleetRuntime, owned: OwnedDevices, q: u64, limit: u64| {
+        let index = owned.nth(q);
         let mut clock = crate::fleet::DeviceClock::new(seed, fleet.key, index);
         fleet.events.sends_before(&mut clock, &fleet.schedule, fleet.devices, index, end, limit)
     };
@@ -131,7 +118,7 @@ pub fn expected_heartbeats(s: &Scenario, seed: u64, shard: Option<Shard>, budget
         let mut counts = Vec::with_capacity(fleets.len());
         'fleets: for (fleet, &o) in fleets.iter().zip(&owned) {
             let mut n = 0u64;
-            for q in 0..o.2 {
+            for q in 0..o.count {
                 let sends = walk(fleet, o, q, left.saturating_add(1));
                 if sends > left {
                     break 'fleets;
@@ -151,7 +138,7 @@ pub fn expected_heartbeats(s: &Scenario, seed: u64, shard: Option<Shard>, budget
     let share = (budget / (2 * fleets.len().max(1) as u64)).max(1);
     let mut out = Expected { fleets: Vec::new(), counted: Vec::new() };
     for ((fleet, &o), &rough) in fleets.iter().zip(&owned).zip(&rough) {
-        let devices = o.2;
+        let devices = o.count;
         if devices == 0 {
             out.fleets.push(0.0);
             out.counted.push(Counted::Exact);
@@ -240,7 +227,7 @@ pub fn plan_text_within(s: &Scenario, shard: Option<Shard>, budget: u64) -> Stri
     let firsts = first_indices(s);
     let (mut total_rate, mut total_devices) = (0.0, 0);
     for ((f, &first), (&n, &how)) in s.fleets.iter().zip(&firsts).zip(expected.fleets.iter().zip(&expected.counted)) {
-        let devices = owned_devices(f.devices, first, shard).2;
+        let devices = OwnedDevices::of(shard, first, f.devices).count;
         let rate = f.schedule.rate(devices);
         total_rate += rate;
         total_devices += devices;
@@ -364,13 +351,8 @@ pub fn schedule_preview(scenario: &Scenario, seed: u64, n: usize, shard: Option<
     let end = scenario.duration.as_nanos() as u64;
     let mut clocks = Vec::new();
     let mut heap = BinaryHeap::new();
-    let mut global = 0u64;
-    for (f, fleet) in fleets.iter().enumerate() {
-        for index in 0..fleet.devices {
-            global += 1;
-            if shard.is_some_and(|s| !s.owns(global - 1)) {
-                continue;
-            }
+    for ((f, fleet), first_global) in fleets.iter().enumerate().zip(first_indices(scenario)) {
+        for index in OwnedDevices::of(shard, first_global, fleet.devices).indices() {
             let mut clock = crate::fleet::DeviceClock::new(seed, fleet.key, index);
             let first = fleet.events.first(&mut clock, &fleet.schedule, fleet.devices, index);
             if first.at_ns < end {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use super::RunError;
 use crate::scenario::{Scenario, TargetUrl};
-use crate::shard::Shard;
+use crate::shard::{OwnedDevices, Shard};
 use crate::transport::settings::ConnectionMode;
 
 /// Connections a run needs at most, and what the machine allows.
@@ -69,8 +69,7 @@ pub fn predicted_ip(url: &TargetUrl) -> Option<IpAddr> {
 /// Connections needed by `s` at most, by mode.
 pub fn connections_needed(s: &Scenario, shard: Option<Shard>) -> u64 {
     let all: u64 = s.fleets.iter().map(|f| f.devices).sum();
-    // A shard has every count-th device (the first ones one more).
-    let devices = shard.map_or(all, |sh| all.div_ceil(u64::from(sh.count)));
+    let devices = OwnedDevices::of(shard, 0, all).count;
     match s.target.connections {
         ConnectionMode::PerDevice => devices,
         ConnectionMode::Pool(n) => u64::from(n).min(devices),

@@ -111,9 +111,54 @@ pub struct Fleet {
     pub retry: Option<RetryPolicy>,
 }
 
+/// Why a fleet cannot be scaled as asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScaleError {
+    /// The count is one the file could not hold either.
+    #[error("{0}")]
+    Devices(String),
+    /// The fleet's `device_name` cannot name that many devices.
+    #[error("{0}")]
+    Names(#[source] crate::heartbeat::template::TemplateError),
+    /// Its devices would beat more often than once a millisecond.
+    #[error("the interval would be {:.3} ms, below 1 ms", seconds * 1000.0)]
+    IntervalTooShort { seconds: f64 },
+    /// Or so rarely that the interval is no duration at all.
+    #[error("the interval would be {seconds:e} s, beyond any duration")]
+    IntervalTooLong { seconds: f64 },
+}
+
 impl Fleet {
     pub fn name(&self) -> &str {
         &self.profile.fleet_name
+    }
+
+    /// The fleet's device count times `factor`, rounded (saturating).
+    pub fn scaled_devices(&self, factor: f64) -> u64 {
+        (self.devices as f64 * factor).round() as u64
+    }
+
+    /// Gives the fleet `devices` devices, each keeping its interval (so the
+    /// fleet's rate scales with them). The count is checked as one in the
+    /// file is: the one rule for `--devices-scale` and capacity steps.
+    pub fn set_devices(&mut self, devices: u64) -> Result<(), ScaleError> {
+        check_devices(devices).map_err(ScaleError::Devices)?;
+        self.device_name.check_for(devices).map_err(ScaleError::Names)?;
+        self.devices = devices;
+        Ok(())
+    }
+
+    /// Divides the fleet's interval by `factor` (so its rate is `factor`
+    /// times as high), down to 1 ms: the one rule for `--rate-scale` and
+    /// capacity steps scaled by rate.
+    pub fn scale_rate(&mut self, factor: f64) -> Result<(), ScaleError> {
+        let seconds = self.schedule.interval.as_secs_f64() / factor;
+        if seconds < 0.001 {
+            return Err(ScaleError::IntervalTooShort { seconds });
+        }
+        self.schedule.interval =
+            Duration::try_from_secs_f64(seconds).map_err(|_| ScaleError::IntervalTooLong { seconds })?;
+        Ok(())
     }
 
     /// The staleness bound: as written, or three intervals.
@@ -445,5 +490,32 @@ mod tests {
         assert_ne!(a.hash(1), b.hash(1));
         assert_ne!(a.hash(1), a.hash(2));
         assert_eq!(a.hash(1).len(), 64);
+    }
+
+    #[test]
+    fn a_fleet_scales_by_the_rules_a_file_is_read_by() {
+        let parse = |t: &str| crate::scenario::parse(t, crate::scenario::Format::Toml, "s.toml", "s").unwrap();
+        let s = parse("[[fleets]]\nname = \"f\"\ndevices = 10\ninterval = \"1s\"\n");
+        let mut f = s.fleets[0].clone();
+        assert_eq!(f.scaled_devices(0.25), 3);
+        assert_eq!(f.scaled_devices(1e300), u64::MAX, "saturates");
+        f.set_devices(25).unwrap();
+        assert_eq!(f.devices, 25);
+        let too_many = f.set_devices(u64::MAX).unwrap_err();
+        assert!(matches!(too_many, super::ScaleError::Devices(_)), "{too_many}");
+        assert!(f.set_devices(0).is_err());
+        assert_eq!(f.devices, 25, "a refused count leaves the fleet as it was");
+
+        f.scale_rate(4.0).unwrap();
+        assert_eq!(f.schedule.interval, std::time::Duration::from_millis(250));
+        let short = f.scale_rate(1000.0).unwrap_err();
+        assert_eq!(short.to_string(), "the interval would be 0.250 ms, below 1 ms");
+        let long = f.scale_rate(1e-300).unwrap_err();
+        assert!(matches!(long, super::ScaleError::IntervalTooLong { .. }), "{long}");
+        assert_eq!(f.schedule.interval, std::time::Duration::from_millis(250));
+
+        let mut one = parse("[[fleets]]\nname = \"f\"\ndevices = 1\ndevice_name = \"solo\"\n").fleets[0].clone();
+        let unnamed = one.set_devices(2).unwrap_err();
+        assert!(matches!(unnamed, super::ScaleError::Names(_)), "{unnamed}");
     }
 }

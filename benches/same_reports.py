@@ -3,7 +3,8 @@
 same scenario and seed? For a change meant to change no behaviour.
 
 Runs each scenario with each binary (`run SCENARIO --seed 7 --duration D
---quiet --out`) against the built-in backend, strips what depends on
+--quiet --out`) against the built-in backend, whole and as shard 1 of 3
+(`--shard 1/3`: which devices a shard owns must not change either), strips what depends on
 timing (times, latencies and their histograms, the generator's health,
 per-second outcome counts, the backend's uptime and port), and prints the
 differences that remain: none is the expected answer.
@@ -25,10 +26,11 @@ def strip(v):
     return v
 
 
-def report(binary, scenario, duration):
+def report(binary, scenario, duration, extra=()):
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "r.json")
-        subprocess.run([binary, "run", scenario, "--seed", "7", "--duration", duration, "--target", "builtin", "--quiet", "--out", out],
+        subprocess.run([binary, "run", scenario, "--seed", "7", "--duration", duration, "--target", "builtin", "--quiet", "--out", out,
+                        *extra],
                        check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
         r = json.load(open(out))
     # Per-second entries: only when heartbeats were intended is fixed by the schedule.
@@ -71,10 +73,10 @@ def main():
     before, after = sys.argv[1], sys.argv[2]
     scenarios = sys.argv[3:] or [os.path.join("scenarios", f) for f in sorted(os.listdir("scenarios")) if f != "capacity.toml"]
     bad = 0
-    for s in scenarios:
-        a, b = report(before, s, "6s"), report(after, s, "6s")
+    for s, extra in [(s, extra) for s in scenarios for extra in ((), ("--shard", "1/3"))]:
+        a, b = report(before, s, "6s", extra), report(after, s, "6s", extra)
         found = list(diff(a, b))
-        print(f"{s}: {'identical' if not found else str(len(found)) + ' differences'} "
+        print(f"{s}{' ' + ' '.join(extra) if extra else ''}: {'identical' if not found else str(len(found)) + ' differences'} "
               f"(scheduled {b['totals']['scheduled']}, sent {b['totals']['sent']}, ok {b['totals']['ok']})")
         for line in found[:20]:
             print("   ", line)

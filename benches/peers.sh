@@ -25,7 +25,9 @@
 #   FIXED_S [20], MAX_S [10], LONG_S [60], CONNS [50], REPS [3], PAUSE_S [2],
 #   SEARCH_S [5] (length of a search probe), TARGETS ["nginx serve"],
 #   TOOLS ["fleetstorm wrk1 hey oha"], CASES ["fixed max long"],
-#   INSTALL [1] (apt wrk hey nginx-light; cargo install oha --locked, ~7 min).
+#   INSTALL [1] (apt wrk hey nginx-light; cargo install oha --locked, ~7 min),
+#   BIN [target/release/fleetstorm, built first] (another build to measure,
+#   e.g. an older commit's for a before/after comparison).
 # Traffic goes to 127.0.0.1 only; every run is bounded by its own duration
 # flag and by timeout(1).
 set -uo pipefail
@@ -46,7 +48,7 @@ CASES="${CASES:-fixed max long}"
 INSTALL="${INSTALL:-1}"
 NGINX_PORT=18080
 SERVE_PORT=18090
-BIN="$ROOT/target/release/fleetstorm"
+BIN="${BIN:-$ROOT/target/release/fleetstorm}"
 PIDS=()
 
 log() { echo "[peers $(date +%H:%M:%S)] $*" >&2; }
@@ -74,8 +76,11 @@ if [ "$INSTALL" = 1 ]; then
     timeout 2400 cargo install oha --locked --quiet >/dev/null 2>&1 || log "oha install failed: left out"
   fi
 fi
-log "building fleetstorm (release)"
-cargo build --release --locked --quiet || exit 1
+if [ "$BIN" = "$ROOT/target/release/fleetstorm" ]; then
+  log "building fleetstorm (release)"
+  cargo build --release --locked --quiet || exit 1
+fi
+[ -x "$BIN" ] || { echo "no fleetstorm binary at $BIN" >&2; exit 1; }
 have nginx || { echo "nginx is needed for the target" >&2; exit 1; }
 
 rm -rf "$OUT"

@@ -765,3 +765,147 @@ fn micros(ns: u64) -> u64 {
 fn wall_ms() -> u64 {
     crate::units::now_ms()
 }
+
+#[cfg(test)]
+mod tests {
+    //! One worker driven directly ([`run_worker`]) under tokio's paused
+    //! clock, against a transport that answers after a fixed delay: when a
+    //! heartbeat is sent late, when it is given up, and what a stop does to
+    //! those queued, to the millisecond.
+
+    use super::*;
+    use crate::fleet::StartMode;
+    use crate::heartbeat::{NameTemplate, Profile, Weighted};
+    use crate::stats::Outcome;
+
+    /// Answers 200 after `delay`, on a connection it hands back.
+    struct Slow {
+        delay: Duration,
+    }
+
+    impl Transport for Slow {
+        type Conn = ();
+
+        fn exchange(&self, _conn: Option<()>, _body: Bytes) -> impl Future<Output = Exchange<()>> + Send + 'static {
+            let delay = self.delay;
+            async move {
+                tokio::time::sleep(delay).await;
+                Exchange { outcome: Outcome::Status(200), conn: Some(()), retry_after: None, connected: None }
+            }
+        }
+    }
+
+    fn fleet(devices: u64, schedule: Schedule) -> FleetRuntime {
+        let profile = Profile {
+            fleet_name: "f".into(),
+            agent_versions: Weighted::single("1.0"),
+            agent_metrics: Profile::default_agent_metrics(),
+            models: vec![],
+        };
+        let generator = FleetGenerator::new(profile, NameTemplate::parse("d-{index}").unwrap(), 1);
+        FleetRuntime::new(generator, schedule, devices, schedule.interval * 3)
+    }
+
+    fn settings(end: Duration, connections: ConnectionMode, pool_size: u32) -> WorkerSettings {
+        WorkerSettings {
+            start: Instant::now(),
+            end_ns: end.as_nanos() as u64,
+            connections,
+            pool_size,
+            seed: 1,
+            flush_every: Duration::from_secs(1),
+            precise_timer: false,
+            cohorts: false,
+            measure_from_ns: 0,
+            drain: Duration::from_secs(1),
+            preconnect: false,
+            measure_demand: false,
+        }
+    }
+
+    /// Runs one worker over every device of `fleet` until it stops (or
+    /// `cancel_after`), and adds up what it flushed.
+    async fn drive(
+        delay: Duration,
+        fleet: FleetRuntime,
+        settings: WorkerSettings,
+        cancel_after: Option<Duration>,
+    ) -> Recorder {
+        let devices = (0..fleet.devices).map(|i| (0u16, i)).collect();
+        let (ready, mut ready_rx) = mpsc::unbounded_channel();
+        let (go_tx, go) = tokio::sync::watch::channel(None);
+        let (out, mut flushes) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let fleets: Arc<[FleetRuntime]> = vec![fleet].into();
+        let worker = tokio::spawn(run_worker(
+            0,
+            Arc::new(Slow { delay }),
+            fleets,
+            devices,
+            settings,
+            StartSignal { ready, go },
+            cancel.clone(),
+            out,
+        ));
+        ready_rx.recv().await.expect("the worker reports ready");
+        let start = Instant::now();
+        go_tx.send(Some(start)).unwrap();
+        if let Some(after) = cancel_after {
+            tokio::time::sleep_until(start + after).await;
+            cancel.cancel();
+        }
+        worker.await.unwrap();
+        let mut total = Recorder::default();
+        while let Ok(flush) = flushes.try_recv() {
+            total.add(&flush.fleets[0]);
+        }
+        total
+    }
+
+    fn ms(us: u64) -> u64 {
+        (us + 500) / 1000
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_device_sends_its_latest_slot_late_and_misses_the_slots_that_pass() {
+        // Every 100 ms, answered after 230 ms, for 1 s. The device is busy
+        // 0–230: the slot at 100 waits, the one at 200 replaces it (100 is
+        // missed, 100 ms after it was intended) and goes at 230, 30 ms
+        // late; and so on: 400 goes at 460, 600 at 690, 900 at 920.
+        let r = drive(
+            Duration::from_millis(230),
+            fleet(1, Schedule::every(Duration::from_millis(100))),
+            settings(Duration::from_secs(1), ConnectionMode::PerDevice, 0),
+            None,
+        )
+        .await;
+        let c = &r.counters;
+        assert_eq!((c.scheduled, c.sent, c.missed, c.late), (10, 5, 5, 4));
+        assert_eq!(c.ok(), 5, "the last, sent at 920 ms, is answered after the end");
+        // tokio's timer rounds each sleep up to its next millisecond tick:
+        // a millisecond or two more per answer.
+        let (least, most) = (ms(r.lateness.min()), ms(r.lateness.max()));
+        assert!((20..=22).contains(&least) && (90..=92).contains(&most), "late by 30, 60, 90, 20 ms: {least}..{most}");
+        // Each missed heartbeat counts at the latency it had when the next
+        // slot took its place: 100 ms.
+        assert_eq!(r.latency.count_between(99_000, 101_000), 5, "{:?}", r.latency);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_misses_the_heartbeats_queued_for_the_pool_and_lets_the_one_in_flight_finish() {
+        // Three devices at once through one pooled connection answered
+        // after 500 ms, cancelled at 100 ms: one in flight, two queued.
+        let schedule = Schedule { start: StartMode::Synchronized, ..Schedule::every(Duration::from_secs(10)) };
+        let r = drive(
+            Duration::from_millis(500),
+            fleet(3, schedule),
+            settings(Duration::from_secs(5), ConnectionMode::Pool(1), 1),
+            Some(Duration::from_millis(100)),
+        )
+        .await;
+        let c = &r.counters;
+        assert_eq!((c.scheduled, c.sent, c.missed, c.ok()), (3, 1, 2, 1));
+        assert_eq!(r.latency.count_between(99_000, 101_000), 2, "missed at the cancel, 100 ms after their time");
+        assert_eq!(r.latency.count_between(499_000, 501_000), 1, "the one sent, answered at 500 ms");
+    }
+}

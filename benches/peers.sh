@@ -88,7 +88,7 @@ mkdir -p "$OUT/nginx/logs" "$OUT/nginx/tmp" "$OUT/raw"
 {
   echo "date:    $(date -u +%FT%TZ)"
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
-  echo "fleetstorm: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) ($("$BIN" --version))"
+  echo "fleetstorm: $BIN ($("$BIN" --version); tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null))"
   echo "wrk:     $(if have wrk; then wrk -v 2>&1 | head -1; else echo 'not installed'; fi)"
   echo "hey:     $(have hey && dpkg-query -W -f='${Version}' hey 2>/dev/null || echo 'not installed')"
   echo "oha:     $([ -x "$OHA" ] && "$OHA" --version || echo 'not installed')"

@@ -43,25 +43,47 @@ pub(super) fn validate_command(args: &ValidateArgs) -> Result<(), CliError> {
         Ok(s) => s,
         Err(e) => return Err(CliError::Usage(e.to_string())),
     };
-    print!("{}", run::plan_text(&scenario, shard));
+    let mut stdout = io::BufWriter::new(io::stdout().lock());
+    let written = validate_to(&mut stdout, &scenario, shard, args.schedule).and_then(|checked| {
+        stdout.flush()?;
+        Ok(checked)
+    });
+    match written {
+        Ok(checked) => checked,
+        // `fleetstorm validate ... | head` closes the pipe early: what was
+        // asked for was read; the checks already ran or are moot.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::Failed(format!("cannot write to standard output: {e}"))),
+    }
+}
+
+/// `validate`'s text into `out`: the plan, the schedule preview if asked,
+/// the resources. The outer result is the writing's; the inner, the checks'.
+fn validate_to(
+    out: &mut impl Write,
+    scenario: &scenario::Scenario,
+    shard: Option<crate::shard::Shard>,
+    schedule: Option<usize>,
+) -> io::Result<Result<(), CliError>> {
+    write!(out, "{}", run::plan_text(scenario, shard))?;
     // TLS files and SigV4 credentials are read now, as a run would.
     if let scenario::TargetUrl::Http { host, .. } = &scenario.target.url
         && let Err(e) = run::endpoint_options(&scenario.target, host)
     {
-        return Err(CliError::Usage(e.to_string()));
+        return Ok(Err(CliError::Usage(e.to_string())));
     }
-    if let Some(n) = args.schedule {
+    if let Some(n) = schedule {
         let Some(seed) = scenario.seed else {
-            return Err(CliError::Usage("--schedule needs a seed: set `seed` in the scenario or pass --seed".into()));
+            return Ok(Err(CliError::Usage(
+                "--schedule needs a seed: set `seed` in the scenario or pass --seed".into(),
+            )));
         };
-        println!("\nschedule (first {n} intended sends, seed {seed}):");
-        let mut stdout = io::BufWriter::new(io::stdout().lock());
-        for send in run::schedule_preview(&scenario, seed, n, shard) {
-            let _ = writeln!(stdout, "{:>14.6} {} {}", send.at_ns as f64 / 1e9, send.fleet, send.device);
+        writeln!(out, "\nschedule (first {n} intended sends, seed {seed}):")?;
+        for send in run::schedule_preview(scenario, seed, n, shard) {
+            writeln!(out, "{:>14.6} {} {}", send.at_ns as f64 / 1e9, send.fleet, send.device)?;
         }
-        let _ = stdout.flush();
     }
-    match run::check_resources(&scenario, shard, run::predicted_ip(&scenario.target.url)) {
+    Ok(match run::check_resources(scenario, shard, run::predicted_ip(&scenario.target.url)) {
         Ok(budget) => {
             let sources = match budget.sources.addresses.as_slice() {
                 [] => "from one source address".to_string(),
@@ -72,18 +94,19 @@ pub(super) fn validate_command(args: &ValidateArgs) -> Result<(), CliError> {
                 ),
                 many => format!("from {} source addresses", many.len()),
             };
-            println!(
+            writeln!(
+                out,
                 "\nresources: up to {} connections; this process may open {} files; {} connections toward the target \
                  at full speed {sources} ({} each)",
                 budget.needed,
                 budget.open_files,
                 budget.capacity(),
                 budget.per_address
-            );
+            )?;
             Ok(())
         }
         Err(e) => Err(CliError::Usage(e.to_string())),
-    }
+    })
 }
 
 pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {

@@ -184,3 +184,25 @@ fn a_scale_beyond_a_limit_is_refused_as_the_same_count_in_the_file() {
         assert!(stderr.contains("--rate-scale must be a number above 0, not -1"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn validate_into_a_pipe_closed_early_ends_quietly_with_success() {
+    // `fleetstorm validate ... --schedule N | head -1`: the reader goes
+    // away after one line; validate must stop writing, not panic.
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args(["validate", "scenarios/quickstart.toml", "--seed", "1", "--schedule", "200000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(!first.is_empty(), "validate printed nothing");
+    // The reading end is closed here, as head closes it.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -384,8 +384,9 @@ mod tests {
         fn exchange(
             &self,
             _conn: Option<()>,
-            body: bytes::Bytes,
+            outgoing: crate::transport::Outgoing,
         ) -> impl Future<Output = Exchange<()>> + Send + 'static {
+            let body = outgoing.body;
             assert!(crate::heartbeat::validate(&body).is_ok());
             self.calls.lock().unwrap().push(Instant::now());
             let now = self.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
@@ -726,8 +727,9 @@ mod tests {
         fn exchange(
             &self,
             _conn: Option<()>,
-            body: bytes::Bytes,
+            outgoing: crate::transport::Outgoing,
         ) -> impl Future<Output = Exchange<()>> + Send + 'static {
+            let body = outgoing.body;
             let summary = crate::heartbeat::validate::inspect(&body).expect("a valid body");
             let device = summary.device_name.to_string();
             let n = {

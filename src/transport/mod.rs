@@ -35,6 +35,34 @@ use crate::stats::{CLASSES, Failure, Outcome};
 pub use sigv4::Signer;
 pub use tls::TlsClient;
 
+/// What one heartbeat sends: its body and, for a device whose requests go
+/// elsewhere than the endpoint's path (a device profile's per-device
+/// request target and credentials), where and with which extra headers.
+/// `From<Bytes>` gives the endpoint's own request, the one every
+/// `SendHeartbeat` fleet sends: the same bytes as without it.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub body: Bytes,
+    /// Boxed: most heartbeats have none, and every exchange future carries
+    /// this field.
+    pub addressed: Option<Box<Addressed>>,
+}
+
+/// A request's own target and headers, beside the endpoint's.
+#[derive(Debug, Clone)]
+pub struct Addressed {
+    /// The path and query, e.g. `/api/v1/TOKEN/telemetry`.
+    pub target: http::uri::PathAndQuery,
+    /// Added after the endpoint's headers (replacing one of the same name).
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
+}
+
+impl From<Bytes> for Outgoing {
+    fn from(body: Bytes) -> Outgoing {
+        Outgoing { body, addressed: None }
+    }
+}
+
 /// One heartbeat exchange at a time per connection (or many, on a
 /// multiplexed one).
 pub trait Transport: Send + Sync + 'static {
@@ -47,7 +75,7 @@ pub trait Transport: Send + Sync + 'static {
     fn exchange(
         &self,
         conn: Option<Self::Conn>,
-        body: Bytes,
+        outgoing: Outgoing,
     ) -> impl Future<Output = Exchange<Self::Conn>> + Send + 'static;
 
     /// Whether one connection carries many exchanges at once (HTTP/2), so
@@ -264,11 +292,15 @@ impl HyperSender {
 impl Transport for Http {
     type Conn = Sender;
 
-    fn exchange(&self, conn: Option<Sender>, body: Bytes) -> impl Future<Output = Exchange<Sender>> + Send + 'static {
+    fn exchange(
+        &self,
+        conn: Option<Sender>,
+        outgoing: Outgoing,
+    ) -> impl Future<Output = Exchange<Sender>> + Send + 'static {
         let endpoint = self.endpoint.clone();
         async move {
             let mut connected = None;
-            let attempt = exchange(&endpoint, conn, body, &mut connected);
+            let attempt = exchange(&endpoint, conn, outgoing, &mut connected);
             match tokio::time::timeout(endpoint.timeout, attempt).await {
                 Ok(Ok(answer)) => Exchange {
                     outcome: Outcome::Status(answer.status),
@@ -321,7 +353,7 @@ struct Answer {
 async fn exchange(
     endpoint: &Endpoint,
     conn: Option<Sender>,
-    body: Bytes,
+    outgoing: Outgoing,
     connected: &mut Option<Connected>,
 ) -> Result<Answer, Failure> {
     // A kept connection the server has closed meanwhile is replaced before
@@ -339,7 +371,7 @@ async fn exchange(
     };
     match sender {
         Sender::Lean(mut conn) => {
-            let answer = lean_exchange(endpoint, &mut conn, body).await?;
+            let answer = lean_exchange(endpoint, &mut conn, outgoing).await?;
             Ok(Answer {
                 status: answer.status,
                 retry_after: answer.retry_after.map(Duration::from_secs),
@@ -348,17 +380,21 @@ async fn exchange(
         }
         // Boxed: TLS and HTTP/2 exchanges are rarer and dearer; inline,
         // hyper's request future would more than double every exchange's.
-        Sender::Hyper(hyper) => Box::pin(hyper_exchange(endpoint, hyper, body)).await,
+        Sender::Hyper(hyper) => Box::pin(hyper_exchange(endpoint, hyper, outgoing)).await,
     }
 }
 
 /// One exchange on a connection hyper drives (TLS, HTTP/2).
-async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, body: Bytes) -> Result<Answer, Failure> {
-    let mut req = request(endpoint, Full::new(body.clone()), &body)?;
+async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, outgoing: Outgoing) -> Result<Answer, Failure> {
+    let Outgoing { body, addressed } = outgoing;
+    let mut req = request(endpoint, Full::new(body.clone()), &body, addressed.as_deref())?;
     let response = match &mut sender {
         HyperSender::H1(s) => {
             s.ready().await.map_err(|e| classify(endpoint, &e))?;
-            *req.uri_mut() = endpoint.path.clone();
+            *req.uri_mut() = match &addressed {
+                None => endpoint.path.clone(),
+                Some(a) => Uri::from(a.target.clone()),
+            };
             s.send_request(req).await
         }
         HyperSender::H2(s) => {
@@ -383,13 +419,30 @@ async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, body: Byte
 }
 
 /// The heartbeat's request with `payload` as its body: POST to the target's
-/// absolute URI with every request's headers, signed over `body` when the
-/// scenario asks for SigV4.
-fn request<B>(endpoint: &Endpoint, payload: B, body: &[u8]) -> Result<Request<B>, Failure> {
+/// absolute URI (or the request's own target on the same origin) with every
+/// request's headers and its own, signed over `body` when the scenario asks
+/// for SigV4.
+fn request<B>(
+    endpoint: &Endpoint,
+    payload: B,
+    body: &[u8],
+    addressed: Option<&Addressed>,
+) -> Result<Request<B>, Failure> {
     let mut req = Request::new(payload);
     *req.method_mut() = Method::POST;
     *req.headers_mut() = endpoint.headers.clone();
-    *req.uri_mut() = endpoint.absolute.clone();
+    match addressed {
+        None => *req.uri_mut() = endpoint.absolute.clone(),
+        Some(a) => {
+            let mut parts = endpoint.absolute.clone().into_parts();
+            parts.path_and_query = Some(a.target.clone());
+            *req.uri_mut() = Uri::from_parts(parts)
+                .map_err(|e| endpoint.note(Failure::Protocol, || format!("bad request target {}: {e}", a.target)))?;
+            for (name, value) in &a.headers {
+                req.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+    }
     if let Some(signer) = &endpoint.signer {
         signer
             .sign(&mut req, body, SystemTime::now())
@@ -399,13 +452,14 @@ fn request<B>(endpoint: &Endpoint, payload: B, body: &[u8]) -> Result<Request<B>
 }
 
 /// One exchange on a lean HTTP/1.1 connection: the head encoded once per
-/// target, or per request when it is signed.
-async fn lean_exchange(endpoint: &Endpoint, conn: &mut h1::Conn, body: Bytes) -> Result<h1::Answer, Failure> {
-    let answer = match &endpoint.signer {
-        None => conn.exchange(&endpoint.h1_head, &body).await,
-        Some(_) => {
-            let req = request(endpoint, (), &body)?;
-            let path = endpoint.path.path_and_query().map_or("/", |p| p.as_str());
+/// target, or per request when it is signed or has its own target.
+async fn lean_exchange(endpoint: &Endpoint, conn: &mut h1::Conn, outgoing: Outgoing) -> Result<h1::Answer, Failure> {
+    let Outgoing { body, addressed } = outgoing;
+    let answer = match (&endpoint.signer, addressed) {
+        (None, None) => conn.exchange(&endpoint.h1_head, &body).await,
+        (_, addressed) => {
+            let req = request(endpoint, (), &body, addressed.as_deref())?;
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
             let head = h1::encode_head(path, req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
             conn.exchange(&head, &body).await
         }
@@ -526,8 +580,59 @@ mod tests {
             EndpointOptions::default(),
         )
         .unwrap();
-        let exchange = Http::new(endpoint).exchange(None, Bytes::new());
+        let exchange = Http::new(endpoint).exchange(None, Bytes::new().into());
         let size = std::mem::size_of_val(&exchange);
         assert!(size <= 2048, "an exchange future takes {size} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_request_with_its_own_target_and_headers_goes_there_and_the_next_as_the_endpoint_s() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A loopback listener that notes each request's head and answers 200
+        // on one kept connection.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut heads = Vec::new();
+            let mut pending = Vec::new();
+            while heads.len() < 2 {
+                let mut buf = [0u8; 4096];
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed before its second request");
+                pending.extend_from_slice(&buf[..n]);
+                // Each request: its head, then a 2-byte body ("{}").
+                while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                    if pending.len() < end + 4 + 2 {
+                        break;
+                    }
+                    heads.push(String::from_utf8(pending[..end].to_vec()).unwrap());
+                    pending.drain(..end + 4 + 2);
+                    socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+                }
+            }
+            heads
+        });
+        let options = EndpointOptions { keep_alive: true, ..EndpointOptions::default() };
+        let endpoint = Endpoint::new(addr, "127.0.0.1", "/SendHeartbeat", [], Duration::from_secs(5), options).unwrap();
+        let http = Http::new(endpoint);
+        let addressed = Addressed {
+            target: "/api/v1/T0KEN/telemetry".parse().unwrap(),
+            headers: vec![(http::HeaderName::from_static("qos-level"), HeaderValue::from_static("1"))],
+        };
+        let first = http
+            .exchange(None, Outgoing { body: Bytes::from_static(b"{}"), addressed: Some(Box::new(addressed)) })
+            .await;
+        assert_eq!(first.outcome, Outcome::Status(200));
+        let second = http.exchange(first.conn, Bytes::from_static(b"{}").into()).await;
+        assert_eq!(second.outcome, Outcome::Status(200));
+        let heads = heads.await.unwrap();
+        let lines = |h: &str| h.lines().map(str::to_ascii_lowercase).collect::<Vec<_>>();
+        let (a, b) = (lines(&heads[0]), lines(&heads[1]));
+        assert_eq!(a[0], "post /api/v1/t0ken/telemetry http/1.1", "{heads:?}");
+        assert!(a.contains(&"qos-level: 1".to_string()) && a.contains(&"content-type: application/json".to_string()));
+        assert!(a.iter().any(|l| l.starts_with("host: 127.0.0.1:")), "{a:?}");
+        assert_eq!(b[0], "post /sendheartbeat http/1.1", "{heads:?}");
+        assert!(!b.iter().any(|l| l.starts_with("qos-level")), "the endpoint's own request has none: {b:?}");
     }
 }

@@ -236,7 +236,11 @@ mod tests {
     impl Transport for Numbers {
         type Conn = u32;
 
-        fn exchange(&self, _: Option<u32>, _: bytes::Bytes) -> impl Future<Output = Exchange<u32>> + Send + 'static {
+        fn exchange(
+            &self,
+            _: Option<u32>,
+            _: crate::transport::Outgoing,
+        ) -> impl Future<Output = Exchange<u32>> + Send + 'static {
             std::future::ready(Exchange {
                 outcome: Outcome::Status(200),
                 conn: None,

@@ -602,7 +602,7 @@ impl<T: Transport> Worker<T> {
         let fleet = &self.fleets[usize::from(s.fleet)];
         self.body.clear();
         s.device.write_next(&fleet.generator, wall_ms(), &mut self.scratch, &mut self.body);
-        let exchange = self.transport.exchange(conn, Bytes::copy_from_slice(&self.body));
+        let exchange = self.transport.exchange(conn, Bytes::copy_from_slice(&self.body).into());
         if attempt == 0 {
             let lag = micros(reached.saturating_sub(eligible));
             let wait = micros(now.saturating_sub(reached));
@@ -777,6 +777,7 @@ mod tests {
     use crate::fleet::StartMode;
     use crate::heartbeat::{NameTemplate, Profile, Weighted};
     use crate::stats::Outcome;
+    use crate::transport::Outgoing;
 
     /// Answers 200 after `delay`, on a connection it hands back.
     struct Slow {
@@ -786,7 +787,7 @@ mod tests {
     impl Transport for Slow {
         type Conn = ();
 
-        fn exchange(&self, _conn: Option<()>, _body: Bytes) -> impl Future<Output = Exchange<()>> + Send + 'static {
+        fn exchange(&self, _conn: Option<()>, _out: Outgoing) -> impl Future<Output = Exchange<()>> + Send + 'static {
             let delay = self.delay;
             async move {
                 tokio::time::sleep(delay).await;

@@ -22,19 +22,21 @@
 //!    through hyper, SigV4, source addresses) and the transport settings;
 //!    the metric catalogue and thresholds as data; each device's schedule,
 //!    fleet events, retries and devices online.
-//! 3. [`scenario`], [`engine`], [`server`]: scenario files, checked as read,
+//! 3. [`wire`]: what a fleet's devices speak (its device profile): each
+//!    heartbeat's body from the device's state, and where it goes.
+//! 4. [`scenario`], [`engine`], [`server`]: scenario files, checked as read,
 //!    with errors naming file, line, column and key; the open-model engine
 //!    (workers owning devices, connections, timers and retries; it knows
 //!    fleets, not files); the reference backend (`serve`).
-//! 4. [`report`], [`sample`], [`live_metrics`]: a run's output made into the
+//! 5. [`report`], [`sample`], [`live_metrics`]: a run's output made into the
 //!    JSON report, its summary, verdicts, gates, HTML, Markdown, JUnit and
 //!    hlog, and merged from shards; heartbeats as they would be sent;
 //!    `/metrics` while a run goes.
-//! 5. [`run`], [`compare`]: a scenario run end to end (overrides, the plan,
+//! 6. [`run`], [`compare`]: a scenario run end to end (overrides, the plan,
 //!    the resources check, progress); baseline against current reports.
-//! 6. [`capacity`]: the search for the highest rate that meets an SLO, one
+//! 7. [`capacity`]: the search for the highest rate that meets an SLO, one
 //!    run per step.
-//! 7. [`cli`]: the command line: flags, one module per command, the output
+//! 8. [`cli`]: the command line: flags, one module per command, the output
 //!    policy, signals and exit codes.
 
 pub mod capacity;
@@ -55,3 +57,4 @@ pub mod shard;
 pub mod stats;
 pub mod transport;
 pub mod units;
+pub mod wire;

@@ -109,6 +109,8 @@ pub struct Fleet {
     pub events: Vec<Event>,
     /// How its devices retry failed heartbeats (`None`: they do not).
     pub retry: Option<RetryPolicy>,
+    /// What its devices speak (the scenario's `profile`).
+    pub wire: crate::wire::ProfileName,
 }
 
 /// Why a fleet cannot be scaled as asked.
@@ -350,6 +352,9 @@ struct RawFleet {
     #[serde(default)]
     events: Vec<Event>,
     retry: Option<RetryPolicy>,
+    /// The device profile (`docs/design/device-profiles.md`).
+    #[serde(default)]
+    profile: crate::wire::ProfileName,
 }
 
 fn default_agent_versions() -> Weighted {
@@ -440,6 +445,7 @@ impl TryFrom<RawFleet> for Fleet {
             stale_after: raw.stale_after.map(|d| d.0),
             events: raw.events,
             retry: raw.retry,
+            wire: raw.profile,
         })
     }
 }
@@ -517,5 +523,14 @@ mod tests {
         let mut one = parse("[[fleets]]\nname = \"f\"\ndevices = 1\ndevice_name = \"solo\"\n").fleets[0].clone();
         let unnamed = one.set_devices(2).unwrap_err();
         assert!(matches!(unnamed, super::ScaleError::Names(_)), "{unnamed}");
+    }
+
+    #[test]
+    fn a_fleet_speaks_sagemaker_edge_unless_it_names_another_profile() {
+        let parse = |t: &str| crate::scenario::parse(t, crate::scenario::Format::Toml, "s.toml", "s");
+        let plain = parse("[[fleets]]\nname = \"f\"\ndevices = 1\n").unwrap();
+        let named = parse("[[fleets]]\nname = \"f\"\ndevices = 1\nprofile = \"sagemaker-edge\"\n").unwrap();
+        assert_eq!(plain.fleets[0].wire, crate::wire::ProfileName::SagemakerEdge);
+        assert_eq!(named.fleets[0].wire, crate::wire::ProfileName::SagemakerEdge);
     }
 }

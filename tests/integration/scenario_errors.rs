@@ -39,6 +39,14 @@ fn cases() -> Vec<Case> {
             "unknown field `devicez`",
         ),
         toml(
+            "unknown device profile",
+            &format!("{FLEET}profile = \"sagemaker\"\n"),
+            4,
+            11,
+            Some("fleets[0].profile"),
+            "unknown variant `sagemaker`, expected `sagemaker-edge`",
+        ),
+        toml(
             "wrong type",
             "[[fleets]]\nname = \"f1\"\ndevices = \"ten\"\n",
             3,

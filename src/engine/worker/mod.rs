@@ -30,7 +30,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::rngs::Xoshiro128PlusPlus;
@@ -45,6 +44,7 @@ use crate::stats::timeline::SecondPart;
 use crate::stats::{Freshness, Recorder};
 use crate::transport::settings::ConnectionMode;
 use crate::transport::{Exchange, Transport};
+use crate::wire::FleetWire;
 use alarm::Alarm;
 use connections::{Checkout, Connections};
 pub use demand::Demand;
@@ -66,6 +66,8 @@ pub struct FleetRuntime {
     pub events: FleetEvents,
     /// How devices retry failed heartbeats.
     pub retry: Option<RetryPolicy>,
+    /// What its devices speak.
+    pub wire: FleetWire,
 }
 
 impl FleetRuntime {
@@ -79,6 +81,7 @@ impl FleetRuntime {
             stale_after,
             events: FleetEvents::default(),
             retry: None,
+            wire: FleetWire::default(),
         }
     }
 }
@@ -600,9 +603,9 @@ impl<T: Transport> Worker<T> {
         let s = &mut self.slots[slot as usize];
         s.busy = true;
         let fleet = &self.fleets[usize::from(s.fleet)];
-        self.body.clear();
-        s.device.write_next(&fleet.generator, wall_ms(), &mut self.scratch, &mut self.body);
-        let exchange = self.transport.exchange(conn, Bytes::copy_from_slice(&self.body).into());
+        let outgoing =
+            fleet.wire.next_heartbeat(&fleet.generator, &mut s.device, wall_ms(), &mut self.scratch, &mut self.body);
+        let exchange = self.transport.exchange(conn, outgoing);
         if attempt == 0 {
             let lag = micros(reached.saturating_sub(eligible));
             let wait = micros(now.saturating_sub(reached));

@@ -12,10 +12,11 @@
 //! this list against the code's imports, and that nothing imports in a
 //! circle, inside a module either). Read bottom-up:
 //!
-//! 1. [`units`], [`stats`], [`shard`], [`heartbeat`]: values that depend on
-//!    nothing: durations, shares and rates as people write them; counters,
-//!    HDR histograms and the per-second timeline; which devices a shard
-//!    owns; the wire contract (serde types, string rules, the single-pass
+//! 1. [`units`], [`stats`], [`shard`], [`identities`], [`heartbeat`]: values
+//!    that depend on nothing: durations, shares and rates as people write
+//!    them; counters, HDR histograms and the per-second timeline; which
+//!    devices a shard owns; device identities read from a file; the wire
+//!    contract (serde types, string rules, the single-pass
 //!    validator, the randomized body generator).
 //! 2. [`transport`], [`gate`], [`fleet`]: one heartbeat exchange (plain
 //!    HTTP/1.1 through the lean client in [`transport::h1`], TLS and HTTP/2
@@ -46,6 +47,7 @@ pub mod engine;
 pub mod fleet;
 pub mod gate;
 pub mod heartbeat;
+pub mod identities;
 pub mod live_metrics;
 
 pub mod report;

@@ -10,6 +10,8 @@
 //! is the plan for the others (AWS IoT shadows, ThingsBoard, Eclipse Hono,
 //! Azure IoT Hub, custom templates), each a variant here.
 
+pub mod azure;
+
 use std::fmt;
 
 use bytes::Bytes;

@@ -12,6 +12,7 @@ mod generator_props;
 mod outputs;
 mod pki;
 mod plan;
+mod profiles;
 mod reports;
 mod run;
 mod scenario_errors;

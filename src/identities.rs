@@ -186,30 +186,33 @@ impl Loader {
     /// Sets the columns from a header, in file order: `name` must be one,
     /// and comes first. Returns where each file column goes.
     fn header(&mut self, line: u64, names: Vec<String>) -> Result<Vec<usize>, IdentitiesError> {
-        let mut seen = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
         for (i, n) in names.iter().enumerate() {
             if n.is_empty() {
                 return Err(self.row_error(line, format!("column {} has no name", i + 1)));
             }
-            if seen.insert(n.clone(), i).is_some() {
+            if !seen.insert(n.as_str()) {
                 return Err(self.row_error(line, format!("column `{n}` appears twice")));
             }
         }
-        let Some(&name_at) = seen.get(NAME) else {
+        if !seen.contains(NAME) {
             return Err(IdentitiesError::NoName { path: self.path.clone(), columns: names.join(", ") });
-        };
+        }
         self.columns =
             std::iter::once(NAME.to_string()).chain(names.iter().filter(|n| n.as_str() != NAME).cloned()).collect();
-        let mut place = vec![0; names.len()];
-        let mut next = 1;
-        for (i, slot) in place.iter_mut().enumerate() {
-            if i == name_at {
-                *slot = 0;
-            } else {
-                *slot = next;
-                next += 1;
-            }
-        }
+        // `name` goes first; the others keep their order after it.
+        let mut next = 0;
+        let place = names
+            .iter()
+            .map(|n| {
+                if n == NAME {
+                    0
+                } else {
+                    next += 1;
+                    next
+                }
+            })
+            .collect();
         Ok(place)
     }
 

@@ -365,7 +365,7 @@ mod tests {
 
     use super::*;
     use crate::fleet::{Arrival, Schedule, StartMode};
-    use crate::heartbeat::{FleetGenerator, NameTemplate, Profile, Weighted};
+    use crate::heartbeat::{FleetGenerator, NameTemplate};
     use crate::stats::Outcome;
     use crate::transport::Exchange;
     use hdrhistogram::Histogram;
@@ -401,13 +401,7 @@ mod tests {
     }
 
     fn fleet(devices: u64, schedule: Schedule) -> FleetRuntime {
-        let profile = Profile {
-            fleet_name: "f".into(),
-            agent_versions: Weighted::single("1.0"),
-            agent_metrics: Profile::default_agent_metrics(),
-            models: vec![],
-        };
-        let generator = FleetGenerator::new(profile, NameTemplate::parse("d-{index}").unwrap(), 1);
+        let generator = crate::heartbeat::plain_generator();
         FleetRuntime { key: 1, ..FleetRuntime::new(generator, schedule, devices, schedule.interval * 3) }
     }
 

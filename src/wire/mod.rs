@@ -84,17 +84,10 @@ impl FleetWire {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heartbeat::{NameTemplate, Profile, Weighted};
 
     #[test]
     fn a_sagemaker_edge_heartbeat_is_the_device_s_body_sent_to_the_endpoint_s_path() {
-        let profile = Profile {
-            fleet_name: "f".into(),
-            agent_versions: Weighted::single("1.0"),
-            agent_metrics: Profile::default_agent_metrics(),
-            models: vec![],
-        };
-        let generator = FleetGenerator::new(profile, NameTemplate::parse("d-{index}").unwrap(), 1);
+        let generator = crate::heartbeat::plain_generator();
         let (mut a, mut b) = (generator.device(3), generator.device(3));
         let (mut scratch, mut body, mut direct) = (Scratch::default(), Vec::new(), Vec::new());
         let wire = FleetWire::new(ProfileName::default());

@@ -778,7 +778,6 @@ mod tests {
 
     use super::*;
     use crate::fleet::StartMode;
-    use crate::heartbeat::{NameTemplate, Profile, Weighted};
     use crate::stats::Outcome;
     use crate::transport::Outgoing;
 
@@ -800,13 +799,7 @@ mod tests {
     }
 
     fn fleet(devices: u64, schedule: Schedule) -> FleetRuntime {
-        let profile = Profile {
-            fleet_name: "f".into(),
-            agent_versions: Weighted::single("1.0"),
-            agent_metrics: Profile::default_agent_metrics(),
-            models: vec![],
-        };
-        let generator = FleetGenerator::new(profile, NameTemplate::parse("d-{index}").unwrap(), 1);
+        let generator = crate::heartbeat::plain_generator();
         FleetRuntime::new(generator, schedule, devices, schedule.interval * 3)
     }
 

@@ -192,8 +192,14 @@ fn a_pool_too_small_for_the_rate_is_the_client_s_limit_not_the_backend_s() {
         "{stdout}"
     );
     assert_eq!(report.limit.as_deref(), Some("pool"), "{stdout}");
-    assert_eq!(report.steps.len(), 1, "a pool too small stays so: not run again\n{stdout}");
-    let step = &report.steps[0];
+    // A pool too small stays so: the step judged so is not run again, and
+    // the search ends there. Only a step the generator could not keep up
+    // with (a busy machine) comes before it, run once more.
+    let (step, before) = report.steps.split_last().expect("a step");
+    assert!(
+        before.len() <= 1 && before.iter().all(|s| s.client_limit == Some(ClientLimit::Generator)),
+        "a pool too small stays so: not run again\n{stdout}"
+    );
     assert_eq!(step.client_limit, Some(ClientLimit::Pool));
     assert!(step.connection_wait_p99_ms > 10.0, "{step:?}");
     // Little's law at ≥ 1 ms per exchange: 5,000/s needs at least 5.

@@ -9,7 +9,9 @@
 //! one `String`, plus one `u32` end offset per field. That is no allocation
 //! per row, and about the size of the file. A bad row is refused with
 //! `file:line`, its column and what is wrong, and the message never shows
-//! a credential's value: only `name` is ever quoted. For the same reason
+//! a credential's value: only `name` is ever quoted. Fields other than
+//! `name` are credentials, sent in request paths and headers as they are,
+//! so they must be printable ASCII without spaces. For the same reason
 //! [`Identities`] has no `Serialize`, and its `Debug` shows counts and
 //! column names only.
 
@@ -132,6 +134,11 @@ impl Identities {
         self.get(row, 0)
     }
 
+    /// The file they were read from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
     /// What the identities hold in memory, in bytes.
     pub fn heap_bytes(&self) -> usize {
         self.text.capacity() + self.ends.capacity() * 4 + self.columns.iter().map(String::capacity).sum::<usize>()
@@ -229,6 +236,10 @@ impl Loader {
             }
             if column == 0 {
                 check_name(field).map_err(|what| self.field_error(line, 0, format!("{field:?}: {what}")))?;
+            } else if !field.bytes().all(|b| b.is_ascii_graphic()) {
+                // Credentials go into paths and headers as they are; the
+                // value is not shown.
+                return Err(self.field_error(line, column, "must be printable ASCII without spaces"));
             }
             self.text.push_str(field);
             let end =
@@ -469,6 +480,13 @@ mod tests {
                 "d.jsonl",
                 format!("{{\"name\":\"cam-1\",\"token\":\"{secret}\"\n"),
                 ":1: not a JSON object: EOF while parsing an object",
+            ),
+            (
+                "d.jsonl",
+                format!(
+                    "{{\"name\":\"cam-1\",\"token\":\"{secret}\"}}\n{{\"name\":\"cam-2\",\"token\":\"{secret} x\"}}\n"
+                ),
+                ":2: column `token`: must be printable ASCII without spaces",
             ),
             ("d.txt", "name\ncam-1\n".to_string(), ": not an identities file: name it .csv or .jsonl (JSON Lines)"),
         ];

@@ -12,32 +12,34 @@
 //! this list against the code's imports, and that nothing imports in a
 //! circle, inside a module either). Read bottom-up:
 //!
-//! 1. [`units`], [`stats`], [`shard`], [`identities`], [`heartbeat`]: values
-//!    that depend on nothing: durations, shares and rates as people write
-//!    them; counters, HDR histograms and the per-second timeline; which
-//!    devices a shard owns; device identities read from a file; the wire
-//!    contract (serde types, string rules, the single-pass
-//!    validator, the randomized body generator).
-//! 2. [`transport`], [`gate`], [`fleet`]: one heartbeat exchange (plain
+//! 1. [`units`], [`stats`], [`shard`], [`identities`]: values that depend
+//!    on nothing: durations, shares and rates as people write them;
+//!    counters, HDR histograms and the per-second timeline; which devices a
+//!    shard owns; device identities read from a file.
+//! 2. [`heartbeat`]: the wire contract (serde types, string rules, the
+//!    single-pass validator) and the randomized device state and body
+//!    generator, whose device names come from a template or identities.
+//! 3. [`transport`], [`gate`], [`fleet`]: one heartbeat exchange (plain
 //!    HTTP/1.1 through the lean client in [`transport::h1`], TLS and HTTP/2
 //!    through hyper, SigV4, source addresses) and the transport settings;
 //!    the metric catalogue and thresholds as data; each device's schedule,
 //!    fleet events, retries and devices online.
-//! 3. [`wire`]: what a fleet's devices speak (its device profile): each
-//!    heartbeat's body from the device's state, and where it goes.
-//! 4. [`scenario`], [`engine`], [`server`]: scenario files, checked as read,
+//! 4. [`wire`]: what a fleet's devices speak (its device profile): each
+//!    heartbeat's request from the device's state and credentials, and how
+//!    `serve` checks it.
+//! 5. [`scenario`], [`engine`], [`server`]: scenario files, checked as read,
 //!    with errors naming file, line, column and key; the open-model engine
 //!    (workers owning devices, connections, timers and retries; it knows
 //!    fleets, not files); the reference backend (`serve`).
-//! 5. [`report`], [`sample`], [`live_metrics`]: a run's output made into the
+//! 6. [`report`], [`sample`], [`live_metrics`]: a run's output made into the
 //!    JSON report, its summary, verdicts, gates, HTML, Markdown, JUnit and
 //!    hlog, and merged from shards; heartbeats as they would be sent;
 //!    `/metrics` while a run goes.
-//! 6. [`run`], [`compare`]: a scenario run end to end (overrides, the plan,
+//! 7. [`run`], [`compare`]: a scenario run end to end (overrides, the plan,
 //!    the resources check, progress); baseline against current reports.
-//! 7. [`capacity`]: the search for the highest rate that meets an SLO, one
+//! 8. [`capacity`]: the search for the highest rate that meets an SLO, one
 //!    run per step.
-//! 8. [`cli`]: the command line: flags, one module per command, the output
+//! 9. [`cli`]: the command line: flags, one module per command, the output
 //!    policy, signals and exit codes.
 
 pub mod capacity;

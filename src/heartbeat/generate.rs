@@ -39,15 +39,15 @@ use rand::rngs::Xoshiro128PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
+use super::names::DeviceNames;
 use super::profile::{MetricSpec, Profile};
-use super::template::NameTemplate;
 
 /// A fleet's heartbeat source: its profile, its device names and a key that
 /// separates its devices' random streams from other fleets'.
 #[derive(Debug, Clone)]
 pub struct FleetGenerator {
     pub profile: Profile,
-    pub names: NameTemplate,
+    pub names: DeviceNames,
     key: u64,
     fragments: Fragments,
 }
@@ -60,6 +60,29 @@ struct Fragments {
     /// `"AgentVersion":"…","DeviceFleetName":"…","DeviceName":"` per agent version.
     identity: Vec<Vec<u8>>,
     models: Vec<ModelFragments>,
+    /// The same for [`Device::write_state`]'s flat object.
+    state: StateFragments,
+}
+
+/// The keys of a device's state as one flat JSON object (the bodies of the
+/// profiles other than SendHeartbeat).
+#[derive(Debug, Clone)]
+struct StateFragments {
+    /// `"agent_version":"…","fleet_name":"…","device_name":"` per agent version.
+    identity: Vec<Vec<u8>>,
+    /// `,"cpu-utilization":` per agent metric.
+    agent_metrics: Vec<Vec<u8>>,
+    models: Vec<ModelState>,
+}
+
+#[derive(Debug, Clone)]
+struct ModelState {
+    /// `,"m.version":"v"` per version.
+    versions: Vec<Vec<u8>>,
+    /// `,"m.latest_inference_ms":`.
+    inference: Vec<u8>,
+    /// `,"m.metric":` per model metric.
+    metrics: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,10 +108,42 @@ fn metric_prefix(m: &MetricSpec) -> Vec<u8> {
     [&b"{\"Dimension\":"[..], &json(&m.dimension), b",\"MetricName\":", &json(&m.name), b",\"Timestamp\":"].concat()
 }
 
+/// `,"key":`, the key escaped.
+fn member(key: &str) -> Vec<u8> {
+    [&b","[..], &json(key), b":"].concat()
+}
+
+impl StateFragments {
+    fn new(p: &Profile) -> Self {
+        let fleet = json(&p.fleet_name);
+        StateFragments {
+            identity: (0..p.agent_versions.len())
+                .map(|i| {
+                    let version = json(p.agent_versions.name(i as u16));
+                    [&b"\"agent_version\":"[..], &version, b",\"fleet_name\":", &fleet, b",\"device_name\":\""].concat()
+                })
+                .collect(),
+            agent_metrics: p.agent_metrics.iter().map(|m| member(&m.name)).collect(),
+            models: p
+                .models
+                .iter()
+                .map(|m| ModelState {
+                    versions: (0..m.versions.len())
+                        .map(|i| [member(&format!("{}.version", m.name)), json(m.versions.name(i as u16))].concat())
+                        .collect(),
+                    inference: member(&format!("{}.latest_inference_ms", m.name)),
+                    metrics: m.metrics.iter().map(|x| member(&format!("{}.{}", m.name, x.name))).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 impl Fragments {
     fn new(p: &Profile) -> Self {
         let fleet = json(&p.fleet_name);
         Fragments {
+            state: StateFragments::new(p),
             agent_metrics: p.agent_metrics.iter().map(metric_prefix).collect(),
             identity: (0..p.agent_versions.len())
                 .map(|i| {
@@ -177,7 +232,8 @@ const SAMPLE_PROBABILITY: f64 = 0.2;
 const FIRST_DEPLOYMENT_WINDOW_MS: u64 = 30_000;
 
 impl FleetGenerator {
-    pub fn new(profile: Profile, names: NameTemplate, seed: u64) -> Self {
+    pub fn new(profile: Profile, names: impl Into<DeviceNames>, seed: u64) -> Self {
+        let names = names.into();
         let key = mix(seed ^ mix(fnv1a(profile.fleet_name.as_bytes())));
         let fragments = Fragments::new(&profile);
         FleetGenerator { profile, names, key, fragments }
@@ -344,6 +400,47 @@ impl Device {
         out.push(b'}');
     }
 
+    /// Advances the device by one heartbeat sent at `now_ms` (epoch
+    /// milliseconds) and appends its state to `out` as the members of one
+    /// flat JSON object, without the braces:
+    /// `"agent_version":"1.0","fleet_name":"f","device_name":"d-1",`
+    /// then each agent metric by name, then per deployed model
+    /// `"m.version"`, `"m.latest_inference_ms"` and `"m.metric"`. (Metric
+    /// and model names have no `_` or `.`, so no key can collide.) Returns
+    /// the heartbeat's timestamp, which never decreases, for the profile to
+    /// place. The walks, versions and rollouts are those of
+    /// [`Self::write_next`]; a rollout shows as the new version.
+    pub fn write_state(&mut self, fleet: &FleetGenerator, now_ms: u64, out: &mut Vec<u8>) -> u64 {
+        let ts = now_ms.max(self.last_ms);
+        self.last_ms = ts;
+        self.advance(&fleet.profile, ts);
+        if std::mem::replace(&mut self.deployed, false) {
+            self.models.iter_mut().for_each(|m| m.deployed = false);
+        }
+        let f = &fleet.fragments.state;
+        out.extend_from_slice(&f.identity[usize::from(self.agent_version)]);
+        fleet.names.render_json(self.index, out);
+        out.push(b'"');
+        let n_agent = f.agent_metrics.len();
+        for (key, &value) in f.agent_metrics.iter().zip(&self.values[..n_agent]) {
+            out.extend_from_slice(key);
+            write_number(value, out);
+        }
+        let mut offset = n_agent;
+        for model in self.models.iter() {
+            let m = &f.models[usize::from(model.spec)];
+            out.extend_from_slice(&m.versions[usize::from(model.version)]);
+            out.extend_from_slice(&m.inference);
+            write_integer(model.latest_inference_ms, out);
+            for (key, &value) in m.metrics.iter().zip(&self.values[offset..]) {
+                out.extend_from_slice(key);
+                write_number(value, out);
+            }
+            offset += m.metrics.len();
+        }
+        ts
+    }
+
     /// Appends `,"DeploymentResult":{…}` for the models whose version
     /// changed, those of them that report it; clears the changes.
     fn write_deployment(&mut self, fleet: &FleetGenerator, previous_ms: u64, ts: u64, out: &mut Vec<u8>) {
@@ -466,6 +563,12 @@ fn write_metrics(prefixes: &[Vec<u8>], values: &[f64], ts_text: &[u8], out: &mut
     }
 }
 
+/// Appends `n` in decimal.
+pub(crate) fn write_integer(n: u64, out: &mut Vec<u8>) {
+    // Writing an integer into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &n);
+}
+
 /// Appends `v` exactly as serde_json serializes an `f64`.
 fn write_number(v: f64, out: &mut Vec<u8>) {
     // Writing a finite number into a Vec cannot fail.
@@ -476,6 +579,7 @@ fn write_number(v: f64, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::heartbeat::profile::{ModelSpec, Weighted};
+    use crate::heartbeat::template::NameTemplate;
     use crate::heartbeat::{validate, wire};
 
     fn fleet(share: f64) -> FleetGenerator {
@@ -514,6 +618,38 @@ mod tests {
         let m = &parsed.models.unwrap()[0];
         assert!(m.latest_inference.unwrap().0 <= 1_700_000_000.123);
         assert_eq!(parsed.agent_metrics.unwrap()[0].timestamp, Some(wire::Timestamp(1_700_000_000.123)));
+    }
+
+    #[test]
+    fn the_state_object_carries_the_same_walks_as_the_heartbeat_and_a_rollout_as_its_version() {
+        let f = fleet(1.0);
+        let (mut a, mut b) = (f.device(12), f.device(12));
+        for (k, now) in [1_700_000_000_123, 1_700_000_030_000, 1_700_000_029_000].into_iter().enumerate() {
+            if k == 2 {
+                a.set_model_version(0, 1);
+                b.set_model_version(0, 1);
+            }
+            let hb: wire::SendHeartbeat = serde_json::from_slice(&body(&mut a, &f, now)).unwrap();
+            let mut members = Vec::new();
+            let ts = b.write_state(&f, now, &mut members);
+            assert_eq!(ts, [1_700_000_000_123, 1_700_000_030_000, 1_700_000_030_000][k], "never backwards");
+            let text = format!("{{{}}}", String::from_utf8(members).unwrap());
+            let state: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+            assert_eq!(state["device_name"], "cam-0012");
+            assert_eq!(state["fleet_name"], "factory-east");
+            assert_eq!(state["agent_version"], hb.agent_version.as_str());
+            for m in hb.agent_metrics.unwrap() {
+                assert_eq!(state[m.metric_name.as_deref().unwrap()].as_f64(), m.value, "{text}");
+            }
+            let model = &hb.models.unwrap()[0];
+            assert_eq!(state["resnet50.version"], model.model_version.as_deref().unwrap(), "{text}");
+            assert_eq!(state["resnet50.version"], if k == 2 { "3.2" } else { "3.1" });
+            let inference = state["resnet50.latest_inference_ms"].as_u64().unwrap();
+            assert_eq!(inference as f64 / 1000.0, model.latest_inference.unwrap().0);
+            let metric = &model.model_metrics.as_ref().unwrap()[0];
+            assert_eq!(state["resnet50.latency-ms"].as_f64(), metric.value);
+            assert_eq!(state.len(), 3 + 3 + 3, "{text}");
+        }
     }
 
     #[test]

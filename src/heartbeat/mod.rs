@@ -1,7 +1,11 @@
 //! The SendHeartbeat contract: its wire types, its rules, the validator that
-//! enforces them on raw bytes, and the generator whose every body meets them.
+//! enforces them on raw bytes, and the generator whose every body meets
+//! them. The generator's device state (metric walks, versions, rollouts)
+//! is also what every other device profile's bodies are made from
+//! ([`Device::write_state`]).
 
 pub mod generate;
+pub mod names;
 pub mod profile;
 pub mod rules;
 pub mod template;
@@ -9,6 +13,7 @@ pub mod validate;
 pub mod wire;
 
 pub use generate::{Device, FleetGenerator, Scratch};
+pub use names::DeviceNames;
 pub use profile::{MetricSpec, ModelSpec, Profile, Weighted};
 pub use template::NameTemplate;
 pub use validate::{Reason, Violation, Violations, validate};

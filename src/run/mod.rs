@@ -108,6 +108,12 @@ pub fn apply_overrides(mut s: Scenario, o: &Overrides) -> Result<Scenario, RunEr
 
 /// The fleets of a scenario as the engine runs them under `seed`.
 pub fn fleet_runtimes(scenario: &Scenario, seed: u64) -> Vec<FleetRuntime> {
+    // The host a device profile's credentials may name (an Azure SAS
+    // token's resource): the target's, or the built-in backend's.
+    let host = match &scenario.target.url {
+        TargetUrl::Http { host, .. } => host.as_str(),
+        TargetUrl::Builtin => "127.0.0.1",
+    };
     scenario
         .fleets
         .iter()
@@ -117,7 +123,7 @@ pub fn fleet_runtimes(scenario: &Scenario, seed: u64) -> Vec<FleetRuntime> {
             FleetRuntime {
                 events: FleetEvents::new(&f.events, f.devices, f.schedule.interval, key),
                 retry: f.retry,
-                wire: crate::wire::FleetWire::new(f.wire),
+                wire: crate::wire::FleetWire::new(f.wire, &generator.names, host),
                 ..FleetRuntime::new(generator, f.schedule, f.devices, f.stale_after())
             }
         })

@@ -1,40 +1,137 @@
 //! What a fleet's devices speak: its device profile. A profile decides,
 //! for each heartbeat, the body made from the device's state and where the
-//! request goes (its target and per-device headers, when they are not the
-//! endpoint's). The engine asks the fleet's [`FleetWire`] once per
-//! heartbeat and hands the transport the [`Outgoing`] it gets; the
-//! transport knows no profile.
+//! request goes (its target and per-device credentials, when they are not
+//! the endpoint's), and, on `serve`'s side, how such a request is checked
+//! and answered. Both sides of a profile live in its own module here, so
+//! the rules they share have one owner:
 //!
-//! `sagemaker-edge` (SageMaker Edge Manager `SendHeartbeat`) is the
-//! default and, for now, the only profile; `docs/design/device-profiles.md`
-//! is the plan for the others (AWS IoT shadows, ThingsBoard, Eclipse Hono,
-//! Azure IoT Hub, custom templates), each a variant here.
+//! | profile | module | request | success |
+//! |---|---|---|---|
+//! | `sagemaker-edge` (default) | `heartbeat` | `POST /SendHeartbeat` (the target's path) | 200 |
+//! | `thingsboard` | [`thingsboard`] | `POST /api/v1/{token}/telemetry` | 200 |
+//! | `hono` | [`hono`] | `POST /telemetry`, HTTP Basic `{auth-id}@{tenant}` | 202 |
+//! | `azure-iot-hub` | [`azure`] | `POST /devices/{id}/messages/events?api-version=2021-04-12`, a SAS token | 204 |
+//!
+//! The engine asks the fleet's [`FleetWire`] once per heartbeat and hands
+//! the transport the [`Outgoing`] it gets; the transport knows no profile.
+//! The dispatch is one `match`, and a `sagemaker-edge` heartbeat is the
+//! same bytes to the same path as before profiles existed.
+//!
+//! # Credentials
+//!
+//! A device's credential comes from its row of the fleet's identities
+//! file ([`ProfileName::columns`] names the columns each profile needs).
+//! A fleet without one uses the rule that `serve` also applies when it is
+//! given no identities: every credential is the device's name (the
+//! ThingsBoard token, the Hono auth-id and password, under the tenant
+//! `DEFAULT_TENANT`), and an Azure device key is the base64 of its name.
+//! The rule is for trying a profile out; a real backend's devices come
+//! from a file.
 
 pub mod azure;
+pub mod hono;
+pub mod serve;
+pub mod thingsboard;
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::heartbeat::{Device, FleetGenerator, Scratch};
-use crate::transport::Outgoing;
+use crate::heartbeat::{Device, DeviceNames, FleetGenerator, Scratch};
+use crate::identities::Identities;
+use crate::transport::{Addressed, Outgoing};
 
 /// A device profile's name, as a scenario writes it (`profile = "..."`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProfileName {
     /// SageMaker Edge Manager `SendHeartbeat`: `POST` to the target's path
     /// with the body of `../shared/spec/send-heartbeat.md`.
     #[default]
     SagemakerEdge,
+    /// ThingsBoard's device HTTP API: telemetry under the access token.
+    Thingsboard,
+    /// Eclipse Hono's HTTP protocol adapter: telemetry with Basic auth.
+    Hono,
+    /// Azure IoT Hub's device-to-cloud messages, with a SAS token.
+    AzureIotHub,
+}
+
+impl ProfileName {
+    pub const ALL: [ProfileName; 4] =
+        [ProfileName::SagemakerEdge, ProfileName::Thingsboard, ProfileName::Hono, ProfileName::AzureIotHub];
+
+    /// The credential columns an identities file for this profile needs,
+    /// beside `name`.
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            ProfileName::SagemakerEdge => &[],
+            ProfileName::Thingsboard => &[thingsboard::TOKEN],
+            ProfileName::Hono => &[hono::TENANT, hono::AUTH_ID, hono::PASSWORD],
+            ProfileName::AzureIotHub => &[azure::KEY],
+        }
+    }
+
+    /// The profile's rule for device names.
+    pub fn check_device_name(self, name: &str) -> Result<(), String> {
+        match self {
+            ProfileName::SagemakerEdge => crate::heartbeat::rules::ENTITY_NAME.check(name).map_err(|f| f.to_string()),
+            ProfileName::AzureIotHub => azure::check_device_id(name),
+            ProfileName::Thingsboard | ProfileName::Hono => check_plain_name(name),
+        }
+    }
+}
+
+/// Names for the profiles whose backends take any device name: 1 to 128
+/// printable ASCII characters without spaces, quotes or backslashes (so a
+/// name is the same text in a path, a header and a JSON string).
+fn check_plain_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!("{} characters; a device name has 1 to 128", name.len()));
+    }
+    match name.bytes().find(|&b| !b.is_ascii_graphic() || b == b'"' || b == b'\\') {
+        Some(b) => Err(format!("{:?} is not allowed in a device name (printable ASCII, no quotes)", b as char)),
+        None => Ok(()),
+    }
 }
 
 impl fmt::Display for ProfileName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ProfileName::SagemakerEdge => "sagemaker-edge",
+            ProfileName::Thingsboard => "thingsboard",
+            ProfileName::Hono => "hono",
+            ProfileName::AzureIotHub => "azure-iot-hub",
         })
+    }
+}
+
+/// Each device's credential fields: from its identities row, or by the
+/// rule (module docs) from its name.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The identities, and where each of the profile's columns is in them.
+    listed: Option<(Arc<Identities>, Vec<usize>)>,
+}
+
+impl Credentials {
+    /// The credentials of a fleet named by `names` for `profile`: its
+    /// identities' columns (which the scenario checked are there), or the
+    /// rule.
+    pub fn new(profile: ProfileName, names: &DeviceNames) -> Credentials {
+        let listed = names.identities().and_then(|ids| {
+            let columns: Option<Vec<usize>> = profile.columns().iter().map(|c| ids.column(c)).collect();
+            columns.map(|c| (ids.clone(), c))
+        });
+        Credentials { listed }
+    }
+
+    /// Device `index`'s field `k` (an index into the profile's
+    /// [`ProfileName::columns`]), or `None` when the rule applies.
+    pub fn listed(&self, index: u64, k: usize) -> Option<&str> {
+        self.listed.as_ref().map(|(ids, columns)| ids.get(index as usize, columns[k]))
     }
 }
 
@@ -44,24 +141,37 @@ impl fmt::Display for ProfileName {
 pub enum FleetWire {
     #[default]
     SagemakerEdge,
+    Thingsboard(Credentials),
+    Hono(Credentials),
+    AzureIotHub(azure::Sender),
 }
 
 impl FleetWire {
-    pub fn new(profile: ProfileName) -> FleetWire {
+    /// The wire of a fleet of `profile` whose devices are `names`, sending
+    /// to `host` (the target's host name, which an Azure SAS token names).
+    pub fn new(profile: ProfileName, names: &DeviceNames, host: &str) -> FleetWire {
+        let credentials = Credentials::new(profile, names);
         match profile {
             ProfileName::SagemakerEdge => FleetWire::SagemakerEdge,
+            ProfileName::Thingsboard => FleetWire::Thingsboard(credentials),
+            ProfileName::Hono => FleetWire::Hono(credentials),
+            ProfileName::AzureIotHub => FleetWire::AzureIotHub(azure::Sender::new(credentials, host)),
         }
     }
 
     pub fn profile(&self) -> ProfileName {
         match self {
             FleetWire::SagemakerEdge => ProfileName::SagemakerEdge,
+            FleetWire::Thingsboard(_) => ProfileName::Thingsboard,
+            FleetWire::Hono(_) => ProfileName::Hono,
+            FleetWire::AzureIotHub(_) => ProfileName::AzureIotHub,
         }
     }
 
     /// `device`'s next heartbeat at `now_ms` (epoch milliseconds): its body
     /// built in `body` (cleared first), then copied into what the transport
-    /// sends.
+    /// sends, with the request's own target and headers if the profile
+    /// has them.
     #[inline]
     pub fn next_heartbeat(
         &self,
@@ -72,17 +182,42 @@ impl FleetWire {
         body: &mut Vec<u8>,
     ) -> Outgoing {
         body.clear();
-        match self {
+        let addressed = match self {
             FleetWire::SagemakerEdge => {
                 device.write_next(generator, now_ms, scratch, body);
-                Bytes::copy_from_slice(body).into()
+                return Bytes::copy_from_slice(body).into();
             }
-        }
+            FleetWire::Thingsboard(c) => thingsboard::request(c, generator, device, now_ms, body),
+            FleetWire::Hono(c) => hono::request(c, generator, device, now_ms, body),
+            FleetWire::AzureIotHub(s) => s.request(generator, device, now_ms, body),
+        };
+        Outgoing { body: Bytes::copy_from_slice(body), addressed: Some(Box::new(addressed)) }
     }
 }
 
+/// Appends device `index`'s name to `out`.
+pub(crate) fn device_name(generator: &FleetGenerator, index: u64) -> String {
+    let mut name = String::new();
+    generator.names.render(index, &mut name);
+    name
+}
+
+/// An [`Addressed`] from a target known to be a valid path (built from
+/// checked names and credentials; see the profiles' tests).
+pub(crate) fn addressed(target: String, headers: Vec<(http::HeaderName, http::HeaderValue)>) -> Addressed {
+    let target = http::uri::PathAndQuery::try_from(target)
+        .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/invalid-device-path"));
+    Addressed { target, headers }
+}
+
+/// `value` as a header value; one a checked credential cannot fail to
+/// be, so a failure sends an empty one (which the backend refuses).
+pub(crate) fn header_value(value: &str) -> http::HeaderValue {
+    http::HeaderValue::try_from(value).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -90,12 +225,49 @@ mod tests {
         let generator = crate::heartbeat::plain_generator();
         let (mut a, mut b) = (generator.device(3), generator.device(3));
         let (mut scratch, mut body, mut direct) = (Scratch::default(), Vec::new(), Vec::new());
-        let wire = FleetWire::new(ProfileName::default());
+        let wire = FleetWire::new(ProfileName::default(), &generator.names, "127.0.0.1");
         assert_eq!(wire.profile().to_string(), "sagemaker-edge");
         let out = wire.next_heartbeat(&generator, &mut a, 1_700_000_000_000, &mut scratch, &mut body);
         b.write_next(&generator, 1_700_000_000_000, &mut Scratch::default(), &mut direct);
         assert_eq!(out.body.as_ref(), direct.as_slice());
         assert!(out.addressed.is_none());
         assert!(crate::heartbeat::validate(&out.body).is_ok());
+    }
+
+    #[test]
+    fn every_profile_name_reads_as_it_prints() {
+        for p in ProfileName::ALL {
+            let read: ProfileName = serde_json::from_value(serde_json::json!(p.to_string())).unwrap();
+            assert_eq!(read, p);
+        }
+        assert!(check_plain_name("cam 1").is_err() && check_plain_name("cam\"1").is_err());
+        assert!(check_plain_name("plant-3/cam_1.a").is_ok());
+    }
+
+    /// The first heartbeat of device `index` of the plain fleet under
+    /// `profile`, with its own identities if given.
+    pub(crate) fn first(profile: ProfileName, names: Option<DeviceNames>, index: u64) -> Outgoing {
+        let mut generator = crate::heartbeat::plain_generator();
+        if let Some(names) = names {
+            generator.names = names;
+        }
+        let wire = FleetWire::new(profile, &generator.names, "127.0.0.1");
+        let mut device = generator.device(index);
+        wire.next_heartbeat(&generator, &mut device, 1_700_000_000_123, &mut Scratch::default(), &mut Vec::new())
+    }
+
+    /// Identities from `text` (a CSV file's contents).
+    pub(crate) fn identities(text: &str) -> DeviceNames {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "fleetstorm-wire-{}-{}.csv",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, text).unwrap();
+        let ids = Identities::load(&path, |_| Ok(())).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        DeviceNames::Listed(Arc::new(ids))
     }
 }

@@ -1,0 +1,232 @@
+//! `serve`'s side of the device profiles other than SendHeartbeat: which
+//! paths are whose, the devices it knows (from identities files, or the
+//! rule of the module docs above when it has none), and the shapes its
+//! answers take. Each profile's module checks its own requests; this one
+//! holds what they share.
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, StatusCode};
+use serde_json::{Map, Value, json};
+
+use super::{ProfileName, azure, hono, thingsboard};
+use crate::identities::{Identities, IdentitiesError};
+
+/// A request `serve` took: the device, its fleet and agent version (from
+/// the body, when it is a fleetstorm state object), and the status the
+/// profile answers success with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub device: String,
+    pub fleet: String,
+    pub agent_version: String,
+    pub status: StatusCode,
+}
+
+impl Accepted {
+    /// The device's request, its fleet and agent version read from the
+    /// state object if the body is one (`fleet_name`, `agent_version`),
+    /// else `-`.
+    pub(crate) fn from_state(device: String, state: &Map<String, Value>, status: StatusCode) -> Accepted {
+        let text = |key: &str| state.get(key).and_then(Value::as_str).unwrap_or("-").to_string();
+        Accepted { device, fleet: text("fleet_name"), agent_version: text("agent_version"), status }
+    }
+}
+
+/// A request `serve` refused, with the status and body the real service
+/// answers it with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: String,
+    /// `Allow`, for a 405.
+    pub allow: Option<&'static str>,
+}
+
+impl Refused {
+    pub(crate) fn text(status: StatusCode, message: &str) -> Refused {
+        Refused { status, content_type: "text/plain; charset=utf-8", body: message.to_string(), allow: None }
+    }
+
+    pub(crate) fn json(status: StatusCode, body: Value) -> Refused {
+        Refused { status, content_type: "application/json", body: body.to_string(), allow: None }
+    }
+
+    pub(crate) fn not_allowed(allow: &'static str) -> Refused {
+        Refused { allow: Some(allow), ..Refused::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") }
+    }
+
+    /// Whether the refusal is for the credentials.
+    pub fn unauthorized(&self) -> bool {
+        self.status == StatusCode::UNAUTHORIZED
+    }
+}
+
+/// A request on one of a profile's paths, with what the path says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Thingsboard { token: String },
+    Hono,
+    AzureIotHub { device: String },
+}
+
+impl Route {
+    pub fn profile(&self) -> ProfileName {
+        match self {
+            Route::Thingsboard { .. } => ProfileName::Thingsboard,
+            Route::Hono => ProfileName::Hono,
+            Route::AzureIotHub { .. } => ProfileName::AzureIotHub,
+        }
+    }
+}
+
+/// One identities file, indexed by one of its columns.
+struct Index {
+    ids: Arc<Identities>,
+    /// The column looked up, and the profile's columns in the file.
+    key: usize,
+    columns: Vec<usize>,
+    /// Row numbers sorted by the key column.
+    order: Vec<u32>,
+}
+
+impl Index {
+    fn find(&self, key: &str) -> Option<Found<'_>> {
+        let at = self.order.binary_search_by(|&row| self.ids.get(row as usize, self.key).cmp(key)).ok()?;
+        Some(Found { index: self, row: self.order[at] as usize })
+    }
+}
+
+/// A device found in an identities file.
+pub struct Found<'a> {
+    index: &'a Index,
+    row: usize,
+}
+
+impl Found<'_> {
+    pub fn name(&self) -> &str {
+        self.index.ids.name(self.row)
+    }
+
+    /// Its field `k` of the profile's [`ProfileName::columns`].
+    pub fn field(&self, k: usize) -> &str {
+        self.index.ids.get(self.row, self.index.columns[k])
+    }
+}
+
+/// The profiles `serve` answers beside SendHeartbeat, and the devices it
+/// knows for each.
+#[derive(Default)]
+pub struct ServeProfiles {
+    enabled: Vec<ProfileName>,
+    known: Vec<(ProfileName, Index)>,
+}
+
+impl std::fmt::Debug for ServeProfiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let known: Vec<_> = self.known.iter().map(|(p, i)| (p, i.ids.len())).collect();
+        f.debug_struct("ServeProfiles").field("enabled", &self.enabled).field("known", &known).finish()
+    }
+}
+
+impl ServeProfiles {
+    /// Answers `enabled`'s paths (SendHeartbeat's is always answered).
+    pub fn new(enabled: Vec<ProfileName>) -> ServeProfiles {
+        ServeProfiles { enabled, known: Vec::new() }
+    }
+
+    pub fn enabled(&self) -> &[ProfileName] {
+        &self.enabled
+    }
+
+    /// Knows `ids`' devices for `profile` (and answers its paths): only
+    /// they are let in, once a profile has any.
+    pub fn add_identities(&mut self, profile: ProfileName, ids: Arc<Identities>) -> Result<(), IdentitiesError> {
+        ids.require(profile.columns(), &format!("the {profile} profile"))?;
+        let columns: Vec<usize> = profile.columns().iter().filter_map(|c| ids.column(c)).collect();
+        // Looked up by: the token; the Hono auth-id; the Azure device id.
+        let key = match profile {
+            ProfileName::Thingsboard => columns[0],
+            ProfileName::Hono => columns[1],
+            ProfileName::AzureIotHub | ProfileName::SagemakerEdge => 0,
+        };
+        let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| ids.get(a as usize, key).cmp(ids.get(b as usize, key)));
+        if !self.enabled.contains(&profile) {
+            self.enabled.push(profile);
+        }
+        self.known.push((profile, Index { ids, key, columns, order }));
+        Ok(())
+    }
+
+    /// Whether any identities were given for `profile`.
+    pub fn has_identities(&self, profile: ProfileName) -> bool {
+        self.known.iter().any(|(p, _)| *p == profile)
+    }
+
+    /// The device of `profile` whose key (its token, Hono auth-id or
+    /// Azure device id; see [`Self::add_identities`]) is `key`, in the
+    /// first file that has it.
+    pub fn find(&self, profile: ProfileName, key: &str) -> Option<Found<'_>> {
+        self.known.iter().filter(|(p, _)| *p == profile).find_map(|(_, index)| index.find(key))
+    }
+
+    /// Whose path `path` is, among the enabled profiles.
+    pub fn route(&self, path: &str) -> Option<Route> {
+        let on = |p| self.enabled.contains(&p);
+        if on(ProfileName::Thingsboard)
+            && let Some(token) = thingsboard::route(path)
+        {
+            return Some(Route::Thingsboard { token });
+        }
+        if on(ProfileName::Hono) && hono::route(path) {
+            return Some(Route::Hono);
+        }
+        if on(ProfileName::AzureIotHub)
+            && let Some(device) = azure::route(path)
+        {
+            return Some(Route::AzureIotHub { device });
+        }
+        None
+    }
+
+    /// `serve`'s answer to a request on `route`: whom it came from, or
+    /// why it is refused. `query` is the request's query string; `host`
+    /// its Host (without the port).
+    pub fn check(
+        &self,
+        route: &Route,
+        method: &Method,
+        query: Option<&str>,
+        host: &str,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now_s: u64,
+    ) -> Result<Accepted, Refused> {
+        match route {
+            Route::Thingsboard { token } => thingsboard::check(self, method, token, headers, body),
+            Route::Hono => hono::check(self, method, headers, body),
+            Route::AzureIotHub { device } => azure::check(self, method, device, query, host, headers, body, now_s),
+        }
+    }
+}
+
+/// A body that must be one JSON object.
+pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("the body is JSON, but not an object".into()),
+        Err(e) => Err(format!("the body is not JSON: {e}")),
+    }
+}
+
+/// The value of header `name` as text, if present and text.
+pub(crate) fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok())
+}
+
+/// An error object as Azure IoT Hub answers it.
+pub(crate) fn azure_error(status: StatusCode, code: &str, message: &str) -> Refused {
+    Refused::json(status, json!({"Message": format!("ErrorCode:{code};{message}"), "ExceptionMessage": ""}))
+}

@@ -56,6 +56,8 @@ pub enum IdentitiesError {
     MissingColumn { path: String, column: String, needed_by: String, columns: String },
     #[error("{path}:{line}: device {name:?} is listed twice (first at line {first})")]
     Duplicate { path: String, line: u64, first: u64, name: String },
+    #[error("{path}: device {device:?}: column `{column}`: {what}")]
+    Credential { path: String, device: String, column: String, what: String },
     #[error("{path}: no devices in it")]
     Empty { path: String },
     #[error("{path}: more than 4 GiB of identities; split the fleet")]
@@ -132,6 +134,16 @@ impl Identities {
     /// Device `row`'s name.
     pub fn name(&self, row: usize) -> &str {
         self.get(row, 0)
+    }
+
+    /// An error for device `row`'s field in `column` (never its value).
+    pub fn credential_error(&self, row: usize, column: usize, what: impl Into<String>) -> IdentitiesError {
+        IdentitiesError::Credential {
+            path: self.source.display().to_string(),
+            device: self.name(row).to_string(),
+            column: self.columns[column].clone(),
+            what: what.into(),
+        }
     }
 
     /// The file they were read from.

@@ -351,6 +351,26 @@ pub(super) struct ServeArgs {
     /// Require client certificates signed by this CA (PEM): mutual TLS.
     #[arg(long, requires = "tls_cert")]
     pub(super) client_ca: Option<PathBuf>,
+    /// Also answer this device profile's paths (thingsboard, hono,
+    /// azure-iot-hub), as that service does; repeat for several.
+    /// SendHeartbeat is always answered.
+    #[arg(long = "profile", value_name = "NAME", value_parser = parse_profile)]
+    pub(super) profiles: Vec<crate::wire::ProfileName>,
+    /// Let in only the devices of this identities file (CSV or JSON Lines)
+    /// on PROFILE's paths, checking their credentials; PROFILE= may be left
+    /// out when one --profile is given. Without one, a profile lets in the
+    /// devices that follow its rule (each credential is the device's name).
+    #[arg(long = "identities", value_name = "[PROFILE=]FILE")]
+    pub(super) identities: Vec<String>,
+}
+
+/// A device profile's name, as a scenario writes it.
+pub(super) fn parse_profile(text: &str) -> Result<crate::wire::ProfileName, String> {
+    use crate::wire::ProfileName;
+    ProfileName::ALL.into_iter().find(|p| p.to_string() == text).ok_or_else(|| {
+        let names: Vec<String> = ProfileName::ALL.iter().map(ToString::to_string).collect();
+        format!("{text:?} is not a device profile (profiles: {})", names.join(", "))
+    })
 }
 
 /// A listening address: HOST:PORT, the host a name or an address.

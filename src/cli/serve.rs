@@ -8,6 +8,47 @@ use super::error::CliError;
 use super::signals::Termination;
 use crate::server::{self, Auth, Faults, ServeConfig};
 
+/// The profiles serve answers, and the identities it lets in for each.
+fn serve_profiles(
+    enabled: Vec<crate::wire::ProfileName>,
+    identities: &[String],
+) -> Result<crate::wire::serve::ServeProfiles, CliError> {
+    use crate::wire::ProfileName;
+    let others: Vec<ProfileName> = enabled.iter().copied().filter(|p| *p != ProfileName::SagemakerEdge).collect();
+    let mut profiles = crate::wire::serve::ServeProfiles::new(others.clone());
+    for given in identities {
+        let (profile, file) = match given.split_once('=') {
+            Some((name, file)) => (super::args::parse_profile(name).map_err(CliError::Usage)?, file),
+            None => match others.as_slice() {
+                [one] => (*one, given.as_str()),
+                _ => {
+                    return Err(usage_error(
+                        "serve",
+                        &format!(
+                            "--identities {given}: say whose devices these are (--identities PROFILE=FILE) when \
+                             not exactly one --profile is given"
+                        ),
+                    ));
+                }
+            },
+        };
+        if profile == ProfileName::SagemakerEdge {
+            return Err(usage_error(
+                "serve",
+                "--identities: SendHeartbeat devices need none (their names are in the body)",
+            ));
+        }
+        let path = std::path::Path::new(file);
+        let ids = crate::identities::Identities::load(path, |name| profile.check_device_name(name))
+            .and_then(|ids| profile.check_credentials(&ids).map(|()| ids))
+            .map_err(|e| CliError::Usage(format!("--identities: {e}")))?;
+        profiles
+            .add_identities(profile, std::sync::Arc::new(ids))
+            .map_err(|e| CliError::Usage(format!("--identities: {e}")))?;
+    }
+    Ok(profiles)
+}
+
 pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
     if args.error_status.is_some() && args.error_rate == 0.0 {
         return Err(usage_error(
@@ -34,7 +75,9 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
         (None, Some((name, value))) => Some(Auth::Header { name, value }),
         (None, None) => None,
     };
+    let profiles = serve_profiles(args.profiles, &args.identities)?;
     let config = ServeConfig {
+        profiles: std::sync::Arc::new(profiles),
         addr: args.addr,
         faults,
         auth,

@@ -140,6 +140,7 @@ impl Report {
                         .into(),
                         ramp_up_s: f.schedule.ramp_up.as_secs_f64(),
                         stale_after_s: f.stale_after().as_secs_f64(),
+                        profile: f.wire,
                         arrival: match f.schedule.arrival {
                             Arrival::Periodic => "periodic",
                             Arrival::Poisson => "poisson",

@@ -295,6 +295,10 @@ pub struct FleetSummary {
     pub ramp_up_s: f64,
     pub arrival: String,
     pub stale_after_s: f64,
+    /// The wire its devices spoke (reports from before profiles existed
+    /// read as `sagemaker-edge`).
+    #[serde(default)]
+    pub profile: crate::wire::ProfileName,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -106,6 +106,24 @@ pub fn apply_overrides(mut s: Scenario, o: &Overrides) -> Result<Scenario, RunEr
     Ok(s)
 }
 
+/// What the built-in backend answers for a scenario: each fleet's device
+/// profile, letting in the devices of its identities file (the same rows
+/// the fleet sends from), or those that follow the profile's rule.
+fn builtin_profiles(scenario: &Scenario) -> crate::wire::serve::ServeProfiles {
+    use crate::wire::ProfileName;
+    let mut profiles = crate::wire::serve::ServeProfiles::new(Vec::new());
+    for f in scenario.fleets.iter().filter(|f| f.wire != ProfileName::SagemakerEdge) {
+        match f.device_name.identities() {
+            // The scenario checked the file has the profile's columns.
+            Some(ids) => {
+                let _ = profiles.add_identities(f.wire, ids.clone());
+            }
+            None => profiles.enable(f.wire),
+        }
+    }
+    profiles
+}
+
 /// The fleets of a scenario as the engine runs them under `seed`.
 pub fn fleet_runtimes(scenario: &Scenario, seed: u64) -> Vec<FleetRuntime> {
     // The host a device profile's credentials may name (an Azure SAS
@@ -251,6 +269,7 @@ pub async fn execute_with(
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                 header_timeout: keep,
                 idle_timeout: keep,
+                profiles: std::sync::Arc::new(builtin_profiles(scenario)),
                 ..ServeConfig::default()
             };
             let running = server::spawn(config)

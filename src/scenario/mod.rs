@@ -27,7 +27,7 @@ use std::time::Duration;
 use crate::fleet::{Arrival, Event, EventKind, RetryPolicy, RolloutTarget, Schedule, StartMode};
 use crate::gate::Thresholds;
 use crate::heartbeat::profile::{self, MetricSpec, ModelSpec, Weighted};
-use crate::heartbeat::{FleetGenerator, NameTemplate, Profile};
+use crate::heartbeat::{DeviceNames, FleetGenerator, NameTemplate, Profile};
 use capacity::CapacitySettings;
 
 /// The most devices a single fleet may have.
@@ -99,7 +99,9 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 pub struct Fleet {
     pub devices: u64,
     pub schedule: Schedule,
-    pub device_name: NameTemplate,
+    /// Its devices' names: a template, or the rows of its `identities`
+    /// file (which then also give their credentials).
+    pub device_name: DeviceNames,
     /// What its devices send; `profile.fleet_name` is the fleet's name.
     pub profile: Profile,
     /// A device whose largest gap without a successful heartbeat exceeds
@@ -111,6 +113,8 @@ pub struct Fleet {
     pub retry: Option<RetryPolicy>,
     /// What its devices speak (the scenario's `profile`).
     pub wire: crate::wire::ProfileName,
+    /// The identities file as the scenario names it, if any.
+    pub identities: Option<std::path::PathBuf>,
 }
 
 /// Why a fleet cannot be scaled as asked.
@@ -119,9 +123,10 @@ pub enum ScaleError {
     /// The count is one the file could not hold either.
     #[error("{0}")]
     Devices(String),
-    /// The fleet's `device_name` cannot name that many devices.
+    /// The fleet's `device_name` (or identities file) cannot name that
+    /// many devices.
     #[error("{0}")]
-    Names(#[source] crate::heartbeat::template::TemplateError),
+    Names(#[source] crate::heartbeat::names::NamesError),
     /// Its devices would beat more often than once a millisecond.
     #[error("the interval would be {:.3} ms, below 1 ms", seconds * 1000.0)]
     IntervalTooShort { seconds: f64 },
@@ -200,12 +205,26 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ScenarioError::whole_file(&origin, &format!("cannot read the scenario: {e}")))?;
     let default_name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("scenario");
-    parse(&text, format, &origin, default_name)
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse_in(&text, format, &origin, default_name, base)
 }
 
 /// Parses and checks scenario text. `origin` names it in errors;
-/// `default_name` is used when the scenario has no `name`.
+/// `default_name` is used when the scenario has no `name`. Files it names
+/// (identities) are found from the working directory.
 pub fn parse(text: &str, format: Format, origin: &str, default_name: &str) -> Result<Scenario, ScenarioError> {
+    parse_in(text, format, origin, default_name, Path::new(""))
+}
+
+/// [`parse`], with the files the scenario names found from `base` (the
+/// scenario file's directory).
+pub fn parse_in(
+    text: &str,
+    format: Format,
+    origin: &str,
+    default_name: &str,
+    base: &Path,
+) -> Result<Scenario, ScenarioError> {
     let raw: RawScenario = match format {
         Format::Toml => {
             let de = toml::Deserializer::parse(text).map_err(|e| ScenarioError::from_toml(origin, text, None, &e))?;
@@ -220,7 +239,7 @@ pub fn parse(text: &str, format: Format, origin: &str, default_name: &str) -> Re
             raw
         }
     };
-    let scenario = Scenario {
+    let mut scenario = Scenario {
         name: raw.name.unwrap_or_else(|| default_name.to_string()),
         seed: raw.seed,
         duration: raw.duration.map_or(DEFAULT_DURATION, |d| d.0),
@@ -239,6 +258,25 @@ pub fn parse(text: &str, format: Format, origin: &str, default_name: &str) -> Re
         capacity: raw.capacity,
         scaled: Scaled::default(),
     };
+    for (i, f) in scenario.fleets.iter_mut().enumerate() {
+        let Some(file) = &f.identities else { continue };
+        let at = [Step::Key("fleets".into()), Step::Index(i), Step::Key("identities".into())];
+        let ids = read_identities(&base.join(file), f.wire)
+            .map_err(|e| ScenarioError::at_key(origin, text, format, &at, &format!("fleet {:?}: {e}", f.name())))?;
+        if f.devices == 0 {
+            f.devices = ids.len() as u64;
+        } else if f.devices > ids.len() as u64 {
+            let message = format!(
+                "fleet {:?}: devices = {}, but {} lists {}; drop devices (the file sets the count) or list more",
+                f.name(),
+                f.devices,
+                file.display(),
+                ids.len()
+            );
+            return Err(ScenarioError::at_key(origin, text, format, &at, &message));
+        }
+        f.device_name = DeviceNames::Listed(std::sync::Arc::new(ids));
+    }
     for (i, f) in scenario.fleets.iter().enumerate() {
         let fleet = |rest: &[Step]| [&[Step::Key("fleets".into()), Step::Index(i)][..], rest].concat();
         if let Some(first) = scenario.fleets[..i].iter().position(|g| g.name() == f.name()) {
@@ -335,8 +373,11 @@ impl TryFrom<Vec<Fleet>> for Fleets {
 struct RawFleet {
     #[serde(deserialize_with = "profile::entity_name")]
     name: String,
-    devices: DeviceCount,
+    devices: Option<DeviceCount>,
     device_name: Option<NameTemplate>,
+    /// A CSV or JSON Lines file of the fleet's devices (read once the
+    /// scenario is parsed, relative to the scenario's directory).
+    identities: Option<std::path::PathBuf>,
     #[serde(default = "default_agent_versions")]
     agent_versions: Weighted,
     agent_metrics: Option<Vec<MetricSpec>>,
@@ -373,7 +414,22 @@ impl TryFrom<RawFleet> for Fleet {
 
     fn try_from(raw: RawFleet) -> Result<Self, String> {
         let name = raw.name;
-        let DeviceCount(devices) = raw.devices;
+        // With identities, the file sets the count (read after parsing;
+        // 0 until then).
+        let devices = match (raw.devices, &raw.identities) {
+            (Some(DeviceCount(n)), _) => n,
+            (None, Some(_)) => 0,
+            (None, None) => {
+                return Err(
+                    "missing field `devices` (or give identities = \"FILE\", a file of the fleet's devices)".into()
+                );
+            }
+        };
+        if raw.identities.is_some() && raw.device_name.is_some() {
+            return Err(format!(
+                "fleet {name:?}: give device_name or identities, not both (the file names the devices)"
+            ));
+        }
         let interval = match (raw.interval, raw.rate) {
             (Some(_), Some(_)) => {
                 return Err(format!("fleet {name:?}: give interval or rate, not both (rate = devices / interval)"));
@@ -410,6 +466,7 @@ impl TryFrom<RawFleet> for Fleet {
         device_name
             .check_for(devices)
             .map_err(|e| format!("fleet {name:?}: device_name {:?}: {e}", device_name.as_str()))?;
+        let device_name = DeviceNames::Template(device_name);
         let mut profile = Profile {
             fleet_name: name,
             agent_versions: raw.agent_versions,
@@ -446,8 +503,22 @@ impl TryFrom<RawFleet> for Fleet {
             events: raw.events,
             retry: raw.retry,
             wire: raw.profile,
+            identities: raw.identities,
         })
     }
+}
+
+/// Reads a fleet's identities file for `profile`: its names by the
+/// profile's rule, the profile's credential columns there, and each
+/// credential one the profile can send.
+fn read_identities(
+    path: &Path,
+    profile: crate::wire::ProfileName,
+) -> Result<crate::identities::Identities, crate::identities::IdentitiesError> {
+    let ids = crate::identities::Identities::load(path, |name| profile.check_device_name(name))?;
+    ids.require(profile.columns(), &format!("the {profile} profile"))?;
+    profile.check_credentials(&ids)?;
+    Ok(ids)
 }
 
 /// Checks a fleet's device count: the rule for a count in the file and

@@ -3,6 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `POST /SendHeartbeat` | 200 empty when valid; 400 `ValidationException` JSON naming every violation; 401 without the required credentials; 413 above 1 MiB; faults as configured |
+//! | a device profile's paths (`--profile`) | what that service answers (`crate::wire`'s profile modules): its success status, or its errors for bad credentials and bodies; 413 and faults as for SendHeartbeat |
 //! | `GET /stats` | counters, devices and per-fleet totals as JSON |
 //! | `POST /stats/reset` | zeroes counters and forgets devices |
 //! | `GET /devices/{fleet}/{device}` | that device's record, or 404 |
@@ -68,6 +69,14 @@ where
         shared.metrics.answered(refused.status().as_u16());
         return Ok(refused);
     }
+    if let Some(route) = shared.config.profiles.route(path) {
+        let started = Instant::now();
+        let answer = device_request(&shared, req, Some(route)).await;
+        shared.metrics.heartbeat_took(started.elapsed());
+        let response = answer?;
+        shared.metrics.answered(response.status().as_u16());
+        return Ok(response);
+    }
     let response = match path {
         "/SendHeartbeat" if method == Method::POST => {
             let version = if req.version() == hyper::Version::HTTP_2 {
@@ -77,7 +86,7 @@ where
             };
             version.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let started = Instant::now();
-            let answer = heartbeat(&shared, req).await;
+            let answer = device_request(&shared, req, None).await;
             shared.metrics.heartbeat_took(started.elapsed());
             answer?
         }
@@ -113,13 +122,44 @@ where
     Ok(response)
 }
 
-async fn heartbeat<B>(shared: &Shared, req: Request<B>) -> Result<Response<Body>, Dropped>
+/// What a device request carries beside its body, for a profile's check.
+struct Head {
+    method: Method,
+    query: Option<String>,
+    host: String,
+    headers: http::HeaderMap,
+}
+
+/// A device's request: a SendHeartbeat (`route` `None`) or one on a device
+/// profile's path. The body is read, the faults act, then the request is
+/// checked as its wire has it.
+async fn device_request<B>(
+    shared: &Shared,
+    req: Request<B>,
+    route: Option<crate::wire::serve::Route>,
+) -> Result<Response<Body>, Dropped>
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    if let Some(auth) = &shared.config.auth
+    let head = route.as_ref().map(|_| {
+        // The host a credential names: HTTP/1.1's Host, or HTTP/2's authority.
+        let authority = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string);
+        let authority = authority.or_else(|| req.uri().authority().map(|a| a.to_string())).unwrap_or_default();
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_string(),
+            _ => authority,
+        };
+        Head {
+            method: req.method().clone(),
+            query: req.uri().query().map(str::to_string),
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            headers: req.headers().clone(),
+        }
+    });
+    if route.is_none()
+        && let Some(auth) = &shared.config.auth
         && !allowed(auth, req.headers())
     {
         shared.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
@@ -175,6 +215,39 @@ where
         return Ok(injected_error(faults));
     }
 
+    if let (Some(route), Some(head)) = (&route, &head) {
+        let now_ms = crate::units::now_ms();
+        let request = crate::wire::serve::DeviceRequest {
+            method: &head.method,
+            query: head.query.as_deref(),
+            host: &head.host,
+            headers: &head.headers,
+            body: &body,
+            now_s: now_ms / 1000,
+        };
+        let checked = shared.config.profiles.check(route, &request);
+        return Ok(match checked {
+            Ok(accepted) => {
+                shared.registry.record_device(&accepted.fleet, &accepted.device, &accepted.agent_version, now_ms);
+                shared.metrics.accepted.fetch_add(1, Ordering::Relaxed);
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = accepted.status;
+                r
+            }
+            Err(refused) => {
+                let counter =
+                    if refused.unauthorized() { &shared.metrics.unauthorized } else { &shared.metrics.rejected };
+                counter.fetch_add(1, Ordering::Relaxed);
+                let mut r = Response::new(Full::new(Bytes::from(refused.body)));
+                *r.status_mut() = refused.status;
+                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(refused.content_type));
+                if let Some(allow) = refused.allow {
+                    r.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+                }
+                r
+            }
+        });
+    }
     match inspect(&body) {
         Ok(summary) => {
             shared.registry.record(&summary, &body, crate::units::now_ms());

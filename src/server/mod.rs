@@ -85,6 +85,9 @@ pub struct ServeConfig {
     pub max_connections: u64,
     /// Who may use the control endpoints (and, if asked, the read ones).
     pub control: ControlAccess,
+    /// The device profiles answered beside SendHeartbeat, and their
+    /// devices' identities.
+    pub profiles: Arc<crate::wire::serve::ServeProfiles>,
 }
 
 /// Who may use serve's control endpoints (`POST /faults`, `POST
@@ -177,6 +180,7 @@ impl Default for ServeConfig {
             tls: None,
             max_connections: 100_000,
             control: ControlAccess::default(),
+            profiles: Arc::default(),
         }
     }
 }

@@ -134,17 +134,28 @@ impl Registry {
     /// Records an accepted heartbeat received at `now_ms` (epoch ms).
     /// `body` is only parsed when its model set has not been seen before.
     pub fn record(&self, hb: &Summary<'_>, body: &[u8], now_ms: u64) {
-        let fleet_id = self.fleet_id(&hb.device_fleet_name);
-        let agent_version = self.agent_version_id(&hb.agent_version);
         let models = if hb.models == 0 { 0 } else { self.model_set_id(hb.models_hash, body) };
-        let shard = self.shard_of(&hb.device_name);
+        self.record_parts(&hb.device_fleet_name, &hb.device_name, &hb.agent_version, models, now_ms);
+    }
+
+    /// Records an accepted request of another device profile's: its
+    /// device, and the fleet and agent version its body named (`-` when
+    /// it named none).
+    pub fn record_device(&self, fleet: &str, device: &str, agent_version: &str, now_ms: u64) {
+        self.record_parts(fleet, device, agent_version, 0, now_ms);
+    }
+
+    fn record_parts(&self, fleet: &str, device: &str, agent_version: &str, models: u32, now_ms: u64) {
+        let fleet_id = self.fleet_id(fleet);
+        let agent_version = self.agent_version_id(agent_version);
+        let shard = self.shard_of(device);
         let mut shard = lock(&self.shards[shard]);
         if shard.fleets.len() <= fleet_id as usize {
             shard.fleets.resize_with(fleet_id as usize + 1, HashMap::new);
         }
         let devices = &mut shard.fleets[fleet_id as usize];
         let fleet = self.fleet(fleet_id);
-        if let Some(r) = devices.get_mut(&*hb.device_name) {
+        if let Some(r) = devices.get_mut(device) {
             let gap = now_ms.saturating_sub(r.last_seen_ms);
             r.max_gap_ms = r.max_gap_ms.max(u32::try_from(gap).unwrap_or(u32::MAX));
             r.last_seen_ms = r.last_seen_ms.max(now_ms);
@@ -153,7 +164,7 @@ impl Registry {
             r.models = models;
         } else if self.devices.load(Ordering::Relaxed) < self.max_devices {
             devices.insert(
-                hb.device_name.as_ref().into(),
+                device.into(),
                 Record {
                     heartbeats: 1,
                     agent_version,

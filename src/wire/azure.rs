@@ -88,6 +88,17 @@ fn signature(encoded_resource: &str, key: &str, expiry: u64) -> Result<String, S
     Ok(base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
 }
 
+/// Refuses identities whose `key` is not a base64 key.
+pub(crate) fn check_keys(ids: &crate::identities::Identities) -> Result<(), crate::identities::IdentitiesError> {
+    let Some(column) = ids.column(KEY) else { return Ok(()) };
+    for row in 0..ids.len() {
+        if let Err(e) = signature("", ids.get(row, column), 0) {
+            return Err(ids.credential_error(row, column, e.to_string()));
+        }
+    }
+    Ok(())
+}
+
 /// The key of a device with no identities file: the base64 of its id.
 fn rule_key(device: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(device)

@@ -74,6 +74,15 @@ impl ProfileName {
         }
     }
 
+    /// Refuses identities with a credential this profile cannot send (an
+    /// Azure device key that is not base64), naming the device.
+    pub fn check_credentials(self, ids: &Identities) -> Result<(), crate::identities::IdentitiesError> {
+        match self {
+            ProfileName::AzureIotHub => azure::check_keys(ids),
+            _ => Ok(()),
+        }
+    }
+
     /// The profile's rule for device names.
     pub fn check_device_name(self, name: &str) -> Result<(), String> {
         match self {

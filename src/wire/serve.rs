@@ -136,6 +136,13 @@ impl ServeProfiles {
         ServeProfiles { enabled, known: Vec::new() }
     }
 
+    /// Answers `profile`'s paths too.
+    pub fn enable(&mut self, profile: ProfileName) {
+        if !self.enabled.contains(&profile) {
+            self.enabled.push(profile);
+        }
+    }
+
     pub fn enabled(&self) -> &[ProfileName] {
         &self.enabled
     }
@@ -153,9 +160,7 @@ impl ServeProfiles {
         };
         let mut order: Vec<u32> = (0..ids.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| ids.get(a as usize, key).cmp(ids.get(b as usize, key)));
-        if !self.enabled.contains(&profile) {
-            self.enabled.push(profile);
-        }
+        self.enable(profile);
         self.known.push((profile, Index { ids, key, columns, order }));
         Ok(())
     }
@@ -192,24 +197,30 @@ impl ServeProfiles {
     }
 
     /// `serve`'s answer to a request on `route`: whom it came from, or
-    /// why it is refused. `query` is the request's query string; `host`
-    /// its Host (without the port).
-    pub fn check(
-        &self,
-        route: &Route,
-        method: &Method,
-        query: Option<&str>,
-        host: &str,
-        headers: &http::HeaderMap,
-        body: &[u8],
-        now_s: u64,
-    ) -> Result<Accepted, Refused> {
+    /// why it is refused.
+    pub fn check(&self, route: &Route, r: &DeviceRequest<'_>) -> Result<Accepted, Refused> {
         match route {
-            Route::Thingsboard { token } => thingsboard::check(self, method, token, headers, body),
-            Route::Hono => hono::check(self, method, headers, body),
-            Route::AzureIotHub { device } => azure::check(self, method, device, query, host, headers, body, now_s),
+            Route::Thingsboard { token } => thingsboard::check(self, r.method, token, r.headers, r.body),
+            Route::Hono => hono::check(self, r.method, r.headers, r.body),
+            Route::AzureIotHub { device } => {
+                azure::check(self, r.method, device, r.query, r.host, r.headers, r.body, r.now_s)
+            }
         }
     }
+}
+
+/// A device's request as `serve` got it.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceRequest<'a> {
+    pub method: &'a Method,
+    /// The query string, if any.
+    pub query: Option<&'a str>,
+    /// The Host (or HTTP/2 authority), without the port.
+    pub host: &'a str,
+    pub headers: &'a http::HeaderMap,
+    pub body: &'a [u8],
+    /// When it came, in epoch seconds.
+    pub now_s: u64,
 }
 
 /// A body that must be one JSON object.

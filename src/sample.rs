@@ -1,7 +1,8 @@
 //! `fleetstorm sample`: print heartbeats exactly as devices would send them.
 //!
 //! Bodies come out as NDJSON, one compact body per line, byte for byte what
-//! the generator would put on the wire. Devices go in index order, fleet by
+//! the generator would put on the wire, in the fleet's device profile
+//! (the request's path and credential headers are not shown). Devices go in index order, fleet by
 //! fleet; once every device has sent one heartbeat, the listing wraps round
 //! to each device's next one. Device state is created lazily, so sampling a
 //! few lines of a million-device fleet stays cheap.
@@ -20,6 +21,7 @@ use crate::fleet::{DeviceClock, FleetEvents};
 use crate::heartbeat::{Device, FleetGenerator, Scratch};
 use crate::scenario::{Fleet, Scenario};
 use crate::units::now_ms;
+use crate::wire::FleetWire;
 
 /// What to sample.
 #[derive(Debug, Clone)]
@@ -57,7 +59,8 @@ pub fn write_samples(
         let names: Vec<_> = scenario.fleets.iter().map(|f| f.name()).collect();
         return Err(SampleError::UnknownFleet(name.clone(), names.join(", ")));
     }
-    let mut sampled: Vec<SampledFleet> = fleets.iter().map(|f| SampledFleet::new(f, seed)).collect();
+    let host = scenario.target.credential_host();
+    let mut sampled: Vec<SampledFleet> = fleets.iter().map(|f| SampledFleet::new(f, seed, host)).collect();
     let mut scratch = Scratch::default();
     let mut line = Vec::with_capacity(1024);
     let mut written = 0;
@@ -81,10 +84,9 @@ pub fn write_samples(
                 if !s.events.is_empty() {
                     s.events.apply_rollouts(&s.generator.profile, &mut d.device, at_ns);
                 }
-                line.clear();
-                d.device.write_next(&s.generator, now_ms(), &mut scratch, &mut line);
-                line.push(b'\n');
-                out.write_all(&line)?;
+                let outgoing = s.wire.next_heartbeat(&s.generator, &mut d.device, now_ms(), &mut scratch, &mut line);
+                out.write_all(&outgoing.body)?;
+                out.write_all(b"\n")?;
                 written += 1;
             }
         }
@@ -97,6 +99,7 @@ pub fn write_samples(
 /// sampled so far.
 struct SampledFleet {
     generator: FleetGenerator,
+    wire: FleetWire,
     events: FleetEvents,
     devices: Vec<SampledDevice>,
 }
@@ -104,10 +107,11 @@ struct SampledFleet {
 impl SampledFleet {
     /// Built as the engine builds it under `seed`, so that schedules and
     /// rollouts match a run's.
-    fn new(fleet: &Fleet, seed: u64) -> Self {
+    fn new(fleet: &Fleet, seed: u64, host: &str) -> Self {
         let generator = fleet.generator(seed);
         let events = FleetEvents::new(&fleet.events, fleet.devices, fleet.schedule.interval, generator.key());
-        SampledFleet { generator, events, devices: Vec::new() }
+        let wire = FleetWire::new(fleet.wire, &generator.names, host);
+        SampledFleet { generator, wire, events, devices: Vec::new() }
     }
 }
 

@@ -51,9 +51,8 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "<h1>fleetstorm run “{}”</h1>", escape(&s.name));
     let _ = writeln!(
         out,
-        "<p class=\"meta\">against {}{} · {} · seed {} · started {} · ran {:.1} s of {:.1} s planned{}</p>",
-        escape(&s.target.url),
-        escape(&s.target.path),
+        "<p class=\"meta\">against {} · {} · seed {} · started {} · ran {:.1} s of {:.1} s planned{}</p>",
+        escape(&s.destination()),
         escape(&s.target.connections),
         s.seed,
         escape(&report.started_at),

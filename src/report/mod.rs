@@ -164,6 +164,30 @@ pub struct ScenarioSummary {
     pub fleets: Vec<FleetSummary>,
 }
 
+impl ScenarioSummary {
+    /// Where the run sent, for its headers: the target's URL and the
+    /// SendHeartbeat path when a fleet sends there, and the other device
+    /// profiles its fleets speak (each to its own paths).
+    pub fn destination(&self) -> String {
+        use crate::wire::ProfileName;
+        let mut others: Vec<String> = self
+            .fleets
+            .iter()
+            .filter(|f| f.profile != ProfileName::SagemakerEdge)
+            .map(|f| f.profile.to_string())
+            .collect();
+        others.sort();
+        others.dedup();
+        let edge = self.fleets.iter().any(|f| f.profile == ProfileName::SagemakerEdge);
+        let t = &self.target;
+        match (edge, others.join(", ")) {
+            (true, o) if o.is_empty() => format!("{}{}", t.url, t.path),
+            (true, o) => format!("{}{} and the {o} profile paths", t.url, t.path),
+            (false, o) => format!("{} ({o} profile paths)", t.url),
+        }
+    }
+}
+
 /// How a run was scaled from its scenario file.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ScaleSummary {

@@ -12,10 +12,9 @@ impl Report {
         let s = &self.scenario;
         let _ = writeln!(
             out,
-            "fleetstorm run \"{}\" against {}{} ({}, seed {}){}",
+            "fleetstorm run \"{}\" against {} ({}, seed {}){}",
             s.name,
-            s.target.url,
-            s.target.path,
+            s.destination(),
             s.target.connections,
             s.seed,
             if self.interrupted { " — INTERRUPTED" } else { "" }

@@ -126,12 +126,7 @@ fn builtin_profiles(scenario: &Scenario) -> crate::wire::serve::ServeProfiles {
 
 /// The fleets of a scenario as the engine runs them under `seed`.
 pub fn fleet_runtimes(scenario: &Scenario, seed: u64) -> Vec<FleetRuntime> {
-    // The host a device profile's credentials may name (an Azure SAS
-    // token's resource): the target's, or the built-in backend's.
-    let host = match &scenario.target.url {
-        TargetUrl::Http { host, .. } => host.as_str(),
-        TargetUrl::Builtin => "127.0.0.1",
-    };
+    let host = scenario.target.credential_host();
     scenario
         .fleets
         .iter()

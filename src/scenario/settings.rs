@@ -135,6 +135,17 @@ pub struct Target {
     pub source_addresses: Vec<std::net::IpAddr>,
 }
 
+impl Target {
+    /// The host a device profile's credentials name (an Azure SAS token's
+    /// resource): the URL's, or the built-in backend's.
+    pub fn credential_host(&self) -> &str {
+        match &self.url {
+            TargetUrl::Http { host, .. } => host,
+            TargetUrl::Builtin => "127.0.0.1",
+        }
+    }
+}
+
 impl Default for Target {
     fn default() -> Self {
         Target {

@@ -133,3 +133,57 @@ fn every_profile_s_devices_send_and_serve_accepts_what_the_report_counts_ok_and_
         }
     }
 }
+
+#[test]
+fn each_profile_s_example_scenario_runs_clean_against_the_builtin_backend() {
+    // The examples in scenarios/, shortened: the built-in backend answers
+    // each fleet's profile and checks each device's credential, so every
+    // heartbeat sent is answered with its profile's success status.
+    let dir = super::util::TempDir::new("profiles-examples");
+    // Per scenario: each fleet's name, profile and success status.
+    type Fleets = &'static [(&'static str, &'static str, u16)];
+    let cases: [(&str, Fleets); 4] = [
+        ("thingsboard", &[("water-meters", "thingsboard", 200)]),
+        ("hono", &[("env-sensors", "hono", 202)]),
+        ("azure-iot-hub", &[("line-cameras", "azure-iot-hub", 204)]),
+        (
+            "mixed-profiles",
+            &[
+                ("edge-gateways", "sagemaker-edge", 200),
+                ("meters", "thingsboard", 200),
+                ("sensors", "hono", 202),
+                ("cameras", "azure-iot-hub", 204),
+            ],
+        ),
+    ];
+    for (name, fleets) in cases {
+        let out = dir.path(&format!("{name}.json"));
+        let file = format!("scenarios/{name}.toml");
+        let run =
+            super::util::fleetstorm(&["run", &file, "--duration", "3s", "--quiet", "--out", out.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert_eq!(run.status.code(), Some(0), "{name}: {stdout}{}", String::from_utf8_lossy(&run.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        let t = &report["totals"];
+        assert!(t["sent"].as_u64() > Some(100) && t["ok"] == t["sent"] && t["failed"] == 0, "{name}: {t}");
+        for (i, (fleet, profile, status)) in fleets.iter().enumerate() {
+            let summary = &report["scenario"]["fleets"][i];
+            assert_eq!((summary["name"].as_str(), summary["profile"].as_str()), (Some(*fleet), Some(*profile)));
+            let f = &report["fleets"][i];
+            assert_eq!(f["status_codes"][status.to_string()], f["sent"], "{name}/{fleet}: {f}");
+        }
+    }
+    // sample prints what a profile's devices send: ThingsBoard's shape.
+    let sample = super::util::fleetstorm(&["sample", "scenarios/thingsboard.toml", "--count", "3"]);
+    let lines: Vec<serde_json::Value> = sample
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["values"]["device_name"], format!("meter-{i:04}"));
+        assert!(line["ts"].is_u64() && line["values"]["flow-lpm"].is_f64(), "{line}");
+    }
+}

@@ -44,7 +44,7 @@ fn cases() -> Vec<Case> {
             4,
             11,
             Some("fleets[0].profile"),
-            "unknown variant `sagemaker`, expected `sagemaker-edge`",
+            "unknown variant `sagemaker`, expected one of `sagemaker-edge`, `thingsboard`, `hono`, `azure-iot-hub`",
         ),
         toml(
             "wrong type",
@@ -71,6 +71,14 @@ fn cases() -> Vec<Case> {
             "devices is -5",
         ),
         toml("missing devices", "[[fleets]]\nname = \"f1\"\n", 1, 1, Some("fleets[0]"), "missing field `devices`"),
+        toml(
+            "device_name and identities",
+            "[[fleets]]\nname = \"f1\"\nidentities = \"d.csv\"\ndevice_name = \"d-{index}\"\n",
+            1,
+            1,
+            Some("fleets[0]"),
+            "give device_name or identities, not both",
+        ),
         toml(
             "invalid fleet name",
             "[[fleets]]\nname = \"f_-1\"\ndevices = 1\n",
@@ -348,6 +356,62 @@ fn each_mistake_names_its_place() {
             c.what
         );
     }
+}
+
+#[test]
+fn a_bad_identities_file_is_named_at_the_fleet_s_identities_key_with_its_own_line_and_column() {
+    let dir = super::util::TempDir::new("scenario-identities");
+    let secret = "s3cret-tok";
+    let cases = [
+        (
+            "thingsboard",
+            "a.csv",
+            format!("name,token\nmeter-1,{secret}\nmeter 2,{secret}2\n"),
+            ":3: column `name`: \"meter 2\"",
+        ),
+        ("hono", "b.csv", "name,token\nsensor-1,x\n".to_string(), ": no `tenant` column, which the hono profile needs"),
+        (
+            "azure-iot-hub",
+            "c.jsonl",
+            "{\"name\":\"cam-1\",\"key\":\"!!\"}\n".to_string(),
+            ": device \"cam-1\": column `key`: the device key is not base64",
+        ),
+        ("thingsboard", "missing.csv", String::new(), "missing.csv: No such file"),
+    ];
+    for (profile, file, text, want) in cases {
+        let path = dir.path(file);
+        if !text.is_empty() {
+            std::fs::write(&path, text).unwrap();
+        }
+        let scenario =
+            format!("[[fleets]]\nname = \"f1\"\nprofile = \"{profile}\"\nidentities = \"{}\"\n", path.display());
+        let err = scenario::parse(&scenario, Format::Toml, "bad.toml", "bad").expect_err(file);
+        assert_eq!(
+            (err.line, err.column, err.key.as_deref()),
+            (Some(4), Some(14), Some("fleets[0].identities")),
+            "{err}"
+        );
+        assert!(err.message.contains(want) && err.message.starts_with("fleet \"f1\": "), "{file}: {err}");
+        assert!(!err.to_string().contains(secret), "a credential in {err}");
+    }
+    // More devices than the file lists.
+    let path = dir.path("a.csv");
+    std::fs::write(&path, "name,token\nmeter-1,t1\nmeter-2,t2\n").unwrap();
+    let scenario = format!(
+        "[[fleets]]\nname = \"f1\"\nprofile = \"thingsboard\"\ndevices = 3\nidentities = \"{}\"\n",
+        path.display()
+    );
+    let err = scenario::parse(&scenario, Format::Toml, "bad.toml", "bad").unwrap_err();
+    assert!(err.message.contains("devices = 3, but") && err.message.contains("lists 2"), "{err}");
+    // Fewer is a fleet of the first rows; none, the whole file.
+    let fewer = scenario.replace("devices = 3", "devices = 1");
+    let s = scenario::parse(&fewer, Format::Toml, "s.toml", "s").unwrap();
+    assert_eq!(s.fleets[0].devices, 1);
+    let all = scenario.replace("devices = 3\n", "");
+    assert_eq!(scenario::parse(&all, Format::Toml, "s.toml", "s").unwrap().fleets[0].devices, 2);
+    // A scenario file's identities are found beside it.
+    let file = dir.write("s.toml", "[[fleets]]\nname = \"f1\"\nprofile = \"thingsboard\"\nidentities = \"a.csv\"\n");
+    assert_eq!(scenario::load(std::path::Path::new(&file)).unwrap().fleets[0].devices, 2);
 }
 
 #[test]

@@ -65,6 +65,99 @@ fn planted_secrets_appear_in_no_output() {
 }
 
 #[test]
+fn planted_device_credentials_appear_in_no_output_for_any_profile() {
+    // Three fleets of device profiles whose identities hold planted
+    // tokens, passwords and keys (and a wrong one each, which serve
+    // refuses), against serve with injected errors: no output shows one.
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let dir = TempDir::new("device-secrets");
+    let (token, password, key) = ("tbPLANTEDtok3n", "honoPLANTEDpassw0rd", b64("azure PLANTED device key"));
+    let wrong = ["tbPLANTEDwrong", "honoPLANTEDwrong"];
+    let files = [
+        (
+            "thingsboard",
+            "tb.csv",
+            format!("name,token\nm-0,{token}\nm-1,{token}1\n"),
+            format!("name,token\nm-0,{token}\nm-1,{}\n", wrong[0]),
+        ),
+        (
+            "hono",
+            "hono.csv",
+            format!("name,tenant,auth_id,password\ns-0,t1,s0,{password}\ns-1,t1,s1,{password}1\n"),
+            format!("name,tenant,auth_id,password\ns-0,t1,s0,{password}\ns-1,t1,s1,{}\n", wrong[1]),
+        ),
+        (
+            "azure-iot-hub",
+            "az.csv",
+            format!("name,key\nc-0,{key}\nc-1,{key}\n"),
+            format!("name,key\nc-0,{key}\nc-1,{}\n", b64("PLANTED wrong")),
+        ),
+    ];
+    let mut serve_args: Vec<String> = vec!["--error-rate".into(), "0.2".into()];
+    let mut fleets = String::new();
+    for (profile, file, served, sent) in &files {
+        let served = dir.write(&format!("serve-{file}"), served);
+        dir.write(file, sent);
+        serve_args.extend([
+            "--profile".into(),
+            profile.to_string(),
+            "--identities".into(),
+            format!("{profile}={served}"),
+        ]);
+        fleets.push_str(&format!(
+            "[[fleets]]\nname = \"{}\"\nprofile = \"{profile}\"\nidentities = \"{file}\"\ninterval = \"200ms\"\n",
+            &file[..file.len() - 4].replace('.', "")
+        ));
+    }
+    let args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
+    let (mut serve, url) = spawn_serve(&args);
+    let scenario = dir.write(
+        "s.toml",
+        &format!(
+            "seed = 9\nduration = \"2s\"\n[target]\nurl = \"{url}\"\n{fleets}[thresholds]\n\"error_rate\" = \"< 1%\"\n"
+        ),
+    );
+    let outputs = ["r.json", "r.html", "r.md", "r.xml", "r.hlog"].map(|f| dir.path(f));
+    let s = |i: usize| outputs[i].to_str().unwrap().to_string();
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_fleetstorm")).args(args).output().unwrap();
+    let out = run(&[
+        "run",
+        &scenario,
+        "--out",
+        &s(0),
+        "--html",
+        &s(1),
+        "--summary-md",
+        &s(2),
+        "--junit",
+        &s(3),
+        "--hlog",
+        &s(4),
+    ]);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = fleetstorm::report::Report::load(&outputs[0]).unwrap();
+    assert!(report.totals.status_codes.get("401").copied() > Some(0), "the wrong credentials reached serve");
+    assert!(report.totals.ok > 0, "the right ones too");
+    let mut texts = vec![out.stdout, out.stderr];
+    texts.extend(outputs.iter().map(|p| std::fs::read(p).unwrap()));
+    for command in [&["validate", &scenario][..], &["sample", &scenario, "--count", "30"]] {
+        let o = run(command);
+        assert!(o.status.success(), "{command:?}");
+        texts.extend([o.stdout, o.stderr]);
+    }
+    for (i, text) in texts.iter().enumerate() {
+        let text = String::from_utf8_lossy(text);
+        assert!(!text.contains("PLANTED"), "output {i} leaks a credential");
+        for secret in [token, password, &key] {
+            assert!(!text.contains(secret), "output {i} leaks a credential");
+        }
+    }
+}
+
+#[test]
 fn unwritable_outputs_stop_a_run_before_it_starts() {
     let dir = TempDir::new("unwritable");
     let scenario = dir.write("s.toml", "duration = \"30s\"\n[[fleets]]\nname = \"s\"\ndevices = 5\n");

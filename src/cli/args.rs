@@ -362,6 +362,12 @@ pub(super) struct ServeArgs {
     /// devices that follow its rule (each credential is the device's name).
     #[arg(long = "identities", value_name = "[PROFILE=]FILE")]
     pub(super) identities: Vec<String>,
+    /// Verify the SigV4 signatures of aws-iot-shadow requests with the AWS
+    /// credentials of the environment (AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY); without it, serve only checks that a request
+    /// carries a SigV4 header for the iotdata service.
+    #[arg(long)]
+    pub(super) sigv4_verify: bool,
 }
 
 /// A device profile's name, as a scenario writes it.

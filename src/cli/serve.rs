@@ -75,7 +75,17 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
         (None, Some((name, value))) => Some(Auth::Header { name, value }),
         (None, None) => None,
     };
-    let profiles = serve_profiles(args.profiles, &args.identities)?;
+    let mut profiles = serve_profiles(args.profiles, &args.identities)?;
+    if args.sigv4_verify {
+        let settings = crate::transport::settings::SigV4Settings {
+            region: "us-east-1".into(),
+            service: crate::wire::aws_shadow::SIGNING_NAME.into(),
+            profile: None,
+        };
+        let signer = crate::transport::sigv4::Signer::new(&settings)
+            .map_err(|e| CliError::Usage(format!("--sigv4-verify: {e}")))?;
+        profiles.set_sigv4(signer);
+    }
     let config = ServeConfig {
         profiles: std::sync::Arc::new(profiles),
         addr: args.addr,

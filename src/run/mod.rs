@@ -109,9 +109,17 @@ pub fn apply_overrides(mut s: Scenario, o: &Overrides) -> Result<Scenario, RunEr
 /// What the built-in backend answers for a scenario: each fleet's device
 /// profile, letting in the devices of its identities file (the same rows
 /// the fleet sends from), or those that follow the profile's rule.
-fn builtin_profiles(scenario: &Scenario) -> crate::wire::serve::ServeProfiles {
+fn builtin_profiles(scenario: &Scenario) -> Result<crate::wire::serve::ServeProfiles, RunError> {
     use crate::wire::ProfileName;
     let mut profiles = crate::wire::serve::ServeProfiles::new(Vec::new());
+    // Shadow requests' signatures are checked with the run's own
+    // credentials.
+    if scenario.fleets.iter().any(|f| f.wire == ProfileName::AwsIotShadow)
+        && let Some(settings) = &scenario.target.sigv4
+    {
+        profiles
+            .set_sigv4(crate::transport::sigv4::Signer::new(settings).map_err(|e| RunError::Invalid(e.to_string()))?);
+    }
     for f in scenario.fleets.iter().filter(|f| f.wire != ProfileName::SagemakerEdge) {
         match f.device_name.identities() {
             // The scenario checked the file has the profile's columns.
@@ -121,7 +129,7 @@ fn builtin_profiles(scenario: &Scenario) -> crate::wire::serve::ServeProfiles {
             None => profiles.enable(f.wire),
         }
     }
-    profiles
+    Ok(profiles)
 }
 
 /// The fleets of a scenario as the engine runs them under `seed`.
@@ -264,7 +272,7 @@ pub async fn execute_with(
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                 header_timeout: keep,
                 idle_timeout: keep,
-                profiles: std::sync::Arc::new(builtin_profiles(scenario)),
+                profiles: std::sync::Arc::new(builtin_profiles(scenario)?),
                 ..ServeConfig::default()
             };
             let running = server::spawn(config)

@@ -279,6 +279,12 @@ pub fn parse_in(
     }
     for (i, f) in scenario.fleets.iter().enumerate() {
         let fleet = |rest: &[Step]| [&[Step::Key("fleets".into()), Step::Index(i)][..], rest].concat();
+        if f.wire == crate::wire::ProfileName::AwsIotShadow
+            && let Err(why) = shadow_credential(&scenario.target)
+        {
+            let message = format!("fleet {:?}: {why}", f.name());
+            return Err(ScenarioError::at_key(origin, text, format, &fleet(&[Step::Key("profile".into())]), &message));
+        }
         if let Some(first) = scenario.fleets[..i].iter().position(|g| g.name() == f.name()) {
             return Err(ScenarioError::at_key(
                 origin,
@@ -505,6 +511,24 @@ impl TryFrom<RawFleet> for Fleet {
             wire: raw.profile,
             identities: raw.identities,
         })
+    }
+}
+
+/// Whether the target gives shadow requests a credential: SigV4 with the
+/// `iotdata` signing name, or a client certificate.
+fn shadow_credential(target: &Target) -> Result<(), String> {
+    let service = crate::wire::aws_shadow::SIGNING_NAME;
+    match (&target.sigv4, &target.tls.cert) {
+        (Some(v), _) if v.service != service => Err(format!(
+            "aws-iot-shadow requests are signed with the signing name \"{service}\", not {:?}: set \
+             target.sigv4.service = \"{service}\"",
+            v.service
+        )),
+        (Some(_), _) | (None, Some(_)) => Ok(()),
+        (None, None) => Err(format!(
+            "aws-iot-shadow requests need a credential: target.sigv4 = {{ region = \"...\", service = \"{service}\" }} \
+             (AWS credentials from the environment), or a client certificate (target.tls.cert and key, mutual TLS)"
+        )),
     }
 }
 

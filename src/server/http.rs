@@ -127,6 +127,8 @@ struct Head {
     method: Method,
     query: Option<String>,
     host: String,
+    authority: String,
+    path_and_query: String,
     headers: http::HeaderMap,
 }
 
@@ -149,12 +151,14 @@ where
         let authority = authority.or_else(|| req.uri().authority().map(|a| a.to_string())).unwrap_or_default();
         let host = match authority.rsplit_once(':') {
             Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_string(),
-            _ => authority,
+            _ => authority.clone(),
         };
         Head {
             method: req.method().clone(),
             query: req.uri().query().map(str::to_string),
             host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            authority,
+            path_and_query: req.uri().path_and_query().map_or_else(|| "/".to_string(), |p| p.to_string()),
             headers: req.headers().clone(),
         }
     });
@@ -221,6 +225,8 @@ where
             method: &head.method,
             query: head.query.as_deref(),
             host: &head.host,
+            authority: &head.authority,
+            path_and_query: &head.path_and_query,
             headers: &head.headers,
             body: &body,
             now_s: now_ms / 1000,
@@ -228,11 +234,21 @@ where
         let checked = shared.config.profiles.check(route, &request);
         return Ok(match checked {
             Ok(accepted) => {
-                shared.registry.record_device(&accepted.fleet, &accepted.device, &accepted.agent_version, now_ms);
+                let version =
+                    shared.registry.record_device(&accepted.fleet, &accepted.device, &accepted.agent_version, now_ms);
                 shared.metrics.accepted.fetch_add(1, Ordering::Relaxed);
-                let mut r = Response::new(Full::new(Bytes::new()));
-                *r.status_mut() = accepted.status;
-                r
+                match accepted.document {
+                    // The accepted document, its version the device's count of them.
+                    Some(state) => json_response(
+                        accepted.status,
+                        &json!({"state": state, "metadata": {}, "version": version, "timestamp": now_ms / 1000}),
+                    ),
+                    None => {
+                        let mut r = Response::new(Full::new(Bytes::new()));
+                        *r.status_mut() = accepted.status;
+                        r
+                    }
+                }
             }
             Err(refused) => {
                 let counter =
@@ -243,6 +259,9 @@ where
                 r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(refused.content_type));
                 if let Some(allow) = refused.allow {
                     r.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+                }
+                if let Some(kind) = refused.error_type {
+                    r.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static(kind));
                 }
                 r
             }

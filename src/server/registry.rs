@@ -140,12 +140,13 @@ impl Registry {
 
     /// Records an accepted request of another device profile's: its
     /// device, and the fleet and agent version its body named (`-` when
-    /// it named none).
-    pub fn record_device(&self, fleet: &str, device: &str, agent_version: &str, now_ms: u64) {
-        self.record_parts(fleet, device, agent_version, 0, now_ms);
+    /// it named none). Returns how many the device has sent (0 when it
+    /// is beyond the devices tracked).
+    pub fn record_device(&self, fleet: &str, device: &str, agent_version: &str, now_ms: u64) -> u64 {
+        self.record_parts(fleet, device, agent_version, 0, now_ms)
     }
 
-    fn record_parts(&self, fleet: &str, device: &str, agent_version: &str, models: u32, now_ms: u64) {
+    fn record_parts(&self, fleet: &str, device: &str, agent_version: &str, models: u32, now_ms: u64) -> u64 {
         let fleet_id = self.fleet_id(fleet);
         let agent_version = self.agent_version_id(agent_version);
         let shard = self.shard_of(device);
@@ -155,13 +156,14 @@ impl Registry {
         }
         let devices = &mut shard.fleets[fleet_id as usize];
         let fleet = self.fleet(fleet_id);
-        if let Some(r) = devices.get_mut(device) {
+        let sent = if let Some(r) = devices.get_mut(device) {
             let gap = now_ms.saturating_sub(r.last_seen_ms);
             r.max_gap_ms = r.max_gap_ms.max(u32::try_from(gap).unwrap_or(u32::MAX));
             r.last_seen_ms = r.last_seen_ms.max(now_ms);
             r.heartbeats = r.heartbeats.saturating_add(1);
             r.agent_version = agent_version;
             r.models = models;
+            u64::from(r.heartbeats)
         } else if self.devices.load(Ordering::Relaxed) < self.max_devices {
             devices.insert(
                 device.into(),
@@ -176,11 +178,14 @@ impl Registry {
             );
             self.devices.fetch_add(1, Ordering::Relaxed);
             fleet.devices.fetch_add(1, Ordering::Relaxed);
+            1
         } else {
             self.untracked.fetch_add(1, Ordering::Relaxed);
-        }
+            0
+        };
         drop(shard);
         fleet.accepted.fetch_add(1, Ordering::Relaxed);
+        sent
     }
 
     /// The number of devices tracked.

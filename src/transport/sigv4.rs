@@ -91,6 +91,132 @@ impl Signer {
     }
 }
 
+/// A SigV4 `Authorization` header's parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization<'a> {
+    pub access_key: &'a str,
+    pub region: &'a str,
+    pub service: &'a str,
+    pub signed_headers: Vec<&'a str>,
+    pub signature: &'a str,
+}
+
+impl<'a> Authorization<'a> {
+    /// `AWS4-HMAC-SHA256 Credential={key}/{date}/{region}/{service}/aws4_request,
+    /// SignedHeaders={h1;h2}, Signature={hex}`, if `text` is that.
+    pub fn parse(text: &'a str) -> Option<Authorization<'a>> {
+        let rest = text.strip_prefix("AWS4-HMAC-SHA256 ")?;
+        let (mut credential, mut signed, mut signature) = (None, None, None);
+        for part in rest.split(',').map(str::trim) {
+            match part.split_once('=')? {
+                ("Credential", v) => credential = Some(v),
+                ("SignedHeaders", v) => signed = Some(v),
+                ("Signature", v) => signature = Some(v),
+                _ => return None,
+            }
+        }
+        let mut scope = credential?.split('/');
+        let (access_key, _date, region, service) = (scope.next()?, scope.next()?, scope.next()?, scope.next()?);
+        if scope.next() != Some("aws4_request") || scope.next().is_some() {
+            return None;
+        }
+        let signature = signature?;
+        if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(Authorization { access_key, region, service, signed_headers: signed?.split(';').collect(), signature })
+    }
+}
+
+/// Why a request's SigV4 signature is not this signer's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("no SigV4 Authorization header")]
+    Missing,
+    #[error("the Authorization header is not SigV4")]
+    Malformed,
+    #[error("the credential scope is for service {0:?}")]
+    WrongService(String),
+    #[error("an unknown access key")]
+    UnknownKey,
+    #[error("no X-Amz-Date, or not one")]
+    NoDate,
+    #[error("the signature does not match")]
+    Mismatch,
+}
+
+impl Signer {
+    /// Checks the SigV4 signature of a request as it arrived (`uri`
+    /// absolute), for `service`: signs the same method, URI, signed
+    /// headers and body with these credentials at the request's own
+    /// X-Amz-Date, in its scope's region, and compares.
+    pub fn verify(
+        &self,
+        service: &str,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<(), VerifyError> {
+        let text = headers.get(http::header::AUTHORIZATION).ok_or(VerifyError::Missing)?;
+        let auth =
+            Authorization::parse(text.to_str().map_err(|_| VerifyError::Malformed)?).ok_or(VerifyError::Malformed)?;
+        if auth.service != service {
+            return Err(VerifyError::WrongService(auth.service.to_string()));
+        }
+        if auth.access_key != self.credentials.access_key_id() {
+            return Err(VerifyError::UnknownKey);
+        }
+        let date = headers.get("x-amz-date").and_then(|d| d.to_str().ok()).ok_or(VerifyError::NoDate)?;
+        let when = amz_date(date).ok_or(VerifyError::NoDate)?;
+        let mut rebuilt = http::Request::builder()
+            .method(method.clone())
+            .uri(uri.clone())
+            .body(())
+            .map_err(|_| VerifyError::Malformed)?;
+        for name in &auth.signed_headers {
+            if let Some(value) = headers.get(*name) {
+                rebuilt
+                    .headers_mut()
+                    .insert(http::HeaderName::try_from(*name).map_err(|_| VerifyError::Malformed)?, value.clone());
+            }
+        }
+        let signer = Signer {
+            credentials: self.credentials.clone(),
+            region: auth.region.to_string(),
+            service: service.to_string(),
+        };
+        signer.sign(&mut rebuilt, body, when).map_err(|_| VerifyError::Malformed)?;
+        let ours = rebuilt
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Authorization::parse);
+        match ours {
+            Some(ours) if ours.signature == auth.signature && ours.signed_headers == auth.signed_headers => Ok(()),
+            _ => Err(VerifyError::Mismatch),
+        }
+    }
+}
+
+/// An X-Amz-Date (`20261202T031546Z`) as a time.
+fn amz_date(text: &str) -> Option<SystemTime> {
+    let b = text.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let rfc = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &text[0..4],
+        &text[4..6],
+        &text[6..8],
+        &text[9..11],
+        &text[11..13],
+        &text[13..15]
+    );
+    humantime::parse_rfc3339(&rfc).ok()
+}
+
 /// Credentials from the environment (`lookup`), or else the shared file.
 fn credentials(profile: Option<&str>, lookup: impl Fn(&str) -> Option<String>) -> Result<Credentials, SignError> {
     if let (Some(key), Some(secret)) = (lookup("AWS_ACCESS_KEY_ID"), lookup("AWS_SECRET_ACCESS_KEY")) {
@@ -113,6 +239,33 @@ fn credentials(profile: Option<&str>, lookup: impl Fn(&str) -> Option<String>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signed_request_verifies_and_a_changed_one_does_not() {
+        let signer = Signer::with_keys("AKIDTEST", "secret/KEY+1", "eu-west-1", "iotdata");
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri("http://127.0.0.1:8443/things/pump-7/shadow")
+            .header("host", "127.0.0.1:8443")
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap();
+        let body = br#"{"state":{"reported":{"rpm":900}}}"#;
+        signer.sign(&mut req, body, SystemTime::now()).unwrap();
+        let (method, uri, headers) = (req.method().clone(), req.uri().clone(), req.headers().clone());
+        assert_eq!(signer.verify("iotdata", &method, &uri, &headers, body), Ok(()));
+        assert_eq!(signer.verify("iotdata", &method, &uri, &headers, b"{}"), Err(VerifyError::Mismatch));
+        let other: http::Uri = "http://127.0.0.1:8443/things/pump-8/shadow".parse().unwrap();
+        assert_eq!(signer.verify("iotdata", &method, &other, &headers, body), Err(VerifyError::Mismatch));
+        let wrong = Signer::with_keys("AKIDTEST", "another secret", "eu-west-1", "iotdata");
+        assert_eq!(wrong.verify("iotdata", &method, &uri, &headers, body), Err(VerifyError::Mismatch));
+        assert_eq!(
+            signer.verify("sagemaker", &method, &uri, &headers, body),
+            Err(VerifyError::WrongService("iotdata".into()))
+        );
+        assert_eq!(signer.verify("iotdata", &method, &uri, &http::HeaderMap::new(), body), Err(VerifyError::Missing));
+        assert_eq!(amz_date("20261202T031546Z"), humantime::parse_rfc3339("2026-12-02T03:15:46Z").ok());
+    }
 
     #[test]
     fn credentials_come_from_the_environment_then_the_file() {

@@ -11,6 +11,7 @@
 //! | `thingsboard` | [`thingsboard`] | `POST /api/v1/{token}/telemetry` | 200 |
 //! | `hono` | [`hono`] | `POST /telemetry`, HTTP Basic `{auth-id}@{tenant}` | 202 |
 //! | `azure-iot-hub` | [`azure`] | `POST /devices/{id}/messages/events?api-version=2021-04-12`, a SAS token | 204 |
+//! | `aws-iot-shadow` | [`aws_shadow`] | `POST /things/{thing}/shadow`, SigV4 (`iotdata`) or mTLS | 200 |
 //!
 //! The engine asks the fleet's [`FleetWire`] once per heartbeat and hands
 //! the transport the [`Outgoing`] it gets; the transport knows no profile.
@@ -28,6 +29,7 @@
 //! The rule is for trying a profile out; a real backend's devices come
 //! from a file.
 
+pub mod aws_shadow;
 pub mod azure;
 pub mod hono;
 pub mod serve;
@@ -57,17 +59,24 @@ pub enum ProfileName {
     Hono,
     /// Azure IoT Hub's device-to-cloud messages, with a SAS token.
     AzureIotHub,
+    /// AWS IoT Device Shadow's REST API: each device's reported state.
+    AwsIotShadow,
 }
 
 impl ProfileName {
-    pub const ALL: [ProfileName; 4] =
-        [ProfileName::SagemakerEdge, ProfileName::Thingsboard, ProfileName::Hono, ProfileName::AzureIotHub];
+    pub const ALL: [ProfileName; 5] = [
+        ProfileName::SagemakerEdge,
+        ProfileName::Thingsboard,
+        ProfileName::Hono,
+        ProfileName::AzureIotHub,
+        ProfileName::AwsIotShadow,
+    ];
 
     /// The credential columns an identities file for this profile needs,
     /// beside `name`.
     pub fn columns(self) -> &'static [&'static str] {
         match self {
-            ProfileName::SagemakerEdge => &[],
+            ProfileName::SagemakerEdge | ProfileName::AwsIotShadow => &[],
             ProfileName::Thingsboard => &[thingsboard::TOKEN],
             ProfileName::Hono => &[hono::TENANT, hono::AUTH_ID, hono::PASSWORD],
             ProfileName::AzureIotHub => &[azure::KEY],
@@ -88,6 +97,7 @@ impl ProfileName {
         match self {
             ProfileName::SagemakerEdge => crate::heartbeat::rules::ENTITY_NAME.check(name).map_err(|f| f.to_string()),
             ProfileName::AzureIotHub => azure::check_device_id(name),
+            ProfileName::AwsIotShadow => aws_shadow::check_thing_name(name),
             ProfileName::Thingsboard | ProfileName::Hono => check_plain_name(name),
         }
     }
@@ -113,6 +123,7 @@ impl fmt::Display for ProfileName {
             ProfileName::Thingsboard => "thingsboard",
             ProfileName::Hono => "hono",
             ProfileName::AzureIotHub => "azure-iot-hub",
+            ProfileName::AwsIotShadow => "aws-iot-shadow",
         })
     }
 }
@@ -153,6 +164,7 @@ pub enum FleetWire {
     Thingsboard(Credentials),
     Hono(Credentials),
     AzureIotHub(azure::Sender),
+    AwsIotShadow,
 }
 
 impl FleetWire {
@@ -165,6 +177,7 @@ impl FleetWire {
             ProfileName::Thingsboard => FleetWire::Thingsboard(credentials),
             ProfileName::Hono => FleetWire::Hono(credentials),
             ProfileName::AzureIotHub => FleetWire::AzureIotHub(azure::Sender::new(credentials, host)),
+            ProfileName::AwsIotShadow => FleetWire::AwsIotShadow,
         }
     }
 
@@ -174,6 +187,7 @@ impl FleetWire {
             FleetWire::Thingsboard(_) => ProfileName::Thingsboard,
             FleetWire::Hono(_) => ProfileName::Hono,
             FleetWire::AzureIotHub(_) => ProfileName::AzureIotHub,
+            FleetWire::AwsIotShadow => ProfileName::AwsIotShadow,
         }
     }
 
@@ -199,12 +213,13 @@ impl FleetWire {
             FleetWire::Thingsboard(c) => thingsboard::request(c, generator, device, now_ms, body),
             FleetWire::Hono(c) => hono::request(c, generator, device, now_ms, body),
             FleetWire::AzureIotHub(s) => s.request(generator, device, now_ms, body),
+            FleetWire::AwsIotShadow => aws_shadow::request(generator, device, now_ms, body),
         };
         Outgoing { body: Bytes::copy_from_slice(body), addressed: Some(Box::new(addressed)) }
     }
 }
 
-/// Appends device `index`'s name to `out`.
+/// Device `index`'s name.
 pub(crate) fn device_name(generator: &FleetGenerator, index: u64) -> String {
     let mut name = String::new();
     generator.names.render(index, &mut name);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::{ProfileName, azure, hono, thingsboard};
+use super::{ProfileName, aws_shadow, azure, hono, thingsboard};
 use crate::identities::{Identities, IdentitiesError};
 
 /// A request `serve` took: the device, its fleet and agent version (from
@@ -21,6 +21,9 @@ pub struct Accepted {
     pub fleet: String,
     pub agent_version: String,
     pub status: StatusCode,
+    /// The state document to answer with (a shadow's), if the profile
+    /// answers one.
+    pub document: Option<Value>,
 }
 
 impl Accepted {
@@ -29,7 +32,7 @@ impl Accepted {
     /// else `-`.
     pub(crate) fn from_state(device: String, state: &Map<String, Value>, status: StatusCode) -> Accepted {
         let text = |key: &str| state.get(key).and_then(Value::as_str).unwrap_or("-").to_string();
-        Accepted { device, fleet: text("fleet_name"), agent_version: text("agent_version"), status }
+        Accepted { device, fleet: text("fleet_name"), agent_version: text("agent_version"), status, document: None }
     }
 }
 
@@ -42,24 +45,33 @@ pub struct Refused {
     pub body: String,
     /// `Allow`, for a 405.
     pub allow: Option<&'static str>,
+    /// `x-amzn-ErrorType`, for the AWS APIs' errors.
+    pub error_type: Option<&'static str>,
 }
 
 impl Refused {
     pub(crate) fn text(status: StatusCode, message: &str) -> Refused {
-        Refused { status, content_type: "text/plain; charset=utf-8", body: message.to_string(), allow: None }
+        Refused {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: message.to_string(),
+            allow: None,
+            error_type: None,
+        }
     }
 
     pub(crate) fn json(status: StatusCode, body: Value) -> Refused {
-        Refused { status, content_type: "application/json", body: body.to_string(), allow: None }
+        Refused { status, content_type: "application/json", body: body.to_string(), allow: None, error_type: None }
     }
 
     pub(crate) fn not_allowed(allow: &'static str) -> Refused {
         Refused { allow: Some(allow), ..Refused::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") }
     }
 
-    /// Whether the refusal is for the credentials.
+    /// Whether the refusal is for the credentials (401, or 403 for a
+    /// signature).
     pub fn unauthorized(&self) -> bool {
-        self.status == StatusCode::UNAUTHORIZED
+        matches!(self.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
     }
 }
 
@@ -69,6 +81,7 @@ pub enum Route {
     Thingsboard { token: String },
     Hono,
     AzureIotHub { device: String },
+    AwsIotShadow { thing: String },
 }
 
 impl Route {
@@ -77,6 +90,7 @@ impl Route {
             Route::Thingsboard { .. } => ProfileName::Thingsboard,
             Route::Hono => ProfileName::Hono,
             Route::AzureIotHub { .. } => ProfileName::AzureIotHub,
+            Route::AwsIotShadow { .. } => ProfileName::AwsIotShadow,
         }
     }
 }
@@ -121,6 +135,8 @@ impl Found<'_> {
 pub struct ServeProfiles {
     enabled: Vec<ProfileName>,
     known: Vec<(ProfileName, Index)>,
+    /// The credentials shadow requests' SigV4 signatures are checked with.
+    sigv4: Option<crate::transport::sigv4::Signer>,
 }
 
 impl std::fmt::Debug for ServeProfiles {
@@ -133,7 +149,17 @@ impl std::fmt::Debug for ServeProfiles {
 impl ServeProfiles {
     /// Answers `enabled`'s paths (SendHeartbeat's is always answered).
     pub fn new(enabled: Vec<ProfileName>) -> ServeProfiles {
-        ServeProfiles { enabled, known: Vec::new() }
+        ServeProfiles { enabled, known: Vec::new(), sigv4: None }
+    }
+
+    /// Verifies the SigV4 signatures of shadow requests with `signer`'s
+    /// credentials (else only their shape is checked).
+    pub fn set_sigv4(&mut self, signer: crate::transport::sigv4::Signer) {
+        self.sigv4 = Some(signer);
+    }
+
+    pub fn sigv4(&self) -> Option<&crate::transport::sigv4::Signer> {
+        self.sigv4.as_ref()
     }
 
     /// Answers `profile`'s paths too.
@@ -156,7 +182,7 @@ impl ServeProfiles {
         let key = match profile {
             ProfileName::Thingsboard => columns[0],
             ProfileName::Hono => columns[1],
-            ProfileName::AzureIotHub | ProfileName::SagemakerEdge => 0,
+            ProfileName::AzureIotHub | ProfileName::AwsIotShadow | ProfileName::SagemakerEdge => 0,
         };
         let mut order: Vec<u32> = (0..ids.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| ids.get(a as usize, key).cmp(ids.get(b as usize, key)));
@@ -193,6 +219,11 @@ impl ServeProfiles {
         {
             return Some(Route::AzureIotHub { device });
         }
+        if on(ProfileName::AwsIotShadow)
+            && let Some(thing) = aws_shadow::route(path)
+        {
+            return Some(Route::AwsIotShadow { thing });
+        }
         None
     }
 
@@ -204,6 +235,11 @@ impl ServeProfiles {
             Route::Hono => hono::check(self, r.method, r.headers, r.body),
             Route::AzureIotHub { device } => {
                 azure::check(self, r.method, device, r.query, r.host, r.headers, r.body, r.now_s)
+            }
+            Route::AwsIotShadow { thing } => {
+                let uri = http::Uri::try_from(format!("http://{}{}", r.authority, r.path_and_query))
+                    .map_err(|_| Refused::text(StatusCode::BAD_REQUEST, "not a request target"))?;
+                aws_shadow::check(self, r.method, thing, &uri, r.headers, r.body)
             }
         }
     }
@@ -217,6 +253,9 @@ pub struct DeviceRequest<'a> {
     pub query: Option<&'a str>,
     /// The Host (or HTTP/2 authority), without the port.
     pub host: &'a str,
+    /// The same with the port, as the request gave it.
+    pub authority: &'a str,
+    pub path_and_query: &'a str,
     pub headers: &'a http::HeaderMap,
     pub body: &'a [u8],
     /// When it came, in epoch seconds.

@@ -142,10 +142,11 @@ fn each_profile_s_example_scenario_runs_clean_against_the_builtin_backend() {
     let dir = super::util::TempDir::new("profiles-examples");
     // Per scenario: each fleet's name, profile and success status.
     type Fleets = &'static [(&'static str, &'static str, u16)];
-    let cases: [(&str, Fleets); 4] = [
+    let cases: [(&str, Fleets); 5] = [
         ("thingsboard", &[("water-meters", "thingsboard", 200)]),
         ("hono", &[("env-sensors", "hono", 202)]),
         ("azure-iot-hub", &[("line-cameras", "azure-iot-hub", 204)]),
+        ("aws-iot-shadow", &[("pumps", "aws-iot-shadow", 200)]),
         (
             "mixed-profiles",
             &[
@@ -159,8 +160,15 @@ fn each_profile_s_example_scenario_runs_clean_against_the_builtin_backend() {
     for (name, fleets) in cases {
         let out = dir.path(&format!("{name}.json"));
         let file = format!("scenarios/{name}.toml");
-        let run =
-            super::util::fleetstorm(&["run", &file, "--duration", "3s", "--quiet", "--out", out.to_str().unwrap()]);
+        // The shadow example signs with the environment's AWS credentials.
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+            .args(["run", &file, "--duration", "3s", "--quiet", "--out", out.to_str().unwrap()])
+            .current_dir(super::util::root())
+            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "example/secret")
+            .env_remove("AWS_SESSION_TOKEN")
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&run.stdout);
         assert_eq!(run.status.code(), Some(0), "{name}: {stdout}{}", String::from_utf8_lossy(&run.stderr));
         let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
@@ -186,4 +194,115 @@ fn each_profile_s_example_scenario_runs_clean_against_the_builtin_backend() {
         assert_eq!(line["values"]["device_name"], format!("meter-{i:04}"));
         assert!(line["ts"].is_u64() && line["values"]["flow-lpm"].is_f64(), "{line}");
     }
+}
+
+#[test]
+fn boto3_s_iot_data_client_updates_a_shadow_on_serve_and_serve_checks_its_signature() {
+    let (key, secret) = ("AKIDSHADOWTEST", "shadow/test+SECRET");
+    let (mut serve, url) = super::util::spawn_serve_with(
+        "127.0.0.1:0",
+        &["--profile", "aws-iot-shadow", "--sigv4-verify"],
+        &[("AWS_ACCESS_KEY_ID", key), ("AWS_SECRET_ACCESS_KEY", secret)],
+    );
+    let answers = interop("shadow_boto3.py", &[&url, key, secret], &["boto3"]);
+    let stats = super::util::get_json_blocking(&format!("{url}/stats"));
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let Some(answers) = answers else { return };
+    assert_eq!(answers["ok"]["status"], 200, "{answers}");
+    assert_eq!(answers["ok"]["payload"]["state"]["reported"]["color"], "red", "{answers}");
+    assert_eq!(answers["ok"]["payload"]["version"], 1);
+    assert_eq!(answers["again"]["payload"]["version"], 2, "the version counts the thing's updates");
+    assert_eq!(
+        (answers["wrong_key"]["status"].as_u64(), answers["wrong_key"]["code"].as_str()),
+        (Some(403), Some("ForbiddenException"))
+    );
+    assert_eq!(
+        (answers["no_state"]["status"].as_u64(), answers["no_state"]["code"].as_str()),
+        (Some(400), Some("InvalidRequestException"))
+    );
+    assert_eq!((stats["accepted"].as_u64(), stats["unauthorized"].as_u64()), (Some(2), Some(1)), "{stats}");
+}
+
+#[test]
+fn shadow_requests_fleetstorm_signs_verify_with_botocore_and_on_serve() {
+    use std::io::{BufRead, Read, Write};
+    let (key, secret) = ("AKIDSHADOWTEST", "shadow/test+SECRET");
+    let dir = super::util::TempDir::new("shadow-sigv4");
+    let scenario = |url: &str| {
+        format!(
+            "seed = 4\nduration = \"2s\"\n[target]\nurl = \"{url}\"\nsigv4 = {{ region = \"eu-west-1\", service = \"iotdata\" }}\n\
+             [[fleets]]\nname = \"pumps\"\nprofile = \"aws-iot-shadow\"\ndevices = 20\ndevice_name = \"pump-{{index}}\"\ninterval = \"500ms\"\n"
+        )
+    };
+    let run_with = |text: &str, name: &str, secret: &str| -> serde_json::Value {
+        let file = dir.write(&format!("{name}.toml"), text);
+        let out = dir.path(&format!("{name}.json"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+            .args(["run", &file, "--quiet", "--out", out.to_str().unwrap()])
+            .env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env_remove("AWS_SESSION_TOKEN")
+            .output()
+            .unwrap();
+        serde_json::from_slice(&std::fs::read(&out).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{name}: {e}: {}", String::from_utf8_lossy(&o.stderr)))
+    };
+    let run = |text: &str, name: &str| run_with(text, name, secret);
+    // botocore's signer checks every request (tests/interop/sigv4_server.py).
+    if super::util::interop_available(&["botocore"]) {
+        let mut verifier = std::process::Command::new("python3")
+            .arg(super::util::root().join("tests/interop/sigv4_server.py"))
+            .args([key, secret, "eu-west-1", "iotdata"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(verifier.stdout.take().unwrap());
+        let mut port = String::new();
+        stdout.read_line(&mut port).unwrap();
+        let report = run(&scenario(&format!("http://127.0.0.1:{}", port.trim())), "botocore");
+        verifier.stdin.take().unwrap().write_all(b"").unwrap();
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        let _ = verifier.wait();
+        let counts: serde_json::Value = serde_json::from_str(rest.trim()).unwrap();
+        assert!(counts["valid"].as_u64() >= Some(40) && counts["invalid"] == 0, "{counts}");
+        assert_eq!(report["totals"]["ok"], counts["valid"]);
+    }
+    // The built-in backend verifies them with the run's own credentials.
+    let report = run(&scenario("builtin"), "builtin");
+    let t = &report["totals"];
+    assert!(t["ok"].as_u64() >= Some(40) && t["ok"] == t["sent"], "{t}");
+    assert_eq!(t["status_codes"]["200"], t["sent"]);
+    // serve --sigv4-verify refuses a run signed with another secret, and
+    // the run counts every refusal a 403.
+    let (mut serve, url) = super::util::spawn_serve_with(
+        "127.0.0.1:0",
+        &["--profile", "aws-iot-shadow", "--sigv4-verify"],
+        &[("AWS_ACCESS_KEY_ID", key), ("AWS_SECRET_ACCESS_KEY", secret)],
+    );
+    let report = run_with(&scenario(&url), "wrong-secret", "not the secret");
+    let stats = super::util::get_json_blocking(&format!("{url}/stats"));
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let t = &report["totals"];
+    assert!(t["sent"].as_u64() >= Some(40) && t["status_codes"]["403"] == t["sent"], "{t}");
+    assert_eq!(
+        (t["errors"]["http_4xx"].as_u64(), stats["unauthorized"].as_u64()),
+        (t["sent"].as_u64(), t["sent"].as_u64())
+    );
+    assert_eq!(stats["accepted"], 0, "{stats}");
+    // A shadow fleet without a credential is refused before it runs.
+    let file = dir.write(
+        "none.toml",
+        &scenario("builtin").replace("sigv4 = { region = \"eu-west-1\", service = \"iotdata\" }\n", ""),
+    );
+    let (code, err) = super::util::execute(&["validate", &file]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("fleets[0].profile") && err.contains("aws-iot-shadow requests need a credential"), "{err}");
+    let file =
+        dir.write("sagemaker.toml", &scenario("builtin").replace("service = \"iotdata\"", "service = \"sagemaker\""));
+    let (_, err) = super::util::execute(&["validate", &file]);
+    assert!(err.contains("signed with the signing name \"iotdata\", not \"sagemaker\""), "{err}");
 }

@@ -44,7 +44,7 @@ fn cases() -> Vec<Case> {
             4,
             11,
             Some("fleets[0].profile"),
-            "unknown variant `sagemaker`, expected one of `sagemaker-edge`, `thingsboard`, `hono`, `azure-iot-hub`",
+            "unknown variant `sagemaker`, expected one of `sagemaker-edge`, `thingsboard`, `hono`, `azure-iot-hub`, `aws-iot-shadow`",
         ),
         toml(
             "wrong type",

@@ -137,6 +137,22 @@ impl Drop for TempDir {
 /// the JSON it prints. `needs` names what it requires (a module, or a
 /// program); `.ci/run` installs them all. Outside CI a missing one skips
 /// the check loudly (`None`); under CI (`CI` set) it fails the test.
+/// Whether the Python modules (or `bin:` programs) in `needs` are there;
+/// in CI they must be (`.ci/run` installs them).
+pub fn interop_available(needs: &[&str]) -> bool {
+    let missing: Vec<&&str> = needs
+        .iter()
+        .filter(|n| {
+            !Command::new("python3").args(["-c", &format!("import {n}")]).output().is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        assert!(std::env::var_os("CI").is_none(), "{missing:?} must be installed in CI (.ci/run)");
+        eprintln!("SKIPPED: missing {missing:?} (.ci/run installs them; CI runs this check)");
+    }
+    missing.is_empty()
+}
+
 pub fn interop(script: &str, args: &[&str], needs: &[&str]) -> Option<serde_json::Value> {
     let missing: Vec<&&str> = needs
         .iter()
@@ -174,10 +190,16 @@ pub fn spawn_serve(args: &[&str]) -> (std::process::Child, String) {
 
 /// [`spawn_serve`], listening on `addr`.
 pub fn spawn_serve_at(addr: &str, args: &[&str]) -> (std::process::Child, String) {
+    spawn_serve_with(addr, args, &[])
+}
+
+/// [`spawn_serve_at`], with these environment variables.
+pub fn spawn_serve_with(addr: &str, args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
         .args(["serve", "--addr", addr])
         .args(args)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -50,6 +50,14 @@ def paths(text, here):
             part = part.strip()
             if part:
                 out.append(re.split(r"::", part))
+    # `use super::{a, b::c}` groups
+    for m in re.finditer(r"\b((?:super::)+)\{([^}]*)\}", text):
+        ups = m.group(1).count("super::")
+        base = here[: len(here) - ups] if ups <= len(here) else []
+        for part in m.group(2).split(","):
+            part = part.strip().lstrip("{")
+            if part and part != "self":
+                out.append(base + re.split(r"::", part))
     return out
 
 

@@ -14,6 +14,13 @@ fn serve_profiles(
     identities: &[String],
 ) -> Result<crate::wire::serve::ServeProfiles, CliError> {
     use crate::wire::ProfileName;
+    if enabled.contains(&ProfileName::Custom) {
+        return Err(usage_error(
+            "serve",
+            "--profile custom: a custom wire is the scenario's; run it against target url = \"builtin\", which \
+             answers its templates",
+        ));
+    }
     let others: Vec<ProfileName> = enabled.iter().copied().filter(|p| *p != ProfileName::SagemakerEdge).collect();
     let mut profiles = crate::wire::serve::ServeProfiles::new(others.clone());
     for given in identities {

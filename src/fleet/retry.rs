@@ -51,8 +51,8 @@ impl RetryPolicy {
     /// Whether a heartbeat that ended so is retried.
     pub fn retries(outcome: Outcome) -> bool {
         match outcome {
-            Outcome::Status(429) | Outcome::Status(500..=599) => true,
-            Outcome::Status(_) => false,
+            Outcome::Status(429 | 500..=599) | Outcome::Judged { status: 429 | 500..=599, ok: false } => true,
+            Outcome::Status(_) | Outcome::Judged { .. } => false,
             Outcome::Failed(Failure::Connect | Failure::Timeout | Failure::Io) => true,
             Outcome::Failed(Failure::Protocol | Failure::Tls) => false,
         }

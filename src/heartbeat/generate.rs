@@ -262,7 +262,16 @@ impl FleetGenerator {
         let metric_specs =
             p.agent_metrics.iter().chain(models.iter().flat_map(|m| p.models[usize::from(m.spec)].metrics.iter()));
         let values = metric_specs.map(|m| round(rng.random_range_inclusive(m.min, m.max), m.decimals)).collect();
-        Device { index, rng, agent_version, deployed: false, last_ms: 0, models: models.into_boxed_slice(), values }
+        Device {
+            index,
+            rng,
+            agent_version,
+            deployed: false,
+            sequence: 0,
+            last_ms: 0,
+            models: models.into_boxed_slice(),
+            values,
+        }
     }
 
     /// A stable key of this fleet under this seed, for other per-fleet
@@ -280,6 +289,8 @@ pub struct Device {
     agent_version: u16,
     /// Some model's version changed since the last heartbeat.
     deployed: bool,
+    /// Heartbeats made so far (this one's number, once it is made).
+    sequence: u32,
     /// The timestamp of the last heartbeat, in epoch milliseconds.
     last_ms: u64,
     models: Box<[DeployedModel]>,
@@ -401,6 +412,37 @@ impl Device {
     }
 
     /// Advances the device by one heartbeat sent at `now_ms` (epoch
+    /// milliseconds), for a profile that reads its state field by field
+    /// (see the accessors below); returns the heartbeat's timestamp, which
+    /// never decreases. A rollout shows as the new version.
+    pub fn advance_state(&mut self, fleet: &FleetGenerator, now_ms: u64) -> u64 {
+        let ts = now_ms.max(self.last_ms);
+        self.last_ms = ts;
+        self.advance(&fleet.profile, ts);
+        if std::mem::replace(&mut self.deployed, false) {
+            self.models.iter_mut().for_each(|m| m.deployed = false);
+        }
+        ts
+    }
+
+    /// The number of the latest heartbeat made (1 for the first).
+    pub fn sequence(&self) -> u32 {
+        self.sequence
+    }
+
+    /// The current value of agent metric `i` (an index into the
+    /// profile's agent metrics).
+    pub fn agent_metric(&self, i: usize) -> f64 {
+        self.values[i]
+    }
+
+    /// A uniform draw in [0, 1) from the device's own stream (for a
+    /// profile's per-heartbeat choices: the same seed gives the same).
+    pub fn draw(&mut self) -> f64 {
+        self.rng.random()
+    }
+
+    /// Advances the device by one heartbeat sent at `now_ms` (epoch
     /// milliseconds) and appends its state to `out` as the members of one
     /// flat JSON object, without the braces:
     /// `"agent_version":"1.0","fleet_name":"f","device_name":"d-1",`
@@ -411,12 +453,7 @@ impl Device {
     /// place. The walks, versions and rollouts are those of
     /// [`Self::write_next`]; a rollout shows as the new version.
     pub fn write_state(&mut self, fleet: &FleetGenerator, now_ms: u64, out: &mut Vec<u8>) -> u64 {
-        let ts = now_ms.max(self.last_ms);
-        self.last_ms = ts;
-        self.advance(&fleet.profile, ts);
-        if std::mem::replace(&mut self.deployed, false) {
-            self.models.iter_mut().for_each(|m| m.deployed = false);
-        }
+        let ts = self.advance_state(fleet, now_ms);
         let f = &fleet.fragments.state;
         out.extend_from_slice(&f.identity[usize::from(self.agent_version)]);
         fleet.names.render_json(self.index, out);
@@ -484,6 +521,7 @@ impl Device {
     }
 
     fn advance(&mut self, profile: &Profile, ts: u64) {
+        self.sequence = self.sequence.wrapping_add(1);
         let specs = profile
             .agent_metrics
             .iter()

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 use super::Report;
-use super::html::escape;
+use super::markup::escape;
 use crate::gate::Unit;
 
 /// Renders the report's thresholds as a JUnit XML document.

@@ -14,6 +14,7 @@ pub mod hlog;
 pub mod html;
 pub mod junit;
 pub mod markdown;
+mod markup;
 pub mod merge;
 pub(crate) mod plots;
 mod summary;
@@ -169,22 +170,7 @@ impl ScenarioSummary {
     /// SendHeartbeat path when a fleet sends there, and the other device
     /// profiles its fleets speak (each to its own paths).
     pub fn destination(&self) -> String {
-        use crate::wire::ProfileName;
-        let mut others: Vec<String> = self
-            .fleets
-            .iter()
-            .filter(|f| f.profile != ProfileName::SagemakerEdge)
-            .map(|f| f.profile.to_string())
-            .collect();
-        others.sort();
-        others.dedup();
-        let edge = self.fleets.iter().any(|f| f.profile == ProfileName::SagemakerEdge);
-        let t = &self.target;
-        match (edge, others.join(", ")) {
-            (true, o) if o.is_empty() => format!("{}{}", t.url, t.path),
-            (true, o) => format!("{}{} and the {o} profile paths", t.url, t.path),
-            (false, o) => format!("{} ({o} profile paths)", t.url),
-        }
+        crate::wire::destination(&self.target.url, &self.target.path, self.fleets.iter().map(|f| f.profile))
     }
 }
 

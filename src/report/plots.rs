@@ -96,7 +96,7 @@ pub(crate) fn svg(draw: impl FnOnce(&Area<'_>) -> DrawResult) -> String {
     };
     match drawn {
         Ok(()) => svg,
-        Err(e) => format!("<p class=\"plot-error\">this plot could not be drawn: {}</p>", super::html::escape(&e)),
+        Err(e) => format!("<p class=\"plot-error\">this plot could not be drawn: {}</p>", super::markup::escape(&e)),
     }
 }
 

@@ -121,6 +121,10 @@ fn builtin_profiles(scenario: &Scenario) -> Result<crate::wire::serve::ServeProf
             .set_sigv4(crate::transport::sigv4::Signer::new(settings).map_err(|e| RunError::Invalid(e.to_string()))?);
     }
     for f in scenario.fleets.iter().filter(|f| f.wire != ProfileName::SagemakerEdge) {
+        if let Some(custom) = &f.custom {
+            profiles.add_custom(custom.clone());
+            continue;
+        }
         match f.device_name.identities() {
             // The scenario checked the file has the profile's columns.
             Some(ids) => {
@@ -144,7 +148,7 @@ pub fn fleet_runtimes(scenario: &Scenario, seed: u64) -> Vec<FleetRuntime> {
             FleetRuntime {
                 events: FleetEvents::new(&f.events, f.devices, f.schedule.interval, key),
                 retry: f.retry,
-                wire: crate::wire::FleetWire::new(f.wire, &generator.names, host),
+                wire: crate::wire::FleetWire::new(f.wire, &generator.names, host, f.custom.as_ref()),
                 ..FleetRuntime::new(generator, f.schedule, f.devices, f.stale_after())
             }
         })

@@ -115,6 +115,11 @@ pub struct Fleet {
     pub wire: crate::wire::ProfileName,
     /// The identities file as the scenario names it, if any.
     pub identities: Option<std::path::PathBuf>,
+    /// A `custom` fleet's templates, compiled (see [`crate::wire::custom`]).
+    pub custom: Option<std::sync::Arc<crate::wire::custom::CustomWire>>,
+    /// Its `[fleets.custom]` table as written, compiled once the
+    /// identities are read.
+    custom_spec: Option<crate::wire::custom::CustomSpec>,
 }
 
 /// Why a fleet cannot be scaled as asked.
@@ -277,6 +282,22 @@ pub fn parse_in(
         }
         f.device_name = DeviceNames::Listed(std::sync::Arc::new(ids));
     }
+    for (i, f) in scenario.fleets.iter_mut().enumerate() {
+        let Some(spec) = &f.custom_spec else { continue };
+        let env = |name: &str| std::env::var(name).ok();
+        let cx = crate::wire::custom::Context {
+            fleet: f.name(),
+            profile: &f.profile,
+            identities: f.device_name.identities().map(|a| a.as_ref()),
+            env: &env,
+        };
+        let wire = crate::wire::custom::CustomWire::compile(spec, &cx).map_err(|e| {
+            let mut at = vec![Step::Key("fleets".into()), Step::Index(i), Step::Key("custom".into())];
+            at.extend(e.place.split('.').map(|k| Step::Key(k.into())));
+            ScenarioError::at_key(origin, text, format, &at, &format!("fleet {:?}: {e}", f.name()))
+        })?;
+        f.custom = Some(std::sync::Arc::new(wire));
+    }
     for (i, f) in scenario.fleets.iter().enumerate() {
         let fleet = |rest: &[Step]| [&[Step::Key("fleets".into()), Step::Index(i)][..], rest].concat();
         if f.wire == crate::wire::ProfileName::AwsIotShadow
@@ -402,6 +423,8 @@ struct RawFleet {
     /// The device profile (`docs/design/device-profiles.md`).
     #[serde(default)]
     profile: crate::wire::ProfileName,
+    /// A custom profile's templates.
+    custom: Option<crate::wire::custom::CustomSpec>,
 }
 
 fn default_agent_versions() -> Weighted {
@@ -431,6 +454,18 @@ impl TryFrom<RawFleet> for Fleet {
                 );
             }
         };
+        match (raw.profile, &raw.custom) {
+            (crate::wire::ProfileName::Custom, None) => {
+                return Err(format!(
+                    "fleet {name:?}: profile = \"custom\" needs a [fleets.custom] table (method, path, headers, body, \
+                     success)"
+                ));
+            }
+            (p, Some(_)) if p != crate::wire::ProfileName::Custom => {
+                return Err(format!("fleet {name:?}: a [fleets.custom] table is for profile = \"custom\", not {p:?}"));
+            }
+            _ => {}
+        }
         if raw.identities.is_some() && raw.device_name.is_some() {
             return Err(format!(
                 "fleet {name:?}: give device_name or identities, not both (the file names the devices)"
@@ -510,6 +545,8 @@ impl TryFrom<RawFleet> for Fleet {
             retry: raw.retry,
             wire: raw.profile,
             identities: raw.identities,
+            custom: None,
+            custom_spec: raw.custom,
         })
     }
 }

@@ -69,7 +69,7 @@ where
         shared.metrics.answered(refused.status().as_u16());
         return Ok(refused);
     }
-    if let Some(route) = shared.config.profiles.route(path) {
+    if let Some(route) = shared.config.profiles.route(&method, path) {
         let started = Instant::now();
         let answer = device_request(&shared, req, Some(route)).await;
         shared.metrics.heartbeat_took(started.elapsed());

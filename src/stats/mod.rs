@@ -22,8 +22,12 @@ pub const MAX_MICROS: u64 = 3_600_000_000;
 /// How a sent heartbeat ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Outcome {
-    /// An HTTP answer with this status.
+    /// An HTTP answer with this status: ok when 2xx.
     Status(u16),
+    /// An HTTP answer judged by its fleet's own rule (a `custom` profile's
+    /// success statuses): ok or not whatever the status; a failure is
+    /// classed by its status, a 2xx one as `other_status`.
+    Judged { status: u16, ok: bool },
     /// No (usable) answer.
     Failed(Failure),
 }
@@ -56,6 +60,10 @@ impl Outcome {
             Outcome::Status(400..=499) => 1,
             Outcome::Status(500..=599) => 2,
             Outcome::Status(_) => 3,
+            Outcome::Judged { ok: true, .. } => 0,
+            Outcome::Judged { status: 400..=499, .. } => 1,
+            Outcome::Judged { status: 500..=599, .. } => 2,
+            Outcome::Judged { .. } => 3,
             Outcome::Failed(Failure::Timeout) => 4,
             Outcome::Failed(Failure::Connect) => 5,
             Outcome::Failed(Failure::Tls) => 6,
@@ -267,7 +275,7 @@ impl Recorder {
     #[inline]
     pub fn completed(&mut self, outcome: Outcome, latency_us: u64, service_us: u64) {
         self.counters.classes[outcome.class()] += 1;
-        if let Outcome::Status(s) = outcome {
+        if let Outcome::Status(s) | Outcome::Judged { status: s, .. } = outcome {
             match self.status_array.get_mut(usize::from(s)) {
                 Some(slot) => *slot += 1,
                 None => *self.counters.statuses.entry(s).or_default() += 1,
@@ -448,6 +456,10 @@ mod tests {
             (Outcome::Status(404), "http_4xx"),
             (Outcome::Status(503), "http_5xx"),
             (Outcome::Status(302), "other_status"),
+            (Outcome::Judged { status: 302, ok: true }, "ok"),
+            (Outcome::Judged { status: 204, ok: false }, "other_status"),
+            (Outcome::Judged { status: 409, ok: false }, "http_4xx"),
+            (Outcome::Judged { status: 502, ok: false }, "http_5xx"),
             (Outcome::Failed(Failure::Timeout), "timeout"),
             (Outcome::Failed(Failure::Connect), "connect"),
             (Outcome::Failed(Failure::Io), "io"),

@@ -135,10 +135,20 @@ impl Conn {
 }
 
 /// The head of every request to a target, up to the `Content-Length`
-/// value: request line, `headers` in order, then `content-length: `.
+/// value: request line (`POST`), `headers` in order, then `content-length: `.
 pub fn encode_head<'a>(path: &str, headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
+    encode_head_with(&http::Method::POST, path, headers)
+}
+
+/// [`encode_head`] with another method.
+pub fn encode_head_with<'a>(
+    method: &http::Method,
+    path: &str,
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<u8> {
     let mut head = Vec::with_capacity(256);
-    head.extend_from_slice(b"POST ");
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
     head.extend_from_slice(path.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {

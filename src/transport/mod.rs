@@ -51,6 +51,8 @@ pub struct Outgoing {
 /// A request's own target and headers, beside the endpoint's.
 #[derive(Debug, Clone)]
 pub struct Addressed {
+    /// The method (the endpoint's is `POST`).
+    pub method: Method,
     /// The path and query, e.g. `/api/v1/TOKEN/telemetry`.
     pub target: http::uri::PathAndQuery,
     /// Added after the endpoint's headers (replacing one of the same name).
@@ -434,6 +436,7 @@ fn request<B>(
     match addressed {
         None => *req.uri_mut() = endpoint.absolute.clone(),
         Some(a) => {
+            *req.method_mut() = a.method.clone();
             let mut parts = endpoint.absolute.clone().into_parts();
             parts.path_and_query = Some(a.target.clone());
             *req.uri_mut() = Uri::from_parts(parts)
@@ -460,7 +463,8 @@ async fn lean_exchange(endpoint: &Endpoint, conn: &mut h1::Conn, outgoing: Outgo
         (_, addressed) => {
             let req = request(endpoint, (), &body, addressed.as_deref())?;
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            let head = h1::encode_head(path, req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+            let head =
+                h1::encode_head_with(req.method(), path, req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
             conn.exchange(&head, &body).await
         }
     };
@@ -617,6 +621,7 @@ mod tests {
         let endpoint = Endpoint::new(addr, "127.0.0.1", "/SendHeartbeat", [], Duration::from_secs(5), options).unwrap();
         let http = Http::new(endpoint);
         let addressed = Addressed {
+            method: Method::PUT,
             target: "/api/v1/T0KEN/telemetry".parse().unwrap(),
             headers: vec![(http::HeaderName::from_static("qos-level"), HeaderValue::from_static("1"))],
         };
@@ -629,7 +634,7 @@ mod tests {
         let heads = heads.await.unwrap();
         let lines = |h: &str| h.lines().map(str::to_ascii_lowercase).collect::<Vec<_>>();
         let (a, b) = (lines(&heads[0]), lines(&heads[1]));
-        assert_eq!(a[0], "post /api/v1/t0ken/telemetry http/1.1", "{heads:?}");
+        assert_eq!(a[0], "put /api/v1/t0ken/telemetry http/1.1", "{heads:?}");
         assert!(a.contains(&"qos-level: 1".to_string()) && a.contains(&"content-type: application/json".to_string()));
         assert!(a.iter().any(|l| l.starts_with("host: 127.0.0.1:")), "{a:?}");
         assert_eq!(b[0], "post /sendheartbeat http/1.1", "{heads:?}");

@@ -21,7 +21,8 @@
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::serve::{Accepted, Refused, ServeProfiles, json_object};
+use super::answer::{Accepted, Refused, json_object};
+use super::known::Known;
 use super::{ProfileName, addressed, device_name};
 use crate::heartbeat::{Device, FleetGenerator};
 use crate::transport::Addressed;
@@ -88,7 +89,7 @@ fn depth(v: &Value) -> usize {
 /// `serve`'s answer to an `UpdateThingShadow` of `thing`. `uri` is the
 /// request's absolute URI, for its signature.
 pub(crate) fn check(
-    profiles: &ServeProfiles,
+    profiles: &Known,
     method: &Method,
     thing: &str,
     uri: &http::Uri,
@@ -165,6 +166,7 @@ mod tests {
     use super::super::tests::first;
     use super::*;
     use crate::transport::sigv4::Signer;
+    use crate::wire::serve::ServeProfiles;
 
     #[test]
     fn a_device_reports_its_state_to_its_thing_s_shadow() {
@@ -195,7 +197,8 @@ mod tests {
             signer.sign(&mut req, body, std::time::SystemTime::now()).unwrap();
             req.headers().clone()
         };
-        let post = |headers: &HeaderMap, body: &[u8]| check(&profiles, &Method::POST, "pump-7", &uri, headers, body);
+        let post =
+            |headers: &HeaderMap, body: &[u8]| check(profiles.known(), &Method::POST, "pump-7", &uri, headers, body);
         let example = br#"{"state": {"reported": {"color": "red"}}}"#;
         let ok = post(&signed(&signer, example), example).unwrap();
         assert_eq!((ok.status, ok.device.as_str()), (StatusCode::OK, "pump-7"));
@@ -222,12 +225,12 @@ mod tests {
             post(&signed(&signer, big.as_bytes()), big.as_bytes()).unwrap_err().status,
             StatusCode::PAYLOAD_TOO_LARGE
         );
-        let e = check(&profiles, &Method::GET, "pump-7", &uri, &HeaderMap::new(), b"").unwrap_err();
+        let e = check(profiles.known(), &Method::GET, "pump-7", &uri, &HeaderMap::new(), b"").unwrap_err();
         assert_eq!((e.status, e.allow), (StatusCode::METHOD_NOT_ALLOWED, Some("POST")));
         // Without credentials, serve asks for a SigV4 header of the service.
         let open = ServeProfiles::new(vec![ProfileName::AwsIotShadow]);
-        assert!(check(&open, &Method::POST, "pump-7", &uri, &signed(&other, example), example).is_ok());
-        assert!(check(&open, &Method::POST, "pump-7", &uri, &HeaderMap::new(), example).is_err());
+        assert!(check(open.known(), &Method::POST, "pump-7", &uri, &signed(&other, example), example).is_ok());
+        assert!(check(open.known(), &Method::POST, "pump-7", &uri, &HeaderMap::new(), example).is_err());
         assert_eq!(route("/things/pump-7/shadow").as_deref(), Some("pump-7"));
         assert_eq!(route("/things//shadow"), None);
         assert!(check_thing_name("pump:7_a-b").is_ok() && check_thing_name("pump 7").is_err());

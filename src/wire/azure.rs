@@ -35,7 +35,8 @@ use http::{HeaderMap, HeaderName, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use sha2::Sha256;
 
-use super::serve::{Accepted, Refused, ServeProfiles, azure_error, header, json_object};
+use super::answer::{Accepted, Refused, azure_error, header, json_object};
+use super::known::Known;
 use super::{Credentials, ProfileName, addressed, device_name, header_value};
 use crate::heartbeat::{Device, FleetGenerator};
 use crate::transport::Addressed;
@@ -150,7 +151,7 @@ impl Sender {
         // The scenario checked every key is base64; one that still is not
         // sends no credential, which the hub refuses.
         let token = sas_token(&format!("{}/devices/{id}", self.host), &key, expiry, None).unwrap_or_default();
-        let segment = utf8_percent_encode(&id, super::thingsboard::SEGMENT);
+        let segment = utf8_percent_encode(&id, super::SEGMENT);
         addressed(
             format!("/devices/{segment}/messages/events?api-version={API_VERSION}"),
             vec![(AUTHORIZATION, header_value(&token)), (FLEET_PROPERTY, header_value(&generator.profile.fleet_name))],
@@ -186,7 +187,7 @@ fn token_parts(token: &str) -> Option<(&str, String, u64)> {
 /// `host` at `now_s` (epoch seconds).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn check(
-    profiles: &ServeProfiles,
+    profiles: &Known,
     method: &Method,
     device: &str,
     query: Option<&str>,
@@ -227,6 +228,7 @@ pub(crate) fn check(
 mod tests {
     use super::super::tests::{first, identities};
     use super::*;
+    use crate::wire::serve::ServeProfiles;
 
     /// Tokens the Azure IoT device SDK for Python (azure-iot-device 2.x)
     /// builds for the same inputs:
@@ -282,10 +284,10 @@ mod tests {
         let open = ServeProfiles::new(vec![ProfileName::AzureIotHub]);
         let q = Some("api-version=2021-04-12");
         let device = route(a.target.path()).unwrap();
-        let ok = check(&open, &Method::POST, &device, q, "127.0.0.1", &auth(&out), &out.body, now_s).unwrap();
+        let ok = check(open.known(), &Method::POST, &device, q, "127.0.0.1", &auth(&out), &out.body, now_s).unwrap();
         assert_eq!((ok.status, ok.device.as_str(), ok.fleet.as_str()), (StatusCode::NO_CONTENT, "d-5", "f"));
         let refused = |host: &str, query, now, headers: &HeaderMap| {
-            check(&open, &Method::POST, &device, query, host, headers, &out.body, now).unwrap_err()
+            check(open.known(), &Method::POST, &device, query, host, headers, &out.body, now).unwrap_err()
         };
         assert!(refused("otherhub", q, now_s, &auth(&out)).unauthorized(), "another resource");
         assert!(refused("127.0.0.1", q, expiry, &auth(&out)).unauthorized(), "expired");
@@ -296,11 +298,12 @@ mod tests {
         let out = first(ProfileName::AzureIotHub, Some(names.clone()), 0);
         let mut known = ServeProfiles::new(vec![]);
         known.add_identities(ProfileName::AzureIotHub, names.identities().unwrap().clone()).unwrap();
-        assert!(check(&known, &Method::POST, "cam-1", q, "127.0.0.1", &auth(&out), &out.body, now_s).is_ok());
+        assert!(check(known.known(), &Method::POST, "cam-1", q, "127.0.0.1", &auth(&out), &out.body, now_s).is_ok());
         let other = identities("name,key\ncam-1,b3RoZXIga2V5\n");
         let mut wrong = ServeProfiles::new(vec![]);
         wrong.add_identities(ProfileName::AzureIotHub, other.identities().unwrap().clone()).unwrap();
-        let e = check(&wrong, &Method::POST, "cam-1", q, "127.0.0.1", &auth(&out), &out.body, now_s).unwrap_err();
+        let e =
+            check(wrong.known(), &Method::POST, "cam-1", q, "127.0.0.1", &auth(&out), &out.body, now_s).unwrap_err();
         assert!(e.unauthorized() && e.body.contains("IotHubUnauthorizedAccess"), "{e:?}");
         assert!(check_device_id("cam-1:a.b").is_ok() && check_device_id("cam 1").is_err());
     }

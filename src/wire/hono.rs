@@ -20,7 +20,8 @@ use base64::Engine as _;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use super::serve::{Accepted, Refused, ServeProfiles, header, json_object};
+use super::answer::{Accepted, Refused, header, json_object};
+use super::known::Known;
 use super::{Credentials, ProfileName, addressed, device_name, header_value};
 use crate::heartbeat::{Device, FleetGenerator};
 use crate::transport::Addressed;
@@ -80,12 +81,7 @@ fn basic(headers: &HeaderMap) -> Option<(String, String, String)> {
 }
 
 /// `serve`'s answer to a request on the adapter's paths.
-pub(crate) fn check(
-    profiles: &ServeProfiles,
-    method: &Method,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Accepted, Refused> {
+pub(crate) fn check(profiles: &Known, method: &Method, headers: &HeaderMap, body: &[u8]) -> Result<Accepted, Refused> {
     if method != Method::POST {
         return Err(Refused::not_allowed("POST"));
     }
@@ -110,6 +106,7 @@ pub(crate) fn check(
 mod tests {
     use super::super::tests::{first, identities};
     use super::*;
+    use crate::wire::serve::ServeProfiles;
 
     fn user(out: &crate::transport::Outgoing) -> String {
         let a = out.addressed.as_ref().unwrap();
@@ -148,22 +145,30 @@ mod tests {
         let ids = identities("name,tenant,auth_id,password\nsensor-1,DEFAULT_TENANT,sensor1,hono-secret\n");
         known.add_identities(ProfileName::Hono, ids.identities().unwrap().clone()).unwrap();
         let json = "application/json";
-        let ok = check(&known, &Method::POST, &request("sensor1@DEFAULT_TENANT:hono-secret", json), br#"{"temp": 5}"#)
-            .unwrap();
+        let ok = check(
+            known.known(),
+            &Method::POST,
+            &request("sensor1@DEFAULT_TENANT:hono-secret", json),
+            br#"{"temp": 5}"#,
+        )
+        .unwrap();
         assert_eq!((ok.status, ok.device.as_str()), (StatusCode::ACCEPTED, "sensor-1"));
         for wrong in ["sensor1@DEFAULT_TENANT:other", "sensor1@OTHER:hono-secret", "nobody@DEFAULT_TENANT:x", "x"] {
-            let e = check(&known, &Method::POST, &request(wrong, json), b"{}").unwrap_err();
+            let e = check(known.known(), &Method::POST, &request(wrong, json), b"{}").unwrap_err();
             assert!(e.unauthorized(), "{wrong}: {e:?}");
         }
-        assert!(check(&known, &Method::POST, &HeaderMap::new(), b"{}").unwrap_err().unauthorized());
+        assert!(check(known.known(), &Method::POST, &HeaderMap::new(), b"{}").unwrap_err().unauthorized());
         let good = request("sensor1@DEFAULT_TENANT:hono-secret", json);
-        assert_eq!(check(&known, &Method::POST, &good, b"[1]").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(check(known.known(), &Method::POST, &good, b"[1]").unwrap_err().status, StatusCode::BAD_REQUEST);
         let text = request("sensor1@DEFAULT_TENANT:hono-secret", "text/plain");
-        assert_eq!(check(&known, &Method::POST, &text, b"{}").unwrap_err().status, StatusCode::BAD_REQUEST);
-        assert_eq!(check(&known, &Method::PUT, &good, b"{}").unwrap_err().status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(check(known.known(), &Method::POST, &text, b"{}").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            check(known.known(), &Method::PUT, &good, b"{}").unwrap_err().status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
         // Without identities, the rule.
         let open = ServeProfiles::new(vec![ProfileName::Hono]);
-        assert!(check(&open, &Method::POST, &request("d-1@DEFAULT_TENANT:d-1", json), b"{}").is_ok());
-        assert!(check(&open, &Method::POST, &request("d-1@DEFAULT_TENANT:d-2", json), b"{}").is_err());
+        assert!(check(open.known(), &Method::POST, &request("d-1@DEFAULT_TENANT:d-1", json), b"{}").is_ok());
+        assert!(check(open.known(), &Method::POST, &request("d-1@DEFAULT_TENANT:d-2", json), b"{}").is_err());
     }
 }

@@ -12,6 +12,7 @@
 //! | `hono` | [`hono`] | `POST /telemetry`, HTTP Basic `{auth-id}@{tenant}` | 202 |
 //! | `azure-iot-hub` | [`azure`] | `POST /devices/{id}/messages/events?api-version=2021-04-12`, a SAS token | 204 |
 //! | `aws-iot-shadow` | [`aws_shadow`] | `POST /things/{thing}/shadow`, SigV4 (`iotdata`) or mTLS | 200 |
+//! | `custom` | [`custom`] | the fleet's method, path, header and body templates | its statuses (any 2xx) |
 //!
 //! The engine asks the fleet's [`FleetWire`] once per heartbeat and hands
 //! the transport the [`Outgoing`] it gets; the transport knows no profile.
@@ -29,9 +30,12 @@
 //! The rule is for trying a profile out; a real backend's devices come
 //! from a file.
 
+mod answer;
 pub mod aws_shadow;
 pub mod azure;
+pub mod custom;
 pub mod hono;
+mod known;
 pub mod serve;
 pub mod thingsboard;
 
@@ -61,22 +65,25 @@ pub enum ProfileName {
     AzureIotHub,
     /// AWS IoT Device Shadow's REST API: each device's reported state.
     AwsIotShadow,
+    /// The fleet's own templates (`[fleets.custom]`).
+    Custom,
 }
 
 impl ProfileName {
-    pub const ALL: [ProfileName; 5] = [
+    pub const ALL: [ProfileName; 6] = [
         ProfileName::SagemakerEdge,
         ProfileName::Thingsboard,
         ProfileName::Hono,
         ProfileName::AzureIotHub,
         ProfileName::AwsIotShadow,
+        ProfileName::Custom,
     ];
 
     /// The credential columns an identities file for this profile needs,
     /// beside `name`.
     pub fn columns(self) -> &'static [&'static str] {
         match self {
-            ProfileName::SagemakerEdge | ProfileName::AwsIotShadow => &[],
+            ProfileName::SagemakerEdge | ProfileName::AwsIotShadow | ProfileName::Custom => &[],
             ProfileName::Thingsboard => &[thingsboard::TOKEN],
             ProfileName::Hono => &[hono::TENANT, hono::AUTH_ID, hono::PASSWORD],
             ProfileName::AzureIotHub => &[azure::KEY],
@@ -98,7 +105,7 @@ impl ProfileName {
             ProfileName::SagemakerEdge => crate::heartbeat::rules::ENTITY_NAME.check(name).map_err(|f| f.to_string()),
             ProfileName::AzureIotHub => azure::check_device_id(name),
             ProfileName::AwsIotShadow => aws_shadow::check_thing_name(name),
-            ProfileName::Thingsboard | ProfileName::Hono => check_plain_name(name),
+            ProfileName::Thingsboard | ProfileName::Hono | ProfileName::Custom => check_plain_name(name),
         }
     }
 }
@@ -124,6 +131,7 @@ impl fmt::Display for ProfileName {
             ProfileName::Hono => "hono",
             ProfileName::AzureIotHub => "azure-iot-hub",
             ProfileName::AwsIotShadow => "aws-iot-shadow",
+            ProfileName::Custom => "custom",
         })
     }
 }
@@ -165,19 +173,32 @@ pub enum FleetWire {
     Hono(Credentials),
     AzureIotHub(azure::Sender),
     AwsIotShadow,
+    Custom(Arc<custom::CustomWire>),
 }
 
 impl FleetWire {
     /// The wire of a fleet of `profile` whose devices are `names`, sending
-    /// to `host` (the target's host name, which an Azure SAS token names).
-    pub fn new(profile: ProfileName, names: &DeviceNames, host: &str) -> FleetWire {
+    /// to `host` (the target's host name, which an Azure SAS token names);
+    /// `custom` is a custom fleet's compiled templates (which the
+    /// scenario checked it has).
+    pub fn new(
+        profile: ProfileName,
+        names: &DeviceNames,
+        host: &str,
+        custom: Option<&Arc<custom::CustomWire>>,
+    ) -> FleetWire {
         let credentials = Credentials::new(profile, names);
+        if let (ProfileName::Custom, Some(wire)) = (profile, custom) {
+            return FleetWire::Custom(wire.clone());
+        }
         match profile {
             ProfileName::SagemakerEdge => FleetWire::SagemakerEdge,
             ProfileName::Thingsboard => FleetWire::Thingsboard(credentials),
             ProfileName::Hono => FleetWire::Hono(credentials),
             ProfileName::AzureIotHub => FleetWire::AzureIotHub(azure::Sender::new(credentials, host)),
             ProfileName::AwsIotShadow => FleetWire::AwsIotShadow,
+            // Without templates a custom fleet could send nothing valid.
+            ProfileName::Custom => FleetWire::SagemakerEdge,
         }
     }
 
@@ -188,6 +209,7 @@ impl FleetWire {
             FleetWire::Hono(_) => ProfileName::Hono,
             FleetWire::AzureIotHub(_) => ProfileName::AzureIotHub,
             FleetWire::AwsIotShadow => ProfileName::AwsIotShadow,
+            FleetWire::Custom(_) => ProfileName::Custom,
         }
     }
 
@@ -214,10 +236,57 @@ impl FleetWire {
             FleetWire::Hono(c) => hono::request(c, generator, device, now_ms, body),
             FleetWire::AzureIotHub(s) => s.request(generator, device, now_ms, body),
             FleetWire::AwsIotShadow => aws_shadow::request(generator, device, now_ms, body),
+            FleetWire::Custom(c) => c.request(generator, device, now_ms, body),
         };
         Outgoing { body: Bytes::copy_from_slice(body), addressed: Some(Box::new(addressed)) }
     }
 }
+
+/// Where a run sends, for its headers: the target's URL and the
+/// SendHeartbeat path when a fleet sends there, and the other device
+/// profiles its fleets speak (each to its own paths).
+pub fn destination(url: &str, path: &str, profiles: impl Iterator<Item = ProfileName>) -> String {
+    let mut profiles: Vec<ProfileName> = profiles.collect();
+    let edge = profiles.contains(&ProfileName::SagemakerEdge);
+    profiles.retain(|p| *p != ProfileName::SagemakerEdge);
+    let mut others: Vec<String> = profiles.iter().map(ToString::to_string).collect();
+    others.sort();
+    others.dedup();
+    match (edge, others.join(", ")) {
+        (true, o) if o.is_empty() => format!("{url}{path}"),
+        (true, o) => format!("{url}{path} and the {o} profile paths"),
+        (false, o) => format!("{url} ({o} profile paths)"),
+    }
+}
+
+impl FleetWire {
+    /// The outcome of an exchange as the profile judges it: a 2xx is
+    /// success, but for a `custom` profile, whose statuses are its own.
+    #[inline]
+    pub fn judge(&self, outcome: crate::stats::Outcome) -> crate::stats::Outcome {
+        match (self, outcome) {
+            (FleetWire::Custom(c), crate::stats::Outcome::Status(status)) => {
+                crate::stats::Outcome::Judged { status, ok: c.accepts(status) }
+            }
+            _ => outcome,
+        }
+    }
+}
+
+/// What a path segment must escape: controls, space and the characters
+/// that delimit a path, its query or its fragment.
+pub(crate) const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
 
 /// Device `index`'s name.
 pub(crate) fn device_name(generator: &FleetGenerator, index: u64) -> String {
@@ -226,12 +295,12 @@ pub(crate) fn device_name(generator: &FleetGenerator, index: u64) -> String {
     name
 }
 
-/// An [`Addressed`] from a target known to be a valid path (built from
-/// checked names and credentials; see the profiles' tests).
+/// A `POST` [`Addressed`] from a target known to be a valid path (built
+/// from checked names and credentials; see the profiles' tests).
 pub(crate) fn addressed(target: String, headers: Vec<(http::HeaderName, http::HeaderValue)>) -> Addressed {
     let target = http::uri::PathAndQuery::try_from(target)
         .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/invalid-device-path"));
-    Addressed { target, headers }
+    Addressed { method: http::Method::POST, target, headers }
 }
 
 /// `value` as a header value; one a checked credential cannot fail to
@@ -249,7 +318,7 @@ pub(crate) mod tests {
         let generator = crate::heartbeat::plain_generator();
         let (mut a, mut b) = (generator.device(3), generator.device(3));
         let (mut scratch, mut body, mut direct) = (Scratch::default(), Vec::new(), Vec::new());
-        let wire = FleetWire::new(ProfileName::default(), &generator.names, "127.0.0.1");
+        let wire = FleetWire::new(ProfileName::default(), &generator.names, "127.0.0.1", None);
         assert_eq!(wire.profile().to_string(), "sagemaker-edge");
         let out = wire.next_heartbeat(&generator, &mut a, 1_700_000_000_000, &mut scratch, &mut body);
         b.write_next(&generator, 1_700_000_000_000, &mut Scratch::default(), &mut direct);
@@ -275,7 +344,7 @@ pub(crate) mod tests {
         if let Some(names) = names {
             generator.names = names;
         }
-        let wire = FleetWire::new(profile, &generator.names, "127.0.0.1");
+        let wire = FleetWire::new(profile, &generator.names, "127.0.0.1", None);
         let mut device = generator.device(index);
         wire.next_heartbeat(&generator, &mut device, 1_700_000_000_123, &mut Scratch::default(), &mut Vec::new())
     }

@@ -13,32 +13,18 @@
 //! a body that is none of those; 401 to a token it does not know.
 
 use http::{HeaderMap, Method, StatusCode};
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use serde_json::Value;
 
 use super::Credentials;
-use super::serve::{Accepted, Refused, ServeProfiles};
-use super::{ProfileName, addressed, device_name};
+use super::answer::{Accepted, Refused};
+use super::known::Known;
+use super::{ProfileName, SEGMENT, addressed, device_name};
 use crate::heartbeat::{Device, FleetGenerator};
 use crate::transport::Addressed;
 
 /// The identities column of a device's access token.
 pub const TOKEN: &str = "token";
-
-/// What a path segment must escape: controls, space and the characters
-/// that delimit a path, its query or its fragment.
-pub(crate) const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
 
 /// The request of `device`'s next heartbeat, its body written to `body`.
 pub(crate) fn request(
@@ -73,7 +59,7 @@ pub(crate) fn route(path: &str) -> Option<String> {
 
 /// `serve`'s answer to a request on a token's path.
 pub(crate) fn check(
-    profiles: &ServeProfiles,
+    profiles: &Known,
     method: &Method,
     token: &str,
     _headers: &HeaderMap,
@@ -129,6 +115,7 @@ pub(crate) fn check(
 mod tests {
     use super::super::tests::{first, identities};
     use super::*;
+    use crate::wire::serve::ServeProfiles;
 
     #[test]
     fn a_device_posts_its_state_under_its_token() {
@@ -161,7 +148,7 @@ mod tests {
         let headers = HeaderMap::new();
         let post = |p: &ServeProfiles, token: &str, body: &str| {
             let token = route(&format!("/api/v1/{token}/telemetry")).unwrap();
-            check(p, &Method::POST, &token, &headers, body.as_bytes())
+            check(p.known(), &Method::POST, &token, &headers, body.as_bytes())
         };
         let ok = post(&open, "ACCESS_TOKEN", r#"{"temperature":42,"humidity":73}"#).unwrap();
         assert_eq!((ok.status, ok.device.as_str()), (StatusCode::OK, "ACCESS_TOKEN"));
@@ -178,7 +165,7 @@ mod tests {
         assert_eq!(post(&known, "A1_b2", "{}").unwrap().device, "cam-1");
         assert_eq!(post(&known, "cam-1", "{}").unwrap_err().status, StatusCode::UNAUTHORIZED);
         assert_eq!(
-            check(&known, &Method::GET, "A1_b2", &headers, b"{}").unwrap_err().status,
+            check(known.known(), &Method::GET, "A1_b2", &headers, b"{}").unwrap_err().status,
             StatusCode::METHOD_NOT_ALLOWED
         );
         assert_eq!(route("/api/v1//telemetry"), None);

@@ -142,11 +142,12 @@ fn each_profile_s_example_scenario_runs_clean_against_the_builtin_backend() {
     let dir = super::util::TempDir::new("profiles-examples");
     // Per scenario: each fleet's name, profile and success status.
     type Fleets = &'static [(&'static str, &'static str, u16)];
-    let cases: [(&str, Fleets); 5] = [
+    let cases: [(&str, Fleets); 6] = [
         ("thingsboard", &[("water-meters", "thingsboard", 200)]),
         ("hono", &[("env-sensors", "hono", 202)]),
         ("azure-iot-hub", &[("line-cameras", "azure-iot-hub", 204)]),
         ("aws-iot-shadow", &[("pumps", "aws-iot-shadow", 200)]),
+        ("custom", &[("trackers", "custom", 201)]),
         (
             "mixed-profiles",
             &[

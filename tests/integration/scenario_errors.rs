@@ -44,7 +44,7 @@ fn cases() -> Vec<Case> {
             4,
             11,
             Some("fleets[0].profile"),
-            "unknown variant `sagemaker`, expected one of `sagemaker-edge`, `thingsboard`, `hono`, `azure-iot-hub`, `aws-iot-shadow`",
+            "unknown variant `sagemaker`, expected one of `sagemaker-edge`, `thingsboard`, `hono`, `azure-iot-hub`, `aws-iot-shadow`, `custom`",
         ),
         toml(
             "wrong type",
@@ -71,6 +71,23 @@ fn cases() -> Vec<Case> {
             "devices is -5",
         ),
         toml("missing devices", "[[fleets]]\nname = \"f1\"\n", 1, 1, Some("fleets[0]"), "missing field `devices`"),
+        toml(
+            "custom body template that is not JSON",
+            "[[fleets]]\nname = \"f1\"\ndevices = 2\nprofile = \"custom\"\n[fleets.custom]\npath = \"/p\"\n\
+             body = '{\"id\": \"${device.name}\"}'\n",
+            7,
+            8,
+            Some("fleets[0].custom.body"),
+            "custom.body: the body would not be JSON",
+        ),
+        toml(
+            "custom profile without templates",
+            "[[fleets]]\nname = \"f1\"\ndevices = 2\nprofile = \"custom\"\n",
+            1,
+            1,
+            Some("fleets[0]"),
+            "needs a [fleets.custom] table",
+        ),
         toml(
             "device_name and identities",
             "[[fleets]]\nname = \"f1\"\nidentities = \"d.csv\"\ndevice_name = \"d-{index}\"\n",

@@ -635,12 +635,14 @@ impl<T: Transport> Worker<T> {
 
     fn complete(&mut self, done: Done<T::Conn>) {
         let now = self.now_ns();
-        let Done { slot, intended_ns, sent_ns, done_ns, attempt, fresh, light, exchange } = done;
+        let Done { slot, intended_ns, sent_ns, done_ns, attempt, fresh, light, mut exchange } = done;
         if let Some(c) = exchange.connected {
             let tls_us = c.tls_handshake.map(|d| d.as_micros() as u64);
             self.record(slot, |r| r.connected(tls_us));
         }
         let fleet = usize::from(self.slots[slot as usize].fleet);
+        // What counts as success is the fleet's profile's to say.
+        exchange.outcome = self.fleets[fleet].wire.judge(exchange.outcome);
         let latency_us = micros(done_ns.saturating_sub(intended_ns));
         let service_us = micros(done_ns.saturating_sub(sent_ns));
         if light {

@@ -307,3 +307,104 @@ fn shadow_requests_fleetstorm_signs_verify_with_botocore_and_on_serve() {
     let (_, err) = super::util::execute(&["validate", &file]);
     assert!(err.contains("signed with the signing name \"iotdata\", not \"sagemaker\""), "{err}");
 }
+
+#[test]
+fn a_run_of_mixed_profiles_gates_shards_merges_and_searches_capacity_per_fleet() {
+    // Four fleets, four wires, one serve: each fleet's report, gate and
+    // shard share are its own, and the merged shards add up to what serve
+    // accepted from each fleet.
+    let _turn = super::util::heavy();
+    let dir = super::util::TempDir::new("profiles-mixed");
+    let (mut serve, url) =
+        super::util::spawn_serve(&["--profile", "thingsboard", "--profile", "hono", "--profile", "azure-iot-hub"]);
+    let fleets =
+        [("edge", "sagemaker-edge"), ("meters", "thingsboard"), ("sensors", "hono"), ("cameras", "azure-iot-hub")];
+    let mut text = format!(
+        "name = \"mixed\"\nseed = 12\nduration = \"3s\"\n[target]\nurl = \"{url}\"\nconnections = {{ pool = 8 }}\n"
+    );
+    for (name, profile) in fleets {
+        text.push_str(&format!(
+            "[[fleets]]\nname = \"{name}\"\nprofile = \"{profile}\"\ndevices = 40\ndevice_name = \"{name}-{{index:03}}\"\ninterval = \"1s\"\n"
+        ));
+    }
+    text.push_str("[thresholds]\n\"fleets.meters.error_rate\" = \"== 0%\"\n\"fleets.cameras.sent\" = \"< 10\"\n");
+    let file = dir.write("mixed.toml", &text);
+    let start = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+    let start_s = format!("{:.3}", start.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64());
+    let shards: Vec<_> = (0..2)
+        .map(|i| {
+            let out = dir.path(&format!("shard-{i}.json")).to_str().unwrap().to_string();
+            let args: Vec<String> =
+                ["run", &file, "--quiet", "--out", &out, "--shard", &format!("{i}/2"), "--start-at", &start_s]
+                    .map(String::from)
+                    .to_vec();
+            (
+                out,
+                std::thread::spawn(move || {
+                    super::util::fleetstorm(&args.iter().map(String::as_str).collect::<Vec<_>>())
+                }),
+            )
+        })
+        .collect();
+    let mut paths = Vec::new();
+    for (path, child) in shards {
+        let out = child.join().unwrap();
+        // The cameras' gate fails on purpose: exit 3, with a report.
+        assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+        paths.push(path);
+    }
+    let stats = super::util::get_json_blocking(&format!("{url}/stats"));
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let merged = dir.path("merged.json").to_str().unwrap().to_string();
+    let out = super::util::fleetstorm(&["merge", "--out", &merged, &paths[0], &paths[1]]);
+    assert_eq!(out.status.code(), Some(3), "the merged gates: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&merged).unwrap()).unwrap();
+    let shard = |i: usize| -> serde_json::Value { serde_json::from_slice(&std::fs::read(&paths[i]).unwrap()).unwrap() };
+    for (i, (name, profile)) in fleets.iter().enumerate() {
+        assert_eq!(report["scenario"]["fleets"][i]["profile"], *profile);
+        let f = &report["fleets"][i];
+        assert_eq!(f["name"], *name);
+        let sent = f["sent"].as_u64().unwrap();
+        assert_eq!(
+            Some(sent),
+            shard(0)["fleets"][i]["sent"].as_u64().zip(shard(1)["fleets"][i]["sent"].as_u64()).map(|(a, b)| a + b)
+        );
+        assert!(sent >= 100 && f["ok"] == f["sent"], "{name}: {f}");
+        // serve counted each fleet by the name its bodies carry.
+        assert_eq!(stats["fleets"][name]["accepted"], f["ok"], "{name}: {stats}");
+        assert_eq!(stats["fleets"][name]["devices"], 40, "{name}: {stats}");
+    }
+    let gates: Vec<(&str, bool)> = report["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["metric"].as_str().unwrap(), t["ok"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(gates, [("fleets.meters.error_rate", true), ("fleets.cameras.sent", false)]);
+
+    // Capacity: the mix scaled step by step against the built-in backend,
+    // which answers every profile.
+    let text = text
+        .replace(&format!("url = \"{url}\""), "url = \"builtin\"")
+        .split("[thresholds]")
+        .next()
+        .unwrap()
+        .to_string()
+        + "[capacity]\nslo = { \"error_rate\" = \"< 1%\" }\nstart_rate = \"200/s\"\nmax_rate = \"400/s\"\nstep_duration = \"1s\"\nwarmup = \"500ms\"\n";
+    let file = dir.write("capacity.toml", &text);
+    let out_json = dir.path("capacity.json");
+    let run = super::util::fleetstorm(&["capacity", &file, "--quiet", "--out", out_json.to_str().unwrap()]);
+    let capacity: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_json).unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&run.stderr)));
+    // Every step the generator kept up with was good: no wire fails a
+    // step. (On a busy machine a step may be the generator's, and the
+    // answer inconclusive: that is the honest one.)
+    let steps = capacity["steps"].as_array().unwrap();
+    for s in steps.iter().filter(|s| s["generator_kept_up"] == true) {
+        assert!(s["verdict"] == "good" && s["error_rate"] == 0.0, "{s}");
+    }
+    if capacity["limit"] != "generator" {
+        assert_eq!(capacity["verdict"], "max_rate_reached", "{capacity}");
+    }
+}

@@ -1,8 +1,10 @@
 //! fleetstorm: a load generator and fleet simulator for heartbeat backends.
 //!
 //! A scenario file describes fleets of virtual edge devices; each device
-//! sends randomized but valid AWS SageMaker Edge Manager `SendHeartbeat`
-//! requests on its own open-model schedule. This crate is the whole
+//! sends randomized but valid requests on its own open-model schedule, in
+//! its fleet's device profile ([`wire`]): AWS SageMaker Edge Manager
+//! `SendHeartbeat` by default, or AWS IoT shadows, ThingsBoard, Eclipse
+//! Hono, Azure IoT Hub or the user's own templates. This crate is the whole
 //! program: `src/main.rs` only calls [`cli::main`], so tests and other
 //! tools drive every command in-process ([`cli::execute`]).
 //!

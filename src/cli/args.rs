@@ -368,6 +368,11 @@ pub(super) struct ServeArgs {
     /// carries a SigV4 header for the iotdata service.
     #[arg(long)]
     pub(super) sigv4_verify: bool,
+    /// Answer the device profiles of this scenario's fleets as the
+    /// built-in backend does for it: their custom templates, and only the
+    /// devices of their identities files.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["profiles", "identities"])]
+    pub(super) scenario: Option<PathBuf>,
 }
 
 /// A device profile's name, as a scenario writes it.

@@ -17,8 +17,8 @@ fn serve_profiles(
     if enabled.contains(&ProfileName::Custom) {
         return Err(usage_error(
             "serve",
-            "--profile custom: a custom wire is the scenario's; run it against target url = \"builtin\", which \
-             answers its templates",
+            "--profile custom: a custom wire is its scenario's: give the scenario (--scenario FILE), or run it \
+             against url = \"builtin\", which answers its templates",
         ));
     }
     let others: Vec<ProfileName> = enabled.iter().copied().filter(|p| *p != ProfileName::SagemakerEdge).collect();
@@ -82,7 +82,13 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
         (None, Some((name, value))) => Some(Auth::Header { name, value }),
         (None, None) => None,
     };
-    let mut profiles = serve_profiles(args.profiles, &args.identities)?;
+    let mut profiles = match &args.scenario {
+        Some(path) => {
+            let scenario = crate::scenario::load(path).map_err(|e| CliError::Usage(e.to_string()))?;
+            crate::run::builtin_profiles(&scenario).map_err(|e| CliError::Usage(format!("--scenario: {e}")))?
+        }
+        None => serve_profiles(args.profiles, &args.identities)?,
+    };
     if args.sigv4_verify {
         let settings = crate::transport::settings::SigV4Settings {
             region: "us-east-1".into(),

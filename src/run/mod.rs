@@ -109,7 +109,7 @@ pub fn apply_overrides(mut s: Scenario, o: &Overrides) -> Result<Scenario, RunEr
 /// What the built-in backend answers for a scenario: each fleet's device
 /// profile, letting in the devices of its identities file (the same rows
 /// the fleet sends from), or those that follow the profile's rule.
-fn builtin_profiles(scenario: &Scenario) -> Result<crate::wire::serve::ServeProfiles, RunError> {
+pub fn builtin_profiles(scenario: &Scenario) -> Result<crate::wire::serve::ServeProfiles, RunError> {
     use crate::wire::ProfileName;
     let mut profiles = crate::wire::serve::ServeProfiles::new(Vec::new());
     // Shadow requests' signatures are checked with the run's own
@@ -123,6 +123,9 @@ fn builtin_profiles(scenario: &Scenario) -> Result<crate::wire::serve::ServeProf
     for f in scenario.fleets.iter().filter(|f| f.wire != ProfileName::SagemakerEdge) {
         if let Some(custom) = &f.custom {
             profiles.add_custom(custom.clone());
+            if let Some(ids) = f.device_name.identities() {
+                let _ = profiles.add_identities(ProfileName::Custom, ids.clone());
+            }
             continue;
         }
         match f.device_name.identities() {

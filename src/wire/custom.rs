@@ -40,8 +40,10 @@ use percent_encoding::utf8_percent_encode;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::ProfileName;
 use super::SEGMENT;
 use super::answer::{Accepted, Refused};
+use super::known::Known;
 use crate::heartbeat::{Device, FleetGenerator, Profile};
 use crate::identities::Identities;
 use crate::transport::Addressed;
@@ -207,10 +209,6 @@ impl Template {
             pieces.push((text_at, Piece::Text(text)));
         }
         Ok(Template { pieces })
-    }
-
-    fn has_fields(&self) -> bool {
-        self.pieces.iter().any(|(_, p)| matches!(p, Piece::Field(_)))
     }
 
     /// Renders with the device's values into `out`; returns, per piece,
@@ -566,22 +564,58 @@ impl CustomWire {
     /// and its path as the template's literal parts and placeholders
     /// (each one path segment, or more) make it.
     pub fn matches(&self, method: &Method, path: &str) -> bool {
-        *method == self.method && path_matches(&self.path, path)
+        *method == self.method && path_captures(&self.path, path).is_some()
     }
 
-    /// `serve`'s answer to a request of this wire's: its headers' literal
-    /// values as the templates have them, its body JSON (an object with
-    /// the template's keys when the template is one).
-    pub fn check(&self, headers: &http::HeaderMap, body: &[u8]) -> Result<Accepted, Refused> {
+    /// `serve`'s answer to a request of this wire's on `path`: each header
+    /// as its template makes it for the device the path names (its
+    /// `${device.name}`), with that device's identities row from `known`
+    /// (a header whose template changes from one heartbeat to the next
+    /// need only be there), and its body JSON (an object with the
+    /// template's keys when the template is one).
+    pub fn check(
+        &self,
+        known: &Known,
+        path: &str,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Accepted, Refused> {
+        let unauthorized = |m: String| Refused::text(StatusCode::UNAUTHORIZED, &m);
+        let captures = path_captures(&self.path, path).unwrap_or_default();
+        let device = captures
+            .iter()
+            .find(|(f, _)| **f == Field::DeviceName)
+            .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned());
+        let row = device.as_deref().and_then(|d| known.find(ProfileName::Custom, d));
+        if let Some(d) = &device
+            && known.has_identities(ProfileName::Custom)
+            && row.is_none()
+        {
+            return Err(unauthorized(format!("no device {d:?}")));
+        }
         for (name, t) in &self.headers {
             let Some(given) = headers.get(name) else {
-                return Err(Refused::text(StatusCode::UNAUTHORIZED, &format!("{name} is missing")));
+                return Err(unauthorized(format!("{name} is missing")));
             };
-            if !t.has_fields() {
+            // The value a device always sends (its name, fleet, identity
+            // fields, the environment's), rendered for this device.
+            let per_device = t.pieces.iter().all(|(_, p)| match p {
+                Piece::Field(Field::DeviceName) => device.is_some(),
+                Piece::Field(Field::Identity(_)) => row.is_some(),
+                Piece::Field(Field::FleetName) | Piece::Text(_) | Piece::Secret(_) => true,
+                Piece::Field(_) => false,
+            });
+            if per_device {
+                let mut values = |f: &Field| match (f, &row) {
+                    (Field::DeviceName, _) => Rendered::Str(device.clone().unwrap_or_default().into()),
+                    (Field::FleetName, _) => Rendered::Str(self.fleet.clone().into()),
+                    (Field::Identity(c), Some(found)) => Rendered::Str(found.get(*c).to_string().into()),
+                    (other, _) => sample(other),
+                };
                 let mut expected = Vec::new();
-                t.render(Where::Header, &mut sample, &mut expected);
+                t.render(Where::Header, &mut values, &mut expected);
                 if given.as_bytes() != expected.as_slice() {
-                    return Err(Refused::text(StatusCode::UNAUTHORIZED, &format!("{name} is wrong")));
+                    return Err(unauthorized(format!("{name} is wrong")));
                 }
             }
         }
@@ -634,22 +668,31 @@ fn offset_of(text: &[u8], line: usize, column: usize) -> usize {
     (at + column.saturating_sub(1)).min(text.len().saturating_sub(1))
 }
 
-/// Whether `path` is one the template makes: literal text as it is, each
-/// placeholder at least one character of no `/`.
-fn path_matches(template: &Template, path: &str) -> bool {
-    fn go(pieces: &[(usize, Piece)], rest: &str) -> bool {
+/// Whether `path` is one the template makes (literal text as it is, each
+/// placeholder at least one character of no `/`), and what each
+/// placeholder matched.
+fn path_captures<'t, 'p>(template: &'t Template, path: &'p str) -> Option<Vec<(&'t Field, &'p str)>> {
+    fn go<'t, 'p>(pieces: &'t [(usize, Piece)], rest: &'p str, got: &mut Vec<(&'t Field, &'p str)>) -> bool {
         match pieces.split_first() {
             None => rest.is_empty(),
             Some(((_, Piece::Text(t) | Piece::Secret(t)), more)) => {
-                rest.strip_prefix(t.as_str()).is_some_and(|r| go(more, r))
+                rest.strip_prefix(t.as_str()).is_some_and(|r| go(more, r, got))
             }
-            Some(((_, Piece::Field(_)), more)) => {
+            Some(((_, Piece::Field(f)), more)) => {
                 let segment = rest.find(['/', '?']).unwrap_or(rest.len());
-                (1..=segment).any(|n| go(more, &rest[n..]))
+                (1..=segment).any(|n| {
+                    got.push((f, &rest[..n]));
+                    let matched = go(more, &rest[n..], got);
+                    if !matched {
+                        got.pop();
+                    }
+                    matched
+                })
             }
         }
     }
-    go(&template.pieces, path)
+    let mut got = Vec::new();
+    go(&template.pieces, path, &mut got).then_some(got)
 }
 
 #[cfg(test)]
@@ -702,9 +745,13 @@ mod tests {
             assert!(wire.matches(&Method::PUT, a.target.path()));
             let mut headers = http::HeaderMap::new();
             headers.insert("x-api-key", a.headers[0].1.clone());
-            let ok = wire.check(&headers, &body).unwrap();
+            let known = Known::default();
+            let path = a.target.path();
+            let ok = wire.check(&known, path, &headers, &body).unwrap();
             assert_eq!((ok.status, ok.device.as_str(), ok.fleet.as_str()), (StatusCode::CREATED, "d-3", "trackers"));
-            assert!(wire.check(&http::HeaderMap::new(), &body).unwrap_err().unauthorized());
+            assert!(wire.check(&known, path, &http::HeaderMap::new(), &body).unwrap_err().unauthorized());
+            headers.insert("x-api-key", HeaderValue::from_static("another key"));
+            assert!(wire.check(&known, path, &headers, &body).unwrap_err().unauthorized(), "the env's value, exactly");
         }
         assert!(!wire.matches(&Method::POST, "/v2/assets/d-3/position"));
         assert!(

@@ -36,6 +36,11 @@ impl Found<'_> {
         self.index.ids.name(self.row)
     }
 
+    /// Its field in column `column` of its file.
+    pub fn get(&self, column: usize) -> &str {
+        self.index.ids.get(self.row, column)
+    }
+
     /// Its field `k` of the profile's [`ProfileName::columns`].
     pub fn field(&self, k: usize) -> &str {
         self.index.ids.get(self.row, self.index.columns[k])

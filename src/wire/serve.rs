@@ -145,7 +145,10 @@ impl ServeProfiles {
                     .map_err(|_| Refused::text(StatusCode::BAD_REQUEST, "not a request target"))?;
                 aws_shadow::check(&self.known, r.method, thing, &uri, r.headers, r.body)
             }
-            Route::Custom { wire } => self.custom[*wire].check(r.headers, r.body),
+            Route::Custom { wire } => {
+                let path = r.path_and_query.split('?').next().unwrap_or_default();
+                self.custom[*wire].check(&self.known, path, r.headers, r.body)
+            }
         }
     }
 }

@@ -119,7 +119,7 @@ fn every_profile_s_devices_send_and_serve_accepts_what_the_report_counts_ok_and_
         assert_eq!(ok + refused, sent, "{}: {t}", d.profile);
         // 3 s at 2/s per device: a quarter of the devices are refused, give
         // or take the heartbeats in flight at the end.
-        assert!(ok >= 50 && refused >= 12, "{}: ok {ok}, refused {refused}", d.profile);
+        assert!(ok >= 20 && refused >= 6, "{}: ok {ok}, refused {refused}", d.profile);
         let share = refused as f64 / sent as f64;
         assert!((0.15..=0.35).contains(&share), "{}: {share}", d.profile);
         // serve knows the devices by their names in the file, in the fleet
@@ -174,7 +174,7 @@ fn each_profile_s_example_scenario_runs_clean_against_the_builtin_backend() {
         assert_eq!(run.status.code(), Some(0), "{name}: {stdout}{}", String::from_utf8_lossy(&run.stderr));
         let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
         let t = &report["totals"];
-        assert!(t["sent"].as_u64() > Some(100) && t["ok"] == t["sent"] && t["failed"] == 0, "{name}: {t}");
+        assert!(t["sent"].as_u64() > Some(50) && t["ok"] == t["sent"] && t["failed"] == 0, "{name}: {t}");
         for (i, (fleet, profile, status)) in fleets.iter().enumerate() {
             let summary = &report["scenario"]["fleets"][i];
             assert_eq!((summary["name"].as_str(), summary["profile"].as_str()), (Some(*fleet), Some(*profile)));
@@ -268,32 +268,36 @@ fn shadow_requests_fleetstorm_signs_verify_with_botocore_and_on_serve() {
         stdout.read_to_string(&mut rest).unwrap();
         let _ = verifier.wait();
         let counts: serde_json::Value = serde_json::from_str(rest.trim()).unwrap();
-        assert!(counts["valid"].as_u64() >= Some(40) && counts["invalid"] == 0, "{counts}");
+        assert!(counts["valid"].as_u64() >= Some(20) && counts["invalid"] == 0, "{counts}");
         assert_eq!(report["totals"]["ok"], counts["valid"]);
     }
     // The built-in backend verifies them with the run's own credentials.
     let report = run(&scenario("builtin"), "builtin");
     let t = &report["totals"];
-    assert!(t["ok"].as_u64() >= Some(40) && t["ok"] == t["sent"], "{t}");
+    assert!(t["ok"].as_u64() >= Some(20) && t["ok"] == t["sent"], "{t}");
     assert_eq!(t["status_codes"]["200"], t["sent"]);
-    // serve --sigv4-verify refuses a run signed with another secret, and
-    // the run counts every refusal a 403.
+    // serve --sigv4-verify accepts what the run counts ok, refuses a run
+    // signed with another secret, and the run counts each refusal a 403.
     let (mut serve, url) = super::util::spawn_serve_with(
         "127.0.0.1:0",
         &["--profile", "aws-iot-shadow", "--sigv4-verify"],
         &[("AWS_ACCESS_KEY_ID", key), ("AWS_SECRET_ACCESS_KEY", secret)],
     );
-    let report = run_with(&scenario(&url), "wrong-secret", "not the secret");
+    let right = run(&scenario(&url), "right-secret");
+    let accepted = super::util::get_json_blocking(&format!("{url}/stats"))["accepted"].as_u64();
+    let wrong = run_with(&scenario(&url), "wrong-secret", "not the secret");
     let stats = super::util::get_json_blocking(&format!("{url}/stats"));
     let _ = serve.kill();
     let _ = serve.wait();
-    let t = &report["totals"];
-    assert!(t["sent"].as_u64() >= Some(40) && t["status_codes"]["403"] == t["sent"], "{t}");
+    let t = &right["totals"];
+    assert!(t["ok"].as_u64() >= Some(20) && t["ok"] == t["sent"] && accepted == t["ok"].as_u64(), "{t}");
+    let t = &wrong["totals"];
+    assert!(t["sent"].as_u64() >= Some(20) && t["status_codes"]["403"] == t["sent"], "{t}");
     assert_eq!(
         (t["errors"]["http_4xx"].as_u64(), stats["unauthorized"].as_u64()),
         (t["sent"].as_u64(), t["sent"].as_u64())
     );
-    assert_eq!(stats["accepted"], 0, "{stats}");
+    assert_eq!(stats["accepted"].as_u64(), accepted, "nothing more accepted: {stats}");
     // A shadow fleet without a credential is refused before it runs.
     let file = dir.write(
         "none.toml",
@@ -370,7 +374,7 @@ fn a_run_of_mixed_profiles_gates_shards_merges_and_searches_capacity_per_fleet()
             Some(sent),
             shard(0)["fleets"][i]["sent"].as_u64().zip(shard(1)["fleets"][i]["sent"].as_u64()).map(|(a, b)| a + b)
         );
-        assert!(sent >= 100 && f["ok"] == f["sent"], "{name}: {f}");
+        assert!(sent >= 40 && f["ok"] == f["sent"], "{name}: {f}");
         // serve counted each fleet by the name its bodies carry.
         assert_eq!(stats["fleets"][name]["accepted"], f["ok"], "{name}: {stats}");
         assert_eq!(stats["fleets"][name]["devices"], 40, "{name}: {stats}");
@@ -407,4 +411,63 @@ fn a_run_of_mixed_profiles_gates_shards_merges_and_searches_capacity_per_fleet()
     if capacity["limit"] != "generator" {
         assert_eq!(capacity["verdict"], "max_rate_reached", "{capacity}");
     }
+}
+
+#[test]
+fn a_custom_fleet_s_requests_are_checked_by_serve_from_its_scenario_and_wrong_tokens_refused() {
+    // `serve --scenario` answers the custom templates of the scenario it
+    // is given, letting in the devices of its identities file; the fleet
+    // that runs has WRONG devices whose tokens serve does not know.
+    let dir = super::util::TempDir::new("profiles-custom");
+    let rows = |wrong: usize| -> String {
+        let lines: Vec<String> = (0..DEVICES)
+            .map(|i| format!("trk-{i},{}", if i < wrong { "bad".to_string() } else { format!("t0k{i}") }))
+            .collect();
+        format!("name,token\n{}\n", lines.join("\n"))
+    };
+    dir.write("served.csv", &rows(0));
+    dir.write("fleet.csv", &rows(WRONG));
+    let scenario = |url: &str, ids: &str| {
+        format!(
+            "seed = 5\nduration = \"3s\"\n[target]\nurl = \"{url}\"\n[[fleets]]\nname = \"trackers\"\nprofile = \"custom\"\n\
+             identities = \"{ids}\"\ninterval = \"500ms\"\n[fleets.custom]\nmethod = \"PUT\"\n\
+             path = \"/v2/assets/${{device.name}}/position\"\nheaders = {{ authorization = \"Bearer ${{identity.token}}\" }}\n\
+             body = '{{\"asset\": ${{device.name}}, \"seq\": ${{device.sequence}}, \"at\": ${{now.ms}}}}'\nsuccess = [204]\n"
+        )
+    };
+    let served = dir.write("served.toml", &scenario("builtin", "served.csv"));
+    let (mut serve, url) = super::util::spawn_serve(&["--scenario", &served]);
+    let file = dir.write("fleet.toml", &scenario(&url, "fleet.csv"));
+    let out = dir.path("fleet.json");
+    let run = super::util::fleetstorm(&["run", &file, "--quiet", "--out", out.to_str().unwrap()]);
+    let stats = super::util::get_json_blocking(&format!("{url}/stats"));
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&run.stderr)));
+    let t = &report["totals"];
+    let (ok, sent) = (t["ok"].as_u64().unwrap(), t["sent"].as_u64().unwrap());
+    let refused = stats["unauthorized"].as_u64().unwrap();
+    assert_eq!(stats["accepted"].as_u64(), Some(ok), "{stats}\n{t}");
+    assert_eq!(t["status_codes"]["204"].as_u64(), Some(ok), "success is the fleet's own status: {t}");
+    assert_eq!(
+        (t["errors"]["http_4xx"].as_u64(), t["status_codes"]["401"].as_u64()),
+        (Some(refused), Some(refused)),
+        "{t}"
+    );
+    assert_eq!(ok + refused, sent, "{t}");
+    let share = refused as f64 / sent as f64;
+    assert!(ok >= 20 && (0.15..=0.35).contains(&share), "ok {ok}, refused {refused} of {sent}");
+    assert_eq!(stats["fleets"]["trackers"]["devices"].as_u64(), Some((DEVICES - WRONG) as u64), "{stats}");
+    // And a 2xx that is not the fleet's success is a failure: serve
+    // answering 204 to a fleet that expects 201.
+    let (mut serve, url) = super::util::spawn_serve(&["--scenario", &served]);
+    let file = dir.write("201.toml", &scenario(&url, "served.csv").replace("success = [204]", "success = [201]"));
+    let out = dir.path("201.json");
+    let _ = super::util::fleetstorm(&["run", &file, "--quiet", "--out", out.to_str().unwrap()]);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let t = &report["totals"];
+    assert!(t["sent"].as_u64() > Some(20) && t["ok"] == 0 && t["errors"]["other_status"] == t["sent"], "{t}");
 }

@@ -66,9 +66,11 @@ fn planted_secrets_appear_in_no_output() {
 
 #[test]
 fn planted_device_credentials_appear_in_no_output_for_any_profile() {
-    // Three fleets of device profiles whose identities hold planted
+    // Fleets of every device profile whose identities hold planted
     // tokens, passwords and keys (and a wrong one each, which serve
-    // refuses), against serve with injected errors: no output shows one.
+    // refuses), a shadow fleet signing with planted AWS keys and a custom
+    // one sending a planted key from the environment, against serve with
+    // injected errors: no output shows one.
     use base64::Engine as _;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let dir = TempDir::new("device-secrets");
@@ -110,17 +112,34 @@ fn planted_device_credentials_appear_in_no_output_for_any_profile() {
             &file[..file.len() - 4].replace('.', "")
         ));
     }
+    serve_args.extend(["--profile".into(), "aws-iot-shadow".into()]);
+    fleets.push_str(
+        "[[fleets]]\nname = \"pumps\"\nprofile = \"aws-iot-shadow\"\ndevices = 2\ninterval = \"200ms\"\n\
+         [[fleets]]\nname = \"trackers\"\nprofile = \"custom\"\ndevices = 2\ninterval = \"200ms\"\n\
+         [fleets.custom]\npath = \"/v1/${device.name}\"\nheaders = { x-api-key = \"${env:PLANTED_CUSTOM_KEY}\" }\n\
+         body = '{\"d\": ${device.name}}'\n",
+    );
     let args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
     let (mut serve, url) = spawn_serve(&args);
     let scenario = dir.write(
         "s.toml",
         &format!(
-            "seed = 9\nduration = \"2s\"\n[target]\nurl = \"{url}\"\n{fleets}[thresholds]\n\"error_rate\" = \"< 1%\"\n"
+            "seed = 9\nduration = \"2s\"\n[target]\nurl = \"{url}\"\nsigv4 = {{ region = \"us-east-2\", service = \"iotdata\" }}\n\
+             {fleets}[thresholds]\n\"error_rate\" = \"< 1%\"\n"
         ),
     );
     let outputs = ["r.json", "r.html", "r.md", "r.xml", "r.hlog"].map(|f| dir.path(f));
     let s = |i: usize| outputs[i].to_str().unwrap().to_string();
-    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_fleetstorm")).args(args).output().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "AKIDPLANTED")
+            .env("AWS_SECRET_ACCESS_KEY", "aws/PLANTED+secret")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("PLANTED_CUSTOM_KEY", "customPLANTEDkey")
+            .output()
+            .unwrap()
+    };
     let out = run(&[
         "run",
         &scenario,
@@ -141,6 +160,8 @@ fn planted_device_credentials_appear_in_no_output_for_any_profile() {
     let report = fleetstorm::report::Report::load(&outputs[0]).unwrap();
     assert!(report.totals.status_codes.get("401").copied() > Some(0), "the wrong credentials reached serve");
     assert!(report.totals.ok > 0, "the right ones too");
+    let pumps = report.fleets.iter().find(|f| f.name.as_deref() == Some("pumps")).unwrap();
+    assert!(pumps.ok > 0, "the shadow requests were signed: {pumps:?}");
     let mut texts = vec![out.stdout, out.stderr];
     texts.extend(outputs.iter().map(|p| std::fs::read(p).unwrap()));
     for command in [&["validate", &scenario][..], &["sample", &scenario, "--count", "30"]] {

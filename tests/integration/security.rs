@@ -162,6 +162,12 @@ fn planted_device_credentials_appear_in_no_output_for_any_profile() {
     assert!(report.totals.ok > 0, "the right ones too");
     let pumps = report.fleets.iter().find(|f| f.name.as_deref() == Some("pumps")).unwrap();
     assert!(pumps.ok > 0, "the shadow requests were signed: {pumps:?}");
+    // serve's injected errors act on every profile's requests (the custom
+    // fleet's go to paths this serve does not answer: 404).
+    let injected = fleetstorm::server::Faults::default().error_status().to_string();
+    for f in report.fleets.iter().filter(|f| f.name.as_deref() != Some("trackers")) {
+        assert!(f.status_codes.get(&injected).copied() > Some(0), "{:?}: {:?}", f.name, f.status_codes);
+    }
     let mut texts = vec![out.stdout, out.stderr];
     texts.extend(outputs.iter().map(|p| std::fs::read(p).unwrap()));
     for command in [&["validate", &scenario][..], &["sample", &scenario, "--count", "30"]] {

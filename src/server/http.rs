@@ -70,6 +70,7 @@ where
         return Ok(refused);
     }
     if let Some(route) = shared.config.profiles.route(&method, path) {
+        shared.metrics.arrivals.arrived(crate::units::now_ms() / 1000);
         let started = Instant::now();
         let answer = device_request(&shared, req, Some(route)).await;
         shared.metrics.heartbeat_took(started.elapsed());
@@ -79,6 +80,7 @@ where
     }
     let response = match path {
         "/SendHeartbeat" if method == Method::POST => {
+            shared.metrics.arrivals.arrived(crate::units::now_ms() / 1000);
             let version = if req.version() == hyper::Version::HTTP_2 {
                 &shared.metrics.http2_requests
             } else {

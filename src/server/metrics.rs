@@ -44,6 +44,8 @@ pub struct Metrics {
     pub tls_failures: AtomicU64,
     /// Connections closed on accept: `max_connections` were open.
     pub refused_connections: AtomicU64,
+    /// Device requests by the second they arrived in.
+    pub arrivals: super::arrivals::Arrivals,
 }
 
 impl Metrics {
@@ -99,6 +101,7 @@ impl Metrics {
             tls_handshakes: AtomicU64::new(0),
             tls_failures: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
+            arrivals: super::arrivals::Arrivals::default(),
         }
     }
 
@@ -148,6 +151,7 @@ impl Metrics {
     /// Zeroes the request counters (`POST /stats/reset`); connection
     /// counts describe the present and are kept.
     pub fn reset(&self) {
+        self.arrivals.reset();
         for a in [&self.accepted, &self.rejected, &self.injected_errors, &self.dropped, &self.shed, &self.unauthorized]
         {
             a.store(0, Ordering::Relaxed);

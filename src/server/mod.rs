@@ -27,6 +27,7 @@
 //!   and send nothing, which never reach hyper's timers, and idle HTTP/2
 //!   connections).
 
+mod arrivals;
 mod faults;
 mod http;
 mod metrics;
@@ -233,6 +234,10 @@ impl Shared {
             "dropped": load(&m.dropped),
             "shed": load(&m.shed),
             "unauthorized": load(&m.unauthorized),
+            "arrivals_per_second": m.arrivals.seconds(crate::units::now_ms() / 1000)
+                .into_iter()
+                .map(|(second, count)| json!([second, count]))
+                .collect::<Vec<_>>(),
             "queued": queued,
             "connections": {"open": load(&m.connections_open), "total": load(&m.connections_total)},
             "protocols": {"HTTP/1.1": load(&m.http1_requests), "HTTP/2": load(&m.http2_requests)},

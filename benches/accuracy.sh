@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+# accuracy.sh - how far each load generator's reported latency and rate are
+# from the truth, against a backend whose behaviour is known: `fleetstorm
+# serve` with exact injected faults, on loopback, each tool at the same
+# target rate in turn.
+#
+# Usage: bash benches/accuracy.sh        (from anywhere; one command)
+#
+# Cases (the truth of each, from what serve was told to do):
+#   base      : no added latency at RATE/s. Its median p50 over the tools is
+#               the loopback round trip, RTT, added to the truths below.
+#   fixed     : 20 ms added to every answer at RATE/s. Truth: p50 = p99 =
+#               p99.9 = 20 ms + RTT.
+#   lognormal : log-normal added latency, median 20 ms, sigma 0.5, at
+#               RATE/s. Truth: p = RTT + 20 ms * exp(0.5 * z_p), z_p the
+#               standard normal quantile (z_0.99 = 2.3263, z_0.999 = 3.0902):
+#               p50 20, p99 63.99, p99.9 93.78 ms (+ RTT).
+#   stall     : STALL_RATE/s for SECS s; at STALL_AT s serve holds every
+#               request that arrives until the stall is lifted S s later
+#               (POST /faults {"stall"}, then {}: lifting releases them at
+#               once). A request intended at t in the stall waits until it
+#               ends: latency = (t_end - t) + RTT, uniform over (RTT, S +
+#               RTT] for the n_s = rate * S requests intended in it; the
+#               other N - n_s (N = rate * SECS) take RTT. So percentile q of
+#               the run is RTT while q * N <= N - n_s, and otherwise
+#               RTT + S * (q * N - (N - n_s)) / n_s: with 500/s, 20 s and a
+#               2 s stall, p50 = RTT, p99 = RTT + 1800 ms, p99.9 = RTT +
+#               1980 ms. S is the stall as the script timed it.
+# Rate: serve's own count of requests by the second they arrived in (GET
+# /stats arrivals_per_second), each whole second of the run against the
+# target rate: the worst second's error (fixed and lognormal cases; the
+# stall case stops arrivals on purpose).
+# Client CPU per request: user + sys of the tool's process (GNU time) over
+# the requests serve counted.
+#
+# Tools: fleetstorm (open model; latency from each heartbeat's intended
+# time), oha -q (as sent) and oha -q --latency-correction (from intended),
+# hey -q (per worker: CONNS workers at RATE/CONNS each), Locust (one
+# process, constant_throughput users) and k6 (constant-arrival-rate) when
+# they install from the reachable registries.
+#
+# Knobs: OUT [/tmp/fleetstorm-accuracy], RATE [2000], STALL_RATE [500],
+#   SECS [20], STALL_AT [10], STALL_S [2], CONNS [200],
+#   TOOLS ["fleetstorm oha oha-corrected hey locust k6"],
+#   CASES ["base fixed lognormal stall"], INSTALL [1], BIN [a release build].
+# Traffic goes to 127.0.0.1 only; every run is bounded by timeout(1).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT="${OUT:-/tmp/fleetstorm-accuracy}"
+RATE="${RATE:-2000}"
+STALL_RATE="${STALL_RATE:-500}"
+SECS="${SECS:-20}"
+STALL_AT="${STALL_AT:-10}"
+STALL_S="${STALL_S:-2}"
+CONNS="${CONNS:-200}"
+TOOLS="${TOOLS:-fleetstorm oha oha-corrected hey locust k6}"
+CASES="${CASES:-base fixed lognormal stall}"
+INSTALL="${INSTALL:-1}"
+PORT=18190
+BASE="http://127.0.0.1:$PORT"
+BIN="${BIN:-$ROOT/target/release/fleetstorm}"
+PIDS=()
+
+log() { echo "[accuracy $(date +%H:%M:%S)] $*" >&2; }
+have() { command -v "$1" >/dev/null 2>&1; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- tools
+OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+if [ "$INSTALL" = 1 ]; then
+  need=()
+  have hey || need+=(hey)
+  have curl || need+=(curl)
+  [ -x /usr/bin/time ] || need+=(time)
+  if [ "${#need[@]}" -gt 0 ]; then
+    log "apt-get install ${need[*]}"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >/dev/null 2>&1 \
+      || log "apt-get install failed: the missing tools are left out"
+  fi
+  if [ ! -x "$OHA" ]; then
+    log "cargo install oha --locked (about 7 minutes on 2 cores)"
+    timeout 2400 cargo install oha --locked --quiet >/dev/null 2>&1 || log "oha install failed: left out"
+  fi
+  if ! python3 -c "import locust" 2>/dev/null; then
+    log "pip install locust"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore locust >/dev/null 2>&1 \
+      || log "locust did not install: left out"
+  fi
+  if ! have k6; then
+    # k6 is a Go binary published on its own site and in Grafana's apt
+    # repository, neither reachable here; the npm package of that name is
+    # not it. Left out unless already installed.
+    log "k6 is not installed (no reachable registry ships it): left out"
+  fi
+fi
+if [ "$BIN" = "$ROOT/target/release/fleetstorm" ]; then
+  log "building fleetstorm (release)"
+  cargo build --release --locked --quiet || exit 1
+fi
+rm -rf "$OUT"
+mkdir -p "$OUT/raw"
+{
+  echo "date:    $(date -u +%FT%TZ)"
+  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), Linux $(uname -r)"
+  echo "fleetstorm: $("$BIN" --version), tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"
+  echo "oha:     $([ -x "$OHA" ] && "$OHA" --version || echo 'not installed')"
+  echo "hey:     $(have hey && dpkg-query -W -f='${Version}' hey 2>/dev/null || echo 'not installed')"
+  echo "locust:  $(python3 -c 'import locust; print(locust.__version__)' 2>/dev/null || echo 'not installed')"
+  echo "k6:      $(have k6 && k6 version | head -1 || echo 'not installed')"
+} | tee "$OUT/machine.txt" >&2
+
+# ---------------------------------------------------------------- serve
+"$BIN" serve --addr "127.0.0.1:$PORT" --max-devices 2000000 >"$OUT/serve.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do curl -sf "$BASE/stats" >/dev/null && break; sleep 0.1; done
+curl -sf "$BASE/stats" >/dev/null || { echo "serve did not start on port $PORT" >&2; exit 1; }
+faults() { curl -sf -X POST -H 'Content-Type: application/json' --data "$1" "$BASE/faults" >/dev/null; }
+
+python3 - "$OUT/body.json" <<'PY'
+import json, sys
+hb = {"AgentVersion": "1.0", "DeviceName": "device-000123", "DeviceFleetName": "fleet-east",
+      "AgentMetrics": [{"Dimension": "agent", "MetricName": "CpuUtilization", "Timestamp": 1764160000.123, "Value": 12.5}]}
+open(sys.argv[1], "w").write(json.dumps(hb, separators=(",", ":")))
+PY
+cat >"$OUT/locustfile.py" <<'PY'
+from locust import HttpUser, constant_throughput, task
+BODY = open(__file__.replace("locustfile.py", "body.json"), "rb").read()
+class Device(HttpUser):
+    wait_time = constant_throughput(1)
+    @task
+    def beat(self):
+        self.client.post("/SendHeartbeat", data=BODY, headers={"Content-Type": "application/json"})
+PY
+
+scenario() { # FILE RATE
+  cat >"$1" <<TOML
+name = "accuracy"
+seed = 1
+duration = "${SECS}s"
+[target]
+url = "$BASE"
+timeout = "10s"
+connections = { pool = $CONNS }
+[[fleets]]
+name = "fleet-east"
+devices = $2
+interval = "1s"
+start = "staggered"
+TOML
+}
+
+# run TOOL CASE RATE: one run, raw files in $OUT/raw/TOOL.CASE.*
+run() {
+  local tool=$1 case=$2 rate=$3 name="$1.$2"
+  local cmd=()
+  case $tool in
+    fleetstorm) scenario "$OUT/raw/$name.toml" "$rate"
+                cmd=("$BIN" run "$OUT/raw/$name.toml" --quiet --out "$OUT/raw/$name.json") ;;
+    oha) cmd=("$OHA" -q "$rate" -c "$CONNS" -z "${SECS}s" --no-tui --output-format json -m POST
+              -H 'Content-Type: application/json' -D "$OUT/body.json" "$BASE/SendHeartbeat") ;;
+    oha-corrected) cmd=("$OHA" -q "$rate" -c "$CONNS" -z "${SECS}s" --latency-correction --no-tui --output-format json
+              -m POST -H 'Content-Type: application/json' -D "$OUT/body.json" "$BASE/SendHeartbeat") ;;
+    hey) # -q is per worker: as many workers as divide the rate, up to CONNS.
+         local workers=$CONNS
+         while [ $((rate % workers)) != 0 ]; do workers=$((workers - 1)); done
+         cmd=(hey -z "${SECS}s" -c "$workers" -q $((rate / workers)) -m POST -T application/json -D "$OUT/body.json"
+              "$BASE/SendHeartbeat") ;;
+    locust) cmd=(python3 -m locust -f "$OUT/locustfile.py" --headless -u "$rate" -r "$rate" -t "${SECS}s"
+                 --host "$BASE" --csv "$OUT/raw/$name" --only-summary) ;;
+    k6) return 0 ;;
+  esac
+  printf '%s\n' "${cmd[*]}" >"$OUT/raw/$name.cmd"
+  curl -sf -X POST "$BASE/stats/reset" >/dev/null
+  local t0; t0=$(date +%s.%N)
+  /usr/bin/time -v -o "$OUT/raw/$name.time" timeout --signal=INT --kill-after=10 $((SECS + 40)) "${cmd[@]}" \
+    >"$OUT/raw/$name.out" 2>"$OUT/raw/$name.err" &
+  local pid=$!
+  if [ "$case" = stall ]; then
+    sleep "$STALL_AT"
+    local on; on=$(date +%s.%N); faults "{\"stall\": \"60s\"}"
+    sleep "$STALL_S"
+    faults '{}'; local off; off=$(date +%s.%N)
+    echo "$on $off" >"$OUT/raw/$name.stall"
+  fi
+  wait "$pid"
+  echo $? >"$OUT/raw/$name.rc"
+  echo "$t0 $(date +%s.%N)" >"$OUT/raw/$name.span"
+  curl -sf "$BASE/stats" >"$OUT/raw/$name.stats"
+  sleep 2
+}
+
+for case in $CASES; do
+  rate=$RATE
+  case $case in
+    base) faults '{}' ;;
+    fixed) faults '{"latency": "20ms"}' ;;
+    lognormal) faults '{"latency": "lognormal:20ms,0.5"}' ;;
+    stall) faults '{}'; rate=$STALL_RATE ;;
+  esac
+  for tool in $TOOLS; do
+    case $tool in
+      oha|oha-corrected) [ -x "$OHA" ] || continue ;;
+      hey) have hey || continue ;;
+      locust) python3 -c "import locust" 2>/dev/null || continue ;;
+      k6) have k6 || continue ;;
+    esac
+    log "$case: $tool at $rate/s for ${SECS}s"
+    run "$tool" "$case" "$rate"
+  done
+  faults '{}'
+done
+
+python3 - "$OUT" "$RATE" "$STALL_RATE" "$SECS" "$STALL_S" $CASES <<'PY' | tee "$OUT/table.md"
+import glob, json, math, os, re, statistics, sys
+out, rate, stall_rate, secs, stall_s = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+cases = sys.argv[6:]
+raw = os.path.join(out, "raw")
+
+def read(p):
+    try:
+        return open(p).read()
+    except OSError:
+        return ""
+
+def reported(tool, case):
+    """(p50, p99, p99.9) in ms as the tool reports them, or None."""
+    name = os.path.join(raw, f"{tool}.{case}")
+    try:
+        if tool == "fleetstorm":
+            l = json.load(open(name + ".json"))["totals"]["latency_ms"]
+            return l["p50"], l["p99"], l["p999"]
+        if tool.startswith("oha"):
+            p = json.loads(read(name + ".out"))["latencyPercentiles"]
+            return p["p50"] * 1e3, p["p99"] * 1e3, p["p99.9"] * 1e3
+        if tool == "hey":
+            text = read(name + ".out")
+            pick = lambda q: float(re.search(rf"\b{q}% in ([0-9.]+) secs", text).group(1)) * 1e3
+            return pick(50), pick(99), None
+        if tool == "locust":
+            rows = open(name + "_stats.csv").read().splitlines()
+            head = rows[0].split(",")
+            agg = next(r.split(",") for r in rows[1:] if ",Aggregated," in r)
+            col = lambda k: float(agg[head.index(k)])
+            return col("50%"), col("99%"), col("99.9%")
+    except (OSError, ValueError, KeyError, AttributeError, StopIteration, TypeError):
+        return None
+
+def cpu_and_count(tool, case):
+    t = read(os.path.join(raw, f"{tool}.{case}.time"))
+    u = re.search(r"User time \(seconds\): ([0-9.]+)", t)
+    s = re.search(r"System time \(seconds\): ([0-9.]+)", t)
+    try:
+        stats = json.load(open(os.path.join(raw, f"{tool}.{case}.stats")))
+    except (OSError, ValueError):
+        return None, None, None
+    arrivals = stats.get("arrivals_per_second", [])
+    n = sum(c for _, c in arrivals)
+    cpu = (float(u.group(1)) + float(s.group(1))) * 1e6 / n if u and s and n else None
+    return cpu, arrivals, n
+
+def worst_second(arrivals, target):
+    whole = arrivals[1:-1]  # the first and last seconds are partial
+    if not whole:
+        return None
+    return max(abs(c - target) / target for _, c in whole)
+
+tools = ["fleetstorm", "oha", "oha-corrected", "hey", "locust", "k6"]
+present = [t for t in tools if any(os.path.exists(os.path.join(raw, f"{t}.{c}.time")) for c in cases)]
+base = [r[0] for t in present if (r := reported(t, "base"))]
+rtt = statistics.median(base) if base else 0.0
+z99, z999 = 2.3263, 3.0902
+truth = {
+    "base": (rtt, rtt, rtt),
+    "fixed": (20 + rtt, 20 + rtt, 20 + rtt),
+    "lognormal": (20 + rtt, 20 * math.exp(0.5 * z99) + rtt, 20 * math.exp(0.5 * z999) + rtt),
+}
+def stall_truth(tool):
+    try:
+        on, off = map(float, read(os.path.join(raw, f"{tool}.stall.stall")).split())
+    except ValueError:
+        return None
+    s = off - on
+    n = stall_rate * secs
+    n_s = stall_rate * s
+    def q(p):
+        rank = p * n
+        return rtt if rank <= n - n_s else rtt + 1000 * s * (rank - (n - n_s)) / n_s
+    return q(0.5), q(0.99), q(0.999)
+
+print(f"loopback round trip (median of the tools' base p50): {rtt:.3f} ms\n")
+print("| case | tool | p50 ms (÷ truth) | p99 ms (÷ truth) | p99.9 ms (÷ truth) | worst second's rate error | client CPU µs/req |")
+print("|---|---|---|---|---|---|---|")
+for case in cases:
+    for tool in present:
+        r = reported(tool, case)
+        cpu, arrivals, n = cpu_and_count(tool, case)
+        if r is None and cpu is None:
+            continue
+        t = stall_truth(tool) if case == "stall" else truth.get(case)
+        cells = []
+        for i in range(3):
+            v = r[i] if r else None
+            if v is None:
+                cells.append("—")
+            elif t and t[i] > 0:
+                cells.append(f"{v:.2f} ({v / t[i]:.3f})")
+            else:
+                cells.append(f"{v:.2f}")
+        target = stall_rate if case == "stall" else rate
+        w = worst_second(arrivals or [], target) if case != "stall" else None
+        print(f"| {case} | {tool} | {cells[0]} | {cells[1]} | {cells[2]} | "
+              f"{'—' if w is None else f'{w * 100:.2f}%'} | {'—' if cpu is None else f'{cpu:.1f}'} |")
+    t = stall_truth(present[0]) if case == "stall" and present else truth.get(case)
+    if t:
+        note = f" (stall as timed for {present[0]})" if case == "stall" else ""
+        print(f"| {case} | **truth**{note} | {t[0]:.2f} | {t[1]:.2f} | {t[2]:.2f} | 0% | |")
+PY
+log "table in $OUT/table.md; raw files in $OUT/raw"

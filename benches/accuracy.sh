@@ -43,7 +43,9 @@
 # Knobs: OUT [/tmp/fleetstorm-accuracy], RATE [2000], STALL_RATE [500],
 #   SECS [20], STALL_AT [10], STALL_S [2], CONNS [200],
 #   TOOLS ["fleetstorm oha oha-corrected hey locust k6"],
-#   CASES ["base fixed lognormal stall"], INSTALL [1], BIN [a release build].
+#   CASES ["base fixed lognormal stall"], INSTALL [1], BIN [a release build],
+#   PIN [0] (1: serve on core 0 and each tool on core 1, with taskset, so
+#   that the two do not contend for a core).
 # Traffic goes to 127.0.0.1 only; every run is bounded by timeout(1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +60,9 @@ CONNS="${CONNS:-200}"
 TOOLS="${TOOLS:-fleetstorm oha oha-corrected hey locust k6}"
 CASES="${CASES:-base fixed lognormal stall}"
 INSTALL="${INSTALL:-1}"
+PIN="${PIN:-0}"
+SERVE_CPU=(); TOOL_CPU=()
+if [ "$PIN" = 1 ]; then SERVE_CPU=(taskset -c 0); TOOL_CPU=(taskset -c 1); fi
 PORT=18190
 BASE="http://127.0.0.1:$PORT"
 BIN="${BIN:-$ROOT/target/release/fleetstorm}"
@@ -111,10 +116,11 @@ mkdir -p "$OUT/raw"
   echo "hey:     $(have hey && dpkg-query -W -f='${Version}' hey 2>/dev/null || echo 'not installed')"
   echo "locust:  $(python3 -c 'import locust; print(locust.__version__)' 2>/dev/null || echo 'not installed')"
   echo "k6:      $(have k6 && k6 version | head -1 || echo 'not installed')"
+  echo "pinned:  $([ "$PIN" = 1 ] && echo 'serve on core 0, each tool on core 1' || echo no)"
 } | tee "$OUT/machine.txt" >&2
 
 # ---------------------------------------------------------------- serve
-"$BIN" serve --addr "127.0.0.1:$PORT" --max-devices 2000000 >"$OUT/serve.log" 2>&1 &
+"${SERVE_CPU[@]}" "$BIN" serve --addr "127.0.0.1:$PORT" --max-devices 2000000 >"$OUT/serve.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do curl -sf "$BASE/stats" >/dev/null && break; sleep 0.1; done
 curl -sf "$BASE/stats" >/dev/null || { echo "serve did not start on port $PORT" >&2; exit 1; }
@@ -176,7 +182,7 @@ run() {
   printf '%s\n' "${cmd[*]}" >"$OUT/raw/$name.cmd"
   curl -sf -X POST "$BASE/stats/reset" >/dev/null
   local t0; t0=$(date +%s.%N)
-  /usr/bin/time -v -o "$OUT/raw/$name.time" timeout --signal=INT --kill-after=10 $((SECS + 40)) "${cmd[@]}" \
+  /usr/bin/time -v -o "$OUT/raw/$name.time" timeout --signal=INT --kill-after=10 $((SECS + 40)) "${TOOL_CPU[@]}" "${cmd[@]}" \
     >"$OUT/raw/$name.out" 2>"$OUT/raw/$name.err" &
   local pid=$!
   if [ "$case" = stall ]; then

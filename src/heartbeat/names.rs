@@ -92,15 +92,6 @@ impl fmt::Debug for DeviceNames {
     }
 }
 
-impl fmt::Display for DeviceNames {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DeviceNames::Template(t) => f.write_str(t.as_str()),
-            DeviceNames::Listed(ids) => write!(f, "the names of {}", ids.source().display()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::answer::{Accepted, Refused, json_object};
 use super::known::Known;
-use super::{ProfileName, addressed, device_name};
+use super::{Envelope, ProfileName, addressed, device_name};
 use crate::heartbeat::{Device, FleetGenerator};
 use crate::transport::Addressed;
 
@@ -36,32 +36,19 @@ const MAX_DEPTH: usize = 6;
 
 /// The request of `device`'s next heartbeat, its body written to `body`.
 pub(crate) fn request(generator: &FleetGenerator, device: &mut Device, now_ms: u64, body: &mut Vec<u8>) -> Addressed {
-    body.extend_from_slice(b"{\"state\":{\"reported\":{");
-    let ts = device.write_state(generator, now_ms, body);
-    body.extend_from_slice(b",\"ts\":");
-    crate::heartbeat::generate::write_integer(ts, body);
-    body.extend_from_slice(b"}}}");
+    const REPORTED: Envelope = Envelope { open: b"{\"state\":{\"reported\":{", ts: b",\"ts\":", close: b"}}}" };
+    REPORTED.write(generator, device, now_ms, body);
     addressed(format!("/things/{}/shadow", device_name(generator, device.index())), Vec::new())
 }
 
 /// The service's rule for thing names: 1 to 128 of `a-z A-Z 0-9 : _ -`.
 pub(crate) fn check_thing_name(name: &str) -> Result<(), String> {
-    check_name(name, 128, b":_-", "a thing name")
+    super::check_name(name, 128, "a thing name", |b| b.is_ascii_alphanumeric() || b":_-".contains(&b))
 }
 
 /// Shadow names: 1 to 64 of `$ a-z A-Z 0-9 : _ -`.
 fn check_shadow_name(name: &str) -> Result<(), String> {
-    check_name(name, 64, b"$:_-", "a shadow name")
-}
-
-fn check_name(name: &str, max: usize, extra: &[u8], what: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > max {
-        return Err(format!("{} characters; {what} has 1 to {max}", name.len()));
-    }
-    match name.bytes().find(|&b| !b.is_ascii_alphanumeric() && !extra.contains(&b)) {
-        Some(b) => Err(format!("{:?} is not allowed in {what}", b as char)),
-        None => Ok(()),
-    }
+    super::check_name(name, 64, "a shadow name", |b| b.is_ascii_alphanumeric() || b"$:_-".contains(&b))
 }
 
 /// The thing in a path of this profile's, if it is one:

@@ -37,7 +37,7 @@ use sha2::Sha256;
 
 use super::answer::{Accepted, Refused, azure_error, header, json_object};
 use super::known::Known;
-use super::{Credentials, ProfileName, addressed, device_name, header_value};
+use super::{Credentials, Envelope, ProfileName, addressed, device_name, header_value};
 use crate::heartbeat::{Device, FleetGenerator};
 use crate::transport::Addressed;
 
@@ -108,13 +108,9 @@ fn rule_key(device: &str) -> String {
 /// IoT Hub's rule for device ids: 1 to 128 ASCII letters, digits and
 /// `- . + % _ # * ? ! ( ) , : = @ $ '`.
 pub(crate) fn check_device_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 128 {
-        return Err(format!("{} characters; a device id has 1 to 128", id.len()));
-    }
-    match id.bytes().find(|&b| !b.is_ascii_alphanumeric() && !b"-.+%_#*?!(),:=@$'".contains(&b)) {
-        Some(b) => Err(format!("{:?} is not allowed in an IoT Hub device id", b as char)),
-        None => Ok(()),
-    }
+    super::check_name(id, 128, "an IoT Hub device id", |b| {
+        b.is_ascii_alphanumeric() || b"-.+%_#*?!(),:=@$'".contains(&b)
+    })
 }
 
 /// A fleet's sender: its devices' keys and the hub's host name.
@@ -137,11 +133,7 @@ impl Sender {
         now_ms: u64,
         body: &mut Vec<u8>,
     ) -> Addressed {
-        body.push(b'{');
-        let ts = device.write_state(generator, now_ms, body);
-        body.extend_from_slice(b",\"ts\":");
-        crate::heartbeat::generate::write_integer(ts, body);
-        body.push(b'}');
+        let ts = Envelope::FLAT.write(generator, device, now_ms, body);
         let id = device_name(generator, device.index());
         let key = match self.credentials.listed(device.index(), 0) {
             Some(key) => key.to_string(),

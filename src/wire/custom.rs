@@ -490,12 +490,6 @@ impl CustomWire {
         if self.success.is_empty() { (200..300).contains(&status) } else { self.success.binary_search(&status).is_ok() }
     }
 
-    /// The status serve answers a good request with: the first success
-    /// status written.
-    pub fn success_status(&self) -> StatusCode {
-        self.answer
-    }
-
     /// The request of `device`'s next heartbeat, its body written to `body`.
     pub(crate) fn request(
         &self,
@@ -620,7 +614,7 @@ impl CustomWire {
             }
         }
         let Some(template) = &self.body else {
-            return Ok(Accepted::from_state("-".into(), &serde_json::Map::new(), self.success_status()));
+            return Ok(Accepted::from_state("-".into(), &serde_json::Map::new(), self.answer));
         };
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| Refused::text(StatusCode::BAD_REQUEST, &format!("the body is not JSON: {e}")))?;
@@ -634,7 +628,7 @@ impl CustomWire {
         let text = |key: &Option<String>| {
             key.as_ref().and_then(|k| value.get(k)).and_then(Value::as_str).unwrap_or("-").to_string()
         };
-        let mut accepted = Accepted::from_state(text(&self.name_key), &serde_json::Map::new(), self.success_status());
+        let mut accepted = Accepted::from_state(text(&self.name_key), &serde_json::Map::new(), self.answer);
         accepted.fleet = self.fleet.clone();
         accepted.agent_version = text(&self.version_key);
         Ok(accepted)

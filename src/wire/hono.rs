@@ -22,7 +22,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use super::answer::{Accepted, Refused, header, json_object};
 use super::known::Known;
-use super::{Credentials, ProfileName, addressed, device_name, header_value};
+use super::{Credentials, Envelope, ProfileName, addressed, device_name, header_value};
 use crate::heartbeat::{Device, FleetGenerator};
 use crate::transport::Addressed;
 
@@ -46,11 +46,7 @@ pub(crate) fn request(
     now_ms: u64,
     body: &mut Vec<u8>,
 ) -> Addressed {
-    body.push(b'{');
-    let ts = device.write_state(generator, now_ms, body);
-    body.extend_from_slice(b",\"ts\":");
-    crate::heartbeat::generate::write_integer(ts, body);
-    body.push(b'}');
+    Envelope::FLAT.write(generator, device, now_ms, body);
     let index = device.index();
     let user = match (credentials.listed(index, 0), credentials.listed(index, 1), credentials.listed(index, 2)) {
         (Some(tenant), Some(auth_id), Some(password)) => format!("{auth_id}@{tenant}:{password}"),

@@ -114,12 +114,43 @@ impl ProfileName {
 /// printable ASCII characters without spaces, quotes or backslashes (so a
 /// name is the same text in a path, a header and a JSON string).
 fn check_plain_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 128 {
-        return Err(format!("{} characters; a device name has 1 to 128", name.len()));
+    check_name(name, 128, "a device name", |b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+/// The rule shape every profile's names share: 1 to `max` bytes, each one
+/// `allowed` lets in; `what` names the kind of name in the message.
+pub(crate) fn check_name(name: &str, max: usize, what: &str, allowed: impl Fn(u8) -> bool) -> Result<(), String> {
+    if name.is_empty() || name.len() > max {
+        return Err(format!("{} characters; {what} has 1 to {max}", name.len()));
     }
-    match name.bytes().find(|&b| !b.is_ascii_graphic() || b == b'"' || b == b'\\') {
-        Some(b) => Err(format!("{:?} is not allowed in a device name (printable ASCII, no quotes)", b as char)),
+    match name.bytes().find(|&b| !allowed(b)) {
+        Some(b) => Err(format!("{:?} is not allowed in {what}", b as char)),
         None => Ok(()),
+    }
+}
+
+/// How a profile wraps a device's state object (`Device::write_state`'s
+/// members) and its timestamp into a body: `open`, the members, `ts` (the
+/// text before the timestamp), the timestamp, `close`.
+pub(crate) struct Envelope {
+    pub open: &'static [u8],
+    pub ts: &'static [u8],
+    pub close: &'static [u8],
+}
+
+impl Envelope {
+    /// The members with the timestamp beside them: `{..., "ts": ms}`.
+    pub const FLAT: Envelope = Envelope { open: b"{", ts: b",\"ts\":", close: b"}" };
+
+    /// Advances `device` by one heartbeat at `now_ms` and appends its body
+    /// to `body`; returns the heartbeat's timestamp.
+    pub fn write(&self, generator: &FleetGenerator, device: &mut Device, now_ms: u64, body: &mut Vec<u8>) -> u64 {
+        body.extend_from_slice(self.open);
+        let ts = device.write_state(generator, now_ms, body);
+        body.extend_from_slice(self.ts);
+        crate::heartbeat::generate::write_integer(ts, body);
+        body.extend_from_slice(self.close);
+        ts
     }
 }
 

@@ -30,18 +30,6 @@ pub enum Route {
     },
 }
 
-impl Route {
-    pub fn profile(&self) -> ProfileName {
-        match self {
-            Route::Thingsboard { .. } => ProfileName::Thingsboard,
-            Route::Hono => ProfileName::Hono,
-            Route::AzureIotHub { .. } => ProfileName::AzureIotHub,
-            Route::AwsIotShadow { .. } => ProfileName::AwsIotShadow,
-            Route::Custom { .. } => ProfileName::Custom,
-        }
-    }
-}
-
 /// The profiles `serve` answers beside SendHeartbeat, and the devices it
 /// knows for each.
 #[derive(Default)]
@@ -91,10 +79,6 @@ impl ServeProfiles {
         if !self.enabled.contains(&profile) {
             self.enabled.push(profile);
         }
-    }
-
-    pub fn enabled(&self) -> &[ProfileName] {
-        &self.enabled
     }
 
     /// Answers `profile`'s paths, letting in only `ids`' devices there.

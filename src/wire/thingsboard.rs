@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::Credentials;
 use super::answer::{Accepted, Refused};
 use super::known::Known;
-use super::{ProfileName, SEGMENT, addressed, device_name};
+use super::{Envelope, ProfileName, SEGMENT, addressed, device_name};
 use crate::heartbeat::{Device, FleetGenerator};
 use crate::transport::Addressed;
 
@@ -34,11 +34,8 @@ pub(crate) fn request(
     now_ms: u64,
     body: &mut Vec<u8>,
 ) -> Addressed {
-    body.extend_from_slice(b"{\"values\":{");
-    let ts = device.write_state(generator, now_ms, body);
-    body.extend_from_slice(b"},\"ts\":");
-    crate::heartbeat::generate::write_integer(ts, body);
-    body.push(b'}');
+    const TELEMETRY: Envelope = Envelope { open: b"{\"values\":{", ts: b"},\"ts\":", close: b"}" };
+    TELEMETRY.write(generator, device, now_ms, body);
     let token = match credentials.listed(device.index(), 0) {
         Some(token) => utf8_percent_encode(token, SEGMENT).to_string(),
         None => utf8_percent_encode(&device_name(generator, device.index()), SEGMENT).to_string(),

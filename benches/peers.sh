@@ -16,6 +16,9 @@
 #           confirmed in each rep (stepping down 5% if a rep falls behind);
 #   long  : fleetstorm, oha and hey at RATE for LONG_S s, once, against the
 #           first target: does peak RSS stay flat as a run gets longer?
+# Targets: nginx and serve share both cores with the client; nginx-pinned
+# is nginx on core 0 and every client on core 1 (taskset), so that the
+# maximum-throughput case is not a contest for the target's core.
 # Client figures: user+sys CPU and peak RSS of the client process from GNU
 # time -v (wrapped around timeout(1) and the tool). fleetstorm's latency is
 # measured from each heartbeat's intended time (corrected for coordinated
@@ -23,7 +26,7 @@
 #
 # Knobs (defaults in brackets): OUT [/tmp/fleetstorm-peers], RATE [10000],
 #   FIXED_S [20], MAX_S [10], LONG_S [60], CONNS [50], REPS [3], PAUSE_S [2],
-#   SEARCH_S [5] (length of a search probe), TARGETS ["nginx serve"],
+#   SEARCH_S [5] (length of a search probe), TARGETS ["nginx nginx-pinned serve"],
 #   TOOLS ["fleetstorm wrk1 hey oha"], CASES ["fixed max long"],
 #   INSTALL [1] (apt wrk hey nginx-light; cargo install oha --locked, ~7 min),
 #   BIN [target/release/fleetstorm, built first] (another build to measure,
@@ -42,7 +45,7 @@ CONNS="${CONNS:-50}"
 REPS="${REPS:-3}"
 PAUSE_S="${PAUSE_S:-2}"
 SEARCH_S="${SEARCH_S:-5}"
-TARGETS="${TARGETS:-nginx serve}"
+TARGETS="${TARGETS:-nginx nginx-pinned serve}"
 TOOLS="${TOOLS:-fleetstorm wrk1 hey oha}"
 CASES="${CASES:-fixed max long}"
 INSTALL="${INSTALL:-1}"
@@ -50,6 +53,7 @@ NGINX_PORT=18080
 SERVE_PORT=18090
 BIN="${BIN:-$ROOT/target/release/fleetstorm}"
 PIDS=()
+CLIENT_CPU=()   # taskset -c 1 for the pinned target
 
 log() { echo "[peers $(date +%H:%M:%S)] $*" >&2; }
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -165,6 +169,7 @@ nginx_conf "$OUT/nginx" "$NGINX_PORT"
 start_target() {
   case $1 in
     nginx) nginx -c "$OUT/nginx/nginx.conf" -p "$OUT/nginx" & ;;
+    nginx-pinned) taskset -c 0 nginx -c "$OUT/nginx/nginx.conf" -p "$OUT/nginx" & ;;
     serve) "$BIN" serve --addr "127.0.0.1:$SERVE_PORT" --max-devices 2000000 >"$OUT/serve.log" 2>&1 & ;;
   esac
   TARGET_PID=$!
@@ -182,7 +187,7 @@ start_target() {
   exit 1
 }
 stop_target() { kill "$TARGET_PID" 2>/dev/null; wait "$TARGET_PID" 2>/dev/null; }
-target_base() { case $1 in nginx) echo "http://127.0.0.1:$NGINX_PORT" ;; serve) echo "http://127.0.0.1:$SERVE_PORT" ;; esac; }
+target_base() { case $1 in nginx|nginx-pinned) echo "http://127.0.0.1:$NGINX_PORT" ;; serve) echo "http://127.0.0.1:$SERVE_PORT" ;; esac; }
 
 # ---------------------------------------------------------------- one run
 # measure NAME SECONDS -- command...: raw files in $OUT/raw/NAME.*
@@ -190,7 +195,7 @@ measure() {
   local name=$1 secs=$2
   shift 3
   printf '%s\n' "$*" >"$OUT/raw/$name.cmd"
-  /usr/bin/time -v -o "$OUT/raw/$name.time" timeout --signal=INT --kill-after=10 $((secs + 30)) "$@" \
+  /usr/bin/time -v -o "$OUT/raw/$name.time" timeout --signal=INT --kill-after=10 $((secs + 30)) "${CLIENT_CPU[@]}" "$@" \
     >"$OUT/raw/$name.out" 2>"$OUT/raw/$name.err"
   echo $? >"$OUT/raw/$name.rc"
   sleep "$PAUSE_S"
@@ -279,6 +284,8 @@ run_case() { # TOOL CASE TARGET REP
 declare -A FOUND
 for target in $TARGETS; do
   log "target: $target"
+  CLIENT_CPU=()
+  if [ "$target" = nginx-pinned ]; then CLIENT_CPU=(taskset -c 1); fi
   start_target "$target"
   if [[ " $CASES " == *" max "* && " $TOOLS " == *" fleetstorm "* ]]; then
     FOUND[$target]=$(search "$target" "$(target_base "$target")")

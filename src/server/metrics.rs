@@ -46,6 +46,8 @@ pub struct Metrics {
     pub refused_connections: AtomicU64,
     /// Device requests by the second they arrived in.
     pub arrivals: super::arrivals::Arrivals,
+    /// How long each device request took in serve, exactly.
+    pub served: super::served::ServedTimes,
 }
 
 impl Metrics {
@@ -102,6 +104,7 @@ impl Metrics {
             tls_failures: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
             arrivals: super::arrivals::Arrivals::default(),
+            served: super::served::ServedTimes::default(),
         }
     }
 
@@ -115,6 +118,7 @@ impl Metrics {
 
     pub fn heartbeat_took(&self, d: Duration) {
         self.duration.observe(d.as_secs_f64());
+        self.served.served(d);
     }
 
     pub fn dropped_one(&self) {
@@ -152,6 +156,7 @@ impl Metrics {
     /// counts describe the present and are kept.
     pub fn reset(&self) {
         self.arrivals.reset();
+        self.served.reset();
         for a in [&self.accepted, &self.rejected, &self.injected_errors, &self.dropped, &self.shed, &self.unauthorized]
         {
             a.store(0, Ordering::Relaxed);

@@ -32,6 +32,7 @@ mod faults;
 mod http;
 mod metrics;
 mod registry;
+mod served;
 
 use std::future::Future;
 use std::io;
@@ -238,6 +239,7 @@ impl Shared {
                 .into_iter()
                 .map(|(second, count)| json!([second, count]))
                 .collect::<Vec<_>>(),
+            "served_us": m.served.summary(),
             "queued": queued,
             "connections": {"open": load(&m.connections_open), "total": load(&m.connections_total)},
             "protocols": {"HTTP/1.1": load(&m.http1_requests), "HTTP/2": load(&m.http2_requests)},

@@ -16,8 +16,12 @@
 //! demand ([`demand`]). A heartbeat is given up (missed) in one place,
 //! [`Worker::miss`].
 //!
-//! Times are nanoseconds since the run's start; the timer's granularity
-//! (1 ms in tokio) shows up as schedule lag, which is recorded.
+//! Times are nanoseconds since the run's start. The worker wakes at most
+//! once per millisecond and then also sends what falls due before its
+//! next wake-up could come, so a heartbeat goes at most 1 ms early and
+//! (with the timerfd) not late unless the generator is behind; that
+//! lateness is schedule lag, which is recorded. With tokio's timer (1 ms
+//! ticks) wake-ups are late by up to a tick, which shows up as lag.
 
 mod alarm;
 mod connections;
@@ -518,7 +522,8 @@ impl<T: Transport> Worker<T> {
         if self.pace.stopping {
             return;
         }
-        while let Some((t, slot)) = self.timers.pop_due(now) {
+        let until = self.dispatch_until(now);
+        while let Some((t, slot)) = self.timers.pop_due(until) {
             let s = &mut self.slots[slot as usize];
             let f = &self.fleets[usize::from(s.fleet)];
             let next = f.events.advance(&mut s.clock, &f.schedule, s.device.index(), t);
@@ -548,6 +553,31 @@ impl<T: Transport> Worker<T> {
         while let Some(due) = self.retries.pop_due(now) {
             self.start(due, now);
         }
+    }
+
+    /// The latest intended time dispatched on a wake-up at `now`. Wake-ups
+    /// are at least [`MIN_WAKE_SPACING_NS`] apart, so dispatching only what
+    /// is due by `now` would leave a heartbeat up to that long behind its
+    /// time (half of it on average, at 2,000/s: schedule lag and latency
+    /// that are the generator's, not the target's). Instead a wake-up also
+    /// sends what falls due before the next one could come: heartbeats go
+    /// at most that much early, and the next wake-up, exactly on its time
+    /// (timerfd), finds the next one due. A heartbeat sent early is timed
+    /// from when it went ([`Worker::complete`]); its lag is none.
+    ///
+    /// Never across a second (the timeline's and the flushes' periods), the
+    /// warm-up's end, or with tokio's coarse timer, whose wake-ups are late
+    /// by up to a tick anyway (and the paused clock's tests exact).
+    fn dispatch_until(&self, now: u64) -> u64 {
+        if !self.settings.precise_timer {
+            return now;
+        }
+        let next_second = (now / 1_000_000_000 + 1) * 1_000_000_000;
+        let mut until = (now + MIN_WAKE_SPACING_NS).min(next_second - 1);
+        if now < self.settings.measure_from_ns {
+            until = until.min(self.settings.measure_from_ns - 1);
+        }
+        until.max(now)
     }
 
     /// Sends `due` now if a connection can be had; or queues it for a
@@ -643,7 +673,9 @@ impl<T: Transport> Worker<T> {
         let fleet = usize::from(self.slots[slot as usize].fleet);
         // What counts as success is the fleet's profile's to say.
         exchange.outcome = self.fleets[fleet].wire.judge(exchange.outcome);
-        let latency_us = micros(done_ns.saturating_sub(intended_ns));
+        // From its intended time, or from when it went if that was earlier
+        // ([`Worker::dispatch_until`]).
+        let latency_us = micros(done_ns.saturating_sub(intended_ns.min(sent_ns)));
         let service_us = micros(done_ns.saturating_sub(sent_ns));
         if light {
             self.record(slot, |r| r.light_service(service_us));

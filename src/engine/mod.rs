@@ -395,7 +395,13 @@ mod tests {
             async move {
                 tokio::time::sleep(delay).await;
                 concurrent.fetch_sub(1, Ordering::SeqCst);
-                Exchange { outcome: Outcome::Status(200), conn: Some(()), retry_after: None, connected: None }
+                Exchange {
+                    outcome: Outcome::Status(200),
+                    conn: Some(()),
+                    retry_after: None,
+                    connected: None,
+                    answered_at: None,
+                }
             }
         }
     }
@@ -695,6 +701,9 @@ mod tests {
     struct Scripted {
         answer: fn(usize) -> u16,
         delay: Duration,
+        /// The transport says the answer arrived this long before the
+        /// exchange ended (a kernel receive stamp), if set.
+        arrived_early: Option<Duration>,
         /// (time, device name, agent version) of every call.
         calls: Arc<Mutex<Vec<(Instant, String, String)>>>,
         attempts: Arc<Mutex<std::collections::HashMap<String, usize>>>,
@@ -702,7 +711,13 @@ mod tests {
 
     impl Scripted {
         fn new(answer: fn(usize) -> u16) -> Self {
-            Scripted { answer, delay: Duration::ZERO, calls: Arc::default(), attempts: Arc::default() }
+            Scripted {
+                answer,
+                delay: Duration::ZERO,
+                arrived_early: None,
+                calls: Arc::default(),
+                attempts: Arc::default(),
+            }
         }
 
         /// Each device's call times, in ms since `t0`.
@@ -733,10 +748,16 @@ mod tests {
                 *n
             };
             self.calls.lock().unwrap().push((Instant::now(), device, summary.agent_version.to_string()));
-            let (status, delay) = ((self.answer)(n), self.delay);
+            let (status, delay, early) = ((self.answer)(n), self.delay, self.arrived_early);
             async move {
                 tokio::time::sleep(delay).await;
-                Exchange { outcome: Outcome::Status(status), conn: Some(()), retry_after: None, connected: None }
+                Exchange {
+                    outcome: Outcome::Status(status),
+                    conn: Some(()),
+                    retry_after: None,
+                    connected: None,
+                    answered_at: early.map(|e| (Instant::now() - e).into_std()),
+                }
             }
         }
     }
@@ -907,6 +928,40 @@ mod tests {
         for (_, times) in t.times_by_device(t0) {
             assert!(times.windows(2).zip([1000, 2000]).all(|(w, cap)| w[1] - w[0] <= cap), "{times:?}");
         }
+    }
+
+    /// An answer read 30 ms after it arrived (the generator's thread was
+    /// busy) is timed when it arrived; one stamped before its heartbeat was
+    /// sent (a clock step) when it was sent, never earlier.
+    #[tokio::test(start_paused = true)]
+    async fn answers_are_timed_when_they_arrived_not_when_they_were_read() {
+        let t = Scripted {
+            delay: Duration::from_millis(50),
+            arrived_early: Some(Duration::from_millis(30)),
+            ..Scripted::new(|_| 200)
+        };
+        let out = run_scripted(&t, vec![fleet(20, every(Duration::from_secs(1)))], 10, 3, false).await;
+        let r = &out.fleets[0];
+        assert!(r.counters.ok() >= 180, "{:?}", r.counters);
+        // Tokio's 1 ms timer ticks: within 2 ms of the 20 ms the answer took.
+        let (lo, hi) = (r.service_time.min(), r.service_time.max());
+        assert!((19_000..=22_000).contains(&lo) && (19_000..=22_000).contains(&hi), "service {lo}..{hi} µs");
+        assert!(r.latency.max() <= 23_000, "latency max {} µs", r.latency.max());
+        assert_accounting(&out);
+
+        let t = Scripted {
+            delay: Duration::from_millis(5),
+            arrived_early: Some(Duration::from_secs(3)),
+            ..Scripted::new(|_| 200)
+        };
+        let out = run_scripted(&t, vec![fleet(20, every(Duration::from_secs(1)))], 10, 3, false).await;
+        let r = &out.fleets[0];
+        assert!(
+            r.service_time.max() <= 1_000,
+            "a stamp before the send counts as the send: {} µs",
+            r.service_time.max()
+        );
+        assert_accounting(&out);
     }
 
     #[tokio::test(start_paused = true)]

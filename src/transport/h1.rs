@@ -37,6 +37,9 @@ pub struct Answer {
     pub retry_after: Option<u64>,
     /// Whether the connection may carry the next request.
     pub reusable: bool,
+    /// When the answer's last bytes reached this machine, by the kernel's
+    /// receive stamp ([`super::arrival`]), if the socket had one.
+    pub arrived: Option<std::time::Instant>,
 }
 
 /// Why an exchange failed.
@@ -103,7 +106,10 @@ impl Drop for Lease {
 }
 
 impl Conn {
+    /// A connection whose answers are timed by the kernel's receive stamps
+    /// where it gives them ([`super::arrival`]).
     pub fn new(stream: TcpStream) -> Conn {
+        super::arrival::enable(&stream);
         Conn { stream }
     }
 
@@ -119,7 +125,8 @@ impl Conn {
     }
 
     /// Sends one request (`head` ends just before the `Content-Length`
-    /// value; see [`encode_head`]) and reads its answer to the end.
+    /// value; see [`encode_head`]) and reads its answer to the end, with
+    /// when it arrived.
     pub async fn exchange(&mut self, head: &[u8], body: &[u8]) -> Result<Answer, Error> {
         let mut lease = Lease::take();
         let buf = &mut lease.0;
@@ -130,7 +137,10 @@ impl Conn {
         buf.extend_from_slice(body);
         self.stream.write_all(buf).await?;
         buf.clear();
-        read_answer(&mut self.stream, buf).await
+        let mut reader = super::arrival::Stamped::new(&self.stream);
+        let mut answer = read_answer(&mut reader, buf).await?;
+        answer.arrived = reader.arrived(std::time::Instant::now());
+        Ok(answer)
     }
 }
 
@@ -233,7 +243,12 @@ pub async fn read_answer<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>) ->
             false
         }
     };
-    Ok(Answer { status: head.status, retry_after: head.retry_after, reusable: reusable && head.keep_alive })
+    Ok(Answer {
+        status: head.status,
+        retry_after: head.retry_after,
+        reusable: reusable && head.keep_alive,
+        arrived: None,
+    })
 }
 
 /// Reads more into `buf`; the count read, 0 at the end of the stream.
@@ -438,9 +453,9 @@ mod tests {
     #[test]
     fn content_length_answers_keep_the_connection() {
         let a = read(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: x\r\n\r\nhello").unwrap();
-        assert_eq!(a, Answer { status: 200, retry_after: None, reusable: true });
+        assert_eq!(a, Answer { status: 200, retry_after: None, reusable: true, arrived: None });
         let a = read(b"HTTP/1.1 429 Too Many\r\ncontent-length: 0\r\nRetry-After: 7\r\n\r\n").unwrap();
-        assert_eq!(a, Answer { status: 429, retry_after: Some(7), reusable: true });
+        assert_eq!(a, Answer { status: 429, retry_after: Some(7), reusable: true, arrived: None });
     }
 
     #[test]
@@ -563,7 +578,7 @@ mod tests {
                 b"HTTP/1.1 503 Unavailable\r\nRetry-After: 2\r\nContent-Length: 14\r\n\r\nbusy0123456789"
             };
             let (answer, rest) = read_in(bytes, sizes);
-            prop_assert_eq!(answer.unwrap(), Answer { status: 503, retry_after: Some(2), reusable: true });
+            prop_assert_eq!(answer.unwrap(), Answer { status: 503, retry_after: Some(2), reusable: true, arrived: None });
             prop_assert!(rest.is_empty());
         }
     }

@@ -11,6 +11,7 @@
 //! signed with SigV4 when asked ([`sigv4`]). Tests use other transports to
 //! drive the engine under a paused clock.
 
+mod arrival;
 pub mod h1;
 pub mod ports;
 pub mod settings;
@@ -112,6 +113,9 @@ pub struct Exchange<C> {
     pub retry_after: Option<Duration>,
     /// Set when this exchange opened its connection.
     pub connected: Option<Connected>,
+    /// When the answer reached this machine (the kernel's receive stamp),
+    /// if the transport knows: the generator may read it later than that.
+    pub answered_at: Option<Instant>,
 }
 
 /// A connection opened for an exchange.
@@ -124,7 +128,13 @@ pub struct Connected {
 impl<C> Exchange<C> {
     /// An exchange that ended without a usable answer.
     pub fn failed(failure: Failure) -> Self {
-        Exchange { outcome: Outcome::Failed(failure), conn: None, retry_after: None, connected: None }
+        Exchange {
+            outcome: Outcome::Failed(failure),
+            conn: None,
+            retry_after: None,
+            connected: None,
+            answered_at: None,
+        }
     }
 }
 
@@ -309,6 +319,7 @@ impl Transport for Http {
                     conn: answer.conn,
                     retry_after: answer.retry_after,
                     connected,
+                    answered_at: answer.arrived,
                 },
                 Ok(Err(failure)) => Exchange { connected, ..Exchange::failed(failure) },
                 Err(_elapsed) => Exchange {
@@ -350,6 +361,8 @@ struct Answer {
     status: u16,
     conn: Option<Sender>,
     retry_after: Option<Duration>,
+    /// When it reached this machine, if known (the lean client's sockets).
+    arrived: Option<Instant>,
 }
 
 async fn exchange(
@@ -378,6 +391,7 @@ async fn exchange(
                 status: answer.status,
                 retry_after: answer.retry_after.map(Duration::from_secs),
                 conn: (answer.reusable && endpoint.keep_alive).then_some(Sender::Lean(conn)),
+                arrived: answer.arrived,
             })
         }
         // Boxed: TLS and HTTP/2 exchanges are rarer and dearer; inline,
@@ -417,6 +431,7 @@ async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, outgoing: 
         status,
         conn: reusable.then_some(Sender::Hyper(sender)),
         retry_after: retry_after.map(Duration::from_secs),
+        arrived: None,
     })
 }
 

@@ -246,6 +246,7 @@ mod tests {
                 conn: None,
                 retry_after: None,
                 connected: None,
+                answered_at: None,
             })
         }
     }

@@ -658,7 +658,12 @@ impl<T: Transport> Worker<T> {
         let start = self.settings.start;
         self.in_flight.push(Box::pin(async move {
             let exchange = exchange.await;
-            let done_ns = start.elapsed().as_nanos() as u64;
+            // When the answer arrived (the kernel's stamp), not when this
+            // thread got round to reading it; never before it was sent.
+            let read_ns = start.elapsed().as_nanos() as u64;
+            let done_ns = exchange.answered_at.map_or(read_ns, |at| {
+                (at.saturating_duration_since(start.into_std()).as_nanos() as u64).max(now).min(read_ns)
+            });
             Done { slot, intended_ns: intended, sent_ns: now, done_ns, attempt, fresh, light, exchange }
         }));
     }
@@ -827,7 +832,13 @@ mod tests {
             let delay = self.delay;
             async move {
                 tokio::time::sleep(delay).await;
-                Exchange { outcome: Outcome::Status(200), conn: Some(()), retry_after: None, connected: None }
+                Exchange {
+                    outcome: Outcome::Status(200),
+                    conn: Some(()),
+                    retry_after: None,
+                    connected: None,
+                    answered_at: None,
+                }
             }
         }
     }

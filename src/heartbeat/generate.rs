@@ -38,6 +38,7 @@
 use rand::rngs::Xoshiro128PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use super::names::DeviceNames;
 use super::profile::{MetricSpec, Profile};
@@ -244,7 +245,7 @@ impl FleetGenerator {
         let mut rng = Xoshiro128PlusPlus::seed_from_u64(mix(self.key ^ mix(index)));
         let p = &self.profile;
         let agent_version = p.agent_versions.pick(rng.random());
-        let mut models = Vec::new();
+        let mut models = DeployedModels::new();
         for (i, spec) in p.models.iter().enumerate() {
             // Draw both numbers whatever the outcome, so one model's share
             // does not shift the next model's draws.
@@ -269,7 +270,7 @@ impl FleetGenerator {
             deployed: false,
             sequence: 0,
             last_ms: 0,
-            models: models.into_boxed_slice(),
+            models,
             values,
         }
     }
@@ -293,10 +294,19 @@ pub struct Device {
     sequence: u32,
     /// The timestamp of the last heartbeat, in epoch milliseconds.
     last_ms: u64,
-    models: Box<[DeployedModel]>,
+    models: DeployedModels,
     /// Current metric values: the agent metrics, then each deployed model's.
-    values: Box<[f64]>,
+    values: MetricValues,
 }
+
+/// A device's deployed models, inline for the usual one: a million devices
+/// would otherwise hold a million small heap blocks (and their allocator
+/// headers) for it.
+type DeployedModels = SmallVec<[DeployedModel; 1]>;
+
+/// A device's metric values, inline up to the default profile's count
+/// (the agent's three and one model's), for the same reason.
+type MetricValues = SmallVec<[f64; 4]>;
 
 #[derive(Debug, Clone)]
 struct DeployedModel {
@@ -641,6 +651,19 @@ mod tests {
         let mut out = Vec::new();
         device.write_next(fleet, now_ms, &mut Scratch::default(), &mut out);
         out
+    }
+
+    #[test]
+    fn a_device_of_the_default_shape_holds_its_state_inline() {
+        let f = fleet(1.0);
+        let d = f.device(3);
+        assert_eq!((d.models.len(), d.values.len()), (1, 4));
+        assert!(!d.models.spilled() && !d.values.spilled(), "one model and four metrics need no heap block");
+        // More than the inline room still works: it spills, and is whole.
+        let mut d = d;
+        d.values.extend([1.0, 2.0]);
+        assert!(d.values.spilled());
+        assert_eq!(d.values.len(), 6);
     }
 
     #[test]

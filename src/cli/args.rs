@@ -14,7 +14,7 @@ use crate::server::Latency;
 use crate::units::parse_duration;
 
 #[derive(Parser)]
-#[command(name = "fleetstorm", version, about = "Load generator and fleet simulator for SendHeartbeat backends")]
+#[command(name = "fleetstorm", version = env!("FLEETSTORM_VERSION"), about = "Load generator and fleet simulator for SendHeartbeat backends")]
 pub(super) struct Cli {
     #[command(subcommand)]
     pub(super) command: Command,

@@ -1,7 +1,8 @@
 //! Records the commit the binary is built from, for `fleetstorm --version`:
 //! a figure is only as good as knowing
-//! which code made it. Outside a git checkout (a crate installed from its
-//! package) there is no commit, and the version is the crate's alone.
+//! which code made it. A crate installed from its package has no git
+//! checkout, but `cargo package` wrote the commit it was packed from into
+//! `.cargo_vcs_info.json`; that is read first.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,8 +12,22 @@ fn git(args: &[&str]) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The commit `cargo package` recorded, if this is a packaged crate.
+fn packaged_commit() -> Option<String> {
+    let info = std::fs::read_to_string(".cargo_vcs_info.json").ok()?;
+    let at = info.find("\"sha1\"")?;
+    let rest = &info[at + 6..];
+    let start = rest.find('"')? + 1;
+    let sha: String = rest[start..].chars().take_while(char::is_ascii_hexdigit).collect();
+    (sha.len() >= 12).then(|| sha[..12].to_string())
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    if let Some(c) = packaged_commit() {
+        println!("cargo:rustc-env=FLEETSTORM_VERSION={} (commit {c})", env!("CARGO_PKG_VERSION"));
+        return;
+    }
     let commit = git(&["rev-parse", "--short=12", "HEAD"]);
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
         let dir = PathBuf::from(dir);

@@ -24,7 +24,7 @@ pub(super) struct Cli {
 pub(super) enum Command {
     /// Print example heartbeats exactly as they would be sent (NDJSON).
     Sample {
-        /// The scenario file (.toml or .json).
+        /// The scenario file (.toml or .json), or - to read it from standard input.
         scenario: PathBuf,
         /// How many heartbeats to print.
         #[arg(long, default_value_t = 10)]
@@ -59,6 +59,20 @@ pub(super) enum Command {
     /// scenario) into the report of the whole run, thresholds checked
     /// again (exit code 3 if one fails).
     Merge(MergeArgs),
+    /// Print a shell completion script: `source <(fleetstorm completions
+    /// bash)`, or save it where your shell looks (see the README).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page fleetstorm(1) (`fleetstorm man | man -l -`), or
+    /// write it and one page per command into a directory.
+    Man {
+        /// Write fleetstorm.1 and fleetstorm-COMMAND.1 here (created if
+        /// missing), e.g. ~/.local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -67,7 +81,7 @@ pub(super) struct MergeArgs {
     #[arg(required = true)]
     pub(super) shards: Vec<PathBuf>,
     /// Write the merged JSON report here (atomically).
-    #[arg(long)]
+    #[arg(short, long)]
     pub(super) out: Option<PathBuf>,
     #[command(flatten)]
     pub(super) renders: RenderArgs,
@@ -78,13 +92,13 @@ pub(super) struct CapacityArgs {
     #[command(flatten)]
     pub(super) plan: PlanArgs,
     /// Write the capacity report (JSON) here (atomically).
-    #[arg(long)]
+    #[arg(short, long)]
     pub(super) out: Option<PathBuf>,
     /// Write the capacity report as HTML, with its plots, here.
     #[arg(long)]
     pub(super) html: Option<PathBuf>,
     /// No progress lines on stderr.
-    #[arg(long)]
+    #[arg(short, long)]
     pub(super) quiet: bool,
     /// Generator threads for every step (default: as `run` chooses per step).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -114,10 +128,10 @@ pub(super) struct CompareArgs {
 /// The scenario and the overrides every command that loads one uses.
 #[derive(Args)]
 pub(super) struct PlanArgs {
-    /// The scenario file (.toml or .json).
+    /// The scenario file (.toml or .json), or - to read it from standard input.
     pub(super) scenario: PathBuf,
     /// Target URL (overrides the scenario's): "builtin" or http://host:port.
-    #[arg(long)]
+    #[arg(short, long)]
     pub(super) target: Option<String>,
     /// Seed for every random choice (overrides the scenario's).
     #[arg(long, allow_negative_numbers = true)]
@@ -135,7 +149,7 @@ pub(super) struct PlanArgs {
 #[derive(Args)]
 pub(super) struct DurationArg {
     /// Run length (overrides the scenario's), e.g. 30s or 5m.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(short, long, value_parser = parse_duration)]
     pub(super) duration: Option<Duration>,
 }
 
@@ -160,7 +174,7 @@ pub(super) struct RunArgs {
     #[command(flatten)]
     pub(super) length: DurationArg,
     /// Write the JSON report here (atomically).
-    #[arg(long)]
+    #[arg(short, long)]
     pub(super) out: Option<PathBuf>,
     #[command(flatten)]
     pub(super) renders: RenderArgs,
@@ -168,7 +182,7 @@ pub(super) struct RunArgs {
     #[arg(long)]
     pub(super) hlog: Option<PathBuf>,
     /// No live progress on stderr.
-    #[arg(long)]
+    #[arg(short, long)]
     pub(super) quiet: bool,
     /// Generator threads (default: one per 75,000 heartbeats/s of offered
     /// load over plain HTTP/1.1, fewer heartbeats per thread over TLS,

@@ -2,6 +2,7 @@
 //! says so: one type, mapped to the process's exit code in one place
 //! ([`super::run`]).
 
+use crate::report::paint::Paint;
 use crate::run::RunError;
 
 /// The command itself failed: I/O, network; or a run that failed or was
@@ -61,7 +62,7 @@ impl CliError {
     pub fn print(&self) {
         match self {
             CliError::Usage(m) | CliError::Failed(m) => eprintln!("error: {m}"),
-            CliError::Verdict { message, .. } => eprintln!("{message}"),
+            CliError::Verdict { message, .. } => eprintln!("{}", Paint::for_stderr().bad(message)),
             CliError::Said(_) => {}
             CliError::Clap(e) => {
                 let _ = e.print();

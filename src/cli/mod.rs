@@ -17,6 +17,7 @@ mod reports;
 mod run;
 mod sample;
 mod serve;
+mod shell;
 mod signals;
 
 use std::ffi::OsString;
@@ -67,5 +68,7 @@ where
         Command::Compare(args) => reports::compare_command(&args),
         Command::Capacity(args) => capacity::capacity_command(&args),
         Command::Merge(args) => reports::merge_command(&args),
+        Command::Completions { shell } => shell::completions_command(shell),
+        Command::Man { dir } => shell::man_command(dir.as_deref()),
     }
 }

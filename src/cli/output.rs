@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use super::args::RenderArgs;
 use super::error::CliError;
 use crate::report::Report;
+use crate::report::paint::Paint;
 
 /// How one output is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,6 +313,11 @@ pub(super) fn check_outputs<'a>(
     Outputs::check(given, scenario).map_err(|e| CliError::Usage(e.to_string()))
 }
 
+/// The colours for text [`say`] prints: of the stream it goes to.
+pub(super) fn say_paint(outputs: &Outputs) -> Paint {
+    if outputs.uses_stdout() { Paint::for_stderr() } else { Paint::for_stdout() }
+}
+
 /// Prints text meant for people: on stdout, or on stderr when an output
 /// takes stdout (so that stdout stays machine-readable).
 pub(super) fn say(outputs: &Outputs, text: &str) {
@@ -326,7 +332,7 @@ pub(super) fn say(outputs: &Outputs, text: &str) {
 /// A finished report out: its summary, then the JSON and every rendering
 /// asked for; false (errors printed) if an output was not written.
 pub(super) fn publish(report: &Report, outputs: &Outputs) -> bool {
-    say(outputs, &report.summary());
+    say(outputs, &report.summary_painted(say_paint(outputs)));
     let written = outputs.get("--out").is_none_or(|o| write_json(o, report));
     RenderArgs::write(outputs, report) && written
 }

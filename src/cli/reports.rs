@@ -9,6 +9,7 @@ use super::error::{CliError, EXIT_FAILED, EXIT_GATE};
 use super::output::{check_outputs, publish};
 use super::run::run_verdict;
 use crate::report::Report;
+use crate::report::paint::Paint;
 
 pub(super) fn compare_command(args: &CompareArgs) -> Result<(), CliError> {
     let (baseline, current) = match args.reports.as_slice() {
@@ -64,7 +65,7 @@ pub(super) fn report_command(args: &ReportArgs) -> Result<(), CliError> {
         Err(e) => return Err(CliError::Usage(e.to_string())),
     };
     let text = match args.format {
-        ReportFormat::Text => report.summary(),
+        ReportFormat::Text => report.summary_painted(Paint::for_stdout()),
         ReportFormat::Json => match serde_json::to_string_pretty(&report) {
             Ok(j) => j + "\n",
             Err(e) => return Err(CliError::Failed(format!("cannot encode the report: {e}"))),

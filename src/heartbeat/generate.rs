@@ -263,16 +263,7 @@ impl FleetGenerator {
         let metric_specs =
             p.agent_metrics.iter().chain(models.iter().flat_map(|m| p.models[usize::from(m.spec)].metrics.iter()));
         let values = metric_specs.map(|m| round(rng.random_range_inclusive(m.min, m.max), m.decimals)).collect();
-        Device {
-            index,
-            rng,
-            agent_version,
-            deployed: false,
-            sequence: 0,
-            last_ms: 0,
-            models,
-            values,
-        }
+        Device { index, rng, agent_version, deployed: false, sequence: 0, last_ms: 0, models, values }
     }
 
     /// A stable key of this fleet under this seed, for other per-fleet

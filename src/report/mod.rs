@@ -16,6 +16,7 @@ pub mod junit;
 pub mod markdown;
 mod markup;
 pub mod merge;
+pub mod paint;
 pub(crate) mod plots;
 mod summary;
 mod verdict;

@@ -2,12 +2,18 @@
 
 use std::fmt::Write as _;
 
+use super::paint::Paint;
 use super::{Report, Stats};
 
 impl Report {
     /// The terminal summary: a table per fleet and in total, and the
     /// verdict on the generator's own health.
     pub fn summary(&self) -> String {
+        self.summary_painted(Paint::PLAIN)
+    }
+
+    /// [`Report::summary`], its verdicts coloured by `paint`.
+    pub fn summary_painted(&self, paint: Paint) -> String {
         let mut out = String::new();
         let s = &self.scenario;
         let _ = writeln!(
@@ -17,7 +23,7 @@ impl Report {
             s.destination(),
             s.target.connections,
             s.seed,
-            if self.interrupted { " — INTERRUPTED" } else { "" }
+            if self.interrupted { paint.bad(" — INTERRUPTED") } else { "".into() }
         );
         if let Some(scale) = &s.scale {
             let _ = writeln!(out, "{}", scale.describe());
@@ -170,12 +176,14 @@ impl Report {
                 let _ = writeln!(out, "connections opened: {}", t.connects);
             }
         }
-        let _ = writeln!(out, "generator: {}", self.generator.verdict);
+        let verdict = &self.generator.verdict;
+        let verdict = if self.generator.kept_up { paint.good(verdict) } else { paint.warn(verdict) };
+        let _ = writeln!(out, "generator: {verdict}");
         if let Some(pool) = &self.generator.pool {
             let _ = writeln!(out, "pool: {}", pool.verdict);
         }
         if let Some(why) = self.no_success() {
-            let _ = writeln!(out, "FAILED: {why}");
+            let _ = writeln!(out, "{} {why}", paint.bad("FAILED:"));
         }
         if let Some(f) = &self.totals.freshness {
             let _ = writeln!(
@@ -185,7 +193,7 @@ impl Report {
             );
         }
         if let Some(a) = &self.aborted {
-            let _ = writeln!(out, "ABORTED at {:.1} s: {} (was {})", a.at_s, a.expr, a.actual_text);
+            let _ = writeln!(out, "{} at {:.1} s: {} (was {})", paint.bad("ABORTED"), a.at_s, a.expr, a.actual_text);
         }
         if !self.thresholds.is_empty() {
             let failed = self.failed_thresholds();
@@ -193,16 +201,16 @@ impl Report {
                 out,
                 "\nthresholds: {}",
                 if failed == 0 {
-                    format!("all {} passed", self.thresholds.len())
+                    paint.good(&format!("all {} passed", self.thresholds.len())).into_owned()
                 } else {
-                    format!("{failed} of {} FAILED", self.thresholds.len())
+                    paint.bad(&format!("{failed} of {} FAILED", self.thresholds.len())).into_owned()
                 }
             );
             for t in &self.thresholds {
                 let _ = writeln!(
                     out,
                     "  {}  {}{}  (actual {})",
-                    if t.ok { "pass" } else { "FAIL" },
+                    if t.ok { paint.good("pass") } else { paint.bad("FAIL") },
                     t.expr,
                     if t.abort { " [abort]" } else { "" },
                     t.actual_text

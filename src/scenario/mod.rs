@@ -200,10 +200,26 @@ impl Format {
             _ => None,
         }
     }
+
+    /// The format of scenario text with no file name to go by (standard
+    /// input): JSON if it starts with `{`, TOML otherwise (a TOML scenario
+    /// starts with a key, a table header or a comment, never a brace).
+    pub fn sniff(text: &str) -> Format {
+        if text.trim_start().starts_with('{') { Format::Json } else { Format::Toml }
+    }
 }
 
+/// The path that names standard input, as in `fleetstorm run -`.
+pub const STDIN_PATH: &str = "-";
+
 /// Reads and checks a scenario file; the format follows the extension.
+/// The path `-` reads the scenario from standard input instead (the
+/// format from its first character; files it names are found from the
+/// working directory), so that a generated scenario can be piped in.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    if path == Path::new(STDIN_PATH) {
+        return load_stdin(std::io::stdin().lock());
+    }
     let origin = path.display().to_string();
     let format = Format::from_path(path)
         .ok_or_else(|| ScenarioError::whole_file(&origin, "unknown scenario format: name the file *.toml or *.json"))?;
@@ -212,6 +228,20 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let default_name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("scenario");
     let base = path.parent().unwrap_or(Path::new("."));
     parse_in(&text, format, &origin, default_name, base)
+}
+
+/// [`load`] of `-`: the scenario text from `input`, named `<stdin>` in
+/// errors and `stdin` when it has no `name`.
+pub fn load_stdin(mut input: impl std::io::Read) -> Result<Scenario, ScenarioError> {
+    let origin = "<stdin>";
+    let mut text = String::new();
+    input.read_to_string(&mut text).map_err(|e| {
+        ScenarioError::whole_file(origin, &format!("cannot read the scenario from standard input: {e}"))
+    })?;
+    if text.trim().is_empty() {
+        return Err(ScenarioError::whole_file(origin, "standard input held no scenario (it was empty)"));
+    }
+    parse_in(&text, Format::sniff(&text), origin, "stdin", Path::new(""))
 }
 
 /// Parses and checks scenario text. `origin` names it in errors;
@@ -664,5 +694,20 @@ mod tests {
         let named = parse("[[fleets]]\nname = \"f\"\ndevices = 1\nprofile = \"sagemaker-edge\"\n").unwrap();
         assert_eq!(plain.fleets[0].wire, crate::wire::ProfileName::SagemakerEdge);
         assert_eq!(named.fleets[0].wire, crate::wire::ProfileName::SagemakerEdge);
+    }
+
+    #[test]
+    fn a_scenario_on_standard_input_is_toml_or_json_by_its_first_character() {
+        let toml = super::load_stdin("# made by a script\n[[fleets]]\nname = \"f\"\ndevices = 7\n".as_bytes()).unwrap();
+        assert_eq!((toml.name.as_str(), toml.fleets[0].devices), ("stdin", 7));
+        let json =
+            super::load_stdin(" \n{\"name\": \"piped\", \"fleets\": [{\"name\": \"f\", \"devices\": 3}]}".as_bytes())
+                .unwrap();
+        assert_eq!((json.name.as_str(), json.fleets[0].devices), ("piped", 3));
+        let empty = super::load_stdin(" \n".as_bytes()).unwrap_err().to_string();
+        assert!(empty.contains("<stdin>") && empty.contains("empty"), "{empty}");
+        let bad =
+            super::load_stdin("[[fleets]]\nname = \"f\"\ndevices = \"many\"\n".as_bytes()).unwrap_err().to_string();
+        assert!(bad.contains("<stdin>") && bad.contains("devices"), "names the input and the field: {bad}");
     }
 }

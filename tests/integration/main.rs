@@ -20,6 +20,7 @@ mod sdk;
 mod security;
 mod serve;
 mod shards;
+mod shell;
 mod transport;
 mod util;
 mod validator_table;

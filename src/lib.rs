@@ -37,8 +37,10 @@
 //!    JSON report, its summary, verdicts, gates, HTML, Markdown, JUnit and
 //!    hlog, and merged from shards; heartbeats as they would be sent;
 //!    `/metrics` while a run goes.
-//! 7. [`run`], [`compare`]: a scenario run end to end (overrides, the plan,
-//!    the resources check, progress); baseline against current reports.
+//! 7. [`run`], [`compare`], [`dashboard`]: a scenario run end to end
+//!    (overrides, the plan, the resources check, progress); baseline
+//!    against current reports; the live web dashboard of a run or a
+//!    capacity search.
 //! 8. [`capacity`]: the search for the highest rate that meets an SLO, one
 //!    run per step.
 //! 9. [`cli`]: the command line: flags, one module per command, the output
@@ -47,6 +49,7 @@
 pub mod capacity;
 pub mod cli;
 pub mod compare;
+pub mod dashboard;
 pub mod engine;
 pub mod fleet;
 pub mod gate;

@@ -359,6 +359,8 @@ pub enum Progress<'a> {
     Starting { step: usize, rate: f64, devices: u64 },
     /// A step ended.
     Finished(&'a StepResult),
+    /// The step's run so far (a few times a second, as `run`'s progress).
+    Live(&'a crate::engine::Live<'a>),
 }
 
 /// Runs the capacity search of `scenario` (which must have a `[capacity]`
@@ -397,7 +399,11 @@ pub async fn search(
         let options =
             ExecuteOptions { threads, warmup: settings.warmup, abandon: abandon.clone(), ..ExecuteOptions::default() };
         let started_s = began.elapsed().as_secs_f64();
-        let report = match run::execute_with(&step, seed, cancel.clone(), options, |_| {}).await {
+        let report = match run::execute_with(&step, seed, cancel.clone(), options, |live| {
+            progress(Progress::Live(live))
+        })
+        .await
+        {
             Ok(executed) => executed.report,
             // Too large for this machine (open files, ports): the
             // generator's limit, not the backend's.

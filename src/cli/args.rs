@@ -103,6 +103,10 @@ pub(super) struct CapacityArgs {
     /// Generator threads for every step (default: as `run` chooses per step).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(super) threads: Option<u16>,
+    /// Serve a live web dashboard of the search at http://ADDR/: each
+    /// step's run and the steps so far (PORT alone binds 127.0.0.1).
+    #[arg(long, value_name = "ADDR", value_parser = parse_dashboard_addr)]
+    pub(super) dashboard: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -201,6 +205,11 @@ pub(super) struct RunArgs {
     /// (e.g. 127.0.0.1:9091; port 0 picks one, printed on stderr).
     #[arg(long)]
     pub(super) metrics_addr: Option<SocketAddr>,
+    /// Serve a live web dashboard of the run at http://ADDR/ (PORT alone
+    /// binds 127.0.0.1; port 0 picks one, printed on stderr); at the end it
+    /// shows the final report.
+    #[arg(long, value_name = "ADDR", value_parser = parse_dashboard_addr)]
+    pub(super) dashboard: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -222,6 +231,17 @@ impl ShardArgs {
             None => crate::shard::Shard::from_environment(self.shards, |k| std::env::var(k).ok()),
         }
     }
+}
+
+/// A dashboard's address: `HOST:PORT`, or a port alone on loopback.
+pub(super) fn parse_dashboard_addr(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| {
+        format!("{text:?} is not an address to listen on: give PORT (on 127.0.0.1) or IP:PORT, e.g. 127.0.0.1:8089")
+    })
 }
 
 pub(super) fn parse_start_at(text: &str) -> Result<std::time::SystemTime, String> {

@@ -1,6 +1,8 @@
 //! `fleetstorm capacity`: the search, its progress lines, its report and
 //! exit code.
 
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
 use super::args::{CapacityArgs, usage_error};
@@ -8,7 +10,8 @@ use super::error::{CliError, EXIT_FAILED, EXIT_GATE};
 use super::output::{check_outputs, say, write_json, write_output};
 use super::run::{runtime, seed_of};
 use super::signals::{Termination, interrupts};
-use crate::capacity::{self, CapacityVerdict};
+use crate::capacity::{self, CapacityVerdict, StepResult};
+use crate::dashboard::{Dashboard, StepPoint};
 use crate::run::RunError;
 
 pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
@@ -35,11 +38,30 @@ pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
     let runtime = runtime()?;
     let quiet = args.quiet;
     let abandon = CancellationToken::new();
+    let dashboard = args.dashboard.map(|_| Arc::new(Dashboard::for_capacity(&scenario)));
+    let step_duration = settings.step_duration;
+    let stop_dashboard = CancellationToken::new();
+    let _stop_dashboard = stop_dashboard.clone().drop_guard();
     let searched = runtime.block_on(async {
+        if let (Some(addr), Some(d)) = (args.dashboard, &dashboard) {
+            match crate::dashboard::serve(addr, d.clone(), stop_dashboard.clone()).await {
+                Ok(bound) => eprintln!("dashboard: http://{bound}/"),
+                Err(e) => return Err(CliError::Usage(format!("cannot serve the dashboard on {addr}: {e}"))),
+            }
+        }
         let cancel = CancellationToken::new();
         tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
         let threads = args.threads.map(usize::from);
-        crate::capacity::search(&scenario, seed, cancel, Some(abandon.clone()), threads, |p| {
+        let searched = crate::capacity::search(&scenario, seed, cancel, Some(abandon.clone()), threads, |p| {
+            if let Some(d) = &dashboard {
+                match &p {
+                    capacity::Progress::Starting { step, rate, devices } => {
+                        d.begin_step(*step, *rate, *devices, step_duration);
+                    }
+                    capacity::Progress::Finished(s) => d.end_step(step_point(s)),
+                    capacity::Progress::Live(live) => d.update(live),
+                }
+            }
             if quiet {
                 return;
             }
@@ -58,15 +80,24 @@ pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
                     s.verdict,
                     s.reason
                 ),
+                capacity::Progress::Live(_) => {}
             }
         })
-        .await
+        .await;
+        let report = match searched {
+            Ok(r) => r,
+            Err(e @ RunError::Invalid(_)) => return Err(CliError::Usage(e.to_string())),
+            Err(e @ (RunError::Failed(_) | RunError::NotReady(_))) => return Err(CliError::Failed(e.to_string())),
+        };
+        if let Some(d) = &dashboard {
+            d.finish(capacity::html::render(&report).into_bytes(), report.answer.clone());
+            if !abandon.is_cancelled() {
+                d.linger().await;
+            }
+        }
+        Ok(report)
     });
-    let report = match searched {
-        Ok(r) => r,
-        Err(e @ RunError::Invalid(_)) => return Err(CliError::Usage(e.to_string())),
-        Err(e @ (RunError::Failed(_) | RunError::NotReady(_))) => return Err(CliError::Failed(e.to_string())),
-    };
+    let report = searched?;
     say(&outputs, &report.summary());
     let mut written = true;
     if let Some(output) = outputs.get("--out") {
@@ -85,5 +116,20 @@ pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
         CapacityVerdict::Found | CapacityVerdict::MaxRateReached => Ok(()),
         CapacityVerdict::BelowStart => Err(CliError::Said(EXIT_GATE)),
         CapacityVerdict::Inconclusive | CapacityVerdict::Interrupted => Err(CliError::Said(EXIT_FAILED)),
+    }
+}
+
+/// A finished step as the dashboard draws it.
+fn step_point(s: &StepResult) -> StepPoint {
+    StepPoint {
+        step: s.step,
+        target_rate: s.target_rate,
+        offered_rate: s.offered_rate,
+        achieved_rate: s.achieved_rate,
+        p50_ms: s.p50_ms,
+        p99_ms: s.p99_ms,
+        error_rate: s.error_rate,
+        verdict: s.verdict.to_string(),
+        reason: s.reason.clone(),
     }
 }

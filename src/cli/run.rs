@@ -11,6 +11,7 @@ use super::args::{RunArgs, ValidateArgs};
 use super::error::{CliError, EXIT_FAILED, EXIT_GATE};
 use super::output::{check_outputs, publish, write_output};
 use super::signals::{Termination, interrupts};
+use crate::dashboard::Dashboard;
 use crate::report::Report;
 use crate::run;
 use crate::scenario;
@@ -130,7 +131,7 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
         let (cancel, abandon) = (CancellationToken::new(), CancellationToken::new());
         tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
         // One count of the devices online, for the progress line and /metrics.
-        let online = if args.quiet && args.metrics_addr.is_none() {
+        let online = if args.quiet && args.metrics_addr.is_none() && args.dashboard.is_none() {
             Vec::new()
         } else {
             run::online_devices(&scenario, seed, shard)
@@ -144,7 +145,8 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
             start_at: args.start_at,
             abandon: Some(abandon.clone()),
         };
-        let metrics = args.metrics_addr.map(|_| crate::live_metrics::LiveMetrics::new(&scenario, shard, online));
+        let metrics =
+            args.metrics_addr.map(|_| crate::live_metrics::LiveMetrics::new(&scenario, shard, online.clone()));
         let stop_metrics = tokio_util::sync::CancellationToken::new();
         if let (Some(addr), Some(m)) = (args.metrics_addr, &metrics) {
             match crate::live_metrics::serve(addr, m.clone(), stop_metrics.clone()).await {
@@ -152,10 +154,22 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
                 Err(e) => return Err(CliError::Usage(format!("cannot serve metrics on {addr}: {e}"))),
             }
         }
+        let dashboard = args.dashboard.map(|_| std::sync::Arc::new(Dashboard::for_run(&scenario, online)));
+        let stop_dashboard = CancellationToken::new();
+        if let (Some(addr), Some(d)) = (args.dashboard, &dashboard) {
+            match crate::dashboard::serve(addr, d.clone(), stop_dashboard.clone()).await {
+                Ok(bound) => eprintln!("dashboard: http://{bound}/"),
+                Err(e) => return Err(CliError::Usage(format!("cannot serve the dashboard on {addr}: {e}"))),
+            }
+        }
+        let _stop_dashboard = stop_dashboard.drop_guard();
         let executed = run::execute_with(&scenario, seed, cancel, options, |live| {
             progress.update(live);
             if let Some(m) = &metrics {
                 m.update(live);
+            }
+            if let Some(d) = &dashboard {
+                d.update(live);
             }
         })
         .await;
@@ -165,6 +179,16 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
             Ok(r) => r,
             Err(e) => return Err(e.into()),
         };
+        if let Some(d) = &dashboard {
+            let verdict = match run_verdict(&report) {
+                Ok(()) => "passed".to_string(),
+                Err(e) => e.to_string(),
+            };
+            d.finish(crate::report::html::render(&report).into_bytes(), verdict);
+            if !abandon.is_cancelled() {
+                d.linger().await;
+            }
+        }
         let mut written = publish(&report, &outputs);
         if let Some(output) = outputs.get("--hlog") {
             let started_at =

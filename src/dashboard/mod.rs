@@ -1,0 +1,494 @@
+//! The live web dashboard of a run or a capacity search
+//! (`fleetstorm run --dashboard ADDR`, `fleetstorm capacity --dashboard ADDR`):
+//! a self-contained page ([`page`]) that polls `/api/state` once a second
+//! and draws what the run has recorded so far, and at the end shows the
+//! final report, the same HTML as `--html`.
+//!
+//! It reads the merged snapshots the progress line reads
+//! ([`Dashboard::update`], called from the run's progress callback a few
+//! times a second): once a second of the run it takes one [`Point`] from
+//! the difference between the run's totals now and a second ago, so the
+//! engine's hot path does nothing for it. [`server`] serves the page, the
+//! state and the final report, on loopback unless told otherwise.
+
+mod page;
+mod server;
+
+pub use server::serve;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::engine::Live;
+use crate::fleet::Online;
+use crate::gate::Threshold;
+use crate::report::Stats;
+use crate::scenario::Scenario;
+use crate::stats::{CLASSES, Recorder};
+
+/// How often a point is taken, in run time.
+const PERIOD: Duration = Duration::from_secs(1);
+
+/// How long after the end a page that was polling gets to load the final
+/// report before the command exits.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// What the dashboard follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Run,
+    Capacity,
+}
+
+/// One second (or so) of the run, from the difference of its totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    /// Seconds since the dashboard's clock started (the run's start; for a
+    /// capacity search, the search's).
+    pub t: f64,
+    /// Heartbeats per second whose intended time came, and sent.
+    pub offered: f64,
+    pub achieved: f64,
+    pub ok: f64,
+    pub failed: f64,
+    /// Failures per second by class (`CLASSES[1..]`).
+    pub errors: Vec<f64>,
+    /// Latency percentiles of the heartbeats that ended in the period, ms
+    /// (`null` when none did).
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    /// The generator's schedule lag and the pool's connection wait, p99 of
+    /// the period, ms.
+    pub lag_p99: Option<f64>,
+    pub wait_p99: Option<f64>,
+    pub online: u64,
+    pub in_flight: usize,
+}
+
+/// A threshold (or, for a capacity search, an SLO condition) as it stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThresholdNow {
+    pub expr: String,
+    pub abort: bool,
+    pub ok: bool,
+    pub actual: String,
+}
+
+/// One finished step of a capacity search, as the dashboard draws it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepPoint {
+    pub step: usize,
+    pub target_rate: f64,
+    pub offered_rate: f64,
+    pub achieved_rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub error_rate: f64,
+    pub verdict: String,
+    pub reason: String,
+}
+
+/// The step of a capacity search under way.
+#[derive(Debug, Clone, Serialize)]
+struct StepNow {
+    step: usize,
+    rate: f64,
+    devices: u64,
+}
+
+/// Totals since the start (of the step, for a capacity search).
+#[derive(Debug, Clone, Default, Serialize)]
+struct Totals {
+    scheduled: u64,
+    sent: u64,
+    ok: u64,
+    failed: u64,
+    missed: u64,
+    retries: u64,
+    in_flight: usize,
+    online: u64,
+    devices: u64,
+}
+
+/// What the run's totals were at the last point.
+struct Previous {
+    elapsed: Duration,
+    counters: crate::stats::Counters,
+    latency: Histogram<u64>,
+    lag: Histogram<u64>,
+    wait: Histogram<u64>,
+}
+
+struct State {
+    /// Each fleet's devices online over the run (runs only).
+    online: Vec<Online>,
+    thresholds: Vec<(Threshold, bool)>,
+    fleet_names: Vec<String>,
+    /// Where the current step's run time starts on the dashboard's clock.
+    offset: Duration,
+    previous: Option<Previous>,
+    points: Vec<Point>,
+    totals: Totals,
+    elapsed: Duration,
+    duration: Duration,
+    threshold_now: Vec<ThresholdNow>,
+    steps: Vec<StepPoint>,
+    step: Option<StepNow>,
+    /// The final report's HTML, once the run ended, and its verdict.
+    report: Option<(Vec<u8>, String)>,
+}
+
+/// The dashboard's state, fed by the run and read by the server.
+pub struct Dashboard {
+    kind: Kind,
+    title: String,
+    target: String,
+    started: Instant,
+    state: Mutex<State>,
+    /// When a page last asked for the state.
+    last_poll: Mutex<Option<Instant>>,
+    /// A page loaded the final report.
+    report_seen: AtomicBool,
+}
+
+impl Dashboard {
+    /// A dashboard of a run of `scenario`; `online`: each fleet's devices as
+    /// this process runs them ([`crate::run::online_devices`]).
+    pub fn for_run(scenario: &Scenario, online: Vec<Online>) -> Dashboard {
+        let thresholds = scenario.thresholds.all().map(|(t, abort)| (t.clone(), abort)).collect();
+        Dashboard::new(Kind::Run, scenario, online, thresholds)
+    }
+
+    /// A dashboard of a capacity search of `scenario`: each step's run, the
+    /// SLO as it stands in the step, and the steps so far.
+    pub fn for_capacity(scenario: &Scenario) -> Dashboard {
+        let slo = scenario.capacity.iter().flat_map(|c| c.slo.iter()).map(|t| (t.clone(), false)).collect();
+        Dashboard::new(Kind::Capacity, scenario, Vec::new(), slo)
+    }
+
+    fn new(kind: Kind, scenario: &Scenario, online: Vec<Online>, thresholds: Vec<(Threshold, bool)>) -> Dashboard {
+        let devices = online.iter().map(Online::devices).sum();
+        Dashboard {
+            kind,
+            title: scenario.name.clone(),
+            target: format!("{}{}", scenario.target.url, scenario.target.path),
+            started: Instant::now(),
+            state: Mutex::new(State {
+                online,
+                thresholds,
+                fleet_names: scenario.fleets.iter().map(|f| f.name().to_string()).collect(),
+                offset: Duration::ZERO,
+                previous: None,
+                points: Vec::new(),
+                totals: Totals { devices, ..Totals::default() },
+                elapsed: Duration::ZERO,
+                duration: scenario.duration,
+                threshold_now: Vec::new(),
+                steps: Vec::new(),
+                step: None,
+                report: None,
+            }),
+            last_poll: Mutex::new(None),
+            report_seen: AtomicBool::new(false),
+        }
+    }
+
+    /// A capacity step starts: its run's totals start from zero.
+    pub fn begin_step(&self, step: usize, rate: f64, devices: u64, duration: Duration) {
+        if let Ok(mut s) = self.state.lock() {
+            s.offset = self.started.elapsed();
+            s.previous = None;
+            s.step = Some(StepNow { step, rate, devices });
+            s.totals = Totals { devices, online: devices, ..Totals::default() };
+            s.duration = duration;
+            s.elapsed = Duration::ZERO;
+        }
+    }
+
+    /// A capacity step ended.
+    pub fn end_step(&self, step: StepPoint) {
+        if let Ok(mut s) = self.state.lock() {
+            s.steps.push(step);
+            s.step = None;
+        }
+    }
+
+    /// Takes in the run's latest totals: a point once a second of run time.
+    pub fn update(&self, live: &Live<'_>) {
+        let Ok(mut s) = self.state.lock() else { return };
+        if s.previous.as_ref().is_some_and(|p| live.elapsed < p.elapsed + PERIOD) {
+            return;
+        }
+        let mut all = Recorder::default();
+        live.fleets.iter().for_each(|f| all.add(f));
+        let elapsed = live.elapsed.min(live.duration);
+        let online = if self.kind == Kind::Run {
+            s.online.iter().map(|o| o.at(elapsed)).sum()
+        } else {
+            s.step.as_ref().map_or(0, |st| st.devices)
+        };
+        let c = &all.counters;
+        s.totals = Totals {
+            scheduled: c.scheduled,
+            sent: c.sent,
+            ok: c.ok(),
+            failed: c.failed(),
+            missed: c.missed,
+            retries: c.retries,
+            in_flight: live.in_flight,
+            online,
+            devices: s.totals.devices,
+        };
+        s.elapsed = elapsed;
+        let seconds = elapsed.as_secs_f64();
+        let now = s
+            .thresholds
+            .iter()
+            .map(|(t, abort)| {
+                let stats = match &t.metric.fleet {
+                    None => Stats::live(None, &all, seconds),
+                    Some(name) => match s.fleet_names.iter().position(|f| f == name) {
+                        Some(i) => Stats::live(Some(name.clone()), &live.fleets[i], seconds),
+                        None => Stats::live(None, &Recorder::default(), seconds),
+                    },
+                };
+                let r = stats.check(t, *abort);
+                ThresholdNow { expr: r.expr, abort: *abort, ok: r.ok, actual: r.actual_text }
+            })
+            .collect();
+        s.threshold_now = now;
+        if let Some(p) = &s.previous {
+            let dt = (live.elapsed - p.elapsed).as_secs_f64().max(1e-3);
+            let per_s = |now: u64, then: u64| now.saturating_sub(then) as f64 / dt;
+            let point = Point {
+                t: (s.offset + live.elapsed).as_secs_f64(),
+                offered: per_s(c.scheduled, p.counters.scheduled),
+                achieved: per_s(c.sent, p.counters.sent),
+                ok: per_s(c.ok(), p.counters.ok()),
+                failed: per_s(c.failed(), p.counters.failed()),
+                errors: (1..CLASSES.len()).map(|i| per_s(c.classes[i], p.counters.classes[i])).collect(),
+                p50: quantile_since(&all.latency, &p.latency, 0.5),
+                p95: quantile_since(&all.latency, &p.latency, 0.95),
+                p99: quantile_since(&all.latency, &p.latency, 0.99),
+                lag_p99: quantile_since(&all.schedule_lag, &p.lag, 0.99),
+                wait_p99: quantile_since(&all.connection_wait, &p.wait, 0.99),
+                online,
+                in_flight: live.in_flight,
+            };
+            s.points.push(point);
+        }
+        s.previous = Some(Previous {
+            elapsed: live.elapsed,
+            counters: all.counters.clone(),
+            latency: all.latency,
+            lag: all.schedule_lag,
+            wait: all.connection_wait,
+        });
+    }
+
+    /// The run (or search) ended: `html` is its final report, `verdict` one
+    /// line of it.
+    pub fn finish(&self, html: Vec<u8>, verdict: String) {
+        if let Ok(mut s) = self.state.lock() {
+            s.report = Some((html, verdict));
+            s.step = None;
+        }
+    }
+
+    /// After [`Dashboard::finish`]: if a page was following the run, gives
+    /// it a moment to load the final report.
+    pub async fn linger(&self) {
+        let following = self.last_poll.lock().ok().and_then(|t| *t).is_some_and(|t| t.elapsed() < 3 * PERIOD);
+        if !following {
+            return;
+        }
+        let until = Instant::now() + LINGER;
+        while !self.report_seen.load(Ordering::Relaxed) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The state as JSON, with the points from index `since` on.
+    pub fn state_json(&self, since: usize) -> Vec<u8> {
+        if let Ok(mut t) = self.last_poll.lock() {
+            *t = Some(Instant::now());
+        }
+        let Ok(s) = self.state.lock() else { return b"{}".to_vec() };
+        let since = since.min(s.points.len());
+        let view = StateView {
+            kind: self.kind,
+            title: &self.title,
+            target: &self.target,
+            classes: &CLASSES[1..],
+            fleets: &s.fleet_names,
+            elapsed_s: s.elapsed.as_secs_f64(),
+            duration_s: s.duration.as_secs_f64(),
+            totals: &s.totals,
+            points_from: since,
+            points: &s.points[since..],
+            thresholds: &s.threshold_now,
+            steps: &s.steps,
+            step: s.step.as_ref(),
+            finished: s.report.is_some(),
+            verdict: s.report.as_ref().map(|(_, v)| v.as_str()),
+        };
+        serde_json::to_vec(&view).unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    /// The final report's HTML, once the run ended.
+    pub fn report_html(&self) -> Option<Vec<u8>> {
+        let html = self.state.lock().ok()?.report.as_ref().map(|(h, _)| h.clone())?;
+        self.report_seen.store(true, Ordering::Relaxed);
+        Some(html)
+    }
+}
+
+#[derive(Serialize)]
+struct StateView<'a> {
+    kind: Kind,
+    title: &'a str,
+    target: &'a str,
+    classes: &'a [&'static str],
+    fleets: &'a [String],
+    elapsed_s: f64,
+    duration_s: f64,
+    totals: &'a Totals,
+    /// The index of the first point given: a page asks for what it lacks.
+    points_from: usize,
+    points: &'a [Point],
+    thresholds: &'a [ThresholdNow],
+    steps: &'a [StepPoint],
+    step: Option<&'a StepNow>,
+    finished: bool,
+    verdict: Option<&'a str>,
+}
+
+/// The `q` quantile (ms) of what `now` recorded since it was `then`.
+fn quantile_since(now: &Histogram<u64>, then: &Histogram<u64>, q: f64) -> Option<f64> {
+    let mut since = now.clone();
+    since.subtract(then).ok()?;
+    (!since.is_empty()).then(|| since.value_at_quantile(q) as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Live;
+    use crate::scenario::{self, Format};
+
+    fn scenario() -> Scenario {
+        let text = "name = \"dash\"\nduration = \"10s\"\n[target]\nurl = \"builtin\"\n\
+                    [[fleets]]\nname = \"f\"\ndevices = 100\ninterval = \"1s\"\n\
+                    [thresholds]\n\"latency.p99\" = \"< 50ms\"\n";
+        scenario::parse(text, Format::Toml, "t.toml", "t").unwrap()
+    }
+
+    fn live<'a>(elapsed_s: u64, fleets: &'a [Recorder]) -> Live<'a> {
+        Live {
+            elapsed: Duration::from_secs(elapsed_s),
+            duration: Duration::from_secs(10),
+            fleets,
+            timeline: &[],
+            in_flight: 3,
+        }
+    }
+
+    fn record(r: &mut Recorder, n: u64, latency_us: u64) {
+        for _ in 0..n {
+            r.counters.scheduled += 1;
+            r.counters.sent += 1;
+            r.counters.classes[0] += 1;
+            r.latency.record(latency_us).unwrap();
+        }
+    }
+
+    fn state(d: &Dashboard, since: usize) -> serde_json::Value {
+        serde_json::from_slice(&d.state_json(since)).unwrap()
+    }
+
+    #[test]
+    fn each_point_is_the_difference_of_the_totals_over_one_second() {
+        let d = Dashboard::for_run(&scenario(), Vec::new());
+        let mut r = Recorder::default();
+        record(&mut r, 100, 2_000);
+        d.update(&live(0, std::slice::from_ref(&r)));
+        // Updates within the second take no point.
+        record(&mut r, 500, 40_000);
+        d.update(&live(0, std::slice::from_ref(&r)));
+        assert_eq!(state(&d, 0)["points"].as_array().unwrap().len(), 0);
+        d.update(&live(1, std::slice::from_ref(&r)));
+        record(&mut r, 200, 3_000);
+        d.update(&live(2, std::slice::from_ref(&r)));
+        let s = state(&d, 0);
+        let points = s["points"].as_array().unwrap();
+        assert_eq!(points.len(), 2);
+        // The first second: 500 heartbeats at 40 ms, not the 100 before.
+        assert_eq!(points[0]["achieved"], 500.0);
+        assert!((points[0]["p50"].as_f64().unwrap() - 40.0).abs() < 0.1, "{}", points[0]);
+        assert_eq!(points[1]["achieved"], 200.0);
+        assert!((points[1]["p99"].as_f64().unwrap() - 3.0).abs() < 0.01, "{}", points[1]);
+        assert_eq!(s["totals"]["sent"], 800);
+        assert_eq!(s["totals"]["in_flight"], 3);
+        // The threshold as it stands: p99 of everything so far is 40 ms.
+        assert_eq!(s["thresholds"][0]["expr"], "latency.p99 < 50ms");
+        assert_eq!(s["thresholds"][0]["ok"], true);
+        // A page asks only for the points it lacks.
+        let later = state(&d, 1);
+        assert_eq!(later["points_from"], 1);
+        assert_eq!(later["points"].as_array().unwrap().len(), 1);
+        assert_eq!(state(&d, 99)["points"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn the_final_report_is_served_once_the_run_ended() {
+        let d = Dashboard::for_run(&scenario(), Vec::new());
+        assert!(d.report_html().is_none());
+        assert_eq!(state(&d, 0)["finished"], false);
+        d.finish(b"<html>report</html>".to_vec(), "passed".into());
+        let s = state(&d, 0);
+        assert_eq!(s["finished"], true);
+        assert_eq!(s["verdict"], "passed");
+        assert_eq!(d.report_html().unwrap(), b"<html>report</html>");
+    }
+
+    #[test]
+    fn capacity_steps_restart_the_totals_and_keep_the_clock() {
+        let mut sc = scenario();
+        sc.capacity = None;
+        let d = Dashboard::for_capacity(&sc);
+        d.begin_step(1, 500.0, 500, Duration::from_secs(10));
+        let mut r = Recorder::default();
+        record(&mut r, 10, 1_000);
+        d.update(&live(0, std::slice::from_ref(&r)));
+        record(&mut r, 10, 1_000);
+        d.update(&live(1, std::slice::from_ref(&r)));
+        d.end_step(StepPoint {
+            step: 1,
+            target_rate: 500.0,
+            offered_rate: 500.0,
+            achieved_rate: 500.0,
+            p50_ms: 1.0,
+            p99_ms: 1.0,
+            error_rate: 0.0,
+            verdict: "pass".into(),
+            reason: String::new(),
+        });
+        d.begin_step(2, 1000.0, 1000, Duration::from_secs(10));
+        let mut r = Recorder::default();
+        record(&mut r, 5, 1_000);
+        d.update(&live(0, std::slice::from_ref(&r)));
+        let s = state(&d, 0);
+        assert_eq!(s["kind"], "capacity");
+        assert_eq!(s["steps"].as_array().unwrap().len(), 1);
+        assert_eq!(s["step"]["step"], 2);
+        assert_eq!(s["totals"]["sent"], 5);
+        assert_eq!(s["totals"]["online"], 1000);
+        assert_eq!(s["points"].as_array().unwrap().len(), 1);
+    }
+}

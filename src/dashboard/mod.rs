@@ -34,8 +34,12 @@ use crate::stats::{CLASSES, Recorder};
 const PERIOD: Duration = Duration::from_secs(1);
 
 /// How long after the end a page that was polling gets to load the final
-/// report before the command exits.
-const LINGER: Duration = Duration::from_secs(5);
+/// report before the command exits (a page polls once a second; a busy
+/// machine may delay it several).
+const LINGER: Duration = Duration::from_secs(10);
+
+/// A page that polled this recently is following the run.
+const FOLLOWING: Duration = Duration::from_secs(10);
 
 /// What the dashboard follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,6 +81,9 @@ pub struct ThresholdNow {
     pub expr: String,
     pub abort: bool,
     pub ok: bool,
+    /// The metric has a value during the run (freshness has one only at
+    /// the end): without one, `ok` means nothing yet.
+    pub known: bool,
     pub actual: String,
 }
 
@@ -259,7 +266,7 @@ impl Dashboard {
                     },
                 };
                 let r = stats.check(t, *abort);
-                ThresholdNow { expr: r.expr, abort: *abort, ok: r.ok, actual: r.actual_text }
+                ThresholdNow { expr: r.expr, abort: *abort, ok: r.ok, known: r.actual.is_some(), actual: r.actual_text }
             })
             .collect();
         s.threshold_now = now;
@@ -304,7 +311,7 @@ impl Dashboard {
     /// After [`Dashboard::finish`]: if a page was following the run, gives
     /// it a moment to load the final report.
     pub async fn linger(&self) {
-        let following = self.last_poll.lock().ok().and_then(|t| *t).is_some_and(|t| t.elapsed() < 3 * PERIOD);
+        let following = self.last_poll.lock().ok().and_then(|t| *t).is_some_and(|t| t.elapsed() < FOLLOWING);
         if !following {
             return;
         }
@@ -385,7 +392,7 @@ mod tests {
     fn scenario() -> Scenario {
         let text = "name = \"dash\"\nduration = \"10s\"\n[target]\nurl = \"builtin\"\n\
                     [[fleets]]\nname = \"f\"\ndevices = 100\ninterval = \"1s\"\n\
-                    [thresholds]\n\"latency.p99\" = \"< 50ms\"\n";
+                    [thresholds]\n\"latency.p99\" = \"< 50ms\"\n\"freshness.stale_devices\" = \"== 0\"\n";
         scenario::parse(text, Format::Toml, "t.toml", "t").unwrap()
     }
 
@@ -438,6 +445,10 @@ mod tests {
         // The threshold as it stands: p99 of everything so far is 40 ms.
         assert_eq!(s["thresholds"][0]["expr"], "latency.p99 < 50ms");
         assert_eq!(s["thresholds"][0]["ok"], true);
+        assert_eq!(s["thresholds"][0]["known"], true);
+        // Freshness is known only at the end: not failing, pending.
+        assert_eq!(s["thresholds"][1]["expr"], "freshness.stale_devices == 0");
+        assert_eq!(s["thresholds"][1]["known"], false);
         // A page asks only for the points it lacks.
         let later = state(&d, 1);
         assert_eq!(later["points_from"], 1);

@@ -5,6 +5,7 @@ mod capacity;
 mod cli_sample;
 mod cli_serve;
 mod compare;
+mod dashboard;
 mod dynamics;
 mod fault_matrix;
 mod gates;

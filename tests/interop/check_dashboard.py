@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Follows a running fleetstorm dashboard in headless Chromium and reports,
+as JSON on stdout, what the page showed: two readings of its counts from
+the DOM some seconds apart (with a screenshot each), then, after the run
+is interrupted (SIGINT to PID), the page the browser ended on. Every
+request the page makes goes through the DevTools Fetch domain: those to
+the dashboard's address go on, any other is failed and listed in
+`blocked`. Chromium's own traffic goes to a proxy on a closed loopback
+port, so nothing leaves the machine either way.
+
+Usage: check_dashboard.py URL PID SCREENSHOT_PREFIX
+
+Needs `chromium` and the `websocket-client` package.
+"""
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import websocket
+
+READ = r"""
+(() => {
+  const n = id => Number((document.getElementById(id) || {textContent: 'NaN'}).textContent.replace(/,/g, ''));
+  return JSON.stringify({
+    path: location.pathname,
+    title: document.title,
+    status: (document.getElementById('status') || {}).textContent,
+    elapsed: n('elapsed'), sent: n('sent'), ok: n('ok'), scheduled: n('scheduled'), online: n('online'),
+    // Data series drawn in each chart, and their vertices.
+    charts: [...document.querySelectorAll('figure')].filter(f => !f.hidden).map(f => ({
+      id: f.id,
+      series: [...f.querySelectorAll('polyline.series')].map(l => l.points.numberOfItems),
+      width: f.querySelector('svg').getBoundingClientRect().width,
+    })),
+    thresholds: [...document.querySelectorAll('#thresholds tr')].map(r => [...r.cells].map(c => c.innerText.trim())),
+    headings: [...document.querySelectorAll('h2')].map(h => h.innerText),
+    external: [...document.querySelectorAll('[src], link[href]')].map(e => e.src || e.href),
+    height: document.documentElement.scrollHeight,
+  });
+})()
+"""
+
+
+def browser():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    sys.exit("no chromium on PATH (apt-get install chromium)")
+
+
+def main():
+    url, pid, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    origin = url.rstrip("/")
+    profile = tempfile.mkdtemp(prefix="fleetstorm-chromium-")
+    proc = subprocess.Popen(
+        [
+            browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-extensions", "--hide-scrollbars", "--window-size=1200,1000",
+            # Anything not on loopback would go to a closed port here.
+            "--proxy-server=http://127.0.0.1:9",
+            f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        port_file = os.path.join(profile, "DevToolsActivePort")
+        deadline = time.time() + 60
+        while not (os.path.exists(port_file) and open(port_file).read().strip()):
+            if time.time() > deadline or proc.poll() is not None:
+                sys.exit("chromium did not start its DevTools endpoint")
+            time.sleep(0.1)
+        port = open(port_file).read().split()[0]
+        pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
+        page = next(p for p in pages if p.get("type") == "page")
+        ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30)
+        ids = iter(range(1, 1_000_000))
+        requested, blocked = [], []
+
+        def handle(msg):
+            """Lets a paused request go on if it is the dashboard's, fails it otherwise."""
+            if msg.get("method") != "Fetch.requestPaused":
+                return
+            p = msg["params"]
+            target = p["request"]["url"]
+            requested.append(target)
+            if target == origin or target.startswith(origin + "/"):
+                ws.send(json.dumps({"id": next(ids), "method": "Fetch.continueRequest",
+                                    "params": {"requestId": p["requestId"]}}))
+            else:
+                blocked.append(target)
+                ws.send(json.dumps({"id": next(ids), "method": "Fetch.failRequest",
+                                    "params": {"requestId": p["requestId"], "errorReason": "BlockedByClient"}}))
+
+        def call(method, tolerate=False, **params):
+            i = next(ids)
+            ws.send(json.dumps({"id": i, "method": method, "params": params}))
+            while True:
+                msg = json.loads(ws.recv())
+                if msg.get("id") == i:
+                    if "error" in msg:
+                        if tolerate:
+                            return None
+                        sys.exit(f"{method}: {msg['error']}")
+                    return msg["result"]
+                handle(msg)
+
+        def read():
+            """The page's readings; `{}` while it is between documents."""
+            r = call("Runtime.evaluate", tolerate=True, expression=READ, returnByValue=True)
+            value = ((r or {}).get("result") or {}).get("value")
+            return json.loads(value) if isinstance(value, str) else {}
+
+        def pump(seconds):
+            """Waits, letting the page's requests through meanwhile."""
+            until = time.time() + seconds
+            while time.time() < until:
+                call("Runtime.evaluate", tolerate=True, expression="1", returnByValue=True)
+                time.sleep(0.05)
+
+        def shot(name, height):
+            data = call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                        clip={"x": 0, "y": 0, "width": 1200, "height": height, "scale": 1})["data"]
+            with open(f"{prefix}-{name}.png", "wb") as f:
+                f.write(base64.b64decode(data))
+
+        call("Fetch.enable", patterns=[{"urlPattern": "*"}])
+        call("Page.enable")
+        call("Page.navigate", url=url)
+        # The first reading: the page has drawn counts and at least two points.
+        deadline = time.time() + 60
+        while True:
+            first = read()
+            drawn = min((s for c in first.get("charts", []) if c["id"] == "rate" for s in c["series"]), default=0)
+            if first.get("sent", 0) > 0 and drawn >= 2:
+                break
+            if time.time() > deadline:
+                sys.exit(f"the dashboard drew no counts within 60 s: {first}")
+            pump(0.2)
+        shot("1", first["height"])
+        # The second reading, a few seconds on, once the counts have moved
+        # (a busy machine may delay the page's polls).
+        pump(3)
+        deadline = time.time() + 30
+        while True:
+            second = read()
+            if second.get("sent", 0) > first["sent"] or time.time() > deadline:
+                break
+            pump(0.2)
+        shot("2", second["height"])
+        # The end of the run: the final report replaces the page.
+        os.kill(pid, signal.SIGINT)
+        deadline = time.time() + 60
+        while True:
+            final = read()
+            if final.get("path") == "/report" and final.get("title", "").startswith("fleetstorm"):
+                break
+            if time.time() > deadline:
+                sys.exit(f"the page did not show the final report within 60 s: {final}")
+            pump(0.2)
+        ws.close()
+        print(json.dumps({"first": first, "second": second, "final": final,
+                          "requested": sorted(set(requested)), "blocked": blocked}))
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,8 @@
 # medians and each tool's ratio to fleetstorm:
 #   fixed : RATE heartbeats/s for FIXED_S s over CONNS connections
 #           (wrk has no rate control, so it is not in this case);
+#           fleetstorm-dash is fleetstorm with --dashboard, followed once
+#           a second as the page does: what the dashboard costs a run;
 #   max   : the peers closed-loop over CONNS connections for MAX_S s;
 #           fleetstorm open-model at the highest rate it still keeps up with
 #           (schedule lag p99 <= 5 ms, nothing missed, nothing failed), found
@@ -28,7 +30,7 @@
 # Knobs (defaults in brackets): OUT [/tmp/fleetstorm-peers], RATE [10000],
 #   FIXED_S [20], MAX_S [10], LONG_S [60], CONNS [50], REPS [3], PAUSE_S [2],
 #   SEARCH_S [5] (length of a search probe), TARGETS ["nginx nginx-pinned serve"],
-#   TOOLS ["fleetstorm wrk1 hey oha"], CASES ["fixed max long"],
+#   TOOLS ["fleetstorm fleetstorm-dash wrk1 hey oha"], CASES ["fixed max long"],
 #   INSTALL [1] (apt wrk hey nginx-light; cargo install oha --locked, ~7 min),
 #   BIN [target/release/fleetstorm, built first] (another build to measure,
 #   e.g. an older commit's for a before/after comparison).
@@ -47,7 +49,7 @@ REPS="${REPS:-3}"
 PAUSE_S="${PAUSE_S:-2}"
 SEARCH_S="${SEARCH_S:-5}"
 TARGETS="${TARGETS:-nginx nginx-pinned serve}"
-TOOLS="${TOOLS:-fleetstorm wrk1 hey oha}"
+TOOLS="${TOOLS:-fleetstorm fleetstorm-dash wrk1 hey oha}"
 CASES="${CASES:-fixed max long}"
 INSTALL="${INSTALL:-1}"
 NGINX_PORT=18080
@@ -202,10 +204,12 @@ measure() {
   sleep "$PAUSE_S"
 }
 
-# fleetstorm_run NAME URL RATE SECONDS; then `kept_up NAME` says whether it kept up.
+# fleetstorm_run NAME URL RATE SECONDS [ARGS...]; then `kept_up NAME` says whether it kept up.
 fleetstorm_run() {
-  scenario "$OUT/raw/$1.toml" "$2" "$3" "$4"
-  measure "$1" "$4" -- "$BIN" run "$OUT/raw/$1.toml" --quiet --out "$OUT/raw/$1.json"
+  local name=$1 url=$2 rate=$3 secs=$4
+  shift 4
+  scenario "$OUT/raw/$name.toml" "$url" "$rate" "$secs"
+  measure "$name" "$secs" -- "$BIN" run "$OUT/raw/$name.toml" --quiet --out "$OUT/raw/$name.json" "$@"
 }
 kept_up() {
   python3 - "$OUT/raw/$1.json" <<'PY'
@@ -276,6 +280,15 @@ run_case() { # TOOL CASE TARGET REP
     fleetstorm:*)
       log "$name: fleetstorm at $RATE/s for ${secs}s"
       fleetstorm_run "$name" "$base" "$RATE" "$secs" ;;
+    fleetstorm-dash:fixed)
+      # The same run with the live dashboard served and followed once a
+      # second as its page does (benches/dashboard_poll.py, its own process).
+      log "$name: fleetstorm at $RATE/s for ${secs}s, dashboard followed"
+      rm -f "$OUT/raw/$name.err"
+      python3 "$ROOT/benches/dashboard_poll.py" "$OUT/raw/$name.err" "$secs" 2>"$OUT/raw/$name.poll" &
+      local poller=$!
+      fleetstorm_run "$name" "$base" "$RATE" "$secs" --dashboard 127.0.0.1:0
+      wait "$poller" ;;
     wrk1:max)
       have wrk || return 0
       log "$name"

@@ -126,6 +126,10 @@ struct Totals {
 /// What the run's totals were at the last point.
 struct Previous {
     elapsed: Duration,
+    /// The next point is taken at the first update from this run time on:
+    /// the next whole period, so that points keep one a period on average
+    /// whatever the updates' cadence.
+    next_at: Duration,
     counters: crate::stats::Counters,
     latency: Histogram<u64>,
     lag: Histogram<u64>,
@@ -229,7 +233,7 @@ impl Dashboard {
     /// Takes in the run's latest totals: a point once a second of run time.
     pub fn update(&self, live: &Live<'_>) {
         let Ok(mut s) = self.state.lock() else { return };
-        if s.previous.as_ref().is_some_and(|p| live.elapsed < p.elapsed + PERIOD) {
+        if s.previous.as_ref().is_some_and(|p| live.elapsed < p.next_at) {
             return;
         }
         let mut all = Recorder::default();
@@ -260,9 +264,9 @@ impl Dashboard {
             .map(|(t, abort)| {
                 let stats = match &t.metric.fleet {
                     None => Stats::live(None, &all, seconds),
-                    Some(name) => match s.fleet_names.iter().position(|f| f == name) {
-                        Some(i) => Stats::live(Some(name.clone()), &live.fleets[i], seconds),
-                        None => Stats::live(None, &Recorder::default(), seconds),
+                    Some(name) => match s.fleet_names.iter().position(|f| f == name).and_then(|i| live.fleets.get(i)) {
+                        Some(fleet) => Stats::live(Some(name.clone()), fleet, seconds),
+                        None => Stats::live(Some(name.clone()), &Recorder::default(), seconds),
                     },
                 };
                 let r = stats.check(t, *abort);
@@ -271,7 +275,7 @@ impl Dashboard {
             .collect();
         s.threshold_now = now;
         if let Some(p) = &s.previous {
-            let dt = (live.elapsed - p.elapsed).as_secs_f64().max(1e-3);
+            let dt = live.elapsed.saturating_sub(p.elapsed).as_secs_f64().max(1e-3);
             let per_s = |now: u64, then: u64| now.saturating_sub(then) as f64 / dt;
             let point = Point {
                 t: (s.offset + live.elapsed).as_secs_f64(),
@@ -290,8 +294,10 @@ impl Dashboard {
             };
             s.points.push(point);
         }
+        let periods = (live.elapsed.as_nanos() / PERIOD.as_nanos()) as u32;
         s.previous = Some(Previous {
             elapsed: live.elapsed,
+            next_at: PERIOD * (periods + 1),
             counters: all.counters.clone(),
             latency: all.latency,
             lag: all.schedule_lag,
@@ -454,6 +460,26 @@ mod tests {
         assert_eq!(later["points_from"], 1);
         assert_eq!(later["points"].as_array().unwrap().len(), 1);
         assert_eq!(state(&d, 99)["points"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn points_keep_one_a_second_whatever_the_updates_cadence() {
+        let d = Dashboard::for_run(&scenario(), Vec::new());
+        let mut r = Recorder::default();
+        // Updates every 300 ms for 10 s, 30 heartbeats each: 100/s.
+        for tick in 0..=33u64 {
+            record(&mut r, 30, 1_000);
+            let mut l = live(0, std::slice::from_ref(&r));
+            l.elapsed = Duration::from_millis(300 * tick + 50);
+            d.update(&l);
+        }
+        let s = state(&d, 0);
+        let points = s["points"].as_array().unwrap();
+        assert_eq!(points.len(), 9, "{points:?}");
+        for p in points {
+            let rate = p["achieved"].as_f64().unwrap();
+            assert!((rate - 100.0).abs() < 1e-6, "{p}");
+        }
     }
 
     #[test]

@@ -33,7 +33,8 @@ fn the_dashboard_follows_a_run_and_ends_on_its_report() {
     let mut run = Running(child);
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("dashboard: ").unwrap_or_else(|| panic!("the address line: {line:?}")).to_string();
+    let url =
+        line.trim().strip_prefix("dashboard: ").unwrap_or_else(|| panic!("the address line: {line:?}")).to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "binds loopback: {url}");
     // Keep reading what the run says, so that it never blocks on stderr.
     let said = std::thread::spawn(move || {
@@ -42,7 +43,8 @@ fn the_dashboard_follows_a_run_and_ends_on_its_report() {
         rest
     });
     let shots = root().join("target").join("dashboard");
-    let Some(page) = interop("check_dashboard.py", &[&url, &pid, shots.to_str().unwrap()], &["websocket", "bin:chromium"])
+    let Some(page) =
+        interop("check_dashboard.py", &[&url, &pid, shots.to_str().unwrap()], &["websocket", "bin:chromium"])
     else {
         return;
     };

@@ -32,7 +32,8 @@
 //! 5. [`scenario`], [`engine`], [`server`]: scenario files, checked as read,
 //!    with errors naming file, line, column and key; the open-model engine
 //!    (workers owning devices, connections, timers and retries; it knows
-//!    fleets, not files); the reference backend (`serve`).
+//!    fleets, not files); the reference backend (`serve`), and the small
+//!    server of fleetstorm's own pages ([`server::pages`]).
 //! 6. [`report`], [`sample`], [`live_metrics`]: a run's output made into the
 //!    JSON report, its summary, verdicts, gates, HTML, Markdown, JUnit and
 //!    hlog, and merged from shards; heartbeats as they would be sent;

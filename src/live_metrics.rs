@@ -8,16 +8,11 @@
 //! The run's progress callback hands each snapshot over ([`LiveMetrics::update`],
 //! a few times a second); a scrape renders the latest one.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::Live;
 use crate::fleet::Online;
 use crate::scenario::Scenario;
+use crate::server::pages::{page, serve_pages};
 use crate::shard::Shard;
 use crate::stats::{CLASSES, Recorder};
 
@@ -267,38 +263,12 @@ pub async fn serve(
     metrics: Arc<LiveMetrics>,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let stream = tokio::select! {
-                () = stop.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(_) => continue,
-                },
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let metrics = metrics.clone();
-                    async move {
-                        let response = if req.uri().path() == "/metrics" {
-                            Response::builder()
-                                .header("content-type", "text/plain; version=0.0.4")
-                                .body(Full::new(Bytes::from(metrics.render())))
-                        } else {
-                            Response::builder()
-                                .status(StatusCode::NOT_FOUND)
-                                .body(Full::new(Bytes::from_static(b"try /metrics\n")))
-                        };
-                        Ok::<_, Infallible>(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
-                    }
-                });
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-            });
+    serve_pages(addr, stop, move |req| {
+        if req.uri().path() == "/metrics" {
+            page(StatusCode::OK, "text/plain; version=0.0.4", metrics.render())
+        } else {
+            page(StatusCode::NOT_FOUND, "text/plain", b"try /metrics\n".to_vec())
         }
-    });
-    Ok(bound)
+    })
+    .await
 }

@@ -31,6 +31,7 @@ mod arrivals;
 mod faults;
 mod http;
 mod metrics;
+pub mod pages;
 mod registry;
 mod served;
 

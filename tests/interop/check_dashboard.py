@@ -15,15 +15,11 @@ Needs `chromium` and the `websocket-client` package.
 import base64
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 
-import websocket
+from chromium import Chromium
 
 READ = r"""
 (() => {
@@ -48,43 +44,13 @@ READ = r"""
 """
 
 
-def browser():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    sys.exit("no chromium on PATH (apt-get install chromium)")
-
-
 def main():
     url, pid, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     origin = url.rstrip("/")
-    profile = tempfile.mkdtemp(prefix="fleetstorm-chromium-")
-    proc = subprocess.Popen(
-        [
-            browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-extensions", "--hide-scrollbars", "--window-size=1200,1000",
-            # Anything not on loopback would go to a closed port here.
-            "--proxy-server=http://127.0.0.1:9",
-            f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        port_file = os.path.join(profile, "DevToolsActivePort")
-        deadline = time.time() + 60
-        while not (os.path.exists(port_file) and open(port_file).read().strip()):
-            if time.time() > deadline or proc.poll() is not None:
-                sys.exit("chromium did not start its DevTools endpoint")
-            time.sleep(0.1)
-        port = open(port_file).read().split()[0]
-        pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
-        page = next(p for p in pages if p.get("type") == "page")
-        ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30)
-        ids = iter(range(1, 1_000_000))
-        requested, blocked = [], []
+    requested, blocked = [], []
+    # Anything not on loopback would go to a closed port here.
+    with Chromium(1200, 1000, ["--proxy-server=http://127.0.0.1:9"]) as browser:
+        call = browser.call
 
         def handle(msg):
             """Lets a paused request go on if it is the dashboard's, fails it otherwise."""
@@ -94,25 +60,12 @@ def main():
             target = p["request"]["url"]
             requested.append(target)
             if target == origin or target.startswith(origin + "/"):
-                ws.send(json.dumps({"id": next(ids), "method": "Fetch.continueRequest",
-                                    "params": {"requestId": p["requestId"]}}))
+                browser.send("Fetch.continueRequest", requestId=p["requestId"])
             else:
                 blocked.append(target)
-                ws.send(json.dumps({"id": next(ids), "method": "Fetch.failRequest",
-                                    "params": {"requestId": p["requestId"], "errorReason": "BlockedByClient"}}))
+                browser.send("Fetch.failRequest", requestId=p["requestId"], errorReason="BlockedByClient")
 
-        def call(method, tolerate=False, **params):
-            i = next(ids)
-            ws.send(json.dumps({"id": i, "method": method, "params": params}))
-            while True:
-                msg = json.loads(ws.recv())
-                if msg.get("id") == i:
-                    if "error" in msg:
-                        if tolerate:
-                            return None
-                        sys.exit(f"{method}: {msg['error']}")
-                    return msg["result"]
-                handle(msg)
+        browser.on_event = handle
 
         def read():
             """The page's readings; `{}` while it is between documents."""
@@ -167,13 +120,8 @@ def main():
             if time.time() > deadline:
                 sys.exit(f"the page did not show the final report within 60 s: {final}")
             pump(0.2)
-        ws.close()
-        print(json.dumps({"first": first, "second": second, "final": final,
-                          "requested": sorted(set(requested)), "blocked": blocked}))
-    finally:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(profile, ignore_errors=True)
+    print(json.dumps({"first": first, "second": second, "final": final,
+                      "requested": sorted(set(requested)), "blocked": blocked}))
 
 
 if __name__ == "__main__":

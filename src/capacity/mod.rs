@@ -367,12 +367,15 @@ pub enum Progress<'a> {
 /// section). `cancel` (Ctrl-C) stops it: the step under way is dropped and
 /// the report says what the finished steps showed; `abandon` (a second
 /// Ctrl-C) stops that step without waiting for its heartbeats in flight.
+/// `live_freshness`: give [`Progress::Live`] the devices' freshness so far
+/// (see [`ExecuteOptions::live_freshness`]).
 pub async fn search(
     scenario: &Scenario,
     seed: u64,
     cancel: CancellationToken,
     abandon: Option<CancellationToken>,
     threads: Option<usize>,
+    live_freshness: bool,
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<CapacityReport, RunError> {
     let settings = scenario.capacity.as_ref().ok_or_else(|| {
@@ -396,8 +399,13 @@ pub async fn search(
         let step = step_scenario(scenario, settings, rate).map_err(RunError::Invalid)?;
         let devices = step.fleets.iter().map(|f| f.devices).sum();
         progress(Progress::Starting { step: steps.len() + 1, rate, devices });
-        let options =
-            ExecuteOptions { threads, warmup: settings.warmup, abandon: abandon.clone(), ..ExecuteOptions::default() };
+        let options = ExecuteOptions {
+            threads,
+            warmup: settings.warmup,
+            abandon: abandon.clone(),
+            live_freshness,
+            ..ExecuteOptions::default()
+        };
         let started_s = began.elapsed().as_secs_f64();
         let report = match run::execute_with(&step, seed, cancel.clone(), options, |live| {
             progress(Progress::Live(live))

@@ -52,38 +52,40 @@ pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
         let cancel = CancellationToken::new();
         tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
         let threads = args.threads.map(usize::from);
-        let searched = crate::capacity::search(&scenario, seed, cancel, Some(abandon.clone()), threads, |p| {
-            if let Some(d) = &dashboard {
-                match &p {
-                    capacity::Progress::Starting { step, rate, devices } => {
-                        d.begin_step(*step, *rate, *devices, step_duration);
+        let live_freshness = dashboard.is_some();
+        let searched =
+            crate::capacity::search(&scenario, seed, cancel, Some(abandon.clone()), threads, live_freshness, |p| {
+                if let Some(d) = &dashboard {
+                    match &p {
+                        capacity::Progress::Starting { step, rate, devices } => {
+                            d.begin_step(*step, *rate, *devices, step_duration);
+                        }
+                        capacity::Progress::Finished(s) => d.end_step(step_point(s)),
+                        capacity::Progress::Live(live) => d.update(live),
                     }
-                    capacity::Progress::Finished(s) => d.end_step(step_point(s)),
-                    capacity::Progress::Live(live) => d.update(live),
                 }
-            }
-            if quiet {
-                return;
-            }
-            match p {
-                capacity::Progress::Starting { step, rate, devices } => eprintln!(
-                    "step {step}: {rate:.0} heartbeats/s from {} devices ...",
-                    crate::units::thousands(devices)
-                ),
-                capacity::Progress::Finished(s) => eprintln!(
-                    "step {}: offered {:.0}/s, achieved {:.0}/s, p99 {:.2} ms, errors {:.2}%: {} ({})",
-                    s.step,
-                    s.offered_rate,
-                    s.achieved_rate,
-                    s.p99_ms,
-                    s.error_rate * 100.0,
-                    s.verdict,
-                    s.reason
-                ),
-                capacity::Progress::Live(_) => {}
-            }
-        })
-        .await;
+                if quiet {
+                    return;
+                }
+                match p {
+                    capacity::Progress::Starting { step, rate, devices } => eprintln!(
+                        "step {step}: {rate:.0} heartbeats/s from {} devices ...",
+                        crate::units::thousands(devices)
+                    ),
+                    capacity::Progress::Finished(s) => eprintln!(
+                        "step {}: offered {:.0}/s, achieved {:.0}/s, p99 {:.2} ms, errors {:.2}%: {} ({})",
+                        s.step,
+                        s.offered_rate,
+                        s.achieved_rate,
+                        s.p99_ms,
+                        s.error_rate * 100.0,
+                        s.verdict,
+                        s.reason
+                    ),
+                    capacity::Progress::Live(_) => {}
+                }
+            })
+            .await;
         let report = match searched {
             Ok(r) => r,
             Err(e @ RunError::Invalid(_)) => return Err(CliError::Usage(e.to_string())),

@@ -144,6 +144,7 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
             shard,
             start_at: args.start_at,
             abandon: Some(abandon.clone()),
+            live_freshness: args.dashboard.is_some(),
         };
         let metrics =
             args.metrics_addr.map(|_| crate::live_metrics::LiveMetrics::new(&scenario, shard, online.clone()));

@@ -73,6 +73,11 @@ pub struct Point {
     pub wait_p99: Option<f64>,
     pub online: u64,
     pub in_flight: usize,
+    /// Devices stale so far (their largest gap without a success, an open
+    /// one running to now, over their fleet's bound), and the p99 over
+    /// devices of that gap, ms: when the run walks its devices for it.
+    pub stale: Option<u64>,
+    pub gap_p99: Option<f64>,
 }
 
 /// A threshold (or, for a capacity search, an SLO condition) as it stands.
@@ -121,6 +126,11 @@ struct Totals {
     in_flight: usize,
     online: u64,
     devices: u64,
+    /// Freshness so far (see [`Point::stale`]), when the run gives it.
+    stale: Option<u64>,
+    never_ok: Option<u64>,
+    gap_p99_ms: Option<f64>,
+    gap_max_ms: Option<f64>,
 }
 
 /// What the run's totals were at the last point.
@@ -141,6 +151,8 @@ struct State {
     online: Vec<Online>,
     thresholds: Vec<(Threshold, bool)>,
     fleet_names: Vec<String>,
+    /// Each fleet's staleness bound.
+    stale_after: Vec<Duration>,
     /// Where the current step's run time starts on the dashboard's clock.
     offset: Duration,
     previous: Option<Previous>,
@@ -194,6 +206,7 @@ impl Dashboard {
                 online,
                 thresholds,
                 fleet_names: scenario.fleets.iter().map(|f| f.name().to_string()).collect(),
+                stale_after: scenario.fleets.iter().map(|f| f.stale_after()).collect(),
                 offset: Duration::ZERO,
                 previous: None,
                 points: Vec::new(),
@@ -244,6 +257,14 @@ impl Dashboard {
         } else {
             s.step.as_ref().map_or(0, |st| st.devices)
         };
+        let mut fresh = None;
+        if let Some(fleets) = live.freshness {
+            let mut sum = crate::stats::Freshness::default();
+            fleets.iter().for_each(|f| sum.add(f));
+            fresh = Some(sum);
+        }
+        let gap =
+            |q: f64| fresh.as_ref().filter(|f| f.devices > 0).map(|f| f.max_gap.value_at_quantile(q) as f64 / 1000.0);
         let c = &all.counters;
         s.totals = Totals {
             scheduled: c.scheduled,
@@ -255,19 +276,36 @@ impl Dashboard {
             in_flight: live.in_flight,
             online,
             devices: s.totals.devices,
+            stale: fresh.as_ref().map(|f| f.stale),
+            never_ok: fresh.as_ref().map(|f| f.never_ok),
+            gap_p99_ms: gap(0.99),
+            gap_max_ms: gap(1.0),
         };
         s.elapsed = elapsed;
         let seconds = elapsed.as_secs_f64();
+        // The run's statistics so far, with its freshness so far when given.
+        let with_freshness = |mut stats: Stats, f: Option<(&crate::stats::Freshness, Option<Duration>)>| {
+            stats.freshness = f.map(|(f, stale_after)| crate::report::FreshnessStats::of(f, stale_after));
+            stats
+        };
+        let totals = with_freshness(Stats::live(None, &all, seconds), fresh.as_ref().map(|f| (f, None)));
         let now = s
             .thresholds
             .iter()
             .map(|(t, abort)| {
+                let fleet_stats;
                 let stats = match &t.metric.fleet {
-                    None => Stats::live(None, &all, seconds),
-                    Some(name) => match s.fleet_names.iter().position(|f| f == name).and_then(|i| live.fleets.get(i)) {
-                        Some(fleet) => Stats::live(Some(name.clone()), fleet, seconds),
-                        None => Stats::live(Some(name.clone()), &Recorder::default(), seconds),
-                    },
+                    None => &totals,
+                    Some(name) => {
+                        let i = s.fleet_names.iter().position(|f| f == name);
+                        let recorder = i.and_then(|i| live.fleets.get(i));
+                        let fresh = i.and_then(|i| Some((live.freshness?.get(i)?, s.stale_after.get(i).copied())));
+                        fleet_stats = with_freshness(
+                            Stats::live(Some(name.clone()), recorder.unwrap_or(&Recorder::default()), seconds),
+                            fresh,
+                        );
+                        &fleet_stats
+                    }
                 };
                 let r = stats.check(t, *abort);
                 ThresholdNow { expr: r.expr, abort: *abort, ok: r.ok, known: r.actual.is_some(), actual: r.actual_text }
@@ -291,6 +329,8 @@ impl Dashboard {
                 wait_p99: quantile_since(&all.connection_wait, &p.wait, 0.99),
                 online,
                 in_flight: live.in_flight,
+                stale: fresh.as_ref().map(|f| f.stale),
+                gap_p99: gap(0.99),
             };
             s.points.push(point);
         }
@@ -409,6 +449,7 @@ mod tests {
             fleets,
             timeline: &[],
             in_flight: 3,
+            freshness: None,
         }
     }
 
@@ -480,6 +521,31 @@ mod tests {
             let rate = p["achieved"].as_f64().unwrap();
             assert!((rate - 100.0).abs() < 1e-6, "{p}");
         }
+    }
+
+    #[test]
+    fn freshness_so_far_is_shown_and_judged_when_the_run_gives_it() {
+        let d = Dashboard::for_run(&scenario(), Vec::new());
+        let r = Recorder::default();
+        let mut fresh = crate::stats::Freshness::default();
+        // Stale after 3 s (3 intervals): one device 5 s without a success, one fresh.
+        fresh.device(5_000_000, 3_000_000, true);
+        fresh.device(1_000_000, 3_000_000, true);
+        for second in 0..2 {
+            let mut l = live(second, std::slice::from_ref(&r));
+            l.freshness = Some(std::slice::from_ref(&fresh));
+            d.update(&l);
+        }
+        let s = state(&d, 0);
+        assert_eq!(s["totals"]["stale"], 1);
+        assert_eq!(s["totals"]["never_ok"], 0);
+        assert!((s["totals"]["gap_max_ms"].as_f64().unwrap() - 5_000.0).abs() < 5.0, "{}", s["totals"]);
+        assert_eq!(s["points"][0]["stale"], 1);
+        let t = &s["thresholds"][1];
+        assert_eq!(
+            (t["known"].as_bool(), t["ok"].as_bool(), t["actual"].as_str()),
+            (Some(true), Some(false), Some("1"))
+        );
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub struct EngineSettings {
     /// was merged so far, marked interrupted, without waiting for the
     /// workers' last flushes.
     pub abandon: Option<CancellationToken>,
+    /// Give the live display each fleet's freshness so far
+    /// ([`Live::freshness`]), about once a second: every worker walks its
+    /// devices for it.
+    pub live_freshness: bool,
 }
 
 /// What the live display sees after each round of flushes.
@@ -83,6 +87,10 @@ pub struct Live<'a> {
     pub fleets: &'a [Recorder],
     pub timeline: &'a [Second],
     pub in_flight: usize,
+    /// Each fleet's freshness so far (each device's largest gap, an open
+    /// one running to now), when asked for ([`EngineSettings::live_freshness`]):
+    /// the latest walk of each worker that has walked its devices, summed.
+    pub freshness: Option<&'a [Freshness]>,
 }
 
 /// Everything a run recorded.
@@ -193,6 +201,7 @@ pub async fn run<T: Transport>(
             preconnect: settings.start_at.is_some(),
             measure_demand: settings.thread_per_worker,
             drain: settings.drain,
+            live_freshness: settings.live_freshness,
         };
         let task = worker::run_worker(
             id,
@@ -251,6 +260,9 @@ pub async fn run<T: Transport>(
 
     let mut totals: Vec<Recorder> = fleets.iter().map(|_| Recorder::default()).collect();
     let mut freshness: Vec<Freshness> = fleets.iter().map(|_| Freshness::default()).collect();
+    // Each worker's latest live freshness, and their sum.
+    let mut live_freshness: Vec<Option<Vec<Freshness>>> = vec![None; workers];
+    let mut live_freshness_total: Option<Vec<Freshness>> = None;
     let keep = settings.keep_second_histograms;
     let mut cohorts: Vec<Vec<Option<Recorder>>> = Vec::new();
     let mut timeline = crate::stats::timeline::Timeline::new(keep);
@@ -306,6 +318,16 @@ pub async fn run<T: Transport>(
         for (total, part) in freshness.iter_mut().zip(flush.freshness.iter().flatten()) {
             total.add(part);
         }
+        if let Some(now) = flush.live_freshness {
+            live_freshness[flush.worker] = Some(now);
+            let mut sum: Vec<Freshness> = fleets.iter().map(|_| Freshness::default()).collect();
+            for worker in live_freshness.iter().flatten() {
+                for (total, part) in sum.iter_mut().zip(worker) {
+                    total.add(part);
+                }
+            }
+            live_freshness_total = Some(sum);
+        }
         cohorts.resize_with(flush.cohorts.len(), Vec::new);
         for (fleet, parts) in cohorts.iter_mut().zip(&flush.cohorts) {
             fleet.resize_with(parts.len().max(fleet.len()), || None);
@@ -323,6 +345,7 @@ pub async fn run<T: Transport>(
                 fleets: &totals,
                 timeline: timeline.recent(),
                 in_flight: in_flight.iter().sum(),
+                freshness: live_freshness_total.as_deref(),
             });
         }
     }
@@ -431,6 +454,7 @@ mod tests {
             start_at: None,
             drain: Duration::from_secs(1),
             abandon: None,
+            live_freshness: false,
         }
     }
 
@@ -801,6 +825,45 @@ mod tests {
         assert_eq!(out.freshness[0].stale, 300);
         assert_eq!(out.freshness[0].devices, 1000);
         assert_accounting(&out);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn live_freshness_follows_the_silenced_devices_going_stale() {
+        use crate::fleet::{Event, EventKind, Recovery};
+        let outage = Event {
+            at: Duration::from_secs(30),
+            share: 0.3,
+            kind: EventKind::Outage { duration: Duration::from_secs(45), recover: Recovery::Synchronized },
+        };
+        let fleets = || vec![with_events(fleet(1000, every(Duration::from_secs(10))), std::slice::from_ref(&outage))];
+        let settings = EngineSettings { live_freshness: true, ..paused(100, ConnectionMode::PerDevice, 3) };
+        let mut seen: Vec<(Duration, u64, u64)> = Vec::new();
+        let t = Scripted::new(|_| 200);
+        let out = run(t.clone(), fleets(), settings, CancellationToken::new(), |live| {
+            if let Some(f) = live.freshness {
+                seen.push((live.elapsed, f[0].stale, f[0].devices));
+            }
+        })
+        .await;
+        assert!(seen.len() > 150, "about once a second from each of two workers: {}", seen.len());
+        // Silent from 30 s, their last success up to an interval (10 s)
+        // before, stale past 3 intervals (30 s): none before 50 s, all 300
+        // from 60 s; a largest gap never shrinks.
+        for (at, stale, devices) in &seen {
+            if *at < Duration::from_secs(50) {
+                assert_eq!(*stale, 0, "at {at:?}");
+            }
+            if *at > Duration::from_secs(62) {
+                assert_eq!((*stale, *devices), (300, 1000), "at {at:?}");
+            }
+        }
+        assert!(seen.windows(2).all(|w| w[1].1 >= w[0].1), "stale never falls");
+        assert_eq!(out.freshness[0].stale, 300);
+        // Not asked for: no walks.
+        let mut any = false;
+        let settings = paused(5, ConnectionMode::PerDevice, 3);
+        run(t.clone(), fleets(), settings, CancellationToken::new(), |live| any |= live.freshness.is_some()).await;
+        assert!(!any);
     }
 
     #[tokio::test(start_paused = true)]

@@ -384,7 +384,8 @@ pub struct FreshnessStats {
 }
 
 impl FreshnessStats {
-    fn of(f: &Freshness, stale_after: Option<Duration>) -> FreshnessStats {
+    /// One fleet's (with its staleness bound) or the run's freshness.
+    pub fn of(f: &Freshness, stale_after: Option<Duration>) -> FreshnessStats {
         FreshnessStats {
             devices: f.devices,
             stale_after_s: stale_after.map(|d| d.as_secs_f64()),

@@ -198,6 +198,9 @@ pub struct ExecuteOptions {
     /// Cancelled to give up at once (a second Ctrl-C): the report is of
     /// what was merged so far, marked interrupted.
     pub abandon: Option<CancellationToken>,
+    /// Give the progress callback the devices' freshness so far, about
+    /// once a second ([`Live::freshness`]; a walk over every device).
+    pub live_freshness: bool,
 }
 
 /// Heartbeats per second one generator thread is given, over kept-alive
@@ -332,6 +335,7 @@ pub async fn execute_with(
         start_at: options.start_at,
         drain: t.timeout,
         abandon: options.abandon.clone(),
+        live_freshness: options.live_freshness,
     };
     let mut watch = AbortWatch::new(scenario, cancel.clone());
     let mut output = engine::run(transport, fleets, settings, cancel, |live| {

@@ -29,6 +29,7 @@ READ = r"""
     title: document.title,
     status: (document.getElementById('status') || {}).textContent,
     elapsed: n('elapsed'), sent: n('sent'), ok: n('ok'), scheduled: n('scheduled'), online: n('online'),
+    stale: (document.getElementById('stale') || {}).textContent,
     // Data series drawn in each chart, and their vertices.
     charts: [...document.querySelectorAll('figure')].filter(f => !f.hidden).map(f => ({
       id: f.id,

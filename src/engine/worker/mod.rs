@@ -108,6 +108,10 @@ pub struct Flush {
     pub warmup: bool,
     /// With the last flush: how fresh each fleet's devices stayed.
     pub freshness: Option<Vec<Freshness>>,
+    /// About once a second when asked for
+    /// ([`WorkerSettings::live_freshness`]): the same, as the devices stand
+    /// now (a device's open gap runs to now).
+    pub live_freshness: Option<Vec<Freshness>>,
     /// Per fleet, per agent version (when broken down): what each recorded.
     pub cohorts: Vec<Vec<Option<Recorder>>>,
     /// How much the worker's thread wanted a CPU since the previous flush
@@ -146,6 +150,10 @@ pub struct WorkerSettings {
     /// start). Per-device connections are still opened by each device at
     /// its first heartbeat, as in any run.
     pub preconnect: bool,
+    /// Walk the devices about once a second for their freshness so far
+    /// ([`Flush::live_freshness`]), for a live view: a walk over every
+    /// device, so only when someone is looking.
+    pub live_freshness: bool,
     /// The worker has a thread of its own: measure how much of the time it
     /// wanted the CPU ([`Demand`]).
     pub measure_demand: bool,
@@ -220,6 +228,9 @@ struct Pace {
     last_sent_ns: u64,
     /// The thread's CPU demand and the instant at the previous flush.
     demand_mark: Option<(u64, Instant)>,
+    /// When the devices' freshness was last walked for a live view (ns
+    /// since start).
+    live_freshness_ns: Option<u64>,
 }
 
 struct Worker<T: Transport> {
@@ -756,6 +767,15 @@ impl<T: Transport> Worker<T> {
         }
         let (fleets, cohorts, seconds) = self.records.take();
         let freshness = last.then(|| self.freshness());
+        let now_ns = self.now_ns();
+        let live_freshness = (self.settings.live_freshness
+            && !last
+            && self.pace.live_freshness_ns.is_none_or(|at| now_ns >= at + 1_000_000_000))
+        .then(|| {
+            self.pace.live_freshness_ns = Some(now_ns);
+            let until = if self.pace.stopping { self.pace.stopped_ns } else { now_ns };
+            self.freshness_until(millis(until))
+        });
         let demand = self.pace.demand_mark.and_then(|(before, at)| {
             let now = Demand::read_thread()?;
             let instant = Instant::now();
@@ -771,6 +791,7 @@ impl<T: Transport> Worker<T> {
             last,
             warmup,
             freshness,
+            live_freshness,
             cohorts,
             demand,
             seconds,
@@ -780,8 +801,13 @@ impl<T: Transport> Worker<T> {
     /// Each fleet's freshness over the devices that were due before
     /// scheduling stopped; a device's open gap runs to that moment.
     fn freshness(&self) -> Vec<Freshness> {
+        self.freshness_until(millis(self.pace.stopped_ns))
+    }
+
+    /// Each fleet's freshness over the devices due before `end_ms`, a
+    /// device's open gap running to it.
+    fn freshness_until(&self, end_ms: u32) -> Vec<Freshness> {
         let mut out: Vec<Freshness> = self.fleets.iter().map(|_| Freshness::default()).collect();
-        let end_ms = millis(self.pace.stopped_ns);
         for s in &self.slots {
             if s.last_ok_ms >= end_ms && !s.ever_ok {
                 continue; // never due
@@ -861,6 +887,7 @@ mod tests {
             measure_from_ns: 0,
             drain: Duration::from_secs(1),
             preconnect: false,
+            live_freshness: false,
             measure_demand: false,
         }
     }

@@ -4,7 +4,9 @@
 #
 # Usage: benches/engine.sh [idle] [million] [cpu]   (default: all three)
 # Knobs: OUT [/tmp/fleetstorm-engine], MILLION_S [60] (length of the
-#        1,000,000-device run), CPU_S [20] (length of the 10,000/s run).
+#        1,000,000-device run), CPU_S [20] (length of the 10,000/s run),
+#        RUN_ARGS [] (more flags for every run, e.g. "--dashboard 127.0.0.1:0"
+#        to measure what the live dashboard's freshness walks cost).
 # Everything runs against `fleetstorm serve` in its own process on
 # 127.0.0.1; each run is bounded by its scenario's duration and `timeout`.
 # Client figures come from GNU time around the fleetstorm run process only.
@@ -13,6 +15,7 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/fleetstorm-engine}"
 MILLION_S="${MILLION_S:-60}"
 CPU_S="${CPU_S:-20}"
+read -r -a RUN_ARGS <<<"${RUN_ARGS:-}"
 PORT=18191
 mkdir -p "$OUT"
 cargo build --release --locked --quiet
@@ -50,7 +53,7 @@ TOML
 
 measure() { # name seconds-limit scenario
   local name=$1 limit=$2 file=$3
-  /usr/bin/time -v -o "$OUT/$name.time" timeout "$limit" "$BIN" run "$file" --quiet --out "$OUT/$name.json" >"$OUT/$name.out" 2>"$OUT/$name.err" || true
+  /usr/bin/time -v -o "$OUT/$name.time" timeout "$limit" "$BIN" run "$file" --quiet --out "$OUT/$name.json" "${RUN_ARGS[@]}" >"$OUT/$name.out" 2>"$OUT/$name.err" || true
   python3 - "$OUT/$name.time" "$OUT/$name.json" "$name" <<'PY'
 import json, re, sys
 t = open(sys.argv[1]).read()

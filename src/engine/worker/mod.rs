@@ -242,11 +242,12 @@ struct LiveWalk {
     started_ns: Option<u64>,
 }
 
-/// Devices walked per flush for the live freshness: about 0.1 ms of the
-/// worker's loop (a whole pass over a million devices in one flush held
-/// the loop about 2.4 ms, the schedule lag p99 of such a run), so a pass
-/// over a million devices takes 20 flushes, 5 s.
-const LIVE_WALK_CHUNK: usize = 50_000;
+/// Devices walked per flush for the live freshness: about 0.05 ms of the
+/// worker's loop. A whole pass over a million devices in one flush held
+/// the loop about 2.4 ms, the schedule lag p99 of such a run (0.07 ms
+/// without it), and chunks of 50,000 still showed as 0.3 ms; a pass over a
+/// million devices takes 50 flushes, 12.5 s (BENCHMARKS.md).
+const LIVE_WALK_CHUNK: usize = 20_000;
 
 struct Worker<T: Transport> {
     id: usize,

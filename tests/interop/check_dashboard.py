@@ -90,24 +90,28 @@ def main():
         call("Fetch.enable", patterns=[{"urlPattern": "*"}])
         call("Page.enable")
         call("Page.navigate", url=url)
+        def drawn(reading):
+            """The points of the rate chart's least-drawn series."""
+            return min((s for c in reading.get("charts", []) if c["id"] == "rate" for s in c["series"]), default=0)
+
         # The first reading: the page has drawn counts and at least two points.
         deadline = time.time() + 60
         while True:
             first = read()
-            drawn = min((s for c in first.get("charts", []) if c["id"] == "rate" for s in c["series"]), default=0)
-            if first.get("sent", 0) > 0 and drawn >= 2:
+            if first.get("sent", 0) > 0 and drawn(first) >= 2:
                 break
             if time.time() > deadline:
                 sys.exit(f"the dashboard drew no counts within 60 s: {first}")
             pump(0.2)
         shot("1", first["height"])
         # The second reading, a few seconds on, once the counts have moved
-        # (a busy machine may delay the page's polls).
+        # and a point has been added (a busy machine may delay the polls).
         pump(3)
         deadline = time.time() + 30
         while True:
             second = read()
-            if second.get("sent", 0) > first["sent"] or time.time() > deadline:
+            moved = second.get("sent", 0) > first["sent"] and drawn(second) > drawn(first)
+            if moved or time.time() > deadline:
                 break
             pump(0.2)
         shot("2", second["height"])

@@ -1,14 +1,12 @@
 //! `fleetstorm capacity`: the search, its progress lines, its report and
 //! exit code.
 
-use std::sync::Arc;
-
 use tokio_util::sync::CancellationToken;
 
 use super::args::{CapacityArgs, usage_error};
 use super::error::{CliError, EXIT_FAILED, EXIT_GATE};
 use super::output::{check_outputs, say, write_json, write_output};
-use super::run::{runtime, seed_of};
+use super::run::{end_dashboard, runtime, seed_of, start_dashboard};
 use super::signals::{Termination, interrupts};
 use crate::capacity::{self, CapacityVerdict, StepResult};
 use crate::dashboard::{Dashboard, StepPoint};
@@ -38,17 +36,11 @@ pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
     let runtime = runtime()?;
     let quiet = args.quiet;
     let abandon = CancellationToken::new();
-    let dashboard = args.dashboard.map(|_| Arc::new(Dashboard::for_capacity(&scenario)));
     let step_duration = settings.step_duration;
     let stop_dashboard = CancellationToken::new();
     let _stop_dashboard = stop_dashboard.clone().drop_guard();
     let searched = runtime.block_on(async {
-        if let (Some(addr), Some(d)) = (args.dashboard, &dashboard) {
-            match crate::dashboard::serve(addr, d.clone(), stop_dashboard.clone()).await {
-                Ok(bound) => eprintln!("dashboard: http://{bound}/"),
-                Err(e) => return Err(CliError::Usage(format!("cannot serve the dashboard on {addr}: {e}"))),
-            }
-        }
+        let dashboard = start_dashboard(args.dashboard, &stop_dashboard, || Dashboard::for_capacity(&scenario)).await?;
         let cancel = CancellationToken::new();
         tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
         let threads = args.threads.map(usize::from);
@@ -92,10 +84,7 @@ pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
             Err(e @ (RunError::Failed(_) | RunError::NotReady(_))) => return Err(CliError::Failed(e.to_string())),
         };
         if let Some(d) = &dashboard {
-            d.finish(capacity::html::render(&report).into_bytes(), report.answer.clone());
-            if !abandon.is_cancelled() {
-                d.linger().await;
-            }
+            end_dashboard(d, capacity::html::render(&report), report.answer.clone(), &abandon).await;
         }
         Ok(report)
     });

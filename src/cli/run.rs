@@ -155,14 +155,9 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
                 Err(e) => return Err(CliError::Usage(format!("cannot serve metrics on {addr}: {e}"))),
             }
         }
-        let dashboard = args.dashboard.map(|_| std::sync::Arc::new(Dashboard::for_run(&scenario, online)));
         let stop_dashboard = CancellationToken::new();
-        if let (Some(addr), Some(d)) = (args.dashboard, &dashboard) {
-            match crate::dashboard::serve(addr, d.clone(), stop_dashboard.clone()).await {
-                Ok(bound) => eprintln!("dashboard: http://{bound}/"),
-                Err(e) => return Err(CliError::Usage(format!("cannot serve the dashboard on {addr}: {e}"))),
-            }
-        }
+        let dashboard =
+            start_dashboard(args.dashboard, &stop_dashboard, || Dashboard::for_run(&scenario, online)).await?;
         let _stop_dashboard = stop_dashboard.drop_guard();
         let executed = run::execute_with(&scenario, seed, cancel, options, |live| {
             progress.update(live);
@@ -185,10 +180,7 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
                 Ok(()) => "passed".to_string(),
                 Err(e) => e.to_string(),
             };
-            d.finish(crate::report::html::render(&report).into_bytes(), verdict);
-            if !abandon.is_cancelled() {
-                d.linger().await;
-            }
+            end_dashboard(d, crate::report::html::render(&report), verdict, &abandon).await;
         }
         let mut written = publish(&report, &outputs);
         if let Some(output) = outputs.get("--hlog") {
@@ -210,6 +202,31 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
         }
         run_verdict(&report)
     })
+}
+
+/// Serves the dashboard `make` makes on `addr`, if given, until `stop`; says
+/// where on stderr.
+pub(super) async fn start_dashboard(
+    addr: Option<std::net::SocketAddr>,
+    stop: &CancellationToken,
+    make: impl FnOnce() -> Dashboard,
+) -> Result<Option<std::sync::Arc<Dashboard>>, CliError> {
+    let Some(addr) = addr else { return Ok(None) };
+    let dashboard = std::sync::Arc::new(make());
+    match crate::dashboard::serve(addr, dashboard.clone(), stop.clone()).await {
+        Ok(bound) => eprintln!("dashboard: http://{bound}/"),
+        Err(e) => return Err(CliError::Usage(format!("cannot serve the dashboard on {addr}: {e}"))),
+    }
+    Ok(Some(dashboard))
+}
+
+/// The run or search ended: its final report `html` replaces the page,
+/// which gets a moment to load it unless the command was abandoned.
+pub(super) async fn end_dashboard(dashboard: &Dashboard, html: String, verdict: String, abandon: &CancellationToken) {
+    dashboard.finish(html.into_bytes(), verdict);
+    if !abandon.is_cancelled() {
+        dashboard.linger().await;
+    }
 }
 
 /// What a finished run's (or merged report's) outcome makes the command:

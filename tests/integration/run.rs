@@ -173,8 +173,14 @@ async fn a_fixed_delay_is_measured_as_such() {
         server.url()
     ));
     let report = fleetstorm::run::execute(&s, 5, CancellationToken::new(), |_| {}).await.unwrap();
-    let p50 = report.totals.latency_ms.p50;
-    assert!((18.0..=22.0).contains(&p50), "p50 {p50} ms for an injected 20 ms");
+    // The injected delay is a floor no measurement may go under (HDR keeps
+    // three significant digits). Above it the bound is generous: CI runs
+    // this beside other tests on two cores, where the median was seen at
+    // 22.3 ms; the tight figure is benches/accuracy.sh's to measure. A
+    // clock read at the wrong point or a unit slip is far outside it.
+    let (latency, service) = (report.totals.latency_ms.p50, report.totals.service_time_ms.p50);
+    assert!((19.9..=40.0).contains(&latency), "p50 {latency} ms for an injected 20 ms");
+    assert!((19.9..=latency).contains(&service), "service time p50 {service} ms, latency p50 {latency} ms");
     server.shutdown().await;
 }
 

@@ -41,7 +41,7 @@ pub(super) enum Command {
     Serve(Box<ServeArgs>),
     /// Run a scenario: fleets of virtual devices against the target; live
     /// progress, a summary, and a JSON report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check a scenario and print its plan without sending anything.
     Validate(ValidateArgs),
     /// Render a saved report again: text or JSON on stdout, HTML,
@@ -210,6 +210,49 @@ pub(super) struct RunArgs {
     /// shows the final report.
     #[arg(long, value_name = "ADDR", value_parser = parse_dashboard_addr)]
     pub(super) dashboard: Option<SocketAddr>,
+    #[command(flatten)]
+    pub(super) otlp: OtlpArgs,
+}
+
+/// OpenTelemetry export of the live metrics.
+#[derive(Args)]
+pub(super) struct OtlpArgs {
+    /// Push the live metrics (the same as /metrics) over OTLP/HTTP in
+    /// protobuf to URL, every --otlp-interval and once at the end with the
+    /// report's totals; a URL without a path gets /v1/metrics, e.g.
+    /// http://127.0.0.1:4318.
+    #[arg(long, value_name = "URL")]
+    pub(super) otlp_endpoint: Option<crate::live_metrics::otlp::OtlpEndpoint>,
+    /// A header every push carries, NAME=VALUE (repeatable), e.g.
+    /// authorization=Bearer TOKEN.
+    #[arg(long, value_name = "NAME=VALUE", requires = "otlp_endpoint")]
+    pub(super) otlp_header: Vec<crate::live_metrics::otlp::OtlpHeader>,
+    /// Time between pushes while the run goes (at least 100ms).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_push_interval)]
+    pub(super) otlp_interval: Duration,
+    /// PEM CA certificates to trust for an https:// endpoint instead of
+    /// the platform's roots.
+    #[arg(long, value_name = "FILE", requires = "otlp_endpoint")]
+    pub(super) otlp_ca: Option<PathBuf>,
+}
+
+impl OtlpArgs {
+    pub(super) fn settings(&self) -> Option<crate::live_metrics::otlp::OtlpSettings> {
+        Some(crate::live_metrics::otlp::OtlpSettings {
+            endpoint: self.otlp_endpoint.clone()?,
+            headers: self.otlp_header.clone(),
+            interval: self.otlp_interval,
+            ca: self.otlp_ca.clone(),
+        })
+    }
+}
+
+fn parse_push_interval(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(100) {
+        return Err(format!("{text}: pushes at least 100ms apart"));
+    }
+    Ok(d)
 }
 
 #[derive(Args)]

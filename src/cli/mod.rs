@@ -62,7 +62,7 @@ where
             sample::sample_command(&scenario, crate::sample::SampleOptions { count, fleet, seed })
         }
         Command::Serve(args) => serve::serve_command(*args),
-        Command::Run(args) => run::run_command(args),
+        Command::Run(args) => run::run_command(*args),
         Command::Validate(args) => run::validate_command(&args),
         Command::Report(args) => reports::report_command(&args),
         Command::Compare(args) => reports::compare_command(&args),

@@ -12,6 +12,7 @@ use super::error::{CliError, EXIT_FAILED, EXIT_GATE};
 use super::output::{check_outputs, publish, write_output};
 use super::signals::{Termination, interrupts};
 use crate::dashboard::Dashboard;
+use crate::live_metrics::{LiveMetrics, otlp};
 use crate::report::Report;
 use crate::run;
 use crate::scenario;
@@ -131,7 +132,8 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
         let (cancel, abandon) = (CancellationToken::new(), CancellationToken::new());
         tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
         // One count of the devices online, for the progress line and /metrics.
-        let online = if args.quiet && args.metrics_addr.is_none() && args.dashboard.is_none() {
+        let otlp = args.otlp.settings();
+        let online = if args.quiet && args.metrics_addr.is_none() && args.dashboard.is_none() && otlp.is_none() {
             Vec::new()
         } else {
             run::online_devices(&scenario, seed, shard)
@@ -146,8 +148,9 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
             abandon: Some(abandon.clone()),
             live_freshness: args.dashboard.is_some(),
         };
+        // One set of live metrics, scraped, pushed, or both.
         let metrics =
-            args.metrics_addr.map(|_| crate::live_metrics::LiveMetrics::new(&scenario, shard, online.clone()));
+            (args.metrics_addr.is_some() || otlp.is_some()).then(|| LiveMetrics::new(&scenario, shard, online.clone()));
         let stop_metrics = tokio_util::sync::CancellationToken::new();
         if let (Some(addr), Some(m)) = (args.metrics_addr, &metrics) {
             match crate::live_metrics::serve(addr, m.clone(), stop_metrics.clone()).await {
@@ -155,6 +158,17 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
                 Err(e) => return Err(CliError::Usage(format!("cannot serve metrics on {addr}: {e}"))),
             }
         }
+        let exporter = match (otlp, &metrics) {
+            (Some(settings), Some(m)) => {
+                let (endpoint, every) = (settings.endpoint.to_string(), settings.interval);
+                let source = otlp::Source { scenario: scenario.name.clone() };
+                let exporter =
+                    otlp::Exporter::start(settings, source, m.clone()).map_err(|e| CliError::Usage(e.to_string()))?;
+                eprintln!("otlp: pushing to {endpoint} every {}", humantime::format_duration(every));
+                Some((endpoint, exporter))
+            }
+            _ => None,
+        };
         let stop_dashboard = CancellationToken::new();
         let dashboard =
             start_dashboard(args.dashboard, &stop_dashboard, || Dashboard::for_run(&scenario, online)).await?;
@@ -171,10 +185,16 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
         .await;
         stop_metrics.cancel();
         progress.finish();
-        let run::Executed { report, second_histograms } = match executed {
+        let run::Executed { report, second_histograms, fleets, elapsed } = match executed {
             Ok(r) => r,
             Err(e) => return Err(e.into()),
         };
+        if let Some(m) = &metrics {
+            m.settle(&fleets, elapsed);
+        }
+        if let Some((endpoint, exporter)) = exporter {
+            say_pushes(&endpoint, &exporter.finish(abandon.is_cancelled()).await);
+        }
         if let Some(d) = &dashboard {
             let verdict = match run_verdict(&report) {
                 Ok(()) => "passed".to_string(),
@@ -202,6 +222,27 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
         }
         run_verdict(&report)
     })
+}
+
+/// How a run's OTLP pushes went, on stderr: a line when all landed, a
+/// warning naming the last failure otherwise (a collector that was away
+/// does not change the run's verdict).
+fn say_pushes(endpoint: &str, log: &otlp::PushLog) {
+    let pushes = |n: u64| if n == 1 { "1 push".to_string() } else { format!("{n} pushes") };
+    match (&log.last_error, log.final_pushed) {
+        (None, true) => eprintln!("otlp: {} to {endpoint}, the last with the report's totals", pushes(log.pushed)),
+        (Some(e), true) => eprintln!(
+            "otlp: {} to {endpoint}, the last with the report's totals; {} failed, the last: {e}",
+            pushes(log.pushed),
+            log.failed
+        ),
+        (error, false) => eprintln!(
+            "warning: the final OTLP push to {endpoint} did not land{}: {} landed, {} failed",
+            error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default(),
+            log.pushed,
+            log.failed
+        ),
+    }
 }
 
 /// Serves the dashboard `make` makes on `addr`, if given, until `stop`; says

@@ -337,7 +337,9 @@ impl Pusher {
         let e = &self.settings.endpoint;
         let tcp = tokio::net::TcpStream::connect((e.host.as_str(), e.port)).await.map_err(PushError::Connect)?;
         let _ = tcp.set_nodelay(true);
-        let mut request = http::Request::post(e.uri.clone())
+        // Origin form: the path, as to a server (not a proxy).
+        let path = e.uri.path_and_query().map_or(METRICS_PATH, |p| p.as_str());
+        let mut request = http::Request::post(path)
             .header(http::header::HOST, authority(e))
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
             .header(http::header::USER_AGENT, concat!("fleetstorm/", env!("CARGO_PKG_VERSION")))

@@ -468,7 +468,8 @@ async fn periodic(pusher: Pusher, metrics: Arc<LiveMetrics>, stop: CancellationT
             _ = ticks.tick() => {}
         }
         let Some(reading) = metrics.read() else { continue };
-        match pusher.push(&reading, interval.min(PUSH_TIMEOUT)).await {
+        // A slow receiver delays the next push rather than failing this one.
+        match pusher.push(&reading, PUSH_TIMEOUT).await {
             Ok(()) => log.pushed += 1,
             Err(e) => {
                 log.failed += 1;

@@ -11,6 +11,9 @@
 #           (wrk has no rate control, so it is not in this case);
 #           fleetstorm-dash is fleetstorm with --dashboard, followed once
 #           a second as the page does: what the dashboard costs a run;
+#           fleetstorm-otlp is that and --otlp-endpoint too, pushing every
+#           second (ten times the default rate) to a local receiver that
+#           decodes each push (tests/interop/otlp_receiver.py);
 #   max   : the peers closed-loop over CONNS connections for MAX_S s;
 #           fleetstorm open-model at the highest rate it still keeps up with
 #           (schedule lag p99 <= 5 ms, nothing missed, nothing failed), found
@@ -30,7 +33,7 @@
 # Knobs (defaults in brackets): OUT [/tmp/fleetstorm-peers], RATE [10000],
 #   FIXED_S [20], MAX_S [10], LONG_S [60], CONNS [50], REPS [3], PAUSE_S [2],
 #   SEARCH_S [5] (length of a search probe), TARGETS ["nginx nginx-pinned serve"],
-#   TOOLS ["fleetstorm fleetstorm-dash wrk1 hey oha"], CASES ["fixed max long"],
+#   TOOLS ["fleetstorm fleetstorm-dash fleetstorm-otlp wrk1 hey oha"], CASES ["fixed max long"],
 #   INSTALL [1] (apt wrk hey nginx-light; cargo install oha --locked, ~7 min),
 #   BIN [target/release/fleetstorm, built first] (another build to measure,
 #   e.g. an older commit's for a before/after comparison).
@@ -49,7 +52,7 @@ REPS="${REPS:-3}"
 PAUSE_S="${PAUSE_S:-2}"
 SEARCH_S="${SEARCH_S:-5}"
 TARGETS="${TARGETS:-nginx nginx-pinned serve}"
-TOOLS="${TOOLS:-fleetstorm fleetstorm-dash wrk1 hey oha}"
+TOOLS="${TOOLS:-fleetstorm fleetstorm-dash fleetstorm-otlp wrk1 hey oha}"
 CASES="${CASES:-fixed max long}"
 INSTALL="${INSTALL:-1}"
 NGINX_PORT=18080
@@ -289,6 +292,22 @@ run_case() { # TOOL CASE TARGET REP
       local poller=$!
       fleetstorm_run "$name" "$base" "$RATE" "$secs" --dashboard 127.0.0.1:0
       wait "$poller" ;;
+    fleetstorm-otlp:fixed)
+      # As fleetstorm-dash, and pushing OTLP every second to a receiver on
+      # 127.0.0.1 (its own process, as a collector would be).
+      python3 -c "import opentelemetry.proto" 2>/dev/null || { log "$name: skipped (pip install opentelemetry-proto)"; return 0; }
+      log "$name: fleetstorm at $RATE/s for ${secs}s, dashboard followed, OTLP every second"
+      rm -f "$OUT/raw/$name.err" "$OUT/raw/$name.otlp"
+      coproc RECEIVER { exec python3 "$ROOT/tests/interop/otlp_receiver.py" --out "$OUT/raw/$name.otlp"; }
+      local receiver=$RECEIVER_PID line
+      read -r -t 10 line <&"${RECEIVER[0]}" || { log "$name: the receiver did not start"; kill "$receiver"; return 0; }
+      python3 "$ROOT/benches/dashboard_poll.py" "$OUT/raw/$name.err" "$secs" 2>"$OUT/raw/$name.poll" &
+      local poller=$!
+      fleetstorm_run "$name" "$base" "$RATE" "$secs" --dashboard 127.0.0.1:0 \
+        --otlp-endpoint "http://127.0.0.1:${line#listening }" --otlp-interval 1s
+      wait "$poller"
+      kill "$receiver" 2>/dev/null; wait "$receiver" 2>/dev/null
+      log "$name: $(wc -l <"$OUT/raw/$name.otlp") pushes received" ;;
     wrk1:max)
       have wrk || return 0
       log "$name"

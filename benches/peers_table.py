@@ -117,7 +117,8 @@ def parse_oha(base):
     return r
 
 
-PARSERS = {"fleetstorm": parse_fleetstorm, "fleetstorm-dash": parse_fleetstorm, "wrk1": parse_wrk, "hey": parse_hey, "oha": parse_oha}
+PARSERS = {"fleetstorm": parse_fleetstorm, "fleetstorm-dash": parse_fleetstorm,
+           "fleetstorm-otlp": parse_fleetstorm, "wrk1": parse_wrk, "hey": parse_hey, "oha": parse_oha}
 
 runs = []
 for cmd in sorted(glob.glob(os.path.join(RAW, "*.cmd"))):
@@ -148,7 +149,7 @@ def fmt(x, spec="{:,.0f}"):
     return "-" if x is None else spec.format(x)
 
 
-TOOL_ORDER = ["fleetstorm", "fleetstorm-dash", "wrk1", "hey", "oha"]
+TOOL_ORDER = ["fleetstorm", "fleetstorm-dash", "fleetstorm-otlp", "wrk1", "hey", "oha"]
 machine = read(os.path.join(OUT, "machine.txt")).strip()
 print("```")
 print(machine)
@@ -222,16 +223,19 @@ for target in ("nginx-pinned", "nginx"):
         else:
             print(f"- for reference, unpinned: {text}")
 
-# What the live dashboard costs a run: the same fixed-rate run with it
-# served and followed, against the reps' own spread.
+# What the live dashboard (and OTLP on top) costs a run: the same
+# fixed-rate run with it served and followed, against the reps' own spread.
 for target in ("nginx", "nginx-pinned", "serve"):
     rows = [r for r in runs if r["case"] == "fixed" and r["target"] == target and r.get("cpu_us")]
     plain = sorted(r["cpu_us"] for r in rows if r["tool"] == "fleetstorm")
-    dash = sorted(r["cpu_us"] for r in rows if r["tool"] == "fleetstorm-dash")
-    if plain and dash:
-        a, b = statistics.median(plain), statistics.median(dash)
-        noise = max(plain[-1] - plain[0], dash[-1] - dash[0])
-        within = abs(b - a) <= noise
-        print(f"- dashboard cost ({target}, fixed rate): CPU per request {b:.2f} µs with the dashboard followed, "
-              f"{a:.2f} without ({b / a:.3f} ×; difference {b - a:+.2f} µs, the reps' spread {noise:.2f} µs): "
-              f"{'within noise' if within else 'above noise'}")
+    for tool, what in (("fleetstorm-dash", "the dashboard followed"),
+                       ("fleetstorm-otlp", "the dashboard followed and OTLP pushed every second")):
+        live = sorted(r["cpu_us"] for r in rows if r["tool"] == tool)
+        if plain and live:
+            a, b = statistics.median(plain), statistics.median(live)
+            noise = max(plain[-1] - plain[0], live[-1] - live[0])
+            within = abs(b - a) <= noise
+            label = "dashboard cost" if tool == "fleetstorm-dash" else "dashboard + OTLP cost"
+            print(f"- {label} ({target}, fixed rate): CPU per request {b:.2f} µs with {what}, "
+                  f"{a:.2f} without ({b / a:.3f} ×; difference {b - a:+.2f} µs, the reps' spread {noise:.2f} µs): "
+                  f"{'within noise' if within else 'above noise'}")

@@ -193,7 +193,11 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
             m.settle(&fleets, elapsed);
         }
         if let Some((endpoint, exporter)) = exporter {
-            say_pushes(&endpoint, &exporter.finish(abandon.is_cancelled()).await);
+            // A second Ctrl-C while the final push waits for a receiver: out now.
+            tokio::select! {
+                log = exporter.finish(abandon.is_cancelled()) => say_pushes(&endpoint, &log),
+                _ = abandon.cancelled() => eprintln!("warning: the final OTLP push to {endpoint} was given up on"),
+            }
         }
         if let Some(d) = &dashboard {
             let verdict = match run_verdict(&report) {

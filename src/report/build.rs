@@ -97,6 +97,7 @@ impl Report {
         let generator = generator_health(totals.schedule_lag_ms.p99, busiest, pool);
         Report {
             schema: SCHEMA.to_string(),
+            fleetstorm_version: Some(VERSION.to_string()),
             scenario: ScenarioSummary {
                 name: scenario.name.clone(),
                 seed,

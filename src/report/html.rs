@@ -37,14 +37,15 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "<h1>fleetstorm run “{}”</h1>", escape(&s.name));
     let _ = writeln!(
         out,
-        "<p class=\"meta\">against {} · {} · seed {} · started {} · ran {:.1} s of {:.1} s planned{}</p>",
+        "<p class=\"meta\">against {} · {} · seed {} · started {} · ran {:.1} s of {:.1} s planned{}{}</p>",
         escape(&s.destination()),
         escape(&s.target.connections),
         s.seed,
         escape(&report.started_at),
         report.duration_s,
         s.planned_duration_s,
-        if report.interrupted { " · <strong>interrupted</strong>" } else { "" }
+        if report.interrupted { " · <strong>interrupted</strong>" } else { "" },
+        report.fleetstorm_version.as_ref().map(|v| format!(" · fleetstorm {}", escape(v))).unwrap_or_default()
     );
     out.push_str("<div class=\"verdicts\">");
     verdicts(report, &mut out);

@@ -26,7 +26,7 @@ pub fn render(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "Against `{}{}` ({}), seed {}, {:.1} s of {:.1} s planned, started {}.{}\n",
+        "Against `{}{}` ({}), seed {}, {:.1} s of {:.1} s planned, started {}{}.{}\n",
         s.target.url,
         s.target.path,
         s.target.connections,
@@ -34,6 +34,7 @@ pub fn render(report: &Report) -> String {
         report.duration_s,
         s.planned_duration_s,
         report.started_at,
+        report.fleetstorm_version.as_ref().map(|v| format!(", by fleetstorm {v}")).unwrap_or_default(),
         if report.interrupted { " **Interrupted.**" } else { "" }
     );
     if let Some(a) = &report.aborted {

@@ -146,8 +146,19 @@ pub fn merge(shards: &[ShardReport]) -> Result<Report, MergeError> {
         let light = pools.iter().filter_map(|p| p.light_load_service_time_p50_ms).reduce(f64::min);
         PoolVerdict::judge(connections, &totals, light)
     });
+    let versions: std::collections::BTreeSet<&str> =
+        sorted.iter().map(|s| s.report.fleetstorm_version.as_deref().unwrap_or("unknown")).collect();
+    let mut warnings = start_warnings(&sorted);
+    if versions.len() > 1 {
+        let list: Vec<&str> = versions.iter().copied().collect();
+        warnings.push(format!("the shards ran different fleetstorm versions: {}", list.join("; ")));
+    }
     let mut merged = Report {
         schema: super::SCHEMA.to_string(),
+        fleetstorm_version: match versions.iter().next() {
+            Some(&v) if versions.len() == 1 && v != "unknown" => Some(v.to_string()),
+            _ => None,
+        },
         scenario: first.scenario.clone(),
         started_at: sorted.iter().map(|s| s.report.started_at.clone()).min().unwrap_or_default(),
         duration_s: span.scheduled_s,
@@ -170,7 +181,7 @@ pub fn merge(shards: &[ShardReport]) -> Result<Report, MergeError> {
         backend: None,
         start: None,
         shard: None,
-        merged: Some(MergedFrom { shards: count, scenario_hash: hash, warnings: start_warnings(&sorted) }),
+        merged: Some(MergedFrom { shards: count, scenario_hash: hash, warnings }),
     };
     for s in &sorted {
         for (class, message) in &s.report.first_errors {

@@ -53,6 +53,10 @@ pub const KEPT_UP_DEMAND: f64 = 0.9;
 /// a pooled connection (and the pool verdict says why).
 pub const POOL_WAIT_P99_MS: f64 = 10.0;
 
+/// This fleetstorm's version and the commit it was built from, as
+/// `--version` says it.
+pub const VERSION: &str = env!("FLEETSTORM_VERSION");
+
 /// How far the service time must rise over its light-load value for a
 /// full pool to be the backend's slowing down rather than the pool's size.
 pub const SERVICE_TIME_ROSE_FACTOR: f64 = 2.0;
@@ -60,6 +64,11 @@ pub const SERVICE_TIME_ROSE_FACTOR: f64 = 2.0;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub schema: String,
+    /// The fleetstorm that ran it, as `--version` says (absent in reports
+    /// of fleetstorm before it said, and in a merge of shards that ran
+    /// different versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleetstorm_version: Option<String>,
     pub scenario: ScenarioSummary,
     /// RFC 3339, UTC.
     pub started_at: String,

@@ -298,6 +298,15 @@ fn the_quickstart_runs_and_reports() {
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
     schema_check(&json);
     let report: Report = serde_json::from_value(json).unwrap();
+    // The report names the fleetstorm that made it, as --version does.
+    let version = super::util::fleetstorm(&["--version"]);
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert_eq!(report.fleetstorm_version.as_deref(), version.trim().strip_prefix("fleetstorm "));
+    assert!(
+        report.fleetstorm_version.as_deref().is_some_and(|v| v.contains("commit")),
+        "{:?}",
+        report.fleetstorm_version
+    );
     assert_eq!(report.fleets.len(), 2);
     assert_eq!(report.totals.ok, report.totals.sent);
     let backend = report.backend.as_ref().expect("the built-in backend's counts");

@@ -219,9 +219,12 @@ fn merge_warns_when_shards_started_apart_without_a_shared_start() {
         shards.push(serde_json::from_slice::<serde_json::Value>(&std::fs::read(&path).unwrap()).unwrap());
     }
     let started = humantime::parse_rfc3339(shards[0]["started_at"].as_str().unwrap()).unwrap();
+    let version = shards[0]["fleetstorm_version"].clone();
+    assert!(version.as_str().is_some_and(|v| v.starts_with("0.")), "{version}");
     // Merges the shards with shard 1 started `later` after shard 0 (and
-    // both given `start`, if any): the warnings, on stderr and in the report.
-    let merge = |later: Duration, start: Option<&str>| {
+    // both given `start`, if any; shard 1 made by fleetstorm `other`, if
+    // any): the warnings, on stderr and in the report, and the version.
+    let merge_made_by = |later: Duration, start: Option<&str>, other: Option<&str>| {
         let mut paths = Vec::new();
         for (i, shard) in shards.iter().enumerate() {
             let mut shard = shard.clone();
@@ -229,6 +232,9 @@ fn merge_warns_when_shards_started_apart_without_a_shared_start() {
             shard["started_at"] = humantime::format_rfc3339_millis(at).to_string().into();
             if let Some(start) = start {
                 shard["start"] = serde_json::json!({ "at": start, "lag_ms": 0.5 });
+            }
+            if let (1, Some(other)) = (i, other) {
+                shard["fleetstorm_version"] = other.into();
             }
             let path = dir.path(&format!("edited-{i}.json")).to_str().unwrap().to_string();
             std::fs::write(&path, serde_json::to_vec(&shard).unwrap()).unwrap();
@@ -249,6 +255,11 @@ fn merge_warns_when_shards_started_apart_without_a_shared_start() {
         for w in &warnings {
             assert!(stderr.contains(&format!("warning: {w}")), "{stderr}");
         }
+        (warnings, json["fleetstorm_version"].clone())
+    };
+    let merge = |later: Duration, start: Option<&str>| {
+        let (warnings, merged_version) = merge_made_by(later, start, None);
+        assert_eq!(merged_version, version, "one version in every shard: the merge's");
         warnings
     };
     let apart = merge(Duration::from_secs(5), None);
@@ -257,6 +268,10 @@ fn merge_warns_when_shards_started_apart_without_a_shared_start() {
     assert_eq!(merge(Duration::from_millis(800), None), Vec::<String>::new(), "within a second: together");
     let shared = humantime::format_rfc3339_millis(started).to_string();
     assert_eq!(merge(Duration::from_secs(5), Some(&shared)), Vec::<String>::new(), "one start instant shared");
+    let (warnings, merged_version) = merge_made_by(Duration::ZERO, None, Some("0.0.9 (commit 0123456789ab)"));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("different fleetstorm versions") && warnings[0].contains("0.0.9"), "{warnings:?}");
+    assert!(merged_version.is_null(), "no one version made a merge of two: {merged_version}");
 }
 
 #[test]

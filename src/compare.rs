@@ -638,6 +638,19 @@ fn warnings(baseline: &[Report], current: &[Report]) -> Vec<String> {
             list(&cn)
         ));
     }
+    // A generator's change can move what it measures: say so when the
+    // sides were made by different fleetstorms (where their reports say).
+    let versions = |rs: &[Report]| rs.iter().filter_map(|r| r.fleetstorm_version.clone()).collect::<BTreeSet<String>>();
+    let (bv, cv) = (versions(baseline), versions(current));
+    if !bv.is_empty() && !cv.is_empty() && bv != cv {
+        let list = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(", ");
+        out.push(format!(
+            "the sides were made by different fleetstorm versions (baseline: {}; current: {}); a difference \
+             may be the generator's",
+            list(&bv),
+            list(&cv)
+        ));
+    }
     for (side, reports) in [("baseline", baseline), ("current", current)] {
         for (i, r) in reports.iter().enumerate() {
             let mut why: Vec<String> = Vec::new();

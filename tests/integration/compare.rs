@@ -45,6 +45,15 @@ fn compare_gates_regressions_and_knows_noise() {
     let (code, text) = compare(&[&b, &better]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("improvement"), "{text}");
+    assert!(!text.contains("fleetstorm versions"), "one fleetstorm made both: {text}");
+    // The same reports, as if made by another fleetstorm: said, not judged.
+    let mut older = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&better).unwrap()).unwrap();
+    older["fleetstorm_version"] = "0.0.9 (commit 0123456789ab)".into();
+    let older = dir.write("older.json", &older.to_string());
+    let (code, text) = compare(&[&b, &older]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("warning: the sides were made by different fleetstorm versions"), "{text}");
+    assert!(text.contains("current: 0.0.9 (commit 0123456789ab)"), "{text}");
 
     let (code, text) = compare(&[&b, &slightly]);
     assert_eq!(code, Some(0), "+5% is within the default 10%: {text}");

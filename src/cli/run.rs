@@ -185,12 +185,12 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
         .await;
         stop_metrics.cancel();
         progress.finish();
-        let run::Executed { report, second_histograms, fleets, elapsed } = match executed {
+        let run::Executed { report, second_histograms, fleets } = match executed {
             Ok(r) => r,
             Err(e) => return Err(e.into()),
         };
         if let Some(m) = &metrics {
-            m.settle(&fleets, elapsed);
+            m.settle(&fleets, Duration::from_secs_f64(report.elapsed_s));
         }
         if let Some((endpoint, exporter)) = exporter {
             // A second Ctrl-C while the final push waits for a receiver: out now.

@@ -268,6 +268,8 @@ pub enum PushError {
     Connect(std::io::Error),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("cannot make the request: {0}")]
+    Request(#[from] http::Error),
     #[error("{0}")]
     Http(#[from] hyper::Error),
     #[error("no answer within {} s", .0.as_secs())]
@@ -285,7 +287,7 @@ impl PushError {
         match self {
             PushError::Connect(_) | PushError::Timeout(_) | PushError::Http(_) => true,
             PushError::Refused { status, .. } => matches!(status.as_u16(), 429 | 502 | 503 | 504),
-            PushError::Tls(_) | PushError::Partial { .. } => false,
+            PushError::Tls(_) | PushError::Request(_) | PushError::Partial { .. } => false,
         }
     }
 }
@@ -343,8 +345,7 @@ impl Pusher {
             .header(http::header::HOST, authority(e))
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
             .header(http::header::USER_AGENT, concat!("fleetstorm/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(body))
-            .map_err(|e| PushError::Tls(e.to_string()))?;
+            .body(Full::new(body))?;
         for h in &self.settings.headers {
             request.headers_mut().append(h.name.clone(), h.value.clone());
         }

@@ -251,8 +251,6 @@ pub struct Executed {
     /// What each fleet recorded, the report's totals are made of: for
     /// live outputs to end on the report's figures.
     pub fleets: Vec<Recorder>,
-    /// From the start to the last worker's last flush.
-    pub elapsed: Duration,
 }
 
 /// Runs a checked scenario and builds its report, with its thresholds
@@ -395,7 +393,7 @@ pub async fn execute_with(
         .collect();
     report.aborted = watch.fired.map(|(aborted, _)| aborted);
     let second_histograms = output.timeline.iter_mut().map(|s| (s.start_s, s.width_s, s.histogram.take())).collect();
-    Ok(Executed { report, second_histograms, fleets: std::mem::take(&mut output.fleets), elapsed: output.elapsed })
+    Ok(Executed { report, second_histograms, fleets: std::mem::take(&mut output.fleets) })
 }
 
 /// Checks abort thresholds during a run, about once a second after the

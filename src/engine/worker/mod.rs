@@ -811,14 +811,8 @@ impl<T: Transport> Worker<T> {
     /// Each fleet's freshness over the devices that were due before
     /// scheduling stopped; a device's open gap runs to that moment.
     fn freshness(&self) -> Vec<Freshness> {
-        self.freshness_until(millis(self.pace.stopped_ns))
-    }
-
-    /// Each fleet's freshness over the devices due before `end_ms`, a
-    /// device's open gap running to it.
-    fn freshness_until(&self, end_ms: u32) -> Vec<Freshness> {
         let mut out: Vec<Freshness> = self.fleets.iter().map(|_| Freshness::default()).collect();
-        add_freshness(&self.slots, &self.fleets, end_ms, &mut out);
+        add_freshness(&self.slots, &self.fleets, millis(self.pace.stopped_ns), &mut out);
         out
     }
 

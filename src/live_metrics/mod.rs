@@ -437,7 +437,7 @@ mod tests {
                 compared += 1;
             }
         }
-        // 6 counters per fleet, 8 outcomes per fleet, 6 quantiles per fleet,
+        // 6 counters per fleet, an outcome per class, 6 quantiles per fleet,
         // 2 device gauges per fleet, in flight and elapsed.
         assert_eq!(compared, 2 * (6 + CLASSES.len() + 6 + 2) + 2);
         let sent: Vec<f64> = scraped

@@ -292,12 +292,18 @@ fn the_quickstart_runs_and_reports() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let summary = String::from_utf8_lossy(&out.stdout);
-    for needle in ["factory-east", "cold-chain-sensors", "TOTAL", "latency", "schedule lag", "generator: kept up"] {
+    for needle in ["factory-east", "cold-chain-sensors", "TOTAL", "latency", "schedule lag"] {
         assert!(summary.contains(needle), "summary lacks {needle:?}:\n{summary}");
     }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
     schema_check(&json);
     let report: Report = serde_json::from_value(json).unwrap();
+    // The summary gives the generator's verdict, the report's. Whether it
+    // kept up depends on spare CPU (CI saw schedule lag p99 29 ms beside
+    // other tests): that is the benches' to measure, not this test's.
+    let g = &report.generator;
+    assert!(summary.contains(&format!("generator: {}", g.verdict)), "{summary}");
+    assert_eq!(g.verdict.starts_with("kept up"), g.kept_up, "{g:?}");
     // The report names the fleetstorm that made it, as --version does.
     let version = super::util::fleetstorm(&["--version"]);
     let version = String::from_utf8_lossy(&version.stdout);

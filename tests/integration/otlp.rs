@@ -229,8 +229,12 @@ fn pushes_follow_the_run_and_the_last_carries_the_reports_totals() {
 #[test]
 fn a_receiver_that_is_away_is_said_and_does_not_fail_the_run() {
     let dir = TempDir::new("otlp-away");
-    // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A port nothing listens on, held for the test: bound, never listening,
+    // so that no other test's server can take it meanwhile (one did, while
+    // the final push was trying again).
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = closed.local_addr().unwrap().port();
     let file = dir.write("away.toml", SMALL);
     let report_path = dir.path("report.json");
     let endpoint = format!("http://127.0.0.1:{port}/v1/metrics");

@@ -107,6 +107,10 @@ pub(super) struct CapacityArgs {
     /// step's run and the steps so far (PORT alone binds 127.0.0.1).
     #[arg(long, value_name = "ADDR", value_parser = parse_dashboard_addr)]
     pub(super) dashboard: Option<SocketAddr>,
+    /// Allow --dashboard on an address other than loopback (refused
+    /// otherwise: anyone who reaches it reads the search and its report).
+    #[arg(long)]
+    pub(super) allow_remote_pages: bool,
 }
 
 #[derive(Args)]
@@ -205,11 +209,21 @@ pub(super) struct RunArgs {
     /// (e.g. 127.0.0.1:9091; port 0 picks one, printed on stderr).
     #[arg(long)]
     pub(super) metrics_addr: Option<SocketAddr>,
+    /// After the run, keep serving its final totals at /metrics until they
+    /// have been scraped once, for at most this long (0s: stop with the
+    /// run). A little over a usual scrape interval by default.
+    #[arg(long, value_parser = parse_duration, default_value = "20s")]
+    pub(super) metrics_linger: Duration,
     /// Serve a live web dashboard of the run at http://ADDR/ (PORT alone
     /// binds 127.0.0.1; port 0 picks one, printed on stderr); at the end it
     /// shows the final report.
     #[arg(long, value_name = "ADDR", value_parser = parse_dashboard_addr)]
     pub(super) dashboard: Option<SocketAddr>,
+    /// Allow --dashboard and --metrics-addr on an address other than
+    /// loopback (refused otherwise: anyone who reaches them reads the run
+    /// and its report).
+    #[arg(long)]
+    pub(super) allow_remote_pages: bool,
     #[command(flatten)]
     pub(super) otlp: OtlpArgs,
 }

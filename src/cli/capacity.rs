@@ -5,8 +5,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{CapacityArgs, usage_error};
 use super::error::{CliError, EXIT_FAILED, EXIT_GATE};
+use super::listeners;
 use super::output::{check_outputs, say, write_json, write_output};
-use super::run::{end_dashboard, runtime, seed_of, start_dashboard};
+use super::run::{runtime, seed_of};
 use super::signals::{Termination, interrupts};
 use crate::capacity::{self, CapacityVerdict, StepResult};
 use crate::dashboard::{Dashboard, StepPoint};
@@ -37,66 +38,76 @@ pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
     let quiet = args.quiet;
     let abandon = CancellationToken::new();
     let step_duration = settings.step_duration;
-    let stop_dashboard = CancellationToken::new();
-    let _stop_dashboard = stop_dashboard.clone().drop_guard();
-    let searched = runtime.block_on(async {
-        let dashboard = start_dashboard(args.dashboard, &stop_dashboard, || Dashboard::for_capacity(&scenario)).await?;
-        let cancel = CancellationToken::new();
-        tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
-        let threads = args.threads.map(usize::from);
-        let live_freshness = dashboard.is_some();
-        let searched =
-            crate::capacity::search(&scenario, seed, cancel, Some(abandon.clone()), threads, live_freshness, |p| {
-                if let Some(d) = &dashboard {
-                    match &p {
-                        capacity::Progress::Starting { step, rate, devices } => {
-                            d.begin_step(*step, *rate, *devices, step_duration);
-                        }
-                        capacity::Progress::Finished(s) => d.end_step(step_point(s)),
-                        capacity::Progress::Live(live) => d.update(live),
-                    }
-                }
-                if quiet {
-                    return;
-                }
-                match p {
-                    capacity::Progress::Starting { step, rate, devices } => eprintln!(
-                        "step {step}: {rate:.0} heartbeats/s from {} devices ...",
-                        crate::units::thousands(devices)
-                    ),
-                    capacity::Progress::Finished(s) => eprintln!(
-                        "step {}: offered {:.0}/s, achieved {:.0}/s, p99 {:.2} ms, errors {:.2}%: {} ({})",
-                        s.step,
-                        s.offered_rate,
-                        s.achieved_rate,
-                        s.p99_ms,
-                        s.error_rate * 100.0,
-                        s.verdict,
-                        s.reason
-                    ),
-                    capacity::Progress::Live(_) => {}
-                }
+    runtime
+        .block_on(async {
+            let shown = listeners::start_dashboard(args.dashboard, args.allow_remote_pages, || {
+                Dashboard::for_capacity(&scenario)
             })
-            .await;
-        let report = match searched {
-            Ok(r) => r,
-            Err(e @ RunError::Invalid(_)) => return Err(CliError::Usage(e.to_string())),
-            Err(e @ (RunError::Failed(_) | RunError::NotReady(_))) => return Err(CliError::Failed(e.to_string())),
-        };
-        if let Some(d) = &dashboard {
-            end_dashboard(d, capacity::html::render(&report), report.answer.clone(), &abandon).await;
-        }
-        Ok(report)
-    });
-    let report = searched?;
-    say(&outputs, &report.summary());
-    let mut written = true;
-    if let Some(output) = outputs.get("--out") {
-        written &= write_json(output, &report);
-    }
-    if let Some(output) = outputs.get("--html") {
-        written &= write_output(output, capacity::html::render(&report).as_bytes());
-    }
+            .await?;
+            let dashboard = shown.as_ref().map(|s| s.dashboard.clone());
+            let cancel = CancellationToken::new();
+            tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
+            let threads = args.threads.map(usize::from);
+            let live_freshness = dashboard.is_some();
+            let searched =
+                crate::capacity::search(&scenario, seed, cancel, Some(abandon.clone()), threads, live_freshness, |p| {
+                    if let Some(d) = &dashboard {
+                        match &p {
+                            capacity::Progress::Starting { step, rate, devices } => {
+                                d.begin_step(*step, *rate, *devices, step_duration);
+                            }
+                            capacity::Progress::Finished(s) => d.end_step(step_point(s)),
+                            capacity::Progress::Live(live) => d.update(live),
+                        }
+                    }
+                    if quiet {
+                        return;
+                    }
+                    match p {
+                        capacity::Progress::Starting { step, rate, devices } => eprintln!(
+                            "step {step}: {rate:.0} heartbeats/s from {} devices ...",
+                            crate::units::thousands(devices)
+                        ),
+                        capacity::Progress::Finished(s) => eprintln!(
+                            "step {}: offered {:.0}/s, achieved {:.0}/s, p99 {:.2} ms, errors {:.2}%: {} ({})",
+                            s.step,
+                            s.offered_rate,
+                            s.achieved_rate,
+                            s.p99_ms,
+                            s.error_rate * 100.0,
+                            s.verdict,
+                            s.reason
+                        ),
+                        capacity::Progress::Live(_) => {}
+                    }
+                })
+                .await;
+            let report = match searched {
+                Ok(r) => r,
+                Err(e @ RunError::Invalid(_)) => return Err(CliError::Usage(e.to_string())),
+                Err(e @ (RunError::Failed(_) | RunError::NotReady(_))) => return Err(CliError::Failed(e.to_string())),
+            };
+            let html = capacity::html::render(&report);
+            if let Some(d) = &dashboard {
+                d.finish(html.clone().into_bytes(), report.answer.clone());
+            }
+            // The outputs are written before the dashboard lingers.
+            say(&outputs, &report.summary());
+            let mut written = true;
+            if let Some(output) = outputs.get("--out") {
+                written &= write_json(output, &report);
+            }
+            if let Some(output) = outputs.get("--html") {
+                written &= write_output(output, html.as_bytes());
+            }
+            listeners::end(shown, None, &abandon).await;
+            Ok((report, written))
+        })
+        .and_then(|(report, written)| capacity_end(&report, written, &abandon))
+}
+
+/// How a finished search ends the command.
+fn capacity_end(report: &capacity::CapacityReport, written: bool, abandon: &CancellationToken) -> Result<(), CliError> {
     if abandon.is_cancelled() {
         return Err(CliError::abandoned());
     }

@@ -12,6 +12,7 @@
 pub mod args;
 mod capacity;
 pub mod error;
+mod listeners;
 pub mod output;
 mod reports;
 mod run;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{RunArgs, ValidateArgs};
 use super::error::{CliError, EXIT_FAILED, EXIT_GATE};
+use super::listeners;
 use super::output::{check_outputs, publish, write_output};
 use super::signals::{Termination, interrupts};
 use crate::dashboard::Dashboard;
@@ -151,13 +152,12 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
         // One set of live metrics, scraped, pushed, or both.
         let metrics =
             (args.metrics_addr.is_some() || otlp.is_some()).then(|| LiveMetrics::new(&scenario, shard, online.clone()));
-        let stop_metrics = tokio_util::sync::CancellationToken::new();
-        if let (Some(addr), Some(m)) = (args.metrics_addr, &metrics) {
-            match crate::live_metrics::serve(addr, m.clone(), stop_metrics.clone()).await {
-                Ok(bound) => eprintln!("metrics: http://{bound}/metrics"),
-                Err(e) => return Err(CliError::Usage(format!("cannot serve metrics on {addr}: {e}"))),
+        let scraped = match (args.metrics_addr, &metrics) {
+            (Some(addr), Some(m)) => {
+                Some(listeners::start_metrics(addr, args.allow_remote_pages, m, args.metrics_linger).await?)
             }
-        }
+            _ => None,
+        };
         let exporter = match (otlp, &metrics) {
             (Some(settings), Some(m)) => {
                 let (endpoint, every) = (settings.endpoint.to_string(), settings.interval);
@@ -169,21 +169,20 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
             }
             _ => None,
         };
-        let stop_dashboard = CancellationToken::new();
-        let dashboard =
-            start_dashboard(args.dashboard, &stop_dashboard, || Dashboard::for_run(&scenario, online)).await?;
-        let _stop_dashboard = stop_dashboard.drop_guard();
+        let shown = listeners::start_dashboard(args.dashboard, args.allow_remote_pages, || {
+            Dashboard::for_run(&scenario, online)
+        })
+        .await?;
         let executed = run::execute_with(&scenario, seed, cancel, options, |live| {
             progress.update(live);
             if let Some(m) = &metrics {
                 m.update(live);
             }
-            if let Some(d) = &dashboard {
-                d.update(live);
+            if let Some(s) = &shown {
+                s.dashboard.update(live);
             }
         })
         .await;
-        stop_metrics.cancel();
         progress.finish();
         let run::Executed { report, second_histograms, fleets } = match executed {
             Ok(r) => r,
@@ -192,20 +191,15 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
         if let Some(m) = &metrics {
             m.settle(&fleets, Duration::from_secs_f64(report.elapsed_s));
         }
-        if let Some((endpoint, exporter)) = exporter {
-            // A second Ctrl-C while the final push waits for a receiver: out now.
-            tokio::select! {
-                log = exporter.finish(abandon.is_cancelled()) => say_pushes(&endpoint, &log),
-                _ = abandon.cancelled() => eprintln!("warning: the final OTLP push to {endpoint} was given up on"),
-            }
-        }
-        if let Some(d) = &dashboard {
+        if let Some(s) = &shown {
             let verdict = match run_verdict(&report) {
                 Ok(()) => "passed".to_string(),
                 Err(e) => e.to_string(),
             };
-            end_dashboard(d, crate::report::html::render(&report), verdict, &abandon).await;
+            s.dashboard.finish(crate::report::html::render(&report).into_bytes(), verdict);
         }
+        // Every output is written before anything that may wait (the final
+        // push, the lingers): a job killed then has its reports.
         let mut written = publish(&report, &outputs);
         if let Some(output) = outputs.get("--hlog") {
             let started_at =
@@ -218,6 +212,14 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
                 }
             }
         }
+        if let Some((endpoint, exporter)) = exporter {
+            // A second Ctrl-C while the final push waits for a receiver: out now.
+            tokio::select! {
+                log = exporter.finish(abandon.is_cancelled()) => say_pushes(&endpoint, &log),
+                _ = abandon.cancelled() => eprintln!("warning: the final OTLP push to {endpoint} was given up on"),
+            }
+        }
+        listeners::end(shown, scraped, &abandon).await;
         if abandon.is_cancelled() {
             return Err(CliError::abandoned());
         }
@@ -246,31 +248,6 @@ fn say_pushes(endpoint: &str, log: &otlp::PushLog) {
             log.pushed,
             log.failed
         ),
-    }
-}
-
-/// Serves the dashboard `make` makes on `addr`, if given, until `stop`; says
-/// where on stderr.
-pub(super) async fn start_dashboard(
-    addr: Option<std::net::SocketAddr>,
-    stop: &CancellationToken,
-    make: impl FnOnce() -> Dashboard,
-) -> Result<Option<std::sync::Arc<Dashboard>>, CliError> {
-    let Some(addr) = addr else { return Ok(None) };
-    let dashboard = std::sync::Arc::new(make());
-    match crate::dashboard::serve(addr, dashboard.clone(), stop.clone()).await {
-        Ok(bound) => eprintln!("dashboard: http://{bound}/"),
-        Err(e) => return Err(CliError::Usage(format!("cannot serve the dashboard on {addr}: {e}"))),
-    }
-    Ok(Some(dashboard))
-}
-
-/// The run or search ended: its final report `html` replaces the page,
-/// which gets a moment to load it unless the command was abandoned.
-pub(super) async fn end_dashboard(dashboard: &Dashboard, html: String, verdict: String, abandon: &CancellationToken) {
-    dashboard.finish(html.into_bytes(), verdict);
-    if !abandon.is_cancelled() {
-        dashboard.linger().await;
     }
 }
 

@@ -16,8 +16,7 @@ mod server;
 
 pub use server::serve;
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -28,6 +27,7 @@ use crate::fleet::Online;
 use crate::gate::Threshold;
 use crate::report::Stats;
 use crate::scenario::Scenario;
+use crate::server::pages::OnWritten;
 use crate::stats::{CLASSES, Recorder};
 
 /// How often a point is taken, in run time.
@@ -176,8 +176,8 @@ pub struct Dashboard {
     state: Mutex<State>,
     /// When a page last asked for the state.
     last_poll: Mutex<Option<Instant>>,
-    /// A page loaded the final report.
-    report_seen: AtomicBool,
+    /// Told when a page's copy of the final report has been written whole.
+    report_delivered: Arc<tokio::sync::Notify>,
 }
 
 impl Dashboard {
@@ -219,7 +219,7 @@ impl Dashboard {
                 report: None,
             }),
             last_poll: Mutex::new(None),
-            report_seen: AtomicBool::new(false),
+            report_delivered: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -361,10 +361,7 @@ impl Dashboard {
         if !following {
             return;
         }
-        let until = Instant::now() + LINGER;
-        while !self.report_seen.load(Ordering::Relaxed) && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let _ = tokio::time::timeout(LINGER, self.report_delivered.notified()).await;
     }
 
     /// The state as JSON, with the points from index `since` on.
@@ -395,10 +392,13 @@ impl Dashboard {
     }
 
     /// The final report's HTML, once the run ended.
-    pub fn report_html(&self) -> Option<Vec<u8>> {
+    /// With it, what the answer carries to tell the dashboard, once its
+    /// last byte is written, that the report was delivered (which ends
+    /// [`Dashboard::linger`]).
+    pub fn report_html(&self) -> Option<(Vec<u8>, OnWritten)> {
         let html = self.state.lock().ok()?.report.as_ref().map(|(h, _)| h.clone())?;
-        self.report_seen.store(true, Ordering::Relaxed);
-        Some(html)
+        let delivered = self.report_delivered.clone();
+        Some((html, OnWritten(Arc::new(move || delivered.notify_one()))))
     }
 }
 
@@ -557,7 +557,24 @@ mod tests {
         let s = state(&d, 0);
         assert_eq!(s["finished"], true);
         assert_eq!(s["verdict"], "passed");
-        assert_eq!(d.report_html().unwrap(), b"<html>report</html>");
+        assert_eq!(d.report_html().unwrap().0, b"<html>report</html>");
+    }
+
+    /// A page that asked for the final report holds the run only until the
+    /// report's last byte is written, not while it is still being sent.
+    #[tokio::test(start_paused = true)]
+    async fn the_linger_ends_when_the_report_was_written_whole() {
+        let d = Dashboard::for_run(&scenario(), Vec::new());
+        state(&d, 0); // a page follows the run
+        d.finish(b"<html>report</html>".to_vec(), "passed".into());
+        let (_, asked) = d.report_html().unwrap();
+        let start = tokio::time::Instant::now();
+        d.linger().await;
+        assert!(start.elapsed() >= LINGER, "asked for but not written: the linger waits its whole time");
+        (asked.0)();
+        let start = tokio::time::Instant::now();
+        d.linger().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "written: the linger ends at once");
     }
 
     #[test]

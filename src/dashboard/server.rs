@@ -6,19 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::{Method, Request, StatusCode};
-use tokio_util::sync::CancellationToken;
 
 use super::Dashboard;
 use super::page::HTML;
-use crate::server::pages::{Page, page, serve_pages};
+use crate::server::pages::{Page, Pages, page, serve_pages};
 
-/// Serves `dashboard` on `addr` until `stop`; returns the bound address.
-pub async fn serve(
-    addr: SocketAddr,
-    dashboard: Arc<Dashboard>,
-    stop: CancellationToken,
-) -> std::io::Result<SocketAddr> {
-    serve_pages(addr, stop, move |req| answer(&dashboard, req)).await
+/// Serves `dashboard` on `addr` until [`Pages::close`].
+pub async fn serve(addr: SocketAddr, dashboard: Arc<Dashboard>) -> std::io::Result<Pages> {
+    serve_pages(addr, move |req| answer(&dashboard, req)).await
 }
 
 fn answer(dashboard: &Dashboard, req: &Request<hyper::body::Incoming>) -> Page {
@@ -39,7 +34,11 @@ fn answer(dashboard: &Dashboard, req: &Request<hyper::body::Incoming>) -> Page {
             page(StatusCode::OK, "application/json", dashboard.state_json(since))
         }
         "/report" => match dashboard.report_html() {
-            Some(html) => page(StatusCode::OK, "text/html; charset=utf-8", html),
+            Some((html, delivered)) => {
+                let mut report = page(StatusCode::OK, "text/html; charset=utf-8", html);
+                report.extensions_mut().insert(delivered);
+                report
+            }
             None => page(StatusCode::NOT_FOUND, "text/plain", b"the run has not ended yet\n".to_vec()),
         },
         _ => page(StatusCode::NOT_FOUND, "text/plain", b"try / or /api/state\n".to_vec()),

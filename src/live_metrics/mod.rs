@@ -136,6 +136,8 @@ struct Snapshot {
     in_flight: usize,
     /// The wall-clock time the run's clock started, from the first update.
     started: Option<SystemTime>,
+    /// These are the run's final totals.
+    settled: bool,
 }
 
 /// The families of one snapshot, and when they were true.
@@ -153,6 +155,8 @@ pub struct LiveMetrics {
     plans: Vec<FleetPlan>,
     shard: String,
     snapshot: Mutex<Snapshot>,
+    /// Told when a scrape of the final totals has been written.
+    final_scraped: tokio::sync::Notify,
 }
 
 impl LiveMetrics {
@@ -166,7 +170,8 @@ impl LiveMetrics {
             .map(|(f, online)| FleetPlan { name: f.name().to_string(), online })
             .collect();
         let shard = shard.map_or_else(|| "0/1".to_string(), |s| s.to_string());
-        Arc::new(LiveMetrics { plans, shard, snapshot: Mutex::new(Snapshot::default()) })
+        let snapshot = Mutex::new(Snapshot::default());
+        Arc::new(LiveMetrics { plans, shard, snapshot, final_scraped: tokio::sync::Notify::new() })
     }
 
     /// Takes in the run's latest totals.
@@ -179,6 +184,25 @@ impl LiveMetrics {
     /// push says is what the report says.
     pub fn settle(&self, fleets: &[Recorder], elapsed: Duration) {
         self.take(fleets, elapsed, 0);
+        if let Ok(mut s) = self.snapshot.lock() {
+            s.settled = true;
+        }
+    }
+
+    /// The latest snapshot's metrics for a scrape, and whether they are the
+    /// run's final totals ([`LiveMetrics::settle`]).
+    pub fn scrape(&self) -> (Vec<Family>, bool) {
+        self.snapshot.lock().map(|s| (self.families_of(&s), s.settled)).unwrap_or_default()
+    }
+
+    /// A scrape of the final totals was written (see [`LiveMetrics::scrape`]).
+    pub fn final_totals_scraped(&self) {
+        self.final_scraped.notify_one();
+    }
+
+    /// Returns once a scrape of the final totals has been written.
+    pub async fn final_scrape(&self) {
+        self.final_scraped.notified().await;
     }
 
     fn take(&self, fleets: &[Recorder], elapsed: Duration, in_flight: usize) {

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use ::prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use ::prometheus::{Encoder, TextEncoder};
 use hyper::StatusCode;
-use tokio_util::sync::CancellationToken;
 
 use super::{BUCKETS_S, Buckets, Family, Kind, LiveMetrics, Point, Value};
-use crate::server::pages::{page, serve_pages};
+use crate::server::pages::{OnWritten, Pages, page, serve_pages};
 
 /// `families` in Prometheus' text format.
 pub fn render(families: &[Family]) -> Vec<u8> {
@@ -81,18 +80,21 @@ fn histogram(b: &Buckets) -> Histogram {
     out
 }
 
-/// Serves `GET /metrics` on `addr` until `stop`; returns the bound address.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<LiveMetrics>,
-    stop: CancellationToken,
-) -> std::io::Result<SocketAddr> {
-    serve_pages(addr, stop, move |req| {
-        if req.uri().path() == "/metrics" {
-            page(StatusCode::OK, "text/plain; version=0.0.4", render(&metrics.families()))
-        } else {
-            page(StatusCode::NOT_FOUND, "text/plain", b"try /metrics\n".to_vec())
+/// Serves `GET /metrics` on `addr` until [`Pages::close`]; a scrape of the
+/// final totals, once written, is told to `metrics`
+/// ([`LiveMetrics::final_scrape`]).
+pub async fn serve(addr: SocketAddr, metrics: Arc<LiveMetrics>) -> std::io::Result<Pages> {
+    serve_pages(addr, move |req| {
+        if req.uri().path() != "/metrics" {
+            return page(StatusCode::NOT_FOUND, "text/plain", b"try /metrics\n".to_vec());
         }
+        let (families, settled) = metrics.scrape();
+        let mut answer = page(StatusCode::OK, "text/plain; version=0.0.4", render(&families));
+        if settled {
+            let metrics = metrics.clone();
+            answer.extensions_mut().insert(OnWritten(Arc::new(move || metrics.final_totals_scraped())));
+        }
+        answer
     })
     .await
 }

@@ -1,6 +1,13 @@
 //! A small HTTP/1.1 server for fleetstorm's own pages while a run goes
 //! (`--metrics-addr`'s `/metrics`, `--dashboard`): each request answered
-//! at once from the caller's state, every connection closed at `stop`.
+//! at once from the caller's state.
+//!
+//! Its end is graceful: [`Pages::close`] stops accepting, lets every
+//! answer already begun finish writing (a long report to a slow browser
+//! arrives whole), closes idle connections, and gives up after
+//! [`CLOSE_GRACE`]. An answer can carry an [`OnWritten`] extension, called
+//! once its last byte has been handed to the connection: the dashboard
+//! knows from it that its final report was delivered.
 //!
 //! Bound to loopback, it answers only requests addressed to loopback (the
 //! `Host` header an IP literal of loopback or `localhost`; 403 otherwise):
@@ -9,20 +16,60 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// A page's answer to one request.
-pub type Page = Response<Full<Bytes>>;
+pub type Page = Response<Bytes>;
 
-/// Serves `answer` on `addr` until `stop`; returns the bound address.
-pub async fn serve_pages<F>(addr: SocketAddr, stop: CancellationToken, answer: F) -> std::io::Result<SocketAddr>
+/// The piece of a page handed to its connection at a time: the last one
+/// is taken only once the rest has gone to the socket, give or take
+/// hyper's write buffer.
+const PIECE: usize = 64 << 10;
+
+/// How long [`Pages::close`] waits for the answers already begun.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// Put in a [`Page`]'s extensions: called once, when the page's last byte
+/// has been handed to its connection (which [`Pages::close`] then lets
+/// finish writing).
+#[derive(Clone)]
+pub struct OnWritten(pub Arc<dyn Fn() + Send + Sync>);
+
+/// A pages server running on its address until [`Pages::close`].
+pub struct Pages {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    served: JoinHandle<()>,
+}
+
+impl Pages {
+    /// The address it is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets the answers begun finish (at most
+    /// [`CLOSE_GRACE`]), then returns.
+    pub async fn close(self) {
+        self.stop.cancel();
+        let _ = self.served.await;
+    }
+}
+
+/// Serves `answer` on `addr` until [`Pages::close`] (or the runtime's end).
+pub async fn serve_pages<F>(addr: SocketAddr, answer: F) -> std::io::Result<Pages>
 where
     F: Fn(&Request<hyper::body::Incoming>) -> Page + Send + Sync + 'static,
 {
@@ -37,7 +84,10 @@ where
         }
         answer(req)
     });
-    tokio::spawn(async move {
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let served = tokio::spawn(async move {
+        let graceful = GracefulShutdown::new();
         loop {
             let stream = tokio::select! {
                 () = stop.cancelled() => break,
@@ -46,22 +96,74 @@ where
                     Err(_) => continue,
                 },
             };
-            let (answer, stop) = (answer.clone(), stop.clone());
+            let answer = answer.clone();
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let response = tracked(answer(&req));
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
             tokio::spawn(async move {
-                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let response = answer(&req);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let connection =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    _ = connection => {}
-                    () = stop.cancelled() => {}
-                }
+                let _ = connection.await;
             });
         }
+        drop(listener);
+        let _ = tokio::time::timeout(CLOSE_GRACE, graceful.shutdown()).await;
     });
-    Ok(bound)
+    Ok(Pages { addr: bound, stop: token, served })
+}
+
+/// `page` with a body that calls its [`OnWritten`], if any, at its end.
+fn tracked(page: Page) -> Response<Tracked> {
+    let (mut parts, body) = page.into_parts();
+    let on_written = parts.extensions.remove::<OnWritten>();
+    let mut body = Tracked { body, on_written };
+    if body.body.is_empty() {
+        // Nothing to take: hyper never asks an empty body for a frame.
+        body.written();
+    }
+    Response::from_parts(parts, body)
+}
+
+/// A page's body, handed over a [`PIECE`] at a time, that says when its
+/// last byte has been taken.
+struct Tracked {
+    body: Bytes,
+    on_written: Option<OnWritten>,
+}
+
+impl Tracked {
+    fn written(&mut self) {
+        if let Some(OnWritten(call)) = self.on_written.take() {
+            call();
+        }
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.body.is_empty() {
+            self.written();
+            return Poll::Ready(None);
+        }
+        let take = self.body.len().min(PIECE);
+        let piece = self.body.split_to(take);
+        if self.body.is_empty() {
+            self.written();
+        }
+        Poll::Ready(Some(Ok(Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.body.len() as u64)
+    }
 }
 
 /// A page of `status` with `content_type`, never cached.
@@ -70,13 +172,13 @@ pub fn page(status: hyper::StatusCode, content_type: &str, body: Vec<u8>) -> Pag
         .status(status)
         .header("content-type", content_type)
         .header("cache-control", "no-store")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        .body(Bytes::from(body))
+        .unwrap_or_else(|_| Response::new(Bytes::new()))
 }
 
 /// `host` (a `Host` header) names loopback: `localhost` or a loopback IP
 /// literal, with or without a port.
-fn addressed_to_loopback(host: Option<&str>) -> bool {
+pub(crate) fn addressed_to_loopback(host: Option<&str>) -> bool {
     let Some(host) = host else { return false };
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
@@ -116,12 +218,59 @@ mod tests {
 
     #[tokio::test]
     async fn every_page_on_loopback_refuses_requests_addressed_elsewhere() {
-        let stop = CancellationToken::new();
         let ok = |_: &Request<hyper::body::Incoming>| page(hyper::StatusCode::OK, "text/plain", b"ok".to_vec());
-        let addr = serve_pages("127.0.0.1:0".parse().unwrap(), stop.clone(), ok).await.unwrap();
+        let pages = serve_pages("127.0.0.1:0".parse().unwrap(), ok).await.unwrap();
+        let addr = pages.addr();
         assert_eq!(status_for(addr, &addr.to_string()).await, "HTTP/1.1 200 OK");
         assert_eq!(status_for(addr, "localhost").await, "HTTP/1.1 200 OK");
         assert_eq!(status_for(addr, "rebound.example").await, "HTTP/1.1 403 Forbidden");
-        stop.cancel();
+        pages.close().await;
+    }
+
+    /// A page far larger than the sockets' buffers, begun before the server
+    /// is closed and read slowly after, arrives whole; its `OnWritten` is
+    /// called once, after its last byte was taken.
+    #[tokio::test]
+    async fn a_page_begun_before_the_close_arrives_whole() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const SIZE: usize = 48 << 20;
+        let written = Arc::new(AtomicUsize::new(0));
+        let seen = written.clone();
+        let big = move |_: &Request<hyper::body::Incoming>| {
+            let mut answer = page(hyper::StatusCode::OK, "text/plain", vec![b'x'; SIZE]);
+            let seen = seen.clone();
+            answer.extensions_mut().insert(OnWritten(Arc::new(move || {
+                seen.fetch_add(1, Ordering::SeqCst);
+            })));
+            answer
+        };
+        let pages = serve_pages("127.0.0.1:0".parse().unwrap(), big).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(pages.addr()).await.unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+        // The answer has begun: its first bytes are here.
+        let mut first = [0u8; 16];
+        stream.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first[..15], b"HTTP/1.1 200 OK");
+        // The server is asked to close while most of the page is unwritten
+        // (no socket holds 48 MiB); the rest is read in small pieces.
+        let closed = tokio::spawn(pages.close());
+        assert_eq!(written.load(Ordering::SeqCst), 0, "the last byte cannot have been taken yet");
+        let mut rest = Vec::new();
+        let mut piece = vec![0u8; 4096];
+        loop {
+            let n = stream.read(&mut piece).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&piece[..n]);
+            tokio::task::yield_now().await;
+        }
+        let text = String::from_utf8_lossy(&rest);
+        let head_end = text.find("\r\n\r\n").expect("the answer's head") + 4;
+        assert_eq!(rest.len() - head_end, SIZE, "the whole page");
+        assert!(rest[head_end..].iter().all(|&b| b == b'x'));
+        closed.await.unwrap();
+        assert_eq!(written.load(Ordering::SeqCst), 1);
     }
 }

@@ -10,6 +10,7 @@ mod dynamics;
 mod fault_matrix;
 mod gates;
 mod generator_props;
+mod listeners;
 mod otlp;
 mod outputs;
 mod pki;

@@ -433,7 +433,7 @@ fn live_metrics_are_scraped_during_a_run_and_rise() {
     let dir = TempDir::new("live-metrics");
     let file = dir.write("s.toml", &scenario_text("builtin").replace("duration = \"3s\"", "duration = \"5s\""));
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
-        .args(["run", &file, "--quiet", "--shard", "1/2", "--metrics-addr", "127.0.0.1:0"])
+        .args(["run", &file, "--quiet", "--shard", "1/2", "--metrics-addr", "127.0.0.1:0", "--metrics-linger", "0s"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

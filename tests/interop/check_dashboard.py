@@ -74,6 +74,11 @@ def main():
             value = ((r or {}).get("result") or {}).get("value")
             return json.loads(value) if isinstance(value, str) else {}
 
+        def loaded():
+            """The document has been parsed whole (its last byte arrived)."""
+            r = call("Runtime.evaluate", tolerate=True, expression="document.readyState", returnByValue=True)
+            return ((r or {}).get("result") or {}).get("value") == "complete"
+
         def pump(seconds):
             """Waits, letting the page's requests through meanwhile."""
             until = time.time() + seconds
@@ -120,7 +125,8 @@ def main():
         deadline = time.time() + 60
         while True:
             final = read()
-            if final.get("path") == "/report" and final.get("title", "").startswith("fleetstorm"):
+            if final.get("path") == "/report" and final.get("title", "").startswith("fleetstorm") and loaded():
+                final = read()  # the whole document, parsed
                 break
             if time.time() > deadline:
                 sys.exit(f"the page did not show the final report within 60 s: {final}")

@@ -2,7 +2,9 @@
 //!
 //! Bodies come out as NDJSON, one compact body per line, byte for byte what
 //! the generator would put on the wire, in the fleet's device profile
-//! (the request's path and credential headers are not shown). Devices go in index order, fleet by
+//! (the request's path and credential headers are not shown; a value a
+//! custom template reads from the environment shows as its `${env:NAME}`).
+//! Devices go in index order, fleet by
 //! fleet; once every device has sent one heartbeat, the listing wraps round
 //! to each device's next one. Device state is created lazily, so sampling a
 //! few lines of a million-device fleet stays cheap.
@@ -22,6 +24,7 @@ use crate::heartbeat::{Device, FleetGenerator, Scratch};
 use crate::scenario::{Fleet, Scenario};
 use crate::units::now_ms;
 use crate::wire::FleetWire;
+use crate::wire::custom::mask_secrets;
 
 /// What to sample.
 #[derive(Debug, Clone)]
@@ -85,7 +88,10 @@ pub fn write_samples(
                     s.events.apply_rollouts(&s.generator.profile, &mut d.device, at_ns);
                 }
                 let outgoing = s.wire.next_heartbeat(&s.generator, &mut d.device, now_ms(), &mut scratch, &mut line);
-                out.write_all(&outgoing.body)?;
+                match &s.wire {
+                    FleetWire::Custom(custom) => out.write_all(&mask_secrets(&outgoing.body, &custom.secrets()))?,
+                    _ => out.write_all(&outgoing.body)?,
+                }
                 out.write_all(b"\n")?;
                 written += 1;
             }

@@ -52,6 +52,9 @@ pub struct Scenario {
     pub capacity: Option<CapacitySettings>,
     /// How the command line scaled the file's fleets (reports say so).
     pub scaled: Scaled,
+    /// SHA-256 of the scenario's text as written, in hex: its
+    /// `${env:NAME}` placeholders, never their values.
+    pub written: String,
 }
 
 /// Scales applied to a scenario's fleets from the command line
@@ -73,13 +76,21 @@ impl Scaled {
 impl Scenario {
     /// A hash of the scenario as run (file and overrides, seed included):
     /// the same for every shard of one distributed run, and different for
-    /// another scenario. SHA-256 of its full description, in hex.
+    /// another scenario. SHA-256, in hex, of the text as written (never a
+    /// value read from the environment: shards given their own tokens
+    /// still merge, and no secret can be guessed from a published hash)
+    /// and of what the command line changed (target, duration, scales).
     pub fn hash(&self, seed: u64) -> String {
-        use sha2::{Digest, Sha256};
-        let mut hasher = Sha256::new();
-        hasher.update(format!("{self:?}\nseed={seed}").as_bytes());
-        hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        let Scenario { written, target, duration, scaled, .. } = self;
+        let (url, path) = (&target.url, &target.path);
+        sha256_hex(format!("{written}\n{url}{path}\n{duration:?}\n{scaled:?}\nseed={seed}").as_bytes())
     }
+}
+
+/// SHA-256 of `bytes`, in hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What results may be broken down by, beyond fleets.
@@ -292,6 +303,7 @@ pub fn parse_in(
         breakdown: raw.breakdown,
         capacity: raw.capacity,
         scaled: Scaled::default(),
+        written: sha256_hex(text.as_bytes()),
     };
     for (i, f) in scenario.fleets.iter_mut().enumerate() {
         let Some(file) = &f.identities else { continue };
@@ -658,6 +670,9 @@ mod tests {
         assert_ne!(a.hash(1), b.hash(1));
         assert_ne!(a.hash(1), a.hash(2));
         assert_eq!(a.hash(1).len(), 64);
+        let mut longer = a.clone();
+        longer.duration *= 2;
+        assert_ne!(a.hash(1), longer.hash(1), "an override counts");
     }
 
     #[test]

@@ -86,8 +86,11 @@ pub struct TemplateError {
 #[derive(Clone)]
 enum Piece {
     Text(String),
-    /// Text from the environment: sent, never shown.
-    Secret(String),
+    /// Text from the environment (`${env:NAME}`): sent, never shown.
+    Secret {
+        name: String,
+        value: String,
+    },
     Field(Field),
 }
 
@@ -121,7 +124,7 @@ impl fmt::Debug for Template {
             .iter()
             .map(|(_, p)| match p {
                 Piece::Text(t) => t.clone(),
-                Piece::Secret(_) => "${env}".into(),
+                Piece::Secret { .. } => "${env}".into(),
                 Piece::Field(field) => format!("${{{field:?}}}"),
             })
             .collect();
@@ -162,6 +165,38 @@ pub struct CustomWire {
     name_key: Option<String>,
     version_key: Option<String>,
     fleet: String,
+}
+
+/// `shown` with every value of `secrets` (as read, or as escaped in a JSON
+/// string) replaced by its `${env:NAME}` placeholder: a request shown to a
+/// person (`sample`) never carries a value read from the environment.
+pub fn mask_secrets(shown: &[u8], secrets: &[(&str, &str)]) -> Vec<u8> {
+    let mut masked = shown.to_vec();
+    for (name, value) in secrets {
+        let placeholder = format!("${{env:{name}}}");
+        let escaped = serde_json::to_string(value).unwrap_or_default();
+        let escaped = escaped.trim_matches('"');
+        for form in [*value, escaped] {
+            masked = replace_all(&masked, form.as_bytes(), placeholder.as_bytes());
+        }
+    }
+    masked
+}
+
+/// `bytes` with every `from` replaced by `to` (`from` not empty).
+fn replace_all(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    if from.is_empty() {
+        return bytes.to_vec();
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(from.len()).position(|w| w == from) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(to);
+        rest = &rest[at + from.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// Line and column (1-based, in characters) of byte `offset` in `text`.
@@ -224,7 +259,7 @@ impl Template {
             starts.push(out.len());
             match piece {
                 Piece::Text(t) => out.extend_from_slice(t.as_bytes()),
-                Piece::Secret(t) => write_value(&Rendered::Str(Cow::Borrowed(t)), into, out),
+                Piece::Secret { value, .. } => write_value(&Rendered::Str(Cow::Borrowed(value)), into, out),
                 Piece::Field(f) => write_value(&values(f), into, out),
             }
         }
@@ -307,7 +342,7 @@ fn field(inner: &str, cx: &Context<'_>) -> Result<Piece, String> {
         _ => {
             if let Some(name) = inner.strip_prefix("env:") {
                 return (cx.env)(name)
-                    .map(Piece::Secret)
+                    .map(|value| Piece::Secret { name: name.to_string(), value })
                     .ok_or_else(|| format!("${{env:{name}}}: the environment variable {name} is not set"));
             }
             if let Some(name) = inner.strip_prefix("metric.") {
@@ -387,6 +422,19 @@ fn sample(f: &Field) -> Rendered<'static> {
 }
 
 impl CustomWire {
+    /// Every `${env:NAME}` the templates read, with its value: what
+    /// [`mask_secrets`] hides wherever a request is shown.
+    pub fn secrets(&self) -> Vec<(&str, &str)> {
+        let templates = std::iter::once(&self.path).chain(self.headers.iter().map(|(_, t)| t)).chain(&self.body);
+        let pieces = templates.flat_map(|t| &t.pieces);
+        pieces
+            .filter_map(|(_, p)| match p {
+                Piece::Secret { name, value } if !value.is_empty() => Some((name.as_str(), value.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Compiles a fleet's spec, refusing a template that could make an
     /// invalid request.
     pub fn compile(spec: &CustomSpec, cx: &Context<'_>) -> Result<CustomWire, TemplateError> {
@@ -596,7 +644,7 @@ impl CustomWire {
             let per_device = t.pieces.iter().all(|(_, p)| match p {
                 Piece::Field(Field::DeviceName) => device.is_some(),
                 Piece::Field(Field::Identity(_)) => row.is_some(),
-                Piece::Field(Field::FleetName) | Piece::Text(_) | Piece::Secret(_) => true,
+                Piece::Field(Field::FleetName) | Piece::Text(_) | Piece::Secret { .. } => true,
                 Piece::Field(_) => false,
             });
             if per_device {
@@ -669,7 +717,7 @@ fn path_captures<'t, 'p>(template: &'t Template, path: &'p str) -> Option<Vec<(&
     fn go<'t, 'p>(pieces: &'t [(usize, Piece)], rest: &'p str, got: &mut Vec<(&'t Field, &'p str)>) -> bool {
         match pieces.split_first() {
             None => rest.is_empty(),
-            Some(((_, Piece::Text(t) | Piece::Secret(t)), more)) => {
+            Some(((_, Piece::Text(t) | Piece::Secret { value: t, .. }), more)) => {
                 rest.strip_prefix(t.as_str()).is_some_and(|r| go(more, r, got))
             }
             Some(((_, Piece::Field(f)), more)) => {

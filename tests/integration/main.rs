@@ -20,6 +20,7 @@ mod reports;
 mod run;
 mod scenario_errors;
 mod sdk;
+mod secrets;
 mod security;
 mod serve;
 mod shards;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::args::{RunArgs, ValidateArgs};
+use super::args::{RunArgs, ShardArgs, ValidateArgs};
 use super::error::{CliError, EXIT_FAILED, EXIT_GATE};
 use super::listeners;
 use super::output::{check_outputs, publish, write_output};
@@ -42,10 +42,7 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 pub(super) fn validate_command(args: &ValidateArgs) -> Result<(), CliError> {
     let scenario = args.plan.load(args.length.duration)?;
-    let shard = match args.sharding.shard() {
-        Ok(s) => s,
-        Err(e) => return Err(CliError::Usage(e.to_string())),
-    };
+    let shard = shard_of(&args.sharding, &scenario)?;
     let mut stdout = io::BufWriter::new(io::stdout().lock());
     let written = validate_to(&mut stdout, &scenario, shard, args.schedule).and_then(|checked| {
         stdout.flush()?;
@@ -118,15 +115,7 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
     let [html, md, junit] = args.renders.given();
     let given = [("--out", args.out.as_deref()), html, md, junit, ("--hlog", args.hlog.as_deref())];
     let outputs = check_outputs(given, Some(&args.plan.scenario))?;
-    let shard = match args.sharding.shard() {
-        Ok(s) => s,
-        Err(e) => return Err(CliError::Usage(e.to_string())),
-    };
-    if shard.is_some() && scenario.seed.is_none() {
-        return Err(CliError::Usage(
-            "a shard needs the run's seed, the same in every shard: set `seed` in the scenario or pass --seed".into(),
-        ));
-    }
+    let shard = shard_of(&args.sharding, &scenario)?;
     let seed = seed_of(&scenario);
     let runtime = runtime()?;
     runtime.block_on(async move {
@@ -249,6 +238,18 @@ fn say_pushes(endpoint: &str, log: &otlp::PushLog) {
             log.failed
         ),
     }
+}
+
+/// The shard `sharding` names, if any; refused without the run's seed,
+/// by `validate` as by `run`.
+fn shard_of(sharding: &ShardArgs, scenario: &scenario::Scenario) -> Result<Option<crate::shard::Shard>, CliError> {
+    let shard = sharding.shard().map_err(|e| CliError::Usage(e.to_string()))?;
+    if shard.is_some() && scenario.seed.is_none() {
+        return Err(CliError::Usage(
+            "a shard needs the run's seed, the same in every shard: set `seed` in the scenario or pass --seed".into(),
+        ));
+    }
+    Ok(shard)
 }
 
 /// What a finished run's (or merged report's) outcome makes the command:

@@ -47,7 +47,28 @@ impl TargetUrl {
             .then(|| uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string()));
         let host = uri.host().ok_or_else(|| format!("{text:?} has no host"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        Ok((TargetUrl::Http { host, port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }), tls }, path))
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(format!(
+                "{text:?} carries credentials before its host, which are never sent: put them in target.headers"
+            ));
+        }
+        // Read from the text: `Uri::port` is `None` for one out of range.
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let after_host = authority.rsplit_once(']').map_or(authority, |(_, rest)| rest);
+        let port = match after_host.rsplit_once(':') {
+            None => {
+                if tls {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some((_, p)) => match p.parse::<u16>() {
+                Ok(0) | Err(_) => return Err(format!("{text:?}: port {p} is not a port (1 to 65535)")),
+                Ok(n) => n,
+            },
+        };
+        Ok((TargetUrl::Http { host, port, tls }, path))
     }
 
     /// Whether the target runs on this machine: the built-in backend, a
@@ -269,6 +290,14 @@ mod tests {
         assert_eq!(TargetUrl::parse("https://x").unwrap(), TargetUrl::Http { host: "x".into(), port: 443, tls: true });
         assert!(TargetUrl::parse("ftp://x").unwrap_err().contains("https://host:port"));
         assert!(TargetUrl::parse("http://x/SendHeartbeat").unwrap_err().contains("target.path"));
+        // A port out of range is refused, never read as the scheme's default.
+        for bad in ["http://127.0.0.1:99999", "http://127.0.0.1:65536", "http://127.0.0.1:0", "https://[::1]:70000"] {
+            let e = TargetUrl::parse(bad).unwrap_err();
+            assert!(e.contains("is not a port (1 to 65535)"), "{bad}: {e}");
+        }
+        assert_eq!(TargetUrl::parse("http://127.0.0.1:65535").unwrap().to_string(), "http://127.0.0.1:65535");
+        let e = TargetUrl::parse("http://user:pw@127.0.0.1:80").unwrap_err();
+        assert!(e.contains("credentials") && e.contains("target.headers"), "{e}");
         let (url, path) = TargetUrl::split("http://x:81/api/SendHeartbeat?v=2").unwrap();
         assert_eq!((url.to_string(), path.as_deref()), ("http://x:81".to_string(), Some("/api/SendHeartbeat?v=2")));
         assert_eq!(TargetUrl::split("http://x/").unwrap().1, None);

@@ -206,3 +206,40 @@ fn validate_into_a_pipe_closed_early_ends_quietly_with_success() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+/// A shard without the run's seed is refused by `validate` as by `run`:
+/// the Kubernetes steps check a shard with `validate --shard`.
+#[test]
+fn validate_refuses_a_shard_without_a_seed_as_run_does() {
+    let dir = TempDir::new("validate-shard-seed");
+    let file = dir.write("s.toml", "[target]\nurl = \"builtin\"\n[[fleets]]\nname = \"f\"\ndevices = 10\n");
+    for command in ["validate", "run"] {
+        let out = fleetstorm(&[command, &file, "--shard", "0/2", "-d", "1s"]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("a shard needs the run's seed"), "{command}");
+    }
+    let out = fleetstorm(&["validate", &file, "--shard", "0/2", "--seed", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A port out of range is refused wherever a target is written, never
+/// read as port 80 (a typo would send the load to another service).
+#[test]
+fn a_target_port_out_of_range_is_refused_in_the_file_and_on_the_command_line() {
+    let dir = TempDir::new("target-port");
+    let fleet = "[[fleets]]\nname = \"f\"\ndevices = 10\n";
+    for port in ["99999", "65536", "0"] {
+        let file = dir.write("s.toml", &format!("[target]\nurl = \"http://127.0.0.1:{port}\"\n{fleet}"));
+        let out = fleetstorm(&["validate", &file]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{port}: {said}");
+        assert!(said.contains(&format!("port {port} is not a port")) && said.contains("s.toml:2:"), "{said}");
+        let file = dir.write("ok.toml", &format!("[target]\nurl = \"builtin\"\n{fleet}"));
+        for command in ["validate", "run"] {
+            let out = fleetstorm(&[command, &file, "-t", &format!("http://127.0.0.1:{port}"), "-d", "1s"]);
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {port}: {said}");
+            assert!(said.contains(&format!("port {port} is not a port")), "{said}");
+        }
+    }
+}

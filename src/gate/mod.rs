@@ -227,6 +227,20 @@ pub struct ThresholdResult {
     pub actual_text: String,
 }
 
+impl ThresholdResult {
+    /// How it ended, as people read it: an end threshold passes or FAILs;
+    /// an abort condition is not triggered or TRIGGERED (its condition is
+    /// what would stop the run, so "pass" would read as a breach).
+    pub fn outcome(&self) -> &'static str {
+        match (self.abort, self.ok) {
+            (false, true) => "pass",
+            (false, false) => "FAIL",
+            (true, true) => "not triggered",
+            (true, false) => "TRIGGERED",
+        }
+    }
+}
+
 /// The default wait before abort thresholds are checked.
 pub const DEFAULT_ABORT_GRACE: Duration = Duration::from_secs(10);
 

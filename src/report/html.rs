@@ -89,11 +89,10 @@ fn verdicts(report: &Report, out: &mut String) {
     if let Some(a) = &report.aborted {
         badge("fail", format!("aborted at {:.0} s: {} (was {})", a.at_s, a.expr, a.actual_text));
     }
-    let failed = report.failed_thresholds();
-    match (report.thresholds.len(), failed) {
+    match (report.thresholds.len(), report.failed_thresholds()) {
         (0, _) => badge("warn", "no thresholds".into()),
-        (n, 0) => badge("pass", format!("thresholds: {n} of {n} passed")),
-        (n, f) => badge("fail", format!("thresholds: {f} of {n} failed")),
+        (_, 0) => badge("pass", format!("thresholds: {}", report.thresholds_line())),
+        _ => badge("fail", format!("thresholds: {}", report.thresholds_line())),
     }
     badge(if report.generator.kept_up { "pass" } else { "fail" }, format!("generator {}", report.generator.verdict));
     if let Some(pool) = &report.generator.pool {
@@ -202,7 +201,7 @@ fn thresholds_table(report: &Report, out: &mut String) {
             if t.abort { "abort" } else { "end" },
             escape(&t.actual_text),
             if t.ok { "pass" } else { "fail" },
-            if t.ok { "pass" } else { "FAIL" }
+            t.outcome()
         );
     }
     out.push_str("</table>\n");

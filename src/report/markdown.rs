@@ -41,23 +41,12 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(out, "**Aborted** at {:.0} s: `{}` (was {}).\n", a.at_s, a.expr, a.actual_text);
     }
     if !report.thresholds.is_empty() {
-        let failed = report.failed_thresholds();
-        let _ = writeln!(
-            out,
-            "**Thresholds:** {} of {} passed.\n",
-            report.thresholds.len() - failed,
-            report.thresholds.len()
-        );
+        let _ = writeln!(out, "**Thresholds:** {}.\n", report.thresholds_line());
         out.push_str("| | threshold | actual |\n|---|---|---|\n");
         for t in &report.thresholds {
-            let _ = writeln!(
-                out,
-                "| {} | `{}`{} | {} |",
-                if t.ok { "✅" } else { "❌" },
-                t.expr,
-                if t.abort { " (abort)" } else { "" },
-                cell(&t.actual_text)
-            );
+            let what = if t.abort { format!("abort if `{}`", t.expr) } else { format!("`{}`", t.expr) };
+            let mark = if t.ok { "✅" } else { "❌" };
+            let _ = writeln!(out, "| {mark} {} | {what} | {} |", t.outcome(), cell(&t.actual_text));
         }
         out.push('\n');
     }

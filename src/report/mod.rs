@@ -628,6 +628,34 @@ impl Report {
         self.thresholds.iter().filter(|t| !t.ok).count()
     }
 
+    /// The thresholds in one line: end thresholds passed or failed, and
+    /// abort conditions, counted apart ("all 6 passed; 1 abort condition,
+    /// not triggered").
+    pub fn thresholds_line(&self) -> String {
+        let (aborts, ends): (Vec<_>, Vec<_>) = self.thresholds.iter().partition(|t| t.abort);
+        let failed = ends.iter().filter(|t| !t.ok).count();
+        let mut line = match (ends.len(), failed) {
+            (0, _) => String::new(),
+            (n, 0) => format!("all {n} passed"),
+            (n, f) => format!("{f} of {n} FAILED"),
+        };
+        if !aborts.is_empty() {
+            let triggered = aborts.iter().filter(|t| !t.ok).count();
+            let n = aborts.len();
+            let what = if n == 1 { "1 abort condition".to_string() } else { format!("{n} abort conditions") };
+            let how = match triggered {
+                0 if n == 1 => "not triggered".to_string(),
+                0 => "none triggered".to_string(),
+                t => format!("{t} TRIGGERED"),
+            };
+            if !line.is_empty() {
+                line.push_str("; ");
+            }
+            line.push_str(&format!("{what}, {how}"));
+        }
+        line
+    }
+
     /// Whether every end threshold held and no abort threshold fired.
     pub fn thresholds_passed(&self) -> bool {
         self.thresholds.iter().all(|t| t.ok) && self.aborted.is_none()

@@ -196,25 +196,13 @@ impl Report {
             let _ = writeln!(out, "{} at {:.1} s: {} (was {})", paint.bad("ABORTED"), a.at_s, a.expr, a.actual_text);
         }
         if !self.thresholds.is_empty() {
-            let failed = self.failed_thresholds();
-            let _ = writeln!(
-                out,
-                "\nthresholds: {}",
-                if failed == 0 {
-                    paint.good(&format!("all {} passed", self.thresholds.len())).into_owned()
-                } else {
-                    paint.bad(&format!("{failed} of {} FAILED", self.thresholds.len())).into_owned()
-                }
-            );
+            let line = self.thresholds_line();
+            let line = if self.failed_thresholds() == 0 { paint.good(&line) } else { paint.bad(&line) };
+            let _ = writeln!(out, "\nthresholds: {line}");
             for t in &self.thresholds {
-                let _ = writeln!(
-                    out,
-                    "  {}  {}{}  (actual {})",
-                    if t.ok { paint.good("pass") } else { paint.bad("FAIL") },
-                    t.expr,
-                    if t.abort { " [abort]" } else { "" },
-                    t.actual_text
-                );
+                let outcome = if t.ok { paint.good(t.outcome()) } else { paint.bad(t.outcome()) };
+                let what = if t.abort { format!("abort if {}", t.expr) } else { t.expr.clone() };
+                let _ = writeln!(out, "  {outcome}  {what}  (actual {})", t.actual_text);
             }
         }
         out

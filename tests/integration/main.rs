@@ -1,5 +1,6 @@
 //! fleetstorm's integration tests, in one binary (it links once).
 
+mod abort_wording;
 mod bad_scenarios;
 mod capacity;
 mod cli_sample;

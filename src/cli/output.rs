@@ -110,9 +110,10 @@ impl Output {
         match &self.destination {
             Destination::Stdout => Ok(()),
             Destination::Replace(real) => {
-                let probe = directory_of(real).join(format!(".fleetstorm-probe-{}", std::process::id()));
-                std::fs::File::create(&probe).map_err(fail)?;
-                std::fs::remove_file(&probe).map_err(fail)
+                // A new file of a random name, created exclusively (never a
+                // file or link already there), removed when dropped.
+                let probe = tempfile::Builder::new().prefix(".fleetstorm-probe-").tempfile_in(directory_of(real));
+                probe.map(drop).map_err(fail)
             }
             Destination::WriteThrough(real) => may_write(real).map_err(fail),
         }
@@ -252,25 +253,28 @@ fn may_write(path: &Path) -> io::Result<()> {
 }
 
 /// Writes `bytes` to the regular file `real` whole or not at all: into a
-/// temporary file in the same directory, synced, then renamed over it. A
-/// file that existed keeps its permissions.
+/// temporary file in the same directory, synced, then renamed over it. The
+/// temporary file has a random name and is created exclusively (a file or
+/// symlink planted at a guessable name is never followed or truncated),
+/// and is removed if anything fails. A file that existed keeps its mode,
+/// and its owner where this process may give it.
 fn replace_atomically(real: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = directory_of(real);
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let file_name = real.file_name().and_then(|n| n.to_str()).unwrap_or("output");
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        if let Ok(m) = std::fs::metadata(real) {
-            f.set_permissions(m.permissions())?;
-        }
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, real)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}.tmp-"))
+        // A new file's mode as `File::create` gives it (the umask applies).
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(directory_of(real))?;
+    if let Ok(m) = std::fs::metadata(real) {
+        tmp.as_file().set_permissions(m.permissions())?;
+        // Giving a file away takes privilege: where this process lacks it,
+        // the file is written as its own, as any editor would.
+        let _ = std::os::unix::fs::fchown(tmp.as_file(), Some(m.uid()), Some(m.gid()));
     }
-    result
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(real).map(drop).map_err(|e| e.error)
 }
 
 // ---------------------------------------------- writing a command's outputs
@@ -398,6 +402,41 @@ mod tests {
         Output::resolve("--out", &dangling).unwrap().write(b"made").unwrap();
         assert_eq!(std::fs::read_to_string(d.join("made.json")).unwrap(), "made");
         assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// The temporary and probe files have names nobody can guess and are
+    /// created exclusively: links planted at the names they used to have
+    /// (`.NAME.tmp-PID`, `.fleetstorm-probe-PID`) are neither followed nor
+    /// truncated. The file replaced keeps its mode and its owner.
+    #[test]
+    fn a_planted_link_is_never_followed_and_the_replaced_file_keeps_mode_and_owner() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = dir("planted");
+        let victim = d.join("victim.txt");
+        std::fs::write(&victim, "precious").unwrap();
+        let pid = std::process::id();
+        for name in [format!(".report.json.tmp-{pid}"), format!(".fleetstorm-probe-{pid}")] {
+            std::os::unix::fs::symlink(&victim, d.join(name)).unwrap();
+        }
+        let report = d.join("report.json");
+        std::fs::write(&report, "old").unwrap();
+        std::fs::set_permissions(&report, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // Owned by someone else, where this test may give it away (as root).
+        let other = std::os::unix::fs::chown(&report, Some(4242), Some(4243)).is_ok();
+        let out = Output::resolve("--out", &report).unwrap();
+        out.check_writable().unwrap();
+        out.write(b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&report).unwrap(), "new");
+        let m = std::fs::metadata(&report).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o640);
+        if other {
+            assert_eq!((m.uid(), m.gid()), (4242, 4243));
+        }
+        // Nothing of the writing is left behind: the two planted links only.
+        let left: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 4, "{left:?}");
         let _ = std::fs::remove_dir_all(&d);
     }
 

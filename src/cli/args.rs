@@ -238,9 +238,17 @@ pub(super) struct OtlpArgs {
     #[arg(long, value_name = "URL")]
     pub(super) otlp_endpoint: Option<crate::live_metrics::otlp::OtlpEndpoint>,
     /// A header every push carries, NAME=VALUE (repeatable), e.g.
-    /// authorization=Bearer TOKEN.
+    /// authorization=Bearer TOKEN. A credential is better given by
+    /// --otlp-headers-file or OTEL_EXPORTER_OTLP_HEADERS, which no process
+    /// list shows.
     #[arg(long, value_name = "NAME=VALUE", requires = "otlp_endpoint")]
     pub(super) otlp_header: Vec<crate::live_metrics::otlp::OtlpHeader>,
+    /// Headers every push carries, from a file of NAME=VALUE lines (as a
+    /// mounted Secret gives them). With --otlp-endpoint, the headers of
+    /// OTEL_EXPORTER_OTLP_HEADERS and OTEL_EXPORTER_OTLP_METRICS_HEADERS
+    /// (name=value,name=value) are carried too.
+    #[arg(long, value_name = "FILE", requires = "otlp_endpoint")]
+    pub(super) otlp_headers_file: Option<PathBuf>,
     /// Time between pushes while the run goes (at least 100ms).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_push_interval)]
     pub(super) otlp_interval: Duration,
@@ -251,13 +259,21 @@ pub(super) struct OtlpArgs {
 }
 
 impl OtlpArgs {
-    pub(super) fn settings(&self) -> Option<crate::live_metrics::otlp::OtlpSettings> {
-        Some(crate::live_metrics::otlp::OtlpSettings {
-            endpoint: self.otlp_endpoint.clone()?,
-            headers: self.otlp_header.clone(),
-            interval: self.otlp_interval,
-            ca: self.otlp_ca.clone(),
-        })
+    /// The export asked for, if any, with its headers from the flags, the
+    /// file and the OpenTelemetry variables (in that order).
+    pub(super) fn settings(&self) -> Result<Option<crate::live_metrics::otlp::OtlpSettings>, String> {
+        use crate::live_metrics::otlp;
+        let Some(endpoint) = self.otlp_endpoint.clone() else { return Ok(None) };
+        let mut headers = self.otlp_header.clone();
+        if let Some(file) = &self.otlp_headers_file {
+            headers.extend(otlp::headers_from_file(file).map_err(|e| format!("--otlp-headers-file {e}"))?);
+        }
+        for variable in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_METRICS_HEADERS"] {
+            if let Ok(list) = std::env::var(variable) {
+                headers.extend(otlp::headers_from_list(&list, variable)?);
+            }
+        }
+        Ok(Some(otlp::OtlpSettings { endpoint, headers, interval: self.otlp_interval, ca: self.otlp_ca.clone() }))
     }
 }
 

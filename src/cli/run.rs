@@ -122,7 +122,7 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
         let (cancel, abandon) = (CancellationToken::new(), CancellationToken::new());
         tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
         // One count of the devices online, for the progress line and /metrics.
-        let otlp = args.otlp.settings();
+        let otlp = args.otlp.settings().map_err(CliError::Usage)?;
         let online = if args.quiet && args.metrics_addr.is_none() && args.dashboard.is_none() && otlp.is_none() {
             Vec::new()
         } else {

@@ -132,6 +132,45 @@ impl std::str::FromStr for OtlpHeader {
     }
 }
 
+/// Headers as the OpenTelemetry variables write them
+/// (`OTEL_EXPORTER_OTLP_HEADERS`): `name=value` pairs separated by commas,
+/// values percent-encoded. `origin` names the list in errors, which name
+/// the entry by its place and never show a value.
+pub fn headers_from_list(list: &str, origin: &str) -> Result<Vec<OtlpHeader>, String> {
+    let entries = list.split(',').map(str::trim).filter(|e| !e.is_empty());
+    entries
+        .enumerate()
+        .map(|(i, entry)| {
+            let decoded = percent_encoding::percent_decode_str(entry).decode_utf8_lossy();
+            header_entry(&decoded).map_err(|e| format!("{origin}, entry {}: {e}", i + 1))
+        })
+        .collect()
+}
+
+/// Headers from a file of `NAME=VALUE` lines (blank lines and lines
+/// starting with `#` skipped), as a Kubernetes Secret mounts them.
+pub fn headers_from_file(path: &std::path::Path) -> Result<Vec<OtlpHeader>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read it: {e}", path.display()))?;
+    let lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let headers = lines
+        .map(|(i, line)| header_entry(line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if headers.is_empty() {
+        return Err(format!("{}: no NAME=VALUE line", path.display()));
+    }
+    Ok(headers)
+}
+
+/// One `NAME=VALUE`; the error names the header, never its value.
+fn header_entry(entry: &str) -> Result<OtlpHeader, String> {
+    let Some((name, value)) = entry.split_once('=') else {
+        return Err("not NAME=VALUE".to_string());
+    };
+    let name = HeaderName::try_from(name.trim()).map_err(|_| "not a header name before the =".to_string())?;
+    let value = HeaderValue::try_from(value.trim()).map_err(|_| format!("{name}: not a valid header value"))?;
+    Ok(OtlpHeader { name, value })
+}
+
 /// Everything a run's export needs.
 #[derive(Debug, Clone)]
 pub struct OtlpSettings {

@@ -293,3 +293,40 @@ fn pushes_go_over_tls_to_a_receiver_with_a_certificate_from_the_given_ca() {
     assert!(stderr.contains("did not land (TLS:"), "{stderr}");
     assert_eq!(receiver.pushes().len(), 1);
 }
+
+/// A push's credential can come from a file (a mounted Secret) or from the
+/// OpenTelemetry variable instead of the command line, where every process
+/// list shows it; a bad entry is named by its place, never by its value.
+#[test]
+fn a_pushs_credential_comes_from_a_file_or_the_environment() {
+    let dir = TempDir::new("otlp-secret");
+    let Some(receiver) = Receiver::start(&dir, &["--require-header", "authorization=Bearer t0k3n"]) else {
+        return;
+    };
+    let file = dir.write("small.toml", SMALL);
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+    let report = dir.path("report.json");
+    let headers = dir.write("headers", "# the collector's credential\nauthorization=Bearer t0k3n\n");
+    let out = run_pushing(&file, &report, &endpoint, &["--otlp-headers-file", &headers]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("the last with the report's totals"), "{stderr}");
+    let args = ["run", &file, "-q", "-o", report.to_str().unwrap(), "--otlp-endpoint", &endpoint];
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args(args)
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0k3n")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("the last with the report's totals"), "{stderr}");
+    assert_eq!(receiver.pushes().len(), 2, "both pushes carried the credential");
+    // Without it, the receiver refuses the push.
+    let out = run_pushing(&file, &report, &endpoint, &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not land"));
+    // A bad line: its place and the header's name, not the value.
+    let bad = dir.write("bad", "authorization=Bearer s3cret\nx-key=bad\u{7}s3cret\n");
+    let out = run_pushing(&file, &report, &endpoint, &["--otlp-headers-file", &bad]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad:2: x-key: not a valid header value") && !stderr.contains("s3cret"), "{stderr}");
+}

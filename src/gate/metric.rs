@@ -18,7 +18,8 @@
 //! | `achieved_rate_ratio` (achieved / offered) | ratio |
 //! | `freshness.stale_devices`, `freshness.never_ok` | count |
 //! | `freshness.stale_share` (stale / devices due) | fraction |
-//! | `freshness.max_gap.{p50,p90,p99,p999,max,mean}` | ms |
+//! | `freshness.max_gap.{p50,p75,p90,p95,p99,p999,max,mean}` | ms |
+//! | `generator.fell_behind` (1 when the generator's verdict is "fell behind": its numbers understate the backend), `generator.pool_limited` (1 when heartbeats queued for a pool too small, or in bursts: the client, not the backend, limited the run) | 0 or 1, the whole run only, at the end |
 
 use std::fmt;
 
@@ -183,6 +184,11 @@ pub enum Quantity {
     LateRate,
     Waited,
     RetryPending,
+    /// 1 when the generator fell behind, 0 when it kept up.
+    GeneratorFellBehind,
+    /// 1 when the pool's verdict is a client-side limit (the pool, or
+    /// bursts), 0 otherwise.
+    PoolLimited,
 }
 
 /// A metric path, resolved against the catalogue.
@@ -213,7 +219,9 @@ const QUANTILES: [(&str, Quantile); 8] = [
     ("max", Quantile::Max),
     ("mean", Quantile::Mean),
 ];
-const PLAIN: [(&str, Quantity); 20] = [
+const PLAIN: [(&str, Quantity); 22] = [
+    ("generator.fell_behind", Quantity::GeneratorFellBehind),
+    ("generator.pool_limited", Quantity::PoolLimited),
     ("late", Quantity::Late),
     ("late_rate", Quantity::LateRate),
     ("waited", Quantity::Waited),
@@ -264,6 +272,10 @@ impl Metric {
             None => (None, path),
         };
         let quantity = if let Some((_, q)) = PLAIN.iter().find(|(n, _)| *n == name) {
+            // The generator's verdicts are the run's, not a fleet's.
+            if fleet.is_some() && matches!(q, Quantity::GeneratorFellBehind | Quantity::PoolLimited) {
+                return Err(unknown());
+            }
             *q
         } else if let Some(class) = name.strip_prefix("errors.") {
             let i = CLASSES.iter().skip(1).position(|c| *c == class).ok_or_else(unknown)?;
@@ -296,7 +308,9 @@ impl Metric {
             | Quantity::Recovered
             | Quantity::Late
             | Quantity::Waited
-            | Quantity::RetryPending => Unit::Count,
+            | Quantity::RetryPending
+            | Quantity::GeneratorFellBehind
+            | Quantity::PoolLimited => Unit::Count,
             Quantity::ErrorRate
             | Quantity::MissedRate
             | Quantity::StaleShare
@@ -323,12 +337,13 @@ impl Metric {
             Quantity::Percentile(Series::FreshnessGap, _) => (0.0, crate::stats::MAX_GAP_MICROS as f64 / 1000.0),
             Quantity::Percentile(..) => (0.0, crate::stats::MAX_MICROS as f64 / 1000.0),
             _ if self.unit() == Unit::Fraction => (0.0, 1.0),
+            Quantity::GeneratorFellBehind | Quantity::PoolLimited => (0.0, 1.0),
             _ => (0.0, f64::INFINITY),
         }
     }
 
     /// Whether the value is only known once the run has ended (device
-    /// freshness), so it cannot abort a run.
+    /// freshness, the generator's verdicts), so it cannot abort a run.
     pub fn known_at_end_only(&self) -> bool {
         matches!(
             self.quantity,
@@ -336,6 +351,8 @@ impl Metric {
                 | Quantity::StaleShare
                 | Quantity::NeverOk
                 | Quantity::Percentile(Series::FreshnessGap, _)
+                | Quantity::GeneratorFellBehind
+                | Quantity::PoolLimited
         )
     }
 

@@ -63,6 +63,8 @@ pub enum NoValue {
     NoFleet { name: String, fleets: Vec<String> },
     #[error("{path}: the report has no device freshness")]
     NoFreshness { path: String },
+    #[error("{path}: the generator's verdict is known at the end of the run only")]
+    AtEndOnly { path: String },
 }
 
 /// A comparison operator.
@@ -346,8 +348,8 @@ impl<'de> DeserializeSeed<'de> for ConditionSeed<'_> {
         let t = Threshold::parse(self.path, &condition).map_err(de::Error::custom)?;
         if self.abort && t.metric.known_at_end_only() {
             return Err(de::Error::custom(format!(
-                "{}: device freshness is only known at the end of a run, so it cannot abort one; \
-                 move it to [thresholds]",
+                "{}: device freshness and the generator's verdicts are only known at the end of a run, so \
+                 they cannot abort one; move it to [thresholds]",
                 self.path
             )));
         }

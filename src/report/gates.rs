@@ -3,6 +3,7 @@
 //! their units and which way is better, below the report; their values are
 //! read here, next to the statistics that hold them.
 
+use super::verdict::PoolLimit;
 use super::{Report, Stats};
 use crate::gate::metric::{Quantile, Quantity, Series};
 use crate::gate::{Metric, NoValue, Threshold, ThresholdResult, Thresholds};
@@ -12,6 +13,15 @@ impl Report {
     /// `m`'s value in this report; an error when it has no such fleet or
     /// lacks what the metric needs.
     pub fn metric(&self, m: &Metric) -> Result<f64, NoValue> {
+        let flag = |set: bool| if set { 1.0 } else { 0.0 };
+        match m.quantity() {
+            Quantity::GeneratorFellBehind => return Ok(flag(!self.generator.kept_up)),
+            Quantity::PoolLimited => {
+                let limit = self.generator.pool.as_ref().map(|p| p.limit);
+                return Ok(flag(matches!(limit, Some(PoolLimit::Pool | PoolLimit::Bursts))));
+            }
+            _ => {}
+        }
         let stats = match &m.fleet {
             None => &self.totals,
             Some(name) => self.fleets.iter().find(|f| f.name.as_deref() == Some(name.as_str())).ok_or_else(|| {
@@ -87,6 +97,9 @@ impl Stats {
             Quantity::LateRate => ratio(s.late, s.sent),
             Quantity::Waited => s.waited as f64,
             Quantity::RetryPending => s.retry_pending as f64,
+            Quantity::GeneratorFellBehind | Quantity::PoolLimited => {
+                return Err(NoValue::AtEndOnly { path: m.path.clone() });
+            }
         })
     }
 

@@ -1,6 +1,5 @@
 //! fleetstorm's integration tests, in one binary (it links once).
 
-mod abort_wording;
 mod bad_scenarios;
 mod capacity;
 mod cli_sample;
@@ -9,6 +8,7 @@ mod compare;
 mod dashboard;
 mod dynamics;
 mod fault_matrix;
+mod gate_readings;
 mod gates;
 mod generator_props;
 mod listeners;

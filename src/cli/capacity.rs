@@ -4,7 +4,7 @@
 use tokio_util::sync::CancellationToken;
 
 use super::args::{CapacityArgs, usage_error};
-use super::error::{CliError, EXIT_FAILED, EXIT_GATE};
+use super::error::{CliError, EXIT_FAILED, EXIT_GATE, EXIT_INCONCLUSIVE, EXIT_INTERRUPTED};
 use super::listeners;
 use super::output::{check_outputs, say, write_json, write_output};
 use super::run::{runtime, seed_of};
@@ -117,7 +117,8 @@ fn capacity_end(report: &capacity::CapacityReport, written: bool, abandon: &Canc
     match report.verdict {
         CapacityVerdict::Found | CapacityVerdict::MaxRateReached => Ok(()),
         CapacityVerdict::BelowStart => Err(CliError::Said(EXIT_GATE)),
-        CapacityVerdict::Inconclusive | CapacityVerdict::Interrupted => Err(CliError::Said(EXIT_FAILED)),
+        CapacityVerdict::Inconclusive => Err(CliError::Said(EXIT_INCONCLUSIVE)),
+        CapacityVerdict::Interrupted => Err(CliError::Said(EXIT_INTERRUPTED)),
     }
 }
 

@@ -5,8 +5,8 @@
 use crate::report::paint::Paint;
 use crate::run::RunError;
 
-/// The command itself failed: I/O, network; or a run that failed or was
-/// interrupted.
+/// The command itself failed: I/O (an output not written), network, the
+/// machine's resources.
 pub const EXIT_FAILED: u8 = 1;
 /// Bad usage or an invalid scenario.
 pub const EXIT_USAGE: u8 = 2;
@@ -14,6 +14,14 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_GATE: u8 = 3;
 /// `--start-at` passed before the shard was ready: nothing was sent.
 pub const EXIT_NOT_READY: u8 = 4;
+/// A run in which not one heartbeat succeeded (the target is down, refuses
+/// every connection, or answers every heartbeat with an error).
+pub const EXIT_NOTHING_SUCCEEDED: u8 = 5;
+/// Interrupted (Ctrl-C, SIGTERM): the report, of what ran, was written.
+pub const EXIT_INTERRUPTED: u8 = 6;
+/// `capacity`: the search ended without an answer (a step's generator fell
+/// behind, its pool was too small, or a step could not run).
+pub const EXIT_INCONCLUSIVE: u8 = 7;
 /// A second interrupt: what was merged so far was written (128 + SIGINT).
 pub const EXIT_ABANDONED: u8 = 130;
 

@@ -4,10 +4,12 @@
 //! code in one place ([`error`], [`run`]). `src/main.rs` only calls
 //! [`main`]; tests call [`execute`] in-process with any arguments.
 //!
-//! Exit codes: 0 success; 1 the command itself failed (I/O, network), or
-//! a run failed or was interrupted; 2 bad usage or an invalid scenario;
+//! Exit codes ([`error`]): 0 success; 1 the command itself failed (I/O,
+//! an output not written, network); 2 bad usage or an invalid scenario;
 //! 3 a threshold or comparison gate failed; 4 a shard was not ready at
-//! `--start-at`; 130 stopped by a second interrupt.
+//! `--start-at`; 5 a run in which not one heartbeat succeeded;
+//! 6 interrupted; 7 `capacity` inconclusive; 130 stopped by a second
+//! interrupt.
 
 pub mod args;
 mod capacity;

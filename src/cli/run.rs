@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::args::{RunArgs, ShardArgs, ValidateArgs};
-use super::error::{CliError, EXIT_FAILED, EXIT_GATE};
+use super::error::{CliError, EXIT_FAILED, EXIT_GATE, EXIT_INTERRUPTED, EXIT_NOTHING_SUCCEEDED};
 use super::listeners;
 use super::output::{check_outputs, publish, write_output};
 use super::signals::{Termination, interrupts};
@@ -262,10 +262,11 @@ pub(super) fn run_verdict(report: &Report) -> Result<(), CliError> {
         return verdict(EXIT_GATE, format!("aborted by the threshold {}: exit code {EXIT_GATE}", a.expr));
     }
     if report.interrupted {
-        return verdict(EXIT_FAILED, format!("the run was interrupted: exit code {EXIT_FAILED}"));
+        return verdict(EXIT_INTERRUPTED, format!("the run was interrupted: exit code {EXIT_INTERRUPTED}"));
     }
     if let Some(why) = report.no_success() {
-        return verdict(EXIT_FAILED, format!("the run failed: {why}: exit code {EXIT_FAILED}"));
+        let code = EXIT_NOTHING_SUCCEEDED;
+        return verdict(code, format!("the run failed: {why}: exit code {code}"));
     }
     if !report.thresholds_passed() {
         let failed = report.thresholds.iter().filter(|t| !t.ok).count();

@@ -40,9 +40,10 @@ pub(super) fn man_command(dir: Option<&Path>) -> Result<(), CliError> {
 }
 
 /// The exit codes, as the man page's closing section says them.
-const EXIT_CODES: &str = "Exit codes: 0 success; 1 the command itself failed (I/O, network), or a run failed or \
-was interrupted; 2 bad usage or an invalid scenario; 3 a threshold or comparison gate failed; 4 a shard was not \
-ready at --start-at; 130 stopped by a second interrupt.";
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 the command itself failed (I/O, an output not written, \
+network); 2 bad usage or an invalid scenario; 3 a threshold or comparison gate failed (capacity: no rate met the \
+SLO); 4 a shard was not ready at --start-at; 5 a run in which not one heartbeat succeeded; 6 interrupted (the \
+report of what ran was written); 7 capacity: inconclusive; 130 stopped by a second interrupt.";
 
 fn emit(bytes: &[u8]) -> Result<(), CliError> {
     let mut out = io::stdout().lock();

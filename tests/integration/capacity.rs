@@ -80,7 +80,7 @@ fn the_search_finds_the_capacity_of_a_queueing_backend() {
             // Three searches on a busy machine: what it said must still be
             // true. The step it ended on is one the generator fell behind
             // on, run twice, and no capacity is claimed.
-            assert_eq!((code, report.max_sustainable_rate), (1, None), "{name}: {stdout}");
+            assert_eq!((code, report.max_sustainable_rate), (7, None), "{name}: {stdout}");
             let last: Vec<_> = report.steps.iter().rev().take(2).collect();
             assert!(
                 last.len() == 2
@@ -178,7 +178,7 @@ fn a_generator_that_cannot_keep_up_makes_the_answer_inconclusive() {
         search(&dir, "starved", &scenario(&url, "{ pool = 1000 }", &search_text), &["--threads", "1"]);
     let _ = serve.kill();
     let _ = serve.wait();
-    assert_eq!((code, report.verdict), (1, CapacityVerdict::Inconclusive), "{stdout}");
+    assert_eq!((code, report.verdict), (7, CapacityVerdict::Inconclusive), "{stdout}");
     assert_eq!(report.max_sustainable_rate, None);
     assert_eq!(report.limit.as_deref(), Some("generator"));
     assert_eq!(report.steps.len(), 2, "run again once");
@@ -199,7 +199,7 @@ fn a_generator_that_cannot_keep_up_makes_the_answer_inconclusive() {
     let _ = serve.wait();
     assert_eq!(
         (code, report.verdict, report.max_sustainable_rate),
-        (1, CapacityVerdict::Inconclusive, None),
+        (7, CapacityVerdict::Inconclusive, None),
         "{stdout}"
     );
     assert_eq!(report.limit.as_deref(), Some("generator"));
@@ -223,7 +223,7 @@ fn a_pool_too_small_for_the_rate_is_the_client_s_limit_not_the_backend_s() {
     let _ = serve.wait();
     assert_eq!(
         (code, report.verdict, report.max_sustainable_rate),
-        (1, CapacityVerdict::Inconclusive, None),
+        (7, CapacityVerdict::Inconclusive, None),
         "{stdout}"
     );
     assert_eq!(report.limit.as_deref(), Some("pool"), "{stdout}");
@@ -295,7 +295,7 @@ fn ctrl_c_writes_what_the_finished_steps_showed() {
     let output = child.wait_with_output().unwrap();
     let stderr = reader.join().unwrap();
     assert!(began, "the second step never began: {stderr}");
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(6), "interrupted: {stderr}");
     assert!(stderr.contains("step 1: offered"), "progress: {stderr}");
     let report = CapacityReport::load(&out).unwrap();
     assert_eq!((report.verdict, report.max_sustainable_rate), (CapacityVerdict::Interrupted, None));

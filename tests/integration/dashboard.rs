@@ -50,7 +50,7 @@ fn the_dashboard_follows_a_run_and_ends_on_its_report() {
     };
     let status = run.0.wait().unwrap();
     let said = said.join().unwrap();
-    assert_eq!(status.code(), Some(1), "an interrupted run: {said}");
+    assert_eq!(status.code(), Some(6), "an interrupted run: {said}");
     let (first, second, last) = (&page["first"], &page["second"], &page["final"]);
     // Rising counts, read from the DOM.
     let count = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));

@@ -264,7 +264,7 @@ fn signal_mid_run_writes_a_complete_interrupted_report(signal: &str) {
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(signalled.elapsed() < Duration::from_secs(4), "stopped within a second plus the timeout");
-    assert_eq!(output.status.code(), Some(1), "an interrupted run exits 1: {:?}\n{stderr}", output.status);
+    assert_eq!(output.status.code(), Some(6), "an interrupted run exits 6: {:?}\n{stderr}", output.status);
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
     schema_check(&json);
     let report: Report = serde_json::from_value(json).unwrap();

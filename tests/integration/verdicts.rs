@@ -159,7 +159,7 @@ fn a_run_in_which_nothing_succeeded_fails_whatever_its_thresholds() {
         );
         let out = fleetstorm(&["run", &file, "--quiet"]);
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+        assert_eq!(out.status.code(), Some(5), "{stdout}\n{stderr}");
         assert!(stderr.contains("the run failed: not one of 20 heartbeats sent succeeded (connect 20"), "{stderr}");
         assert!(stdout.contains("FAILED: not one of"), "{stdout}");
     }

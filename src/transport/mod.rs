@@ -98,8 +98,9 @@ pub trait Transport: Send + Sync + 'static {
     }
 
     /// Opens a connection ahead of any heartbeat (a pool made ready before
-    /// a synchronized start); `None` if it cannot be had.
-    fn connect(&self) -> impl Future<Output = Option<Self::Conn>> + Send + 'static {
+    /// a synchronized start), with what opening it took, to be counted as
+    /// an exchange's would be; `None` if it cannot be had.
+    fn connect(&self) -> impl Future<Output = Option<(Self::Conn, Connected)>> + Send + 'static {
         std::future::ready(None)
     }
 }
@@ -347,11 +348,11 @@ impl Transport for Http {
         conn.is_closed()
     }
 
-    fn connect(&self) -> impl Future<Output = Option<Sender>> + Send + 'static {
+    fn connect(&self) -> impl Future<Output = Option<(Sender, Connected)>> + Send + 'static {
         let endpoint = self.endpoint.clone();
         async move {
             let opened = tokio::time::timeout(endpoint.timeout, connect(&endpoint)).await;
-            opened.ok()?.ok().map(|(sender, _handshake)| sender)
+            opened.ok()?.ok().map(|(sender, handshake)| (sender, Connected { tls_handshake: handshake }))
         }
     }
 }

@@ -388,7 +388,13 @@ pub async fn search(
     let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let mut search = Search::new(settings);
     let mut steps: Vec<StepResult> = Vec::new();
-    let mut target = String::new();
+    // As the outputs of a run name it; each step's report names it again
+    // with the built-in backend's address.
+    let mut target = crate::wire::destination(
+        &scenario.target.url.to_string(),
+        &scenario.target.path,
+        scenario.fleets.iter().map(|f| f.wire),
+    );
     let mut interrupted = false;
     let mut retried = None;
     let began = std::time::Instant::now();
@@ -429,7 +435,7 @@ pub async fn search(
             interrupted = true;
             break;
         }
-        target = format!("{}{}", report.scenario.target.url, report.scenario.target.path);
+        target = report.scenario.destination();
         let slo = settings.slo.iter().map(|t| report.check(t, false)).collect();
         let mut result = StepResult::judged(steps.len() + 1, rate, devices, &report, slo, baseline.map(|(_, p50)| p50));
         (result.started_s, result.ended_s) = (started_s, began.elapsed().as_secs_f64());

@@ -178,7 +178,9 @@ pub struct ScenarioSummary {
 impl ScenarioSummary {
     /// Where the run sent, for its headers: the target's URL and the
     /// SendHeartbeat path when a fleet sends there, and the other device
-    /// profiles its fleets speak (each to its own paths).
+    /// profiles its fleets speak (each to its own paths). Every output
+    /// names the target this way (summary, HTML, Markdown, JUnit,
+    /// capacity), never as the URL and path alone.
     pub fn destination(&self) -> String {
         crate::wire::destination(&self.target.url, &self.target.path, self.fleets.iter().map(|f| f.profile))
     }

@@ -17,6 +17,7 @@ mod plan;
 mod profiles;
 mod reports;
 mod run;
+mod run_says;
 mod scenario_errors;
 mod sdk;
 mod security;

@@ -46,7 +46,11 @@ pub fn step_scenario(scenario: &Scenario, settings: &CapacitySettings, rate: f64
     let factor = rate / nominal_rate(scenario);
     let mut s = scenario.clone();
     s.duration = settings.warmup + settings.step_duration;
-    s.thresholds = Default::default();
+    // Steps stop early as the scenario's runs do when nothing succeeds.
+    s.thresholds = crate::gate::Thresholds {
+        stop_when_nothing_succeeds: scenario.thresholds.stop_when_nothing_succeeds,
+        ..Default::default()
+    };
     s.capacity = None;
     for f in &mut s.fleets {
         f.events.clear();

@@ -2,6 +2,7 @@
 
 mod bad_scenarios;
 mod capacity;
+mod capacity_refused;
 mod cli_sample;
 mod cli_serve;
 mod compare;

@@ -46,7 +46,11 @@ pub fn step_scenario(scenario: &Scenario, settings: &CapacitySettings, rate: f64
     let factor = rate / nominal_rate(scenario);
     let mut s = scenario.clone();
     s.duration = settings.warmup + settings.step_duration;
-    s.thresholds = Default::default();
+    // Steps stop early as the scenario's runs do when nothing succeeds.
+    s.thresholds = crate::gate::Thresholds {
+        stop_when_nothing_succeeds: scenario.thresholds.stop_when_nothing_succeeds,
+        ..Default::default()
+    };
     s.capacity = None;
     for f in &mut s.fleets {
         f.events.clear();
@@ -107,14 +111,18 @@ impl std::fmt::Display for CapacityVerdict {
 }
 
 /// What made an inconclusive step so, on the client's side (in reports:
-/// `generator`, `pool`).
+/// `generator`, `pool`, `resources`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientLimit {
-    /// The generator fell behind, or could not run the step here.
+    /// The generator fell behind.
     Generator,
     /// The pool was too small for the rate at a flat service time.
     Pool,
+    /// The step was refused before it ran: more connections than this
+    /// machine allows the process (open files, local ports). It never ran,
+    /// so it says nothing of the generator's speed either.
+    Resources,
 }
 
 impl std::fmt::Display for ClientLimit {
@@ -122,6 +130,7 @@ impl std::fmt::Display for ClientLimit {
         f.write_str(match self {
             ClientLimit::Generator => "generator",
             ClientLimit::Pool => "pool",
+            ClientLimit::Resources => "resources",
         })
     }
 }
@@ -151,8 +160,8 @@ pub struct StepResult {
     pub service_time_p50_ms: f64,
     pub verdict: StepVerdict,
     /// What made an inconclusive step so, on the client's side:
-    /// `generator` (it fell behind) or `pool` (too small for the rate at a
-    /// flat service time).
+    /// `generator` (it fell behind), `pool` (too small for the rate at a
+    /// flat service time) or `resources` (refused before it ran).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_limit: Option<ClientLimit>,
     pub slo: Vec<ThresholdResult>,
@@ -267,7 +276,7 @@ impl StepResult {
         }
     }
 
-    /// A step the generator could not run at all.
+    /// A step refused before it ran (more than this machine allows).
     fn not_run(step: usize, target_rate: f64, devices: u64, why: &str) -> StepResult {
         StepResult {
             step,
@@ -285,9 +294,9 @@ impl StepResult {
             connection_wait_p99_ms: 0.0,
             service_time_p50_ms: 0.0,
             verdict: StepVerdict::Inconclusive,
-            client_limit: Some(ClientLimit::Generator),
+            client_limit: Some(ClientLimit::Resources),
             slo: vec![],
-            reason: format!("the generator cannot run this step here: {why}"),
+            reason: format!("not run: refused before it started: {why}"),
             started_s: 0.0,
             ended_s: 0.0,
             settle_s: 0.0,
@@ -388,7 +397,13 @@ pub async fn search(
     let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let mut search = Search::new(settings);
     let mut steps: Vec<StepResult> = Vec::new();
-    let mut target = String::new();
+    // As the outputs of a run name it; each step's report names it again
+    // with the built-in backend's address.
+    let mut target = crate::wire::destination(
+        &scenario.target.url.to_string(),
+        &scenario.target.path,
+        scenario.fleets.iter().map(|f| f.wire),
+    );
     let mut interrupted = false;
     let mut retried = None;
     let began = std::time::Instant::now();
@@ -429,7 +444,7 @@ pub async fn search(
             interrupted = true;
             break;
         }
-        target = format!("{}{}", report.scenario.target.url, report.scenario.target.path);
+        target = report.scenario.destination();
         let slo = settings.slo.iter().map(|t| report.check(t, false)).collect();
         let mut result = StepResult::judged(steps.len() + 1, rate, devices, &report, slo, baseline.map(|(_, p50)| p50));
         (result.started_s, result.ended_s) = (started_s, began.elapsed().as_secs_f64());
@@ -526,7 +541,11 @@ fn conclude(
     };
     let devices = devices_at(scenario, max_sustainable_rate.or(search.good).unwrap_or(0.0), settings.headroom);
     let knee_rate = knee(&steps);
-    let answer = answer(verdict, max_sustainable_rate, search, &devices, settings, limit_detail.as_deref());
+    let refused = generator
+        .filter(|g| g.client_limit == Some(ClientLimit::Resources))
+        .map(|g| (g.target_rate, fixes(scenario, settings)));
+    let limits = Limits { detail: limit_detail.as_deref(), refused: refused.as_ref().map(|(r, f)| (*r, f.as_str())) };
+    let answer = answer(verdict, max_sustainable_rate, search, &devices, settings, limits);
     CapacityReport {
         schema: SCHEMA.to_string(),
         scenario: scenario.name.clone(),
@@ -616,14 +635,39 @@ fn rate(r: f64) -> String {
     crate::units::thousands(r.round() as u64)
 }
 
+/// What to change so that a step refused here can run: what the scenario
+/// does not do already.
+fn fixes(scenario: &Scenario, settings: &CapacitySettings) -> String {
+    let mut fixes = Vec::new();
+    if settings.scale == Scale::Devices {
+        fixes.push(
+            "scale = \"rate\" under [capacity] (the same devices beating faster: their connections do not multiply)",
+        );
+    }
+    if !matches!(scenario.target.connections, crate::transport::settings::ConnectionMode::Pool(_)) {
+        fixes.push("target.connections = { pool = N }");
+    }
+    fixes.push("or measure the rate with shards (run --shard I/N, one process each, then merge)");
+    format!("to search further: {}", fixes.join(", "))
+}
+
+/// Why the search ended where it did, for its answer.
+struct Limits<'a> {
+    /// The first limit met, in words (`limit_detail`).
+    detail: Option<&'a str>,
+    /// A step was refused before it ran: its rate, and what would let it run.
+    refused: Option<(f64, &'a str)>,
+}
+
 fn answer(
     verdict: CapacityVerdict,
     max: Option<f64>,
     search: &Search,
     devices: &[DevicesAt],
     settings: &CapacitySettings,
-    limit: Option<&str>,
+    limits: Limits<'_>,
 ) -> String {
+    let limit = limits.detail;
     let in_devices = |r: f64| {
         let parts: Vec<String> = devices
             .iter()
@@ -649,6 +693,18 @@ fn answer(
             rate(search.bad.unwrap_or(settings.start_rate)),
             limit.unwrap_or("")
         ),
+        (CapacityVerdict::Inconclusive, _) if limits.refused.is_some() => {
+            let (at, fixes) = limits.refused.unwrap_or_default();
+            let known = match search.good {
+                Some(g) => format!("the backend carried at least {}/s", rate(g)),
+                None => "nothing is known of the backend".to_string(),
+            };
+            format!(
+                "inconclusive: the step at {}/s was refused before it ran (more connections than this machine \
+                 allows the process; see the first limit), so it measured nothing; {known}; {fixes}",
+                rate(at)
+            )
+        }
         (CapacityVerdict::Inconclusive, _) => {
             let who = match limit {
                 Some(l) if l.contains("the pool of") => "the connection pool was too small",

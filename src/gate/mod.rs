@@ -246,8 +246,12 @@ impl ThresholdResult {
 /// The default wait before abort thresholds are checked.
 pub const DEFAULT_ABORT_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a run goes on with nothing succeeding, by default, before it
+/// stops ([`Thresholds::stop_when_nothing_succeeds`]).
+pub const DEFAULT_STOP_WHEN_NOTHING_SUCCEEDS: Duration = Duration::from_secs(10);
+
 /// A scenario's thresholds.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Thresholds {
     /// Checked at the end; any failing gives exit code 3.
     pub end: Vec<Threshold>,
@@ -255,6 +259,22 @@ pub struct Thresholds {
     pub abort: Vec<Threshold>,
     /// Abort thresholds are not checked before this much of the run.
     pub abort_grace: Duration,
+    /// Stop the run when this much of it has passed, heartbeats have
+    /// failed and not one has succeeded (a target refusing every
+    /// connection need not burn the whole duration): exit code 5.
+    /// `None` (`"off"`): never, for a run that starts in an outage.
+    pub stop_when_nothing_succeeds: Option<Duration>,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            end: Vec::new(),
+            abort: Vec::new(),
+            abort_grace: Duration::ZERO,
+            stop_when_nothing_succeeds: Some(DEFAULT_STOP_WHEN_NOTHING_SUCCEEDS),
+        }
+    }
 }
 
 impl Thresholds {
@@ -295,7 +315,11 @@ impl<'de> Visitor<'de> for ThresholdsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Thresholds, A::Error> {
-        let mut out = Thresholds { abort_grace: DEFAULT_ABORT_GRACE, ..Thresholds::default() };
+        let mut out = Thresholds {
+            abort_grace: DEFAULT_ABORT_GRACE,
+            stop_when_nothing_succeeds: Some(DEFAULT_STOP_WHEN_NOTHING_SUCCEEDS),
+            ..Thresholds::default()
+        };
         let mut seen: Vec<String> = Vec::new();
         while let Some(key) = map.next_key::<String>()? {
             if seen.contains(&key) {
@@ -307,10 +331,15 @@ impl<'de> Visitor<'de> for ThresholdsVisitor {
                     let inner = map.next_value_seed(AbortSeed)?;
                     out.abort = inner.end;
                     out.abort_grace = inner.abort_grace;
+                    out.stop_when_nothing_succeeds = inner.stop_when_nothing_succeeds;
                 }
                 "grace" if self.abort => {
                     let crate::units::DurationValue(g) = map.next_value()?;
                     out.abort_grace = g;
+                }
+                "stop_when_nothing_succeeds" if self.abort => {
+                    let written: String = map.next_value()?;
+                    out.stop_when_nothing_succeeds = stop_after(&written).map_err(de::Error::custom)?;
                 }
                 _ => {
                     let t = map.next_value_seed(ConditionSeed { path: &key, abort: self.abort })?;
@@ -319,6 +348,19 @@ impl<'de> Visitor<'de> for ThresholdsVisitor {
             }
         }
         Ok(out)
+    }
+}
+
+/// `stop_when_nothing_succeeds` as written: a duration, or `"off"`.
+fn stop_after(written: &str) -> Result<Option<Duration>, String> {
+    let hint = "write a duration such as \"10s\", or \"off\" for a run that starts in an outage";
+    if written.trim() == "off" {
+        return Ok(None);
+    }
+    match crate::units::parse_duration(written) {
+        Ok(d) if !d.is_zero() => Ok(Some(d)),
+        Ok(_) => Err(format!("stop_when_nothing_succeeds: {written:?} is no time at all: {hint}")),
+        Err(e) => Err(format!("stop_when_nothing_succeeds: {e}: {hint}")),
     }
 }
 
@@ -449,6 +491,19 @@ mod tests {
         assert_eq!(t.end[1].limit, 0.001);
         assert_eq!(t.abort.len(), 1);
         assert_eq!(t.abort_grace, Duration::from_secs(5));
+        assert_eq!(t.stop_when_nothing_succeeds, Some(DEFAULT_STOP_WHEN_NOTHING_SUCCEEDS), "on by default");
+        assert_eq!(Thresholds::default().stop_when_nothing_succeeds, Some(DEFAULT_STOP_WHEN_NOTHING_SUCCEEDS));
+        let stop = |v: &str| {
+            toml::from_str::<Thresholds>(&format!("[abort]\nstop_when_nothing_succeeds = \"{v}\""))
+                .map(|t| t.stop_when_nothing_succeeds)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(stop("3s"), Ok(Some(Duration::from_secs(3))));
+        assert_eq!(stop("off"), Ok(None));
+        for bad in ["0s", "soon"] {
+            let e = stop(bad).unwrap_err();
+            assert!(e.contains("stop_when_nothing_succeeds") && e.contains("\"off\""), "{bad}: {e}");
+        }
         let e = toml::from_str::<Thresholds>("[abort]\n\"freshness.stale_devices\" = \"> 0\"").unwrap_err();
         assert!(e.to_string().contains("only known at the end"), "{e}");
         let e = toml::from_str::<Thresholds>("\"latency.p99\" = 250").unwrap_err();

@@ -209,6 +209,7 @@ impl Report {
                 .collect(),
             thresholds: Vec::new(),
             aborted: None,
+            stopped: None,
             first_errors: BTreeMap::new(),
             backend,
             start: None,

@@ -35,7 +35,7 @@ pub fn render(report: &Report) -> String {
     );
     out.push_str("    <properties>\n");
     for (name, value) in [
-        ("target", format!("{}{}", report.scenario.target.url, report.scenario.target.path)),
+        ("target", report.scenario.destination()),
         ("seed", report.scenario.seed.to_string()),
         ("duration_s", format!("{:.3}", report.duration_s)),
         ("interrupted", report.interrupted.to_string()),

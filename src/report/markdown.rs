@@ -26,9 +26,8 @@ pub fn render(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "Against `{}{}` ({}), seed {}, {:.1} s of {:.1} s planned, started {}{}.{}\n",
-        s.target.url,
-        s.target.path,
+        "Against `{}` ({}), seed {}, {:.1} s of {:.1} s planned, started {}{}.{}\n",
+        s.destination(),
         s.target.connections,
         s.seed,
         report.duration_s,

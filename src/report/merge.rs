@@ -177,6 +177,8 @@ pub fn merge(shards: &[ShardReport]) -> Result<Report, MergeError> {
         timeline: add_timelines(sorted.iter().map(|s| &s.report.timeline)),
         thresholds: Vec::new(),
         aborted: sorted.iter().filter_map(|s| s.report.aborted.clone()).min_by(|a, b| a.at_s.total_cmp(&b.at_s)),
+        // The earliest shard to stop: the merged run stopped then.
+        stopped: sorted.iter().filter_map(|s| s.report.stopped.clone()).min_by(|a, b| a.at_s.total_cmp(&b.at_s)),
         first_errors: BTreeMap::new(),
         backend: None,
         start: None,

@@ -99,6 +99,10 @@ pub struct Report {
     /// Set when an abort threshold stopped the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted: Option<Aborted>,
+    /// Set when the run stopped early because nothing had succeeded
+    /// (`stop_when_nothing_succeeds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
     /// The first error message of each failure class, as the transport saw it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub first_errors: BTreeMap<String, String>,
@@ -153,6 +157,16 @@ pub struct Cohort {
     pub stats: Stats,
 }
 
+/// A run stopped early: nothing had succeeded `after_s` into it, while
+/// heartbeats had failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stopped {
+    /// `stop_when_nothing_succeeds`, in seconds.
+    pub after_s: f64,
+    /// When it stopped, in seconds into the run.
+    pub at_s: f64,
+}
+
 /// Which abort threshold stopped a run, and when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Aborted {
@@ -178,7 +192,9 @@ pub struct ScenarioSummary {
 impl ScenarioSummary {
     /// Where the run sent, for its headers: the target's URL and the
     /// SendHeartbeat path when a fleet sends there, and the other device
-    /// profiles its fleets speak (each to its own paths).
+    /// profiles its fleets speak (each to its own paths). Every output
+    /// names the target this way (summary, HTML, Markdown, JUnit,
+    /// capacity), never as the URL and path alone.
     pub fn destination(&self) -> String {
         crate::wire::destination(&self.target.url, &self.target.path, self.fleets.iter().map(|f| f.profile))
     }
@@ -605,6 +621,20 @@ impl Report {
     /// or answers every heartbeat with an error), or none was due.
     pub fn no_success(&self) -> Option<String> {
         let t = &self.totals;
+        if let Some(stop) = &self.stopped {
+            let failures: Vec<String> =
+                t.errors.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+            return Some(format!(
+                "stopped: nothing succeeded in the first {} (at {:.1} s of {:.1} s planned; {} heartbeats sent, {} ok{}); \
+                 a run that starts in an outage sets stop_when_nothing_succeeds = \"off\" under [thresholds.abort]",
+                crate::units::format_duration(Duration::from_secs_f64(stop.after_s)),
+                stop.at_s,
+                self.scenario.planned_duration_s,
+                t.sent,
+                t.ok,
+                if failures.is_empty() { String::new() } else { format!(", {}", failures.join(", ")) }
+            ));
+        }
         if t.ok > 0 || self.interrupted || self.aborted.is_some() {
             return None;
         }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{self, EngineSettings, FleetRuntime, Live};
 use crate::fleet::FleetEvents;
 use crate::gate::ThresholdResult;
-use crate::report::{Aborted, Report, Stats};
+use crate::report::{Aborted, Report, Stats, Stopped};
 use crate::scenario::{ScaleError, Scenario, TargetUrl};
 use crate::server::{self, ServeConfig};
 use crate::shard::Shard;
@@ -340,6 +340,9 @@ pub async fn execute_with(
         abandon: options.abandon.clone(),
         live_freshness: options.live_freshness,
     };
+    // The run's own: stopping it (an abort threshold, nothing succeeding)
+    // does not cancel whoever runs it (a capacity search goes on).
+    let cancel = cancel.child_token();
     let mut watch = AbortWatch::new(scenario, cancel.clone());
     let mut output = engine::run(transport, fleets, settings, cancel, |live| {
         watch.observe(live);
@@ -392,25 +395,64 @@ pub async fn execute_with(
         })
         .collect();
     report.aborted = watch.fired.map(|(aborted, _)| aborted);
+    if let Some(stopped) = watch.stopped {
+        // Stopped, not interrupted: nothing succeeding is the run's result.
+        report.interrupted = false;
+        report.stopped = Some(stopped);
+    }
     let second_histograms = output.timeline.iter_mut().map(|s| (s.start_s, s.width_s, s.histogram.take())).collect();
     Ok(Executed { report, second_histograms, fleets: std::mem::take(&mut output.fleets) })
 }
 
 /// Checks abort thresholds during a run, about once a second after the
-/// grace period, and cancels the run when one fires.
+/// grace period, and cancels the run when one fires; and cancels it when,
+/// `stop_when_nothing_succeeds` into it, heartbeats have failed and none
+/// has succeeded.
 struct AbortWatch<'s> {
     scenario: &'s Scenario,
     cancel: CancellationToken,
     last_check: Option<Duration>,
     fired: Option<(Aborted, ThresholdResult)>,
+    stopped: Option<Stopped>,
+    /// A heartbeat has succeeded: the run is not stopped for want of one.
+    succeeded: bool,
 }
 
 impl<'s> AbortWatch<'s> {
     fn new(scenario: &'s Scenario, cancel: CancellationToken) -> Self {
-        AbortWatch { scenario, cancel, last_check: None, fired: None }
+        AbortWatch { scenario, cancel, last_check: None, fired: None, stopped: None, succeeded: false }
+    }
+
+    /// Stops the run when, `stop_when_nothing_succeeds` into it, heartbeats
+    /// have failed and not one has succeeded, warm-up included (the
+    /// timeline counts it, the totals do not). The live timeline holds the
+    /// last hour: a success is remembered once seen.
+    fn stop_if_nothing_succeeds(&mut self, live: &Live<'_>) {
+        let Some(after) = self.scenario.thresholds.stop_when_nothing_succeeds else {
+            return;
+        };
+        if self.succeeded || self.stopped.is_some() || self.fired.is_some() {
+            return;
+        }
+        let ok =
+            live.timeline.iter().map(|s| s.ok).sum::<u64>() + live.fleets.iter().map(|f| f.counters.ok()).sum::<u64>();
+        if ok > 0 {
+            self.succeeded = true;
+            return;
+        }
+        // Before the grace, or past the end (draining): nothing to stop.
+        if live.elapsed < after || live.elapsed >= live.duration {
+            return;
+        }
+        if live.timeline.iter().all(|s| s.failed == 0) {
+            return; // nothing has ended yet: no answer is not a failure
+        }
+        self.stopped = Some(Stopped { after_s: after.as_secs_f64(), at_s: live.elapsed.as_secs_f64() });
+        self.cancel.cancel();
     }
 
     fn observe(&mut self, live: &Live<'_>) {
+        self.stop_if_nothing_succeeds(live);
         let t = &self.scenario.thresholds;
         if t.abort.is_empty() || self.fired.is_some() || live.elapsed < t.abort_grace {
             return;
@@ -431,7 +473,7 @@ impl<'s> AbortWatch<'s> {
                 },
             };
             let result = stats.check(threshold, true);
-            if !result.ok {
+            if !result.ok && self.stopped.is_none() {
                 let aborted =
                     Aborted { expr: result.expr.clone(), actual_text: result.actual_text.clone(), at_s: seconds };
                 self.fired = Some((aborted, result));

@@ -327,6 +327,16 @@ pub fn plan_text_within(s: &Scenario, shard: Option<Shard>, budget: u64) -> Stri
             );
         }
     }
+    let _ = match s.thresholds.stop_when_nothing_succeeds {
+        Some(d) => writeln!(
+            out,
+            "\nstops early (exit code 5) if, {} into the run, heartbeats have failed and none has succeeded",
+            crate::units::format_duration(d)
+        ),
+        None => {
+            writeln!(out, "\nruns its whole duration even if nothing succeeds (stop_when_nothing_succeeds = \"off\")")
+        }
+    };
     out
 }
 

@@ -40,6 +40,22 @@ pub struct Answer {
     /// When the answer's last bytes reached this machine, by the kernel's
     /// receive stamp ([`super::arrival`]), if the socket had one.
     pub arrived: Option<std::time::Instant>,
+    /// An error answer's (status 400 and up) first [`EXCERPT`] bytes of
+    /// body, kept as they are read past (no read more): what the first
+    /// answer of each status says in the summary. `None` below 400, so
+    /// successes keep nothing.
+    pub excerpt: Option<Box<[u8]>>,
+}
+
+/// The most of an error answer's body kept in [`Answer::excerpt`].
+pub const EXCERPT: usize = 256;
+
+/// Adds what of `bytes` fits to the excerpt being kept, if one is.
+fn keep(excerpt: &mut Option<Vec<u8>>, bytes: &[u8]) {
+    if let Some(e) = excerpt {
+        let room = EXCERPT.saturating_sub(e.len());
+        e.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
 }
 
 /// Why an exchange failed.
@@ -229,12 +245,14 @@ pub async fn read_answer<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>) ->
         }
     };
     buf.drain(..head.len);
+    let mut excerpt = (head.status >= 400).then(Vec::new);
     let reusable = match head.length {
-        BodyLength::Fixed(n) => skip_exact(io, buf, n).await?,
+        BodyLength::Fixed(n) => skip_exact(io, buf, n, &mut excerpt).await?,
         // Boxed: rare in answers to heartbeats, and it would double this future.
-        BodyLength::Chunked => Box::pin(skip_chunked(io, buf)).await?,
+        BodyLength::Chunked => Box::pin(skip_chunked(io, buf, &mut excerpt)).await?,
         BodyLength::ToEof => {
             loop {
+                keep(&mut excerpt, buf);
                 buf.clear();
                 if fill(io, buf).await? == 0 {
                     break;
@@ -248,6 +266,7 @@ pub async fn read_answer<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>) ->
         retry_after: head.retry_after,
         reusable: reusable && head.keep_alive,
         arrived: None,
+        excerpt: excerpt.map(Vec::into_boxed_slice),
     })
 }
 
@@ -333,16 +352,23 @@ pub fn retry_after_secs(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
-/// Skips `n` body bytes; whether the answer ended cleanly (nothing
-/// unasked after it).
-async fn skip_exact<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>, mut n: u64) -> Result<bool, Error> {
+/// Skips `n` body bytes (keeping what fits of them in `excerpt`, if kept);
+/// whether the answer ended cleanly (nothing unasked after it).
+async fn skip_exact<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut Vec<u8>,
+    mut n: u64,
+    excerpt: &mut Option<Vec<u8>>,
+) -> Result<bool, Error> {
     loop {
         let have = buf.len() as u64;
         if have >= n {
+            keep(excerpt, &buf[..n as usize]);
             buf.drain(..n as usize);
             return Ok(buf.is_empty());
         }
         n -= have;
+        keep(excerpt, buf);
         buf.clear();
         if fill(io, buf).await? == 0 {
             return Err(cut_short());
@@ -351,7 +377,11 @@ async fn skip_exact<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>, mut n: 
 }
 
 /// Skips a chunked body and its trailers; whether the answer ended cleanly.
-async fn skip_chunked<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>) -> Result<bool, Error> {
+async fn skip_chunked<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut Vec<u8>,
+    excerpt: &mut Option<Vec<u8>>,
+) -> Result<bool, Error> {
     loop {
         // The chunk-size line.
         let (line, size) = loop {
@@ -370,7 +400,7 @@ async fn skip_chunked<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>) -> Re
             break;
         }
         // The chunk's data and its CRLF.
-        skip_exact(io, buf, size).await?;
+        skip_exact(io, buf, size, excerpt).await?;
         skip_exact_crlf(io, buf).await?;
     }
     // Trailers, if any, end with an empty line.
@@ -453,9 +483,10 @@ mod tests {
     #[test]
     fn content_length_answers_keep_the_connection() {
         let a = read(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: x\r\n\r\nhello").unwrap();
-        assert_eq!(a, Answer { status: 200, retry_after: None, reusable: true, arrived: None });
+        assert_eq!(a, Answer { status: 200, retry_after: None, reusable: true, arrived: None, excerpt: None });
         let a = read(b"HTTP/1.1 429 Too Many\r\ncontent-length: 0\r\nRetry-After: 7\r\n\r\n").unwrap();
-        assert_eq!(a, Answer { status: 429, retry_after: Some(7), reusable: true, arrived: None });
+        let excerpt = Some(Box::from(&b""[..]));
+        assert_eq!(a, Answer { status: 429, retry_after: Some(7), reusable: true, arrived: None, excerpt });
     }
 
     #[test]
@@ -578,7 +609,9 @@ mod tests {
                 b"HTTP/1.1 503 Unavailable\r\nRetry-After: 2\r\nContent-Length: 14\r\n\r\nbusy0123456789"
             };
             let (answer, rest) = read_in(bytes, sizes);
-            prop_assert_eq!(answer.unwrap(), Answer { status: 503, retry_after: Some(2), reusable: true, arrived: None });
+            // The error answer's body is kept, the same however it came.
+            let excerpt = Some(Box::from(&b"busy0123456789"[..]));
+            prop_assert_eq!(answer.unwrap(), Answer { status: 503, retry_after: Some(2), reusable: true, arrived: None, excerpt });
             prop_assert!(rest.is_empty());
         }
     }

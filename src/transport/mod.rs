@@ -98,8 +98,9 @@ pub trait Transport: Send + Sync + 'static {
     }
 
     /// Opens a connection ahead of any heartbeat (a pool made ready before
-    /// a synchronized start); `None` if it cannot be had.
-    fn connect(&self) -> impl Future<Output = Option<Self::Conn>> + Send + 'static {
+    /// a synchronized start), with what opening it took, to be counted as
+    /// an exchange's would be; `None` if it cannot be had.
+    fn connect(&self) -> impl Future<Output = Option<(Self::Conn, Connected)>> + Send + 'static {
         std::future::ready(None)
     }
 }
@@ -163,6 +164,9 @@ pub struct Endpoint {
     /// The first error message of each failure class, for the summary:
     /// one clear line, not a flood.
     first_errors: [OnceLock<String>; CLASSES.len()],
+    /// The first answer of each status from 400 to 599, as a line: what
+    /// its body said (an excerpt, credentials masked) and what to check.
+    first_answers: Box<[OnceLock<String>]>,
 }
 
 /// How to reach the target, beyond its address.
@@ -229,6 +233,7 @@ impl Endpoint {
             signer: options.signer,
             ports: ports::LocalPorts::new(&options.sources, addr, ports::PortRange::of_this_machine()),
             first_errors: std::array::from_fn(|_| OnceLock::new()),
+            first_answers: (400..600).map(|_| OnceLock::new()).collect(),
         })
     }
 
@@ -243,13 +248,98 @@ impl Endpoint {
         failure
     }
 
-    /// The first error message of each failure class seen so far.
+    /// Notes the first answer of an error status (400 to 599): `excerpt`,
+    /// the start of its body, cleaned and with `outgoing`'s credentials
+    /// masked. No lock: once a status has its line, the rest of its
+    /// answers cost one atomic load each.
+    fn note_answer(&self, status: u16, excerpt: &[u8], outgoing: &Outgoing) {
+        let Some(first) = status.checked_sub(400).and_then(|i| self.first_answers.get(usize::from(i))) else {
+            return;
+        };
+        if first.get().is_none() {
+            let _ = first.set(answer_hint(status, excerpt, &self.credentials(outgoing)));
+        }
+    }
+
+    /// What in a request may be a credential: the values of its headers
+    /// (and each word of them: a token after its scheme) but the ones
+    /// every request has, and the segments of a request's own target that
+    /// carry a digit (a device's access token in a path).
+    fn credentials(&self, outgoing: &Outgoing) -> Vec<String> {
+        let plain = [HOST, CONTENT_TYPE, http::header::CONNECTION];
+        let mut values: Vec<&[u8]> =
+            self.headers.iter().filter(|(name, _)| !plain.contains(name)).map(|(_, v)| v.as_bytes()).collect();
+        let mut segments = Vec::new();
+        if let Some(a) = &outgoing.addressed {
+            values.extend(a.headers.iter().map(|(_, v)| v.as_bytes()));
+            segments.extend(
+                a.target
+                    .as_str()
+                    .split(['/', '?', '&', '='])
+                    .filter(|s| s.len() >= 4 && s.bytes().any(|b| b.is_ascii_digit())),
+            );
+        }
+        let mut out: Vec<String> = Vec::new();
+        for v in values {
+            let v = String::from_utf8_lossy(v);
+            out.extend(v.split([' ', ',', ';', '&']).filter(|w| w.len() >= 4).map(str::to_string));
+            out.push(v.into_owned());
+        }
+        out.extend(segments.into_iter().map(str::to_string));
+        // The longest first, so that a value is masked whole before a part of it is.
+        out.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        out.dedup();
+        out
+    }
+
+    /// The first error message of each failure class seen so far, and the
+    /// first answer of each error status (as `http_401` and so on).
     pub fn first_errors(&self) -> BTreeMap<String, String> {
-        CLASSES
+        let classes = CLASSES
             .iter()
             .zip(&self.first_errors)
-            .filter_map(|(class, first)| first.get().map(|m| (class.to_string(), m.clone())))
-            .collect()
+            .filter_map(|(class, first)| first.get().map(|m| (class.to_string(), m.clone())));
+        let answers = (400u16..)
+            .zip(self.first_answers.iter())
+            .filter_map(|(status, first)| first.get().map(|m| (format!("http_{status}"), m.clone())));
+        classes.chain(answers).collect()
+    }
+}
+
+/// The most characters of an error answer's body its line quotes.
+const EXCERPT_CHARS: usize = 200;
+
+/// The line for the first answer of an error status: what its body said
+/// (at most [`EXCERPT_CHARS`], control characters made spaces, each of
+/// `credentials` masked) and what to check.
+fn answer_hint(status: u16, body: &[u8], credentials: &[String]) -> String {
+    let mut text: String = String::from_utf8_lossy(body)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for secret in credentials {
+        if !secret.is_empty() {
+            text = text.replace(secret.as_str(), "***");
+        }
+    }
+    let mut said: String = text.chars().take(EXCERPT_CHARS).collect();
+    if said.len() < text.len() {
+        said.push('…');
+    }
+    let check = match status {
+        401 | 403 => "check the credentials the devices send: the scenario's headers, the identities file",
+        404 => "check the target's path, or the fleet's profile",
+        429 | 503 => "the backend is shedding load: check the rate, and the retries (they add to it)",
+        400..=499 => "check what the devices send: the headers, the body template, the fleet's profile",
+        _ => "check the backend's logs",
+    };
+    if said.is_empty() {
+        format!("answered {status} with an empty body; {check}")
+    } else {
+        format!("answered {status}: \"{said}\"; {check}")
     }
 }
 
@@ -347,11 +437,11 @@ impl Transport for Http {
         conn.is_closed()
     }
 
-    fn connect(&self) -> impl Future<Output = Option<Sender>> + Send + 'static {
+    fn connect(&self) -> impl Future<Output = Option<(Sender, Connected)>> + Send + 'static {
         let endpoint = self.endpoint.clone();
         async move {
             let opened = tokio::time::timeout(endpoint.timeout, connect(&endpoint)).await;
-            opened.ok()?.ok().map(|(sender, _handshake)| sender)
+            opened.ok()?.ok().map(|(sender, handshake)| (sender, Connected { tls_handshake: handshake }))
         }
     }
 }
@@ -363,6 +453,8 @@ struct Answer {
     retry_after: Option<Duration>,
     /// When it reached this machine, if known (the lean client's sockets).
     arrived: Option<Instant>,
+    /// An error answer's first bytes of body (see [`h1::Answer::excerpt`]).
+    excerpt: Option<Box<[u8]>>,
 }
 
 async fn exchange(
@@ -384,26 +476,32 @@ async fn exchange(
             sender
         }
     };
-    match sender {
+    let mut answer = match sender {
         Sender::Lean(mut conn) => {
-            let answer = lean_exchange(endpoint, &mut conn, outgoing).await?;
-            Ok(Answer {
+            let answer = lean_exchange(endpoint, &mut conn, &outgoing).await?;
+            Answer {
                 status: answer.status,
                 retry_after: answer.retry_after.map(Duration::from_secs),
                 conn: (answer.reusable && endpoint.keep_alive).then_some(Sender::Lean(conn)),
                 arrived: answer.arrived,
-            })
+                excerpt: answer.excerpt,
+            }
         }
         // Boxed: TLS and HTTP/2 exchanges are rarer and dearer; inline,
         // hyper's request future would more than double every exchange's.
-        Sender::Hyper(hyper) => Box::pin(hyper_exchange(endpoint, hyper, outgoing)).await,
+        Sender::Hyper(hyper) => Box::pin(hyper_exchange(endpoint, hyper, &outgoing)).await?,
+    };
+    // Error answers only: a success carries no excerpt.
+    if let Some(excerpt) = answer.excerpt.take() {
+        endpoint.note_answer(answer.status, &excerpt, &outgoing);
     }
+    Ok(answer)
 }
 
 /// One exchange on a connection hyper drives (TLS, HTTP/2).
-async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, outgoing: Outgoing) -> Result<Answer, Failure> {
+async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, outgoing: &Outgoing) -> Result<Answer, Failure> {
     let Outgoing { body, addressed } = outgoing;
-    let mut req = request(endpoint, Full::new(body.clone()), &body, addressed.as_deref())?;
+    let mut req = request(endpoint, Full::new(body.clone()), body, addressed.as_deref())?;
     let response = match &mut sender {
         HyperSender::H1(s) => {
             s.ready().await.map_err(|e| classify(endpoint, &e))?;
@@ -425,13 +523,18 @@ async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, outgoing: 
     let retry_after =
         response.headers().get(http::header::RETRY_AFTER).and_then(|v| h1::retry_after_secs(v.as_bytes()));
     // Read the answer to its end so the connection can carry the next one.
-    response.into_body().collect().await.map_err(|e| classify(endpoint, &e))?;
+    let read = response.into_body().collect().await.map_err(|e| classify(endpoint, &e))?;
+    let excerpt = (status >= 400).then(|| {
+        let body = read.to_bytes();
+        Box::from(&body[..body.len().min(h1::EXCERPT)])
+    });
     let reusable = (endpoint.keep_alive || endpoint.http2) && !sender.is_closed();
     Ok(Answer {
         status,
         conn: reusable.then_some(Sender::Hyper(sender)),
         retry_after: retry_after.map(Duration::from_secs),
         arrived: None,
+        excerpt,
     })
 }
 
@@ -471,16 +574,16 @@ fn request<B>(
 
 /// One exchange on a lean HTTP/1.1 connection: the head encoded once per
 /// target, or per request when it is signed or has its own target.
-async fn lean_exchange(endpoint: &Endpoint, conn: &mut h1::Conn, outgoing: Outgoing) -> Result<h1::Answer, Failure> {
+async fn lean_exchange(endpoint: &Endpoint, conn: &mut h1::Conn, outgoing: &Outgoing) -> Result<h1::Answer, Failure> {
     let Outgoing { body, addressed } = outgoing;
     let answer = match (&endpoint.signer, addressed) {
-        (None, None) => conn.exchange(&endpoint.h1_head, &body).await,
+        (None, None) => conn.exchange(&endpoint.h1_head, body).await,
         (_, addressed) => {
-            let req = request(endpoint, (), &body, addressed.as_deref())?;
+            let req = request(endpoint, (), body, addressed.as_deref())?;
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
             let head =
                 h1::encode_head_with(req.method(), path, req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
-            conn.exchange(&head, &body).await
+            conn.exchange(&head, body).await
         }
     };
     answer.map_err(|e| {
@@ -602,6 +705,41 @@ mod tests {
         let exchange = Http::new(endpoint).exchange(None, Bytes::new().into());
         let size = std::mem::size_of_val(&exchange);
         assert!(size <= 2048, "an exchange future takes {size} bytes");
+    }
+
+    #[test]
+    fn an_error_answer_s_line_quotes_its_body_cleaned_and_masked_and_says_what_to_check() {
+        let endpoint = Endpoint::new(
+            "127.0.0.1:9".parse().unwrap(),
+            "127.0.0.1",
+            "/SendHeartbeat",
+            [(http::HeaderName::from_static("authorization"), HeaderValue::from_static("Bearer s3cr3t-T0KEN"))],
+            Duration::from_secs(1),
+            EndpointOptions::default(),
+        )
+        .unwrap();
+        let addressed = Addressed {
+            method: Method::POST,
+            target: "/api/v1/meter-0042/telemetry".parse().unwrap(),
+            headers: vec![(http::HeaderName::from_static("x-key"), HeaderValue::from_static("k3y one"))],
+        };
+        let outgoing = Outgoing { body: Bytes::new(), addressed: Some(Box::new(addressed)) };
+        let body = b"{\"message\": \"bad token s3cr3t-T0KEN\r\n for meter-0042 (k3y one)\"}\x1b[31m";
+        endpoint.note_answer(401, body, &outgoing);
+        endpoint.note_answer(401, b"a second 401 is not noted", &outgoing);
+        endpoint.note_answer(503, &[b'x'; 300], &Bytes::new().into());
+        endpoint.note_answer(200, b"not an error", &Bytes::new().into());
+        let first = endpoint.first_errors();
+        assert_eq!(first.keys().collect::<Vec<_>>(), ["http_401", "http_503"]);
+        let line = &first["http_401"];
+        assert_eq!(
+            line,
+            "answered 401: \"{\"message\": \"bad token *** for *** (***)\"} [31m\"; check the credentials the devices \
+             send: the scenario's headers, the identities file"
+        );
+        let line = &first["http_503"];
+        assert!(line.starts_with(&format!("answered 503: \"{}…\"; ", "x".repeat(200))), "{line}");
+        assert!(line.ends_with("check the rate, and the retries (they add to it)"), "{line}");
     }
 
     #[tokio::test]

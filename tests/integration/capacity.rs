@@ -191,7 +191,8 @@ fn a_generator_that_cannot_keep_up_makes_the_answer_inconclusive() {
     assert!(stdout.contains("inconclusive: the generator fell behind"), "{stdout}");
 
     // A step too large for this machine (more connections than the
-    // process may open files) is the generator's limit too.
+    // process may open files) is refused before it runs: the machine's
+    // limit, not the generator's speed (capacity_refused.rs sets the limit).
     let (mut serve, url) = spawn_serve(&[]);
     let big = SEARCH.replace("start_rate = \"500/s\"", "start_rate = \"30000/s\"");
     let (code, report, stdout) = search(&dir, "too-large", &scenario(&url, "\"per-device\"", &big), &[]);
@@ -202,9 +203,9 @@ fn a_generator_that_cannot_keep_up_makes_the_answer_inconclusive() {
         (7, CapacityVerdict::Inconclusive, None),
         "{stdout}"
     );
-    assert_eq!(report.limit.as_deref(), Some("generator"));
+    assert_eq!(report.limit.as_deref(), Some("resources"));
     assert!(
-        report.steps[0].reason.contains("cannot run this step here") && report.steps[0].reason.contains("open files")
+        report.steps[0].reason.contains("refused before it started") && report.steps[0].reason.contains("open files")
     );
 }
 

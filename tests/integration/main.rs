@@ -2,6 +2,7 @@
 
 mod bad_scenarios;
 mod capacity;
+mod capacity_refused;
 mod cli_sample;
 mod cli_serve;
 mod compare;
@@ -19,6 +20,7 @@ mod plan;
 mod profiles;
 mod reports;
 mod run;
+mod run_says;
 mod scenario_errors;
 mod sdk;
 mod secrets;

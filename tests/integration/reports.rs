@@ -203,3 +203,69 @@ fn report_refuses_what_is_not_a_report() {
         assert!(err.contains(message) && err.contains(file), "{file}: {err}");
     }
 }
+
+#[test]
+fn every_output_names_a_profile_fleet_s_paths_not_send_heartbeat() {
+    // A ThingsBoard fleet never sends to the target's SendHeartbeat path:
+    // the terminal summary, the HTML, the Markdown, the JUnit file and
+    // capacity (text and HTML) all name the target as the summary does
+    // (once, all but the summary named `.../SendHeartbeat`).
+    let dir = TempDir::new("profile-destination");
+    let scenario = dir.write(
+        "tb.toml",
+        r#"
+        name = "tb-destination"
+        seed = 3
+        duration = "1s"
+        [target]
+        url = "builtin"
+        timeout = "2s"
+        [[fleets]]
+        name = "meters"
+        profile = "thingsboard"
+        devices = 10
+        device_name = "meter-{index:04}"
+        interval = "1s"
+        [capacity]
+        slo = { "latency.p99" = "< 2s" }
+        start_rate = "10/s"
+        max_rate = "10/s"
+        strategy = "steps"
+        scale = "rate"
+        step_duration = "1s"
+        warmup = "1s"
+        "#,
+    );
+    let [json, html, md, junit, cap_json, cap_html] =
+        ["r.json", "r.html", "r.md", "r.xml", "c.json", "c.html"].map(|f| dir.path(f));
+    let s = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
+    let run = fleetstorm(&[
+        "run",
+        &scenario,
+        "--out",
+        &s(&json),
+        "--html",
+        &s(&html),
+        "--summary-md",
+        &s(&md),
+        "--junit",
+        &s(&junit),
+    ]);
+    let summary = String::from_utf8_lossy(&run.stdout).to_string();
+    assert_eq!(run.status.code(), Some(0), "{summary}{}", String::from_utf8_lossy(&run.stderr));
+    let cap = fleetstorm(&["capacity", &scenario, "--quiet", "--out", &s(&cap_json), "--html", &s(&cap_html)]);
+    let cap_text = String::from_utf8_lossy(&cap.stdout).to_string();
+    assert!(cap_json.exists(), "{cap_text}{}", String::from_utf8_lossy(&cap.stderr));
+    let said = [
+        ("summary", summary.lines().next().unwrap_or_default().to_string()),
+        ("html", std::fs::read_to_string(&html).unwrap()),
+        ("markdown", std::fs::read_to_string(&md).unwrap()),
+        ("junit", std::fs::read_to_string(&junit).unwrap()),
+        ("capacity text", cap_text.lines().next().unwrap_or_default().to_string()),
+        ("capacity html", std::fs::read_to_string(&cap_html).unwrap()),
+    ];
+    for (output, text) in said {
+        assert!(text.contains("(thingsboard profile paths)"), "{output} does not name the profile's paths: {text}");
+        assert!(!text.contains("SendHeartbeat"), "{output} names a path never hit: {text}");
+    }
+}

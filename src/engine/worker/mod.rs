@@ -47,7 +47,7 @@ use crate::heartbeat::{Device, FleetGenerator, Scratch};
 use crate::stats::timeline::SecondPart;
 use crate::stats::{Freshness, Recorder};
 use crate::transport::settings::ConnectionMode;
-use crate::transport::{Exchange, Transport};
+use crate::transport::{Connected, Exchange, Transport};
 use crate::wire::FleetWire;
 use alarm::Alarm;
 use connections::{Checkout, Connections};
@@ -368,15 +368,22 @@ pub async fn run_worker<T: Transport>(
 }
 
 impl<T: Transport> Worker<T> {
-    /// Opens this worker's share of the pool, all at once.
+    /// Opens this worker's share of the pool, all at once. Each connection
+    /// counts as opened (with its TLS handshake) as one an exchange opens
+    /// does: a synchronized run's pool carries its heartbeats as any
+    /// pool's. The pool serves all the worker's fleets; its connections
+    /// are counted in its first device's fleet.
     async fn preconnect(&mut self) {
         if !matches!(self.settings.connections, ConnectionMode::Pool(_)) {
             return;
         }
         let opening: FuturesUnordered<_> = (0..self.settings.pool_size).map(|_| self.transport.connect()).collect();
-        let opened: Vec<Option<T::Conn>> = opening.collect().await;
-        for conn in opened.into_iter().flatten() {
+        let opened: Vec<Option<(T::Conn, Connected)>> = opening.collect().await;
+        for (conn, connected) in opened.into_iter().flatten() {
             self.conns.preopened(conn);
+            let tls_us = connected.tls_handshake.map(|d| d.as_micros() as u64);
+            let who = if self.slots.is_empty() { Whose { fleet: 0, version: 0 } } else { self.whose(0) };
+            self.records.record(who, |r| r.connected(tls_us));
         }
     }
 

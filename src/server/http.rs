@@ -10,6 +10,10 @@
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /faults`, `POST /faults` | the faults in force; replace them (absent members are off) |
 //!
+//! Bound to loopback, serve answers only requests addressed to loopback
+//! (403 otherwise); the control endpoints refuse a foreign `Origin` (403)
+//! and any body but `application/json` (415): see [`browser_guard`].
+//!
 //! The control endpoints (`POST /faults`, `POST /stats/reset`) need the
 //! admin credential when one is set (`--admin-token`, or the heartbeats'
 //! credential when only that is); with `--protect-reads` the read endpoints
@@ -25,7 +29,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, RETRY_AFTER};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use rand::RngExt;
@@ -65,7 +69,9 @@ where
 {
     let path = req.uri().path();
     let method = req.method().clone();
-    if let Some(refused) = guard(&shared, path, &method, req.headers()) {
+    let refused = browser_guard(&shared, path, &method, req.headers(), req.uri())
+        .or_else(|| guard(&shared, path, &method, req.headers()));
+    if let Some(refused) = refused {
         shared.metrics.answered(refused.status().as_u16());
         return Ok(refused);
     }
@@ -323,10 +329,86 @@ fn injected_error(faults: &Faults) -> Response<Body> {
     if matches!(status.as_u16(), 429 | 503) { retry_later(r) } else { r }
 }
 
+/// Whether `(method, path)` is a control endpoint: one that changes how
+/// serve answers or what it counted.
+fn is_control(method: &Method, path: &str) -> bool {
+    matches!((method, path), (&Method::POST, "/faults" | "/stats/reset"))
+}
+
+/// The guard against web pages in the user's browser, before any other:
+/// - bound to loopback, every request must be addressed to loopback (its
+///   `Host`, and HTTP/2's authority, `localhost` or a loopback IP, as
+///   [`crate::server::pages`] has it; 403 otherwise): a page cannot point
+///   a domain of its own at 127.0.0.1 (DNS rebinding) and reach serve
+///   through the browser;
+/// - a control request must not come from a foreign page (an `Origin`
+///   other than loopback or serve's own Host, `null` included; 403), and
+///   must say `Content-Type: application/json` (415 otherwise): a page may
+///   send a form or `text/plain` POST anywhere without asking, but JSON
+///   only after a CORS preflight, which serve never grants.
+fn browser_guard(
+    shared: &Shared,
+    path: &str,
+    method: &Method,
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+) -> Option<Response<Body>> {
+    use crate::server::pages::addressed_to_loopback;
+    // A Host that is not text names nothing: refused as not loopback.
+    let host = headers.get(HOST).map(|h| h.to_str().unwrap_or_default());
+    if shared.config.addr.ip().is_loopback() {
+        let names = [host, uri.authority().map(http::uri::Authority::as_str)];
+        let addressed =
+            names.iter().any(Option::is_some) && names.iter().flatten().all(|n| addressed_to_loopback(Some(n)));
+        if !addressed {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "ForbiddenException",
+                "serve on loopback answers requests addressed to loopback only (Host: 127.0.0.1, [::1] or \
+                 localhost, with the port)",
+            ));
+        }
+    }
+    if !is_control(method, path) {
+        return None;
+    }
+    if let Some(origin) = headers.get(ORIGIN) {
+        let from = origin.to_str().unwrap_or_default();
+        let site = from.strip_prefix("http://").or_else(|| from.strip_prefix("https://")).unwrap_or_default();
+        let own = !site.is_empty()
+            && !site.contains('/')
+            && (addressed_to_loopback(Some(site)) || host.is_some_and(|h| h.eq_ignore_ascii_case(site)));
+        if !own {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "ForbiddenException",
+                &format!("{method} {path} refuses requests from a web page (Origin: {})", printable(from)),
+            ));
+        }
+    }
+    let media = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let media = media.split(';').next().unwrap_or_default().trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        let given = if media.is_empty() { "none".to_string() } else { printable(media) };
+        return Some(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaTypeException",
+            &format!("{method} {path} needs Content-Type: application/json (given: {given})"),
+        ));
+    }
+    None
+}
+
+/// A header's text for a message: at most 100 characters, controls and
+/// quotes dropped.
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control() && *c != '"').take(100).collect()
+}
+
 /// The control endpoints' guard: a 401 for a request to one (or, when
 /// asked, to a read endpoint) without the control credential.
 fn guard(shared: &Shared, path: &str, method: &Method, headers: &http::HeaderMap) -> Option<Response<Body>> {
-    let control = matches!((method, path), (&Method::POST, "/faults" | "/stats/reset"));
+    let control = is_control(method, path);
     let read =
         *method == Method::GET && (matches!(path, "/stats" | "/metrics" | "/faults") || path.starts_with("/devices/"));
     let guarded = control || (read && shared.config.control.protect_reads);

@@ -86,6 +86,20 @@ async fn serve_listens_on_a_host_name() {
     let c = super::util::client();
     let stats = super::util::get_json(&c, &format!("{url}/stats")).await;
     assert_eq!(stats["accepted"], 0);
+    // A run aimed at it by that name is addressed to loopback: answered.
+    let dir = super::util::TempDir::new("localhost-target");
+    let file = dir
+        .write("s.toml", "seed = 1\nduration = \"1s\"\n[[fleets]]\nname = \"f\"\ndevices = 5\ninterval = \"500ms\"\n");
+    let json = dir.path("r.json");
+    let target = format!("http://localhost:{}", addr.port());
+    let out = tokio::task::spawn_blocking(move || {
+        super::util::fleetstorm(&["run", &file, "--quiet", "--target", &target, "--out", json.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats = super::util::get_json(&c, &format!("{url}/stats")).await;
+    assert!(stats["accepted"].as_u64() > Some(0) && stats["responses"].get("403").is_none(), "{stats}");
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -63,7 +63,7 @@ async fn heartbeats_are_validated_and_recorded() {
     let (status, _, _) = post(&c, &hb, heartbeat("f", "just-under-the-limit")).await;
     assert_eq!(status, StatusCode::OK, "the connection pool recovers after a 413");
 
-    let (status, _, _) = send(&c, Method::POST, &format!("{url}/stats/reset"), &[], Bytes::new()).await.unwrap();
+    let (status, _, _) = control(&c, &format!("{url}/stats/reset"), &[], "").await;
     assert_eq!(status, StatusCode::OK);
     let stats = get_json(&c, &format!("{url}/stats")).await;
     assert_eq!((stats["accepted"].as_u64(), stats["devices"].as_u64()), (Some(0), Some(0)));
@@ -161,17 +161,17 @@ async fn control_endpoints_need_the_admin_credential() {
         for (path, body) in [("/faults", faults.as_str()), ("/stats/reset", "")] {
             let endpoint = format!("{url}{path}");
             for headers in [&[][..], &[("authorization", "Bearer wrong")][..]] {
-                let (status, _, _) = send(&c, Method::POST, &endpoint, headers, body.to_string()).await.unwrap();
+                let (status, _, _) = control(&c, &endpoint, headers, body).await;
                 assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: POST {path} with {headers:?}");
             }
         }
         // Nothing changed: the faults are still off.
         assert_eq!(get_json(&c, &format!("{url}/faults")).await["error_rate"], 0.0, "{name}");
         // With the credential, they work.
-        let (status, _, _) = send(&c, Method::POST, &format!("{url}/faults"), &[creds], faults.clone()).await.unwrap();
+        let (status, _, _) = control(&c, &format!("{url}/faults"), &[creds], &faults).await;
         assert_eq!(status, StatusCode::OK, "{name}");
         assert_eq!(get_json(&c, &format!("{url}/faults")).await["error_rate"], 1.0, "{name}");
-        let (status, _, _) = send(&c, Method::POST, &format!("{url}/stats/reset"), &[creds], "").await.unwrap();
+        let (status, _, _) = control(&c, &format!("{url}/stats/reset"), &[creds], "").await;
         assert_eq!(status, StatusCode::OK, "{name}");
         server.shutdown().await;
     }
@@ -202,8 +202,21 @@ async fn control_endpoints_need_the_admin_credential() {
     open.shutdown().await;
 }
 
+/// A control request (`POST /faults`, `POST /stats/reset`) as a script
+/// sends one: JSON, with these headers.
+async fn control(
+    c: &super::util::HttpClient,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let mut headers = headers.to_vec();
+    headers.push(("content-type", "application/json"));
+    send(c, Method::POST, url, &headers, body.to_string()).await.expect("an answer")
+}
+
 async fn set_faults(c: &super::util::HttpClient, url: &str, faults: serde_json::Value) -> serde_json::Value {
-    let (status, _, body) = post(c, &format!("{url}/faults"), faults.to_string()).await;
+    let (status, _, body) = control(c, &format!("{url}/faults"), &[], &faults.to_string()).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     serde_json::from_slice(&body).unwrap()
 }
@@ -231,10 +244,10 @@ async fn latency_faults_delay_answers_and_change_at_runtime() {
     }
 
     // Bad settings are refused with a message and change nothing.
-    let (status, _, body) = post(&c, &format!("{url}/faults"), r#"{"error_rate": 2}"#).await;
+    let (status, _, body) = control(&c, &format!("{url}/faults"), &[], r#"{"error_rate": 2}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&body).contains("error_rate"));
-    let (status, _, _) = post(&c, &format!("{url}/faults"), r#"{"latncy": "1s"}"#).await;
+    let (status, _, _) = control(&c, &format!("{url}/faults"), &[], r#"{"latncy": "1s"}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     set_faults(&c, &url, serde_json::json!({})).await;
@@ -503,4 +516,156 @@ async fn shutdown_finishes_in_flight_requests() {
     server.shutdown().await;
     assert_eq!(in_flight.await.unwrap(), StatusCode::OK);
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
+
+/// The status line and the body serve answers to `request`, written as
+/// is on a new connection (each request here says `Connection: close`).
+async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+/// A request with `headers` (each `Name: value`) and `body`.
+fn raw_request(method: &str, path: &str, headers: &[String], body: &str) -> String {
+    let mut request = format!("{method} {path} HTTP/1.1\r\n");
+    for h in headers {
+        request.push_str(&format!("{h}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
+    request
+}
+
+#[tokio::test]
+async fn a_web_page_in_the_browser_can_neither_drive_nor_read_serve_on_loopback() {
+    let server = start_serve(ServeConfig::default()).await;
+    let (addr, url, c) = (server.addr, server.url(), client());
+    assert_eq!(post(&c, &format!("{url}/SendHeartbeat"), heartbeat("f", "d")).await.0, StatusCode::OK);
+    let host = format!("Host: {addr}");
+    let port = addr.port();
+    let faults = r#"{"error_rate": 1.0}"#;
+    let refused = [
+        // fetch(url, {method: "POST", mode: "no-cors", body}) from a page
+        // on another site: text/plain, with the page's Origin.
+        (
+            "no-cors text/plain POST /faults",
+            raw_request(
+                "POST",
+                "/faults",
+                &[host.clone(), "Origin: http://evil.example".into(), "Content-Type: text/plain;charset=UTF-8".into()],
+                faults,
+            ),
+            "403 Forbidden",
+            "Origin: http://evil.example",
+        ),
+        // A <form method=post> submitted by a page.
+        (
+            "form POST /stats/reset",
+            raw_request(
+                "POST",
+                "/stats/reset",
+                &[
+                    host.clone(),
+                    "Origin: http://evil.example".into(),
+                    "Content-Type: application/x-www-form-urlencoded".into(),
+                ],
+                "a=1",
+            ),
+            "403 Forbidden",
+            "refuses requests from a web page",
+        ),
+        // The same from a sandboxed frame or a data: URL.
+        (
+            "form POST /faults from Origin null",
+            raw_request(
+                "POST",
+                "/faults",
+                &[host.clone(), "Origin: null".into(), "Content-Type: application/x-www-form-urlencoded".into()],
+                "error_rate=1",
+            ),
+            "403 Forbidden",
+            "Origin: null",
+        ),
+        // Without an Origin (older browsers on a form POST, or any
+        // client): the content type alone refuses it.
+        (
+            "text/plain POST /faults without Origin",
+            raw_request("POST", "/faults", &[host.clone(), "Content-Type: text/plain".into()], faults),
+            "415 Unsupported Media Type",
+            "needs Content-Type: application/json (given: text/plain)",
+        ),
+        (
+            "POST /stats/reset without a content type",
+            raw_request("POST", "/stats/reset", std::slice::from_ref(&host), ""),
+            "415 Unsupported Media Type",
+            "(given: none)",
+        ),
+        // DNS rebinding: the page's own name now points at 127.0.0.1, so
+        // its requests are same-origin to it and may read answers and
+        // send JSON; the Host names the page's domain.
+        (
+            "rebound GET /stats",
+            raw_request("GET", "/stats", &[format!("Host: rebound.example:{port}")], ""),
+            "403 Forbidden",
+            "addressed to loopback only",
+        ),
+        (
+            "rebound JSON POST /faults",
+            raw_request(
+                "POST",
+                "/faults",
+                &[
+                    format!("Host: rebound.example:{port}"),
+                    format!("Origin: http://rebound.example:{port}"),
+                    "Content-Type: application/json".into(),
+                ],
+                faults,
+            ),
+            "403 Forbidden",
+            "addressed to loopback only",
+        ),
+        (
+            "rebound heartbeat",
+            raw_request(
+                "POST",
+                "/SendHeartbeat",
+                &[format!("Host: rebound.example:{port}"), "Content-Type: text/plain".into()],
+                &String::from_utf8(heartbeat("f", "rebound")).unwrap(),
+            ),
+            "403 Forbidden",
+            "addressed to loopback only",
+        ),
+        ("no Host at all", "GET /stats HTTP/1.0\r\n\r\n".to_string(), "403 Forbidden", "addressed to loopback only"),
+    ];
+    for (what, request, status, says) in refused {
+        let (line, body) = raw_exchange(addr, &request).await;
+        assert_eq!(line.split_once(' ').map(|(_, s)| s), Some(status), "{what}: {body}");
+        assert!(body.contains(says), "{what}: {body}");
+    }
+    // Nothing changed: the faults are off and the heartbeat is counted.
+    let stats = get_json(&c, &format!("{url}/stats")).await;
+    assert_eq!((stats["accepted"].as_u64(), stats["devices"].as_u64()), (Some(1), Some(1)), "{stats}");
+    assert_eq!(get_json(&c, &format!("{url}/faults")).await["error_rate"], 0.0);
+
+    // What scripts and local tools send still works: curl's Host, a
+    // localhost name, a page served from loopback itself.
+    let json = "Content-Type: application/json".to_string();
+    for headers in [
+        vec![host.clone(), json.clone()],
+        vec![format!("Host: localhost:{port}"), json.clone()],
+        vec![host.clone(), json.clone(), format!("Origin: http://{addr}")],
+        vec![format!("Host: localhost:{port}"), "content-type: Application/JSON; charset=utf-8".into()],
+    ] {
+        let (line, body) = raw_exchange(addr, &raw_request("POST", "/faults", &headers, "{}")).await;
+        assert_eq!(line, "HTTP/1.1 200 OK", "{headers:?}: {body}");
+        let (line, body) = raw_exchange(addr, &raw_request("GET", "/stats", &headers[..1], "")).await;
+        assert_eq!(line, "HTTP/1.1 200 OK", "{headers:?}: {body}");
+    }
+    let (line, _) = raw_exchange(addr, &raw_request("POST", "/stats/reset", &[host, json], "")).await;
+    assert_eq!(line, "HTTP/1.1 200 OK");
+    assert_eq!(get_json(&c, &format!("{url}/stats")).await["devices"], 0);
+    server.shutdown().await;
 }

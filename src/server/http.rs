@@ -76,6 +76,7 @@ where
         return Ok(refused);
     }
     if let Some(route) = shared.config.profiles.route(&method, path) {
+        let _in_flight = InFlight::start(&shared);
         shared.metrics.arrivals.arrived(crate::units::now_ms() / 1000);
         let started = Instant::now();
         let answer = device_request(&shared, req, Some(route)).await;
@@ -86,6 +87,7 @@ where
     }
     let response = match path {
         "/SendHeartbeat" if method == Method::POST => {
+            let _in_flight = InFlight::start(&shared);
             shared.metrics.arrivals.arrived(crate::units::now_ms() / 1000);
             let version = if req.version() == hyper::Version::HTTP_2 {
                 &shared.metrics.http2_requests
@@ -128,6 +130,23 @@ where
     };
     shared.metrics.answered(response.status().as_u16());
     Ok(response)
+}
+
+/// A device request being answered, counted in `in_flight` until it is
+/// dropped (answered, or abandoned by its client).
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn start(shared: &'a Shared) -> Self {
+        shared.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What a device request carries beside its body, for a profile's check.

@@ -44,6 +44,9 @@ pub struct Metrics {
     pub tls_failures: AtomicU64,
     /// Connections closed on accept: `max_connections` were open.
     pub refused_connections: AtomicU64,
+    /// Device requests being answered now (a gauge: a reset keeps it), for
+    /// whoever must know that a request has reached serve.
+    pub in_flight: AtomicU64,
     /// Device requests by the second they arrived in.
     pub arrivals: super::arrivals::Arrivals,
     /// How long each device request took in serve, exactly.
@@ -103,6 +106,7 @@ impl Metrics {
             tls_handshakes: AtomicU64::new(0),
             tls_failures: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             arrivals: super::arrivals::Arrivals::default(),
             served: super::served::ServedTimes::default(),
         }

@@ -242,6 +242,7 @@ impl Shared {
                 .collect::<Vec<_>>(),
             "served_us": m.served.summary(),
             "queued": queued,
+            "in_flight": load(&m.in_flight),
             "connections": {"open": load(&m.connections_open), "total": load(&m.connections_total)},
             "protocols": {"HTTP/1.1": load(&m.http1_requests), "HTTP/2": load(&m.http2_requests)},
             "tls": {"handshakes": load(&m.tls_handshakes), "failures": load(&m.tls_failures)},

@@ -4,13 +4,14 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::util::{client, heartbeat, post};
+use super::util::{client, get_json, heartbeat, post};
 
 async fn serve_then_signal(signal: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--latency", "200ms"])
+        .args(["serve", "--addr", "127.0.0.1:0", "--body-timeout", "120s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -19,17 +20,32 @@ async fn serve_then_signal(signal: &str) {
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
     let url = first.trim().strip_prefix("fleetstorm serve listening on ").expect("the address line").to_string();
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
     let c = client();
     assert_eq!(post(&c, &format!("{url}/SendHeartbeat"), heartbeat("cli", "d1")).await.0, 200);
 
-    // A request in flight when the signal arrives still gets its answer.
-    let in_flight = tokio::spawn({
-        let (c, url) = (c.clone(), url.clone());
-        async move { post(&c, &format!("{url}/SendHeartbeat"), heartbeat("cli", "d2")).await.0 }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A request in flight when the signal arrives still gets its answer:
+    // its body is held back until serve has stopped accepting.
+    let body = heartbeat("cli", "d2");
+    let (sent, held) = body.split_at(body.len() / 2);
+    let mut in_flight = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("POST /SendHeartbeat HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n", body.len());
+    in_flight.write_all(head.as_bytes()).await.unwrap();
+    in_flight.write_all(sent).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_json(&c, &format!("{url}/stats")).await["in_flight"] != 1 {
+        assert!(Instant::now() < deadline, "serve never had the request in flight");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
-    assert_eq!(in_flight.await.unwrap(), 200);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "serve still accepts 30 s after the signal");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    in_flight.write_all(held).await.unwrap();
+    let mut answer = String::new();
+    in_flight.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
 
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0));

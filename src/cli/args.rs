@@ -410,9 +410,11 @@ pub(super) struct ServeArgs {
     /// Close connections idle (no bytes, no request in flight) this long.
     #[arg(long, value_parser = parse_duration, default_value = "75s")]
     pub(super) idle_timeout: Duration,
-    /// Devices beyond this many are counted but not tracked.
-    #[arg(long, default_value_t = 10_000_000)]
-    pub(super) max_devices: u64,
+    /// Track at most this many devices: a heartbeat from a new device
+    /// beyond them gets 507 (known devices go on). Default: as many as a
+    /// quarter of the machine's available memory holds (at least 100,000).
+    #[arg(long, value_name = "N")]
+    pub(super) max_devices: Option<u64>,
     /// Connections beyond this many open at once are closed on accept.
     #[arg(long, default_value_t = 100_000)]
     pub(super) max_connections: u64,

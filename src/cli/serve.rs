@@ -107,7 +107,7 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
         header_timeout: args.header_timeout,
         body_timeout: args.body_timeout,
         idle_timeout: args.idle_timeout,
-        max_devices: args.max_devices,
+        max_devices: args.max_devices.unwrap_or_else(server::default_max_devices),
         max_connections: args.max_connections,
         tls: args.tls_cert.map(|cert| server::ServeTls {
             cert,
@@ -130,6 +130,8 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
         return Err(CliError::Usage(e.to_string()));
     }
     let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let sized = if args.max_devices.is_some() { "" } else { ", sized to a quarter of the available memory" };
+    let max_devices = format!("at most {} devices (--max-devices{sized})", config.max_devices);
     // Every connection is a file; take all the descriptors we may.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -148,7 +150,11 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
         };
         let shared = server.shared();
         match server.local_addr() {
-            Ok(addr) => println!("fleetstorm serve listening on {scheme}://{addr}"),
+            Ok(addr) => {
+                println!("fleetstorm serve listening on {scheme}://{addr}");
+                // stdout's first line is the address alone, for scripts.
+                eprintln!("fleetstorm serve: {max_devices}");
+            }
             Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
         }
         let _ = io::stdout().flush();

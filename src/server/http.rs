@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /SendHeartbeat` | 200 empty when valid; 400 `ValidationException` JSON naming every violation; 401 without the required credentials; 413 above 1 MiB; faults as configured |
+//! | `POST /SendHeartbeat` | 200 empty when valid; 400 `ValidationException` JSON naming every violation; 401 without the required credentials; 413 above 1 MiB; 507 for a new device when the registry is full; faults as configured |
 //! | a device profile's paths (`--profile`) | what that service answers (`crate::wire`'s profile modules): its success status, or its errors for bad credentials and bodies; 413 and faults as for SendHeartbeat |
 //! | `GET /stats` | counters, devices and per-fleet totals as JSON |
 //! | `POST /stats/reset` | zeroes counters and forgets devices |
@@ -39,6 +39,7 @@ use tokio::time::Instant;
 use super::{Auth, Shared};
 use crate::heartbeat::validate::inspect;
 use crate::server::faults::{ActiveFaults, Faults};
+use crate::server::registry::RegistryFull;
 
 /// The largest heartbeat body accepted (413 above).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -261,8 +262,12 @@ where
         let checked = shared.config.profiles.check(route, &request);
         return Ok(match checked {
             Ok(accepted) => {
-                let version =
+                let recorded =
                     shared.registry.record_device(&accepted.fleet, &accepted.device, &accepted.agent_version, now_ms);
+                let version = match recorded {
+                    Ok(version) => version,
+                    Err(full) => return Ok(registry_full(full)),
+                };
                 shared.metrics.accepted.fetch_add(1, Ordering::Relaxed);
                 match accepted.document {
                     // The accepted document, its version the device's count of them.
@@ -296,7 +301,9 @@ where
     }
     match inspect(&body) {
         Ok(summary) => {
-            shared.registry.record(&summary, &body, crate::units::now_ms());
+            if let Err(full) = shared.registry.record(&summary, &body, crate::units::now_ms()) {
+                return Ok(registry_full(full));
+            }
             shared.metrics.accepted.fetch_add(1, Ordering::Relaxed);
             Ok(Response::new(Full::new(Bytes::new())))
         }
@@ -334,6 +341,20 @@ async fn wait_out_stall(shared: &Shared, stall: Duration) {
         _ = tokio::time::sleep(stall) => {}
         _ = changes.changed() => {}
     }
+}
+
+/// The answer to a new device's request when the registry is full: 507
+/// (the device cannot be stored; retrying will not help), naming the cap.
+fn registry_full(full: RegistryFull) -> Response<Body> {
+    error(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "DeviceLimitExceededException",
+        &format!(
+            "serve's device registry is full ({} devices, --max-devices): this device is new and was refused; \
+             known devices are still answered",
+            full.max_devices
+        ),
+    )
 }
 
 fn injected_error(faults: &Faults) -> Response<Body> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Statuses `serve` answers with, whose counters are pre-resolved.
-const KNOWN_STATUSES: [u16; 12] = [200, 400, 401, 404, 405, 408, 413, 429, 500, 502, 503, 504];
+const KNOWN_STATUSES: [u16; 15] = [200, 400, 401, 403, 404, 405, 408, 413, 415, 429, 500, 502, 503, 504, 507];
 
 pub struct Metrics {
     registry: Registry,

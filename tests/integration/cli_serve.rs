@@ -155,3 +155,31 @@ fn a_target_url_may_carry_the_heartbeat_s_path() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_run_against_a_full_serve_reports_its_507s() {
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--max-devices", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(serve.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let url = first.trim().strip_prefix("fleetstorm serve listening on ").expect("the address line").to_string();
+    let mut said = String::new();
+    BufReader::new(serve.stderr.take().unwrap()).read_line(&mut said).unwrap();
+    assert_eq!(said.trim(), "fleetstorm serve: at most 4 devices (--max-devices)");
+    let dir = super::util::TempDir::new("full-serve");
+    let file = dir
+        .write("s.toml", "seed = 1\nduration = \"1s\"\n[[fleets]]\nname = \"f\"\ndevices = 10\ninterval = \"500ms\"\n");
+    let json = dir.path("r.json");
+    let out = super::util::fleetstorm(&["run", &file, "--quiet", "--target", &url, "--out", json.to_str().unwrap()]);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let report = fleetstorm::report::Report::load(&json).unwrap();
+    let refused = report.totals.status_codes.get("507").copied().unwrap_or(0);
+    assert!(refused > 0 && report.totals.ok > 0, "{}\n{}", report.summary(), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(report.totals.ok + refused, report.totals.sent, "{}", report.summary());
+}

@@ -753,3 +753,30 @@ async fn a_web_page_in_the_browser_can_neither_drive_nor_read_serve_on_loopback(
     assert_eq!(get_json(&c, &format!("{url}/stats")).await["devices"], 0);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_full_registry_refuses_new_devices_with_507_and_keeps_answering_known_ones() {
+    let server = start_serve(ServeConfig { max_devices: 3, ..ServeConfig::default() }).await;
+    let (url, c) = (server.url(), client());
+    let hb = format!("{url}/SendHeartbeat");
+    for i in 0..3 {
+        assert_eq!(post(&c, &hb, heartbeat("f", &format!("d{i}"))).await.0, StatusCode::OK);
+    }
+    let (status, headers, body) = post(&c, &hb, heartbeat("f", "d3")).await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(headers["x-amzn-errortype"], "DeviceLimitExceededException");
+    let message = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["message"].to_string();
+    assert!(message.contains("3 devices, --max-devices") && message.contains("new"), "{message}");
+    // A new fleet's device too; a known device goes on.
+    assert_eq!(post(&c, &hb, heartbeat("g", "d0")).await.0, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(post(&c, &hb, heartbeat("f", "d1")).await.0, StatusCode::OK);
+    let stats = get_json(&c, &format!("{url}/stats")).await;
+    assert_eq!(
+        (stats["devices"].as_u64(), stats["refused_devices"].as_u64(), stats["max_devices"].as_u64()),
+        (Some(3), Some(2), Some(3)),
+        "{stats}"
+    );
+    assert_eq!((stats["accepted"].as_u64(), stats["responses"]["507"].as_u64()), (Some(4), Some(2)), "{stats}");
+    assert!(stats["fleets"].get("g").is_none(), "nothing of a refused device is kept: {stats}");
+    server.shutdown().await;
+}

@@ -399,7 +399,9 @@ pub fn max_devices_for(available: Option<u64>) -> u64 {
     }
 }
 
-/// The default cap on this machine (`MemAvailable` of `/proc/meminfo`).
+/// The default cap on this machine: from `MemAvailable` (`/proc/meminfo`),
+/// or what the process's cgroup (v2) still allows if that is less, as in
+/// a container with a memory limit.
 pub fn default_max_devices() -> u64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let available = meminfo
@@ -407,6 +409,15 @@ pub fn default_max_devices() -> u64 {
         .find_map(|l| l.strip_prefix("MemAvailable:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kib| kib * 1024);
+    let cgroup = |file: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{file}")).ok().and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    // `memory.max` is "max" (no limit) outside a limited cgroup.
+    let allowed = cgroup("memory.max").map(|max| max.saturating_sub(cgroup("memory.current").unwrap_or(0)));
+    let available = match (available, allowed) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     max_devices_for(available)
 }
 

@@ -183,3 +183,115 @@ fn a_run_against_a_full_serve_reports_its_507s() {
     assert!(refused > 0 && report.totals.ok > 0, "{}\n{}", report.summary(), String::from_utf8_lossy(&out.stderr));
     assert_eq!(report.totals.ok + refused, report.totals.sent, "{}", report.summary());
 }
+
+/// serve's exit code and stderr for `args` and `env`, which must make it
+/// refuse to start (it is killed, and the test fails, after 30 s).
+fn serve_refuses(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    // stderr closes when serve exits, or stays open while it serves.
+    let reader = std::thread::spawn({
+        let mut stderr = child.stderr.take().unwrap();
+        move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve {args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    err.push_str(&reader.join().unwrap());
+    (status.code(), err)
+}
+
+#[test]
+fn credentials_given_two_ways_or_empty_are_usage_errors_that_show_no_credential() {
+    let dir = super::util::TempDir::new("serve-secret-errors");
+    let secret = "PLANTEDs3cret";
+    let token = dir.write("token", &format!("{secret}\n"));
+    let empty = dir.write("empty", " \n");
+    let no_equals = dir.write("no-equals", secret);
+    for (args, env, says) in [
+        (
+            &["--admin-token", secret][..],
+            &[("FLEETSTORM_ADMIN_TOKEN", secret)][..],
+            "--admin-token and FLEETSTORM_ADMIN_TOKEN are both given",
+        ),
+        (&["--admin-token", secret, "--admin-token-file", &token][..], &[][..], "cannot be used with"),
+        (&["--require-bearer-file", &token], &[("FLEETSTORM_REQUIRE_BEARER", secret)], "--require-bearer-file and"),
+        (&["--require-bearer-file", &empty], &[], "is empty"),
+        (&["--admin-token-file", "/nonexistent/token"], &[], "--admin-token-file /nonexistent/token: cannot read it"),
+        (&[], &[("FLEETSTORM_ADMIN_TOKEN", "")], "FLEETSTORM_ADMIN_TOKEN is empty"),
+        (&["--require-header-file", &no_equals], &[], "--require-header-file: write NAME=VALUE"),
+        (
+            &[],
+            &[("FLEETSTORM_REQUIRE_BEARER", secret), ("FLEETSTORM_REQUIRE_HEADER", "x-key=PLANTEDs3cret")],
+            "heartbeats take one credential",
+        ),
+    ] {
+        let (code, err) = serve_refuses(args, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {err}");
+        assert!(err.contains(says), "{args:?} {env:?}: {err}");
+        assert!(!err.contains(secret), "{args:?} {env:?}: the message shows the credential: {err}");
+    }
+}
+
+#[tokio::test]
+async fn credentials_from_a_file_or_the_environment_guard_serve_and_stay_out_of_its_argv() {
+    use super::util::{send, spawn_serve_with};
+    use http::Method;
+    let dir = super::util::TempDir::new("serve-secrets");
+    let (admin, bearer, key) = ("adminPLANTEDt0ken", "bearerPLANTEDt0ken", "keyPLANTEDvalue");
+    let admin_file = dir.write("admin-token", &format!("{admin}\n"));
+    let header_file = dir.write("header", &format!("x-api-key={key}\n"));
+    let c = client();
+    let json = ("content-type", "application/json");
+    let admin_header = format!("Bearer {admin}");
+    let bearer_header = format!("Bearer {bearer}");
+    for (args, env, heartbeat_credential) in [
+        (
+            vec!["--admin-token-file", admin_file.as_str()],
+            vec![("FLEETSTORM_REQUIRE_BEARER", bearer)],
+            ("authorization", bearer_header.as_str()),
+        ),
+        (
+            vec!["--require-header-file", header_file.as_str()],
+            vec![("FLEETSTORM_ADMIN_TOKEN", admin)],
+            ("x-api-key", key),
+        ),
+    ] {
+        let (mut serve, url) = spawn_serve_with("127.0.0.1:0", &args, &env);
+        let argv = std::fs::read(format!("/proc/{}/cmdline", serve.id())).unwrap();
+        let argv = String::from_utf8_lossy(&argv);
+        assert!(![admin, bearer, key].iter().any(|s| argv.contains(s)), "a credential in argv: {argv}");
+        let faults = format!("{url}/faults");
+        let refused = send(&c, Method::POST, &faults, &[json], "{}").await.unwrap();
+        assert_eq!(refused.0, 401, "{args:?}: control without the admin token");
+        let allowed = send(&c, Method::POST, &faults, &[json, ("authorization", &admin_header)], "{}").await.unwrap();
+        assert_eq!(allowed.0, 200, "{args:?}: control with it");
+        let hb = format!("{url}/SendHeartbeat");
+        let refused = send(&c, Method::POST, &hb, &[], heartbeat("f", "d")).await.unwrap();
+        assert_eq!(refused.0, 401, "{args:?}: a heartbeat without its credential");
+        let allowed = send(&c, Method::POST, &hb, &[heartbeat_credential], heartbeat("f", "d")).await.unwrap();
+        assert_eq!(allowed.0, 200, "{args:?}: a heartbeat with it");
+        let _ = serve.kill();
+        let _ = serve.wait();
+    }
+}

@@ -346,15 +346,17 @@ async fn wait_out_stall(shared: &Shared, stall: Duration) {
 /// The answer to a new device's request when the registry is full: 507
 /// (the device cannot be stored; retrying will not help), naming the cap.
 fn registry_full(full: RegistryFull) -> Response<Body> {
-    error(
-        StatusCode::INSUFFICIENT_STORAGE,
-        "DeviceLimitExceededException",
-        &format!(
-            "serve's device registry is full ({} devices, --max-devices): this device is new and was refused; \
-             known devices are still answered",
-            full.max_devices
+    let message = match full {
+        RegistryFull::Devices(n) => format!(
+            "serve's device registry is full ({n} devices, --max-devices): this device is new and was refused; \
+             known devices are still answered"
         ),
-    )
+        RegistryFull::Fleets(n) => format!(
+            "serve's device registry holds {n} fleets, its most: this device's fleet is new and was refused; \
+             known fleets are still answered"
+        ),
+    };
+    error(StatusCode::INSUFFICIENT_STORAGE, "DeviceLimitExceededException", &message)
 }
 
 fn injected_error(faults: &Faults) -> Response<Body> {

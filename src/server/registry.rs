@@ -17,7 +17,12 @@
 //! Anyone who reaches serve may send heartbeats, so the registry is capped
 //! (`--max-devices`, by default sized to the machine: [`default_max_devices`]):
 //! past the cap a new device is refused ([`RegistryFull`]) before anything of it is
-//! kept, not even its fleet's name, and known devices go on as before.
+//! kept, not even its fleet's name, and known devices go on as before. The
+//! interned tables are capped too ([`MAX_FLEETS`], [`MAX_INTERNED`]): a
+//! fleet costs a map slot in every shard it reaches, so a fleet per device
+//! would cost far more than the devices; a device of a new fleet past the
+//! cap is refused, and agent versions or model sets past theirs are
+//! recorded as not kept.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -182,7 +187,7 @@ impl Registry {
 
     fn refuse(&self) -> RegistryFull {
         self.refused.fetch_add(1, Ordering::Relaxed);
-        RegistryFull { max_devices: self.max_devices }
+        RegistryFull::Devices(self.max_devices)
     }
 
     fn record_parts(
@@ -193,7 +198,10 @@ impl Registry {
         models: u32,
         now_ms: u64,
     ) -> Result<u64, RegistryFull> {
-        let fleet_id = self.fleet_id(fleet);
+        let Some(fleet_id) = self.fleet_id(fleet) else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(RegistryFull::Fleets(MAX_FLEETS));
+        };
         let agent_version = self.agent_version_id(agent_version);
         let shard = self.shard_of(device);
         let mut shard = lock(&self.shards[shard]);
@@ -254,7 +262,10 @@ impl Registry {
         let shard = lock(&self.shards[self.shard_of(device)]);
         let r = *shard.fleets.get(fleet_id as usize)?.get(device)?;
         drop(shard);
-        let agent_version = read(&self.agent_versions).names.get(r.agent_version as usize).cloned().unwrap_or_default();
+        let agent_version = match read(&self.agent_versions).names.get(r.agent_version as usize) {
+            Some(name) => name.clone(),
+            None => format!("(not kept: serve keeps {MAX_INTERNED} agent versions)"),
+        };
         let models = read(&self.model_sets).sets.get(r.models as usize).cloned().unwrap_or_default();
         Some(DeviceView {
             fleet: fleet.to_string(),
@@ -320,13 +331,17 @@ impl Registry {
         self.read_fleets().1[id as usize].clone()
     }
 
-    fn fleet_id(&self, name: &str) -> u32 {
+    /// The fleet's id, made for a new one; `None` past [`MAX_FLEETS`].
+    fn fleet_id(&self, name: &str) -> Option<u32> {
         if let Some(&id) = self.read_fleets().0.get(name) {
-            return id;
+            return Some(id);
         }
         let mut fleets = self.fleets.write().unwrap_or_else(|p| p.into_inner());
         if let Some(&id) = fleets.0.get(name) {
-            return id;
+            return Some(id);
+        }
+        if fleets.1.len() >= MAX_FLEETS {
+            return None;
         }
         let id = fleets.1.len() as u32;
         fleets.0.insert(name.to_string(), id);
@@ -335,7 +350,7 @@ impl Registry {
             accepted: AtomicU64::new(0),
             devices: AtomicU64::new(0),
         }));
-        id
+        Some(id)
     }
 
     fn agent_version_id(&self, version: &str) -> u32 {
@@ -346,6 +361,9 @@ impl Registry {
         if let Some(&id) = interner.ids.get(version) {
             return id;
         }
+        if interner.names.len() >= MAX_INTERNED {
+            return NOT_KEPT;
+        }
         let id = interner.names.len() as u32;
         interner.ids.insert(version.to_string(), id);
         interner.names.push(version.to_string());
@@ -355,6 +373,9 @@ impl Registry {
     fn model_set_id(&self, hash: u64, body: &[u8]) -> u32 {
         if let Some(&id) = read(&self.model_sets).ids.get(&hash) {
             return id;
+        }
+        if read(&self.model_sets).sets.len() >= MAX_INTERNED {
+            return NOT_KEPT;
         }
         // First time this set is seen: read the names out of the body.
         let models = serde_json::from_slice::<wire::SendHeartbeat>(body)
@@ -368,6 +389,9 @@ impl Registry {
         if let Some(&id) = sets.ids.get(&hash) {
             return id;
         }
+        if sets.sets.len() >= MAX_INTERNED {
+            return NOT_KEPT;
+        }
         let id = sets.sets.len() as u32;
         sets.ids.insert(hash, id);
         sets.sets.push(models);
@@ -375,11 +399,21 @@ impl Registry {
     }
 }
 
-/// A heartbeat of a new device refused: the registry holds `max_devices`.
+/// A heartbeat of a new device refused: the registry holds its most
+/// devices (`--max-devices`), or its most fleets and the device's is new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RegistryFull {
-    pub max_devices: u64,
+pub enum RegistryFull {
+    Devices(u64),
+    Fleets(usize),
 }
+
+/// The most fleets the registry keeps.
+pub const MAX_FLEETS: usize = 10_000;
+/// The most distinct agent versions, and model sets, it keeps; later ones
+/// are recorded as [`NOT_KEPT`].
+pub const MAX_INTERNED: usize = 10_000;
+/// The id of an agent version or model set past [`MAX_INTERNED`].
+const NOT_KEPT: u32 = u32::MAX;
 
 /// What one device's record costs, in bytes, for sizing the default cap:
 /// `benches/registry_memory` measures 145 with 11-character names; names
@@ -482,12 +516,32 @@ mod tests {
         assert_eq!(record(&r, &body("f", "d1", "1", &[]), 2), Ok(()), "a known device goes on");
         assert_eq!(r.device("f", "d1").unwrap().heartbeats, 2);
         // A new fleet's device is refused before its fleet is kept.
-        assert_eq!(record(&r, &body("other", "d9", "1", &[]), 3), Err(RegistryFull { max_devices: 2 }));
-        assert_eq!(r.record_device("other2", "d9", "-", 3), Err(RegistryFull { max_devices: 2 }));
+        assert_eq!(record(&r, &body("other", "d9", "1", &[]), 3), Err(RegistryFull::Devices(2)));
+        assert_eq!(r.record_device("other2", "d9", "-", 3), Err(RegistryFull::Devices(2)));
         assert!(r.fleets().iter().all(|(name, _)| name == "f"), "{:?}", r.fleets());
         assert_eq!(r.fleets()[0].1.accepted, 3, "refused heartbeats are not accepted ones");
         r.reset();
         assert_eq!((r.refused(), record(&r, &body("f", "d7", "1", &[]), 4)), (0, Ok(())));
+    }
+
+    #[test]
+    fn fleets_agent_versions_and_model_sets_are_capped_too() {
+        let r = Registry::new(u64::MAX);
+        for i in 0..MAX_FLEETS {
+            r.record_device(&format!("f{i}"), "d", &format!("v{i}"), 1).unwrap();
+        }
+        assert_eq!(r.record_device("one-more", "d", "-", 1), Err(RegistryFull::Fleets(MAX_FLEETS)));
+        assert_eq!(r.refused(), 1);
+        // A known fleet's new device goes on; past the versions kept, its
+        // version is said not kept.
+        assert_eq!(r.record_device("f0", "d2", "v-new", 2), Ok(1));
+        assert!(r.device("f0", "d2").unwrap().agent_version.starts_with("(not kept"));
+        assert_eq!(r.device("f1", "d").unwrap().agent_version, "v1");
+        let mut sets = ModelSets::default();
+        sets.sets.resize(MAX_INTERNED, Vec::new());
+        *r.model_sets.write().unwrap() = sets;
+        record(&r, &body("f0", "d3", "v1", &[("resnet", "1")]), 3).unwrap();
+        assert_eq!(r.device("f0", "d3").unwrap().models, vec![]);
     }
 
     #[test]

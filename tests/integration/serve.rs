@@ -250,10 +250,13 @@ async fn latency_faults_delay_answers_and_change_at_runtime() {
     let (status, _, _) = control(&c, &format!("{url}/faults"), &[], r#"{"latncy": "1s"}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
+    // Cleared: after a 60 s latency, a heartbeat is answered well before
+    // it (the bound is one no busy machine reaches, not a measurement).
+    set_faults(&c, &url, serde_json::json!({"latency": "60s"})).await;
     set_faults(&c, &url, serde_json::json!({})).await;
     let t = Instant::now();
-    post(&c, &hb, heartbeat("f", "d")).await;
-    assert!(t.elapsed() < Duration::from_millis(150), "cleared: {:?}", t.elapsed());
+    assert_eq!(post(&c, &hb, heartbeat("f", "d")).await.0, StatusCode::OK);
+    assert!(t.elapsed() < Duration::from_secs(30), "cleared: {:?}", t.elapsed());
     server.shutdown().await;
 }
 
@@ -307,7 +310,7 @@ async fn a_stall_holds_requests_until_the_faults_change() {
     assert!(!stalled.is_finished(), "the request is held");
     set_faults(&c, &url, serde_json::json!({})).await;
     assert_eq!(stalled.await.unwrap(), StatusCode::OK);
-    assert!(t.elapsed() < Duration::from_secs(10), "released by the change, not the 30 s stall");
+    assert!(t.elapsed() < Duration::from_secs(25), "released by the change, not the 30 s stall");
     server.shutdown().await;
 }
 

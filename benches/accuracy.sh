@@ -186,7 +186,7 @@ run() {
     k6) return 0 ;;
   esac
   printf '%s\n' "${cmd[*]}" >"$OUT/raw/$name.cmd"
-  curl -sf -X POST "$BASE/stats/reset" >/dev/null
+  curl -sf -X POST -H 'Content-Type: application/json' "$BASE/stats/reset" >/dev/null
   local t0; t0=$(date +%s.%N)
   /usr/bin/time -v -o "$OUT/raw/$name.time" timeout --signal=INT --kill-after=10 $((SECS + 40)) "${TOOL_CPU[@]}" "${cmd[@]}" \
     >"$OUT/raw/$name.out" 2>"$OUT/raw/$name.err" &

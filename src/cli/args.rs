@@ -388,9 +388,15 @@ pub(super) struct ServeArgs {
     pub(super) addr: SocketAddr,
     /// The credential of the control endpoints (POST /faults, POST
     /// /stats/reset): `Authorization: Bearer TOKEN` (401 otherwise). Without
-    /// it, the heartbeats' credential guards them.
+    /// it, the heartbeats' credential guards them. Any user of the machine
+    /// sees a flag's value in the process list: prefer --admin-token-file or
+    /// the FLEETSTORM_ADMIN_TOKEN environment variable.
     #[arg(long, value_name = "TOKEN")]
     pub(super) admin_token: Option<String>,
+    /// --admin-token's TOKEN from this file (surrounding whitespace
+    /// trimmed), e.g. a mounted Kubernetes Secret.
+    #[arg(long, value_name = "FILE", conflicts_with = "admin_token")]
+    pub(super) admin_token_file: Option<PathBuf>,
     /// Guard the read endpoints (GET /stats, /metrics, /faults, /devices/...)
     /// with the control credential too.
     #[arg(long)]
@@ -425,11 +431,20 @@ pub(super) struct ServeArgs {
     #[arg(long, value_parser = parse_duration)]
     pub(super) stall: Option<Duration>,
     /// Require `Authorization: Bearer TOKEN` on heartbeats (401 otherwise).
-    #[arg(long, conflicts_with = "require_header")]
+    /// Also from --require-bearer-file or FLEETSTORM_REQUIRE_BEARER, which
+    /// the process list does not show.
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["require_header", "require_header_file"])]
     pub(super) require_bearer: Option<String>,
-    /// Require a header NAME=VALUE on heartbeats (401 otherwise).
-    #[arg(long, value_parser = parse_header)]
+    /// --require-bearer's TOKEN from this file (surrounding whitespace trimmed).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["require_bearer", "require_header", "require_header_file"])]
+    pub(super) require_bearer_file: Option<PathBuf>,
+    /// Require a header NAME=VALUE on heartbeats (401 otherwise). Also from
+    /// --require-header-file or FLEETSTORM_REQUIRE_HEADER.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = parse_header)]
     pub(super) require_header: Option<(http::HeaderName, http::HeaderValue)>,
+    /// --require-header's NAME=VALUE from this file (surrounding whitespace trimmed).
+    #[arg(long, value_name = "FILE", conflicts_with = "require_header")]
+    pub(super) require_header_file: Option<PathBuf>,
     /// Close HTTP/1 connections whose next request head takes longer than
     /// this (hyper counts kept-alive waiting too: this is the keep-alive timeout).
     #[arg(long, value_parser = parse_duration, default_value = "75s")]
@@ -440,9 +455,11 @@ pub(super) struct ServeArgs {
     /// Close connections idle (no bytes, no request in flight) this long.
     #[arg(long, value_parser = parse_duration, default_value = "75s")]
     pub(super) idle_timeout: Duration,
-    /// Devices beyond this many are counted but not tracked.
-    #[arg(long, default_value_t = 10_000_000)]
-    pub(super) max_devices: u64,
+    /// Track at most this many devices: a heartbeat from a new device
+    /// beyond them gets 507 (known devices go on). Default: as many as a
+    /// quarter of the machine's available memory holds (at least 100,000).
+    #[arg(long, value_name = "N")]
+    pub(super) max_devices: Option<u64>,
     /// Connections beyond this many open at once are closed on accept.
     #[arg(long, default_value_t = 100_000)]
     pub(super) max_connections: u64,

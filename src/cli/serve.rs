@@ -56,6 +56,58 @@ fn serve_profiles(
     Ok(profiles)
 }
 
+/// A command-line form of a credential, and whether it was given.
+struct Form {
+    flag: &'static str,
+    given: bool,
+}
+
+impl Form {
+    fn new(flag: &'static str, given: bool) -> Self {
+        Form { flag, given }
+    }
+}
+
+/// A credential given by its file flag (`FLAG-file FILE`) or its
+/// environment variable `env`, which, unlike the flag itself, no other user
+/// of the machine sees in the process list. `None` when neither is given
+/// (the flag's value, if any, is then the credential). More than one of the
+/// three forms, an unreadable or empty file or an empty variable is a
+/// usage error naming them; the message never holds the credential.
+fn secret(flag: Form, file: Option<&std::path::Path>, env: &str) -> Result<Option<String>, CliError> {
+    let from_env = match std::env::var(env) {
+        Ok(value) => Some(value),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => return Err(CliError::Usage(format!("{env} is not UTF-8 text"))),
+    };
+    let file_flag = format!("{}-file", flag.flag);
+    let forms: Vec<&str> = [
+        flag.given.then_some(flag.flag),
+        file.is_some().then_some(file_flag.as_str()),
+        from_env.is_some().then_some(env),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let [first, second, ..] = forms.as_slice() {
+        return Err(usage_error("serve", &format!("{first} and {second} are both given: give the credential one way")));
+    }
+    let (text, source) = match (file, from_env) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::Usage(format!("{file_flag} {}: cannot read it: {e}", path.display())))?;
+            (text, format!("{file_flag} {}", path.display()))
+        }
+        (None, Some(value)) => (value, env.to_string()),
+        (None, None) => return Ok(None),
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(CliError::Usage(format!("{source} is empty: it must hold the credential")));
+    }
+    Ok(Some(text.to_string()))
+}
+
 pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
     if args.error_status.is_some() && args.error_rate == 0.0 {
         return Err(usage_error(
@@ -77,8 +129,34 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
     if let Err(e) = faults.check() {
         return Err(CliError::Usage(e.to_string()));
     }
-    let auth = match (args.require_bearer, args.require_header) {
-        (Some(token), _) => Some(Auth::Bearer(token)),
+    let admin_token = secret(
+        Form::new("--admin-token", args.admin_token.is_some()),
+        args.admin_token_file.as_deref(),
+        "FLEETSTORM_ADMIN_TOKEN",
+    )?
+    .or(args.admin_token);
+    let bearer_flag = Form::new("--require-bearer", args.require_bearer.is_some());
+    let bearer =
+        secret(bearer_flag, args.require_bearer_file.as_deref(), "FLEETSTORM_REQUIRE_BEARER")?.or(args.require_bearer);
+    let header_flag = Form::new("--require-header", args.require_header.is_some());
+    let header = match secret(header_flag, args.require_header_file.as_deref(), "FLEETSTORM_REQUIRE_HEADER")? {
+        Some(text) => {
+            let source =
+                if args.require_header_file.is_some() { "--require-header-file" } else { "FLEETSTORM_REQUIRE_HEADER" };
+            Some(super::args::parse_header(&text).map_err(|e| CliError::Usage(format!("{source}: {e}")))?)
+        }
+        None => args.require_header,
+    };
+    let auth = match (bearer, header) {
+        (Some(_), Some(_)) => {
+            return Err(usage_error(
+                "serve",
+                "a bearer token (--require-bearer, its file or FLEETSTORM_REQUIRE_BEARER) and a header \
+                 (--require-header, its file or FLEETSTORM_REQUIRE_HEADER) are both given: heartbeats take one \
+                 credential",
+            ));
+        }
+        (Some(token), None) => Some(Auth::Bearer(token)),
         (None, Some((name, value))) => Some(Auth::Header { name, value }),
         (None, None) => None,
     };
@@ -107,7 +185,7 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
         header_timeout: args.header_timeout,
         body_timeout: args.body_timeout,
         idle_timeout: args.idle_timeout,
-        max_devices: args.max_devices,
+        max_devices: args.max_devices.unwrap_or_else(server::default_max_devices),
         max_connections: args.max_connections,
         tls: args.tls_cert.map(|cert| server::ServeTls {
             cert,
@@ -115,7 +193,7 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
             client_ca: args.client_ca,
         }),
         control: server::ControlAccess {
-            credential: args.admin_token.map(Auth::Bearer),
+            credential: admin_token.map(Auth::Bearer),
             protect_reads: args.protect_reads,
             allow_open: args.allow_open_control,
         },
@@ -130,6 +208,8 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
         return Err(CliError::Usage(e.to_string()));
     }
     let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let sized = if args.max_devices.is_some() { "" } else { ", sized to a quarter of the available memory" };
+    let max_devices = format!("at most {} devices (--max-devices{sized})", config.max_devices);
     // Every connection is a file; take all the descriptors we may.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -148,7 +228,11 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
         };
         let shared = server.shared();
         match server.local_addr() {
-            Ok(addr) => println!("fleetstorm serve listening on {scheme}://{addr}"),
+            Ok(addr) => {
+                println!("fleetstorm serve listening on {scheme}://{addr}");
+                // stdout's first line is the address alone, for scripts.
+                eprintln!("fleetstorm serve: {max_devices}");
+            }
             Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
         }
         let _ = io::stdout().flush();

@@ -2,13 +2,17 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /SendHeartbeat` | 200 empty when valid; 400 `ValidationException` JSON naming every violation; 401 without the required credentials; 413 above 1 MiB; faults as configured |
+//! | `POST /SendHeartbeat` | 200 empty when valid; 400 `ValidationException` JSON naming every violation; 401 without the required credentials; 413 above 1 MiB; 507 for a new device when the registry is full; faults as configured |
 //! | a device profile's paths (`--profile`) | what that service answers (`crate::wire`'s profile modules): its success status, or its errors for bad credentials and bodies; 413 and faults as for SendHeartbeat |
 //! | `GET /stats` | counters, devices and per-fleet totals as JSON |
 //! | `POST /stats/reset` | zeroes counters and forgets devices |
 //! | `GET /devices/{fleet}/{device}` | that device's record, or 404 |
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /faults`, `POST /faults` | the faults in force; replace them (absent members are off) |
+//!
+//! Bound to loopback, serve answers only requests addressed to loopback
+//! (403 otherwise); the control endpoints refuse a foreign `Origin` (403)
+//! and any body but `application/json` (415): see [`browser_guard`].
 //!
 //! The control endpoints (`POST /faults`, `POST /stats/reset`) need the
 //! admin credential when one is set (`--admin-token`, or the heartbeats'
@@ -25,7 +29,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, RETRY_AFTER};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use rand::RngExt;
@@ -35,6 +39,7 @@ use tokio::time::Instant;
 use super::{Auth, Shared};
 use crate::heartbeat::validate::inspect;
 use crate::server::faults::{ActiveFaults, Faults};
+use crate::server::registry::RegistryFull;
 
 /// The largest heartbeat body accepted (413 above).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -65,11 +70,14 @@ where
 {
     let path = req.uri().path();
     let method = req.method().clone();
-    if let Some(refused) = guard(&shared, path, &method, req.headers()) {
+    let refused = browser_guard(&shared, path, &method, req.headers(), req.uri())
+        .or_else(|| guard(&shared, path, &method, req.headers()));
+    if let Some(refused) = refused {
         shared.metrics.answered(refused.status().as_u16());
         return Ok(refused);
     }
     if let Some(route) = shared.config.profiles.route(&method, path) {
+        let _in_flight = InFlight::start(&shared);
         shared.metrics.arrivals.arrived(crate::units::now_ms() / 1000);
         let started = Instant::now();
         let answer = device_request(&shared, req, Some(route)).await;
@@ -80,6 +88,7 @@ where
     }
     let response = match path {
         "/SendHeartbeat" if method == Method::POST => {
+            let _in_flight = InFlight::start(&shared);
             shared.metrics.arrivals.arrived(crate::units::now_ms() / 1000);
             let version = if req.version() == hyper::Version::HTTP_2 {
                 &shared.metrics.http2_requests
@@ -122,6 +131,23 @@ where
     };
     shared.metrics.answered(response.status().as_u16());
     Ok(response)
+}
+
+/// A device request being answered, counted in `in_flight` until it is
+/// dropped (answered, or abandoned by its client).
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn start(shared: &'a Shared) -> Self {
+        shared.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What a device request carries beside its body, for a profile's check.
@@ -236,8 +262,12 @@ where
         let checked = shared.config.profiles.check(route, &request);
         return Ok(match checked {
             Ok(accepted) => {
-                let version =
+                let recorded =
                     shared.registry.record_device(&accepted.fleet, &accepted.device, &accepted.agent_version, now_ms);
+                let version = match recorded {
+                    Ok(version) => version,
+                    Err(full) => return Ok(registry_full(full)),
+                };
                 shared.metrics.accepted.fetch_add(1, Ordering::Relaxed);
                 match accepted.document {
                     // The accepted document, its version the device's count of them.
@@ -271,7 +301,9 @@ where
     }
     match inspect(&body) {
         Ok(summary) => {
-            shared.registry.record(&summary, &body, crate::units::now_ms());
+            if let Err(full) = shared.registry.record(&summary, &body, crate::units::now_ms()) {
+                return Ok(registry_full(full));
+            }
             shared.metrics.accepted.fetch_add(1, Ordering::Relaxed);
             Ok(Response::new(Full::new(Bytes::new())))
         }
@@ -311,6 +343,22 @@ async fn wait_out_stall(shared: &Shared, stall: Duration) {
     }
 }
 
+/// The answer to a new device's request when the registry is full: 507
+/// (the device cannot be stored; retrying will not help), naming the cap.
+fn registry_full(full: RegistryFull) -> Response<Body> {
+    let message = match full {
+        RegistryFull::Devices(n) => format!(
+            "serve's device registry is full ({n} devices, --max-devices): this device is new and was refused; \
+             known devices are still answered"
+        ),
+        RegistryFull::Fleets(n) => format!(
+            "serve's device registry holds {n} fleets, its most: this device's fleet is new and was refused; \
+             known fleets are still answered"
+        ),
+    };
+    error(StatusCode::INSUFFICIENT_STORAGE, "DeviceLimitExceededException", &message)
+}
+
 fn injected_error(faults: &Faults) -> Response<Body> {
     let status = StatusCode::from_u16(faults.error_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let kind = match status.as_u16() {
@@ -323,10 +371,86 @@ fn injected_error(faults: &Faults) -> Response<Body> {
     if matches!(status.as_u16(), 429 | 503) { retry_later(r) } else { r }
 }
 
+/// Whether `(method, path)` is a control endpoint: one that changes how
+/// serve answers or what it counted.
+fn is_control(method: &Method, path: &str) -> bool {
+    matches!((method, path), (&Method::POST, "/faults" | "/stats/reset"))
+}
+
+/// The guard against web pages in the user's browser, before any other:
+/// - bound to loopback, every request must be addressed to loopback (its
+///   `Host`, and HTTP/2's authority, `localhost` or a loopback IP, as
+///   [`crate::server::pages`] has it; 403 otherwise): a page cannot point
+///   a domain of its own at 127.0.0.1 (DNS rebinding) and reach serve
+///   through the browser;
+/// - a control request must not come from a foreign page (an `Origin`
+///   other than loopback or serve's own Host, `null` included; 403), and
+///   must say `Content-Type: application/json` (415 otherwise): a page may
+///   send a form or `text/plain` POST anywhere without asking, but JSON
+///   only after a CORS preflight, which serve never grants.
+fn browser_guard(
+    shared: &Shared,
+    path: &str,
+    method: &Method,
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+) -> Option<Response<Body>> {
+    use crate::server::pages::addressed_to_loopback;
+    // A Host that is not text names nothing: refused as not loopback.
+    let host = headers.get(HOST).map(|h| h.to_str().unwrap_or_default());
+    if shared.config.addr.ip().is_loopback() {
+        let names = [host, uri.authority().map(http::uri::Authority::as_str)];
+        let addressed =
+            names.iter().any(Option::is_some) && names.iter().flatten().all(|n| addressed_to_loopback(Some(n)));
+        if !addressed {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "ForbiddenException",
+                "serve on loopback answers requests addressed to loopback only (Host: 127.0.0.1, [::1] or \
+                 localhost, with the port)",
+            ));
+        }
+    }
+    if !is_control(method, path) {
+        return None;
+    }
+    if let Some(origin) = headers.get(ORIGIN) {
+        let from = origin.to_str().unwrap_or_default();
+        let site = from.strip_prefix("http://").or_else(|| from.strip_prefix("https://")).unwrap_or_default();
+        let own = !site.is_empty()
+            && !site.contains('/')
+            && (addressed_to_loopback(Some(site)) || host.is_some_and(|h| h.eq_ignore_ascii_case(site)));
+        if !own {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "ForbiddenException",
+                &format!("{method} {path} refuses requests from a web page (Origin: {})", printable(from)),
+            ));
+        }
+    }
+    let media = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let media = media.split(';').next().unwrap_or_default().trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        let given = if media.is_empty() { "none".to_string() } else { printable(media) };
+        return Some(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaTypeException",
+            &format!("{method} {path} needs Content-Type: application/json (given: {given})"),
+        ));
+    }
+    None
+}
+
+/// A header's text for a message: at most 100 characters, controls and
+/// quotes dropped.
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control() && *c != '"').take(100).collect()
+}
+
 /// The control endpoints' guard: a 401 for a request to one (or, when
 /// asked, to a read endpoint) without the control credential.
 fn guard(shared: &Shared, path: &str, method: &Method, headers: &http::HeaderMap) -> Option<Response<Body>> {
-    let control = matches!((method, path), (&Method::POST, "/faults" | "/stats/reset"));
+    let control = is_control(method, path);
     let read =
         *method == Method::GET && (matches!(path, "/stats" | "/metrics" | "/faults") || path.starts_with("/devices/"));
     let guarded = control || (read && shared.config.control.protect_reads);

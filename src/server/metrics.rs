@@ -11,7 +11,7 @@ use std::time::Duration;
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Statuses `serve` answers with, whose counters are pre-resolved.
-const KNOWN_STATUSES: [u16; 12] = [200, 400, 401, 404, 405, 408, 413, 429, 500, 502, 503, 504];
+const KNOWN_STATUSES: [u16; 15] = [200, 400, 401, 403, 404, 405, 408, 413, 415, 429, 500, 502, 503, 504, 507];
 
 pub struct Metrics {
     registry: Registry,
@@ -44,6 +44,9 @@ pub struct Metrics {
     pub tls_failures: AtomicU64,
     /// Connections closed on accept: `max_connections` were open.
     pub refused_connections: AtomicU64,
+    /// Device requests being answered now (a gauge: a reset keeps it), for
+    /// whoever must know that a request has reached serve.
+    pub in_flight: AtomicU64,
     /// Device requests by the second they arrived in.
     pub arrivals: super::arrivals::Arrivals,
     /// How long each device request took in serve, exactly.
@@ -103,6 +106,7 @@ impl Metrics {
             tls_handshakes: AtomicU64::new(0),
             tls_failures: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             arrivals: super::arrivals::Arrivals::default(),
             served: super::served::ServedTimes::default(),
         }

@@ -58,7 +58,7 @@ use crate::transport::tls::TlsError;
 pub use faults::{ActiveFaults, CapacityQueue, Faults, Latency};
 pub use http::MAX_BODY;
 pub use metrics::Metrics;
-pub use registry::{DeviceView, FleetView, ModelView, Registry};
+pub use registry::{DeviceView, FleetView, ModelView, Registry, RegistryFull, default_max_devices};
 
 /// Required credentials for `POST /SendHeartbeat`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub struct ServeConfig {
     pub idle_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
-    /// Devices beyond this many are counted but not tracked.
+    /// New devices beyond this many are refused (507).
     pub max_devices: u64,
     /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this certificate.
     pub tls: Option<ServeTls>,
@@ -179,7 +179,7 @@ impl Default for ServeConfig {
             body_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             shutdown_grace: Duration::from_secs(5),
-            max_devices: 10_000_000,
+            max_devices: registry::default_max_devices(),
             tls: None,
             max_connections: 100_000,
             control: ControlAccess::default(),
@@ -228,7 +228,8 @@ impl Shared {
             "accepted": load(&m.accepted),
             "rejected": load(&m.rejected),
             "devices": self.registry.devices(),
-            "untracked": self.registry.untracked(),
+            "refused_devices": self.registry.refused(),
+            "max_devices": self.registry.max_devices(),
             "fleets": fleets,
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "responses": responses,
@@ -242,6 +243,7 @@ impl Shared {
                 .collect::<Vec<_>>(),
             "served_us": m.served.summary(),
             "queued": queued,
+            "in_flight": load(&m.in_flight),
             "connections": {"open": load(&m.connections_open), "total": load(&m.connections_total)},
             "protocols": {"HTTP/1.1": load(&m.http1_requests), "HTTP/2": load(&m.http2_requests)},
             "tls": {"handshakes": load(&m.tls_handshakes), "failures": load(&m.tls_failures)},

@@ -177,7 +177,7 @@ pub fn page(status: hyper::StatusCode, content_type: &str, body: Vec<u8>) -> Pag
 }
 
 /// `host` (a `Host` header) names loopback: `localhost` or a loopback IP
-/// literal, with or without a port.
+/// literal, with or without a port. serve's rule too (`server::http`).
 pub(crate) fn addressed_to_loopback(host: Option<&str>) -> bool {
     let Some(host) = host else { return false };
     let name = match host.strip_prefix('[') {

@@ -13,6 +13,16 @@
 //!   tables (agent versions; model sets, keyed by the validator's hash of the
 //!   models' names and versions, so the list is parsed out of a body only the
 //!   first time that set is seen).
+//!
+//! Anyone who reaches serve may send heartbeats, so the registry is capped
+//! (`--max-devices`, by default sized to the machine: [`default_max_devices`]):
+//! past the cap a new device is refused ([`RegistryFull`]) before anything of it is
+//! kept, not even its fleet's name, and known devices go on as before. The
+//! interned tables are capped too ([`MAX_FLEETS`], [`MAX_INTERNED`]): a
+//! fleet costs a map slot in every shard it reaches, so a fleet per device
+//! would cost far more than the devices; a device of a new fleet past the
+//! cap is refused, and agent versions or model sets past theirs are
+//! recorded as not kept.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -102,9 +112,10 @@ pub struct Registry {
     agent_versions: RwLock<Interner>,
     model_sets: RwLock<ModelSets>,
     devices: AtomicU64,
-    /// Devices beyond this many are counted but not tracked.
+    /// New devices beyond this many are refused.
     max_devices: u64,
-    untracked: AtomicU64,
+    /// Heartbeats of new devices refused for a full registry.
+    refused: AtomicU64,
     hasher: std::hash::RandomState,
 }
 
@@ -126,28 +137,71 @@ impl Registry {
             model_sets: RwLock::new(model_sets),
             devices: AtomicU64::new(0),
             max_devices,
-            untracked: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             hasher: std::hash::RandomState::new(),
         }
     }
 
     /// Records an accepted heartbeat received at `now_ms` (epoch ms).
     /// `body` is only parsed when its model set has not been seen before.
-    pub fn record(&self, hb: &Summary<'_>, body: &[u8], now_ms: u64) {
+    pub fn record(&self, hb: &Summary<'_>, body: &[u8], now_ms: u64) -> Result<(), RegistryFull> {
+        if self.refuses(&hb.device_fleet_name, &hb.device_name) {
+            return Err(self.refuse());
+        }
         let models = if hb.models == 0 { 0 } else { self.model_set_id(hb.models_hash, body) };
-        self.record_parts(&hb.device_fleet_name, &hb.device_name, &hb.agent_version, models, now_ms);
+        self.record_parts(&hb.device_fleet_name, &hb.device_name, &hb.agent_version, models, now_ms).map(|_| ())
     }
 
     /// Records an accepted request of another device profile's: its
     /// device, and the fleet and agent version its body named (`-` when
-    /// it named none). Returns how many the device has sent (0 when it
-    /// is beyond the devices tracked).
-    pub fn record_device(&self, fleet: &str, device: &str, agent_version: &str, now_ms: u64) -> u64 {
+    /// it named none). Returns how many the device has sent.
+    pub fn record_device(
+        &self,
+        fleet: &str,
+        device: &str,
+        agent_version: &str,
+        now_ms: u64,
+    ) -> Result<u64, RegistryFull> {
+        if self.refuses(fleet, device) {
+            return Err(self.refuse());
+        }
         self.record_parts(fleet, device, agent_version, 0, now_ms)
     }
 
-    fn record_parts(&self, fleet: &str, device: &str, agent_version: &str, models: u32, now_ms: u64) -> u64 {
-        let fleet_id = self.fleet_id(fleet);
+    /// The cap of devices tracked.
+    pub fn max_devices(&self) -> u64 {
+        self.max_devices
+    }
+
+    /// Whether a heartbeat of `device` would be refused: the registry is
+    /// full and the device is new. Checked before anything of the request
+    /// is interned; [`Registry::record_parts`] checks again as it inserts.
+    fn refuses(&self, fleet: &str, device: &str) -> bool {
+        if self.devices.load(Ordering::Relaxed) < self.max_devices {
+            return false;
+        }
+        let Some(&fleet_id) = self.read_fleets().0.get(fleet) else { return true };
+        let shard = lock(&self.shards[self.shard_of(device)]);
+        !shard.fleets.get(fleet_id as usize).is_some_and(|devices| devices.contains_key(device))
+    }
+
+    fn refuse(&self) -> RegistryFull {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        RegistryFull::Devices(self.max_devices)
+    }
+
+    fn record_parts(
+        &self,
+        fleet: &str,
+        device: &str,
+        agent_version: &str,
+        models: u32,
+        now_ms: u64,
+    ) -> Result<u64, RegistryFull> {
+        let Some(fleet_id) = self.fleet_id(fleet) else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(RegistryFull::Fleets(MAX_FLEETS));
+        };
         let agent_version = self.agent_version_id(agent_version);
         let shard = self.shard_of(device);
         let mut shard = lock(&self.shards[shard]);
@@ -164,7 +218,11 @@ impl Registry {
             r.agent_version = agent_version;
             r.models = models;
             u64::from(r.heartbeats)
-        } else if self.devices.load(Ordering::Relaxed) < self.max_devices {
+        } else if self
+            .devices
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.max_devices).then_some(n + 1))
+            .is_ok()
+        {
             devices.insert(
                 device.into(),
                 Record {
@@ -176,16 +234,16 @@ impl Registry {
                     models,
                 },
             );
-            self.devices.fetch_add(1, Ordering::Relaxed);
             fleet.devices.fetch_add(1, Ordering::Relaxed);
             1
         } else {
-            self.untracked.fetch_add(1, Ordering::Relaxed);
-            0
+            // Filled up since `refuses` looked.
+            drop(shard);
+            return Err(self.refuse());
         };
         drop(shard);
         fleet.accepted.fetch_add(1, Ordering::Relaxed);
-        sent
+        Ok(sent)
     }
 
     /// The number of devices tracked.
@@ -193,10 +251,9 @@ impl Registry {
         self.devices.load(Ordering::Relaxed)
     }
 
-    /// Accepted heartbeats of devices that could not be tracked because
-    /// the registry was full.
-    pub fn untracked(&self) -> u64 {
-        self.untracked.load(Ordering::Relaxed)
+    /// Heartbeats of new devices refused because the registry was full.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// One device's record.
@@ -205,7 +262,10 @@ impl Registry {
         let shard = lock(&self.shards[self.shard_of(device)]);
         let r = *shard.fleets.get(fleet_id as usize)?.get(device)?;
         drop(shard);
-        let agent_version = read(&self.agent_versions).names.get(r.agent_version as usize).cloned().unwrap_or_default();
+        let agent_version = match read(&self.agent_versions).names.get(r.agent_version as usize) {
+            Some(name) => name.clone(),
+            None => format!("(not kept: serve keeps {MAX_INTERNED} agent versions)"),
+        };
         let models = read(&self.model_sets).sets.get(r.models as usize).cloned().unwrap_or_default();
         Some(DeviceView {
             fleet: fleet.to_string(),
@@ -256,7 +316,7 @@ impl Registry {
             f.devices.store(0, Ordering::Relaxed);
         }
         self.devices.store(0, Ordering::Relaxed);
-        self.untracked.store(0, Ordering::Relaxed);
+        self.refused.store(0, Ordering::Relaxed);
     }
 
     fn shard_of(&self, device: &str) -> usize {
@@ -271,13 +331,17 @@ impl Registry {
         self.read_fleets().1[id as usize].clone()
     }
 
-    fn fleet_id(&self, name: &str) -> u32 {
+    /// The fleet's id, made for a new one; `None` past [`MAX_FLEETS`].
+    fn fleet_id(&self, name: &str) -> Option<u32> {
         if let Some(&id) = self.read_fleets().0.get(name) {
-            return id;
+            return Some(id);
         }
         let mut fleets = self.fleets.write().unwrap_or_else(|p| p.into_inner());
         if let Some(&id) = fleets.0.get(name) {
-            return id;
+            return Some(id);
+        }
+        if fleets.1.len() >= MAX_FLEETS {
+            return None;
         }
         let id = fleets.1.len() as u32;
         fleets.0.insert(name.to_string(), id);
@@ -286,7 +350,7 @@ impl Registry {
             accepted: AtomicU64::new(0),
             devices: AtomicU64::new(0),
         }));
-        id
+        Some(id)
     }
 
     fn agent_version_id(&self, version: &str) -> u32 {
@@ -297,6 +361,9 @@ impl Registry {
         if let Some(&id) = interner.ids.get(version) {
             return id;
         }
+        if interner.names.len() >= MAX_INTERNED {
+            return NOT_KEPT;
+        }
         let id = interner.names.len() as u32;
         interner.ids.insert(version.to_string(), id);
         interner.names.push(version.to_string());
@@ -306,6 +373,9 @@ impl Registry {
     fn model_set_id(&self, hash: u64, body: &[u8]) -> u32 {
         if let Some(&id) = read(&self.model_sets).ids.get(&hash) {
             return id;
+        }
+        if read(&self.model_sets).sets.len() >= MAX_INTERNED {
+            return NOT_KEPT;
         }
         // First time this set is seen: read the names out of the body.
         let models = serde_json::from_slice::<wire::SendHeartbeat>(body)
@@ -319,11 +389,70 @@ impl Registry {
         if let Some(&id) = sets.ids.get(&hash) {
             return id;
         }
+        if sets.sets.len() >= MAX_INTERNED {
+            return NOT_KEPT;
+        }
         let id = sets.sets.len() as u32;
         sets.ids.insert(hash, id);
         sets.sets.push(models);
         id
     }
+}
+
+/// A heartbeat of a new device refused: the registry holds its most
+/// devices (`--max-devices`), or its most fleets and the device's is new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryFull {
+    Devices(u64),
+    Fleets(usize),
+}
+
+/// The most fleets the registry keeps.
+pub const MAX_FLEETS: usize = 10_000;
+/// The most distinct agent versions, and model sets, it keeps; later ones
+/// are recorded as [`NOT_KEPT`].
+pub const MAX_INTERNED: usize = 10_000;
+/// The id of an agent version or model set past [`MAX_INTERNED`].
+const NOT_KEPT: u32 = u32::MAX;
+
+/// What one device's record costs, in bytes, for sizing the default cap:
+/// `benches/registry_memory` measures 145 with 11-character names; names
+/// may have 63 (and a profile's device more), so this leaves room.
+pub const BYTES_PER_DEVICE: u64 = 256;
+
+/// The fewest devices the default cap allows, on however small a machine.
+pub const MIN_DEFAULT_DEVICES: u64 = 100_000;
+
+/// The default cap for a machine with `available` bytes of memory free (its
+/// `MemAvailable`): as many devices as a quarter of it holds, at least
+/// [`MIN_DEFAULT_DEVICES`]; one million when the memory is unknown.
+pub fn max_devices_for(available: Option<u64>) -> u64 {
+    match available {
+        Some(bytes) => (bytes / 4 / BYTES_PER_DEVICE).max(MIN_DEFAULT_DEVICES),
+        None => 1_000_000,
+    }
+}
+
+/// The default cap on this machine: from `MemAvailable` (`/proc/meminfo`),
+/// or what the process's cgroup (v2) still allows if that is less, as in
+/// a container with a memory limit.
+pub fn default_max_devices() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let available = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024);
+    let cgroup = |file: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{file}")).ok().and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    // `memory.max` is "max" (no limit) outside a limited cgroup.
+    let allowed = cgroup("memory.max").map(|max| max.saturating_sub(cgroup("memory.current").unwrap_or(0)));
+    let available = match (available, allowed) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    max_devices_for(available)
 }
 
 /// The model-set hash of a body without models.
@@ -347,17 +476,17 @@ mod tests {
         .unwrap()
     }
 
-    fn record(r: &Registry, b: &[u8], now: u64) {
-        r.record(&inspect(b).unwrap(), b, now);
+    fn record(r: &Registry, b: &[u8], now: u64) -> Result<(), RegistryFull> {
+        r.record(&inspect(b).unwrap(), b, now)
     }
 
     #[test]
     fn records_count_gaps_versions_and_models() {
         let r = Registry::new(100);
-        record(&r, &body("f1", "d1", "1.0", &[("resnet", "1")]), 1_000);
-        record(&r, &body("f1", "d1", "1.1", &[("resnet", "2"), ("yolov8", "1")]), 31_000);
-        record(&r, &body("f1", "d1", "1.1", &[("resnet", "2"), ("yolov8", "1")]), 41_000);
-        record(&r, &body("f2", "d1", "1.0", &[]), 5_000);
+        record(&r, &body("f1", "d1", "1.0", &[("resnet", "1")]), 1_000).unwrap();
+        record(&r, &body("f1", "d1", "1.1", &[("resnet", "2"), ("yolov8", "1")]), 31_000).unwrap();
+        record(&r, &body("f1", "d1", "1.1", &[("resnet", "2"), ("yolov8", "1")]), 41_000).unwrap();
+        record(&r, &body("f2", "d1", "1.0", &[]), 5_000).unwrap();
         let d = r.device("f1", "d1").unwrap();
         assert_eq!((d.heartbeats, d.first_seen_ms, d.last_seen_ms, d.max_gap_ms), (3, 1_000, 41_000, 30_000));
         assert_eq!(d.agent_version, "1.1");
@@ -380,11 +509,46 @@ mod tests {
     }
 
     #[test]
-    fn a_full_registry_counts_but_does_not_track() {
+    fn a_full_registry_refuses_new_devices_and_keeps_the_known_ones() {
         let r = Registry::new(2);
-        for i in 0..5 {
-            record(&r, &body("f", &format!("d{i}"), "1", &[]), 1);
+        let refused = (0..5).filter(|i| record(&r, &body("f", &format!("d{i}"), "1", &[]), 1).is_err()).count();
+        assert_eq!((r.devices(), r.refused(), refused), (2, 3, 3));
+        assert_eq!(record(&r, &body("f", "d1", "1", &[]), 2), Ok(()), "a known device goes on");
+        assert_eq!(r.device("f", "d1").unwrap().heartbeats, 2);
+        // A new fleet's device is refused before its fleet is kept.
+        assert_eq!(record(&r, &body("other", "d9", "1", &[]), 3), Err(RegistryFull::Devices(2)));
+        assert_eq!(r.record_device("other2", "d9", "-", 3), Err(RegistryFull::Devices(2)));
+        assert!(r.fleets().iter().all(|(name, _)| name == "f"), "{:?}", r.fleets());
+        assert_eq!(r.fleets()[0].1.accepted, 3, "refused heartbeats are not accepted ones");
+        r.reset();
+        assert_eq!((r.refused(), record(&r, &body("f", "d7", "1", &[]), 4)), (0, Ok(())));
+    }
+
+    #[test]
+    fn fleets_agent_versions_and_model_sets_are_capped_too() {
+        let r = Registry::new(u64::MAX);
+        for i in 0..MAX_FLEETS {
+            r.record_device(&format!("f{i}"), "d", &format!("v{i}"), 1).unwrap();
         }
-        assert_eq!((r.devices(), r.untracked()), (2, 3));
+        assert_eq!(r.record_device("one-more", "d", "-", 1), Err(RegistryFull::Fleets(MAX_FLEETS)));
+        assert_eq!(r.refused(), 1);
+        // A known fleet's new device goes on; past the versions kept, its
+        // version is said not kept.
+        assert_eq!(r.record_device("f0", "d2", "v-new", 2), Ok(1));
+        assert!(r.device("f0", "d2").unwrap().agent_version.starts_with("(not kept"));
+        assert_eq!(r.device("f1", "d").unwrap().agent_version, "v1");
+        let mut sets = ModelSets::default();
+        sets.sets.resize(MAX_INTERNED, Vec::new());
+        *r.model_sets.write().unwrap() = sets;
+        record(&r, &body("f0", "d3", "v1", &[("resnet", "1")]), 3).unwrap();
+        assert_eq!(r.device("f0", "d3").unwrap().models, vec![]);
+    }
+
+    #[test]
+    fn the_default_cap_is_a_quarter_of_the_available_memory() {
+        assert_eq!(max_devices_for(Some(16 << 30)), (4 << 30) / BYTES_PER_DEVICE);
+        assert_eq!(max_devices_for(Some(64 << 20)), MIN_DEFAULT_DEVICES, "a floor on a small machine");
+        assert_eq!(max_devices_for(None), 1_000_000);
+        assert!(default_max_devices() >= MIN_DEFAULT_DEVICES);
     }
 }

@@ -12,7 +12,7 @@ use fleetstorm::scenario::{self, Format, Scenario};
 use fleetstorm::server::{Faults, ServeConfig};
 use tokio_util::sync::CancellationToken;
 
-use super::util::{client, post, root, start_serve};
+use super::util::{client, root, start_serve};
 
 fn scenario(text: &str) -> Scenario {
     scenario::parse(text, Format::Toml, "test.toml", "test").unwrap_or_else(|e| panic!("{e}"))
@@ -138,9 +138,12 @@ async fn a_stall_shows_up_as_latency_not_as_a_lower_rate() {
     let stall = tokio::spawn(async move {
         let c = client();
         tokio::time::sleep(Duration::from_secs(4)).await;
-        post(&c, &format!("{url}/faults"), r#"{"latency": "2s"}"#).await;
+        let json = [("content-type", "application/json")];
+        super::util::send(&c, http::Method::POST, &format!("{url}/faults"), &json, r#"{"latency": "2s"}"#)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        post(&c, &format!("{url}/faults"), "{}").await;
+        super::util::send(&c, http::Method::POST, &format!("{url}/faults"), &json, "{}").await.unwrap();
     });
     let report = fleetstorm::run::execute(&s, 5, CancellationToken::new(), |_| {}).await.unwrap();
     stall.await.unwrap();

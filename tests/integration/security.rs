@@ -4,10 +4,13 @@
 //! a client may hold.
 
 use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use fleetstorm::server::ServeConfig;
 
-use super::util::{TempDir, client, fleetstorm, send, spawn_serve, start_serve};
+use super::util::{TempDir, client, fleetstorm, spawn_serve, start_serve};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[test]
 fn planted_secrets_appear_in_no_output() {
@@ -218,32 +221,58 @@ async fn serve_stays_on_loopback_and_caps_what_clients_hold() {
 
     // Connections beyond the cap are closed on accept; bodies and heads are capped.
     let server = start_serve(ServeConfig { max_connections: 2, ..ServeConfig::default() }).await;
-    let addr = server.addr;
+    let (addr, shared) = (server.addr, server.shared.clone());
+    let open = || shared.metrics.connections_open.load(Ordering::Relaxed);
     let held: Vec<tokio::net::TcpStream> =
         futures_util::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(addr)))
             .await
             .into_iter()
             .map(Result::unwrap)
             .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let refused = send(&client(), http::Method::GET, &format!("{}/stats", server.url()), &[], "").await;
-    assert!(refused.is_err(), "a third connection is closed: {refused:?}");
+    wait_until("serve holds both connections", || open() == 2).await;
+    // A third is closed at once, without an answer: end of stream or a reset.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /stats HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let _ = third.write_all(request.as_bytes()).await; // may already meet the close
+    let mut answer = Vec::new();
+    match third.read_to_end(&mut answer).await {
+        Ok(_) => assert!(answer.is_empty(), "closed without an answer: {}", String::from_utf8_lossy(&answer)),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    assert!(shared.metrics.refused_connections.load(Ordering::Relaxed) >= 1);
     drop(held);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    wait_until("serve counts the held connections closed", || open() == 0).await;
     let stats = super::util::get_json(&client(), &format!("{}/stats", server.url())).await;
     assert!(stats["refused_connections"].as_u64() >= Some(1), "{stats}");
     let big = vec![b'x'; fleetstorm::server::MAX_BODY + 1];
     let (status, _, _) = super::util::post(&client(), &format!("{}/SendHeartbeat", server.url()), big).await;
     assert_eq!(status, 413);
-    let huge_header = "h".repeat(100 * 1024);
-    let answer = send(
-        &client(),
-        http::Method::POST,
-        &format!("{}/SendHeartbeat", server.url()),
-        &[("x-big", &huge_header)],
-        "{}",
-    )
-    .await;
-    assert!(answer.is_err() || answer.unwrap().0 == 431, "an oversized head is refused");
+    // A head above 64 KiB: 431, or the connection closed while it is
+    // still being written (a reset, or a broken pipe).
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let huge = format!("POST /SendHeartbeat HTTP/1.1\r\nHost: {addr}\r\nx-big: {}\r\n\r\n", "h".repeat(100 * 1024));
+    let written = stream.write_all(huge.as_bytes()).await;
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    let closed =
+        |e: &std::io::Error| matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe);
+    assert!(
+        answer.starts_with("HTTP/1.1 431") || written.as_ref().is_err_and(closed) || read.as_ref().is_err_and(closed),
+        "an oversized head is refused: {written:?} {read:?} {answer}"
+    );
+    // And serve is still there.
+    let stats = super::util::get_json(&client(), &format!("{}/stats", server.url())).await;
+    assert!(stats["connections"]["total"].as_u64() > Some(3), "{stats}");
     server.shutdown().await;
+}
+
+/// Waits until `done` holds, checking every 5 ms; fails after 30 s (a
+/// bound for a broken server, not a synchronisation).
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "still waiting after 30 s: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -200,7 +200,11 @@ impl Dashboard {
         Dashboard {
             kind,
             title: scenario.name.clone(),
-            target: format!("{}{}", scenario.target.url, scenario.target.path),
+            target: crate::wire::destination(
+                &scenario.target.url.to_string(),
+                &scenario.target.path,
+                scenario.fleets.iter().map(|f| f.wire),
+            ),
             started: Instant::now(),
             state: Mutex::new(State {
                 online,
@@ -546,6 +550,17 @@ mod tests {
             (t["known"].as_bool(), t["ok"].as_bool(), t["actual"].as_str()),
             (Some(true), Some(false), Some("1"))
         );
+    }
+
+    /// A profile fleet is shown by the paths it sends to, as every output
+    /// names it, never as the SendHeartbeat path it never hits.
+    #[test]
+    fn the_target_is_named_as_every_output_names_it() {
+        let text = "[target]\nurl = \"http://127.0.0.1:9\"\n\
+                    [[fleets]]\nname = \"meters\"\ndevices = 3\nprofile = \"thingsboard\"\n";
+        let d = Dashboard::for_run(&scenario::parse(text, Format::Toml, "t.toml", "t").unwrap(), Vec::new());
+        assert_eq!(state(&d, 0)["target"], "http://127.0.0.1:9 (thingsboard profile paths)");
+        assert_eq!(state(&Dashboard::for_run(&scenario(), Vec::new()), 0)["target"], "builtin/SendHeartbeat");
     }
 
     #[test]

@@ -7,10 +7,10 @@ mkdir -p corpus/scenario corpus/validator corpus/serve_request corpus/answer
 cp ../scenarios/*.toml ../tests/bad-scenarios/*.toml ../tests/bad-scenarios/*.json corpus/scenario/
 cargo run --quiet --manifest-path ../Cargo.toml -- sample ../scenarios/quickstart.toml --count 20 | split -l 1 - corpus/validator/sample-
 body=$(head -1 corpus/validator/sample-aa)
-printf 'POST /SendHeartbeat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' "${#body}" "$body" >corpus/serve_request/heartbeat
-printf 'GET /stats HTTP/1.1\r\nHost: x\r\n\r\n' >corpus/serve_request/stats
-printf 'GET /devices/f/d HTTP/1.1\r\nHost: x\r\n\r\n' >corpus/serve_request/device
-printf 'POST /SendHeartbeat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n0\r\n\r\n' >corpus/serve_request/chunked
+printf 'POST /SendHeartbeat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' "${#body}" "$body" >corpus/serve_request/heartbeat
+printf 'GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n' >corpus/serve_request/stats
+printf 'GET /devices/f/d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n' >corpus/serve_request/device
+printf 'POST /SendHeartbeat HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n0\r\n\r\n' >corpus/serve_request/chunked
 # Answers for the client's reader; the first byte picks the read size.
 printf '\x07HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n' >corpus/answer/nginx
 printf '\x02HTTP/1.1 503 Busy\r\nRetry-After: 2\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbusy\r\n0\r\nX-T: 1\r\n\r\n' >corpus/answer/chunked

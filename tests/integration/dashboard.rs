@@ -79,10 +79,11 @@ fn the_dashboard_follows_a_run_and_ends_on_its_report() {
     // has gone stale (3 intervals without a success) against serve. (A
     // device whose first heartbeat is still in flight shows as never ok.)
     let rows: Vec<Vec<String>> = serde_json::from_value(second["thresholds"].clone()).unwrap();
-    // (Judged, whichever way: a loaded machine may slow the debug build.)
+    // (Judged, whichever way: a loaded machine may slow the debug build,
+    // to seconds as well as milliseconds.)
     assert!(
         rows.iter().any(|r| r[0] == "latency.p99 < 250ms"
-            && r[1].ends_with("ms")
+            && fleetstorm::units::parse_duration(&r[1]).is_ok()
             && ["passing", "failing"].contains(&r[2].as_str())),
         "{rows:?}"
     );

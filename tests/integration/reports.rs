@@ -86,7 +86,9 @@ fn a_real_run_renders_html_markdown_junit_and_an_hlog_that_their_consumers_read(
     // and the cohorts tabled.
     let markdown = std::fs::read_to_string(&md).unwrap();
     assert!(markdown.starts_with("## ❌ fleetstorm: renders"), "{markdown}");
-    assert!(markdown.contains("| ❌ | `error_rate < 1%` |") && markdown.contains("| ✅ | `latency.p99 < 5s` |"));
+    assert!(
+        markdown.contains("| ❌ FAIL | `error_rate < 1%` |") && markdown.contains("| ✅ pass | `latency.p99 < 5s` |")
+    );
     assert!(markdown.contains("| cameras |") && markdown.contains("| sensors |") && markdown.contains("| **total** |"));
     assert!(markdown.contains("**By agent version:**\n\n| fleet | agent version | sent | ok | failed |"), "{markdown}");
     for c in &report.cohorts {

@@ -211,6 +211,7 @@ fn the_ci_example_passes_against_the_backend_it_starts() {
     let (mut serve, url) = spawn_serve(&["--workers", "4", "--service-time", "2ms"]);
     let dir = TempDir::new("ci-example");
     let summary = dir.path("summary.md");
+    let report_path = dir.path("report.json");
     let out = fleetstorm(&[
         "run",
         "examples/ci/gate.toml",
@@ -221,12 +222,35 @@ fn the_ci_example_passes_against_the_backend_it_starts() {
         "--quiet",
         "--summary-md",
         summary.to_str().unwrap(),
+        "--out",
+        report_path.to_str().unwrap(),
     ]);
     let _ = serve.kill();
     let _ = serve.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("thresholds: all 9 passed"), "{stdout}");
+    let report = Report::load(&report_path).unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&out.stderr)));
+    // The gates on what the backend did pass however loaded the machine.
+    // Those on timing (latency p99 < 100 ms, nothing missed, achieved_rate
+    // ratio > 0.99 over 3 s) need a generator with spare CPU: on a busy one
+    // they may fail, and then the exit code says so; keeping up is the
+    // benches' to measure.
+    assert_eq!(report.thresholds.len(), 9, "{stdout}");
+    let gate = |expr: &str| report.thresholds.iter().find(|t| t.expr == expr).unwrap_or_else(|| panic!("{expr}"));
+    for expr in ["error_rate < 0.1%", "freshness.stale_devices == 0"] {
+        assert!(gate(expr).ok, "{:?}\n{stdout}", gate(expr));
+    }
+    let t = &report.totals;
+    assert!(t.ok > 0 && t.failed == 0, "{t:?}");
+    if report.thresholds_passed() {
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("thresholds: all 9 passed"), "{stdout}");
+    } else {
+        assert_eq!(out.status.code(), Some(3), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let timing = ["latency.p99", "latency.p999", "missed", "achieved_rate_ratio", "fleets.sensors.latency.p99"];
+        for t in report.thresholds.iter().filter(|t| !t.ok) {
+            assert!(timing.contains(&t.metric.as_str()), "only a timing gate may fail here: {t:?}");
+        }
+    }
     let workflow = std::fs::read_to_string(super::util::root().join("examples/ci/fleetstorm-gate.yml")).unwrap();
     for needle in
         ["examples/ci/gate.toml", "--summary-md", "--junit", "GITHUB_STEP_SUMMARY", "--workers 4 --service-time 2ms"]

@@ -415,9 +415,12 @@ fn the_example_shard_runs_as_the_container_would() {
     assert_eq!(g.verdict.starts_with("kept up"), g.kept_up, "{g:?}");
 }
 
+/// (metric, labels) -> value, and the latency histograms' counts by fleet.
+type Scraped = (BTreeMap<(String, String), f64>, BTreeMap<String, f64>);
+
 /// One scrape of a run's live metrics: (metric, labels) -> value, and the
 /// latency histograms' total counts by fleet.
-fn scrape(url: &str) -> (BTreeMap<(String, String), f64>, BTreeMap<String, f64>) {
+fn scrape(url: &str) -> Scraped {
     use std::io::{Read, Write};
     let addr = url.trim_start_matches("http://").trim_end_matches("/metrics");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
@@ -464,18 +467,34 @@ fn live_metrics_are_scraped_during_a_run_and_rise() {
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     let url = line.trim().strip_prefix("metrics: ").unwrap_or_else(|| panic!("the address line: {line:?}")).to_string();
-    std::thread::sleep(Duration::from_millis(1_500));
-    let (first, first_latency) = scrape(&url);
-    std::thread::sleep(Duration::from_millis(1_500));
-    let (second, second_latency) = scrape(&url);
+    let key = |metric: &str, labels: &str| (metric.to_string(), labels.to_string());
+    let sent = |fleet: &str| key("fleetstorm_heartbeats_sent_total", &format!("fleet={fleet},shard=1/2"));
+    let ok = |fleet: &str| key("fleetstorm_heartbeats_completed_total", &format!("fleet={fleet},outcome=ok,shard=1/2"));
+    // Scrapes until `enough` says so of what it scraped: the run's own
+    // progress, however long a busy machine takes to make it (its 5 s
+    // bound the wait: after them the scrape finds no metrics to read).
+    let scrape_until = |enough: &dyn Fn(&Scraped) -> bool| loop {
+        let scraped = scrape(&url);
+        if enough(&scraped) {
+            break scraped;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (first, first_latency) = scrape_until(&|(v, l)| {
+        ["cams", "sensors"]
+            .iter()
+            .all(|f| v.get(&sent(f)) > Some(&0.0) && v.get(&ok(f)) > Some(&0.0) && l.get(*f) > Some(&0.0))
+    });
+    let (second, second_latency) = scrape_until(&|(v, l)| {
+        ["cams", "sensors"]
+            .iter()
+            .all(|f| v[&sent(f)] > first[&sent(f)] && v[&ok(f)] > first[&ok(f)] && l[*f] > first_latency[*f])
+    });
     assert!(child.wait().unwrap().success());
 
-    let key = |metric: &str, labels: &str| (metric.to_string(), labels.to_string());
     for fleet in ["cams", "sensors"] {
-        let sent = key("fleetstorm_heartbeats_sent_total", &format!("fleet={fleet},shard=1/2"));
-        assert!(first[&sent] > 0.0 && second[&sent] > first[&sent], "{fleet}: {first:?} then {second:?}");
-        let ok = key("fleetstorm_heartbeats_completed_total", &format!("fleet={fleet},outcome=ok,shard=1/2"));
-        assert!(second[&ok] > first[&ok]);
+        assert!(first[&sent(fleet)] > 0.0 && second[&sent(fleet)] > first[&sent(fleet)], "{fleet}");
+        assert!(second[&ok(fleet)] > first[&ok(fleet)]);
         assert!(second_latency[fleet] > first_latency[fleet]);
     }
     // The shard's own devices: 125 of the 250 cameras, 48 of the 97 sensors.

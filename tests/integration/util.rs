@@ -295,5 +295,5 @@ pub fn run_started_together(runs: &[Vec<String>], mut again: impl FnMut()) -> Ve
         again();
         lead *= 2;
     }
-    panic!("not every process was ready within {lead:?} of being started, five times over");
+    panic!("not every process was ready within {:?} of being started, five times over", lead / 2);
 }

@@ -197,9 +197,13 @@ fn a_thundering_herd_spikes_latency_then_recovers() {
     assert_eq!(offered(8), 0, "the whole fleet is silent");
     assert!(offered(13) >= 3000, "every device comes back at 13 s: {}", offered(13));
     let (before, spike, after) = (p99(1, 5), p99(13, 15), p99(24, 30));
+    // serve's queue, timed by serve, makes the spike: seconds of backlog
+    // whatever else loads the machine. Before and after it, the p99 is
+    // what the generator and serve add on their own, which a busy machine
+    // raises (tens of ms, a hundred or two); not the spike's second more.
     assert!(spike > 1000.0, "3,000 heartbeats at once on 1,000/s of capacity queue for seconds: {spike} ms");
-    assert!(spike > 20.0 * before.max(1.0), "spike {spike} ms vs {before} ms before");
-    assert!(after < spike / 10.0, "recovered: p99 {after} ms after vs {spike} ms in the spike");
+    assert!(spike > before + 1000.0, "spike {spike} ms vs {before} ms before");
+    assert!(after < spike - 1000.0, "recovered: p99 {after} ms after vs {spike} ms in the spike");
     assert_eq!(report.totals.failed, 0, "{:?}", report.totals.errors);
 }
 

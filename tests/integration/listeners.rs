@@ -6,18 +6,7 @@
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 
-use crate::util::{Running, TempDir, execute, root};
-
-/// `GET /metrics` of `addr` (HOST:PORT), as a scraper sends it.
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    answer
-}
+use crate::util::{Running, TempDir, execute, metrics_page, root};
 
 /// The value of the sample of `name` with all of `labels` in a Prometheus
 /// text page.
@@ -60,7 +49,7 @@ fn metrics_keep_the_final_totals_until_a_scrape_reads_them() {
     // The run is over and waits: its report is written already.
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&out).expect("the report, before the linger")).expect("a whole report");
-    let page = scrape(&addr);
+    let page = metrics_page(&addr);
     for f in report["fleets"].as_array().unwrap() {
         let fleet = f["name"].as_str().unwrap();
         let count = |k: &str| f[k].as_f64().unwrap();

@@ -321,14 +321,7 @@ fn signal_mid_run_writes_a_complete_interrupted_report(signal: &str) {
 
 /// The heartbeats a run's live metrics (at `url`) say succeeded so far.
 fn succeeded(url: &str) -> f64 {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("http://").trim_end_matches("/metrics");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
+    super::util::metrics_page(url)
         .lines()
         .filter(|l| l.starts_with("fleetstorm_heartbeats_completed_total{") && l.contains("outcome=\"ok\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -421,15 +421,7 @@ type Scraped = (BTreeMap<(String, String), f64>, BTreeMap<String, f64>);
 /// One scrape of a run's live metrics: (metric, labels) -> value, and the
 /// latency histograms' total counts by fleet.
 fn scrape(url: &str) -> Scraped {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("http://").trim_end_matches("/metrics");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, text) = answer.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let text = super::util::metrics_page(url);
     let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
     let mut values = BTreeMap::new();
     let mut histograms = BTreeMap::new();

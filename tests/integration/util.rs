@@ -307,3 +307,18 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+/// The text of `GET /metrics` at `url` (`http://ADDR/metrics`, or
+/// `ADDR`), as a scraper asks for it; the answer must be 200.
+pub fn metrics_page(url: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").trim_end_matches("/metrics");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, text) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    text.to_string()
+}

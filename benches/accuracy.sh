@@ -6,22 +6,33 @@
 #
 # Usage: bash benches/accuracy.sh        (from anywhere; one command)
 #
-# Cases (the truth of each, from what serve was told to do):
-#   base      : no added latency at RATE/s. The lowest p50 a tool reports
-#               bounds the loopback round trip, RTT, from above; it is
-#               added to the truths below. (No ratios: this case measures.)
-#   fixed     : 20 ms added to every answer at RATE/s. Ideal truth: p50 =
-#               p99 = p99.9 = 20 ms + RTT. Measured truth: serve's own
-#               percentile of the time it took over each request, headers to
-#               answer (GET /stats served_us, an HDR histogram, reset before
-#               each tool's run), + RTT: what the backend really did, its
-#               own timer's and scheduler's lateness included, which no
-#               client can see past. Ratios are against the measured truth.
+# Two truths, neither of them a load generator's:
+#   wire  : the server's time over each request as the kernel saw it on
+#           loopback. tcpdump captures every run (`-i lo`, the server's
+#           port, nanosecond timestamps), and benches/wire_truth.py takes,
+#           for each exchange, the arrival of the request's first data
+#           segment and the departure of the answer's first: what the
+#           backend really did, its queueing, its timer's and scheduler's
+#           lateness and its write included, measured by a clock no tool
+#           here controls. A client adds the loopback transit both ways
+#           (tens of µs) to it. The worst second's rate error is counted
+#           from the same capture (arrivals by the second).
+#   ideal : what serve was told to do, plus serve's answer time with no
+#           fault (the base case's wire p50).
+# serve's own histogram of its time over each request (GET /stats
+# served_us, reset before each run) is shown beside them, as it was the
+# truth before the capture: the same program family as the tool judged.
+#
+# Cases:
+#   base      : no added latency at RATE/s. Ratios against the wire: what a
+#               tool adds to the backend's own time (its client, the
+#               loopback transit).
+#   fixed     : 20 ms added to every answer at RATE/s. Ideal: p50 = p99 =
+#               p99.9 = 20 ms + base.
 #   lognormal : log-normal added latency, median 20 ms, sigma 0.5, at
-#               RATE/s. Truth: p = RTT + 20 ms * exp(0.5 * z_p), z_p the
+#               RATE/s. Ideal: p = base + 20 ms * exp(0.5 * z_p), z_p the
 #               standard normal quantile (z_0.99 = 2.3263, z_0.999 = 3.0902):
-#               p50 20, p99 63.99, p99.9 93.78 ms (+ RTT): the ideal;
-#               ratios are against the measured truth, as in fixed.
+#               p50 20, p99 63.99, p99.9 93.78 ms (+ base).
 #   stall     : STALL_RATE/s for SECS s; at STALL_AT s serve holds every
 #               request that arrives until the stall is lifted S s later
 #               (POST /faults {"stall"}, then {}: lifting releases them at
@@ -32,11 +43,14 @@
 #               the run is RTT while q * N <= N - n_s, and otherwise
 #               RTT + S * (q * N - (N - n_s)) / n_s: with 500/s, 20 s and a
 #               2 s stall, p50 = RTT, p99 = RTT + 1800 ms, p99.9 = RTT +
-#               1980 ms. S is the stall as the script timed it.
-# Rate: serve's own count of requests by the second they arrived in (GET
-# /stats arrivals_per_second), each whole second of the run against the
-# target rate: the worst second's error (fixed and lognormal cases; the
-# stall case stops arrivals on purpose).
+#               1980 ms. S is the stall as the script timed it, RTT the
+#               base case's wire p50. The wire cannot be this case's truth:
+#               a request a tool could not send during the stall never
+#               reaches it (coordinated omission is what the case tests).
+# Rate: requests by the second they arrived in, from the capture (serve's
+# own count, GET /stats arrivals_per_second, without tcpdump), each whole
+# second of the run against the target rate: the worst second's error
+# (fixed and lognormal cases; the stall case stops arrivals on purpose).
 # Client CPU per request: user + sys of the tool's process (GNU time) over
 # the requests serve counted.
 #
@@ -86,6 +100,7 @@ if [ "$INSTALL" = 1 ]; then
   need=()
   have hey || need+=(hey)
   have curl || need+=(curl)
+  have tcpdump || need+=(tcpdump)
   [ -x /usr/bin/time ] || need+=(time)
   if [ "${#need[@]}" -gt 0 ]; then
     log "apt-get install ${need[*]}"
@@ -122,6 +137,7 @@ mkdir -p "$OUT/raw"
   echo "hey:     $(have hey && dpkg-query -W -f='${Version}' hey 2>/dev/null || echo 'not installed')"
   echo "locust:  $(python3 -c 'import locust; print(locust.__version__)' 2>/dev/null || echo 'not installed')"
   echo "k6:      $(have k6 && k6 version | head -1 || echo 'not installed')"
+  echo "tcpdump: $(have tcpdump && tcpdump --version 2>&1 | head -1 || echo 'not installed: no wire truth')"
   echo "pinned:  $([ "$PIN" = 1 ] && echo 'serve on core 0, each tool on core 1' || echo no)"
 } | tee "$OUT/machine.txt" >&2
 
@@ -187,6 +203,15 @@ run() {
   esac
   printf '%s\n' "${cmd[*]}" >"$OUT/raw/$name.cmd"
   curl -sf -X POST -H 'Content-Type: application/json' "$BASE/stats/reset" >/dev/null
+  local capture=""
+  if have tcpdump; then
+    # The capture runs on core 0 with serve when pinned; it writes 128 bytes
+    # of each packet (headers, no bodies) to a buffer the kernel fills.
+    "${SERVE_CPU[@]}" tcpdump -i lo -n -s 128 -B 65536 --time-stamp-precision nano -w "$OUT/raw/$name.pcap" \
+      "tcp port $PORT" 2>"$OUT/raw/$name.tcpdump" &
+    capture=$!
+    for _ in $(seq 100); do grep -q "listening on" "$OUT/raw/$name.tcpdump" 2>/dev/null && break; sleep 0.05; done
+  fi
   local t0; t0=$(date +%s.%N)
   /usr/bin/time -v -o "$OUT/raw/$name.time" timeout --signal=INT --kill-after=10 $((SECS + 40)) "${TOOL_CPU[@]}" "${cmd[@]}" \
     >"$OUT/raw/$name.out" 2>"$OUT/raw/$name.err" &
@@ -202,6 +227,15 @@ run() {
   echo $? >"$OUT/raw/$name.rc"
   echo "$t0 $(date +%s.%N)" >"$OUT/raw/$name.span"
   curl -sf "$BASE/stats" >"$OUT/raw/$name.stats"
+  if [ -n "$capture" ]; then
+    # The kernel hands captured packets over in blocks, a partly filled one
+    # after its timeout (1 s): wait for it before stopping the capture.
+    sleep 1.5
+    kill -INT "$capture"; wait "$capture"
+    python3 "$ROOT/benches/wire_truth.py" "$OUT/raw/$name.pcap" "$PORT" >"$OUT/raw/$name.wire" \
+      && rm -f "$OUT/raw/$name.pcap"
+    log "$name: wire $(cut -c1-120 "$OUT/raw/$name.wire"); $(grep -h 'dropped by kernel' "$OUT/raw/$name.tcpdump")"
+  fi
   sleep 2
 }
 
@@ -261,18 +295,29 @@ def reported(tool, case):
     except (OSError, ValueError, KeyError, AttributeError, StopIteration, TypeError):
         return None
 
-def cpu_and_count(tool, case):
+def wire(tool, case):
+    try:
+        return json.load(open(os.path.join(raw, f"{tool}.{case}.wire")))
+    except (OSError, ValueError):
+        return None
+
+def dropped(tool, case):
+    m = re.search(r"(\d+) packets? dropped by kernel", read(os.path.join(raw, f"{tool}.{case}.tcpdump")))
+    return int(m.group(1)) if m else None
+
+def cpu_and_arrivals(tool, case):
     t = read(os.path.join(raw, f"{tool}.{case}.time"))
     u = re.search(r"User time \(seconds\): ([0-9.]+)", t)
     s = re.search(r"System time \(seconds\): ([0-9.]+)", t)
     try:
         stats = json.load(open(os.path.join(raw, f"{tool}.{case}.stats")))
     except (OSError, ValueError):
-        return None, None, None
-    arrivals = stats.get("arrivals_per_second", [])
-    n = sum(c for _, c in arrivals)
-    cpu = (float(u.group(1)) + float(s.group(1))) * 1e6 / n if u and s and n else None
-    return cpu, arrivals, n
+        return None, None
+    served_n = sum(c for _, c in stats.get("arrivals_per_second", []))
+    w = wire(tool, case)
+    arrivals = w["arrivals_per_second"] if w else stats.get("arrivals_per_second", [])
+    cpu = (float(u.group(1)) + float(s.group(1))) * 1e6 / served_n if u and s and served_n else None
+    return cpu, arrivals
 
 def served(tool, case):
     """serve's own (p50, p99, p99.9) in ms over the tool's run, or None."""
@@ -290,17 +335,16 @@ def worst_second(arrivals, target):
 
 tools = ["fleetstorm", "oha", "oha-corrected", "hey", "locust", "k6"]
 present = [t for t in tools if any(os.path.exists(os.path.join(raw, f"{t}.{c}.time")) for c in cases)]
-base = [r[0] for t in present if (r := reported(t, "base"))]
-rtt = min(base) if base else 0.0
+# The backend's own answer time with no fault: the lowest wire p50 of the
+# base runs (serve's own p50 without a capture).
+base_wire = [w["p50"] for t in present if (w := wire(t, "base")) and w["p50"] is not None]
+base_served = [s[0] for t in present if (s := served(t, "base"))]
+base = min(base_wire) if base_wire else min(base_served) if base_served else 0.0
 z99, z999 = 2.3263, 3.0902
 ideal = {
-    "base": (rtt, rtt, rtt),
-    "fixed": (20 + rtt, 20 + rtt, 20 + rtt),
-    "lognormal": (20 + rtt, 20 * math.exp(0.5 * z99) + rtt, 20 * math.exp(0.5 * z999) + rtt),
+    "fixed": (20 + base, 20 + base, 20 + base),
+    "lognormal": (20 + base, 20 * math.exp(0.5 * z99) + base, 20 * math.exp(0.5 * z999) + base),
 }
-def measured_truth(tool, case):
-    own = served(tool, case)
-    return tuple(v + rtt for v in own) if own else None
 def stall_truth(tool):
     try:
         on, off = map(float, read(os.path.join(raw, f"{tool}.stall.stall")).split())
@@ -311,42 +355,49 @@ def stall_truth(tool):
     n_s = stall_rate * s
     def q(p):
         rank = p * n
-        return rtt if rank <= n - n_s else rtt + 1000 * s * (rank - (n - n_s)) / n_s
+        return base if rank <= n - n_s else base + 1000 * s * (rank - (n - n_s)) / n_s
     return q(0.5), q(0.99), q(0.999)
 
-print(f"loopback round trip, RTT (the lowest base p50 of the tools): {rtt:.3f} ms\n")
-print("Ratios: fixed and lognormal against the measured truth (serve's own time over each request + RTT,")
-print("in the last column), the stall against the schedule's truth (formula in the script's header).\n")
-print("| case | tool | p50 ms (÷ truth) | p99 ms (÷ truth) | p99.9 ms (÷ truth) | worst second's rate error | client CPU µs/req | serve's own p50 / p99 / p99.9 ms |")
-print("|---|---|---|---|---|---|---|---|")
+def cell(v, *truths):
+    if v is None:
+        return "—"
+    ratios = [f"{v / t:.3f}" for t in truths if t is not None and t > 0]
+    return f"{v:.2f}" + (f" ({' · '.join(ratios)})" if ratios else "")
+
+print(f"backend's answer time with no fault (the base case's lowest wire p50): {base:.3f} ms\n")
+print("Each tool's percentile, then in brackets its ratio to the wire truth (the server's time over each")
+print("request, from the packet capture of that same run) · and to the ideal (what serve was told + the")
+print("base answer time). The stall case has one ratio: to the schedule's truth (the script's header).\n")
+print("| case | tool | p50 ms (÷ wire · ideal) | p99 ms (÷ wire · ideal) | p99.9 ms (÷ wire · ideal) | wire p50 / p99 / p99.9 ms | serve's own p50 / p99 / p99.9 ms | worst second's rate error | client CPU µs/req | capture |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for case in cases:
     for tool in present:
         r = reported(tool, case)
-        cpu, arrivals, n = cpu_and_count(tool, case)
+        cpu, arrivals = cpu_and_arrivals(tool, case)
         if r is None and cpu is None:
             continue
-        t = stall_truth(tool) if case == "stall" else measured_truth(tool, case)
+        w = wire(tool, case)
+        wt = (w["p50"], w["p99"], w["p999"]) if w and w["exchanges"] else (None, None, None)
+        if case == "stall":
+            truths = [(t,) for t in (stall_truth(tool) or (None, None, None))]
+        else:
+            it = ideal.get(case, (None, None, None))
+            truths = [(wt[i], it[i]) for i in range(3)]
+        cells = [cell(r[i] if r else None, *truths[i]) for i in range(3)]
         own = served(tool, case)
-        cells = []
-        for i in range(3):
-            v = r[i] if r else None
-            if v is None:
-                cells.append("—")
-            elif t and t[i] >= 1.0 and case != "base":
-                cells.append(f"{v:.2f} ({v / t[i]:.3f})")
-            else:
-                cells.append(f"{v:.2f}")
         target = stall_rate if case == "stall" else rate
-        w = worst_second(arrivals or [], target) if case != "stall" else None
-        print(f"| {case} | {tool} | {cells[0]} | {cells[1]} | {cells[2]} | "
-              f"{'—' if w is None else f'{w * 100:.2f}%'} | {'—' if cpu is None else f'{cpu:.1f}'} | "
-              f"{'—' if own is None else ' / '.join(f'{v:.2f}' for v in own)} |")
+        ws = worst_second(arrivals or [], target) if case != "stall" else None
+        d = dropped(tool, case)
+        cap = "—" if not w else f"{w['exchanges']:,} exchanges, {d if d is not None else '?'} dropped, {w['unanswered']} unanswered"
+        fmt3 = lambda t: "—" if t is None or t[0] is None else " / ".join(f"{v:.2f}" for v in t)
+        print(f"| {case} | {tool} | {cells[0]} | {cells[1]} | {cells[2]} | {fmt3(wt)} | {fmt3(own)} | "
+              f"{'—' if ws is None else f'{ws * 100:.2f}%'} | {'—' if cpu is None else f'{cpu:.1f}'} | {cap} |")
     if case == "stall" and present:
         t = stall_truth(present[0])
         if t:
-            print(f"| {case} | **truth** (stall as timed for {present[0]}) | {t[0]:.2f} | {t[1]:.2f} | {t[2]:.2f} | 0% | | |")
-    elif case in ideal and case != "base":
+            print(f"| {case} | **truth** (stall as timed for {present[0]}) | {t[0]:.2f} | {t[1]:.2f} | {t[2]:.2f} | | | 0% | | |")
+    elif case in ideal:
         t = ideal[case]
-        print(f"| {case} | **ideal truth** (what serve was told, + RTT) | {t[0]:.2f} | {t[1]:.2f} | {t[2]:.2f} | 0% | | |")
+        print(f"| {case} | **ideal** (what serve was told + base) | {t[0]:.2f} | {t[1]:.2f} | {t[2]:.2f} | | | 0% | | |")
 PY
 log "table in $OUT/table.md; raw files in $OUT/raw"

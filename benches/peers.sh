@@ -15,11 +15,15 @@
 #           second (ten times the default rate) to a local receiver that
 #           decodes each push (tests/interop/otlp_receiver.py);
 #   max   : the peers closed-loop over CONNS connections for MAX_S s;
-#           fleetstorm open-model at the highest rate it still keeps up with
-#           (schedule lag p99 <= 5 ms, nothing missed, nothing failed), found
-#           by a search before the reps (doubling, then bisection to 5%; a
-#           probe that falls behind is run once more before it counts),
-#           confirmed in each rep (stepping down 5% if a rep falls behind);
+#           fleetstorm open-model at the highest rate it still keeps up
+#           with by its own verdict (the report's `generator.kept_up`:
+#           schedule lag p99 <= 5 ms and no generator thread short of CPU;
+#           its pool verdict: heartbeats did not queue for a connection, or
+#           queued only because the backend slowed down; nothing missed or
+#           failed), found by a search before the reps (doubling, then
+#           bisection to 5%, each probe run once). Each rep then runs once
+#           at that rate, as each peer runs once: no re-runs and no
+#           stepping down; the table says how many reps kept up;
 #   long  : fleetstorm, oha and hey at RATE for LONG_S s, once, against the
 #           first target: does peak RSS stay flat as a run gets longer?
 # Targets: nginx and serve share both cores with the client; nginx-pinned
@@ -218,31 +222,28 @@ kept_up() {
   python3 - "$OUT/raw/$1.json" <<'PY'
 import json, sys
 try:
-    t = json.load(open(sys.argv[1]))["totals"]
-except (OSError, ValueError, KeyError):
+    r = json.load(open(sys.argv[1]))
+except (OSError, ValueError):
     sys.exit(1)
-ok = t["missed"] == 0 and t["failed"] == 0 and t["schedule_lag_ms"]["p99"] <= 5.0 \
-    and t["achieved_rate"] >= 0.99 * t["offered_rate"]
+t, g = r["totals"], r["generator"]
+pool = g.get("pool") or {}
+# fleetstorm's own verdict, nothing looser: its generator kept up (lag and
+# CPU demand), and heartbeats did not wait for a pooled connection except
+# because the backend itself slowed down.
+ok = t["missed"] == 0 and t["failed"] == 0 and g["kept_up"] and pool.get("limit", "none") in ("none", "backend")
 print(f"  offered {t['offered_rate']:.0f}/s achieved {t['achieved_rate']:.0f}/s missed {t['missed']} "
-      f"failed {t['failed']} schedule lag p99 {t['schedule_lag_ms']['p99']:.2f} ms -> "
+      f"failed {t['failed']}; generator: {g['verdict']}; pool: {pool.get('verdict', '-')} -> "
       f"{'kept up' if ok else 'fell behind'}", file=sys.stderr)
 sys.exit(0 if ok else 1)
 PY
 }
 
-# probe TARGET URL RATE NAME: one search probe; a probe that falls behind
-# is run once more, and the rate counts as kept up if either run kept up.
-# On this shared VM a single stall of tens of milliseconds (steal, a
-# neighbour) puts a 5-second probe's lag p99 over 5 ms at any rate (seen:
-# 40,000/s fell behind once and kept up at lag p99 0.1 ms the next run), and
-# one such probe would cap the bisection below what the reps then confirm.
+# probe TARGET URL RATE NAME: one search probe, run once (a peer gets one
+# run per rep too: a stall that costs fleetstorm a probe lowers its rate).
 probe() {
   local target=$1 url=$2 rate=$3 name=$4
   fleetstorm_run "$name" "$url" "$rate" "$SEARCH_S"
-  kept_up "$name" && return 0
-  log "search $target: $rate/s fell behind; once more"
-  fleetstorm_run "$name.again" "$url" "$rate" "$SEARCH_S"
-  kept_up "$name.again"
+  kept_up "$name"
 }
 
 # search TARGET URL: prints the highest rate fleetstorm kept up with in
@@ -272,14 +273,11 @@ run_case() { # TOOL CASE TARGET REP
   local q=$((RATE / CONNS))
   case "$tool:$case" in
     fleetstorm:max)
-      local rate=${FOUND[$target]} try
+      local rate=${FOUND[$target]}
       [ "$rate" -gt 0 ] || return 0
-      for try in 1 2 3; do
-        log "$name: fleetstorm at $rate/s for ${secs}s"
-        fleetstorm_run "$name" "$base" "$rate" "$secs"
-        kept_up "$name" && break
-        [ "$try" = 3 ] || rate=$((rate * 95 / 100))
-      done ;;
+      log "$name: fleetstorm at $rate/s for ${secs}s"
+      fleetstorm_run "$name" "$base" "$rate" "$secs"
+      kept_up "$name" ;;
     fleetstorm:*)
       log "$name: fleetstorm at $RATE/s for ${secs}s"
       fleetstorm_run "$name" "$base" "$RATE" "$secs" ;;

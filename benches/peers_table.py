@@ -208,12 +208,22 @@ def floor(text, ok):
     print(f"- {'met' if ok else 'NOT met'}: {text}")
 
 
+def spread(case, target, tool, key):
+    values = sorted(r[key] for r in runs if r["case"] == case and r["target"] == target and r["tool"] == tool
+                    and r.get(key) is not None)
+    return f"{values[0]:.1f}–{values[-1]:.1f}" if values else "-"
+
+
+for target in ("nginx", "nginx-pinned"):
+    fixed = summary.get(("fixed", target), {})
+    fs, oha = fixed.get("fleetstorm", {}), fixed.get("oha", {})
+    if fs.get("cpu_us") and oha.get("cpu_us"):
+        ratio = fs["cpu_us"] / oha["cpu_us"]
+        floor(f"client CPU per request at a fixed rate ({target}) ≤ 0.45 × oha's: medians {fs['cpu_us']:.1f} / "
+              f"{oha['cpu_us']:.1f} µs = {ratio:.2f} (reps: fleetstorm {spread('fixed', target, 'fleetstorm', 'cpu_us')}, "
+              f"oha {spread('fixed', target, 'oha', 'cpu_us')} µs)", ratio <= 0.45)
 fixed = summary.get(("fixed", "nginx"), {})
-fs, oha = fixed.get("fleetstorm", {}), fixed.get("oha", {})
-if fs.get("cpu_us") and oha.get("cpu_us"):
-    ratio = fs["cpu_us"] / oha["cpu_us"]
-    floor(f"client CPU per request at a fixed rate (nginx) ≤ 0.45 × oha's: {fs['cpu_us']:.1f} / {oha['cpu_us']:.1f} µs "
-          f"= {ratio:.2f}", ratio <= 0.45)
+fs = fixed.get("fleetstorm", {})
 if fs.get("rss_mib"):
     floor(f"peak RSS at a fixed rate ≤ 50 MiB: {fs['rss_mib']:.1f} MiB", fs["rss_mib"] <= 50)
 long = summary.get(("long", "nginx"), {}).get("fleetstorm", {})

@@ -388,12 +388,12 @@ pub async fn search(
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<CapacityReport, RunError> {
     let settings = scenario.capacity.as_ref().ok_or_else(|| {
-        RunError::Invalid(
+        RunError::Plan(
             "the scenario has no [capacity] section: add one with an slo, a start_rate and a max_rate".into(),
         )
     })?;
     // Every rate the search may try must be expressible before it starts.
-    step_scenario(scenario, settings, settings.max_rate).map_err(RunError::Invalid)?;
+    step_scenario(scenario, settings, settings.max_rate).map_err(RunError::Plan)?;
     let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let mut search = Search::new(settings);
     let mut steps: Vec<StepResult> = Vec::new();
@@ -411,7 +411,7 @@ pub async fn search(
     // connections: what "the backend slowed down" is measured against.
     let mut baseline: Option<(f64, f64)> = None;
     while let Some(rate) = search.next() {
-        let step = step_scenario(scenario, settings, rate).map_err(RunError::Invalid)?;
+        let step = step_scenario(scenario, settings, rate).map_err(RunError::Plan)?;
         let devices = step.fleets.iter().map(|f| f.devices).sum();
         progress(Progress::Starting { step: steps.len() + 1, rate, devices });
         let options = ExecuteOptions {
@@ -430,8 +430,8 @@ pub async fn search(
             Ok(executed) => executed.report,
             // Too large for this machine (open files, ports): the
             // generator's limit, not the backend's.
-            Err(RunError::Invalid(e)) => {
-                let mut result = StepResult::not_run(steps.len() + 1, rate, devices, &e);
+            Err(e) if e.kind() == run::RunErrorKind::Invalid => {
+                let mut result = StepResult::not_run(steps.len() + 1, rate, devices, &e.to_string());
                 (result.started_s, result.ended_s) = (started_s, began.elapsed().as_secs_f64());
                 search.record(rate, StepVerdict::Inconclusive);
                 progress(Progress::Finished(&result));

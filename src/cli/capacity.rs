@@ -11,7 +11,7 @@ use super::run::{runtime, seed_of};
 use super::signals::{Termination, interrupts};
 use crate::capacity::{self, CapacityVerdict, StepResult};
 use crate::dashboard::{Dashboard, StepPoint};
-use crate::run::RunError;
+use crate::run::RunErrorKind;
 
 pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
     let scenario = args.plan.load(None)?;
@@ -84,8 +84,8 @@ pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
                 .await;
             let report = match searched {
                 Ok(r) => r,
-                Err(e @ RunError::Invalid(_)) => return Err(CliError::Usage(e.to_string())),
-                Err(e @ (RunError::Failed(_) | RunError::NotReady(_))) => return Err(CliError::Failed(e.to_string())),
+                Err(e) if e.kind() == RunErrorKind::Invalid => return Err(CliError::Usage(e.to_string())),
+                Err(e) => return Err(CliError::Failed(e.to_string())),
             };
             let html = capacity::html::render(&report);
             if let Some(d) = &dashboard {

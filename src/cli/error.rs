@@ -3,7 +3,7 @@
 //! ([`super::run`]).
 
 use crate::report::paint::Paint;
-use crate::run::RunError;
+use crate::run::{RunError, RunErrorKind};
 
 /// The command itself failed: I/O (an output not written), network, the
 /// machine's resources.
@@ -81,11 +81,11 @@ impl CliError {
 
 impl From<RunError> for CliError {
     fn from(e: RunError) -> CliError {
-        match e {
-            RunError::Invalid(m) => CliError::Usage(m),
-            RunError::Failed(m) => CliError::Failed(m),
-            RunError::NotReady(m) => {
-                CliError::Verdict { code: EXIT_NOT_READY, message: format!("error: {m}: exit code {EXIT_NOT_READY}") }
+        match e.kind() {
+            RunErrorKind::Invalid => CliError::Usage(e.to_string()),
+            RunErrorKind::Failed => CliError::Failed(e.to_string()),
+            RunErrorKind::NotReady => {
+                CliError::Verdict { code: EXIT_NOT_READY, message: format!("error: {e}: exit code {EXIT_NOT_READY}") }
             }
         }
     }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::CliError;
+use super::error::CliError;
 use crate::dashboard::Dashboard;
 use crate::live_metrics::LiveMetrics;
 use crate::server::pages::Pages;

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::DeviceClock;
-use super::Schedule;
+use super::clock::DeviceClock;
+use super::schedule::Schedule;
 use crate::heartbeat::generate::mix;
 use crate::heartbeat::{Device, Profile};
 use crate::units::{DurationValue, Share};

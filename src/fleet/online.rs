@@ -2,7 +2,7 @@
 //! one rule behind the live progress line and `/metrics`
 //! (`fleetstorm_devices_online`).
 //!
-//! A device is online from the instant it comes online ([`super::online_ns`]:
+//! A device is online from the instant it comes online ([`online_ns`]:
 //! its ramp-up share, or 0 without a ramp-up) except while an outage or a
 //! restart silences it (from the silence's start until it is back, the
 //! same windows its schedule skips). Ramp-up alone is arithmetic; the
@@ -15,8 +15,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::FleetEvents;
-use super::Schedule;
+use super::clock::online_ns;
+use super::events::FleetEvents;
+use super::schedule::Schedule;
 use crate::shard::Shard;
 
 const MS: u64 = 1_000_000;
@@ -51,7 +52,7 @@ impl Online {
                 continue;
             }
             // Silent before it came online changes nothing.
-            let start = silence.start.max(super::online_ns(schedule, devices, index));
+            let start = silence.start.max(online_ns(schedule, devices, index));
             if start < silence.resume {
                 // Offline at a whole millisecond m iff start <= m < resume.
                 *changes.entry(ceil_ms(start)).or_default() -= 1;

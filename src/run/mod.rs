@@ -2,9 +2,14 @@
 //! plan ([`plan`]), resources checked ([`resources`]), the engine run
 //! against the target, and a report; live progress ([`progress`]).
 
+mod error;
+mod fleets;
 mod plan;
 mod progress;
 mod resources;
+
+pub use error::{RunError, RunErrorKind};
+pub use fleets::fleet_runtimes;
 
 pub use plan::{
     Counted, Expected, PlannedSend, WALK_BUDGET, expected_heartbeats, plan_text, plan_text_within, schedule_preview,
@@ -17,8 +22,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{self, EngineSettings, FleetRuntime, Live};
-use crate::fleet::FleetEvents;
+use crate::engine::{self, EngineSettings, Live};
 use crate::gate::ThresholdResult;
 use crate::report::{Aborted, Report, Stats, Stopped};
 use crate::scenario::{ScaleError, Scenario, TargetUrl};
@@ -40,25 +44,10 @@ pub struct Overrides {
     pub devices_scale: Option<f64>,
 }
 
-/// Why a run could not happen or complete.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The scenario or the plan is impossible (exit code 2).
-    #[error("{0}")]
-    Invalid(String),
-    /// The run itself failed (exit code 1).
-    #[error("{0}")]
-    Failed(String),
-    /// `--start-at` passed before the devices were ready: nothing was sent
-    /// (exit code 4).
-    #[error("{0}")]
-    NotReady(String),
-}
-
 /// Applies command-line overrides; the result is checked as the file is.
 pub fn apply_overrides(mut s: Scenario, o: &Overrides) -> Result<Scenario, RunError> {
     if let Some(t) = &o.target {
-        let (url, path) = TargetUrl::split(t).map_err(|e| RunError::Invalid(format!("--target: {e}")))?;
+        let (url, path) = TargetUrl::split(t).map_err(|e| RunError::Flag(format!("--target: {e}")))?;
         s.target.url = url;
         // A URL with a path names the heartbeat's path too.
         if let Some(path) = path {
@@ -67,7 +56,7 @@ pub fn apply_overrides(mut s: Scenario, o: &Overrides) -> Result<Scenario, RunEr
     }
     if let Some(d) = o.duration {
         if d.is_zero() {
-            return Err(RunError::Invalid("--duration must be above 0".into()));
+            return Err(RunError::Flag("--duration must be above 0".into()));
         }
         s.duration = d;
     }
@@ -78,26 +67,32 @@ pub fn apply_overrides(mut s: Scenario, o: &Overrides) -> Result<Scenario, RunEr
         if let Some(v) = v
             && !(v.is_finite() && v > 0.0)
         {
-            return Err(RunError::Invalid(format!("{flag} must be a number above 0, not {v}")));
+            return Err(RunError::Flag(format!("{flag} must be a number above 0, not {v}")));
         }
     }
     for f in &mut s.fleets {
         let name = f.name().to_string();
         if let Some(scale) = o.devices_scale {
             let before = f.devices;
-            f.set_devices(f.scaled_devices(scale)).map_err(|e| match e {
-                ScaleError::Devices(_) => {
-                    RunError::Invalid(format!("--devices-scale {scale}: fleet {name:?} ({before} devices): {e}"))
-                }
-                _ => RunError::Invalid(format!("--devices-scale {scale}: fleet {name:?}: {e}")),
+            f.set_devices(f.scaled_devices(scale)).map_err(|e| RunError::Scale {
+                message: match e {
+                    ScaleError::Devices(_) => {
+                        format!("--devices-scale {scale}: fleet {name:?} ({before} devices): {e}")
+                    }
+                    _ => format!("--devices-scale {scale}: fleet {name:?}: {e}"),
+                },
+                source: e,
             })?;
         }
         if let Some(scale) = o.rate_scale {
-            f.scale_rate(scale).map_err(|e| match e {
-                ScaleError::IntervalTooShort { .. } => {
-                    RunError::Invalid(format!("--rate-scale {scale}: fleet {name:?}'s interval would be below 1ms"))
-                }
-                _ => RunError::Invalid(format!("--rate-scale {scale}: fleet {name:?}: {e}")),
+            f.scale_rate(scale).map_err(|e| RunError::Scale {
+                message: match e {
+                    ScaleError::IntervalTooShort { .. } => {
+                        format!("--rate-scale {scale}: fleet {name:?}'s interval would be below 1ms")
+                    }
+                    _ => format!("--rate-scale {scale}: fleet {name:?}: {e}"),
+                },
+                source: e,
             })?;
         }
     }
@@ -117,8 +112,7 @@ pub fn builtin_profiles(scenario: &Scenario) -> Result<crate::wire::serve::Serve
     if scenario.fleets.iter().any(|f| f.wire == ProfileName::AwsIotShadow)
         && let Some(settings) = &scenario.target.sigv4
     {
-        profiles
-            .set_sigv4(crate::transport::sigv4::Signer::new(settings).map_err(|e| RunError::Invalid(e.to_string()))?);
+        profiles.set_sigv4(crate::transport::sigv4::Signer::new(settings)?);
     }
     for f in scenario.fleets.iter().filter(|f| f.wire != ProfileName::SagemakerEdge) {
         if let Some(custom) = &f.custom {
@@ -139,36 +133,15 @@ pub fn builtin_profiles(scenario: &Scenario) -> Result<crate::wire::serve::Serve
     Ok(profiles)
 }
 
-/// The fleets of a scenario as the engine runs them under `seed`.
-pub fn fleet_runtimes(scenario: &Scenario, seed: u64) -> Vec<FleetRuntime> {
-    let host = scenario.target.credential_host();
-    scenario
-        .fleets
-        .iter()
-        .map(|f| {
-            let generator = f.generator(seed);
-            let key = generator.key();
-            FleetRuntime {
-                events: FleetEvents::new(&f.events, f.devices, f.schedule.interval, key),
-                retry: f.retry,
-                wire: crate::wire::FleetWire::new(f.wire, &generator.names, host, f.custom.as_ref()),
-                ..FleetRuntime::new(generator, f.schedule, f.devices, f.stale_after())
-            }
-        })
-        .collect()
-}
-
 /// The transport options a target asks for: TLS (its files read now),
 /// SigV4 (its credentials found now), HTTP version, source addresses.
 pub fn endpoint_options(t: &crate::scenario::Target, host: &str) -> Result<EndpointOptions, RunError> {
     let tls = match &t.url {
-        TargetUrl::Http { tls: true, .. } => {
-            Some(crate::transport::tls::client(&t.tls, host, t.http).map_err(|e| RunError::Invalid(e.to_string()))?)
-        }
+        TargetUrl::Http { tls: true, .. } => Some(crate::transport::tls::client(&t.tls, host, t.http)?),
         _ => None,
     };
     let signer = match &t.sigv4 {
-        Some(s) => Some(crate::transport::Signer::new(s).map_err(|e| RunError::Invalid(e.to_string()))?),
+        Some(s) => Some(crate::transport::Signer::new(s)?),
         None => None,
     };
     Ok(EndpointOptions {
@@ -288,9 +261,7 @@ pub async fn execute_with(
                 profiles: std::sync::Arc::new(builtin_profiles(scenario)?),
                 ..ServeConfig::default()
             };
-            let running = server::spawn(config)
-                .await
-                .map_err(|e| RunError::Failed(format!("cannot start the built-in backend: {e}")))?;
+            let running = server::spawn(config).await.map_err(RunError::Builtin)?;
             let addr = running.addr;
             builtin = Some(running);
             (addr, "127.0.0.1".to_string())
@@ -298,9 +269,9 @@ pub async fn execute_with(
         TargetUrl::Http { host, port, .. } => {
             let addr = tokio::net::lookup_host((host.as_str(), *port))
                 .await
-                .map_err(|e| RunError::Failed(format!("cannot resolve {host}: {e}")))?
+                .map_err(|source| RunError::Resolve { host: host.clone(), source })?
                 .next()
-                .ok_or_else(|| RunError::Failed(format!("{host} resolves to no address")))?;
+                .ok_or_else(|| RunError::NoAddress { host: host.clone() })?;
             (addr, host.clone())
         }
     };
@@ -318,8 +289,7 @@ pub async fn execute_with(
         t.headers.iter().map(|h| (h.name.clone(), h.value.clone())),
         t.timeout,
         EndpointOptions { sources: budget.sources.addresses.clone(), ..endpoint_options(t, &host)? },
-    )
-    .map_err(|e| RunError::Invalid(e.to_string()))?;
+    )?;
     let transport = Http::new(endpoint);
     let endpoint = transport.endpoint().clone();
     let fleets = fleet_runtimes(scenario, seed);
@@ -362,11 +332,7 @@ pub async fn execute_with(
         None => None,
     };
     if let Some(late) = output.not_ready_by {
-        return Err(RunError::NotReady(format!(
-            "not ready at the start instant: the devices were built {:.3} s after it; nothing was sent \
-             (start later, or give the shard more CPU)",
-            late.as_secs_f64()
-        )));
+        return Err(RunError::NotReady { late });
     }
     let mut report = Report::new(scenario, seed, &target_url, &output, backend);
     if let (Some(at), Some(lag)) = (options.start_at, output.start_lag) {

@@ -4,7 +4,8 @@
 
 use std::fmt::Write as _;
 
-use super::{connections_needed, fleet_runtimes};
+use super::fleets::fleet_runtimes;
+use super::resources::connections_needed;
 use crate::engine::FleetRuntime;
 use crate::scenario::Scenario;
 use crate::shard::{OwnedDevices, Shard};

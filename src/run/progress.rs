@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use super::fleet_runtimes;
+use super::fleets::fleet_runtimes;
 use super::plan::first_indices;
 use crate::engine::Live;
 use crate::fleet::Online;

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::RunError;
+use super::error::RunError;
 use crate::scenario::{Scenario, TargetUrl};
 use crate::shard::{OwnedDevices, Shard};
 use crate::transport::settings::ConnectionMode;
@@ -96,7 +96,7 @@ pub fn check_resources(
         ConnectionBudget { needed, open_files, per_address, sources: plan_sources(s, target_ip, needed, per_address) };
     let reserve = 200;
     if needed * files_per_connection + reserve > open_files {
-        return Err(RunError::Invalid(format!(
+        return Err(RunError::Plan(format!(
             "the plan needs up to {needed} connections ({} open files{}) but this process may open {open_files} files; \
              raise the hard limit (ulimit -Hn), split the devices over shards (--shard I/N, one process each), lower \
              the device count, or use connections = {{ pool = N }}",
@@ -108,7 +108,7 @@ pub fn check_resources(
     let sources = budget.sources.addresses.len().max(1) as u64;
     if s.target.connections == ConnectionMode::PerDevice && needed > budget.capacity() {
         let wanted = needed.div_ceil(per_address.max(1));
-        return Err(RunError::Invalid(if sources == 1 {
+        return Err(RunError::Plan(if sources == 1 {
             format!(
                 "the plan needs {needed} concurrent connections to one address, but one source address carries \
                  {per_address} at full speed (half this machine's local port range, so that each connection can be \

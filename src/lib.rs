@@ -14,10 +14,12 @@
 //! this list against the code's imports, and that nothing imports in a
 //! circle, inside a module either). Read bottom-up:
 //!
-//! 1. [`units`], [`stats`], [`shard`], [`identities`]: values that depend
-//!    on nothing: durations, shares and rates as people write them;
-//!    counters, HDR histograms and the per-second timeline; which devices a
-//!    shard owns; device identities read from a file.
+//! 1. [`units`], [`stats`], [`shard`], [`identities`], [`pages`]: what
+//!    depends on nothing of fleetstorm's: durations, shares and rates as
+//!    people write them; counters, HDR histograms and the per-second
+//!    timeline; which devices a shard owns; device identities read from a
+//!    file; the small server of fleetstorm's own pages (dashboard,
+//!    `/metrics`), loopback-guarded and closing gracefully.
 //! 2. [`heartbeat`]: the wire contract (serde types, string rules, the
 //!    single-pass validator) and the randomized device state and body
 //!    generator, whose device names come from a template or identities.
@@ -32,8 +34,7 @@
 //! 5. [`scenario`], [`engine`], [`server`]: scenario files, checked as read,
 //!    with errors naming file, line, column and key; the open-model engine
 //!    (workers owning devices, connections, timers and retries; it knows
-//!    fleets, not files); the reference backend (`serve`), and the small
-//!    server of fleetstorm's own pages ([`server::pages`]).
+//!    fleets, not files); the reference backend (`serve`).
 //! 6. [`report`], [`sample`], [`live_metrics`]: a run's output made into the
 //!    JSON report, its summary, verdicts, gates, HTML, Markdown, JUnit and
 //!    hlog, and merged from shards; heartbeats as they would be sent;
@@ -57,7 +58,7 @@ pub mod gate;
 pub mod heartbeat;
 pub mod identities;
 pub mod live_metrics;
-
+pub mod pages;
 pub mod report;
 pub mod run;
 pub mod sample;

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::CliError;
 use crate::dashboard::Dashboard;
 use crate::live_metrics::LiveMetrics;
-use crate::server::pages::Pages;
+use crate::pages::Pages;
 
 /// The flag that lets the listeners bind beyond loopback.
 pub(super) const ALLOW_REMOTE: &str = "--allow-remote-pages";

@@ -25,9 +25,9 @@ use serde::Serialize;
 use crate::engine::Live;
 use crate::fleet::Online;
 use crate::gate::Threshold;
+use crate::pages::OnWritten;
 use crate::report::Stats;
 use crate::scenario::Scenario;
-use crate::server::pages::OnWritten;
 use crate::stats::{CLASSES, Recorder};
 
 /// How often a point is taken, in run time.

@@ -9,7 +9,7 @@ use hyper::{Method, Request, StatusCode};
 
 use super::Dashboard;
 use super::page::HTML;
-use crate::server::pages::{Page, Pages, page, serve_pages};
+use crate::pages::{Page, Pages, page, serve_pages};
 
 /// Serves `dashboard` on `addr` until [`Pages::close`].
 pub async fn serve(addr: SocketAddr, dashboard: Arc<Dashboard>) -> std::io::Result<Pages> {

@@ -9,7 +9,7 @@ use ::prometheus::{Encoder, TextEncoder};
 use hyper::StatusCode;
 
 use super::{BUCKETS_S, Buckets, Family, Kind, LiveMetrics, Point, Value};
-use crate::server::pages::{OnWritten, Pages, page, serve_pages};
+use crate::pages::{OnWritten, Pages, page, serve_pages};
 
 /// `families` in Prometheus' text format.
 pub fn render(families: &[Family]) -> Vec<u8> {

@@ -380,7 +380,7 @@ fn is_control(method: &Method, path: &str) -> bool {
 /// The guard against web pages in the user's browser, before any other:
 /// - bound to loopback, every request must be addressed to loopback (its
 ///   `Host`, and HTTP/2's authority, `localhost` or a loopback IP, as
-///   [`crate::server::pages`] has it; 403 otherwise): a page cannot point
+///   [`crate::pages`] has it; 403 otherwise): a page cannot point
 ///   a domain of its own at 127.0.0.1 (DNS rebinding) and reach serve
 ///   through the browser;
 /// - a control request must not come from a foreign page (an `Origin`
@@ -395,7 +395,7 @@ fn browser_guard(
     headers: &http::HeaderMap,
     uri: &http::Uri,
 ) -> Option<Response<Body>> {
-    use crate::server::pages::addressed_to_loopback;
+    use crate::pages::addressed_to_loopback;
     // A Host that is not text names nothing: refused as not loopback.
     let host = headers.get(HOST).map(|h| h.to_str().unwrap_or_default());
     if shared.config.addr.ip().is_loopback() {

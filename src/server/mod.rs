@@ -31,7 +31,6 @@ mod arrivals;
 mod faults;
 mod http;
 mod metrics;
-pub mod pages;
 mod registry;
 mod served;
 

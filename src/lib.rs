@@ -16,8 +16,9 @@
 //!
 //! 1. [`units`], [`stats`], [`shard`], [`identities`]: values that depend
 //!    on nothing: durations, shares and rates as people write them;
-//!    counters, HDR histograms and the per-second timeline; which devices a
-//!    shard owns; device identities read from a file.
+//!    outcome classes and protocol codes, counters, HDR histograms and the
+//!    per-second timeline; which devices a shard owns; device identities
+//!    read from a file.
 //! 2. [`heartbeat`]: the wire contract (serde types, string rules, the
 //!    single-pass validator) and the randomized device state and body
 //!    generator, whose device names come from a template or identities.

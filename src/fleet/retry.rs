@@ -218,11 +218,9 @@ mod tests {
     #[test]
     fn every_http_answer_is_retried_as_before_classes() {
         for status in 0..=1000u16 {
-            for o in [
-                Outcome::Status(status),
-                Outcome::Judged { status, ok: false },
-                Outcome::Judged { status, ok: true },
-            ] {
+            for o in
+                [Outcome::Status(status), Outcome::Judged { status, ok: false }, Outcome::Judged { status, ok: true }]
+            {
                 assert_eq!(RetryPolicy::retries(o), retried_by_status(o), "{o:?}");
             }
         }

@@ -808,7 +808,8 @@ mod tests {
                 assert!(s.latency_ms.p75 <= s.latency_ms.p90 && s.latency_ms.p95 >= s.latency_ms.p90);
                 assert_eq!((s.late, s.waited, s.retry_pending), (0, 0, 0));
                 // Outcomes as classes and codes: every class listed, HTTP's statuses as codes.
-                let classes: std::collections::BTreeSet<&str> = OutcomeClass::FAILED.iter().map(|c| c.as_str()).collect();
+                let classes: std::collections::BTreeSet<&str> =
+                    OutcomeClass::FAILED.iter().map(|c| c.as_str()).collect();
                 assert_eq!(s.errors.keys().map(String::as_str).collect::<std::collections::BTreeSet<_>>(), classes);
                 assert!(s.ok > 0 && s.answers_with(Code::Http(200)) == s.ok, "{:?}", s.codes);
             }

@@ -162,9 +162,8 @@ fn latency_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
 }
 
 fn errors_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
-    let count = |class: OutcomeClass| {
-        move |s: &super::SecondStats| s.errors.get(class.as_str()).copied().unwrap_or(0) as f64
-    };
+    let count =
+        |class: OutcomeClass| move |s: &super::SecondStats| s.errors.get(class.as_str()).copied().unwrap_or(0) as f64;
     let mut lines: Vec<Line> = OutcomeClass::FAILED
         .into_iter()
         .filter(|class| report.timeline.iter().any(|s| count(*class)(s) > 0.0))

@@ -140,6 +140,7 @@ fn a_target_url_may_carry_the_heartbeat_s_path() {
     let report = fleetstorm::report::Report::load(&json).unwrap();
     assert_eq!(report.scenario.target.path, "/api/v2/heartbeats");
     assert_eq!(report.totals.codes.get("http").and_then(|c| c.get("404")), Some(&report.totals.sent));
+    assert_eq!(report.totals.errors["rejected"], report.totals.sent, "a 404 is a rejected message");
     let _ = serve.kill();
     let _ = serve.wait();
     // In the file, the path may be in the url or in path, not both ways.

@@ -138,7 +138,7 @@ fn classification(c: &mut Criterion) {
     group.throughput(Throughput::Elements(outcomes.len() as u64));
     group.bench_function("classify_1000", |b| {
         b.iter(|| {
-            let mut classes = [0u64; fleetstorm::stats::CLASSES.len()];
+            let mut classes = fleetstorm::stats::ClassCounts::default();
             for o in black_box(&outcomes) {
                 classes[o.class()] += 1;
             }

@@ -21,6 +21,78 @@ TIMING = {"started_at", "elapsed_s", "startup_s", "sending_s", "generator", "bac
 # field (with its default) hashes the same file differently, and merge
 # refuses to mix the two builds' shards. Left out of the comparison.
 TIMING |= {"scenario_hash"}
+# Which build wrote the report (its version and commit): the two builds
+# differ by definition.
+TIMING |= {"fleetstorm_version"}
+
+# Report schema 3 made outcomes protocol-neutral. An earlier build's v1/v2
+# report is brought to v3's form before comparing, by the mapping
+# fleetstorm's own reader uses (src/report/upgrade.rs): status_codes become
+# codes.http, http_5xx server_error, and http_4xx is split by the report's
+# own status codes into auth (401, 403), throttled (429) and rejected (other
+# 4xx) when they add up to it, else all rejected; a second's http_4xx goes
+# to the class all of the run's went to, or rejected.
+V3 = "fleetstorm.report/v3"
+FAILED = ["rejected", "auth", "throttled", "server_error", "other_status", "timeout", "connect", "tls", "io", "protocol"]
+
+
+def http_class(status):
+    if 200 <= status <= 299:
+        return "ok"
+    if status in (401, 403):
+        return "auth"
+    if status == 429:
+        return "throttled"
+    if 400 <= status <= 499:
+        return "rejected"
+    if 500 <= status <= 599:
+        return "server_error"
+    return "other_status"
+
+
+def stats_to_v3(stats):
+    """One statistics object to v3; the class all its 4xx went to, if one."""
+    statuses = stats.pop("status_codes", {}) or {}
+    old = stats.pop("errors", {}) or {}
+    errors = {c: 0 for c in FAILED}
+    n_4xx = 0
+    for name, n in old.items():
+        if name == "http_4xx":
+            n_4xx += n
+        elif name == "http_5xx":
+            errors["server_error"] += n
+        else:
+            errors[name] = errors.get(name, 0) + n
+    by_status = [(http_class(int(k)), n) for k, n in statuses.items() if k.isdigit() and 400 <= int(k) <= 499]
+    split = by_status if sum(n for _, n in by_status) == n_4xx else [("rejected", n_4xx)]
+    went_to = []
+    for cls, n in split:
+        errors[cls] += n
+        if n > 0 and cls not in went_to:
+            went_to.append(cls)
+    stats["errors"] = errors
+    stats["codes"] = {"http": statuses} if statuses else {}
+    return went_to[0] if len(went_to) == 1 else None
+
+
+def to_v3(r):
+    if r.get("schema") == V3:
+        return r
+    run_4xx = stats_to_v3(r["totals"])
+    for f in r.get("fleets", []):
+        stats_to_v3(f)
+    for c in r.get("cohorts", []):
+        stats_to_v3(c["stats"])
+    second_4xx = run_4xx or "rejected"
+    for s in r.get("timeline", []):
+        if "errors" in s:
+            new = {}
+            for name, n in s["errors"].items():
+                name = {"http_4xx": second_4xx, "http_5xx": "server_error"}.get(name, name)
+                new[name] = new.get(name, 0) + n
+            s["errors"] = new
+    r["schema"] = V3
+    return r
 
 
 def strip(v):
@@ -37,7 +109,7 @@ def report(binary, scenario, duration, extra=()):
         subprocess.run([binary, "run", scenario, "--seed", "7", "--duration", duration, "--target", "builtin", "--quiet", "--out", out,
                         *extra],
                        check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
-        r = json.load(open(out))
+        r = to_v3(json.load(open(out)))
     # Per-second entries: only when heartbeats were intended is fixed by the schedule.
     r["timeline"] = [{"t": s["t"], "offered": s["offered"]} for s in r["timeline"]]
     r = strip(r)

@@ -2,18 +2,19 @@
 //! get worse than the baseline runs, by more than the allowed margin, and
 //! by more than run-to-run noise?
 //!
-//! Each side is one or more reports (`fleetstorm.report/v1`) of runs of the
-//! same scenario. For each metric (paths as in [`crate::gate::metric`];
-//! [`DEFAULT_METRICS`] unless `--metrics` names others) the per-run values
-//! of each side are summarized as a [`Sample`] (count, mean, min, max,
-//! standard deviation across runs) and the means are compared.
+//! Each side is one or more reports (`fleetstorm.report/v3`, or v1 and v2
+//! read as v3) of runs of the same scenario. For each metric (paths as in
+//! [`crate::gate::metric`]; [`DEFAULT_METRICS`] unless `--metrics` names
+//! others) the per-run values of each side are summarized as a [`Sample`]
+//! (count, mean, min, max, standard deviation across runs) and the means
+//! are compared.
 //!
 //! # Which way is worse
 //!
 //! [`Metric::better`] says it: for a lower-is-better metric (latencies,
 //! error and miss rates) a rise is worse; for a higher-is-better one
 //! (`achieved_rate_ratio`, `achieved_rate`, `ok`) a fall is worse. Metrics
-//! where neither way is better (`sent`, `offered_rate`, `status.CODE`) are
+//! where neither way is better (`sent`, `offered_rate`, `code.http.CODE`) are
 //! shown but never gate.
 //!
 //! # Exceeding the limit
@@ -766,7 +767,7 @@ mod tests {
         let stats = |name: Option<&str>| {
             let mut s = serde_json::json!({
                 "scheduled": 10000, "sent": 10000, "missed": 0, "ok": 10000, "failed": 0,
-                "errors": {}, "status_codes": {"200": 10000},
+                "errors": {}, "codes": {"http": {"200": 10000}},
                 "offered_rate": 100.0, "achieved_rate": 100.0,
                 "latency_ms": percentiles, "service_time_ms": percentiles, "schedule_lag_ms": percentiles,
                 "histograms": {"latency": "", "service_time": "", "schedule_lag": ""}

@@ -16,10 +16,11 @@
 //!
 //! 1. [`units`], [`stats`], [`shard`], [`identities`], [`pages`]: what
 //!    depends on nothing of fleetstorm's: durations, shares and rates as
-//!    people write them; counters, HDR histograms and the per-second
-//!    timeline; which devices a shard owns; device identities read from a
-//!    file; the small server of fleetstorm's own pages (dashboard,
-//!    `/metrics`), loopback-guarded and closing gracefully.
+//!    people write them; outcome classes and protocol codes, counters, HDR
+//!    histograms and the per-second timeline; which devices a shard owns;
+//!    device identities read from a file; the small server of fleetstorm's
+//!    own pages (dashboard, `/metrics`), loopback-guarded and closing
+//!    gracefully.
 //! 2. [`heartbeat`]: the wire contract (serde types, string rules, the
 //!    single-pass validator) and the randomized device state and body
 //!    generator, whose device names come from a template or identities.

@@ -467,7 +467,7 @@ pub async fn search(
         }
         // Heartbeats that timed out may still sit in the backend's queue:
         // let it work them off before the next step, for the timeout.
-        if t.errors.get("timeout").copied().unwrap_or(0) > 0 {
+        if t.errors_of(crate::stats::OutcomeClass::Timeout) > 0 {
             let settle = scenario.target.timeout;
             result.settle_s = settle.as_secs_f64();
             tokio::select! {
@@ -594,7 +594,7 @@ fn limit_kind(metric: &str) -> &'static str {
     let first = base.split('.').next().unwrap_or(base);
     match first {
         "latency" | "service_time" | "schedule_lag" | "connection_wait" | "lateness" => "latency",
-        "error_rate" | "errors" | "status" | "failed" | "retries" | "retry_rate" => "errors",
+        "error_rate" | "errors" | "status" | "code" | "failed" | "retries" | "retry_rate" => "errors",
         "missed" | "missed_rate" | "late" | "late_rate" => "missed",
         "freshness" => "freshness",
         "achieved_rate" | "achieved_rate_ratio" | "offered_rate" | "sent" | "ok" => "throughput",
@@ -832,6 +832,7 @@ mod tests {
         assert_eq!(limit_kind("fleets.east.latency.p999"), "latency");
         assert_eq!(limit_kind("error_rate"), "errors");
         assert_eq!(limit_kind("status.503"), "errors");
+        assert_eq!(limit_kind("code.http.503"), "errors");
         assert_eq!(limit_kind("freshness.stale_devices"), "freshness");
         assert_eq!(limit_kind("achieved_rate_ratio"), "throughput");
     }

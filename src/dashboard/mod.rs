@@ -28,7 +28,7 @@ use crate::gate::Threshold;
 use crate::pages::OnWritten;
 use crate::report::Stats;
 use crate::scenario::Scenario;
-use crate::stats::{CLASSES, Recorder};
+use crate::stats::{OutcomeClass, Recorder};
 
 /// How often a point is taken, in run time.
 const PERIOD: Duration = Duration::from_secs(1);
@@ -60,7 +60,8 @@ pub struct Point {
     pub achieved: f64,
     pub ok: f64,
     pub failed: f64,
-    /// Failures per second by class (`CLASSES[1..]`).
+    /// Failures per second by class (those of [`OutcomeClass::FAILED`], in
+    /// its order: the state's `classes`).
     pub errors: Vec<f64>,
     /// Latency percentiles of the heartbeats that ended in the period, ms
     /// (`null` when none did).
@@ -325,7 +326,7 @@ impl Dashboard {
                 achieved: per_s(c.sent, p.counters.sent),
                 ok: per_s(c.ok(), p.counters.ok()),
                 failed: per_s(c.failed(), p.counters.failed()),
-                errors: (1..CLASSES.len()).map(|i| per_s(c.classes[i], p.counters.classes[i])).collect(),
+                errors: OutcomeClass::FAILED.map(|class| per_s(c.classes[class], p.counters.classes[class])).to_vec(),
                 p50: quantile_since(&all.latency, &p.latency, 0.5),
                 p95: quantile_since(&all.latency, &p.latency, 0.95),
                 p99: quantile_since(&all.latency, &p.latency, 0.99),
@@ -379,7 +380,7 @@ impl Dashboard {
             kind: self.kind,
             title: &self.title,
             target: &self.target,
-            classes: &CLASSES[1..],
+            classes: OutcomeClass::FAILED.map(OutcomeClass::as_str),
             fleets: &s.fleet_names,
             elapsed_s: s.elapsed.as_secs_f64(),
             duration_s: s.duration.as_secs_f64(),
@@ -411,7 +412,8 @@ struct StateView<'a> {
     kind: Kind,
     title: &'a str,
     target: &'a str,
-    classes: &'a [&'static str],
+    /// The failure classes, in the order of each point's `errors`.
+    classes: [&'static str; OutcomeClass::COUNT - 1],
     fleets: &'a [String],
     elapsed_s: f64,
     duration_s: f64,
@@ -461,7 +463,7 @@ mod tests {
         for _ in 0..n {
             r.counters.scheduled += 1;
             r.counters.sent += 1;
-            r.counters.classes[0] += 1;
+            r.counters.classes[OutcomeClass::Ok] += 1;
             r.latency.record(latency_us).unwrap();
         }
     }

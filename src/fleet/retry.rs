@@ -5,7 +5,9 @@
 //! ```
 //!
 //! A heartbeat is retried after a connect error, a timeout, a broken
-//! connection, a 5xx or a 429, at most `max` times. The wait before retry
+//! connection, a server error (HTTP 5xx) or being throttled (HTTP 429), at
+//! most `max` times: the decision is the outcome's class's, whatever the
+//! protocol. The wait before retry
 //! `n` (from 1) is `base · 2^(n-1)` (exponential) or `base` (constant),
 //! capped at `cap`, then jittered: `full` draws uniformly in [0, wait],
 //! `equal` in [wait/2, wait], `none` keeps it. A `Retry-After` header (in
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::stats::{Failure, Outcome};
+use crate::stats::{Outcome, OutcomeClass};
 use crate::units::DurationValue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -48,13 +50,29 @@ pub struct RetryPolicy {
 pub const MAX_RETRIES: u8 = 20;
 
 impl RetryPolicy {
-    /// Whether a heartbeat that ended so is retried.
+    /// Whether a heartbeat that ended so is retried: a failure that may
+    /// pass (the backend failed or asked to slow down, the connection
+    /// could not be made, broke or took too long), not one that would fail
+    /// again the same way (a refused message or credentials, a bad answer,
+    /// a TLS handshake that failed).
     pub fn retries(outcome: Outcome) -> bool {
-        match outcome {
-            Outcome::Status(429 | 500..=599) | Outcome::Judged { status: 429 | 500..=599, ok: false } => true,
-            Outcome::Status(_) | Outcome::Judged { .. } => false,
-            Outcome::Failed(Failure::Connect | Failure::Timeout | Failure::Io) => true,
-            Outcome::Failed(Failure::Protocol | Failure::Tls) => false,
+        Self::retries_class(outcome.class())
+    }
+
+    /// Whether a heartbeat whose outcome is of `class` is retried.
+    pub fn retries_class(class: OutcomeClass) -> bool {
+        match class {
+            OutcomeClass::Throttled
+            | OutcomeClass::ServerError
+            | OutcomeClass::Connect
+            | OutcomeClass::Timeout
+            | OutcomeClass::Io => true,
+            OutcomeClass::Ok
+            | OutcomeClass::Rejected
+            | OutcomeClass::Auth
+            | OutcomeClass::OtherStatus
+            | OutcomeClass::Tls
+            | OutcomeClass::Protocol => false,
         }
     }
 
@@ -156,18 +174,55 @@ mod tests {
         assert_eq!(full.delay(1, 0.0, Some(Duration::from_secs(3))), Duration::from_secs(3), "Retry-After honoured");
     }
 
+    use crate::stats::Failure;
+
     #[test]
     fn what_is_retried() {
         for (o, retried) in [
             (Outcome::Status(503), true),
+            (Outcome::Status(500), true),
+            (Outcome::Status(599), true),
             (Outcome::Status(429), true),
             (Outcome::Status(400), false),
+            (Outcome::Status(401), false),
+            (Outcome::Status(403), false),
+            (Outcome::Status(404), false),
             (Outcome::Status(200), false),
+            (Outcome::Status(302), false),
+            (Outcome::Status(600), false),
+            (Outcome::Judged { status: 503, ok: false }, true),
+            (Outcome::Judged { status: 429, ok: false }, true),
+            (Outcome::Judged { status: 503, ok: true }, false),
+            (Outcome::Judged { status: 401, ok: false }, false),
+            (Outcome::Judged { status: 204, ok: false }, false),
             (Outcome::Failed(Failure::Connect), true),
             (Outcome::Failed(Failure::Timeout), true),
+            (Outcome::Failed(Failure::Io), true),
             (Outcome::Failed(Failure::Protocol), false),
+            (Outcome::Failed(Failure::Tls), false),
         ] {
             assert_eq!(RetryPolicy::retries(o), retried, "{o:?}");
+        }
+    }
+
+    /// The rule as it was written for HTTP before outcomes had classes.
+    fn retried_by_status(outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Status(429 | 500..=599) | Outcome::Judged { status: 429 | 500..=599, ok: false } => true,
+            Outcome::Status(_) | Outcome::Judged { .. } => false,
+            Outcome::Failed(Failure::Connect | Failure::Timeout | Failure::Io) => true,
+            Outcome::Failed(Failure::Protocol | Failure::Tls) => false,
+        }
+    }
+
+    #[test]
+    fn every_http_answer_is_retried_as_before_classes() {
+        for status in 0..=1000u16 {
+            for o in
+                [Outcome::Status(status), Outcome::Judged { status, ok: false }, Outcome::Judged { status, ok: true }]
+            {
+                assert_eq!(RetryPolicy::retries(o), retried_by_status(o), "{o:?}");
+            }
         }
     }
 

@@ -10,7 +10,9 @@
 //! | `scheduled`, `sent`, `missed`, `ok`, `failed` | count |
 //! | `late` (sent after their intended time: busy device, full pool), `waited` (for a pooled connection), `retry_pending` (a retry still due at the end) | count |
 //! | `late_rate` (late / sent) | fraction |
-//! | `errors.CLASS` (`http_4xx`, `timeout`, ...), `status.CODE` | count |
+//! | `errors.CLASS` (`rejected`, `auth`, `throttled`, `server_error`, `other_status`, `timeout`, `connect`, `tls`, `io`, `protocol`) | count |
+//! | `errors.http_4xx` (= `rejected` + `auth` + `throttled`), `errors.http_5xx` (= `server_error`): HTTP aliases, the class names before v3 reports | count |
+//! | `code.PROTOCOL.CODE` (answers with that code: `code.http.503`), `status.CODE` (the HTTP status: `code.http.CODE`) | count |
 //! | `error_rate` (failed / (ok + failed)), `missed_rate` (missed / scheduled) | fraction |
 //! | `retries`, `recovered` (succeeded after a retry) | count |
 //! | `retry_rate` (retries / sent: the load retries added) | fraction |
@@ -23,7 +25,7 @@
 
 use std::fmt;
 
-use crate::stats::CLASSES;
+use crate::stats::{Code, OutcomeClass};
 use crate::units::UnitError;
 
 /// A metric path that is not in the catalogue; the message lists it.
@@ -167,8 +169,10 @@ pub enum Quantity {
     Missed,
     Ok,
     Failed,
-    ErrorClass(usize),
-    Status(u16),
+    /// Failures of these classes, added (one class, or an alias's).
+    Errors(&'static [OutcomeClass]),
+    /// Answers with this code.
+    Code(Code),
     ErrorRate,
     MissedRate,
     OfferedRate,
@@ -251,8 +255,11 @@ pub fn catalogue() -> Vec<String> {
         names.push(format!("{s}.{{p50,p75,p90,p95,p99,p999,max,mean}}"));
     }
     names.extend(PLAIN.iter().map(|(n, _)| n.to_string()));
-    names.push("errors.{http_4xx,http_5xx,other_status,timeout,connect,tls,io,protocol}".into());
-    names.push("status.CODE".into());
+    let classes: Vec<&str> = OutcomeClass::FAILED.iter().map(|c| c.as_str()).collect();
+    names.push(format!("errors.{{{}}}", classes.join(",")));
+    names.push("errors.{http_4xx,http_5xx} (HTTP aliases)".into());
+    names.push(format!("code.{{{}}}.CODE", Code::PROTOCOLS.join(",")));
+    names.push("status.CODE (the HTTP status)".into());
     names
 }
 
@@ -278,11 +285,15 @@ impl Metric {
             }
             *q
         } else if let Some(class) = name.strip_prefix("errors.") {
-            let i = CLASSES.iter().skip(1).position(|c| *c == class).ok_or_else(unknown)?;
-            Quantity::ErrorClass(i + 1)
+            Quantity::Errors(error_classes(class).ok_or_else(unknown)?)
         } else if let Some(code) = name.strip_prefix("status.") {
-            let code: u16 = code.parse().ok().filter(|c| (100..=599).contains(c)).ok_or_else(unknown)?;
-            Quantity::Status(code)
+            Quantity::Code(http_status(code).ok_or_else(unknown)?)
+        } else if let Some(code) = name.strip_prefix("code.") {
+            let (protocol, code) = code.split_once('.').ok_or_else(unknown)?;
+            match protocol {
+                "http" => Quantity::Code(http_status(code).ok_or_else(unknown)?),
+                _ => return Err(unknown()),
+            }
         } else {
             let (series, quantile) = name.rsplit_once('.').ok_or_else(unknown)?;
             let (_, s) = SERIES.iter().find(|(n, _)| *n == series).ok_or_else(unknown)?;
@@ -290,6 +301,14 @@ impl Metric {
             Quantity::Percentile(*s, *q)
         };
         Ok(Metric { path: path.to_string(), fleet, quantity })
+    }
+
+    /// The failure classes an `errors.` metric adds (see [`Quantity::Errors`]).
+    pub fn error_classes(&self) -> Option<&'static [OutcomeClass]> {
+        match self.quantity {
+            Quantity::Errors(classes) => Some(classes),
+            _ => None,
+        }
     }
 
     pub fn unit(&self) -> Unit {
@@ -300,8 +319,8 @@ impl Metric {
             | Quantity::Missed
             | Quantity::Ok
             | Quantity::Failed
-            | Quantity::ErrorClass(_)
-            | Quantity::Status(_)
+            | Quantity::Errors(_)
+            | Quantity::Code(_)
             | Quantity::StaleDevices
             | Quantity::NeverOk
             | Quantity::Retries
@@ -324,7 +343,7 @@ impl Metric {
     pub fn better(&self) -> Better {
         match self.quantity {
             Quantity::Ok | Quantity::AchievedRate | Quantity::AchievedRateRatio | Quantity::Recovered => Better::Higher,
-            Quantity::Scheduled | Quantity::Sent | Quantity::OfferedRate | Quantity::Status(_) => Better::Neither,
+            Quantity::Scheduled | Quantity::Sent | Quantity::OfferedRate | Quantity::Code(_) => Better::Neither,
             _ => Better::Lower,
         }
     }
@@ -362,6 +381,23 @@ impl Metric {
     }
 }
 
+/// The classes `errors.NAME` adds: a failure class's own name, or an HTTP
+/// alias of the names before v3 reports (`http_4xx`: rejected, auth and
+/// throttled; `http_5xx`: server_error), so that thresholds written then
+/// read the same.
+fn error_classes(name: &str) -> Option<&'static [OutcomeClass]> {
+    match name {
+        "http_4xx" => Some(&[OutcomeClass::Rejected, OutcomeClass::Auth, OutcomeClass::Throttled]),
+        "http_5xx" => Some(&[OutcomeClass::ServerError]),
+        _ => name.parse::<OutcomeClass>().ok().filter(|c| !c.is_ok()).map(OutcomeClass::alone),
+    }
+}
+
+/// An HTTP status as a metric names it (100 to 599).
+fn http_status(code: &str) -> Option<Code> {
+    code.parse().ok().filter(|c| (100..=599).contains(c)).map(Code::Http)
+}
+
 impl fmt::Display for Metric {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.path)
@@ -384,6 +420,10 @@ mod tests {
             ("missed", None, Unit::Count, Better::Lower),
             ("errors.timeout", None, Unit::Count, Better::Lower),
             ("status.429", None, Unit::Count, Better::Neither),
+            ("code.http.429", None, Unit::Count, Better::Neither),
+            ("errors.throttled", None, Unit::Count, Better::Lower),
+            ("errors.http_4xx", None, Unit::Count, Better::Lower),
+            ("fleets.a.errors.server_error", Some("a"), Unit::Count, Better::Lower),
             ("fleets.a.freshness.stale_devices", Some("a"), Unit::Count, Better::Lower),
             ("freshness.max_gap.p99", None, Unit::Millis, Better::Lower),
         ];
@@ -402,6 +442,10 @@ mod tests {
             "errors.ok",
             "errors.dns",
             "status.99",
+            "code.http.99",
+            "code.http",
+            "code.mqtt.135",
+            "errors.http_3xx",
             "fleets.latency",
             "fleets..latency.p99",
             "",
@@ -411,6 +455,22 @@ mod tests {
             let e = e.to_string();
             assert!(e.contains("unknown metric") && e.contains("error_rate"), "{path}: {e}");
         }
+    }
+
+    #[test]
+    fn error_metrics_add_their_classes_and_codes_have_two_spellings() {
+        use OutcomeClass::*;
+        let classes = |path: &str| Metric::parse(path).unwrap().error_classes();
+        assert_eq!(classes("errors.http_4xx"), Some(&[Rejected, Auth, Throttled][..]));
+        assert_eq!(classes("errors.http_5xx"), Some(&[ServerError][..]));
+        for c in OutcomeClass::FAILED {
+            assert_eq!(classes(&format!("errors.{c}")), Some(&[c][..]), "{c}");
+        }
+        assert_eq!(classes("latency.p99"), None);
+        assert_eq!(Metric::parse("status.503").unwrap().quantity(), Quantity::Code(Code::Http(503)));
+        assert_eq!(Metric::parse("code.http.503").unwrap().quantity(), Quantity::Code(Code::Http(503)));
+        let names = catalogue().join(" ");
+        assert!(names.contains("server_error") && names.contains("http_4xx") && names.contains("code.{http}.CODE"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::engine::Live;
 use crate::fleet::Online;
 use crate::scenario::Scenario;
 use crate::shard::Shard;
-use crate::stats::{CLASSES, Recorder};
+use crate::stats::Recorder;
 
 pub use self::prometheus::serve;
 
@@ -275,13 +275,13 @@ impl LiveMetrics {
         ];
         let mut ended = Vec::new();
         for (r, p) in fleets() {
-            for (class, n) in CLASSES.iter().zip(r.counters.classes) {
-                ended.push(self.point(&[("fleet", &p.name), ("outcome", class)], Value::Number(n as f64)));
+            for (class, n) in r.counters.classes.iter() {
+                ended.push(self.point(&[("fleet", &p.name), ("outcome", class.as_str())], Value::Number(*n as f64)));
             }
         }
         families.push(Family {
             name: "fleetstorm_heartbeats_completed_total",
-            help: "Heartbeats ended, by outcome class (ok is 2xx)",
+            help: "Heartbeats ended, by outcome class (ok, rejected, auth, throttled, server_error, other_status, timeout, connect, tls, io, protocol)",
             kind: Counter,
             unit: Heartbeats,
             points: ended,
@@ -463,7 +463,7 @@ mod tests {
         }
         // 6 counters per fleet, an outcome per class, 6 quantiles per fleet,
         // 2 device gauges per fleet, in flight and elapsed.
-        assert_eq!(compared, 2 * (6 + CLASSES.len() + 6 + 2) + 2);
+        assert_eq!(compared, 2 * (6 + crate::stats::OutcomeClass::COUNT + 6 + 2) + 2);
         let sent: Vec<f64> = scraped
             .samples
             .iter()

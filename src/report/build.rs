@@ -9,7 +9,7 @@ use super::*;
 use crate::engine::RunOutput;
 use crate::fleet::{Arrival, StartMode};
 use crate::scenario::Scenario;
-use crate::stats::{self, CLASSES, Freshness, Percentiles, Recorder};
+use crate::stats::{self, Freshness, Percentiles, Recorder};
 
 /// The time spans rates are over: scheduled heartbeats over the scheduling
 /// window, sent ones over the time sending took (longer when a pool's
@@ -43,8 +43,8 @@ pub(crate) fn stats_of(name: Option<String>, r: &Recorder, span: Span, with_hist
         late: c.late,
         waited: c.waited,
         retry_pending: c.retry_pending,
-        errors: CLASSES.iter().zip(c.classes).skip(1).map(|(k, n)| (k.to_string(), n)).collect(),
-        status_codes: c.statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+        errors: c.classes.failed_iter().map(|(class, n)| (class.to_string(), *n)).collect(),
+        codes: codes_of(&c.codes),
         offered_rate: per(c.scheduled, span.scheduled_s),
         achieved_rate: per(c.sent, span.sending_s),
         latency_ms: Percentiles::of(&r.latency),
@@ -64,6 +64,15 @@ pub(crate) fn stats_of(name: Option<String>, r: &Recorder, span: Span, with_hist
                 .then(|| stats::encode_histogram(&r.tls_handshake)),
         },
     }
+}
+
+/// Answers by code as a report keeps them: by protocol, then code.
+pub(crate) fn codes_of(codes: &BTreeMap<stats::Code, u64>) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (code, n) in codes {
+        out.entry(code.protocol().to_string()).or_default().insert(code.value().to_string(), *n);
+    }
+    out
 }
 
 impl Report {
@@ -197,11 +206,11 @@ impl Report {
                     failed: s.failed,
                     missed: s.missed,
                     retries: s.retries,
-                    errors: CLASSES[1..]
-                        .iter()
-                        .zip(s.errors)
-                        .filter(|(_, n)| *n > 0)
-                        .map(|(k, n)| (k.to_string(), n))
+                    errors: s
+                        .errors
+                        .failed_iter()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(class, n)| (class.to_string(), *n))
                         .collect(),
                     p50_ms: s.p50_ms,
                     p99_ms: s.p99_ms,

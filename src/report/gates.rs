@@ -7,7 +7,7 @@ use super::verdict::PoolLimit;
 use super::{Report, Stats};
 use crate::gate::metric::{Quantile, Quantity, Series};
 use crate::gate::{Metric, NoValue, Threshold, ThresholdResult, Thresholds};
-use crate::stats::{CLASSES, Percentiles};
+use crate::stats::Percentiles;
 
 impl Report {
     /// `m`'s value in this report; an error when it has no such fleet or
@@ -69,8 +69,8 @@ impl Stats {
             Quantity::Missed => s.missed as f64,
             Quantity::Ok => s.ok as f64,
             Quantity::Failed => s.failed as f64,
-            Quantity::ErrorClass(i) => s.errors.get(CLASSES[i]).copied().unwrap_or(0) as f64,
-            Quantity::Status(code) => s.status_codes.get(&code.to_string()).copied().unwrap_or(0) as f64,
+            Quantity::Errors(classes) => classes.iter().map(|c| s.errors_of(*c)).sum::<u64>() as f64,
+            Quantity::Code(code) => s.answers_with(code) as f64,
             // Over the heartbeats that ended: during a run, those in flight
             // have no outcome yet (at the end, ok + failed = sent).
             Quantity::ErrorRate => s.error_rate(),

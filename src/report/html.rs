@@ -210,12 +210,11 @@ fn thresholds_table(report: &Report, out: &mut String) {
 fn failures(report: &Report, out: &mut String) {
     let failures: Vec<String> =
         report.totals.errors.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}: {n}")).collect();
-    let statuses: Vec<String> = report.totals.status_codes.iter().map(|(k, n)| format!("{k}: {n}")).collect();
     let _ = writeln!(
         out,
-        "<p>failures by class: {}<br>answers by status: {}</p>",
+        "<p>failures by class: {}<br>answers by code: {}</p>",
         escape(&if failures.is_empty() { "none".to_string() } else { failures.join(", ") }),
-        escape(&if statuses.is_empty() { "none".to_string() } else { statuses.join(", ") })
+        escape(&report.totals.codes_line())
     );
 }
 

@@ -17,7 +17,7 @@ use super::{
     Cohort, FreshnessStats, MergedFrom, PoolVerdict, Report, SecondStats, Span, Stats, generator_health, stats_of,
 };
 use crate::gate::{Threshold, ThresholdError};
-use crate::stats::{self, CLASSES, Freshness, HistogramError, Percentiles, Recorder};
+use crate::stats::{self, Code, Freshness, HistogramError, OutcomeClass, Percentiles, Recorder};
 
 /// Why shard reports do not add up to one run.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +64,8 @@ fn short(hash: &str) -> &str {
 /// histograms.
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
-    #[error("status {0:?} is not a status code")]
-    Status(String),
+    #[error("{code:?} is not a {protocol} code")]
+    Code { protocol: String, code: String },
     #[error("the {name} histogram: {source}")]
     Histogram {
         name: &'static str,
@@ -310,13 +310,15 @@ pub fn recorder_of(stats: &Stats) -> Result<Recorder, StatsError> {
     c.late = stats.late;
     c.waited = stats.waited;
     c.retry_pending = stats.retry_pending;
-    c.classes[0] = stats.ok;
-    for (i, class) in CLASSES.iter().enumerate().skip(1) {
-        c.classes[i] = stats.errors.get(*class).copied().unwrap_or(0);
+    c.classes[OutcomeClass::Ok] = stats.ok;
+    for class in OutcomeClass::FAILED {
+        c.classes[class] = stats.errors_of(class);
     }
-    for (status, n) in &stats.status_codes {
-        let code: u16 = status.parse().map_err(|_| StatsError::Status(status.clone()))?;
-        c.statuses.insert(code, *n);
+    for (protocol, codes) in &stats.codes {
+        for (code, n) in codes {
+            let bad = || StatsError::Code { protocol: protocol.clone(), code: code.clone() };
+            c.codes.insert(Code::parse(protocol, code).ok_or_else(bad)?, *n);
+        }
     }
     let h = &stats.histograms;
     for (name, text, into) in [

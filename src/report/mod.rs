@@ -1,6 +1,11 @@
-//! Reports: the JSON report (`fleetstorm.report/v2`, schema in
-//! `schemas/report-v2.schema.json`; v1 reports are still read) and the
-//! terminal summary. Where the files go is [`crate::output`]'s.
+//! Reports: the JSON report (`fleetstorm.report/v3`, schema in
+//! `schemas/report-v3.schema.json`; v1 and v2 reports are still read, see
+//! [`upgrade`]) and the terminal summary. Where the files go is
+//! [`crate::output`]'s.
+//!
+//! Outcomes are protocol-neutral: `errors` counts the failures by class
+//! ([`crate::stats::OutcomeClass`]) and `codes` the answers by protocol and
+//! code (`codes.http."503"`).
 //!
 //! A report carries, for the run and for each fleet, the counters, the
 //! offered and achieved rates, percentiles of latency (from each
@@ -19,6 +24,7 @@ pub mod merge;
 pub mod paint;
 pub(crate) mod plots;
 mod summary;
+mod upgrade;
 mod verdict;
 
 pub(crate) use build::{Span, stats_of};
@@ -31,14 +37,19 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::gate::ThresholdResult;
-use crate::stats::{self, Freshness, Percentiles, Recorder};
+use crate::stats::{self, Code, Freshness, OutcomeClass, Percentiles, Recorder};
 use std::time::Duration;
 
-pub const SCHEMA: &str = "fleetstorm.report/v2";
+pub const SCHEMA: &str = "fleetstorm.report/v3";
+
+/// The schema of reports written before outcomes were classes and codes:
+/// HTTP's classes (`http_4xx`, `http_5xx`) and `status_codes` (read still:
+/// see [`upgrade`]).
+pub const SCHEMA_V2: &str = "fleetstorm.report/v2";
 
 /// The schema of reports written before connection wait, lateness,
 /// pending retries, p75 and p95 (read still: what they lack is filled from
-/// their histograms, or left at zero).
+/// their histograms, or left at zero; their outcomes as v2's).
 pub const SCHEMA_V1: &str = "fleetstorm.report/v1";
 
 /// Schedule lag p99 above which the generator is said to have fallen behind.
@@ -367,9 +378,11 @@ pub struct Stats {
     /// neither ok nor failed, and out of the error rate.
     #[serde(default)]
     pub retry_pending: u64,
-    /// Failures by class.
+    /// Failures by class (every class but ok, by its name:
+    /// [`OutcomeClass::as_str`]).
     pub errors: BTreeMap<String, u64>,
-    pub status_codes: BTreeMap<String, u64>,
+    /// Answers by protocol, then by the protocol's code (`http` → `503`).
+    pub codes: BTreeMap<String, BTreeMap<String, u64>>,
     pub offered_rate: f64,
     pub achieved_rate: f64,
     pub latency_ms: Percentiles,
@@ -475,6 +488,26 @@ impl Stats {
         out
     }
 
+    /// Failures of `class`.
+    pub fn errors_of(&self, class: OutcomeClass) -> u64 {
+        self.errors.get(class.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Answers with `code`.
+    pub fn answers_with(&self, code: Code) -> u64 {
+        self.codes.get(code.protocol()).and_then(|c| c.get(&code.value().to_string())).copied().unwrap_or(0)
+    }
+
+    /// The answers by code as one line, `http 200: 10, http 503: 2`.
+    pub fn codes_line(&self) -> String {
+        let all: Vec<String> = self
+            .codes
+            .iter()
+            .flat_map(|(protocol, codes)| codes.iter().map(move |(code, n)| format!("{protocol} {code}: {n}")))
+            .collect();
+        if all.is_empty() { "none".to_string() } else { all.join(", ") }
+    }
+
     /// Failed heartbeats over those that ended.
     pub fn error_rate(&self) -> f64 {
         let ended = self.ok + self.failed;
@@ -541,7 +574,7 @@ pub enum LoadError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{}: a {schema} report; this fleetstorm reads {SCHEMA} and {SCHEMA_V1}", path.display())]
+    #[error("{}: a {schema} report; this fleetstorm reads {SCHEMA}, {SCHEMA_V2} and {SCHEMA_V1}", path.display())]
     OtherSchema { path: std::path::PathBuf, schema: String },
     #[error("{}: not a fleetstorm report (no \"schema\" member)", path.display())]
     NoSchema { path: std::path::PathBuf },
@@ -567,15 +600,17 @@ impl Report {
     pub fn load(path: &Path) -> Result<Report, LoadError> {
         let path_buf = || path.to_path_buf();
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path_buf(), source })?;
-        let value: serde_json::Value =
+        let mut value: serde_json::Value =
             serde_json::from_str(&text).map_err(|source| LoadError::NotJson { path: path_buf(), source })?;
         let schema = match value.get("schema").and_then(|s| s.as_str()) {
-            Some(s @ (SCHEMA | SCHEMA_V1)) => s.to_string(),
+            Some(s @ (SCHEMA | SCHEMA_V2 | SCHEMA_V1)) => s.to_string(),
             Some(other) => return Err(LoadError::OtherSchema { path: path_buf(), schema: other.to_string() }),
             None => return Err(LoadError::NoSchema { path: path_buf() }),
         };
-        let mut de = serde_json::Deserializer::from_str(&text);
-        let mut report: Report = serde_path_to_error::deserialize(&mut de).map_err(|e| LoadError::Invalid {
+        if schema != SCHEMA {
+            upgrade::outcomes_from_v2(&mut value);
+        }
+        let mut report: Report = serde_path_to_error::deserialize(value).map_err(|e| LoadError::Invalid {
             path: path_buf(),
             schema,
             at: e.path().to_string(),
@@ -772,6 +807,11 @@ mod tests {
                 assert_eq!(s.latency_ms.p95, Percentiles::of(&h).p95);
                 assert!(s.latency_ms.p75 <= s.latency_ms.p90 && s.latency_ms.p95 >= s.latency_ms.p90);
                 assert_eq!((s.late, s.waited, s.retry_pending), (0, 0, 0));
+                // Outcomes as classes and codes: every class listed, HTTP's statuses as codes.
+                let classes: std::collections::BTreeSet<&str> =
+                    OutcomeClass::FAILED.iter().map(|c| c.as_str()).collect();
+                assert_eq!(s.errors.keys().map(String::as_str).collect::<std::collections::BTreeSet<_>>(), classes);
+                assert!(s.ok > 0 && s.answers_with(Code::Http(200)) == s.ok, "{:?}", s.codes);
             }
             assert_eq!(r.sending_seconds(), r.duration_s);
         }

@@ -6,7 +6,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::{Report, Stats};
-use crate::stats::{self, CLASSES};
+use crate::stats::{self, OutcomeClass};
 
 /// One plot: an id for the page (and tests), a title, and its SVG.
 pub struct Plot {
@@ -162,10 +162,11 @@ fn latency_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
 }
 
 fn errors_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
-    let count = |class: &'static str| move |s: &super::SecondStats| s.errors.get(class).copied().unwrap_or(0) as f64;
-    let mut lines: Vec<Line> = CLASSES[1..]
-        .iter()
-        .filter(|class| report.timeline.iter().any(|s| count(class)(s) > 0.0))
+    let count =
+        |class: OutcomeClass| move |s: &super::SecondStats| s.errors.get(class.as_str()).copied().unwrap_or(0) as f64;
+    let mut lines: Vec<Line> = OutcomeClass::FAILED
+        .into_iter()
+        .filter(|class| report.timeline.iter().any(|s| count(*class)(s) > 0.0))
         .enumerate()
         .map(|(i, class)| (class.to_string(), PALETTE[(i + 3) % PALETTE.len()], per_second(report, count(class))))
         .collect();

@@ -109,9 +109,8 @@ impl Report {
         }
         let failures: Vec<String> =
             self.totals.errors.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
-        let statuses: Vec<String> = self.totals.status_codes.iter().map(|(k, n)| format!("{k}: {n}")).collect();
         let _ = writeln!(out, "\nfailures: {}", if failures.is_empty() { "none".into() } else { failures.join(", ") });
-        let _ = writeln!(out, "statuses: {}", if statuses.is_empty() { "none".into() } else { statuses.join(", ") });
+        let _ = writeln!(out, "answers: {}", self.totals.codes_line());
         if self.totals.retries > 0 {
             let t = &self.totals;
             let _ = writeln!(

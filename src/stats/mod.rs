@@ -9,7 +9,10 @@
 //! `Histogram::add` merges them exactly, which is what lets sharded runs
 //! merge their reports later.
 
+pub mod outcome;
 pub mod timeline;
+
+pub use outcome::{ClassCounts, Code, Failure, Outcome, OutcomeClass, PerClass, http_class};
 
 use std::collections::BTreeMap;
 
@@ -18,64 +21,6 @@ use serde::{Deserialize, Serialize};
 
 /// The largest value a histogram holds: one hour, in microseconds.
 pub const MAX_MICROS: u64 = 3_600_000_000;
-
-/// How a sent heartbeat ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Outcome {
-    /// An HTTP answer with this status: ok when 2xx.
-    Status(u16),
-    /// An HTTP answer judged by its fleet's own rule (a `custom` profile's
-    /// success statuses): ok or not whatever the status; a failure is
-    /// classed by its status, a 2xx one as `other_status`.
-    Judged { status: u16, ok: bool },
-    /// No (usable) answer.
-    Failed(Failure),
-}
-
-/// Failures without an HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Failure {
-    /// The whole heartbeat did not finish within the target's timeout.
-    Timeout,
-    /// The connection could not be made (refused, unreachable).
-    Connect,
-    /// The TLS handshake failed (untrusted or expired certificate, wrong
-    /// name, refused client certificate).
-    Tls,
-    /// The connection broke (reset, closed early, broken pipe).
-    Io,
-    /// The answer was not valid HTTP.
-    Protocol,
-}
-
-/// The outcome classes of a report, in order; `ok` is 2xx.
-pub const CLASSES: [&str; 9] =
-    ["ok", "http_4xx", "http_5xx", "other_status", "timeout", "connect", "tls", "io", "protocol"];
-
-impl Outcome {
-    /// Index into [`CLASSES`].
-    pub fn class(self) -> usize {
-        match self {
-            Outcome::Status(200..=299) => 0,
-            Outcome::Status(400..=499) => 1,
-            Outcome::Status(500..=599) => 2,
-            Outcome::Status(_) => 3,
-            Outcome::Judged { ok: true, .. } => 0,
-            Outcome::Judged { status: 400..=499, .. } => 1,
-            Outcome::Judged { status: 500..=599, .. } => 2,
-            Outcome::Judged { .. } => 3,
-            Outcome::Failed(Failure::Timeout) => 4,
-            Outcome::Failed(Failure::Connect) => 5,
-            Outcome::Failed(Failure::Tls) => 6,
-            Outcome::Failed(Failure::Io) => 7,
-            Outcome::Failed(Failure::Protocol) => 8,
-        }
-    }
-
-    pub fn is_ok(self) -> bool {
-        self.class() == 0
-    }
-}
 
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("static histogram bounds")
@@ -96,10 +41,10 @@ pub struct Counters {
     pub sent: u64,
     /// Scheduled but never sent: the slot passed while the device was busy.
     pub missed: u64,
-    /// Sent heartbeats by outcome class (see [`CLASSES`]).
-    pub classes: [u64; CLASSES.len()],
-    /// Answers by HTTP status.
-    pub statuses: BTreeMap<u16, u64>,
+    /// Sent heartbeats by outcome class.
+    pub classes: ClassCounts,
+    /// Answers by their protocol's code (the HTTP status).
+    pub codes: BTreeMap<Code, u64>,
     /// Retries sent (attempts beyond each heartbeat's first).
     pub retries: u64,
     /// Heartbeats that succeeded after at least one retry.
@@ -119,16 +64,16 @@ pub struct Counters {
 
 impl Counters {
     pub fn ok(&self) -> u64 {
-        self.classes[0]
+        self.classes.ok()
     }
 
     pub fn failed(&self) -> u64 {
-        self.classes[1..].iter().sum()
+        self.classes.failed()
     }
 
     /// Heartbeats sent whose outcome is known.
     pub fn completed(&self) -> u64 {
-        self.classes.iter().sum()
+        self.classes.total()
     }
 
     /// Heartbeats sent that ended: with an outcome, or with a retry still
@@ -147,11 +92,9 @@ impl Counters {
         self.late += other.late;
         self.waited += other.waited;
         self.retry_pending += other.retry_pending;
-        for (a, b) in self.classes.iter_mut().zip(other.classes) {
-            *a += b;
-        }
-        for (status, n) in &other.statuses {
-            *self.statuses.entry(*status).or_default() += n;
+        self.classes.add(&other.classes);
+        for (code, n) in &other.codes {
+            *self.codes.entry(*code).or_default() += n;
         }
     }
 }
@@ -183,8 +126,8 @@ pub struct Recorder {
     pub light_service_time: Histogram<u64>,
     /// TLS handshakes of the connections opened.
     pub tls_handshake: Histogram<u64>,
-    /// Status counts in a flat array, so the hot path does not touch the
-    /// map; folded into `counters.statuses` by [`Recorder::take`].
+    /// HTTP status counts in a flat array, so the hot path does not touch
+    /// the map; folded into `counters.codes` by [`Recorder::take`].
     status_array: Box<[u64; 600]>,
 }
 
@@ -275,10 +218,10 @@ impl Recorder {
     #[inline]
     pub fn completed(&mut self, outcome: Outcome, latency_us: u64, service_us: u64) {
         self.counters.classes[outcome.class()] += 1;
-        if let Outcome::Status(s) | Outcome::Judged { status: s, .. } = outcome {
+        if let Some(Code::Http(s)) = outcome.code() {
             match self.status_array.get_mut(usize::from(s)) {
                 Some(slot) => *slot += 1,
-                None => *self.counters.statuses.entry(s).or_default() += 1,
+                None => *self.counters.codes.entry(Code::Http(s)).or_default() += 1,
             }
         }
         record(&mut self.latency, latency_us);
@@ -290,7 +233,7 @@ impl Recorder {
         let mut taken = std::mem::take(self);
         for (status, n) in taken.status_array.iter_mut().enumerate() {
             if *n > 0 {
-                *taken.counters.statuses.entry(status as u16).or_default() += *n;
+                *taken.counters.codes.entry(Code::Http(status as u16)).or_default() += *n;
                 *n = 0;
             }
         }
@@ -449,29 +392,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn outcomes_fall_into_their_classes() {
-        let cases = [
-            (Outcome::Status(200), "ok"),
-            (Outcome::Status(204), "ok"),
-            (Outcome::Status(404), "http_4xx"),
-            (Outcome::Status(503), "http_5xx"),
-            (Outcome::Status(302), "other_status"),
-            (Outcome::Judged { status: 302, ok: true }, "ok"),
-            (Outcome::Judged { status: 204, ok: false }, "other_status"),
-            (Outcome::Judged { status: 409, ok: false }, "http_4xx"),
-            (Outcome::Judged { status: 502, ok: false }, "http_5xx"),
-            (Outcome::Failed(Failure::Timeout), "timeout"),
-            (Outcome::Failed(Failure::Connect), "connect"),
-            (Outcome::Failed(Failure::Io), "io"),
-            (Outcome::Failed(Failure::Tls), "tls"),
-            (Outcome::Failed(Failure::Protocol), "protocol"),
-        ];
-        for (o, class) in cases {
-            assert_eq!(CLASSES[o.class()], class, "{o:?}");
-        }
-    }
-
-    #[test]
     fn recorders_add_up_exactly() {
         let mut a = Recorder::default();
         let mut b = Recorder::default();
@@ -491,7 +411,8 @@ mod tests {
         let c = &total.counters;
         assert_eq!((c.scheduled, c.sent, c.missed, c.ok(), c.failed()), (102, 101, 1, 100, 1));
         assert_eq!(c.scheduled, c.sent + c.missed);
-        assert_eq!(c.statuses, BTreeMap::from([(200, 100), (503, 1)]));
+        assert_eq!(c.codes, BTreeMap::from([(Code::Http(200), 100), (Code::Http(503), 1)]));
+        assert_eq!((c.classes[OutcomeClass::Ok], c.classes[OutcomeClass::ServerError]), (100, 1));
         assert_eq!(total.latency.len(), 102);
         assert!(total.latency.max() >= 4_990_000);
         assert_eq!(a.counters, Counters::default(), "take leaves an empty recorder");

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use hdrhistogram::Histogram;
 
-use crate::stats::{self, CLASSES};
+use crate::stats::{self, ClassCounts};
 
 /// Seconds kept at one-second resolution.
 pub const FINE_SECONDS: usize = 3600;
@@ -37,8 +37,8 @@ pub struct Second {
     pub missed: u64,
     /// Retries sent in this second.
     pub retries: u64,
-    /// Failures in this second by class (`CLASSES[1..]`).
-    pub errors: [u64; CLASSES.len() - 1],
+    /// Failures in this second by class (ok stays 0: that is `ok`).
+    pub errors: ClassCounts,
     /// Latency percentiles of the heartbeats that ended in this second, in
     /// ms; set when the second is closed.
     pub p50_ms: f64,
@@ -65,7 +65,7 @@ impl Default for Second {
             failed: 0,
             missed: 0,
             retries: 0,
-            errors: [0; CLASSES.len() - 1],
+            errors: ClassCounts::default(),
             p50_ms: 0.0,
             p99_ms: 0.0,
             histogram: None,
@@ -82,10 +82,10 @@ impl Second {
         self.sent += part.sent;
         self.retries += part.retries;
         self.missed += part.missed;
-        self.ok += part.classes[0];
-        self.failed += part.classes[1..].iter().sum::<u64>();
-        for (e, n) in self.errors.iter_mut().zip(&part.classes[1..]) {
-            *e += n;
+        self.ok += part.classes.ok();
+        self.failed += part.classes.failed();
+        for (class, n) in part.classes.failed_iter() {
+            self.errors[class] += n;
         }
         // A late part for a closed second keeps its counts; only its
         // percentiles were fixed already.
@@ -119,8 +119,8 @@ pub struct SecondPart {
     pub sent: u64,
     pub retries: u64,
     pub missed: u64,
-    /// Outcomes by class (see [`crate::stats::CLASSES`]).
-    pub classes: [u64; CLASSES.len()],
+    /// Outcomes by class.
+    pub classes: ClassCounts,
     /// Latency of the heartbeats that ended (or were missed) in it.
     pub latency: hdrhistogram::Histogram<u64>,
 }
@@ -133,7 +133,7 @@ impl SecondPart {
             sent: 0,
             retries: 0,
             missed: 0,
-            classes: [0; CLASSES.len()],
+            classes: ClassCounts::default(),
             latency: stats::new_histogram(),
         }
     }
@@ -251,9 +251,7 @@ impl Second {
         self.failed += b.failed;
         self.missed += b.missed;
         self.retries += b.retries;
-        for (e, n) in self.errors.iter_mut().zip(b.errors) {
-            *e += n;
-        }
+        self.errors.add(&b.errors);
         if keep {
             self.histogram = match (self.histogram.take(), b.histogram) {
                 (Some(x), Some(y)) => match (stats::decompress_histogram(&x), stats::decompress_histogram(&y)) {
@@ -276,7 +274,7 @@ mod tests {
 
     fn part(second: u64, ok: u64) -> SecondPart {
         let mut p = SecondPart::new(second);
-        p.classes[0] = ok;
+        p.classes[crate::stats::OutcomeClass::Ok] = ok;
         p.sent = ok;
         p.scheduled = ok;
         for _ in 0..ok {

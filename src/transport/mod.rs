@@ -32,7 +32,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::stats::{CLASSES, Failure, Outcome};
+use crate::stats::{Failure, Outcome, PerClass};
 pub use sigv4::Signer;
 pub use tls::TlsClient;
 
@@ -163,7 +163,7 @@ pub struct Endpoint {
     pub ports: ports::LocalPorts,
     /// The first error message of each failure class, for the summary:
     /// one clear line, not a flood.
-    first_errors: [OnceLock<String>; CLASSES.len()],
+    first_errors: PerClass<OnceLock<String>>,
     /// The first answer of each status from 400 to 599, as a line: what
     /// its body said (an excerpt, credentials masked) and what to check.
     first_answers: Box<[OnceLock<String>]>,
@@ -232,7 +232,7 @@ impl Endpoint {
             tls: options.tls,
             signer: options.signer,
             ports: ports::LocalPorts::new(&options.sources, addr, ports::PortRange::of_this_machine()),
-            first_errors: std::array::from_fn(|_| OnceLock::new()),
+            first_errors: PerClass::default(),
             first_answers: (400..600).map(|_| OnceLock::new()).collect(),
         })
     }
@@ -295,10 +295,8 @@ impl Endpoint {
     /// The first error message of each failure class seen so far, and the
     /// first answer of each error status (as `http_401` and so on).
     pub fn first_errors(&self) -> BTreeMap<String, String> {
-        let classes = CLASSES
-            .iter()
-            .zip(&self.first_errors)
-            .filter_map(|(class, first)| first.get().map(|m| (class.to_string(), m.clone())));
+        let classes =
+            self.first_errors.iter().filter_map(|(class, first)| first.get().map(|m| (class.to_string(), m.clone())));
         let answers = (400u16..)
             .zip(self.first_answers.iter())
             .filter_map(|(status, first)| first.get().map(|m| (format!("http_{status}"), m.clone())));

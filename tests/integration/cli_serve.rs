@@ -139,7 +139,8 @@ fn a_target_url_may_carry_the_heartbeat_s_path() {
     assert_eq!(out.status.code(), Some(5), "nothing succeeded");
     let report = fleetstorm::report::Report::load(&json).unwrap();
     assert_eq!(report.scenario.target.path, "/api/v2/heartbeats");
-    assert_eq!(report.totals.status_codes.get("404"), Some(&report.totals.sent));
+    assert_eq!(report.totals.codes.get("http").and_then(|c| c.get("404")), Some(&report.totals.sent));
+    assert_eq!(report.totals.errors["rejected"], report.totals.sent, "a 404 is a rejected message");
     let _ = serve.kill();
     let _ = serve.wait();
     // In the file, the path may be in the url or in path, not both ways.
@@ -179,7 +180,7 @@ fn a_run_against_a_full_serve_reports_its_507s() {
     let _ = serve.kill();
     let _ = serve.wait();
     let report = fleetstorm::report::Report::load(&json).unwrap();
-    let refused = report.totals.status_codes.get("507").copied().unwrap_or(0);
+    let refused = report.totals.answers_with(fleetstorm::stats::Code::Http(507));
     assert!(refused > 0 && report.totals.ok > 0, "{}\n{}", report.summary(), String::from_utf8_lossy(&out.stderr));
     assert_eq!(report.totals.ok + refused, report.totals.sent, "{}", report.summary());
 }

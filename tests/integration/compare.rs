@@ -108,16 +108,16 @@ fn version_1_reports_are_still_read_by_report_merge_and_compare() {
     let out = fleetstorm(&["report", v1, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let upgraded: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(upgraded["schema"], "fleetstorm.report/v2");
+    assert_eq!(upgraded["schema"], "fleetstorm.report/v3");
     super::run::schema_check(&upgraded);
     let p = &upgraded["totals"]["latency_ms"];
     assert!(p["p75"].as_f64() <= p["p90"].as_f64() && p["p95"].as_f64() >= p["p90"].as_f64(), "{p}");
-    // compare: a v1 baseline against a v2 run of the same scenario.
+    // compare: a v1 baseline against a v3 run of the same scenario.
     let current = dir.write("current.json", &serde_json::to_string(&upgraded).unwrap());
     let (code, text) = compare(&[v1, &current]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("latency.p95") && text.contains("unchanged"), "{text}");
-    // merge: two v1 shards add up into a v2 report.
+    // merge: two v1 shards add up into a v3 report.
     // (In-process: the merged report is the command's file.)
     let merged = dir.path("merged.json");
     let (code, err) = execute(&[
@@ -142,4 +142,93 @@ fn version_1_reports_are_still_read_by_report_merge_and_compare() {
     };
     let sent = |r: &serde_json::Value| r["totals"]["sent"].as_u64().unwrap();
     assert_eq!(sent(&merged), sent(&shard(0)) + sent(&shard(1)));
+}
+
+/// A fixture as written.
+fn fixture(name: &str) -> serde_json::Value {
+    let path = super::util::root().join("tests/fixtures").join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn version_2_reports_are_read_with_classes_and_codes_by_report_merge_and_compare() {
+    // Written by the fleetstorm before the v3 schema, against a backend
+    // answering 429 to a share of heartbeats: v2's http_4xx, all of them
+    // 429s by its status codes (tests/fixtures/report-v2*.json).
+    let dir = TempDir::new("compare-v2");
+    let v2 = "tests/fixtures/report-v2.json";
+    let before = fixture("report-v2.json");
+    assert_eq!(before["schema"], "fleetstorm.report/v2");
+    let out = fleetstorm(&["report", v2, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let after: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(after["schema"], "fleetstorm.report/v3");
+    super::run::schema_check(&after);
+    let rows = |r: &serde_json::Value| {
+        let mut rows: Vec<serde_json::Value> = r["fleets"].as_array().unwrap().clone();
+        rows.push(r["totals"].clone());
+        rows
+    };
+    for (b, a) in rows(&before).iter().zip(rows(&after)) {
+        let (eb, ea) = (&b["errors"], &a["errors"]);
+        assert!(eb["http_4xx"].as_u64() > Some(0), "the fixture has 4xx answers: {b}");
+        assert_eq!(a["codes"]["http"], b["status_codes"], "status codes are HTTP's codes");
+        assert_eq!(a["codes"]["http"]["429"], eb["http_4xx"], "every 4xx a 429");
+        let zero = serde_json::json!(0);
+        assert_eq!((&ea["throttled"], &ea["rejected"], &ea["auth"]), (&eb["http_4xx"], &zero, &zero));
+        assert_eq!(ea["server_error"], eb["http_5xx"]);
+        for kept in ["other_status", "timeout", "connect", "tls", "io", "protocol"] {
+            assert_eq!(ea[kept], eb[kept], "{kept}");
+        }
+        assert_eq!(a["failed"], b["failed"]);
+    }
+    // A second's 4xx are the run's class: throttled.
+    let sum = |r: &serde_json::Value, class: &str| -> u64 {
+        r["timeline"].as_array().unwrap().iter().map(|s| s["errors"][class].as_u64().unwrap_or(0)).sum()
+    };
+    assert!(sum(&before, "http_4xx") > 0);
+    assert_eq!(sum(&after, "throttled"), sum(&before, "http_4xx"));
+    assert_eq!(sum(&after, "http_4xx"), 0);
+    // compare: gates read the v2 baseline by the new names and the old
+    // ones alike; against its own v3 rendering, nothing changed.
+    let current = dir.write("current.json", &serde_json::to_string(&after).unwrap());
+    let metrics = "errors.http_4xx,errors.throttled,errors.server_error,status.429,code.http.429,error_rate";
+    let (code, text) = compare(&[v2, &current, "--metrics", metrics]);
+    assert_eq!(code, Some(0), "{text}");
+    for metric in metrics.split(',') {
+        let line = text.lines().find(|l| l.starts_with(metric)).unwrap_or_else(|| panic!("no {metric}: {text}"));
+        assert!(line.contains("unchanged"), "{line}");
+    }
+    // merge: a v2 shard and a v3 shard (the other v2 shard as this
+    // fleetstorm writes it) add up, by class and by code.
+    let out = fleetstorm(&["report", "tests/fixtures/report-v2-shard1.json", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let shard1 = dir.path("shard1-v3.json");
+    std::fs::write(&shard1, &out.stdout).unwrap();
+    assert_eq!(fixture_at(&shard1)["schema"], "fleetstorm.report/v3");
+    let merged = dir.path("merged.json");
+    let (code, err) = execute(&[
+        "merge",
+        &super::util::root().join("tests/fixtures/report-v2-shard0.json").to_string_lossy(),
+        shard1.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let merged = fixture_at(&merged);
+    super::run::schema_check(&merged);
+    let (s0, s1) = (fixture("report-v2-shard0.json"), fixture("report-v2-shard1.json"));
+    let t = |r: &serde_json::Value, path: &[&str]| path.iter().fold(r["totals"].clone(), |v, k| v[k].clone()).as_u64();
+    let both = |path: &[&str]| t(&s0, path).unwrap_or(0) + t(&s1, path).unwrap_or(0);
+    assert_eq!(t(&merged, &["sent"]), Some(both(&["sent"])));
+    assert_eq!(t(&merged, &["errors", "throttled"]), Some(both(&["errors", "http_4xx"])));
+    assert!(both(&["errors", "http_4xx"]) > 0);
+    assert_eq!(t(&merged, &["errors", "server_error"]), Some(both(&["errors", "http_5xx"])));
+    for status in ["200", "429"] {
+        assert_eq!(t(&merged, &["codes", "http", status]), Some(both(&["status_codes", status])), "{status}");
+    }
+}
+
+fn fixture_at(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }

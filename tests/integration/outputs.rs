@@ -29,7 +29,7 @@ fn the_report_goes_to_standard_output_by_dash_or_by_name_and_the_device_stays() 
         assert_eq!(run.status.code(), Some(0), "{out}: {}", String::from_utf8_lossy(&run.stderr));
         // Standard output holds the report alone; the summary went to stderr.
         let report = report_json(&run.stdout);
-        assert_eq!(report["schema"], "fleetstorm.report/v2");
+        assert_eq!(report["schema"], "fleetstorm.report/v3");
         assert_eq!(report["totals"]["scheduled"], 40);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(stderr.contains("fleetstorm run \"small\""), "the summary is on stderr: {stderr}");

@@ -114,8 +114,8 @@ fn every_profile_s_devices_send_and_serve_accepts_what_the_report_counts_ok_and_
         // credentials are refused by serve and counted by class and status.
         assert_eq!(stats["accepted"].as_u64(), Some(ok), "{}: {stats}\n{t}", d.profile);
         let refused = stats["unauthorized"].as_u64().unwrap();
-        assert_eq!(t["errors"]["http_4xx"].as_u64(), Some(refused), "{}: {t}", d.profile);
-        assert_eq!(t["status_codes"]["401"].as_u64(), Some(refused), "{}: {t}", d.profile);
+        assert_eq!(t["errors"]["auth"].as_u64(), Some(refused), "{}: {t}", d.profile);
+        assert_eq!(t["codes"]["http"]["401"].as_u64(), Some(refused), "{}: {t}", d.profile);
         assert_eq!(ok + refused, sent, "{}: {t}", d.profile);
         // 3 s at 2/s per device: a quarter of the devices are refused, give
         // or take the heartbeats in flight at the end.
@@ -179,7 +179,7 @@ fn each_profile_s_example_scenario_runs_clean_against_the_builtin_backend() {
             let summary = &report["scenario"]["fleets"][i];
             assert_eq!((summary["name"].as_str(), summary["profile"].as_str()), (Some(*fleet), Some(*profile)));
             let f = &report["fleets"][i];
-            assert_eq!(f["status_codes"][status.to_string()], f["sent"], "{name}/{fleet}: {f}");
+            assert_eq!(f["codes"]["http"][status.to_string()], f["sent"], "{name}/{fleet}: {f}");
         }
     }
     // sample prints what a profile's devices send: ThingsBoard's shape.
@@ -275,7 +275,7 @@ fn shadow_requests_fleetstorm_signs_verify_with_botocore_and_on_serve() {
     let report = run(&scenario("builtin"), "builtin");
     let t = &report["totals"];
     assert!(t["ok"].as_u64() >= Some(20) && t["ok"] == t["sent"], "{t}");
-    assert_eq!(t["status_codes"]["200"], t["sent"]);
+    assert_eq!(t["codes"]["http"]["200"], t["sent"]);
     // serve --sigv4-verify accepts what the run counts ok, refuses a run
     // signed with another secret, and the run counts each refusal a 403.
     let (mut serve, url) = super::util::spawn_serve_with(
@@ -292,9 +292,9 @@ fn shadow_requests_fleetstorm_signs_verify_with_botocore_and_on_serve() {
     let t = &right["totals"];
     assert!(t["ok"].as_u64() >= Some(20) && t["ok"] == t["sent"] && accepted == t["ok"].as_u64(), "{t}");
     let t = &wrong["totals"];
-    assert!(t["sent"].as_u64() >= Some(20) && t["status_codes"]["403"] == t["sent"], "{t}");
+    assert!(t["sent"].as_u64() >= Some(20) && t["codes"]["http"]["403"] == t["sent"], "{t}");
     assert_eq!(
-        (t["errors"]["http_4xx"].as_u64(), stats["unauthorized"].as_u64()),
+        (t["errors"]["auth"].as_u64(), stats["unauthorized"].as_u64()),
         (t["sent"].as_u64(), t["sent"].as_u64())
     );
     assert_eq!(stats["accepted"].as_u64(), accepted, "nothing more accepted: {stats}");
@@ -443,9 +443,9 @@ fn a_custom_fleet_s_requests_are_checked_by_serve_from_its_scenario_and_wrong_to
     let (ok, sent) = (t["ok"].as_u64().unwrap(), t["sent"].as_u64().unwrap());
     let refused = stats["unauthorized"].as_u64().unwrap();
     assert_eq!(stats["accepted"].as_u64(), Some(ok), "{stats}\n{t}");
-    assert_eq!(t["status_codes"]["204"].as_u64(), Some(ok), "success is the fleet's own status: {t}");
+    assert_eq!(t["codes"]["http"]["204"].as_u64(), Some(ok), "success is the fleet's own status: {t}");
     assert_eq!(
-        (t["errors"]["http_4xx"].as_u64(), t["status_codes"]["401"].as_u64()),
+        (t["errors"]["auth"].as_u64(), t["codes"]["http"]["401"].as_u64()),
         (Some(refused), Some(refused)),
         "{t}"
     );

@@ -166,7 +166,7 @@ fn a_real_run_renders_html_markdown_junit_and_an_hlog_that_their_consumers_read(
         }
         let by_id = |id: &str| figures.iter().find(|f| f["id"] == id).unwrap();
         assert!(by_id("plot-rate")["series"].as_u64() >= Some(3), "offered, achieved, ok");
-        assert!(by_id("plot-errors")["series"].as_u64() >= Some(2), "http_5xx and missed");
+        assert!(by_id("plot-errors")["series"].as_u64() >= Some(2), "server_error and missed");
         assert!(by_id("plot-freshness")["series"].as_u64() >= Some(2), "one line per fleet");
         assert!(std::fs::metadata(&screenshot).unwrap().len() > 20_000, "a screenshot was taken");
     }

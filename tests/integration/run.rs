@@ -20,7 +20,7 @@ fn scenario(text: &str) -> Scenario {
 
 pub fn schema_check(report: &serde_json::Value) {
     let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("schemas/report-v2.schema.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(root().join("schemas/report-v3.schema.json")).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
     let errors: Vec<String> =
         validator.iter_errors(report).map(|e| format!("{} at {}", e, e.instance_path())).collect();

@@ -161,7 +161,8 @@ fn planted_device_credentials_appear_in_no_output_for_any_profile() {
     let _ = serve.wait();
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     let report = fleetstorm::report::Report::load(&outputs[0]).unwrap();
-    assert!(report.totals.status_codes.get("401").copied() > Some(0), "the wrong credentials reached serve");
+    let http = fleetstorm::stats::Code::Http;
+    assert!(report.totals.answers_with(http(401)) > 0, "the wrong credentials reached serve");
     assert!(report.totals.ok > 0, "the right ones too");
     let pumps = report.fleets.iter().find(|f| f.name.as_deref() == Some("pumps")).unwrap();
     assert!(pumps.ok > 0, "the shadow requests were signed: {pumps:?}");
@@ -169,7 +170,8 @@ fn planted_device_credentials_appear_in_no_output_for_any_profile() {
     // fleet's go to paths this serve does not answer: 404).
     let injected = fleetstorm::server::Faults::default().error_status().to_string();
     for f in report.fleets.iter().filter(|f| f.name.as_deref() != Some("trackers")) {
-        assert!(f.status_codes.get(&injected).copied() > Some(0), "{:?}: {:?}", f.name, f.status_codes);
+        let answers = f.codes.get("http").and_then(|c| c.get(&injected)).copied();
+        assert!(answers > Some(0), "{:?}: {:?}", f.name, f.codes);
     }
     let mut texts = vec![out.stdout, out.stderr];
     texts.extend(outputs.iter().map(|p| std::fs::read(p).unwrap()));

@@ -222,7 +222,7 @@ fn sigv4_signatures_verify_with_botocore_and_a_wrong_key_is_caught() {
     let Some((counts, report)) = sigv4_run("not-the-secret") else { return };
     assert_eq!(counts["valid"].as_u64(), Some(0), "{counts}");
     assert_eq!(counts["reasons"]["signature mismatch"].as_u64(), counts["invalid"].as_u64(), "{counts}");
-    assert_eq!(report.totals.errors["http_4xx"], report.totals.sent, "every request refused with 403");
+    assert_eq!(report.totals.errors["auth"], report.totals.sent, "every request refused with 403");
 }
 
 #[test]

@@ -103,7 +103,10 @@ mod tests {
         assert!(cohorts[1][0].is_none(), "no heartbeat of that cohort");
         assert_eq!(cohorts[1][1].as_ref().map(|c| c.counters.ok()), Some(1));
         assert_eq!(seconds.len(), 1, "both in second 2");
-        assert_eq!((seconds[0].second, seconds[0].classes[0], seconds[0].missed), (2, 1, 1));
+        assert_eq!(
+            (seconds[0].second, seconds[0].classes[crate::stats::OutcomeClass::Ok], seconds[0].missed),
+            (2, 1, 1)
+        );
         let (fleets, _, seconds) = r.take();
         assert!(fleets[1].counters.scheduled == 0 && seconds.is_empty(), "taken: afresh");
     }

@@ -98,7 +98,7 @@ impl Report {
         let totals = stats_of(None, &total, span, true);
         let pool = match t.connections {
             crate::transport::settings::ConnectionMode::Pool(n) => {
-                Some(PoolVerdict::judge(u64::from(n), &totals, light_load_p50(&total)))
+                Some(PoolVerdict::judge(u64::from(n), &(&totals).into(), light_load_p50(&total)))
             }
             _ => None,
         };

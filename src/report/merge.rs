@@ -144,7 +144,7 @@ pub fn merge(shards: &[ShardReport]) -> Result<Report, MergeError> {
     let pool = (!pools.is_empty()).then(|| {
         let connections = pools.iter().map(|p| p.connections).sum();
         let light = pools.iter().filter_map(|p| p.light_load_service_time_p50_ms).reduce(f64::min);
-        PoolVerdict::judge(connections, &totals, light)
+        PoolVerdict::judge(connections, &(&totals).into(), light)
     });
     let versions: std::collections::BTreeSet<&str> =
         sorted.iter().map(|s| s.report.fleetstorm_version.as_deref().unwrap_or("unknown")).collect();

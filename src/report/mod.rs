@@ -29,7 +29,10 @@ mod verdict;
 
 pub(crate) use build::{Span, stats_of};
 pub(crate) use verdict::generator_health;
-pub use verdict::{GeneratorHealth, PoolLimit, PoolVerdict};
+pub use verdict::{
+    GeneratorHealth, KEPT_UP_DEMAND, KEPT_UP_LAG_P99_MS, POOL_WAIT_P99_MS, PoolLimit, PoolLoad, PoolVerdict,
+    SERVICE_TIME_ROSE_FACTOR,
+};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -52,25 +55,9 @@ pub const SCHEMA_V2: &str = "fleetstorm.report/v2";
 /// their histograms, or left at zero; their outcomes as v2's).
 pub const SCHEMA_V1: &str = "fleetstorm.report/v1";
 
-/// Schedule lag p99 above which the generator is said to have fallen behind.
-pub const KEPT_UP_LAG_P99_MS: f64 = 10.0;
-
-/// The share of the time a generator thread may want a CPU and still be
-/// said to keep up: one that always has work takes answers late, and then
-/// every time it measures includes its own queueing.
-pub const KEPT_UP_DEMAND: f64 = 0.9;
-
-/// Connection wait p99 above which heartbeats are said to have queued for
-/// a pooled connection (and the pool verdict says why).
-pub const POOL_WAIT_P99_MS: f64 = 10.0;
-
 /// This fleetstorm's version and the commit it was built from, as
 /// `--version` says it.
 pub const VERSION: &str = env!("FLEETSTORM_VERSION");
-
-/// How far the service time must rise over its light-load value for a
-/// full pool to be the backend's slowing down rather than the pool's size.
-pub const SERVICE_TIME_ROSE_FACTOR: f64 = 2.0;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -739,6 +726,18 @@ fn is_one(n: &u64) -> bool {
     *n == 1
 }
 
+impl From<&Stats> for PoolLoad {
+    fn from(s: &Stats) -> PoolLoad {
+        PoolLoad {
+            offered_rate: s.offered_rate,
+            waited: s.waited,
+            connection_wait_p99_ms: s.connection_wait_ms.p99,
+            service_time_p50_ms: s.service_time_ms.p50,
+            service_time_mean_ms: s.service_time_ms.mean,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -770,7 +769,7 @@ mod tests {
     #[test]
     fn a_full_pool_at_a_flat_service_time_is_too_small_and_says_how_many_it_needs() {
         // 5,000/s at 1 ms each needs 5 connections; the pool has 2.
-        let v = PoolVerdict::judge(2, &pooled(5_000.0, 1, 400), Some(1.0));
+        let v = PoolVerdict::judge(2, &PoolLoad::from(&pooled(5_000.0, 1, 400)), Some(1.0));
         assert_eq!(v.limit, PoolLimit::Pool, "{}", v.verdict);
         assert_eq!(v.needed_connections, 5);
         assert!(v.verdict.contains("too small") && v.verdict.contains("at least 5 connections"), "{}", v.verdict);
@@ -782,7 +781,7 @@ mod tests {
     fn a_full_pool_whose_service_time_rose_is_the_backend_s_limit() {
         // Light load took 2 ms; saturated, every exchange waits 32 ms in
         // the backend's queue.
-        let v = PoolVerdict::judge(64, &pooled(4_000.0, 32, 3_000), Some(2.0));
+        let v = PoolVerdict::judge(64, &PoolLoad::from(&pooled(4_000.0, 32, 3_000)), Some(2.0));
         assert_eq!(v.limit, PoolLimit::Backend, "{}", v.verdict);
         assert!(v.verdict.contains("backend slowed down") && v.verdict.contains("rose from 2.00 ms"), "{}", v.verdict);
         assert!(!generator_health(0.5, None, Some(v)).understates_backend);
@@ -790,8 +789,8 @@ mod tests {
 
     #[test]
     fn a_pool_without_queueing_kept_up_and_unknown_light_load_says_so() {
-        assert_eq!(PoolVerdict::judge(64, &pooled(1_000.0, 2, 0), Some(2.0)).limit, PoolLimit::None);
-        let v = PoolVerdict::judge(64, &pooled(4_000.0, 32, 3_000), None);
+        assert_eq!(PoolVerdict::judge(64, &PoolLoad::from(&pooled(1_000.0, 2, 0)), Some(2.0)).limit, PoolLimit::None);
+        let v = PoolVerdict::judge(64, &PoolLoad::from(&pooled(4_000.0, 32, 3_000)), None);
         assert_eq!(v.limit, PoolLimit::Unknown);
         assert!(!generator_health(0.5, None, Some(v)).understates_backend);
     }

@@ -3,8 +3,34 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{KEPT_UP_DEMAND, KEPT_UP_LAG_P99_MS, POOL_WAIT_P99_MS, SERVICE_TIME_ROSE_FACTOR, Stats};
 use crate::stats::{Percentiles, Recorder};
+
+/// Schedule lag p99 above which the generator is said to have fallen behind.
+pub const KEPT_UP_LAG_P99_MS: f64 = 10.0;
+
+/// The share of the time a generator thread may want a CPU and still be
+/// said to keep up: one that always has work takes answers late, and then
+/// every time it measures includes its own queueing.
+pub const KEPT_UP_DEMAND: f64 = 0.9;
+
+/// Connection wait p99 above which heartbeats are said to have queued for
+/// a pooled connection (and the pool verdict says why).
+pub const POOL_WAIT_P99_MS: f64 = 10.0;
+
+/// How far the service time must rise over its light-load value for a
+/// full pool to be the backend's slowing down rather than the pool's size.
+pub const SERVICE_TIME_ROSE_FACTOR: f64 = 2.0;
+
+/// What the pool verdict is judged from: a run's (or a fleet's) totals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolLoad {
+    pub offered_rate: f64,
+    /// Heartbeats that waited for a connection.
+    pub waited: u64,
+    pub connection_wait_p99_ms: f64,
+    pub service_time_p50_ms: f64,
+    pub service_time_mean_ms: f64,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GeneratorHealth {
@@ -106,10 +132,10 @@ impl PoolVerdict {
     /// because the pool was too small for the offered rate at a service
     /// time that stayed flat. By Little's law the rate needs `offered ×
     /// mean service time` connections.
-    pub fn judge(connections: u64, totals: &Stats, light_load_p50_ms: Option<f64>) -> PoolVerdict {
-        let wait_p99 = totals.connection_wait_ms.p99;
-        let service_p50 = totals.service_time_ms.p50;
-        let needed = (totals.offered_rate * totals.service_time_ms.mean / 1000.0).ceil().max(1.0) as u64;
+    pub fn judge(connections: u64, totals: &PoolLoad, light_load_p50_ms: Option<f64>) -> PoolVerdict {
+        let wait_p99 = totals.connection_wait_p99_ms;
+        let service_p50 = totals.service_time_p50_ms;
+        let needed = (totals.offered_rate * totals.service_time_mean_ms / 1000.0).ceil().max(1.0) as u64;
         let with_headroom = (needed as f64 / 0.7).ceil() as u64;
         let rose = light_load_p50_ms.map(|light| service_p50 >= SERVICE_TIME_ROSE_FACTOR * light);
         let waited = totals.waited;

@@ -59,7 +59,11 @@ async fn a_pool_too_small_for_a_fast_backend_says_so_and_how_many_connections_th
     // constructed totals: src/report/mod.rs).
     let pool = report.generator.pool.as_ref().expect("a pool verdict");
     assert_eq!(pool.connections, 2);
-    assert_eq!(pool, &PoolVerdict::judge(2, t, pool.light_load_service_time_p50_ms), "judged on the report's totals");
+    assert_eq!(
+        pool,
+        &PoolVerdict::judge(2, &t.into(), pool.light_load_service_time_p50_ms),
+        "judged on the report's totals"
+    );
     assert_ne!(pool.limit, PoolLimit::None, "{}", pool.verdict);
     assert_eq!(
         report.generator.understates_backend,
@@ -118,7 +122,11 @@ async fn a_draining_pool_lengthens_sending_and_the_achieved_rate_is_over_that_ti
     // the service time rose past twice its light-load value is a timing
     // a busy machine moves; each limit's reasoning is unit-tested).
     let pool = report.generator.pool.as_ref().unwrap();
-    assert_eq!(pool, &PoolVerdict::judge(64, t, pool.light_load_service_time_p50_ms), "judged on the report's totals");
+    assert_eq!(
+        pool,
+        &PoolVerdict::judge(64, &t.into(), pool.light_load_service_time_p50_ms),
+        "judged on the report's totals"
+    );
     assert!(!report.generator.understates_backend || !report.generator.kept_up || pool.limit == PoolLimit::Pool);
 }
 

@@ -2,70 +2,11 @@
 //! notes when each heartbeat was handed to it: schedules, accounting and
 //! connection limits, deterministically and in no wall time.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
 use super::*;
 use crate::fleet::{Arrival, Schedule, StartMode};
 use crate::heartbeat::{FleetGenerator, NameTemplate};
-use crate::stats::Outcome;
-use crate::transport::Exchange;
+use crate::transport::testing::Fake;
 use hdrhistogram::Histogram;
-
-#[derive(Clone, Default)]
-struct Fake {
-    delay: Duration,
-    /// The worker's time an exchange that opens its connection takes
-    /// before it waits on anything (a real one's socket calls and TLS
-    /// handshake run on the worker's thread): the paused clock moves on
-    /// by that much, as a busy thread's would.
-    connect_cost: Duration,
-    calls: Arc<Mutex<Vec<Instant>>>,
-    connects: Arc<AtomicUsize>,
-    concurrent: Arc<AtomicUsize>,
-    most_concurrent: Arc<AtomicUsize>,
-}
-
-/// Moves the paused clock on by `d` now, from synchronous code: the
-/// first poll of `tokio::time::advance` does it (the rest only yields).
-fn spend(d: Duration) {
-    let mut advance = std::pin::pin!(tokio::time::advance(d));
-    let _ = advance.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-}
-
-impl Transport for Fake {
-    type Conn = ();
-
-    fn exchange(
-        &self,
-        conn: Option<()>,
-        outgoing: crate::transport::Outgoing,
-    ) -> impl Future<Output = Exchange<()>> + Send + 'static {
-        let body = outgoing.body;
-        assert!(crate::heartbeat::validate(&body).is_ok());
-        self.calls.lock().unwrap().push(Instant::now());
-        let now = self.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most_concurrent.fetch_max(now, Ordering::SeqCst);
-        let (delay, concurrent) = (self.delay, self.concurrent.clone());
-        let connect = conn.is_none().then_some(self.connect_cost);
-        self.connects.fetch_add(usize::from(connect.is_some()), Ordering::SeqCst);
-        async move {
-            // Connecting: on the worker's thread, when it first polls.
-            if let Some(cost) = connect {
-                spend(cost);
-            }
-            tokio::time::sleep(delay).await;
-            concurrent.fetch_sub(1, Ordering::SeqCst);
-            Exchange {
-                outcome: Outcome::Status(200),
-                conn: Some(()),
-                retry_after: None,
-                connected: None,
-                answered_at: None,
-            }
-        }
-    }
-}
 
 fn fleet(devices: u64, schedule: Schedule) -> FleetRuntime {
     let generator = crate::heartbeat::plain_generator();
@@ -104,7 +45,7 @@ async fn run_fake(fake: &Fake, fleets: Vec<FleetRuntime>, seconds: u64, connecti
 /// Calls per second of the run, from the fake's notes.
 fn per_second(fake: &Fake, t0: Instant, seconds: u64) -> Vec<usize> {
     let mut counts = vec![0; seconds as usize];
-    for t in fake.calls.lock().unwrap().iter() {
+    for t in fake.call_times().iter() {
         let s = (*t - t0).as_secs() as usize;
         if s < counts.len() {
             counts[s] += 1;
@@ -144,8 +85,7 @@ async fn a_warm_up_is_in_the_timeline_but_not_in_the_totals() {
 async fn ten_thousand_devices_at_one_second_send_ten_thousand_per_second() {
     let fake = Fake::default();
     let t0 = Instant::now();
-    let out =
-        run_fake(&fake, vec![fleet(10_000, every(Duration::from_secs(1)))], 5, ConnectionMode::PerDevice).await;
+    let out = run_fake(&fake, vec![fleet(10_000, every(Duration::from_secs(1)))], 5, ConnectionMode::PerDevice).await;
     for (s, n) in per_second(&fake, t0, 5).iter().enumerate() {
         assert!((9_900..=10_100).contains(n), "second {s}: {n} sends");
     }
@@ -156,7 +96,7 @@ async fn ten_thousand_devices_at_one_second_send_ten_thousand_per_second() {
     assert_eq!((c.scheduled, c.sent, c.missed, c.ok()), (50_000, 50_000, 0, 50_000));
     assert_accounting(&out);
     // Staggered phases: every 100 ms slice of the first second gets a tenth.
-    let calls = fake.calls.lock().unwrap();
+    let calls = fake.call_times();
     let mut slices = [0; 10];
     for t in calls.iter().filter(|t| (**t - t0) < Duration::from_secs(1)) {
         slices[((*t - t0).as_millis() / 100) as usize] += 1;
@@ -170,7 +110,7 @@ async fn synchronized_devices_all_send_at_once() {
     let t0 = Instant::now();
     let schedule = Schedule { start: StartMode::Synchronized, ..every(Duration::from_secs(1)) };
     run_fake(&fake, vec![fleet(1_000, schedule)], 3, ConnectionMode::PerDevice).await;
-    let calls = fake.calls.lock().unwrap();
+    let calls = fake.call_times();
     let at = |ms: u128| calls.iter().filter(|t| (**t - t0).as_millis() / 10 == ms / 10).count();
     assert_eq!((at(0), at(1000), at(2000)), (1000, 1000, 1000), "a thundering herd each second");
 }
@@ -279,17 +219,13 @@ async fn a_reconnect_storm_waits_its_turn_and_connected_devices_keep_their_sched
     let out = run(fake.clone(), vec![storm, steady], settings, CancellationToken::new(), |_| {}).await;
     assert_accounting(&out);
     let (storm, steady) = (&out.fleets[0], &out.fleets[1]);
-    assert_eq!(fake.connects.load(Ordering::SeqCst), 2 * 2_000 + 100, "the storm connected anew");
+    assert_eq!(fake.connects(), 2 * 2_000 + 100, "the storm connected anew");
     // The connected devices kept to the schedule through the storm:
     // late by at most one trip's connects (and tokio's 1 ms timer tick:
     // the paused clock has no timerfd).
     let trip = connect_cost * worker::MAX_CONNECTS_PER_TRIP;
     let bound = (Duration::from_millis(1) + trip).as_micros() as u64 + 1;
-    assert!(
-        steady.schedule_lag.max() <= bound,
-        "steady lag max {} µs, bound {bound} µs",
-        steady.schedule_lag.max()
-    );
+    assert!(steady.schedule_lag.max() <= bound, "steady lag max {} µs, bound {bound} µs", steady.schedule_lag.max());
     assert_eq!(steady.counters.sent, 6_000);
     // The storm's new connections went MAX_CONNECTS_PER_TRIP per trip,
     // a trip at most each millisecond (its connects take longer): its
@@ -335,7 +271,7 @@ async fn retries_still_due_at_the_end_are_pending_not_failed() {
     // intended at t ends failed at t + 3 s, if that is not after the
     // end (a retry due at the end's instant still goes). One heartbeat
     // per device, one intended every 0.5 s: 15 by 7 s.
-    let t = Scripted::new(|_| 503);
+    let t = Fake::answering(|_| 503);
     let f = FleetRuntime { retry: Some(policy), ..fleet(20, every(Duration::from_secs(10))) };
     let out = run_scripted(&t, vec![f], 10, 3, false).await;
     assert_accounting(&out);
@@ -348,7 +284,7 @@ async fn a_pool_never_holds_more_than_its_connections() {
     let fake = Fake { delay: Duration::from_millis(100), ..Fake::default() };
     let out = run_fake(&fake, vec![fleet(200, every(Duration::from_secs(1)))], 5, ConnectionMode::Pool(4)).await;
     assert_accounting(&out);
-    assert!(fake.most_concurrent.load(Ordering::SeqCst) <= 4);
+    assert!(fake.most_concurrent() <= 4);
     // 4 connections at 100 ms each carry 40/s (for the 5 s run and the
     // 1 s drain of the queue after it): most of the 200/s waits and misses.
     let c = &out.fleets[0].counters;
@@ -374,85 +310,12 @@ async fn cancelling_stops_scheduling_and_still_accounts_for_everything() {
     assert!((250..=300).contains(&c.scheduled), "{c:?}");
 }
 
-/// A transport that notes who sent what when, and answers each
-/// device's n-th attempt with `answer(n)` (counting from 1).
-#[derive(Clone)]
-struct Scripted {
-    answer: fn(usize) -> u16,
-    delay: Duration,
-    /// The transport says the answer arrived this long before the
-    /// exchange ended (a kernel receive stamp), if set.
-    arrived_early: Option<Duration>,
-    /// (time, device name, agent version) of every call.
-    calls: Arc<Mutex<Vec<(Instant, String, String)>>>,
-    attempts: Arc<Mutex<std::collections::HashMap<String, usize>>>,
-}
-
-impl Scripted {
-    fn new(answer: fn(usize) -> u16) -> Self {
-        Scripted {
-            answer,
-            delay: Duration::ZERO,
-            arrived_early: None,
-            calls: Arc::default(),
-            attempts: Arc::default(),
-        }
-    }
-
-    /// Each device's call times, in ms since `t0`.
-    fn times_by_device(&self, t0: Instant) -> std::collections::BTreeMap<String, Vec<u128>> {
-        let mut out: std::collections::BTreeMap<String, Vec<u128>> = Default::default();
-        for (t, device, _) in self.calls.lock().unwrap().iter() {
-            out.entry(device.clone()).or_default().push((*t - t0).as_millis());
-        }
-        out
-    }
-}
-
-impl Transport for Scripted {
-    type Conn = ();
-
-    fn exchange(
-        &self,
-        _conn: Option<()>,
-        outgoing: crate::transport::Outgoing,
-    ) -> impl Future<Output = Exchange<()>> + Send + 'static {
-        let body = outgoing.body;
-        let summary = crate::heartbeat::validate::inspect(&body).expect("a valid body");
-        let device = summary.device_name.to_string();
-        let n = {
-            let mut attempts = self.attempts.lock().unwrap();
-            let n = attempts.entry(device.clone()).or_default();
-            *n += 1;
-            *n
-        };
-        self.calls.lock().unwrap().push((Instant::now(), device, summary.agent_version.to_string()));
-        let (status, delay, early) = ((self.answer)(n), self.delay, self.arrived_early);
-        async move {
-            tokio::time::sleep(delay).await;
-            Exchange {
-                outcome: Outcome::Status(status),
-                conn: Some(()),
-                retry_after: None,
-                connected: None,
-                answered_at: early.map(|e| (Instant::now() - e).into_std()),
-            }
-        }
-    }
-}
-
 fn with_events(mut f: FleetRuntime, events: &[crate::fleet::Event]) -> FleetRuntime {
     f.events = crate::fleet::FleetEvents::new(events, f.devices, f.schedule.interval, 77);
     f
 }
 
-async fn run_scripted(
-    t: &Scripted,
-    fleets: Vec<FleetRuntime>,
-    seconds: u64,
-    seed: u64,
-    cohorts: bool,
-) -> RunOutput {
+async fn run_scripted(t: &Fake, fleets: Vec<FleetRuntime>, seconds: u64, seed: u64, cohorts: bool) -> RunOutput {
     let settings = EngineSettings { cohorts, ..paused(seconds, ConnectionMode::PerDevice, seed) };
     run(t.clone(), fleets, settings, CancellationToken::new(), |_| {}).await
 }
@@ -460,7 +323,7 @@ async fn run_scripted(
 #[tokio::test(start_paused = true)]
 async fn an_outage_silences_exactly_its_share_and_they_all_come_back_in_one_millisecond() {
     use crate::fleet::{Event, EventKind, Recovery};
-    let t = Scripted::new(|_| 200);
+    let t = Fake::answering(|_| 200);
     let outage = Event {
         at: Duration::from_secs(30),
         share: 0.3,
@@ -493,7 +356,7 @@ async fn live_freshness_follows_the_silenced_devices_going_stale() {
     let fleets = || vec![with_events(fleet(1000, every(Duration::from_secs(10))), std::slice::from_ref(&outage))];
     let settings = EngineSettings { live_freshness: true, ..paused(100, ConnectionMode::PerDevice, 3) };
     let mut seen: Vec<(Duration, u64, u64)> = Vec::new();
-    let t = Scripted::new(|_| 200);
+    let t = Fake::answering(|_| 200);
     let out = run(t.clone(), fleets(), settings, CancellationToken::new(), |live| {
         if let Some(f) = live.freshness {
             seen.push((live.elapsed, f[0].stale, f[0].devices));
@@ -524,14 +387,11 @@ async fn live_freshness_follows_the_silenced_devices_going_stale() {
 #[tokio::test(start_paused = true)]
 async fn a_rollout_switches_versions_at_the_planned_pace_and_cohorts_follow() {
     use crate::fleet::{Event, EventKind, RolloutTarget};
-    let t = Scripted::new(|_| 200);
+    let t = Fake::answering(|_| 200);
     let rollout = Event {
         at: Duration::from_secs(10),
         share: 0.5,
-        kind: EventKind::Rollout {
-            over: Duration::from_secs(20),
-            target: RolloutTarget::AgentVersion("2.0".into()),
-        },
+        kind: EventKind::Rollout { over: Duration::from_secs(20), target: RolloutTarget::AgentVersion("2.0".into()) },
     };
     let mut f = fleet(1000, every(Duration::from_secs(1)));
     f.generator.profile.agent_versions.ensure("2.0");
@@ -543,11 +403,11 @@ async fn a_rollout_switches_versions_at_the_planned_pace_and_cohorts_follow() {
     let out = run_scripted(&t, vec![f], 40, 3, true).await;
     // Devices on 2.0 in each second.
     let on_new = |second: u64| {
-        let calls = t.calls.lock().unwrap();
+        let calls = t.calls();
         calls
             .iter()
-            .filter(|(at, _, v)| (*at - t0).as_secs() == second && v == "2.0")
-            .map(|(_, d, _)| d.clone())
+            .filter(|c| (c.at - t0).as_secs() == second && c.version == "2.0")
+            .map(|c| c.device.clone())
             .collect::<std::collections::HashSet<_>>()
             .len()
     };
@@ -569,7 +429,7 @@ async fn a_rollout_switches_versions_at_the_planned_pace_and_cohorts_follow() {
 #[tokio::test(start_paused = true)]
 async fn a_surge_changes_its_share_s_rate_for_its_duration() {
     use crate::fleet::{Event, EventKind};
-    let t = Scripted::new(|_| 200);
+    let t = Fake::answering(|_| 200);
     let surge = Event {
         at: Duration::from_secs(20),
         share: 0.5,
@@ -579,8 +439,8 @@ async fn a_surge_changes_its_share_s_rate_for_its_duration() {
     let f = with_events(fleet(200, every(Duration::from_secs(10))), &[surge]);
     run_scripted(&t, vec![f], 50, 3, false).await;
     let mut per_second = vec![0; 50];
-    for (at, _, _) in t.calls.lock().unwrap().iter() {
-        per_second[(*at - t0).as_secs() as usize] += 1;
+    for c in t.calls() {
+        per_second[(c.at - t0).as_secs() as usize] += 1;
     }
     assert!(per_second[..20].iter().all(|n| *n == 20), "20/s before: {per_second:?}");
     assert!(per_second[21..30].iter().all(|n| (105..=115).contains(n)), "about 110/s during: {per_second:?}");
@@ -598,7 +458,7 @@ async fn the_same_seed_gives_the_same_schedule() {
     };
     let outage = &outage;
     let schedule = |seed: u64| async move {
-        let t = Scripted::new(|_| 200);
+        let t = Fake::answering(|_| 200);
         let t0 = Instant::now();
         let poisson = Schedule { arrival: Arrival::Poisson, ..every(Duration::from_secs(2)) };
         let f = with_events(fleet(300, poisson), std::slice::from_ref(outage));
@@ -621,7 +481,7 @@ async fn retries_back_off_exponentially_up_to_max_and_count_separately() {
         jitter: Jitter::None,
     };
     // Every attempt fails: each heartbeat is tried 4 times, 1, 2 and 4 s apart.
-    let t = Scripted::new(|_| 503);
+    let t = Fake::answering(|_| 503);
     let t0 = Instant::now();
     // Five devices, first sends 12 s apart: every retry falls within the minute.
     let f = FleetRuntime { retry: Some(policy), ..fleet(5, every(Duration::from_secs(60))) };
@@ -635,7 +495,7 @@ async fn retries_back_off_exponentially_up_to_max_and_count_separately() {
     assert_accounting(&out);
 
     // The third attempt succeeds: recovered, latency from the first intended time.
-    let t = Scripted::new(|n| if n % 3 == 0 { 200 } else { 503 });
+    let t = Fake::answering(|n| if n % 3 == 0 { 200 } else { 503 });
     let full = RetryPolicy { jitter: Jitter::Full, ..policy };
     let f = FleetRuntime { retry: Some(full), ..fleet(5, every(Duration::from_secs(60))) };
     let out = run_scripted(&t, vec![f], 60, 3, false).await;
@@ -653,10 +513,10 @@ async fn retries_back_off_exponentially_up_to_max_and_count_separately() {
 /// sent (a clock step) when it was sent, never earlier.
 #[tokio::test(start_paused = true)]
 async fn answers_are_timed_when_they_arrived_not_when_they_were_read() {
-    let t = Scripted {
+    let t = Fake {
         delay: Duration::from_millis(50),
         arrived_early: Some(Duration::from_millis(30)),
-        ..Scripted::new(|_| 200)
+        ..Fake::answering(|_| 200)
     };
     let out = run_scripted(&t, vec![fleet(20, every(Duration::from_secs(1)))], 10, 3, false).await;
     let r = &out.fleets[0];
@@ -667,18 +527,14 @@ async fn answers_are_timed_when_they_arrived_not_when_they_were_read() {
     assert!(r.latency.max() <= 23_000, "latency max {} µs", r.latency.max());
     assert_accounting(&out);
 
-    let t = Scripted {
+    let t = Fake {
         delay: Duration::from_millis(5),
         arrived_early: Some(Duration::from_secs(3)),
-        ..Scripted::new(|_| 200)
+        ..Fake::answering(|_| 200)
     };
     let out = run_scripted(&t, vec![fleet(20, every(Duration::from_secs(1)))], 10, 3, false).await;
     let r = &out.fleets[0];
-    assert!(
-        r.service_time.max() <= 1_000,
-        "a stamp before the send counts as the send: {} µs",
-        r.service_time.max()
-    );
+    assert!(r.service_time.max() <= 1_000, "a stamp before the send counts as the send: {} µs", r.service_time.max());
     assert_accounting(&out);
 }
 
@@ -693,12 +549,12 @@ async fn a_run_that_ends_mid_retry_counts_each_heartbeat_once() {
         jitter: Jitter::Full,
     };
     // Slow failures: at the end, some retries are in flight, some waiting.
-    let t = Scripted { delay: Duration::from_millis(170), ..Scripted::new(|_| 503) };
+    let t = Fake { delay: Duration::from_millis(170), ..Fake::answering(|_| 503) };
     let f = FleetRuntime { retry: Some(policy), ..fleet(97, every(Duration::from_millis(700))) };
     let out = run_scripted(&t, vec![f], 3, 5, false).await;
     assert_accounting(&out);
     let c = &out.fleets[0].counters;
-    let attempts = t.calls.lock().unwrap().len() as u64;
+    let attempts = t.calls().len() as u64;
     assert_eq!(c.sent + c.retries, attempts, "{c:?}");
     // Every heartbeat failed once, or ended with a retry still to go.
     assert_eq!(c.failed() + c.retry_pending, c.sent, "{c:?}");
@@ -712,15 +568,106 @@ async fn a_cancel_before_the_first_heartbeat_still_marks_the_run_interrupted() {
     cancel.cancel();
     let settings = paused(60, ConnectionMode::PerDevice, 3);
     for _ in 0..20 {
-        let out = run(
-            fake.clone(),
-            vec![fleet(10, every(Duration::from_secs(1)))],
-            settings.clone(),
-            cancel.clone(),
-            |_| {},
-        )
-        .await;
+        let out =
+            run(fake.clone(), vec![fleet(10, every(Duration::from_secs(1)))], settings.clone(), cancel.clone(), |_| {})
+                .await;
         assert!(out.interrupted, "cancelled before it began: interrupted");
         assert!(out.scheduled_for < Duration::from_secs(1));
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transport_without_sessions_is_given_no_identity_and_no_idle_wait() {
+    // As HTTP: the exchange opens its own connection; the worker builds no
+    // identity and waits on nothing between heartbeats (the fake's `idle`
+    // would panic).
+    let fake = Fake::default();
+    let out = run_fake(&fake, vec![fleet(10, every(Duration::from_secs(1)))], 5, ConnectionMode::PerDevice).await;
+    assert_accounting(&out);
+    assert_eq!(out.fleets[0].counters.sent, 50);
+    assert!(fake.identities().is_empty() && fake.opened_sessions().is_empty());
+    assert_eq!(out.sessions, [SessionCounts::default()]);
+}
+
+/// The seam a session protocol plugs into, driven through the same worker
+/// code HTTP's exchanges go through: a fake transport shaped like MQTT
+/// (`transport::testing`, with a session script), four devices every 10 s
+/// for a minute. Each device's session opens with its identity (20 ms to
+/// connect); d-0's second message is acknowledged after 12 s, past its
+/// exchange's 1 s timeout and after its third message's acknowledgement
+/// (out of order, arriving on the idle session); keep-alives fall due
+/// every 4 s between heartbeats; the far end closes d-1's first session
+/// 15 s after it opened, and d-1's next heartbeat opens a new one with its
+/// identity again. No protocol-specific code runs outside the fake.
+#[tokio::test(start_paused = true)]
+async fn a_session_transport_opens_each_device_s_session_with_its_identity_keeps_it_alive_and_reopens_it() {
+    use crate::transport::testing::SessionScript;
+    let script = SessionScript {
+        keepalive: Duration::from_secs(4),
+        ack: |device, n| if (device, n) == ("d-0", 2) { Duration::from_secs(12) } else { Duration::from_millis(50) },
+        ack_timeout: Duration::from_secs(1),
+        close: |device, n| ((device, n) == ("d-1", 1)).then_some(Duration::from_secs(15)),
+    };
+    let fake = Fake { connect_delay: Duration::from_millis(20), ..Fake::with_sessions(script) };
+    let settings = paused(60, ConnectionMode::PerDevice, 3);
+    let out =
+        run(fake.clone(), vec![fleet(4, every(Duration::from_secs(10)))], settings, CancellationToken::new(), |_| {})
+            .await;
+
+    // The report's counts: every heartbeat sent, one failed (the late
+    // acknowledgement's), each connect counted (d-1's twice).
+    assert_accounting(&out);
+    let c = &out.fleets[0].counters;
+    assert_eq!((c.scheduled, c.sent, c.missed, c.ok(), c.failed()), (24, 24, 0, 23, 1), "{c:?}");
+    assert_eq!((c.connects, fake.connects()), (5, 5), "four sessions and d-1's second");
+
+    let sessions = fake.opened_sessions();
+    let mut by_device: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+    for s in sessions.values() {
+        by_device.entry(s.identity.device.clone()).or_default().push(s.number);
+    }
+    let expected: Vec<(&str, Vec<u32>)> =
+        vec![("d-0", vec![1]), ("d-1", vec![1, 2]), ("d-2", vec![1]), ("d-3", vec![1])];
+    let by_device: Vec<(&str, Vec<u32>)> = by_device.iter().map(|(d, n)| (d.as_str(), n.clone())).collect();
+    assert_eq!(by_device, expected, "each device's sessions, opened with its own name");
+    // Every message went on its own device's session (the fake checks each).
+    for call in fake.calls() {
+        assert_eq!(sessions[&call.conn].identity.device, call.device);
+    }
+
+    // d-0: message 2's acknowledgement came after message 3's, inbound.
+    let d0 = sessions.values().find(|s| s.identity.device == "d-0").unwrap();
+    assert_eq!(d0.acked, [1, 3, 2, 4, 5, 6], "acknowledged out of order");
+    assert_eq!(d0.inbound.len(), 1);
+    assert!(d0.inbound[0] > d0.messages[2] && d0.inbound[0] < d0.messages[3]);
+
+    // Keep-alives between heartbeats: two in each 10 s gap of a session
+    // (at 4 and 8 s after its message); the engine counted each one.
+    for s in sessions.values() {
+        for gap in s.messages.windows(2) {
+            let n = s.keepalives.iter().filter(|k| **k > gap[0] && **k < gap[1]).count();
+            assert_eq!(
+                n, 2,
+                "{} session {}: keep-alives between {gap:?}: {:?}",
+                s.identity.device, s.number, s.keepalives
+            );
+        }
+    }
+    let keepalives: usize = sessions.values().map(|s| s.keepalives.len()).sum();
+    assert!(keepalives >= 4 * 2 * 5 - 2, "{keepalives}");
+    let counted = out.sessions[0];
+    assert_eq!(counted, SessionCounts { keepalives: keepalives as u64, inbound: 1, closed: 1 });
+
+    // d-1: closed by the far end 15 s after it opened (between two
+    // heartbeats), reopened with its identity at its next heartbeat.
+    let d1: Vec<&crate::transport::testing::Session> =
+        sessions.values().filter(|s| s.identity.device == "d-1").collect();
+    assert!(d1[0].closed && !d1[1].closed);
+    assert_eq!(d1[0].messages.len() + d1[1].messages.len(), 6);
+    assert_eq!(d1[1].identity, d1[0].identity, "the same identity again");
+    // Two heartbeats after the first (20 ms to connect each time; tokio's
+    // 1 ms timer ticks).
+    let reopened = (d1[1].opened_at - d1[0].opened_at).as_millis();
+    assert!((19_999..=20_001).contains(&reopened), "reopened {reopened} ms after the first opened");
+    assert!(d1[0].messages.len() == 2 && d1[1].opened_at > d1[0].messages[1] + Duration::from_secs(5));
 }

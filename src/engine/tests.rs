@@ -607,6 +607,7 @@ async fn a_session_transport_opens_each_device_s_session_with_its_identity_keeps
         ack: |device, n| if (device, n) == ("d-0", 2) { Duration::from_secs(12) } else { Duration::from_millis(50) },
         ack_timeout: Duration::from_secs(1),
         close: |device, n| ((device, n) == ("d-1", 1)).then_some(Duration::from_secs(15)),
+        overstay: Duration::ZERO,
     };
     let fake = Fake { connect_delay: Duration::from_millis(20), ..Fake::with_sessions(script) };
     let settings = paused(60, ConnectionMode::PerDevice, 3);
@@ -670,4 +671,32 @@ async fn a_session_transport_opens_each_device_s_session_with_its_identity_keeps
     let reopened = (d1[1].opened_at - d1[0].opened_at).as_millis();
     assert!((19_999..=20_001).contains(&reopened), "reopened {reopened} ms after the first opened");
     assert!(d1[0].messages.len() == 2 && d1[1].opened_at > d1[0].messages[1] + Duration::from_secs(5));
+}
+
+/// A heartbeat that finds its device's session still out on an idle wait
+/// (the transport handed it back 30 ms late) waits for it, as one waits
+/// for a pooled connection: sent late on the same session, none lost.
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_that_finds_its_session_out_on_an_idle_wait_waits_for_it() {
+    use crate::transport::testing::SessionScript;
+    let script = SessionScript {
+        keepalive: Duration::from_secs(60),
+        ack: |_, _| Duration::from_millis(5),
+        ack_timeout: Duration::from_secs(1),
+        close: |_, _| None,
+        overstay: Duration::from_millis(30),
+    };
+    let fake = Fake::with_sessions(script);
+    let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
+    let out =
+        run(fake.clone(), vec![fleet(3, every(Duration::from_secs(1)))], settings, CancellationToken::new(), |_| {})
+            .await;
+    assert_accounting(&out);
+    let r = &out.fleets[0];
+    let c = &r.counters;
+    assert_eq!((c.scheduled, c.sent, c.missed, c.ok(), c.connects), (15, 15, 0, 15, 3), "{c:?}");
+    assert_eq!((c.waited, c.late), (12, 12), "all but each device's first waited for its session");
+    let ms = |v: u64| (v + 500) / 1000;
+    assert_eq!(ms(r.connection_wait.max()), 30);
+    assert_eq!(fake.opened_sessions().len(), 3, "each device kept its one session");
 }

@@ -51,6 +51,9 @@ pub struct SessionScript {
     /// How long after it opened the far end closes `device`'s `n`-th
     /// session (from 1), if it does.
     pub close: fn(device: &str, n: u32) -> Option<Duration>,
+    /// An idle wait with nothing to do ends this long after the instant
+    /// it was given (a transport slow to hand its session back).
+    pub overstay: Duration,
 }
 
 /// One session, as the fake's far end saw it.
@@ -322,7 +325,7 @@ impl Transport for Fake {
             ]
             .into_iter()
             .flatten()
-            .fold((until, Idle::Until), |first, next| {
+            .fold((until + script.overstay, Idle::Until), |first, next| {
                 if next.0 <= first.0 && (next.0 < first.0 || first.1 == Idle::Until) { next } else { first }
             })
         };

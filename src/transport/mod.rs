@@ -121,7 +121,9 @@ pub trait Transport: Send + Sync + 'static {
     /// Whether a connection is one device's session, opened with its
     /// identity ([`Transport::connect`]) by the worker rather than by the
     /// exchange: then every exchange is given one. False for HTTP, whose
-    /// hot path builds no identity.
+    /// hot path builds no identity. Sessions are per device (no pooling,
+    /// `../shared/DESIGN.md`): such a transport is meant for per-device
+    /// connections, the only mode whose idle sessions are waited on.
     fn sessions(&self) -> bool {
         false
     }

@@ -26,7 +26,9 @@
 //!    generator, whose device names come from a template or identities.
 //! 3. [`transport`], [`gate`], [`fleet`]: one heartbeat exchange (plain
 //!    HTTP/1.1 through the lean client in [`transport::h1`], TLS and HTTP/2
-//!    through hyper, SigV4, source addresses) and the transport settings;
+//!    through hyper, SigV4, source addresses), the seam a session protocol
+//!    plugs into (routes, a device's identity, idle sessions) and the
+//!    transport settings;
 //!    the metric catalogue and thresholds as data; each device's schedule,
 //!    fleet events, retries and devices online.
 //! 4. [`wire`]: what a fleet's devices speak (its device profile): each

@@ -342,6 +342,10 @@ pub fn parse_in(
     }
     for (i, f) in scenario.fleets.iter().enumerate() {
         let fleet = |rest: &[Step]| [&[Step::Key("fleets".into()), Step::Index(i)][..], rest].concat();
+        if let Err(why) = check_protocol(f.wire, scenario.target.url.protocol()) {
+            let message = format!("fleet {:?}: {why}", f.name());
+            return Err(ScenarioError::at_key(origin, text, format, &fleet(&[Step::Key("profile".into())]), &message));
+        }
         if f.wire == crate::wire::ProfileName::AwsIotShadow
             && let Err(why) = shadow_credential(&scenario.target)
         {
@@ -611,6 +615,17 @@ fn shadow_credential(target: &Target) -> Result<(), String> {
     }
 }
 
+/// Refuses a fleet whose profile has no route in the protocol its target
+/// speaks (every profile has HTTP's today: the check is the seam a second
+/// protocol's targets and profiles meet at).
+fn check_protocol(profile: crate::wire::ProfileName, target: crate::transport::Protocol) -> Result<(), String> {
+    if profile.protocols().contains(&target) {
+        return Ok(());
+    }
+    let has: Vec<String> = profile.protocols().iter().map(ToString::to_string).collect();
+    Err(format!("the {profile} profile sends over {}, and the target speaks {target}", has.join(" or ")))
+}
+
 /// Reads a fleet's identities file for `profile`: its names by the
 /// profile's rule, the profile's credential columns there, and each
 /// credential one the profile can send.
@@ -700,6 +715,22 @@ mod tests {
         let mut one = parse("[[fleets]]\nname = \"f\"\ndevices = 1\ndevice_name = \"solo\"\n").fleets[0].clone();
         let unnamed = one.set_devices(2).unwrap_err();
         assert!(matches!(unnamed, super::ScaleError::Names(_)), "{unnamed}");
+    }
+
+    #[test]
+    fn every_profile_s_fleet_is_checked_against_its_target_s_protocol_and_each_has_http_s() {
+        for url in ["builtin", "http://127.0.0.1:9", "https://127.0.0.1:9"] {
+            let protocol = super::TargetUrl::parse(url).unwrap().protocol();
+            assert_eq!(protocol, crate::transport::Protocol::Http, "{url}");
+            for p in crate::wire::ProfileName::ALL {
+                assert_eq!(super::check_protocol(p, protocol), Ok(()), "{p} against {url}");
+            }
+        }
+        // A scenario runs its fleets' check as it is read.
+        let text =
+            "[target]\nurl = \"http://127.0.0.1:9\"\n[[fleets]]\nname = \"f\"\ndevices = 1\nprofile = \"hono\"\n";
+        let read = crate::scenario::parse(text, crate::scenario::Format::Toml, "s.toml", "s").unwrap();
+        assert_eq!(read.fleets[0].wire.protocols(), [read.target.url.protocol()]);
     }
 
     #[test]

@@ -71,6 +71,14 @@ impl TargetUrl {
         Ok((TargetUrl::Http { host, port, tls }, path))
     }
 
+    /// The protocol the target speaks: HTTP for `http://`, `https://` and
+    /// the built-in backend.
+    pub fn protocol(&self) -> crate::transport::Protocol {
+        match self {
+            TargetUrl::Builtin | TargetUrl::Http { .. } => crate::transport::Protocol::Http,
+        }
+    }
+
     /// Whether the target runs on this machine: the built-in backend, a
     /// loopback address or `localhost`.
     pub fn is_local(&self) -> bool {

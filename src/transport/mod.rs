@@ -8,14 +8,24 @@
 //! TCP, HTTP/1.1 connections the exchange drives itself ([`h1`], the hot
 //! path); over TLS ([`tls`], rustls) or for HTTP/2, hyper's client
 //! connections; from the scenario's source addresses in turn, each request
-//! signed with SigV4 when asked ([`sigv4`]). Tests use other transports to
-//! drive the engine under a paused clock.
+//! signed with SigV4 when asked ([`sigv4`]). Tests drive the engine under a
+//! paused clock with one fake (`testing`), which can also be a transport
+//! with sessions shaped like MQTT's.
+//!
+//! The seam a second protocol plugs into: a message carries a [`Route`]
+//! ([`route`]); a device's session opens with its [`Identity`] and an idle
+//! one has work of its own ([`session`], [`Transport::sessions`],
+//! [`Transport::idles`]).
 
 mod arrival;
 pub mod h1;
 pub mod ports;
+pub mod route;
+pub mod session;
 pub mod settings;
 pub mod sigv4;
+#[cfg(test)]
+pub mod testing;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -33,41 +43,39 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::stats::{Failure, Outcome, PerClass};
+pub use route::{HttpRoute, Protocol, Route};
+pub use session::{Identity, Idle};
 pub use sigv4::Signer;
 pub use tls::TlsClient;
 
-/// What one heartbeat sends: its body and, for a device whose requests go
-/// elsewhere than the endpoint's path (a device profile's per-device
-/// request target and credentials), where and with which extra headers.
-/// `From<Bytes>` gives the endpoint's own request, the one every
-/// `SendHeartbeat` fleet sends: the same bytes as without it.
+/// What one heartbeat sends: its body and its [`Route`]: the endpoint's
+/// own request, or (a device profile's per-device request target and
+/// credentials) where and with which extra headers. `From<Bytes>` gives
+/// the endpoint's own request, the one every `SendHeartbeat` fleet sends:
+/// the same bytes as without it.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub body: Bytes,
-    /// Boxed: most heartbeats have none, and every exchange future carries
-    /// this field.
-    pub addressed: Option<Box<Addressed>>,
-}
-
-/// A request's own target and headers, beside the endpoint's.
-#[derive(Debug, Clone)]
-pub struct Addressed {
-    /// The method (the endpoint's is `POST`).
-    pub method: Method,
-    /// The path and query, e.g. `/api/v1/TOKEN/telemetry`.
-    pub target: http::uri::PathAndQuery,
-    /// Added after the endpoint's headers (replacing one of the same name).
-    pub headers: Vec<(http::HeaderName, HeaderValue)>,
+    pub route: Route,
 }
 
 impl From<Bytes> for Outgoing {
     fn from(body: Bytes) -> Outgoing {
-        Outgoing { body, addressed: None }
+        Outgoing { body, route: Route::Endpoint }
     }
 }
 
 /// One heartbeat exchange at a time per connection (or many, on a
 /// multiplexed one).
+///
+/// A transport with sessions (MQTT) says so ([`Transport::sessions`]):
+/// the worker then opens each device's connection itself, with
+/// [`Transport::connect`] and the device's [`Identity`], before the
+/// exchange that needs it, so an exchange always gets a session. One with
+/// idle work ([`Transport::idles`]) has each device's session, between its
+/// heartbeats, waited on with [`Transport::idle`], which sends its
+/// keep-alives and reads what comes in. HTTP has neither: the worker
+/// builds no identity and polls nothing for it.
 pub trait Transport: Send + Sync + 'static {
     /// A connection that can carry heartbeats.
     type Conn: Send + 'static;
@@ -97,11 +105,55 @@ pub trait Transport: Send + Sync + 'static {
         false
     }
 
-    /// Opens a connection ahead of any heartbeat (a pool made ready before
-    /// a synchronized start), with what opening it took, to be counted as
-    /// an exchange's would be; `None` if it cannot be had.
-    fn connect(&self) -> impl Future<Output = Option<(Self::Conn, Connected)>> + Send + 'static {
-        std::future::ready(None)
+    /// Opens a connection for `identity`'s device, with what opening it
+    /// took, to be counted as an exchange's would be; or why it could not
+    /// be had. A session transport's devices each open theirs with their
+    /// own identity; a pool made ready before a synchronized start opens
+    /// connections that are no device's (`Identity::default()`), which an
+    /// HTTP connection never asks about.
+    fn connect(
+        &self,
+        _identity: Identity,
+    ) -> impl Future<Output = Result<(Self::Conn, Connected), Failure>> + Send + 'static {
+        std::future::ready(Err(Failure::Connect))
+    }
+
+    /// Whether a connection is one device's session, opened with its
+    /// identity ([`Transport::connect`]) by the worker rather than by the
+    /// exchange: then every exchange is given one. False for HTTP, whose
+    /// hot path builds no identity. Sessions are per device (no pooling,
+    /// `../shared/DESIGN.md`): such a transport is meant for per-device
+    /// connections, the only mode whose idle sessions are waited on.
+    fn sessions(&self) -> bool {
+        false
+    }
+
+    /// Whether an idle session has work of its own (keep-alives, what the
+    /// far end pushes), so that the worker waits on [`Transport::idle`]
+    /// between a device's heartbeats. False for HTTP: its idle
+    /// connections are left alone.
+    fn idles(&self) -> bool {
+        false
+    }
+
+    /// Waits on the idle session `conn` until something happens on it or
+    /// `until` (the device's next heartbeat), whichever comes first; does
+    /// what the session needs meanwhile (a keep-alive that falls due is
+    /// sent); and hands the session back, unless the far end closed it,
+    /// with what ended the wait. The worker waits again after a
+    /// `Keepalive` or an `Inbound` until `until`; nothing else uses the
+    /// session while it waits. The default (for a transport that says it
+    /// [`idles`](Transport::idles) without overriding this) has nothing to
+    /// do and waits for `until`.
+    fn idle(
+        &self,
+        conn: Self::Conn,
+        until: tokio::time::Instant,
+    ) -> impl Future<Output = (Option<Self::Conn>, Idle)> + Send + 'static {
+        async move {
+            tokio::time::sleep_until(until).await;
+            (Some(conn), Idle::Until)
+        }
     }
 }
 
@@ -270,7 +322,7 @@ impl Endpoint {
         let mut values: Vec<&[u8]> =
             self.headers.iter().filter(|(name, _)| !plain.contains(name)).map(|(_, v)| v.as_bytes()).collect();
         let mut segments = Vec::new();
-        if let Some(a) = &outgoing.addressed {
+        if let Route::Http(a) = &outgoing.route {
             values.extend(a.headers.iter().map(|(_, v)| v.as_bytes()));
             segments.extend(
                 a.target
@@ -435,11 +487,16 @@ impl Transport for Http {
         conn.is_closed()
     }
 
-    fn connect(&self) -> impl Future<Output = Option<(Sender, Connected)>> + Send + 'static {
+    /// A connection is anyone's: the identity is not looked at.
+    fn connect(
+        &self,
+        _identity: Identity,
+    ) -> impl Future<Output = Result<(Sender, Connected), Failure>> + Send + 'static {
         let endpoint = self.endpoint.clone();
         async move {
             let opened = tokio::time::timeout(endpoint.timeout, connect(&endpoint)).await;
-            opened.ok()?.ok().map(|(sender, handshake)| (sender, Connected { tls_handshake: handshake }))
+            let (sender, handshake) = opened.map_err(|_elapsed| Failure::Timeout)??;
+            Ok((sender, Connected { tls_handshake: handshake }))
         }
     }
 }
@@ -498,14 +555,14 @@ async fn exchange(
 
 /// One exchange on a connection hyper drives (TLS, HTTP/2).
 async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, outgoing: &Outgoing) -> Result<Answer, Failure> {
-    let Outgoing { body, addressed } = outgoing;
-    let mut req = request(endpoint, Full::new(body.clone()), body, addressed.as_deref())?;
+    let Outgoing { body, route } = outgoing;
+    let mut req = request(endpoint, Full::new(body.clone()), body, route)?;
     let response = match &mut sender {
         HyperSender::H1(s) => {
             s.ready().await.map_err(|e| classify(endpoint, &e))?;
-            *req.uri_mut() = match &addressed {
-                None => endpoint.path.clone(),
-                Some(a) => Uri::from(a.target.clone()),
+            *req.uri_mut() = match route {
+                Route::Endpoint => endpoint.path.clone(),
+                Route::Http(a) => Uri::from(a.target.clone()),
             };
             s.send_request(req).await
         }
@@ -540,18 +597,13 @@ async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, outgoing: 
 /// absolute URI (or the request's own target on the same origin) with every
 /// request's headers and its own, signed over `body` when the scenario asks
 /// for SigV4.
-fn request<B>(
-    endpoint: &Endpoint,
-    payload: B,
-    body: &[u8],
-    addressed: Option<&Addressed>,
-) -> Result<Request<B>, Failure> {
+fn request<B>(endpoint: &Endpoint, payload: B, body: &[u8], route: &Route) -> Result<Request<B>, Failure> {
     let mut req = Request::new(payload);
     *req.method_mut() = Method::POST;
     *req.headers_mut() = endpoint.headers.clone();
-    match addressed {
-        None => *req.uri_mut() = endpoint.absolute.clone(),
-        Some(a) => {
+    match route {
+        Route::Endpoint => *req.uri_mut() = endpoint.absolute.clone(),
+        Route::Http(a) => {
             *req.method_mut() = a.method.clone();
             let mut parts = endpoint.absolute.clone().into_parts();
             parts.path_and_query = Some(a.target.clone());
@@ -573,11 +625,11 @@ fn request<B>(
 /// One exchange on a lean HTTP/1.1 connection: the head encoded once per
 /// target, or per request when it is signed or has its own target.
 async fn lean_exchange(endpoint: &Endpoint, conn: &mut h1::Conn, outgoing: &Outgoing) -> Result<h1::Answer, Failure> {
-    let Outgoing { body, addressed } = outgoing;
-    let answer = match (&endpoint.signer, addressed) {
-        (None, None) => conn.exchange(&endpoint.h1_head, body).await,
-        (_, addressed) => {
-            let req = request(endpoint, (), body, addressed.as_deref())?;
+    let Outgoing { body, route } = outgoing;
+    let answer = match (&endpoint.signer, route) {
+        (None, Route::Endpoint) => conn.exchange(&endpoint.h1_head, body).await,
+        (_, route) => {
+            let req = request(endpoint, (), body, route)?;
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
             let head =
                 h1::encode_head_with(req.method(), path, req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
@@ -716,12 +768,12 @@ mod tests {
             EndpointOptions::default(),
         )
         .unwrap();
-        let addressed = Addressed {
+        let route = HttpRoute {
             method: Method::POST,
             target: "/api/v1/meter-0042/telemetry".parse().unwrap(),
             headers: vec![(http::HeaderName::from_static("x-key"), HeaderValue::from_static("k3y one"))],
         };
-        let outgoing = Outgoing { body: Bytes::new(), addressed: Some(Box::new(addressed)) };
+        let outgoing = Outgoing { body: Bytes::new(), route: route.into() };
         let body = b"{\"message\": \"bad token s3cr3t-T0KEN\r\n for meter-0042 (k3y one)\"}\x1b[31m";
         endpoint.note_answer(401, body, &outgoing);
         endpoint.note_answer(401, b"a second 401 is not noted", &outgoing);
@@ -771,14 +823,12 @@ mod tests {
         let options = EndpointOptions { keep_alive: true, ..EndpointOptions::default() };
         let endpoint = Endpoint::new(addr, "127.0.0.1", "/SendHeartbeat", [], Duration::from_secs(5), options).unwrap();
         let http = Http::new(endpoint);
-        let addressed = Addressed {
+        let route = HttpRoute {
             method: Method::PUT,
             target: "/api/v1/T0KEN/telemetry".parse().unwrap(),
             headers: vec![(http::HeaderName::from_static("qos-level"), HeaderValue::from_static("1"))],
         };
-        let first = http
-            .exchange(None, Outgoing { body: Bytes::from_static(b"{}"), addressed: Some(Box::new(addressed)) })
-            .await;
+        let first = http.exchange(None, Outgoing { body: Bytes::from_static(b"{}"), route: route.into() }).await;
         assert_eq!(first.outcome, Outcome::Status(200));
         let second = http.exchange(first.conn, Bytes::from_static(b"{}").into()).await;
         assert_eq!(second.outcome, Outcome::Status(200));

@@ -23,9 +23,9 @@ use serde_json::{Value, json};
 
 use super::answer::{Accepted, Refused, json_object};
 use super::known::Known;
-use super::{Envelope, ProfileName, addressed, device_name};
+use super::{Envelope, ProfileName, device_name, http_route};
 use crate::heartbeat::{Device, FleetGenerator};
-use crate::transport::Addressed;
+use crate::transport::HttpRoute;
 
 /// The signing name of the `iot-data` service's REST API.
 pub const SIGNING_NAME: &str = "iotdata";
@@ -35,10 +35,10 @@ pub const MAX_DOCUMENT: usize = 8 * 1024;
 const MAX_DEPTH: usize = 6;
 
 /// The request of `device`'s next heartbeat, its body written to `body`.
-pub(crate) fn request(generator: &FleetGenerator, device: &mut Device, now_ms: u64, body: &mut Vec<u8>) -> Addressed {
+pub(crate) fn request(generator: &FleetGenerator, device: &mut Device, now_ms: u64, body: &mut Vec<u8>) -> HttpRoute {
     const REPORTED: Envelope = Envelope { open: b"{\"state\":{\"reported\":{", ts: b",\"ts\":", close: b"}}}" };
     REPORTED.write(generator, device, now_ms, body);
-    addressed(format!("/things/{}/shadow", device_name(generator, device.index())), Vec::new())
+    http_route(format!("/things/{}/shadow", device_name(generator, device.index())), Vec::new())
 }
 
 /// The service's rule for thing names: 1 to 128 of `a-z A-Z 0-9 : _ -`.
@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn a_device_reports_its_state_to_its_thing_s_shadow() {
         let out = first(ProfileName::AwsIotShadow, None, 7);
-        let a = out.addressed.as_ref().unwrap();
+        let a = out.route.http().unwrap();
         assert_eq!(a.target.as_str(), "/things/d-7/shadow");
         assert!(a.headers.is_empty(), "the target signs it");
         let body: Value = serde_json::from_slice(&out.body).unwrap();

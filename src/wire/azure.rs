@@ -37,9 +37,9 @@ use sha2::Sha256;
 
 use super::answer::{Accepted, Refused, azure_error, header, json_object};
 use super::known::Known;
-use super::{Credentials, Envelope, ProfileName, addressed, device_name, header_value};
+use super::{Credentials, Envelope, ProfileName, device_name, header_value, http_route};
 use crate::heartbeat::{Device, FleetGenerator};
-use crate::transport::Addressed;
+use crate::transport::HttpRoute;
 
 /// The identities column of a device's key (base64).
 pub const KEY: &str = "key";
@@ -132,7 +132,7 @@ impl Sender {
         device: &mut Device,
         now_ms: u64,
         body: &mut Vec<u8>,
-    ) -> Addressed {
+    ) -> HttpRoute {
         let ts = Envelope::FLAT.write(generator, device, now_ms, body);
         let id = device_name(generator, device.index());
         let key = match self.credentials.listed(device.index(), 0) {
@@ -144,10 +144,25 @@ impl Sender {
         // sends no credential, which the hub refuses.
         let token = sas_token(&format!("{}/devices/{id}", self.host), &key, expiry, None).unwrap_or_default();
         let segment = utf8_percent_encode(&id, super::SEGMENT);
-        addressed(
+        http_route(
             format!("/devices/{segment}/messages/events?api-version={API_VERSION}"),
             vec![(AUTHORIZATION, header_value(&token)), (FLEET_PROPERTY, header_value(&generator.profile.fleet_name))],
         )
+    }
+}
+
+impl Sender {
+    /// Device `index`'s (id `device`) login for a session at `now_ms`: the
+    /// hub's user name `{hub}/{device}/?api-version=...` and a SAS token
+    /// for the device, good for [`TOKEN_LIFETIME_S`] from then.
+    pub(crate) fn login(&self, device: &str, index: u64, now_ms: u64) -> (String, String) {
+        let key = match self.credentials.listed(index, 0) {
+            Some(key) => key.to_string(),
+            None => rule_key(device),
+        };
+        let expiry = now_ms / 1000 + TOKEN_LIFETIME_S;
+        let token = sas_token(&format!("{}/devices/{device}", self.host), &key, expiry, None).unwrap_or_default();
+        (format!("{}/{device}/?api-version={API_VERSION}", self.host), token)
     }
 }
 
@@ -256,7 +271,7 @@ mod tests {
 
     fn auth(out: &crate::transport::Outgoing) -> HeaderMap {
         let mut h = HeaderMap::new();
-        for (n, v) in &out.addressed.as_ref().unwrap().headers {
+        for (n, v) in &out.route.http().unwrap().headers {
             h.insert(n.clone(), v.clone());
         }
         h
@@ -266,7 +281,7 @@ mod tests {
     fn a_device_sends_a_message_with_a_token_serve_recomputes() {
         let now_s = 1_700_000_000;
         let out = first(ProfileName::AzureIotHub, None, 5);
-        let a = out.addressed.as_ref().unwrap();
+        let a = out.route.http().unwrap();
         assert_eq!(a.target.as_str(), "/devices/d-5/messages/events?api-version=2021-04-12");
         let token = auth(&out)[AUTHORIZATION].to_str().unwrap().to_string();
         let expiry = now_s + TOKEN_LIFETIME_S;

@@ -46,7 +46,7 @@ use super::answer::{Accepted, Refused};
 use super::known::Known;
 use crate::heartbeat::{Device, FleetGenerator, Profile};
 use crate::identities::Identities;
-use crate::transport::Addressed;
+use crate::transport::HttpRoute;
 
 /// A fleet's `[fleets.custom]` table, as written.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -545,7 +545,7 @@ impl CustomWire {
         device: &mut Device,
         now_ms: u64,
         body: &mut Vec<u8>,
-    ) -> Addressed {
+    ) -> HttpRoute {
         let ts = device.advance_state(generator, now_ms);
         let ids = generator.names.identities().cloned();
         let index = device.index();
@@ -597,9 +597,9 @@ impl CustomWire {
                 (name.clone(), HeaderValue::from_bytes(&value).unwrap_or_else(|_| HeaderValue::from_static("")))
             })
             .collect();
-        let mut addressed = super::addressed(String::from_utf8_lossy(&path).into_owned(), headers);
-        addressed.method = self.method.clone();
-        addressed
+        let mut route = super::http_route(String::from_utf8_lossy(&path).into_owned(), headers);
+        route.method = self.method.clone();
+        route
     }
 
     /// Whether a request `serve` got is one of this wire's: its method,

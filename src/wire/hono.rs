@@ -22,9 +22,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use super::answer::{Accepted, Refused, header, json_object};
 use super::known::Known;
-use super::{Credentials, Envelope, ProfileName, addressed, device_name, header_value};
+use super::{Credentials, Envelope, ProfileName, device_name, header_value, http_route};
 use crate::heartbeat::{Device, FleetGenerator};
-use crate::transport::Addressed;
+use crate::transport::HttpRoute;
 
 /// The identities columns of a device's tenant, auth-id and password.
 pub const TENANT: &str = "tenant";
@@ -45,7 +45,7 @@ pub(crate) fn request(
     device: &mut Device,
     now_ms: u64,
     body: &mut Vec<u8>,
-) -> Addressed {
+) -> HttpRoute {
     Envelope::FLAT.write(generator, device, now_ms, body);
     let index = device.index();
     let user = match (credentials.listed(index, 0), credentials.listed(index, 1), credentials.listed(index, 2)) {
@@ -56,10 +56,20 @@ pub(crate) fn request(
         }
     };
     let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(user));
-    addressed(
+    http_route(
         "/telemetry".to_string(),
         vec![(AUTHORIZATION, header_value(&basic)), (QOS_LEVEL, HeaderValue::from_static("1"))],
     )
+}
+
+/// Device `index`'s (named `device`) login for a session: its user name
+/// `{auth-id}@{tenant}` and its password, from its identities row or the
+/// rule.
+pub(crate) fn login(credentials: &Credentials, device: &str, index: u64) -> (String, String) {
+    match (credentials.listed(index, 0), credentials.listed(index, 1), credentials.listed(index, 2)) {
+        (Some(tenant), Some(auth_id), Some(password)) => (format!("{auth_id}@{tenant}"), password.to_string()),
+        _ => (format!("{device}@{DEFAULT_TENANT}"), device.to_string()),
+    }
 }
 
 /// Whether `path` is one of the adapter's device paths.
@@ -105,7 +115,7 @@ mod tests {
     use crate::wire::serve::ServeProfiles;
 
     fn user(out: &crate::transport::Outgoing) -> String {
-        let a = out.addressed.as_ref().unwrap();
+        let a = out.route.http().unwrap();
         let auth = a.headers.iter().find(|(n, _)| n == AUTHORIZATION).unwrap().1.to_str().unwrap();
         let encoded = auth.strip_prefix("Basic ").unwrap();
         String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap()
@@ -114,7 +124,7 @@ mod tests {
     #[test]
     fn a_device_posts_its_state_with_its_basic_credentials() {
         let out = first(ProfileName::Hono, None, 2);
-        let a = out.addressed.as_ref().unwrap();
+        let a = out.route.http().unwrap();
         assert_eq!(a.target.as_str(), "/telemetry");
         assert!(a.headers.iter().any(|(n, v)| n == "qos-level" && v == "1"));
         assert_eq!(user(&out), "d-2@DEFAULT_TENANT:d-2", "the rule");

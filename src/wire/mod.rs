@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::heartbeat::{Device, DeviceNames, FleetGenerator, Scratch};
 use crate::identities::Identities;
-use crate::transport::{Addressed, Outgoing};
+use crate::transport::{HttpRoute, Identity, Outgoing, Protocol, Route};
 
 /// A device profile's name, as a scenario writes it (`profile = "..."`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -78,6 +78,20 @@ impl ProfileName {
         ProfileName::AwsIotShadow,
         ProfileName::Custom,
     ];
+
+    /// The protocols this profile has routes for: a fleet of it can be
+    /// run against a target of one of them. Every profile is HTTP's today;
+    /// an MQTT profile (or an HTTP one given MQTT topics) adds its own.
+    pub fn protocols(self) -> &'static [Protocol] {
+        match self {
+            ProfileName::SagemakerEdge
+            | ProfileName::Thingsboard
+            | ProfileName::Hono
+            | ProfileName::AzureIotHub
+            | ProfileName::AwsIotShadow
+            | ProfileName::Custom => &[Protocol::Http],
+        }
+    }
 
     /// The credential columns an identities file for this profile needs,
     /// beside `name`.
@@ -258,7 +272,7 @@ impl FleetWire {
         body: &mut Vec<u8>,
     ) -> Outgoing {
         body.clear();
-        let addressed = match self {
+        let route = match self {
             FleetWire::SagemakerEdge => {
                 device.write_next(generator, now_ms, scratch, body);
                 return Bytes::copy_from_slice(body).into();
@@ -269,7 +283,39 @@ impl FleetWire {
             FleetWire::AwsIotShadow => aws_shadow::request(generator, device, now_ms, body),
             FleetWire::Custom(c) => c.request(generator, device, now_ms, body),
         };
-        Outgoing { body: Bytes::copy_from_slice(body), addressed: Some(Box::new(addressed)) }
+        Outgoing { body: Bytes::copy_from_slice(body), route: Route::Http(Box::new(route)) }
+    }
+}
+
+impl FleetWire {
+    /// Device `index`'s identity, for a transport that opens a session per
+    /// device (its name, and its credentials as its session's login rather
+    /// than each request's); built when the session opens, never for HTTP.
+    /// The certificate columns (`cert`, `key_file`) are read from the
+    /// fleet's identities file whatever the profile.
+    pub fn identity(&self, generator: &FleetGenerator, index: u64) -> Identity {
+        let device = device_name(generator, index);
+        let (username, password) = match self {
+            FleetWire::Thingsboard(c) => {
+                (Some(c.listed(index, 0).map_or_else(|| device.clone(), str::to_string)), None)
+            }
+            FleetWire::Hono(c) => {
+                let (user, password) = hono::login(c, &device, index);
+                (Some(user), Some(password))
+            }
+            FleetWire::AzureIotHub(s) => {
+                let (user, token) = s.login(&device, index, crate::units::now_ms());
+                (Some(user), Some(token))
+            }
+            FleetWire::SagemakerEdge | FleetWire::AwsIotShadow | FleetWire::Custom(_) => (None, None),
+        };
+        let ids = generator.names.identities();
+        let file = |column: &str| {
+            let ids = ids?;
+            let at = ids.column(column)?;
+            Some(std::path::PathBuf::from(ids.get(index as usize, at)))
+        };
+        Identity { device, username, password, cert: file("cert"), key_file: file("key_file") }
     }
 }
 
@@ -326,12 +372,12 @@ pub(crate) fn device_name(generator: &FleetGenerator, index: u64) -> String {
     name
 }
 
-/// A `POST` [`Addressed`] from a target known to be a valid path (built
+/// A `POST` [`HttpRoute`] from a target known to be a valid path (built
 /// from checked names and credentials; see the profiles' tests).
-pub(crate) fn addressed(target: String, headers: Vec<(http::HeaderName, http::HeaderValue)>) -> Addressed {
+pub(crate) fn http_route(target: String, headers: Vec<(http::HeaderName, http::HeaderValue)>) -> HttpRoute {
     let target = http::uri::PathAndQuery::try_from(target)
         .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/invalid-device-path"));
-    Addressed { method: http::Method::POST, target, headers }
+    HttpRoute { method: http::Method::POST, target, headers }
 }
 
 /// `value` as a header value; one a checked credential cannot fail to
@@ -354,8 +400,45 @@ pub(crate) mod tests {
         let out = wire.next_heartbeat(&generator, &mut a, 1_700_000_000_000, &mut scratch, &mut body);
         b.write_next(&generator, 1_700_000_000_000, &mut Scratch::default(), &mut direct);
         assert_eq!(out.body.as_ref(), direct.as_slice());
-        assert!(out.addressed.is_none());
+        assert!(out.route.http().is_none());
         assert!(crate::heartbeat::validate(&out.body).is_ok());
+    }
+
+    #[test]
+    fn a_device_s_identity_is_its_name_and_its_profile_s_login_from_its_row_or_the_rule() {
+        let generator = crate::heartbeat::plain_generator();
+        let plain = FleetWire::new(ProfileName::SagemakerEdge, &generator.names, "127.0.0.1", None);
+        assert_eq!(plain.identity(&generator, 4), Identity { device: "d-4".into(), ..Identity::default() });
+        let tb = FleetWire::new(ProfileName::Thingsboard, &generator.names, "127.0.0.1", None);
+        assert_eq!(tb.identity(&generator, 4).username.as_deref(), Some("d-4"), "the rule: the token is the name");
+        let hono = FleetWire::new(ProfileName::Hono, &generator.names, "127.0.0.1", None);
+        let id = hono.identity(&generator, 2);
+        assert_eq!((id.username.as_deref(), id.password.as_deref()), (Some("d-2@DEFAULT_TENANT"), Some("d-2")));
+        let azure = FleetWire::new(ProfileName::AzureIotHub, &generator.names, "hub.example", None);
+        let id = azure.identity(&generator, 1);
+        assert_eq!(id.username.as_deref(), Some("hub.example/d-1/?api-version=2021-04-12"));
+        assert!(id.password.is_some_and(|t| t.starts_with("SharedAccessSignature sr=hub.example%2Fdevices%2Fd-1&")));
+
+        let mut listed = crate::heartbeat::plain_generator();
+        listed.names = identities(
+            "name,tenant,auth_id,password,cert,key_file\nm-1,t1,a1,pw1,/c/m-1.pem,/k/m-1.pem\nm-2,t2,a2,pw2,/c/m-2.pem,/k/m-2.pem\n",
+        );
+        let hono = FleetWire::new(ProfileName::Hono, &listed.names, "127.0.0.1", None);
+        let id = hono.identity(&listed, 0);
+        assert_eq!(id.device, "m-1");
+        assert_eq!((id.username.as_deref(), id.password.as_deref()), (Some("a1@t1"), Some("pw1")));
+        assert_eq!(id.cert.as_deref(), Some(std::path::Path::new("/c/m-1.pem")));
+        assert_eq!(id.key_file.as_deref(), Some(std::path::Path::new("/k/m-1.pem")));
+        let id = hono.identity(&listed, 1);
+        assert_eq!((id.device.as_str(), id.username.as_deref()), ("m-2", Some("a2@t2")), "its own row");
+        assert_eq!(id.cert.as_deref(), Some(std::path::Path::new("/c/m-2.pem")));
+    }
+
+    #[test]
+    fn every_profile_has_http_routes() {
+        for p in ProfileName::ALL {
+            assert_eq!(p.protocols(), [Protocol::Http], "{p}");
+        }
     }
 
     #[test]

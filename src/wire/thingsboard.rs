@@ -19,9 +19,9 @@ use serde_json::Value;
 use super::Credentials;
 use super::answer::{Accepted, Refused};
 use super::known::Known;
-use super::{Envelope, ProfileName, SEGMENT, addressed, device_name};
+use super::{Envelope, ProfileName, SEGMENT, device_name, http_route};
 use crate::heartbeat::{Device, FleetGenerator};
-use crate::transport::Addressed;
+use crate::transport::HttpRoute;
 
 /// The identities column of a device's access token.
 pub const TOKEN: &str = "token";
@@ -33,14 +33,14 @@ pub(crate) fn request(
     device: &mut Device,
     now_ms: u64,
     body: &mut Vec<u8>,
-) -> Addressed {
+) -> HttpRoute {
     const TELEMETRY: Envelope = Envelope { open: b"{\"values\":{", ts: b"},\"ts\":", close: b"}" };
     TELEMETRY.write(generator, device, now_ms, body);
     let token = match credentials.listed(device.index(), 0) {
         Some(token) => utf8_percent_encode(token, SEGMENT).to_string(),
         None => utf8_percent_encode(&device_name(generator, device.index()), SEGMENT).to_string(),
     };
-    addressed(format!("/api/v1/{token}/telemetry"), Vec::new())
+    http_route(format!("/api/v1/{token}/telemetry"), Vec::new())
 }
 
 /// The access token in a path of this profile's, if it is one:
@@ -117,7 +117,7 @@ mod tests {
     #[test]
     fn a_device_posts_its_state_under_its_token() {
         let out = first(ProfileName::Thingsboard, None, 4);
-        let addressed = out.addressed.unwrap();
+        let addressed = out.route.http().unwrap();
         assert_eq!(addressed.target.as_str(), "/api/v1/d-4/telemetry", "the rule: the token is the name");
         assert!(addressed.headers.is_empty());
         let body: Value = serde_json::from_slice(&out.body).unwrap();
@@ -128,9 +128,9 @@ mod tests {
 
         let names = identities("name,token\ncam-1,A1_b2\ncam-2,x/y#z%\n");
         let out = first(ProfileName::Thingsboard, Some(names.clone()), 0);
-        assert_eq!(out.addressed.unwrap().target.as_str(), "/api/v1/A1_b2/telemetry");
+        assert_eq!(out.route.http().unwrap().target.as_str(), "/api/v1/A1_b2/telemetry");
         let out = first(ProfileName::Thingsboard, Some(names), 1);
-        assert_eq!(out.addressed.unwrap().target.as_str(), "/api/v1/x%2Fy%23z%25/telemetry", "escaped");
+        assert_eq!(out.route.http().unwrap().target.as_str(), "/api/v1/x%2Fy%23z%25/telemetry", "escaped");
         assert_eq!(route("/api/v1/x%2Fy%23z%25/telemetry").as_deref(), Some("x/y#z%"));
     }
 

@@ -104,6 +104,14 @@ impl<C> Connections<C> {
         }
     }
 
+    /// Device `slot`'s open connection, out of its place for an idle wait
+    /// (per-device mode; none if it is stale: its next heartbeat replaces
+    /// it). It comes back with [`Connections::checkin`].
+    pub(super) fn take_idle(&mut self, slot: u32) -> Option<C> {
+        let d = self.devices.get_mut(slot as usize)?;
+        if d.stale { None } else { d.conn.take() }
+    }
+
     /// A new trip round the worker's loop: new connections may begin again.
     pub(super) fn new_trip(&mut self) {
         self.connects_this_trip = 0;
@@ -227,29 +235,7 @@ impl<C> Connections<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::Outcome;
-    use crate::transport::Exchange;
-
-    /// Connections that are numbers, never closed, not shared.
-    struct Numbers;
-
-    impl Transport for Numbers {
-        type Conn = u32;
-
-        fn exchange(
-            &self,
-            _: Option<u32>,
-            _: crate::transport::Outgoing,
-        ) -> impl Future<Output = Exchange<u32>> + Send + 'static {
-            std::future::ready(Exchange {
-                outcome: Outcome::Status(200),
-                conn: None,
-                retry_after: None,
-                connected: None,
-                answered_at: None,
-            })
-        }
-    }
+    use crate::transport::testing::Fake;
 
     fn per_device(devices: u32) -> Connections<u32> {
         let mut c = Connections::new(ConnectionMode::PerDevice, false, 0);
@@ -259,41 +245,47 @@ mod tests {
 
     #[test]
     fn a_device_uses_its_own_connection_and_a_stale_one_is_replaced() {
+        // Its connections are numbers, never closed, not shared.
+        let fake = Fake::default();
         let mut c = per_device(2);
-        assert!(matches!(c.checkout(0, &Numbers), Checkout::Open), "none yet: open one");
+        assert!(matches!(c.checkout(0, &fake), Checkout::Open), "none yet: open one");
         c.checkin(0, Some(7), true);
-        assert!(matches!(c.checkout(0, &Numbers), Checkout::Use(7)));
+        assert!(matches!(c.checkout(0, &fake), Checkout::Use(7)));
         c.checkin(0, Some(7), false);
         c.mark_stale(0);
-        assert!(matches!(c.checkout(0, &Numbers), Checkout::Open), "back from a silence: a new one");
-        assert!(matches!(c.checkout(1, &Numbers), Checkout::Open));
+        assert!(matches!(c.checkout(0, &fake), Checkout::Open), "back from a silence: a new one");
+        assert!(matches!(c.checkout(1, &fake), Checkout::Open));
     }
 
     #[test]
     fn new_connections_go_at_most_so_many_per_trip() {
+        // Its connections are numbers, never closed, not shared.
+        let fake = Fake::default();
         let devices = MAX_CONNECTS_PER_TRIP + 10;
         let mut c = per_device(devices);
-        let opened = (0..devices).filter(|&d| matches!(c.checkout(d, &Numbers), Checkout::Open)).count();
+        let opened = (0..devices).filter(|&d| matches!(c.checkout(d, &fake), Checkout::Open)).count();
         assert_eq!(opened as u32, MAX_CONNECTS_PER_TRIP, "the rest wait for a later trip");
-        assert!(matches!(c.checkout(devices - 1, &Numbers), Checkout::Later));
+        assert!(matches!(c.checkout(devices - 1, &fake), Checkout::Later));
         c.new_trip();
-        assert!(matches!(c.checkout(devices - 1, &Numbers), Checkout::Open));
+        assert!(matches!(c.checkout(devices - 1, &fake), Checkout::Open));
         // Open connections are used whatever the trip's count.
         c.checkin(3, Some(3), true);
-        assert!(matches!(c.checkout(3, &Numbers), Checkout::Use(3)));
+        assert!(matches!(c.checkout(3, &fake), Checkout::Use(3)));
     }
 
     #[test]
     fn a_pool_opens_up_to_its_size_then_makes_waiters_and_counts_light_load() {
+        // Its connections are numbers, never closed, not shared.
+        let fake = Fake::default();
         let mut c: Connections<u32> = Connections::new(ConnectionMode::Pool(2), false, 2);
-        assert!(matches!(c.checkout(0, &Numbers), Checkout::Open));
+        assert!(matches!(c.checkout(0, &fake), Checkout::Open));
         assert!(c.light(), "one of two busy, none other");
-        assert!(matches!(c.checkout(1, &Numbers), Checkout::Open));
-        assert!(matches!(c.checkout(2, &Numbers), Checkout::Wait), "both open and busy");
+        assert!(matches!(c.checkout(1, &fake), Checkout::Open));
+        assert!(matches!(c.checkout(2, &fake), Checkout::Wait), "both open and busy");
         c.checkin(0, Some(1), true);
-        assert!(matches!(c.checkout(2, &Numbers), Checkout::Use(1)), "the returned one goes to the next");
+        assert!(matches!(c.checkout(2, &fake), Checkout::Use(1)), "the returned one goes to the next");
         // A connection that broke is no longer open: a new one may be opened.
         c.checkin(2, None, false);
-        assert!(matches!(c.checkout(3, &Numbers), Checkout::Open));
+        assert!(matches!(c.checkout(3, &fake), Checkout::Open));
     }
 }

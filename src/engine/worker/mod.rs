@@ -12,9 +12,16 @@
 //! Its state, by concern: the devices and their timers (here), their
 //! connections ([`connections`]: checkout, checkin, waiting), heartbeats
 //! held for a retry ([`retries`]), what is recorded until the next flush
-//! ([`records`]), the wake-up clock ([`alarm`]) and the thread's CPU
-//! demand ([`demand`]). A heartbeat is given up (missed) in one place,
-//! [`Worker::miss`].
+//! ([`records`]), the wake-up clock ([`alarm`]), the thread's CPU
+//! demand ([`demand`]) and, for a transport whose sessions have idle work,
+//! the waits on idle sessions ([`sessions`]). A heartbeat is given up
+//! (missed) in one place, [`Worker::miss`].
+//!
+//! A transport with sessions ([`Transport::sessions`]) has each device's
+//! session opened by the worker, with the device's identity
+//! ([`FleetWire::identity`], built only then), before the exchange that
+//! needs one ([`Worker::send`]); the rest of the worker is the same for
+//! every transport.
 //!
 //! Times are nanoseconds since the run's start. The worker wakes at most
 //! once per millisecond and then also sends what falls due before its
@@ -28,6 +35,7 @@ mod connections;
 mod demand;
 mod records;
 mod retries;
+mod sessions;
 mod timers;
 
 use std::pin::Pin;
@@ -47,13 +55,15 @@ use crate::heartbeat::{Device, FleetGenerator, Scratch};
 use crate::stats::timeline::SecondPart;
 use crate::stats::{Freshness, Recorder};
 use crate::transport::settings::ConnectionMode;
-use crate::transport::{Connected, Exchange, Transport};
+use crate::transport::{Exchange, Identity, Idle, Transport};
 use crate::wire::FleetWire;
 use alarm::Alarm;
 use connections::{Checkout, Connections};
 pub use demand::Demand;
 use records::{Records, Whose};
 use retries::Retries;
+pub use sessions::SessionCounts;
+use sessions::{Idled, Sessions};
 pub use timers::Timers;
 
 /// A fleet as the workers run it.
@@ -120,6 +130,9 @@ pub struct Flush {
     /// What happened in each second of the run since the previous flush,
     /// each event counted in the second it happened in.
     pub seconds: Vec<SecondPart>,
+    /// Per fleet, what its idle sessions did since the previous flush
+    /// (empty for a transport without idle work).
+    pub sessions: Vec<SessionCounts>,
 }
 
 /// How a worker runs.
@@ -258,6 +271,8 @@ struct Worker<T: Transport> {
     slots: Vec<Slot>,
     timers: Timers,
     conns: Connections<T::Conn>,
+    /// Idle sessions being waited on (a transport with idle work only).
+    sessions: Sessions<T::Conn>,
     retries: Retries,
     records: Records,
     in_flight: InFlight<T::Conn>,
@@ -317,6 +332,7 @@ pub async fn run_worker<T: Transport>(
     let mut w = Worker {
         id,
         conns: Connections::new(settings.connections, transport.multiplexed(), settings.pool_size),
+        sessions: Sessions::new(transport.idles() && settings.connections == ConnectionMode::PerDevice, fleets.len()),
         retries: Retries::default(),
         records: Records::new(fleets.len(), versions, settings.measure_from_ns == 0),
         slots: Vec::with_capacity(devices.len()),
@@ -348,6 +364,7 @@ pub async fn run_worker<T: Transport>(
             resumed: first.resumed,
         });
         w.conns.add_device();
+        w.sessions.add_device();
         if first.at_ns < w.settings.end_ns {
             w.timers.push(first.at_ns, slot);
         }
@@ -377,8 +394,10 @@ impl<T: Transport> Worker<T> {
         if !matches!(self.settings.connections, ConnectionMode::Pool(_)) {
             return;
         }
-        let opening: FuturesUnordered<_> = (0..self.settings.pool_size).map(|_| self.transport.connect()).collect();
-        let opened: Vec<Option<(T::Conn, Connected)>> = opening.collect().await;
+        // A pool's connections are no device's: no identity.
+        let opening: FuturesUnordered<_> =
+            (0..self.settings.pool_size).map(|_| self.transport.connect(Identity::default())).collect();
+        let opened: Vec<Result<_, _>> = opening.collect().await;
         for (conn, connected) in opened.into_iter().flatten() {
             self.conns.preopened(conn);
             let tls_us = connected.tls_handshake.map(|d| d.as_micros() as u64);
@@ -407,6 +426,7 @@ impl<T: Transport> Worker<T> {
         tokio::pin!(ended);
         let drain_ended = tokio::time::sleep_until(drained);
         tokio::pin!(drain_ended);
+        let idles = self.transport.idles();
         loop {
             let mut next_due = match (self.timers.next_due(), self.retries.next_due()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -461,6 +481,13 @@ impl<T: Transport> Worker<T> {
                     if scheduling && self.now_ns() >= spaced {
                         self.dispatch_due();
                     }
+                }
+                // Idle sessions (never for a transport without idle work):
+                // before dispatching, so that a session whose wait ends at
+                // its device's heartbeat is back for it.
+                Some(idled) = self.sessions.waits.next(), if idles && !self.sessions.waits.is_empty() => {
+                    self.end_warmup(out);
+                    self.idled(idled);
                 }
                 // Before dispatching: a heartbeat due at a flush's instant
                 // (a second's boundary) belongs to the next period.
@@ -519,6 +546,17 @@ impl<T: Transport> Worker<T> {
                 self.record(waiter.due.slot, Recorder::retry_pending);
             }
         }
+        // Heartbeats waiting for their device's idle session: given up as
+        // those pending are (a retry's outcome unknown).
+        for waiter in self.sessions.release_held() {
+            let slot = waiter.due.slot;
+            self.slots[slot as usize].busy = false;
+            if waiter.due.attempt == 0 {
+                self.miss(slot, waiter.due.intended_ns, now);
+            } else if self.retries.release(slot) {
+                self.record(slot, Recorder::retry_pending);
+            }
+        }
         // Retries not yet due: their heartbeats' outcomes are unknown
         // (neither ok nor failed), counted apart.
         for slot in self.retries.release_all() {
@@ -565,6 +603,9 @@ impl<T: Transport> Worker<T> {
             let next = f.events.advance(&mut s.clock, &f.schedule, s.device.index(), t);
             if next.at_ns < self.settings.end_ns {
                 self.timers.push(next.at_ns, slot);
+            }
+            if self.transport.idles() {
+                self.sessions.plan(slot, next.at_ns);
             }
             if !f.events.is_empty() {
                 // Rollouts due by this heartbeat change what it carries.
@@ -619,6 +660,13 @@ impl<T: Transport> Worker<T> {
     /// Sends `due` now if a connection can be had; or queues it for a
     /// pooled connection, or for its turn to open one.
     fn start(&mut self, due: Due, now: u64) {
+        if self.transport.idles() && self.sessions.is_out(due.slot) {
+            // Its session is out on an idle wait, which ends by now or
+            // within a wake-up's spacing: it goes when that is back.
+            self.slots[due.slot as usize].busy = true;
+            self.sessions.hold(due.slot, Waiter { due, queued_ns: now });
+            return;
+        }
         match self.conns.checkout(due.slot, &*self.transport) {
             Checkout::Use(conn) => self.send(due, Some(conn), now, now),
             Checkout::Open => self.send(due, None, now, now),
@@ -662,16 +710,48 @@ impl<T: Transport> Worker<T> {
     /// got to it at `reached` (it waited for a connection since then, if
     /// that is before `now`).
     fn send(&mut self, due: Due, conn: Option<T::Conn>, reached: u64, now: u64) {
-        let Due { slot, intended_ns: intended, eligible_ns: eligible, attempt } = due;
         // Pool mode: how busy the pool was (other exchanges on it).
         let light = self.conns.light();
         let fresh = conn.is_none();
-        let s = &mut self.slots[slot as usize];
+        let s = &mut self.slots[due.slot as usize];
         s.busy = true;
         let fleet = &self.fleets[usize::from(s.fleet)];
         let outgoing =
             fleet.wire.next_heartbeat(&fleet.generator, &mut s.device, wall_ms(), &mut self.scratch, &mut self.body);
-        let exchange = self.transport.exchange(conn, outgoing);
+        if self.transport.sessions() && fresh {
+            // A session is its device's: opened with the device's identity
+            // (built only now), and then the heartbeat goes on it.
+            let identity = fleet.wire.identity(&fleet.generator, s.device.index());
+            let opening = self.transport.connect(identity);
+            let transport = self.transport.clone();
+            let exchange = async move {
+                match opening.await {
+                    Ok((conn, connected)) => {
+                        Exchange { connected: Some(connected), ..transport.exchange(Some(conn), outgoing).await }
+                    }
+                    Err(failure) => Exchange::failed(failure),
+                }
+            };
+            self.track(due, exchange, reached, now, fresh, light);
+        } else {
+            let exchange = self.transport.exchange(conn, outgoing);
+            self.track(due, exchange, reached, now, fresh, light);
+        }
+    }
+
+    /// Records `due` as sent at `now` (reached at `reached`) and keeps its
+    /// `exchange` in flight.
+    #[inline]
+    fn track(
+        &mut self,
+        due: Due,
+        exchange: impl Future<Output = Exchange<T::Conn>> + Send + 'static,
+        reached: u64,
+        now: u64,
+        fresh: bool,
+        light: bool,
+    ) {
+        let Due { slot, intended_ns: intended, eligible_ns: eligible, attempt } = due;
         if attempt == 0 {
             let lag = micros(reached.saturating_sub(eligible));
             let wait = micros(now.saturating_sub(reached));
@@ -775,6 +855,67 @@ impl<T: Transport> Worker<T> {
                 self.start(Due { slot, intended_ns: pending, eligible_ns: now.max(pending), attempt: 0 }, now);
             }
         }
+        if self.transport.idles() {
+            self.park(slot);
+        }
+    }
+
+    /// Device `slot`, free until its next heartbeat, has its session (if
+    /// it has one) waited on meanwhile ([`sessions`]).
+    fn park(&mut self, slot: u32) {
+        if !self.sessions.enabled() || self.pace.stopping || self.slots[slot as usize].busy {
+            return;
+        }
+        let Some(conn) = self.conns.take_idle(slot) else { return };
+        let until_ns = self.idle_until(slot);
+        self.sessions.wait(&*self.transport, slot, conn, self.settings.start, until_ns);
+    }
+
+    /// When a wait on device `slot`'s idle session ends at the latest: at
+    /// its next heartbeat (or the end), less the most a wake-up sends
+    /// early ([`Worker::dispatch_until`]), so that the session is back for it.
+    fn idle_until(&self, slot: u32) -> u64 {
+        let early = if self.settings.precise_timer { MIN_WAKE_SPACING_NS } else { 0 };
+        self.sessions.next_ns(slot).min(self.settings.end_ns).saturating_sub(early)
+    }
+
+    /// A wait on an idle session ended: counted; the session waited on
+    /// again after a keep-alive or an inbound message (while its device
+    /// has time and nothing waits for it), or back in its device's place
+    /// (none, if the far end closed it), and the heartbeat held for it
+    /// sent.
+    fn idled(&mut self, idled: Idled<T::Conn>) {
+        let Idled { slot, conn, what, until_ns } = idled;
+        let fleet = usize::from(self.slots[slot as usize].fleet);
+        let now = self.now_ns();
+        let again = matches!(what, Idle::Keepalive | Idle::Inbound)
+            && !self.pace.stopping
+            && !self.sessions.is_held(slot)
+            && now < until_ns;
+        match conn {
+            Some(conn) if again => {
+                self.sessions.count(fleet, what);
+                self.sessions.wait(&*self.transport, slot, conn, self.settings.start, until_ns);
+            }
+            conn => {
+                let held = self.sessions.back(slot, fleet, what);
+                self.conns.checkin(slot, conn, false);
+                if let Some(waiter) = held {
+                    self.resume_held(waiter, now);
+                }
+            }
+        }
+    }
+
+    /// Sends a heartbeat that waited for its device's session (or queues
+    /// it for its turn to connect, if the session is gone).
+    fn resume_held(&mut self, waiter: Waiter, now: u64) {
+        match self.conns.checkout(waiter.due.slot, &*self.transport) {
+            Checkout::Use(conn) => self.send(waiter.due, Some(conn), waiter.queued_ns, now),
+            Checkout::Open => self.send(waiter.due, None, waiter.queued_ns, now),
+            Checkout::Later => self.conns.connect_queue.push_back(waiter),
+            Checkout::Wait => self.conns.waiting.push_back(waiter),
+        }
     }
 
     /// At the first event past the warm-up: hands over what the warm-up
@@ -812,6 +953,7 @@ impl<T: Transport> Worker<T> {
             cohorts,
             demand,
             seconds,
+            sessions: self.sessions.take(),
         });
     }
 
@@ -882,31 +1024,7 @@ mod tests {
 
     use super::*;
     use crate::fleet::StartMode;
-    use crate::stats::Outcome;
-    use crate::transport::Outgoing;
-
-    /// Answers 200 after `delay`, on a connection it hands back.
-    struct Slow {
-        delay: Duration,
-    }
-
-    impl Transport for Slow {
-        type Conn = ();
-
-        fn exchange(&self, _conn: Option<()>, _out: Outgoing) -> impl Future<Output = Exchange<()>> + Send + 'static {
-            let delay = self.delay;
-            async move {
-                tokio::time::sleep(delay).await;
-                Exchange {
-                    outcome: Outcome::Status(200),
-                    conn: Some(()),
-                    retry_after: None,
-                    connected: None,
-                    answered_at: None,
-                }
-            }
-        }
-    }
+    use crate::transport::testing::Fake;
 
     fn fleet(devices: u64, schedule: Schedule) -> FleetRuntime {
         let generator = crate::heartbeat::plain_generator();
@@ -947,7 +1065,7 @@ mod tests {
         let fleets: Arc<[FleetRuntime]> = vec![fleet].into();
         let worker = tokio::spawn(run_worker(
             0,
-            Arc::new(Slow { delay }),
+            Arc::new(Fake { delay, ..Fake::default() }),
             fleets,
             devices,
             settings,

@@ -1,0 +1,192 @@
+//! Idle sessions, for a transport that has idle work
+//! ([`Transport::idles`]: MQTT's keep-alives, what its broker pushes).
+//!
+//! Between two of a device's heartbeats its session (per-device
+//! connections only) is out of [`super::Connections`], waited on with
+//! [`Transport::idle`] until the device's next intended time (less the
+//! most a wake-up sends early, [`super::MIN_WAKE_SPACING_NS`], with the
+//! precise timer); the worker polls those waits where it polls its
+//! exchanges. Each wait ends with what happened ([`Idle`]), which is
+//! counted; after a keep-alive or an inbound message the session is
+//! waited on again, otherwise it goes back to the device's place (none if
+//! the far end closed it: the next heartbeat opens one, with the device's
+//! identity). A heartbeat that finds its device's session out waits for
+//! it, as one waits for a pooled connection (connection wait).
+//!
+//! For HTTP (no idle work) none of this is made: no per-device state, no
+//! wait, no poll.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::stream::FuturesUnordered;
+use tokio::time::Instant;
+
+use super::Waiter;
+use crate::transport::{Idle, Transport};
+
+/// What a fleet's idle sessions did, as the engine saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCounts {
+    /// Keep-alives sent between heartbeats.
+    pub keepalives: u64,
+    /// Messages that came in unasked (late acknowledgements, commands).
+    pub inbound: u64,
+    /// Sessions the far end closed (each reopened, if at all, at its
+    /// device's next heartbeat: a connect).
+    pub closed: u64,
+}
+
+impl SessionCounts {
+    pub fn add(&mut self, other: &SessionCounts) {
+        self.keepalives += other.keepalives;
+        self.inbound += other.inbound;
+        self.closed += other.closed;
+    }
+
+    fn count(&mut self, what: Idle) {
+        match what {
+            Idle::Keepalive => self.keepalives += 1,
+            Idle::Inbound => self.inbound += 1,
+            Idle::Closed => self.closed += 1,
+            Idle::Until => {}
+        }
+    }
+}
+
+/// One device's session, as its idle waits see it.
+#[derive(Debug, Default)]
+struct Place {
+    /// The device's next intended time (ns since the start), as last planned.
+    next_ns: u64,
+    /// Its session is out, being waited on.
+    out: bool,
+    /// A heartbeat that came while the session was out: it goes when the
+    /// session is back.
+    held: Option<Waiter>,
+}
+
+/// A wait on an idle session that ended.
+pub(super) struct Idled<C> {
+    pub slot: u32,
+    /// The session, unless the far end closed it.
+    pub conn: Option<C>,
+    pub what: Idle,
+    /// The wait's end (ns since the start): the device's next heartbeat.
+    pub until_ns: u64,
+}
+
+type Waits<C> = FuturesUnordered<Pin<Box<dyn Future<Output = Idled<C>> + Send>>>;
+
+/// A worker's idle sessions.
+pub(super) struct Sessions<C> {
+    /// Whether idle sessions are waited on at all: a transport with idle
+    /// work, per-device connections.
+    enabled: bool,
+    /// By slot, when enabled.
+    places: Vec<Place>,
+    /// The waits under way.
+    pub(super) waits: Waits<C>,
+    /// Per fleet, since the last flush.
+    counts: Vec<SessionCounts>,
+}
+
+impl<C: Send + 'static> Sessions<C> {
+    pub(super) fn new(enabled: bool, fleets: usize) -> Sessions<C> {
+        Sessions {
+            enabled,
+            places: Vec::new(),
+            waits: FuturesUnordered::new(),
+            counts: vec![SessionCounts::default(); fleets],
+        }
+    }
+
+    pub(super) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Room for one more device (its slot is the count so far).
+    pub(super) fn add_device(&mut self) {
+        if self.enabled {
+            self.places.push(Place::default());
+        }
+    }
+
+    /// Device `slot`'s next heartbeat is intended at `next_ns`.
+    pub(super) fn plan(&mut self, slot: u32, next_ns: u64) {
+        if let Some(p) = self.places.get_mut(slot as usize) {
+            p.next_ns = next_ns;
+        }
+    }
+
+    /// The device's next intended time, as last planned.
+    pub(super) fn next_ns(&self, slot: u32) -> u64 {
+        self.places.get(slot as usize).map_or(0, |p| p.next_ns)
+    }
+
+    /// Whether device `slot`'s session is out, being waited on.
+    pub(super) fn is_out(&self, slot: u32) -> bool {
+        self.places.get(slot as usize).is_some_and(|p| p.out)
+    }
+
+    /// Holds `waiter` until device `slot`'s session is back.
+    pub(super) fn hold(&mut self, slot: u32, waiter: Waiter) {
+        if let Some(p) = self.places.get_mut(slot as usize) {
+            p.held = Some(waiter);
+        }
+    }
+
+    /// Whether a heartbeat waits for device `slot`'s session.
+    pub(super) fn is_held(&self, slot: u32) -> bool {
+        self.places.get(slot as usize).is_some_and(|p| p.held.is_some())
+    }
+
+    /// Every heartbeat held for a session (the run stops).
+    pub(super) fn release_held(&mut self) -> Vec<Waiter> {
+        self.places.iter_mut().filter_map(|p| p.held.take()).collect()
+    }
+
+    /// Waits on device `slot`'s session `conn` with `transport` until
+    /// `until_ns` (ns since `start`).
+    pub(super) fn wait<T: Transport<Conn = C>>(
+        &mut self,
+        transport: &T,
+        slot: u32,
+        conn: C,
+        start: Instant,
+        until_ns: u64,
+    ) {
+        if let Some(p) = self.places.get_mut(slot as usize) {
+            p.out = true;
+        }
+        let wait = transport.idle(conn, start + Duration::from_nanos(until_ns));
+        self.waits.push(Box::pin(async move {
+            let (conn, what) = wait.await;
+            Idled { slot, conn, what, until_ns }
+        }));
+    }
+
+    /// Device `slot`'s session is back from its wait (or gone): counts
+    /// what ended the wait for `fleet`, and hands over the heartbeat held
+    /// for it, if any.
+    pub(super) fn back(&mut self, slot: u32, fleet: usize, what: Idle) -> Option<Waiter> {
+        self.counts[fleet].count(what);
+        let p = self.places.get_mut(slot as usize)?;
+        p.out = false;
+        p.held.take()
+    }
+
+    /// Counts what ended a wait that goes on.
+    pub(super) fn count(&mut self, fleet: usize, what: Idle) {
+        self.counts[fleet].count(what);
+    }
+
+    /// What was counted since the last flush, per fleet; afresh.
+    pub(super) fn take(&mut self) -> Vec<SessionCounts> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let fresh = vec![SessionCounts::default(); self.counts.len()];
+        std::mem::replace(&mut self.counts, fresh)
+    }
+}

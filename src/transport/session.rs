@@ -1,0 +1,82 @@
+//! What a transport with sessions needs beyond one exchange: the device's
+//! [`Identity`] to open its session with, and what an idle session did
+//! ([`Idle`]). A leaf, as [`super::route`] is.
+//!
+//! HTTP has no sessions: a connection is anyone's, and credentials travel
+//! on each request, so it asks for no identity and has no idle work
+//! ([`super::Transport::sessions`], [`super::Transport::idles`]). An MQTT
+//! session is one device's: its CONNECT carries the device's client id,
+//! user name and password (or its client certificate), and between
+//! heartbeats it sends keep-alives and reads what the broker pushes.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Who a device is, to the far end of its session: its name and the
+/// credentials its identities file (or its profile's rule) gives it.
+/// Built for a device only when its transport opens sessions, each time
+/// it opens one.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The device's name (MQTT's client id).
+    pub device: String,
+    /// What the device logs in as, if its profile has a user name: a
+    /// ThingsBoard access token, Hono's `{auth-id}@{tenant}`, Azure IoT
+    /// Hub's `{hub}/{device}/?api-version=...`.
+    pub username: Option<String>,
+    /// Its password, if its profile has one (Hono's; Azure's SAS token).
+    pub password: Option<String>,
+    /// Its client certificate and key files (the identities file's `cert`
+    /// and `key_file` columns), for mutual TLS.
+    pub cert: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// Shows which credentials there are, never a password.
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("device", &self.device)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("cert", &self.cert)
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
+
+/// What ended a wait on an idle session ([`super::Transport::idle`]).
+/// The worker counts each and, but for `Closed`, has the session back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Idle {
+    /// The session sent a keep-alive (MQTT's PINGREQ): nothing else went
+    /// on it for its keep-alive interval.
+    Keepalive,
+    /// Something came in unasked: an acknowledgement after its exchange
+    /// gave up on it, a command, a shadow delta.
+    Inbound,
+    /// The far end closed the session (a DISCONNECT, a reset): the
+    /// device's next heartbeat opens a new one, with its identity, counted
+    /// as a connect.
+    Closed,
+    /// Nothing happened by the instant the wait was given: the device's
+    /// next heartbeat is due.
+    Until,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_s_debug_never_shows_its_password() {
+        let id = Identity {
+            device: "d-1".into(),
+            username: Some("user".into()),
+            password: Some("s3cr3t".into()),
+            ..Identity::default()
+        };
+        let shown = format!("{id:?}");
+        assert!(shown.contains("d-1") && shown.contains("user") && !shown.contains("s3cr3t"), "{shown}");
+    }
+}

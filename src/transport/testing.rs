@@ -1,0 +1,357 @@
+//! One fake transport for the tests of the engine and its workers, under
+//! tokio's paused clock: it answers each heartbeat after a delay with the
+//! status a script gives the device's n-th attempt, notes who sent what
+//! when, and can make opening a connection cost the worker's thread time
+//! ([`Fake::connect_cost`]) or take time ([`Fake::connect_delay`]).
+//!
+//! Given a [`SessionScript`] it is a transport with sessions shaped like
+//! MQTT's: the worker opens each device's session with the device's
+//! identity ([`Transport::connect`]), and every message then goes on a
+//! session, the device's own (it checks); a message's acknowledgement
+//! comes when the script says, and one that comes after its exchange gave
+//! up arrives on the idle session later (inbound: so a session's
+//! acknowledgements can come out of order); an idle session sends a
+//! keep-alive when nothing went on it for the keep-alive interval; and the
+//! far end closes a device's n-th session when the script says. Its
+//! connections are numbers, so `Connections` can be tested with it too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Connected, Exchange, Identity, Idle, Outgoing, Transport};
+use crate::stats::{Failure, Outcome};
+
+/// One heartbeat (or retry) handed to the fake.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub at: Instant,
+    /// The device's name and agent version, from the body.
+    pub device: String,
+    pub version: String,
+    /// The connection it went on.
+    pub conn: u32,
+}
+
+/// How the fake's sessions behave, for a session transport.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionScript {
+    /// A keep-alive is sent when nothing went on a session for this long.
+    pub keepalive: Duration,
+    /// How long the `n`-th message (from 1) on a session of `device`
+    /// waits for its acknowledgement.
+    pub ack: fn(device: &str, n: u32) -> Duration,
+    /// An exchange gives up on its acknowledgement after this long (a
+    /// timeout); the session stays open, and the acknowledgement, when it
+    /// comes, is inbound.
+    pub ack_timeout: Duration,
+    /// How long after it opened the far end closes `device`'s `n`-th
+    /// session (from 1), if it does.
+    pub close: fn(device: &str, n: u32) -> Option<Duration>,
+    /// An idle wait with nothing to do ends this long after the instant
+    /// it was given (a transport slow to hand its session back).
+    pub overstay: Duration,
+}
+
+/// One session, as the fake's far end saw it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// What it was opened with.
+    pub identity: Identity,
+    /// The device's n-th session (from 1).
+    pub number: u32,
+    pub opened_at: Instant,
+    /// When each message went on it.
+    pub messages: Vec<Instant>,
+    /// The message numbers acknowledged, in the order the acknowledgements came.
+    pub acked: Vec<u32>,
+    /// When each keep-alive went.
+    pub keepalives: Vec<Instant>,
+    /// When each inbound message came.
+    pub inbound: Vec<Instant>,
+    /// Closed by the far end.
+    pub closed: bool,
+    /// When anything last went on it.
+    last_sent: Instant,
+    /// Acknowledgements still to come after their exchange gave up: when,
+    /// and of which message.
+    late: Vec<(Instant, u32)>,
+    close_at: Option<Instant>,
+}
+
+/// What the fake noted, shared by its clones.
+#[derive(Default)]
+pub(crate) struct Notes {
+    calls: Mutex<Vec<Call>>,
+    attempts: Mutex<HashMap<String, usize>>,
+    opened: AtomicUsize,
+    concurrent: AtomicUsize,
+    most_concurrent: AtomicUsize,
+    next_conn: AtomicU32,
+    sessions: Mutex<BTreeMap<u32, Session>>,
+    /// Every identity a connection was opened with.
+    identities: Mutex<Vec<Identity>>,
+}
+
+/// The fake transport (module docs). Clones share their notes.
+#[derive(Clone)]
+pub struct Fake {
+    /// How long an answer (or an acknowledgement the script does not set) takes.
+    pub delay: Duration,
+    /// The worker's time opening a connection takes before it waits on
+    /// anything (a real one's socket calls and TLS handshake run on the
+    /// worker's thread): the paused clock moves on by that much, as a busy
+    /// thread's would, when the opening is first polled.
+    pub connect_cost: Duration,
+    /// How long opening a connection waits (a handshake's round trips).
+    pub connect_delay: Duration,
+    /// The status of a device's n-th attempt (from 1).
+    pub answer: fn(usize) -> u16,
+    /// The answer says it arrived this long before the exchange ended (a
+    /// kernel receive stamp), if set.
+    pub arrived_early: Option<Duration>,
+    /// Sessions shaped like MQTT's (module docs); `None`: connections
+    /// are anyone's, opened by the exchange that needs one, as HTTP's.
+    pub session: Option<SessionScript>,
+    /// What it noted, shared by its clones (read with the methods below).
+    pub(crate) notes: Arc<Notes>,
+}
+
+impl Default for Fake {
+    fn default() -> Fake {
+        Fake::answering(|_| 200)
+    }
+}
+
+/// Moves the paused clock on by `d` now, from synchronous code: the first
+/// poll of `tokio::time::advance` does it (the rest only yields).
+pub fn spend(d: Duration) {
+    let mut advance = std::pin::pin!(tokio::time::advance(d));
+    let _ = advance.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+}
+
+impl Fake {
+    /// A fake that answers a device's n-th attempt with `answer(n)`, at once.
+    pub fn answering(answer: fn(usize) -> u16) -> Fake {
+        Fake {
+            delay: Duration::ZERO,
+            connect_cost: Duration::ZERO,
+            connect_delay: Duration::ZERO,
+            answer,
+            arrived_early: None,
+            session: None,
+            notes: Arc::default(),
+        }
+    }
+
+    /// A session transport (module docs) that acknowledges after `delay`
+    /// unless `script` says otherwise.
+    pub fn with_sessions(script: SessionScript) -> Fake {
+        Fake { session: Some(script), ..Fake::default() }
+    }
+
+    /// Every heartbeat handed to it, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.notes.calls.lock().unwrap().clone()
+    }
+
+    /// When each heartbeat was handed to it.
+    pub fn call_times(&self) -> Vec<Instant> {
+        self.notes.calls.lock().unwrap().iter().map(|c| c.at).collect()
+    }
+
+    /// Each device's call times, in ms since `t0`.
+    pub fn times_by_device(&self, t0: Instant) -> BTreeMap<String, Vec<u128>> {
+        let mut out: BTreeMap<String, Vec<u128>> = BTreeMap::new();
+        for c in self.notes.calls.lock().unwrap().iter() {
+            out.entry(c.device.clone()).or_default().push((c.at - t0).as_millis());
+        }
+        out
+    }
+
+    /// How many connections (or sessions) were opened.
+    pub fn connects(&self) -> usize {
+        self.notes.opened.load(Ordering::SeqCst)
+    }
+
+    /// The most exchanges it had in flight at once.
+    pub fn most_concurrent(&self) -> usize {
+        self.notes.most_concurrent.load(Ordering::SeqCst)
+    }
+
+    /// Every identity [`Transport::connect`] was given, in order.
+    pub fn identities(&self) -> Vec<Identity> {
+        self.notes.identities.lock().unwrap().clone()
+    }
+
+    /// Every session opened, by connection number.
+    pub fn opened_sessions(&self) -> BTreeMap<u32, Session> {
+        self.notes.sessions.lock().unwrap().clone()
+    }
+}
+
+impl Transport for Fake {
+    type Conn = u32;
+
+    fn exchange(&self, conn: Option<u32>, outgoing: Outgoing) -> impl Future<Output = Exchange<u32>> + Send + 'static {
+        let body = outgoing.body;
+        let summary = crate::heartbeat::validate::inspect(&body).expect("a valid body");
+        let device = summary.device_name.to_string();
+        let n = {
+            let mut attempts = self.notes.attempts.lock().unwrap();
+            let n = attempts.entry(device.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let now = Instant::now();
+        // A session transport's exchange is always given its device's
+        // session; otherwise one without a connection opens one.
+        let (id, connect) = match (conn, self.session) {
+            (Some(id), _) => (id, None),
+            (None, Some(_)) => panic!("{device}: a session transport's exchange was given no session"),
+            (None, None) => {
+                self.notes.opened.fetch_add(1, Ordering::SeqCst);
+                (self.notes.next_conn.fetch_add(1, Ordering::SeqCst), Some(self.connect_cost))
+            }
+        };
+        let call = Call { at: now, device: device.clone(), version: summary.agent_version.to_string(), conn: id };
+        self.notes.calls.lock().unwrap().push(call);
+        let concurrent = self.notes.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
+        self.notes.most_concurrent.fetch_max(concurrent, Ordering::SeqCst);
+        // On a session: the message's number and when its acknowledgement comes.
+        let ack = self.session.map(|script| {
+            let mut sessions = self.notes.sessions.lock().unwrap();
+            let s = sessions.get_mut(&id).expect("a session the fake opened");
+            assert_eq!(s.identity.device, device, "a device's message goes on its own session");
+            assert!(!s.closed, "{device}: a message on a session the far end closed");
+            s.messages.push(now);
+            s.last_sent = now;
+            let number = s.messages.len() as u32;
+            (number, now + (script.ack)(&device, number), script.ack_timeout)
+        });
+        let (status, delay, early, notes) = ((self.answer)(n), self.delay, self.arrived_early, self.notes.clone());
+        async move {
+            // Connecting: on the worker's thread, when it first polls.
+            if let Some(cost) = connect.filter(|c| !c.is_zero()) {
+                spend(cost);
+            }
+            let outcome = match ack {
+                None => {
+                    tokio::time::sleep(delay).await;
+                    Outcome::Status(status)
+                }
+                Some((number, at, timeout)) if at <= now + timeout => {
+                    tokio::time::sleep_until(at).await;
+                    notes.sessions.lock().unwrap().get_mut(&id).expect("open").acked.push(number);
+                    Outcome::Status(status)
+                }
+                Some((number, at, timeout)) => {
+                    tokio::time::sleep_until(now + timeout).await;
+                    notes.sessions.lock().unwrap().get_mut(&id).expect("open").late.push((at, number));
+                    Outcome::Failed(Failure::Timeout)
+                }
+            };
+            notes.concurrent.fetch_sub(1, Ordering::SeqCst);
+            Exchange {
+                outcome,
+                conn: Some(id),
+                retry_after: None,
+                connected: None,
+                answered_at: early.map(|e| (Instant::now() - e).into_std()),
+            }
+        }
+    }
+
+    fn connect(&self, identity: Identity) -> impl Future<Output = Result<(u32, Connected), Failure>> + Send + 'static {
+        let (cost, delay, script, notes) = (self.connect_cost, self.connect_delay, self.session, self.notes.clone());
+        notes.identities.lock().unwrap().push(identity.clone());
+        async move {
+            if !cost.is_zero() {
+                spend(cost);
+            }
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            notes.opened.fetch_add(1, Ordering::SeqCst);
+            let id = notes.next_conn.fetch_add(1, Ordering::SeqCst);
+            if let Some(script) = script {
+                let now = Instant::now();
+                let mut sessions = notes.sessions.lock().unwrap();
+                let number = 1 + sessions.values().filter(|s| s.identity.device == identity.device).count() as u32;
+                let close_at = (script.close)(&identity.device, number).map(|after| now + after);
+                let session = Session {
+                    identity,
+                    number,
+                    opened_at: now,
+                    messages: Vec::new(),
+                    acked: Vec::new(),
+                    keepalives: Vec::new(),
+                    inbound: Vec::new(),
+                    closed: false,
+                    last_sent: now,
+                    late: Vec::new(),
+                    close_at,
+                };
+                sessions.insert(id, session);
+            }
+            Ok((id, Connected { tls_handshake: None }))
+        }
+    }
+
+    fn sessions(&self) -> bool {
+        self.session.is_some()
+    }
+
+    fn idles(&self) -> bool {
+        self.session.is_some()
+    }
+
+    fn idle(&self, conn: u32, until: Instant) -> impl Future<Output = (Option<u32>, Idle)> + Send + 'static {
+        let script = self.session.expect("only a session transport is asked to idle");
+        let notes = self.notes.clone();
+        // What comes first: a close, an acknowledgement, a keep-alive (in
+        // that order at one instant), or else the wait's end.
+        let (at, what) = {
+            let sessions = notes.sessions.lock().unwrap();
+            let s = sessions.get(&conn).expect("a session the fake opened");
+            let late = s.late.iter().map(|(at, _)| *at).min();
+            [
+                s.close_at.map(|at| (at, Idle::Closed)),
+                late.map(|at| (at, Idle::Inbound)),
+                Some((s.last_sent + script.keepalive, Idle::Keepalive)),
+            ]
+            .into_iter()
+            .flatten()
+            .fold((until + script.overstay, Idle::Until), |first, next| {
+                if next.0 <= first.0 && (next.0 < first.0 || first.1 == Idle::Until) { next } else { first }
+            })
+        };
+        async move {
+            tokio::time::sleep_until(at).await;
+            let now = Instant::now();
+            let mut sessions = notes.sessions.lock().unwrap();
+            let s = sessions.get_mut(&conn).expect("a session the fake opened");
+            match what {
+                Idle::Closed => {
+                    s.closed = true;
+                    return (None, Idle::Closed);
+                }
+                Idle::Inbound => {
+                    let i = s.late.iter().enumerate().min_by_key(|(_, (at, _))| *at).map(|(i, _)| i).expect("one due");
+                    let (_, number) = s.late.remove(i);
+                    s.acked.push(number);
+                    s.inbound.push(now);
+                }
+                Idle::Keepalive => {
+                    s.keepalives.push(now);
+                    s.last_sent = now;
+                }
+                Idle::Until => {}
+            }
+            (Some(conn), what)
+        }
+    }
+}

@@ -23,7 +23,8 @@ use serde_json::{Value, json};
 
 use super::answer::{Accepted, Refused, json_object};
 use super::known::Known;
-use super::{Envelope, ProfileName, device_name, http_route};
+use super::parts::{Envelope, device_name, http_route};
+use super::profile::ProfileName;
 use crate::heartbeat::{Device, FleetGenerator};
 use crate::transport::HttpRoute;
 
@@ -43,12 +44,12 @@ pub(crate) fn request(generator: &FleetGenerator, device: &mut Device, now_ms: u
 
 /// The service's rule for thing names: 1 to 128 of `a-z A-Z 0-9 : _ -`.
 pub(crate) fn check_thing_name(name: &str) -> Result<(), String> {
-    super::check_name(name, 128, "a thing name", |b| b.is_ascii_alphanumeric() || b":_-".contains(&b))
+    super::profile::check_name(name, 128, "a thing name", |b| b.is_ascii_alphanumeric() || b":_-".contains(&b))
 }
 
 /// Shadow names: 1 to 64 of `$ a-z A-Z 0-9 : _ -`.
 fn check_shadow_name(name: &str) -> Result<(), String> {
-    super::check_name(name, 64, "a shadow name", |b| b.is_ascii_alphanumeric() || b"$:_-".contains(&b))
+    super::profile::check_name(name, 64, "a shadow name", |b| b.is_ascii_alphanumeric() || b"$:_-".contains(&b))
 }
 
 /// The thing in a path of this profile's, if it is one:

@@ -37,7 +37,8 @@ use sha2::Sha256;
 
 use super::answer::{Accepted, Refused, azure_error, header, json_object};
 use super::known::Known;
-use super::{Credentials, Envelope, ProfileName, device_name, header_value, http_route};
+use super::parts::{Credentials, Envelope, device_name, header_value, http_route};
+use super::profile::ProfileName;
 use crate::heartbeat::{Device, FleetGenerator};
 use crate::transport::HttpRoute;
 
@@ -108,7 +109,7 @@ fn rule_key(device: &str) -> String {
 /// IoT Hub's rule for device ids: 1 to 128 ASCII letters, digits and
 /// `- . + % _ # * ? ! ( ) , : = @ $ '`.
 pub(crate) fn check_device_id(id: &str) -> Result<(), String> {
-    super::check_name(id, 128, "an IoT Hub device id", |b| {
+    super::profile::check_name(id, 128, "an IoT Hub device id", |b| {
         b.is_ascii_alphanumeric() || b"-.+%_#*?!(),:=@$'".contains(&b)
     })
 }
@@ -143,7 +144,7 @@ impl Sender {
         // The scenario checked every key is base64; one that still is not
         // sends no credential, which the hub refuses.
         let token = sas_token(&format!("{}/devices/{id}", self.host), &key, expiry, None).unwrap_or_default();
-        let segment = utf8_percent_encode(&id, super::SEGMENT);
+        let segment = utf8_percent_encode(&id, super::parts::SEGMENT);
         http_route(
             format!("/devices/{segment}/messages/events?api-version={API_VERSION}"),
             vec![(AUTHORIZATION, header_value(&token)), (FLEET_PROPERTY, header_value(&generator.profile.fleet_name))],

@@ -40,10 +40,10 @@ use percent_encoding::utf8_percent_encode;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::ProfileName;
-use super::SEGMENT;
 use super::answer::{Accepted, Refused};
 use super::known::Known;
+use super::parts::SEGMENT;
+use super::profile::ProfileName;
 use crate::heartbeat::{Device, FleetGenerator, Profile};
 use crate::identities::Identities;
 use crate::transport::HttpRoute;
@@ -551,7 +551,7 @@ impl CustomWire {
         let index = device.index();
         let mut values = |f: &Field| -> Rendered<'static> {
             match f {
-                Field::DeviceName => Rendered::Str(super::device_name(generator, index).into()),
+                Field::DeviceName => Rendered::Str(super::parts::device_name(generator, index).into()),
                 Field::DeviceIndex => Rendered::Int(index),
                 Field::Sequence => Rendered::Int(u64::from(device.sequence())),
                 Field::AgentVersion => {
@@ -597,7 +597,7 @@ impl CustomWire {
                 (name.clone(), HeaderValue::from_bytes(&value).unwrap_or_else(|_| HeaderValue::from_static("")))
             })
             .collect();
-        let mut route = super::http_route(String::from_utf8_lossy(&path).into_owned(), headers);
+        let mut route = super::parts::http_route(String::from_utf8_lossy(&path).into_owned(), headers);
         route.method = self.method.clone();
         route
     }

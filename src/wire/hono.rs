@@ -22,7 +22,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use super::answer::{Accepted, Refused, header, json_object};
 use super::known::Known;
-use super::{Credentials, Envelope, ProfileName, device_name, header_value, http_route};
+use super::parts::{Credentials, Envelope, device_name, header_value, http_route};
+use super::profile::ProfileName;
 use crate::heartbeat::{Device, FleetGenerator};
 use crate::transport::HttpRoute;
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::ProfileName;
+use super::profile::ProfileName;
 use crate::identities::{Identities, IdentitiesError};
 
 /// One identities file, indexed by one of its columns.

@@ -36,63 +36,27 @@ pub mod azure;
 pub mod custom;
 pub mod hono;
 mod known;
+mod parts;
+mod profile;
 pub mod serve;
 pub mod thingsboard;
 
-use std::fmt;
+pub use parts::Credentials;
+use parts::device_name;
+pub use profile::ProfileName;
+use profile::check_plain_name;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::heartbeat::{Device, DeviceNames, FleetGenerator, Scratch};
 use crate::identities::Identities;
-use crate::transport::{HttpRoute, Identity, Outgoing, Protocol, Route};
+use crate::transport::{Identity, Outgoing, Route};
 
-/// A device profile's name, as a scenario writes it (`profile = "..."`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProfileName {
-    /// SageMaker Edge Manager `SendHeartbeat`: `POST` to the target's path
-    /// with the body of `../shared/spec/send-heartbeat.md`.
-    #[default]
-    SagemakerEdge,
-    /// ThingsBoard's device HTTP API: telemetry under the access token.
-    Thingsboard,
-    /// Eclipse Hono's HTTP protocol adapter: telemetry with Basic auth.
-    Hono,
-    /// Azure IoT Hub's device-to-cloud messages, with a SAS token.
-    AzureIotHub,
-    /// AWS IoT Device Shadow's REST API: each device's reported state.
-    AwsIotShadow,
-    /// The fleet's own templates (`[fleets.custom]`).
-    Custom,
-}
-
+/// What each profile asks of its devices: dispatched here, into each
+/// profile's module.
 impl ProfileName {
-    pub const ALL: [ProfileName; 6] = [
-        ProfileName::SagemakerEdge,
-        ProfileName::Thingsboard,
-        ProfileName::Hono,
-        ProfileName::AzureIotHub,
-        ProfileName::AwsIotShadow,
-        ProfileName::Custom,
-    ];
-
-    /// The protocols this profile has routes for: a fleet of it can be
-    /// run against a target of one of them. Every profile is HTTP's today;
-    /// an MQTT profile (or an HTTP one given MQTT topics) adds its own.
-    pub fn protocols(self) -> &'static [Protocol] {
-        match self {
-            ProfileName::SagemakerEdge
-            | ProfileName::Thingsboard
-            | ProfileName::Hono
-            | ProfileName::AzureIotHub
-            | ProfileName::AwsIotShadow
-            | ProfileName::Custom => &[Protocol::Http],
-        }
-    }
-
     /// The credential columns an identities file for this profile needs,
     /// beside `name`.
     pub fn columns(self) -> &'static [&'static str] {
@@ -124,90 +88,6 @@ impl ProfileName {
     }
 }
 
-/// Names for the profiles whose backends take any device name: 1 to 128
-/// printable ASCII characters without spaces, quotes or backslashes (so a
-/// name is the same text in a path, a header and a JSON string).
-fn check_plain_name(name: &str) -> Result<(), String> {
-    check_name(name, 128, "a device name", |b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-}
-
-/// The rule shape every profile's names share: 1 to `max` bytes, each one
-/// `allowed` lets in; `what` names the kind of name in the message.
-pub(crate) fn check_name(name: &str, max: usize, what: &str, allowed: impl Fn(u8) -> bool) -> Result<(), String> {
-    if name.is_empty() || name.len() > max {
-        return Err(format!("{} characters; {what} has 1 to {max}", name.len()));
-    }
-    match name.bytes().find(|&b| !allowed(b)) {
-        Some(b) => Err(format!("{:?} is not allowed in {what}", b as char)),
-        None => Ok(()),
-    }
-}
-
-/// How a profile wraps a device's state object (`Device::write_state`'s
-/// members) and its timestamp into a body: `open`, the members, `ts` (the
-/// text before the timestamp), the timestamp, `close`.
-pub(crate) struct Envelope {
-    pub open: &'static [u8],
-    pub ts: &'static [u8],
-    pub close: &'static [u8],
-}
-
-impl Envelope {
-    /// The members with the timestamp beside them: `{..., "ts": ms}`.
-    pub const FLAT: Envelope = Envelope { open: b"{", ts: b",\"ts\":", close: b"}" };
-
-    /// Advances `device` by one heartbeat at `now_ms` and appends its body
-    /// to `body`; returns the heartbeat's timestamp.
-    pub fn write(&self, generator: &FleetGenerator, device: &mut Device, now_ms: u64, body: &mut Vec<u8>) -> u64 {
-        body.extend_from_slice(self.open);
-        let ts = device.write_state(generator, now_ms, body);
-        body.extend_from_slice(self.ts);
-        crate::heartbeat::generate::write_integer(ts, body);
-        body.extend_from_slice(self.close);
-        ts
-    }
-}
-
-impl fmt::Display for ProfileName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ProfileName::SagemakerEdge => "sagemaker-edge",
-            ProfileName::Thingsboard => "thingsboard",
-            ProfileName::Hono => "hono",
-            ProfileName::AzureIotHub => "azure-iot-hub",
-            ProfileName::AwsIotShadow => "aws-iot-shadow",
-            ProfileName::Custom => "custom",
-        })
-    }
-}
-
-/// Each device's credential fields: from its identities row, or by the
-/// rule (module docs) from its name.
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    /// The identities, and where each of the profile's columns is in them.
-    listed: Option<(Arc<Identities>, Vec<usize>)>,
-}
-
-impl Credentials {
-    /// The credentials of a fleet named by `names` for `profile`: its
-    /// identities' columns (which the scenario checked are there), or the
-    /// rule.
-    pub fn new(profile: ProfileName, names: &DeviceNames) -> Credentials {
-        let listed = names.identities().and_then(|ids| {
-            let columns: Option<Vec<usize>> = profile.columns().iter().map(|c| ids.column(c)).collect();
-            columns.map(|c| (ids.clone(), c))
-        });
-        Credentials { listed }
-    }
-
-    /// Device `index`'s field `k` (an index into the profile's
-    /// [`ProfileName::columns`]), or `None` when the rule applies.
-    pub fn listed(&self, index: u64, k: usize) -> Option<&str> {
-        self.listed.as_ref().map(|(ids, columns)| ids.get(index as usize, columns[k]))
-    }
-}
-
 /// A fleet's profile as its heartbeats are made: whatever the profile
 /// needs, compiled once per fleet.
 #[derive(Debug, Clone, Default)]
@@ -232,7 +112,7 @@ impl FleetWire {
         host: &str,
         custom: Option<&Arc<custom::CustomWire>>,
     ) -> FleetWire {
-        let credentials = Credentials::new(profile, names);
+        let credentials = Credentials::new(profile.columns(), names);
         if let (ProfileName::Custom, Some(wire)) = (profile, custom) {
             return FleetWire::Custom(wire.clone());
         }
@@ -350,45 +230,10 @@ impl FleetWire {
     }
 }
 
-/// What a path segment must escape: controls, space and the characters
-/// that delimit a path, its query or its fragment.
-pub(crate) const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
-
-/// Device `index`'s name.
-pub(crate) fn device_name(generator: &FleetGenerator, index: u64) -> String {
-    let mut name = String::new();
-    generator.names.render(index, &mut name);
-    name
-}
-
-/// A `POST` [`HttpRoute`] from a target known to be a valid path (built
-/// from checked names and credentials; see the profiles' tests).
-pub(crate) fn http_route(target: String, headers: Vec<(http::HeaderName, http::HeaderValue)>) -> HttpRoute {
-    let target = http::uri::PathAndQuery::try_from(target)
-        .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/invalid-device-path"));
-    HttpRoute { method: http::Method::POST, target, headers }
-}
-
-/// `value` as a header value; one a checked credential cannot fail to
-/// be, so a failure sends an empty one (which the backend refuses).
-pub(crate) fn header_value(value: &str) -> http::HeaderValue {
-    http::HeaderValue::try_from(value).unwrap_or_else(|_| http::HeaderValue::from_static(""))
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::transport::Protocol;
 
     #[test]
     fn a_sagemaker_edge_heartbeat_is_the_device_s_body_sent_to_the_endpoint_s_path() {

@@ -16,10 +16,11 @@ use http::{HeaderMap, Method, StatusCode};
 use percent_encoding::utf8_percent_encode;
 use serde_json::Value;
 
-use super::Credentials;
 use super::answer::{Accepted, Refused};
 use super::known::Known;
-use super::{Envelope, ProfileName, SEGMENT, device_name, http_route};
+use super::parts::Credentials;
+use super::parts::{Envelope, SEGMENT, device_name, http_route};
+use super::profile::ProfileName;
 use crate::heartbeat::{Device, FleetGenerator};
 use crate::transport::HttpRoute;
 

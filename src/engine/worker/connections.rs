@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 
-use super::{MAX_CONNECTS_PER_TRIP, Waiter};
+use super::due::{MAX_CONNECTS_PER_TRIP, Waiter};
 use crate::transport::Transport;
 use crate::transport::settings::ConnectionMode;
 

@@ -33,6 +33,7 @@
 mod alarm;
 mod connections;
 mod demand;
+mod due;
 mod records;
 mod retries;
 mod sessions;
@@ -60,6 +61,9 @@ use crate::wire::FleetWire;
 use alarm::Alarm;
 use connections::{Checkout, Connections};
 pub use demand::Demand;
+#[cfg(test)]
+pub(crate) use due::MAX_CONNECTS_PER_TRIP;
+use due::{Due, Waiter};
 use records::{Records, Whose};
 use retries::Retries;
 pub use sessions::SessionCounts;
@@ -189,27 +193,6 @@ struct Slot {
     resumed: bool,
 }
 
-/// A heartbeat (or one of its retries) ready to go.
-#[derive(Debug, Clone, Copy)]
-struct Due {
-    slot: u32,
-    intended_ns: u64,
-    /// When it could go: its intended time, when its device became free,
-    /// or (a retry) when its wait ended.
-    eligible_ns: u64,
-    /// 0 for the first attempt, n for retry n.
-    attempt: u8,
-}
-
-/// A heartbeat waiting for a pooled connection (or for its turn to open
-/// one).
-#[derive(Debug, Clone, Copy)]
-struct Waiter {
-    due: Due,
-    /// When the generator got to it and found it could not go.
-    queued_ns: u64,
-}
-
 struct Done<C> {
     slot: u32,
     intended_ns: u64,
@@ -284,16 +267,6 @@ struct Worker<T: Transport> {
     /// Draws retry jitter.
     rng: Xoshiro128PlusPlus,
 }
-
-/// The most exchanges on a new connection a worker starts per trip round
-/// its loop. Opening a connection costs the worker's thread tens of
-/// microseconds (the socket, its port, the handshake on loopback): 15,000
-/// devices reconnecting at one instant cost it half a second, during
-/// which the schedule of devices already connected stood still (their lag
-/// p99 218 ms). Past this many per trip the rest wait their turn (their
-/// wait is the generator's lateness: schedule lag), and each trip's
-/// connection work stays a few milliseconds.
-pub(crate) const MAX_CONNECTS_PER_TRIP: u32 = 256;
 
 /// The most completions a worker takes in one trip before it looks at the
 /// schedule again.

@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use super::Due;
+use super::due::Due;
 
 /// A heartbeat between a failed attempt and its retry.
 #[derive(Debug, Clone, Copy)]

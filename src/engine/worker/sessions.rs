@@ -22,7 +22,7 @@ use std::time::Duration;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
-use super::Waiter;
+use super::due::Waiter;
 use crate::transport::{Idle, Transport};
 
 /// What a fleet's idle sessions did, as the engine saw it.

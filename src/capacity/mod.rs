@@ -402,7 +402,7 @@ pub async fn search(
     let mut target = crate::wire::destination(
         &scenario.target.url.to_string(),
         &scenario.target.path,
-        scenario.fleets.iter().map(|f| f.wire),
+        scenario.fleets.iter().map(|f| f.profile),
     );
     let mut interrupted = false;
     let mut retried = None;

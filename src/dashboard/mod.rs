@@ -204,7 +204,7 @@ impl Dashboard {
             target: crate::wire::destination(
                 &scenario.target.url.to_string(),
                 &scenario.target.path,
-                scenario.fleets.iter().map(|f| f.wire),
+                scenario.fleets.iter().map(|f| f.profile),
             ),
             started: Instant::now(),
             state: Mutex::new(State {

@@ -150,7 +150,7 @@ impl Report {
                         .into(),
                         ramp_up_s: f.schedule.ramp_up.as_secs_f64(),
                         stale_after_s: f.stale_after().as_secs_f64(),
-                        profile: f.wire,
+                        profile: f.profile,
                         arrival: match f.schedule.arrival {
                             Arrival::Periodic => "periodic",
                             Arrival::Poisson => "poisson",
@@ -184,7 +184,7 @@ impl Report {
                 .flat_map(|(f, versions)| {
                     versions.iter().enumerate().filter_map(move |(v, r)| {
                         let r = r.as_ref()?;
-                        let agent_version = f.profile.agent_versions.name(v as u16).to_string();
+                        let agent_version = f.content.agent_versions.name(v as u16).to_string();
                         let name = format!("{}@{agent_version}", f.name());
                         Some(Cohort {
                             fleet: f.name().to_string(),

@@ -109,12 +109,12 @@ pub fn builtin_profiles(scenario: &Scenario) -> Result<crate::wire::serve::Serve
     let mut profiles = crate::wire::serve::ServeProfiles::new(Vec::new());
     // Shadow requests' signatures are checked with the run's own
     // credentials.
-    if scenario.fleets.iter().any(|f| f.wire == ProfileName::AwsIotShadow)
+    if scenario.fleets.iter().any(|f| f.profile == ProfileName::AwsIotShadow)
         && let Some(settings) = &scenario.target.sigv4
     {
         profiles.set_sigv4(crate::transport::sigv4::Signer::new(settings)?);
     }
-    for f in scenario.fleets.iter().filter(|f| f.wire != ProfileName::SagemakerEdge) {
+    for f in scenario.fleets.iter().filter(|f| f.profile != ProfileName::SagemakerEdge) {
         if let Some(custom) = &f.custom {
             profiles.add_custom(custom.clone());
             if let Some(ids) = f.device_name.identities() {
@@ -125,9 +125,9 @@ pub fn builtin_profiles(scenario: &Scenario) -> Result<crate::wire::serve::Serve
         match f.device_name.identities() {
             // The scenario checked the file has the profile's columns.
             Some(ids) => {
-                let _ = profiles.add_identities(f.wire, ids.clone());
+                let _ = profiles.add_identities(f.profile, ids.clone());
             }
-            None => profiles.enable(f.wire),
+            None => profiles.enable(f.profile),
         }
     }
     Ok(profiles)

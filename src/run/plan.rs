@@ -207,7 +207,7 @@ pub fn plan_text_within(s: &Scenario, shard: Option<Shard>, budget: u64) -> Stri
     let _ = writeln!(
         out,
         "target {} (timeout {}, connections {})",
-        crate::wire::destination(&s.target.url.to_string(), &s.target.path, s.fleets.iter().map(|f| f.wire)),
+        crate::wire::destination(&s.target.url.to_string(), &s.target.path, s.fleets.iter().map(|f| f.profile)),
         crate::units::format_duration(s.target.timeout),
         s.target.connections
     );

@@ -113,8 +113,9 @@ pub struct Fleet {
     /// Its devices' names: a template, or the rows of its `identities`
     /// file (which then also give their credentials).
     pub device_name: DeviceNames,
-    /// What its devices send; `profile.fleet_name` is the fleet's name.
-    pub profile: Profile,
+    /// What its devices' bodies hold (agent versions, metrics, models);
+    /// `content.fleet_name` is the fleet's name.
+    pub content: Profile,
     /// A device whose largest gap without a successful heartbeat exceeds
     /// this is stale; `None` means three intervals.
     pub stale_after: Option<Duration>,
@@ -122,8 +123,8 @@ pub struct Fleet {
     pub events: Vec<Event>,
     /// How its devices retry failed heartbeats (`None`: they do not).
     pub retry: Option<RetryPolicy>,
-    /// What its devices speak (the scenario's `profile`).
-    pub wire: crate::wire::ProfileName,
+    /// Its device profile: what its devices speak (the scenario's `profile`).
+    pub profile: crate::wire::ProfileName,
     /// The identities file as the scenario names it, if any.
     pub identities: Option<std::path::PathBuf>,
     /// A `custom` fleet's templates, compiled (see [`crate::wire::custom`]).
@@ -153,7 +154,7 @@ pub enum ScaleError {
 
 impl Fleet {
     pub fn name(&self) -> &str {
-        &self.profile.fleet_name
+        &self.content.fleet_name
     }
 
     /// The fleet's device count times `factor`, rounded (saturating).
@@ -191,7 +192,7 @@ impl Fleet {
 
     /// The heartbeat generator for this fleet under `seed`.
     pub fn generator(&self, seed: u64) -> FleetGenerator {
-        FleetGenerator::new(self.profile.clone(), self.device_name.clone(), seed)
+        FleetGenerator::new(self.content.clone(), self.device_name.clone(), seed)
     }
 }
 
@@ -308,7 +309,7 @@ pub fn parse_in(
     for (i, f) in scenario.fleets.iter_mut().enumerate() {
         let Some(file) = &f.identities else { continue };
         let at = [Step::Key("fleets".into()), Step::Index(i), Step::Key("identities".into())];
-        let ids = read_identities(&base.join(file), f.wire)
+        let ids = read_identities(&base.join(file), f.profile)
             .map_err(|e| ScenarioError::at_key(origin, text, format, &at, &format!("fleet {:?}: {e}", f.name())))?;
         if f.devices == 0 {
             f.devices = ids.len() as u64;
@@ -329,7 +330,7 @@ pub fn parse_in(
         let env = |name: &str| std::env::var(name).ok();
         let cx = crate::wire::custom::Context {
             fleet: f.name(),
-            profile: &f.profile,
+            profile: &f.content,
             identities: f.device_name.identities().map(|a| a.as_ref()),
             env: &env,
         };
@@ -342,11 +343,11 @@ pub fn parse_in(
     }
     for (i, f) in scenario.fleets.iter().enumerate() {
         let fleet = |rest: &[Step]| [&[Step::Key("fleets".into()), Step::Index(i)][..], rest].concat();
-        if let Err(why) = check_protocol(f.wire, scenario.target.url.protocol()) {
+        if let Err(why) = check_protocol(f.profile, scenario.target.url.protocol()) {
             let message = format!("fleet {:?}: {why}", f.name());
             return Err(ScenarioError::at_key(origin, text, format, &fleet(&[Step::Key("profile".into())]), &message));
         }
-        if f.wire == crate::wire::ProfileName::AwsIotShadow
+        if f.profile == crate::wire::ProfileName::AwsIotShadow
             && let Err(why) = shadow_credential(&scenario.target)
         {
             let message = format!("fleet {:?}: {why}", f.name());
@@ -585,11 +586,11 @@ impl TryFrom<RawFleet> for Fleet {
             devices,
             schedule,
             device_name,
-            profile,
+            content: profile,
             stale_after: raw.stale_after.map(|d| d.0),
             events: raw.events,
             retry: raw.retry,
-            wire: raw.profile,
+            profile: raw.profile,
             identities: raw.identities,
             custom: None,
             custom_spec: raw.custom,
@@ -730,7 +731,7 @@ mod tests {
         let text =
             "[target]\nurl = \"http://127.0.0.1:9\"\n[[fleets]]\nname = \"f\"\ndevices = 1\nprofile = \"hono\"\n";
         let read = crate::scenario::parse(text, crate::scenario::Format::Toml, "s.toml", "s").unwrap();
-        assert_eq!(read.fleets[0].wire.protocols(), [read.target.url.protocol()]);
+        assert_eq!(read.fleets[0].profile.protocols(), [read.target.url.protocol()]);
     }
 
     #[test]
@@ -738,8 +739,8 @@ mod tests {
         let parse = |t: &str| crate::scenario::parse(t, crate::scenario::Format::Toml, "s.toml", "s");
         let plain = parse("[[fleets]]\nname = \"f\"\ndevices = 1\n").unwrap();
         let named = parse("[[fleets]]\nname = \"f\"\ndevices = 1\nprofile = \"sagemaker-edge\"\n").unwrap();
-        assert_eq!(plain.fleets[0].wire, crate::wire::ProfileName::SagemakerEdge);
-        assert_eq!(named.fleets[0].wire, crate::wire::ProfileName::SagemakerEdge);
+        assert_eq!(plain.fleets[0].profile, crate::wire::ProfileName::SagemakerEdge);
+        assert_eq!(named.fleets[0].profile, crate::wire::ProfileName::SagemakerEdge);
     }
 
     #[test]

@@ -410,45 +410,45 @@ impl Http {
 }
 
 /// A client connection of either HTTP version.
-pub enum Sender {
+pub enum HttpConn {
     /// HTTP/1.1 over plain TCP, driven by the exchange itself.
     Lean(h1::Conn),
     /// HTTP/1.1 over TLS, or HTTP/2, driven by hyper's connection task.
-    Hyper(HyperSender),
+    Hyper(HyperConn),
 }
 
 /// A connection hyper drives.
-pub enum HyperSender {
+pub enum HyperConn {
     H1(http1::SendRequest<Full<Bytes>>),
     H2(http2::SendRequest<Full<Bytes>>),
 }
 
-impl Sender {
+impl HttpConn {
     fn is_closed(&self) -> bool {
         match self {
-            Sender::Lean(c) => c.is_closed(),
-            Sender::Hyper(s) => s.is_closed(),
+            HttpConn::Lean(c) => c.is_closed(),
+            HttpConn::Hyper(s) => s.is_closed(),
         }
     }
 }
 
-impl HyperSender {
+impl HyperConn {
     fn is_closed(&self) -> bool {
         match self {
-            HyperSender::H1(s) => s.is_closed(),
-            HyperSender::H2(s) => s.is_closed(),
+            HyperConn::H1(s) => s.is_closed(),
+            HyperConn::H2(s) => s.is_closed(),
         }
     }
 }
 
 impl Transport for Http {
-    type Conn = Sender;
+    type Conn = HttpConn;
 
     fn exchange(
         &self,
-        conn: Option<Sender>,
+        conn: Option<HttpConn>,
         outgoing: Outgoing,
-    ) -> impl Future<Output = Exchange<Sender>> + Send + 'static {
+    ) -> impl Future<Output = Exchange<HttpConn>> + Send + 'static {
         let endpoint = self.endpoint.clone();
         async move {
             let mut connected = None;
@@ -476,14 +476,14 @@ impl Transport for Http {
         self.endpoint.http2
     }
 
-    fn share(&self, conn: &Sender) -> Option<Sender> {
+    fn share(&self, conn: &HttpConn) -> Option<HttpConn> {
         match conn {
-            Sender::Hyper(HyperSender::H2(s)) => Some(Sender::Hyper(HyperSender::H2(s.clone()))),
-            Sender::Hyper(HyperSender::H1(_)) | Sender::Lean(_) => None,
+            HttpConn::Hyper(HyperConn::H2(s)) => Some(HttpConn::Hyper(HyperConn::H2(s.clone()))),
+            HttpConn::Hyper(HyperConn::H1(_)) | HttpConn::Lean(_) => None,
         }
     }
 
-    fn is_closed(&self, conn: &Sender) -> bool {
+    fn is_closed(&self, conn: &HttpConn) -> bool {
         conn.is_closed()
     }
 
@@ -491,7 +491,7 @@ impl Transport for Http {
     fn connect(
         &self,
         _identity: Identity,
-    ) -> impl Future<Output = Result<(Sender, Connected), Failure>> + Send + 'static {
+    ) -> impl Future<Output = Result<(HttpConn, Connected), Failure>> + Send + 'static {
         let endpoint = self.endpoint.clone();
         async move {
             let opened = tokio::time::timeout(endpoint.timeout, connect(&endpoint)).await;
@@ -504,7 +504,7 @@ impl Transport for Http {
 /// An HTTP answer, read to its end.
 struct Answer {
     status: u16,
-    conn: Option<Sender>,
+    conn: Option<HttpConn>,
     retry_after: Option<Duration>,
     /// When it reached this machine, if known (the lean client's sockets).
     arrived: Option<Instant>,
@@ -514,7 +514,7 @@ struct Answer {
 
 async fn exchange(
     endpoint: &Endpoint,
-    conn: Option<Sender>,
+    conn: Option<HttpConn>,
     outgoing: Outgoing,
     connected: &mut Option<Connected>,
 ) -> Result<Answer, Failure> {
@@ -532,19 +532,19 @@ async fn exchange(
         }
     };
     let mut answer = match sender {
-        Sender::Lean(mut conn) => {
+        HttpConn::Lean(mut conn) => {
             let answer = lean_exchange(endpoint, &mut conn, &outgoing).await?;
             Answer {
                 status: answer.status,
                 retry_after: answer.retry_after.map(Duration::from_secs),
-                conn: (answer.reusable && endpoint.keep_alive).then_some(Sender::Lean(conn)),
+                conn: (answer.reusable && endpoint.keep_alive).then_some(HttpConn::Lean(conn)),
                 arrived: answer.arrived,
                 excerpt: answer.excerpt,
             }
         }
         // Boxed: TLS and HTTP/2 exchanges are rarer and dearer; inline,
         // hyper's request future would more than double every exchange's.
-        Sender::Hyper(hyper) => Box::pin(hyper_exchange(endpoint, hyper, &outgoing)).await?,
+        HttpConn::Hyper(hyper) => Box::pin(hyper_exchange(endpoint, hyper, &outgoing)).await?,
     };
     // Error answers only: a success carries no excerpt.
     if let Some(excerpt) = answer.excerpt.take() {
@@ -554,11 +554,11 @@ async fn exchange(
 }
 
 /// One exchange on a connection hyper drives (TLS, HTTP/2).
-async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, outgoing: &Outgoing) -> Result<Answer, Failure> {
+async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperConn, outgoing: &Outgoing) -> Result<Answer, Failure> {
     let Outgoing { body, route } = outgoing;
     let mut req = request(endpoint, Full::new(body.clone()), body, route)?;
     let response = match &mut sender {
-        HyperSender::H1(s) => {
+        HyperConn::H1(s) => {
             s.ready().await.map_err(|e| classify(endpoint, &e))?;
             *req.uri_mut() = match route {
                 Route::Endpoint => endpoint.path.clone(),
@@ -566,7 +566,7 @@ async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, outgoing: 
             };
             s.send_request(req).await
         }
-        HyperSender::H2(s) => {
+        HyperConn::H2(s) => {
             s.ready().await.map_err(|e| classify(endpoint, &e))?;
             *req.version_mut() = http::Version::HTTP_2;
             req.headers_mut().remove(HOST);
@@ -586,7 +586,7 @@ async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperSender, outgoing: 
     let reusable = (endpoint.keep_alive || endpoint.http2) && !sender.is_closed();
     Ok(Answer {
         status,
-        conn: reusable.then_some(Sender::Hyper(sender)),
+        conn: reusable.then_some(HttpConn::Hyper(sender)),
         retry_after: retry_after.map(Duration::from_secs),
         arrived: None,
         excerpt,
@@ -648,7 +648,7 @@ async fn lean_exchange(endpoint: &Endpoint, conn: &mut h1::Conn, outgoing: &Outg
 /// Opens a connection (TCP, then TLS if the target is `https://`) from the
 /// next source address, and starts its driver task (it ends when the
 /// connection closes or its senders are dropped).
-async fn connect(endpoint: &Endpoint) -> Result<(Sender, Option<Duration>), Failure> {
+async fn connect(endpoint: &Endpoint) -> Result<(HttpConn, Option<Duration>), Failure> {
     let addr = endpoint.addr;
     let stream = endpoint.ports.connect(addr).await.map_err(|e| {
         endpoint.note(Failure::Connect, || match e {
@@ -659,7 +659,7 @@ async fn connect(endpoint: &Endpoint) -> Result<(Sender, Option<Duration>), Fail
     let _ = stream.set_nodelay(true);
     match &endpoint.tls {
         None if endpoint.http2 => Ok((handshake(endpoint, TokioIo::new(stream), true).await?, None)),
-        None => Ok((Sender::Lean(h1::Conn::new(stream)), None)),
+        None => Ok((HttpConn::Lean(h1::Conn::new(stream)), None)),
         Some(tls) => {
             let started = Instant::now();
             let stream = tls.connector.connect(tls.server_name.clone(), stream).await.map_err(|e| {
@@ -678,7 +678,7 @@ async fn connect(endpoint: &Endpoint) -> Result<(Sender, Option<Duration>), Fail
     }
 }
 
-async fn handshake<I>(endpoint: &Endpoint, io: TokioIo<I>, h2: bool) -> Result<Sender, Failure>
+async fn handshake<I>(endpoint: &Endpoint, io: TokioIo<I>, h2: bool) -> Result<HttpConn, Failure>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -688,13 +688,13 @@ where
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Sender::Hyper(HyperSender::H2(sender)))
+        Ok(HttpConn::Hyper(HyperConn::H2(sender)))
     } else {
         let (sender, connection) = http1::handshake(io).await.map_err(|e| classify(endpoint, &e))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Sender::Hyper(HyperSender::H1(sender)))
+        Ok(HttpConn::Hyper(HyperConn::H1(sender)))
     }
 }
 

@@ -218,25 +218,7 @@ fleetstorm_run() {
   scenario "$OUT/raw/$name.toml" "$url" "$rate" "$secs"
   measure "$name" "$secs" -- "$BIN" run "$OUT/raw/$name.toml" --quiet --out "$OUT/raw/$name.json" "$@"
 }
-kept_up() {
-  python3 - "$OUT/raw/$1.json" <<'PY'
-import json, sys
-try:
-    r = json.load(open(sys.argv[1]))
-except (OSError, ValueError):
-    sys.exit(1)
-t, g = r["totals"], r["generator"]
-pool = g.get("pool") or {}
-# fleetstorm's own verdict, nothing looser: its generator kept up (lag and
-# CPU demand), and heartbeats did not wait for a pooled connection except
-# because the backend itself slowed down.
-ok = t["missed"] == 0 and t["failed"] == 0 and g["kept_up"] and pool.get("limit", "none") in ("none", "backend")
-print(f"  offered {t['offered_rate']:.0f}/s achieved {t['achieved_rate']:.0f}/s missed {t['missed']} "
-      f"failed {t['failed']}; generator: {g['verdict']}; pool: {pool.get('verdict', '-')} -> "
-      f"{'kept up' if ok else 'fell behind'}", file=sys.stderr)
-sys.exit(0 if ok else 1)
-PY
-}
+kept_up() { python3 "$ROOT/benches/peers_table.py" --verdict "$OUT/raw/$1.json"; }
 
 # probe TARGET URL RATE NAME: one search probe, run once (a peer gets one
 # run per rep too: a stall that costs fleetstorm a probe lowers its rate).

@@ -96,18 +96,15 @@ impl OutcomeClass {
     ];
 
     /// Every class but [`OutcomeClass::Ok`]: the failures, in report order.
-    pub const FAILED: [OutcomeClass; OutcomeClass::COUNT - 1] = [
-        OutcomeClass::Rejected,
-        OutcomeClass::Auth,
-        OutcomeClass::Throttled,
-        OutcomeClass::ServerError,
-        OutcomeClass::OtherStatus,
-        OutcomeClass::Timeout,
-        OutcomeClass::Connect,
-        OutcomeClass::Tls,
-        OutcomeClass::Io,
-        OutcomeClass::Protocol,
-    ];
+    pub const FAILED: [OutcomeClass; OutcomeClass::COUNT - 1] = {
+        let mut failed = [OutcomeClass::Rejected; OutcomeClass::COUNT - 1];
+        let mut i = 0;
+        while i < failed.len() {
+            failed[i] = OutcomeClass::ALL[i + 1];
+            i += 1;
+        }
+        failed
+    };
 
     /// The name reports, gates and metrics use.
     pub const fn as_str(self) -> &'static str {

@@ -95,6 +95,12 @@ def main():
         call("Fetch.enable", patterns=[{"urlPattern": "*"}])
         call("Page.enable")
         call("Page.navigate", url=url)
+        def count(reading, name):
+            """A count the page shows; 0 until its first poll has filled it
+            in (the DOM's placeholder reads as NaN, which JSON makes null)."""
+            value = reading.get(name)
+            return value if isinstance(value, (int, float)) else 0
+
         def drawn(reading):
             """The points of the rate chart's least-drawn series."""
             return min((s for c in reading.get("charts", []) if c["id"] == "rate" for s in c["series"]), default=0)
@@ -103,7 +109,7 @@ def main():
         deadline = time.time() + 60
         while True:
             first = read()
-            if first.get("sent", 0) > 0 and drawn(first) >= 2:
+            if count(first, "sent") > 0 and drawn(first) >= 2:
                 break
             if time.time() > deadline:
                 sys.exit(f"the dashboard drew no counts within 60 s: {first}")
@@ -115,7 +121,7 @@ def main():
         deadline = time.time() + 30
         while True:
             second = read()
-            moved = second.get("sent", 0) > first["sent"] and drawn(second) > drawn(first)
+            moved = count(second, "sent") > count(first, "sent") and drawn(second) > drawn(first)
             if moved or time.time() > deadline:
                 break
             pump(0.2)

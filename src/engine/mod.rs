@@ -156,9 +156,14 @@ fn spawn_on_own_thread(id: usize, task: impl Future<Output = ()> + Send + 'stati
     }
 }
 
-/// Runs `fleets` against `transport`, calling `progress` a few times a second.
+/// Runs `fleets` against their targets, calling `progress` a few times a
+/// second. `targets` holds one transport per target of the run, each
+/// fleet's [`FleetRuntime::target`] naming its own: fleets of one run can
+/// speak different protocols (`T` then chooses per target, an enum of the
+/// transports), and a device's connections are always its target's. A
+/// pool serves one target (the scenario refuses a pool over several).
 pub async fn run<T: Transport>(
-    transport: T,
+    targets: Vec<Arc<T>>,
     fleets: Vec<FleetRuntime>,
     settings: EngineSettings,
     cancel: CancellationToken,
@@ -166,7 +171,12 @@ pub async fn run<T: Transport>(
 ) -> RunOutput {
     let workers = settings.workers.max(1);
     let fleets: Arc<[FleetRuntime]> = fleets.into();
-    let transport = Arc::new(transport);
+    assert!(
+        fleets.iter().all(|f| f.target < targets.len()),
+        "every fleet's target is one of the run's ({} given)",
+        targets.len()
+    );
+    assert!(!matches!(settings.connections, ConnectionMode::Pool(_)) || targets.len() == 1, "a pool serves one target");
     // Devices round-robin over the workers, so each has a slice of every
     // fleet and of every phase.
     // A shard takes only its devices (by global index, across fleets).
@@ -209,7 +219,7 @@ pub async fn run<T: Transport>(
         };
         let task = worker::run_worker(
             id,
-            transport.clone(),
+            fleets.iter().map(|f| targets[f.target].clone()).collect(),
             fleets.clone(),
             devices,
             worker_settings,

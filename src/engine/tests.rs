@@ -39,7 +39,7 @@ fn paused(seconds: u64, connections: ConnectionMode, seed: u64) -> EngineSetting
 
 async fn run_fake(fake: &Fake, fleets: Vec<FleetRuntime>, seconds: u64, connections: ConnectionMode) -> RunOutput {
     let settings = paused(seconds, connections, 3);
-    run(fake.clone(), fleets, settings, CancellationToken::new(), |_| {}).await
+    run(vec![Arc::new(fake.clone())], fleets, settings, CancellationToken::new(), |_| {}).await
 }
 
 /// Calls per second of the run, from the fake's notes.
@@ -71,7 +71,7 @@ async fn a_warm_up_is_in_the_timeline_but_not_in_the_totals() {
     let settings =
         EngineSettings { measure_after: Duration::from_millis(1_900), ..paused(5, ConnectionMode::PerDevice, 3) };
     let fleets = vec![fleet(1_000, every(Duration::from_secs(1)))];
-    let out = run(fake.clone(), fleets, settings, CancellationToken::new(), |_| {}).await;
+    let out = run(vec![Arc::new(fake.clone())], fleets, settings, CancellationToken::new(), |_| {}).await;
     // Measured from 1.9 s: the heartbeats intended in the last 3.1 s.
     assert_eq!(out.scheduled_for, Duration::from_millis(3_100));
     let c = &out.fleets[0].counters;
@@ -163,7 +163,9 @@ async fn heartbeats_queued_for_the_pool_at_the_end_still_go_within_the_drain() {
             workers: 1,
             ..paused(3, ConnectionMode::Pool(1), 3)
         };
-        let out = run(fake.clone(), vec![fleet(10, schedule)], settings, CancellationToken::new(), |_| {}).await;
+        let out =
+            run(vec![Arc::new(fake.clone())], vec![fleet(10, schedule)], settings, CancellationToken::new(), |_| {})
+                .await;
         assert_accounting(&out);
         let c = &out.fleets[0].counters;
         assert_eq!((c.scheduled, c.sent, c.missed), (30, sent, 30 - sent), "drain {drain:?}: {c:?}");
@@ -182,7 +184,8 @@ async fn waiting_for_a_pooled_connection_is_connection_wait_and_lateness_not_sch
     let schedule = Schedule { start: crate::fleet::StartMode::Synchronized, ..every(Duration::from_secs(1)) };
     let fake = Fake { delay: Duration::from_millis(50), ..Fake::default() };
     let settings = EngineSettings { workers: 1, ..paused(3, ConnectionMode::Pool(1), 3) };
-    let out = run(fake.clone(), vec![fleet(10, schedule)], settings, CancellationToken::new(), |_| {}).await;
+    let out =
+        run(vec![Arc::new(fake.clone())], vec![fleet(10, schedule)], settings, CancellationToken::new(), |_| {}).await;
     assert_accounting(&out);
     let r = &out.fleets[0];
     let c = &r.counters;
@@ -216,7 +219,7 @@ async fn a_reconnect_storm_waits_its_turn_and_connected_devices_keep_their_sched
     let steady = FleetRuntime { key: 2, ..fleet(100, every(Duration::from_millis(100))) };
     let fake = Fake { connect_cost, ..Fake::default() };
     let settings = EngineSettings { workers: 1, ..paused(6, ConnectionMode::PerDevice, 3) };
-    let out = run(fake.clone(), vec![storm, steady], settings, CancellationToken::new(), |_| {}).await;
+    let out = run(vec![Arc::new(fake.clone())], vec![storm, steady], settings, CancellationToken::new(), |_| {}).await;
     assert_accounting(&out);
     let (storm, steady) = (&out.fleets[0], &out.fleets[1]);
     assert_eq!(fake.connects(), 2 * 2_000 + 100, "the storm connected anew");
@@ -247,7 +250,8 @@ async fn a_heartbeat_held_back_by_its_busy_device_is_late_by_that_much() {
     let fake = Fake { delay: Duration::from_millis(1_200), ..Fake::default() };
     let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
     let schedule = Schedule { start: crate::fleet::StartMode::Synchronized, ..every(Duration::from_secs(1)) };
-    let out = run(fake.clone(), vec![fleet(1, schedule)], settings, CancellationToken::new(), |_| {}).await;
+    let out =
+        run(vec![Arc::new(fake.clone())], vec![fleet(1, schedule)], settings, CancellationToken::new(), |_| {}).await;
     assert_accounting(&out);
     let r = &out.fleets[0];
     assert_eq!((r.counters.sent, r.counters.late, r.counters.waited), (5, 4, 0), "{:?}", r.counters);
@@ -302,7 +306,9 @@ async fn cancelling_stops_scheduling_and_still_accounts_for_everything() {
         stopper.cancel();
     });
     let t0 = Instant::now();
-    let out = run(fake.clone(), vec![fleet(100, every(Duration::from_secs(1)))], settings, cancel, |_| {}).await;
+    let out =
+        run(vec![Arc::new(fake.clone())], vec![fleet(100, every(Duration::from_secs(1)))], settings, cancel, |_| {})
+            .await;
     assert!(out.interrupted);
     assert!(Instant::now() - t0 < Duration::from_secs(3), "stopped within a second of the cancel");
     assert_accounting(&out);
@@ -317,7 +323,7 @@ fn with_events(mut f: FleetRuntime, events: &[crate::fleet::Event]) -> FleetRunt
 
 async fn run_scripted(t: &Fake, fleets: Vec<FleetRuntime>, seconds: u64, seed: u64, cohorts: bool) -> RunOutput {
     let settings = EngineSettings { cohorts, ..paused(seconds, ConnectionMode::PerDevice, seed) };
-    run(t.clone(), fleets, settings, CancellationToken::new(), |_| {}).await
+    run(vec![Arc::new(t.clone())], fleets, settings, CancellationToken::new(), |_| {}).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -357,7 +363,7 @@ async fn live_freshness_follows_the_silenced_devices_going_stale() {
     let settings = EngineSettings { live_freshness: true, ..paused(100, ConnectionMode::PerDevice, 3) };
     let mut seen: Vec<(Duration, u64, u64)> = Vec::new();
     let t = Fake::answering(|_| 200);
-    let out = run(t.clone(), fleets(), settings, CancellationToken::new(), |live| {
+    let out = run(vec![Arc::new(t.clone())], fleets(), settings, CancellationToken::new(), |live| {
         if let Some(f) = live.freshness {
             seen.push((live.elapsed, f[0].stale, f[0].devices));
         }
@@ -380,7 +386,10 @@ async fn live_freshness_follows_the_silenced_devices_going_stale() {
     // Not asked for: no walks.
     let mut any = false;
     let settings = paused(5, ConnectionMode::PerDevice, 3);
-    run(t.clone(), fleets(), settings, CancellationToken::new(), |live| any |= live.freshness.is_some()).await;
+    run(vec![Arc::new(t.clone())], fleets(), settings, CancellationToken::new(), |live| {
+        any |= live.freshness.is_some()
+    })
+    .await;
     assert!(!any);
 }
 
@@ -568,9 +577,14 @@ async fn a_cancel_before_the_first_heartbeat_still_marks_the_run_interrupted() {
     cancel.cancel();
     let settings = paused(60, ConnectionMode::PerDevice, 3);
     for _ in 0..20 {
-        let out =
-            run(fake.clone(), vec![fleet(10, every(Duration::from_secs(1)))], settings.clone(), cancel.clone(), |_| {})
-                .await;
+        let out = run(
+            vec![Arc::new(fake.clone())],
+            vec![fleet(10, every(Duration::from_secs(1)))],
+            settings.clone(),
+            cancel.clone(),
+            |_| {},
+        )
+        .await;
         assert!(out.interrupted, "cancelled before it began: interrupted");
         assert!(out.scheduled_for < Duration::from_secs(1));
     }
@@ -611,9 +625,14 @@ async fn a_session_transport_opens_each_device_s_session_with_its_identity_keeps
     };
     let fake = Fake { connect_delay: Duration::from_millis(20), ..Fake::with_sessions(script) };
     let settings = paused(60, ConnectionMode::PerDevice, 3);
-    let out =
-        run(fake.clone(), vec![fleet(4, every(Duration::from_secs(10)))], settings, CancellationToken::new(), |_| {})
-            .await;
+    let out = run(
+        vec![Arc::new(fake.clone())],
+        vec![fleet(4, every(Duration::from_secs(10)))],
+        settings,
+        CancellationToken::new(),
+        |_| {},
+    )
+    .await;
 
     // The report's counts: every heartbeat sent, one failed (the late
     // acknowledgement's), each connect counted (d-1's twice).
@@ -688,9 +707,14 @@ async fn a_heartbeat_that_finds_its_session_out_on_an_idle_wait_waits_for_it() {
     };
     let fake = Fake::with_sessions(script);
     let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
-    let out =
-        run(fake.clone(), vec![fleet(3, every(Duration::from_secs(1)))], settings, CancellationToken::new(), |_| {})
-            .await;
+    let out = run(
+        vec![Arc::new(fake.clone())],
+        vec![fleet(3, every(Duration::from_secs(1)))],
+        settings,
+        CancellationToken::new(),
+        |_| {},
+    )
+    .await;
     assert_accounting(&out);
     let r = &out.fleets[0];
     let c = &r.counters;
@@ -699,4 +723,49 @@ async fn a_heartbeat_that_finds_its_session_out_on_an_idle_wait_waits_for_it() {
     let ms = |v: u64| (v + 500) / 1000;
     assert_eq!(ms(r.connection_wait.max()), 30);
     assert_eq!(fake.opened_sessions().len(), 3, "each device kept its one session");
+}
+
+/// A run whose fleets speak different protocols: one fleet's devices over
+/// a session transport shaped like MQTT (sessions opened with each
+/// device's identity, keep-alives between heartbeats), the other's over
+/// one shaped like HTTP (connections opened by the exchange, nothing done
+/// while idle), through the same workers. Each fleet's heartbeats go to
+/// its own target's transport only, and each is counted in its own fleet.
+#[tokio::test(start_paused = true)]
+async fn fleets_of_one_run_speak_different_protocols_each_over_its_own_target() {
+    use crate::transport::testing::SessionScript;
+    let script = SessionScript {
+        keepalive: Duration::from_secs(4),
+        ack: |_, _| Duration::from_millis(30),
+        ack_timeout: Duration::from_secs(1),
+        close: |_, _| None,
+        overstay: Duration::ZERO,
+    };
+    let sessions = Fake::with_sessions(script);
+    let http = Fake { delay: Duration::from_millis(10), ..Fake::default() };
+    let mqtt_like = FleetRuntime { target: 1, ..fleet(3, every(Duration::from_secs(10))) };
+    let http_like = FleetRuntime { key: 2, ..fleet(5, every(Duration::from_secs(2))) };
+    let settings = paused(30, ConnectionMode::PerDevice, 3);
+    let targets = vec![Arc::new(http.clone()), Arc::new(sessions.clone())];
+    let out = run(targets, vec![http_like, mqtt_like], settings, CancellationToken::new(), |_| {}).await;
+
+    assert_accounting(&out);
+    let (h, s) = (&out.fleets[0].counters, &out.fleets[1].counters);
+    assert_eq!((h.scheduled, h.sent, h.ok()), (75, 75, 75), "{h:?}");
+    assert_eq!((s.scheduled, s.sent, s.ok()), (9, 9, 9), "{s:?}");
+    // Each transport carried its own fleet's heartbeats and no other's.
+    assert_eq!(http.calls().len(), 75);
+    assert_eq!(sessions.calls().len(), 9);
+    // Sessions: one per device of the session fleet, opened with its
+    // identity; the HTTP fleet's five connections opened by exchanges.
+    let opened = sessions.opened_sessions();
+    let mut names: Vec<String> = opened.values().map(|s| s.identity.device.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["d-0", "d-1", "d-2"]);
+    assert_eq!((s.connects, sessions.connects()), (3, 3));
+    assert_eq!(http.connects(), 5, "one connection per device, opened by its first exchange");
+    assert!(http.identities().is_empty(), "no identity built for the HTTP-like target");
+    // Keep-alives on the session fleet's idle sessions only.
+    assert!(out.sessions[1].keepalives >= 3 * 2 * 2, "{:?}", out.sessions[1]);
+    assert_eq!(out.sessions[0], SessionCounts::default());
 }

@@ -8,6 +8,7 @@ use super::verdict::light_load_p50;
 use super::*;
 use crate::engine::RunOutput;
 use crate::fleet::{Arrival, StartMode};
+use crate::gate::ThresholdResult;
 use crate::scenario::Scenario;
 use crate::stats::{self, Freshness, Percentiles, Recorder};
 
@@ -75,15 +76,37 @@ pub(crate) fn codes_of(codes: &BTreeMap<stats::Code, u64>) -> BTreeMap<String, B
     out
 }
 
+/// What a run knew besides what its devices recorded, for its report.
+#[derive(Debug, Default)]
+pub struct RunFacts {
+    /// The target as the report names it: its URL, or the built-in
+    /// backend's address (`builtin (http://127.0.0.1:PORT)`).
+    pub target: String,
+    /// The built-in backend's own counts, when the run had it.
+    pub backend: Option<serde_json::Value>,
+    /// A synchronized start: the instant, and how late the clock started.
+    pub start: Option<StartInfo>,
+    /// The shard the run was, with its scenario's hash.
+    pub shard: Option<ShardInfo>,
+    /// The first message of each kind of failure.
+    pub first_errors: BTreeMap<String, String>,
+    /// The source addresses fleetstorm spread the connections over itself
+    /// (none given in the scenario), if it did.
+    pub spread_sources: Option<Vec<std::net::IpAddr>>,
+    /// The abort threshold that fired, and its result as it was judged then.
+    pub aborted: Option<(Aborted, ThresholdResult)>,
+    /// Stopped for want of a success.
+    pub stopped: Option<Stopped>,
+}
+
 impl Report {
-    /// Builds the report of a run of `scenario` (as run: overrides applied).
-    pub fn new(
-        scenario: &Scenario,
-        seed: u64,
-        target_url: &str,
-        out: &RunOutput,
-        backend: Option<serde_json::Value>,
-    ) -> Report {
+    /// Builds the report of a run of `scenario` (as run: overrides applied)
+    /// from what it recorded (`out`) and what else it knew (`facts`), its
+    /// thresholds checked (an abort threshold that fired as it was judged
+    /// then).
+    pub fn new(scenario: &Scenario, seed: u64, out: &RunOutput, facts: RunFacts) -> Report {
+        let RunFacts { target: target_url, backend, start, shard, first_errors, spread_sources, aborted, stopped } =
+            facts;
         let seconds = out.scheduled_for.as_secs_f64();
         let span = Span { scheduled_s: seconds, sending_s: out.sending_for.as_secs_f64().max(seconds) };
         let mut total = Recorder::default();
@@ -104,7 +127,7 @@ impl Report {
         };
         let busiest = out.demand.iter().map(|d| d.share()).reduce(f64::max);
         let generator = generator_health(totals.schedule_lag_ms.p99, busiest, pool);
-        Report {
+        let mut report = Report {
             schema: SCHEMA.to_string(),
             fleetstorm_version: Some(VERSION.to_string()),
             scenario: ScenarioSummary {
@@ -116,7 +139,7 @@ impl Report {
                     .is_scaled()
                     .then_some(ScaleSummary { devices: scenario.scaled.devices, rate: scenario.scaled.rate }),
                 target: TargetSummary {
-                    url: target_url.to_string(),
+                    url: target_url,
                     path: t.path.clone(),
                     timeout_ms: t.timeout.as_secs_f64() * 1000.0,
                     connections: t.connections.to_string(),
@@ -131,8 +154,13 @@ impl Report {
                         mutual: t.tls.cert.is_some(),
                     }),
                     sigv4: t.sigv4.as_ref().map(|s| format!("{}/{}", s.service, s.region)),
-                    source_addresses: t.source_addresses.iter().map(|a| a.to_string()).collect(),
-                    sources_spread: false,
+                    source_addresses: spread_sources
+                        .as_deref()
+                        .unwrap_or(&t.source_addresses)
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect(),
+                    sources_spread: spread_sources.is_some(),
                 },
                 fleets: scenario
                     .fleets
@@ -164,7 +192,6 @@ impl Report {
             sending_s: Some(span.sending_s),
             elapsed_s: out.elapsed.as_secs_f64(),
             startup_s: out.startup.as_secs_f64(),
-            interrupted: out.interrupted,
             generator,
             totals: Stats { freshness: Some(FreshnessStats::of(&total_freshness, None)), ..totals },
             fleets: scenario
@@ -218,12 +245,24 @@ impl Report {
                 .collect(),
             thresholds: Vec::new(),
             aborted: None,
-            stopped: None,
-            first_errors: BTreeMap::new(),
+            // Stopped, not interrupted: nothing succeeding is the run's result.
+            interrupted: out.interrupted && stopped.is_none(),
+            stopped,
+            first_errors,
             backend,
-            start: None,
-            shard: None,
+            start,
+            shard,
             merged: None,
-        }
+        };
+        report.thresholds = scenario
+            .thresholds
+            .all()
+            .map(|(t, abort)| match aborted.as_ref().filter(|(_, fired)| abort && fired.expr == t.expr()) {
+                Some((_, result)) => result.clone(),
+                None => report.check(t, abort),
+            })
+            .collect();
+        report.aborted = aborted.map(|(aborted, _)| aborted);
+        report
     }
 }

@@ -1,12 +1,15 @@
 //! `fleetstorm run` and `fleetstorm validate`: from a checked scenario to a
-//! plan ([`plan`]), resources checked ([`resources`]), the engine run
-//! against the target, and a report; live progress ([`progress`]).
+//! plan ([`plan`]), its target opened ([`target`]: resources checked
+//! ([`resources`]), the built-in backend started, the transport built), the
+//! engine run over the target's transports ([`run_fleets`], which knows no
+//! protocol), and a report built whole; live progress ([`progress`]).
 
 mod error;
 mod fleets;
 mod plan;
 mod progress;
 mod resources;
+mod target;
 
 pub use error::{RunError, RunErrorKind};
 pub use fleets::fleet_runtimes;
@@ -16,21 +19,20 @@ pub use plan::{
 };
 pub use progress::{Progress, online_devices};
 pub use resources::{ConnectionBudget, Sources, check_resources, connections_needed, plan_sources, predicted_ip};
+pub use target::{OpenTarget, builtin_profiles, endpoint_options};
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{self, EngineSettings, Live};
+use crate::engine::{self, EngineSettings, Live, RunOutput};
 use crate::gate::ThresholdResult;
-use crate::report::{Aborted, Report, Stats, Stopped};
+use crate::report::{Aborted, Report, RunFacts, Stats, Stopped};
 use crate::scenario::{ScaleError, Scenario, TargetUrl};
-use crate::server::{self, ServeConfig};
 use crate::shard::Shard;
 use crate::stats::Recorder;
+use crate::transport::Transport;
 use crate::transport::settings::{ConnectionMode, HttpVersion};
-use crate::transport::{Endpoint, EndpointOptions, Http};
 
 /// Command-line overrides of a scenario.
 #[derive(Debug, Clone, Default)]
@@ -99,58 +101,6 @@ pub fn apply_overrides(mut s: Scenario, o: &Overrides) -> Result<Scenario, RunEr
     s.scaled =
         crate::scenario::Scaled { devices: o.devices_scale.or(s.scaled.devices), rate: o.rate_scale.or(s.scaled.rate) };
     Ok(s)
-}
-
-/// What the built-in backend answers for a scenario: each fleet's device
-/// profile, letting in the devices of its identities file (the same rows
-/// the fleet sends from), or those that follow the profile's rule.
-pub fn builtin_profiles(scenario: &Scenario) -> Result<crate::wire::serve::ServeProfiles, RunError> {
-    use crate::wire::ProfileName;
-    let mut profiles = crate::wire::serve::ServeProfiles::new(Vec::new());
-    // Shadow requests' signatures are checked with the run's own
-    // credentials.
-    if scenario.fleets.iter().any(|f| f.profile == ProfileName::AwsIotShadow)
-        && let Some(settings) = &scenario.target.sigv4
-    {
-        profiles.set_sigv4(crate::transport::sigv4::Signer::new(settings)?);
-    }
-    for f in scenario.fleets.iter().filter(|f| f.profile != ProfileName::SagemakerEdge) {
-        if let Some(custom) = &f.custom {
-            profiles.add_custom(custom.clone());
-            if let Some(ids) = f.device_name.identities() {
-                let _ = profiles.add_identities(ProfileName::Custom, ids.clone());
-            }
-            continue;
-        }
-        match f.device_name.identities() {
-            // The scenario checked the file has the profile's columns.
-            Some(ids) => {
-                let _ = profiles.add_identities(f.profile, ids.clone());
-            }
-            None => profiles.enable(f.profile),
-        }
-    }
-    Ok(profiles)
-}
-
-/// The transport options a target asks for: TLS (its files read now),
-/// SigV4 (its credentials found now), HTTP version, source addresses.
-pub fn endpoint_options(t: &crate::scenario::Target, host: &str) -> Result<EndpointOptions, RunError> {
-    let tls = match &t.url {
-        TargetUrl::Http { tls: true, .. } => Some(crate::transport::tls::client(&t.tls, host, t.http)?),
-        _ => None,
-    };
-    let signer = match &t.sigv4 {
-        Some(s) => Some(crate::transport::Signer::new(s)?),
-        None => None,
-    };
-    Ok(EndpointOptions {
-        keep_alive: t.connections != ConnectionMode::NewPerRequest,
-        http2: t.http == HttpVersion::Http2,
-        tls,
-        signer,
-        sources: t.source_addresses.clone(),
-    })
 }
 
 /// What a run should keep beyond its report.
@@ -244,60 +194,32 @@ pub async fn execute_with(
     seed: u64,
     cancel: CancellationToken,
     options: ExecuteOptions,
-    mut progress: impl FnMut(&Live<'_>),
+    progress: impl FnMut(&Live<'_>),
 ) -> Result<Executed, RunError> {
-    check_resources(scenario, options.shard, predicted_ip(&scenario.target.url))?;
-    let max_interval = scenario.fleets.iter().map(|f| f.schedule.interval).max().unwrap_or_default();
-    let mut builtin = None;
-    let (addr, host) = match &scenario.target.url {
-        TargetUrl::Builtin => {
-            // Keep-alive must outlast the longest heartbeat period, or
-            // devices would race the server's idle close.
-            let keep = (max_interval * 2 + Duration::from_secs(5)).max(Duration::from_secs(75));
-            let config = ServeConfig {
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                header_timeout: keep,
-                idle_timeout: keep,
-                profiles: std::sync::Arc::new(builtin_profiles(scenario)?),
-                ..ServeConfig::default()
-            };
-            let running = server::spawn(config).await.map_err(RunError::Builtin)?;
-            let addr = running.addr;
-            builtin = Some(running);
-            (addr, "127.0.0.1".to_string())
-        }
-        TargetUrl::Http { host, port, .. } => {
-            let addr = tokio::net::lookup_host((host.as_str(), *port))
-                .await
-                .map_err(|source| RunError::Resolve { host: host.clone(), source })?
-                .next()
-                .ok_or_else(|| RunError::NoAddress { host: host.clone() })?;
-            (addr, host.clone())
-        }
-    };
-    let target_url = match &scenario.target.url {
-        TargetUrl::Builtin => format!("builtin (http://{addr})"),
-        other => other.to_string(),
-    };
-    // Now that the address is known: the sources toward it, checked again.
-    let budget = check_resources(scenario, options.shard, Some(addr.ip()))?;
+    let target = OpenTarget::open(scenario, options.shard).await?;
+    let ran = run_fleets(scenario, seed, cancel, &options, target.transports(), progress).await;
+    let abandoned = options.abandon.as_ref().is_some_and(CancellationToken::is_cancelled);
+    let facts = target.close(abandoned).await;
+    finish(scenario, seed, &options, ran, facts)
+}
+
+/// What the engine's run of a scenario gave: its output, and what the
+/// abort watch saw.
+pub struct Ran {
+    pub output: RunOutput,
+    /// The abort threshold that fired, and its result then.
+    pub fired: Option<(Aborted, ThresholdResult)>,
+    /// Stopped for want of a success.
+    pub stopped: Option<Stopped>,
+}
+
+/// The engine settings a scenario's run gets.
+fn engine_settings(scenario: &Scenario, seed: u64, options: &ExecuteOptions) -> EngineSettings {
     let t = &scenario.target;
-    let endpoint = Endpoint::new(
-        addr,
-        &host,
-        &t.path,
-        t.headers.iter().map(|h| (h.name.clone(), h.value.clone())),
-        t.timeout,
-        EndpointOptions { sources: budget.sources.addresses.clone(), ..endpoint_options(t, &host)? },
-    )?;
-    let transport = Http::new(endpoint);
-    let endpoint = transport.endpoint().clone();
-    let fleets = fleet_runtimes(scenario, seed);
-    let workers = options.threads.unwrap_or_else(|| default_threads(scenario));
-    let settings = EngineSettings {
+    EngineSettings {
         duration: scenario.duration,
         connections: t.connections,
-        workers,
+        workers: options.threads.unwrap_or_else(|| default_threads(scenario)),
         seed,
         precise_timer: true,
         thread_per_worker: true,
@@ -309,63 +231,73 @@ pub async fn execute_with(
         drain: t.timeout,
         abandon: options.abandon.clone(),
         live_freshness: options.live_freshness,
-    };
+    }
+}
+
+/// Runs `scenario`'s fleets over `transports` (one per target: every
+/// fleet's is the first today), watching its abort thresholds. Generic
+/// over the transport: nothing here knows a protocol.
+pub async fn run_fleets<T: Transport>(
+    scenario: &Scenario,
+    seed: u64,
+    cancel: CancellationToken,
+    options: &ExecuteOptions,
+    transports: Vec<std::sync::Arc<T>>,
+    progress: impl FnMut(&Live<'_>),
+) -> Ran {
+    run_fleets_with(scenario, seed, cancel, transports, engine_settings(scenario, seed, options), progress).await
+}
+
+/// [`run_fleets`] with the engine's settings given (tests run it under a
+/// paused clock).
+async fn run_fleets_with<T: Transport>(
+    scenario: &Scenario,
+    seed: u64,
+    cancel: CancellationToken,
+    transports: Vec<std::sync::Arc<T>>,
+    settings: EngineSettings,
+    mut progress: impl FnMut(&Live<'_>),
+) -> Ran {
     // The run's own: stopping it (an abort threshold, nothing succeeding)
     // does not cancel whoever runs it (a capacity search goes on).
     let cancel = cancel.child_token();
     let mut watch = AbortWatch::new(scenario, cancel.clone());
-    let mut output = engine::run(transport, fleets, settings, cancel, |live| {
+    let output = engine::run(transports, fleet_runtimes(scenario, seed), settings, cancel, |live| {
         watch.observe(live);
         progress(live);
     })
     .await;
-    let abandoned = options.abandon.as_ref().is_some_and(CancellationToken::is_cancelled);
-    let backend = match builtin {
-        Some(server) => {
-            let stats = server.shared.stats_json();
-            // Given up on: no waiting for its connections to close.
-            if !abandoned {
-                server.shutdown().await;
-            }
-            Some(stats)
-        }
-        None => None,
-    };
+    Ran { output, fired: watch.fired, stopped: watch.stopped }
+}
+
+/// The report of a run, built whole from what it recorded and `facts`
+/// (the start, the shard and the abort watch's filled in here).
+fn finish(
+    scenario: &Scenario,
+    seed: u64,
+    options: &ExecuteOptions,
+    ran: Ran,
+    facts: RunFacts,
+) -> Result<Executed, RunError> {
+    let Ran { mut output, fired, stopped } = ran;
     if let Some(late) = output.not_ready_by {
         return Err(RunError::NotReady { late });
     }
-    let mut report = Report::new(scenario, seed, &target_url, &output, backend);
-    if let (Some(at), Some(lag)) = (options.start_at, output.start_lag) {
-        report.start = Some(crate::report::StartInfo {
+    let facts = RunFacts {
+        start: options.start_at.zip(output.start_lag).map(|(at, lag)| crate::report::StartInfo {
             at: humantime::format_rfc3339_millis(at).to_string(),
             lag_ms: lag.as_secs_f64() * 1000.0,
-        });
-    }
-    report.shard = options.shard.map(|s| crate::report::ShardInfo {
-        index: s.index,
-        count: s.count,
-        scenario_hash: scenario.hash(seed),
-    });
-    report.first_errors = endpoint.first_errors();
-    if budget.sources.spread {
-        let t = &mut report.scenario.target;
-        t.source_addresses = budget.sources.addresses.iter().map(IpAddr::to_string).collect();
-        t.sources_spread = true;
-    }
-    report.thresholds = scenario
-        .thresholds
-        .all()
-        .map(|(t, abort)| match watch.fired.as_ref().filter(|(fired, _)| abort && fired.expr == t.expr()) {
-            Some((_, result)) => result.clone(),
-            None => report.check(t, abort),
-        })
-        .collect();
-    report.aborted = watch.fired.map(|(aborted, _)| aborted);
-    if let Some(stopped) = watch.stopped {
-        // Stopped, not interrupted: nothing succeeding is the run's result.
-        report.interrupted = false;
-        report.stopped = Some(stopped);
-    }
+        }),
+        shard: options.shard.map(|s| crate::report::ShardInfo {
+            index: s.index,
+            count: s.count,
+            scenario_hash: scenario.hash(seed),
+        }),
+        aborted: fired,
+        stopped,
+        ..facts
+    };
+    let report = Report::new(scenario, seed, &output, facts);
     let second_histograms = output.timeline.iter_mut().map(|s| (s.start_s, s.width_s, s.histogram.take())).collect();
     Ok(Executed { report, second_histograms, fleets: std::mem::take(&mut output.fleets) })
 }

@@ -8,10 +8,34 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+use crate::transport::Protocol;
 use crate::transport::settings::{ConnectionMode, HttpVersion, SigV4Settings, SourceAddresses, TlsSettings};
 use crate::units::DurationValue;
 
-/// Where heartbeats go.
+/// A target URL's scheme: the protocol it speaks, over TLS or not, and
+/// its default port. A protocol's targets are one row here and one
+/// [`TargetUrl`] variant.
+struct Scheme {
+    name: &'static str,
+    /// `None`: a scheme known but not spoken by this version (MQTT's, until
+    /// MQTT fleets arrive), refused with a sentence rather than as unknown.
+    protocol: Option<Protocol>,
+    tls: bool,
+    default_port: u16,
+}
+
+const SCHEMES: [Scheme; 4] = [
+    Scheme { name: "http", protocol: Some(Protocol::Http), tls: false, default_port: 80 },
+    Scheme { name: "https", protocol: Some(Protocol::Http), tls: true, default_port: 443 },
+    Scheme { name: "mqtt", protocol: None, tls: false, default_port: 1883 },
+    Scheme { name: "mqtts", protocol: None, tls: true, default_port: 8883 },
+];
+
+/// What to write instead of a URL that is not a target's.
+const TARGET_FORMS: &str = "write \"builtin\", http://host:port or https://host:port";
+
+/// Where heartbeats go: the built-in backend, or a URL whose scheme says
+/// the protocol ([`SCHEMES`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetUrl {
     /// The in-process reference backend on a loopback port.
@@ -35,14 +59,19 @@ impl TargetUrl {
         if text == "builtin" {
             return Ok((TargetUrl::Builtin, None));
         }
-        let uri: http::Uri = text.parse().map_err(|e| {
-            format!("{text:?} is not a URL ({e}); write \"builtin\", http://host:port or https://host:port")
-        })?;
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err(format!("{text:?}: write \"builtin\", http://host:port or https://host:port")),
+        let uri: http::Uri = text.parse().map_err(|e| format!("{text:?} is not a URL ({e}); {TARGET_FORMS}"))?;
+        let scheme = uri
+            .scheme_str()
+            .and_then(|name| SCHEMES.iter().find(|s| s.name.eq_ignore_ascii_case(name)))
+            .ok_or_else(|| format!("{text:?}: {TARGET_FORMS}"))?;
+        let Some(protocol) = scheme.protocol else {
+            return Err(format!(
+                "{text:?}: {}:// targets come with MQTT fleets, which this version of fleetstorm does not have yet; \
+                 {TARGET_FORMS}",
+                scheme.name
+            ));
         };
+        let tls = scheme.tls;
         let path = (!matches!(uri.path(), "" | "/") || uri.query().is_some())
             .then(|| uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string()));
         let host = uri.host().ok_or_else(|| format!("{text:?} has no host"))?;
@@ -56,26 +85,22 @@ impl TargetUrl {
         let authority = uri.authority().map_or("", |a| a.as_str());
         let after_host = authority.rsplit_once(']').map_or(authority, |(_, rest)| rest);
         let port = match after_host.rsplit_once(':') {
-            None => {
-                if tls {
-                    443
-                } else {
-                    80
-                }
-            }
+            None => scheme.default_port,
             Some((_, p)) => match p.parse::<u16>() {
                 Ok(0) | Err(_) => return Err(format!("{text:?}: port {p} is not a port (1 to 65535)")),
                 Ok(n) => n,
             },
         };
-        Ok((TargetUrl::Http { host, port, tls }, path))
+        match protocol {
+            Protocol::Http => Ok((TargetUrl::Http { host, port, tls }, path)),
+        }
     }
 
     /// The protocol the target speaks: HTTP for `http://`, `https://` and
     /// the built-in backend.
-    pub fn protocol(&self) -> crate::transport::Protocol {
+    pub fn protocol(&self) -> Protocol {
         match self {
-            TargetUrl::Builtin | TargetUrl::Http { .. } => crate::transport::Protocol::Http,
+            TargetUrl::Builtin | TargetUrl::Http { .. } => Protocol::Http,
         }
     }
 
@@ -297,6 +322,12 @@ mod tests {
         assert_eq!(TargetUrl::parse("http://[::1]:9000").unwrap().to_string(), "http://[::1]:9000");
         assert_eq!(TargetUrl::parse("https://x").unwrap(), TargetUrl::Http { host: "x".into(), port: 443, tls: true });
         assert!(TargetUrl::parse("ftp://x").unwrap_err().contains("https://host:port"));
+        assert_eq!(TargetUrl::parse("HTTP://x").unwrap(), TargetUrl::Http { host: "x".into(), port: 80, tls: false });
+        // MQTT's schemes are known, and refused with why.
+        for mqtt in ["mqtt://127.0.0.1:1883", "mqtts://broker"] {
+            let e = TargetUrl::parse(mqtt).unwrap_err();
+            assert!(e.contains("come with MQTT fleets") && e.contains("https://host:port"), "{e}");
+        }
         assert!(TargetUrl::parse("http://x/SendHeartbeat").unwrap_err().contains("target.path"));
         // A port out of range is refused, never read as the scheme's default.
         for bad in ["http://127.0.0.1:99999", "http://127.0.0.1:65536", "http://127.0.0.1:0", "https://[::1]:70000"] {

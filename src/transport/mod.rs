@@ -136,6 +136,12 @@ pub trait Transport: Send + Sync + 'static {
         false
     }
 
+    /// The first message of each kind of failure seen so far (by class,
+    /// and by error code where the protocol has them), for the report.
+    fn first_errors(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
     /// Waits on the idle session `conn` until something happens on it or
     /// `until` (the device's next heartbeat), whichever comes first; does
     /// what the session needs meanwhile (a keep-alive that falls due is
@@ -443,6 +449,10 @@ impl HyperConn {
 
 impl Transport for Http {
     type Conn = HttpConn;
+
+    fn first_errors(&self) -> BTreeMap<String, String> {
+        self.endpoint.first_errors()
+    }
 
     fn exchange(
         &self,

@@ -86,6 +86,9 @@ pub struct FleetRuntime {
     pub retry: Option<RetryPolicy>,
     /// What its devices speak.
     pub wire: FleetWire,
+    /// Which of the run's transports its devices use: an index into the
+    /// targets [`crate::engine::run`] is given (0 when there is one).
+    pub target: usize,
 }
 
 impl FleetRuntime {
@@ -100,6 +103,7 @@ impl FleetRuntime {
             events: FleetEvents::default(),
             retry: None,
             wire: FleetWire::default(),
+            target: 0,
         }
     }
 }
@@ -247,7 +251,8 @@ const LIVE_WALK_CHUNK: usize = 20_000;
 
 struct Worker<T: Transport> {
     id: usize,
-    transport: Arc<T>,
+    /// Each fleet's transport (its target's), by fleet index.
+    transports: Box<[Arc<T>]>,
     fleets: Arc<[FleetRuntime]>,
     settings: WorkerSettings,
     /// The devices, by slot, and when each is due next.
@@ -293,7 +298,7 @@ pub struct StartSignal {
 #[allow(clippy::too_many_arguments)]
 pub async fn run_worker<T: Transport>(
     id: usize,
-    transport: Arc<T>,
+    transports: Box<[Arc<T>]>,
     fleets: Arc<[FleetRuntime]>,
     devices: Vec<(u16, u64)>,
     settings: WorkerSettings,
@@ -304,8 +309,12 @@ pub async fn run_worker<T: Transport>(
     let versions = settings.cohorts.then(|| fleets.iter().map(|f| f.generator.profile.agent_versions.len()).collect());
     let mut w = Worker {
         id,
-        conns: Connections::new(settings.connections, transport.multiplexed(), settings.pool_size),
-        sessions: Sessions::new(transport.idles() && settings.connections == ConnectionMode::PerDevice, fleets.len()),
+        // A pool serves one target (the scenario refuses a pool over several).
+        conns: Connections::new(settings.connections, transports.iter().any(|t| t.multiplexed()), settings.pool_size),
+        sessions: Sessions::new(
+            transports.iter().any(|t| t.idles()) && settings.connections == ConnectionMode::PerDevice,
+            fleets.len(),
+        ),
         retries: Retries::default(),
         records: Records::new(fleets.len(), versions, settings.measure_from_ns == 0),
         slots: Vec::with_capacity(devices.len()),
@@ -316,7 +325,7 @@ pub async fn run_worker<T: Transport>(
         scratch: Scratch::default(),
         body: Vec::with_capacity(2048),
         rng: Xoshiro128PlusPlus::seed_from_u64(settings.seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-        transport,
+        transports,
         fleets,
         settings,
     };
@@ -367,9 +376,11 @@ impl<T: Transport> Worker<T> {
         if !matches!(self.settings.connections, ConnectionMode::Pool(_)) {
             return;
         }
-        // A pool's connections are no device's: no identity.
+        // A pool's connections are no device's: no identity. A pool serves
+        // one target: every fleet's is the same.
+        let Some(transport) = self.transports.first() else { return };
         let opening: FuturesUnordered<_> =
-            (0..self.settings.pool_size).map(|_| self.transport.connect(Identity::default())).collect();
+            (0..self.settings.pool_size).map(|_| transport.connect(Identity::default())).collect();
         let opened: Vec<Result<_, _>> = opening.collect().await;
         for (conn, connected) in opened.into_iter().flatten() {
             self.conns.preopened(conn);
@@ -399,7 +410,7 @@ impl<T: Transport> Worker<T> {
         tokio::pin!(ended);
         let drain_ended = tokio::time::sleep_until(drained);
         tokio::pin!(drain_ended);
-        let idles = self.transport.idles();
+        let idles = self.sessions.enabled();
         loop {
             let mut next_due = match (self.timers.next_due(), self.retries.next_due()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -577,7 +588,7 @@ impl<T: Transport> Worker<T> {
             if next.at_ns < self.settings.end_ns {
                 self.timers.push(next.at_ns, slot);
             }
-            if self.transport.idles() {
+            if self.transports[usize::from(s.fleet)].idles() {
                 self.sessions.plan(slot, next.at_ns);
             }
             if !f.events.is_empty() {
@@ -633,14 +644,15 @@ impl<T: Transport> Worker<T> {
     /// Sends `due` now if a connection can be had; or queues it for a
     /// pooled connection, or for its turn to open one.
     fn start(&mut self, due: Due, now: u64) {
-        if self.transport.idles() && self.sessions.is_out(due.slot) {
+        let transport = &*self.transports[usize::from(self.slots[due.slot as usize].fleet)];
+        if transport.idles() && self.sessions.is_out(due.slot) {
             // Its session is out on an idle wait, which ends by now or
             // within a wake-up's spacing: it goes when that is back.
             self.slots[due.slot as usize].busy = true;
             self.sessions.hold(due.slot, Waiter { due, queued_ns: now });
             return;
         }
-        match self.conns.checkout(due.slot, &*self.transport) {
+        match self.conns.checkout(due.slot, transport) {
             Checkout::Use(conn) => self.send(due, Some(conn), now, now),
             Checkout::Open => self.send(due, None, now, now),
             Checkout::Wait => {
@@ -658,7 +670,8 @@ impl<T: Transport> Worker<T> {
     /// one can be had now.
     fn resume_waiter(&mut self, now: u64) -> bool {
         let Some(waiter) = self.conns.waiting.front().copied() else { return false };
-        match self.conns.checkout(waiter.due.slot, &*self.transport) {
+        let transport = &*self.transports[usize::from(self.slots[waiter.due.slot as usize].fleet)];
+        match self.conns.checkout(waiter.due.slot, transport) {
             Checkout::Use(conn) => {
                 self.conns.waiting.pop_front();
                 self.send(waiter.due, Some(conn), waiter.queued_ns, now);
@@ -689,14 +702,15 @@ impl<T: Transport> Worker<T> {
         let s = &mut self.slots[due.slot as usize];
         s.busy = true;
         let fleet = &self.fleets[usize::from(s.fleet)];
+        let transport = &self.transports[usize::from(s.fleet)];
         let outgoing =
             fleet.wire.next_heartbeat(&fleet.generator, &mut s.device, wall_ms(), &mut self.scratch, &mut self.body);
-        if self.transport.sessions() && fresh {
+        if transport.sessions() && fresh {
             // A session is its device's: opened with the device's identity
             // (built only now), and then the heartbeat goes on it.
             let identity = fleet.wire.identity(&fleet.generator, s.device.index());
-            let opening = self.transport.connect(identity);
-            let transport = self.transport.clone();
+            let opening = transport.connect(identity);
+            let transport = transport.clone();
             let exchange = async move {
                 match opening.await {
                     Ok((conn, connected)) => {
@@ -707,7 +721,7 @@ impl<T: Transport> Worker<T> {
             };
             self.track(due, exchange, reached, now, fresh, light);
         } else {
-            let exchange = self.transport.exchange(conn, outgoing);
+            let exchange = transport.exchange(conn, outgoing);
             self.track(due, exchange, reached, now, fresh, light);
         }
     }
@@ -828,7 +842,7 @@ impl<T: Transport> Worker<T> {
                 self.start(Due { slot, intended_ns: pending, eligible_ns: now.max(pending), attempt: 0 }, now);
             }
         }
-        if self.transport.idles() {
+        if self.transports[usize::from(self.slots[slot as usize].fleet)].idles() {
             self.park(slot);
         }
     }
@@ -841,7 +855,8 @@ impl<T: Transport> Worker<T> {
         }
         let Some(conn) = self.conns.take_idle(slot) else { return };
         let until_ns = self.idle_until(slot);
-        self.sessions.wait(&*self.transport, slot, conn, self.settings.start, until_ns);
+        let transport = &*self.transports[usize::from(self.slots[slot as usize].fleet)];
+        self.sessions.wait(transport, slot, conn, self.settings.start, until_ns);
     }
 
     /// When a wait on device `slot`'s idle session ends at the latest: at
@@ -868,7 +883,7 @@ impl<T: Transport> Worker<T> {
         match conn {
             Some(conn) if again => {
                 self.sessions.count(fleet, what);
-                self.sessions.wait(&*self.transport, slot, conn, self.settings.start, until_ns);
+                self.sessions.wait(&*self.transports[fleet], slot, conn, self.settings.start, until_ns);
             }
             conn => {
                 let held = self.sessions.back(slot, fleet, what);
@@ -883,7 +898,8 @@ impl<T: Transport> Worker<T> {
     /// Sends a heartbeat that waited for its device's session (or queues
     /// it for its turn to connect, if the session is gone).
     fn resume_held(&mut self, waiter: Waiter, now: u64) {
-        match self.conns.checkout(waiter.due.slot, &*self.transport) {
+        let transport = &*self.transports[usize::from(self.slots[waiter.due.slot as usize].fleet)];
+        match self.conns.checkout(waiter.due.slot, transport) {
             Checkout::Use(conn) => self.send(waiter.due, Some(conn), waiter.queued_ns, now),
             Checkout::Open => self.send(waiter.due, None, waiter.queued_ns, now),
             Checkout::Later => self.conns.connect_queue.push_back(waiter),
@@ -1038,7 +1054,7 @@ mod tests {
         let fleets: Arc<[FleetRuntime]> = vec![fleet].into();
         let worker = tokio::spawn(run_worker(
             0,
-            Arc::new(Fake { delay, ..Fake::default() }),
+            vec![Arc::new(Fake { delay, ..Fake::default() })].into(),
             fleets,
             devices,
             settings,

@@ -1,0 +1,176 @@
+//! The run's target, opened before the engine starts and closed after it:
+//! a remote target's address resolved, the machine's resources checked
+//! toward it (once, before anything starts), the built-in backend started,
+//! and the transport built from the target's settings. The engine is
+//! handed the transports ([`OpenTarget::transports`]) and knows nothing of
+//! URLs; this is the one place a target's scheme chooses its transport.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::error::RunError;
+use super::resources::{ConnectionBudget, check_resources};
+use crate::report::RunFacts;
+use crate::scenario::{Scenario, TargetUrl};
+use crate::server::{self, RunningServer, ServeConfig};
+use crate::shard::Shard;
+use crate::transport::settings::{ConnectionMode, HttpVersion};
+use crate::transport::{Endpoint, EndpointOptions, Http, Transport};
+
+/// A target ready for the run's fleets.
+pub struct OpenTarget {
+    /// The transport every fleet's devices use.
+    pub transport: Arc<Http>,
+    /// The target as the report names it: its URL, or the built-in
+    /// backend's address.
+    pub described: String,
+    /// What the machine gives the run toward it (its source addresses).
+    pub budget: ConnectionBudget,
+    /// The built-in backend, when the target is it.
+    builtin: Option<RunningServer>,
+}
+
+impl OpenTarget {
+    /// Opens `scenario`'s target for a run (of `shard`, if given).
+    pub async fn open(scenario: &Scenario, shard: Option<Shard>) -> Result<OpenTarget, RunError> {
+        let t = &scenario.target;
+        // Where it is first (no side effect), so that the resources are
+        // checked toward its address before a backend is started.
+        let remote = match &t.url {
+            TargetUrl::Builtin => None,
+            TargetUrl::Http { host, port, .. } => Some((resolve(host, *port).await?, host.clone())),
+        };
+        let toward = remote.as_ref().map_or(IpAddr::from([127, 0, 0, 1]), |(addr, _)| addr.ip());
+        let budget = check_resources(scenario, shard, Some(toward))?;
+        let (addr, host, builtin) = match remote {
+            Some((addr, host)) => (addr, host, None),
+            None => {
+                let running = start_builtin(scenario).await?;
+                (running.addr, "127.0.0.1".to_string(), Some(running))
+            }
+        };
+        let described = match &t.url {
+            TargetUrl::Builtin => format!("builtin (http://{addr})"),
+            url => url.to_string(),
+        };
+        let endpoint = Endpoint::new(
+            addr,
+            &host,
+            &t.path,
+            t.headers.iter().map(|h| (h.name.clone(), h.value.clone())),
+            t.timeout,
+            EndpointOptions { sources: budget.sources.addresses.clone(), ..endpoint_options(t, &host)? },
+        )?;
+        Ok(OpenTarget { transport: Arc::new(Http::new(endpoint)), described, budget, builtin })
+    }
+
+    /// The transports the engine is given: one, which every fleet uses.
+    pub fn transports(&self) -> Vec<Arc<Http>> {
+        vec![self.transport.clone()]
+    }
+
+    /// Closes the target after the run, with what it tells the report:
+    /// how it is named, the built-in backend's own counts (stopped, unless
+    /// the run was abandoned: no waiting for its connections to close
+    /// then), the first message of each kind of failure, the source
+    /// addresses fleetstorm chose.
+    pub async fn close(self, abandoned: bool) -> RunFacts {
+        let backend = match self.builtin {
+            Some(server) => {
+                let stats = server.shared.stats_json();
+                if !abandoned {
+                    server.shutdown().await;
+                }
+                Some(stats)
+            }
+            None => None,
+        };
+        let sources = self.budget.sources;
+        RunFacts {
+            target: self.described,
+            backend,
+            first_errors: self.transport.first_errors(),
+            spread_sources: sources.spread.then_some(sources.addresses),
+            ..RunFacts::default()
+        }
+    }
+}
+
+/// What the built-in backend answers for a scenario: each fleet's device
+/// profile, letting in the devices of its identities file (the same rows
+/// the fleet sends from), or those that follow the profile's rule.
+pub fn builtin_profiles(scenario: &Scenario) -> Result<crate::wire::serve::ServeProfiles, RunError> {
+    use crate::wire::ProfileName;
+    let mut profiles = crate::wire::serve::ServeProfiles::new(Vec::new());
+    // Shadow requests' signatures are checked with the run's own
+    // credentials.
+    if scenario.fleets.iter().any(|f| f.profile == ProfileName::AwsIotShadow)
+        && let Some(settings) = &scenario.target.sigv4
+    {
+        profiles.set_sigv4(crate::transport::sigv4::Signer::new(settings)?);
+    }
+    for f in scenario.fleets.iter().filter(|f| f.profile != ProfileName::SagemakerEdge) {
+        if let Some(custom) = &f.custom {
+            profiles.add_custom(custom.clone());
+            if let Some(ids) = f.device_name.identities() {
+                let _ = profiles.add_identities(ProfileName::Custom, ids.clone());
+            }
+            continue;
+        }
+        match f.device_name.identities() {
+            // The scenario checked the file has the profile's columns.
+            Some(ids) => {
+                let _ = profiles.add_identities(f.profile, ids.clone());
+            }
+            None => profiles.enable(f.profile),
+        }
+    }
+    Ok(profiles)
+}
+
+/// The transport options a target asks for: TLS (its files read now),
+/// SigV4 (its credentials found now), HTTP version, source addresses.
+pub fn endpoint_options(t: &crate::scenario::Target, host: &str) -> Result<EndpointOptions, RunError> {
+    let tls = match &t.url {
+        TargetUrl::Http { tls: true, .. } => Some(crate::transport::tls::client(&t.tls, host, t.http)?),
+        _ => None,
+    };
+    let signer = match &t.sigv4 {
+        Some(s) => Some(crate::transport::Signer::new(s)?),
+        None => None,
+    };
+    Ok(EndpointOptions {
+        keep_alive: t.connections != ConnectionMode::NewPerRequest,
+        http2: t.http == HttpVersion::Http2,
+        tls,
+        signer,
+        sources: t.source_addresses.clone(),
+    })
+}
+
+/// The first address `host` resolves to.
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, RunError> {
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| RunError::Resolve { host: host.to_string(), source })?
+        .next()
+        .ok_or_else(|| RunError::NoAddress { host: host.to_string() })
+}
+
+/// Starts the built-in backend on a loopback port, answering the
+/// scenario's device profiles.
+async fn start_builtin(scenario: &Scenario) -> Result<RunningServer, RunError> {
+    // Keep-alive must outlast the longest heartbeat period, or devices
+    // would race the server's idle close.
+    let max_interval = scenario.fleets.iter().map(|f| f.schedule.interval).max().unwrap_or_default();
+    let keep = (max_interval * 2 + Duration::from_secs(5)).max(Duration::from_secs(75));
+    let config = ServeConfig {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        header_timeout: keep,
+        idle_timeout: keep,
+        profiles: Arc::new(builtin_profiles(scenario)?),
+        ..ServeConfig::default()
+    };
+    server::spawn(config).await.map_err(RunError::Builtin)
+}

@@ -34,7 +34,7 @@ pub use crate::stats::timeline::{Second, SecondPart};
 use crate::stats::{Freshness, Recorder};
 use crate::transport::Transport;
 use crate::transport::settings::ConnectionMode;
-pub use worker::{Demand, FleetRuntime, Flush, SessionCounts, WorkerSettings};
+pub use worker::{Demand, FleetRuntime, Flush, WorkerSettings};
 
 /// How often workers hand over what they recorded.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -123,10 +123,6 @@ pub struct RunOutput {
     /// Per worker thread, how much of the measured time it wanted a CPU
     /// (empty when not measured: workers sharing one runtime).
     pub demand: Vec<Demand>,
-    /// Per fleet, what its idle sessions did (keep-alives, inbound
-    /// messages, closes by the far end), for a transport whose sessions
-    /// have idle work; all zero otherwise.
-    pub sessions: Vec<SessionCounts>,
 }
 
 /// Runs `task` on a new thread with its own current-thread runtime; if the
@@ -263,7 +259,6 @@ pub async fn run<T: Transport>(
                     start_lag: None,
                     not_ready_by: Some(late.duration()),
                     demand: Vec::new(),
-                    sessions: fleets.iter().map(|_| SessionCounts::default()).collect(),
                 };
             }
         }
@@ -284,7 +279,6 @@ pub async fn run<T: Transport>(
     let mut in_flight = vec![0usize; workers];
     let mut last_sent_ns = 0u64;
     let mut demand: Vec<Option<Demand>> = vec![None; workers];
-    let mut sessions: Vec<SessionCounts> = fleets.iter().map(|_| SessionCounts::default()).collect();
     let mut running = workers;
     let mut interrupted_at = None;
     let abandon = settings.abandon.clone().unwrap_or_default();
@@ -313,9 +307,6 @@ pub async fn run<T: Transport>(
             }
             if let Some(d) = flush.demand {
                 demand[flush.worker].get_or_insert_with(Demand::default).add(d);
-            }
-            for (total, part) in sessions.iter_mut().zip(&flush.sessions) {
-                total.add(part);
             }
         }
         // Each event counts in the second it happened in.
@@ -393,7 +384,6 @@ pub async fn run<T: Transport>(
         start_lag,
         not_ready_by: None,
         demand: demand.into_iter().flatten().collect(),
-        sessions,
     }
 }
 

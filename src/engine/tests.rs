@@ -5,6 +5,7 @@
 use super::*;
 use crate::fleet::{Arrival, Schedule, StartMode};
 use crate::heartbeat::{FleetGenerator, NameTemplate};
+use crate::stats::SessionCounts;
 use crate::transport::testing::Fake;
 use hdrhistogram::Histogram;
 
@@ -600,7 +601,7 @@ async fn a_transport_without_sessions_is_given_no_identity_and_no_idle_wait() {
     assert_accounting(&out);
     assert_eq!(out.fleets[0].counters.sent, 50);
     assert!(fake.identities().is_empty() && fake.opened_sessions().is_empty());
-    assert_eq!(out.sessions, [SessionCounts::default()]);
+    assert_eq!(out.fleets[0].counters.sessions, SessionCounts::default());
 }
 
 /// The seam a session protocol plugs into, driven through the same worker
@@ -675,7 +676,7 @@ async fn a_session_transport_opens_each_device_s_session_with_its_identity_keeps
     }
     let keepalives: usize = sessions.values().map(|s| s.keepalives.len()).sum();
     assert!(keepalives >= 4 * 2 * 5 - 2, "{keepalives}");
-    let counted = out.sessions[0];
+    let counted = out.fleets[0].counters.sessions;
     assert_eq!(counted, SessionCounts { keepalives: keepalives as u64, inbound: 1, closed: 1 });
 
     // d-1: closed by the far end 15 s after it opened (between two
@@ -766,6 +767,6 @@ async fn fleets_of_one_run_speak_different_protocols_each_over_its_own_target() 
     assert_eq!(http.connects(), 5, "one connection per device, opened by its first exchange");
     assert!(http.identities().is_empty(), "no identity built for the HTTP-like target");
     // Keep-alives on the session fleet's idle sessions only.
-    assert!(out.sessions[1].keepalives >= 3 * 2 * 2, "{:?}", out.sessions[1]);
-    assert_eq!(out.sessions[0], SessionCounts::default());
+    assert!(out.fleets[1].counters.sessions.keepalives >= 3 * 2 * 2, "{:?}", out.fleets[1].counters.sessions);
+    assert_eq!(out.fleets[0].counters.sessions, SessionCounts::default());
 }

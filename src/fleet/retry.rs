@@ -200,6 +200,11 @@ mod tests {
             (Outcome::Failed(Failure::Io), true),
             (Outcome::Failed(Failure::Protocol), false),
             (Outcome::Failed(Failure::Tls), false),
+            // Another protocol's answers, by their class.
+            (Outcome::Answered { class: OutcomeClass::Throttled, code: None }, true),
+            (Outcome::Answered { class: OutcomeClass::ServerError, code: None }, true),
+            (Outcome::Answered { class: OutcomeClass::Auth, code: None }, false),
+            (Outcome::Answered { class: OutcomeClass::Ok, code: None }, false),
         ] {
             assert_eq!(RetryPolicy::retries(o), retried, "{o:?}");
         }
@@ -212,6 +217,7 @@ mod tests {
             Outcome::Status(_) | Outcome::Judged { .. } => false,
             Outcome::Failed(Failure::Connect | Failure::Timeout | Failure::Io) => true,
             Outcome::Failed(Failure::Protocol | Failure::Tls) => false,
+            Outcome::Answered { .. } => unreachable!("HTTP's answers only"),
         }
     }
 

@@ -55,6 +55,7 @@ pub(crate) fn stats_of(name: Option<String>, r: &Recorder, span: Span, with_hist
         lateness_ms: Percentiles::of(&r.lateness),
         tls_handshake_ms: (!r.tls_handshake.is_empty()).then(|| Percentiles::of(&r.tls_handshake)),
         freshness: None,
+        sessions: (!c.sessions.is_empty()).then_some(c.sessions),
         histograms: Histograms {
             latency: encode(&r.latency),
             service_time: encode(&r.service_time),

@@ -389,6 +389,11 @@ pub struct Stats {
     /// How fresh the devices stayed (absent in reports of live snapshots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness: Option<FreshnessStats>,
+    /// What the devices' idle sessions did between heartbeats (a session
+    /// transport's keep-alives, inbound messages and closes by the far
+    /// end); absent when nothing was counted (HTTP's connections do none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<crate::stats::SessionCounts>,
     pub histograms: Histograms,
 }
 

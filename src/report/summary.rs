@@ -175,6 +175,13 @@ impl Report {
                 let _ = writeln!(out, "connections opened: {}", t.connects);
             }
         }
+        if let Some(s) = &t.sessions {
+            let _ = writeln!(
+                out,
+                "idle sessions: keep-alives {}, inbound messages {}, closed by the far end {}",
+                s.keepalives, s.inbound, s.closed
+            );
+        }
         let verdict = &self.generator.verdict;
         let verdict = if self.generator.kept_up { paint.good(verdict) } else { paint.warn(verdict) };
         let _ = writeln!(out, "generator: {verdict}");

@@ -408,4 +408,107 @@ mod tests {
         assert_eq!(threads("https://10.0.0.1:443", 20_000, ""), 2.min(cores));
         assert_eq!(threads("http://10.0.0.1:80", 20_000, "connections = \"new-per-request\""), 3.min(cores));
     }
+
+    /// The protocol seam end to end: a run over a fake session transport
+    /// shaped like MQTT (sessions opened with each device's identity,
+    /// acknowledgements without a code arriving after 50 ms or, for one
+    /// message, too late; keep-alives between heartbeats; one session
+    /// closed by the far end and reopened) comes out right in the report,
+    /// its gates and the live metrics, with nothing protocol-specific
+    /// outside the fake.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_transport_s_run_comes_out_right_in_its_report_gates_and_live_metrics() {
+        use crate::live_metrics::{LiveMetrics, Value};
+        use crate::transport::testing::{Fake, SessionScript};
+        let text = r#"
+name = "sessions"
+duration = "60s"
+[thresholds]
+"sent" = "== 24"
+"errors.timeout" = "== 1"
+"error_rate" = "< 5%"
+"latency.p50" = "< 60ms"
+"missed" = "== 0"
+[[fleets]]
+name = "f"
+devices = 4
+interval = "10s"
+device_name = "d-{index}"
+"#;
+        let scenario = scenario::parse(text, Format::Toml, "s.toml", "s").unwrap();
+        let script = SessionScript {
+            keepalive: Duration::from_secs(4),
+            ack: |device, n| {
+                if (device, n) == ("d-0", 2) { Duration::from_secs(12) } else { Duration::from_millis(50) }
+            },
+            ack_timeout: Duration::from_secs(1),
+            close: |device, n| ((device, n) == ("d-1", 1)).then_some(Duration::from_secs(15)),
+            overstay: Duration::ZERO,
+        };
+        let fake = Fake::with_sessions(script);
+        let options = ExecuteOptions { threads: Some(2), ..ExecuteOptions::default() };
+        // Paused clock: the workers on this runtime, tokio's timer.
+        let settings = EngineSettings {
+            precise_timer: false,
+            thread_per_worker: false,
+            ..engine_settings(&scenario, 7, &options)
+        };
+        let live = LiveMetrics::new(&scenario, None, online_devices(&scenario, 7, None));
+        let ran = run_fleets_with(
+            &scenario,
+            7,
+            CancellationToken::new(),
+            vec![std::sync::Arc::new(fake.clone())],
+            settings,
+            |l| live.update(l),
+        )
+        .await;
+        let facts = RunFacts { target: "fake".into(), first_errors: fake.first_errors(), ..RunFacts::default() };
+        let executed = finish(&scenario, 7, &options, ran, facts).unwrap();
+        live.settle(&executed.fleets, scenario.duration);
+        let report = executed.report;
+
+        // The report: every heartbeat sent, one failed by its late
+        // acknowledgement, classed as a timeout; no code (none was given).
+        let t = &report.totals;
+        assert_eq!((t.scheduled, t.sent, t.ok, t.failed, t.missed), (24, 24, 23, 1, 0), "{t:?}");
+        assert_eq!(t.errors.get("timeout"), Some(&1), "{:?}", t.errors);
+        assert_eq!(t.errors.values().sum::<u64>(), 1);
+        assert!(t.codes.is_empty(), "{:?}", t.codes);
+        assert_eq!(t.connects, 5, "four sessions and d-1's second");
+        // From the intended time: 50 ms acknowledgements.
+        assert!((49.0..=52.0).contains(&t.latency_ms.p50), "{:?}", t.latency_ms);
+        assert_eq!(report.fleets[0].sent, 24);
+        // What the idle sessions did: the fake's keep-alives, d-0's late
+        // acknowledgement arriving unasked, d-1's session closed.
+        let keepalives: usize = fake.opened_sessions().values().map(|s| s.keepalives.len()).sum();
+        let sessions = crate::stats::SessionCounts { keepalives: keepalives as u64, inbound: 1, closed: 1 };
+        assert!(keepalives >= 4 * 2 * 5 - 2, "{keepalives}");
+        assert_eq!((t.sessions, report.fleets[0].sessions), (Some(sessions), Some(sessions)));
+        assert!(report.summary().contains(&format!(
+            "idle sessions: keep-alives {keepalives}, inbound messages 1, closed by the far end 1"
+        )));
+        // Its gates: each threshold judged on those figures.
+        assert_eq!(report.thresholds.len(), 5);
+        for r in &report.thresholds {
+            assert!(r.ok, "{r:?}");
+        }
+        // The live metrics end on the report's figures.
+        let families = live.families();
+        let number = |name: &str, outcome: Option<&str>| {
+            let family = families.iter().find(|f| f.name == name).unwrap();
+            let point = family
+                .points
+                .iter()
+                .find(|p| outcome.is_none_or(|o| p.labels.iter().any(|(k, v)| *k == "outcome" && v == o)))
+                .unwrap();
+            match point.value {
+                Value::Number(n) => n,
+                Value::Histogram(_) => panic!("{name} is a histogram"),
+            }
+        };
+        assert_eq!(number("fleetstorm_heartbeats_sent_total", None), 24.0);
+        assert_eq!(number("fleetstorm_heartbeats_completed_total", Some("ok")), 23.0);
+        assert_eq!(number("fleetstorm_heartbeats_completed_total", Some("timeout")), 1.0);
+    }
 }

@@ -60,6 +60,35 @@ pub struct Counters {
     /// Heartbeats whose retry was still waiting for its time when the run
     /// ended: sent, but neither ok nor failed (their outcome is unknown).
     pub retry_pending: u64,
+    /// What the devices' idle sessions did (a session transport's; all
+    /// zero for HTTP).
+    pub sessions: SessionCounts,
+}
+
+/// What a fleet's idle sessions did between heartbeats, as the engine
+/// saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionCounts {
+    /// Keep-alives sent between heartbeats.
+    pub keepalives: u64,
+    /// Messages that came in unasked (late acknowledgements, commands).
+    pub inbound: u64,
+    /// Sessions the far end closed (each reopened, if at all, at its
+    /// device's next heartbeat: a connect).
+    pub closed: u64,
+}
+
+impl SessionCounts {
+    pub fn add(&mut self, other: &SessionCounts) {
+        self.keepalives += other.keepalives;
+        self.inbound += other.inbound;
+        self.closed += other.closed;
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        *self == SessionCounts::default()
+    }
 }
 
 impl Counters {
@@ -92,6 +121,7 @@ impl Counters {
         self.late += other.late;
         self.waited += other.waited;
         self.retry_pending += other.retry_pending;
+        self.sessions.add(&other.sessions);
         self.classes.add(&other.classes);
         for (code, n) in &other.codes {
             *self.codes.entry(*code).or_default() += n;

@@ -24,6 +24,11 @@ pub enum Outcome {
     /// success statuses): ok or not whatever the status; a failure is
     /// classed by its status, a 2xx one as [`OutcomeClass::OtherStatus`].
     Judged { status: u16, ok: bool },
+    /// Any protocol's answer, in the class its protocol's own rule gives
+    /// it, with the protocol's code when the answer carries one (an MQTT
+    /// 3.1.1 PUBACK carries none). HTTP's answers are the two above: one
+    /// status, the hot path's.
+    Answered { class: OutcomeClass, code: Option<Code> },
     /// No (usable) answer.
     Failed(Failure),
 }
@@ -205,6 +210,7 @@ impl Outcome {
             Outcome::Judged { ok: true, .. } => OutcomeClass::Ok,
             Outcome::Judged { status: 200..=299, .. } => OutcomeClass::OtherStatus,
             Outcome::Judged { status, .. } => http_class(status),
+            Outcome::Answered { class, .. } => class,
             Outcome::Failed(f) => f.class(),
         }
     }
@@ -214,6 +220,7 @@ impl Outcome {
     pub const fn code(self) -> Option<Code> {
         match self {
             Outcome::Status(status) | Outcome::Judged { status, .. } => Some(Code::Http(status)),
+            Outcome::Answered { code, .. } => code,
             Outcome::Failed(_) => None,
         }
     }

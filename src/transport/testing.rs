@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Connected, Exchange, Identity, Idle, Outgoing, Transport};
-use crate::stats::{Failure, Outcome};
+use crate::stats::{Failure, Outcome, OutcomeClass};
 
 /// One heartbeat (or retry) handed to the fake.
 #[derive(Debug, Clone)]
@@ -246,7 +246,8 @@ impl Transport for Fake {
                 Some((number, at, timeout)) if at <= now + timeout => {
                     tokio::time::sleep_until(at).await;
                     notes.sessions.lock().unwrap().get_mut(&id).expect("open").acked.push(number);
-                    Outcome::Status(status)
+                    // An acknowledgement, as MQTT 3.1.1's PUBACK: no code.
+                    Outcome::Answered { class: OutcomeClass::Ok, code: None }
                 }
                 Some((number, at, timeout)) => {
                     tokio::time::sleep_until(now + timeout).await;

@@ -66,7 +66,6 @@ pub(crate) use due::MAX_CONNECTS_PER_TRIP;
 use due::{Due, Waiter};
 use records::{Records, Whose};
 use retries::Retries;
-pub use sessions::SessionCounts;
 use sessions::{Idled, Sessions};
 pub use timers::Timers;
 
@@ -138,9 +137,6 @@ pub struct Flush {
     /// What happened in each second of the run since the previous flush,
     /// each event counted in the second it happened in.
     pub seconds: Vec<SecondPart>,
-    /// Per fleet, what its idle sessions did since the previous flush
-    /// (empty for a transport without idle work).
-    pub sessions: Vec<SessionCounts>,
 }
 
 /// How a worker runs.
@@ -313,7 +309,6 @@ pub async fn run_worker<T: Transport>(
         conns: Connections::new(settings.connections, transports.iter().any(|t| t.multiplexed()), settings.pool_size),
         sessions: Sessions::new(
             transports.iter().any(|t| t.idles()) && settings.connections == ConnectionMode::PerDevice,
-            fleets.len(),
         ),
         retries: Retries::default(),
         records: Records::new(fleets.len(), versions, settings.measure_from_ns == 0),
@@ -876,17 +871,17 @@ impl<T: Transport> Worker<T> {
         let Idled { slot, conn, what, until_ns } = idled;
         let fleet = usize::from(self.slots[slot as usize].fleet);
         let now = self.now_ns();
+        self.record(slot, |r| sessions::count(&mut r.counters.sessions, what));
         let again = matches!(what, Idle::Keepalive | Idle::Inbound)
             && !self.pace.stopping
             && !self.sessions.is_held(slot)
             && now < until_ns;
         match conn {
             Some(conn) if again => {
-                self.sessions.count(fleet, what);
                 self.sessions.wait(&*self.transports[fleet], slot, conn, self.settings.start, until_ns);
             }
             conn => {
-                let held = self.sessions.back(slot, fleet, what);
+                let held = self.sessions.back(slot);
                 self.conns.checkin(slot, conn, false);
                 if let Some(waiter) = held {
                     self.resume_held(waiter, now);
@@ -942,7 +937,6 @@ impl<T: Transport> Worker<T> {
             cohorts,
             demand,
             seconds,
-            sessions: self.sessions.take(),
         });
     }
 

@@ -23,34 +23,16 @@ use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use super::due::Waiter;
+use crate::stats::SessionCounts;
 use crate::transport::{Idle, Transport};
 
-/// What a fleet's idle sessions did, as the engine saw it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SessionCounts {
-    /// Keep-alives sent between heartbeats.
-    pub keepalives: u64,
-    /// Messages that came in unasked (late acknowledgements, commands).
-    pub inbound: u64,
-    /// Sessions the far end closed (each reopened, if at all, at its
-    /// device's next heartbeat: a connect).
-    pub closed: u64,
-}
-
-impl SessionCounts {
-    pub fn add(&mut self, other: &SessionCounts) {
-        self.keepalives += other.keepalives;
-        self.inbound += other.inbound;
-        self.closed += other.closed;
-    }
-
-    fn count(&mut self, what: Idle) {
-        match what {
-            Idle::Keepalive => self.keepalives += 1,
-            Idle::Inbound => self.inbound += 1,
-            Idle::Closed => self.closed += 1,
-            Idle::Until => {}
-        }
+/// Counts what ended a wait on an idle session.
+pub(super) fn count(counts: &mut SessionCounts, what: Idle) {
+    match what {
+        Idle::Keepalive => counts.keepalives += 1,
+        Idle::Inbound => counts.inbound += 1,
+        Idle::Closed => counts.closed += 1,
+        Idle::Until => {}
     }
 }
 
@@ -87,18 +69,11 @@ pub(super) struct Sessions<C> {
     places: Vec<Place>,
     /// The waits under way.
     pub(super) waits: Waits<C>,
-    /// Per fleet, since the last flush.
-    counts: Vec<SessionCounts>,
 }
 
 impl<C: Send + 'static> Sessions<C> {
-    pub(super) fn new(enabled: bool, fleets: usize) -> Sessions<C> {
-        Sessions {
-            enabled,
-            places: Vec::new(),
-            waits: FuturesUnordered::new(),
-            counts: vec![SessionCounts::default(); fleets],
-        }
+    pub(super) fn new(enabled: bool) -> Sessions<C> {
+        Sessions { enabled, places: Vec::new(), waits: FuturesUnordered::new() }
     }
 
     pub(super) fn enabled(&self) -> bool {
@@ -166,27 +141,11 @@ impl<C: Send + 'static> Sessions<C> {
         }));
     }
 
-    /// Device `slot`'s session is back from its wait (or gone): counts
-    /// what ended the wait for `fleet`, and hands over the heartbeat held
-    /// for it, if any.
-    pub(super) fn back(&mut self, slot: u32, fleet: usize, what: Idle) -> Option<Waiter> {
-        self.counts[fleet].count(what);
+    /// Device `slot`'s session is back from its wait (or gone): hands over
+    /// the heartbeat held for it, if any.
+    pub(super) fn back(&mut self, slot: u32) -> Option<Waiter> {
         let p = self.places.get_mut(slot as usize)?;
         p.out = false;
         p.held.take()
-    }
-
-    /// Counts what ended a wait that goes on.
-    pub(super) fn count(&mut self, fleet: usize, what: Idle) {
-        self.counts[fleet].count(what);
-    }
-
-    /// What was counted since the last flush, per fleet; afresh.
-    pub(super) fn take(&mut self) -> Vec<SessionCounts> {
-        if !self.enabled {
-            return Vec::new();
-        }
-        let fresh = vec![SessionCounts::default(); self.counts.len()];
-        std::mem::replace(&mut self.counts, fresh)
     }
 }

@@ -159,7 +159,7 @@ fn answer_reading(c: &mut Criterion) {
             b.iter(|| {
                 buf.clear();
                 let mut io = black_box(answer);
-                fleetstorm::transport::h1::read_answer(&mut io, &mut buf).now_or_never()
+                fleetstorm::transport::http::h1::read_answer(&mut io, &mut buf).now_or_never()
             })
         });
     }

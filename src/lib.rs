@@ -24,13 +24,13 @@
 //! 2. [`heartbeat`]: the wire contract (serde types, string rules, the
 //!    single-pass validator) and the randomized device state and body
 //!    generator, whose device names come from a template or identities.
-//! 3. [`transport`], [`gate`], [`fleet`]: one heartbeat exchange (plain
-//!    HTTP/1.1 through the lean client in [`transport::h1`], TLS and HTTP/2
-//!    through hyper, SigV4, source addresses), the seam a session protocol
-//!    plugs into (routes, a device's identity, idle sessions) and the
-//!    transport settings;
-//!    the metric catalogue and thresholds as data; each device's schedule,
-//!    fleet events, retries and devices online.
+//! 3. [`transport`], [`gate`], [`fleet`]: one message's exchange behind
+//!    a seam every protocol plugs into (routes, a device's identity and
+//!    session, idle work, outcomes), each protocol a folder of its own
+//!    ([`transport::http`]: the lean HTTP/1.1 client, TLS and HTTP/2
+//!    through hyper, SigV4), with what they share (TLS, source addresses,
+//!    connection modes); the metric catalogue and thresholds as data;
+//!    each device's schedule, fleet events, retries and devices online.
 //! 4. [`wire`]: what a fleet's devices speak (its device profile): each
 //!    heartbeat's request from the device's state and credentials, and how
 //!    `serve` checks it.

@@ -168,12 +168,12 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
         None => serve_profiles(args.profiles, &args.identities)?,
     };
     if args.sigv4_verify {
-        let settings = crate::transport::settings::SigV4Settings {
+        let settings = crate::transport::http::settings::SigV4Settings {
             region: "us-east-1".into(),
             service: crate::wire::aws_shadow::SIGNING_NAME.into(),
             profile: None,
         };
-        let signer = crate::transport::sigv4::Signer::new(&settings)
+        let signer = crate::transport::http::sigv4::Signer::new(&settings)
             .map_err(|e| CliError::Usage(format!("--sigv4-verify: {e}")))?;
         profiles.set_sigv4(signer);
     }

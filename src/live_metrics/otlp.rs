@@ -32,7 +32,8 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::{BUCKETS_S, Family, Kind, LiveMetrics, Point, Reading, Value};
-use crate::transport::settings::{HttpVersion, TlsSettings};
+use crate::transport::http::settings::HttpVersion;
+use crate::transport::settings::TlsSettings;
 use crate::transport::tls::{self, TlsClient};
 
 /// The path OTLP/HTTP receivers take metrics on, added to an endpoint
@@ -357,7 +358,7 @@ impl Pusher {
             (false, None) => None,
             (true, ca) => {
                 let tls_settings = TlsSettings { ca: ca.clone(), ..TlsSettings::default() };
-                let client = tls::client(&tls_settings, &endpoint.host, HttpVersion::Http1)
+                let client = tls::client(&tls_settings, &endpoint.host, HttpVersion::Http1.alpn())
                     .map_err(|source| OtlpError::Tls { endpoint: endpoint.to_string(), source })?;
                 Some(client)
             }

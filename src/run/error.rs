@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::scenario::ScaleError;
 use crate::transport::EndpointError;
-use crate::transport::sigv4::SignError;
+use crate::transport::http::sigv4::SignError;
 use crate::transport::tls::TlsError;
 
 /// Why a run could not happen or complete. Each message is whole (it

@@ -32,7 +32,8 @@ use crate::scenario::{ScaleError, Scenario, TargetUrl};
 use crate::shard::Shard;
 use crate::stats::Recorder;
 use crate::transport::Transport;
-use crate::transport::settings::{ConnectionMode, HttpVersion};
+use crate::transport::http::settings::HttpVersion;
+use crate::transport::settings::ConnectionMode;
 
 /// Command-line overrides of a scenario.
 #[derive(Debug, Clone, Default)]
@@ -127,7 +128,7 @@ pub struct ExecuteOptions {
 }
 
 /// Heartbeats per second one generator thread is given, over kept-alive
-/// plain HTTP/1.1 connections (the lean client, [`crate::transport::h1`]).
+/// plain HTTP/1.1 connections (the lean client, [`crate::transport::http::h1`]).
 /// Threads cost wake-ups and hand-offs, and against a target on the same
 /// small machine they take its cores: with nginx on the same two cores,
 /// one thread kept up with 80,000/s (about 9 µs of CPU per heartbeat) where

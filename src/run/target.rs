@@ -15,7 +15,8 @@ use crate::report::RunFacts;
 use crate::scenario::{Scenario, TargetUrl};
 use crate::server::{self, RunningServer, ServeConfig};
 use crate::shard::Shard;
-use crate::transport::settings::{ConnectionMode, HttpVersion};
+use crate::transport::http::settings::HttpVersion;
+use crate::transport::settings::ConnectionMode;
 use crate::transport::{Endpoint, EndpointOptions, Http, Transport};
 
 /// A target ready for the run's fleets.
@@ -108,7 +109,7 @@ pub fn builtin_profiles(scenario: &Scenario) -> Result<crate::wire::serve::Serve
     if scenario.fleets.iter().any(|f| f.profile == ProfileName::AwsIotShadow)
         && let Some(settings) = &scenario.target.sigv4
     {
-        profiles.set_sigv4(crate::transport::sigv4::Signer::new(settings)?);
+        profiles.set_sigv4(crate::transport::http::sigv4::Signer::new(settings)?);
     }
     for f in scenario.fleets.iter().filter(|f| f.profile != ProfileName::SagemakerEdge) {
         if let Some(custom) = &f.custom {
@@ -133,7 +134,7 @@ pub fn builtin_profiles(scenario: &Scenario) -> Result<crate::wire::serve::Serve
 /// SigV4 (its credentials found now), HTTP version, source addresses.
 pub fn endpoint_options(t: &crate::scenario::Target, host: &str) -> Result<EndpointOptions, RunError> {
     let tls = match &t.url {
-        TargetUrl::Http { tls: true, .. } => Some(crate::transport::tls::client(&t.tls, host, t.http)?),
+        TargetUrl::Http { tls: true, .. } => Some(crate::transport::tls::client(&t.tls, host, t.http.alpn())?),
         _ => None,
     };
     let signer = match &t.sigv4 {

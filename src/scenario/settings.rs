@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
 use crate::transport::Protocol;
-use crate::transport::settings::{ConnectionMode, HttpVersion, SigV4Settings, SourceAddresses, TlsSettings};
+use crate::transport::http::settings::{HttpVersion, SigV4Settings};
+use crate::transport::settings::{ConnectionMode, SourceAddresses, TlsSettings};
 use crate::units::DurationValue;
 
 /// A target URL's scheme: the protocol it speaks, over TLS or not, and
@@ -35,7 +36,7 @@ const SCHEMES: [Scheme; 4] = [
 const TARGET_FORMS: &str = "write \"builtin\", http://host:port or https://host:port";
 
 /// Where heartbeats go: the built-in backend, or a URL whose scheme says
-/// the protocol ([`SCHEMES`]).
+/// the protocol (`SCHEMES`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetUrl {
     /// The in-process reference backend on a loopback port.

@@ -1,7 +1,7 @@
-//! TLS for `https://` targets, with rustls: the client configuration from
-//! a target's settings (platform roots or a CA file, an optional client
-//! certificate for mutual TLS, ALPN for the HTTP version), read once when
-//! a run starts.
+//! TLS for a target over TLS (`https://`; every protocol's), with rustls:
+//! the client configuration from a target's settings (platform roots or a
+//! CA file, an optional client certificate for mutual TLS) and the ALPN
+//! protocols its protocol offers, read once when a run starts.
 //!
 //! Verification is rustls's WebPKI verifier with one rule on top, the one
 //! OpenSSL-based clients (curl, Python) apply: a certificate the server
@@ -19,7 +19,7 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::settings::{HttpVersion, TlsSettings};
+use super::settings::TlsSettings;
 
 /// What a TLS connection needs: the connector and the name to verify.
 #[derive(Clone)]
@@ -118,7 +118,7 @@ pub fn read_key(path: &Path, what: &'static str) -> Result<PrivateKeyDer<'static
 }
 
 /// The client side of TLS toward `host`, as `settings` say.
-pub fn client(settings: &TlsSettings, host: &str, http: HttpVersion) -> Result<TlsClient, TlsError> {
+pub fn client(settings: &TlsSettings, host: &str, alpn: Vec<Vec<u8>>) -> Result<TlsClient, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::refused("tls"))?;
@@ -157,10 +157,7 @@ pub fn client(settings: &TlsSettings, host: &str, http: HttpVersion) -> Result<T
             .map_err(TlsError::refused("tls.cert/tls.key"))?,
         _ => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = match http {
-        HttpVersion::Http2 => vec![b"h2".to_vec()],
-        HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
-    };
+    config.alpn_protocols = alpn;
     let name = settings.server_name.as_deref().unwrap_or(host);
     let server_name = ServerName::try_from(name.to_string()).map_err(|_| TlsError::ServerName(name.to_string()))?;
     Ok(TlsClient { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name })

@@ -108,7 +108,7 @@ pub(crate) fn check(
         }
         None => {
             let auth = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            match auth.and_then(crate::transport::sigv4::Authorization::parse) {
+            match auth.and_then(crate::transport::http::sigv4::Authorization::parse) {
                 Some(a) if a.service == SIGNING_NAME => {}
                 Some(a) => return Err(forbidden(&format!("the credential scope is for service {:?}", a.service))),
                 None => return Err(forbidden("Missing Authentication Token")),
@@ -153,7 +153,7 @@ pub(crate) fn check(
 mod tests {
     use super::super::tests::first;
     use super::*;
-    use crate::transport::sigv4::Signer;
+    use crate::transport::http::sigv4::Signer;
     use crate::wire::serve::ServeProfiles;
 
     #[test]

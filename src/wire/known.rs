@@ -52,7 +52,7 @@ impl Found<'_> {
 pub struct Known {
     known: Vec<(ProfileName, Index)>,
     /// The credentials shadow requests' SigV4 signatures are checked with.
-    sigv4: Option<crate::transport::sigv4::Signer>,
+    sigv4: Option<crate::transport::http::sigv4::Signer>,
 }
 
 impl std::fmt::Debug for Known {
@@ -96,11 +96,11 @@ impl Known {
 
     /// Verifies the SigV4 signatures of shadow requests with `signer`'s
     /// credentials (else only their shape is checked).
-    pub fn set_sigv4(&mut self, signer: crate::transport::sigv4::Signer) {
+    pub fn set_sigv4(&mut self, signer: crate::transport::http::sigv4::Signer) {
         self.sigv4 = Some(signer);
     }
 
-    pub fn sigv4(&self) -> Option<&crate::transport::sigv4::Signer> {
+    pub fn sigv4(&self) -> Option<&crate::transport::http::sigv4::Signer> {
         self.sigv4.as_ref()
     }
 }

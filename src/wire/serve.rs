@@ -64,7 +64,7 @@ impl ServeProfiles {
 
     /// Verifies the SigV4 signatures of shadow requests with `signer`'s
     /// credentials (else only their shape is checked).
-    pub fn set_sigv4(&mut self, signer: crate::transport::sigv4::Signer) {
+    pub fn set_sigv4(&mut self, signer: crate::transport::http::sigv4::Signer) {
         self.known.set_sigv4(signer);
     }
 

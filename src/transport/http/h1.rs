@@ -38,7 +38,7 @@ pub struct Answer {
     /// Whether the connection may carry the next request.
     pub reusable: bool,
     /// When the answer's last bytes reached this machine, by the kernel's
-    /// receive stamp ([`super::arrival`]), if the socket had one.
+    /// receive stamp ([`crate::transport::arrival`]), if the socket had one.
     pub arrived: Option<std::time::Instant>,
     /// An error answer's (status 400 and up) first [`EXCERPT`] bytes of
     /// body, kept as they are read past (no read more): what the first
@@ -123,9 +123,9 @@ impl Drop for Lease {
 
 impl Conn {
     /// A connection whose answers are timed by the kernel's receive stamps
-    /// where it gives them ([`super::arrival`]).
+    /// where it gives them ([`crate::transport::arrival`]).
     pub fn new(stream: TcpStream) -> Conn {
-        super::arrival::enable(&stream);
+        crate::transport::arrival::enable(&stream);
         Conn { stream }
     }
 
@@ -153,7 +153,7 @@ impl Conn {
         buf.extend_from_slice(body);
         self.stream.write_all(buf).await?;
         buf.clear();
-        let mut reader = super::arrival::Stamped::new(&self.stream);
+        let mut reader = crate::transport::arrival::Stamped::new(&self.stream);
         let mut answer = read_answer(&mut reader, buf).await?;
         answer.arrived = reader.arrived(std::time::Instant::now());
         Ok(answer)

@@ -14,12 +14,13 @@
 //!
 //! Workers are tasks on the multi-threaded runtime, one per core by
 //! default; each owns its devices outright (see [`worker`]). The aggregator
-//! adds their flushes into the run's [`Recorder`]s and a timeline of one
-//! entry per second, and calls the progress callback after each round of
-//! flushes. The run ends when every worker has sent its last flush: at the
+//! (`aggregate`) adds their flushes into the run's [`Recorder`]s and a
+//! timeline of one entry per second; this task feeds it and calls the
+//! progress callback after each round of flushes. The run ends when every worker has sent its last flush: at the
 //! end of the schedule plus the time in-flight heartbeats need (bounded by
 //! the transport's timeout), or sooner after `cancel`.
 
+mod aggregate;
 pub mod worker;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use crate::stats::timeline::{Second, SecondPart};
 use crate::stats::{Freshness, Recorder};
 use crate::transport::Transport;
 use crate::transport::settings::ConnectionMode;
+use aggregate::Aggregator;
 pub use worker::{Demand, FleetRuntime, Flush, WorkerSettings};
 
 /// How often workers hand over what they recorded.
@@ -125,6 +127,56 @@ pub struct RunOutput {
     pub demand: Vec<Demand>,
 }
 
+/// Each worker's devices (fleet index, device index): round-robin over
+/// the workers, so each has a slice of every fleet and of every phase; a
+/// shard's only (by global index, across fleets).
+fn device_shares(fleets: &[FleetRuntime], shard: Option<crate::shard::Shard>, workers: usize) -> Vec<Vec<(u16, u64)>> {
+    let mut shares: Vec<Vec<(u16, u64)>> = vec![Vec::new(); workers];
+    let mut n = 0usize;
+    let mut first_global = 0u64;
+    for (f, fleet) in fleets.iter().enumerate() {
+        for index in OwnedDevices::of(shard, first_global, fleet.devices).indices() {
+            shares[n % workers].push((f as u16, index));
+            n += 1;
+        }
+        first_global += fleet.devices;
+    }
+    shares
+}
+
+/// Worker `w`'s share of a pool of connections (none without a pool).
+fn pool_share(connections: ConnectionMode, workers: usize, w: usize) -> u32 {
+    match connections {
+        ConnectionMode::Pool(size) => {
+            let size = size as usize;
+            (size / workers + usize::from(w < size % workers)).max(1) as u32
+        }
+        _ => 0,
+    }
+}
+
+impl RunOutput {
+    /// A run whose start instant passed by `late` while its devices were
+    /// being built: nothing sent.
+    fn not_ready(fleets: usize, startup: Duration, late: Duration) -> RunOutput {
+        RunOutput {
+            started_at: SystemTime::now(),
+            startup,
+            elapsed: Duration::ZERO,
+            scheduled_for: Duration::ZERO,
+            sending_for: Duration::ZERO,
+            interrupted: true,
+            fleets: vec![Recorder::default(); fleets],
+            freshness: vec![Freshness::default(); fleets],
+            cohorts: Vec::new(),
+            timeline: Vec::new(),
+            start_lag: None,
+            not_ready_by: Some(late),
+            demand: Vec::new(),
+        }
+    }
+}
+
 /// Runs `task` on a new thread with its own current-thread runtime; if the
 /// thread or the runtime cannot be had, on the caller's runtime instead.
 fn spawn_on_own_thread(id: usize, task: impl Future<Output = ()> + Send + 'static) {
@@ -173,26 +225,7 @@ pub async fn run<T: Transport>(
         targets.len()
     );
     assert!(!matches!(settings.connections, ConnectionMode::Pool(_)) || targets.len() == 1, "a pool serves one target");
-    // Devices round-robin over the workers, so each has a slice of every
-    // fleet and of every phase.
-    // A shard takes only its devices (by global index, across fleets).
-    let mut shares: Vec<Vec<(u16, u64)>> = vec![Vec::new(); workers];
-    let mut n = 0usize;
-    let mut first_global = 0u64;
-    for (f, fleet) in fleets.iter().enumerate() {
-        for index in OwnedDevices::of(settings.shard, first_global, fleet.devices).indices() {
-            shares[n % workers].push((f as u16, index));
-            n += 1;
-        }
-        first_global += fleet.devices;
-    }
-    let pool_share = |w: usize| match settings.connections {
-        ConnectionMode::Pool(size) => {
-            let size = size as usize;
-            (size / workers + usize::from(w < size % workers)).max(1) as u32
-        }
-        _ => 0,
-    };
+    let shares = device_shares(&fleets, settings.shard, workers);
     let setup = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
@@ -202,7 +235,7 @@ pub async fn run<T: Transport>(
             start: setup,
             end_ns: settings.duration.as_nanos() as u64,
             connections: settings.connections,
-            pool_size: pool_share(id),
+            pool_size: pool_share(settings.connections, workers, id),
             seed: settings.seed,
             flush_every: FLUSH_EVERY,
             precise_timer: settings.precise_timer,
@@ -245,21 +278,7 @@ pub async fn run<T: Transport>(
             Ok(wait) => tokio::time::sleep(wait).await,
             Err(late) => {
                 drop(go_tx);
-                return RunOutput {
-                    started_at: SystemTime::now(),
-                    startup,
-                    elapsed: Duration::ZERO,
-                    scheduled_for: Duration::ZERO,
-                    sending_for: Duration::ZERO,
-                    interrupted: true,
-                    fleets: fleets.iter().map(|_| Recorder::default()).collect(),
-                    freshness: fleets.iter().map(|_| Freshness::default()).collect(),
-                    cohorts: Vec::new(),
-                    timeline: Vec::new(),
-                    start_lag: None,
-                    not_ready_by: Some(late.duration()),
-                    demand: Vec::new(),
-                };
+                return RunOutput::not_ready(fleets.len(), startup, late.duration());
             }
         }
         start_lag = Some(SystemTime::now().duration_since(at).unwrap_or_default());
@@ -268,18 +287,7 @@ pub async fn run<T: Transport>(
     let start = Instant::now();
     let _ = go_tx.send(Some(start));
 
-    let mut totals: Vec<Recorder> = fleets.iter().map(|_| Recorder::default()).collect();
-    let mut freshness: Vec<Freshness> = fleets.iter().map(|_| Freshness::default()).collect();
-    // Each worker's latest live freshness, and their sum.
-    let mut live_freshness: Vec<Option<Vec<Freshness>>> = vec![None; workers];
-    let mut live_freshness_total: Option<Vec<Freshness>> = None;
-    let keep = settings.keep_second_histograms;
-    let mut cohorts: Vec<Vec<Option<Recorder>>> = Vec::new();
-    let mut timeline = crate::stats::timeline::Timeline::new(keep);
-    let mut in_flight = vec![0usize; workers];
-    let mut last_sent_ns = 0u64;
-    let mut demand: Vec<Option<Demand>> = vec![None; workers];
-    let mut running = workers;
+    let mut figures = Aggregator::new(fleets.len(), workers, settings.duration, settings.keep_second_histograms);
     let mut interrupted_at = None;
     let abandon = settings.abandon.clone().unwrap_or_default();
     loop {
@@ -299,67 +307,14 @@ pub async fn run<T: Transport>(
                 break;
             }
         };
-        // Workers flush as the warm-up ends, so no flush mixes the two.
-        let measured = !flush.warmup;
-        if measured {
-            for (total, part) in totals.iter_mut().zip(&flush.fleets) {
-                total.add(part);
-            }
-            if let Some(d) = flush.demand {
-                demand[flush.worker].get_or_insert_with(Demand::default).add(d);
-            }
-        }
-        // Each event counts in the second it happened in.
-        for part in &flush.seconds {
-            timeline.absorb(part);
-        }
-        let second = flush.at_ns / 1_000_000_000;
-        // Every second of the schedule up to now has an entry, even one in
-        // which nothing happened (a whole fleet silent).
-        timeline.extend_to(second.min(settings.duration.as_nanos().div_ceil(1_000_000_000) as u64));
-        // Workers flush every 250 ms, so no flush for a second more than one
-        // behind the newest can still arrive: close those.
-        timeline.close_before(second.saturating_sub(1));
-        in_flight[flush.worker] = flush.in_flight;
-        last_sent_ns = last_sent_ns.max(flush.last_sent_ns);
-        if flush.last {
-            running -= 1;
-        }
-        for (total, part) in freshness.iter_mut().zip(flush.freshness.iter().flatten()) {
-            total.add(part);
-        }
-        if let Some(now) = flush.live_freshness {
-            live_freshness[flush.worker] = Some(now);
-            let mut sum: Vec<Freshness> = fleets.iter().map(|_| Freshness::default()).collect();
-            for worker in live_freshness.iter().flatten() {
-                for (total, part) in sum.iter_mut().zip(worker) {
-                    total.add(part);
-                }
-            }
-            live_freshness_total = Some(sum);
-        }
-        cohorts.resize_with(flush.cohorts.len(), Vec::new);
-        for (fleet, parts) in cohorts.iter_mut().zip(&flush.cohorts) {
-            fleet.resize_with(parts.len().max(fleet.len()), || None);
-            for (total, part) in fleet.iter_mut().zip(parts) {
-                if let Some(part) = part.as_ref().filter(|_| measured) {
-                    total.get_or_insert_with(Recorder::default).add(part);
-                }
-            }
-        }
+        let round_done = flush.worker == 0;
+        figures.absorb(flush);
         // One display update per round (every worker flushes per period).
-        if flush.worker == 0 || running == 0 {
-            progress(&Live {
-                elapsed: start.elapsed(),
-                duration: settings.duration,
-                fleets: &totals,
-                timeline: timeline.recent(),
-                in_flight: in_flight.iter().sum(),
-                freshness: live_freshness_total.as_deref(),
-            });
+        if round_done || figures.running == 0 {
+            progress(&figures.live(start.elapsed(), settings.duration));
         }
     }
-    let timeline = timeline.finish();
+    let (timeline, demand) = figures.finish_timeline();
     let elapsed = start.elapsed();
     // A cancel the loop never saw (the workers stopped on it and their last
     // flushes ended the loop first) still interrupted the run.
@@ -369,7 +324,7 @@ pub async fn run<T: Transport>(
     let interrupted = interrupted_at.is_some_and(|t| t < settings.duration);
     let window_end =
         if interrupted { interrupted_at.unwrap_or(elapsed).min(settings.duration) } else { settings.duration };
-    let sent_until = Duration::from_nanos(last_sent_ns);
+    let sent_until = Duration::from_nanos(figures.last_sent_ns);
     RunOutput {
         started_at,
         startup,
@@ -377,13 +332,13 @@ pub async fn run<T: Transport>(
         scheduled_for: window_end.saturating_sub(settings.measure_after),
         sending_for: window_end.max(sent_until).saturating_sub(settings.measure_after),
         interrupted,
-        fleets: totals,
-        freshness,
-        cohorts,
+        fleets: figures.totals,
+        freshness: figures.freshness,
+        cohorts: figures.cohorts,
         timeline,
         start_lag,
         not_ready_by: None,
-        demand: demand.into_iter().flatten().collect(),
+        demand,
     }
 }
 

@@ -14,6 +14,7 @@
 //! V2 + DEFLATE encoding) so that reports can be merged exactly later.
 
 mod build;
+mod cohorts;
 mod gates;
 pub mod hlog;
 pub mod html;

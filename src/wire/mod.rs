@@ -100,7 +100,7 @@ pub enum FleetWire {
     SagemakerEdge,
     Thingsboard(Credentials),
     Hono(Credentials),
-    AzureIotHub(azure::Sender),
+    AzureIotHub(azure::HubCredentials),
     AwsIotShadow,
     Custom(Arc<custom::CustomWire>),
 }
@@ -124,7 +124,7 @@ impl FleetWire {
             ProfileName::SagemakerEdge => FleetWire::SagemakerEdge,
             ProfileName::Thingsboard => FleetWire::Thingsboard(credentials),
             ProfileName::Hono => FleetWire::Hono(credentials),
-            ProfileName::AzureIotHub => FleetWire::AzureIotHub(azure::Sender::new(credentials, host)),
+            ProfileName::AzureIotHub => FleetWire::AzureIotHub(azure::HubCredentials::new(credentials, host)),
             ProfileName::AwsIotShadow => FleetWire::AwsIotShadow,
             // Without templates a custom fleet could send nothing valid.
             ProfileName::Custom => FleetWire::SagemakerEdge,
@@ -163,7 +163,7 @@ impl FleetWire {
             }
             FleetWire::Thingsboard(c) => thingsboard::request(c, generator, device, now_ms, body),
             FleetWire::Hono(c) => hono::request(c, generator, device, now_ms, body),
-            FleetWire::AzureIotHub(s) => s.request(generator, device, now_ms, body),
+            FleetWire::AzureIotHub(hub) => hub.request(generator, device, now_ms, body),
             FleetWire::AwsIotShadow => aws_shadow::request(generator, device, now_ms, body),
             FleetWire::Custom(c) => c.request(generator, device, now_ms, body),
         };
@@ -187,8 +187,8 @@ impl FleetWire {
                 let (user, password) = hono::login(c, &device, index);
                 (Some(user), Some(password))
             }
-            FleetWire::AzureIotHub(s) => {
-                let (user, token) = s.login(&device, index, crate::units::now_ms());
+            FleetWire::AzureIotHub(hub) => {
+                let (user, token) = hub.login(&device, index, crate::units::now_ms());
                 (Some(user), Some(token))
             }
             FleetWire::SagemakerEdge | FleetWire::AwsIotShadow | FleetWire::Custom(_) => (None, None),

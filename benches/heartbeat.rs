@@ -9,9 +9,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fleetstorm::heartbeat::{
-    FleetGenerator, MetricSpec, ModelSpec, NameTemplate, Profile, Scratch, Weighted, validate,
-};
+use fleetstorm::device::{FleetGenerator, MetricSpec, ModelSpec, NameTemplate, Profile, Scratch, Weighted};
+use fleetstorm::sagemaker_edge::validate;
 
 fn generator() -> FleetGenerator {
     let model = |name: &str| ModelSpec {

@@ -97,7 +97,7 @@ rules = [
     ("kernel: syscall entry and exit, other", r"entry_SYSCALL|syscall_exit|do_syscall|syscall_return|__fget|fput|fdget|_copy_to_user|_copy_from_user|__check_object|rep_movs|clear_user|native_|srso|retbleed|__x86_return|irqentry|asm_|__rcu|rcu_|__local_bh|_raw_spin|__softirq|do_softirq|__irq|ktime_get|read_tsc|lock_sock|release_sock|__release_sock"),
     ("user: tokio runtime and I/O driver", r"tokio::|mio::|futures_util::|futures_core|core::task|std::thread::local|Waker|waker"),
     ("user: HTTP/1.1 request and answer", r"transport::http::h1|transport::|httparse|http::|hyper|write_request|Answer|parse"),
-    ("user: heartbeat body", r"heartbeat::|generate|write_next|write_metrics|ryu|itoa|format_ts|Xoshiro|rand::"),
+    ("user: heartbeat body", r"device::|generate|write_next|write_metrics|ryu|itoa|format_ts|Xoshiro|rand::"),
     ("user: accounting (histograms, counters, timeline)", r"hdrhistogram|metrics::|record|Histogram|Recorder|timeline|Timeline|stats::"),
     ("user: worker schedule and dispatch", r"engine::|worker::|fleet::|dispatch|BinaryHeap|sift|Schedule|DeviceClock"),
     ("user: allocator", r"malloc|free|realloc|_int_|cfree|tcache|arena|alloc::alloc|__rust_alloc|__rust_dealloc|__rdl_|__rg_"),

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use fleetstorm::heartbeat::validate::inspect;
+use fleetstorm::sagemaker_edge::validate::inspect;
 use fleetstorm::server::Registry;
 
 fn rss_kib() -> u64 {

@@ -14,16 +14,20 @@
 //! this list against the code's imports, and that nothing imports in a
 //! circle, inside a module either). Read bottom-up:
 //!
-//! 1. [`units`], [`stats`], [`shard`], [`identities`], [`pages`]: what
-//!    depends on nothing of fleetstorm's: durations, shares and rates as
-//!    people write them; outcome classes and protocol codes, counters, HDR
-//!    histograms and the per-second timeline; which devices a shard owns;
-//!    device identities read from a file; the small server of fleetstorm's
-//!    own pages (dashboard, `/metrics`), loopback-guarded and closing
-//!    gracefully.
-//! 2. [`heartbeat`]: the wire contract (serde types, string rules, the
-//!    single-pass validator) and the randomized device state and body
-//!    generator, whose device names come from a template or identities.
+//! 1. [`units`], [`stats`], [`shard`], [`identities`], [`pages`], [`sagemaker_edge`]:
+//!    what depends on nothing of fleetstorm's: durations, shares and rates
+//!    as people write them; outcome classes and protocol codes, counters,
+//!    HDR histograms and the per-second timeline; which devices a shard
+//!    owns; device identities read from a file; the small server of
+//!    fleetstorm's own pages (dashboard, `/metrics`), loopback-guarded and
+//!    closing gracefully; the `sagemaker-edge` profile's `SendHeartbeat`
+//!    contract (serde types, string rules, the single-pass validator), this
+//!    low because the device's strings are held to its rules and the
+//!    engine's fake transport reads bodies with its validator.
+//! 2. [`device`]: the simulated device every profile's bodies are made
+//!    from: a fleet's settings, its device names (from a template or
+//!    identities), each device's randomized state (metric walks, versions,
+//!    rollouts) and the body generator.
 //! 3. [`transport`], [`gate`], [`fleet`]: one message's exchange behind
 //!    a seam every protocol plugs into (routes, a device's identity and
 //!    session, idle work, outcomes), each protocol a folder of its own
@@ -33,7 +37,7 @@
 //!    each device's schedule, fleet events, retries and devices online.
 //! 4. [`wire`]: what a fleet's devices speak (its device profile): each
 //!    heartbeat's request from the device's state and credentials, and how
-//!    `serve` checks it.
+//!    `serve` checks it (for `sagemaker-edge`, with [`sagemaker_edge`]).
 //! 5. [`scenario`], [`engine`], [`server`]: scenario files, checked as read,
 //!    with errors naming file, line, column and key; the open-model engine
 //!    (workers owning devices, connections, timers and retries; it knows
@@ -55,15 +59,16 @@ pub mod capacity;
 pub mod cli;
 pub mod compare;
 pub mod dashboard;
+pub mod device;
 pub mod engine;
 pub mod fleet;
 pub mod gate;
-pub mod heartbeat;
 pub mod identities;
 pub mod live_metrics;
 pub mod pages;
 pub mod report;
 pub mod run;
+pub mod sagemaker_edge;
 pub mod sample;
 pub mod scenario;
 pub mod server;

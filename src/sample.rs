@@ -19,8 +19,8 @@
 
 use std::io::{self, Write};
 
+use crate::device::{Device, FleetGenerator, Scratch};
 use crate::fleet::{DeviceClock, FleetEvents};
-use crate::heartbeat::{Device, FleetGenerator, Scratch};
 use crate::scenario::{Fleet, Scenario};
 use crate::units::now_ms;
 use crate::wire::FleetWire;

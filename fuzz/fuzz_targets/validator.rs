@@ -2,7 +2,7 @@
 //! agrees with `validate` on what is valid.
 #![no_main]
 
-use fleetstorm::heartbeat::validate::{inspect, validate};
+use fleetstorm::sagemaker_edge::validate::{inspect, validate};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

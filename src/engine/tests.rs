@@ -3,14 +3,14 @@
 //! connection limits, deterministically and in no wall time.
 
 use super::*;
+use crate::device::{FleetGenerator, NameTemplate};
 use crate::fleet::{Arrival, Schedule, StartMode};
-use crate::heartbeat::{FleetGenerator, NameTemplate};
 use crate::stats::SessionCounts;
 use crate::transport::testing::Fake;
 use hdrhistogram::Histogram;
 
 fn fleet(devices: u64, schedule: Schedule) -> FleetRuntime {
-    let generator = crate::heartbeat::plain_generator();
+    let generator = crate::device::plain_generator();
     FleetRuntime { key: 1, ..FleetRuntime::new(generator, schedule, devices, schedule.interval * 3) }
 }
 

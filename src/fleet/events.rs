@@ -33,8 +33,8 @@ use serde::Deserialize;
 
 use super::clock::DeviceClock;
 use super::schedule::Schedule;
-use crate::heartbeat::generate::mix;
-use crate::heartbeat::{Device, Profile};
+use crate::device::generate::mix;
+use crate::device::{Device, Profile};
 use crate::units::{DurationValue, Share};
 
 /// How silenced devices come back after an outage.
@@ -237,7 +237,7 @@ impl TryFrom<RawEvent> for Event {
                     ("interval", raw.interval.is_some()),
                 ])?;
                 let check = |v: &str| {
-                    crate::heartbeat::rules::VERSION
+                    crate::sagemaker_edge::rules::VERSION
                         .check(v)
                         .map_err(|f| format!("rollout: {v:?} is not a valid version: {f}"))
                 };
@@ -778,7 +778,8 @@ mod tests {
 
     #[test]
     fn successive_model_rollouts_are_each_one_deployment() {
-        use crate::heartbeat::{FleetGenerator, ModelSpec, NameTemplate, Profile, Scratch, Weighted, wire};
+        use crate::device::{FleetGenerator, ModelSpec, NameTemplate, Profile, Scratch, Weighted};
+        use crate::sagemaker_edge;
         let rollout = |at, version: &str| Event {
             at: secs(at),
             share: 1.0,
@@ -808,8 +809,8 @@ mod tests {
             fe.apply_rollouts(&generator.profile, &mut device, t * 1_000_000_000);
             let mut body = Vec::new();
             device.write_next(&generator, 1_000_000 + t * 1000, &mut Scratch::default(), &mut body);
-            crate::heartbeat::validate(&body).unwrap();
-            let hb: wire::SendHeartbeat = serde_json::from_slice(&body).unwrap();
+            crate::sagemaker_edge::validate(&body).unwrap();
+            let hb: sagemaker_edge::SendHeartbeat = serde_json::from_slice(&body).unwrap();
             let runs = hb.models.unwrap()[0].model_version.clone().unwrap();
             if let Some(r) = hb.deployment_result {
                 let to = r.deployment_models.unwrap()[0].model_version.clone().unwrap();

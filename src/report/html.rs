@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Report, plots};
+use super::{Report, cohorts, plots};
 use crate::gate::Unit;
 
 pub use super::markup::escape;
@@ -173,19 +173,18 @@ fn cohorts_table(report: &Report, out: &mut String) {
         "<table id=\"cohorts\"><tr><th>fleet</th><th>agent version</th><th>sent</th><th>ok</th><th>failed</th>\
          <th>error rate</th><th>p50 ms</th><th>p99 ms</th></tr>\n",
     );
-    for c in &report.cohorts {
-        let s = &c.stats;
+    for c in cohorts::rows(report) {
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td></tr>",
-            escape(&c.fleet),
-            escape(&c.agent_version),
-            s.sent,
-            s.ok,
-            s.failed,
-            Unit::Fraction.format(s.error_rate()),
-            s.latency_ms.p50,
-            s.latency_ms.p99
+            escape(c.fleet),
+            escape(c.agent_version),
+            c.sent,
+            c.ok,
+            c.failed,
+            Unit::Fraction.format(c.error_rate),
+            c.p50_ms,
+            c.p99_ms
         );
     }
     out.push_str("</table>\n");

@@ -10,8 +10,8 @@
 
 use std::fmt::Write as _;
 
-use super::Report;
 use super::markup::escape;
+use super::{Report, cohorts};
 use crate::gate::Unit;
 
 /// Renders the report's thresholds as a JUnit XML document.
@@ -69,39 +69,39 @@ pub fn render(report: &Report) -> String {
     }
     out.push_str("  </testsuite>\n");
     if !report.cohorts.is_empty() {
-        cohorts(report, &format!("{suite}.cohorts"), &mut out);
+        cohorts_suite(report, &format!("{suite}.cohorts"), &mut out);
     }
     out.push_str("</testsuites>\n");
     out
 }
 
 /// The cohorts' suite: a passing case per fleet and agent version.
-fn cohorts(report: &Report, suite: &str, out: &mut String) {
+fn cohorts_suite(report: &Report, suite: &str, out: &mut String) {
+    let rows = cohorts::rows(report);
     let _ = writeln!(
         out,
         "  <testsuite name=\"{}\" tests=\"{}\" failures=\"0\" errors=\"0\" skipped=\"0\" time=\"{:.3}\" timestamp=\"{}\">",
         escape(suite),
-        report.cohorts.len(),
+        rows.len(),
         report.elapsed_s,
         escape(report.started_at.trim_end_matches('Z'))
     );
-    for c in &report.cohorts {
-        let s = &c.stats;
+    for c in rows {
         let results = format!(
             "sent {}, ok {}, failed {}, error rate {}; latency p50 {:.2} ms, p99 {:.2} ms",
-            s.sent,
-            s.ok,
-            s.failed,
-            Unit::Fraction.format(s.error_rate()),
-            s.latency_ms.p50,
-            s.latency_ms.p99
+            c.sent,
+            c.ok,
+            c.failed,
+            Unit::Fraction.format(c.error_rate),
+            c.p50_ms,
+            c.p99_ms
         );
         let _ = writeln!(
             out,
             "    <testcase classname=\"{}\" name=\"{}@{}\" time=\"0\">\n      <system-out>{}</system-out>\n    </testcase>",
             escape(suite),
-            escape(&c.fleet),
-            escape(&c.agent_version),
+            escape(c.fleet),
+            escape(c.agent_version),
             escape(&results)
         );
     }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::Report;
+use super::{Report, cohorts};
 use crate::gate::Unit;
 
 /// Renders the report's summary as GitHub-flavoured Markdown.
@@ -92,19 +92,18 @@ pub fn render(report: &Report) -> String {
              | fleet | agent version | sent | ok | failed | error rate | p50 ms | p99 ms |\n\
              |---|---|--:|--:|--:|--:|--:|--:|\n",
         );
-        for c in &report.cohorts {
-            let s = &c.stats;
+        for c in cohorts::rows(report) {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |",
-                cell(&c.fleet),
-                cell(&c.agent_version),
-                s.sent,
-                s.ok,
-                s.failed,
-                Unit::Fraction.format(s.error_rate()),
-                s.latency_ms.p50,
-                s.latency_ms.p99
+                cell(c.fleet),
+                cell(c.agent_version),
+                c.sent,
+                c.ok,
+                c.failed,
+                Unit::Fraction.format(c.error_rate),
+                c.p50_ms,
+                c.p99_ms
             );
         }
     }

@@ -15,6 +15,7 @@
 
 mod build;
 pub use build::RunFacts;
+mod cohorts;
 mod gates;
 pub mod hlog;
 pub mod html;

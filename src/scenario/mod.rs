@@ -24,10 +24,10 @@ pub use settings::{Header, Target, TargetUrl};
 use crate::units::{DurationValue, Rate, Share};
 use std::time::Duration;
 
+use crate::device::profile::{self, MetricSpec, ModelSpec, Weighted};
+use crate::device::{DeviceNames, FleetGenerator, NameTemplate, Profile};
 use crate::fleet::{Arrival, Event, EventKind, RetryPolicy, RolloutTarget, Schedule, StartMode};
 use crate::gate::Thresholds;
-use crate::heartbeat::profile::{self, MetricSpec, ModelSpec, Weighted};
-use crate::heartbeat::{DeviceNames, FleetGenerator, NameTemplate, Profile};
 use capacity::CapacitySettings;
 
 /// The most devices a single fleet may have.
@@ -143,7 +143,7 @@ pub enum ScaleError {
     /// The fleet's `device_name` (or identities file) cannot name that
     /// many devices.
     #[error("{0}")]
-    Names(#[source] crate::heartbeat::names::NamesError),
+    Names(#[source] crate::device::names::NamesError),
     /// Its devices would beat more often than once a millisecond.
     #[error("the interval would be {:.3} ms, below 1 ms", seconds * 1000.0)]
     IntervalTooShort { seconds: f64 },

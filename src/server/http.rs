@@ -37,7 +37,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::{Auth, Shared};
-use crate::heartbeat::validate::inspect;
+use crate::sagemaker_edge::validate::inspect;
 use crate::server::faults::{ActiveFaults, Faults};
 use crate::server::registry::RegistryFull;
 

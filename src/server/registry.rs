@@ -31,8 +31,8 @@ use std::sync::{Mutex, RwLock};
 
 use serde::Serialize;
 
-use crate::heartbeat::validate::Summary;
-use crate::heartbeat::wire;
+use crate::sagemaker_edge;
+use crate::sagemaker_edge::validate::Summary;
 
 /// How many shards the registry splits devices into.
 pub const SHARDS: usize = 64;
@@ -378,7 +378,7 @@ impl Registry {
             return NOT_KEPT;
         }
         // First time this set is seen: read the names out of the body.
-        let models = serde_json::from_slice::<wire::SendHeartbeat>(body)
+        let models = serde_json::from_slice::<sagemaker_edge::SendHeartbeat>(body)
             .ok()
             .and_then(|hb| hb.models)
             .unwrap_or_default()
@@ -465,7 +465,7 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heartbeat::validate::inspect;
+    use crate::sagemaker_edge::validate::inspect;
 
     fn body(fleet: &str, device: &str, version: &str, models: &[(&str, &str)]) -> Vec<u8> {
         let models: Vec<_> =

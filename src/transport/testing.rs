@@ -198,7 +198,7 @@ impl Transport for Fake {
 
     fn exchange(&self, conn: Option<u32>, outgoing: Outgoing) -> impl Future<Output = Exchange<u32>> + Send + 'static {
         let body = outgoing.body;
-        let summary = crate::heartbeat::validate::inspect(&body).expect("a valid body");
+        let summary = crate::sagemaker_edge::validate::inspect(&body).expect("a valid body");
         let device = summary.device_name.to_string();
         let n = {
             let mut attempts = self.notes.attempts.lock().unwrap();

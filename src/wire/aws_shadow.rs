@@ -25,7 +25,7 @@ use super::answer::{Accepted, Refused, json_object};
 use super::known::Known;
 use super::parts::{Envelope, device_name, http_route};
 use super::profile::ProfileName;
-use crate::heartbeat::{Device, FleetGenerator};
+use crate::device::{Device, FleetGenerator};
 use crate::transport::HttpRoute;
 
 /// The signing name of the `iot-data` service's REST API.

@@ -39,7 +39,7 @@ use super::answer::{Accepted, Refused, azure_error, header, json_object};
 use super::known::Known;
 use super::parts::{Credentials, Envelope, device_name, header_value, http_route};
 use super::profile::ProfileName;
-use crate::heartbeat::{Device, FleetGenerator};
+use crate::device::{Device, FleetGenerator};
 use crate::transport::HttpRoute;
 
 /// The identities column of a device's key (base64).
@@ -114,16 +114,17 @@ pub(crate) fn check_device_id(id: &str) -> Result<(), String> {
     })
 }
 
-/// A fleet's sender: its devices' keys and the hub's host name.
+/// A fleet's credentials on its IoT hub: its devices' keys and the hub's
+/// host name, the two that each device's SAS token is signed from.
 #[derive(Debug, Clone)]
-pub struct Sender {
+pub struct HubCredentials {
     credentials: Credentials,
     host: String,
 }
 
-impl Sender {
-    pub(crate) fn new(credentials: Credentials, host: &str) -> Sender {
-        Sender { credentials, host: host.to_string() }
+impl HubCredentials {
+    pub(crate) fn new(credentials: Credentials, host: &str) -> HubCredentials {
+        HubCredentials { credentials, host: host.to_string() }
     }
 
     /// The request of `device`'s next heartbeat, its body written to `body`.
@@ -152,7 +153,7 @@ impl Sender {
     }
 }
 
-impl Sender {
+impl HubCredentials {
     /// Device `index`'s (id `device`) login for a session at `now_ms`: the
     /// hub's user name `{hub}/{device}/?api-version=...` and a SAS token
     /// for the device, good for [`TOKEN_LIFETIME_S`] from then.

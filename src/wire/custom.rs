@@ -44,7 +44,7 @@ use super::answer::{Accepted, Refused};
 use super::known::Known;
 use super::parts::SEGMENT;
 use super::profile::ProfileName;
-use crate::heartbeat::{Device, FleetGenerator, Profile};
+use crate::device::{Device, FleetGenerator, Profile};
 use crate::identities::Identities;
 use crate::transport::HttpRoute;
 
@@ -318,7 +318,7 @@ fn write_value(v: &Rendered<'_>, into: Where, out: &mut Vec<u8>) {
         }
         (Rendered::Str(s), Where::Path) => out.extend(utf8_percent_encode(s, SEGMENT).flat_map(str::bytes)),
         (Rendered::Str(s), Where::Header) => out.extend_from_slice(s.as_bytes()),
-        (Rendered::Int(n), _) => crate::heartbeat::generate::write_integer(*n, out),
+        (Rendered::Int(n), _) => crate::device::generate::write_integer(*n, out),
         (Rendered::Float(x), _) => {
             let _ = serde_json::to_writer(&mut *out, x);
         }
@@ -742,7 +742,7 @@ mod tests {
     use super::*;
 
     fn profile() -> Profile {
-        let mut p = crate::heartbeat::plain_generator().profile;
+        let mut p = crate::device::plain_generator().profile;
         p.fleet_name = "trackers".into();
         p
     }
@@ -769,7 +769,7 @@ mod tests {
     #[test]
     fn a_custom_wire_renders_each_heartbeat_from_the_device_s_state() {
         let wire = compile(&spec("/v2/assets/${device.name}/position", BODY)).unwrap();
-        let mut generator = crate::heartbeat::plain_generator();
+        let mut generator = crate::device::plain_generator();
         generator.profile = profile();
         let mut device = generator.device(3);
         for seq in 1..=3u64 {

@@ -24,7 +24,7 @@ use super::answer::{Accepted, Refused, header, json_object};
 use super::known::Known;
 use super::parts::{Credentials, Envelope, device_name, header_value, http_route};
 use super::profile::ProfileName;
-use crate::heartbeat::{Device, FleetGenerator};
+use crate::device::{Device, FleetGenerator};
 use crate::transport::HttpRoute;
 
 /// The identities columns of a device's tenant, auth-id and password.

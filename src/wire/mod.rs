@@ -3,11 +3,13 @@
 //! request goes (its target and per-device credentials, when they are not
 //! the endpoint's), and, on `serve`'s side, how such a request is checked
 //! and answered. Both sides of a profile live in its own module here, so
-//! the rules they share have one owner:
+//! the rules they share have one owner; SendHeartbeat's contract alone
+//! sits in a lower layer ([`crate::sagemaker_edge`]), because the device
+//! and the engine's fake transport use it:
 //!
 //! | profile | module | request | success |
 //! |---|---|---|---|
-//! | `sagemaker-edge` (default) | `heartbeat` | `POST /SendHeartbeat` (the target's path) | 200 |
+//! | `sagemaker-edge` (default) | [`sagemaker_edge`](crate::sagemaker_edge) (its contract; bodies from [`Device::write_next`]) | `POST /SendHeartbeat` (the target's path) | 200 |
 //! | `thingsboard` | [`thingsboard`] | `POST /api/v1/{token}/telemetry` | 200 |
 //! | `hono` | [`hono`] | `POST /telemetry`, HTTP Basic `{auth-id}@{tenant}` | 202 |
 //! | `azure-iot-hub` | [`azure`] | `POST /devices/{id}/messages/events?api-version=2021-04-12`, a SAS token | 204 |
@@ -50,7 +52,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::heartbeat::{Device, DeviceNames, FleetGenerator, Scratch};
+use crate::device::{Device, DeviceNames, FleetGenerator, Scratch};
 use crate::identities::Identities;
 use crate::transport::{Identity, Outgoing, Route};
 
@@ -80,7 +82,9 @@ impl ProfileName {
     /// The profile's rule for device names.
     pub fn check_device_name(self, name: &str) -> Result<(), String> {
         match self {
-            ProfileName::SagemakerEdge => crate::heartbeat::rules::ENTITY_NAME.check(name).map_err(|f| f.to_string()),
+            ProfileName::SagemakerEdge => {
+                crate::sagemaker_edge::rules::ENTITY_NAME.check(name).map_err(|f| f.to_string())
+            }
             ProfileName::AzureIotHub => azure::check_device_id(name),
             ProfileName::AwsIotShadow => aws_shadow::check_thing_name(name),
             ProfileName::Thingsboard | ProfileName::Hono | ProfileName::Custom => check_plain_name(name),
@@ -96,7 +100,7 @@ pub enum FleetWire {
     SagemakerEdge,
     Thingsboard(Credentials),
     Hono(Credentials),
-    AzureIotHub(azure::Sender),
+    AzureIotHub(azure::HubCredentials),
     AwsIotShadow,
     Custom(Arc<custom::CustomWire>),
 }
@@ -120,7 +124,7 @@ impl FleetWire {
             ProfileName::SagemakerEdge => FleetWire::SagemakerEdge,
             ProfileName::Thingsboard => FleetWire::Thingsboard(credentials),
             ProfileName::Hono => FleetWire::Hono(credentials),
-            ProfileName::AzureIotHub => FleetWire::AzureIotHub(azure::Sender::new(credentials, host)),
+            ProfileName::AzureIotHub => FleetWire::AzureIotHub(azure::HubCredentials::new(credentials, host)),
             ProfileName::AwsIotShadow => FleetWire::AwsIotShadow,
             // Without templates a custom fleet could send nothing valid.
             ProfileName::Custom => FleetWire::SagemakerEdge,
@@ -159,7 +163,7 @@ impl FleetWire {
             }
             FleetWire::Thingsboard(c) => thingsboard::request(c, generator, device, now_ms, body),
             FleetWire::Hono(c) => hono::request(c, generator, device, now_ms, body),
-            FleetWire::AzureIotHub(s) => s.request(generator, device, now_ms, body),
+            FleetWire::AzureIotHub(hub) => hub.request(generator, device, now_ms, body),
             FleetWire::AwsIotShadow => aws_shadow::request(generator, device, now_ms, body),
             FleetWire::Custom(c) => c.request(generator, device, now_ms, body),
         };
@@ -183,8 +187,8 @@ impl FleetWire {
                 let (user, password) = hono::login(c, &device, index);
                 (Some(user), Some(password))
             }
-            FleetWire::AzureIotHub(s) => {
-                let (user, token) = s.login(&device, index, crate::units::now_ms());
+            FleetWire::AzureIotHub(hub) => {
+                let (user, token) = hub.login(&device, index, crate::units::now_ms());
                 (Some(user), Some(token))
             }
             FleetWire::SagemakerEdge | FleetWire::AwsIotShadow | FleetWire::Custom(_) => (None, None),
@@ -237,7 +241,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_sagemaker_edge_heartbeat_is_the_device_s_body_sent_to_the_endpoint_s_path() {
-        let generator = crate::heartbeat::plain_generator();
+        let generator = crate::device::plain_generator();
         let (mut a, mut b) = (generator.device(3), generator.device(3));
         let (mut scratch, mut body, mut direct) = (Scratch::default(), Vec::new(), Vec::new());
         let wire = FleetWire::new(ProfileName::default(), &generator.names, "127.0.0.1", None);
@@ -246,12 +250,12 @@ pub(crate) mod tests {
         b.write_next(&generator, 1_700_000_000_000, &mut Scratch::default(), &mut direct);
         assert_eq!(out.body.as_ref(), direct.as_slice());
         assert!(out.route.http().is_none());
-        assert!(crate::heartbeat::validate(&out.body).is_ok());
+        assert!(crate::sagemaker_edge::validate(&out.body).is_ok());
     }
 
     #[test]
     fn a_device_s_identity_is_its_name_and_its_profile_s_login_from_its_row_or_the_rule() {
-        let generator = crate::heartbeat::plain_generator();
+        let generator = crate::device::plain_generator();
         let plain = FleetWire::new(ProfileName::SagemakerEdge, &generator.names, "127.0.0.1", None);
         assert_eq!(plain.identity(&generator, 4), Identity { device: "d-4".into(), ..Identity::default() });
         let tb = FleetWire::new(ProfileName::Thingsboard, &generator.names, "127.0.0.1", None);
@@ -264,7 +268,7 @@ pub(crate) mod tests {
         assert_eq!(id.username.as_deref(), Some("hub.example/d-1/?api-version=2021-04-12"));
         assert!(id.password.is_some_and(|t| t.starts_with("SharedAccessSignature sr=hub.example%2Fdevices%2Fd-1&")));
 
-        let mut listed = crate::heartbeat::plain_generator();
+        let mut listed = crate::device::plain_generator();
         listed.names = identities(
             "name,tenant,auth_id,password,cert,key_file\nm-1,t1,a1,pw1,/c/m-1.pem,/k/m-1.pem\nm-2,t2,a2,pw2,/c/m-2.pem,/k/m-2.pem\n",
         );
@@ -299,7 +303,7 @@ pub(crate) mod tests {
     /// The first heartbeat of device `index` of the plain fleet under
     /// `profile`, with its own identities if given.
     pub(crate) fn first(profile: ProfileName, names: Option<DeviceNames>, index: u64) -> Outgoing {
-        let mut generator = crate::heartbeat::plain_generator();
+        let mut generator = crate::device::plain_generator();
         if let Some(names) = names {
             generator.names = names;
         }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::heartbeat::{Device, DeviceNames, FleetGenerator};
+use crate::device::{Device, DeviceNames, FleetGenerator};
 use crate::identities::Identities;
 use crate::transport::HttpRoute;
 
@@ -28,7 +28,7 @@ impl Envelope {
         body.extend_from_slice(self.open);
         let ts = device.write_state(generator, now_ms, body);
         body.extend_from_slice(self.ts);
-        crate::heartbeat::generate::write_integer(ts, body);
+        crate::device::generate::write_integer(ts, body);
         body.extend_from_slice(self.close);
         ts
     }

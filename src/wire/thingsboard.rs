@@ -21,7 +21,7 @@ use super::known::Known;
 use super::parts::Credentials;
 use super::parts::{Envelope, SEGMENT, device_name, http_route};
 use super::profile::ProfileName;
-use crate::heartbeat::{Device, FleetGenerator};
+use crate::device::{Device, FleetGenerator};
 use crate::transport::HttpRoute;
 
 /// The identities column of a device's access token.

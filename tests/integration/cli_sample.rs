@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use fleetstorm::heartbeat::{validate, wire};
+use fleetstorm::sagemaker_edge::{self, validate};
 
 use super::util::fleetstorm;
 
@@ -20,13 +20,14 @@ fn quickstart_sample_prints_5000_valid_lines() {
     let mut last_ts: HashMap<(String, String), f64> = HashMap::new();
     for (i, line) in lines.iter().enumerate() {
         validate(line).unwrap_or_else(|v| panic!("line {i}: {v}"));
-        let hb: wire::SendHeartbeat = serde_json::from_slice(line).unwrap();
+        let hb: sagemaker_edge::SendHeartbeat = serde_json::from_slice(line).unwrap();
         let key = (hb.device_fleet_name.clone(), hb.device_name.clone());
         if (i as u64) < total_devices {
             assert!(first_round.insert(key.clone()), "line {i}: name {key:?} is not unique in its fleet");
         } else {
             // The second round is the same devices, in the same order.
-            let first: wire::SendHeartbeat = serde_json::from_slice(lines[i - total_devices as usize]).unwrap();
+            let first: sagemaker_edge::SendHeartbeat =
+                serde_json::from_slice(lines[i - total_devices as usize]).unwrap();
             assert_eq!(first.device_name, hb.device_name);
         }
         let ts = hb.agent_metrics.as_ref().unwrap()[0].timestamp.unwrap().0;
@@ -98,12 +99,12 @@ fn a_model_rollout_shows_in_the_sample_as_one_valid_deployment_result_per_device
     let lines: Vec<&[u8]> = out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
     assert_eq!(lines.len(), devices * rounds);
 
-    let version = |hb: &wire::SendHeartbeat| hb.models.as_ref().unwrap()[0].model_version.clone().unwrap();
+    let version = |hb: &sagemaker_edge::SendHeartbeat| hb.models.as_ref().unwrap()[0].model_version.clone().unwrap();
     let mut reported: HashMap<String, usize> = HashMap::new();
     let mut last_version: HashMap<String, String> = HashMap::new();
     for (i, line) in lines.iter().enumerate() {
         validate(line).unwrap_or_else(|v| panic!("line {i}: {v}\n{}", String::from_utf8_lossy(line)));
-        let hb: wire::SendHeartbeat = serde_json::from_slice(line).unwrap();
+        let hb: sagemaker_edge::SendHeartbeat = serde_json::from_slice(line).unwrap();
         let now = version(&hb);
         let before = last_version.insert(hb.device_name.clone(), now.clone());
         let Some(r) = &hb.deployment_result else {
@@ -117,7 +118,7 @@ fn a_model_rollout_shows_in_the_sample_as_one_valid_deployment_result_per_device
         assert_eq!(r.deployment_status.as_deref(), Some("SUCCESS"));
         let m = &r.deployment_models.as_ref().unwrap()[0];
         assert_eq!((m.model_name.as_deref(), m.model_version.as_deref()), (Some("detector"), Some("3.2")));
-        assert_eq!(m.status, Some(wire::DeploymentStatus::Success));
+        assert_eq!(m.status, Some(sagemaker_edge::DeploymentStatus::Success));
         let (start, end) = (r.deployment_start_time.unwrap().0, r.deployment_end_time.unwrap().0);
         let sent = hb.agent_metrics.as_ref().unwrap()[0].timestamp.unwrap().0;
         assert!(start <= end && end <= sent, "line {i}: deployed {start}..{end}, sent {sent}");
@@ -133,7 +134,7 @@ fn a_model_rollout_shows_in_the_sample_as_one_valid_deployment_result_per_device
         stdout
             .split(|&b| b == b'\n')
             .filter(|l| l.windows(16).any(|w| w == b"DeploymentResult"))
-            .map(|l| serde_json::from_slice::<wire::SendHeartbeat>(l).unwrap().device_name)
+            .map(|l| serde_json::from_slice::<sagemaker_edge::SendHeartbeat>(l).unwrap().device_name)
             .collect()
     };
     assert_eq!(names(&out.stdout), names(&again.stdout));

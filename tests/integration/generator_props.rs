@@ -6,9 +6,8 @@
 
 use std::collections::HashMap;
 
-use fleetstorm::heartbeat::{
-    FleetGenerator, MetricSpec, ModelSpec, NameTemplate, Profile, Scratch, Weighted, validate, wire,
-};
+use fleetstorm::device::{FleetGenerator, MetricSpec, ModelSpec, NameTemplate, Profile, Scratch, Weighted};
+use fleetstorm::sagemaker_edge::{self, validate};
 use proptest::prelude::*;
 
 fn versions() -> impl Strategy<Value = Weighted> {
@@ -130,7 +129,7 @@ proptest! {
                 if let Err(v) = validate(&body) {
                     return Err(TestCaseError::fail(format!("{v}\n{}", String::from_utf8_lossy(&body))));
                 }
-                let parsed: wire::SendHeartbeat = serde_json::from_slice(&body).unwrap();
+                let parsed: sagemaker_edge::SendHeartbeat = serde_json::from_slice(&body).unwrap();
                 prop_assert_eq!(serde_json::to_vec(&parsed).unwrap(), body.clone());
                 prop_assert_eq!(&parsed.device_fleet_name, &generator.profile.fleet_name);
                 let seen = *names.entry(parsed.device_name.clone()).or_insert(index);

@@ -1,8 +1,8 @@
 //! The validator against a table of invalid bodies (every rule of the
 //! contract broken at least once) and against arbitrary input.
 
-use fleetstorm::heartbeat::validate::inspect;
-use fleetstorm::heartbeat::{Reason, validate, wire};
+use fleetstorm::sagemaker_edge::validate::inspect;
+use fleetstorm::sagemaker_edge::{self, Reason, validate};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -340,7 +340,7 @@ proptest! {
         let bytes = serde_json::to_vec(&value).unwrap();
         if validate(&bytes).is_ok() {
             // Anything the validator accepts must also fit the wire types.
-            prop_assert!(serde_json::from_slice::<wire::SendHeartbeat>(&bytes).is_ok(), "{}", value);
+            prop_assert!(serde_json::from_slice::<sagemaker_edge::SendHeartbeat>(&bytes).is_ok(), "{}", value);
         }
     }
 
@@ -367,7 +367,7 @@ proptest! {
         let serde_ok = serde_json::from_slice::<serde_json::Value>(&bytes).is_ok();
         match inspect(&bytes) {
             Ok(summary) => {
-                let wire: wire::SendHeartbeat = serde_json::from_slice(&bytes)
+                let wire: sagemaker_edge::SendHeartbeat = serde_json::from_slice(&bytes)
                     .map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&bytes))))?;
                 prop_assert_eq!(summary.device_name, wire.device_name);
                 prop_assert_eq!(summary.device_fleet_name, wire.device_fleet_name);

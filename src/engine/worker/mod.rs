@@ -51,8 +51,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::device::{Device, FleetGenerator, Scratch};
 use crate::fleet::{DeviceClock, FleetEvents, RetryPolicy, Schedule};
-use crate::heartbeat::{Device, FleetGenerator, Scratch};
 use crate::stats::timeline::SecondPart;
 use crate::stats::{Freshness, Recorder};
 use crate::transport::settings::ConnectionMode;
@@ -1010,7 +1010,7 @@ mod tests {
     use crate::transport::testing::Fake;
 
     fn fleet(devices: u64, schedule: Schedule) -> FleetRuntime {
-        let generator = crate::heartbeat::plain_generator();
+        let generator = crate::device::plain_generator();
         FleetRuntime::new(generator, schedule, devices, schedule.interval * 3)
     }
 

@@ -11,7 +11,7 @@ use std::fmt::{self, Write};
 
 use serde::{Deserialize, Deserializer};
 
-use super::rules::{self, StrFault};
+use crate::sagemaker_edge::rules::{self, StrFault};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {

@@ -31,9 +31,9 @@
 //! (`Fragments`); a body is then those fragments copied in order, with the
 //! timestamps, values and the device name written between them. Numbers go
 //! through serde_json's own float formatting, so a body is byte for byte
-//! what serializing the `wire` types would give (the round-trip property
-//! test checks this on 100,000 bodies). No allocation once the caller's
-//! buffer has grown.
+//! what serializing the [`sagemaker_edge`](crate::sagemaker_edge) types
+//! would give (the round-trip property test checks this on 100,000
+//! bodies). No allocation once the caller's buffer has grown.
 
 use rand::rngs::Xoshiro128PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -617,9 +617,9 @@ fn write_number(v: f64, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heartbeat::profile::{ModelSpec, Weighted};
-    use crate::heartbeat::template::NameTemplate;
-    use crate::heartbeat::{validate, wire};
+    use crate::device::profile::{ModelSpec, Weighted};
+    use crate::device::template::NameTemplate;
+    use crate::sagemaker_edge::{self, validate};
 
     fn fleet(share: f64) -> FleetGenerator {
         let profile = Profile {
@@ -663,13 +663,13 @@ mod tests {
         let mut d = f.device(12);
         let b = body(&mut d, &f, 1_700_000_000_123);
         validate(&b).unwrap();
-        let parsed: wire::SendHeartbeat = serde_json::from_slice(&b).unwrap();
+        let parsed: sagemaker_edge::SendHeartbeat = serde_json::from_slice(&b).unwrap();
         assert_eq!(parsed.device_name, "cam-0012");
         assert_eq!(parsed.device_fleet_name, "factory-east");
         assert_eq!(serde_json::to_vec(&parsed).unwrap(), b);
         let m = &parsed.models.unwrap()[0];
         assert!(m.latest_inference.unwrap().0 <= 1_700_000_000.123);
-        assert_eq!(parsed.agent_metrics.unwrap()[0].timestamp, Some(wire::Timestamp(1_700_000_000.123)));
+        assert_eq!(parsed.agent_metrics.unwrap()[0].timestamp, Some(sagemaker_edge::Timestamp(1_700_000_000.123)));
     }
 
     #[test]
@@ -681,7 +681,7 @@ mod tests {
                 a.set_model_version(0, 1);
                 b.set_model_version(0, 1);
             }
-            let hb: wire::SendHeartbeat = serde_json::from_slice(&body(&mut a, &f, now)).unwrap();
+            let hb: sagemaker_edge::SendHeartbeat = serde_json::from_slice(&body(&mut a, &f, now)).unwrap();
             let mut members = Vec::new();
             let ts = b.write_state(&f, now, &mut members);
             assert_eq!(ts, [1_700_000_000_123, 1_700_000_030_000, 1_700_000_030_000][k], "never backwards");
@@ -708,12 +708,12 @@ mod tests {
     fn timestamps_never_go_backwards_even_if_the_clock_does() {
         let f = fleet(1.0);
         let mut d = f.device(0);
-        let first: wire::SendHeartbeat = serde_json::from_slice(&body(&mut d, &f, 2_000_000)).unwrap();
-        let second: wire::SendHeartbeat = serde_json::from_slice(&body(&mut d, &f, 1_000_000)).unwrap();
-        let ts = |h: &wire::SendHeartbeat| h.agent_metrics.as_ref().unwrap()[0].timestamp.unwrap().0;
+        let first: sagemaker_edge::SendHeartbeat = serde_json::from_slice(&body(&mut d, &f, 2_000_000)).unwrap();
+        let second: sagemaker_edge::SendHeartbeat = serde_json::from_slice(&body(&mut d, &f, 1_000_000)).unwrap();
+        let ts = |h: &sagemaker_edge::SendHeartbeat| h.agent_metrics.as_ref().unwrap()[0].timestamp.unwrap().0;
         assert_eq!(ts(&first), 2000.0);
         assert_eq!(ts(&second), 2000.0);
-        let inf = |h: &wire::SendHeartbeat| h.models.as_ref().unwrap()[0].latest_inference.unwrap().0;
+        let inf = |h: &sagemaker_edge::SendHeartbeat| h.models.as_ref().unwrap()[0].latest_inference.unwrap().0;
         assert!(inf(&second) >= inf(&first));
     }
 
@@ -741,10 +741,10 @@ mod tests {
         }
     }
 
-    fn parsed(b: &[u8]) -> wire::SendHeartbeat {
+    fn parsed(b: &[u8]) -> sagemaker_edge::SendHeartbeat {
         validate(b).unwrap_or_else(|v| panic!("{v}\n{}", String::from_utf8_lossy(b)));
-        let hb: wire::SendHeartbeat = serde_json::from_slice(b).unwrap();
-        assert_eq!(serde_json::to_vec(&hb).unwrap(), b, "byte for byte what the wire types serialize");
+        let hb: sagemaker_edge::SendHeartbeat = serde_json::from_slice(b).unwrap();
+        assert_eq!(serde_json::to_vec(&hb).unwrap(), b, "byte for byte what the serde types serialize");
         hb
     }
 
@@ -774,8 +774,11 @@ mod tests {
         let m = &models[0];
         assert_eq!((m.model_handle.as_deref(), m.model_name.as_deref()), (Some("resnet50"), Some("resnet50")));
         assert_eq!(m.model_version.as_deref(), Some("3.2"));
-        assert_eq!((m.desired_state, m.state), (Some(wire::ModelState::Deploy), Some(wire::ModelState::Deploy)));
-        assert_eq!(m.status, Some(wire::DeploymentStatus::Success));
+        assert_eq!(
+            (m.desired_state, m.state),
+            (Some(sagemaker_edge::ModelState::Deploy), Some(sagemaker_edge::ModelState::Deploy))
+        );
+        assert_eq!(m.status, Some(sagemaker_edge::DeploymentStatus::Success));
 
         for k in 1..5 {
             assert!(parsed(&body(&mut d, &f, t1 + k * 20_000)).deployment_result.is_none(), "reported once");
@@ -849,7 +852,7 @@ mod tests {
         let long = entity_name(&format!("{}-{}", "a".repeat(62), "b"));
         assert_eq!(long, "a".repeat(62), "cut to 63 without a trailing hyphen");
         for text in ["x", "a-b", &"z9-".repeat(40)] {
-            crate::heartbeat::rules::ENTITY_NAME.check(&entity_name(text)).unwrap();
+            crate::sagemaker_edge::rules::ENTITY_NAME.check(&entity_name(text)).unwrap();
         }
     }
 

@@ -9,7 +9,7 @@
 //! These types are for code that wants a heartbeat as a value (tests, the
 //! `sample` round trip, tools built on the library). The hot paths do not
 //! use them: the generator serializes straight from device state
-//! (`generate`), and the reference backend checks bytes with the streaming
+//! ([`crate::device::generate`]), and the reference backend checks bytes with the streaming
 //! validator (`validate`).
 
 use serde::{Deserialize, Serialize};

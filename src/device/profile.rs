@@ -9,7 +9,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use super::rules::{self, StrRule};
+use crate::sagemaker_edge::rules::{self, StrRule};
 
 /// Reads a string and checks it against `rule`, naming `what` in the error.
 fn checked_string<'de, D: Deserializer<'de>>(d: D, rule: StrRule, what: &str) -> Result<String, D::Error> {

@@ -18,7 +18,8 @@
 //! above the backend's budget of 1 µs for the whole check. The scanner's
 //! grammar is tested against serde_json's on arbitrary input (see the
 //! integration tests): everything it accepts, serde_json parses into the
-//! wire types; everything serde_json rejects as JSON, it rejects.
+//! serde [`types`](super::types); everything serde_json rejects as JSON,
+//! it rejects.
 //!
 //! # Policy
 //!

@@ -1,7 +1,8 @@
 //! The cohort table (`breakdown = ["agent_version"]`): a row per fleet and
 //! agent version, a heartbeat counted with the version it carried. The
-//! rows are built here once, as values; the HTML, Markdown and JUnit
-//! renderers only format them, so the three cannot show different figures.
+//! rows are built here once, as values; the text summary and the HTML,
+//! Markdown and JUnit renderers only format them, so no two can show
+//! different figures.
 
 use super::Report;
 

@@ -150,12 +150,11 @@ impl Report {
         }
         if !self.cohorts.is_empty() {
             let _ = writeln!(out, "\nby agent version:");
-            for c in &self.cohorts {
-                let s = &c.stats;
+            for c in super::cohorts::rows(self) {
                 let _ = writeln!(
                     out,
                     "  {:<20} {:<16} sent {:>9}  ok {:>9}  failed {:>7}  p50 {:>8.2} ms  p99 {:>8.2} ms",
-                    c.fleet, c.agent_version, s.sent, s.ok, s.failed, s.latency_ms.p50, s.latency_ms.p99
+                    c.fleet, c.agent_version, c.sent, c.ok, c.failed, c.p50_ms, c.p99_ms
                 );
             }
         }

@@ -209,7 +209,8 @@ fn spawn_on_own_thread(id: usize, task: impl Future<Output = ()> + Send + 'stati
 /// fleet's [`FleetRuntime::target`] naming its own: fleets of one run can
 /// speak different protocols (`T` then chooses per target, an enum of the
 /// transports), and a device's connections are always its target's. A
-/// pool serves one target (the scenario refuses a pool over several).
+/// pool serves one target, and a session transport's connections are per
+/// device (the scenario refuses the others; here they are bugs).
 pub async fn run<T: Transport>(
     targets: Vec<Arc<T>>,
     fleets: Vec<FleetRuntime>,
@@ -225,6 +226,12 @@ pub async fn run<T: Transport>(
         targets.len()
     );
     assert!(!matches!(settings.connections, ConnectionMode::Pool(_)) || targets.len() == 1, "a pool serves one target");
+    // A session is its device's (opened with its identity): no pooling, no
+    // new session per message (the scenario refuses both).
+    assert!(
+        settings.connections == ConnectionMode::PerDevice || targets.iter().all(|t| !t.sessions()),
+        "a session transport's connections are per device"
+    );
     let shares = device_shares(&fleets, settings.shard, workers);
     let setup = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel();

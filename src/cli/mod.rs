@@ -14,7 +14,7 @@
 pub mod args;
 mod capacity;
 pub mod error;
-mod listeners;
+mod live;
 pub mod output;
 mod reports;
 mod run;

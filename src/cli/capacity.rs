@@ -1,7 +1,5 @@
-//! `fleetstorm capacity`: the search, its progress lines, its report and
-//! exit code.
-
-use std::time::Duration;
+//! `fleetstorm capacity`: the search, its report and exit code; what it
+//! shows as it goes (the step lines, the dashboard) is [`super::live`]'s.
 
 use tokio_util::sync::CancellationToken;
 
@@ -42,16 +40,14 @@ pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
             let flags = LiveFlags {
                 quiet: args.quiet,
                 dashboard: args.dashboard,
-                metrics_addr: None,
-                metrics_linger: Duration::ZERO,
-                otlp: None,
                 allow_remote_pages: args.allow_remote_pages,
+                ..LiveFlags::default()
             };
             let mut live_outputs = live::start(live::Followed::Capacity { scenario: &scenario }, flags).await?;
             let cancel = CancellationToken::new();
             tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
             let threads = args.threads.map(usize::from);
-            let live_freshness = args.dashboard.is_some();
+            let live_freshness = live_outputs.show_freshness();
             let searched =
                 crate::capacity::search(&scenario, seed, cancel, Some(abandon.clone()), threads, live_freshness, |p| {
                     live_outputs.search_progress(p)

@@ -136,7 +136,7 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
             shard,
             start_at: args.start_at,
             abandon: Some(abandon.clone()),
-            live_freshness: args.dashboard.is_some(),
+            live_freshness: live_outputs.show_freshness(),
         };
         let executed = run::execute_with(&scenario, seed, cancel, options, |live| live_outputs.observe(live)).await;
         live_outputs.stopped();

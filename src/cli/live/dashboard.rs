@@ -74,6 +74,10 @@ impl LiveOutput for Shown {
         self.dashboard.update(live);
     }
 
+    fn shows_freshness(&self) -> bool {
+        true
+    }
+
     fn step(&mut self, step: &Step<'_>) {
         match step {
             Step::Starting { step, rate, devices } => {

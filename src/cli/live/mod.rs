@@ -73,6 +73,7 @@ pub(super) enum Followed<'a> {
 
 /// The flags that enable and set the live outputs (a capacity search has
 /// neither `/metrics` nor OTLP).
+#[derive(Default)]
 pub(super) struct LiveFlags {
     pub(super) quiet: bool,
     pub(super) dashboard: Option<SocketAddr>,
@@ -122,6 +123,12 @@ impl LiveOutputs {
         }
     }
 
+    /// Whether any output shows the devices' freshness as the run goes
+    /// (see [`LiveOutput::shows_freshness`]).
+    pub(super) fn show_freshness(&self) -> bool {
+        self.outputs.iter().any(|o| o.shows_freshness())
+    }
+
     /// See [`LiveOutput::observe`].
     pub(super) fn observe(&mut self, live: &Live<'_>) {
         self.outputs.iter_mut().for_each(|o| o.observe(live));
@@ -165,5 +172,152 @@ impl LiveOutputs {
             drop(lingers);
         }
         join_all(outputs.into_iter().map(|o| o.close())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use futures_util::future::LocalBoxFuture;
+
+    use super::*;
+
+    /// What the outputs were told, in order.
+    type Log = Rc<RefCell<Vec<String>>>;
+
+    /// An output that writes down what it is told; its final delivery
+    /// takes a second, its linger `linger`.
+    struct Told {
+        name: &'static str,
+        linger: Duration,
+        log: Log,
+    }
+
+    impl Told {
+        fn add(outputs: &mut LiveOutputs, name: &'static str, linger_s: u64, log: &Log) {
+            outputs.add(Some(Told { name, linger: Duration::from_secs(linger_s), log: log.clone() }));
+        }
+
+        fn say(&self, what: &str) {
+            self.log.borrow_mut().push(format!("{} {what}", self.name));
+        }
+    }
+
+    impl LiveOutput for Told {
+        fn observe(&mut self, live: &Live<'_>) {
+            self.say(&format!("observe {}s", live.elapsed.as_secs()));
+        }
+
+        fn step(&mut self, step: &Step<'_>) {
+            if let Step::Starting { step, .. } = step {
+                self.say(&format!("step {step}"));
+            }
+        }
+
+        fn stopped(&mut self) {
+            self.say("stopped");
+        }
+
+        fn ended(&mut self, end: &Ended<'_>) {
+            self.say(&format!("ended {}", end.verdict));
+        }
+
+        fn deliver<'a>(&'a mut self, _abandon: &'a CancellationToken) -> LocalBoxFuture<'a, ()> {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.say("delivered");
+            })
+        }
+
+        fn linger(&self, _interrupted: bool) -> LocalBoxFuture<'_, ()> {
+            Box::pin(async move {
+                self.say("lingers");
+                tokio::time::sleep(self.linger).await;
+                self.say("lingered");
+            })
+        }
+
+        fn close(self: Box<Self>) -> LocalBoxFuture<'static, ()> {
+            Box::pin(async move { self.say("closed") })
+        }
+    }
+
+    fn live(elapsed_s: u64) -> Live<'static> {
+        Live {
+            elapsed: Duration::from_secs(elapsed_s),
+            duration: Duration::from_secs(10),
+            fleets: &[],
+            timeline: &[],
+            in_flight: 0,
+            freshness: None,
+        }
+    }
+
+    /// Each output is told everything in the order it was added; the
+    /// final deliveries go one after another, then every output lingers
+    /// at once, and they close only once all have lingered.
+    #[tokio::test(start_paused = true)]
+    async fn outputs_deliver_in_turn_then_linger_together_then_close() {
+        let log = Log::default();
+        let mut outputs = LiveOutputs::default();
+        Told::add(&mut outputs, "a", 3, &log);
+        Told::add(&mut outputs, "b", 1, &log);
+        outputs.observe(&live(1));
+        outputs.search_progress(capacity::Progress::Starting { step: 2, rate: 500.0, devices: 500 });
+        outputs.search_progress(capacity::Progress::Live(&live(4)));
+        outputs.stopped();
+        outputs.ended(&Ended { totals: None, verdict: "passed".into(), html: &String::new });
+        let start = tokio::time::Instant::now();
+        outputs.finish(false, &CancellationToken::new()).await;
+        assert_eq!(
+            *log.borrow(),
+            [
+                "a observe 1s",
+                "b observe 1s",
+                "a step 2",
+                "b step 2",
+                "a observe 4s",
+                "b observe 4s",
+                "a stopped",
+                "b stopped",
+                "a ended passed",
+                "b ended passed",
+                "a delivered",
+                "b delivered",
+                "a lingers",
+                "b lingers",
+                "b lingered",
+                "a lingered",
+                "a closed",
+                "b closed",
+            ]
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(2 + 3), "two deliveries in turn, the longest linger");
+    }
+
+    /// A second Ctrl-C cuts the lingers short; after it, nothing lingers.
+    #[tokio::test(start_paused = true)]
+    async fn a_second_interrupt_ends_the_lingers() {
+        let log = Log::default();
+        let mut outputs = LiveOutputs::default();
+        Told::add(&mut outputs, "a", 3600, &log);
+        let abandon = CancellationToken::new();
+        let later = abandon.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            later.cancel();
+        });
+        let start = tokio::time::Instant::now();
+        outputs.finish(false, &abandon).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(*log.borrow(), ["a delivered", "a lingers", "a closed"]);
+
+        let log = Log::default();
+        let mut outputs = LiveOutputs::default();
+        Told::add(&mut outputs, "a", 3600, &log);
+        outputs.finish(false, &abandon).await;
+        assert_eq!(*log.borrow(), ["a delivered", "a closed"]);
     }
 }

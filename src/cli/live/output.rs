@@ -17,6 +17,13 @@ pub(super) trait LiveOutput {
     /// from the engine's progress callback, a few times a second.
     fn observe(&mut self, live: &Live<'_>);
 
+    /// Whether the output shows the devices' freshness as the run goes:
+    /// then the engine walks its devices for it about once a second
+    /// ([`Live::freshness`]).
+    fn shows_freshness(&self) -> bool {
+        false
+    }
+
     /// A capacity search's step started or ended.
     fn step(&mut self, _step: &Step<'_>) {}
 

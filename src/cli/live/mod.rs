@@ -1,8 +1,9 @@
 //! What a run or a capacity search shows while it goes, and how each of
-//! those live outputs ends: one trait, [`LiveOutput`], that every output
-//! implements in its own file here ([`output`]), and [`LiveOutputs`], the list the
-//! commands build once ([`start`]) and hand everything to. Adding an
-//! output is one file implementing the trait and one line in [`start`].
+//! those live outputs ends: one trait, [`LiveOutput`] ([`output`]), that
+//! every output implements in its own file here, and [`LiveOutputs`], the
+//! list the commands build once ([`start`]) and hand everything to.
+//! Adding an output is one file implementing the trait and one line in
+//! [`start`] (in the arm of each command that shows it).
 //!
 //! The outputs: the progress line ([`progress`]) or a capacity search's
 //! step lines ([`steps`]) on stderr; the live metrics, scraped at

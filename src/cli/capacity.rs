@@ -1,16 +1,15 @@
-//! `fleetstorm capacity`: the search, its progress lines, its report and
-//! exit code.
+//! `fleetstorm capacity`: the search, its report and exit code; what it
+//! shows as it goes (the step lines, the dashboard) is [`super::live`]'s.
 
 use tokio_util::sync::CancellationToken;
 
 use super::args::{CapacityArgs, usage_error};
 use super::error::{CliError, EXIT_FAILED, EXIT_GATE, EXIT_INCONCLUSIVE, EXIT_INTERRUPTED};
-use super::listeners;
+use super::live::{self, LiveFlags};
 use super::output::{check_outputs, say, write_json, write_output};
 use super::run::{runtime, seed_of};
 use super::signals::{Termination, interrupts};
-use crate::capacity::{self, CapacityVerdict, StepResult};
-use crate::dashboard::{Dashboard, StepPoint};
+use crate::capacity::{self, CapacityVerdict};
 use crate::run::RunErrorKind;
 
 pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
@@ -35,62 +34,33 @@ pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
         check_outputs([("--out", args.out.as_deref()), ("--html", args.html.as_deref())], Some(&args.plan.scenario))?;
     let seed = seed_of(&scenario);
     let runtime = runtime()?;
-    let quiet = args.quiet;
     let abandon = CancellationToken::new();
-    let step_duration = settings.step_duration;
     runtime
         .block_on(async {
-            let shown = listeners::start_dashboard(args.dashboard, args.allow_remote_pages, || {
-                Dashboard::for_capacity(&scenario)
-            })
-            .await?;
-            let dashboard = shown.as_ref().map(|s| s.dashboard.clone());
+            let flags = LiveFlags {
+                quiet: args.quiet,
+                dashboard: args.dashboard,
+                allow_remote_pages: args.allow_remote_pages,
+                ..LiveFlags::default()
+            };
+            let mut live_outputs = live::start(live::Followed::Capacity { scenario: &scenario }, flags).await?;
             let cancel = CancellationToken::new();
             tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
             let threads = args.threads.map(usize::from);
-            let live_freshness = dashboard.is_some();
+            let live_freshness = live_outputs.show_freshness();
             let searched =
                 crate::capacity::search(&scenario, seed, cancel, Some(abandon.clone()), threads, live_freshness, |p| {
-                    if let Some(d) = &dashboard {
-                        match &p {
-                            capacity::Progress::Starting { step, rate, devices } => {
-                                d.begin_step(*step, *rate, *devices, step_duration);
-                            }
-                            capacity::Progress::Finished(s) => d.end_step(step_point(s)),
-                            capacity::Progress::Live(live) => d.update(live),
-                        }
-                    }
-                    if quiet {
-                        return;
-                    }
-                    match p {
-                        capacity::Progress::Starting { step, rate, devices } => eprintln!(
-                            "step {step}: {rate:.0} heartbeats/s from {} devices ...",
-                            crate::units::thousands(devices)
-                        ),
-                        capacity::Progress::Finished(s) => eprintln!(
-                            "step {}: offered {:.0}/s, achieved {:.0}/s, p99 {:.2} ms, errors {:.2}%: {} ({})",
-                            s.step,
-                            s.offered_rate,
-                            s.achieved_rate,
-                            s.p99_ms,
-                            s.error_rate * 100.0,
-                            s.verdict,
-                            s.reason
-                        ),
-                        capacity::Progress::Live(_) => {}
-                    }
+                    live_outputs.search_progress(p)
                 })
                 .await;
+            live_outputs.stopped();
             let report = match searched {
                 Ok(r) => r,
                 Err(e) if e.kind() == RunErrorKind::Invalid => return Err(CliError::Usage(e.to_string())),
                 Err(e) => return Err(CliError::Failed(e.to_string())),
             };
             let html = capacity::html::render(&report);
-            if let Some(d) = &dashboard {
-                d.finish(html.clone().into_bytes(), report.answer.clone());
-            }
+            live_outputs.ended(&live::Ended { totals: None, verdict: report.answer.clone(), html: &|| html.clone() });
             // The outputs are written before the dashboard lingers.
             say(&outputs, &report.summary());
             let mut written = true;
@@ -100,7 +70,7 @@ pub(super) fn capacity_command(args: &CapacityArgs) -> Result<(), CliError> {
             if let Some(output) = outputs.get("--html") {
                 written &= write_output(output, html.as_bytes());
             }
-            listeners::end(shown, None, report.verdict == CapacityVerdict::Interrupted, &abandon).await;
+            live_outputs.finish(report.verdict == CapacityVerdict::Interrupted, &abandon).await;
             Ok((report, written))
         })
         .and_then(|(report, written)| capacity_end(&report, written, &abandon))
@@ -119,20 +89,5 @@ fn capacity_end(report: &capacity::CapacityReport, written: bool, abandon: &Canc
         CapacityVerdict::BelowStart => Err(CliError::Said(EXIT_GATE)),
         CapacityVerdict::Inconclusive => Err(CliError::Said(EXIT_INCONCLUSIVE)),
         CapacityVerdict::Interrupted => Err(CliError::Said(EXIT_INTERRUPTED)),
-    }
-}
-
-/// A finished step as the dashboard draws it.
-fn step_point(s: &StepResult) -> StepPoint {
-    StepPoint {
-        step: s.step,
-        target_rate: s.target_rate,
-        offered_rate: s.offered_rate,
-        achieved_rate: s.achieved_rate,
-        p50_ms: s.p50_ms,
-        p99_ms: s.p99_ms,
-        error_rate: s.error_rate,
-        verdict: s.verdict.to_string(),
-        reason: s.reason.clone(),
     }
 }

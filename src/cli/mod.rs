@@ -1,6 +1,7 @@
 //! The `fleetstorm` command line, in the library: flags in ([`args`]),
-//! the commands (one module each), the output policy ([`output`]),
-//! signals ([`signals`]), and every way a command ends mapped to an exit
+//! the commands (one module each), the output policy ([`output`]), what a
+//! run or a capacity search shows as it goes ([`live`]), signals
+//! ([`signals`]), and every way a command ends mapped to an exit
 //! code in one place ([`error`], [`run`]). `src/main.rs` only calls
 //! [`main`]; tests call [`execute`] in-process with any arguments.
 //!
@@ -14,7 +15,7 @@
 pub mod args;
 mod capacity;
 pub mod error;
-mod listeners;
+mod live;
 pub mod output;
 mod reports;
 mod run;

@@ -9,11 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{RunArgs, ShardArgs, ValidateArgs};
 use super::error::{CliError, EXIT_FAILED, EXIT_GATE, EXIT_INTERRUPTED, EXIT_NOTHING_SUCCEEDED};
-use super::listeners;
+use super::live::{self, LiveFlags};
 use super::output::{check_outputs, publish, write_output};
 use super::signals::{Termination, interrupts};
-use crate::dashboard::Dashboard;
-use crate::live_metrics::{LiveMetrics, otlp};
 use crate::report::Report;
 use crate::run;
 use crate::scenario;
@@ -121,14 +119,16 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
     runtime.block_on(async move {
         let (cancel, abandon) = (CancellationToken::new(), CancellationToken::new());
         tokio::spawn(interrupts(Termination::install(), cancel.clone(), abandon.clone()));
-        // One count of the devices online, for the progress line and /metrics.
-        let otlp = args.otlp.settings().map_err(CliError::Usage)?;
-        let online = if args.quiet && args.metrics_addr.is_none() && args.dashboard.is_none() && otlp.is_none() {
-            Vec::new()
-        } else {
-            run::online_devices(&scenario, seed, shard)
+        let flags = LiveFlags {
+            quiet: args.quiet,
+            dashboard: args.dashboard,
+            metrics_addr: args.metrics_addr,
+            metrics_linger: args.metrics_linger,
+            otlp: args.otlp.settings().map_err(CliError::Usage)?,
+            allow_remote_pages: args.allow_remote_pages,
         };
-        let mut progress = run::Progress::new(&scenario, args.quiet, online.clone());
+        let followed = live::Followed::Run { scenario: &scenario, seed, shard };
+        let mut live_outputs = live::start(followed, flags).await?;
         let options = run::ExecuteOptions {
             keep_second_histograms: args.hlog.is_some(),
             threads: args.threads.map(usize::from),
@@ -136,57 +136,23 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
             shard,
             start_at: args.start_at,
             abandon: Some(abandon.clone()),
-            live_freshness: args.dashboard.is_some(),
+            live_freshness: live_outputs.show_freshness(),
         };
-        // One set of live metrics, scraped, pushed, or both.
-        let metrics =
-            (args.metrics_addr.is_some() || otlp.is_some()).then(|| LiveMetrics::new(&scenario, shard, online.clone()));
-        let scraped = match (args.metrics_addr, &metrics) {
-            (Some(addr), Some(m)) => {
-                Some(listeners::start_metrics(addr, args.allow_remote_pages, m, args.metrics_linger).await?)
-            }
-            _ => None,
-        };
-        let exporter = match (otlp, &metrics) {
-            (Some(settings), Some(m)) => {
-                let (endpoint, every) = (settings.endpoint.to_string(), settings.interval);
-                let source = otlp::Source { scenario: scenario.name.clone() };
-                let exporter =
-                    otlp::Exporter::start(settings, source, m.clone()).map_err(|e| CliError::Usage(e.to_string()))?;
-                eprintln!("otlp: pushing to {endpoint} every {}", humantime::format_duration(every));
-                Some((endpoint, exporter))
-            }
-            _ => None,
-        };
-        let shown = listeners::start_dashboard(args.dashboard, args.allow_remote_pages, || {
-            Dashboard::for_run(&scenario, online)
-        })
-        .await?;
-        let executed = run::execute_with(&scenario, seed, cancel, options, |live| {
-            progress.update(live);
-            if let Some(m) = &metrics {
-                m.update(live);
-            }
-            if let Some(s) = &shown {
-                s.dashboard.update(live);
-            }
-        })
-        .await;
-        progress.finish();
+        let executed = run::execute_with(&scenario, seed, cancel, options, |live| live_outputs.observe(live)).await;
+        live_outputs.stopped();
         let run::Executed { report, second_histograms, fleets } = match executed {
             Ok(r) => r,
             Err(e) => return Err(e.into()),
         };
-        if let Some(m) = &metrics {
-            m.settle(&fleets, Duration::from_secs_f64(report.elapsed_s));
-        }
-        if let Some(s) = &shown {
-            let verdict = match run_verdict(&report) {
-                Ok(()) => "passed".to_string(),
-                Err(e) => e.to_string(),
-            };
-            s.dashboard.finish(crate::report::html::render(&report).into_bytes(), verdict);
-        }
+        let verdict = match run_verdict(&report) {
+            Ok(()) => "passed".to_string(),
+            Err(e) => e.to_string(),
+        };
+        live_outputs.ended(&live::Ended {
+            totals: Some((&fleets, Duration::from_secs_f64(report.elapsed_s))),
+            verdict,
+            html: &|| crate::report::html::render(&report),
+        });
         // Every output is written before anything that may wait (the final
         // push, the lingers): a job killed then has its reports.
         let mut written = publish(&report, &outputs);
@@ -201,14 +167,7 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
                 }
             }
         }
-        if let Some((endpoint, exporter)) = exporter {
-            // A second Ctrl-C while the final push waits for a receiver: out now.
-            tokio::select! {
-                log = exporter.finish(abandon.is_cancelled()) => say_pushes(&endpoint, &log),
-                _ = abandon.cancelled() => eprintln!("warning: the final OTLP push to {endpoint} was given up on"),
-            }
-        }
-        listeners::end(shown, scraped, report.interrupted, &abandon).await;
+        live_outputs.finish(report.interrupted, &abandon).await;
         if abandon.is_cancelled() {
             return Err(CliError::abandoned());
         }
@@ -217,27 +176,6 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
         }
         run_verdict(&report)
     })
-}
-
-/// How a run's OTLP pushes went, on stderr: a line when all landed, a
-/// warning naming the last failure otherwise (a collector that was away
-/// does not change the run's verdict).
-fn say_pushes(endpoint: &str, log: &otlp::PushLog) {
-    let pushes = |n: u64| if n == 1 { "1 push".to_string() } else { format!("{n} pushes") };
-    match (&log.last_error, log.final_pushed) {
-        (None, true) => eprintln!("otlp: {} to {endpoint}, the last with the report's totals", pushes(log.pushed)),
-        (Some(e), true) => eprintln!(
-            "otlp: {} to {endpoint}, the last with the report's totals; {} failed, the last: {e}",
-            pushes(log.pushed),
-            log.failed
-        ),
-        (error, false) => eprintln!(
-            "warning: the final OTLP push to {endpoint} did not land{}: {} landed, {} failed",
-            error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default(),
-            log.pushed,
-            log.failed
-        ),
-    }
 }
 
 /// The shard `sharding` names, if any; refused without the run's seed,

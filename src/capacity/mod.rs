@@ -422,7 +422,7 @@ pub async fn search(
             ..ExecuteOptions::default()
         };
         let started_s = began.elapsed().as_secs_f64();
-        let report = match run::execute_with(&step, seed, cancel.clone(), options, |live| {
+        let report = match run::execute_with(&run::Plan::new(&step, seed, None), cancel.clone(), options, |live| {
             progress(Progress::Live(live))
         })
         .await

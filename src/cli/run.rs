@@ -63,7 +63,10 @@ fn validate_to(
     shard: Option<crate::shard::Shard>,
     schedule: Option<usize>,
 ) -> io::Result<Result<(), CliError>> {
-    write!(out, "{}", run::plan_text(scenario, shard))?;
+    // One plan for its text and its schedule: under the scenario's seed
+    // (a stand-in's for the text when it sets none).
+    let plan = run::Plan::of_validate(scenario, shard);
+    write!(out, "{}", plan.text_within(run::WALK_BUDGET))?;
     // TLS files and SigV4 credentials are read now, as a run would.
     if let scenario::TargetUrl::Http { host, .. } = &scenario.target.url
         && let Err(e) = run::endpoint_options(&scenario.target, host)
@@ -77,7 +80,7 @@ fn validate_to(
             )));
         };
         writeln!(out, "\nschedule (first {n} intended sends, seed {seed}):")?;
-        for send in run::schedule_preview(scenario, seed, n, shard) {
+        for send in plan.preview(n) {
             writeln!(out, "{:>14.6} {} {}", send.at_ns as f64 / 1e9, send.fleet, send.device)?;
         }
     }
@@ -127,18 +130,20 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
             otlp: args.otlp.settings().map_err(CliError::Usage)?,
             allow_remote_pages: args.allow_remote_pages,
         };
-        let followed = live::Followed::Run { scenario: &scenario, seed, shard };
+        // The scenario's fleets as the run will run them, built once for
+        // the live outputs and the run.
+        let plan = run::Plan::new(&scenario, seed, shard);
+        let followed = live::Followed::Run { plan: &plan };
         let mut live_outputs = live::start(followed, flags).await?;
         let options = run::ExecuteOptions {
             keep_second_histograms: args.hlog.is_some(),
             threads: args.threads.map(usize::from),
             warmup: Duration::ZERO,
-            shard,
             start_at: args.start_at,
             abandon: Some(abandon.clone()),
             live_freshness: live_outputs.show_freshness(),
         };
-        let executed = run::execute_with(&scenario, seed, cancel, options, |live| live_outputs.observe(live)).await;
+        let executed = run::execute_with(&plan, cancel, options, |live| live_outputs.observe(live)).await;
         live_outputs.stopped();
         let run::Executed { report, second_histograms, fleets } = match executed {
             Ok(r) => r,

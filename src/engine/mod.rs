@@ -213,7 +213,7 @@ fn spawn_on_own_thread(id: usize, task: impl Future<Output = ()> + Send + 'stati
 /// device (the scenario refuses the others; here they are bugs).
 pub async fn run<T: Transport>(
     targets: Vec<Arc<T>>,
-    fleets: Vec<FleetRuntime>,
+    fleets: impl Into<Arc<[FleetRuntime]>>,
     settings: EngineSettings,
     cancel: CancellationToken,
     mut progress: impl FnMut(&Live<'_>),

@@ -6,7 +6,7 @@ use crate::fleet::FleetEvents;
 use crate::scenario::Scenario;
 
 /// The fleets of a scenario as the engine runs them under `seed`.
-pub fn fleet_runtimes(scenario: &Scenario, seed: u64) -> Vec<FleetRuntime> {
+pub(super) fn fleet_runtimes(scenario: &Scenario, seed: u64) -> Vec<FleetRuntime> {
     let host = scenario.target.credential_host();
     scenario
         .fleets

@@ -1,8 +1,10 @@
 //! `fleetstorm run` and `fleetstorm validate`: from a checked scenario to a
-//! plan ([`plan`]), its target opened ([`target`]: resources checked
-//! ([`resources`]), the built-in backend started, the transport built), the
-//! engine run over the target's transports ([`run_fleets`], which knows no
-//! protocol), and a report built whole; live progress ([`progress`]).
+//! [`Plan`] (its fleets as the engine runs them, built once: `plan`, from
+//! `fleets`) handed to the plan's text, the live outputs and the run; the
+//! target opened (`target`: resources checked once (`resources`), the
+//! built-in backend started, the transport built); the engine run over the
+//! target's transports ([`run_fleets`], which knows no protocol); and a
+//! report built whole; live progress (`progress`).
 
 mod error;
 mod fleets;
@@ -12,10 +14,10 @@ mod resources;
 mod target;
 
 pub use error::{RunError, RunErrorKind};
-pub use fleets::fleet_runtimes;
 
 pub use plan::{
-    Counted, Expected, PlannedSend, WALK_BUDGET, expected_heartbeats, plan_text, plan_text_within, schedule_preview,
+    Counted, Expected, Plan, PlannedSend, STAND_IN_SEED, WALK_BUDGET, expected_heartbeats, plan_text, plan_text_within,
+    schedule_preview,
 };
 pub use progress::{Progress, online_devices};
 pub use resources::{ConnectionBudget, Sources, check_resources, connections_needed, plan_sources, predicted_ip};
@@ -29,7 +31,6 @@ use crate::engine::{self, EngineSettings, Live, RunOutput};
 use crate::gate::ThresholdResult;
 use crate::report::{Aborted, Report, RunFacts, Stats, Stopped};
 use crate::scenario::{ScaleError, Scenario, TargetUrl};
-use crate::shard::Shard;
 use crate::stats::Recorder;
 use crate::transport::Transport;
 use crate::transport::http::settings::HttpVersion;
@@ -114,8 +115,6 @@ pub struct ExecuteOptions {
     /// Run this long before measuring: the report's totals cover the rest
     /// of the run (its timeline, all of it).
     pub warmup: Duration,
-    /// Run only this shard's devices; the report says which shard it is.
-    pub shard: Option<Shard>,
     /// Start the clock at this instant, once every device is built; fail
     /// with [`RunError::NotReady`] if it passes first.
     pub start_at: Option<std::time::SystemTime>,
@@ -186,22 +185,23 @@ pub async fn execute(
     cancel: CancellationToken,
     progress: impl FnMut(&Live<'_>),
 ) -> Result<Report, RunError> {
-    Ok(execute_with(scenario, seed, cancel, ExecuteOptions::default(), progress).await?.report)
+    let plan = Plan::new(scenario, seed, None);
+    Ok(execute_with(&plan, cancel, ExecuteOptions::default(), progress).await?.report)
 }
 
-/// [`execute`], keeping what `options` asks for.
+/// Runs `plan` (its fleets as built once) and builds its report, keeping
+/// what `options` asks for.
 pub async fn execute_with(
-    scenario: &Scenario,
-    seed: u64,
+    plan: &Plan<'_>,
     cancel: CancellationToken,
     options: ExecuteOptions,
     progress: impl FnMut(&Live<'_>),
 ) -> Result<Executed, RunError> {
-    let target = OpenTarget::open(scenario, options.shard).await?;
-    let ran = run_fleets(scenario, seed, cancel, &options, target.transports(), progress).await;
+    let target = OpenTarget::open(plan.scenario, plan.shard).await?;
+    let ran = run_fleets(plan, cancel, &options, target.transports(), progress).await;
     let abandoned = options.abandon.as_ref().is_some_and(CancellationToken::is_cancelled);
     let facts = target.close(abandoned).await;
-    finish(scenario, seed, &options, ran, facts)
+    finish(plan, &options, ran, facts)
 }
 
 /// What the engine's run of a scenario gave: its output, and what the
@@ -214,20 +214,21 @@ pub struct Ran {
     pub stopped: Option<Stopped>,
 }
 
-/// The engine settings a scenario's run gets.
-fn engine_settings(scenario: &Scenario, seed: u64, options: &ExecuteOptions) -> EngineSettings {
+/// The engine settings a plan's run gets.
+fn engine_settings(plan: &Plan<'_>, options: &ExecuteOptions) -> EngineSettings {
+    let scenario = plan.scenario;
     let t = &scenario.target;
     EngineSettings {
         duration: scenario.duration,
         connections: t.connections,
         workers: options.threads.unwrap_or_else(|| default_threads(scenario)),
-        seed,
+        seed: plan.seed,
         precise_timer: true,
         thread_per_worker: true,
         keep_second_histograms: options.keep_second_histograms,
         cohorts: scenario.breakdown.contains(&crate::scenario::Breakdown::AgentVersion),
         measure_after: options.warmup,
-        shard: options.shard,
+        shard: plan.shard,
         start_at: options.start_at,
         drain: t.timeout,
         abandon: options.abandon.clone(),
@@ -235,25 +236,23 @@ fn engine_settings(scenario: &Scenario, seed: u64, options: &ExecuteOptions) -> 
     }
 }
 
-/// Runs `scenario`'s fleets over `transports` (one per target: every
-/// fleet's is the first today), watching its abort thresholds. Generic
-/// over the transport: nothing here knows a protocol.
+/// Runs `plan`'s fleets over `transports` (one per target: every fleet's
+/// is the first today), watching its abort thresholds. Generic over the
+/// transport: nothing here knows a protocol.
 pub async fn run_fleets<T: Transport>(
-    scenario: &Scenario,
-    seed: u64,
+    plan: &Plan<'_>,
     cancel: CancellationToken,
     options: &ExecuteOptions,
     transports: Vec<std::sync::Arc<T>>,
     progress: impl FnMut(&Live<'_>),
 ) -> Ran {
-    run_fleets_with(scenario, seed, cancel, transports, engine_settings(scenario, seed, options), progress).await
+    run_fleets_with(plan, cancel, transports, engine_settings(plan, options), progress).await
 }
 
 /// [`run_fleets`] with the engine's settings given (tests run it under a
 /// paused clock).
 async fn run_fleets_with<T: Transport>(
-    scenario: &Scenario,
-    seed: u64,
+    plan: &Plan<'_>,
     cancel: CancellationToken,
     transports: Vec<std::sync::Arc<T>>,
     settings: EngineSettings,
@@ -262,8 +261,8 @@ async fn run_fleets_with<T: Transport>(
     // The run's own: stopping it (an abort threshold, nothing succeeding)
     // does not cancel whoever runs it (a capacity search goes on).
     let cancel = cancel.child_token();
-    let mut watch = AbortWatch::new(scenario, cancel.clone());
-    let output = engine::run(transports, fleet_runtimes(scenario, seed), settings, cancel, |live| {
+    let mut watch = AbortWatch::new(plan.scenario, cancel.clone());
+    let output = engine::run(transports, plan.fleets().clone(), settings, cancel, |live| {
         watch.observe(live);
         progress(live);
     })
@@ -273,13 +272,8 @@ async fn run_fleets_with<T: Transport>(
 
 /// The report of a run, built whole from what it recorded and `facts`
 /// (the start, the shard and the abort watch's filled in here).
-fn finish(
-    scenario: &Scenario,
-    seed: u64,
-    options: &ExecuteOptions,
-    ran: Ran,
-    facts: RunFacts,
-) -> Result<Executed, RunError> {
+fn finish(plan: &Plan<'_>, options: &ExecuteOptions, ran: Ran, facts: RunFacts) -> Result<Executed, RunError> {
+    let (scenario, seed) = (plan.scenario, plan.seed);
     let Ran { mut output, fired, stopped } = ran;
     if let Some(late) = output.not_ready_by {
         return Err(RunError::NotReady { late });
@@ -289,7 +283,7 @@ fn finish(
             at: humantime::format_rfc3339_millis(at).to_string(),
             lag_ms: lag.as_secs_f64() * 1000.0,
         }),
-        shard: options.shard.map(|s| crate::report::ShardInfo {
+        shard: plan.shard.map(|s| crate::report::ShardInfo {
             index: s.index,
             count: s.count,
             scenario_hash: scenario.hash(seed),
@@ -448,24 +442,18 @@ device_name = "d-{index}"
         };
         let fake = Fake::with_sessions(script);
         let options = ExecuteOptions { threads: Some(2), ..ExecuteOptions::default() };
+        let plan = Plan::new(&scenario, 7, None);
         // Paused clock: the workers on this runtime, tokio's timer.
-        let settings = EngineSettings {
-            precise_timer: false,
-            thread_per_worker: false,
-            ..engine_settings(&scenario, 7, &options)
-        };
-        let live = LiveMetrics::new(&scenario, None, online_devices(&scenario, 7, None));
-        let ran = run_fleets_with(
-            &scenario,
-            7,
-            CancellationToken::new(),
-            vec![std::sync::Arc::new(fake.clone())],
-            settings,
-            |l| live.update(l),
-        )
-        .await;
+        let settings =
+            EngineSettings { precise_timer: false, thread_per_worker: false, ..engine_settings(&plan, &options) };
+        let live = LiveMetrics::new(&scenario, None, plan.online());
+        let ran =
+            run_fleets_with(&plan, CancellationToken::new(), vec![std::sync::Arc::new(fake.clone())], settings, |l| {
+                live.update(l)
+            })
+            .await;
         let facts = RunFacts { target: "fake".into(), first_errors: fake.first_errors(), ..RunFacts::default() };
-        let executed = finish(&scenario, 7, &options, ran, facts).unwrap();
+        let executed = finish(&plan, &options, ran, facts).unwrap();
         live.settle(&executed.fleets, scenario.duration);
         let report = executed.report;
 

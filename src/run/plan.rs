@@ -1,8 +1,12 @@
-//! The plan `validate` prints: per fleet, the heartbeats a run with the
-//! seed schedules (walked with the engine's own schedule steps), their
-//! rates, the connections; and the first intended sends.
+//! A run's plan ([`Plan`]): a checked scenario under a seed, for a shard,
+//! its fleets made into what the engine runs once, then handed to all
+//! who need them: the text `validate` prints (per fleet, the heartbeats a
+//! run with the seed schedules, walked with the engine's own schedule
+//! steps; their rates; the connections), the first intended sends, the
+//! devices online the live outputs show, and the run itself.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use super::fleets::fleet_runtimes;
 use super::resources::connections_needed;
@@ -17,6 +21,38 @@ use crate::transport::settings::ConnectionMode;
 /// with an outage and a surge in 0.95 s; so an exact count takes about a
 /// second at most, and beyond the budget the plan is estimated.
 pub const WALK_BUDGET: u64 = 50_000_000;
+
+/// A scenario ready to run under `seed`, for `shard` (all devices if
+/// `None`): its fleets as the engine runs them, built once.
+#[derive(Debug, Clone)]
+pub struct Plan<'s> {
+    pub scenario: &'s Scenario,
+    pub seed: u64,
+    pub shard: Option<Shard>,
+    fleets: Arc<[FleetRuntime]>,
+}
+
+/// The seed a plan of a scenario without one is counted with: a run draws
+/// one at random, so counts that depend on it are for a stand-in (and say
+/// so).
+pub const STAND_IN_SEED: u64 = 0;
+
+impl<'s> Plan<'s> {
+    pub fn new(scenario: &'s Scenario, seed: u64, shard: Option<Shard>) -> Plan<'s> {
+        Plan { scenario, seed, shard, fleets: fleet_runtimes(scenario, seed).into() }
+    }
+
+    /// The plan `validate` shows: under the scenario's seed, or
+    /// [`STAND_IN_SEED`] when it sets none.
+    pub fn of_validate(scenario: &'s Scenario, shard: Option<Shard>) -> Plan<'s> {
+        Plan::new(scenario, scenario.seed.unwrap_or(STAND_IN_SEED), shard)
+    }
+
+    /// The fleets as the engine runs them.
+    pub fn fleets(&self) -> &Arc<[FleetRuntime]> {
+        &self.fleets
+    }
+}
 
 /// How a plan's heartbeat counts were made.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,86 +136,94 @@ fn rough_heartbeats(f: &crate::scenario::Fleet, devices: u64, secs: f64) -> f64 
 /// `scheduled` exactly; otherwise estimated from a sample of the devices.
 /// Retries are not part of the schedule.
 pub fn expected_heartbeats(s: &Scenario, seed: u64, shard: Option<Shard>, budget: u64) -> Expected {
-    let fleets = fleet_runtimes(s, seed);
-    let end = s.duration.as_nanos() as u64;
-    let secs = s.duration.as_secs_f64();
-    let firsts = first_indices(s);
-    let owned: Vec<OwnedDevices> =
-        s.fleets.iter().zip(&firsts).map(|(f, &first)| OwnedDevices::of(shard, first, f.devices)).collect();
-    let rough: Vec<f64> = s.fleets.iter().zip(&owned).map(|(f, o)| rough_heartbeats(f, o.count, secs)).collect();
-    // Walks device number `q` of the owned ones, within `limit`.
-    let walk = |fleet: &FleetRuntime, owned: OwnedDevices, q: u64, limit: u64| {
-        let index = owned.nth(q);
-        let mut clock = crate::fleet::DeviceClock::new(seed, fleet.key, index);
-        fleet.events.sends_before(&mut clock, &fleet.schedule, fleet.devices, index, end, limit)
-    };
-    // Exactly, when the rough figure leaves room and the walk keeps within the budget.
-    if rough.iter().sum::<f64>() <= budget as f64 {
-        let mut left = budget;
-        let mut counts = Vec::with_capacity(fleets.len());
-        'fleets: for (fleet, &o) in fleets.iter().zip(&owned) {
-            let mut n = 0u64;
-            for q in 0..o.count {
-                let sends = walk(fleet, o, q, left.saturating_add(1));
-                if sends > left {
-                    break 'fleets;
-                }
-                left -= sends;
-                n += sends;
-            }
-            counts.push(n as f64);
-        }
-        if counts.len() == fleets.len() {
-            return Expected { counted: vec![Counted::Exact; counts.len()], fleets: counts };
-        }
-    }
-    // Otherwise each fleet from evenly spread devices (ramp-ups go by
-    // index, so every phase of the ramp is sampled), within its part of
-    // the budget.
-    let share = (budget / (2 * fleets.len().max(1) as u64)).max(1);
-    let mut out = Expected { fleets: Vec::new(), counted: Vec::new() };
-    for ((fleet, &o), &rough) in fleets.iter().zip(&owned).zip(&rough) {
-        let devices = o.count;
-        if devices == 0 {
-            out.fleets.push(0.0);
-            out.counted.push(Counted::Exact);
-            continue;
-        }
-        // 1 device in `stride`, as many as the rough figure says fit; a
-        // sample that walks beyond its share is halved, at most 3 times
-        // (so at most 4 shares are walked in all).
-        let per_device = (rough / devices as f64).max(1.0);
-        let mut stride = devices.div_ceil(((share as f64 / per_device) as u64).clamp(1, devices));
-        let mut tries = 0;
-        let sampled = loop {
-            tries += 1;
-            let mut left = share;
-            let mut sample = Some((0u64, 0u64));
-            for q in (0..devices).step_by(usize::try_from(stride).unwrap_or(usize::MAX)) {
-                let sends = walk(fleet, o, q, left.saturating_add(1));
-                if sends > left {
-                    sample = None;
-                    break;
-                }
-                left -= sends;
-                sample = sample.map(|(n, k)| (n + sends, k + 1));
-            }
-            match sample {
-                Some(found) => break Some(found),
-                // Even one device's schedule is beyond the share.
-                None if stride >= devices || tries == 4 => break None,
-                None => stride = (stride * 2).min(devices),
-            }
+    Plan::new(s, seed, shard).expected(budget)
+}
+
+impl Plan<'_> {
+    /// The heartbeats this plan's run schedules, per fleet, walking at
+    /// most `budget` of them ([`expected_heartbeats`]).
+    pub fn expected(&self, budget: u64) -> Expected {
+        let (s, seed, shard, fleets) = (self.scenario, self.seed, self.shard, &self.fleets);
+        let end = s.duration.as_nanos() as u64;
+        let secs = s.duration.as_secs_f64();
+        let firsts = first_indices(s);
+        let owned: Vec<OwnedDevices> =
+            s.fleets.iter().zip(&firsts).map(|(f, &first)| OwnedDevices::of(shard, first, f.devices)).collect();
+        let rough: Vec<f64> = s.fleets.iter().zip(&owned).map(|(f, o)| rough_heartbeats(f, o.count, secs)).collect();
+        // Walks device number `q` of the owned ones, within `limit`.
+        let walk = |fleet: &FleetRuntime, owned: OwnedDevices, q: u64, limit: u64| {
+            let index = owned.nth(q);
+            let mut clock = crate::fleet::DeviceClock::new(seed, fleet.key, index);
+            fleet.events.sends_before(&mut clock, &fleet.schedule, fleet.devices, index, end, limit)
         };
-        let (n, counted) = match sampled {
-            Some((n, _)) if stride == 1 => (n as f64, Counted::Exact),
-            Some((n, k)) => (n as f64 * devices as f64 / k as f64, Counted::Sampled { stride }),
-            None => (rough, Counted::Rates),
-        };
-        out.fleets.push(n);
-        out.counted.push(counted);
+        // Exactly, when the rough figure leaves room and the walk keeps within the budget.
+        if rough.iter().sum::<f64>() <= budget as f64 {
+            let mut left = budget;
+            let mut counts = Vec::with_capacity(fleets.len());
+            'fleets: for (fleet, &o) in fleets.iter().zip(&owned) {
+                let mut n = 0u64;
+                for q in 0..o.count {
+                    let sends = walk(fleet, o, q, left.saturating_add(1));
+                    if sends > left {
+                        break 'fleets;
+                    }
+                    left -= sends;
+                    n += sends;
+                }
+                counts.push(n as f64);
+            }
+            if counts.len() == fleets.len() {
+                return Expected { counted: vec![Counted::Exact; counts.len()], fleets: counts };
+            }
+        }
+        // Otherwise each fleet from evenly spread devices (ramp-ups go by
+        // index, so every phase of the ramp is sampled), within its part of
+        // the budget.
+        let share = (budget / (2 * fleets.len().max(1) as u64)).max(1);
+        let mut out = Expected { fleets: Vec::new(), counted: Vec::new() };
+        for ((fleet, &o), &rough) in fleets.iter().zip(&owned).zip(&rough) {
+            let devices = o.count;
+            if devices == 0 {
+                out.fleets.push(0.0);
+                out.counted.push(Counted::Exact);
+                continue;
+            }
+            // 1 device in `stride`, as many as the rough figure says fit; a
+            // sample that walks beyond its share is halved, at most 3 times
+            // (so at most 4 shares are walked in all).
+            let per_device = (rough / devices as f64).max(1.0);
+            let mut stride = devices.div_ceil(((share as f64 / per_device) as u64).clamp(1, devices));
+            let mut tries = 0;
+            let sampled = loop {
+                tries += 1;
+                let mut left = share;
+                let mut sample = Some((0u64, 0u64));
+                for q in (0..devices).step_by(usize::try_from(stride).unwrap_or(usize::MAX)) {
+                    let sends = walk(fleet, o, q, left.saturating_add(1));
+                    if sends > left {
+                        sample = None;
+                        break;
+                    }
+                    left -= sends;
+                    sample = sample.map(|(n, k)| (n + sends, k + 1));
+                }
+                match sample {
+                    Some(found) => break Some(found),
+                    // Even one device's schedule is beyond the share.
+                    None if stride >= devices || tries == 4 => break None,
+                    None => stride = (stride * 2).min(devices),
+                }
+            };
+            let (n, counted) = match sampled {
+                Some((n, _)) if stride == 1 => (n as f64, Counted::Exact),
+                Some((n, k)) => (n as f64 * devices as f64 / k as f64, Counted::Sampled { stride }),
+                None => (rough, Counted::Rates),
+            };
+            out.fleets.push(n);
+            out.counted.push(counted);
+        }
+        out
     }
-    out
 }
 
 /// Whether a fleet's schedule depends on the seed: Poisson arrivals,
@@ -190,155 +234,166 @@ fn schedule_depends_on_seed(f: &crate::scenario::Fleet) -> bool {
 
 /// The plan `validate` prints, for one shard's devices if given.
 pub fn plan_text(s: &Scenario, shard: Option<Shard>) -> String {
-    plan_text_within(s, shard, WALK_BUDGET)
+    Plan::of_validate(s, shard).text_within(WALK_BUDGET)
 }
 
 /// [`plan_text`], walking at most `budget` heartbeats to count them.
 pub fn plan_text_within(s: &Scenario, shard: Option<Shard>, budget: u64) -> String {
-    let mut out = String::new();
-    let secs = s.duration.as_secs_f64();
-    let _ = writeln!(
-        out,
-        "scenario \"{}\": {} fleet(s), duration {}",
-        s.name,
-        s.fleets.len(),
-        crate::units::format_duration(s.duration)
-    );
-    let _ = writeln!(
-        out,
-        "target {} (timeout {}, connections {})",
-        crate::wire::destination(&s.target.url.to_string(), &s.target.path, s.fleets.iter().map(|f| f.profile)),
-        crate::units::format_duration(s.target.timeout),
-        s.target.connections
-    );
-    if let Some(sh) = shard {
-        let _ = writeln!(out, "shard {sh}: this shard's devices, heartbeats and connections only");
-    }
-    // A run without a seed draws one: the counts are then for a stand-in.
-    const STAND_IN_SEED: u64 = 0;
-    let seed = s.seed.unwrap_or(STAND_IN_SEED);
-    let expected = expected_heartbeats(s, seed, shard, budget);
-    let _ = writeln!(
-        out,
-        "\n{:<24} {:>9} {:>11} {:>10} {:>10} {:>12} {:>12}",
-        "fleet", "devices", "interval", "steady/s", "average/s", "heartbeats", "connections"
-    );
-    let count = |n: f64, counted: bool| if counted { format!("{n:.0}") } else { format!("≈{n:.0}") };
-    let firsts = first_indices(s);
-    let (mut total_rate, mut total_devices) = (0.0, 0);
-    for ((f, &first), (&n, &how)) in s.fleets.iter().zip(&firsts).zip(expected.fleets.iter().zip(&expected.counted)) {
-        let devices = OwnedDevices::of(shard, first, f.devices).count;
-        let rate = f.schedule.rate(devices);
-        total_rate += rate;
-        total_devices += devices;
-        let conns = match s.target.connections {
-            ConnectionMode::PerDevice | ConnectionMode::NewPerRequest => devices.to_string(),
-            ConnectionMode::Pool(_) => "shared".into(),
-        };
+    Plan::of_validate(s, shard).text_within(budget)
+}
+
+impl Plan<'_> {
+    /// The plan's text (what `validate` prints), walking at most `budget`
+    /// heartbeats to count them.
+    pub fn text_within(&self, budget: u64) -> String {
+        let (s, shard) = (self.scenario, self.shard);
+        let mut out = String::new();
+        let secs = s.duration.as_secs_f64();
+        let _ = writeln!(
+            out,
+            "scenario \"{}\": {} fleet(s), duration {}",
+            s.name,
+            s.fleets.len(),
+            crate::units::format_duration(s.duration)
+        );
+        let _ = writeln!(
+            out,
+            "target {} (timeout {}, connections {})",
+            crate::wire::destination(&s.target.url.to_string(), &s.target.path, s.fleets.iter().map(|f| f.profile)),
+            crate::units::format_duration(s.target.timeout),
+            s.target.connections
+        );
+        if let Some(sh) = shard {
+            let _ = writeln!(out, "shard {sh}: this shard's devices, heartbeats and connections only");
+        }
+        let expected = self.expected(budget);
+        let _ = writeln!(
+            out,
+            "\n{:<24} {:>9} {:>11} {:>10} {:>10} {:>12} {:>12}",
+            "fleet", "devices", "interval", "steady/s", "average/s", "heartbeats", "connections"
+        );
+        let count = |n: f64, counted: bool| if counted { format!("{n:.0}") } else { format!("≈{n:.0}") };
+        let firsts = first_indices(s);
+        let (mut total_rate, mut total_devices) = (0.0, 0);
+        for ((f, &first), (&n, &how)) in s.fleets.iter().zip(&firsts).zip(expected.fleets.iter().zip(&expected.counted))
+        {
+            let devices = OwnedDevices::of(shard, first, f.devices).count;
+            let rate = f.schedule.rate(devices);
+            total_rate += rate;
+            total_devices += devices;
+            let conns = match s.target.connections {
+                ConnectionMode::PerDevice | ConnectionMode::NewPerRequest => devices.to_string(),
+                ConnectionMode::Pool(_) => "shared".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<24} {:>9} {:>11} {:>10.1} {:>10.1} {:>12} {:>12}",
+                f.name(),
+                devices,
+                crate::units::format_duration(f.schedule.interval),
+                rate,
+                n / secs,
+                count(n, how == Counted::Exact),
+                conns
+            );
+        }
         let _ = writeln!(
             out,
             "{:<24} {:>9} {:>11} {:>10.1} {:>10.1} {:>12} {:>12}",
-            f.name(),
-            devices,
-            crate::units::format_duration(f.schedule.interval),
-            rate,
-            n / secs,
-            count(n, how == Counted::Exact),
-            conns
+            "TOTAL",
+            total_devices,
+            "",
+            total_rate,
+            expected.total() / secs,
+            count(expected.total(), expected.exact()),
+            connections_needed(s, shard)
         );
-    }
-    let _ = writeln!(
-        out,
-        "{:<24} {:>9} {:>11} {:>10.1} {:>10.1} {:>12} {:>12}",
-        "TOTAL",
-        total_devices,
-        "",
-        total_rate,
-        expected.total() / secs,
-        count(expected.total(), expected.exact()),
-        connections_needed(s, shard)
-    );
-    let _ = writeln!(
-        out,
-        "\nsteady/s: every device online (devices / interval)\naverage/s: heartbeats / duration, the average over \
+        let _ = writeln!(
+            out,
+            "\nsteady/s: every device online (devices / interval)\naverage/s: heartbeats / duration, the average over \
          the whole run, ramp-up and each device's first heartbeat included"
-    );
-    let seeded = match s.seed {
-        Some(seed) => format!("seed {seed}"),
-        None => format!("seed {STAND_IN_SEED}"),
-    };
-    if expected.exact() {
-        let _ = writeln!(
-            out,
-            "heartbeats: exactly those a run with {seeded} schedules (every device's schedule walked; retries \
-             come on top)"
         );
-    } else {
-        for (f, how) in s.fleets.iter().zip(&expected.counted) {
-            let why = match how {
-                Counted::Exact => continue,
-                Counted::Sampled { stride } => format!("from 1 device in {stride}, each schedule walked"),
-                Counted::Rates => "from the rates (one device's schedule is too long to walk)".to_string(),
-            };
-            let _ = writeln!(out, "≈ {}: estimated {why}", f.name());
-        }
-        let _ = writeln!(
-            out,
-            "≈: estimated; walking every schedule exactly would go beyond {} heartbeats (lower --duration or \
-             --devices-scale, or --shard, to get an exact count)",
-            crate::units::thousands(budget)
-        );
-    }
-    if s.seed.is_none() {
-        let depends: Vec<&str> = s.fleets.iter().filter(|f| schedule_depends_on_seed(f)).map(|f| f.name()).collect();
-        if !depends.is_empty() {
+        let seeded = match s.seed {
+            Some(seed) => format!("seed {seed}"),
+            None => format!("seed {STAND_IN_SEED}"),
+        };
+        if expected.exact() {
             let _ = writeln!(
                 out,
-                "the scenario sets no seed: a run draws one at random, and the heartbeats of {} (Poisson \
+                "heartbeats: exactly those a run with {seeded} schedules (every device's schedule walked; retries \
+             come on top)"
+            );
+        } else {
+            for (f, how) in s.fleets.iter().zip(&expected.counted) {
+                let why = match how {
+                    Counted::Exact => continue,
+                    Counted::Sampled { stride } => format!("from 1 device in {stride}, each schedule walked"),
+                    Counted::Rates => "from the rates (one device's schedule is too long to walk)".to_string(),
+                };
+                let _ = writeln!(out, "≈ {}: estimated {why}", f.name());
+            }
+            let _ = writeln!(
+                out,
+                "≈: estimated; walking every schedule exactly would go beyond {} heartbeats (lower --duration or \
+             --devices-scale, or --shard, to get an exact count)",
+                crate::units::thousands(budget)
+            );
+        }
+        if s.seed.is_none() {
+            let depends: Vec<&str> =
+                s.fleets.iter().filter(|f| schedule_depends_on_seed(f)).map(|f| f.name()).collect();
+            if !depends.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "the scenario sets no seed: a run draws one at random, and the heartbeats of {} (Poisson \
                  arrivals, jitter or events) depend on it; these are for seed {STAND_IN_SEED} (set `seed` or pass \
                  --seed N to fix them)",
-                depends.join(", ")
-            );
+                    depends.join(", ")
+                );
+            }
         }
-    }
-    for f in &s.fleets {
-        if f.events.is_empty() && f.retry.is_none() {
-            continue;
+        for f in &s.fleets {
+            if f.events.is_empty() && f.retry.is_none() {
+                continue;
+            }
+            let _ = writeln!(out, "\nfleet {}:", f.name());
+            for e in &f.events {
+                let late = if e.at >= s.duration { " (after the end of this run: not acted out)" } else { "" };
+                let _ = writeln!(out, "  {e}{late}");
+            }
+            if let Some(r) = &f.retry {
+                let _ = writeln!(out, "  retries: {r}");
+            }
         }
-        let _ = writeln!(out, "\nfleet {}:", f.name());
-        for e in &f.events {
-            let late = if e.at >= s.duration { " (after the end of this run: not acted out)" } else { "" };
-            let _ = writeln!(out, "  {e}{late}");
+        if !s.thresholds.is_empty() {
+            let _ = writeln!(out, "\nthresholds (exit code 3 if one fails):");
+            for t in &s.thresholds.end {
+                let _ = writeln!(out, "  {}", t.expr());
+            }
+            for t in &s.thresholds.abort {
+                let _ = writeln!(
+                    out,
+                    "  abort if {} (checked after {})",
+                    t.expr(),
+                    crate::units::format_duration(s.thresholds.abort_grace)
+                );
+            }
         }
-        if let Some(r) = &f.retry {
-            let _ = writeln!(out, "  retries: {r}");
-        }
-    }
-    if !s.thresholds.is_empty() {
-        let _ = writeln!(out, "\nthresholds (exit code 3 if one fails):");
-        for t in &s.thresholds.end {
-            let _ = writeln!(out, "  {}", t.expr());
-        }
-        for t in &s.thresholds.abort {
-            let _ = writeln!(
+        let _ = match s.thresholds.stop_when_nothing_succeeds {
+            Some(d) => writeln!(
                 out,
-                "  abort if {} (checked after {})",
-                t.expr(),
-                crate::units::format_duration(s.thresholds.abort_grace)
-            );
-        }
+                "\nstops early (exit code 5) if, {} into the run, heartbeats have failed and none has succeeded",
+                crate::units::format_duration(d)
+            ),
+            None => {
+                writeln!(
+                    out,
+                    "\nruns its whole duration even if nothing succeeds (stop_when_nothing_succeeds = \"off\")"
+                )
+            }
+        };
+        out
     }
-    let _ = match s.thresholds.stop_when_nothing_succeeds {
-        Some(d) => writeln!(
-            out,
-            "\nstops early (exit code 5) if, {} into the run, heartbeats have failed and none has succeeded",
-            crate::units::format_duration(d)
-        ),
-        None => {
-            writeln!(out, "\nruns its whole duration even if nothing succeeds (stop_when_nothing_succeeds = \"off\")")
-        }
-    };
-    out
 }
 
 /// One intended send of a run's schedule.
@@ -355,33 +410,40 @@ pub struct PlannedSend {
 /// same clocks and events), without sending anything. Retries are not
 /// part of the plan; they depend on answers.
 pub fn schedule_preview(scenario: &Scenario, seed: u64, n: usize, shard: Option<Shard>) -> Vec<PlannedSend> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-    let fleets = fleet_runtimes(scenario, seed);
-    let end = scenario.duration.as_nanos() as u64;
-    let mut clocks = Vec::new();
-    let mut heap = BinaryHeap::new();
-    for ((f, fleet), first_global) in fleets.iter().enumerate().zip(first_indices(scenario)) {
-        for index in OwnedDevices::of(shard, first_global, fleet.devices).indices() {
-            let mut clock = crate::fleet::DeviceClock::new(seed, fleet.key, index);
-            let first = fleet.events.first(&mut clock, &fleet.schedule, fleet.devices, index);
-            if first.at_ns < end {
-                heap.push(Reverse((first.at_ns, f, index, clocks.len())));
+    Plan::new(scenario, seed, shard).preview(n)
+}
+
+impl Plan<'_> {
+    /// The first `n` intended sends of this plan's run ([`schedule_preview`]).
+    pub fn preview(&self, n: usize) -> Vec<PlannedSend> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let (scenario, seed, shard, fleets) = (self.scenario, self.seed, self.shard, &self.fleets);
+        let end = scenario.duration.as_nanos() as u64;
+        let mut clocks = Vec::new();
+        let mut heap = BinaryHeap::new();
+        for ((f, fleet), first_global) in fleets.iter().enumerate().zip(first_indices(scenario)) {
+            for index in OwnedDevices::of(shard, first_global, fleet.devices).indices() {
+                let mut clock = crate::fleet::DeviceClock::new(seed, fleet.key, index);
+                let first = fleet.events.first(&mut clock, &fleet.schedule, fleet.devices, index);
+                if first.at_ns < end {
+                    heap.push(Reverse((first.at_ns, f, index, clocks.len())));
+                }
+                clocks.push(clock);
             }
-            clocks.push(clock);
         }
-    }
-    let mut out = Vec::with_capacity(n.min(1 << 20));
-    while out.len() < n {
-        let Some(Reverse((t, f, index, c))) = heap.pop() else { break };
-        let fleet = &fleets[f];
-        let mut device = String::new();
-        fleet.generator.names.render(index, &mut device);
-        out.push(PlannedSend { at_ns: t, fleet: fleet.generator.profile.fleet_name.clone(), device });
-        let next = fleet.events.advance(&mut clocks[c], &fleet.schedule, index, t);
-        if next.at_ns < end {
-            heap.push(Reverse((next.at_ns, f, index, c)));
+        let mut out = Vec::with_capacity(n.min(1 << 20));
+        while out.len() < n {
+            let Some(Reverse((t, f, index, c))) = heap.pop() else { break };
+            let fleet = &fleets[f];
+            let mut device = String::new();
+            fleet.generator.names.render(index, &mut device);
+            out.push(PlannedSend { at_ns: t, fleet: fleet.generator.profile.fleet_name.clone(), device });
+            let next = fleet.events.advance(&mut clocks[c], &fleet.schedule, index, t);
+            if next.at_ns < end {
+                heap.push(Reverse((next.at_ns, f, index, c)));
+            }
         }
+        out
     }
-    out
 }

@@ -4,8 +4,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use super::fleets::fleet_runtimes;
-use super::plan::first_indices;
+use super::plan::{Plan, first_indices};
 use crate::engine::Live;
 use crate::fleet::Online;
 use crate::scenario::Scenario;
@@ -16,12 +15,20 @@ use crate::stats::{Percentiles, Recorder};
 /// one shard's devices, if given): the one count the progress line and
 /// `/metrics` show.
 pub fn online_devices(scenario: &Scenario, seed: u64, shard: Option<Shard>) -> Vec<Online> {
-    let firsts = first_indices(scenario);
-    fleet_runtimes(scenario, seed)
-        .iter()
-        .zip(firsts)
-        .map(|(f, first)| Online::new(&f.schedule, f.devices, &f.events, shard.map(|sh| (sh, first))))
-        .collect()
+    Plan::new(scenario, seed, shard).online()
+}
+
+impl Plan<'_> {
+    /// Each fleet's devices online over this plan's run ([`online_devices`]).
+    pub fn online(&self) -> Vec<Online> {
+        let firsts = first_indices(self.scenario);
+        let shard = self.shard;
+        self.fleets()
+            .iter()
+            .zip(firsts)
+            .map(|(f, first)| Online::new(&f.schedule, f.devices, &f.events, shard.map(|sh| (sh, first))))
+            .collect()
+    }
 }
 
 /// Live progress on stderr: an indicatif line on a terminal, a plain status

@@ -62,12 +62,12 @@ use crate::capacity;
 use crate::engine::Live;
 use crate::live_metrics::otlp::OtlpSettings;
 use crate::scenario::Scenario;
-use crate::shard::Shard;
 
 /// What the live outputs follow.
 pub(super) enum Followed<'a> {
-    /// A run of `scenario` under `seed`, of `shard`'s devices if given.
-    Run { scenario: &'a Scenario, seed: u64, shard: Option<Shard> },
+    /// A run of a plan (a scenario under a seed, of a shard's devices if
+    /// it has one).
+    Run { plan: &'a crate::run::Plan<'a> },
     /// A capacity search of `scenario`.
     Capacity { scenario: &'a Scenario },
 }
@@ -90,12 +90,13 @@ pub(super) async fn start(followed: Followed<'_>, flags: LiveFlags) -> Result<Li
     let mut outputs = LiveOutputs::default();
     let remote = flags.allow_remote_pages;
     match followed {
-        Followed::Run { scenario, seed, shard } => {
+        Followed::Run { plan } => {
+            let (scenario, shard) = (plan.scenario, plan.shard);
             // One count of the devices online, for the progress line, the
             // metrics and the dashboard.
             let counted =
                 !flags.quiet || flags.metrics_addr.is_some() || flags.dashboard.is_some() || flags.otlp.is_some();
-            let online = if counted { crate::run::online_devices(scenario, seed, shard) } else { Vec::new() };
+            let online = if counted { plan.online() } else { Vec::new() };
             outputs.add(Some(crate::run::Progress::new(scenario, flags.quiet, online.clone())));
             let scrape = flags.metrics_addr.map(|addr| (addr, flags.metrics_linger));
             outputs.add(metrics::start(scenario, shard, &online, scrape, flags.otlp, remote).await?);

@@ -78,7 +78,8 @@ async fn four_shards_started_together_add_up_to_the_single_run() {
     let single_json = dir.path("single.json").to_str().unwrap().to_string();
     let args: Vec<String> = ["run", &file, "--quiet", "--out", &single_json].map(String::from).to_vec();
     let out = tokio::task::spawn_blocking(move || fleetstorm(&args)).await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Ran (0), or ran and its gates failed on a busy machine (3).
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{}", String::from_utf8_lossy(&out.stderr));
     let single = Report::load(std::path::Path::new(&single_json)).unwrap();
     let by_single = accepted();
 
@@ -102,7 +103,7 @@ async fn four_shards_started_together_add_up_to_the_single_run() {
     assert_eq!(before, by_single, "nothing else sent to serve");
     let mut reports = Vec::new();
     for (i, out) in outs.iter().enumerate() {
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(matches!(out.status.code(), Some(0 | 3)), "{}", String::from_utf8_lossy(&out.stderr));
         let path = dir.path(&format!("shard-{i}.json")).to_str().unwrap().to_string();
         let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         schema_check(&json);
@@ -111,9 +112,19 @@ async fn four_shards_started_together_add_up_to_the_single_run() {
     let by_shards = accepted() - before;
     server.shutdown().await;
 
-    // Serve saw the same heartbeats from both.
-    assert_eq!(by_shards, by_single, "serve's accepted counts agree");
-    assert_eq!(by_single, single.totals.ok);
+    // Serve accepted what each run counted ok, and at most what it sent
+    // (on a busy machine an answer can come after its timeout: accepted,
+    // yet failed); with nothing failed or missed in either run, serve saw
+    // the same heartbeats from both.
+    let shards_total = |f: fn(&Report) -> u64| reports.iter().map(|(_, r)| f(r)).sum::<u64>();
+    let (shards_ok, shards_sent) = (shards_total(|r| r.totals.ok), shards_total(|r| r.totals.sent));
+    assert!((single.totals.ok..=single.totals.sent).contains(&by_single), "{by_single} {:?}", single.totals);
+    assert!((shards_ok..=shards_sent).contains(&by_shards), "{by_shards}: ok {shards_ok}, sent {shards_sent}");
+    let clean = |r: &Report| r.totals.failed == 0 && r.totals.missed == 0;
+    if clean(&single) && reports.iter().all(|(_, r)| clean(r)) {
+        assert_eq!(by_shards, by_single, "serve's accepted counts agree");
+        assert_eq!(by_single, single.totals.ok);
+    }
     // One start instant, recorded by each. How late each woke after it
     // (`lag_ms`) is the machine's: a busy one wakes a process late.
     let starts: Vec<&str> =
@@ -154,8 +165,12 @@ async fn four_shards_started_together_add_up_to_the_single_run() {
     let timeline_sent: u64 = merged.timeline.iter().map(|s| s.sent).sum();
     assert_eq!(timeline_sent, merged.totals.sent);
     assert_eq!(merged.merged.as_ref().unwrap().shards, 4);
+    // The merged gates judged on the merged figures (a busy machine may
+    // fail them; the judging must be right either way).
     assert_eq!(merged.thresholds.len(), 2);
-    assert!(merged.thresholds.iter().all(|t| t.ok), "{:?}", merged.thresholds);
+    let t = &merged.totals;
+    let passes = t.error_rate() < 0.01 && t.latency_ms.p99 < 2000.0;
+    assert_eq!(merged.thresholds.iter().all(|t| t.ok), passes, "{:?}", merged.thresholds);
     // A merged report is a report: it renders again.
     let html = dir.path("merged.html").to_str().unwrap().to_string();
     let out = fleetstorm(&["report".into(), merged_json.clone(), "--html".into(), html]);

@@ -57,6 +57,7 @@ pub enum Unit {
     Heartbeats,
     Retries,
     Devices,
+    Events,
 }
 
 impl Unit {
@@ -66,6 +67,7 @@ impl Unit {
             Unit::Heartbeats => "{heartbeat}",
             Unit::Retries => "{retry}",
             Unit::Devices => "{device}",
+            Unit::Events => "{event}",
         }
     }
 }
@@ -286,6 +288,24 @@ impl LiveMetrics {
             unit: Heartbeats,
             points: ended,
         });
+        // What idle sessions did (a session transport's; HTTP's idle
+        // connections do nothing): the family appears once one is counted.
+        if fleets().any(|(r, _)| !r.counters.sessions.is_empty()) {
+            let mut events = Vec::new();
+            for (r, p) in fleets() {
+                let s = &r.counters.sessions;
+                for (event, n) in [("keepalive", s.keepalives), ("inbound", s.inbound), ("closed", s.closed)] {
+                    events.push(self.point(&[("fleet", &p.name), ("event", event)], Value::Number(n as f64)));
+                }
+            }
+            families.push(Family {
+                name: "fleetstorm_session_events_total",
+                help: "What the devices' idle sessions did between heartbeats (keepalive: keep-alives sent; inbound: messages in unasked; closed: sessions the far end closed)",
+                kind: Counter,
+                unit: Unit::Events,
+                points: events,
+            });
+        }
         for (name, help, pick) in [
             (
                 "fleetstorm_latency_seconds",

@@ -499,5 +499,14 @@ device_name = "d-{index}"
         assert_eq!(number("fleetstorm_heartbeats_sent_total", None), 24.0);
         assert_eq!(number("fleetstorm_heartbeats_completed_total", Some("ok")), 23.0);
         assert_eq!(number("fleetstorm_heartbeats_completed_total", Some("timeout")), 1.0);
+        let event = |name: &str| {
+            let family = families.iter().find(|f| f.name == "fleetstorm_session_events_total").unwrap();
+            let point = family.points.iter().find(|p| p.labels.iter().any(|(k, v)| *k == "event" && v == name));
+            match point.map(|p| &p.value) {
+                Some(Value::Number(n)) => *n,
+                other => panic!("{name}: {other:?}"),
+            }
+        };
+        assert_eq!((event("keepalive"), event("inbound"), event("closed")), (keepalives as f64, 1.0, 1.0));
     }
 }

@@ -1,7 +1,7 @@
 //! fleetstorm: a load generator and fleet simulator for heartbeat backends.
 //!
 //! A scenario file describes fleets of virtual edge devices; each device
-//! sends randomized but valid requests on its own open-model schedule, in
+//! sends randomized but valid messages on its own open-model schedule, in
 //! its fleet's device profile ([`wire`]): AWS SageMaker Edge Manager
 //! `SendHeartbeat` by default, or AWS IoT shadows, ThingsBoard, Eclipse
 //! Hono, Azure IoT Hub or the user's own templates. This crate is the whole
@@ -40,20 +40,26 @@
 //!    `serve` checks it (for `sagemaker-edge`, with [`sagemaker_edge`]).
 //! 5. [`scenario`], [`engine`], [`server`]: scenario files, checked as read,
 //!    with errors naming file, line, column and key; the open-model engine
-//!    (workers owning devices, connections, timers and retries; it knows
-//!    fleets, not files); the reference backend (`serve`).
+//!    (workers owning devices, connections, sessions, timers and retries,
+//!    each fleet over its own target's transport, and the aggregator of
+//!    their flushes; it knows fleets and transports, not files or
+//!    protocols); the reference backend (`serve`).
 //! 6. [`report`], [`sample`], [`live_metrics`]: a run's output made into the
 //!    JSON report, its summary, verdicts, gates, HTML, Markdown, JUnit and
 //!    hlog, and merged from shards; heartbeats as they would be sent;
 //!    `/metrics` while a run goes.
 //! 7. [`run`], [`compare`], [`dashboard`]: a scenario run end to end
-//!    (overrides, the plan, the resources check, progress); baseline
+//!    (overrides; the plan, built once; the target opened, its scheme
+//!    choosing its transport; the resources check; the run over the
+//!    transports, generic; the report built whole; progress); baseline
 //!    against current reports; the live web dashboard of a run or a
 //!    capacity search.
 //! 8. [`capacity`]: the search for the highest rate that meets an SLO, one
 //!    run per step.
-//! 9. [`cli`]: the command line: flags, one module per command, the output
-//!    policy, signals and exit codes.
+//! 9. [`cli`]: the command line: flags, one module per command, the live
+//!    outputs a run or a search feeds (one trait: progress, `/metrics`,
+//!    OTLP, the dashboard, capacity's steps), the output policy, signals
+//!    and exit codes.
 
 pub mod capacity;
 pub mod cli;

@@ -116,7 +116,7 @@ impl SampledFleet {
     fn new(fleet: &Fleet, seed: u64, host: &str) -> Self {
         let generator = fleet.generator(seed);
         let events = FleetEvents::new(&fleet.events, fleet.devices, fleet.schedule.interval, generator.key());
-        let wire = FleetWire::new(fleet.profile, &generator.names, host, fleet.custom.as_ref());
+        let wire = fleet.wire(&generator.names, host);
         SampledFleet { generator, wire, events, devices: Vec::new() }
     }
 }

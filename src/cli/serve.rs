@@ -14,6 +14,13 @@ fn serve_profiles(
     identities: &[String],
 ) -> Result<crate::wire::serve::ServeProfiles, CliError> {
     use crate::wire::ProfileName;
+    if enabled.contains(&ProfileName::Mqtt) {
+        return Err(usage_error(
+            "serve",
+            "--profile mqtt: serve has no MQTT listener yet; point an mqtt fleet at a broker (target.url = \
+             \"mqtt://HOST:PORT\", e.g. mosquitto)",
+        ));
+    }
     if enabled.contains(&ProfileName::Custom) {
         return Err(usage_error(
             "serve",

@@ -770,3 +770,29 @@ async fn fleets_of_one_run_speak_different_protocols_each_over_its_own_target() 
     assert!(out.fleets[1].counters.sessions.keepalives >= 3 * 2 * 2, "{:?}", out.fleets[1].counters.sessions);
     assert_eq!(out.fleets[0].counters.sessions, SessionCounts::default());
 }
+
+/// A session whose opening the far end refuses (a broker's CONNACK with
+/// bad credentials) is that heartbeat's outcome, in the class the
+/// transport gave it: every heartbeat failed as `auth`, none connected,
+/// and each next heartbeat tries to open the session again.
+#[tokio::test(start_paused = true)]
+async fn a_session_refused_at_its_opening_fails_its_heartbeat_in_the_refusal_s_class() {
+    use crate::stats::{Outcome, OutcomeClass};
+    use crate::transport::testing::SessionScript;
+    let script = SessionScript {
+        keepalive: Duration::from_secs(60),
+        ack: |_, _| Duration::from_millis(5),
+        ack_timeout: Duration::from_secs(1),
+        close: |_, _| None,
+        overstay: Duration::ZERO,
+    };
+    let refused = Outcome::Answered { class: OutcomeClass::Auth, code: None };
+    let fake = Fake { connect_delay: Duration::from_millis(20), refuse: Some(refused), ..Fake::with_sessions(script) };
+    let out = run_fake(&fake, vec![fleet(3, every(Duration::from_secs(1)))], 5, ConnectionMode::PerDevice).await;
+    assert_accounting(&out);
+    let c = &out.fleets[0].counters;
+    assert_eq!((c.scheduled, c.sent, c.failed(), c.classes[OutcomeClass::Auth]), (15, 15, 15, 15), "{c:?}");
+    assert_eq!((c.connects, fake.connects()), (0, 0));
+    assert_eq!(fake.identities().len(), 15, "each heartbeat tried its device's session again");
+    assert!(fake.calls().is_empty(), "nothing went on a session that never opened");
+}

@@ -292,6 +292,7 @@ impl Metric {
             let (protocol, code) = code.split_once('.').ok_or_else(unknown)?;
             match protocol {
                 "http" => Quantity::Code(http_status(code).ok_or_else(unknown)?),
+                "mqtt" => Quantity::Code(Code::parse("mqtt", code).ok_or_else(unknown)?),
                 _ => return Err(unknown()),
             }
         } else {
@@ -444,7 +445,9 @@ mod tests {
             "status.99",
             "code.http.99",
             "code.http",
-            "code.mqtt.135",
+            "code.mqtt.256",
+            "code.mqtt.-1",
+            "code.coap.404",
             "errors.http_3xx",
             "fleets.latency",
             "fleets..latency.p99",
@@ -469,8 +472,11 @@ mod tests {
         assert_eq!(classes("latency.p99"), None);
         assert_eq!(Metric::parse("status.503").unwrap().quantity(), Quantity::Code(Code::Http(503)));
         assert_eq!(Metric::parse("code.http.503").unwrap().quantity(), Quantity::Code(Code::Http(503)));
+        assert_eq!(Metric::parse("code.mqtt.135").unwrap().quantity(), Quantity::Code(Code::Mqtt(0x87)));
         let names = catalogue().join(" ");
-        assert!(names.contains("server_error") && names.contains("http_4xx") && names.contains("code.{http}.CODE"));
+        assert!(
+            names.contains("server_error") && names.contains("http_4xx") && names.contains("code.{http,mqtt}.CODE")
+        );
     }
 
     #[test]

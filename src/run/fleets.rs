@@ -17,7 +17,7 @@ pub(super) fn fleet_runtimes(scenario: &Scenario, seed: u64) -> Vec<FleetRuntime
             FleetRuntime {
                 events: FleetEvents::new(&f.events, f.devices, f.schedule.interval, key),
                 retry: f.retry,
-                wire: crate::wire::FleetWire::new(f.profile, &generator.names, host, f.custom.as_ref()),
+                wire: f.wire(&generator.names, host),
                 ..FleetRuntime::new(generator, f.schedule, f.devices, f.stale_after())
             }
         })

@@ -21,7 +21,7 @@ pub use plan::{
 };
 pub use progress::{Progress, online_devices};
 pub use resources::{ConnectionBudget, Sources, check_resources, connections_needed, plan_sources, predicted_ip};
-pub use target::{OpenTarget, builtin_profiles, endpoint_options};
+pub use target::{OpenTarget, OpenTransport, builtin_profiles, endpoint_options};
 
 use std::time::Duration;
 
@@ -198,7 +198,11 @@ pub async fn execute_with(
     progress: impl FnMut(&Live<'_>),
 ) -> Result<Executed, RunError> {
     let target = OpenTarget::open(plan.scenario, plan.shard).await?;
-    let ran = run_fleets(plan, cancel, &options, target.transports(), progress).await;
+    // One protocol per run today: the engine runs monomorphic over it.
+    let ran = match &target.transport {
+        OpenTransport::Http(t) => run_fleets(plan, cancel, &options, vec![t.clone()], progress).await,
+        OpenTransport::Mqtt(t) => run_fleets(plan, cancel, &options, vec![t.clone()], progress).await,
+    };
     let abandoned = options.abandon.as_ref().is_some_and(CancellationToken::is_cancelled);
     let facts = target.close(abandoned).await;
     finish(plan, &options, ran, facts)

@@ -61,8 +61,10 @@ pub fn plan_sources(s: &Scenario, target_ip: Option<IpAddr>, needed: u64, per_ad
 pub fn predicted_ip(url: &TargetUrl) -> Option<IpAddr> {
     match url {
         TargetUrl::Builtin => Some(IpAddr::from([127, 0, 0, 1])),
-        TargetUrl::Http { host, .. } if host.eq_ignore_ascii_case("localhost") => Some(IpAddr::from([127, 0, 0, 1])),
-        TargetUrl::Http { host, .. } => host.parse().ok(),
+        TargetUrl::Http { host, .. } | TargetUrl::Mqtt { host, .. } if host.eq_ignore_ascii_case("localhost") => {
+            Some(IpAddr::from([127, 0, 0, 1]))
+        }
+        TargetUrl::Http { host, .. } | TargetUrl::Mqtt { host, .. } => host.parse().ok(),
     }
 }
 

@@ -2,8 +2,8 @@
 //! a remote target's address resolved, the machine's resources checked
 //! toward it (once, before anything starts), the built-in backend started,
 //! and the transport built from the target's settings. The engine is
-//! handed the transports ([`OpenTarget::transports`]) and knows nothing of
-//! URLs; this is the one place a target's scheme chooses its transport.
+//! handed the transport ([`OpenTransport`]) and knows nothing of URLs;
+//! this is the one place a target's scheme chooses its transport.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,13 +16,20 @@ use crate::scenario::{Scenario, TargetUrl};
 use crate::server::{self, RunningServer, ServeConfig};
 use crate::shard::Shard;
 use crate::transport::http::settings::HttpVersion;
+use crate::transport::mqtt::{Mqtt, MqttEndpoint};
 use crate::transport::settings::ConnectionMode;
 use crate::transport::{Endpoint, EndpointOptions, Http, Transport};
+
+/// The transport a target's scheme chose.
+pub enum OpenTransport {
+    Http(Arc<Http>),
+    Mqtt(Arc<Mqtt>),
+}
 
 /// A target ready for the run's fleets.
 pub struct OpenTarget {
     /// The transport every fleet's devices use.
-    pub transport: Arc<Http>,
+    pub transport: OpenTransport,
     /// The target as the report names it: its URL, or the built-in
     /// backend's address.
     pub described: String,
@@ -40,7 +47,9 @@ impl OpenTarget {
         // checked toward its address before a backend is started.
         let remote = match &t.url {
             TargetUrl::Builtin => None,
-            TargetUrl::Http { host, port, .. } => Some((resolve(host, *port).await?, host.clone())),
+            TargetUrl::Http { host, port, .. } | TargetUrl::Mqtt { host, port } => {
+                Some((resolve(host, *port).await?, host.clone()))
+            }
         };
         let toward = remote.as_ref().map_or(IpAddr::from([127, 0, 0, 1]), |(addr, _)| addr.ip());
         let budget = check_resources(scenario, shard, Some(toward))?;
@@ -55,6 +64,11 @@ impl OpenTarget {
             TargetUrl::Builtin => format!("builtin (http://{addr})"),
             url => url.to_string(),
         };
+        if let TargetUrl::Mqtt { .. } = t.url {
+            let endpoint = MqttEndpoint::new(addr, t.timeout, t.mqtt.clone(), &budget.sources.addresses);
+            let transport = OpenTransport::Mqtt(Arc::new(Mqtt::new(endpoint)));
+            return Ok(OpenTarget { transport, described, budget, builtin });
+        }
         let endpoint = Endpoint::new(
             addr,
             &host,
@@ -63,12 +77,7 @@ impl OpenTarget {
             t.timeout,
             EndpointOptions { sources: budget.sources.addresses.clone(), ..endpoint_options(t, &host)? },
         )?;
-        Ok(OpenTarget { transport: Arc::new(Http::new(endpoint)), described, budget, builtin })
-    }
-
-    /// The transports the engine is given: one, which every fleet uses.
-    pub fn transports(&self) -> Vec<Arc<Http>> {
-        vec![self.transport.clone()]
+        Ok(OpenTarget { transport: OpenTransport::Http(Arc::new(Http::new(endpoint))), described, budget, builtin })
     }
 
     /// Closes the target after the run, with what it tells the report:
@@ -91,7 +100,10 @@ impl OpenTarget {
         RunFacts {
             target: self.described,
             backend,
-            first_errors: self.transport.first_errors(),
+            first_errors: match &self.transport {
+                OpenTransport::Http(t) => t.first_errors(),
+                OpenTransport::Mqtt(t) => t.first_errors(),
+            },
             spread_sources: sources.spread.then_some(sources.addresses),
             ..RunFacts::default()
         }

@@ -132,6 +132,20 @@ pub struct Fleet {
     /// Its `[fleets.custom]` table as written, compiled once the
     /// identities are read.
     custom_spec: Option<crate::wire::custom::CustomSpec>,
+    /// An `mqtt` fleet's topic, QoS and retain (`[fleets.mqtt]`, checked).
+    pub mqtt: Option<std::sync::Arc<crate::wire::mqtt::MqttWire>>,
+}
+
+impl Fleet {
+    /// What its devices speak, as the engine runs it: its device profile
+    /// with its credentials, sending to `host` (an Azure SAS token names
+    /// it).
+    pub fn wire(&self, names: &crate::device::DeviceNames, host: &str) -> crate::wire::FleetWire {
+        match &self.mqtt {
+            Some(mqtt) => crate::wire::FleetWire::Mqtt(mqtt.clone()),
+            None => crate::wire::FleetWire::new(self.profile, names, host, self.custom.as_ref()),
+        }
+    }
 }
 
 /// Why a fleet cannot be scaled as asked.
@@ -472,6 +486,8 @@ struct RawFleet {
     profile: crate::wire::ProfileName,
     /// A custom profile's templates.
     custom: Option<crate::wire::custom::CustomSpec>,
+    /// An MQTT profile's topic, QoS and retain.
+    mqtt: Option<crate::wire::mqtt::MqttSpec>,
 }
 
 fn default_agent_versions() -> Weighted {
@@ -513,6 +529,18 @@ impl TryFrom<RawFleet> for Fleet {
             }
             _ => {}
         }
+        let mqtt = match (raw.profile, &raw.mqtt) {
+            (crate::wire::ProfileName::Mqtt, spec) => {
+                let spec = spec.clone().unwrap_or_default();
+                let wire =
+                    crate::wire::mqtt::MqttWire::compile(&spec).map_err(|e| format!("fleet {name:?}: mqtt: {e}"))?;
+                Some(std::sync::Arc::new(wire))
+            }
+            (p, Some(_)) => {
+                return Err(format!("fleet {name:?}: a [fleets.mqtt] table is for profile = \"mqtt\", not \"{p}\""));
+            }
+            (_, None) => None,
+        };
         if raw.identities.is_some() && raw.device_name.is_some() {
             return Err(format!(
                 "fleet {name:?}: give device_name or identities, not both (the file names the devices)"
@@ -594,6 +622,7 @@ impl TryFrom<RawFleet> for Fleet {
             identities: raw.identities,
             custom: None,
             custom_spec: raw.custom,
+            mqtt,
         })
     }
 }
@@ -624,7 +653,14 @@ fn check_protocol(profile: crate::wire::ProfileName, target: crate::transport::P
         return Ok(());
     }
     let has: Vec<String> = profile.protocols().iter().map(ToString::to_string).collect();
-    Err(format!("the {profile} profile sends over {}, and the target speaks {target}", has.join(" or ")))
+    let hint = match has.first().map(String::as_str) {
+        Some("MQTT") => {
+            ": give it a broker (target.url = \"mqtt://HOST:PORT\"; the built-in backend has no MQTT \
+                         listener yet)"
+        }
+        _ => "",
+    };
+    Err(format!("the {profile} profile sends over {}, and the target speaks {target}{hint}", has.join(" or ")))
 }
 
 /// Reads a fleet's identities file for `profile`: its names by the
@@ -720,13 +756,20 @@ mod tests {
 
     #[test]
     fn every_profile_s_fleet_is_checked_against_its_target_s_protocol_and_each_has_http_s() {
+        use crate::wire::ProfileName;
         for url in ["builtin", "http://127.0.0.1:9", "https://127.0.0.1:9"] {
             let protocol = super::TargetUrl::parse(url).unwrap().protocol();
             assert_eq!(protocol, crate::transport::Protocol::Http, "{url}");
-            for p in crate::wire::ProfileName::ALL {
+            for p in ProfileName::ALL.into_iter().filter(|p| *p != ProfileName::Mqtt) {
                 assert_eq!(super::check_protocol(p, protocol), Ok(()), "{p} against {url}");
             }
+            let e = super::check_protocol(ProfileName::Mqtt, protocol).unwrap_err();
+            assert!(e.contains("sends over MQTT") && e.contains("mqtt://HOST:PORT"), "{e}");
         }
+        let mqtt = super::TargetUrl::parse("mqtt://127.0.0.1:9").unwrap().protocol();
+        assert_eq!(super::check_protocol(ProfileName::Mqtt, mqtt), Ok(()));
+        let e = super::check_protocol(ProfileName::Hono, mqtt).unwrap_err();
+        assert!(e.contains("the hono profile sends over HTTP, and the target speaks MQTT"), "{e}");
         // A scenario runs its fleets' check as it is read.
         let text =
             "[target]\nurl = \"http://127.0.0.1:9\"\n[[fleets]]\nname = \"f\"\ndevices = 1\nprofile = \"hono\"\n";

@@ -28,12 +28,12 @@ struct Scheme {
 const SCHEMES: [Scheme; 4] = [
     Scheme { name: "http", protocol: Some(Protocol::Http), tls: false, default_port: 80 },
     Scheme { name: "https", protocol: Some(Protocol::Http), tls: true, default_port: 443 },
-    Scheme { name: "mqtt", protocol: None, tls: false, default_port: 1883 },
+    Scheme { name: "mqtt", protocol: Some(Protocol::Mqtt), tls: false, default_port: 1883 },
     Scheme { name: "mqtts", protocol: None, tls: true, default_port: 8883 },
 ];
 
 /// What to write instead of a URL that is not a target's.
-const TARGET_FORMS: &str = "write \"builtin\", http://host:port or https://host:port";
+const TARGET_FORMS: &str = "write \"builtin\", http://host:port, https://host:port or mqtt://host:port";
 
 /// Where heartbeats go: the built-in backend, or a URL whose scheme says
 /// the protocol (`SCHEMES`).
@@ -43,6 +43,8 @@ pub enum TargetUrl {
     Builtin,
     /// An HTTP endpoint: `http://host:port`, or `https://host:port` (`tls`).
     Http { host: String, port: u16, tls: bool },
+    /// An MQTT broker: `mqtt://host:port`.
+    Mqtt { host: String, port: u16 },
 }
 
 impl TargetUrl {
@@ -66,11 +68,7 @@ impl TargetUrl {
             .and_then(|name| SCHEMES.iter().find(|s| s.name.eq_ignore_ascii_case(name)))
             .ok_or_else(|| format!("{text:?}: {TARGET_FORMS}"))?;
         let Some(protocol) = scheme.protocol else {
-            return Err(format!(
-                "{text:?}: {}:// targets come with MQTT fleets, which this version of fleetstorm does not have yet; \
-                 {TARGET_FORMS}",
-                scheme.name
-            ));
+            return Err(format!("{text:?}: {}:// (MQTT over TLS) is not spoken yet; {TARGET_FORMS}", scheme.name));
         };
         let tls = scheme.tls;
         let path = (!matches!(uri.path(), "" | "/") || uri.query().is_some())
@@ -94,6 +92,10 @@ impl TargetUrl {
         };
         match protocol {
             Protocol::Http => Ok((TargetUrl::Http { host, port, tls }, path)),
+            Protocol::Mqtt if path.is_some() => {
+                Err(format!("{text:?}: an MQTT target has no path (each fleet's [fleets.mqtt] topic says where)"))
+            }
+            Protocol::Mqtt => Ok((TargetUrl::Mqtt { host, port }, None)),
         }
     }
 
@@ -102,6 +104,7 @@ impl TargetUrl {
     pub fn protocol(&self) -> Protocol {
         match self {
             TargetUrl::Builtin | TargetUrl::Http { .. } => Protocol::Http,
+            TargetUrl::Mqtt { .. } => Protocol::Mqtt,
         }
     }
 
@@ -110,7 +113,7 @@ impl TargetUrl {
     pub fn is_local(&self) -> bool {
         match self {
             TargetUrl::Builtin => true,
-            TargetUrl::Http { host, .. } => {
+            TargetUrl::Http { host, .. } | TargetUrl::Mqtt { host, .. } => {
                 host.eq_ignore_ascii_case("localhost")
                     || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
             }
@@ -130,6 +133,8 @@ impl fmt::Display for TargetUrl {
                     write!(f, "{scheme}://{host}:{port}")
                 }
             }
+            TargetUrl::Mqtt { host, port } if host.contains(':') => write!(f, "mqtt://[{host}]:{port}"),
+            TargetUrl::Mqtt { host, port } => write!(f, "mqtt://{host}:{port}"),
         }
     }
 }
@@ -188,6 +193,8 @@ pub struct Target {
     pub sigv4: Option<SigV4Settings>,
     /// Local addresses connections leave from, in turn (empty: the system's choice).
     pub source_addresses: Vec<std::net::IpAddr>,
+    /// How an MQTT target's sessions are opened and kept (`[target.mqtt]`).
+    pub mqtt: crate::transport::mqtt::MqttSettings,
 }
 
 impl Target {
@@ -195,7 +202,7 @@ impl Target {
     /// resource): the URL's, or the built-in backend's.
     pub fn credential_host(&self) -> &str {
         match &self.url {
-            TargetUrl::Http { host, .. } => host,
+            TargetUrl::Http { host, .. } | TargetUrl::Mqtt { host, .. } => host,
             TargetUrl::Builtin => "127.0.0.1",
         }
     }
@@ -213,6 +220,7 @@ impl Default for Target {
             tls: TlsSettings::default(),
             sigv4: None,
             source_addresses: Vec::new(),
+            mqtt: crate::transport::mqtt::MqttSettings::default(),
         }
     }
 }
@@ -230,6 +238,7 @@ struct RawTarget {
     tls: Option<TlsSettings>,
     sigv4: Option<SigV4Settings>,
     source_addresses: Option<SourceAddresses>,
+    mqtt: Option<crate::transport::mqtt::MqttSettings>,
 }
 
 /// `target.url` as written: the URL, and the path it carries if any
@@ -252,6 +261,7 @@ impl<'de> Deserialize<'de> for Target {
             Some(UrlWithPath(url, path)) => (Some(url), path),
             None => (None, None),
         };
+        let path_given = raw.path.is_some();
         let path = match (url_path, raw.path) {
             (Some(in_url), Some(given)) if in_url != given => {
                 return Err(de::Error::custom(format!(
@@ -287,16 +297,40 @@ impl<'de> Deserialize<'de> for Target {
         if let Some(s) = &raw.sigv4 {
             s.check().map_err(de::Error::custom)?;
         }
+        let connections = raw.connections.unwrap_or(defaults.connections);
+        if let TargetUrl::Mqtt { .. } = url {
+            // What an MQTT target's sessions do not have.
+            let http_only = [
+                ("path", path_given),
+                ("headers", !headers.is_empty()),
+                ("http", raw.http.is_some()),
+                ("sigv4", raw.sigv4.is_some()),
+            ];
+            if let Some((key, _)) = http_only.iter().find(|(_, given)| *given) {
+                return Err(de::Error::custom(format!(
+                    "{key} is HTTP's; an MQTT target's sessions have none (its settings are in [target.mqtt])"
+                )));
+            }
+            if connections != ConnectionMode::PerDevice {
+                return Err(de::Error::custom(format!(
+                    "connections = \"{connections}\": an MQTT session is its device's own (client id and login), so \
+                     MQTT connections are per device: leave connections out"
+                )));
+            }
+        } else if raw.mqtt.is_some() {
+            return Err(de::Error::custom("[target.mqtt] is for an mqtt:// url"));
+        }
         Ok(Target {
             url,
             path,
             timeout,
-            connections: raw.connections.unwrap_or(defaults.connections),
+            connections,
             headers,
             http: raw.http.unwrap_or_default(),
             tls,
             sigv4: raw.sigv4,
             source_addresses: raw.source_addresses.map_or_else(Vec::new, |s| s.0),
+            mqtt: raw.mqtt.unwrap_or_default(),
         })
     }
 }
@@ -324,11 +358,15 @@ mod tests {
         assert_eq!(TargetUrl::parse("https://x").unwrap(), TargetUrl::Http { host: "x".into(), port: 443, tls: true });
         assert!(TargetUrl::parse("ftp://x").unwrap_err().contains("https://host:port"));
         assert_eq!(TargetUrl::parse("HTTP://x").unwrap(), TargetUrl::Http { host: "x".into(), port: 80, tls: false });
-        // MQTT's schemes are known, and refused with why.
-        for mqtt in ["mqtt://127.0.0.1:1883", "mqtts://broker"] {
-            let e = TargetUrl::parse(mqtt).unwrap_err();
-            assert!(e.contains("come with MQTT fleets") && e.contains("https://host:port"), "{e}");
-        }
+        // MQTT's schemes: mqtt:// is a broker; mqtts:// is refused with why.
+        assert_eq!(
+            TargetUrl::parse("mqtt://127.0.0.1").unwrap(),
+            TargetUrl::Mqtt { host: "127.0.0.1".into(), port: 1883 }
+        );
+        assert_eq!(TargetUrl::parse("mqtt://[::1]:1884").unwrap().to_string(), "mqtt://[::1]:1884");
+        assert!(TargetUrl::parse("mqtt://b:1883/x").unwrap_err().contains("no path"));
+        let e = TargetUrl::parse("mqtts://broker").unwrap_err();
+        assert!(e.contains("not spoken yet") && e.contains("mqtt://host:port"), "{e}");
         assert!(TargetUrl::parse("http://x/SendHeartbeat").unwrap_err().contains("target.path"));
         // A port out of range is refused, never read as the scheme's default.
         for bad in ["http://127.0.0.1:99999", "http://127.0.0.1:65536", "http://127.0.0.1:0", "https://[::1]:70000"] {

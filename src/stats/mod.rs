@@ -12,7 +12,7 @@
 pub mod outcome;
 pub mod timeline;
 
-pub use outcome::{ClassCounts, Code, Failure, Outcome, OutcomeClass, PerClass, http_class};
+pub use outcome::{ClassCounts, Code, Failure, Outcome, OutcomeClass, PerClass, http_class, mqtt_class};
 
 use std::collections::BTreeMap;
 
@@ -248,11 +248,15 @@ impl Recorder {
     #[inline]
     pub fn completed(&mut self, outcome: Outcome, latency_us: u64, service_us: u64) {
         self.counters.classes[outcome.class()] += 1;
-        if let Some(Code::Http(s)) = outcome.code() {
-            match self.status_array.get_mut(usize::from(s)) {
+        match outcome.code() {
+            // HTTP's statuses in an array (the hot path), moved to the map
+            // when handed over.
+            Some(Code::Http(s)) => match self.status_array.get_mut(usize::from(s)) {
                 Some(slot) => *slot += 1,
                 None => *self.counters.codes.entry(Code::Http(s)).or_default() += 1,
-            }
+            },
+            Some(code) => *self.counters.codes.entry(code).or_default() += 1,
+            None => {}
         }
         record(&mut self.latency, latency_us);
         record(&mut self.service_time, service_us);
@@ -435,15 +439,20 @@ mod tests {
         b.scheduled();
         b.sent(20, 5);
         b.completed(Outcome::Status(503), 2000, 1900);
+        // Another protocol's answer: its code counted as it is.
+        b.scheduled();
+        b.sent(20, 5);
+        b.completed(Outcome::Answered { class: OutcomeClass::Auth, code: Some(Code::Mqtt(5)) }, 900, 800);
         let mut total = Recorder::default();
         total.add(&a.take());
         total.add(&b.take());
         let c = &total.counters;
-        assert_eq!((c.scheduled, c.sent, c.missed, c.ok(), c.failed()), (102, 101, 1, 100, 1));
+        assert_eq!((c.scheduled, c.sent, c.missed, c.ok(), c.failed()), (103, 102, 1, 100, 2));
         assert_eq!(c.scheduled, c.sent + c.missed);
-        assert_eq!(c.codes, BTreeMap::from([(Code::Http(200), 100), (Code::Http(503), 1)]));
+        assert_eq!(c.codes, BTreeMap::from([(Code::Http(200), 100), (Code::Http(503), 1), (Code::Mqtt(5), 1)]));
         assert_eq!((c.classes[OutcomeClass::Ok], c.classes[OutcomeClass::ServerError]), (100, 1));
-        assert_eq!(total.latency.len(), 102);
+        assert_eq!(c.classes[OutcomeClass::Auth], 1);
+        assert_eq!(total.latency.len(), 103);
         assert!(total.latency.max() >= 4_990_000);
         assert_eq!(a.counters, Counters::default(), "take leaves an empty recorder");
     }

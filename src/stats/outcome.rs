@@ -190,6 +190,36 @@ pub const fn http_class(status: u16) -> OutcomeClass {
     }
 }
 
+/// The class of an MQTT answer with `code`: a 3.1.1 CONNACK return code
+/// (1 to 5) or an MQTT 5 reason code (below 0x80 a success, from 0x80 a
+/// failure), by the codes' meaning in the MQTT 3.1.1 (3.2.2.3) and 5.0
+/// (2.4, Reason Code) specifications.
+pub const fn mqtt_class(code: u8) -> OutcomeClass {
+    match code {
+        0 => OutcomeClass::Ok,
+        // 3.1.1: unacceptable protocol version, identifier rejected.
+        1 | 2 => OutcomeClass::Rejected,
+        // 3.1.1: server unavailable.
+        3 => OutcomeClass::ServerError,
+        // 3.1.1: bad user name or password, not authorized.
+        4 | 5 => OutcomeClass::Auth,
+        // MQTT 5 successes (0x10 no matching subscribers, ...).
+        6..=0x7f => OutcomeClass::Ok,
+        // Bad user name or password, not authorized, bad authentication method.
+        0x86 | 0x87 | 0x8c => OutcomeClass::Auth,
+        // Server busy, quota exceeded, connection rate exceeded.
+        0x89 | 0x97 | 0x9f => OutcomeClass::Throttled,
+        // Unspecified error, server unavailable, server shutting down.
+        0x80 | 0x88 | 0x8b => OutcomeClass::ServerError,
+        // Malformed packet, protocol error, implementation specific,
+        // unsupported protocol version, client identifier not valid, topic
+        // name invalid, packet identifier in use, packet too large, payload
+        // format invalid.
+        0x81..=0x85 | 0x90 | 0x91 | 0x95 | 0x99 => OutcomeClass::Rejected,
+        _ => OutcomeClass::OtherStatus,
+    }
+}
+
 impl Failure {
     pub const fn class(self) -> OutcomeClass {
         match self {
@@ -236,16 +266,20 @@ impl Outcome {
 pub enum Code {
     /// An HTTP status.
     Http(u16),
+    /// An MQTT return or reason code: a 3.1.1 CONNACK's return code (1 to
+    /// 5), or an MQTT 5 reason code (CONNACK, PUBACK, DISCONNECT).
+    Mqtt(u8),
 }
 
 impl Code {
     /// The protocols that have codes, as reports name them.
-    pub const PROTOCOLS: [&'static str; 1] = ["http"];
+    pub const PROTOCOLS: [&'static str; 2] = ["http", "mqtt"];
 
     /// The protocol's name, as reports key the codes by.
     pub const fn protocol(self) -> &'static str {
         match self {
             Code::Http(_) => "http",
+            Code::Mqtt(_) => "mqtt",
         }
     }
 
@@ -253,6 +287,7 @@ impl Code {
     pub const fn value(self) -> u16 {
         match self {
             Code::Http(status) => status,
+            Code::Mqtt(code) => code as u16,
         }
     }
 
@@ -261,6 +296,9 @@ impl Code {
     pub fn parse(protocol: &str, value: &str) -> Option<Code> {
         match protocol {
             "http" if value.len() == 3 => value.parse().ok().filter(|s| (100..=999).contains(s)).map(Code::Http),
+            "mqtt" if !value.is_empty() && value.len() <= 3 && !value.starts_with('+') => {
+                value.parse().ok().map(Code::Mqtt)
+            }
             _ => None,
         }
     }
@@ -393,7 +431,7 @@ mod tests {
         assert_eq!((Code::Http(503).protocol(), Code::Http(503).value()), ("http", 503));
         assert_eq!(Code::Http(503).to_string(), "http 503");
         assert_eq!(Code::parse("http", "503"), Some(Code::Http(503)));
-        for (protocol, value) in [("http", "99"), ("http", "5030"), ("http", "abc"), ("mqtt", "135")] {
+        for (protocol, value) in [("http", "99"), ("http", "5030"), ("http", "abc"), ("coap", "404")] {
             assert_eq!(Code::parse(protocol, value), None, "{protocol} {value}");
         }
     }
@@ -410,5 +448,36 @@ mod tests {
         assert_eq!((a.ok(), a.failed(), a.total()), (6, 3, 9));
         let failed: Vec<(OutcomeClass, u64)> = a.failed_iter().filter(|(_, n)| **n > 0).map(|(c, n)| (c, *n)).collect();
         assert_eq!(failed, [(OutcomeClass::Throttled, 2), (OutcomeClass::Io, 1)]);
+    }
+
+    #[test]
+    fn mqtt_codes_have_their_specifications_classes() {
+        use OutcomeClass::*;
+        for (code, class) in [
+            (0, Ok),
+            (0x10, Ok),
+            (1, Rejected),
+            (2, Rejected),
+            (3, ServerError),
+            (4, Auth),
+            (5, Auth),
+            (0x80, ServerError),
+            (0x86, Auth),
+            (0x87, Auth),
+            (0x89, Throttled),
+            (0x97, Throttled),
+            (0x9f, Throttled),
+            (0x88, ServerError),
+            (0x90, Rejected),
+            (0x99, Rejected),
+            (0xa2, OtherStatus),
+        ] {
+            assert_eq!(mqtt_class(code), class, "code {code:#x}");
+        }
+        assert_eq!(Code::parse("mqtt", "135"), Some(Code::Mqtt(0x87)));
+        for bad in ["", "256", "+1", "1000", "x"] {
+            assert_eq!(Code::parse("mqtt", bad), None, "{bad:?}");
+        }
+        assert_eq!(Code::Mqtt(0x87).to_string(), "mqtt 135");
     }
 }

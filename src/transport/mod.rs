@@ -18,6 +18,7 @@
 
 mod arrival;
 pub mod http;
+pub mod mqtt;
 pub mod ports;
 pub mod route;
 pub mod session;
@@ -34,7 +35,7 @@ use bytes::Bytes;
 
 use crate::stats::{Failure, Outcome};
 pub use http::{Endpoint, EndpointError, EndpointOptions, Http, HttpConn, Signer};
-pub use route::{HttpRoute, Protocol, Route};
+pub use route::{HttpRoute, MqttRoute, Protocol, Qos, Route};
 pub use session::{Identity, Idle};
 pub use tls::TlsClient;
 
@@ -97,15 +98,16 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Opens a connection for `identity`'s device, with what opening it
     /// took, to be counted as an exchange's would be; or why it could not
-    /// be had. A session transport's devices each open theirs with their
+    /// be had: a failure without an answer, or the far end's refusal in
+    /// its class with its code (an MQTT CONNACK's bad credentials). A session transport's devices each open theirs with their
     /// own identity; a pool made ready before a synchronized start opens
     /// connections that are no device's (`Identity::default()`), which an
     /// HTTP connection never asks about.
     fn connect(
         &self,
         _identity: Identity,
-    ) -> impl Future<Output = Result<(Self::Conn, Connected), Failure>> + Send + 'static {
-        std::future::ready(Err(Failure::Connect))
+    ) -> impl Future<Output = Result<(Self::Conn, Connected), Outcome>> + Send + 'static {
+        std::future::ready(Err(Outcome::Failed(Failure::Connect)))
     }
 
     /// Whether a connection is one device's session, opened with its
@@ -177,12 +179,12 @@ pub struct Connected {
 impl<C> Exchange<C> {
     /// An exchange that ended without a usable answer.
     pub fn failed(failure: Failure) -> Self {
-        Exchange {
-            outcome: Outcome::Failed(failure),
-            conn: None,
-            retry_after: None,
-            connected: None,
-            answered_at: None,
-        }
+        Exchange::ended(Outcome::Failed(failure))
+    }
+
+    /// An exchange that ended with `outcome` and no connection to go on
+    /// with (a session refused at its opening).
+    pub fn ended(outcome: Outcome) -> Self {
+        Exchange { outcome, conn: None, retry_after: None, connected: None, answered_at: None }
     }
 }

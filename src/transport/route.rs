@@ -18,12 +18,15 @@ use http::HeaderValue;
 pub enum Protocol {
     /// HTTP/1.1 or HTTP/2, over TCP or TLS (`http://`, `https://`, `builtin`).
     Http,
+    /// MQTT, each device its own session (`mqtt://`).
+    Mqtt,
 }
 
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Protocol::Http => "HTTP",
+            Protocol::Mqtt => "MQTT",
         })
     }
 }
@@ -38,6 +41,8 @@ pub enum Route {
     /// An HTTP request of its own. Boxed: most heartbeats have none, and
     /// every exchange future carries a route (a `Route` is one pointer).
     Http(Box<HttpRoute>),
+    /// An MQTT message's topic, QoS and retain flag.
+    Mqtt(Box<MqttRoute>),
 }
 
 impl Route {
@@ -47,6 +52,7 @@ impl Route {
         match self {
             Route::Endpoint => None,
             Route::Http(_) => Some(Protocol::Http),
+            Route::Mqtt(_) => Some(Protocol::Mqtt),
         }
     }
 
@@ -54,7 +60,7 @@ impl Route {
     pub fn http(&self) -> Option<&HttpRoute> {
         match self {
             Route::Http(r) => Some(r),
-            Route::Endpoint => None,
+            Route::Endpoint | Route::Mqtt(_) => None,
         }
     }
 }
@@ -70,6 +76,39 @@ pub struct HttpRoute {
     pub headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
+/// MQTT's delivery guarantee for a message: at most once (no
+/// acknowledgement) or at least once (a PUBACK). Exactly once (QoS 2) is
+/// not sent: AWS IoT and Azure IoT Hub refuse it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Qos {
+    AtMostOnce,
+    #[default]
+    AtLeastOnce,
+}
+
+impl Qos {
+    pub fn level(self) -> u8 {
+        match self {
+            Qos::AtMostOnce => 0,
+            Qos::AtLeastOnce => 1,
+        }
+    }
+}
+
+/// Where an MQTT message goes: its topic, QoS and retain flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttRoute {
+    pub topic: String,
+    pub qos: Qos,
+    pub retain: bool,
+}
+
+impl From<MqttRoute> for Route {
+    fn from(route: MqttRoute) -> Route {
+        Route::Mqtt(Box::new(route))
+    }
+}
+
 impl From<HttpRoute> for Route {
     fn from(route: HttpRoute) -> Route {
         Route::Http(Box::new(route))
@@ -81,8 +120,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_route_is_one_pointer_as_the_optional_box_it_replaced() {
-        assert_eq!(std::mem::size_of::<Route>(), std::mem::size_of::<Option<Box<HttpRoute>>>());
+    fn a_route_is_a_pointer_and_its_protocol() {
+        // Each protocol's own route is boxed: every exchange future carries one.
+        assert_eq!(std::mem::size_of::<Route>(), 2 * std::mem::size_of::<usize>());
         assert_eq!(Route::Endpoint.protocol(), None);
         let r: Route = HttpRoute { method: http::Method::PUT, target: "/x".parse().unwrap(), headers: vec![] }.into();
         assert_eq!(r.protocol(), Some(Protocol::Http));

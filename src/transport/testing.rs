@@ -116,6 +116,9 @@ pub struct Fake {
     /// Sessions shaped like MQTT's (module docs); `None`: connections
     /// are anyone's, opened by the exchange that needs one, as HTTP's.
     pub session: Option<SessionScript>,
+    /// Every session's opening is refused with this (after its delay), as
+    /// a broker refuses a CONNECT; `None`: sessions open.
+    pub refuse: Option<Outcome>,
     /// What it noted, shared by its clones (read with the methods below).
     pub(crate) notes: Arc<Notes>,
 }
@@ -143,6 +146,7 @@ impl Fake {
             answer,
             arrived_early: None,
             session: None,
+            refuse: None,
             notes: Arc::default(),
         }
     }
@@ -266,8 +270,9 @@ impl Transport for Fake {
         }
     }
 
-    fn connect(&self, identity: Identity) -> impl Future<Output = Result<(u32, Connected), Failure>> + Send + 'static {
+    fn connect(&self, identity: Identity) -> impl Future<Output = Result<(u32, Connected), Outcome>> + Send + 'static {
         let (cost, delay, script, notes) = (self.connect_cost, self.connect_delay, self.session, self.notes.clone());
+        let refuse = self.refuse;
         notes.identities.lock().unwrap().push(identity.clone());
         async move {
             if !cost.is_zero() {
@@ -275,6 +280,9 @@ impl Transport for Fake {
             }
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
+            }
+            if let Some(refused) = refuse {
+                return Err(refused);
             }
             notes.opened.fetch_add(1, Ordering::SeqCst);
             let id = notes.next_conn.fetch_add(1, Ordering::SeqCst);

@@ -72,9 +72,11 @@ impl Known {
         let key = match profile {
             ProfileName::Thingsboard => columns[0],
             ProfileName::Hono => columns[1],
-            ProfileName::AzureIotHub | ProfileName::AwsIotShadow | ProfileName::SagemakerEdge | ProfileName::Custom => {
-                0
-            }
+            ProfileName::AzureIotHub
+            | ProfileName::AwsIotShadow
+            | ProfileName::SagemakerEdge
+            | ProfileName::Custom
+            | ProfileName::Mqtt => 0,
         };
         let mut order: Vec<u32> = (0..ids.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| ids.get(a as usize, key).cmp(ids.get(b as usize, key)));

@@ -38,6 +38,7 @@ pub mod azure;
 pub mod custom;
 pub mod hono;
 mod known;
+pub mod mqtt;
 mod parts;
 mod profile;
 pub mod serve;
@@ -63,7 +64,7 @@ impl ProfileName {
     /// beside `name`.
     pub fn columns(self) -> &'static [&'static str] {
         match self {
-            ProfileName::SagemakerEdge | ProfileName::AwsIotShadow | ProfileName::Custom => &[],
+            ProfileName::SagemakerEdge | ProfileName::AwsIotShadow | ProfileName::Custom | ProfileName::Mqtt => &[],
             ProfileName::Thingsboard => &[thingsboard::TOKEN],
             ProfileName::Hono => &[hono::TENANT, hono::AUTH_ID, hono::PASSWORD],
             ProfileName::AzureIotHub => &[azure::KEY],
@@ -87,7 +88,9 @@ impl ProfileName {
             }
             ProfileName::AzureIotHub => azure::check_device_id(name),
             ProfileName::AwsIotShadow => aws_shadow::check_thing_name(name),
-            ProfileName::Thingsboard | ProfileName::Hono | ProfileName::Custom => check_plain_name(name),
+            ProfileName::Thingsboard | ProfileName::Hono | ProfileName::Custom | ProfileName::Mqtt => {
+                check_plain_name(name)
+            }
         }
     }
 }
@@ -103,6 +106,7 @@ pub enum FleetWire {
     AzureIotHub(azure::HubCredentials),
     AwsIotShadow,
     Custom(Arc<custom::CustomWire>),
+    Mqtt(Arc<mqtt::MqttWire>),
 }
 
 impl FleetWire {
@@ -128,6 +132,7 @@ impl FleetWire {
             ProfileName::AwsIotShadow => FleetWire::AwsIotShadow,
             // Without templates a custom fleet could send nothing valid.
             ProfileName::Custom => FleetWire::SagemakerEdge,
+            ProfileName::Mqtt => FleetWire::Mqtt(Arc::default()),
         }
     }
 
@@ -139,6 +144,7 @@ impl FleetWire {
             FleetWire::AzureIotHub(_) => ProfileName::AzureIotHub,
             FleetWire::AwsIotShadow => ProfileName::AwsIotShadow,
             FleetWire::Custom(_) => ProfileName::Custom,
+            FleetWire::Mqtt(_) => ProfileName::Mqtt,
         }
     }
 
@@ -166,6 +172,10 @@ impl FleetWire {
             FleetWire::AzureIotHub(hub) => hub.request(generator, device, now_ms, body),
             FleetWire::AwsIotShadow => aws_shadow::request(generator, device, now_ms, body),
             FleetWire::Custom(c) => c.request(generator, device, now_ms, body),
+            FleetWire::Mqtt(m) => {
+                let route = m.message(generator, device, now_ms, scratch, body);
+                return Outgoing { body: Bytes::copy_from_slice(body), route: route.into() };
+            }
         };
         Outgoing { body: Bytes::copy_from_slice(body), route: Route::Http(Box::new(route)) }
     }
@@ -190,6 +200,15 @@ impl FleetWire {
             FleetWire::AzureIotHub(hub) => {
                 let (user, token) = hub.login(&device, index, crate::units::now_ms());
                 (Some(user), Some(token))
+            }
+            FleetWire::Mqtt(_) => {
+                // The login, when the fleet's identities file has one.
+                let column = |name: &str| {
+                    let ids = generator.names.identities()?;
+                    let at = ids.column(name)?;
+                    Some(ids.get(index as usize, at).to_string())
+                };
+                (column(mqtt::USERNAME), column(mqtt::PASSWORD))
             }
             FleetWire::SagemakerEdge | FleetWire::AwsIotShadow | FleetWire::Custom(_) => (None, None),
         };
@@ -284,9 +303,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn every_profile_has_http_routes() {
+    fn every_profile_has_http_routes_but_mqtt_s() {
         for p in ProfileName::ALL {
-            assert_eq!(p.protocols(), [Protocol::Http], "{p}");
+            let expected = if p == ProfileName::Mqtt { Protocol::Mqtt } else { Protocol::Http };
+            assert_eq!(p.protocols(), [expected], "{p}");
         }
     }
 

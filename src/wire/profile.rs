@@ -26,21 +26,24 @@ pub enum ProfileName {
     AwsIotShadow,
     /// The fleet's own templates (`[fleets.custom]`).
     Custom,
+    /// Generic MQTT: the heartbeat published to the device's own topic
+    /// (`[fleets.mqtt]`).
+    Mqtt,
 }
 
 impl ProfileName {
-    pub const ALL: [ProfileName; 6] = [
+    pub const ALL: [ProfileName; 7] = [
         ProfileName::SagemakerEdge,
         ProfileName::Thingsboard,
         ProfileName::Hono,
         ProfileName::AzureIotHub,
         ProfileName::AwsIotShadow,
         ProfileName::Custom,
+        ProfileName::Mqtt,
     ];
 
     /// The protocols this profile has routes for: a fleet of it can be
-    /// run against a target of one of them. Every profile is HTTP's today;
-    /// an MQTT profile (or an HTTP one given MQTT topics) adds its own.
+    /// run against a target of one of them.
     pub fn protocols(self) -> &'static [Protocol] {
         match self {
             ProfileName::SagemakerEdge
@@ -49,6 +52,7 @@ impl ProfileName {
             | ProfileName::AzureIotHub
             | ProfileName::AwsIotShadow
             | ProfileName::Custom => &[Protocol::Http],
+            ProfileName::Mqtt => &[Protocol::Mqtt],
         }
     }
 }
@@ -81,6 +85,7 @@ impl fmt::Display for ProfileName {
             ProfileName::AzureIotHub => "azure-iot-hub",
             ProfileName::AwsIotShadow => "aws-iot-shadow",
             ProfileName::Custom => "custom",
+            ProfileName::Mqtt => "mqtt",
         })
     }
 }

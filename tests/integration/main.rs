@@ -12,6 +12,7 @@ mod validator_table; // the validator against a table of invalid bodies
 // Runs end to end.
 mod dynamics; // retries, outages, surges and rollouts against serve
 mod fault_matrix; // a target that misbehaves in every way a backend can
+mod mqtt; // MQTT fleets against mosquitto and its own subscriber
 mod run; // `fleetstorm run` on loopback against the in-process backend
 mod run_says; // what a run says is what happened (first errors, early stops)
 mod shards; // sharded runs add up to the single run

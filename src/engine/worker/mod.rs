@@ -711,7 +711,7 @@ impl<T: Transport> Worker<T> {
                     Ok((conn, connected)) => {
                         Exchange { connected: Some(connected), ..transport.exchange(Some(conn), outgoing).await }
                     }
-                    Err(failure) => Exchange::failed(failure),
+                    Err(refused) => Exchange::ended(refused),
                 }
             };
             self.track(due, exchange, reached, now, fresh, light);

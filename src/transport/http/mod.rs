@@ -338,12 +338,14 @@ impl Transport for Http {
     fn connect(
         &self,
         _identity: Identity,
-    ) -> impl Future<Output = Result<(HttpConn, Connected), Failure>> + Send + 'static {
+    ) -> impl Future<Output = Result<(HttpConn, Connected), Outcome>> + Send + 'static {
         let endpoint = self.endpoint.clone();
         async move {
-            let opened = tokio::time::timeout(endpoint.timeout, connect(&endpoint)).await;
-            let (sender, handshake) = opened.map_err(|_elapsed| Failure::Timeout)??;
-            Ok((sender, Connected { tls_handshake: handshake }))
+            match tokio::time::timeout(endpoint.timeout, connect(&endpoint)).await {
+                Ok(Ok((sender, handshake))) => Ok((sender, Connected { tls_handshake: handshake })),
+                Ok(Err(failure)) => Err(Outcome::Failed(failure)),
+                Err(_elapsed) => Err(Outcome::Failed(Failure::Timeout)),
+            }
         }
     }
 }
@@ -408,7 +410,8 @@ async fn hyper_exchange(endpoint: &Endpoint, mut sender: HyperConn, outgoing: &O
         HyperConn::H1(s) => {
             s.ready().await.map_err(|e| classify(endpoint, &e))?;
             *req.uri_mut() = match route {
-                Route::Endpoint => endpoint.path.clone(),
+                // (`request` refused an MQTT route.)
+                Route::Endpoint | Route::Mqtt(_) => endpoint.path.clone(),
                 Route::Http(a) => Uri::from(a.target.clone()),
             };
             s.send_request(req).await
@@ -459,6 +462,12 @@ fn request<B>(endpoint: &Endpoint, payload: B, body: &[u8], route: &Route) -> Re
             for (name, value) in &a.headers {
                 req.headers_mut().insert(name.clone(), value.clone());
             }
+        }
+        // The scenario gives an MQTT profile's fleets an MQTT target.
+        Route::Mqtt(r) => {
+            return Err(
+                endpoint.note(Failure::Protocol, || format!("an MQTT message (topic {}) cannot go over HTTP", r.topic))
+            );
         }
     }
     if let Some(signer) = &endpoint.signer {

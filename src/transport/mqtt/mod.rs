@@ -1,0 +1,460 @@
+//! MQTT behind the [`Transport`] seam: each device's own session with a
+//! broker (MQTT 3.1.1 over TCP), opened with the device's [`Identity`]
+//! (its name as the client id, its user name and password), one PUBLISH
+//! per heartbeat, timed to its PUBACK (QoS 1) or to its write (QoS 0), and
+//! between heartbeats the session's own work: a PINGREQ when it has been
+//! quiet for its keep-alive, and whatever the broker sends unasked.
+//!
+//! # The codec
+//!
+//! Packets are read and written by rumqttc's public `mqttbytes` modules
+//! (`Packet::read`/`write` on a `BytesMut`, no I/O of their own), driven
+//! by fleetstorm's own worker: a session is a socket and two small buffers,
+//! polled where the worker polls its exchanges. rumqttc's own client was
+//! not used: its `EventLoop` gives each client a task, a channel, framed
+//! buffers and an event queue (tens of KiB a connection, for fleets of a
+//! hundred thousand sessions) and has no place for a heartbeat's intended
+//! time. The packet modules are the most used MQTT codec in Rust and are
+//! tested against brokers by their own project.
+//!
+//! # Outcomes
+//!
+//! A PUBACK is [`Outcome::Answered`] `ok` (a 3.1.1 PUBACK carries no
+//! code); a CONNACK that refuses the session is the heartbeat's outcome,
+//! in the class of its return code ([`mqtt_class`]) with the code
+//! (`codes.mqtt`). A PUBACK that has not come by the target's timeout is a
+//! timeout; the session stays open, and a PUBACK that comes later is read
+//! as an inbound message.
+
+pub mod settings;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Login, Packet, PubAck, Publish};
+use rumqttc::mqttbytes::{Error as CodecError, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::route::{Qos, Route};
+use super::{Connected, Exchange, Identity, Idle, Outgoing, Transport, ports};
+use crate::stats::{Code, Failure, Outcome, OutcomeClass, mqtt_class};
+pub use settings::{MqttSettings, MqttVersion};
+
+/// The largest packet a session reads: a device backend's packets to a
+/// device are small; a larger one is a protocol failure.
+const MAX_PACKET: usize = 1 << 20;
+
+/// Where and how sessions are opened: resolved once when a run starts.
+#[derive(Debug)]
+pub struct MqttEndpoint {
+    pub addr: SocketAddr,
+    /// A heartbeat (and a session's opening) must finish within this.
+    pub timeout: Duration,
+    pub settings: MqttSettings,
+    /// The local addresses and ports new sessions leave from.
+    pub ports: ports::LocalPorts,
+}
+
+impl MqttEndpoint {
+    pub fn new(addr: SocketAddr, timeout: Duration, settings: MqttSettings, sources: &[IpAddr]) -> MqttEndpoint {
+        let ports = ports::LocalPorts::new(sources, addr, ports::PortRange::of_this_machine());
+        MqttEndpoint { addr, timeout, settings, ports }
+    }
+}
+
+/// The MQTT transport (module docs).
+#[derive(Debug, Clone)]
+pub struct Mqtt {
+    endpoint: Arc<MqttEndpoint>,
+}
+
+impl Mqtt {
+    pub fn new(endpoint: MqttEndpoint) -> Mqtt {
+        Mqtt { endpoint: Arc::new(endpoint) }
+    }
+}
+
+/// One device's session: its socket, what has been read of the next
+/// packet, and the packet identifiers it hands out.
+pub struct MqttConn {
+    stream: TcpStream,
+    read: BytesMut,
+    next_pkid: u16,
+    /// When a packet last went out (a keep-alive is due a keep-alive
+    /// interval after it).
+    last_sent: Instant,
+}
+
+/// What a session read: a packet, or why there is none.
+enum Read {
+    Packet(Packet),
+    /// The broker closed the connection (end of stream, DISCONNECT).
+    Closed,
+    Failed(Failure),
+}
+
+impl MqttConn {
+    /// The next packet identifier: 1 to 65,535, in turn (0 is not one).
+    fn pkid(&mut self) -> u16 {
+        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+        self.next_pkid
+    }
+
+    async fn send(&mut self, packet: &Packet) -> Result<(), Failure> {
+        let mut out = BytesMut::with_capacity(packet.size());
+        packet.write(&mut out, MAX_PACKET).map_err(|_| Failure::Protocol)?;
+        self.stream.write_all(&out).await.map_err(|_| Failure::Io)?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    /// The next whole packet the broker sent (cancel-safe: what was read
+    /// stays in the buffer).
+    async fn next(&mut self) -> Read {
+        loop {
+            match Packet::read(&mut self.read, MAX_PACKET) {
+                Ok(Packet::Disconnect) => return Read::Closed,
+                Ok(packet) => return Read::Packet(packet),
+                Err(CodecError::InsufficientBytes(_)) => {}
+                Err(_) => return Read::Failed(Failure::Protocol),
+            }
+            match self.stream.read_buf(&mut self.read).await {
+                Ok(0) => return Read::Closed,
+                Ok(_) => {}
+                Err(_) => return Read::Failed(Failure::Io),
+            }
+        }
+    }
+
+    /// Answers what the broker sent unasked, where MQTT asks for an answer
+    /// (a QoS 1 PUBLISH is acknowledged).
+    async fn answer(&mut self, packet: &Packet) -> Result<(), Failure> {
+        match packet {
+            Packet::Publish(p) if p.qos == QoS::AtLeastOnce => self.send(&Packet::PubAck(PubAck::new(p.pkid))).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The outcome of a CONNACK that refused a session.
+fn refused(code: ConnectReturnCode) -> Outcome {
+    let code = code as u8;
+    Outcome::Answered { class: mqtt_class(code), code: Some(Code::Mqtt(code)) }
+}
+
+/// Opens `identity`'s session: TCP (no Nagle: QoS 1 latencies would come
+/// in 40 ms steps), CONNECT, CONNACK.
+async fn open(endpoint: &MqttEndpoint, identity: Identity) -> Result<MqttConn, Outcome> {
+    let stream = endpoint.ports.connect(endpoint.addr).await.map_err(|_| Outcome::Failed(Failure::Connect))?;
+    let _ = stream.set_nodelay(true);
+    let mut conn = MqttConn { stream, read: BytesMut::with_capacity(64), next_pkid: 0, last_sent: Instant::now() };
+    let s = &endpoint.settings;
+    let connect = Connect {
+        protocol: rumqttc::mqttbytes::Protocol::V4,
+        keep_alive: s.keep_alive.as_secs().min(u64::from(u16::MAX)) as u16,
+        client_id: identity.device,
+        clean_session: s.clean_start,
+        last_will: None,
+        login: identity.username.map(|u| Login::new(u, identity.password.unwrap_or_default())),
+    };
+    conn.send(&Packet::Connect(connect)).await.map_err(Outcome::Failed)?;
+    match conn.next().await {
+        Read::Packet(Packet::ConnAck(ConnAck { code: ConnectReturnCode::Success, .. })) => Ok(conn),
+        Read::Packet(Packet::ConnAck(ConnAck { code, .. })) => Err(refused(code)),
+        // Nothing else may come before the CONNACK.
+        Read::Packet(_) => Err(Outcome::Failed(Failure::Protocol)),
+        Read::Closed => Err(Outcome::Failed(Failure::Io)),
+        Read::Failed(f) => Err(Outcome::Failed(f)),
+    }
+}
+
+/// Publishes `outgoing` on `conn` and waits for its acknowledgement (QoS
+/// 1), reading and answering whatever else comes meanwhile. The session
+/// goes back with the outcome unless it broke.
+async fn publish(conn: &mut MqttConn, outgoing: Outgoing) -> Result<Outcome, Failure> {
+    let Route::Mqtt(route) = outgoing.route else { return Err(Failure::Protocol) };
+    let qos = match route.qos {
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
+    };
+    let mut publish = Publish::from_bytes(route.topic, qos, outgoing.body);
+    publish.retain = route.retain;
+    if qos == QoS::AtMostOnce {
+        conn.send(&Packet::Publish(publish)).await?;
+        // Sent is all QoS 0 gives.
+        return Ok(Outcome::Answered { class: OutcomeClass::Ok, code: None });
+    }
+    let pkid = conn.pkid();
+    publish.pkid = pkid;
+    conn.send(&Packet::Publish(publish)).await?;
+    loop {
+        match conn.next().await {
+            Read::Packet(Packet::PubAck(ack)) if ack.pkid == pkid => {
+                return Ok(Outcome::Answered { class: OutcomeClass::Ok, code: None });
+            }
+            Read::Packet(packet) => conn.answer(&packet).await?,
+            Read::Closed => return Err(Failure::Io),
+            Read::Failed(f) => return Err(f),
+        }
+    }
+}
+
+impl Transport for Mqtt {
+    type Conn = MqttConn;
+
+    fn exchange(
+        &self,
+        conn: Option<MqttConn>,
+        outgoing: Outgoing,
+    ) -> impl Future<Output = Exchange<MqttConn>> + Send + 'static {
+        let timeout = self.endpoint.timeout;
+        async move {
+            // The worker opens every session before its first message.
+            let Some(mut conn) = conn else { return Exchange::failed(Failure::Protocol) };
+            match tokio::time::timeout(timeout, publish(&mut conn, outgoing)).await {
+                Ok(Ok(outcome)) => Exchange { conn: Some(conn), ..Exchange::ended(outcome) },
+                Ok(Err(failure)) => Exchange::failed(failure),
+                // No acknowledgement in time: the session goes on (a late
+                // PUBACK is read as inbound).
+                Err(_) => Exchange { conn: Some(conn), ..Exchange::failed(Failure::Timeout) },
+            }
+        }
+    }
+
+    fn connect(
+        &self,
+        identity: Identity,
+    ) -> impl Future<Output = Result<(MqttConn, Connected), Outcome>> + Send + 'static {
+        let endpoint = self.endpoint.clone();
+        async move {
+            match tokio::time::timeout(endpoint.timeout, open(&endpoint, identity)).await {
+                Ok(Ok(conn)) => Ok((conn, Connected { tls_handshake: None })),
+                Ok(Err(refused)) => Err(refused),
+                Err(_) => Err(Outcome::Failed(Failure::Timeout)),
+            }
+        }
+    }
+
+    fn sessions(&self) -> bool {
+        true
+    }
+
+    fn idles(&self) -> bool {
+        true
+    }
+
+    fn idle(
+        &self,
+        mut conn: MqttConn,
+        until: Instant,
+    ) -> impl Future<Output = (Option<MqttConn>, Idle)> + Send + 'static {
+        let keep_alive = self.endpoint.settings.keep_alive;
+        async move {
+            loop {
+                let ping_at = conn.last_sent + keep_alive;
+                if until <= ping_at {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => return (Some(conn), Idle::Until),
+                        read = conn.next() => match read {
+                            Read::Packet(Packet::PingResp) => continue,
+                            Read::Packet(packet) => {
+                                return match conn.answer(&packet).await {
+                                    Ok(()) => (Some(conn), Idle::Inbound),
+                                    Err(_) => (None, Idle::Closed),
+                                };
+                            }
+                            Read::Closed | Read::Failed(_) => return (None, Idle::Closed),
+                        },
+                    }
+                } else {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(ping_at) => {
+                            return match conn.send(&Packet::PingReq).await {
+                                Ok(()) => (Some(conn), Idle::Keepalive),
+                                Err(_) => (None, Idle::Closed),
+                            };
+                        }
+                        read = conn.next() => match read {
+                            Read::Packet(Packet::PingResp) => continue,
+                            Read::Packet(packet) => {
+                                return match conn.answer(&packet).await {
+                                    Ok(()) => (Some(conn), Idle::Inbound),
+                                    Err(_) => (None, Idle::Closed),
+                                };
+                            }
+                            Read::Closed | Read::Failed(_) => return (None, Idle::Closed),
+                        },
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The transport against a broker played by the test on a loopback
+    //! port, packet by packet (the same codec), so that each answer a
+    //! broker can give comes when the test says.
+    use super::*;
+    use crate::transport::MqttRoute;
+    use tokio::net::TcpListener;
+
+    /// The broker's end of one session.
+    struct Far {
+        stream: TcpStream,
+        read: BytesMut,
+    }
+
+    impl Far {
+        async fn accept(listener: &TcpListener) -> Far {
+            let (stream, _) = listener.accept().await.unwrap();
+            Far { stream, read: BytesMut::new() }
+        }
+
+        async fn next(&mut self) -> Option<Packet> {
+            loop {
+                match Packet::read(&mut self.read, MAX_PACKET) {
+                    Ok(p) => return Some(p),
+                    Err(CodecError::InsufficientBytes(_)) => {}
+                    Err(e) => panic!("the client sent a bad packet: {e}"),
+                }
+                if self.stream.read_buf(&mut self.read).await.unwrap() == 0 {
+                    return None;
+                }
+            }
+        }
+
+        async fn send(&mut self, packet: Packet) {
+            let mut out = BytesMut::new();
+            packet.write(&mut out, MAX_PACKET).unwrap();
+            self.stream.write_all(&out).await.unwrap();
+        }
+    }
+
+    async fn transport(keep_alive: Duration) -> (Mqtt, TcpListener) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let settings = MqttSettings { keep_alive, ..MqttSettings::default() };
+        let endpoint = MqttEndpoint::new(listener.local_addr().unwrap(), Duration::from_secs(2), settings, &[]);
+        (Mqtt::new(endpoint), listener)
+    }
+
+    fn identity() -> Identity {
+        Identity { device: "d-1".into(), username: Some("u".into()), password: Some("p".into()), ..Identity::default() }
+    }
+
+    fn message(topic: &str, qos: Qos) -> Outgoing {
+        Outgoing {
+            body: bytes::Bytes::from_static(b"{\"x\":1}"),
+            route: MqttRoute { topic: topic.into(), qos, retain: false }.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_opens_with_the_device_s_identity_and_each_message_is_timed_to_its_puback() {
+        let (mqtt, listener) = transport(Duration::from_secs(60)).await;
+        let broker = tokio::spawn(async move {
+            let mut far = Far::accept(&listener).await;
+            let Some(Packet::Connect(c)) = far.next().await else { panic!("CONNECT first") };
+            assert_eq!(c.client_id, "d-1");
+            let login = c.login.expect("the device's login");
+            assert_eq!((login.username.as_str(), login.password.as_str()), ("u", "p"));
+            assert!(c.clean_session);
+            assert_eq!(c.keep_alive, 60);
+            far.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await;
+            let mut topics = Vec::new();
+            for _ in 0..2 {
+                let Some(Packet::Publish(p)) = far.next().await else { panic!("PUBLISH") };
+                assert_eq!((p.qos, p.payload.as_ref()), (QoS::AtLeastOnce, b"{\"x\":1}".as_ref()));
+                topics.push(p.topic.clone());
+                // Something unasked first, then the acknowledgement.
+                far.send(Packet::PingResp).await;
+                far.send(Packet::PubAck(PubAck::new(p.pkid))).await;
+            }
+            topics
+        });
+        let (conn, _) = mqtt.connect(identity()).await.unwrap();
+        let first = mqtt.exchange(Some(conn), message("t/d-1", Qos::AtLeastOnce)).await;
+        assert_eq!(first.outcome, Outcome::Answered { class: OutcomeClass::Ok, code: None });
+        let second = mqtt.exchange(first.conn, message("t/d-1/b", Qos::AtLeastOnce)).await;
+        assert_eq!(second.outcome, Outcome::Answered { class: OutcomeClass::Ok, code: None });
+        assert!(second.conn.is_some(), "the session goes on");
+        assert_eq!(broker.await.unwrap(), ["t/d-1", "t/d-1/b"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_its_heartbeat_s_outcome_in_its_class_with_its_code() {
+        let (mqtt, listener) = transport(Duration::from_secs(60)).await;
+        tokio::spawn(async move {
+            let mut far = Far::accept(&listener).await;
+            let _connect = far.next().await;
+            far.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::NotAuthorized, false))).await;
+        });
+        let refused = mqtt.connect(identity()).await.err().expect("refused");
+        assert_eq!(refused, Outcome::Answered { class: OutcomeClass::Auth, code: Some(Code::Mqtt(5)) });
+    }
+
+    #[tokio::test]
+    async fn an_idle_session_keeps_alive_reads_a_late_puback_and_sees_the_broker_close_it() {
+        let (mqtt, listener) = transport(Duration::from_secs(1)).await;
+        let (late_tx, late_rx) = tokio::sync::oneshot::channel::<()>();
+        let broker = tokio::spawn(async move {
+            let mut far = Far::accept(&listener).await;
+            let _connect = far.next().await;
+            far.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await;
+            let Some(Packet::Publish(p)) = far.next().await else { panic!("PUBLISH") };
+            // Acknowledged only once the client has given up on it.
+            late_rx.await.unwrap();
+            far.send(Packet::PubAck(PubAck::new(p.pkid))).await;
+            // Then the client's keep-alive, answered; then closed.
+            let Some(Packet::PingReq) = far.next().await else { panic!("PINGREQ") };
+            far.send(Packet::PingResp).await;
+            far.send(Packet::Disconnect).await;
+        });
+        let (conn, _) = mqtt.connect(identity()).await.unwrap();
+        let timed_out = {
+            // A short timeout for this message alone.
+            let quick = Mqtt::new(MqttEndpoint { timeout: Duration::from_millis(200), ..clone_endpoint(&mqtt) });
+            quick.exchange(Some(conn), message("t", Qos::AtLeastOnce)).await
+        };
+        assert_eq!(timed_out.outcome, Outcome::Failed(Failure::Timeout));
+        let conn = timed_out.conn.expect("the session stays after a timeout");
+        late_tx.send(()).unwrap();
+        let far_future = Instant::now() + Duration::from_secs(30);
+        let (conn, what) = mqtt.idle(conn, far_future).await;
+        assert_eq!(what, Idle::Inbound, "the late PUBACK");
+        let (conn, what) = mqtt.idle(conn.unwrap(), far_future).await;
+        assert_eq!(what, Idle::Keepalive);
+        let (conn, what) = mqtt.idle(conn.unwrap(), far_future).await;
+        assert_eq!(what, Idle::Closed, "the broker's DISCONNECT (the PINGRESP read on the way)");
+        assert!(conn.is_none());
+        broker.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn qos_0_is_done_when_written_and_an_http_route_is_refused() {
+        let (mqtt, listener) = transport(Duration::from_secs(60)).await;
+        let broker = tokio::spawn(async move {
+            let mut far = Far::accept(&listener).await;
+            let _connect = far.next().await;
+            far.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await;
+            let Some(Packet::Publish(p)) = far.next().await else { panic!("PUBLISH") };
+            assert_eq!((p.qos, p.pkid), (QoS::AtMostOnce, 0));
+        });
+        let (conn, _) = mqtt.connect(identity()).await.unwrap();
+        let sent = mqtt.exchange(Some(conn), message("t", Qos::AtMostOnce)).await;
+        assert_eq!(sent.outcome, Outcome::Answered { class: OutcomeClass::Ok, code: None });
+        broker.await.unwrap();
+        let refused = mqtt.exchange(sent.conn, bytes::Bytes::from_static(b"{}").into()).await;
+        assert_eq!(refused.outcome, Outcome::Failed(Failure::Protocol));
+    }
+
+    fn clone_endpoint(mqtt: &Mqtt) -> MqttEndpoint {
+        let e = &mqtt.endpoint;
+        MqttEndpoint::new(e.addr, e.timeout, e.settings.clone(), &[])
+    }
+}

@@ -1,0 +1,186 @@
+//! MQTT fleets against mosquitto, a broker nobody here wrote (Debian's
+//! `mosquitto`, started per test on a loopback port with a config of the
+//! test's own, `set_tcp_nodelay true`): what fleetstorm counts as
+//! acknowledged is what an independent subscriber (`mosquitto_sub`)
+//! received, device by device; a wrong password is refused in its class,
+//! with its CONNACK code.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use fleetstorm::report::Report;
+
+use super::util::{Running, TempDir, fleetstorm};
+
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// A mosquitto of the test's own, on a loopback port it found free.
+struct Mosquitto {
+    _process: Running,
+    port: u16,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto with `extra` config lines in `dir`; it has
+    /// started once it says it is running. A port taken between finding
+    /// it free and mosquitto binding it is tried again with another.
+    fn start(dir: &TempDir, extra: &str) -> Mosquitto {
+        assert!(
+            std::path::Path::new(MOSQUITTO).exists(),
+            "the MQTT tests need mosquitto: apt-get install mosquitto mosquitto-clients (.ci/run does)"
+        );
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let conf = dir.write(
+                "mosquitto.conf",
+                &format!(
+                    "listener {port} 127.0.0.1\nset_tcp_nodelay true\nmax_queued_messages 0\npersistence false\n\
+                     log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n{extra}\n"
+                ),
+            );
+            let mut child = Command::new(MOSQUITTO)
+                .args(["-c", &conf])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+            let mut said = Vec::new();
+            let mut running = false;
+            for line in lines.by_ref().map_while(Result::ok) {
+                running = line.contains(" running");
+                said.push(line);
+                if running {
+                    break;
+                }
+            }
+            if running {
+                // Its log read on, so that it never blocks on a full pipe.
+                std::thread::spawn(move || lines.for_each(drop));
+                return Mosquitto { _process: Running(child), port };
+            }
+            let _ = child.wait();
+            assert!(said.iter().any(|l| l.contains("in use")), "mosquitto did not start: {said:?}");
+        }
+        panic!("mosquitto found no free port in five tries");
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+/// `mosquitto_sub` on every device's topic (QoS 1), counting what it
+/// receives per topic, once it has its subscription.
+struct Subscriber {
+    _process: Running,
+    received: mpsc::Receiver<String>,
+}
+
+impl Subscriber {
+    fn start(broker: &Mosquitto, topic: &str) -> Subscriber {
+        // Line-buffered: its output is read as it comes (a pipe would
+        // otherwise hold it until a buffer fills).
+        let mut child = Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub"])
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", topic, "-F", "%t", "-d"])
+            .args(["-i", "fleetstorm-test-subscriber"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub runs (apt-get install mosquitto-clients)");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (subscribed_tx, subscribed) = mpsc::channel();
+        let (tx, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if line.contains("received SUBACK") {
+                    let _ = subscribed_tx.send(());
+                } else if !line.starts_with("Client ") && !line.starts_with("Subscribed") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        subscribed.recv_timeout(Duration::from_secs(30)).expect("mosquitto_sub subscribed");
+        Subscriber { _process: Running(child), received }
+    }
+
+    /// What it received per topic, once it has `expected` messages (or, if
+    /// they never come, what came within `patience` of the last one).
+    fn counts(&self, expected: u64, patience: Duration) -> BTreeMap<String, u64> {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut total = 0;
+        while total < expected {
+            match self.received.recv_timeout(patience) {
+                Ok(topic) => {
+                    *counts.entry(topic).or_default() += 1;
+                    total += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        counts
+    }
+}
+
+fn scenario(url: &str, devices: u64, extra_fleet: &str) -> String {
+    format!(
+        "name = \"mqtt\"\nseed = 3\nduration = \"10s\"\n[target]\nurl = \"{url}\"\n\
+         [[fleets]]\nname = \"sensors\"\ndevices = {devices}\ninterval = \"1s\"\nprofile = \"mqtt\"\n{extra_fleet}\n\
+         [fleets.mqtt]\ntopic = \"fleet/{{device}}/hb\"\nqos = 1\n"
+    )
+}
+
+#[test]
+fn every_acknowledged_heartbeat_is_one_a_subscriber_received_device_by_device() {
+    let _heavy = super::util::heavy();
+    let dir = TempDir::new("mqtt-ok");
+    let broker = Mosquitto::start(&dir, "allow_anonymous true");
+    let subscriber = Subscriber::start(&broker, "fleet/+/hb");
+    let file = dir.write("s.toml", &scenario(&broker.url(), 1_000, "device_name = \"d-{index}\""));
+    let out_json = dir.path("r.json").to_str().unwrap().to_string();
+    let out = fleetstorm(&["run", &file, "--quiet", "--out", &out_json]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = Report::load(std::path::Path::new(&out_json)).unwrap();
+    let t = &report.totals;
+    // Ten heartbeats per device (a 1 s beat over 10 s), each acknowledged.
+    assert_eq!((t.scheduled, t.sent, t.ok, t.failed, t.missed), (10_000, 10_000, 10_000, 0, 0), "{t:?}");
+    assert_eq!(t.connects, 1_000, "a session per device");
+    let started = Instant::now();
+    let received = subscriber.counts(t.ok, Duration::from_secs(20));
+    assert_eq!(received.len(), 1_000, "every device's topic ({:?} after the run)", started.elapsed());
+    for (topic, n) in &received {
+        assert_eq!(*n, 10, "{topic}: what the subscriber received of this device's");
+    }
+    assert_eq!(received.values().sum::<u64>(), t.ok);
+    assert!(t.latency_ms.p50 > 0.0 && t.latency_ms.p99 < 2_000.0, "{:?}", t.latency_ms);
+}
+
+#[test]
+fn a_wrong_password_is_refused_at_connect_in_its_class_with_its_code() {
+    let dir = TempDir::new("mqtt-auth");
+    let passwords = dir.path("passwords");
+    let made = Command::new("mosquitto_passwd")
+        .args(["-c", "-b", passwords.to_str().unwrap(), "device-1", "right"])
+        .output()
+        .expect("mosquitto_passwd runs");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let broker = Mosquitto::start(&dir, &format!("allow_anonymous false\npassword_file {}", passwords.display()));
+    let ids = dir.write("ids.csv", "name,username,password\ndevice-1,device-1,wrong\ndevice-2,device-1,wrong\n");
+    let file = dir
+        .write("s.toml", &scenario(&broker.url(), 0, &format!("identities = \"{ids}\"")).replace("devices = 0\n", ""));
+    let out_json = dir.path("r.json").to_str().unwrap().to_string();
+    let out = fleetstorm(&["run", &file, "--quiet", "--out", &out_json]);
+    // Nothing succeeded: the run says so in its exit code.
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = Report::load(std::path::Path::new(&out_json)).unwrap();
+    let t = &report.totals;
+    assert!(t.sent > 0 && t.ok == 0 && t.failed == t.sent, "{t:?}");
+    assert_eq!(t.errors.get("auth"), Some(&t.failed), "{:?}", t.errors);
+    // mosquitto refuses a wrong password with 3.1.1's 5, not authorised.
+    assert_eq!(t.codes.get("mqtt").and_then(|c| c.get("5")), Some(&t.failed), "{:?}", t.codes);
+    assert_eq!(t.connects, 0);
+}

@@ -1042,6 +1042,13 @@ mod tests {
     }
 
     #[test]
+    fn a_session_series_without_sessions_is_an_error() {
+        let e = compare(&[run(10.0, 100.0, 0)], &[run(10.0, 100.0, 0)], &only("session_open.p99")).unwrap_err();
+        assert!(matches!(e, CompareError::NoValue { source: NoValue::NoSessions { .. }, .. }), "{e:?}");
+        assert!(e.to_string().contains("no session was opened"), "{e}");
+    }
+
+    #[test]
     fn empty_sides_and_bad_options_are_errors() {
         let one = [run(10.0, 100.0, 0)];
         assert!(compare(&[], &one, &Options::default()).unwrap_err().to_string().contains("no baseline report"));

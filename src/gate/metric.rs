@@ -144,6 +144,8 @@ pub enum Series {
     ConnectionWait,
     Lateness,
     FreshnessGap,
+    /// How long opening each device's session took (a session protocol's).
+    SessionOpen,
 }
 
 /// A percentile (or the max or mean) of a series.
@@ -205,13 +207,14 @@ pub struct Metric {
     quantity: Quantity,
 }
 
-const SERIES: [(&str, Series); 6] = [
+const SERIES: [(&str, Series); 7] = [
     ("latency", Series::Latency),
     ("service_time", Series::ServiceTime),
     ("schedule_lag", Series::ScheduleLag),
     ("connection_wait", Series::ConnectionWait),
     ("lateness", Series::Lateness),
     ("freshness.max_gap", Series::FreshnessGap),
+    ("session_open", Series::SessionOpen),
 ];
 const QUANTILES: [(&str, Quantile); 8] = [
     ("p50", Quantile::P50),

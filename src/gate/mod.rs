@@ -63,6 +63,8 @@ pub enum NoValue {
     NoFleet { name: String, fleets: Vec<String> },
     #[error("{path}: the report has no device freshness")]
     NoFreshness { path: String },
+    #[error("{path}: no session was opened (sessions are a session protocol's, such as MQTT's)")]
+    NoSessions { path: String },
     #[error("{path}: the generator's verdict is known at the end of the run only")]
     AtEndOnly { path: String },
 }

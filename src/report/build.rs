@@ -54,6 +54,7 @@ pub(crate) fn stats_of(name: Option<String>, r: &Recorder, span: Span, with_hist
         connection_wait_ms: Percentiles::of(&r.connection_wait),
         lateness_ms: Percentiles::of(&r.lateness),
         tls_handshake_ms: (!r.tls_handshake.is_empty()).then(|| Percentiles::of(&r.tls_handshake)),
+        session_open_ms: (!r.session_open.is_empty()).then(|| Percentiles::of(&r.session_open)),
         freshness: None,
         sessions: (!c.sessions.is_empty()).then_some(c.sessions),
         histograms: Histograms {
@@ -64,6 +65,8 @@ pub(crate) fn stats_of(name: Option<String>, r: &Recorder, span: Span, with_hist
             lateness: with_histograms.then(|| stats::encode_histogram(&r.lateness)),
             tls_handshake: (with_histograms && !r.tls_handshake.is_empty())
                 .then(|| stats::encode_histogram(&r.tls_handshake)),
+            session_open: (with_histograms && !r.session_open.is_empty())
+                .then(|| stats::encode_histogram(&r.session_open)),
         },
     }
 }

@@ -61,6 +61,9 @@ impl Stats {
                     Series::ConnectionWait => &s.connection_wait_ms,
                     Series::Lateness => &s.lateness_ms,
                     Series::FreshnessGap => &freshness()?.max_gap_ms,
+                    Series::SessionOpen => {
+                        s.session_open_ms.as_ref().ok_or_else(|| NoValue::NoSessions { path: m.path.clone() })?
+                    }
                 };
                 quantile(p, q)
             }

@@ -342,6 +342,10 @@ pub fn recorder_of(stats: &Stats) -> Result<Recorder, StatsError> {
         let decoded = stats::decode_histogram(text).map_err(StatsError::decoding("TLS handshake"))?;
         r.tls_handshake.add(&decoded).map_err(StatsError::adding("TLS handshake"))?;
     }
+    if let Some(text) = &h.session_open {
+        let decoded = stats::decode_histogram(text).map_err(StatsError::decoding("session opening"))?;
+        r.session_open.add(&decoded).map_err(StatsError::adding("session opening"))?;
+    }
     Ok(r)
 }
 

@@ -387,6 +387,10 @@ pub struct Stats {
     /// TLS handshake times of the connections opened (https targets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_handshake_ms: Option<Percentiles>,
+    /// How long opening each device's session took (a session protocol's:
+    /// TCP and MQTT's CONNECT to CONNACK).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_open_ms: Option<Percentiles>,
     /// How fresh the devices stayed (absent in reports of live snapshots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness: Option<FreshnessStats>,
@@ -441,6 +445,9 @@ pub struct Histograms {
     /// TLS handshakes, when connections were opened over TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_handshake: Option<String>,
+    /// Sessions opened, for a session protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_open: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

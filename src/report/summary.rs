@@ -170,9 +170,18 @@ impl Report {
                     t.connects, h.p50, h.p99, h.max
                 );
             }
-            None => {
-                let _ = writeln!(out, "connections opened: {}", t.connects);
-            }
+            None => match &t.session_open_ms {
+                Some(o) => {
+                    let _ = writeln!(
+                        out,
+                        "sessions opened: {}; opening (connect to acceptance) p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                        t.connects, o.p50, o.p99, o.max
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "connections opened: {}", t.connects);
+                }
+            },
         }
         if let Some(s) = &t.sessions {
             let _ = writeln!(

@@ -428,6 +428,7 @@ duration = "60s"
 "error_rate" = "< 5%"
 "latency.p50" = "< 60ms"
 "missed" = "== 0"
+"session_open.p99" = "< 30ms"
 [[fleets]]
 name = "f"
 devices = 4
@@ -444,7 +445,8 @@ device_name = "d-{index}"
             close: |device, n| ((device, n) == ("d-1", 1)).then_some(Duration::from_secs(15)),
             overstay: Duration::ZERO,
         };
-        let fake = Fake::with_sessions(script);
+        // Opening a session takes 20 ms.
+        let fake = Fake { connect_delay: Duration::from_millis(20), ..Fake::with_sessions(script) };
         let options = ExecuteOptions { threads: Some(2), ..ExecuteOptions::default() };
         let plan = Plan::new(&scenario, 7, None);
         // Paused clock: the workers on this runtime, tokio's timer.
@@ -469,6 +471,9 @@ device_name = "d-{index}"
         assert_eq!(t.errors.values().sum::<u64>(), 1);
         assert!(t.codes.is_empty(), "{:?}", t.codes);
         assert_eq!(t.connects, 5, "four sessions and d-1's second");
+        let opening = t.session_open_ms.as_ref().expect("sessions' opening, timed");
+        assert!((19.9..=20.1).contains(&opening.p50) && (19.9..=20.1).contains(&opening.max), "{opening:?}");
+        assert!(report.summary().contains("sessions opened: 5; opening (connect to acceptance) p50 20.0"));
         // From the intended time: 50 ms acknowledgements.
         assert!((49.0..=52.0).contains(&t.latency_ms.p50), "{:?}", t.latency_ms);
         assert_eq!(report.fleets[0].sent, 24);
@@ -482,7 +487,7 @@ device_name = "d-{index}"
             "idle sessions: keep-alives {keepalives}, inbound messages 1, closed by the far end 1"
         )));
         // Its gates: each threshold judged on those figures.
-        assert_eq!(report.thresholds.len(), 5);
+        assert_eq!(report.thresholds.len(), 6);
         for r in &report.thresholds {
             assert!(r.ok, "{r:?}");
         }

@@ -156,6 +156,9 @@ pub struct Recorder {
     pub light_service_time: Histogram<u64>,
     /// TLS handshakes of the connections opened.
     pub tls_handshake: Histogram<u64>,
+    /// Sessions opened (a session transport's): from the connect to the
+    /// far end's acceptance (MQTT's CONNACK).
+    pub session_open: Histogram<u64>,
     /// HTTP status counts in a flat array, so the hot path does not touch
     /// the map; folded into `counters.codes` by [`Recorder::take`].
     status_array: Box<[u64; 600]>,
@@ -172,6 +175,7 @@ impl Default for Recorder {
             lateness: new_histogram(),
             light_service_time: new_histogram(),
             tls_handshake: new_histogram(),
+            session_open: new_histogram(),
             status_array: Box::new([0; 600]),
         }
     }
@@ -216,12 +220,16 @@ impl Recorder {
         self.counters.retry_pending += 1;
     }
 
-    /// A connection was opened, with a TLS handshake of `tls_us` if any.
+    /// A connection was opened, with a TLS handshake of `tls_us` if any,
+    /// a session that took `session_us` to open if it is one.
     #[inline]
-    pub fn connected(&mut self, tls_us: Option<u64>) {
+    pub fn connected(&mut self, tls_us: Option<u64>, session_us: Option<u64>) {
         self.counters.connects += 1;
         if let Some(us) = tls_us {
             record(&mut self.tls_handshake, us);
+        }
+        if let Some(us) = session_us {
+            record(&mut self.session_open, us);
         }
     }
 
@@ -285,6 +293,7 @@ impl Recorder {
         let _ = self.lateness.add(&other.lateness);
         let _ = self.light_service_time.add(&other.light_service_time);
         let _ = self.tls_handshake.add(&other.tls_handshake);
+        let _ = self.session_open.add(&other.session_open);
     }
 }
 

@@ -174,6 +174,10 @@ pub struct Exchange<C> {
 pub struct Connected {
     /// How long the TLS handshake took, on an `https://` target.
     pub tls_handshake: Option<Duration>,
+    /// How long opening a device's session took, from its connect to the
+    /// far end's acceptance (TCP, and an MQTT CONNECT to its CONNACK): a
+    /// session transport's.
+    pub session: Option<Duration>,
 }
 
 impl<C> Exchange<C> {

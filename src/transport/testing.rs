@@ -306,7 +306,7 @@ impl Transport for Fake {
                 };
                 sessions.insert(id, session);
             }
-            Ok((id, Connected { tls_handshake: None }))
+            Ok((id, Connected { tls_handshake: None, session: Some(delay + cost) }))
         }
     }
 

@@ -232,10 +232,13 @@ pub fn destination(url: &str, path: &str, profiles: impl Iterator<Item = Profile
     let mut others: Vec<String> = profiles.iter().map(ToString::to_string).collect();
     others.sort();
     others.dedup();
+    // An MQTT profile's messages go to topics; the others' to paths.
+    let places =
+        if profiles.iter().all(|p| p.protocols() == [crate::transport::Protocol::Mqtt]) { "topics" } else { "paths" };
     match (edge, others.join(", ")) {
         (true, o) if o.is_empty() => format!("{url}{path}"),
-        (true, o) => format!("{url}{path} and the {o} profile paths"),
-        (false, o) => format!("{url} ({o} profile paths)"),
+        (true, o) => format!("{url}{path} and the {o} profile {places}"),
+        (false, o) => format!("{url} ({o} profile {places})"),
     }
 }
 
@@ -308,6 +311,17 @@ pub(crate) mod tests {
             let expected = if p == ProfileName::Mqtt { Protocol::Mqtt } else { Protocol::Http };
             assert_eq!(p.protocols(), [expected], "{p}");
         }
+    }
+
+    #[test]
+    fn a_destination_names_paths_or_topics() {
+        let d =
+            destination("http://h:1", "/SendHeartbeat", [ProfileName::SagemakerEdge, ProfileName::Hono].into_iter());
+        assert_eq!(d, "http://h:1/SendHeartbeat and the hono profile paths");
+        assert_eq!(
+            destination("mqtt://b:1883", "/x", [ProfileName::Mqtt].into_iter()),
+            "mqtt://b:1883 (mqtt profile topics)"
+        );
     }
 
     #[test]

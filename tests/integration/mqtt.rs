@@ -149,6 +149,8 @@ fn every_acknowledged_heartbeat_is_one_a_subscriber_received_device_by_device() 
     // Ten heartbeats per device (a 1 s beat over 10 s).
     assert_eq!((t.scheduled, t.sent + t.missed, t.ok + t.failed), (10_000, 10_000, t.sent), "{t:?}");
     assert_eq!(t.connects, 1_000, "a session per device");
+    let opening = t.session_open_ms.as_ref().expect("each session's opening timed");
+    assert!(opening.p50 > 0.0 && opening.p50 <= opening.max, "{opening:?}");
     // The broker passed on every message it took: each acknowledged one,
     // and those whose acknowledgement came after the timeout (a busy
     // machine's), never more than were sent.

@@ -380,8 +380,9 @@ impl<T: Transport> Worker<T> {
         for (conn, connected) in opened.into_iter().flatten() {
             self.conns.preopened(conn);
             let tls_us = connected.tls_handshake.map(|d| d.as_micros() as u64);
+            let session_us = connected.session.map(|d| d.as_micros() as u64);
             let who = if self.slots.is_empty() { Whose { fleet: 0, version: 0 } } else { self.whose(0) };
-            self.records.record(who, |r| r.connected(tls_us));
+            self.records.record(who, |r| r.connected(tls_us, session_us));
         }
     }
 
@@ -771,7 +772,8 @@ impl<T: Transport> Worker<T> {
         let Done { slot, intended_ns, sent_ns, done_ns, attempt, fresh, light, mut exchange } = done;
         if let Some(c) = exchange.connected {
             let tls_us = c.tls_handshake.map(|d| d.as_micros() as u64);
-            self.record(slot, |r| r.connected(tls_us));
+            let session_us = c.session.map(|d| d.as_micros() as u64);
+            self.record(slot, |r| r.connected(tls_us, session_us));
         }
         let fleet = usize::from(self.slots[slot as usize].fleet);
         // What counts as success is the fleet's profile's to say.

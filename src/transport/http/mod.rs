@@ -342,7 +342,7 @@ impl Transport for Http {
         let endpoint = self.endpoint.clone();
         async move {
             match tokio::time::timeout(endpoint.timeout, connect(&endpoint)).await {
-                Ok(Ok((sender, handshake))) => Ok((sender, Connected { tls_handshake: handshake })),
+                Ok(Ok((sender, handshake))) => Ok((sender, Connected { tls_handshake: handshake, session: None })),
                 Ok(Err(failure)) => Err(Outcome::Failed(failure)),
                 Err(_elapsed) => Err(Outcome::Failed(Failure::Timeout)),
             }
@@ -376,7 +376,7 @@ async fn exchange(
             // up 8.5 of this future's 9.5 KB, and every exchange was built
             // and moved with it, while few of them connect.
             let (sender, handshake) = Box::pin(connect(endpoint)).await?;
-            *connected = Some(Connected { tls_handshake: handshake });
+            *connected = Some(Connected { tls_handshake: handshake, session: None });
             sender
         }
     };

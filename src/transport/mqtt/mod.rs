@@ -231,8 +231,9 @@ impl Transport for Mqtt {
     ) -> impl Future<Output = Result<(MqttConn, Connected), Outcome>> + Send + 'static {
         let endpoint = self.endpoint.clone();
         async move {
+            let began = Instant::now();
             match tokio::time::timeout(endpoint.timeout, open(&endpoint, identity)).await {
-                Ok(Ok(conn)) => Ok((conn, Connected { tls_handshake: None })),
+                Ok(Ok(conn)) => Ok((conn, Connected { tls_handshake: None, session: Some(began.elapsed()) })),
                 Ok(Err(refused)) => Err(refused),
                 Err(_) => Err(Outcome::Failed(Failure::Timeout)),
             }

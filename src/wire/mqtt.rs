@@ -84,6 +84,18 @@ impl MqttWire {
         self.topic.join(device)
     }
 
+    /// Device `index`'s topic, its name rendered straight into it.
+    fn topic_of(&self, generator: &FleetGenerator, index: u64) -> String {
+        let mut topic = String::with_capacity(self.topic.iter().map(String::len).sum::<usize>() + 32);
+        for (i, part) in self.topic.iter().enumerate() {
+            if i > 0 {
+                generator.names.render(index, &mut topic);
+            }
+            topic.push_str(part);
+        }
+        topic
+    }
+
     /// `device`'s next heartbeat at `now_ms`: its body built in `body`,
     /// and where it goes.
     pub fn message(
@@ -95,9 +107,7 @@ impl MqttWire {
         body: &mut Vec<u8>,
     ) -> MqttRoute {
         device.write_next(generator, now_ms, scratch, body);
-        let mut name = String::new();
-        generator.names.render(device.index(), &mut name);
-        MqttRoute { topic: self.topic(&name), qos: self.qos, retain: self.retain }
+        MqttRoute { topic: self.topic_of(generator, device.index()), qos: self.qos, retain: self.retain }
     }
 }
 
@@ -118,6 +128,10 @@ mod tests {
         );
         let wire = MqttWire::compile(&spec("topic = \"plant/{device}/hb/{device}\"\nqos = 0\nretain = true")).unwrap();
         assert_eq!((wire.topic("d-1").as_str(), wire.qos, wire.retain), ("plant/d-1/hb/d-1", Qos::AtMostOnce, true));
+        // A device's own topic, its name rendered into it, is the same text.
+        let generator = crate::device::plain_generator();
+        assert_eq!(wire.topic_of(&generator, 4), "plant/d-4/hb/d-4");
+        assert_eq!(MqttWire::default().topic_of(&generator, 0), "devices/d-0/telemetry");
         assert_eq!(MqttWire::compile(&spec("topic = \"fixed\"")).unwrap().topic("x"), "fixed");
         for (text, says) in [
             ("topic = \"devices/+/t\"", "without wildcards"),

@@ -86,6 +86,8 @@ impl Mqtt {
 pub struct MqttConn {
     stream: TcpStream,
     read: BytesMut,
+    /// Each packet is encoded here (kept: no allocation per message).
+    write: BytesMut,
     next_pkid: u16,
     /// When a packet last went out (a keep-alive is due a keep-alive
     /// interval after it).
@@ -108,9 +110,9 @@ impl MqttConn {
     }
 
     async fn send(&mut self, packet: &Packet) -> Result<(), Failure> {
-        let mut out = BytesMut::with_capacity(packet.size());
-        packet.write(&mut out, MAX_PACKET).map_err(|_| Failure::Protocol)?;
-        self.stream.write_all(&out).await.map_err(|_| Failure::Io)?;
+        self.write.clear();
+        packet.write(&mut self.write, MAX_PACKET).map_err(|_| Failure::Protocol)?;
+        self.stream.write_all(&self.write).await.map_err(|_| Failure::Io)?;
         self.last_sent = Instant::now();
         Ok(())
     }
@@ -154,7 +156,13 @@ fn refused(code: ConnectReturnCode) -> Outcome {
 async fn open(endpoint: &MqttEndpoint, identity: Identity) -> Result<MqttConn, Outcome> {
     let stream = endpoint.ports.connect(endpoint.addr).await.map_err(|_| Outcome::Failed(Failure::Connect))?;
     let _ = stream.set_nodelay(true);
-    let mut conn = MqttConn { stream, read: BytesMut::with_capacity(64), next_pkid: 0, last_sent: Instant::now() };
+    let mut conn = MqttConn {
+        stream,
+        read: BytesMut::with_capacity(64),
+        write: BytesMut::new(),
+        next_pkid: 0,
+        last_sent: Instant::now(),
+    };
     let s = &endpoint.settings;
     let connect = Connect {
         protocol: rumqttc::mqttbytes::Protocol::V4,
@@ -259,40 +267,29 @@ impl Transport for Mqtt {
         let keep_alive = self.endpoint.settings.keep_alive;
         async move {
             loop {
+                // The first of: the device's next heartbeat, a keep-alive due.
                 let ping_at = conn.last_sent + keep_alive;
-                if until <= ping_at {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(until) => return (Some(conn), Idle::Until),
-                        read = conn.next() => match read {
-                            Read::Packet(Packet::PingResp) => continue,
-                            Read::Packet(packet) => {
-                                return match conn.answer(&packet).await {
-                                    Ok(()) => (Some(conn), Idle::Inbound),
-                                    Err(_) => (None, Idle::Closed),
-                                };
-                            }
-                            Read::Closed | Read::Failed(_) => return (None, Idle::Closed),
-                        },
+                let wake = until.min(ping_at);
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake) => {
+                        if wake == until {
+                            return (Some(conn), Idle::Until);
+                        }
+                        return match conn.send(&Packet::PingReq).await {
+                            Ok(()) => (Some(conn), Idle::Keepalive),
+                            Err(_) => (None, Idle::Closed),
+                        };
                     }
-                } else {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(ping_at) => {
-                            return match conn.send(&Packet::PingReq).await {
-                                Ok(()) => (Some(conn), Idle::Keepalive),
+                    read = conn.next() => match read {
+                        Read::Packet(Packet::PingResp) => continue,
+                        Read::Packet(packet) => {
+                            return match conn.answer(&packet).await {
+                                Ok(()) => (Some(conn), Idle::Inbound),
                                 Err(_) => (None, Idle::Closed),
                             };
                         }
-                        read = conn.next() => match read {
-                            Read::Packet(Packet::PingResp) => continue,
-                            Read::Packet(packet) => {
-                                return match conn.answer(&packet).await {
-                                    Ok(()) => (Some(conn), Idle::Inbound),
-                                    Err(_) => (None, Idle::Closed),
-                                };
-                            }
-                            Read::Closed | Read::Failed(_) => return (None, Idle::Closed),
-                        },
-                    }
+                        Read::Closed | Read::Failed(_) => return (None, Idle::Closed),
+                    },
                 }
             }
         }

@@ -17,6 +17,26 @@ use super::util::{Running, TempDir, fleetstorm};
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
+/// Whether mosquitto and its clients are installed. `.ci/run` installs
+/// them: under CI (`CI` set) a missing one fails the test; elsewhere the
+/// test is skipped, loudly, as the other interop tests are.
+fn mosquitto_available() -> bool {
+    let found = |program: &str| {
+        std::path::Path::new(program).is_file()
+            || Command::new("sh")
+                .args(["-c", &format!("command -v {program}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+    };
+    let missing: Vec<&str> =
+        [MOSQUITTO, "mosquitto_sub", "mosquitto_passwd", "stdbuf"].into_iter().filter(|p| !found(p)).collect();
+    if !missing.is_empty() {
+        assert!(std::env::var_os("CI").is_none(), "{missing:?} must be installed in CI (.ci/run)");
+        eprintln!("SKIPPED: missing {missing:?} (apt-get install mosquitto mosquitto-clients; CI runs this test)");
+    }
+    missing.is_empty()
+}
+
 /// A mosquitto of the test's own, on a loopback port it found free.
 struct Mosquitto {
     _process: Running,
@@ -28,10 +48,6 @@ impl Mosquitto {
     /// started once it says it is running. A port taken between finding
     /// it free and mosquitto binding it is tried again with another.
     fn start(dir: &TempDir, extra: &str) -> Mosquitto {
-        assert!(
-            std::path::Path::new(MOSQUITTO).exists(),
-            "the MQTT tests need mosquitto: apt-get install mosquitto mosquitto-clients (.ci/run does)"
-        );
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let conf = dir.write(
@@ -136,6 +152,9 @@ fn scenario(url: &str, devices: u64, extra_fleet: &str) -> String {
 
 #[test]
 fn every_acknowledged_heartbeat_is_one_a_subscriber_received_device_by_device() {
+    if !mosquitto_available() {
+        return;
+    }
     let _heavy = super::util::heavy();
     let dir = TempDir::new("mqtt-ok");
     let broker = Mosquitto::start(&dir, "allow_anonymous true");
@@ -172,6 +191,9 @@ fn every_acknowledged_heartbeat_is_one_a_subscriber_received_device_by_device() 
 
 #[test]
 fn a_wrong_password_is_refused_at_connect_in_its_class_with_its_code() {
+    if !mosquitto_available() {
+        return;
+    }
     let dir = TempDir::new("mqtt-auth");
     let passwords = dir.path("passwords");
     let made = Command::new("mosquitto_passwd")

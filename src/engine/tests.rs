@@ -623,6 +623,7 @@ async fn a_session_transport_opens_each_device_s_session_with_its_identity_keeps
         ack_timeout: Duration::from_secs(1),
         close: |device, n| ((device, n) == ("d-1", 1)).then_some(Duration::from_secs(15)),
         overstay: Duration::ZERO,
+        handback: Some(Duration::ZERO),
     };
     let fake = Fake { connect_delay: Duration::from_millis(20), ..Fake::with_sessions(script) };
     let settings = paused(60, ConnectionMode::PerDevice, 3);
@@ -705,6 +706,7 @@ async fn a_heartbeat_that_finds_its_session_out_on_an_idle_wait_waits_for_it() {
         ack_timeout: Duration::from_secs(1),
         close: |_, _| None,
         overstay: Duration::from_millis(30),
+        handback: None,
     };
     let fake = Fake::with_sessions(script);
     let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
@@ -726,6 +728,40 @@ async fn a_heartbeat_that_finds_its_session_out_on_an_idle_wait_waits_for_it() {
     assert_eq!(fake.opened_sessions().len(), 3, "each device kept its one session");
 }
 
+/// The same, with a transport that hears the worker's call for its
+/// session ([`crate::transport::HandBack`]): its own timer is as late, but
+/// a heartbeat that finds the session out calls it back and goes at once,
+/// so none waits and none is late.
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_calls_its_idle_session_back_and_goes_at_once() {
+    use crate::transport::testing::SessionScript;
+    let script = SessionScript {
+        keepalive: Duration::from_secs(60),
+        ack: |_, _| Duration::from_millis(5),
+        ack_timeout: Duration::from_secs(1),
+        close: |_, _| None,
+        overstay: Duration::from_millis(30),
+        handback: Some(Duration::ZERO),
+    };
+    let fake = Fake::with_sessions(script);
+    let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
+    let out = run(
+        vec![Arc::new(fake.clone())],
+        vec![fleet(3, every(Duration::from_secs(1)))],
+        settings,
+        CancellationToken::new(),
+        |_| {},
+    )
+    .await;
+    assert_accounting(&out);
+    let r = &out.fleets[0];
+    let c = &r.counters;
+    assert_eq!((c.scheduled, c.sent, c.missed, c.ok(), c.connects), (15, 15, 0, 15, 3), "{c:?}");
+    assert_eq!((c.waited, c.late), (0, 0), "no heartbeat waited for its session: {c:?}");
+    assert_eq!(r.connection_wait.max(), 1, "the histogram's floor, 1 µs: no wait");
+    assert_eq!(fake.opened_sessions().len(), 3, "each device kept its one session");
+}
+
 /// A run whose fleets speak different protocols: one fleet's devices over
 /// a session transport shaped like MQTT (sessions opened with each
 /// device's identity, keep-alives between heartbeats), the other's over
@@ -741,6 +777,7 @@ async fn fleets_of_one_run_speak_different_protocols_each_over_its_own_target() 
         ack_timeout: Duration::from_secs(1),
         close: |_, _| None,
         overstay: Duration::ZERO,
+        handback: Some(Duration::ZERO),
     };
     let sessions = Fake::with_sessions(script);
     let http = Fake { delay: Duration::from_millis(10), ..Fake::default() };
@@ -785,6 +822,7 @@ async fn a_session_refused_at_its_opening_fails_its_heartbeat_in_the_refusal_s_c
         ack_timeout: Duration::from_secs(1),
         close: |_, _| None,
         overstay: Duration::ZERO,
+        handback: Some(Duration::ZERO),
     };
     let refused = Outcome::Answered { class: OutcomeClass::Auth, code: None };
     let fake = Fake { connect_delay: Duration::from_millis(20), refuse: Some(refused), ..Fake::with_sessions(script) };

@@ -131,6 +131,7 @@ impl Report {
         };
         let busiest = out.demand.iter().map(|d| d.share()).reduce(f64::max);
         let generator = generator_health(totals.schedule_lag_ms.p99, busiest, pool);
+        let mqtt = matches!(t.url, crate::scenario::TargetUrl::Mqtt { .. });
         let mut report = Report {
             schema: SCHEMA.to_string(),
             fleetstorm_version: Some(VERSION.to_string()),
@@ -144,11 +145,12 @@ impl Report {
                     .then_some(ScaleSummary { devices: scenario.scaled.devices, rate: scenario.scaled.rate }),
                 target: TargetSummary {
                     url: target_url,
-                    path: t.path.clone(),
+                    path: if mqtt { String::new() } else { t.path.clone() },
                     timeout_ms: t.timeout.as_secs_f64() * 1000.0,
                     connections: t.connections.to_string(),
                     headers: t.headers.iter().map(|h| (h.name.to_string(), h.written.clone())).collect(),
-                    http: t.http.to_string(),
+                    http: (!mqtt).then(|| t.http.to_string()),
+                    mqtt: mqtt.then(|| t.mqtt.version.to_string()),
                     tls: matches!(t.url, crate::scenario::TargetUrl::Http { tls: true, .. }).then(|| TlsSummary {
                         check: match (&t.tls.ca, t.tls.insecure) {
                             (_, true) => TlsCheck::Insecure,

@@ -228,15 +228,22 @@ impl ScaleSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetSummary {
     pub url: String,
+    /// The request path, on an HTTP target (none on an MQTT one: its
+    /// fleets' topics are theirs).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
     pub timeout_ms: f64,
     pub connections: String,
     /// Header values as written in the scenario: values read from the
     /// environment appear as their `${env:NAME}` placeholder, never in clear.
     pub headers: BTreeMap<String, String>,
-    /// `HTTP/1.1` or `HTTP/2`.
-    #[serde(default = "http11")]
-    pub http: String,
+    /// `HTTP/1.1` or `HTTP/2`, on an HTTP target (a v1 or v2 report's
+    /// target was HTTP's: read as HTTP/1.1 where it named none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// The MQTT version (`3.1.1`), on an MQTT target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<String>,
     /// How the server's certificate is checked, on https targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSummary>,
@@ -314,10 +321,6 @@ impl<'de> Deserialize<'de> for TlsSummary {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
-}
-
-fn http11() -> String {
-    "HTTP/1.1".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -40,7 +40,11 @@ impl Report {
         let _ = writeln!(
             out,
             "{}{}{}",
-            s.target.http,
+            match (&s.target.http, &s.target.mqtt) {
+                (_, Some(version)) => format!("MQTT {version}"),
+                (Some(http), None) => http.clone(),
+                (None, None) => String::new(),
+            },
             s.target.tls.as_ref().map_or(String::new(), |t| format!(", TLS: {t}")),
             s.target.sigv4.as_ref().map_or(String::new(), |v| format!(", SigV4 {v}"))
         );
@@ -137,8 +141,8 @@ impl Report {
             if r.late > 0 {
                 let _ = writeln!(
                     out,
-                    "late: {} of {}'s {} heartbeats went after their intended time, held back by a busy device or \
-                     a full pool (lateness p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms)",
+                    "late: {} of {}'s {} heartbeats went after their intended time, held back by a busy device, a \
+                     full pool or a device's session on its idle wait (lateness p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms)",
                     r.late,
                     name(r),
                     r.sent,

@@ -22,8 +22,13 @@ use serde_json::{Map, Value};
 
 use crate::stats::{OutcomeClass, http_class};
 
-/// Brings a v1 or v2 report's outcomes to v3's (see the module docs).
+/// Brings a v1 or v2 report's outcomes to v3's (see the module docs);
+/// its target, which was HTTP's, says its HTTP version (HTTP/1.1 where
+/// the earliest reports named none).
 pub(super) fn outcomes_from_v2(report: &mut Value) {
+    if let Some(target) = report.pointer_mut("/scenario/target").and_then(Value::as_object_mut) {
+        target.entry("http").or_insert_with(|| Value::from("HTTP/1.1"));
+    }
     let run_4xx = report.get_mut("totals").and_then(stats_from_v2);
     for fleet in report.get_mut("fleets").and_then(Value::as_array_mut).into_iter().flatten() {
         stats_from_v2(fleet);

@@ -444,6 +444,7 @@ device_name = "d-{index}"
             ack_timeout: Duration::from_secs(1),
             close: |device, n| ((device, n) == ("d-1", 1)).then_some(Duration::from_secs(15)),
             overstay: Duration::ZERO,
+            handback: Some(Duration::ZERO),
         };
         // Opening a session takes 20 ms.
         let fake = Fake { connect_delay: Duration::from_millis(20), ..Fake::with_sessions(script) };

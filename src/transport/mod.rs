@@ -36,7 +36,7 @@ use bytes::Bytes;
 use crate::stats::{Failure, Outcome};
 pub use http::{Endpoint, EndpointError, EndpointOptions, Http, HttpConn, Signer};
 pub use route::{HttpRoute, MqttRoute, Protocol, Qos, Route};
-pub use session::{Identity, Idle};
+pub use session::{HandBack, HandBackCall, Identity, Idle};
 pub use tls::TlsClient;
 
 /// What one heartbeat sends: its body and its [`Route`]: the endpoint's
@@ -134,22 +134,27 @@ pub trait Transport: Send + Sync + 'static {
         BTreeMap::new()
     }
 
-    /// Waits on the idle session `conn` until something happens on it or
-    /// `until` (the device's next heartbeat), whichever comes first; does
-    /// what the session needs meanwhile (a keep-alive that falls due is
-    /// sent); and hands the session back, unless the far end closed it,
-    /// with what ended the wait. The worker waits again after a
-    /// `Keepalive` or an `Inbound` until `until`; nothing else uses the
-    /// session while it waits. The default (for a transport that says it
-    /// [`idles`](Transport::idles) without overriding this) has nothing to
-    /// do and waits for `until`.
+    /// Waits on the idle session `conn` until something happens on it,
+    /// `until` (just before the device's next heartbeat) or the worker's
+    /// call for it (`handback`: the heartbeat is due), whichever comes
+    /// first; does what the session needs meanwhile (a keep-alive that
+    /// falls due is sent); and hands the session back, unless the far end
+    /// closed it, with what ended the wait (`Until` for the last two). The
+    /// worker waits again after a `Keepalive` or an `Inbound` until
+    /// `until`; nothing else uses the session while it waits. The default
+    /// (for a transport that says it [`idles`](Transport::idles) without
+    /// overriding this) has nothing to do and waits for either end.
     fn idle(
         &self,
         conn: Self::Conn,
         until: tokio::time::Instant,
+        handback: HandBack,
     ) -> impl Future<Output = (Option<Self::Conn>, Idle)> + Send + 'static {
         async move {
-            tokio::time::sleep_until(until).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => {}
+                () = handback => {}
+            }
             (Some(conn), Idle::Until)
         }
     }

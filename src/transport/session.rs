@@ -10,7 +10,12 @@
 //! heartbeats it sends keep-alives and reads what the broker pushes.
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
 
 /// Who a device is, to the far end of its session: its name and the
 /// credentials its identities file (or its profile's rule) gives it.
@@ -62,6 +67,46 @@ pub enum Idle {
     /// Nothing happened by the instant the wait was given: the device's
     /// next heartbeat is due.
     Until,
+}
+
+/// The worker's call for an idle session back: a heartbeat of its device
+/// is due now, so the wait on the session ends at once
+/// ([`super::Transport::idle`]) rather than at the instant it was given.
+/// A wait's own timer is coarse (tokio's: up to a millisecond late) while
+/// the worker sends a heartbeat up to a millisecond early; without the
+/// call a heartbeat could wait for its session (issue 33: a third of an
+/// MQTT run's heartbeats were held about 0.2 ms).
+///
+/// Resolves when the call is made, or when its [`HandBackCall`] is
+/// dropped (nobody keeps the place the session would go back to).
+#[derive(Debug)]
+pub struct HandBack(oneshot::Receiver<()>);
+
+/// The worker's end of a [`HandBack`]: kept while the session is out.
+#[derive(Debug)]
+pub struct HandBackCall(oneshot::Sender<()>);
+
+impl HandBack {
+    /// A call and what it reaches.
+    pub fn pair() -> (HandBackCall, HandBack) {
+        let (tx, rx) = oneshot::channel();
+        (HandBackCall(tx), HandBack(rx))
+    }
+}
+
+impl HandBackCall {
+    /// Asks for the session back.
+    pub fn call(self) {
+        let _ = self.0.send(());
+    }
+}
+
+impl Future for HandBack {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Connected, Exchange, Identity, Idle, Outgoing, Transport};
+use super::{Connected, Exchange, HandBack, Identity, Idle, Outgoing, Transport};
 use crate::stats::{Failure, Outcome, OutcomeClass};
 
 /// One heartbeat (or retry) handed to the fake.
@@ -52,8 +52,11 @@ pub struct SessionScript {
     /// session (from 1), if it does.
     pub close: fn(device: &str, n: u32) -> Option<Duration>,
     /// An idle wait with nothing to do ends this long after the instant
-    /// it was given (a transport slow to hand its session back).
+    /// it was given (a transport whose timer is coarse).
     pub overstay: Duration,
+    /// And this long after the worker's call for the session
+    /// ([`HandBack`]), if the transport hears it at all.
+    pub handback: Option<Duration>,
 }
 
 /// One session, as the fake's far end saw it.
@@ -318,7 +321,12 @@ impl Transport for Fake {
         self.session.is_some()
     }
 
-    fn idle(&self, conn: u32, until: Instant) -> impl Future<Output = (Option<u32>, Idle)> + Send + 'static {
+    fn idle(
+        &self,
+        conn: u32,
+        until: Instant,
+        handback: HandBack,
+    ) -> impl Future<Output = (Option<u32>, Idle)> + Send + 'static {
         let script = self.session.expect("only a session transport is asked to idle");
         let notes = self.notes.clone();
         // What comes first: a close, an acknowledgement, a keep-alive (in
@@ -339,7 +347,30 @@ impl Transport for Fake {
             })
         };
         async move {
-            tokio::time::sleep_until(at).await;
+            // The worker's call, if heard, ends the wait `handback` after
+            // it, unless the first of the others comes before that.
+            let what = match script.handback {
+                None => {
+                    tokio::time::sleep_until(at).await;
+                    what
+                }
+                Some(after) => {
+                    tokio::pin!(handback);
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => what,
+                        () = &mut handback => {
+                            let back = Instant::now() + after;
+                            if what != Idle::Until && at <= back {
+                                tokio::time::sleep_until(at).await;
+                                what
+                            } else {
+                                tokio::time::sleep_until(back).await;
+                                Idle::Until
+                            }
+                        }
+                    }
+                }
+            };
             let now = Instant::now();
             let mut sessions = notes.sessions.lock().unwrap();
             let s = sessions.get_mut(&conn).expect("a session the fake opened");

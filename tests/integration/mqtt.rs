@@ -163,6 +163,11 @@ fn every_acknowledged_heartbeat_is_one_a_subscriber_received_device_by_device() 
     let out_json = dir.path("r.json").to_str().unwrap().to_string();
     let out = fleetstorm(&["run", &file, "--quiet", "--out", &out_json]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
+    super::run::schema_check(&json);
+    // The target is described as what it is: MQTT, no HTTP version or path.
+    let target = &json["scenario"]["target"];
+    assert_eq!((target["mqtt"].as_str(), target.get("http"), target.get("path")), (Some("3.1.1"), None, None));
     let report = Report::load(std::path::Path::new(&out_json)).unwrap();
     let t = &report.totals;
     // Ten heartbeats per device (a 1 s beat over 10 s).

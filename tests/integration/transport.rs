@@ -95,7 +95,7 @@ async fn http2_over_tls_and_h2c_multiplex_a_small_pool() {
     assert_eq!(stats["protocols"]["HTTP/2"].as_u64(), Some(t.ok), "{stats}");
     assert_eq!(stats["protocols"]["HTTP/1.1"].as_u64(), Some(0));
     assert!(t.connects <= 2 * 2, "a pool of 2 per run shares streams: {} connections", t.connects);
-    assert_eq!(report.scenario.target.http, "HTTP/2");
+    assert_eq!(report.scenario.target.http.as_deref(), Some("HTTP/2"));
 
     // h2c: HTTP/2 with prior knowledge on a plain connection.
     let server = start_serve(ServeConfig::default()).await;

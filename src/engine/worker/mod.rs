@@ -858,9 +858,12 @@ impl<T: Transport> Worker<T> {
 
     /// When a wait on device `slot`'s idle session ends at the latest: at
     /// its next heartbeat (or the end), less the most a wake-up sends
-    /// early ([`Worker::dispatch_until`]), so that the session is back for it.
+    /// early ([`Worker::dispatch_until`]) and the most the wait's own
+    /// (tokio's, millisecond) timer may be late, so that the session is
+    /// back for it. Should it still be out, the heartbeat calls it back
+    /// ([`Sessions::hold`]).
     fn idle_until(&self, slot: u32) -> u64 {
-        let early = if self.settings.precise_timer { MIN_WAKE_SPACING_NS } else { 0 };
+        let early = if self.settings.precise_timer { 3 * MIN_WAKE_SPACING_NS } else { 0 };
         self.sessions.next_ns(slot).min(self.settings.end_ns).saturating_sub(early)
     }
 

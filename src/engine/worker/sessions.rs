@@ -10,8 +10,10 @@
 //! counted; after a keep-alive or an inbound message the session is
 //! waited on again, otherwise it goes back to the device's place (none if
 //! the far end closed it: the next heartbeat opens one, with the device's
-//! identity). A heartbeat that finds its device's session out waits for
-//! it, as one waits for a pooled connection (connection wait).
+//! identity). A heartbeat that finds its device's session out calls it
+//! back ([`HandBack`]: the wait's own timer is coarser than the worker's)
+//! and waits for it, as one waits for a pooled connection (connection
+//! wait): only as long as the transport takes to hand it back.
 //!
 //! For HTTP (no idle work) none of this is made: no per-device state, no
 //! wait, no poll.
@@ -24,7 +26,7 @@ use tokio::time::Instant;
 
 use super::due::Waiter;
 use crate::stats::SessionCounts;
-use crate::transport::{Idle, Transport};
+use crate::transport::{HandBack, HandBackCall, Idle, Transport};
 
 /// Counts what ended a wait on an idle session.
 pub(super) fn count(counts: &mut SessionCounts, what: Idle) {
@@ -46,6 +48,8 @@ struct Place {
     /// A heartbeat that came while the session was out: it goes when the
     /// session is back.
     held: Option<Waiter>,
+    /// The call that ends the wait on the session, while it is out.
+    call: Option<HandBackCall>,
 }
 
 /// A wait on an idle session that ended.
@@ -104,10 +108,14 @@ impl<C: Send + 'static> Sessions<C> {
         self.places.get(slot as usize).is_some_and(|p| p.out)
     }
 
-    /// Holds `waiter` until device `slot`'s session is back.
+    /// Holds `waiter` until device `slot`'s session is back, and calls
+    /// the session back (its wait ends at once, [`HandBack`]).
     pub(super) fn hold(&mut self, slot: u32, waiter: Waiter) {
         if let Some(p) = self.places.get_mut(slot as usize) {
             p.held = Some(waiter);
+            if let Some(call) = p.call.take() {
+                call.call();
+            }
         }
     }
 
@@ -131,10 +139,12 @@ impl<C: Send + 'static> Sessions<C> {
         start: Instant,
         until_ns: u64,
     ) {
+        let (call, handback) = HandBack::pair();
         if let Some(p) = self.places.get_mut(slot as usize) {
             p.out = true;
+            p.call = Some(call);
         }
-        let wait = transport.idle(conn, start + Duration::from_nanos(until_ns));
+        let wait = transport.idle(conn, start + Duration::from_nanos(until_ns), handback);
         self.waits.push(Box::pin(async move {
             let (conn, what) = wait.await;
             Idled { slot, conn, what, until_ns }
@@ -146,6 +156,7 @@ impl<C: Send + 'static> Sessions<C> {
     pub(super) fn back(&mut self, slot: u32) -> Option<Waiter> {
         let p = self.places.get_mut(slot as usize)?;
         p.out = false;
+        p.call = None;
         p.held.take()
     }
 }

@@ -43,7 +43,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::route::{Qos, Route};
-use super::{Connected, Exchange, Identity, Idle, Outgoing, Transport, ports};
+use super::{Connected, Exchange, HandBack, Identity, Idle, Outgoing, Transport, ports};
 use crate::stats::{Code, Failure, Outcome, OutcomeClass, mqtt_class};
 pub use settings::{MqttSettings, MqttVersion};
 
@@ -263,6 +263,7 @@ impl Transport for Mqtt {
         &self,
         mut conn: MqttConn,
         until: Instant,
+        mut handback: HandBack,
     ) -> impl Future<Output = (Option<MqttConn>, Idle)> + Send + 'static {
         let keep_alive = self.endpoint.settings.keep_alive;
         async move {
@@ -271,6 +272,8 @@ impl Transport for Mqtt {
                 let ping_at = conn.last_sent + keep_alive;
                 let wake = until.min(ping_at);
                 tokio::select! {
+                    // The device's heartbeat is due: its session goes back now.
+                    () = &mut handback => return (Some(conn), Idle::Until),
                     () = tokio::time::sleep_until(wake) => {
                         if wake == until {
                             return (Some(conn), Idle::Until);
@@ -426,14 +429,41 @@ mod tests {
         let conn = timed_out.conn.expect("the session stays after a timeout");
         late_tx.send(()).unwrap();
         let far_future = Instant::now() + Duration::from_secs(30);
-        let (conn, what) = mqtt.idle(conn, far_future).await;
+        let (_kept, handback) = HandBack::pair();
+        let (conn, what) = mqtt.idle(conn, far_future, handback).await;
         assert_eq!(what, Idle::Inbound, "the late PUBACK");
-        let (conn, what) = mqtt.idle(conn.unwrap(), far_future).await;
+        let (_kept, handback) = HandBack::pair();
+        let (conn, what) = mqtt.idle(conn.unwrap(), far_future, handback).await;
         assert_eq!(what, Idle::Keepalive);
-        let (conn, what) = mqtt.idle(conn.unwrap(), far_future).await;
+        let (_kept, handback) = HandBack::pair();
+        let (conn, what) = mqtt.idle(conn.unwrap(), far_future, handback).await;
         assert_eq!(what, Idle::Closed, "the broker's DISCONNECT (the PINGRESP read on the way)");
         assert!(conn.is_none());
         broker.await.unwrap();
+    }
+
+    /// The worker's call ends an idle wait at once, the session whole
+    /// (its heartbeat is due; the wait's own end is far off).
+    #[tokio::test]
+    async fn an_idle_session_goes_back_at_once_when_its_device_s_heartbeat_calls_for_it() {
+        let (mqtt, listener) = transport(Duration::from_secs(60)).await;
+        let broker = tokio::spawn(async move {
+            let mut far = Far::accept(&listener).await;
+            let _connect = far.next().await;
+            far.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await;
+            let Some(Packet::Publish(p)) = far.next().await else { panic!("PUBLISH after the wait") };
+            far.send(Packet::PubAck(PubAck::new(p.pkid))).await;
+            far
+        });
+        let (conn, _) = mqtt.connect(identity()).await.unwrap();
+        let (call, handback) = HandBack::pair();
+        let wait = tokio::spawn(mqtt.idle(conn, Instant::now() + Duration::from_secs(30), handback));
+        call.call();
+        let (conn, what) = tokio::time::timeout(Duration::from_secs(10), wait).await.expect("back at once").unwrap();
+        assert_eq!(what, Idle::Until);
+        let sent = mqtt.exchange(conn, message("t", Qos::AtLeastOnce)).await;
+        assert_eq!(sent.outcome, Outcome::Answered { class: OutcomeClass::Ok, code: None }, "the same session");
+        let _far = broker.await.unwrap();
     }
 
     #[tokio::test]

@@ -624,6 +624,8 @@ async fn a_session_transport_opens_each_device_s_session_with_its_identity_keeps
         close: |device, n| ((device, n) == ("d-1", 1)).then_some(Duration::from_secs(15)),
         overstay: Duration::ZERO,
         handback: Some(Duration::ZERO),
+        reconnect: None,
+        down: None,
     };
     let fake = Fake { connect_delay: Duration::from_millis(20), ..Fake::with_sessions(script) };
     let settings = paused(60, ConnectionMode::PerDevice, 3);
@@ -678,7 +680,10 @@ async fn a_session_transport_opens_each_device_s_session_with_its_identity_keeps
     let keepalives: usize = sessions.values().map(|s| s.keepalives.len()).sum();
     assert!(keepalives >= 4 * 2 * 5 - 2, "{keepalives}");
     let counted = out.fleets[0].counters.sessions;
-    assert_eq!(counted, SessionCounts { keepalives: keepalives as u64, inbound: 1, closed: 1 });
+    assert_eq!(
+        counted,
+        SessionCounts { keepalives: keepalives as u64, inbound: 1, closed: 1, ..SessionCounts::default() }
+    );
 
     // d-1: closed by the far end 15 s after it opened (between two
     // heartbeats), reopened with its identity at its next heartbeat.
@@ -707,6 +712,8 @@ async fn a_heartbeat_that_finds_its_session_out_on_an_idle_wait_waits_for_it() {
         close: |_, _| None,
         overstay: Duration::from_millis(30),
         handback: None,
+        reconnect: None,
+        down: None,
     };
     let fake = Fake::with_sessions(script);
     let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
@@ -742,6 +749,8 @@ async fn a_heartbeat_calls_its_idle_session_back_and_goes_at_once() {
         close: |_, _| None,
         overstay: Duration::from_millis(30),
         handback: Some(Duration::ZERO),
+        reconnect: None,
+        down: None,
     };
     let fake = Fake::with_sessions(script);
     let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
@@ -762,6 +771,73 @@ async fn a_heartbeat_calls_its_idle_session_back_and_goes_at_once() {
     assert_eq!(fake.opened_sessions().len(), 3, "each device kept its one session");
 }
 
+/// A device whose session the far end closed reopens it at once, after
+/// its reconnect delay, not at its next heartbeat, as a device's client
+/// library does. Here every first session is closed 4.5 s after it opened,
+/// inside a window (4 s to 12 s) in which the far end refuses openings
+/// ("server unavailable", a restarting broker's): each refused opening
+/// doubles the device's delay (1 s, up to 4 s, from its upper half), and
+/// a heartbeat due meanwhile fails at once, for the reason the session is
+/// gone, without an opening of its own. The first opening after the
+/// window succeeds and carries the rest.
+#[tokio::test(start_paused = true)]
+async fn a_lost_session_is_reopened_after_its_reconnect_delay_which_doubles_while_refused() {
+    use crate::stats::{Code, OutcomeClass};
+    use crate::transport::Reconnect;
+    use crate::transport::testing::SessionScript;
+    let script = SessionScript {
+        keepalive: Duration::from_secs(60),
+        ack: |_, _| Duration::from_millis(5),
+        ack_timeout: Duration::from_secs(1),
+        close: |_, n| (n == 1).then_some(Duration::from_millis(4_500)),
+        overstay: Duration::ZERO,
+        handback: Some(Duration::ZERO),
+        reconnect: Some(Reconnect { first: Duration::from_secs(1), max: Duration::from_secs(4) }),
+        down: Some((Duration::from_secs(4), Duration::from_secs(12))),
+    };
+    let fake = Fake::with_sessions(script);
+    let out = run(
+        vec![Arc::new(fake.clone())],
+        vec![fleet(2, every(Duration::from_secs(2)))],
+        paused(30, ConnectionMode::PerDevice, 9),
+        CancellationToken::new(),
+        |_| {},
+    )
+    .await;
+    assert_accounting(&out);
+    let c = &out.fleets[0].counters;
+    let s = c.sessions;
+    assert_eq!((c.scheduled, c.sent, c.missed), (30, 30, 0), "{c:?}");
+    assert_eq!((s.closed, s.reopened), (2, 2), "each device's session closed once, reopened once: {s:?}");
+    assert_eq!(c.connects, 4, "two openings by heartbeats, two reopenings");
+    // Every opening after the first was a reopening, none a heartbeat's.
+    assert_eq!(fake.identities().len() as u64, 2 + s.reopened + s.reopen_failed);
+    let sessions = fake.opened_sessions();
+    for device in ["d-0", "d-1"] {
+        let mine: Vec<_> = sessions.values().filter(|x| x.identity.device.ends_with(device)).collect();
+        assert_eq!(mine.len(), 2, "{device}: two sessions");
+        let first_closed = mine[0].opened_at + Duration::from_millis(4_500);
+        let reopened = mine[1].opened_at.duration_since(fake.epoch);
+        // The first opening after the window, within its delay's ceiling.
+        assert!(reopened >= Duration::from_secs(12) && reopened < Duration::from_secs(16), "{device}: {reopened:?}");
+        // Refused at least at +0.5-1 s, +1-2 s, +2-4 s of the close (from 4.5-6.5 s) before 12 s.
+        assert!(mine[1].opened_at > first_closed + Duration::from_millis(3_500), "{device}");
+    }
+    // Refused openings: at least two per device before the window ended
+    // (delays of at most 1, 2 and 4 s from a close before 6.5 s).
+    assert!(s.reopen_failed >= 4, "{s:?}");
+    // Heartbeats due while a device had no session failed at once: for the
+    // refusal (server unavailable, code 3) or, before the first refusal,
+    // for the lost session (connect); the rest went on a session and were
+    // acknowledged.
+    let failed = c.failed();
+    assert!(failed >= 4, "at least two heartbeats per device between 6.5 s and 12 s: {c:?}");
+    assert_eq!(c.classes[OutcomeClass::ServerError] + c.classes[OutcomeClass::Connect], failed, "{c:?}");
+    assert_eq!(c.codes.get(&Code::Mqtt(3)).copied().unwrap_or(0), c.classes[OutcomeClass::ServerError]);
+    let on_sessions: usize = sessions.values().map(|x| x.messages.len()).sum();
+    assert_eq!(on_sessions as u64, c.ok(), "every ok heartbeat went on a session, every failed one on none");
+}
+
 /// A run whose fleets speak different protocols: one fleet's devices over
 /// a session transport shaped like MQTT (sessions opened with each
 /// device's identity, keep-alives between heartbeats), the other's over
@@ -778,6 +854,8 @@ async fn fleets_of_one_run_speak_different_protocols_each_over_its_own_target() 
         close: |_, _| None,
         overstay: Duration::ZERO,
         handback: Some(Duration::ZERO),
+        reconnect: None,
+        down: None,
     };
     let sessions = Fake::with_sessions(script);
     let http = Fake { delay: Duration::from_millis(10), ..Fake::default() };
@@ -823,6 +901,8 @@ async fn a_session_refused_at_its_opening_fails_its_heartbeat_in_the_refusal_s_c
         close: |_, _| None,
         overstay: Duration::ZERO,
         handback: Some(Duration::ZERO),
+        reconnect: None,
+        down: None,
     };
     let refused = Outcome::Answered { class: OutcomeClass::Auth, code: None };
     let fake = Fake { connect_delay: Duration::from_millis(20), refuse: Some(refused), ..Fake::with_sessions(script) };

@@ -294,7 +294,13 @@ impl LiveMetrics {
             let mut events = Vec::new();
             for (r, p) in fleets() {
                 let s = &r.counters.sessions;
-                for (event, n) in [("keepalive", s.keepalives), ("inbound", s.inbound), ("closed", s.closed)] {
+                for (event, n) in [
+                    ("keepalive", s.keepalives),
+                    ("inbound", s.inbound),
+                    ("closed", s.closed),
+                    ("reopened", s.reopened),
+                    ("reopen_failed", s.reopen_failed),
+                ] {
                     events.push(self.point(&[("fleet", &p.name), ("event", event)], Value::Number(n as f64)));
                 }
             }

@@ -188,9 +188,17 @@ impl Report {
             },
         }
         if let Some(s) = &t.sessions {
+            let reopened = if s.reopened + s.reopen_failed > 0 {
+                format!(
+                    "; reopened by their devices {} ({} reopenings refused or failed, each retried after a doubled delay)",
+                    s.reopened, s.reopen_failed
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "idle sessions: keep-alives {}, inbound messages {}, closed by the far end {}",
+                "idle sessions: keep-alives {}, inbound messages {}, closed by the far end {}{reopened}",
                 s.keepalives, s.inbound, s.closed
             );
         }

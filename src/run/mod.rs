@@ -445,6 +445,8 @@ device_name = "d-{index}"
             close: |device, n| ((device, n) == ("d-1", 1)).then_some(Duration::from_secs(15)),
             overstay: Duration::ZERO,
             handback: Some(Duration::ZERO),
+            reconnect: None,
+            down: None,
         };
         // Opening a session takes 20 ms.
         let fake = Fake { connect_delay: Duration::from_millis(20), ..Fake::with_sessions(script) };
@@ -481,7 +483,8 @@ device_name = "d-{index}"
         // What the idle sessions did: the fake's keep-alives, d-0's late
         // acknowledgement arriving unasked, d-1's session closed.
         let keepalives: usize = fake.opened_sessions().values().map(|s| s.keepalives.len()).sum();
-        let sessions = crate::stats::SessionCounts { keepalives: keepalives as u64, inbound: 1, closed: 1 };
+        let sessions =
+            crate::stats::SessionCounts { keepalives: keepalives as u64, inbound: 1, closed: 1, ..Default::default() };
         assert!(keepalives >= 4 * 2 * 5 - 2, "{keepalives}");
         assert_eq!((t.sessions, report.fleets[0].sessions), (Some(sessions), Some(sessions)));
         assert!(report.summary().contains(&format!(

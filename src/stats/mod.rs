@@ -73,9 +73,16 @@ pub struct SessionCounts {
     pub keepalives: u64,
     /// Messages that came in unasked (late acknowledgements, commands).
     pub inbound: u64,
-    /// Sessions the far end closed (each reopened, if at all, at its
-    /// device's next heartbeat: a connect).
+    /// Sessions the far end closed while idle.
     pub closed: u64,
+    /// Lost sessions their devices reopened at once, after their
+    /// reconnect delay (each also a connect).
+    #[serde(default)]
+    pub reopened: u64,
+    /// Such reopenings that failed (each followed by another, after a
+    /// longer delay).
+    #[serde(default)]
+    pub reopen_failed: u64,
 }
 
 impl SessionCounts {
@@ -83,6 +90,8 @@ impl SessionCounts {
         self.keepalives += other.keepalives;
         self.inbound += other.inbound;
         self.closed += other.closed;
+        self.reopened += other.reopened;
+        self.reopen_failed += other.reopen_failed;
     }
 
     /// Whether nothing was counted.

@@ -36,7 +36,7 @@ use bytes::Bytes;
 use crate::stats::{Failure, Outcome};
 pub use http::{Endpoint, EndpointError, EndpointOptions, Http, HttpConn, Signer};
 pub use route::{HttpRoute, MqttRoute, Protocol, Qos, Route};
-pub use session::{HandBack, HandBackCall, Identity, Idle};
+pub use session::{HandBack, HandBackCall, Identity, Idle, Reconnect};
 pub use tls::TlsClient;
 
 /// What one heartbeat sends: its body and its [`Route`]: the endpoint's
@@ -126,6 +126,13 @@ pub trait Transport: Send + Sync + 'static {
     /// connections are left alone.
     fn idles(&self) -> bool {
         false
+    }
+
+    /// How a device reopens its session once it lost it, if the
+    /// transport's devices do at once ([`Reconnect`]); `None` (HTTP, and
+    /// a session transport told not to): at its next heartbeat.
+    fn reconnect(&self) -> Option<Reconnect> {
+        None
     }
 
     /// The first message of each kind of failure seen so far (by class,

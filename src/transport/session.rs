@@ -69,6 +69,28 @@ pub enum Idle {
     Until,
 }
 
+/// How a device reopens its session after the far end closed it (or it
+/// broke, or an opening failed): at once, not at its next heartbeat, as a
+/// device's client library does, after a delay that doubles with each
+/// failed opening from `first` up to `max`, each drawn at random from its
+/// upper half ("equal jitter"), so that a broker that dropped every
+/// session at once gets its reconnect storm paced as real devices pace
+/// it. A successful opening starts the doubling again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnect {
+    pub first: std::time::Duration,
+    pub max: std::time::Duration,
+}
+
+impl Reconnect {
+    /// The delay before the opening that follows `failures` failed ones
+    /// (0: the session was just lost), `unit` a random number in [0, 1).
+    pub fn delay(&self, failures: u32, unit: f64) -> std::time::Duration {
+        let ceiling = self.first.saturating_mul(1u32 << failures.min(20)).min(self.max);
+        ceiling.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+    }
+}
+
 /// The worker's call for an idle session back: a heartbeat of its device
 /// is due now, so the wait on the session ends at once
 /// ([`super::Transport::idle`]) rather than at the instant it was given.
@@ -112,6 +134,18 @@ impl Future for HandBack {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reconnect_delay_doubles_to_its_ceiling_and_is_drawn_from_its_upper_half() {
+        use std::time::Duration;
+        let r = Reconnect { first: Duration::from_secs(1), max: Duration::from_secs(10) };
+        assert_eq!(r.delay(0, 0.0), Duration::from_millis(500));
+        assert_eq!(r.delay(0, 0.999_999), Duration::from_secs(1) - Duration::from_micros(1) / 2);
+        assert_eq!(r.delay(1, 0.0), Duration::from_secs(1));
+        assert_eq!(r.delay(3, 0.0), Duration::from_secs(4));
+        assert_eq!(r.delay(4, 0.0), Duration::from_secs(5), "the ceiling, halved");
+        assert_eq!(r.delay(u32::MAX, 0.5), Duration::from_millis(7_500));
+    }
 
     #[test]
     fn an_identity_s_debug_never_shows_its_password() {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Connected, Exchange, HandBack, Identity, Idle, Outgoing, Transport};
+use super::{Connected, Exchange, HandBack, Identity, Idle, Outgoing, Reconnect, Transport};
 use crate::stats::{Failure, Outcome, OutcomeClass};
 
 /// One heartbeat (or retry) handed to the fake.
@@ -57,6 +57,11 @@ pub struct SessionScript {
     /// And this long after the worker's call for the session
     /// ([`HandBack`]), if the transport hears it at all.
     pub handback: Option<Duration>,
+    /// How its devices reopen a lost session ([`Transport::reconnect`]).
+    pub reconnect: Option<Reconnect>,
+    /// Openings begun within this window (from and to, since the fake was
+    /// made) are refused, as a restarting broker's: server unavailable.
+    pub down: Option<(Duration, Duration)>,
 }
 
 /// One session, as the fake's far end saw it.
@@ -124,6 +129,8 @@ pub struct Fake {
     pub refuse: Option<Outcome>,
     /// What it noted, shared by its clones (read with the methods below).
     pub(crate) notes: Arc<Notes>,
+    /// When it was made (its script's times are from then).
+    pub epoch: Instant,
 }
 
 impl Default for Fake {
@@ -151,6 +158,7 @@ impl Fake {
             session: None,
             refuse: None,
             notes: Arc::default(),
+            epoch: Instant::now(),
         }
     }
 
@@ -275,17 +283,28 @@ impl Transport for Fake {
 
     fn connect(&self, identity: Identity) -> impl Future<Output = Result<(u32, Connected), Outcome>> + Send + 'static {
         let (cost, delay, script, notes) = (self.connect_cost, self.connect_delay, self.session, self.notes.clone());
-        let refuse = self.refuse;
-        notes.identities.lock().unwrap().push(identity.clone());
+        let (refuse, epoch) = (self.refuse, self.epoch);
         async move {
+            // Noted when the opening begins (a device's reopening is asked
+            // for before its delay).
+            notes.identities.lock().unwrap().push(identity.clone());
             if !cost.is_zero() {
                 spend(cost);
             }
+            let begun = Instant::now().duration_since(epoch);
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             if let Some(refused) = refuse {
                 return Err(refused);
+            }
+            if let Some((from, to)) = script.and_then(|s| s.down)
+                && (from..to).contains(&begun)
+            {
+                return Err(Outcome::Answered {
+                    class: crate::stats::mqtt_class(3),
+                    code: Some(crate::stats::Code::Mqtt(3)),
+                });
             }
             notes.opened.fetch_add(1, Ordering::SeqCst);
             let id = notes.next_conn.fetch_add(1, Ordering::SeqCst);
@@ -319,6 +338,10 @@ impl Transport for Fake {
 
     fn idles(&self) -> bool {
         self.session.is_some()
+    }
+
+    fn reconnect(&self) -> Option<Reconnect> {
+        self.session.and_then(|s| s.reconnect)
     }
 
     fn idle(

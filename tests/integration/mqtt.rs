@@ -45,11 +45,39 @@ struct Mosquitto {
 
 impl Mosquitto {
     /// Starts mosquitto with `extra` config lines in `dir`; it has
-    /// started once it says it is running. A port taken between finding
-    /// it free and mosquitto binding it is tried again with another.
+    /// started once it says it is running. Its port is below the
+    /// machine's ephemeral range (32768 and up here), so that no outgoing
+    /// connection takes it while it is restarted ([`Mosquitto::restart`]);
+    /// a port taken between finding it free and mosquitto binding it is
+    /// tried again with another.
     fn start(dir: &TempDir, extra: &str) -> Mosquitto {
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut pick = std::process::id() as u64 * 7919
+            + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+        for _ in 0..20 {
+            pick = pick.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let port = 20_000 + (pick >> 33) as u16 % 12_000;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            if let Some(started) = Mosquitto::start_at(dir, port, extra) {
+                return started;
+            }
+        }
+        panic!("mosquitto found no free port in twenty tries");
+    }
+
+    /// Kills this mosquitto (SIGKILL: its sessions end with no DISCONNECT)
+    /// and starts another on the same port with the same config.
+    fn restart(&mut self, dir: &TempDir, extra: &str) {
+        let _ = self._process.0.kill();
+        let _ = self._process.0.wait();
+        *self = Mosquitto::start_at(dir, self.port, extra).expect("mosquitto restarts on its port");
+    }
+
+    /// mosquitto on `port`, once it says it is running; `None` if the port
+    /// is in use.
+    fn start_at(dir: &TempDir, port: u16, extra: &str) -> Option<Mosquitto> {
+        {
             let conf = dir.write(
                 "mosquitto.conf",
                 &format!(
@@ -76,12 +104,12 @@ impl Mosquitto {
             if running {
                 // Its log read on, so that it never blocks on a full pipe.
                 std::thread::spawn(move || lines.for_each(drop));
-                return Mosquitto { _process: Running(child), port };
+                return Some(Mosquitto { _process: Running(child), port });
             }
             let _ = child.wait();
             assert!(said.iter().any(|l| l.contains("in use")), "mosquitto did not start: {said:?}");
         }
-        panic!("mosquitto found no free port in five tries");
+        None
     }
 
     fn url(&self) -> String {
@@ -221,4 +249,71 @@ fn a_wrong_password_is_refused_at_connect_in_its_class_with_its_code() {
     // mosquitto refuses a wrong password with 3.1.1's 5, not authorised.
     assert_eq!(t.codes.get("mqtt").and_then(|c| c.get("5")), Some(&t.failed), "{:?}", t.codes);
     assert_eq!(t.connects, 0);
+}
+
+/// mosquitto killed and restarted while a fleet runs: each device's session
+/// ends with no DISCONNECT, and each device reopens it by itself, at once
+/// after its reconnect delay (doubling while refused), not at its next
+/// heartbeat. Driven by events: the broker is killed once a subscriber has
+/// seen every device, and the run interrupted once a subscriber on the new
+/// broker has seen every device again. The report shows the storm (every
+/// session lost, every device reopened, each reopening a connect, once)
+/// and its books balance.
+#[test]
+fn a_broker_restarted_mid_run_gets_every_device_back_and_the_books_balance() {
+    if !mosquitto_available() {
+        return;
+    }
+    let _heavy = super::util::heavy();
+    let dir = TempDir::new("mqtt-restart");
+    let extra = "allow_anonymous true";
+    let mut broker = Mosquitto::start(&dir, extra);
+    let devices = 200u64;
+    let fleet = "device_name = \"d-{index}\"";
+    let text = scenario(&broker.url(), devices, fleet).replace("duration = \"10s\"", "duration = \"5m\"")
+        + "[target.mqtt]\nreconnect_delay = \"200ms\"\nreconnect_max = \"1s\"\n";
+    let file = dir.write("s.toml", &text);
+    let out_json = dir.path("r.json");
+    let every_device = |subscriber: &Subscriber| {
+        let mut seen = std::collections::BTreeSet::new();
+        while (seen.len() as u64) < devices {
+            match subscriber.received.recv_timeout(Duration::from_secs(60)) {
+                Ok(topic) => {
+                    seen.insert(topic);
+                }
+                Err(_) => panic!("only {} devices were seen", seen.len()),
+            }
+        }
+    };
+    let before = Subscriber::start(&broker, "fleet/+/hb");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+        .args(["run", &file, "--quiet", "--out", out_json.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut run = Running(run);
+    every_device(&before);
+    drop(before);
+    broker.restart(&dir, extra);
+    let after = Subscriber::start(&broker, "fleet/+/hb");
+    every_device(&after);
+    Command::new("kill").args(["-INT", &run.0.id().to_string()]).status().unwrap();
+    let status = run.0.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut run.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(6), "interrupted: {stderr}");
+    let report = Report::load(&out_json).unwrap();
+    let t = &report.totals;
+    assert_eq!((t.scheduled, t.sent), (t.sent + t.missed, t.ok + t.failed + t.retry_pending), "{t:?}");
+    let s = t.sessions.expect("the sessions' counts");
+    // Every device lost its session, idle (closed) or during a publish
+    // (io, or a timeout), and opened a new one by itself: each reopening
+    // is a connect, counted once.
+    assert!(s.reopened >= devices, "{s:?}");
+    assert_eq!(t.connects, devices + s.reopened, "{s:?}");
+    let broken = t.errors.get("io").copied().unwrap_or(0) + t.errors.get("timeout").copied().unwrap_or(0);
+    assert!(s.closed + broken >= devices, "{s:?} {:?}", t.errors);
+    assert!(t.ok > 0 && t.failed > 0, "{t:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -104,6 +104,11 @@ impl<C> Connections<C> {
         }
     }
 
+    /// Whether device `slot` has a connection in its place (per-device mode).
+    pub(super) fn has_conn(&self, slot: u32) -> bool {
+        self.devices.get(slot as usize).is_some_and(|d| d.conn.is_some())
+    }
+
     /// Device `slot`'s open connection, out of its place for an idle wait
     /// (per-device mode; none if it is stale: its next heartbeat replaces
     /// it). It comes back with [`Connections::checkin`].
@@ -194,7 +199,15 @@ impl<C> Connections<C> {
     /// usable, and whether it went on a new one.
     pub(super) fn checkin(&mut self, slot: u32, conn: Option<C>, fresh: bool) {
         match self.mode {
-            ConnectionMode::PerDevice => self.devices[slot as usize].conn = conn,
+            // A device's exchange took its connection out of its place (or
+            // had none): only one to go on with goes back. With none, the
+            // place stays as it is: a session the device reopened meanwhile
+            // may be in it.
+            ConnectionMode::PerDevice => {
+                if let Some(c) = conn {
+                    self.devices[slot as usize].conn = Some(c);
+                }
+            }
             ConnectionMode::NewPerRequest => {}
             ConnectionMode::Pool(_) if self.multiplexed => {
                 // A shared handle is just dropped; a new connection joins the pool.

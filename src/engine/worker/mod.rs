@@ -66,7 +66,7 @@ pub(crate) use due::MAX_CONNECTS_PER_TRIP;
 use due::{Due, Waiter};
 use records::{Records, Whose};
 use retries::Retries;
-use sessions::{Idled, Sessions};
+use sessions::{Ended, Idled, Sessions};
 pub use timers::Timers;
 
 /// A fleet as the workers run it.
@@ -642,8 +642,15 @@ impl<T: Transport> Worker<T> {
     fn start(&mut self, due: Due, now: u64) {
         let transport = &*self.transports[usize::from(self.slots[due.slot as usize].fleet)];
         if transport.idles() && self.sessions.is_out(due.slot) {
-            // Its session is out on an idle wait, which ends by now or
-            // within a wake-up's spacing: it goes when that is back.
+            if let Some(why) = self.sessions.backing_off(due.slot, now) {
+                // Its device lost its session and waits to reopen it: the
+                // heartbeat has none to go on, for the reason it was lost.
+                self.slots[due.slot as usize].busy = true;
+                self.track(due, std::future::ready(Exchange::ended(why)), now, now, false, false);
+                return;
+            }
+            // Its session is out on an idle wait (called back now), or
+            // being reopened: it goes when that is back.
             self.slots[due.slot as usize].busy = true;
             self.sessions.hold(due.slot, Waiter { due, queued_ns: now });
             return;
@@ -817,7 +824,21 @@ impl<T: Transport> Worker<T> {
                 }
             }
         }
+        let lost = exchange.conn.is_none();
         self.conns.checkin(slot, exchange.conn, fresh);
+        if self.sessions.enabled() {
+            if exchange.connected.is_some() && !lost {
+                self.sessions.failures(slot, true);
+            } else if lost && !self.sessions.is_out(slot) && !self.conns.has_conn(slot) {
+                // Its session broke, or could not be opened: the device
+                // reopens it, at once if its transport's devices do.
+                self.sessions.lost(slot, outcome);
+                if fresh {
+                    self.sessions.failures(slot, false);
+                }
+                self.reopen(slot, now);
+            }
+        }
         if matches!(self.settings.connections, ConnectionMode::Pool(_)) {
             // Queued heartbeats go even after the end: they were due before
             // it. A multiplexed pool may take several at once.
@@ -876,23 +897,83 @@ impl<T: Transport> Worker<T> {
         let Idled { slot, conn, what, until_ns } = idled;
         let fleet = usize::from(self.slots[slot as usize].fleet);
         let now = self.now_ns();
-        self.record(slot, |r| sessions::count(&mut r.counters.sessions, what));
-        let again = matches!(what, Idle::Keepalive | Idle::Inbound)
-            && !self.pace.stopping
-            && !self.sessions.is_held(slot)
-            && now < until_ns;
-        match conn {
-            Some(conn) if again => {
-                self.sessions.wait(&*self.transports[fleet], slot, conn, self.settings.start, until_ns);
+        self.record(slot, |r| sessions::count(&mut r.counters.sessions, &what));
+        match what {
+            Ended::Idle(what) => {
+                let again = matches!(what, Idle::Keepalive | Idle::Inbound)
+                    && !self.pace.stopping
+                    && !self.sessions.is_held(slot)
+                    && now < until_ns;
+                match conn {
+                    Some(conn) if again => {
+                        self.sessions.wait(&*self.transports[fleet], slot, conn, self.settings.start, until_ns);
+                    }
+                    conn => {
+                        let closed = conn.is_none();
+                        let held = self.sessions.back(slot);
+                        self.conns.checkin(slot, conn, false);
+                        match held {
+                            Some(waiter) => self.resume_held(waiter, now),
+                            None if closed => {
+                                self.sessions.lost(slot, crate::stats::Outcome::Failed(crate::stats::Failure::Connect));
+                                self.reopen(slot, now);
+                            }
+                            None => {}
+                        }
+                    }
+                }
             }
-            conn => {
+            Ended::Reopened(connected) => {
+                let tls_us = connected.tls_handshake.map(|d| d.as_micros() as u64);
+                let session_us = connected.session.map(|d| d.as_micros() as u64);
+                self.record(slot, |r| r.connected(tls_us, session_us));
+                self.sessions.failures(slot, true);
                 let held = self.sessions.back(slot);
                 self.conns.checkin(slot, conn, false);
+                match held {
+                    Some(waiter) => self.resume_held(waiter, now),
+                    None => self.park(slot),
+                }
+            }
+            Ended::NotReopened(refused) => {
+                self.sessions.lost(slot, refused);
+                let held = self.sessions.back(slot);
+                self.reopen(slot, now);
                 if let Some(waiter) = held {
-                    self.resume_held(waiter, now);
+                    // It waited for this opening: its outcome is the refusal.
+                    self.track(
+                        waiter.due,
+                        std::future::ready(Exchange::ended(refused)),
+                        waiter.queued_ns,
+                        now,
+                        false,
+                        false,
+                    );
                 }
             }
         }
+    }
+
+    /// Device `slot` lost its session (or could not open one): if its
+    /// transport's devices reopen at once ([`crate::transport::Reconnect`]),
+    /// it opens a new one after its reconnect delay, doubled for each
+    /// opening that failed since it was last open; otherwise its next
+    /// heartbeat opens one.
+    fn reopen(&mut self, slot: u32, now: u64) {
+        let fleet = usize::from(self.slots[slot as usize].fleet);
+        let Some(policy) = self.transports[fleet].reconnect() else { return };
+        if self.pace.stopping || self.sessions.is_out(slot) {
+            return;
+        }
+        let failures = self.sessions.failures(slot, false);
+        let at_ns = now + policy.delay(failures, self.rng.random()).as_nanos() as u64;
+        if at_ns >= self.settings.end_ns {
+            return;
+        }
+        let s = &self.slots[slot as usize];
+        let f = &self.fleets[fleet];
+        let identity = f.wire.identity(&f.generator, s.device.index());
+        self.sessions.reopen(&*self.transports[fleet], slot, identity, self.settings.start, at_ns);
     }
 
     /// Sends a heartbeat that waited for its device's session (or queues

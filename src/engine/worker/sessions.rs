@@ -25,17 +25,32 @@ use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use super::due::Waiter;
-use crate::stats::SessionCounts;
-use crate::transport::{HandBack, HandBackCall, Idle, Transport};
+use crate::stats::{Failure, Outcome, SessionCounts};
+use crate::transport::{Connected, HandBack, HandBackCall, Identity, Idle, Transport};
 
 /// Counts what ended a wait on an idle session.
-pub(super) fn count(counts: &mut SessionCounts, what: Idle) {
+pub(super) fn count(counts: &mut SessionCounts, what: &Ended) {
     match what {
-        Idle::Keepalive => counts.keepalives += 1,
-        Idle::Inbound => counts.inbound += 1,
-        Idle::Closed => counts.closed += 1,
-        Idle::Until => {}
+        Ended::Idle(Idle::Keepalive) => counts.keepalives += 1,
+        Ended::Idle(Idle::Inbound) => counts.inbound += 1,
+        Ended::Idle(Idle::Closed) => counts.closed += 1,
+        Ended::Idle(Idle::Until) => {}
+        Ended::Reopened(_) => counts.reopened += 1,
+        Ended::NotReopened(_) => counts.reopen_failed += 1,
     }
+}
+
+/// What brought a device's session back to the worker.
+#[derive(Debug)]
+pub(super) enum Ended {
+    /// A wait on it while idle ended.
+    Idle(Idle),
+    /// It was lost, and the device opened a new one ([`Reconnect`]).
+    ///
+    /// [`Reconnect`]: crate::transport::Reconnect
+    Reopened(Connected),
+    /// It was lost, and the device's opening of a new one failed so.
+    NotReopened(Outcome),
 }
 
 /// One device's session, as its idle waits see it.
@@ -50,6 +65,15 @@ struct Place {
     held: Option<Waiter>,
     /// The call that ends the wait on the session, while it is out.
     call: Option<HandBackCall>,
+    /// While the device reopens its lost session: when its opening
+    /// begins (ns since the start).
+    reopen_at_ns: Option<u64>,
+    /// Openings that failed since its session was last open (its
+    /// reconnect delay doubles with each).
+    failures: u32,
+    /// Why a heartbeat that comes while the device waits to reopen has no
+    /// session: its last opening's refusal, or the session's loss.
+    lost: Option<Outcome>,
 }
 
 /// A wait on an idle session that ended.
@@ -57,7 +81,7 @@ pub(super) struct Idled<C> {
     pub slot: u32,
     /// The session, unless the far end closed it.
     pub conn: Option<C>,
-    pub what: Idle,
+    pub what: Ended,
     /// The wait's end (ns since the start): the device's next heartbeat.
     pub until_ns: u64,
 }
@@ -147,8 +171,59 @@ impl<C: Send + 'static> Sessions<C> {
         let wait = transport.idle(conn, start + Duration::from_nanos(until_ns), handback);
         self.waits.push(Box::pin(async move {
             let (conn, what) = wait.await;
-            Idled { slot, conn, what, until_ns }
+            Idled { slot, conn, what: Ended::Idle(what), until_ns }
         }));
+    }
+
+    /// Device `slot` lost its session: it opens a new one with `identity`
+    /// at `at_ns` (ns since `start`). Until then its heartbeats have no
+    /// session ([`Sessions::backing_off`]); one that comes while it opens
+    /// waits for it.
+    pub(super) fn reopen<T: Transport<Conn = C>>(
+        &mut self,
+        transport: &T,
+        slot: u32,
+        identity: Identity,
+        start: Instant,
+        at_ns: u64,
+    ) {
+        if let Some(p) = self.places.get_mut(slot as usize) {
+            p.out = true;
+            p.reopen_at_ns = Some(at_ns);
+        }
+        let opening = transport.connect(identity);
+        self.waits.push(Box::pin(async move {
+            tokio::time::sleep_until(start + Duration::from_nanos(at_ns)).await;
+            match opening.await {
+                Ok((conn, connected)) => {
+                    Idled { slot, conn: Some(conn), what: Ended::Reopened(connected), until_ns: at_ns }
+                }
+                Err(outcome) => Idled { slot, conn: None, what: Ended::NotReopened(outcome), until_ns: at_ns },
+            }
+        }));
+    }
+
+    /// If device `slot` waits to reopen its lost session at `now_ns` (its
+    /// opening has not begun): why it has none.
+    pub(super) fn backing_off(&self, slot: u32, now_ns: u64) -> Option<Outcome> {
+        let p = self.places.get(slot as usize)?;
+        p.reopen_at_ns.filter(|at| *at > now_ns).map(|_| p.lost.unwrap_or(Outcome::Failed(Failure::Connect)))
+    }
+
+    /// Device `slot`'s session was lost so (or its opening refused so).
+    pub(super) fn lost(&mut self, slot: u32, why: Outcome) {
+        if let Some(p) = self.places.get_mut(slot as usize) {
+            p.lost = Some(why);
+        }
+    }
+
+    /// Openings of device `slot`'s session that failed since it was last
+    /// open; `opened` starts the count again, else it counts one more.
+    pub(super) fn failures(&mut self, slot: u32, opened: bool) -> u32 {
+        let Some(p) = self.places.get_mut(slot as usize) else { return 0 };
+        let failures = p.failures;
+        p.failures = if opened { 0 } else { failures.saturating_add(1) };
+        failures
     }
 
     /// Device `slot`'s session is back from its wait (or gone): hands over
@@ -157,6 +232,7 @@ impl<C: Send + 'static> Sessions<C> {
         let p = self.places.get_mut(slot as usize)?;
         p.out = false;
         p.call = None;
+        p.reopen_at_ns = None;
         p.held.take()
     }
 }

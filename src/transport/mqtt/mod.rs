@@ -255,6 +255,10 @@ impl Transport for Mqtt {
         true
     }
 
+    fn reconnect(&self) -> Option<super::Reconnect> {
+        self.endpoint.settings.reconnect
+    }
+
     fn idles(&self) -> bool {
         true
     }

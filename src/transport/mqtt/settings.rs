@@ -1,6 +1,6 @@
 //! MQTT's own settings of a target, as plain data read from a scenario
-//! (`[target.mqtt]`): the protocol version, the keep-alive and whether a
-//! session starts clean. Checked as read.
+//! (`[target.mqtt]`): the protocol version, the keep-alive, whether a
+//! session starts clean and how a lost one is reopened. Checked as read.
 
 use std::fmt;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+use crate::transport::Reconnect;
 use crate::units::DurationValue;
 
 /// The MQTT version a target is spoken to in.
@@ -48,11 +49,20 @@ pub struct MqttSettings {
     /// Start each session without the broker's state of a previous one
     /// (MQTT 3.1.1's Clean Session).
     pub clean_start: bool,
+    /// How a device reopens a lost session (`reconnect_delay`, doubling
+    /// up to `reconnect_max`; AWS's device SDKs start at 1 s), or not
+    /// until its next heartbeat (`reconnect = false`).
+    pub reconnect: Option<Reconnect>,
 }
 
 impl Default for MqttSettings {
     fn default() -> Self {
-        MqttSettings { version: MqttVersion::V311, keep_alive: Duration::from_secs(60), clean_start: true }
+        MqttSettings {
+            version: MqttVersion::V311,
+            keep_alive: Duration::from_secs(60),
+            clean_start: true,
+            reconnect: Some(Reconnect { first: Duration::from_secs(1), max: Duration::from_secs(60) }),
+        }
     }
 }
 
@@ -62,6 +72,9 @@ struct RawMqttSettings {
     version: Option<MqttVersion>,
     keep_alive: Option<DurationValue>,
     clean_start: Option<bool>,
+    reconnect: Option<bool>,
+    reconnect_delay: Option<DurationValue>,
+    reconnect_max: Option<DurationValue>,
 }
 
 impl<'de> Deserialize<'de> for MqttSettings {
@@ -76,10 +89,40 @@ impl<'de> Deserialize<'de> for MqttSettings {
         if keep_alive.subsec_nanos() != 0 {
             return Err(de::Error::custom("keep_alive is whole seconds in MQTT: write e.g. \"30s\""));
         }
+        let reconnect = match (raw.reconnect, defaults.reconnect) {
+            (Some(false), _) => {
+                if raw.reconnect_delay.is_some() || raw.reconnect_max.is_some() {
+                    return Err(de::Error::custom(
+                        "reconnect = false: a device reopens its session at its next heartbeat; drop \
+                         reconnect_delay and reconnect_max, or reconnect = false",
+                    ));
+                }
+                None
+            }
+            (_, Some(d)) => {
+                let first = raw.reconnect_delay.map_or(d.first, |v| v.0);
+                let max = raw.reconnect_max.map_or(d.max.max(first), |v| v.0);
+                if first < Duration::from_millis(10) {
+                    return Err(de::Error::custom(
+                        "reconnect_delay must be at least 10ms (a device that reconnects at once, again and again, \
+                         is a connect flood, not a fleet)",
+                    ));
+                }
+                if max < first {
+                    return Err(de::Error::custom(format!(
+                        "reconnect_max ({max:?}) is below reconnect_delay ({first:?}): the delay doubles from the \
+                         one up to the other"
+                    )));
+                }
+                Some(Reconnect { first, max })
+            }
+            (_, None) => None,
+        };
         Ok(MqttSettings {
             version: raw.version.unwrap_or_default(),
             keep_alive,
             clean_start: raw.clean_start.unwrap_or(defaults.clean_start),
+            reconnect,
         })
     }
 }
@@ -92,6 +135,11 @@ mod tests {
     fn settings_are_checked_as_read() {
         let s: MqttSettings = toml::from_str("keep_alive = \"30s\"").unwrap();
         assert_eq!(s, MqttSettings { keep_alive: Duration::from_secs(30), ..MqttSettings::default() });
+        let s: MqttSettings = toml::from_str("reconnect_delay = \"2s\"\nreconnect_max = \"1m\"").unwrap();
+        let r = Reconnect { first: Duration::from_secs(2), max: Duration::from_secs(60) };
+        assert_eq!(s.reconnect, Some(r));
+        let s: MqttSettings = toml::from_str("reconnect = false").unwrap();
+        assert_eq!(s.reconnect, None);
         for (text, says) in [
             ("keep_alive = \"0s\"", "from 1s"),
             ("keep_alive = \"1500ms\"", "whole seconds"),
@@ -99,6 +147,9 @@ mod tests {
             ("version = \"5\"", "not spoken yet"),
             ("version = \"3\"", "write \"3.1.1\""),
             ("keepalive = \"30s\"", "unknown field"),
+            ("reconnect_delay = \"1ms\"", "at least 10ms"),
+            ("reconnect_delay = \"5s\"\nreconnect_max = \"2s\"", "below reconnect_delay"),
+            ("reconnect = false\nreconnect_max = \"2s\"", "drop reconnect_delay"),
         ] {
             let e = toml::from_str::<MqttSettings>(text).unwrap_err().to_string();
             assert!(e.contains(says), "{text}: {e}");

@@ -151,7 +151,7 @@ impl Report {
                     headers: t.headers.iter().map(|h| (h.name.to_string(), h.written.clone())).collect(),
                     http: (!mqtt).then(|| t.http.to_string()),
                     mqtt: mqtt.then(|| t.mqtt.version.to_string()),
-                    tls: matches!(t.url, crate::scenario::TargetUrl::Http { tls: true, .. }).then(|| TlsSummary {
+                    tls: t.url.tls().then(|| TlsSummary {
                         check: match (&t.tls.ca, t.tls.insecure) {
                             (_, true) => TlsCheck::Insecure,
                             (Some(ca), false) => TlsCheck::CaFile(ca.display().to_string()),

@@ -47,7 +47,7 @@ impl OpenTarget {
         // checked toward its address before a backend is started.
         let remote = match &t.url {
             TargetUrl::Builtin => None,
-            TargetUrl::Http { host, port, .. } | TargetUrl::Mqtt { host, port } => {
+            TargetUrl::Http { host, port, .. } | TargetUrl::Mqtt { host, port, .. } => {
                 Some((resolve(host, *port).await?, host.clone()))
             }
         };
@@ -65,7 +65,10 @@ impl OpenTarget {
             url => url.to_string(),
         };
         if let TargetUrl::Mqtt { .. } = t.url {
-            let endpoint = MqttEndpoint::new(addr, t.timeout, t.mqtt.clone(), &budget.sources.addresses);
+            // mqtts://: TLS with the target's [target.tls], no ALPN (a
+            // broker on 8883 asks for none).
+            let tls = if t.url.tls() { Some(crate::transport::tls::client(&t.tls, &host, Vec::new())?) } else { None };
+            let endpoint = MqttEndpoint::new(addr, t.timeout, t.mqtt.clone(), &budget.sources.addresses).with_tls(tls);
             let transport = OpenTransport::Mqtt(Arc::new(Mqtt::new(endpoint)));
             return Ok(OpenTarget { transport, described, budget, builtin });
         }

@@ -18,22 +18,21 @@ use crate::units::DurationValue;
 /// [`TargetUrl`] variant.
 struct Scheme {
     name: &'static str,
-    /// `None`: a scheme known but not spoken by this version (MQTT's, until
-    /// MQTT fleets arrive), refused with a sentence rather than as unknown.
-    protocol: Option<Protocol>,
+    protocol: Protocol,
     tls: bool,
     default_port: u16,
 }
 
 const SCHEMES: [Scheme; 4] = [
-    Scheme { name: "http", protocol: Some(Protocol::Http), tls: false, default_port: 80 },
-    Scheme { name: "https", protocol: Some(Protocol::Http), tls: true, default_port: 443 },
-    Scheme { name: "mqtt", protocol: Some(Protocol::Mqtt), tls: false, default_port: 1883 },
-    Scheme { name: "mqtts", protocol: None, tls: true, default_port: 8883 },
+    Scheme { name: "http", protocol: Protocol::Http, tls: false, default_port: 80 },
+    Scheme { name: "https", protocol: Protocol::Http, tls: true, default_port: 443 },
+    Scheme { name: "mqtt", protocol: Protocol::Mqtt, tls: false, default_port: 1883 },
+    Scheme { name: "mqtts", protocol: Protocol::Mqtt, tls: true, default_port: 8883 },
 ];
 
 /// What to write instead of a URL that is not a target's.
-const TARGET_FORMS: &str = "write \"builtin\", http://host:port, https://host:port or mqtt://host:port";
+const TARGET_FORMS: &str =
+    "write \"builtin\", http://host:port, https://host:port, mqtt://host:port or mqtts://host:port";
 
 /// Where heartbeats go: the built-in backend, or a URL whose scheme says
 /// the protocol (`SCHEMES`).
@@ -43,8 +42,8 @@ pub enum TargetUrl {
     Builtin,
     /// An HTTP endpoint: `http://host:port`, or `https://host:port` (`tls`).
     Http { host: String, port: u16, tls: bool },
-    /// An MQTT broker: `mqtt://host:port`.
-    Mqtt { host: String, port: u16 },
+    /// An MQTT broker: `mqtt://host:port`, or `mqtts://host:port` (`tls`).
+    Mqtt { host: String, port: u16, tls: bool },
 }
 
 impl TargetUrl {
@@ -67,10 +66,7 @@ impl TargetUrl {
             .scheme_str()
             .and_then(|name| SCHEMES.iter().find(|s| s.name.eq_ignore_ascii_case(name)))
             .ok_or_else(|| format!("{text:?}: {TARGET_FORMS}"))?;
-        let Some(protocol) = scheme.protocol else {
-            return Err(format!("{text:?}: {}:// (MQTT over TLS) is not spoken yet; {TARGET_FORMS}", scheme.name));
-        };
-        let tls = scheme.tls;
+        let (protocol, tls) = (scheme.protocol, scheme.tls);
         let path = (!matches!(uri.path(), "" | "/") || uri.query().is_some())
             .then(|| uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string()));
         let host = uri.host().ok_or_else(|| format!("{text:?} has no host"))?;
@@ -95,7 +91,7 @@ impl TargetUrl {
             Protocol::Mqtt if path.is_some() => {
                 Err(format!("{text:?}: an MQTT target has no path (each fleet's [fleets.mqtt] topic says where)"))
             }
-            Protocol::Mqtt => Ok((TargetUrl::Mqtt { host, port }, None)),
+            Protocol::Mqtt => Ok((TargetUrl::Mqtt { host, port, tls }, None)),
         }
     }
 
@@ -106,6 +102,11 @@ impl TargetUrl {
             TargetUrl::Builtin | TargetUrl::Http { .. } => Protocol::Http,
             TargetUrl::Mqtt { .. } => Protocol::Mqtt,
         }
+    }
+
+    /// Whether its connections are TLS (`https://`, `mqtts://`).
+    pub fn tls(&self) -> bool {
+        matches!(self, TargetUrl::Http { tls: true, .. } | TargetUrl::Mqtt { tls: true, .. })
     }
 
     /// Whether the target runs on this machine: the built-in backend, a
@@ -133,8 +134,14 @@ impl fmt::Display for TargetUrl {
                     write!(f, "{scheme}://{host}:{port}")
                 }
             }
-            TargetUrl::Mqtt { host, port } if host.contains(':') => write!(f, "mqtt://[{host}]:{port}"),
-            TargetUrl::Mqtt { host, port } => write!(f, "mqtt://{host}:{port}"),
+            TargetUrl::Mqtt { host, port, tls } => {
+                let scheme = if *tls { "mqtts" } else { "mqtt" };
+                if host.contains(':') {
+                    write!(f, "{scheme}://[{host}]:{port}")
+                } else {
+                    write!(f, "{scheme}://{host}:{port}")
+                }
+            }
         }
     }
 }
@@ -291,8 +298,8 @@ impl<'de> Deserialize<'de> for Target {
         let url = url.unwrap_or(defaults.url);
         let tls = raw.tls.unwrap_or_default();
         tls.check().map_err(de::Error::custom)?;
-        if !tls.is_default() && !matches!(url, TargetUrl::Http { tls: true, .. }) {
-            return Err(de::Error::custom("tls settings need an https:// url"));
+        if !tls.is_default() && !url.tls() {
+            return Err(de::Error::custom("tls settings need an https:// or mqtts:// url"));
         }
         if let Some(s) = &raw.sigv4 {
             s.check().map_err(de::Error::custom)?;
@@ -361,12 +368,13 @@ mod tests {
         // MQTT's schemes: mqtt:// is a broker; mqtts:// is refused with why.
         assert_eq!(
             TargetUrl::parse("mqtt://127.0.0.1").unwrap(),
-            TargetUrl::Mqtt { host: "127.0.0.1".into(), port: 1883 }
+            TargetUrl::Mqtt { host: "127.0.0.1".into(), port: 1883, tls: false }
         );
         assert_eq!(TargetUrl::parse("mqtt://[::1]:1884").unwrap().to_string(), "mqtt://[::1]:1884");
         assert!(TargetUrl::parse("mqtt://b:1883/x").unwrap_err().contains("no path"));
-        let e = TargetUrl::parse("mqtts://broker").unwrap_err();
-        assert!(e.contains("not spoken yet") && e.contains("mqtt://host:port"), "{e}");
+        let mqtts = TargetUrl::parse("MQTTS://broker").unwrap();
+        assert_eq!(mqtts, TargetUrl::Mqtt { host: "broker".into(), port: 8883, tls: true });
+        assert_eq!(mqtts.to_string(), "mqtts://broker:8883");
         assert!(TargetUrl::parse("http://x/SendHeartbeat").unwrap_err().contains("target.path"));
         // A port out of range is refused, never read as the scheme's default.
         for bad in ["http://127.0.0.1:99999", "http://127.0.0.1:65536", "http://127.0.0.1:0", "https://[::1]:70000"] {

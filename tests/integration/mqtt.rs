@@ -115,6 +115,11 @@ impl Mosquitto {
     fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
+
+    /// The URL of its TLS listener (a config that makes one).
+    fn tls_url(&self) -> String {
+        format!("mqtts://127.0.0.1:{}", self.port)
+    }
 }
 
 /// `mosquitto_sub` on every device's topic (QoS 1), counting what it
@@ -316,4 +321,61 @@ fn a_broker_restarted_mid_run_gets_every_device_back_and_the_books_balance() {
     assert!(s.closed + broken >= devices, "{s:?} {:?}", t.errors);
     assert!(t.ok > 0 && t.failed > 0, "{t:?}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `mqtts://` against mosquitto's TLS listener with the test PKI, which
+/// requires a client certificate: with the CA and the client certificate
+/// every session opens (its handshake timed) and every heartbeat is
+/// acknowledged; with an unrelated CA every heartbeat fails as `tls`, the
+/// first failure saying why; with no client certificate the broker refuses
+/// the handshake.
+#[test]
+fn mqtts_sessions_check_the_broker_against_the_ca_and_show_the_client_certificate() {
+    if !mosquitto_available() {
+        return;
+    }
+    let pki = super::pki::Pki::new("mqtt-tls");
+    let dir = TempDir::new("mqtt-tls-run");
+    let config = format!(
+        "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true",
+        pki.path("ca.pem"),
+        pki.path("server.pem"),
+        pki.path("server.key")
+    );
+    let broker = Mosquitto::start(&dir, &config);
+    let run = |name: &str, tls: &str| {
+        let text = scenario(&broker.tls_url(), 20, "").replace("duration = \"10s\"", "duration = \"3s\"")
+            + &format!("[target.tls]\n{tls}\n");
+        let file = dir.write(&format!("{name}.toml"), &text);
+        let out_json = dir.path(&format!("{name}.json")).to_str().unwrap().to_string();
+        let out = fleetstorm(&["run", &file, "--out", &out_json]);
+        (out, Report::load(std::path::Path::new(&out_json)).unwrap())
+    };
+    let (ca, cert, key, other) =
+        (pki.path("ca.pem"), pki.path("client.pem"), pki.path("client.key"), pki.path("other-ca.pem"));
+
+    let (out, report) = run("good", &format!("ca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\""));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let t = &report.totals;
+    assert_eq!((t.scheduled, t.sent, t.ok), (60, 60, 60), "{t:?}");
+    assert_eq!(t.connects, 20);
+    assert!(t.tls_handshake_ms.as_ref().is_some_and(|h| h.p50 > 0.0), "each session's handshake timed");
+    let target = &report.scenario.target;
+    assert_eq!(target.tls.as_ref().map(|t| t.to_string()), Some(format!("CA file {ca}, mutual TLS")));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("MQTT 3.1.1, TLS: CA file"), "{summary}");
+
+    let (out, report) = run("other-ca", &format!("ca = \"{other}\"\ncert = \"{cert}\"\nkey = \"{key}\""));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "nothing succeeded: {stderr}");
+    let t = &report.totals;
+    assert_eq!((t.ok, t.errors.get("tls").copied()), (0, Some(t.failed)), "{:?}", t.errors);
+    let why = report.first_errors.get("tls").expect("the first TLS failure, said");
+    assert!(why.contains("certificate"), "{why}");
+
+    let (out, report) = run("no-client-cert", &format!("ca = \"{ca}\""));
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = &report.totals;
+    assert_eq!(t.ok, 0, "the broker requires a client certificate: {:?}", t.errors);
 }

@@ -160,7 +160,7 @@ fn https_target_files_are_checked_before_the_run() {
     let path = dir.write("bad2.toml", &scenario_text("http://127.0.0.1:1", "tls = { insecure = true }", 1));
     let out = fleetstorm(&["validate", &path]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("need an https:// url"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need an https:// or mqtts:// url"));
 }
 
 /// Runs a 2 s scenario with SigV4 against the botocore verifier, with

@@ -30,22 +30,25 @@
 //! as an inbound message.
 
 pub mod settings;
+mod stream;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Login, Packet, PubAck, Publish};
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::route::{Qos, Route};
+use super::tls::{self, TlsClient};
 use super::{Connected, Exchange, HandBack, Identity, Idle, Outgoing, Transport, ports};
-use crate::stats::{Code, Failure, Outcome, OutcomeClass, mqtt_class};
+use crate::stats::{Code, Failure, Outcome, OutcomeClass, PerClass, mqtt_class};
 pub use settings::{MqttSettings, MqttVersion};
+use stream::MqttStream;
 
 /// The largest packet a session reads: a device backend's packets to a
 /// device are small; a larger one is a protocol failure.
@@ -60,12 +63,32 @@ pub struct MqttEndpoint {
     pub settings: MqttSettings,
     /// The local addresses and ports new sessions leave from.
     pub ports: ports::LocalPorts,
+    /// TLS over each session's TCP (`mqtts://`), with the target's
+    /// `[target.tls]` (its CA, a client certificate for mutual TLS).
+    pub tls: Option<TlsClient>,
+    /// The first message of each class of failure, for the report.
+    first_errors: PerClass<OnceLock<String>>,
 }
 
 impl MqttEndpoint {
     pub fn new(addr: SocketAddr, timeout: Duration, settings: MqttSettings, sources: &[IpAddr]) -> MqttEndpoint {
         let ports = ports::LocalPorts::new(sources, addr, ports::PortRange::of_this_machine());
-        MqttEndpoint { addr, timeout, settings, ports }
+        MqttEndpoint { addr, timeout, settings, ports, tls: None, first_errors: PerClass::default() }
+    }
+
+    /// Sessions go over TLS with `tls` (an `mqtts://` target).
+    pub fn with_tls(self, tls: Option<TlsClient>) -> MqttEndpoint {
+        MqttEndpoint { tls, ..self }
+    }
+
+    /// Notes `message` as the first of `outcome`'s class, if it is (no
+    /// lock: once a class has its message, the rest cost one atomic load).
+    fn note(&self, outcome: Outcome, message: impl FnOnce() -> String) -> Outcome {
+        let first = &self.first_errors[outcome.class()];
+        if first.get().is_none() {
+            let _ = first.set(message());
+        }
+        outcome
     }
 }
 
@@ -84,7 +107,7 @@ impl Mqtt {
 /// One device's session: its socket, what has been read of the next
 /// packet, and the packet identifiers it hands out.
 pub struct MqttConn {
-    stream: TcpStream,
+    stream: MqttStream,
     read: BytesMut,
     /// Each packet is encoded here (kept: no allocation per message).
     write: BytesMut,
@@ -113,6 +136,8 @@ impl MqttConn {
         self.write.clear();
         packet.write(&mut self.write, MAX_PACKET).map_err(|_| Failure::Protocol)?;
         self.stream.write_all(&self.write).await.map_err(|_| Failure::Io)?;
+        // A TLS record may wait in its session's buffer otherwise.
+        self.stream.flush().await.map_err(|_| Failure::Io)?;
         self.last_sent = Instant::now();
         Ok(())
     }
@@ -145,17 +170,55 @@ impl MqttConn {
     }
 }
 
-/// The outcome of a CONNACK that refused a session.
-fn refused(code: ConnectReturnCode) -> Outcome {
-    let code = code as u8;
-    Outcome::Answered { class: mqtt_class(code), code: Some(Code::Mqtt(code)) }
+/// The outcome of a CONNACK that refused a session, noted with what the
+/// code means and what to check.
+fn refused(endpoint: &MqttEndpoint, code: ConnectReturnCode) -> Outcome {
+    let n = code as u8;
+    let outcome = Outcome::Answered { class: mqtt_class(n), code: Some(Code::Mqtt(n)) };
+    endpoint.note(outcome, || {
+        let (what, check) = match code {
+            ConnectReturnCode::RefusedProtocolVersion => {
+                ("unacceptable protocol version", "the broker's MQTT versions")
+            }
+            ConnectReturnCode::BadClientId => ("identifier rejected", "the devices' names (MQTT client ids)"),
+            ConnectReturnCode::ServiceUnavailable => ("server unavailable", "the broker's state and limits"),
+            ConnectReturnCode::BadUserNamePassword => {
+                ("bad user name or password", "the identities file's username and password columns")
+            }
+            ConnectReturnCode::NotAuthorized => {
+                ("not authorized", "the identities file's username and password columns, and the broker's ACLs")
+            }
+            ConnectReturnCode::Success => ("accepted", "nothing"),
+        };
+        format!("the broker refused a session's CONNECT: return code {n} ({what}); check {check}")
+    })
 }
 
 /// Opens `identity`'s session: TCP (no Nagle: QoS 1 latencies would come
-/// in 40 ms steps), CONNECT, CONNACK.
-async fn open(endpoint: &MqttEndpoint, identity: Identity) -> Result<MqttConn, Outcome> {
-    let stream = endpoint.ports.connect(endpoint.addr).await.map_err(|_| Outcome::Failed(Failure::Connect))?;
-    let _ = stream.set_nodelay(true);
+/// in 40 ms steps), TLS on an `mqtts://` target (its handshake timed),
+/// CONNECT, CONNACK.
+async fn open(endpoint: &MqttEndpoint, identity: Identity) -> Result<(MqttConn, Option<Duration>), Outcome> {
+    let addr = endpoint.addr;
+    let tcp = endpoint.ports.connect(addr).await.map_err(|e| {
+        endpoint.note(Outcome::Failed(Failure::Connect), || match e {
+            ports::ConnectError::Connect(e) => format!("cannot connect to {addr}: {e}"),
+            other => other.to_string(),
+        })
+    })?;
+    let _ = tcp.set_nodelay(true);
+    let (stream, handshake) = match &endpoint.tls {
+        None => (MqttStream::Plain(tcp), None),
+        Some(tls) => {
+            let began = Instant::now();
+            let stream = tls.connector.connect(tls.server_name.clone(), tcp).await.map_err(|e| {
+                endpoint.note(Outcome::Failed(Failure::Tls), || match tls::rustls_error(&e) {
+                    Some(tls) => format!("TLS handshake with {addr} failed: {}", tls::explain(tls)),
+                    None => format!("TLS handshake with {addr} failed: {e}"),
+                })
+            })?;
+            (MqttStream::Tls(Box::new(stream)), Some(began.elapsed()))
+        }
+    };
     let mut conn = MqttConn {
         stream,
         read: BytesMut::with_capacity(64),
@@ -172,14 +235,22 @@ async fn open(endpoint: &MqttEndpoint, identity: Identity) -> Result<MqttConn, O
         last_will: None,
         login: identity.username.map(|u| Login::new(u, identity.password.unwrap_or_default())),
     };
-    conn.send(&Packet::Connect(connect)).await.map_err(Outcome::Failed)?;
+    conn.send(&Packet::Connect(connect))
+        .await
+        .map_err(|f| endpoint.note(Outcome::Failed(f), || format!("writing a session's CONNECT to {addr} failed")))?;
     match conn.next().await {
-        Read::Packet(Packet::ConnAck(ConnAck { code: ConnectReturnCode::Success, .. })) => Ok(conn),
-        Read::Packet(Packet::ConnAck(ConnAck { code, .. })) => Err(refused(code)),
+        Read::Packet(Packet::ConnAck(ConnAck { code: ConnectReturnCode::Success, .. })) => Ok((conn, handshake)),
+        Read::Packet(Packet::ConnAck(ConnAck { code, .. })) => Err(refused(endpoint, code)),
         // Nothing else may come before the CONNACK.
-        Read::Packet(_) => Err(Outcome::Failed(Failure::Protocol)),
-        Read::Closed => Err(Outcome::Failed(Failure::Io)),
-        Read::Failed(f) => Err(Outcome::Failed(f)),
+        Read::Packet(p) => Err(endpoint.note(Outcome::Failed(Failure::Protocol), || {
+            format!("the broker at {addr} answered a CONNECT with {p:?}, not a CONNACK")
+        })),
+        Read::Closed => Err(endpoint.note(Outcome::Failed(Failure::Io), || {
+            format!("the broker at {addr} closed the connection before its CONNACK")
+        })),
+        Read::Failed(f) => Err(endpoint.note(Outcome::Failed(f), || {
+            format!("reading the CONNACK from {addr} failed ({f:?}: a broken connection, or bytes that are not MQTT)")
+        })),
     }
 }
 
@@ -222,16 +293,29 @@ impl Transport for Mqtt {
         conn: Option<MqttConn>,
         outgoing: Outgoing,
     ) -> impl Future<Output = Exchange<MqttConn>> + Send + 'static {
-        let timeout = self.endpoint.timeout;
+        let endpoint = self.endpoint.clone();
         async move {
             // The worker opens every session before its first message.
             let Some(mut conn) = conn else { return Exchange::failed(Failure::Protocol) };
-            match tokio::time::timeout(timeout, publish(&mut conn, outgoing)).await {
+            match tokio::time::timeout(endpoint.timeout, publish(&mut conn, outgoing)).await {
                 Ok(Ok(outcome)) => Exchange { conn: Some(conn), ..Exchange::ended(outcome) },
-                Ok(Err(failure)) => Exchange::failed(failure),
+                Ok(Err(failure)) => {
+                    endpoint.note(Outcome::Failed(failure), || match failure {
+                        Failure::Protocol => "a message's route was not MQTT's, or the broker sent bytes that are \
+                                              not MQTT"
+                            .into(),
+                        _ => format!("a session with {} broke during a publish (closed or reset)", endpoint.addr),
+                    });
+                    Exchange::failed(failure)
+                }
                 // No acknowledgement in time: the session goes on (a late
                 // PUBACK is read as inbound).
-                Err(_) => Exchange { conn: Some(conn), ..Exchange::failed(Failure::Timeout) },
+                Err(_) => {
+                    endpoint.note(Outcome::Failed(Failure::Timeout), || {
+                        format!("no PUBACK within the target's timeout ({:?}); the session goes on", endpoint.timeout)
+                    });
+                    Exchange { conn: Some(conn), ..Exchange::failed(Failure::Timeout) }
+                }
             }
         }
     }
@@ -244,15 +328,27 @@ impl Transport for Mqtt {
         async move {
             let began = Instant::now();
             match tokio::time::timeout(endpoint.timeout, open(&endpoint, identity)).await {
-                Ok(Ok(conn)) => Ok((conn, Connected { tls_handshake: None, session: Some(began.elapsed()) })),
+                Ok(Ok((conn, tls_handshake))) => {
+                    Ok((conn, Connected { tls_handshake, session: Some(began.elapsed()) }))
+                }
                 Ok(Err(refused)) => Err(refused),
-                Err(_) => Err(Outcome::Failed(Failure::Timeout)),
+                Err(_) => Err(endpoint.note(Outcome::Failed(Failure::Timeout), || {
+                    format!(
+                        "opening a session with {} took over the target's timeout ({:?})",
+                        endpoint.addr, endpoint.timeout
+                    )
+                })),
             }
         }
     }
 
     fn sessions(&self) -> bool {
         true
+    }
+
+    fn first_errors(&self) -> BTreeMap<String, String> {
+        let e = &self.endpoint;
+        e.first_errors.iter().filter_map(|(class, first)| first.get().map(|m| (class.to_string(), m.clone()))).collect()
     }
 
     fn reconnect(&self) -> Option<super::Reconnect> {
@@ -310,7 +406,7 @@ mod tests {
     //! broker can give comes when the test says.
     use super::*;
     use crate::transport::MqttRoute;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     /// The broker's end of one session.
     struct Far {

@@ -252,6 +252,7 @@ pub async fn run<T: Transport>(
             measure_demand: settings.thread_per_worker,
             drain: settings.drain,
             live_freshness: settings.live_freshness,
+            opening_share: 1.0 / (workers as f64 * settings.shard.map_or(1.0, |s| f64::from(s.count))),
         };
         let task = worker::run_worker(
             id,

@@ -626,6 +626,7 @@ async fn a_session_transport_opens_each_device_s_session_with_its_identity_keeps
         handback: Some(Duration::ZERO),
         reconnect: None,
         down: None,
+        connect_rate: None,
     };
     let fake = Fake { connect_delay: Duration::from_millis(20), ..Fake::with_sessions(script) };
     let settings = paused(60, ConnectionMode::PerDevice, 3);
@@ -714,6 +715,7 @@ async fn a_heartbeat_that_finds_its_session_out_on_an_idle_wait_waits_for_it() {
         handback: None,
         reconnect: None,
         down: None,
+        connect_rate: None,
     };
     let fake = Fake::with_sessions(script);
     let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
@@ -751,6 +753,7 @@ async fn a_heartbeat_calls_its_idle_session_back_and_goes_at_once() {
         handback: Some(Duration::ZERO),
         reconnect: None,
         down: None,
+        connect_rate: None,
     };
     let fake = Fake::with_sessions(script);
     let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
@@ -794,6 +797,7 @@ async fn a_lost_session_is_reopened_after_its_reconnect_delay_which_doubles_whil
         handback: Some(Duration::ZERO),
         reconnect: Some(Reconnect { first: Duration::from_secs(1), max: Duration::from_secs(4) }),
         down: Some((Duration::from_secs(4), Duration::from_secs(12))),
+        connect_rate: None,
     };
     let fake = Fake::with_sessions(script);
     let out = run(
@@ -838,6 +842,50 @@ async fn a_lost_session_is_reopened_after_its_reconnect_delay_which_doubles_whil
     assert_eq!(on_sessions as u64, c.ok(), "every ok heartbeat went on a session, every failed one on none");
 }
 
+/// A target's connect rate paces every session opening: ten devices whose
+/// first heartbeats all fall in the first second open their sessions at
+/// most five a second, each at its turn; a heartbeat that waited for its
+/// turn counts the wait as connection wait, and none is lost.
+#[tokio::test(start_paused = true)]
+async fn sessions_open_at_the_target_s_connect_rate_and_heartbeats_wait_their_turn() {
+    use crate::transport::testing::SessionScript;
+    let script = SessionScript {
+        keepalive: Duration::from_secs(60),
+        ack: |_, _| Duration::from_millis(5),
+        ack_timeout: Duration::from_secs(1),
+        close: |_, _| None,
+        overstay: Duration::ZERO,
+        handback: Some(Duration::ZERO),
+        reconnect: None,
+        down: None,
+        connect_rate: Some(5.0),
+    };
+    let fake = Fake::with_sessions(script);
+    let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 4) };
+    let out = run(
+        vec![Arc::new(fake.clone())],
+        vec![fleet(10, every(Duration::from_secs(1)))],
+        settings,
+        CancellationToken::new(),
+        |_| {},
+    )
+    .await;
+    assert_accounting(&out);
+    let r = &out.fleets[0];
+    let c = &r.counters;
+    assert_eq!((c.scheduled, c.sent, c.missed, c.connects), (50, 50, 0, 10), "{c:?}");
+    let mut opened: Vec<Duration> = fake.opened_sessions().values().map(|s| s.opened_at - fake.epoch).collect();
+    opened.sort();
+    for pair in opened.windows(2) {
+        assert!(pair[1] - pair[0] >= Duration::from_millis(200), "five a second at most: {opened:?}");
+    }
+    // The last of ten opened at its turn, 1.8 s in (no sooner).
+    assert!(opened[9] >= Duration::from_millis(1_800) && opened[9] < Duration::from_millis(2_000), "{opened:?}");
+    assert!(c.waited >= 5, "those whose turn came after their heartbeat waited: {c:?}");
+    assert!(r.connection_wait.max() >= 800_000, "up to about 0.8 s or more: {}", r.connection_wait.max());
+    assert_eq!(c.ok() + c.failed(), 50);
+}
+
 /// A run whose fleets speak different protocols: one fleet's devices over
 /// a session transport shaped like MQTT (sessions opened with each
 /// device's identity, keep-alives between heartbeats), the other's over
@@ -856,6 +904,7 @@ async fn fleets_of_one_run_speak_different_protocols_each_over_its_own_target() 
         handback: Some(Duration::ZERO),
         reconnect: None,
         down: None,
+        connect_rate: None,
     };
     let sessions = Fake::with_sessions(script);
     let http = Fake { delay: Duration::from_millis(10), ..Fake::default() };
@@ -903,6 +952,7 @@ async fn a_session_refused_at_its_opening_fails_its_heartbeat_in_the_refusal_s_c
         handback: Some(Duration::ZERO),
         reconnect: None,
         down: None,
+        connect_rate: None,
     };
     let refused = Outcome::Answered { class: OutcomeClass::Auth, code: None };
     let fake = Fake { connect_delay: Duration::from_millis(20), refuse: Some(refused), ..Fake::with_sessions(script) };

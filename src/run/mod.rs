@@ -447,6 +447,7 @@ device_name = "d-{index}"
             handback: Some(Duration::ZERO),
             reconnect: None,
             down: None,
+            connect_rate: None,
         };
         // Opening a session takes 20 ms.
         let fake = Fake { connect_delay: Duration::from_millis(20), ..Fake::with_sessions(script) };

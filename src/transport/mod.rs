@@ -135,6 +135,13 @@ pub trait Transport: Send + Sync + 'static {
         None
     }
 
+    /// The most sessions opened per second across the run, if the
+    /// target limits it (a broker's admission rate); `None`: each opened
+    /// as its device needs it.
+    fn connect_rate(&self) -> Option<f64> {
+        None
+    }
+
     /// The first message of each kind of failure seen so far (by class,
     /// and by error code where the protocol has them), for the report.
     fn first_errors(&self) -> BTreeMap<String, String> {

@@ -62,6 +62,8 @@ pub struct SessionScript {
     /// Openings begun within this window (from and to, since the fake was
     /// made) are refused, as a restarting broker's: server unavailable.
     pub down: Option<(Duration, Duration)>,
+    /// Its target's connect rate ([`Transport::connect_rate`]).
+    pub connect_rate: Option<f64>,
 }
 
 /// One session, as the fake's far end saw it.
@@ -342,6 +344,10 @@ impl Transport for Fake {
 
     fn reconnect(&self) -> Option<Reconnect> {
         self.session.and_then(|s| s.reconnect)
+    }
+
+    fn connect_rate(&self) -> Option<f64> {
+        self.session.and_then(|s| s.connect_rate)
     }
 
     fn idle(

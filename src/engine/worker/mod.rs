@@ -34,6 +34,7 @@ mod alarm;
 mod connections;
 mod demand;
 mod due;
+mod opening;
 mod records;
 mod retries;
 mod sessions;
@@ -64,6 +65,7 @@ pub use demand::Demand;
 #[cfg(test)]
 pub(crate) use due::MAX_CONNECTS_PER_TRIP;
 use due::{Due, Waiter};
+use opening::OpeningPace;
 use records::{Records, Whose};
 use retries::Retries;
 use sessions::{Ended, Idled, Sessions};
@@ -174,6 +176,9 @@ pub struct WorkerSettings {
     /// The worker has a thread of its own: measure how much of the time it
     /// wanted the CPU ([`Demand`]).
     pub measure_demand: bool,
+    /// This worker's share of a target's connect rate (one over the
+    /// workers times the shards).
+    pub opening_share: f64,
 }
 
 /// One device, as its worker keeps it.
@@ -257,6 +262,9 @@ struct Worker<T: Transport> {
     conns: Connections<T::Conn>,
     /// Idle sessions being waited on (a transport with idle work only).
     sessions: Sessions<T::Conn>,
+    /// Each fleet's pace of session openings, if its target has a connect
+    /// rate ([`opening`]).
+    openings: Vec<Option<OpeningPace>>,
     retries: Retries,
     records: Records,
     in_flight: InFlight<T::Conn>,
@@ -310,6 +318,12 @@ pub async fn run_worker<T: Transport>(
         sessions: Sessions::new(
             transports.iter().any(|t| t.idles()) && settings.connections == ConnectionMode::PerDevice,
         ),
+        openings: (0..fleets.len())
+            .map(|f| {
+                let sharing = fleets.iter().filter(|g| g.target == fleets[f].target).count() as f64;
+                transports[f].connect_rate().map(|rate| OpeningPace::new(rate * settings.opening_share / sharing))
+            })
+            .collect(),
         retries: Retries::default(),
         records: Records::new(fleets.len(), versions, settings.measure_from_ns == 0),
         slots: Vec::with_capacity(devices.len()),
@@ -419,8 +433,13 @@ impl<T: Transport> Worker<T> {
             if !self.conns.connect_queue.is_empty() {
                 next_due = Some(0);
             }
+            // Those waiting for their turn to open a session, at it.
+            for pace in self.openings.iter().flatten().filter(|p| !p.waiting.is_empty()) {
+                next_due = Some(next_due.map_or(pace.next_ns(), |n| n.min(pace.next_ns())));
+            }
             let scheduling = next_due.is_some();
-            if self.pace.stopping && self.in_flight.is_empty() && self.conns.connect_queue.is_empty() {
+            let paced = self.openings.iter().flatten().any(|p| !p.waiting.is_empty());
+            if self.pace.stopping && self.in_flight.is_empty() && self.conns.connect_queue.is_empty() && !paced {
                 // Nothing in flight will free a connection for them now.
                 self.miss_queued();
                 break;
@@ -551,6 +570,9 @@ impl<T: Transport> Worker<T> {
         let now = self.now_ns().min(self.settings.end_ns);
         let connect_queue = std::mem::take(&mut self.conns.connect_queue);
         self.conns.waiting.extend(connect_queue);
+        for pace in self.openings.iter_mut().flatten() {
+            self.conns.waiting.extend(pace.waiting.drain(..));
+        }
         while let Some(Waiter { due, .. }) = self.conns.waiting.pop_front() {
             self.slots[due.slot as usize].busy = false;
             if due.attempt == 0 {
@@ -571,7 +593,18 @@ impl<T: Transport> Worker<T> {
                 break;
             }
             self.conns.connect_queue.pop_front();
-            self.send(waiter.due, None, now, now);
+            self.open(Waiter { due: waiter.due, queued_ns: now }, now);
+        }
+        // Then those whose turn to open a session has come (they waited
+        // for the target's connect rate: connection wait).
+        for fleet in 0..self.openings.len() {
+            while let Some(pace) = self.openings[fleet].as_mut()
+                && pace.open_now(now)
+                && let Some(waiter) = pace.waiting.pop_front()
+            {
+                pace.take(now);
+                self.send(waiter.due, None, waiter.queued_ns, now);
+            }
         }
         if self.pace.stopping {
             return;
@@ -657,7 +690,7 @@ impl<T: Transport> Worker<T> {
         }
         match self.conns.checkout(due.slot, transport) {
             Checkout::Use(conn) => self.send(due, Some(conn), now, now),
-            Checkout::Open => self.send(due, None, now, now),
+            Checkout::Open => self.open(Waiter { due, queued_ns: now }, now),
             Checkout::Wait => {
                 self.slots[due.slot as usize].busy = true;
                 self.conns.waiting.push_back(Waiter { due, queued_ns: now });
@@ -966,7 +999,11 @@ impl<T: Transport> Worker<T> {
             return;
         }
         let failures = self.sessions.failures(slot, false);
-        let at_ns = now + policy.delay(failures, self.rng.random()).as_nanos() as u64;
+        let mut at_ns = now + policy.delay(failures, self.rng.random()).as_nanos() as u64;
+        if let Some(pace) = self.openings[fleet].as_mut() {
+            // At its delay, or at its turn if that is later.
+            at_ns = pace.take(at_ns);
+        }
         if at_ns >= self.settings.end_ns {
             return;
         }
@@ -982,10 +1019,26 @@ impl<T: Transport> Worker<T> {
         let transport = &*self.transports[usize::from(self.slots[waiter.due.slot as usize].fleet)];
         match self.conns.checkout(waiter.due.slot, transport) {
             Checkout::Use(conn) => self.send(waiter.due, Some(conn), waiter.queued_ns, now),
-            Checkout::Open => self.send(waiter.due, None, waiter.queued_ns, now),
+            Checkout::Open => self.open(waiter, now),
             Checkout::Later => self.conns.connect_queue.push_back(waiter),
             Checkout::Wait => self.conns.waiting.push_back(waiter),
         }
+    }
+
+    /// Sends a heartbeat that opens its connection, at its fleet's pace of
+    /// openings if it has one: now if its turn has come, else it waits
+    /// for its turn (connection wait, from `waiter.queued_ns`).
+    fn open(&mut self, waiter: Waiter, now: u64) {
+        let fleet = usize::from(self.slots[waiter.due.slot as usize].fleet);
+        if let Some(pace) = self.openings[fleet].as_mut() {
+            if !pace.open_now(now) || !pace.waiting.is_empty() {
+                self.slots[waiter.due.slot as usize].busy = true;
+                pace.waiting.push_back(waiter);
+                return;
+            }
+            pace.take(now);
+        }
+        self.send(waiter.due, None, waiter.queued_ns, now);
     }
 
     /// At the first event past the warm-up: hands over what the warm-up
@@ -1115,6 +1168,7 @@ mod tests {
             preconnect: false,
             live_freshness: false,
             measure_demand: false,
+            opening_share: 1.0,
         }
     }
 

@@ -351,6 +351,10 @@ impl Transport for Mqtt {
         e.first_errors.iter().filter_map(|(class, first)| first.get().map(|m| (class.to_string(), m.clone()))).collect()
     }
 
+    fn connect_rate(&self) -> Option<f64> {
+        self.endpoint.settings.connect_rate
+    }
+
     fn reconnect(&self) -> Option<super::Reconnect> {
         self.endpoint.settings.reconnect
     }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
 use crate::transport::Reconnect;
-use crate::units::DurationValue;
+use crate::units::{DurationValue, Rate};
 
 /// The MQTT version a target is spoken to in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,7 +40,7 @@ impl<'de> Deserialize<'de> for MqttVersion {
 }
 
 /// How a target's MQTT sessions are opened and kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MqttSettings {
     pub version: MqttVersion,
     /// A session sends a PINGREQ when nothing else went on it for this
@@ -53,6 +53,10 @@ pub struct MqttSettings {
     /// up to `reconnect_max`; AWS's device SDKs start at 1 s), or not
     /// until its next heartbeat (`reconnect = false`).
     pub reconnect: Option<Reconnect>,
+    /// The most sessions opened per second across the run
+    /// (`connect_rate = "100/s"`), first openings and reopenings alike;
+    /// `None`: as devices need them.
+    pub connect_rate: Option<f64>,
 }
 
 impl Default for MqttSettings {
@@ -62,6 +66,7 @@ impl Default for MqttSettings {
             keep_alive: Duration::from_secs(60),
             clean_start: true,
             reconnect: Some(Reconnect { first: Duration::from_secs(1), max: Duration::from_secs(60) }),
+            connect_rate: None,
         }
     }
 }
@@ -75,6 +80,7 @@ struct RawMqttSettings {
     reconnect: Option<bool>,
     reconnect_delay: Option<DurationValue>,
     reconnect_max: Option<DurationValue>,
+    connect_rate: Option<Rate>,
 }
 
 impl<'de> Deserialize<'de> for MqttSettings {
@@ -123,6 +129,7 @@ impl<'de> Deserialize<'de> for MqttSettings {
             keep_alive,
             clean_start: raw.clean_start.unwrap_or(defaults.clean_start),
             reconnect,
+            connect_rate: raw.connect_rate.map(|r| r.0),
         })
     }
 }
@@ -140,6 +147,8 @@ mod tests {
         assert_eq!(s.reconnect, Some(r));
         let s: MqttSettings = toml::from_str("reconnect = false").unwrap();
         assert_eq!(s.reconnect, None);
+        let s: MqttSettings = toml::from_str("connect_rate = \"6000/m\"").unwrap();
+        assert_eq!(s.connect_rate, Some(100.0));
         for (text, says) in [
             ("keep_alive = \"0s\"", "from 1s"),
             ("keep_alive = \"1500ms\"", "whole seconds"),
@@ -148,6 +157,8 @@ mod tests {
             ("version = \"3\"", "write \"3.1.1\""),
             ("keepalive = \"30s\"", "unknown field"),
             ("reconnect_delay = \"1ms\"", "at least 10ms"),
+            ("connect_rate = \"0/s\"", "connect_rate"),
+            ("connect_rate = 100", "connect_rate"),
             ("reconnect_delay = \"5s\"\nreconnect_max = \"2s\"", "below reconnect_delay"),
             ("reconnect = false\nreconnect_max = \"2s\"", "drop reconnect_delay"),
         ] {

@@ -205,6 +205,7 @@ mod tests {
             (Outcome::Answered { class: OutcomeClass::ServerError, code: None }, true),
             (Outcome::Answered { class: OutcomeClass::Auth, code: None }, false),
             (Outcome::Answered { class: OutcomeClass::Ok, code: None }, false),
+            (Outcome::Sent, false),
         ] {
             assert_eq!(RetryPolicy::retries(o), retried, "{o:?}");
         }
@@ -217,7 +218,7 @@ mod tests {
             Outcome::Status(_) | Outcome::Judged { .. } => false,
             Outcome::Failed(Failure::Connect | Failure::Timeout | Failure::Io) => true,
             Outcome::Failed(Failure::Protocol | Failure::Tls) => false,
-            Outcome::Answered { .. } => unreachable!("HTTP's answers only"),
+            Outcome::Answered { .. } | Outcome::Sent => unreachable!("HTTP's answers only"),
         }
     }
 

@@ -65,6 +65,11 @@ pub enum NoValue {
     NoFreshness { path: String },
     #[error("{path}: no session was opened (sessions are a session protocol's, such as MQTT's)")]
     NoSessions { path: String },
+    #[error(
+        "{path}: no heartbeat was timed: its {unacknowledged} were acknowledged by nothing (MQTT QoS 0: written, with \
+         nothing to time them to); gate on errors or sent, or publish at QoS 1"
+    )]
+    Untimed { path: String, unacknowledged: u64 },
     #[error("{path}: the generator's verdict is known at the end of the run only")]
     AtEndOnly { path: String },
 }

@@ -44,6 +44,7 @@ pub(crate) fn stats_of(name: Option<String>, r: &Recorder, span: Span, with_hist
         late: c.late,
         waited: c.waited,
         retry_pending: c.retry_pending,
+        unacknowledged: c.unacknowledged,
         errors: c.classes.failed_iter().map(|(class, n)| (class.to_string(), *n)).collect(),
         codes: codes_of(&c.codes),
         offered_rate: per(c.scheduled, span.scheduled_s),

@@ -54,6 +54,9 @@ impl Stats {
         let freshness = || s.freshness.as_ref().ok_or_else(|| NoValue::NoFreshness { path: m.path.clone() });
         Ok(match m.quantity() {
             Quantity::Percentile(series, q) => {
+                if s.untimed() && matches!(series, Series::Latency | Series::ServiceTime) {
+                    return Err(NoValue::Untimed { path: m.path.clone(), unacknowledged: s.unacknowledged });
+                }
                 let p = match series {
                     Series::Latency => &s.latency_ms,
                     Series::ServiceTime => &s.service_time_ms,

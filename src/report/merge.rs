@@ -310,6 +310,7 @@ pub fn recorder_of(stats: &Stats) -> Result<Recorder, StatsError> {
     c.late = stats.late;
     c.waited = stats.waited;
     c.retry_pending = stats.retry_pending;
+    c.unacknowledged = stats.unacknowledged;
     c.sessions = stats.sessions.unwrap_or_default();
     c.classes[OutcomeClass::Ok] = stats.ok;
     for class in OutcomeClass::FAILED {

@@ -370,6 +370,10 @@ pub struct Stats {
     /// neither ok nor failed, and out of the error rate.
     #[serde(default)]
     pub retry_pending: u64,
+    /// Ok heartbeats the protocol acknowledges nothing of (MQTT's QoS 0):
+    /// written, untimed; the latencies are the others'.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unacknowledged: u64,
     /// Failures by class (every class but ok, by its name:
     /// [`OutcomeClass::as_str`]).
     pub errors: BTreeMap<String, u64>,
@@ -476,16 +480,24 @@ pub struct SecondStats {
 }
 
 impl Stats {
+    /// Whether none of its heartbeats was timed: every one that ended was
+    /// acknowledged by nothing (MQTT QoS 0), so it has no latency.
+    pub fn untimed(&self) -> bool {
+        self.unacknowledged > 0 && self.ok + self.failed == self.unacknowledged
+    }
+
     /// The latency-like series with their names, as tables show them:
-    /// latency, service time, schedule lag and connection wait always;
-    /// lateness when a heartbeat was late.
+    /// latency and service time unless nothing was timed ([`Stats::untimed`]),
+    /// schedule lag and connection wait always; lateness when a heartbeat
+    /// was late.
     pub fn series(&self) -> Vec<(&'static str, &Percentiles)> {
-        let mut out = vec![
-            ("latency", &self.latency_ms),
-            ("service time", &self.service_time_ms),
-            ("schedule lag", &self.schedule_lag_ms),
-            ("connection wait", &self.connection_wait_ms),
-        ];
+        let mut out = Vec::new();
+        if !self.untimed() {
+            out.push(("latency", &self.latency_ms));
+            out.push(("service time", &self.service_time_ms));
+        }
+        out.push(("schedule lag", &self.schedule_lag_ms));
+        out.push(("connection wait", &self.connection_wait_ms));
         if self.late > 0 {
             out.push(("lateness", &self.lateness_ms));
         }

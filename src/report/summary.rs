@@ -138,6 +138,19 @@ impl Report {
         // One fleet: its line says it all, without the same TOTAL line.
         let single = self.fleets.len() == 1;
         for r in rows.iter().filter(|r| !(single && r.name.is_none())) {
+            if r.unacknowledged > 0 {
+                let timed = (r.ok + r.failed).saturating_sub(r.unacknowledged);
+                let _ = writeln!(
+                    out,
+                    "unacknowledged: {} of {}'s ok heartbeats were published at QoS 0, written with nothing to time \
+                     them to: they have no latency{}",
+                    r.unacknowledged,
+                    name(r),
+                    if timed > 0 { format!(" (its latency rows are its other {timed})") } else { String::new() }
+                );
+            }
+        }
+        for r in rows.iter().filter(|r| !(single && r.name.is_none())) {
             if r.late > 0 {
                 let _ = writeln!(
                     out,

@@ -60,6 +60,9 @@ pub struct Counters {
     /// Heartbeats whose retry was still waiting for its time when the run
     /// ended: sent, but neither ok nor failed (their outcome is unknown).
     pub retry_pending: u64,
+    /// Ok heartbeats the protocol acknowledges nothing of (MQTT's QoS 0):
+    /// written, with no latency.
+    pub unacknowledged: u64,
     /// What the devices' idle sessions did (a session transport's; all
     /// zero for HTTP).
     pub sessions: SessionCounts,
@@ -130,6 +133,7 @@ impl Counters {
         self.late += other.late;
         self.waited += other.waited;
         self.retry_pending += other.retry_pending;
+        self.unacknowledged += other.unacknowledged;
         self.sessions.add(&other.sessions);
         self.classes.add(&other.classes);
         for (code, n) in &other.codes {
@@ -274,6 +278,11 @@ impl Recorder {
             },
             Some(code) => *self.counters.codes.entry(code).or_default() += 1,
             None => {}
+        }
+        if outcome == Outcome::Sent {
+            // Nothing to time: no latency, rather than the time to write.
+            self.counters.unacknowledged += 1;
+            return;
         }
         record(&mut self.latency, latency_us);
         record(&mut self.service_time, service_us);

@@ -29,6 +29,9 @@ pub enum Outcome {
     /// 3.1.1 PUBACK carries none). HTTP's answers are the two above: one
     /// status, the hot path's.
     Answered { class: OutcomeClass, code: Option<Code> },
+    /// Written where the protocol acknowledges nothing (MQTT's QoS 0): a
+    /// success, with nothing to time it to, so no latency.
+    Sent,
     /// No (usable) answer.
     Failed(Failure),
 }
@@ -241,6 +244,7 @@ impl Outcome {
             Outcome::Judged { status: 200..=299, .. } => OutcomeClass::OtherStatus,
             Outcome::Judged { status, .. } => http_class(status),
             Outcome::Answered { class, .. } => class,
+            Outcome::Sent => OutcomeClass::Ok,
             Outcome::Failed(f) => f.class(),
         }
     }
@@ -251,7 +255,7 @@ impl Outcome {
         match self {
             Outcome::Status(status) | Outcome::Judged { status, .. } => Some(Code::Http(status)),
             Outcome::Answered { code, .. } => code,
-            Outcome::Failed(_) => None,
+            Outcome::Sent | Outcome::Failed(_) => None,
         }
     }
 

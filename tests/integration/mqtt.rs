@@ -379,3 +379,32 @@ fn mqtts_sessions_check_the_broker_against_the_ca_and_show_the_client_certificat
     let t = &report.totals;
     assert_eq!(t.ok, 0, "the broker requires a client certificate: {:?}", t.errors);
 }
+
+/// QoS 0 has no acknowledgement: its heartbeats are ok once written,
+/// counted as unacknowledged, and have no latency; the summary says so
+/// rather than print the time to write, and a latency gate says it has
+/// nothing to judge.
+#[test]
+fn qos_0_heartbeats_are_written_untimed_and_a_latency_gate_says_so() {
+    if !mosquitto_available() {
+        return;
+    }
+    let dir = TempDir::new("mqtt-qos0");
+    let broker = Mosquitto::start(&dir, "allow_anonymous true");
+    let text = scenario(&broker.url(), 20, "")
+        .replace("duration = \"10s\"", "duration = \"3s\"")
+        .replace("qos = 1", "qos = 0")
+        + "[thresholds]\n\"latency.p99\" = \"< 1s\"\n";
+    let file = dir.write("s.toml", &text);
+    let out_json = dir.path("r.json").to_str().unwrap().to_string();
+    let out = fleetstorm(&["run", &file, "--out", &out_json]);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "the latency gate fails: {summary}");
+    let report = Report::load(std::path::Path::new(&out_json)).unwrap();
+    let t = &report.totals;
+    assert_eq!((t.sent, t.ok, t.unacknowledged), (60, 60, 60), "{t:?}");
+    assert!(t.untimed() && t.series().iter().all(|(what, _)| *what != "latency"));
+    assert!(summary.contains("60 of sensors's ok heartbeats were published at QoS 0"), "{summary}");
+    assert!(!summary.contains("sensors  latency"), "no latency row: {summary}");
+    assert!(summary.contains("no heartbeat was timed"), "{summary}");
+}

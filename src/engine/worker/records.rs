@@ -69,7 +69,9 @@ impl Records {
         self.record(who, |r| r.completed(outcome, latency_us, service_us));
         let s = self.second(at_ns);
         s.classes[outcome.class()] += 1;
-        crate::stats::record(&mut s.latency, latency_us);
+        if outcome != crate::stats::Outcome::Sent {
+            crate::stats::record(&mut s.latency, latency_us);
+        }
     }
 
     /// Hands over what was recorded (per fleet, per cohort, per second)

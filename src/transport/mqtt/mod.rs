@@ -267,8 +267,8 @@ async fn publish(conn: &mut MqttConn, outgoing: Outgoing) -> Result<Outcome, Fai
     publish.retain = route.retain;
     if qos == QoS::AtMostOnce {
         conn.send(&Packet::Publish(publish)).await?;
-        // Sent is all QoS 0 gives.
-        return Ok(Outcome::Answered { class: OutcomeClass::Ok, code: None });
+        // Written is all QoS 0 gives: no latency.
+        return Ok(Outcome::Sent);
     }
     let pkid = conn.pkid();
     publish.pkid = pkid;
@@ -582,7 +582,7 @@ mod tests {
         });
         let (conn, _) = mqtt.connect(identity()).await.unwrap();
         let sent = mqtt.exchange(Some(conn), message("t", Qos::AtMostOnce)).await;
-        assert_eq!(sent.outcome, Outcome::Answered { class: OutcomeClass::Ok, code: None });
+        assert_eq!(sent.outcome, Outcome::Sent);
         broker.await.unwrap();
         let refused = mqtt.exchange(sent.conn, bytes::Bytes::from_static(b"{}").into()).await;
         assert_eq!(refused.outcome, Outcome::Failed(Failure::Protocol));

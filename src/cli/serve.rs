@@ -132,6 +132,7 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
         service_time: args.service_time,
         queue_limit: args.queue_limit,
         stall: args.stall,
+        ..Faults::default()
     };
     if let Err(e) = faults.check() {
         return Err(CliError::Usage(e.to_string()));

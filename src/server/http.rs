@@ -323,7 +323,7 @@ where
 /// Sleeps for `d` on a timerfd (microsecond precision; tokio's timer rounds
 /// up to the next millisecond, which would bias injected latencies by up
 /// to 1 ms), or on tokio's timer if no timerfd can be had.
-async fn precise_sleep(d: Duration) {
+pub(super) async fn precise_sleep(d: Duration) {
     let precise = match tokio_timerfd::Delay::new(std::time::Instant::now() + d) {
         Ok(delay) => delay.await.is_ok(),
         Err(_) => false,
@@ -334,7 +334,7 @@ async fn precise_sleep(d: Duration) {
 }
 
 /// Holds a stalled request for `stall`, or until the faults change.
-async fn wait_out_stall(shared: &Shared, stall: Duration) {
+pub(super) async fn wait_out_stall(shared: &Shared, stall: Duration) {
     let mut changes = shared.faults.subscribe();
     changes.mark_unchanged();
     tokio::select! {

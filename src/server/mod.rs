@@ -1,10 +1,10 @@
 //! `fleetstorm serve`: the reference heartbeat backend.
 //!
 //! It exists so that fleetstorm runs out of the box (`url = "builtin"`
-//! starts it in-process on a loopback port) and so that tests have a
-//! backend whose behaviour is known: strict validation, a device registry,
-//! introspection, and faults that act out a slow, failing or saturated
-//! production backend.
+//! starts it in-process on a loopback port, with its MQTT listener for
+//! `mqtt` fleets) and so that tests have a backend whose behaviour is
+//! known: strict validation, a device registry, introspection, and faults
+//! that act out a slow, failing or saturated production backend.
 //!
 //! # Shape
 //!
@@ -26,11 +26,16 @@
 //!   request is in flight is closed (this also covers clients that connect
 //!   and send nothing, which never reach hyper's timers, and idle HTTP/2
 //!   connections).
+//!
+//! With [`ServeConfig::mqtt`], an MQTT 3.1.1 listener ([`mqtt`]) runs
+//! beside the HTTP one, sharing its registry, counters and faults;
+//! `/stats`, `/metrics` and `/faults` stay on HTTP.
 
 mod arrivals;
 mod faults;
 mod http;
 mod metrics;
+pub mod mqtt;
 mod registry;
 mod served;
 
@@ -90,6 +95,8 @@ pub struct ServeConfig {
     /// The device profiles answered beside SendHeartbeat, and their
     /// devices' identities.
     pub profiles: Arc<crate::wire::serve::ServeProfiles>,
+    /// Listen for MQTT 3.1.1 sessions (the `mqtt` profile) here too.
+    pub mqtt: Option<SocketAddr>,
 }
 
 /// Who may use serve's control endpoints (`POST /faults`, `POST
@@ -117,15 +124,19 @@ impl ServeConfig {
     /// Refuses, as Redis' protected mode does, to listen beyond loopback
     /// with control endpoints anyone could use: anyone who reaches the port
     /// could switch every answer to an error or wipe the counts.
+    /// Its MQTT listener beyond loopback takes the same opt-in: it would
+    /// tell anyone there that this is serve, whose faults anyone can set.
     pub fn check_exposure(&self) -> Result<(), String> {
-        if self.addr.ip().is_loopback() || self.control_credential().is_some() || self.control.allow_open {
+        let exposed = [Some(self.addr), self.mqtt].into_iter().flatten().find(|a| !a.ip().is_loopback());
+        let Some(exposed) = exposed else { return Ok(()) };
+        if self.control_credential().is_some() || self.control.allow_open {
             return Ok(());
         }
+        let (flag, what) = if exposed == self.addr { ("", "") } else { (" --mqtt", " (its MQTT listener)") };
         Err(format!(
-            "serve would listen on {} with its control endpoints (POST /faults, POST /stats/reset) open to anyone \
-             who reaches it: give them a credential with --admin-token TOKEN (or guard everything with \
-             --require-bearer TOKEN), listen on 127.0.0.1, or pass --allow-open-control to accept that",
-            self.addr
+            "serve would listen on{flag} {exposed}{what} with its control endpoints (POST /faults, POST /stats/reset) \
+             open to anyone who reaches it: give them a credential with --admin-token TOKEN (or guard everything \
+             with --require-bearer TOKEN), listen on 127.0.0.1, or pass --allow-open-control to accept that"
         ))
     }
 }
@@ -183,6 +194,7 @@ impl Default for ServeConfig {
             max_connections: 100_000,
             control: ControlAccess::default(),
             profiles: Arc::default(),
+            mqtt: None,
         }
     }
 }
@@ -223,7 +235,7 @@ impl Shared {
         let responses: serde_json::Map<_, _> =
             m.statuses().into_iter().map(|(status, n)| (status.to_string(), json!(n))).collect();
         let queued = self.faults.borrow().capacity.as_ref().map_or(0, |q| q.queued(tokio::time::Instant::now()));
-        json!({
+        let mut stats = json!({
             "accepted": load(&m.accepted),
             "rejected": load(&m.rejected),
             "devices": self.registry.devices(),
@@ -247,13 +259,21 @@ impl Shared {
             "protocols": {"HTTP/1.1": load(&m.http1_requests), "HTTP/2": load(&m.http2_requests)},
             "tls": {"handshakes": load(&m.tls_handshakes), "failures": load(&m.tls_failures)},
             "refused_connections": load(&m.refused_connections),
-        })
+        });
+        if self.config.mqtt.is_some()
+            && let Some(members) = stats.as_object_mut()
+        {
+            members.insert("mqtt".into(), m.mqtt.json());
+        }
+        stats
     }
 }
 
 /// A bound, not yet running, reference backend.
 pub struct Server {
     listener: TcpListener,
+    /// The MQTT listener, when asked for.
+    mqtt: Option<TcpListener>,
     shared: Arc<Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -267,12 +287,24 @@ impl Server {
             None => None,
         };
         let listener = TcpListener::bind(config.addr).await?;
+        let mqtt =
+            match config.mqtt {
+                Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                    io::Error::new(e.kind(), format!("the MQTT listener cannot listen on {addr}: {e}"))
+                })?),
+                None => None,
+            };
         let shared = Shared::new(config);
-        Ok(Server { listener, shared, tls })
+        Ok(Server { listener, mqtt, shared, tls })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The MQTT listener's address, when there is one.
+    pub fn mqtt_addr(&self) -> io::Result<Option<SocketAddr>> {
+        self.mqtt.as_ref().map(TcpListener::local_addr).transpose()
     }
 
     /// The state, for in-process introspection.
@@ -283,9 +315,11 @@ impl Server {
     /// Serves until `shutdown` completes, then stops accepting and waits
     /// up to `shutdown_grace` for in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, shared, tls } = self;
+        let Server { listener, mqtt, shared, tls } = self;
         let builder = connection_builder(&shared.config);
         let graceful = GracefulShutdown::new();
+        let stop_mqtt = tokio_util::sync::CancellationToken::new();
+        let mqtt = mqtt.map(|listener| tokio::spawn(mqtt::run(listener, shared.clone(), stop_mqtt.clone())));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -306,9 +340,14 @@ impl Server {
             }
         }
         drop(listener);
+        stop_mqtt.cancel();
         tokio::select! {
             () = graceful.shutdown() => {}
             () = tokio::time::sleep(shared.config.shutdown_grace) => {}
+        }
+        // The MQTT sessions had the same grace, in their own task.
+        if let Some(mqtt) = mqtt {
+            let _ = mqtt.await;
         }
     }
 }
@@ -527,6 +566,8 @@ impl AsyncWrite for Tracked {
 /// A reference backend running on the current tokio runtime.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The MQTT listener's address, when it has one.
+    pub mqtt_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -552,10 +593,11 @@ impl RunningServer {
 pub async fn spawn(config: ServeConfig) -> io::Result<RunningServer> {
     let server = Server::bind(config).await?;
     let addr = server.local_addr()?;
+    let mqtt_addr = server.mqtt_addr()?;
     let shared = server.shared();
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
-    Ok(RunningServer { addr, shared, stop: Some(stop), task })
+    Ok(RunningServer { addr, mqtt_addr, shared, stop: Some(stop), task })
 }

@@ -95,6 +95,15 @@ impl OpenTarget {
     /// addresses fleetstorm chose.
     pub async fn close(self, abandoned: bool) -> RunFacts {
         let backend = match self.builtin {
+            // MQTT's counts are read once its sessions have ended: a QoS 0
+            // message fleetstorm counted as sent (written) may still be on
+            // its way when the run ends, and its session reads it before
+            // it sees its client close.
+            Some(server) if !abandoned && matches!(self.transport, OpenTransport::Mqtt(_)) => {
+                let shared = server.shared.clone();
+                server.shutdown().await;
+                Some(shared.stats_json())
+            }
             Some(server) => {
                 let stats = server.shared.stats_json();
                 if !abandoned {

@@ -288,6 +288,30 @@ impl RateLimit {
     }
 }
 
+/// Sleeps for `d` on a timerfd (microsecond precision; tokio's timer rounds
+/// up to the next millisecond, which would bias injected latencies by up
+/// to 1 ms), or on tokio's timer if no timerfd can be had.
+pub(super) async fn precise_sleep(d: Duration) {
+    let precise = match tokio_timerfd::Delay::new(std::time::Instant::now() + d) {
+        Ok(delay) => delay.await.is_ok(),
+        Err(_) => false,
+    };
+    if !precise {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// Holds a stalled message for `stall`, or until the faults in `faults`
+/// change.
+pub(super) async fn wait_out_stall(faults: &tokio::sync::watch::Sender<std::sync::Arc<ActiveFaults>>, stall: Duration) {
+    let mut changes = faults.subscribe();
+    changes.mark_unchanged();
+    tokio::select! {
+        _ = tokio::time::sleep(stall) => {}
+        _ = changes.changed() => {}
+    }
+}
+
 /// An M/D/c queue acted out in virtual time: `workers` servers, each taking
 /// exactly `service` per request, first come first served.
 ///

@@ -51,9 +51,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
-use super::http::{MAX_BODY, precise_sleep, wait_out_stall};
+use super::faults::{precise_sleep, wait_out_stall};
+use super::http::MAX_BODY;
 use super::metrics::Published;
+use super::state::Shared;
 use crate::wire::mqtt::{Login, MqttWire, check_login, check_publish};
 
 /// The largest packet read: a heartbeat body as large as HTTP takes, its
@@ -66,10 +67,13 @@ const LINGER: Duration = Duration::from_secs(1);
 
 /// Accepts MQTT connections on `listener` until `stop` is cancelled, each
 /// served in its own task; then waits (at most `shutdown_grace`) for the
-/// sessions, which `stop` ends too.
+/// sessions to end by themselves, reading what their clients had sent
+/// (the messages a client counted as sent when it closed are counted
+/// here too), and ends those still open.
 pub(super) async fn run(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     // Each session holds a sender: `recv` ends once all have finished.
     let (running, mut finished) = mpsc::channel::<()>(1);
+    let end_sessions = CancellationToken::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -81,7 +85,7 @@ pub(super) async fn run(listener: TcpListener, shared: Arc<Shared>, stop: Cancel
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    let (shared, stop, running) = (shared.clone(), stop.clone(), running.clone());
+                    let (shared, stop, running) = (shared.clone(), end_sessions.clone(), running.clone());
                     tokio::spawn(async move {
                         serve_session(shared, stream, stop).await;
                         drop(running);
@@ -96,7 +100,10 @@ pub(super) async fn run(listener: TcpListener, shared: Arc<Shared>, stop: Cancel
     }
     drop(listener);
     drop(running);
-    let _ = tokio::time::timeout(shared.config.shutdown_grace, finished.recv()).await;
+    if tokio::time::timeout(shared.config.shutdown_grace, finished.recv()).await.is_err() {
+        end_sessions.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), finished.recv()).await;
+    }
 }
 
 /// Why a session ended.
@@ -382,7 +389,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             return Err(End::Dropped);
         }
         if let Some(stall) = faults.stall {
-            wait_out_stall(shared, stall).await;
+            wait_out_stall(&shared.faults, stall).await;
         }
         if let Some(queue) = &active.capacity {
             match queue.admit(Instant::now()) {

@@ -159,13 +159,13 @@ pub enum Login {
 /// be known, and give its file's `username` and `password` where the file
 /// has them (compared in constant time).
 pub fn check_login(
-    known: &crate::wire::serve::Known,
+    known: &super::known::Known,
     client_id: &str,
     username: Option<&str>,
     password: Option<&str>,
 ) -> Login {
     use subtle::ConstantTimeEq;
-    let profile = crate::wire::ProfileName::Mqtt;
+    let profile = super::profile::ProfileName::Mqtt;
     if !known.has_identities(profile) {
         return Login::Accepted;
     }

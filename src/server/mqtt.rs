@@ -767,6 +767,60 @@ mod tests {
         assert_eq!(stats(&shared)["dropped"], 1);
     }
 
+    #[tokio::test]
+    async fn a_packet_declared_above_the_bound_ends_its_session_before_it_is_read() {
+        let shared = shared(None, Faults::default());
+        let (mut client, task) = opened(&shared, "d-1").await;
+        // A PUBLISH head announcing MAX_PACKET + 1 bytes, none of them sent.
+        let mut head = vec![0x32];
+        let mut n = MAX_PACKET + 1;
+        while n > 0 {
+            let byte = (n % 128) as u8;
+            n /= 128;
+            head.push(if n > 0 { byte | 0x80 } else { byte });
+        }
+        client.raw(&head).await;
+        assert_eq!(client.next().await, None);
+        assert_eq!(task.await.unwrap(), End::Protocol);
+        assert_eq!(stats(&shared)["mqtt"]["closed"]["protocol_error"], 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_past_the_capacity_queue_closes_its_session_and_a_stall_holds_the_puback() {
+        let full = Faults {
+            workers: Some(1),
+            service_time: Some(Duration::from_secs(1)),
+            queue_limit: Some(0),
+            ..Faults::default()
+        };
+        let shared = shared(None, full);
+        let (mut first, _a) = opened(&shared, "d-1").await;
+        let (mut second, b) = opened(&shared, "d-2").await;
+        first.send(publish("devices/d-1/telemetry", QoS::AtLeastOnce, 1, heartbeat("d-1"))).await;
+        // Once the first holds the one worker, the second finds no room.
+        for _ in 0..1000 {
+            if shared.metrics.in_flight.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        second.send(publish("devices/d-2/telemetry", QoS::AtLeastOnce, 1, heartbeat("d-2"))).await;
+        assert_eq!(second.next().await, None);
+        assert_eq!(b.await.unwrap(), End::Shed);
+        let began = Instant::now();
+        assert_eq!(first.next().await, Some(Packet::PubAck(PubAck::new(1))));
+        assert_eq!(began.elapsed(), Duration::from_secs(1), "served in its worker's second");
+        assert_eq!(stats(&shared)["shed"], 1);
+        shared.faults.send_replace(Arc::new(crate::server::ActiveFaults::new(Faults {
+            stall: Some(Duration::from_secs(30)),
+            ..Faults::default()
+        })));
+        let began = Instant::now();
+        first.send(publish("devices/d-1/telemetry", QoS::AtLeastOnce, 2, heartbeat("d-1"))).await;
+        assert_eq!(first.next().await, Some(Packet::PubAck(PubAck::new(2))));
+        assert_eq!(began.elapsed(), Duration::from_secs(30), "held for the stall");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn nothing_a_client_sends_panics_serve_every_session_ends() {
         use rand::SeedableRng;

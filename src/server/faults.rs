@@ -436,6 +436,25 @@ mod tests {
         assert_eq!(back["latency"], "50ms");
     }
 
+    #[test]
+    fn mqtt_s_faults_are_set_by_name_and_left_out_when_off() {
+        let f: Faults = serde_json::from_str(
+            r#"{"connack_refuse_rate": 0.5, "connack_code": 5, "connect_rate": 10, "drop_sessions": 1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (f.connack_refuse_rate, f.connack_code(), f.connect_rate, f.drop_sessions),
+            (0.5, 5, Some(10.0), 1.0)
+        );
+        assert_eq!(f.check(), Ok(()));
+        assert!(ActiveFaults::new(f.clone()).connects.is_some(), "the bucket made once");
+        let back = serde_json::to_value(&f).unwrap();
+        assert_eq!((back["connack_code"].as_u64(), back["drop_sessions"].as_f64()), (Some(5), Some(1.0)));
+        let off = serde_json::to_value(Faults::default()).unwrap();
+        assert!(off.get("connack_refuse_rate").is_none() && off.get("drop_sessions").is_none(), "{off}");
+        assert_eq!(Faults::default().connack_code(), DEFAULT_CONNACK_CODE);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_connect_bucket_lets_a_second_s_worth_through_then_its_rate() {
         let limit = RateLimit::new(2.0);

@@ -84,6 +84,8 @@ pub struct MqttCounts {
     pub connect_timeouts: AtomicU64,
     /// Sessions closed on purpose: `drop_rate` or `drop_sessions`.
     pub dropped_sessions: AtomicU64,
+    /// Sessions ended by a newer one of the same client id.
+    pub taken_over: AtomicU64,
     pub pings: AtomicU64,
     pub subscribes: AtomicU64,
     /// Why the first refused message was refused (a client sees only its
@@ -138,6 +140,7 @@ impl MqttCounts {
             keepalive_expired: AtomicU64::new(0),
             connect_timeouts: AtomicU64::new(0),
             dropped_sessions: AtomicU64::new(0),
+            taken_over: AtomicU64::new(0),
             pings: AtomicU64::new(0),
             subscribes: AtomicU64::new(0),
             first_rejection: std::sync::Mutex::new(None),
@@ -192,6 +195,7 @@ impl MqttCounts {
                 "keepalive": load(&self.keepalive_expired),
                 "no_connect": load(&self.connect_timeouts),
                 "dropped": load(&self.dropped_sessions),
+                "taken_over": load(&self.taken_over),
             },
             "pings": load(&self.pings),
             "subscribes": load(&self.subscribes),
@@ -210,6 +214,7 @@ impl MqttCounts {
             &self.keepalive_expired,
             &self.connect_timeouts,
             &self.dropped_sessions,
+            &self.taken_over,
             &self.pings,
             &self.subscribes,
         ];

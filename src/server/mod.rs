@@ -62,7 +62,7 @@ pub use faults::{ActiveFaults, CapacityQueue, Faults, Latency};
 pub use http::MAX_BODY;
 pub use metrics::Metrics;
 pub use registry::{DeviceView, FleetView, ModelView, Registry, RegistryFull, default_max_devices};
-pub use state::{Auth, ControlAccess, ServeConfig, ServeTls, Shared};
+pub use state::{Auth, ClientId, ClientIds, ControlAccess, ServeConfig, ServeTls, Shared};
 
 /// A bound, not yet running, reference backend.
 pub struct Server {

@@ -23,7 +23,8 @@
 //! - ends at DISCONNECT, at a bad or out-of-place packet, at a packet
 //!   above [`MAX_PACKET`], when nothing came for 1.5 times the session's
 //!   keep-alive (serve's `idle_timeout` when the keep-alive is 0), when
-//!   `drop_sessions` picks it, and at shutdown.
+//!   `drop_sessions` picks it, when a newer session of its client id
+//!   opens (as MQTT asks), and at shutdown.
 //!
 //! A session's packets are answered in order, one at a time (MQTT asks
 //! PUBACKs in the order of their PUBLISHes). What a client sends never
@@ -127,6 +128,8 @@ pub enum End {
     Shed,
     /// A message of a new device when the registry is full.
     RegistryFull,
+    /// A newer session with the same client id ended this one.
+    TakenOver,
     /// serve is stopping.
     Stopped,
 }
@@ -151,6 +154,7 @@ where
         End::Protocol => Some(&counts.protocol_errors),
         End::KeepAlive => Some(&counts.keepalive_expired),
         End::Dropped => Some(&counts.dropped_sessions),
+        End::TakenOver => Some(&counts.taken_over),
         _ => None,
     };
     if let Some(counter) = counter {
@@ -264,6 +268,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             return end;
         }
         self.shared.metrics.mqtt.connack(0);
+        let held = self.shared.client_ids.take(&connect.client_id);
         let limit = match connect.keep_alive {
             0 => self.shared.config.idle_timeout,
             secs => Duration::from_millis(u64::from(secs) * 1500),
@@ -281,6 +286,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                         Ok(Err(Unread::Closed)) => return End::Disconnected,
                         Ok(Err(Unread::Bad | Unread::Level)) => return End::Protocol,
                     },
+                    () = held.taken_over.cancelled() => return End::TakenOver,
                     changed = faults.changed() => {
                         if changed.is_err() {
                             return End::Stopped;
@@ -765,6 +771,21 @@ mod tests {
         client.send(publish("devices/d-1/telemetry", QoS::AtLeastOnce, 2, heartbeat("d-1"))).await;
         assert_eq!(client.next().await, None);
         assert_eq!(stats(&shared)["dropped"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_second_session_of_a_client_id_ends_the_first() {
+        let shared = shared(None, Faults::default());
+        let (mut first, older) = opened(&shared, "d-1").await;
+        let (mut second, _newer) = opened(&shared, "d-1").await;
+        assert_eq!(first.next().await, None);
+        assert_eq!(older.await.unwrap(), End::TakenOver);
+        assert_eq!(shared.client_ids.len(), 1, "the newer session keeps its hold");
+        second.send(Packet::PingReq).await;
+        assert_eq!(second.next().await, Some(Packet::PingResp));
+        second.send(Packet::Disconnect).await;
+        assert_eq!(second.next().await, None);
+        assert_eq!(stats(&shared)["mqtt"]["closed"]["taken_over"], 1);
     }
 
     #[tokio::test]

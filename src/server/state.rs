@@ -159,7 +159,60 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The faults in force; replaced whole by `POST /faults`.
     pub faults: watch::Sender<Arc<ActiveFaults>>,
+    /// The MQTT sessions open, by client id.
+    pub client_ids: ClientIds,
     started: Instant,
+}
+
+/// The MQTT sessions open, by client id: a session opened with a client
+/// id already connected ends the older one, as MQTT asks of a server
+/// (and AWS IoT and Azure IoT Hub do). A std mutex: held for a map
+/// operation, never across an await.
+#[derive(Default)]
+pub struct ClientIds {
+    open: std::sync::Mutex<std::collections::HashMap<String, (u64, tokio_util::sync::CancellationToken)>>,
+    next: AtomicU64,
+}
+
+/// One session's hold on its client id, given up when dropped.
+pub struct ClientId<'a> {
+    ids: &'a ClientIds,
+    client_id: String,
+    session: u64,
+    /// Cancelled when a newer session takes the client id over.
+    pub taken_over: tokio_util::sync::CancellationToken,
+}
+
+impl ClientIds {
+    /// Takes `client_id` for a new session, ending the session that held it.
+    pub fn take(&self, client_id: &str) -> ClientId<'_> {
+        let session = self.next.fetch_add(1, Ordering::Relaxed);
+        let taken_over = tokio_util::sync::CancellationToken::new();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, older)) = open.insert(client_id.to_string(), (session, taken_over.clone())) {
+            older.cancel();
+        }
+        ClientId { ids: self, client_id: client_id.to_string(), session, taken_over }
+    }
+
+    /// Sessions open.
+    pub fn len(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for ClientId<'_> {
+    fn drop(&mut self) {
+        let mut open = self.ids.open.lock().unwrap_or_else(|e| e.into_inner());
+        // Unless a newer session holds it now.
+        if open.get(&self.client_id).is_some_and(|(session, _)| *session == self.session) {
+            open.remove(&self.client_id);
+        }
+    }
 }
 
 impl Shared {
@@ -170,6 +223,7 @@ impl Shared {
             registry: Registry::new(config.max_devices),
             metrics: Metrics::new(),
             faults,
+            client_ids: ClientIds::default(),
             started: Instant::now(),
             config,
         })

@@ -13,6 +13,7 @@ import json
 import sys
 import threading
 import time
+import warnings
 
 import paho.mqtt.client as mqtt
 
@@ -33,6 +34,8 @@ def heartbeat(device):
 
 def new_client(client_id):
     if hasattr(mqtt, "CallbackAPIVersion"):  # paho-mqtt 2.x
+        # Its version-1 callbacks are deprecated, not gone: the ones 1.x has.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
         return mqtt.Client(mqtt.CallbackAPIVersion.VERSION1, client_id=client_id, protocol=mqtt.MQTTv311)
     return mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv311)
 

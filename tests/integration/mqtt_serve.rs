@@ -82,8 +82,13 @@ fn an_mqtt_fleet_against_builtin_is_counted_by_serve_as_by_the_report_fleet_by_f
     // fleetstorm counted ok; when nothing failed (a busy machine's late
     // PUBACK is a timeout), exactly, fleet by fleet.
     assert!((acked.ok..=acked.sent).contains(&mqtt["acked"].as_u64().unwrap()), "{mqtt}");
-    assert_eq!(served("qos0"), fired.sent, "every QoS 0 message written was read: {mqtt}");
-    assert_eq!(accepted("fired"), fired.sent);
+    // A QoS 0 message is ok once written, and serve reads what was written
+    // before its session ends: all of them, unless a write failed.
+    assert!((fired.ok..=fired.sent).contains(&served("qos0")), "{mqtt}");
+    if fired.failed == 0 {
+        assert_eq!(served("qos0"), fired.sent, "every QoS 0 message written was read: {mqtt}");
+        assert_eq!(accepted("fired"), fired.sent);
+    }
     if t.failed == 0 {
         assert_eq!((served("qos1"), mqtt["acked"].as_u64().unwrap()), (acked.sent, acked.ok));
         assert_eq!(accepted("acked"), acked.ok);

@@ -476,8 +476,9 @@ pub(super) struct ServeArgs {
     #[arg(long, requires = "tls_cert")]
     pub(super) client_ca: Option<PathBuf>,
     /// Also answer this device profile's paths (thingsboard, hono,
-    /// azure-iot-hub), as that service does; repeat for several.
-    /// SendHeartbeat is always answered.
+    /// azure-iot-hub, aws-iot-shadow), as that service does, or its MQTT
+    /// sessions (mqtt, see --mqtt); repeat for several. SendHeartbeat is
+    /// always answered.
     #[arg(long = "profile", value_name = "NAME", value_parser = parse_profile)]
     pub(super) profiles: Vec<crate::wire::ProfileName>,
     /// Let in only the devices of this identities file (CSV or JSON Lines)
@@ -493,10 +494,24 @@ pub(super) struct ServeArgs {
     #[arg(long)]
     pub(super) sigv4_verify: bool,
     /// Answer the device profiles of this scenario's fleets as the
-    /// built-in backend does for it: their custom templates, and only the
-    /// devices of their identities files.
+    /// built-in backend does for it: their custom templates, their MQTT
+    /// topics, and only the devices of their identities files.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["profiles", "identities"])]
     pub(super) scenario: Option<PathBuf>,
+    /// Also listen for MQTT 3.1.1 sessions of the mqtt profile at HOST:PORT
+    /// (loopback unless you say otherwise, as --addr; port 0 picks a free
+    /// port; the address is printed on stderr). Each session's CONNECT is
+    /// checked under the profile's rule (--identities mqtt=FILE: known
+    /// devices with their username and password), each PUBLISH against its
+    /// topic and body; a bad one closes its session. Without this flag,
+    /// --profile mqtt (or an mqtt fleet in --scenario) listens on
+    /// 127.0.0.1:1883.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_addr)]
+    pub(super) mqtt: Option<SocketAddr>,
+    /// The topic each MQTT device publishes its heartbeats to: {device} is
+    /// its client id (a scenario's fleets give theirs).
+    #[arg(long, value_name = "TEMPLATE", default_value = crate::wire::mqtt::DEFAULT_TOPIC, conflicts_with = "scenario")]
+    pub(super) mqtt_topic: String,
 }
 
 /// A device profile's name, as a scenario writes it.

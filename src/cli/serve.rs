@@ -8,18 +8,21 @@ use super::error::CliError;
 use super::signals::Termination;
 use crate::server::{self, Auth, Faults, ServeConfig};
 
-/// The profiles serve answers, and the identities it lets in for each.
+/// Where serve listens for MQTT when `--profile mqtt` (or a scenario's
+/// mqtt fleet) asks for it without `--mqtt`: MQTT's port, on loopback.
+const DEFAULT_MQTT: ([u8; 4], u16) = ([127, 0, 0, 1], 1883);
+
+/// The profiles serve answers, and the identities it lets in for each;
+/// `mqtt_topic` is the mqtt profile's topic template.
 fn serve_profiles(
-    enabled: Vec<crate::wire::ProfileName>,
+    mut enabled: Vec<crate::wire::ProfileName>,
     identities: &[String],
+    mqtt: bool,
+    mqtt_topic: &str,
 ) -> Result<crate::wire::serve::ServeProfiles, CliError> {
     use crate::wire::ProfileName;
-    if enabled.contains(&ProfileName::Mqtt) {
-        return Err(usage_error(
-            "serve",
-            "--profile mqtt: serve has no MQTT listener yet; point an mqtt fleet at a broker (target.url = \
-             \"mqtt://HOST:PORT\", e.g. mosquitto)",
-        ));
+    if mqtt && !enabled.contains(&ProfileName::Mqtt) {
+        enabled.push(ProfileName::Mqtt);
     }
     if enabled.contains(&ProfileName::Custom) {
         return Err(usage_error(
@@ -30,6 +33,11 @@ fn serve_profiles(
     }
     let others: Vec<ProfileName> = enabled.iter().copied().filter(|p| *p != ProfileName::SagemakerEdge).collect();
     let mut profiles = crate::wire::serve::ServeProfiles::new(others.clone());
+    if others.contains(&ProfileName::Mqtt) {
+        let wire = crate::wire::mqtt::MqttWire::for_topic(mqtt_topic)
+            .map_err(|e| usage_error("serve", &format!("--mqtt-topic: {e}")))?;
+        profiles.add_mqtt(std::sync::Arc::new(wire));
+    }
     for given in identities {
         let (profile, file) = match given.split_once('=') {
             Some((name, file)) => (super::args::parse_profile(name).map_err(CliError::Usage)?, file),
@@ -132,6 +140,7 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
         service_time: args.service_time,
         queue_limit: args.queue_limit,
         stall: args.stall,
+        ..Faults::default()
     };
     if let Err(e) = faults.check() {
         return Err(CliError::Usage(e.to_string()));
@@ -172,8 +181,9 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
             let scenario = crate::scenario::load(path).map_err(|e| CliError::Usage(e.to_string()))?;
             crate::run::builtin_profiles(&scenario).map_err(|e| CliError::Usage(format!("--scenario: {e}")))?
         }
-        None => serve_profiles(args.profiles, &args.identities)?,
+        None => serve_profiles(args.profiles, &args.identities, args.mqtt.is_some(), &args.mqtt_topic)?,
     };
+    let mqtt = args.mqtt.or_else(|| profiles.speaks_mqtt().then(|| DEFAULT_MQTT.into()));
     if args.sigv4_verify {
         let settings = crate::transport::http::settings::SigV4Settings {
             region: "us-east-1".into(),
@@ -187,6 +197,7 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
     let config = ServeConfig {
         profiles: std::sync::Arc::new(profiles),
         addr: args.addr,
+        mqtt,
         faults,
         auth,
         header_timeout: args.header_timeout,
@@ -231,6 +242,7 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
         let mut termination = Termination::install();
         let server = match server::Server::bind(config).await {
             Ok(s) => s,
+            Err(e) if e.to_string().starts_with("the MQTT listener") => return Err(CliError::Failed(e.to_string())),
             Err(e) => return Err(CliError::Failed(format!("cannot listen on {}: {e}", args.addr))),
         };
         let shared = server.shared();
@@ -241,6 +253,11 @@ pub(super) fn serve_command(args: ServeArgs) -> Result<(), CliError> {
                 eprintln!("fleetstorm serve: {max_devices}");
             }
             Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
+        }
+        match server.mqtt_addr() {
+            Ok(Some(addr)) => eprintln!("fleetstorm serve listening on mqtt://{addr}"),
+            Ok(None) => {}
+            Err(e) => eprintln!("warning: cannot read the MQTT listener's address: {e}"),
         }
         let _ = io::stdout().flush();
         server.run(termination.recv()).await;

@@ -132,7 +132,7 @@ impl Report {
         };
         let busiest = out.demand.iter().map(|d| d.share()).reduce(f64::max);
         let generator = generator_health(totals.schedule_lag_ms.p99, busiest, pool);
-        let mqtt = matches!(t.url, crate::scenario::TargetUrl::Mqtt { .. });
+        let mqtt = scenario.protocol() == crate::transport::Protocol::Mqtt;
         let mut report = Report {
             schema: SCHEMA.to_string(),
             fleetstorm_version: Some(VERSION.to_string()),

@@ -1,7 +1,8 @@
 //! The run's target, opened before the engine starts and closed after it:
 //! a remote target's address resolved, the machine's resources checked
-//! toward it (once, before anything starts), the built-in backend started,
-//! and the transport built from the target's settings. The engine is
+//! toward it (once, before anything starts), the built-in backend started
+//! (with its MQTT listener for an MQTT run, whose sessions go there), and
+//! the transport built from the target's settings. The engine is
 //! handed the transport ([`OpenTransport`]) and knows nothing of URLs;
 //! this is the one place a target's scheme chooses its transport.
 
@@ -18,7 +19,7 @@ use crate::shard::Shard;
 use crate::transport::http::settings::HttpVersion;
 use crate::transport::mqtt::{Mqtt, MqttEndpoint};
 use crate::transport::settings::ConnectionMode;
-use crate::transport::{Endpoint, EndpointOptions, Http, Transport};
+use crate::transport::{Endpoint, EndpointOptions, Http, Protocol, Transport};
 
 /// The transport a target's scheme chose.
 pub enum OpenTransport {
@@ -53,18 +54,25 @@ impl OpenTarget {
         };
         let toward = remote.as_ref().map_or(IpAddr::from([127, 0, 0, 1]), |(addr, _)| addr.ip());
         let budget = check_resources(scenario, shard, Some(toward))?;
+        let mqtt = scenario.protocol() == Protocol::Mqtt;
         let (addr, host, builtin) = match remote {
             Some((addr, host)) => (addr, host, None),
             None => {
                 let running = start_builtin(scenario).await?;
-                (running.addr, "127.0.0.1".to_string(), Some(running))
+                // An MQTT run's sessions go to the built-in MQTT listener.
+                let addr = match (mqtt, running.mqtt_addr) {
+                    (true, Some(addr)) => addr,
+                    _ => running.addr,
+                };
+                (addr, "127.0.0.1".to_string(), Some(running))
             }
         };
         let described = match &t.url {
+            TargetUrl::Builtin if mqtt => format!("builtin (mqtt://{addr})"),
             TargetUrl::Builtin => format!("builtin (http://{addr})"),
             url => url.to_string(),
         };
-        if let TargetUrl::Mqtt { .. } = t.url {
+        if mqtt {
             // mqtts://: TLS with the target's [target.tls], no ALPN (a
             // broker on 8883 asks for none).
             let tls = if t.url.tls() { Some(crate::transport::tls::client(&t.tls, &host, Vec::new())?) } else { None };
@@ -90,6 +98,15 @@ impl OpenTarget {
     /// addresses fleetstorm chose.
     pub async fn close(self, abandoned: bool) -> RunFacts {
         let backend = match self.builtin {
+            // MQTT's counts are read once its sessions have ended: a QoS 0
+            // message fleetstorm counted as sent (written) may still be on
+            // its way when the run ends, and its session reads it before
+            // it sees its client close.
+            Some(server) if !abandoned && matches!(self.transport, OpenTransport::Mqtt(_)) => {
+                let shared = server.shared.clone();
+                server.shutdown().await;
+                Some(shared.stats_json())
+            }
             Some(server) => {
                 let stats = server.shared.stats_json();
                 if !abandoned {
@@ -127,6 +144,10 @@ pub fn builtin_profiles(scenario: &Scenario) -> Result<crate::wire::serve::Serve
         profiles.set_sigv4(crate::transport::http::sigv4::Signer::new(settings)?);
     }
     for f in scenario.fleets.iter().filter(|f| f.profile != ProfileName::SagemakerEdge) {
+        if f.profile == ProfileName::Mqtt {
+            // Its messages are held to the fleet's own topic.
+            profiles.add_mqtt(f.mqtt.clone().unwrap_or_default());
+        }
         if let Some(custom) = &f.custom {
             profiles.add_custom(custom.clone());
             if let Some(ids) = f.device_name.identities() {
@@ -175,17 +196,20 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, RunError> {
 }
 
 /// Starts the built-in backend on a loopback port, answering the
-/// scenario's device profiles.
+/// scenario's device profiles; with its MQTT listener on another when
+/// the run speaks MQTT.
 async fn start_builtin(scenario: &Scenario) -> Result<RunningServer, RunError> {
     // Keep-alive must outlast the longest heartbeat period, or devices
     // would race the server's idle close.
     let max_interval = scenario.fleets.iter().map(|f| f.schedule.interval).max().unwrap_or_default();
     let keep = (max_interval * 2 + Duration::from_secs(5)).max(Duration::from_secs(75));
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let config = ServeConfig {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        addr: loopback,
         header_timeout: keep,
         idle_timeout: keep,
         profiles: Arc::new(builtin_profiles(scenario)?),
+        mqtt: (scenario.protocol() == Protocol::Mqtt).then_some(loopback),
         ..ServeConfig::default()
     };
     server::spawn(config).await.map_err(RunError::Builtin)

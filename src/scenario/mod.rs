@@ -74,6 +74,17 @@ impl Scaled {
 }
 
 impl Scenario {
+    /// The protocol the run speaks to its target: the URL's, or, for the
+    /// built-in backend (which listens for either), its first fleet's.
+    pub fn protocol(&self) -> crate::transport::Protocol {
+        match (&self.target.url, self.fleets.first()) {
+            (TargetUrl::Builtin, Some(f)) => {
+                f.profile.protocols().first().copied().unwrap_or(self.target.url.protocol())
+            }
+            (url, _) => url.protocol(),
+        }
+    }
+
     /// A hash of the scenario as run (file and overrides, seed included):
     /// the same for every shard of one distributed run, and different for
     /// another scenario. SHA-256, in hex, of the text as written (never a
@@ -355,10 +366,22 @@ pub fn parse_in(
         })?;
         f.custom = Some(std::sync::Arc::new(wire));
     }
+    if scenario.protocol() != crate::transport::Protocol::Mqtt
+        && scenario.target.mqtt != crate::transport::mqtt::MqttSettings::default()
+    {
+        let at = [Step::Key("target".into()), Step::Key("mqtt".into())];
+        let message = "[target.mqtt] is for MQTT fleets; this run's speak HTTP";
+        return Err(ScenarioError::at_key(origin, text, format, &at, message));
+    }
     for (i, f) in scenario.fleets.iter().enumerate() {
         let fleet = |rest: &[Step]| [&[Step::Key("fleets".into()), Step::Index(i)][..], rest].concat();
-        if let Err(why) = check_protocol(f.profile, scenario.target.url.protocol()) {
-            let message = format!("fleet {:?}: {why}", f.name());
+        if let Err(why) = check_protocol(f.profile, scenario.protocol()) {
+            let builtin = if scenario.target.url == TargetUrl::Builtin {
+                " (the built-in backend speaks its first fleet's protocol: a run's fleets share one)"
+            } else {
+                ""
+            };
+            let message = format!("fleet {:?}: {why}{builtin}", f.name());
             return Err(ScenarioError::at_key(origin, text, format, &fleet(&[Step::Key("profile".into())]), &message));
         }
         if f.profile == crate::wire::ProfileName::AwsIotShadow
@@ -654,10 +677,7 @@ fn check_protocol(profile: crate::wire::ProfileName, target: crate::transport::P
     }
     let has: Vec<String> = profile.protocols().iter().map(ToString::to_string).collect();
     let hint = match has.first().map(String::as_str) {
-        Some("MQTT") => {
-            ": give it a broker (target.url = \"mqtt://HOST:PORT\"; the built-in backend has no MQTT \
-                         listener yet)"
-        }
+        Some("MQTT") => ": give it a broker (target.url = \"mqtt://HOST:PORT\") or the built-in backend (\"builtin\")",
         _ => "",
     };
     Err(format!("the {profile} profile sends over {}, and the target speaks {target}{hint}", has.join(" or ")))
@@ -757,7 +777,7 @@ mod tests {
     #[test]
     fn every_profile_s_fleet_is_checked_against_its_target_s_protocol_and_each_has_http_s() {
         use crate::wire::ProfileName;
-        for url in ["builtin", "http://127.0.0.1:9", "https://127.0.0.1:9"] {
+        for url in ["http://127.0.0.1:9", "https://127.0.0.1:9"] {
             let protocol = super::TargetUrl::parse(url).unwrap().protocol();
             assert_eq!(protocol, crate::transport::Protocol::Http, "{url}");
             for p in ProfileName::ALL.into_iter().filter(|p| *p != ProfileName::Mqtt) {
@@ -775,6 +795,25 @@ mod tests {
             "[target]\nurl = \"http://127.0.0.1:9\"\n[[fleets]]\nname = \"f\"\ndevices = 1\nprofile = \"hono\"\n";
         let read = crate::scenario::parse(text, crate::scenario::Format::Toml, "s.toml", "s").unwrap();
         assert_eq!(read.fleets[0].profile.protocols(), [read.target.url.protocol()]);
+        // The built-in backend speaks its first fleet's protocol, and the others must share it.
+        let mqtt_fleet = "[[fleets]]\nname = \"m\"\ndevices = 1\nprofile = \"mqtt\"\n";
+        let read = crate::scenario::parse(mqtt_fleet, crate::scenario::Format::Toml, "s.toml", "s").unwrap();
+        assert_eq!(read.protocol(), crate::transport::Protocol::Mqtt);
+        let mixed = format!("{mqtt_fleet}[[fleets]]\nname = \"h\"\ndevices = 1\n");
+        let e = crate::scenario::parse(&mixed, crate::scenario::Format::Toml, "s.toml", "s").unwrap_err().to_string();
+        assert!(e.contains("target speaks MQTT") && e.contains("its first fleet's protocol"), "{e}");
+        // Builtin's MQTT fleets take [target.mqtt]; its HTTP fleets are told it is not theirs.
+        let settings = "[target.mqtt]\nkeep_alive = \"30s\"\nconnect_rate = \"50/s\"\n";
+        let read =
+            crate::scenario::parse(&format!("{settings}{mqtt_fleet}"), crate::scenario::Format::Toml, "s.toml", "s")
+                .unwrap();
+        assert_eq!(read.target.mqtt.keep_alive, std::time::Duration::from_secs(30));
+        let http_fleet = "[[fleets]]\nname = \"h\"\ndevices = 1\n";
+        let e =
+            crate::scenario::parse(&format!("{settings}{http_fleet}"), crate::scenario::Format::Toml, "s.toml", "s")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("s.toml:1:") && e.contains("[target.mqtt] is for MQTT fleets"), "{e}");
     }
 
     #[test]

@@ -324,8 +324,9 @@ impl<'de> Deserialize<'de> for Target {
                      MQTT connections are per device: leave connections out"
                 )));
             }
-        } else if raw.mqtt.is_some() {
-            return Err(de::Error::custom("[target.mqtt] is for an mqtt:// url"));
+        } else if raw.mqtt.is_some() && url != TargetUrl::Builtin {
+            // (Builtin speaks its fleets' protocol: checked with them.)
+            return Err(de::Error::custom("[target.mqtt] is for an mqtt:// or mqtts:// url, or builtin's MQTT fleets"));
         }
         Ok(Target {
             url,

@@ -1,5 +1,15 @@
 //! Faults the reference backend can act out: added latency, injected error
-//! statuses, dropped connections, a limited capacity and a stall.
+//! statuses, dropped connections, a limited capacity and a stall; for MQTT
+//! sessions also refused CONNECTs, a connect rate limit and sessions
+//! dropped at once.
+//!
+//! Over MQTT the HTTP faults act where their meaning carries over:
+//! `latency` before each PUBACK, `drop_rate` closes the session instead
+//! of acknowledging a message, `stall` holds messages, the capacity queue
+//! (`workers`, `service_time`, `queue_limit`) serves them, a message
+//! beyond `queue_limit` closing its session (MQTT 3.1.1 has no negative
+//! PUBACK). `error_rate` has no MQTT 3.1.1 form and leaves MQTT alone;
+//! `connack_refuse_rate` is its counterpart at CONNECT.
 //!
 //! [`Faults`] is the configuration, set from flags at start and replaced
 //! whole by `POST /faults` (absent members are off, so `{}` clears every
@@ -48,7 +58,29 @@ pub struct Faults {
     /// when the faults change).
     #[serde(skip_serializing_if = "Option::is_none", with = "serde_duration::option")]
     pub stall: Option<Duration>,
+    /// MQTT: share of CONNECTs refused with CONNACK `connack_code`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub connack_refuse_rate: f64,
+    /// MQTT: the CONNACK return code of refused CONNECTs and of those
+    /// beyond `connect_rate`: 1 to 5 (3, server unavailable, by default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connack_code: Option<u8>,
+    /// MQTT: CONNECTs accepted per second at most (a token bucket holding
+    /// a second's worth); those beyond are refused with `connack_code`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_rate: Option<f64>,
+    /// MQTT: share of the sessions open when these faults are set that
+    /// are closed at once (1 drops them all); later sessions are left be.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub drop_sessions: f64,
 }
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+/// The default CONNACK return code of refused sessions: server unavailable.
+pub const DEFAULT_CONNACK_CODE: u8 = 3;
 
 /// The default status of injected errors.
 pub const DEFAULT_ERROR_STATUS: u16 = 500;
@@ -56,7 +88,12 @@ pub const DEFAULT_ERROR_STATUS: u16 = 500;
 impl Faults {
     /// Checks the settings together; the message names the setting.
     pub fn check(&self) -> Result<(), String> {
-        for (name, p) in [("error_rate", self.error_rate), ("drop_rate", self.drop_rate)] {
+        for (name, p) in [
+            ("error_rate", self.error_rate),
+            ("drop_rate", self.drop_rate),
+            ("connack_refuse_rate", self.connack_refuse_rate),
+            ("drop_sessions", self.drop_sessions),
+        ] {
             if !(0.0..=1.0).contains(&p) {
                 return Err(format!("{name} is {p}; it must be between 0 and 1"));
             }
@@ -78,11 +115,25 @@ impl Faults {
         if let Some(latency) = &self.latency {
             latency.check()?;
         }
+        if let Some(code) = self.connack_code
+            && !(1..=5).contains(&code)
+        {
+            return Err(format!("connack_code is {code}; MQTT 3.1.1 refuses a session with 1 to 5"));
+        }
+        if let Some(rate) = self.connect_rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(format!("connect_rate is {rate}; it must be above 0 (CONNECTs per second)"));
+        }
         Ok(())
     }
 
     pub fn error_status(&self) -> u16 {
         self.error_status.unwrap_or(DEFAULT_ERROR_STATUS)
+    }
+
+    pub fn connack_code(&self) -> u8 {
+        self.connack_code.unwrap_or(DEFAULT_CONNACK_CODE)
     }
 }
 
@@ -195,6 +246,8 @@ pub struct ActiveFaults {
     pub faults: Faults,
     /// The capacity queue, when `workers` is set.
     pub capacity: Option<CapacityQueue>,
+    /// MQTT CONNECTs' bucket, when `connect_rate` is set.
+    pub connects: Option<RateLimit>,
 }
 
 impl ActiveFaults {
@@ -203,7 +256,59 @@ impl ActiveFaults {
             (Some(workers), Some(service)) => Some(CapacityQueue::new(workers, service, faults.queue_limit)),
             _ => None,
         };
-        ActiveFaults { faults, capacity }
+        let connects = faults.connect_rate.map(RateLimit::new);
+        ActiveFaults { faults, capacity, connects }
+    }
+}
+
+/// A token bucket: `rate` a second, holding a second's worth (at least
+/// one), full at first.
+#[derive(Debug)]
+pub struct RateLimit {
+    rate: f64,
+    burst: f64,
+    /// Tokens, and when they were counted.
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimit {
+    pub fn new(rate: f64) -> Self {
+        let burst = rate.max(1.0);
+        RateLimit { rate, burst, state: Mutex::new((burst, Instant::now())) }
+    }
+
+    /// Takes a token at `now`, if there is one.
+    pub fn take(&self, now: Instant) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (tokens, at) = *state;
+        let tokens = (tokens + now.saturating_duration_since(at).as_secs_f64() * self.rate).min(self.burst);
+        let taken = tokens >= 1.0;
+        *state = (if taken { tokens - 1.0 } else { tokens }, now);
+        taken
+    }
+}
+
+/// Sleeps for `d` on a timerfd (microsecond precision; tokio's timer rounds
+/// up to the next millisecond, which would bias injected latencies by up
+/// to 1 ms), or on tokio's timer if no timerfd can be had.
+pub(super) async fn precise_sleep(d: Duration) {
+    let precise = match tokio_timerfd::Delay::new(std::time::Instant::now() + d) {
+        Ok(delay) => delay.await.is_ok(),
+        Err(_) => false,
+    };
+    if !precise {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// Holds a stalled message for `stall`, or until the faults in `faults`
+/// change.
+pub(super) async fn wait_out_stall(faults: &tokio::sync::watch::Sender<std::sync::Arc<ActiveFaults>>, stall: Duration) {
+    let mut changes = faults.subscribe();
+    changes.mark_unchanged();
+    tokio::select! {
+        _ = tokio::time::sleep(stall) => {}
+        _ = changes.changed() => {}
     }
 }
 
@@ -310,6 +415,10 @@ mod tests {
             (Faults { workers: Some(4), ..Faults::default() }, "needs service_time"),
             (Faults { queue_limit: Some(3), ..Faults::default() }, "queue_limit needs"),
             (Faults { error_status: Some(200), ..Faults::default() }, "4xx or 5xx"),
+            (Faults { connack_code: Some(0), ..Faults::default() }, "1 to 5"),
+            (Faults { connack_refuse_rate: -0.1, ..Faults::default() }, "connack_refuse_rate"),
+            (Faults { drop_sessions: 2.0, ..Faults::default() }, "drop_sessions"),
+            (Faults { connect_rate: Some(0.0), ..Faults::default() }, "connect_rate"),
         ];
         for (f, msg) in cases {
             assert!(f.check().unwrap_err().contains(msg), "{f:?}");
@@ -325,6 +434,36 @@ mod tests {
         assert!(serde_json::from_str::<Faults>(r#"{"latncy": "50ms"}"#).is_err());
         let back = serde_json::to_value(&f).unwrap();
         assert_eq!(back["latency"], "50ms");
+    }
+
+    #[test]
+    fn mqtt_s_faults_are_set_by_name_and_left_out_when_off() {
+        let f: Faults = serde_json::from_str(
+            r#"{"connack_refuse_rate": 0.5, "connack_code": 5, "connect_rate": 10, "drop_sessions": 1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (f.connack_refuse_rate, f.connack_code(), f.connect_rate, f.drop_sessions),
+            (0.5, 5, Some(10.0), 1.0)
+        );
+        assert_eq!(f.check(), Ok(()));
+        assert!(ActiveFaults::new(f.clone()).connects.is_some(), "the bucket made once");
+        let back = serde_json::to_value(&f).unwrap();
+        assert_eq!((back["connack_code"].as_u64(), back["drop_sessions"].as_f64()), (Some(5), Some(1.0)));
+        let off = serde_json::to_value(Faults::default()).unwrap();
+        assert!(off.get("connack_refuse_rate").is_none() && off.get("drop_sessions").is_none(), "{off}");
+        assert_eq!(Faults::default().connack_code(), DEFAULT_CONNACK_CODE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connect_bucket_lets_a_second_s_worth_through_then_its_rate() {
+        let limit = RateLimit::new(2.0);
+        let t0 = Instant::now();
+        assert_eq!((0..3).map(|_| limit.take(t0)).collect::<Vec<_>>(), [true, true, false]);
+        assert!(!limit.take(t0 + Duration::from_millis(400)), "0.8 of a token");
+        assert!(limit.take(t0 + Duration::from_millis(500)), "one token back after half a second");
+        let slow = RateLimit::new(0.5);
+        assert!(slow.take(t0) && !slow.take(t0 + Duration::from_secs(1)) && slow.take(t0 + Duration::from_secs(2)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -36,7 +36,7 @@ use rand::RngExt;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{Auth, Shared};
+use super::state::{Auth, Shared};
 use crate::sagemaker_edge::validate::inspect;
 use crate::server::faults::{ActiveFaults, Faults};
 use crate::server::registry::RegistryFull;
@@ -223,7 +223,7 @@ where
         return Err(Dropped);
     }
     if let Some(stall) = faults.stall {
-        wait_out_stall(shared, stall).await;
+        super::faults::wait_out_stall(&shared.faults, stall).await;
     }
     if let Some(queue) = &active.capacity {
         match queue.admit(Instant::now()) {
@@ -240,7 +240,7 @@ where
     }
     if let Some(latency) = &faults.latency {
         let delay = latency.sample(&mut rand::rng());
-        precise_sleep(delay).await;
+        super::faults::precise_sleep(delay).await;
     }
     if faults.error_rate > 0.0 && rand::rng().random::<f64>() < faults.error_rate {
         shared.metrics.injected_errors.fetch_add(1, Ordering::Relaxed);
@@ -317,29 +317,6 @@ where
             r.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static("ValidationException"));
             Ok(r)
         }
-    }
-}
-
-/// Sleeps for `d` on a timerfd (microsecond precision; tokio's timer rounds
-/// up to the next millisecond, which would bias injected latencies by up
-/// to 1 ms), or on tokio's timer if no timerfd can be had.
-async fn precise_sleep(d: Duration) {
-    let precise = match tokio_timerfd::Delay::new(std::time::Instant::now() + d) {
-        Ok(delay) => delay.await.is_ok(),
-        Err(_) => false,
-    };
-    if !precise {
-        tokio::time::sleep(d).await;
-    }
-}
-
-/// Holds a stalled request for `stall`, or until the faults change.
-async fn wait_out_stall(shared: &Shared, stall: Duration) {
-    let mut changes = shared.faults.subscribe();
-    changes.mark_unchanged();
-    tokio::select! {
-        _ = tokio::time::sleep(stall) => {}
-        _ = changes.changed() => {}
     }
 }
 

@@ -1,10 +1,10 @@
 //! `fleetstorm serve`: the reference heartbeat backend.
 //!
 //! It exists so that fleetstorm runs out of the box (`url = "builtin"`
-//! starts it in-process on a loopback port) and so that tests have a
-//! backend whose behaviour is known: strict validation, a device registry,
-//! introspection, and faults that act out a slow, failing or saturated
-//! production backend.
+//! starts it in-process on a loopback port, with its MQTT listener for
+//! `mqtt` fleets) and so that tests have a backend whose behaviour is
+//! known: strict validation, a device registry, introspection, and faults
+//! that act out a slow, failing or saturated production backend.
 //!
 //! # Shape
 //!
@@ -26,13 +26,19 @@
 //!   request is in flight is closed (this also covers clients that connect
 //!   and send nothing, which never reach hyper's timers, and idle HTTP/2
 //!   connections).
+//!
+//! With [`ServeConfig::mqtt`], an MQTT 3.1.1 listener ([`mqtt`]) runs
+//! beside the HTTP one, sharing its registry, counters and faults;
+//! `/stats`, `/metrics` and `/faults` stay on HTTP.
 
 mod arrivals;
 mod faults;
 mod http;
 mod metrics;
+pub mod mqtt;
 mod registry;
 mod served;
+mod state;
 
 use std::future::Future;
 use std::io;
@@ -47,213 +53,22 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use serde_json::json;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
-
-use crate::transport::tls::TlsError;
+use tokio::sync::oneshot;
 
 pub use faults::{ActiveFaults, CapacityQueue, Faults, Latency};
 pub use http::MAX_BODY;
 pub use metrics::Metrics;
 pub use registry::{DeviceView, FleetView, ModelView, Registry, RegistryFull, default_max_devices};
-
-/// Required credentials for `POST /SendHeartbeat`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Auth {
-    /// `Authorization: Bearer TOKEN`.
-    Bearer(String),
-    /// A header with an exact value.
-    Header { name: ::http::HeaderName, value: ::http::HeaderValue },
-}
-
-/// How to run the reference backend.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub addr: SocketAddr,
-    pub faults: Faults,
-    pub auth: Option<Auth>,
-    pub header_timeout: Duration,
-    pub body_timeout: Duration,
-    pub idle_timeout: Duration,
-    /// How long shutdown waits for in-flight requests.
-    pub shutdown_grace: Duration,
-    /// New devices beyond this many are refused (507).
-    pub max_devices: u64,
-    /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this certificate.
-    pub tls: Option<ServeTls>,
-    /// Connections beyond this many open at once are closed on accept.
-    pub max_connections: u64,
-    /// Who may use the control endpoints (and, if asked, the read ones).
-    pub control: ControlAccess,
-    /// The device profiles answered beside SendHeartbeat, and their
-    /// devices' identities.
-    pub profiles: Arc<crate::wire::serve::ServeProfiles>,
-}
-
-/// Who may use serve's control endpoints (`POST /faults`, `POST
-/// /stats/reset`: they change how it answers and what it counted) and, when
-/// asked, its read endpoints (`GET /stats`, `/metrics`, `/faults`,
-/// `/devices/...`).
-#[derive(Debug, Clone, Default)]
-pub struct ControlAccess {
-    /// Their own credential (`--admin-token`); without one, the
-    /// heartbeats' credential guards them, and without that they are open
-    /// (which [`ServeConfig::check_exposure`] allows on loopback only).
-    pub credential: Option<Auth>,
-    /// Guard the read endpoints too.
-    pub protect_reads: bool,
-    /// Allow open control endpoints on an address other than loopback.
-    pub allow_open: bool,
-}
-
-impl ServeConfig {
-    /// The credential the control endpoints need, if any.
-    pub fn control_credential(&self) -> Option<&Auth> {
-        self.control.credential.as_ref().or(self.auth.as_ref())
-    }
-
-    /// Refuses, as Redis' protected mode does, to listen beyond loopback
-    /// with control endpoints anyone could use: anyone who reaches the port
-    /// could switch every answer to an error or wipe the counts.
-    pub fn check_exposure(&self) -> Result<(), String> {
-        if self.addr.ip().is_loopback() || self.control_credential().is_some() || self.control.allow_open {
-            return Ok(());
-        }
-        Err(format!(
-            "serve would listen on {} with its control endpoints (POST /faults, POST /stats/reset) open to anyone \
-             who reaches it: give them a credential with --admin-token TOKEN (or guard everything with \
-             --require-bearer TOKEN), listen on 127.0.0.1, or pass --allow-open-control to accept that",
-            self.addr
-        ))
-    }
-}
-
-/// HTTPS for serve: a certificate chain and key (PEM), and optionally the
-/// CA whose client certificates are required (mutual TLS).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServeTls {
-    pub cert: std::path::PathBuf,
-    pub key: std::path::PathBuf,
-    pub client_ca: Option<std::path::PathBuf>,
-}
-
-impl ServeTls {
-    /// The acceptor, with the files read and checked.
-    pub fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
-        use crate::transport::tls::{read_chain, read_key};
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(TlsError::refused("tls"))?;
-        let builder = match &self.client_ca {
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in read_chain(ca, "--client-ca")? {
-                    roots.add(cert).map_err(TlsError::refused(format!("--client-ca {}", ca.display())))?;
-                }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(TlsError::verifier(format!("--client-ca {}", ca.display())))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let mut config = builder
-            .with_single_cert(read_chain(&self.cert, "--tls-cert")?, read_key(&self.key, "--tls-key")?)
-            .map_err(TlsError::refused("--tls-cert/--tls-key"))?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-    }
-}
-
-impl Default for ServeConfig {
-    fn default() -> Self {
-        ServeConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            faults: Faults::default(),
-            auth: None,
-            header_timeout: Duration::from_secs(75),
-            body_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(75),
-            shutdown_grace: Duration::from_secs(5),
-            max_devices: registry::default_max_devices(),
-            tls: None,
-            max_connections: 100_000,
-            control: ControlAccess::default(),
-            profiles: Arc::default(),
-        }
-    }
-}
-
-/// State shared by every connection.
-pub struct Shared {
-    pub config: ServeConfig,
-    pub registry: Registry,
-    pub metrics: Metrics,
-    /// The faults in force; replaced whole by `POST /faults`.
-    pub faults: watch::Sender<Arc<ActiveFaults>>,
-    started: Instant,
-}
-
-impl Shared {
-    /// A backend's state, without a listener.
-    pub fn new(config: ServeConfig) -> Arc<Shared> {
-        let faults = watch::Sender::new(Arc::new(ActiveFaults::new(config.faults.clone())));
-        Arc::new(Shared {
-            registry: Registry::new(config.max_devices),
-            metrics: Metrics::new(),
-            faults,
-            started: Instant::now(),
-            config,
-        })
-    }
-
-    /// The body of `GET /stats`.
-    pub fn stats_json(&self) -> serde_json::Value {
-        let m = &self.metrics;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let fleets: serde_json::Map<_, _> = self
-            .registry
-            .fleets()
-            .into_iter()
-            .map(|(name, f)| (name, serde_json::to_value(f).unwrap_or_default()))
-            .collect();
-        let responses: serde_json::Map<_, _> =
-            m.statuses().into_iter().map(|(status, n)| (status.to_string(), json!(n))).collect();
-        let queued = self.faults.borrow().capacity.as_ref().map_or(0, |q| q.queued(tokio::time::Instant::now()));
-        json!({
-            "accepted": load(&m.accepted),
-            "rejected": load(&m.rejected),
-            "devices": self.registry.devices(),
-            "refused_devices": self.registry.refused(),
-            "max_devices": self.registry.max_devices(),
-            "fleets": fleets,
-            "uptime_s": self.started.elapsed().as_secs_f64(),
-            "responses": responses,
-            "injected_errors": load(&m.injected_errors),
-            "dropped": load(&m.dropped),
-            "shed": load(&m.shed),
-            "unauthorized": load(&m.unauthorized),
-            "arrivals_per_second": m.arrivals.seconds(crate::units::now_ms() / 1000)
-                .into_iter()
-                .map(|(second, count)| json!([second, count]))
-                .collect::<Vec<_>>(),
-            "served_us": m.served.summary(),
-            "queued": queued,
-            "in_flight": load(&m.in_flight),
-            "connections": {"open": load(&m.connections_open), "total": load(&m.connections_total)},
-            "protocols": {"HTTP/1.1": load(&m.http1_requests), "HTTP/2": load(&m.http2_requests)},
-            "tls": {"handshakes": load(&m.tls_handshakes), "failures": load(&m.tls_failures)},
-            "refused_connections": load(&m.refused_connections),
-        })
-    }
-}
+pub use state::{Auth, ClientId, ClientIds, ControlAccess, ServeConfig, ServeTls, Shared};
 
 /// A bound, not yet running, reference backend.
 pub struct Server {
     listener: TcpListener,
+    /// The MQTT listener, when asked for.
+    mqtt: Option<TcpListener>,
     shared: Arc<Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -267,12 +82,24 @@ impl Server {
             None => None,
         };
         let listener = TcpListener::bind(config.addr).await?;
+        let mqtt =
+            match config.mqtt {
+                Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                    io::Error::new(e.kind(), format!("the MQTT listener cannot listen on {addr}: {e}"))
+                })?),
+                None => None,
+            };
         let shared = Shared::new(config);
-        Ok(Server { listener, shared, tls })
+        Ok(Server { listener, mqtt, shared, tls })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The MQTT listener's address, when there is one.
+    pub fn mqtt_addr(&self) -> io::Result<Option<SocketAddr>> {
+        self.mqtt.as_ref().map(TcpListener::local_addr).transpose()
     }
 
     /// The state, for in-process introspection.
@@ -283,9 +110,11 @@ impl Server {
     /// Serves until `shutdown` completes, then stops accepting and waits
     /// up to `shutdown_grace` for in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, shared, tls } = self;
+        let Server { listener, mqtt, shared, tls } = self;
         let builder = connection_builder(&shared.config);
         let graceful = GracefulShutdown::new();
+        let stop_mqtt = tokio_util::sync::CancellationToken::new();
+        let mqtt = mqtt.map(|listener| tokio::spawn(mqtt::run(listener, shared.clone(), stop_mqtt.clone())));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -306,9 +135,14 @@ impl Server {
             }
         }
         drop(listener);
+        stop_mqtt.cancel();
         tokio::select! {
             () = graceful.shutdown() => {}
             () = tokio::time::sleep(shared.config.shutdown_grace) => {}
+        }
+        // The MQTT sessions have the same grace, in their own task.
+        if let Some(mqtt) = mqtt {
+            let _ = mqtt.await;
         }
     }
 }
@@ -527,6 +361,8 @@ impl AsyncWrite for Tracked {
 /// A reference backend running on the current tokio runtime.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The MQTT listener's address, when it has one.
+    pub mqtt_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -552,10 +388,11 @@ impl RunningServer {
 pub async fn spawn(config: ServeConfig) -> io::Result<RunningServer> {
     let server = Server::bind(config).await?;
     let addr = server.local_addr()?;
+    let mqtt_addr = server.mqtt_addr()?;
     let shared = server.shared();
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
-    Ok(RunningServer { addr, shared, stop: Some(stop), task })
+    Ok(RunningServer { addr, mqtt_addr, shared, stop: Some(stop), task })
 }

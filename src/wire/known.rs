@@ -41,6 +41,12 @@ impl Found<'_> {
         self.index.ids.get(self.row, column)
     }
 
+    /// Its field in the column named `name`, if its file has one.
+    pub fn column(&self, name: &str) -> Option<&str> {
+        let at = self.index.ids.column(name)?;
+        Some(self.index.ids.get(self.row, at))
+    }
+
     /// Its field `k` of the profile's [`ProfileName::columns`].
     pub fn field(&self, k: usize) -> &str {
         self.index.ids.get(self.row, self.index.columns[k])

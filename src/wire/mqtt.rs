@@ -5,6 +5,12 @@
 //! retain flag. Its session is its own, opened with its name as the
 //! client id and, when the fleet's identities file has them, its
 //! `username` and `password` columns as its login.
+//!
+//! `serve`'s side ([`check_login`], [`check_publish`]): a session is let
+//! in when its device is known with that login (or by anyone when serve
+//! knows no devices for this profile); a message is accepted when it is
+//! on its device's own topic and its body is a valid heartbeat of that
+//! device.
 
 use serde::Deserialize;
 
@@ -79,9 +85,35 @@ impl MqttWire {
         Ok(MqttWire { topic, qos, retain: spec.retain.unwrap_or(false) })
     }
 
+    /// The wire of topic template `topic` (checked as [`Self::compile`]
+    /// does), at the default QoS: serve's `--mqtt-topic`.
+    pub fn for_topic(topic: &str) -> Result<MqttWire, String> {
+        MqttWire::compile(&MqttSpec { topic: Some(topic.to_string()), ..MqttSpec::default() })
+    }
+
     /// `device`'s topic.
     pub fn topic(&self, device: &str) -> String {
         self.topic.join(device)
+    }
+
+    /// The template as written (`devices/{device}/telemetry`).
+    pub fn template(&self) -> String {
+        self.topic.join("{device}")
+    }
+
+    /// Whether `topic` is `device`'s topic (read in place: no topic is
+    /// rendered).
+    pub fn is_topic_of(&self, device: &str, topic: &str) -> bool {
+        let mut rest = topic;
+        for (i, part) in self.topic.iter().enumerate() {
+            if i > 0 {
+                let Some(after) = rest.strip_prefix(device) else { return false };
+                rest = after;
+            }
+            let Some(after) = rest.strip_prefix(part.as_str()) else { return false };
+            rest = after;
+        }
+        rest.is_empty()
     }
 
     /// Device `index`'s topic, its name rendered straight into it.
@@ -109,6 +141,82 @@ impl MqttWire {
         device.write_next(generator, now_ms, scratch, body);
         MqttRoute { topic: self.topic_of(generator, device.index()), qos: self.qos, retain: self.retain }
     }
+}
+
+/// What serve makes of a session's CONNECT login: its CONNACK return
+/// code, as a broker gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    Accepted,
+    /// A known device with another user name or password (4).
+    BadUserNamePassword,
+    /// A device serve does not know (5).
+    NotAuthorized,
+}
+
+/// Checks `client_id`'s login against the devices `known` for this
+/// profile: with none known, anyone is let in; otherwise the device must
+/// be known, and give its file's `username` and `password` where the file
+/// has them (compared in constant time).
+pub fn check_login(
+    known: &super::known::Known,
+    client_id: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Login {
+    use subtle::ConstantTimeEq;
+    let profile = super::profile::ProfileName::Mqtt;
+    if !known.has_identities(profile) {
+        return Login::Accepted;
+    }
+    let Some(found) = known.find(profile, client_id) else { return Login::NotAuthorized };
+    let same = |given: Option<&str>, column: &str| match found.column(column) {
+        Some(expected) => bool::from(given.unwrap_or_default().as_bytes().ct_eq(expected.as_bytes())),
+        None => true,
+    };
+    // Both compared, whatever the first gave.
+    let (user, pass) = (same(username, USERNAME), same(password, PASSWORD));
+    if user && pass { Login::Accepted } else { Login::BadUserNamePassword }
+}
+
+/// Why serve refused a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unfit {
+    /// Not on the device's own topic (of any of the profile's templates).
+    Topic,
+    /// The body is not a valid heartbeat: the validator's words.
+    Body(String),
+    /// A valid heartbeat, of another device than the session's.
+    Device,
+}
+
+impl std::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unfit::Topic => f.write_str("not on the device's own topic"),
+            Unfit::Body(why) => write!(f, "not a valid heartbeat: {why}"),
+            Unfit::Device => f.write_str("a heartbeat of another device than the session's client id"),
+        }
+    }
+}
+
+/// Checks a message of `client_id`'s session: on its topic by one of
+/// `wires`' templates, its body a valid heartbeat naming that device. The
+/// heartbeat's summary, for the registry.
+pub fn check_publish<'a>(
+    wires: &[std::sync::Arc<MqttWire>],
+    client_id: &str,
+    topic: &str,
+    body: &'a [u8],
+) -> Result<crate::sagemaker_edge::validate::Summary<'a>, Unfit> {
+    if !wires.iter().any(|w| w.is_topic_of(client_id, topic)) {
+        return Err(Unfit::Topic);
+    }
+    let summary = crate::sagemaker_edge::validate::inspect(body).map_err(|v| Unfit::Body(v.to_string()))?;
+    if summary.device_name != client_id {
+        return Err(Unfit::Device);
+    }
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -146,5 +254,17 @@ mod tests {
             assert!(e.contains(says), "{text}: {e}");
         }
         assert!(toml::from_str::<MqttSpec>("topik = \"x\"").unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn serve_reads_a_topic_in_place_as_the_device_s_own() {
+        let wire = MqttWire::compile(&spec("topic = \"plant/{device}/hb/{device}\"")).unwrap();
+        assert_eq!(wire.template(), "plant/{device}/hb/{device}");
+        assert!(wire.is_topic_of("d-1", "plant/d-1/hb/d-1"));
+        for other in ["plant/d-1/hb/d-2", "plant/d-1/hb/d-1/", "plant/d-1/hb", "plant/d-12/hb/d-1", ""] {
+            assert!(!wire.is_topic_of("d-1", other), "{other}");
+        }
+        let fixed = MqttWire::compile(&spec("topic = \"fixed\"")).unwrap();
+        assert!(fixed.is_topic_of("anyone", "fixed") && !fixed.is_topic_of("anyone", "fixe"));
     }
 }

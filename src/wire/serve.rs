@@ -1,6 +1,7 @@
 //! `serve`'s side of the device profiles other than SendHeartbeat: which
 //! paths are whose, the devices it knows for each ([`Known`]), and the
-//! dispatch of a request to its profile's check.
+//! dispatch of a request to its profile's check; for the `mqtt` profile,
+//! the topic templates its sessions' messages are held to.
 
 use std::sync::Arc;
 
@@ -39,6 +40,9 @@ pub struct ServeProfiles {
     /// Custom fleets' wires (the built-in backend's: they come from the
     /// scenario).
     custom: Vec<Arc<super::custom::CustomWire>>,
+    /// The `mqtt` profile's topic templates (the built-in backend's come
+    /// from the scenario's fleets; `serve --mqtt-topic` gives one).
+    mqtt: Vec<Arc<super::mqtt::MqttWire>>,
 }
 
 impl std::fmt::Debug for ServeProfiles {
@@ -47,6 +51,7 @@ impl std::fmt::Debug for ServeProfiles {
             .field("enabled", &self.enabled)
             .field("known", &self.known)
             .field("custom", &self.custom.len())
+            .field("mqtt", &self.mqtt.iter().map(|w| w.template()).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -54,7 +59,7 @@ impl std::fmt::Debug for ServeProfiles {
 impl ServeProfiles {
     /// Answers `enabled`'s paths (SendHeartbeat's is always answered).
     pub fn new(enabled: Vec<ProfileName>) -> ServeProfiles {
-        ServeProfiles { enabled, known: Known::default(), custom: Vec::new() }
+        ServeProfiles { enabled, known: Known::default(), custom: Vec::new(), mqtt: Vec::new() }
     }
 
     /// The devices known, for the profiles' checks.
@@ -72,6 +77,31 @@ impl ServeProfiles {
     pub fn add_custom(&mut self, wire: Arc<super::custom::CustomWire>) {
         self.enable(ProfileName::Custom);
         self.custom.push(wire);
+    }
+
+    /// Holds the `mqtt` profile's messages to `wire`'s topic (as well as
+    /// to those already added).
+    pub fn add_mqtt(&mut self, wire: Arc<super::mqtt::MqttWire>) {
+        self.enable(ProfileName::Mqtt);
+        if !self.mqtt.contains(&wire) {
+            self.mqtt.push(wire);
+        }
+    }
+
+    /// Whether serve listens for MQTT sessions (an `mqtt` fleet, or
+    /// `--profile mqtt`).
+    pub fn speaks_mqtt(&self) -> bool {
+        self.enabled.contains(&ProfileName::Mqtt)
+    }
+
+    /// The `mqtt` profile's topic templates: the default one when none was
+    /// added.
+    pub fn mqtt_wires(&self) -> std::borrow::Cow<'_, [Arc<super::mqtt::MqttWire>]> {
+        if self.mqtt.is_empty() {
+            std::borrow::Cow::Owned(vec![Arc::default()])
+        } else {
+            std::borrow::Cow::Borrowed(&self.mqtt)
+        }
     }
 
     /// Answers `profile`'s paths too.

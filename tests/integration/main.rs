@@ -32,6 +32,7 @@ mod capacity_refused; // a step refused before it ran says so
 
 // The reference backend, and the vendors' own code.
 mod cli_serve; // `fleetstorm serve` as a process: address, answers, signals
+mod mqtt_serve; // serve's MQTT listener: builtin runs, logins, paho-mqtt and MQTT.js
 mod profiles; // device profiles against the vendors' own code
 mod sdk; // serve against the AWS SDK for Python
 mod serve; // serve in-process through real clients

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# mqtt_scale.sh - MQTT fleets at scale and what they cost, two parts:
+#
+# scale: DEVICES (18,000) MQTT devices in one fleetstorm process, QoS 1
+#   every 10 s for 60 s, against `fleetstorm serve --mqtt` in a process of
+#   its own (each process may hold 20,000 files here; both ends of 18,000
+#   sessions in one would need 36,000). At 30 s an outage silences every
+#   device for 5 s and brings all back at one instant: a connect storm of
+#   all of them at once. Then the same fleet split over two shards (two
+#   processes, half each) against the same listener. Reported: sent, ok,
+#   failed, sessions opened, schedule lag p99, latency p99, fleetstorm's
+#   CPU (user + sys, from wait4) and serve's own counts.
+#
+# cpu: RATE_DEVICES (5,000) devices at QoS 1 every 1 s for 30 s against a
+#   mosquitto of this script's own, a rate mosquitto keeps up with on this
+#   machine; CPU per acknowledged message of fleetstorm (wait4) and of
+#   mosquitto (/proc/PID/stat, utime + stime, over the run), and their
+#   ratio.
+#
+# Usage: benches/mqtt_scale.sh [scale|cpu|all]  (BIN
+# [target/release/fleetstorm], DEVICES [18000], RATE_DEVICES [5000]).
+# Traffic goes to 127.0.0.1 only; every run ends by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN="${BIN:-target/release/fleetstorm}"
+DEVICES="${DEVICES:-18000}"
+RATE_DEVICES="${RATE_DEVICES:-5000}"
+what="${1:-all}"
+dir=$(mktemp -d)
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT
+ulimit -n 20000
+
+# Runs a command, then prints its CPU seconds (user + sys, its children's
+# included) on fd 3.
+cpu_of() {
+  python3 - "$@" 3>&3 <<'PY'
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+_, status, ru = os.wait4(p.pid, 0)
+os.write(3, f"{ru.ru_utime + ru.ru_stime:.2f}\n".encode())
+PY
+}
+
+# The CPU seconds (user + sys) a running process has used.
+proc_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on $1" >&2
+  return 1
+}
+
+scenario() { # url devices interval duration extra
+  cat <<TOML
+name = "mqtt-scale"
+seed = 7
+duration = "$4"
+[target]
+url = "$1"
+timeout = "10s"
+[target.mqtt]
+keep_alive = "60s"
+[[fleets]]
+name = "sensors"
+devices = $2
+interval = "$3"
+device_name = "s-{index}"
+profile = "mqtt"
+[fleets.mqtt]
+topic = "devices/{device}/telemetry"
+qos = 1
+$5
+TOML
+}
+
+summary() { # report.json cpu_seconds
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+t = r["totals"]
+cpu = float(sys.argv[2])
+s = t.get("sessions", {})
+print(f"| {t['sent']:,} | {t['ok']:,} | {t['failed']:,} | {t['connects']:,} | {s.get('reopened', 0):,} | "
+      f"{t['schedule_lag_ms']['p99']:.2f} | {t['latency_ms']['p99']:.2f} | {t['latency_ms']['max']:.2f} | "
+      f"{cpu:.1f} | {cpu * 1e6 / max(t['ok'], 1):.1f} |")
+PY
+}
+
+if [ "$what" = scale ] || [ "$what" = all ]; then
+  port=18840
+  "$BIN" serve --addr 127.0.0.1:0 --mqtt 127.0.0.1:$port --profile mqtt 2>"$dir/serve.err" &
+  serve=$!
+  pids+=("$serve")
+  wait_port $port
+  http=$(grep -o 'http://127.0.0.1:[0-9]*' "$dir/serve.err" | head -1)
+  outage=$'[[fleets.events]]\nat = "30s"\nkind = "outage"\nshare = "100%"\nduration = "5s"\nrecover = "synchronized"'
+  scenario "mqtt://127.0.0.1:$port" "$DEVICES" 10s 60s "$outage" > "$dir/scale.toml"
+  echo "## scale: $DEVICES devices, QoS 1 every 10 s for 60 s, all reconnecting at once at 35 s"
+  echo
+  echo "| run | sent | ok | failed | sessions opened | reopened | schedule lag p99 ms | latency p99 ms | latency max ms | fleetstorm CPU s | CPU µs per ok |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  exec 3>"$dir/cpu"
+  cpu_of "$BIN" run "$dir/scale.toml" --quiet --out "$dir/one.json"
+  printf '| one process '; summary "$dir/one.json" "$(tail -1 "$dir/cpu")"
+  curl -s -X POST -H 'content-type: application/json' -d '{}' "$http/stats/reset" >/dev/null || true
+  shards=()
+  for i in 0 1; do
+    cpu_of "$BIN" run "$dir/scale.toml" --quiet --shard "$i/2" --seed 7 --out "$dir/shard$i.json" &
+    shards+=("$!")
+  done
+  wait "${shards[@]}"
+  "$BIN" merge "$dir/shard0.json" "$dir/shard1.json" --out "$dir/merged.json" >/dev/null || true
+  printf '| two shards, merged '; summary "$dir/merged.json" "$(tail -2 "$dir/cpu" | paste -sd+ | bc)"
+  exec 3>&-
+  echo
+  echo "serve's own counts after the shards: $(curl -s "$http/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); m=s.get("mqtt",{}); print("accepted", s.get("accepted"), "sessions", m.get("sessions"), "acked", m.get("acked"))')"
+  kill "$serve"
+fi
+
+if [ "$what" = cpu ] || [ "$what" = all ]; then
+  port=18841
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_connections -1\nset_tcp_nodelay true\npersistence false\nlog_dest none\n' \
+    "$port" > "$dir/m.conf"
+  /usr/sbin/mosquitto -c "$dir/m.conf" &
+  broker=$!
+  pids+=("$broker")
+  wait_port $port
+  scenario "mqtt://127.0.0.1:$port" "$RATE_DEVICES" 1s 30s "" > "$dir/cpu.toml"
+  exec 3>"$dir/cpu"
+  before=$(proc_cpu "$broker")
+  cpu_of "$BIN" run "$dir/cpu.toml" --quiet --out "$dir/cpu.json"
+  after=$(proc_cpu "$broker")
+  exec 3>&-
+  fs=$(tail -1 "$dir/cpu")
+  echo
+  echo "## cpu: $RATE_DEVICES devices, QoS 1 every 1 s for 30 s, against mosquitto $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | grep -o '[0-9][0-9.]*' | head -1)"
+  echo
+  python3 - "$dir/cpu.json" "$fs" "$before" "$after" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))["totals"]
+fs, before, after = float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+mq = after - before
+ok = max(t["ok"], 1)
+print("| acknowledged | failed | schedule lag p99 ms | latency p99 ms | fleetstorm CPU s | µs per message | mosquitto CPU s | µs per message | fleetstorm ÷ mosquitto |")
+print("|---|---|---|---|---|---|---|---|---|")
+print(f"| {t['ok']:,} | {t['failed']:,} | {t['schedule_lag_ms']['p99']:.2f} | {t['latency_ms']['p99']:.2f} | "
+      f"{fs:.2f} | {fs * 1e6 / ok:.1f} | {mq:.2f} | {mq * 1e6 / ok:.1f} | {fs / mq if mq else float('nan'):.2f} |")
+PY
+  kill "$broker"
+fi

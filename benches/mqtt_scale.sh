@@ -94,11 +94,11 @@ PY
 
 if [ "$what" = scale ] || [ "$what" = all ]; then
   port=18840
-  "$BIN" serve --addr 127.0.0.1:0 --mqtt 127.0.0.1:$port --profile mqtt 2>"$dir/serve.err" &
+  "$BIN" serve --addr 127.0.0.1:0 --mqtt 127.0.0.1:$port --profile mqtt >"$dir/serve.out" 2>&1 &
   serve=$!
   pids+=("$serve")
   wait_port $port
-  http=$(grep -o 'http://127.0.0.1:[0-9]*' "$dir/serve.err" | head -1)
+  http=$(grep -o 'http://127.0.0.1:[0-9]*' "$dir/serve.out" | head -1)
   outage=$'[[fleets.events]]\nat = "30s"\nkind = "outage"\nshare = "100%"\nduration = "5s"\nrecover = "synchronized"'
   scenario "mqtt://127.0.0.1:$port" "$DEVICES" 10s 60s "$outage" > "$dir/scale.toml"
   echo "## scale: $DEVICES devices, QoS 1 every 10 s for 60 s, all reconnecting at once at 35 s"

@@ -683,7 +683,13 @@ async fn a_session_transport_opens_each_device_s_session_with_its_identity_keeps
     let counted = out.fleets[0].counters.sessions;
     assert_eq!(
         counted,
-        SessionCounts { keepalives: keepalives as u64, inbound: 1, closed: 1, ..SessionCounts::default() }
+        SessionCounts {
+            keepalives: keepalives as u64,
+            inbound: 1,
+            closed: 1,
+            closed_by: crate::stats::ClosedBy { disconnect: 1, ..Default::default() },
+            ..SessionCounts::default()
+        }
     );
 
     // d-1: closed by the far end 15 s after it opened (between two

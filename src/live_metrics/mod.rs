@@ -297,7 +297,11 @@ impl LiveMetrics {
                 for (event, n) in [
                     ("keepalive", s.keepalives),
                     ("inbound", s.inbound),
-                    ("closed", s.closed),
+                    ("closed_disconnect", s.closed_by.disconnect),
+                    ("closed_end_of_stream", s.closed_by.end_of_stream),
+                    ("closed_broken", s.closed_by.broken),
+                    ("closed_keepalive_missed", s.closed_by.keepalive_missed),
+                    ("ended_offline", s.ended_offline),
                     ("reopened", s.reopened),
                     ("reopen_failed", s.reopen_failed),
                 ] {

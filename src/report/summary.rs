@@ -209,9 +209,24 @@ impl Report {
             } else {
                 String::new()
             };
+            let by = &s.closed_by;
+            let causes = [
+                ("DISCONNECT", by.disconnect),
+                ("end of stream", by.end_of_stream),
+                ("broken", by.broken),
+                ("keep-alive unanswered", by.keepalive_missed),
+            ];
+            let causes: Vec<String> =
+                causes.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{what} {n}")).collect();
+            let causes = if causes.is_empty() { String::new() } else { format!(" ({})", causes.join(", ")) };
+            let offline = if s.ended_offline > 0 {
+                format!("; ended by their devices going silent {}", s.ended_offline)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "idle sessions: keep-alives {}, inbound messages {}, closed by the far end {}{reopened}",
+                "idle sessions: keep-alives {}, inbound messages {}, closed by the far end {}{causes}{offline}{reopened}",
                 s.keepalives, s.inbound, s.closed
             );
         }

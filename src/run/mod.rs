@@ -484,12 +484,18 @@ device_name = "d-{index}"
         // What the idle sessions did: the fake's keep-alives, d-0's late
         // acknowledgement arriving unasked, d-1's session closed.
         let keepalives: usize = fake.opened_sessions().values().map(|s| s.keepalives.len()).sum();
-        let sessions =
-            crate::stats::SessionCounts { keepalives: keepalives as u64, inbound: 1, closed: 1, ..Default::default() };
+        let closed_by = crate::stats::ClosedBy { disconnect: 1, ..Default::default() };
+        let sessions = crate::stats::SessionCounts {
+            keepalives: keepalives as u64,
+            inbound: 1,
+            closed: 1,
+            closed_by,
+            ..Default::default()
+        };
         assert!(keepalives >= 4 * 2 * 5 - 2, "{keepalives}");
         assert_eq!((t.sessions, report.fleets[0].sessions), (Some(sessions), Some(sessions)));
         assert!(report.summary().contains(&format!(
-            "idle sessions: keep-alives {keepalives}, inbound messages 1, closed by the far end 1"
+            "idle sessions: keep-alives {keepalives}, inbound messages 1, closed by the far end 1 (DISCONNECT 1)"
         )));
         // Its gates: each threshold judged on those figures.
         assert_eq!(report.thresholds.len(), 6);
@@ -521,6 +527,6 @@ device_name = "d-{index}"
                 other => panic!("{name}: {other:?}"),
             }
         };
-        assert_eq!((event("keepalive"), event("inbound"), event("closed")), (keepalives as f64, 1.0, 1.0));
+        assert_eq!((event("keepalive"), event("inbound"), event("closed_disconnect")), (keepalives as f64, 1.0, 1.0));
     }
 }

@@ -76,8 +76,16 @@ pub struct SessionCounts {
     pub keepalives: u64,
     /// Messages that came in unasked (late acknowledgements, commands).
     pub inbound: u64,
-    /// Sessions the far end closed while idle.
+    /// Sessions that ended while idle (their far end closed them, or
+    /// stopped answering).
     pub closed: u64,
+    /// Why they ended (adds up to `closed`).
+    #[serde(default)]
+    pub closed_by: ClosedBy,
+    /// Sessions their devices ended as they went silent (an outage, a
+    /// restart): dropped, or with a DISCONNECT, as the fleet says.
+    #[serde(default)]
+    pub ended_offline: u64,
     /// Lost sessions their devices reopened at once, after their
     /// reconnect delay (each also a connect).
     #[serde(default)]
@@ -88,11 +96,35 @@ pub struct SessionCounts {
     pub reopen_failed: u64,
 }
 
+/// Why idle sessions ended (a transport's `Closed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClosedBy {
+    /// The far end said goodbye (MQTT's DISCONNECT).
+    pub disconnect: u64,
+    /// The far end closed the connection without a word.
+    pub end_of_stream: u64,
+    /// The connection broke (a reset, a failed write, bytes not of the protocol).
+    pub broken: u64,
+    /// The far end stopped answering keep-alives.
+    pub keepalive_missed: u64,
+}
+
+impl ClosedBy {
+    pub fn add(&mut self, other: &ClosedBy) {
+        self.disconnect += other.disconnect;
+        self.end_of_stream += other.end_of_stream;
+        self.broken += other.broken;
+        self.keepalive_missed += other.keepalive_missed;
+    }
+}
+
 impl SessionCounts {
     pub fn add(&mut self, other: &SessionCounts) {
         self.keepalives += other.keepalives;
         self.inbound += other.inbound;
         self.closed += other.closed;
+        self.closed_by.add(&other.closed_by);
+        self.ended_offline += other.ended_offline;
         self.reopened += other.reopened;
         self.reopen_failed += other.reopen_failed;
     }

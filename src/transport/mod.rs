@@ -36,7 +36,7 @@ use bytes::Bytes;
 use crate::stats::{Failure, Outcome};
 pub use http::{Endpoint, EndpointError, EndpointOptions, Http, HttpConn, Signer};
 pub use route::{HttpRoute, MqttRoute, Protocol, Qos, Route};
-pub use session::{HandBack, HandBackCall, Identity, Idle, Reconnect};
+pub use session::{Closed, HandBack, HandBackCall, Identity, Idle, Reconnect};
 pub use tls::TlsClient;
 
 /// What one heartbeat sends: its body and its [`Route`]: the endpoint's

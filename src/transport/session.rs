@@ -60,10 +60,10 @@ pub enum Idle {
     /// Something came in unasked: an acknowledgement after its exchange
     /// gave up on it, a command, a shadow delta.
     Inbound,
-    /// The far end closed the session (a DISCONNECT, a reset): the
-    /// device's next heartbeat opens a new one, with its identity, counted
-    /// as a connect.
-    Closed,
+    /// The session ended, for this reason: the device opens a new one
+    /// (at once after its reconnect delay, or at its next heartbeat), with
+    /// its identity, counted as a connect.
+    Closed(Closed),
     /// Nothing happened by the instant the wait was given: the device's
     /// next heartbeat is due.
     Until,
@@ -89,6 +89,21 @@ impl Reconnect {
         let ceiling = self.first.saturating_mul(1u32 << failures.min(20)).min(self.max);
         ceiling.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
     }
+}
+
+/// Why an idle session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Closed {
+    /// The far end said goodbye (MQTT's DISCONNECT).
+    Disconnect,
+    /// The far end closed the connection without a word.
+    EndOfStream,
+    /// The connection broke (a reset, a write that failed, bytes that are
+    /// not the protocol).
+    Broken,
+    /// The far end stopped answering: no answer to a keep-alive within a
+    /// keep-alive interval (MQTT's PINGRESP).
+    KeepaliveMissed,
 }
 
 /// The worker's call for an idle session back: a heartbeat of its device

@@ -365,7 +365,7 @@ impl Transport for Fake {
             let s = sessions.get(&conn).expect("a session the fake opened");
             let late = s.late.iter().map(|(at, _)| *at).min();
             [
-                s.close_at.map(|at| (at, Idle::Closed)),
+                s.close_at.map(|at| (at, Idle::Closed(crate::transport::Closed::Disconnect))),
                 late.map(|at| (at, Idle::Inbound)),
                 Some((s.last_sent + script.keepalive, Idle::Keepalive)),
             ]
@@ -404,9 +404,9 @@ impl Transport for Fake {
             let mut sessions = notes.sessions.lock().unwrap();
             let s = sessions.get_mut(&conn).expect("a session the fake opened");
             match what {
-                Idle::Closed => {
+                Idle::Closed(why) => {
                     s.closed = true;
-                    return (None, Idle::Closed);
+                    return (None, Idle::Closed(why));
                 }
                 Idle::Inbound => {
                     let i = s.late.iter().enumerate().min_by_key(|(_, (at, _))| *at).map(|(i, _)| i).expect("one due");

@@ -26,14 +26,23 @@ use tokio::time::Instant;
 
 use super::due::Waiter;
 use crate::stats::{Failure, Outcome, SessionCounts};
-use crate::transport::{Connected, HandBack, HandBackCall, Identity, Idle, Transport};
+use crate::transport::{Closed, Connected, HandBack, HandBackCall, Identity, Idle, Transport};
 
 /// Counts what ended a wait on an idle session.
 pub(super) fn count(counts: &mut SessionCounts, what: &Ended) {
     match what {
         Ended::Idle(Idle::Keepalive) => counts.keepalives += 1,
         Ended::Idle(Idle::Inbound) => counts.inbound += 1,
-        Ended::Idle(Idle::Closed) => counts.closed += 1,
+        Ended::Idle(Idle::Closed(why)) => {
+            counts.closed += 1;
+            let by = &mut counts.closed_by;
+            match why {
+                Closed::Disconnect => by.disconnect += 1,
+                Closed::EndOfStream => by.end_of_stream += 1,
+                Closed::Broken => by.broken += 1,
+                Closed::KeepaliveMissed => by.keepalive_missed += 1,
+            }
+        }
         Ended::Idle(Idle::Until) => {}
         Ended::Reopened(_) => counts.reopened += 1,
         Ended::NotReopened(_) => counts.reopen_failed += 1,

@@ -45,7 +45,7 @@ use tokio::time::Instant;
 
 use super::route::{Qos, Route};
 use super::tls::{self, TlsClient};
-use super::{Connected, Exchange, HandBack, Identity, Idle, Outgoing, Transport, ports};
+use super::{Closed, Connected, Exchange, HandBack, Identity, Idle, Outgoing, Transport, ports};
 use crate::stats::{Code, Failure, Outcome, OutcomeClass, PerClass, mqtt_class};
 pub use settings::{MqttSettings, MqttVersion};
 use stream::MqttStream;
@@ -115,13 +115,16 @@ pub struct MqttConn {
     /// When a packet last went out (a keep-alive is due a keep-alive
     /// interval after it).
     last_sent: Instant,
+    /// When a PINGREQ went that has had no PINGRESP yet: the broker is
+    /// gone if none comes within a keep-alive interval.
+    ping_sent: Option<Instant>,
 }
 
 /// What a session read: a packet, or why there is none.
 enum Read {
     Packet(Packet),
-    /// The broker closed the connection (end of stream, DISCONNECT).
-    Closed,
+    /// The broker closed the connection, with a DISCONNECT or without.
+    Closed(Closed),
     Failed(Failure),
 }
 
@@ -147,13 +150,17 @@ impl MqttConn {
     async fn next(&mut self) -> Read {
         loop {
             match Packet::read(&mut self.read, MAX_PACKET) {
-                Ok(Packet::Disconnect) => return Read::Closed,
+                Ok(Packet::Disconnect) => return Read::Closed(Closed::Disconnect),
+                Ok(Packet::PingResp) => {
+                    self.ping_sent = None;
+                    return Read::Packet(Packet::PingResp);
+                }
                 Ok(packet) => return Read::Packet(packet),
                 Err(CodecError::InsufficientBytes(_)) => {}
                 Err(_) => return Read::Failed(Failure::Protocol),
             }
             match self.stream.read_buf(&mut self.read).await {
-                Ok(0) => return Read::Closed,
+                Ok(0) => return Read::Closed(Closed::EndOfStream),
                 Ok(_) => {}
                 Err(_) => return Read::Failed(Failure::Io),
             }
@@ -168,6 +175,17 @@ impl MqttConn {
             _ => Ok(()),
         }
     }
+}
+
+/// What an idle wait wakes for, if nothing comes first.
+#[derive(Clone, Copy)]
+enum Wake {
+    /// The device's heartbeat.
+    Until,
+    /// A keep-alive is due.
+    Ping,
+    /// The answer to the last keep-alive is overdue.
+    PingOverdue,
 }
 
 /// The outcome of a CONNACK that refused a session, noted with what the
@@ -225,6 +243,7 @@ async fn open(endpoint: &MqttEndpoint, identity: Identity) -> Result<(MqttConn, 
         write: BytesMut::new(),
         next_pkid: 0,
         last_sent: Instant::now(),
+        ping_sent: None,
     };
     let s = &endpoint.settings;
     let connect = Connect {
@@ -245,7 +264,7 @@ async fn open(endpoint: &MqttEndpoint, identity: Identity) -> Result<(MqttConn, 
         Read::Packet(p) => Err(endpoint.note(Outcome::Failed(Failure::Protocol), || {
             format!("the broker at {addr} answered a CONNECT with {p:?}, not a CONNACK")
         })),
-        Read::Closed => Err(endpoint.note(Outcome::Failed(Failure::Io), || {
+        Read::Closed(_) => Err(endpoint.note(Outcome::Failed(Failure::Io), || {
             format!("the broker at {addr} closed the connection before its CONNACK")
         })),
         Read::Failed(f) => Err(endpoint.note(Outcome::Failed(f), || {
@@ -279,7 +298,7 @@ async fn publish(conn: &mut MqttConn, outgoing: Outgoing) -> Result<Outcome, Fai
                 return Ok(Outcome::Answered { class: OutcomeClass::Ok, code: None });
             }
             Read::Packet(packet) => conn.answer(&packet).await?,
-            Read::Closed => return Err(Failure::Io),
+            Read::Closed(_) => return Err(Failure::Io),
             Read::Failed(f) => return Err(f),
         }
     }
@@ -371,20 +390,30 @@ impl Transport for Mqtt {
     ) -> impl Future<Output = (Option<MqttConn>, Idle)> + Send + 'static {
         let keep_alive = self.endpoint.settings.keep_alive;
         async move {
+            let broken = Idle::Closed(Closed::Broken);
             loop {
-                // The first of: the device's next heartbeat, a keep-alive due.
-                let ping_at = conn.last_sent + keep_alive;
-                let wake = until.min(ping_at);
+                // The first of: the device's next heartbeat, a keep-alive
+                // due (none while one awaits its answer), the broker's
+                // answer to one overdue.
+                let (due, what) = match conn.ping_sent {
+                    Some(sent) => (sent + keep_alive, Wake::PingOverdue),
+                    None => (conn.last_sent + keep_alive, Wake::Ping),
+                };
+                let (wake, what) = if until <= due { (until, Wake::Until) } else { (due, what) };
                 tokio::select! {
                     // The device's heartbeat is due: its session goes back now.
                     () = &mut handback => return (Some(conn), Idle::Until),
                     () = tokio::time::sleep_until(wake) => {
-                        if wake == until {
-                            return (Some(conn), Idle::Until);
-                        }
-                        return match conn.send(&Packet::PingReq).await {
-                            Ok(()) => (Some(conn), Idle::Keepalive),
-                            Err(_) => (None, Idle::Closed),
+                        return match what {
+                            Wake::Until => (Some(conn), Idle::Until),
+                            Wake::PingOverdue => (None, Idle::Closed(Closed::KeepaliveMissed)),
+                            Wake::Ping => match conn.send(&Packet::PingReq).await {
+                                Ok(()) => {
+                                    conn.ping_sent = Some(conn.last_sent);
+                                    (Some(conn), Idle::Keepalive)
+                                }
+                                Err(_) => (None, broken),
+                            },
                         };
                     }
                     read = conn.next() => match read {
@@ -392,10 +421,11 @@ impl Transport for Mqtt {
                         Read::Packet(packet) => {
                             return match conn.answer(&packet).await {
                                 Ok(()) => (Some(conn), Idle::Inbound),
-                                Err(_) => (None, Idle::Closed),
+                                Err(_) => (None, broken),
                             };
                         }
-                        Read::Closed | Read::Failed(_) => return (None, Idle::Closed),
+                        Read::Closed(why) => return (None, Idle::Closed(why)),
+                        Read::Failed(_) => return (None, broken),
                     },
                 }
             }
@@ -541,9 +571,36 @@ mod tests {
         assert_eq!(what, Idle::Keepalive);
         let (_kept, handback) = HandBack::pair();
         let (conn, what) = mqtt.idle(conn.unwrap(), far_future, handback).await;
-        assert_eq!(what, Idle::Closed, "the broker's DISCONNECT (the PINGRESP read on the way)");
+        assert_eq!(what, Idle::Closed(Closed::Disconnect), "the broker's DISCONNECT (the PINGRESP read on the way)");
         assert!(conn.is_none());
         broker.await.unwrap();
+    }
+
+    /// A broker that stops answering keep-alives is given up on: a
+    /// keep-alive interval after the unanswered PINGREQ, the session ends
+    /// as "keep-alive unanswered" (as a device's client library would).
+    #[tokio::test]
+    async fn a_session_whose_keep_alive_goes_unanswered_ends_a_keep_alive_later() {
+        let (mqtt, listener) = transport(Duration::from_secs(1)).await;
+        let broker = tokio::spawn(async move {
+            let mut far = Far::accept(&listener).await;
+            let _connect = far.next().await;
+            far.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await;
+            let Some(Packet::PingReq) = far.next().await else { panic!("PINGREQ") };
+            // Never answered; held open until the client goes.
+            far.next().await
+        });
+        let (conn, _) = mqtt.connect(identity()).await.unwrap();
+        let far_future = Instant::now() + Duration::from_secs(30);
+        let (_kept, handback) = HandBack::pair();
+        let (conn, what) = mqtt.idle(conn, far_future, handback).await;
+        assert_eq!(what, Idle::Keepalive);
+        let pinged = Instant::now();
+        let (_kept, handback) = HandBack::pair();
+        let (conn, what) = mqtt.idle(conn.unwrap(), far_future, handback).await;
+        assert_eq!((what, conn.is_none()), (Idle::Closed(Closed::KeepaliveMissed), true));
+        assert!(pinged.elapsed() >= Duration::from_millis(900), "a keep-alive interval after the PINGREQ");
+        assert!(broker.await.unwrap().is_none(), "the client closed its end");
     }
 
     /// The worker's call ends an idle wait at once, the session whole

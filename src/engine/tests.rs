@@ -892,6 +892,58 @@ async fn sessions_open_at_the_target_s_connect_rate_and_heartbeats_wait_their_tu
     assert_eq!(c.ok() + c.failed(), 50);
 }
 
+/// A device that goes silent (an outage) ends its session as it does, not
+/// at its next heartbeat: dropped by default (a broker would publish its
+/// Will), with a goodbye first when its fleet says `offline =
+/// "disconnect"`; it sends no keep-alive while silent, and comes back on a
+/// new session, which is not a reopening.
+#[tokio::test(start_paused = true)]
+async fn a_device_that_goes_silent_ends_its_session_then_as_its_fleet_says() {
+    use crate::fleet::{Event, EventKind, Recovery};
+    use crate::transport::testing::SessionScript;
+    use crate::wire::mqtt::{MqttSpec, MqttWire};
+    let script = SessionScript {
+        keepalive: Duration::from_secs(1),
+        ack: |_, _| Duration::from_millis(5),
+        ack_timeout: Duration::from_secs(1),
+        close: |_, _| None,
+        overstay: Duration::ZERO,
+        handback: Some(Duration::ZERO),
+        reconnect: Some(crate::transport::Reconnect { first: Duration::from_secs(1), max: Duration::from_secs(2) }),
+        down: None,
+        connect_rate: None,
+    };
+    let outage = Event {
+        at: Duration::from_secs(10),
+        share: 1.0,
+        kind: EventKind::Outage { duration: Duration::from_secs(6), recover: Recovery::Synchronized },
+    };
+    for goodbye in [false, true] {
+        let fake = Fake::with_sessions(script);
+        let mut f = with_events(fleet(4, every(Duration::from_secs(2))), &[outage.clone()]);
+        if goodbye {
+            let spec: MqttSpec = toml::from_str("offline = \"disconnect\"").unwrap();
+            f.wire = crate::wire::FleetWire::Mqtt(Arc::new(MqttWire::compile(&spec).unwrap()));
+        }
+        let settings = EngineSettings { workers: 1, ..paused(30, ConnectionMode::PerDevice, 5) };
+        let out = run(vec![Arc::new(fake.clone())], vec![f], settings, CancellationToken::new(), |_| {}).await;
+        assert_accounting(&out);
+        let c = &out.fleets[0].counters;
+        assert_eq!((c.sessions.ended_offline, c.sessions.reopened, c.connects), (4, 0, 8), "{goodbye}: {c:?}");
+        assert_eq!(c.failed(), 0, "{c:?}");
+        let sessions = fake.opened_sessions();
+        let silent_from = fake.epoch + Duration::from_secs(10);
+        for first in sessions.values().filter(|s| s.number == 1) {
+            let (at, said) = first.ended.expect("ended by its device");
+            assert_eq!((at, said), (silent_from, goodbye), "{}: as the silence began", first.identity.device);
+            assert!(first.keepalives.iter().all(|k| *k <= silent_from), "no keep-alive while silent");
+        }
+        for second in sessions.values().filter(|s| s.number == 2) {
+            assert_eq!(second.opened_at, fake.epoch + Duration::from_secs(16), "back at the outage's end");
+        }
+    }
+}
+
 /// A run whose fleets speak different protocols: one fleet's devices over
 /// a session transport shaped like MQTT (sessions opened with each
 /// device's identity, keep-alives between heartbeats), the other's over

@@ -414,11 +414,13 @@ pub struct FleetEvents {
 }
 
 /// A device's next heartbeat: when, and whether it comes back from silence
-/// (so it starts on a new connection).
+/// (so it starts on a new connection), and then when that silence began
+/// (the device went offline: its session, if it has one, ends then).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
     pub at_ns: u64,
     pub resumed: bool,
+    pub silent_from: Option<u64>,
 }
 
 /// A silence window of one device: silent from `start`, back at `resume`.
@@ -514,12 +516,13 @@ impl FleetEvents {
     /// `prev` (or none): a silence that begins in (prev, planned] moves it
     /// to the silence's end.
     fn silenced(&self, index: u64, prev: Option<u64>, planned: u64) -> Step {
-        let mut step = Step { at_ns: planned, resumed: false };
+        let mut step = Step { at_ns: planned, resumed: false, silent_from: None };
         for s in self.silences(index) {
             let began = prev.is_none_or(|p| s.start > p) && s.start <= step.at_ns;
             let inside = s.start <= step.at_ns && step.at_ns < s.resume;
             if began || inside {
-                step = Step { at_ns: s.resume, resumed: true };
+                let from = prev.map_or(s.start, |p| s.start.max(p));
+                step = Step { at_ns: s.resume, resumed: true, silent_from: step.silent_from.or(Some(from)) };
             }
         }
         step
@@ -529,7 +532,7 @@ impl FleetEvents {
     pub fn first(&self, clock: &mut DeviceClock, s: &Schedule, devices: u64, index: u64) -> Step {
         let planned = clock.first_ns(s, devices, index);
         if self.is_empty() {
-            return Step { at_ns: planned, resumed: false };
+            return Step { at_ns: planned, resumed: false, silent_from: None };
         }
         let planned = match self.surge(index) {
             // Online from the start (no ramp-up), a device whose first
@@ -544,7 +547,7 @@ impl FleetEvents {
     /// Device `index`'s next heartbeat after one intended at `prev`.
     pub fn advance(&self, clock: &mut DeviceClock, s: &Schedule, index: u64, prev: u64) -> Step {
         if self.is_empty() {
-            return Step { at_ns: prev + clock.gap_ns(s), resumed: false };
+            return Step { at_ns: prev + clock.gap_ns(s), resumed: false, silent_from: None };
         }
         let surge = self.surge(index);
         let planned = match surge {

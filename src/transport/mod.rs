@@ -36,7 +36,7 @@ use bytes::Bytes;
 use crate::stats::{Failure, Outcome};
 pub use http::{Endpoint, EndpointError, EndpointOptions, Http, HttpConn, Signer};
 pub use route::{HttpRoute, MqttRoute, Protocol, Qos, Route};
-pub use session::{Closed, HandBack, HandBackCall, Identity, Idle, Reconnect};
+pub use session::{Closed, HandBack, HandBackCall, Identity, Idle, LastWill, Reconnect};
 pub use tls::TlsClient;
 
 /// What one heartbeat sends: its body and its [`Route`]: the endpoint's
@@ -126,6 +126,16 @@ pub trait Transport: Send + Sync + 'static {
     /// connections are left alone.
     fn idles(&self) -> bool {
         false
+    }
+
+    /// Ends `conn` as its device goes offline: with the protocol's
+    /// goodbye first if `goodbye` (MQTT's DISCONNECT: the broker then
+    /// publishes no Will), else dropped as a device that lost its power or
+    /// its network drops it. The default drops it.
+    fn close(&self, conn: Self::Conn, goodbye: bool) -> impl Future<Output = ()> + Send + 'static {
+        let _ = goodbye;
+        drop(conn);
+        std::future::ready(())
     }
 
     /// How a device reopens its session once it lost it, if the

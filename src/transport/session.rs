@@ -35,6 +35,19 @@ pub struct Identity {
     /// and `key_file` columns), for mutual TLS.
     pub cert: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// What the far end publishes for the device if its session ends
+    /// without a goodbye (MQTT's Will), if its fleet gives one.
+    pub will: Option<LastWill>,
+}
+
+/// A device's Will: published by the broker, on the device's behalf, when
+/// its session ends without a DISCONNECT (its power or network lost).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastWill {
+    pub topic: String,
+    pub payload: bytes::Bytes,
+    pub qos: super::Qos,
+    pub retain: bool,
 }
 
 /// Shows which credentials there are, never a password.
@@ -46,6 +59,7 @@ impl fmt::Debug for Identity {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("cert", &self.cert)
             .field("key_file", &self.key_file)
+            .field("will", &self.will)
             .finish()
     }
 }

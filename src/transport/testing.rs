@@ -84,6 +84,9 @@ pub struct Session {
     pub inbound: Vec<Instant>,
     /// Closed by the far end.
     pub closed: bool,
+    /// Ended by its device as it went offline: when, and whether with a
+    /// goodbye ([`Transport::close`]).
+    pub ended: Option<(Instant, bool)>,
     /// When anything last went on it.
     last_sent: Instant,
     /// Acknowledgements still to come after their exchange gave up: when,
@@ -324,6 +327,7 @@ impl Transport for Fake {
                     keepalives: Vec::new(),
                     inbound: Vec::new(),
                     closed: false,
+                    ended: None,
                     last_sent: now,
                     late: Vec::new(),
                     close_at,
@@ -348,6 +352,13 @@ impl Transport for Fake {
 
     fn connect_rate(&self) -> Option<f64> {
         self.session.and_then(|s| s.connect_rate)
+    }
+
+    fn close(&self, conn: u32, goodbye: bool) -> impl Future<Output = ()> + Send + 'static {
+        if let Some(s) = self.notes.sessions.lock().unwrap().get_mut(&conn) {
+            s.ended = Some((Instant::now(), goodbye));
+        }
+        std::future::ready(())
     }
 
     fn idle(

@@ -218,7 +218,11 @@ impl FleetWire {
             let at = ids.column(column)?;
             Some(std::path::PathBuf::from(ids.get(index as usize, at)))
         };
-        Identity { device, username, password, cert: file("cert"), key_file: file("key_file") }
+        let will = match self {
+            FleetWire::Mqtt(m) => m.will_of(generator, index),
+            _ => None,
+        };
+        Identity { device, username, password, cert: file("cert"), key_file: file("key_file"), will }
     }
 }
 
@@ -246,6 +250,17 @@ impl FleetWire {
     /// The outcome of an exchange as the profile judges it: a 2xx is
     /// success, but for a `custom` profile, whose statuses are its own.
     #[inline]
+    /// Whether a device of this wire that goes offline (an outage, a
+    /// restart) ends its session with the protocol's goodbye (MQTT's
+    /// DISCONNECT, `[fleets.mqtt] offline = "disconnect"`) rather than
+    /// dropping it.
+    pub fn says_goodbye_offline(&self) -> bool {
+        match self {
+            FleetWire::Mqtt(m) => m.goodbye_offline,
+            _ => false,
+        }
+    }
+
     pub fn judge(&self, outcome: crate::stats::Outcome) -> crate::stats::Outcome {
         match (self, outcome) {
             (FleetWire::Custom(c), crate::stats::Outcome::Status(status)) => {

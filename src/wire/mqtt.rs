@@ -4,7 +4,13 @@
 //! `devices/{device}/telemetry`), at the fleet's QoS (0 or 1) with its
 //! retain flag. Its session is its own, opened with its name as the
 //! client id and, when the fleet's identities file has them, its
-//! `username` and `password` columns as its login.
+//! `username` and `password` columns as its login. A fleet may give its
+//! devices a Will (`[fleets.mqtt.will]`: a topic template, a payload, a
+//! QoS, retain), which the broker publishes when a session ends without a
+//! DISCONNECT, and say how a device that goes offline (an outage, a
+//! restart) ends its session (`offline = "drop"`, the default: as a device
+//! that lost its power or network, so the broker publishes its Will; or
+//! `"disconnect"`: a goodbye first, and no Will).
 //!
 //! `serve`'s side ([`check_login`], [`check_publish`]): a session is let
 //! in when its device is known with that login (or by anyone when serve
@@ -15,7 +21,7 @@
 use serde::Deserialize;
 
 use crate::device::{Device, FleetGenerator, Scratch};
-use crate::transport::{MqttRoute, Qos};
+use crate::transport::{LastWill, MqttRoute, Qos};
 
 /// The identities columns this profile reads when a file has them.
 pub const USERNAME: &str = "username";
@@ -31,6 +37,41 @@ pub struct MqttSpec {
     topic: Option<String>,
     qos: Option<u8>,
     retain: Option<bool>,
+    will: Option<WillSpec>,
+    offline: Option<Offline>,
+}
+
+/// `[fleets.mqtt.will]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WillSpec {
+    topic: String,
+    #[serde(default)]
+    payload: String,
+    qos: Option<u8>,
+    #[serde(default)]
+    retain: bool,
+}
+
+/// How a device that goes offline ends its session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Offline {
+    /// Dropped with no goodbye (power or network lost): the broker
+    /// publishes the device's Will.
+    #[default]
+    Drop,
+    /// A DISCONNECT first: the broker discards the Will.
+    Disconnect,
+}
+
+/// A fleet's Will, checked: its topic split at each `{device}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Will {
+    topic: Vec<String>,
+    payload: bytes::Bytes,
+    qos: Qos,
+    retain: bool,
 }
 
 /// A fleet's MQTT profile, checked: its topic template, QoS and retain.
@@ -41,6 +82,10 @@ pub struct MqttWire {
     topic: Vec<String>,
     pub qos: Qos,
     pub retain: bool,
+    /// Its devices' Will, if the fleet gives one.
+    will: Option<Will>,
+    /// A device that goes offline says goodbye first (DISCONNECT).
+    pub goodbye_offline: bool,
 }
 
 impl Default for MqttWire {
@@ -50,41 +95,89 @@ impl Default for MqttWire {
 }
 
 impl MqttWire {
-    /// Checks `spec`: a topic of 1 to 65,535 bytes with no wildcard (`+`,
-    /// `#`: a device publishes to one topic), not one of the broker's own
-    /// (`$...`), no NUL, and no placeholder but `{device}`; QoS 0 or 1.
+    /// Checks `spec`: its topic and its Will's ([`topic_template`]), QoS 0
+    /// or 1.
     pub fn compile(spec: &MqttSpec) -> Result<MqttWire, String> {
         let text = spec.topic.as_deref().unwrap_or(DEFAULT_TOPIC);
-        if text.is_empty() || text.len() > usize::from(u16::MAX) {
-            return Err(format!("topic is {} bytes; a topic has 1 to 65535", text.len()));
-        }
-        if let Some(c) = text.chars().find(|c| matches!(c, '+' | '#' | '\0')) {
-            return Err(format!(
-                "topic {text:?} has {c:?}: a device publishes to one topic, without wildcards (+, #) or NUL"
-            ));
-        }
-        if text.starts_with('$') {
-            return Err(format!("topic {text:?} starts with $: such topics are the broker's own"));
-        }
-        let topic: Vec<String> = text.split("{device}").map(str::to_string).collect();
-        if let Some(part) = topic.iter().find(|p| p.contains('{') || p.contains('}')) {
-            return Err(format!("topic {text:?}: {part:?} has a brace; the one placeholder is {{device}}"));
-        }
-        let qos = match spec.qos.unwrap_or(1) {
-            0 => Qos::AtMostOnce,
-            1 => Qos::AtLeastOnce,
-            2 => {
-                return Err(
-                    "qos 2 is not sent (AWS IoT and Azure IoT Hub refuse it, and no device backend here asks for it): \
-                     write qos = 1 or 0"
-                        .into(),
-                );
-            }
-            n => return Err(format!("qos is {n}; MQTT's are 0, 1 and 2 (0 or 1 here)")),
+        let topic = topic_template(text)?;
+        let qos = qos_of(spec.qos.unwrap_or(1))?;
+        let will = match &spec.will {
+            None => None,
+            Some(w) => Some(Will {
+                topic: topic_template(&w.topic).map_err(|e| format!("will: {e}"))?,
+                payload: bytes::Bytes::from(w.payload.clone().into_bytes()),
+                qos: qos_of(w.qos.unwrap_or(0)).map_err(|e| format!("will: {e}"))?,
+                retain: w.retain,
+            }),
         };
-        Ok(MqttWire { topic, qos, retain: spec.retain.unwrap_or(false) })
+        Ok(MqttWire {
+            topic,
+            qos,
+            retain: spec.retain.unwrap_or(false),
+            will,
+            goodbye_offline: spec.offline.unwrap_or_default() == Offline::Disconnect,
+        })
     }
 
+    /// Device `index`'s Will, its name rendered into its topic.
+    pub fn will_of(&self, generator: &FleetGenerator, index: u64) -> Option<LastWill> {
+        let w = self.will.as_ref()?;
+        Some(LastWill {
+            topic: render(&w.topic, generator, index),
+            payload: w.payload.clone(),
+            qos: w.qos,
+            retain: w.retain,
+        })
+    }
+}
+
+/// A topic template, checked: 1 to 65,535 bytes, no wildcard (`+`, `#`: a
+/// device publishes to one topic), not one of the broker's own (`$...`),
+/// no NUL, and no placeholder but `{device}`; split at each `{device}`.
+fn topic_template(text: &str) -> Result<Vec<String>, String> {
+    if text.is_empty() || text.len() > usize::from(u16::MAX) {
+        return Err(format!("topic is {} bytes; a topic has 1 to 65535", text.len()));
+    }
+    if let Some(c) = text.chars().find(|c| matches!(c, '+' | '#' | '\0')) {
+        return Err(format!(
+            "topic {text:?} has {c:?}: a device publishes to one topic, without wildcards (+, #) or NUL"
+        ));
+    }
+    if text.starts_with('$') {
+        return Err(format!("topic {text:?} starts with $: such topics are the broker's own"));
+    }
+    let topic: Vec<String> = text.split("{device}").map(str::to_string).collect();
+    if let Some(part) = topic.iter().find(|p| p.contains('{') || p.contains('}')) {
+        return Err(format!("topic {text:?}: {part:?} has a brace; the one placeholder is {{device}}"));
+    }
+    Ok(topic)
+}
+
+/// A QoS as written: 0 or 1.
+fn qos_of(n: u8) -> Result<Qos, String> {
+    match n {
+        0 => Ok(Qos::AtMostOnce),
+        1 => Ok(Qos::AtLeastOnce),
+        2 => Err("qos 2 is not sent (AWS IoT and Azure IoT Hub refuse it, and no device backend here asks for it): \
+                  write qos = 1 or 0"
+            .into()),
+        n => Err(format!("qos is {n}; MQTT's are 0, 1 and 2 (0 or 1 here)")),
+    }
+}
+
+/// A topic template's text with device `index`'s name between its parts.
+fn render(parts: &[String], generator: &FleetGenerator, index: u64) -> String {
+    let mut topic = String::with_capacity(parts.iter().map(String::len).sum::<usize>() + 32);
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            generator.names.render(index, &mut topic);
+        }
+        topic.push_str(part);
+    }
+    topic
+}
+
+impl MqttWire {
     /// The wire of topic template `topic` (checked as [`Self::compile`]
     /// does), at the default QoS: serve's `--mqtt-topic`.
     pub fn for_topic(topic: &str) -> Result<MqttWire, String> {
@@ -118,14 +211,7 @@ impl MqttWire {
 
     /// Device `index`'s topic, its name rendered straight into it.
     fn topic_of(&self, generator: &FleetGenerator, index: u64) -> String {
-        let mut topic = String::with_capacity(self.topic.iter().map(String::len).sum::<usize>() + 32);
-        for (i, part) in self.topic.iter().enumerate() {
-            if i > 0 {
-                generator.names.render(index, &mut topic);
-            }
-            topic.push_str(part);
-        }
-        topic
+        render(&self.topic, generator, index)
     }
 
     /// `device`'s next heartbeat at `now_ms`: its body built in `body`,

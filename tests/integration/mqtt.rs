@@ -157,6 +157,20 @@ impl Subscriber {
         Subscriber { _process: Running(child), received }
     }
 
+    /// What it received per topic before a message on `marker` (which
+    /// the test publishes after what it counts), or within `patience` of
+    /// the last one if the marker never comes.
+    fn until(&self, marker: &str, patience: Duration) -> BTreeMap<String, u64> {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        while let Ok(topic) = self.received.recv_timeout(patience) {
+            if topic == marker {
+                break;
+            }
+            *counts.entry(topic).or_default() += 1;
+        }
+        counts
+    }
+
     /// What it received per topic, once it has `expected` messages (or, if
     /// they never come, what came within `patience` of the last one).
     fn counts(&self, expected: u64, patience: Duration) -> BTreeMap<String, u64> {
@@ -407,4 +421,60 @@ fn qos_0_heartbeats_are_written_untimed_and_a_latency_gate_says_so() {
     assert!(summary.contains("60 of sensors's ok heartbeats were published at QoS 0"), "{summary}");
     assert!(!summary.contains("sensors  latency"), "no latency row: {summary}");
     assert!(summary.contains("no heartbeat was timed"), "{summary}");
+}
+
+/// A fleet's Will, as the broker sees it: devices that go silent in an
+/// outage drop their sessions (as devices losing power do), so mosquitto
+/// publishes each one's Will, once; with `offline = "disconnect"` they say
+/// goodbye first and no Will is published. At the run's end every session
+/// says goodbye, so no Will comes from a fleet that simply stopped.
+/// (`mosquitto_sub` on the Wills' topics is the referee; a marker published
+/// after the run ends what it counts.)
+#[test]
+fn devices_going_offline_drop_their_sessions_and_the_broker_publishes_their_wills() {
+    if !mosquitto_available() {
+        return;
+    }
+    let dir = TempDir::new("mqtt-will");
+    let broker = Mosquitto::start(&dir, "allow_anonymous true");
+    let outage = "[[fleets.events]]\nat = \"2s\"\nkind = \"outage\"\nshare = \"100%\"\nduration = \"2s\"\n";
+    for offline in ["drop", "disconnect"] {
+        let wills = Subscriber::start(&broker, "fleet/+/status");
+        let text = scenario(&broker.url(), 20, &format!("device_name = \"d-{{index}}\"\n{outage}"))
+            .replace("duration = \"10s\"", "duration = \"6s\"")
+            + &format!(
+                "offline = \"{offline}\"\n[fleets.mqtt.will]\ntopic = \"fleet/{{device}}/status\"\npayload = \"gone\"\nqos = 1\n"
+            );
+        let file = dir.write(&format!("{offline}.toml"), &text);
+        let out_json = dir.path(&format!("{offline}.json")).to_str().unwrap().to_string();
+        let out = fleetstorm(&["run", &file, "--quiet", "--out", &out_json]);
+        assert_eq!(out.status.code(), Some(0), "{offline}: {}", String::from_utf8_lossy(&out.stderr));
+        let marked = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &broker.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                "fleet/marker/status",
+                "-m",
+                ".",
+            ])
+            .status()
+            .unwrap();
+        assert!(marked.success());
+        let got = wills.until("fleet/marker/status", Duration::from_secs(30));
+        let report = Report::load(std::path::Path::new(&out_json)).unwrap();
+        let s = report.totals.sessions.expect("sessions counted");
+        assert_eq!(s.ended_offline, 20, "{offline}: every device went silent once: {s:?}");
+        match offline {
+            "drop" => {
+                assert_eq!(got.len(), 20, "a Will per device: {got:?}");
+                assert!(got.values().all(|n| *n == 1), "each once: {got:?}");
+            }
+            _ => assert!(got.is_empty(), "goodbyes, so no Will: {got:?}"),
+        }
+    }
 }

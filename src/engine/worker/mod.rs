@@ -373,7 +373,12 @@ pub async fn run_worker<T: Transport>(
         w.pace.demand_mark = Demand::read_thread().map(|ns| (ns, Instant::now()));
     }
     w.run(cancel, &out).await;
+    w.end_sessions().await;
 }
+
+/// How long a worker gives its devices' sessions to say goodbye at the
+/// end of a run.
+const GOODBYE_WITHIN: Duration = Duration::from_secs(1);
 
 impl<T: Transport> Worker<T> {
     /// Opens this worker's share of the pool, all at once. Each connection
@@ -402,6 +407,41 @@ impl<T: Transport> Worker<T> {
 
     fn now_ns(&self) -> u64 {
         self.settings.start.elapsed().as_nanos() as u64
+    }
+
+    /// The run is over: each device's session (a session transport's)
+    /// ends with the protocol's goodbye (MQTT's DISCONNECT, so that no
+    /// broker publishes a Will for a fleet that simply stopped), those out
+    /// on idle waits called back first; all within [`GOODBYE_WITHIN`].
+    async fn end_sessions(&mut self) {
+        if !self.sessions.enabled() {
+            return;
+        }
+        let deadline = tokio::time::sleep(GOODBYE_WITHIN);
+        tokio::pin!(deadline);
+        self.sessions.call_all_back();
+        let mut closing = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                () = &mut deadline => break,
+                back = self.sessions.waits.next() => match back {
+                    Some(Idled { slot, conn: Some(conn), .. }) => {
+                        let fleet = usize::from(self.slots[slot as usize].fleet);
+                        closing.push(self.transports[fleet].close(conn, true));
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+            }
+        }
+        for slot in 0..self.slots.len() as u32 {
+            if let Some(conn) = self.conns.take_idle(slot) {
+                let fleet = usize::from(self.slots[slot as usize].fleet);
+                closing.push(self.transports[fleet].close(conn, true));
+            }
+        }
+        let all = async { while closing.next().await.is_some() {} };
+        let _ = tokio::time::timeout_at(tokio::time::Instant::now() + GOODBYE_WITHIN, all).await;
     }
 
     async fn run(&mut self, cancel: CancellationToken, out: &mpsc::UnboundedSender<Flush>) {
@@ -618,7 +658,7 @@ impl<T: Transport> Worker<T> {
                 self.timers.push(next.at_ns, slot);
             }
             if self.transports[usize::from(s.fleet)].idles() {
-                self.sessions.plan(slot, next.at_ns);
+                self.sessions.plan(slot, next.at_ns, next.silent_from);
             }
             if !f.events.is_empty() {
                 // Rollouts due by this heartbeat change what it carries.
@@ -905,9 +945,26 @@ impl<T: Transport> Worker<T> {
             return;
         }
         let Some(conn) = self.conns.take_idle(slot) else { return };
+        if self.sessions.silent_from_ns(slot).is_some_and(|at| at <= self.now_ns()) {
+            self.end_offline(slot, conn);
+            return;
+        }
         let until_ns = self.idle_until(slot);
         let transport = &*self.transports[usize::from(self.slots[slot as usize].fleet)];
         self.sessions.wait(transport, slot, conn, self.settings.start, until_ns);
+    }
+
+    /// Device `slot` went silent (an outage, a restart): it ends its
+    /// session as its fleet says a device does when it goes offline
+    /// (dropped, or with a goodbye first: MQTT's DISCONNECT, which tells
+    /// the broker not to publish its Will). Its next heartbeat, when it
+    /// comes back, opens a new one.
+    fn end_offline(&mut self, slot: u32, conn: T::Conn) {
+        let fleet = usize::from(self.slots[slot as usize].fleet);
+        self.sessions.went_silent(slot);
+        self.record(slot, |r| r.counters.sessions.ended_offline += 1);
+        let goodbye = self.fleets[fleet].wire.says_goodbye_offline();
+        tokio::spawn(self.transports[fleet].close(conn, goodbye));
     }
 
     /// When a wait on device `slot`'s idle session ends at the latest: at
@@ -918,7 +975,9 @@ impl<T: Transport> Worker<T> {
     /// ([`Sessions::hold`]).
     fn idle_until(&self, slot: u32) -> u64 {
         let early = if self.settings.precise_timer { 3 * MIN_WAKE_SPACING_NS } else { 0 };
-        self.sessions.next_ns(slot).min(self.settings.end_ns).saturating_sub(early)
+        let next = self.sessions.next_ns(slot).min(self.settings.end_ns).saturating_sub(early);
+        // Or when the device goes silent, if it does first.
+        self.sessions.silent_from_ns(slot).map_or(next, |silent| next.min(silent))
     }
 
     /// A wait on an idle session ended: counted; the session waited on
@@ -940,6 +999,15 @@ impl<T: Transport> Worker<T> {
                 match conn {
                     Some(conn) if again => {
                         self.sessions.wait(&*self.transports[fleet], slot, conn, self.settings.start, until_ns);
+                    }
+                    // Its device has gone silent meanwhile (the wait's
+                    // end, or a keep-alive at that instant).
+                    Some(conn)
+                        if !self.sessions.is_held(slot)
+                            && self.sessions.silent_from_ns(slot).is_some_and(|at| at <= now) =>
+                    {
+                        self.sessions.back(slot);
+                        self.end_offline(slot, conn);
                     }
                     conn => {
                         let closed = conn.is_none();

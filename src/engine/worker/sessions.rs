@@ -67,6 +67,9 @@ pub(super) enum Ended {
 struct Place {
     /// The device's next intended time (ns since the start), as last planned.
     next_ns: u64,
+    /// When the device goes silent before it (an outage, a restart): its
+    /// session ends then.
+    silent_from_ns: Option<u64>,
     /// Its session is out, being waited on.
     out: bool,
     /// A heartbeat that came while the session was out: it goes when the
@@ -124,16 +127,30 @@ impl<C: Send + 'static> Sessions<C> {
         }
     }
 
-    /// Device `slot`'s next heartbeat is intended at `next_ns`.
-    pub(super) fn plan(&mut self, slot: u32, next_ns: u64) {
+    /// Device `slot`'s next heartbeat is intended at `next_ns`; if it
+    /// goes silent before, from `silent_from_ns`.
+    pub(super) fn plan(&mut self, slot: u32, next_ns: u64, silent_from_ns: Option<u64>) {
         if let Some(p) = self.places.get_mut(slot as usize) {
             p.next_ns = next_ns;
+            p.silent_from_ns = silent_from_ns;
         }
     }
 
     /// The device's next intended time, as last planned.
     pub(super) fn next_ns(&self, slot: u32) -> u64 {
         self.places.get(slot as usize).map_or(0, |p| p.next_ns)
+    }
+
+    /// When the device goes silent before its next heartbeat, if it does.
+    pub(super) fn silent_from_ns(&self, slot: u32) -> Option<u64> {
+        self.places.get(slot as usize).and_then(|p| p.silent_from_ns)
+    }
+
+    /// The device's session ended as it went silent: no more to end.
+    pub(super) fn went_silent(&mut self, slot: u32) {
+        if let Some(p) = self.places.get_mut(slot as usize) {
+            p.silent_from_ns = None;
+        }
     }
 
     /// Whether device `slot`'s session is out, being waited on.
@@ -155,6 +172,15 @@ impl<C: Send + 'static> Sessions<C> {
     /// Whether a heartbeat waits for device `slot`'s session.
     pub(super) fn is_held(&self, slot: u32) -> bool {
         self.places.get(slot as usize).is_some_and(|p| p.held.is_some())
+    }
+
+    /// Calls every session out on an idle wait back (the run ended).
+    pub(super) fn call_all_back(&mut self) {
+        for p in &mut self.places {
+            if let Some(call) = p.call.take() {
+                call.call();
+            }
+        }
     }
 
     /// Every heartbeat held for a session (the run stops).

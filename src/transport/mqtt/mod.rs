@@ -251,7 +251,13 @@ async fn open(endpoint: &MqttEndpoint, identity: Identity) -> Result<(MqttConn, 
         keep_alive: s.keep_alive.as_secs().min(u64::from(u16::MAX)) as u16,
         client_id: identity.device,
         clean_session: s.clean_start,
-        last_will: None,
+        last_will: identity.will.map(|w| {
+            let qos = match w.qos {
+                Qos::AtMostOnce => QoS::AtMostOnce,
+                Qos::AtLeastOnce => QoS::AtLeastOnce,
+            };
+            rumqttc::mqttbytes::v4::LastWill { topic: w.topic, message: w.payload, qos, retain: w.retain }
+        }),
         login: identity.username.map(|u| Login::new(u, identity.password.unwrap_or_default())),
     };
     conn.send(&Packet::Connect(connect))
@@ -368,6 +374,24 @@ impl Transport for Mqtt {
     fn first_errors(&self) -> BTreeMap<String, String> {
         let e = &self.endpoint;
         e.first_errors.iter().filter_map(|(class, first)| first.get().map(|m| (class.to_string(), m.clone()))).collect()
+    }
+
+    fn close(&self, mut conn: MqttConn, goodbye: bool) -> impl Future<Output = ()> + Send + 'static {
+        let timeout = self.endpoint.timeout;
+        async move {
+            if goodbye {
+                // DISCONNECT: the broker discards the device's Will.
+                let _ = tokio::time::timeout(timeout, async {
+                    if conn.send(&Packet::Disconnect).await.is_ok() {
+                        let _ = conn.stream.shutdown().await;
+                    }
+                })
+                .await;
+            }
+            // Dropped: the connection closes without a word, as a device
+            // that lost its power or network leaves it (the broker
+            // publishes its Will).
+        }
     }
 
     fn connect_rate(&self) -> Option<f64> {

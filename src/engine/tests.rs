@@ -920,7 +920,7 @@ async fn a_device_that_goes_silent_ends_its_session_then_as_its_fleet_says() {
     };
     for goodbye in [false, true] {
         let fake = Fake::with_sessions(script);
-        let mut f = with_events(fleet(4, every(Duration::from_secs(2))), &[outage.clone()]);
+        let mut f = with_events(fleet(4, every(Duration::from_secs(2))), std::slice::from_ref(&outage));
         if goodbye {
             let spec: MqttSpec = toml::from_str("offline = \"disconnect\"").unwrap();
             f.wire = crate::wire::FleetWire::Mqtt(Arc::new(MqttWire::compile(&spec).unwrap()));

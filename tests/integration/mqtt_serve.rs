@@ -196,3 +196,37 @@ fn mqtt_js_connects_publishes_at_qos_0_and_1_gets_its_puback_and_is_refused_with
     assert_eq!(result, expected);
     assert_counted(&url);
 }
+
+/// `capacity` answers for an MQTT fleet in devices: each step is a fleet
+/// of that many devices, each with its own session against builtin's
+/// listener (scale = "devices"), and the answer names the devices at the
+/// fleet's interval. (What rate this machine reaches is a benchmark's
+/// question: here, what each step was and how it is said.)
+#[test]
+fn capacity_answers_for_an_mqtt_fleet_in_devices_each_step_its_own_sessions() {
+    let _heavy = super::util::heavy();
+    let dir = TempDir::new("mqtt-capacity");
+    let file = dir.write(
+        "c.toml",
+        "name = \"mqtt-capacity\"\nseed = 3\n[target]\nurl = \"builtin\"\ntimeout = \"2s\"\n\
+         [[fleets]]\nname = \"sensors\"\ndevices = 100\ninterval = \"2s\"\nprofile = \"mqtt\"\n\
+         [capacity]\nslo = { \"error_rate\" = \"< 1%\" }\nstart_rate = \"50/s\"\nmax_rate = \"200/s\"\n\
+         scale = \"devices\"\nstep_duration = \"2s\"\nwarmup = \"1s\"\nprecision = \"50%\"\n",
+    );
+    let out = dir.path("c.json");
+    let (code, said) = execute(&["capacity", &file, "--quiet", "--out", out.to_str().unwrap()]);
+    let report: fleetstorm::capacity::CapacityReport =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(report.target.starts_with("builtin (mqtt://127.0.0.1:"), "{}", report.target);
+    assert!(!report.steps.is_empty(), "{said}");
+    for step in &report.steps {
+        // A step's devices are its rate at the fleet's 2 s interval.
+        assert_eq!(step.devices as f64, (step.target_rate * 2.0).round(), "{step:?}");
+    }
+    if let Some(rate) = report.max_sustainable_rate {
+        assert_eq!(code, 0, "{said}");
+        let devices = report.devices.iter().find(|d| d.interval_s == 2.0).expect("the fleet's interval");
+        assert_eq!(devices.devices as f64, (rate * 2.0).floor(), "{:?}", report.devices);
+        assert!(report.answer.contains("devices at a 2s interval"), "{}", report.answer);
+    }
+}

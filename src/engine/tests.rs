@@ -941,6 +941,19 @@ async fn a_device_that_goes_silent_ends_its_session_then_as_its_fleet_says() {
         for second in sessions.values().filter(|s| s.number == 2) {
             assert_eq!(second.opened_at, fake.epoch + Duration::from_secs(16), "back at the outage's end");
         }
+        // Sessions open over time, from the timeline: all four up by 2 s,
+        // none from 10 s to 16 s, all four again from 16 s.
+        let mut open = 0u64;
+        for s in &out.timeline {
+            open = (open + s.sessions_opened).saturating_sub(s.sessions_ended);
+            let expected = match s.start_s {
+                0 => open,
+                2..10 | 16.. => 4,
+                10..16 => 0,
+                _ => open,
+            };
+            assert_eq!(open, expected, "at {} s", s.start_s);
+        }
     }
 }
 

@@ -133,6 +133,8 @@ impl Report {
         let busiest = out.demand.iter().map(|d| d.share()).reduce(f64::max);
         let generator = generator_health(totals.schedule_lag_ms.p99, busiest, pool);
         let mqtt = scenario.protocol() == crate::transport::Protocol::Mqtt;
+        // A run of sessions: its timeline says how many were open.
+        let sessions_run = out.timeline.iter().any(|s| s.sessions_opened > 0);
         let mut report = Report {
             schema: SCHEMA.to_string(),
             fleetstorm_version: Some(VERSION.to_string()),
@@ -231,7 +233,12 @@ impl Report {
             timeline: out
                 .timeline
                 .iter()
-                .map(|s| SecondStats {
+                .scan(0u64, |open, s| {
+                    *open = (*open + s.sessions_opened).saturating_sub(s.sessions_ended);
+                    Some((s, *open))
+                })
+                .map(|(s, open)| SecondStats {
+                    sessions_open: sessions_run.then_some(open),
                     t: s.start_s,
                     width_s: s.width_s,
                     offered: s.scheduled,

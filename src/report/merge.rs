@@ -409,6 +409,7 @@ fn add_timelines<'a>(timelines: impl Iterator<Item = &'a Vec<SecondStats>>) -> V
                         errors: BTreeMap::new(),
                         p50_ms: 0.0,
                         p99_ms: 0.0,
+                        sessions_open: None,
                         ..s.clone()
                     },
                     0.0,
@@ -422,6 +423,9 @@ fn add_timelines<'a>(timelines: impl Iterator<Item = &'a Vec<SecondStats>>) -> V
             m.failed += s.failed;
             m.missed += s.missed;
             m.retries += s.retries;
+            if let Some(open) = s.sessions_open {
+                *m.sessions_open.get_or_insert(0) += open;
+            }
             for (class, n) in &s.errors {
                 *m.errors.entry(class.clone()).or_default() += n;
             }

@@ -477,6 +477,11 @@ pub struct SecondStats {
     pub errors: BTreeMap<String, u64>,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Devices' sessions open at the end of the second (a session
+    /// protocol's, such as MQTT's): how a fleet's sessions came up, went
+    /// down in an outage or a broker's restart, and came back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions_open: Option<u64>,
 }
 
 impl Stats {

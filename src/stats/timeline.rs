@@ -39,6 +39,10 @@ pub struct Second {
     pub retries: u64,
     /// Failures in this second by class (ok stays 0: that is `ok`).
     pub errors: ClassCounts,
+    /// Devices' sessions opened, and ended, in this second (a session
+    /// transport's).
+    pub sessions_opened: u64,
+    pub sessions_ended: u64,
     /// Latency percentiles of the heartbeats that ended in this second, in
     /// ms; set when the second is closed.
     pub p50_ms: f64,
@@ -66,6 +70,8 @@ impl Default for Second {
             missed: 0,
             retries: 0,
             errors: ClassCounts::default(),
+            sessions_opened: 0,
+            sessions_ended: 0,
             p50_ms: 0.0,
             p99_ms: 0.0,
             histogram: None,
@@ -82,6 +88,8 @@ impl Second {
         self.sent += part.sent;
         self.retries += part.retries;
         self.missed += part.missed;
+        self.sessions_opened += part.sessions_opened;
+        self.sessions_ended += part.sessions_ended;
         self.ok += part.classes.ok();
         self.failed += part.classes.failed();
         for (class, n) in part.classes.failed_iter() {
@@ -121,6 +129,9 @@ pub struct SecondPart {
     pub missed: u64,
     /// Outcomes by class.
     pub classes: ClassCounts,
+    /// Devices' sessions opened, and ended, in it.
+    pub sessions_opened: u64,
+    pub sessions_ended: u64,
     /// Latency of the heartbeats that ended (or were missed) in it.
     pub latency: hdrhistogram::Histogram<u64>,
 }
@@ -134,6 +145,8 @@ impl SecondPart {
             retries: 0,
             missed: 0,
             classes: ClassCounts::default(),
+            sessions_opened: 0,
+            sessions_ended: 0,
             latency: stats::new_histogram(),
         }
     }
@@ -251,6 +264,8 @@ impl Second {
         self.failed += b.failed;
         self.missed += b.missed;
         self.retries += b.retries;
+        self.sessions_opened += b.sessions_opened;
+        self.sessions_ended += b.sessions_ended;
         self.errors.add(&b.errors);
         if keep {
             self.histogram = match (self.histogram.take(), b.histogram) {

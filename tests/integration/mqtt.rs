@@ -335,6 +335,11 @@ fn a_broker_restarted_mid_run_gets_every_device_back_and_the_books_balance() {
     assert!(s.closed + broken >= devices, "{s:?} {:?}", t.errors);
     assert!(t.ok > 0 && t.failed > 0, "{t:?}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // Sessions open over time: never more than the devices, and all of
+    // them again when the run was interrupted (each device had published
+    // on its new session by then).
+    let open: Vec<u64> = report.timeline.iter().map(|s| s.sessions_open.expect("a session run's timeline")).collect();
+    assert!(open.iter().all(|n| *n <= devices) && open.last() == Some(&devices), "{open:?}");
 }
 
 /// `mqtts://` against mosquitto's TLS listener with the test PKI, which

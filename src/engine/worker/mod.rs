@@ -719,7 +719,8 @@ impl<T: Transport> Worker<T> {
                 // Its device lost its session and waits to reopen it: the
                 // heartbeat has none to go on, for the reason it was lost.
                 self.slots[due.slot as usize].busy = true;
-                self.track(due, std::future::ready(Exchange::ended(why)), now, now, false, false);
+                // (As one whose opening failed: it had no session.)
+                self.track(due, std::future::ready(Exchange::ended(why)), now, now, true, false);
                 return;
             }
             // Its session is out on an idle wait (called back now), or
@@ -900,6 +901,12 @@ impl<T: Transport> Worker<T> {
         let lost = exchange.conn.is_none();
         self.conns.checkin(slot, exchange.conn, fresh);
         if self.sessions.enabled() {
+            // Sessions open over time: this one opened, or ended (it went
+            // on its device's session, or opened one, and lost it).
+            let opened = exchange.connected.is_some();
+            let second = self.records.second(now);
+            second.sessions_opened += u64::from(opened);
+            second.sessions_ended += u64::from(lost && (opened || !fresh));
             if exchange.connected.is_some() && !lost {
                 self.sessions.failures(slot, true);
             } else if lost && !self.sessions.is_out(slot) && !self.conns.has_conn(slot) {
@@ -962,6 +969,8 @@ impl<T: Transport> Worker<T> {
     fn end_offline(&mut self, slot: u32, conn: T::Conn) {
         let fleet = usize::from(self.slots[slot as usize].fleet);
         self.sessions.went_silent(slot);
+        let now = self.now_ns();
+        self.records.second(now).sessions_ended += 1;
         self.record(slot, |r| r.counters.sessions.ended_offline += 1);
         let goodbye = self.fleets[fleet].wire.says_goodbye_offline();
         tokio::spawn(self.transports[fleet].close(conn, goodbye));
@@ -1011,6 +1020,9 @@ impl<T: Transport> Worker<T> {
                     }
                     conn => {
                         let closed = conn.is_none();
+                        if closed {
+                            self.records.second(now).sessions_ended += 1;
+                        }
                         let held = self.sessions.back(slot);
                         self.conns.checkin(slot, conn, false);
                         match held {
@@ -1025,6 +1037,7 @@ impl<T: Transport> Worker<T> {
                 }
             }
             Ended::Reopened(connected) => {
+                self.records.second(now).sessions_opened += 1;
                 let tls_us = connected.tls_handshake.map(|d| d.as_micros() as u64);
                 let session_us = connected.session.map(|d| d.as_micros() as u64);
                 self.record(slot, |r| r.connected(tls_us, session_us));
@@ -1047,7 +1060,7 @@ impl<T: Transport> Worker<T> {
                         std::future::ready(Exchange::ended(refused)),
                         waiter.queued_ns,
                         now,
-                        false,
+                        true,
                         false,
                     );
                 }

@@ -412,6 +412,10 @@ pub fn parse_in(
             ));
         }
     }
+    if let Some((i, message)) = shared_client_id(&scenario.fleets) {
+        let at = [Step::Key("fleets".into()), Step::Index(i), Step::Key("device_name".into())];
+        return Err(ScenarioError::at_key(origin, text, format, &at, &message));
+    }
     let slo = scenario.capacity.iter().flat_map(|c| &c.slo).filter_map(|t| t.metric.fleet.as_deref().map(|f| (f, t)));
     let named = scenario.thresholds.fleets_named().map(|n| ("thresholds", n)).chain(slo.map(|n| ("capacity", n)));
     for (section, (fleet, threshold)) in named {
@@ -431,6 +435,59 @@ pub fn parse_in(
         }
     }
     Ok(scenario)
+}
+
+/// A device name two fleets of sessions share, if any: the later fleet's
+/// index and why it cannot be. A device's name is its MQTT client id, and
+/// a broker keeps one session per client id (a second one ends the
+/// first), so two devices of one name would take each other's sessions
+/// all run long. Names are distinct within a fleet (checked as read);
+/// across fleets each name is hashed (8 bytes a device) and only a hash
+/// seen before is rendered again to compare.
+fn shared_client_id(fleets: &[Fleet]) -> Option<(usize, String)> {
+    use std::collections::HashMap;
+    use std::hash::{BuildHasher, RandomState};
+    let sessions: Vec<usize> = (0..fleets.len())
+        .filter(|&i| fleets[i].profile.protocols().contains(&crate::transport::Protocol::Mqtt))
+        .collect();
+    if sessions.len() < 2 {
+        return None;
+    }
+    let hasher = RandomState::new();
+    let mut seen: HashMap<u64, (usize, u64)> = HashMap::new();
+    let (mut name, mut other) = (String::new(), String::new());
+    for &i in &sessions {
+        let f = &fleets[i];
+        for index in 0..f.devices {
+            name.clear();
+            f.device_name.render(index, &mut name);
+            let hash = hasher.hash_one(&name);
+            match seen.get(&hash) {
+                Some(&(j, at)) if j != i => {
+                    other.clear();
+                    fleets[j].device_name.render(at, &mut other);
+                    if other == name {
+                        return Some((
+                            i,
+                            format!(
+                                "fleet {:?}: its device {name:?} is also fleet {:?}'s: a device's name is its MQTT \
+                                 client id, and a broker keeps one session per client id (the second ends the \
+                                 first); give each fleet names of its own (e.g. device_name = \"{}-{{index}}\")",
+                                f.name(),
+                                fleets[j].name(),
+                                f.name()
+                            ),
+                        ));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(hash, (i, index));
+                }
+            }
+        }
+    }
+    None
 }
 
 // ------------------------------------------------------------ file format
@@ -802,6 +859,15 @@ mod tests {
         let mixed = format!("{mqtt_fleet}[[fleets]]\nname = \"h\"\ndevices = 1\n");
         let e = crate::scenario::parse(&mixed, crate::scenario::Format::Toml, "s.toml", "s").unwrap_err().to_string();
         assert!(e.contains("target speaks MQTT") && e.contains("its first fleet's protocol"), "{e}");
+        // Two fleets of sessions may not share a device name (a client id).
+        let twice = format!(
+            "{mqtt_fleet}device_name = \"d-{{index}}\"\n[[fleets]]\nname = \"n\"\ndevices = 3\nprofile = \"mqtt\"\ndevice_name = \"d-{{index}}\"\n"
+        );
+        let e = crate::scenario::parse(&twice, crate::scenario::Format::Toml, "s.toml", "s").unwrap_err().to_string();
+        assert!(e.contains("s.toml:10:15") && e.contains("fleet \"n\": its device \"d-0\" is also fleet \"m\"'s"), "{e}");
+        let apart =
+            twice.replacen("device_name = \"d-{index}\"\n[[fleets]]", "device_name = \"m-{index}\"\n[[fleets]]", 1);
+        assert!(crate::scenario::parse(&apart, crate::scenario::Format::Toml, "s.toml", "s").is_ok());
         // Builtin's MQTT fleets take [target.mqtt]; its HTTP fleets are told it is not theirs.
         let settings = "[target.mqtt]\nkeep_alive = \"30s\"\nconnect_rate = \"50/s\"\n";
         let read =

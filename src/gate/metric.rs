@@ -195,6 +195,18 @@ pub enum Quantity {
     /// 1 when the pool's verdict is a client-side limit (the pool, or
     /// bursts), 0 otherwise.
     PoolLimited,
+    /// Connections (or devices' sessions) opened.
+    Connects,
+    /// Ok heartbeats nothing acknowledged (MQTT QoS 0).
+    Unacknowledged,
+    /// Idle sessions that ended (the far end closed them, or stopped
+    /// answering).
+    SessionsClosed,
+    /// Lost sessions their devices reopened, and such reopenings that failed.
+    SessionsReopened,
+    SessionsReopenFailed,
+    /// Sessions their devices ended as they went silent.
+    SessionsEndedOffline,
 }
 
 /// A metric path, resolved against the catalogue.
@@ -226,7 +238,13 @@ const QUANTILES: [(&str, Quantile); 8] = [
     ("max", Quantile::Max),
     ("mean", Quantile::Mean),
 ];
-const PLAIN: [(&str, Quantity); 22] = [
+const PLAIN: [(&str, Quantity); 28] = [
+    ("connects", Quantity::Connects),
+    ("unacknowledged", Quantity::Unacknowledged),
+    ("sessions.closed", Quantity::SessionsClosed),
+    ("sessions.reopened", Quantity::SessionsReopened),
+    ("sessions.reopen_failed", Quantity::SessionsReopenFailed),
+    ("sessions.ended_offline", Quantity::SessionsEndedOffline),
     ("generator.fell_behind", Quantity::GeneratorFellBehind),
     ("generator.pool_limited", Quantity::PoolLimited),
     ("late", Quantity::Late),
@@ -333,7 +351,13 @@ impl Metric {
             | Quantity::Waited
             | Quantity::RetryPending
             | Quantity::GeneratorFellBehind
-            | Quantity::PoolLimited => Unit::Count,
+            | Quantity::PoolLimited
+            | Quantity::Connects
+            | Quantity::Unacknowledged
+            | Quantity::SessionsClosed
+            | Quantity::SessionsReopened
+            | Quantity::SessionsReopenFailed
+            | Quantity::SessionsEndedOffline => Unit::Count,
             Quantity::ErrorRate
             | Quantity::MissedRate
             | Quantity::StaleShare
@@ -346,8 +370,18 @@ impl Metric {
 
     pub fn better(&self) -> Better {
         match self.quantity {
-            Quantity::Ok | Quantity::AchievedRate | Quantity::AchievedRateRatio | Quantity::Recovered => Better::Higher,
-            Quantity::Scheduled | Quantity::Sent | Quantity::OfferedRate | Quantity::Code(_) => Better::Neither,
+            Quantity::Ok
+            | Quantity::AchievedRate
+            | Quantity::AchievedRateRatio
+            | Quantity::Recovered
+            | Quantity::SessionsReopened => Better::Higher,
+            Quantity::Scheduled
+            | Quantity::Sent
+            | Quantity::OfferedRate
+            | Quantity::Code(_)
+            | Quantity::Connects
+            | Quantity::Unacknowledged
+            | Quantity::SessionsEndedOffline => Better::Neither,
             _ => Better::Lower,
         }
     }

@@ -106,6 +106,24 @@ impl Stats {
             Quantity::GeneratorFellBehind | Quantity::PoolLimited => {
                 return Err(NoValue::AtEndOnly { path: m.path.clone() });
             }
+            Quantity::Connects => s.connects as f64,
+            Quantity::Unacknowledged => s.unacknowledged as f64,
+            Quantity::SessionsClosed
+            | Quantity::SessionsReopened
+            | Quantity::SessionsReopenFailed
+            | Quantity::SessionsEndedOffline => {
+                // A run of sessions (one was opened) counts them, if only 0s.
+                if s.session_open_ms.is_none() {
+                    return Err(NoValue::NoSessions { path: m.path.clone() });
+                }
+                let c = s.sessions.unwrap_or_default();
+                (match m.quantity() {
+                    Quantity::SessionsClosed => c.closed,
+                    Quantity::SessionsReopened => c.reopened,
+                    Quantity::SessionsReopenFailed => c.reopen_failed,
+                    _ => c.ended_offline,
+                }) as f64
+            }
         })
     }
 

@@ -864,7 +864,10 @@ mod tests {
             "{mqtt_fleet}device_name = \"d-{{index}}\"\n[[fleets]]\nname = \"n\"\ndevices = 3\nprofile = \"mqtt\"\ndevice_name = \"d-{{index}}\"\n"
         );
         let e = crate::scenario::parse(&twice, crate::scenario::Format::Toml, "s.toml", "s").unwrap_err().to_string();
-        assert!(e.contains("s.toml:10:15") && e.contains("fleet \"n\": its device \"d-0\" is also fleet \"m\"'s"), "{e}");
+        assert!(
+            e.contains("s.toml:10:15") && e.contains("fleet \"n\": its device \"d-0\" is also fleet \"m\"'s"),
+            "{e}"
+        );
         let apart =
             twice.replacen("device_name = \"d-{index}\"\n[[fleets]]", "device_name = \"m-{index}\"\n[[fleets]]", 1);
         assert!(crate::scenario::parse(&apart, crate::scenario::Format::Toml, "s.toml", "s").is_ok());

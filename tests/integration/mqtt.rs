@@ -290,7 +290,8 @@ fn a_broker_restarted_mid_run_gets_every_device_back_and_the_books_balance() {
     let devices = 200u64;
     let fleet = "device_name = \"d-{index}\"";
     let text = scenario(&broker.url(), devices, fleet).replace("duration = \"10s\"", "duration = \"5m\"")
-        + "[target.mqtt]\nreconnect_delay = \"200ms\"\nreconnect_max = \"1s\"\n";
+        + "[target.mqtt]\nreconnect_delay = \"200ms\"\nreconnect_max = \"1s\"\n"
+        + "[thresholds]\n\"sessions.reopened\" = \">= 200\"\n\"sessions.ended_offline\" = \"== 0\"\n";
     let file = dir.write("s.toml", &text);
     let out_json = dir.path("r.json");
     let every_device = |subscriber: &Subscriber| {
@@ -335,6 +336,9 @@ fn a_broker_restarted_mid_run_gets_every_device_back_and_the_books_balance() {
     assert!(s.closed + broken >= devices, "{s:?} {:?}", t.errors);
     assert!(t.ok > 0 && t.failed > 0, "{t:?}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // Gates on the sessions' counts see the storm.
+    let gates: Vec<(&str, bool)> = report.thresholds.iter().map(|r| (r.metric.as_str(), r.ok)).collect();
+    assert_eq!(gates, [("sessions.reopened", true), ("sessions.ended_offline", true)], "{:?}", report.thresholds);
     // Sessions open over time: never more than the devices, and all of
     // them again when the run was interrupted (each device had published
     // on its new session by then).

@@ -15,6 +15,7 @@
 //! | `code.PROTOCOL.CODE` (answers with that code: `code.http.503`), `status.CODE` (the HTTP status: `code.http.CODE`) | count |
 //! | `error_rate` (failed / (ok + failed)), `missed_rate` (missed / scheduled) | fraction |
 //! | `retries`, `recovered` (succeeded after a retry) | count |
+//! | `connects` (connections or sessions opened, reopenings included) | count |
 //! | `retry_rate` (retries / sent: the load retries added) | fraction |
 //! | `offered_rate`, `achieved_rate` | per second |
 //! | `achieved_rate_ratio` (achieved / offered) | ratio |
@@ -190,6 +191,8 @@ pub enum Quantity {
     LateRate,
     Waited,
     RetryPending,
+    /// Connections (or sessions) opened.
+    Connects,
     /// 1 when the generator fell behind, 0 when it kept up.
     GeneratorFellBehind,
     /// 1 when the pool's verdict is a client-side limit (the pool, or
@@ -226,13 +229,14 @@ const QUANTILES: [(&str, Quantile); 8] = [
     ("max", Quantile::Max),
     ("mean", Quantile::Mean),
 ];
-const PLAIN: [(&str, Quantity); 22] = [
+const PLAIN: [(&str, Quantity); 23] = [
     ("generator.fell_behind", Quantity::GeneratorFellBehind),
     ("generator.pool_limited", Quantity::PoolLimited),
     ("late", Quantity::Late),
     ("late_rate", Quantity::LateRate),
     ("waited", Quantity::Waited),
     ("retry_pending", Quantity::RetryPending),
+    ("connects", Quantity::Connects),
     ("retries", Quantity::Retries),
     ("retry_rate", Quantity::RetryRate),
     ("recovered", Quantity::Recovered),
@@ -332,6 +336,7 @@ impl Metric {
             | Quantity::Late
             | Quantity::Waited
             | Quantity::RetryPending
+            | Quantity::Connects
             | Quantity::GeneratorFellBehind
             | Quantity::PoolLimited => Unit::Count,
             Quantity::ErrorRate

@@ -103,6 +103,7 @@ impl Stats {
             Quantity::LateRate => ratio(s.late, s.sent),
             Quantity::Waited => s.waited as f64,
             Quantity::RetryPending => s.retry_pending as f64,
+            Quantity::Connects => s.connects as f64,
             Quantity::GeneratorFellBehind | Quantity::PoolLimited => {
                 return Err(NoValue::AtEndOnly { path: m.path.clone() });
             }

@@ -868,7 +868,7 @@ mod tests {
     fn mqtt_run(open_p99: f64, connects: u64, untimed: bool) -> Report {
         let mut r = report();
         for s in std::iter::once(&mut r.totals).chain(r.fleets.iter_mut()) {
-            let mut open = s.latency_ms.clone();
+            let mut open = s.latency_ms;
             open.p99 = open_p99;
             s.session_open_ms = Some(open);
             s.connects = connects;

@@ -55,7 +55,7 @@ pub fn render(report: &Report) -> String {
     counts_table(report, &mut out);
     out.push_str("<h2>Latency (ms)</h2>\n");
     latency_table(report, &mut out);
-    if report.rows().any(|r| has_sessions(r)) {
+    if report.rows().any(has_sessions) {
         out.push_str("<h2>Sessions</h2>\n");
         sessions_table(report, &mut out);
     }

@@ -7,7 +7,10 @@
 //! [`crate::gate::metric`]; [`DEFAULT_METRICS`] unless `--metrics` names
 //! others) the per-run values of each side are summarized as a [`Sample`]
 //! (count, mean, min, max, standard deviation across runs) and the means
-//! are compared.
+//! are compared. The defaults are fitted to MQTT runs: `session_open.p50`,
+//! `session_open.p99` and `connects` are compared too when every report
+//! opened sessions, and latency is left out (with a warning) when a
+//! report's heartbeats were all untimed QoS 0 ones.
 //!
 //! # Which way is worse
 //!
@@ -82,7 +85,7 @@ use std::fmt;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use crate::gate::NoValue;
-use crate::gate::metric::{Better, LimitError, Metric, Unit, UnknownMetric};
+use crate::gate::metric::{Better, LimitError, Metric, Quantity, Series, Unit, UnknownMetric};
 use crate::report::Report;
 
 /// Why runs cannot be compared as asked.
@@ -442,22 +445,55 @@ pub fn compare(baseline: &[Report], current: &[Report], opts: &Options) -> Resul
         return Err(CompareError::BadConfidence(opts.confidence));
     }
 
-    let mut rows = Vec::with_capacity(opts.metrics.len());
-    for metric in &opts.metrics {
+    let (metrics, said) = default_metrics_for(opts, baseline, current);
+    let mut rows = Vec::with_capacity(metrics.len());
+    for metric in &metrics {
         let b = side_values(metric, "baseline", baseline)?;
         let c = side_values(metric, "current", current)?;
         rows.push(judge(metric, &b, &c, opts)?);
     }
+    let mut warnings = warnings(baseline, current);
+    warnings.extend(said);
 
     Ok(Comparison {
         rows,
-        warnings: warnings(baseline, current),
+        warnings,
         scenario: baseline[0].scenario.name.clone(),
         baseline_runs: baseline.len(),
         current_runs: current.len(),
         max_regression: opts.max_regression,
         confidence: opts.confidence,
     })
+}
+
+/// The metrics compared, and what is said of the choice. The ones asked
+/// for with `--metrics`, as asked. The defaults ([`DEFAULT_METRICS`]) are
+/// fitted to the reports: when every report on both sides opened sessions
+/// (an MQTT run's), `session_open.p50`, `session_open.p99` and `connects`
+/// are compared too; when a report's heartbeats were all untimed (QoS 0:
+/// written, with nothing to time them to), latency is left out, as it has
+/// none, and a line says so.
+fn default_metrics_for(opts: &Options, baseline: &[Report], current: &[Report]) -> (Vec<Metric>, Vec<String>) {
+    let mut metrics = opts.metrics.clone();
+    let mut said = Vec::new();
+    if metrics != Options::default().metrics {
+        return (metrics, said);
+    }
+    let all = || baseline.iter().chain(current);
+    if all().any(|r| r.totals.untimed()) {
+        metrics.retain(|m| !matches!(m.quantity(), Quantity::Percentile(Series::Latency | Series::ServiceTime, _)));
+        said.push(
+            "latency is not compared: a report's heartbeats were all published at QoS 0, written with nothing to \
+             time them to (unacknowledged), so it has no latency"
+                .to_string(),
+        );
+    }
+    if all().all(|r| r.totals.session_open_ms.is_some()) {
+        for path in ["session_open.p50", "session_open.p99", "connects"] {
+            metrics.push(Metric::parse(path).expect("a known metric"));
+        }
+    }
+    (metrics, said)
 }
 
 /// How one report is named in messages.
@@ -825,6 +861,41 @@ mod tests {
 
     fn row<'a>(c: &'a Comparison, metric: &str) -> &'a Row {
         c.rows.iter().find(|r| r.metric == metric).unwrap_or_else(|| panic!("no row {metric}"))
+    }
+
+    /// An MQTT run's report: sessions opened (one a device) and timed;
+    /// with `untimed`, every heartbeat published at QoS 0.
+    fn mqtt_run(open_p99: f64, connects: u64, untimed: bool) -> Report {
+        let mut r = report();
+        for s in std::iter::once(&mut r.totals).chain(r.fleets.iter_mut()) {
+            let mut open = s.latency_ms;
+            open.p99 = open_p99;
+            s.session_open_ms = Some(open);
+            s.connects = connects;
+            if untimed {
+                s.unacknowledged = s.ok + s.failed;
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn mqtt_runs_compare_session_opening_and_connects_and_untimed_ones_no_latency() {
+        let c = compare(&[mqtt_run(5.0, 100, false)], &[mqtt_run(20.0, 100, false)], &Options::default()).unwrap();
+        assert_eq!(row(&c, "session_open.p99").verdict, Verdict::Regression, "{}", c.render());
+        assert_eq!(row(&c, "connects").verdict, Verdict::Unchanged);
+        assert!(c.rows.iter().any(|r| r.metric == "latency.p99") && c.warnings.is_empty(), "{}", c.render());
+        let c = compare(&[mqtt_run(5.0, 100, false)], &[mqtt_run(5.0, 150, false)], &Options::default()).unwrap();
+        assert_eq!(row(&c, "connects").verdict, Verdict::Regression, "sessions lost and reopened: {}", c.render());
+        // QoS 0 only: no latency to compare (it would be an error), and a line says why.
+        let c = compare(&[mqtt_run(5.0, 100, true)], &[mqtt_run(5.0, 100, true)], &Options::default()).unwrap();
+        assert!(!c.rows.iter().any(|r| r.metric.starts_with("latency") || r.metric.starts_with("service_time")));
+        assert!(c.render().contains("warning: latency is not compared"), "{}", c.render());
+        // Without sessions on one side, the defaults are HTTP's; asked for, it is an error.
+        let c = compare(&[report()], &[mqtt_run(5.0, 100, false)], &Options::default()).unwrap();
+        assert!(!c.rows.iter().any(|r| r.metric.starts_with("session_open") || r.metric == "connects"));
+        assert_eq!(c.rows.len(), DEFAULT_METRICS.len());
+        assert!(compare(&[report()], &[mqtt_run(5.0, 100, false)], &only("session_open.p99")).is_err());
     }
 
     #[test]

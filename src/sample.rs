@@ -16,12 +16,17 @@
 //! `DeploymentResult`. The listing does not stop at the run's end: later
 //! lines are the heartbeats of a longer run. Timestamps are the wall
 //! clock's, as when sending.
+//!
+//! An MQTT fleet's message is two lines: `PUBLISH topic qos=Q retain=R
+//! client_id=ID username=U password=***` (its session's CONNECT login;
+//! the password never shown), then its payload.
 
 use std::io::{self, Write};
 
 use crate::device::{Device, FleetGenerator, Scratch};
 use crate::fleet::{DeviceClock, FleetEvents};
 use crate::scenario::{Fleet, Scenario};
+use crate::transport::{Identity, MqttRoute, Route};
 use crate::units::now_ms;
 use crate::wire::FleetWire;
 use crate::wire::custom::mask_secrets;
@@ -88,8 +93,14 @@ pub fn write_samples(
                     s.events.apply_rollouts(&s.generator.profile, &mut d.device, at_ns);
                 }
                 let outgoing = s.wire.next_heartbeat(&s.generator, &mut d.device, now_ms(), &mut scratch, &mut line);
-                match &s.wire {
-                    FleetWire::Custom(custom) => out.write_all(&mask_secrets(&outgoing.body, &custom.secrets()))?,
+                match (&s.wire, &outgoing.route) {
+                    (FleetWire::Custom(custom), _) => {
+                        out.write_all(&mask_secrets(&outgoing.body, &custom.secrets()))?
+                    }
+                    (FleetWire::Mqtt(_), Route::Mqtt(route)) => {
+                        let identity = s.wire.identity(&s.generator, index);
+                        write_publish(out, route, &identity, &outgoing.body)?
+                    }
                     _ => out.write_all(&outgoing.body)?,
                 }
                 out.write_all(b"\n")?;
@@ -98,6 +109,28 @@ pub fn write_samples(
         }
     }
     out.flush()?;
+    Ok(())
+}
+
+/// An MQTT message as it goes: a `PUBLISH` line with its topic, QoS,
+/// retain flag and its session's client id and login (the password shown
+/// as `***`, never its value), then its payload (the password masked in
+/// it too, should it appear).
+fn write_publish(out: &mut impl Write, route: &MqttRoute, identity: &Identity, payload: &[u8]) -> io::Result<()> {
+    let username = identity.username.as_deref().unwrap_or("(none)");
+    let password = if identity.password.is_some() { "***" } else { "(none)" };
+    writeln!(
+        out,
+        "PUBLISH {} qos={} retain={} client_id={} username={username} password={password}",
+        route.topic,
+        route.qos.level(),
+        route.retain,
+        identity.device
+    )?;
+    match identity.password.as_deref().filter(|p| !p.is_empty()) {
+        Some(secret) => out.write_all(&mask_secrets(payload, &[("password", secret)]))?,
+        None => out.write_all(payload)?,
+    }
     Ok(())
 }
 

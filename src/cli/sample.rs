@@ -1,4 +1,5 @@
-//! `fleetstorm sample`: heartbeats as they would be sent, as NDJSON.
+//! `fleetstorm sample`: heartbeats as they would be sent, as NDJSON (an
+//! MQTT fleet's each after its `PUBLISH` line).
 
 use std::io::{self, Write};
 

@@ -15,6 +15,7 @@
 //! | `code.PROTOCOL.CODE` (answers with that code: `code.http.503`), `status.CODE` (the HTTP status: `code.http.CODE`) | count |
 //! | `error_rate` (failed / (ok + failed)), `missed_rate` (missed / scheduled) | fraction |
 //! | `retries`, `recovered` (succeeded after a retry) | count |
+//! | `connects` (connections or sessions opened, reopenings included) | count |
 //! | `retry_rate` (retries / sent: the load retries added) | fraction |
 //! | `offered_rate`, `achieved_rate` | per second |
 //! | `achieved_rate_ratio` (achieved / offered) | ratio |
@@ -379,7 +380,6 @@ impl Metric {
             | Quantity::Sent
             | Quantity::OfferedRate
             | Quantity::Code(_)
-            | Quantity::Connects
             | Quantity::Unacknowledged
             | Quantity::SessionsEndedOffline => Better::Neither,
             _ => Better::Lower,

@@ -55,6 +55,10 @@ pub fn render(report: &Report) -> String {
     counts_table(report, &mut out);
     out.push_str("<h2>Latency (ms)</h2>\n");
     latency_table(report, &mut out);
+    if report.rows().any(has_sessions) {
+        out.push_str("<h2>Sessions</h2>\n");
+        sessions_table(report, &mut out);
+    }
     if !report.cohorts.is_empty() {
         out.push_str("<h2>Cohorts by agent version</h2>\n");
         cohorts_table(report, &mut out);
@@ -164,6 +168,55 @@ fn latency_table(report: &Report, out: &mut String) {
         }
     }
     out.push_str("</table>\n");
+}
+
+/// Whether a row has sessions of its own to show (an MQTT fleet's: its
+/// sessions' openings, idle counts or untimed QoS 0 heartbeats); an HTTP
+/// row has none, so HTTP reports stay as they were.
+pub(crate) fn has_sessions(r: &super::Stats) -> bool {
+    r.session_open_ms.is_some() || r.sessions.is_some() || r.unacknowledged > 0
+}
+
+/// The sentence that goes with `unacknowledged`.
+pub(crate) const UNACKNOWLEDGED: &str = "unacknowledged: heartbeats published at QoS 0, written with nothing to time \
+    them to; they are ok but have no latency, and a fleet with no other has no latency rows";
+
+/// Per fleet with sessions: how many were opened (connects) and how long
+/// opening took, what the idle sessions did, and the untimed QoS 0
+/// heartbeats.
+fn sessions_table(report: &Report, out: &mut String) {
+    out.push_str(
+        "<table id=\"sessions\"><tr><th>fleet</th><th>sessions opened</th><th>opening p50 ms</th><th>p99 ms</th>\
+         <th>max ms</th><th>keep-alives</th><th>inbound</th><th>closed</th><th>reopened</th><th>reopen failed</th>\
+         <th>unacknowledged</th></tr>\n",
+    );
+    let dash = || "—".to_string();
+    for r in report.rows().filter(|r| has_sessions(r)) {
+        let open = |f: fn(&super::Percentiles) -> f64| {
+            r.session_open_ms.as_ref().map_or_else(dash, |o| format!("{:.2}", f(o)))
+        };
+        let count =
+            |f: fn(&crate::stats::SessionCounts) -> u64| r.sessions.as_ref().map_or_else(dash, |s| f(s).to_string());
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(r.label()),
+            r.connects,
+            open(|o| o.p50),
+            open(|o| o.p99),
+            open(|o| o.max),
+            count(|s| s.keepalives),
+            count(|s| s.inbound),
+            count(|s| s.closed),
+            count(|s| s.reopened),
+            count(|s| s.reopen_failed),
+            r.unacknowledged
+        );
+    }
+    out.push_str("</table>\n");
+    if report.rows().any(|r| r.unacknowledged > 0) {
+        let _ = writeln!(out, "<p>{}</p>", escape(UNACKNOWLEDGED));
+    }
 }
 
 /// Per fleet and agent version (`breakdown = ["agent_version"]`): a

@@ -44,7 +44,10 @@ pub fn render(report: &Report) -> String {
         ("connection_wait_p99_ms", format!("{:.3}", report.totals.connection_wait_ms.p99)),
         ("late", report.totals.late.to_string()),
         ("retry_pending", report.totals.retry_pending.to_string()),
-    ] {
+    ]
+    .into_iter()
+    .chain(session_properties(&report.totals))
+    {
         let _ = writeln!(out, "      <property name=\"{name}\" value=\"{}\"/>", escape(&value));
     }
     out.push_str("    </properties>\n");
@@ -72,6 +75,35 @@ pub fn render(report: &Report) -> String {
         cohorts_suite(report, &format!("{suite}.cohorts"), &mut out);
     }
     out.push_str("</testsuites>\n");
+    out
+}
+
+/// The run's sessions as properties, when it has them (an MQTT run's;
+/// none for HTTP): sessions opened and how long opening took, what the
+/// idle sessions did, and the untimed QoS 0 heartbeats with the sentence
+/// that says why they have no latency.
+fn session_properties(t: &super::Stats) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if !super::html::has_sessions(t) {
+        return out;
+    }
+    out.push(("sessions_opened", t.connects.to_string()));
+    if let Some(o) = &t.session_open_ms {
+        out.push(("session_open_p50_ms", format!("{:.3}", o.p50)));
+        out.push(("session_open_p99_ms", format!("{:.3}", o.p99)));
+        out.push(("session_open_max_ms", format!("{:.3}", o.max)));
+    }
+    if let Some(s) = &t.sessions {
+        out.push(("session_keepalives", s.keepalives.to_string()));
+        out.push(("session_inbound", s.inbound.to_string()));
+        out.push(("session_closed", s.closed.to_string()));
+        out.push(("session_reopened", s.reopened.to_string()));
+        out.push(("session_reopen_failed", s.reopen_failed.to_string()));
+    }
+    if t.unacknowledged > 0 {
+        out.push(("unacknowledged", t.unacknowledged.to_string()));
+        out.push(("unacknowledged_note", super::html::UNACKNOWLEDGED.to_string()));
+    }
     out
 }
 

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::html::{UNACKNOWLEDGED, has_sessions};
 use super::{Report, cohorts};
 use crate::gate::Unit;
 
@@ -66,9 +67,15 @@ pub fn render(report: &Report) -> String {
     for r in report.rows() {
         let name = r.name.as_deref().map_or("**total**".to_string(), cell);
         let l = &r.latency_ms;
+        // A fleet with nothing timed (QoS 0) has no latency to show.
+        let latency = if r.untimed() {
+            "— | — | — | — | — | —".to_string()
+        } else {
+            format!("{:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}", l.p50, l.p75, l.p95, l.p99, l.p999, l.max)
+        };
         let _ = writeln!(
             out,
-            "| {name} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {name} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {latency} | {:.2} |",
             r.offered_rate,
             r.achieved_rate,
             r.sent,
@@ -77,14 +84,11 @@ pub fn render(report: &Report) -> String {
             r.missed,
             r.late,
             Unit::Fraction.format(r.error_rate()),
-            l.p50,
-            l.p75,
-            l.p95,
-            l.p99,
-            l.p999,
-            l.max,
             r.connection_wait_ms.p99
         );
+    }
+    if report.rows().any(has_sessions) {
+        sessions(report, &mut out);
     }
     if !report.cohorts.is_empty() {
         out.push_str(
@@ -128,6 +132,34 @@ pub fn render(report: &Report) -> String {
         );
     }
     out
+}
+
+/// The sessions' table (an MQTT run's): per fleet, sessions opened and
+/// how long opening took, what the idle sessions did, and the untimed
+/// QoS 0 heartbeats with the sentence that says why they have no latency.
+fn sessions(report: &Report, out: &mut String) {
+    out.push_str(
+        "\n**Sessions:**\n\n\
+         | fleet | sessions opened | opening p50 ms | p99 ms | max ms | keep-alives | inbound | closed | reopened | reopen failed | unacknowledged |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for r in report.rows().filter(|r| has_sessions(r)) {
+        let name = r.name.as_deref().map_or("**total**".to_string(), cell);
+        let open = match &r.session_open_ms {
+            Some(o) => format!("{:.2} | {:.2} | {:.2}", o.p50, o.p99, o.max),
+            None => "— | — | —".to_string(),
+        };
+        let idle = match &r.sessions {
+            Some(s) => {
+                format!("{} | {} | {} | {} | {}", s.keepalives, s.inbound, s.closed, s.reopened, s.reopen_failed)
+            }
+            None => "— | — | — | — | —".to_string(),
+        };
+        let _ = writeln!(out, "| {name} | {} | {open} | {idle} | {} |", r.connects, r.unacknowledged);
+    }
+    if report.rows().any(|r| r.unacknowledged > 0) {
+        let _ = writeln!(out, "\n{}.", cell(UNACKNOWLEDGED));
+    }
 }
 
 /// Text safe inside a Markdown table cell.

@@ -313,6 +313,7 @@ impl Plan<'_> {
             "\nsteady/s: every device online (devices / interval)\naverage/s: heartbeats / duration, the average over \
          the whole run, ramp-up and each device's first heartbeat included"
         );
+        let _ = write!(out, "{}", self.mqtt_text(&expected));
         let seeded = match s.seed {
             Some(seed) => format!("seed {seed}"),
             None => format!("seed {STAND_IN_SEED}"),
@@ -392,6 +393,121 @@ impl Plan<'_> {
                 )
             }
         };
+        out
+    }
+}
+
+/// How many of `sessions` have opened within `secs` at `rate` a second.
+pub fn sessions_opened_within(sessions: u64, rate: f64, secs: f64) -> u64 {
+    if rate <= 0.0 {
+        return 0;
+    }
+    ((secs * rate).floor() as u64).min(sessions)
+}
+
+impl Plan<'_> {
+    /// The MQTT part of the plan: per MQTT fleet its sessions (one per
+    /// device, each its own connection), topic, QoS and retain, messages
+    /// a second; then the target's session settings (keep-alive,
+    /// reconnect policy, connect rate and how long opening every session
+    /// takes at it), the sockets they need, and the listener for
+    /// builtin. Empty for a run without MQTT fleets. A connect rate too
+    /// low for every session to open within the run is a warning, with
+    /// how many will have opened by the end.
+    fn mqtt_text(&self, expected: &Expected) -> String {
+        use crate::scenario::TargetUrl;
+        let (s, shard) = (self.scenario, self.shard);
+        let mut out = String::new();
+        let secs = s.duration.as_secs_f64();
+        let firsts = first_indices(s);
+        let mut sessions = 0u64;
+        let mut first_interval = std::time::Duration::ZERO;
+        for (((f, &first), runtime), &n) in s.fleets.iter().zip(&firsts).zip(self.fleets.iter()).zip(&expected.fleets) {
+            if f.profile != crate::wire::ProfileName::Mqtt {
+                continue;
+            }
+            let owned = OwnedDevices::of(shard, first, f.devices);
+            if sessions == 0 {
+                let _ =
+                    writeln!(out, "\nMQTT {} sessions: one per device, each its own connection", s.target.mqtt.version);
+            }
+            sessions += owned.count;
+            first_interval = first_interval.max(f.schedule.interval.max(f.schedule.ramp_up));
+            let wire = f.mqtt.as_deref().cloned().unwrap_or_default();
+            let mut device = String::new();
+            if owned.count > 0 {
+                runtime.generator.names.render(owned.nth(0), &mut device);
+            }
+            let _ = writeln!(
+                out,
+                "  fleet {}: {} sessions (client id: the device's name); topic {} (first device {}: {}), QoS {}, \
+                 retain {}; {:.1} messages/s steady, {:.1} on average",
+                f.name(),
+                owned.count,
+                wire.template(),
+                device,
+                wire.topic(&device),
+                wire.qos.level(),
+                if wire.retain { "on" } else { "off" },
+                f.schedule.rate(owned.count),
+                n / secs,
+            );
+        }
+        if sessions == 0 {
+            return out;
+        }
+        let m = &s.target.mqtt;
+        let _ = writeln!(
+            out,
+            "  keep-alive {} (a PINGREQ when a session is idle that long); clean start {}",
+            crate::units::format_duration(m.keep_alive),
+            if m.clean_start { "on" } else { "off" }
+        );
+        let _ = match &m.reconnect {
+            Some(r) => writeln!(
+                out,
+                "  reconnect: a lost session is reopened after {}, the delay doubling up to {}",
+                crate::units::format_duration(r.first),
+                crate::units::format_duration(r.max)
+            ),
+            None => writeln!(out, "  reconnect: off; a lost session is reopened at its device's next heartbeat"),
+        };
+        match m.connect_rate {
+            Some(rate) => {
+                let takes = std::time::Duration::from_secs_f64(sessions as f64 / rate);
+                let _ = writeln!(
+                    out,
+                    "  connect rate: at most {rate}/s, first openings and reopenings alike; opening all {sessions} \
+                     sessions takes {}",
+                    crate::units::format_duration(takes)
+                );
+                let opened = sessions_opened_within(sessions, rate, secs);
+                if opened < sessions {
+                    let _ = writeln!(
+                        out,
+                        "  warning: at {rate}/s only {opened} of the {sessions} devices will have opened their \
+                         session by the end of the run ({}); raise connect_rate or lengthen the run",
+                        crate::units::format_duration(s.duration)
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  connect rate: none set; sessions open as devices need them, over the first interval ({})",
+                    crate::units::format_duration(first_interval)
+                );
+            }
+        }
+        let builtin = s.target.url == TargetUrl::Builtin;
+        let _ = writeln!(
+            out,
+            "  sockets: one per session, {sessions} file descriptors{} and {sessions} source ports",
+            if builtin { " (twice that with the built-in backend's ends in this process)" } else { "" }
+        );
+        if builtin {
+            let _ = writeln!(out, "  builtin: serve's MQTT listener, started in-process on a loopback port");
+        }
         out
     }
 }

@@ -1,6 +1,6 @@
 //! What a transport with sessions needs beyond one exchange: the device's
 //! [`Identity`] to open its session with, and what an idle session did
-//! ([`Idle`]). A leaf, as [`super::route`] is.
+//! ([`Idle`]). Below the rest of the seam: it reads only [`super::route`].
 //!
 //! HTTP has no sessions: a connection is anyone's, and credentials travel
 //! on each request, so it asks for no identity and has no idle work
@@ -46,7 +46,7 @@ pub struct Identity {
 pub struct LastWill {
     pub topic: String,
     pub payload: bytes::Bytes,
-    pub qos: super::Qos,
+    pub qos: super::route::Qos,
     pub retain: bool,
 }
 

@@ -139,3 +139,39 @@ fn a_model_rollout_shows_in_the_sample_as_one_valid_deployment_result_per_device
     };
     assert_eq!(names(&out.stdout), names(&again.stdout));
 }
+
+/// An MQTT fleet's messages come out as they go: a `PUBLISH` line with
+/// the topic, QoS, retain, client id and user name (the password never
+/// shown), then the payload, a valid heartbeat of that device.
+#[test]
+fn sample_prints_an_mqtt_fleet_s_messages_as_publishes_without_passwords() {
+    let dir = super::util::TempDir::new("sample-mqtt");
+    let ids = dir.write("ids.csv", "name,username,password\nd-0,u-0,hunter-0\nd-1,u-1,hunter-1\n");
+    let file = dir.write(
+        "s.toml",
+        &format!(
+            "seed = 3\n[target]\nurl = \"builtin\"\n[[fleets]]\nname = \"f\"\ndevices = 2\ninterval = \"1s\"\n\
+             identities = \"{ids}\"\nprofile = \"mqtt\"\n[fleets.mqtt]\ntopic = \"t/{{device}}/hb\"\nqos = 0\n\
+             retain = true\n[[fleets]]\nname = \"g\"\ndevices = 1\ndevice_name = \"g-{{index}}\"\nprofile = \"mqtt\"\n"
+        ),
+    );
+    let out = fleetstorm(&["sample", &file, "--count", "4"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("hunter"), "a password is never shown:\n{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 8, "{text}");
+    let expected = [
+        "PUBLISH t/d-0/hb qos=0 retain=true client_id=d-0 username=u-0 password=***",
+        "PUBLISH t/d-1/hb qos=0 retain=true client_id=d-1 username=u-1 password=***",
+        "PUBLISH devices/g-0/telemetry qos=1 retain=false client_id=g-0 username=(none) password=(none)",
+        "PUBLISH t/d-0/hb qos=0 retain=true client_id=d-0 username=u-0 password=***",
+    ];
+    for (i, publish) in expected.iter().enumerate() {
+        assert_eq!(lines[2 * i], *publish, "{text}");
+        let payload = lines[2 * i + 1].as_bytes();
+        validate(payload).unwrap_or_else(|v| panic!("message {i}: {v}"));
+        let hb: sagemaker_edge::SendHeartbeat = serde_json::from_slice(payload).unwrap();
+        assert_eq!(hb.device_name, publish.split("client_id=").nth(1).unwrap().split(' ').next().unwrap());
+    }
+}

@@ -23,6 +23,7 @@ mod verdicts; // the generator's and the pool's verdicts cannot mislead
 mod compare; // `fleetstorm compare` as a CI gate
 mod gate_readings; // how thresholds read: abort conditions not triggered, counted apart
 mod gates; // every kind of threshold judged on a real run
+mod mqtt_outputs; // an MQTT run's sessions in every output, and compare
 mod outputs; // outputs never destroy what they point at
 mod reports; // every rendering of a report, checked by what consumes it
 

@@ -243,3 +243,84 @@ fn a_target_port_out_of_range_is_refused_in_the_file_and_on_the_command_line() {
         }
     }
 }
+
+/// Two MQTT fleets against the built-in backend's listener: QoS 1, and
+/// QoS 0 retained on a topic of its own.
+const MQTT: &str = "name = \"mqtt-plan\"\nseed = 5\nduration = \"3s\"\n[target]\nurl = \"builtin\"\ntimeout = \"2s\"\n\
+    [target.mqtt]\nkeep_alive = \"30s\"\n\
+    [[fleets]]\nname = \"meters\"\ndevices = 12\ninterval = \"1s\"\njitter = \"10%\"\ndevice_name = \"meter-{index:02}\"\n\
+    profile = \"mqtt\"\n[fleets.mqtt]\ntopic = \"plant/{device}/hb\"\nqos = 1\n\
+    [[fleets]]\nname = \"tags\"\ndevices = 8\ninterval = \"500ms\"\ndevice_name = \"tag-{index}\"\nprofile = \"mqtt\"\n\
+    [fleets.mqtt]\ntopic = \"tags/{device}\"\nqos = 0\nretain = true\n";
+
+/// `validate` plans an MQTT fleet: its sessions, topics, QoS and
+/// retain, keep-alive, reconnect policy, connect rate, sockets and the
+/// listener; and its heartbeats are a builtin run's `scheduled`.
+#[test]
+fn validate_plans_an_mqtt_fleet_and_its_heartbeats_are_the_runs() {
+    let dir = TempDir::new("plan-mqtt");
+    let file = dir.write("mqtt.toml", MQTT);
+    let out = fleetstorm(&["validate", &file]);
+    let plan = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{plan}{}", String::from_utf8_lossy(&out.stderr));
+    for said in [
+        "MQTT 3.1.1 sessions: one per device, each its own connection",
+        "fleet meters: 12 sessions (client id: the device's name); topic plant/{device}/hb (first device meter-00: \
+         plant/meter-00/hb), QoS 1, retain off; 12.0 messages/s steady",
+        "fleet tags: 8 sessions (client id: the device's name); topic tags/{device} (first device tag-0: tags/tag-0), \
+         QoS 0, retain on; 16.0 messages/s steady",
+        "keep-alive 30s",
+        "reconnect: a lost session is reopened after 1s, the delay doubling up to 1m",
+        "connect rate: none set; sessions open as devices need them, over the first interval (1s)",
+        "sockets: one per session, 20 file descriptors (twice that with the built-in backend's ends in this \
+         process) and 20 source ports",
+        "builtin: serve's MQTT listener",
+    ] {
+        assert!(plan.contains(said), "{said:?} not in:\n{plan}");
+    }
+    assert!(!plan.contains("warning"), "{plan}");
+    plan_matches_run(&file, &[], &dir);
+    // An HTTP plan says nothing of sessions.
+    let out = fleetstorm(&["validate", "scenarios/quickstart.toml"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("MQTT"));
+}
+
+/// A connect rate too low for every session to open within the run is
+/// warned of with how many will have opened; sessions beyond the
+/// open-file limit are refused, as HTTP's per-device connections are.
+#[test]
+fn validate_warns_of_a_slow_connect_rate_and_refuses_sessions_beyond_the_open_files() {
+    let dir = TempDir::new("plan-mqtt-limits");
+    let slow = dir.write("slow.toml", &MQTT.replace("keep_alive = \"30s\"\n", "connect_rate = \"4/s\"\n"));
+    let out = fleetstorm(&["validate", &slow]);
+    let plan = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "a warning, not a refusal: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        plan.contains(
+            "connect rate: at most 4/s, first openings and reopenings alike; opening all 20 sessions takes 5s"
+        ),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(
+            "warning: at 4/s only 12 of the 20 devices will have opened their session by the end of the run (3s)"
+        ),
+        "{plan}"
+    );
+    let fast = dir.write("fast.toml", &MQTT.replace("keep_alive = \"30s\"\n", "connect_rate = \"40/s\"\n"));
+    let plan = String::from_utf8_lossy(&fleetstorm(&["validate", &fast]).stdout).to_string();
+    assert!(plan.contains("opening all 20 sessions takes 500ms") && !plan.contains("warning"), "{plan}");
+    // 300 sessions, both ends in this process, beyond 256 open files.
+    let many = dir.write("many.toml", &MQTT.replace("devices = 12", "devices = 300"));
+    let out = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 256 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_fleetstorm"), "validate", &many])
+        .current_dir(super::util::root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the plan needs up to 308 connections") && stderr.contains("may open 256 files"),
+        "{stderr}"
+    );
+}

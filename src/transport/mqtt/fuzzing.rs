@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::stream::MqttStream;
 use super::{Mqtt, MqttEndpoint, MqttSettings, start};
+use crate::stats::Outcome;
 use crate::transport::{HandBack, Identity, MqttRoute, Outgoing, Qos, Transport};
 
 /// A session's timeout (CONNACK, PUBACK): on the paused clock, free.
@@ -46,12 +47,13 @@ thread_local! {
 }
 
 /// Plays a broker sending `bytes` (then closing) to one session (module
-/// docs). `Err` if the session did not end.
-pub fn client(bytes: &[u8]) -> Result<(), Finding> {
+/// docs): the PUBLISH's outcome if the CONNACK let the session in, `Err`
+/// if the session did not end.
+pub fn client(bytes: &[u8]) -> Result<Option<Outcome>, Finding> {
     RUNTIME.with(|runtime| runtime.block_on(session(bytes)))
 }
 
-async fn session(bytes: &[u8]) -> Result<(), Finding> {
+async fn session(bytes: &[u8]) -> Result<Option<Outcome>, Finding> {
     let (near, mut far) = tokio::io::duplex(64 * 1024);
     let broker = async move {
         let _ = far.write_all(bytes).await;
@@ -72,23 +74,25 @@ async fn session(bytes: &[u8]) -> Result<(), Finding> {
         };
         let Ok(Ok(conn)) = tokio::time::timeout(TIMEOUT, start(&endpoint, MqttStream::Memory(near), identity)).await
         else {
-            return;
+            return None;
         };
         let mqtt = Mqtt::new(endpoint);
         let route = MqttRoute { topic: "devices/d-1/telemetry".into(), qos: Qos::AtLeastOnce, retain: false };
         let outgoing = Outgoing { body: bytes::Bytes::from_static(b"{\"x\":1}"), route: route.into() };
-        let mut conn = mqtt.exchange(Some(conn), outgoing).await.conn;
+        let published = mqtt.exchange(Some(conn), outgoing).await;
+        let mut conn = published.conn;
         // Each wait ends at a packet read, a keep-alive or the end of the
         // bytes: at most one a byte, and one keep-alive between two.
         for _ in 0..2 * bytes.len() + 4 {
-            let Some(open) = conn.take() else { return };
+            let Some(open) = conn.take() else { break };
             let (_call, handback) = HandBack::pair();
             let (kept, _) = mqtt.idle(open, Instant::now() + Duration::from_secs(600), handback).await;
             conn = kept;
         }
+        Some(published.outcome)
     };
     match tokio::time::timeout(BOUND, async { tokio::join!(broker, device) }).await {
-        Ok(_) => Ok(()),
+        Ok(((), published)) => Ok(published),
         Err(_) => Err(Finding::Hung),
     }
 }
@@ -167,10 +171,12 @@ mod tests {
 
     #[test]
     fn a_valid_broker_s_packets_run_the_whole_session_and_end() {
-        for (name, bytes) in seeds() {
-            assert_eq!(client(&bytes), Ok(()), "{name}");
-        }
-        assert_eq!(client(&[]), Ok(()));
+        let acknowledged = Some(Outcome::Answered { class: crate::stats::OutcomeClass::Ok, code: None });
+        let [(_, puback), (_, longer), (_, refused)] = &seeds()[..] else { panic!("three seeds") };
+        assert_eq!(client(puback), Ok(acknowledged), "timed to its PUBACK");
+        assert_eq!(client(longer), Ok(acknowledged), "its PUBACK among other packets");
+        assert_eq!(client(refused), Ok(None), "no session");
+        assert_eq!(client(&[]), Ok(None));
     }
 
     /// What the fuzz target does, on stable: random bytes, and the seeds
@@ -186,7 +192,8 @@ mod tests {
             } else {
                 mutated(&mut rng, &seeds[case % seeds.len()].1)
             };
-            assert_eq!(client(&bytes), Ok(()), "case {case}: {bytes:02x?}");
+            let ended = client(&bytes);
+            assert!(ended.is_ok(), "case {case}: {ended:?} on {bytes:02x?}");
         }
     }
 }

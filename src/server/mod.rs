@@ -33,6 +33,8 @@
 
 mod arrivals;
 mod faults;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod http;
 mod metrics;
 pub mod mqtt;

@@ -29,6 +29,8 @@
 //! timeout; the session stays open, and a PUBACK that comes later is read
 //! as an inbound message.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod settings;
 mod stream;
 
@@ -237,6 +239,14 @@ async fn open(endpoint: &MqttEndpoint, identity: Identity) -> Result<(MqttConn, 
             (MqttStream::Tls(Box::new(stream)), Some(began.elapsed()))
         }
     };
+    Ok((start(endpoint, stream, identity).await?, handshake))
+}
+
+/// Starts `identity`'s session on `stream` (connected, TLS done if any):
+/// CONNECT, CONNACK. Apart from [`open`] so that any stream will do (the
+/// fuzz target's in-memory broker).
+async fn start(endpoint: &MqttEndpoint, stream: MqttStream, identity: Identity) -> Result<MqttConn, Outcome> {
+    let addr = endpoint.addr;
     let mut conn = MqttConn {
         stream,
         read: BytesMut::with_capacity(64),
@@ -264,7 +274,7 @@ async fn open(endpoint: &MqttEndpoint, identity: Identity) -> Result<(MqttConn, 
         .await
         .map_err(|f| endpoint.note(Outcome::Failed(f), || format!("writing a session's CONNECT to {addr} failed")))?;
     match conn.next().await {
-        Read::Packet(Packet::ConnAck(ConnAck { code: ConnectReturnCode::Success, .. })) => Ok((conn, handshake)),
+        Read::Packet(Packet::ConnAck(ConnAck { code: ConnectReturnCode::Success, .. })) => Ok(conn),
         Read::Packet(Packet::ConnAck(ConnAck { code, .. })) => Err(refused(endpoint, code)),
         // Nothing else may come before the CONNACK.
         Read::Packet(p) => Err(endpoint.note(Outcome::Failed(Failure::Protocol), || {

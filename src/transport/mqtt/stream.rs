@@ -19,6 +19,10 @@ pub enum MqttStream {
     /// Boxed: a TLS session's state is tens of times a socket's, and a
     /// plain fleet's sessions should not carry its size.
     Tls(Box<TlsStream<TcpStream>>),
+    /// An in-memory pipe to a broker played in-process: the fuzz target
+    /// ([`super::fuzzing`]) and its tests. Not in a normal build.
+    #[cfg(any(test, feature = "fuzzing"))]
+    Memory(tokio::io::DuplexStream),
 }
 
 impl AsyncRead for MqttStream {
@@ -26,6 +30,8 @@ impl AsyncRead for MqttStream {
         match self.get_mut() {
             MqttStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             MqttStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(any(test, feature = "fuzzing"))]
+            MqttStream::Memory(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -35,6 +41,8 @@ impl AsyncWrite for MqttStream {
         match self.get_mut() {
             MqttStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             MqttStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(any(test, feature = "fuzzing"))]
+            MqttStream::Memory(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -42,6 +50,8 @@ impl AsyncWrite for MqttStream {
         match self.get_mut() {
             MqttStream::Plain(s) => Pin::new(s).poll_flush(cx),
             MqttStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(any(test, feature = "fuzzing"))]
+            MqttStream::Memory(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -49,6 +59,8 @@ impl AsyncWrite for MqttStream {
         match self.get_mut() {
             MqttStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MqttStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(any(test, feature = "fuzzing"))]
+            MqttStream::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

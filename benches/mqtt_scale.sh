@@ -79,16 +79,22 @@ $5
 TOML
 }
 
-summary() { # report.json cpu_seconds
-  python3 - "$1" "$2" <<'PY'
+summary() { # report.json cpu_seconds [storm]
+  python3 - "$1" "$2" "${3:-}" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 t = r["totals"]
 cpu = float(sys.argv[2])
+storm = sys.argv[3] == "storm"
 s = t.get("sessions", {})
+# After the outage's end (35 s), the first second at whose end every
+# device had its session again.
+devices = r["scenario"]["fleets"][0]["devices"]
+back = next((f"by the end of second {x['t']} (the storm began at 35 s)" for x in r["timeline"]
+             if x["t"] >= 35 and x.get("sessions_open") == devices), "not within the run") if storm else ""
 print(f"| {t['sent']:,} | {t['ok']:,} | {t['failed']:,} | {t['connects']:,} | {s.get('reopened', 0):,} | "
       f"{t['schedule_lag_ms']['p99']:.2f} | {t['latency_ms']['p99']:.2f} | {t['latency_ms']['max']:.2f} | "
-      f"{cpu:.1f} | {cpu * 1e6 / max(t['ok'], 1):.1f} |")
+      f"{cpu:.1f} | {cpu * 1e6 / max(t['ok'], 1):.1f} | {back} |")
 PY
 }
 
@@ -100,23 +106,29 @@ if [ "$what" = scale ] || [ "$what" = all ]; then
   wait_port $port
   http=$(grep -o 'http://127.0.0.1:[0-9]*' "$dir/serve.out" | head -1)
   outage=$'[[fleets.events]]\nat = "30s"\nkind = "outage"\nshare = "100%"\nduration = "5s"\nrecover = "synchronized"'
-  scenario "mqtt://127.0.0.1:$port" "$DEVICES" 10s 60s "$outage" > "$dir/scale.toml"
-  echo "## scale: $DEVICES devices, QoS 1 every 10 s for 60 s, all reconnecting at once at 35 s"
+  scenario "mqtt://127.0.0.1:$port" "$DEVICES" 10s 60s "" > "$dir/steady.toml"
+  scenario "mqtt://127.0.0.1:$port" "$DEVICES" 10s 60s "$outage" > "$dir/storm.toml"
+  echo "## scale: $DEVICES devices, QoS 1 every 10 s for 60 s"
   echo
-  echo "| run | sent | ok | failed | sessions opened | reopened | schedule lag p99 ms | latency p99 ms | latency max ms | fleetstorm CPU s | CPU µs per ok |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "steady: sessions opened as devices' first heartbeats come (over the first 10 s); storm: in addition every"
+  echo "device silent from 30 s to 35 s (its session dropped), then all back at one instant, each opening a session"
+  echo
+  echo "| run | sent | ok | failed | sessions opened | reopened | schedule lag p99 ms | latency p99 ms | latency max ms | fleetstorm CPU s | CPU µs per ok | all sessions up again after the storm |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   exec 3>"$dir/cpu"
-  cpu_of "$BIN" run "$dir/scale.toml" --quiet --out "$dir/one.json"
-  printf '| one process '; summary "$dir/one.json" "$(tail -1 "$dir/cpu")"
+  cpu_of "$BIN" run "$dir/steady.toml" --quiet --out "$dir/steady.json"
+  printf '| steady, one process '; summary "$dir/steady.json" "$(tail -1 "$dir/cpu")"
+  cpu_of "$BIN" run "$dir/storm.toml" --quiet --out "$dir/storm.json"
+  printf '| storm, one process '; summary "$dir/storm.json" "$(tail -1 "$dir/cpu")" storm
   curl -s -X POST -H 'content-type: application/json' -d '{}' "$http/stats/reset" >/dev/null || true
   shards=()
   for i in 0 1; do
-    cpu_of "$BIN" run "$dir/scale.toml" --quiet --shard "$i/2" --seed 7 --out "$dir/shard$i.json" &
+    cpu_of "$BIN" run "$dir/steady.toml" --quiet --shard "$i/2" --seed 7 --out "$dir/shard$i.json" &
     shards+=("$!")
   done
   wait "${shards[@]}"
   "$BIN" merge "$dir/shard0.json" "$dir/shard1.json" --out "$dir/merged.json" >/dev/null || true
-  printf '| two shards, merged '; summary "$dir/merged.json" "$(tail -2 "$dir/cpu" | paste -sd+ | bc)"
+  printf '| steady, two shards, merged '; summary "$dir/merged.json" "$(tail -2 "$dir/cpu" | paste -sd+ | bc)"
   exec 3>&-
   echo
   echo "serve's own counts after the shards: $(curl -s "$http/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); m=s.get("mqtt",{}); print("accepted", s.get("accepted"), "sessions", m.get("sessions"), "acked", m.get("acked"))')"

@@ -36,7 +36,7 @@ use rand::RngExt;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::state::{Auth, Shared};
+use super::state::{Auth, InFlight, Shared};
 use crate::sagemaker_edge::validate::inspect;
 use crate::server::faults::{ActiveFaults, Faults};
 use crate::server::registry::RegistryFull;
@@ -131,23 +131,6 @@ where
     };
     shared.metrics.answered(response.status().as_u16());
     Ok(response)
-}
-
-/// A device request being answered, counted in `in_flight` until it is
-/// dropped (answered, or abandoned by its client).
-struct InFlight<'a>(&'a Shared);
-
-impl<'a> InFlight<'a> {
-    fn start(shared: &'a Shared) -> Self {
-        shared.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(shared)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// What a device request carries beside its body, for a profile's check.

@@ -55,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 use super::faults::{precise_sleep, wait_out_stall};
 use super::http::MAX_BODY;
 use super::metrics::Published;
-use super::state::Shared;
+use super::state::{InFlight, Shared};
 use crate::wire::mqtt::{Login, MqttWire, check_login, check_publish};
 
 /// The largest packet read: a heartbeat body as large as HTTP takes, its
@@ -172,22 +172,6 @@ struct Open<'a>(&'a Shared);
 impl Drop for Open<'_> {
     fn drop(&mut self) {
         self.0.metrics.mqtt.connections_open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A device message being handled, counted in `in_flight` until dropped.
-struct InFlight<'a>(&'a Shared);
-
-impl<'a> InFlight<'a> {
-    fn start(shared: &'a Shared) -> Self {
-        shared.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(shared)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -275,3 +275,21 @@ impl Shared {
         stats
     }
 }
+
+/// A device request (HTTP) or message (MQTT) being handled, counted in
+/// `in_flight` until it is dropped (answered, or abandoned by its client):
+/// one count for both listeners.
+pub struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    pub fn start(shared: &'a Shared) -> Self {
+        shared.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

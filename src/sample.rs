@@ -127,6 +127,10 @@ fn write_publish(out: &mut impl Write, route: &MqttRoute, identity: &Identity, p
         route.retain,
         identity.device
     )?;
+    if let Some(answers) = &identity.response_topic {
+        // The Correlation Data is the session's count of its messages.
+        writeln!(out, "  response_topic={answers} correlation_data=(the message's number in its session, 8 bytes)")?;
+    }
     match identity.password.as_deref().filter(|p| !p.is_empty()) {
         Some(secret) => out.write_all(&mask_secrets(payload, &[("password", secret)]))?,
         None => out.write_all(payload)?,

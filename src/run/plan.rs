@@ -452,6 +452,12 @@ impl Plan<'_> {
                 f.schedule.rate(owned.count),
                 n / secs,
             );
+            if let Some(answers) = wire.response_template() {
+                let _ = writeln!(
+                    out,
+                    "    each message asks for an answer on {answers} (MQTT 5's Response Topic, which each session                      subscribes to when it opens) and is timed to it"
+                );
+            }
         }
         if sessions == 0 {
             return out;
@@ -459,9 +465,17 @@ impl Plan<'_> {
         let m = &s.target.mqtt;
         let _ = writeln!(
             out,
-            "  keep-alive {} (a PINGREQ when a session is idle that long); clean start {}",
+            "  keep-alive {} (a PINGREQ when a session is idle that long); clean start {}{}",
             crate::units::format_duration(m.keep_alive),
-            if m.clean_start { "on" } else { "off" }
+            if m.clean_start { "on" } else { "off" },
+            if m.session_expiry.is_zero() {
+                String::new()
+            } else {
+                format!(
+                    "; the broker keeps a session {} after it ends",
+                    crate::units::format_duration(m.session_expiry)
+                )
+            }
         );
         let _ = match &m.reconnect {
             Some(r) => writeln!(

@@ -143,6 +143,8 @@ pub struct Fleet {
     /// Its `[fleets.custom]` table as written, compiled once the
     /// identities are read.
     custom_spec: Option<crate::wire::custom::CustomSpec>,
+    /// `[fleets.mqtt]` as written, until checked into `mqtt`.
+    mqtt_spec: Option<crate::wire::mqtt::MqttSpec>,
     /// An `mqtt` fleet's topic, QoS and retain (`[fleets.mqtt]`, checked).
     pub mqtt: Option<std::sync::Arc<crate::wire::mqtt::MqttWire>>,
 }
@@ -351,6 +353,15 @@ pub fn parse_in(
         f.device_name = DeviceNames::Listed(std::sync::Arc::new(ids));
     }
     for (i, f) in scenario.fleets.iter_mut().enumerate() {
+        let Some(spec) = &f.mqtt_spec else { continue };
+        let wire = crate::wire::mqtt::MqttWire::compile(spec).map_err(|e| {
+            let mut at = vec![Step::Key("fleets".into()), Step::Index(i), Step::Key("mqtt".into())];
+            at.extend(e.key.split('.').map(|k| Step::Key(k.into())));
+            ScenarioError::at_key(origin, text, format, &at, &format!("fleet {:?}: mqtt: {e}", f.name()))
+        })?;
+        f.mqtt = Some(std::sync::Arc::new(wire));
+    }
+    for (i, f) in scenario.fleets.iter_mut().enumerate() {
         let Some(spec) = &f.custom_spec else { continue };
         let env = |name: &str| std::env::var(name).ok();
         let cx = crate::wire::custom::Context {
@@ -411,6 +422,18 @@ pub fn parse_in(
                 &format!("fleet {:?}: {e}", f.name()),
             ));
         }
+    }
+    if scenario.target.mqtt.version == crate::transport::mqtt::MqttVersion::V311
+        && let Some(i) = scenario.fleets.iter().position(|f| f.mqtt.as_ref().is_some_and(|m| m.asks_answers()))
+    {
+        let at =
+            [Step::Key("fleets".into()), Step::Index(i), Step::Key("mqtt".into()), Step::Key("response_topic".into())];
+        let message = format!(
+            "fleet {:?}: response_topic is MQTT 5's (Response Topic and Correlation Data); MQTT 3.1.1 has no way \
+             to ask for an answer: write [target.mqtt] version = \"5\", or drop response_topic",
+            scenario.fleets[i].name()
+        );
+        return Err(ScenarioError::at_key(origin, text, format, &at, &message));
     }
     if let Some((i, message)) = shared_client_id(&scenario.fleets) {
         let at = [Step::Key("fleets".into()), Step::Index(i), Step::Key("device_name".into())];
@@ -609,13 +632,9 @@ impl TryFrom<RawFleet> for Fleet {
             }
             _ => {}
         }
-        let mqtt = match (raw.profile, &raw.mqtt) {
-            (crate::wire::ProfileName::Mqtt, spec) => {
-                let spec = spec.clone().unwrap_or_default();
-                let wire =
-                    crate::wire::mqtt::MqttWire::compile(&spec).map_err(|e| format!("fleet {name:?}: mqtt: {e}"))?;
-                Some(std::sync::Arc::new(wire))
-            }
+        let mqtt_spec = match (raw.profile, &raw.mqtt) {
+            // Checked once the file is read, for the error's place.
+            (crate::wire::ProfileName::Mqtt, spec) => Some(spec.clone().unwrap_or_default()),
             (p, Some(_)) => {
                 return Err(format!("fleet {name:?}: a [fleets.mqtt] table is for profile = \"mqtt\", not \"{p}\""));
             }
@@ -702,7 +721,8 @@ impl TryFrom<RawFleet> for Fleet {
             identities: raw.identities,
             custom: None,
             custom_spec: raw.custom,
-            mqtt,
+            mqtt: None,
+            mqtt_spec,
         })
     }
 }

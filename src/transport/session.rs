@@ -38,6 +38,9 @@ pub struct Identity {
     /// What the far end publishes for the device if its session ends
     /// without a goodbye (MQTT's Will), if its fleet gives one.
     pub will: Option<LastWill>,
+    /// Where the device's messages ask their answers to go (MQTT 5's
+    /// Response Topic): its session subscribes to it when it opens.
+    pub response_topic: Option<String>,
 }
 
 /// A device's Will: published by the broker, on the device's behalf, when
@@ -60,6 +63,7 @@ impl fmt::Debug for Identity {
             .field("cert", &self.cert)
             .field("key_file", &self.key_file)
             .field("will", &self.will)
+            .field("response_topic", &self.response_topic)
             .finish()
     }
 }

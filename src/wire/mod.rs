@@ -218,11 +218,11 @@ impl FleetWire {
             let at = ids.column(column)?;
             Some(std::path::PathBuf::from(ids.get(index as usize, at)))
         };
-        let will = match self {
-            FleetWire::Mqtt(m) => m.will_of(generator, index),
-            _ => None,
+        let (will, response_topic) = match self {
+            FleetWire::Mqtt(m) => (m.will_of(generator, index), m.response_topic_of(generator, index)),
+            _ => (None, None),
         };
-        Identity { device, username, password, cert: file("cert"), key_file: file("key_file"), will }
+        Identity { device, username, password, cert: file("cert"), key_file: file("key_file"), will, response_topic }
     }
 }
 

@@ -39,6 +39,7 @@ pub struct MqttSpec {
     retain: Option<bool>,
     will: Option<WillSpec>,
     offline: Option<Offline>,
+    response_topic: Option<String>,
 }
 
 /// `[fleets.mqtt.will]` as written.
@@ -65,6 +66,20 @@ pub enum Offline {
     Disconnect,
 }
 
+/// What is wrong with a `[fleets.mqtt]` table, and under which of its
+/// keys (`topic`, `will.qos`, ...), for the error's place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// A fleet's Will, checked: its topic split at each `{device}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Will {
@@ -86,6 +101,10 @@ pub struct MqttWire {
     will: Option<Will>,
     /// A device that goes offline says goodbye first (DISCONNECT).
     pub goodbye_offline: bool,
+    /// Where each message asks its answer to go (MQTT 5's Response
+    /// Topic), split at each `{device}`: the device subscribes to it, and
+    /// a message is timed to its answer there.
+    response_topic: Option<Vec<String>>,
 }
 
 impl Default for MqttWire {
@@ -96,27 +115,60 @@ impl Default for MqttWire {
 
 impl MqttWire {
     /// Checks `spec`: its topic and its Will's ([`topic_template`]), QoS 0
-    /// or 1.
-    pub fn compile(spec: &MqttSpec) -> Result<MqttWire, String> {
+    /// or 1, its response topic.
+    pub fn compile(spec: &MqttSpec) -> Result<MqttWire, SpecError> {
+        let at = |key: &'static str| move |message: String| SpecError { key, message };
         let text = spec.topic.as_deref().unwrap_or(DEFAULT_TOPIC);
-        let topic = topic_template(text)?;
-        let qos = qos_of(spec.qos.unwrap_or(1))?;
+        let topic = topic_template(text).map_err(at("topic"))?;
+        let qos = qos_of(spec.qos.unwrap_or(1)).map_err(at("qos"))?;
         let will = match &spec.will {
             None => None,
             Some(w) => Some(Will {
-                topic: topic_template(&w.topic).map_err(|e| format!("will: {e}"))?,
+                topic: topic_template(&w.topic)
+                    .map_err(|e| SpecError { key: "will.topic", message: format!("will: {e}") })?,
                 payload: bytes::Bytes::from(w.payload.clone().into_bytes()),
-                qos: qos_of(w.qos.unwrap_or(0)).map_err(|e| format!("will: {e}"))?,
+                qos: qos_of(w.qos.unwrap_or(0))
+                    .map_err(|e| SpecError { key: "will.qos", message: format!("will: {e}") })?,
                 retain: w.retain,
             }),
         };
+        let response_topic = match &spec.response_topic {
+            None => None,
+            Some(t) => {
+                Some(topic_template(t).map_err(|e| format!("response_topic: {e}")).map_err(at("response_topic"))?)
+            }
+        };
+        if response_topic.as_ref().is_some_and(|r| *r == topic) {
+            return Err(SpecError {
+                key: "response_topic",
+                message: "response_topic is the topic messages go to: a device would read its own messages as \
+                          answers; give answers a topic of their own"
+                    .into(),
+            });
+        }
         Ok(MqttWire {
             topic,
             qos,
             retain: spec.retain.unwrap_or(false),
             will,
             goodbye_offline: spec.offline.unwrap_or_default() == Offline::Disconnect,
+            response_topic,
         })
+    }
+
+    /// Whether each message asks for an answer (a response topic).
+    pub fn asks_answers(&self) -> bool {
+        self.response_topic.is_some()
+    }
+
+    /// Device `index`'s response topic, if its fleet has one.
+    pub fn response_topic_of(&self, generator: &FleetGenerator, index: u64) -> Option<String> {
+        self.response_topic.as_ref().map(|parts| render(parts, generator, index))
+    }
+
+    /// The response topic's template as written, if any.
+    pub fn response_template(&self) -> Option<String> {
+        self.response_topic.as_ref().map(|parts| parts.join("{device}"))
     }
 
     /// Device `index`'s Will, its name rendered into its topic.
@@ -181,7 +233,7 @@ impl MqttWire {
     /// The wire of topic template `topic` (checked as [`Self::compile`]
     /// does), at the default QoS: serve's `--mqtt-topic`.
     pub fn for_topic(topic: &str) -> Result<MqttWire, String> {
-        MqttWire::compile(&MqttSpec { topic: Some(topic.to_string()), ..MqttSpec::default() })
+        MqttWire::compile(&MqttSpec { topic: Some(topic.to_string()), ..MqttSpec::default() }).map_err(|e| e.message)
     }
 
     /// `device`'s topic.
@@ -335,9 +387,12 @@ mod tests {
             ("topic = \"d/{name}\"", "the one placeholder is {device}"),
             ("qos = 2", "qos 2 is not sent"),
             ("qos = 3", "0 or 1 here"),
+            ("response_topic = \"a/+\"", "response_topic: topic \"a/+\" has '+'"),
+            ("response_topic = \"devices/{device}/telemetry\"", "answers a topic of their own"),
         ] {
             let e = MqttWire::compile(&spec(text)).unwrap_err();
-            assert!(e.contains(says), "{text}: {e}");
+            assert!(e.message.contains(says), "{text}: {e}");
+            assert_eq!(e.key, text.split(' ').next().unwrap(), "{text}: the key it is under");
         }
         assert!(toml::from_str::<MqttSpec>("topik = \"x\"").unwrap_err().to_string().contains("unknown field"));
     }

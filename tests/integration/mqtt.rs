@@ -131,12 +131,18 @@ struct Subscriber {
 
 impl Subscriber {
     fn start(broker: &Mosquitto, topic: &str) -> Subscriber {
+        Subscriber::start_as(broker, topic, &[])
+    }
+
+    /// [`Subscriber::start`] with mosquitto_sub's login arguments.
+    fn start_as(broker: &Mosquitto, topic: &str, login: &[&str]) -> Subscriber {
         // Line-buffered: its output is read as it comes (a pipe would
         // otherwise hold it until a buffer fills).
         let mut child = Command::new("stdbuf")
             .args(["-oL", "mosquitto_sub"])
             .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", topic, "-F", "%t", "-d"])
             .args(["-i", "fleetstorm-test-subscriber"])
+            .args(login)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -268,6 +274,61 @@ fn a_wrong_password_is_refused_at_connect_in_its_class_with_its_code() {
     // mosquitto refuses a wrong password with 3.1.1's 5, not authorised.
     assert_eq!(t.codes.get("mqtt").and_then(|c| c.get("5")), Some(&t.failed), "{:?}", t.codes);
     assert_eq!(t.connects, 0);
+}
+
+/// The same fleet in MQTT 5 against mosquitto (which speaks it): every
+/// PUBACK's reason code is success, the subscriber got each message, the
+/// report says MQTT 5; and a wrong password is refused with MQTT 5's
+/// reason code, in its class.
+#[test]
+fn an_mqtt_5_fleet_is_acknowledged_message_by_message_and_refused_with_a_reason_code() {
+    if !mosquitto_available() {
+        return;
+    }
+    let _heavy = super::util::heavy();
+    let dir = TempDir::new("mqtt-5");
+    let passwords = dir.path("passwords");
+    let mut made = Command::new("mosquitto_passwd");
+    made.args(["-c", "-b", passwords.to_str().unwrap(), "device-1", "right"]);
+    assert!(made.output().expect("mosquitto_passwd runs").status.success());
+    let broker = Mosquitto::start(&dir, &format!("allow_anonymous false\npassword_file {}", passwords.display()));
+    let subscriber = Subscriber::start_as(&broker, "fleet/+/hb", &["-u", "device-1", "-P", "right"]);
+    let v5 = "[target.mqtt]\nversion = \"5\"\nsession_expiry = \"10s\"\n";
+    let ids = dir.write(
+        "ids.csv",
+        &(1..=200).fold("name,username,password\n".to_string(), |mut rows, i| {
+            rows.push_str(&format!("d-{i},device-1,right\n"));
+            rows
+        }),
+    );
+    let text = scenario(&broker.url(), 0, &format!("identities = \"{ids}\"")).replace("devices = 0\n", "");
+    let file = dir.write("s.toml", &text.replace("[[fleets]]", &format!("{v5}[[fleets]]")));
+    let out_json = dir.path("r.json").to_str().unwrap().to_string();
+    let out = fleetstorm(&["run", &file, "--quiet", "--out", &out_json]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
+    super::run::schema_check(&json);
+    assert_eq!(json["scenario"]["target"]["mqtt"].as_str(), Some("5"));
+    let t = &Report::load(std::path::Path::new(&out_json)).unwrap().totals;
+    assert_eq!((t.scheduled, t.sent + t.missed, t.ok + t.failed, t.connects), (2_000, 2_000, t.sent, 200), "{t:?}");
+    let received: u64 = subscriber.counts(t.sent, Duration::from_secs(20)).values().sum();
+    assert!((t.ok..=t.sent).contains(&received), "received {received}: {t:?}");
+    if t.failed == 0 && t.missed == 0 {
+        assert_eq!((t.ok, received), (2_000, 2_000));
+    }
+
+    let wrong = dir.write("wrong.csv", "name,username,password\nd-1,device-1,wrong\n");
+    let text = scenario(&broker.url(), 0, &format!("identities = \"{wrong}\"")).replace("devices = 0\n", "");
+    let file = dir.write("wrong.toml", &text.replace("[[fleets]]", &format!("{v5}[[fleets]]")));
+    let out = fleetstorm(&["run", &file, "--quiet", "--out", &out_json]);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = &Report::load(std::path::Path::new(&out_json)).unwrap().totals;
+    assert!(t.sent > 0 && t.ok == 0 && t.errors.get("auth") == Some(&t.failed), "{t:?}");
+    // mosquitto's MQTT 5 code for a wrong password: 0x86 or 0x87, as it
+    // reads its password file; either is MQTT 5's, never 3.1.1's 5.
+    let mqtt = t.codes.get("mqtt").expect("MQTT codes");
+    let refused: u64 = ["134", "135"].iter().filter_map(|c| mqtt.get(*c)).sum();
+    assert_eq!(refused, t.failed, "{mqtt:?}");
 }
 
 /// mosquitto killed and restarted while a fleet runs: each device's session

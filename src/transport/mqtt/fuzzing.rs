@@ -7,6 +7,8 @@
 //! the CONNACK accepted it, a QoS 1 PUBLISH is sent and timed to its
 //! PUBACK, and then the session idles until the bytes run out. That is
 //! the client's whole reading path: `next`, `answer`, `publish`, `idle`.
+//! [`client5`] does the same in MQTT 5, with a response topic: the
+//! subscription's SUBACK and the message's answer are read as well.
 //!
 //! Each call runs on this thread's current-thread runtime with tokio's
 //! clock paused, so that a keep-alive or a timeout costs no wall time: the
@@ -19,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::stream::MqttStream;
-use super::{Mqtt, MqttEndpoint, MqttSettings, start};
+use super::{Mqtt, MqttEndpoint, MqttSettings, MqttVersion, start};
 use crate::stats::Outcome;
 use crate::transport::{HandBack, Identity, MqttRoute, Outgoing, Qos, Transport};
 
@@ -50,10 +52,17 @@ thread_local! {
 /// docs): the PUBLISH's outcome if the CONNACK let the session in, `Err`
 /// if the session did not end.
 pub fn client(bytes: &[u8]) -> Result<Option<Outcome>, Finding> {
-    RUNTIME.with(|runtime| runtime.block_on(session(bytes)))
+    RUNTIME.with(|runtime| runtime.block_on(session(bytes, MqttVersion::V311)))
 }
 
-async fn session(bytes: &[u8]) -> Result<Option<Outcome>, Finding> {
+/// [`client`] in MQTT 5, its device's messages asking for answers on a
+/// response topic: the session subscribes to it before its PUBLISH, and
+/// the PUBLISH waits for its PUBACK and its answer.
+pub fn client5(bytes: &[u8]) -> Result<Option<Outcome>, Finding> {
+    RUNTIME.with(|runtime| runtime.block_on(session(bytes, MqttVersion::V5)))
+}
+
+async fn session(bytes: &[u8], version: MqttVersion) -> Result<Option<Outcome>, Finding> {
     let (near, mut far) = tokio::io::duplex(64 * 1024);
     let broker = async move {
         let _ = far.write_all(bytes).await;
@@ -64,12 +73,13 @@ async fn session(bytes: &[u8]) -> Result<Option<Outcome>, Finding> {
         while let Ok(1..) = far.read(&mut sink).await {}
     };
     let device = async move {
-        let settings = MqttSettings::default();
+        let settings = MqttSettings { version, ..MqttSettings::default() };
         let endpoint = MqttEndpoint::new(SocketAddr::from(([127, 0, 0, 1], 1883)), TIMEOUT, settings, &[]);
         let identity = Identity {
             device: "d-1".into(),
             username: Some("u".into()),
             password: Some("p".into()),
+            response_topic: (version == MqttVersion::V5).then(|| "devices/d-1/answers".into()),
             ..Identity::default()
         };
         let Ok(Ok(conn)) = tokio::time::timeout(TIMEOUT, start(&endpoint, MqttStream::Memory(near), identity)).await
@@ -157,6 +167,54 @@ mod tests {
         ]
     }
 
+    /// MQTT 5's seeds: a session whose message asks for an answer.
+    pub(crate) fn seeds5() -> Vec<(&'static str, Vec<u8>)> {
+        use rumqttc::v5::mqttbytes::QoS as Q5;
+        use rumqttc::v5::mqttbytes::v5 as p5;
+        let encoded = |packets: Vec<p5::Packet>| {
+            let mut out = BytesMut::new();
+            for p in packets {
+                p.write(&mut out, None).unwrap();
+            }
+            out.to_vec()
+        };
+        let accepted = || {
+            p5::Packet::ConnAck(p5::ConnAck {
+                session_present: false,
+                code: p5::ConnectReturnCode::Success,
+                properties: None,
+            })
+        };
+        let granted = p5::Packet::SubAck(p5::SubAck {
+            pkid: 1,
+            return_codes: vec![p5::SubscribeReasonCode::Success(Q5::AtLeastOnce)],
+            properties: None,
+        });
+        let answer = p5::PublishProperties {
+            correlation_data: Some(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 1])),
+            ..p5::PublishProperties::default()
+        };
+        vec![
+            (
+                "v5-connack-suback-puback-answer",
+                encoded(vec![
+                    accepted(),
+                    granted,
+                    p5::Packet::PubAck(p5::PubAck::new(2, None)),
+                    p5::Packet::Publish(p5::Publish::new("devices/d-1/answers", Q5::AtMostOnce, "{}", Some(answer))),
+                ]),
+            ),
+            (
+                "v5-connack-refused",
+                encoded(vec![p5::Packet::ConnAck(p5::ConnAck {
+                    session_present: false,
+                    code: p5::ConnectReturnCode::NotAuthorized,
+                    properties: None,
+                })]),
+            ),
+        ]
+    }
+
     /// Writes [`seeds`] to `fuzz/corpus/mqtt_client/` (run by
     /// `fuzz/seed.sh`).
     #[test]
@@ -164,7 +222,7 @@ mod tests {
     fn seeds_to_the_fuzz_corpus() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/mqtt_client");
         std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in seeds() {
+        for (name, bytes) in seeds().into_iter().chain(seeds5()) {
             std::fs::write(dir.join(name), bytes).unwrap();
         }
     }
@@ -177,6 +235,10 @@ mod tests {
         assert_eq!(client(longer), Ok(acknowledged), "its PUBACK among other packets");
         assert_eq!(client(refused), Ok(None), "no session");
         assert_eq!(client(&[]), Ok(None));
+        let [(_, answered), (_, refused)] = &seeds5()[..] else { panic!("two seeds") };
+        assert_eq!(client5(answered), Ok(acknowledged), "timed to its PUBACK and its answer");
+        assert_eq!(client5(refused), Ok(None), "no session");
+        assert_eq!(client5(&seeds()[0].1), Ok(None), "3.1.1's CONNACK is not MQTT 5's");
     }
 
     /// What the fuzz target does, on stable: random bytes, and the seeds
@@ -194,6 +256,10 @@ mod tests {
             };
             let ended = client(&bytes);
             assert!(ended.is_ok(), "case {case}: {ended:?} on {bytes:02x?}");
+            let seeds5 = seeds5();
+            let bytes5 = if case % 4 == 0 { bytes } else { mutated(&mut rng, &seeds5[case % seeds5.len()].1) };
+            let ended = client5(&bytes5);
+            assert!(ended.is_ok(), "case {case} (MQTT 5): {ended:?} on {bytes5:02x?}");
         }
     }
 }

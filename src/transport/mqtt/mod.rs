@@ -29,6 +29,7 @@
 //! timeout; the session stays open, and a PUBACK that comes later is read
 //! as an inbound message.
 
+mod codec;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod settings;
@@ -39,9 +40,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Login, Packet, PubAck, Publish};
-use rumqttc::mqttbytes::{Error as CodecError, QoS};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -49,11 +48,13 @@ use super::route::{Qos, Route};
 use super::tls::{self, TlsClient};
 use super::{Closed, Connected, Exchange, HandBack, Identity, Idle, Outgoing, Transport, ports};
 use crate::stats::{Code, Failure, Outcome, OutcomeClass, PerClass, mqtt_class};
+pub use codec::meaning;
+use codec::{Inbound, Out, Unread};
 pub use settings::{MqttSettings, MqttVersion};
 use stream::MqttStream;
 
-/// The largest packet a session reads: a device backend's packets to a
-/// device are small; a larger one is a protocol failure.
+/// The largest packet a session reads or writes: a device backend's
+/// packets to a device are small; a larger one is a protocol failure.
 const MAX_PACKET: usize = 1 << 20;
 
 /// Where and how sessions are opened: resolved once when a run starts.
@@ -107,12 +108,20 @@ impl Mqtt {
 }
 
 /// One device's session: its socket, what has been read of the next
-/// packet, and the packet identifiers it hands out.
+/// packet, the packet identifiers it hands out, and what its broker's
+/// CONNACK set.
 pub struct MqttConn {
     stream: MqttStream,
+    version: MqttVersion,
     read: BytesMut,
     /// Each packet is encoded here (kept: no allocation per message).
     write: BytesMut,
+    /// The largest packet the broker takes: its CONNACK's Maximum Packet
+    /// Size (MQTT 5), or the most a session writes.
+    max_out: usize,
+    /// The session's keep-alive: the device's, or the one the broker set
+    /// (MQTT 5's Server Keep Alive).
+    keep_alive: Duration,
     next_pkid: u16,
     /// When a packet last went out (a keep-alive is due a keep-alive
     /// interval after it).
@@ -120,11 +129,15 @@ pub struct MqttConn {
     /// When a PINGREQ went that has had no PINGRESP yet: the broker is
     /// gone if none comes within a keep-alive interval.
     ping_sent: Option<Instant>,
+    /// Where the device's messages ask their answers to go (subscribed
+    /// when the session opened), and the last Correlation Data given.
+    response_topic: Option<String>,
+    correlation: u64,
 }
 
 /// What a session read: a packet, or why there is none.
 enum Read {
-    Packet(Packet),
+    Packet(Inbound),
     /// The broker closed the connection, with a DISCONNECT or without.
     Closed(Closed),
     Failed(Failure),
@@ -137,9 +150,14 @@ impl MqttConn {
         self.next_pkid
     }
 
-    async fn send(&mut self, packet: &Packet) -> Result<(), Failure> {
-        self.write.clear();
-        packet.write(&mut self.write, MAX_PACKET).map_err(|_| Failure::Protocol)?;
+    /// Encodes `packet`: `Err` with its size if it is over what the
+    /// broker takes (or cannot be encoded).
+    fn encode(&mut self, packet: &Out<'_>) -> Result<(), usize> {
+        codec::write(self.version, packet, &mut self.write, self.max_out).map_err(|()| packet_size(packet))
+    }
+
+    /// Writes what [`Self::encode`] made.
+    async fn flush_out(&mut self) -> Result<(), Failure> {
         self.stream.write_all(&self.write).await.map_err(|_| Failure::Io)?;
         // A TLS record may wait in its session's buffer otherwise.
         self.stream.flush().await.map_err(|_| Failure::Io)?;
@@ -147,19 +165,24 @@ impl MqttConn {
         Ok(())
     }
 
+    async fn send(&mut self, packet: &Out<'_>) -> Result<(), Failure> {
+        self.encode(packet).map_err(|_| Failure::Protocol)?;
+        self.flush_out().await
+    }
+
     /// The next whole packet the broker sent (cancel-safe: what was read
     /// stays in the buffer).
     async fn next(&mut self) -> Read {
         loop {
-            match Packet::read(&mut self.read, MAX_PACKET) {
-                Ok(Packet::Disconnect) => return Read::Closed(Closed::Disconnect),
-                Ok(Packet::PingResp) => {
+            match codec::read(self.version, &mut self.read, MAX_PACKET) {
+                Ok(Inbound::Disconnect { .. }) => return Read::Closed(Closed::Disconnect),
+                Ok(Inbound::PingResp) => {
                     self.ping_sent = None;
-                    return Read::Packet(Packet::PingResp);
+                    return Read::Packet(Inbound::PingResp);
                 }
                 Ok(packet) => return Read::Packet(packet),
-                Err(CodecError::InsufficientBytes(_)) => {}
-                Err(_) => return Read::Failed(Failure::Protocol),
+                Err(Unread::Incomplete) => {}
+                Err(Unread::Malformed) => return Read::Failed(Failure::Protocol),
             }
             match self.stream.read_buf(&mut self.read).await {
                 Ok(0) => return Read::Closed(Closed::EndOfStream),
@@ -171,11 +194,22 @@ impl MqttConn {
 
     /// Answers what the broker sent unasked, where MQTT asks for an answer
     /// (a QoS 1 PUBLISH is acknowledged).
-    async fn answer(&mut self, packet: &Packet) -> Result<(), Failure> {
+    async fn answer(&mut self, packet: &Inbound) -> Result<(), Failure> {
         match packet {
-            Packet::Publish(p) if p.qos == QoS::AtLeastOnce => self.send(&Packet::PubAck(PubAck::new(p.pkid))).await,
+            Inbound::Publish(p) if p.qos == Qos::AtLeastOnce => self.send(&Out::PubAck { pkid: p.pkid }).await,
             _ => Ok(()),
         }
+    }
+}
+
+/// A packet's size as encoded, for a message that is too large.
+fn packet_size(packet: &Out<'_>) -> usize {
+    match packet {
+        Out::Publish(p) => {
+            let request = p.request.as_ref().map_or(0, |(t, d)| t.len() + d.len() + 6);
+            p.topic.len() + p.payload.len() + request + 10
+        }
+        _ => 0,
     }
 }
 
@@ -190,27 +224,35 @@ enum Wake {
     PingOverdue,
 }
 
+/// What to check when a broker refuses with `code`.
+fn what_to_check(version: MqttVersion, code: u8) -> &'static str {
+    match (version, code) {
+        (MqttVersion::V311, 1) | (_, 0x84) => "the broker's MQTT versions ([target.mqtt] version)",
+        (MqttVersion::V311, 2) | (_, 0x85) => "the devices' names (MQTT client ids)",
+        (MqttVersion::V311, 3) | (_, 0x88 | 0x89) => "the broker's state and limits",
+        (MqttVersion::V311, 4) | (_, 0x86) => "the identities file's username and password columns",
+        (MqttVersion::V311, 5) | (_, 0x87 | 0x8a) => {
+            "the identities file's username and password columns, and the broker's ACLs"
+        }
+        (_, 0x97 | 0x9f) => "the broker's connection limits, and [target.mqtt] connect_rate",
+        (_, 0x9c | 0x9d) => "the target's address (the broker sends devices elsewhere)",
+        _ => "the broker's log",
+    }
+}
+
 /// The outcome of a CONNACK that refused a session, noted with what the
 /// code means and what to check.
-fn refused(endpoint: &MqttEndpoint, code: ConnectReturnCode) -> Outcome {
-    let n = code as u8;
+fn refused(endpoint: &MqttEndpoint, ack: &codec::ConnAck) -> Outcome {
+    let (v, n) = (endpoint.settings.version, ack.code);
     let outcome = Outcome::Answered { class: mqtt_class(n), code: Some(Code::Mqtt(n)) };
     endpoint.note(outcome, || {
-        let (what, check) = match code {
-            ConnectReturnCode::RefusedProtocolVersion => {
-                ("unacceptable protocol version", "the broker's MQTT versions")
-            }
-            ConnectReturnCode::BadClientId => ("identifier rejected", "the devices' names (MQTT client ids)"),
-            ConnectReturnCode::ServiceUnavailable => ("server unavailable", "the broker's state and limits"),
-            ConnectReturnCode::BadUserNamePassword => {
-                ("bad user name or password", "the identities file's username and password columns")
-            }
-            ConnectReturnCode::NotAuthorized => {
-                ("not authorized", "the identities file's username and password columns, and the broker's ACLs")
-            }
-            ConnectReturnCode::Success => ("accepted", "nothing"),
-        };
-        format!("the broker refused a session's CONNECT: return code {n} ({what}); check {check}")
+        let said = ack.reason.as_deref().map(|r| format!(", saying {r:?}")).unwrap_or_default();
+        format!(
+            "the broker refused a session's CONNECT: {} code {n} ({}{said}); check {}",
+            if v == MqttVersion::V311 { "return" } else { "reason" },
+            meaning(v, n),
+            what_to_check(v, n)
+        )
     })
 }
 
@@ -243,79 +285,167 @@ async fn open(endpoint: &MqttEndpoint, identity: Identity) -> Result<(MqttConn, 
 }
 
 /// Starts `identity`'s session on `stream` (connected, TLS done if any):
-/// CONNECT, CONNACK. Apart from [`open`] so that any stream will do (the
-/// fuzz target's in-memory broker).
+/// CONNECT, CONNACK, and the subscription to its response topic if its
+/// messages ask for answers. Apart from [`open`] so that any stream will
+/// do (the fuzz target's in-memory broker).
 async fn start(endpoint: &MqttEndpoint, stream: MqttStream, identity: Identity) -> Result<MqttConn, Outcome> {
     let addr = endpoint.addr;
+    let s = &endpoint.settings;
     let mut conn = MqttConn {
         stream,
+        version: s.version,
         read: BytesMut::with_capacity(64),
         write: BytesMut::new(),
+        max_out: MAX_PACKET,
+        keep_alive: s.keep_alive,
         next_pkid: 0,
         last_sent: Instant::now(),
         ping_sent: None,
+        response_topic: None,
+        correlation: 0,
     };
-    let s = &endpoint.settings;
-    let connect = Connect {
-        protocol: rumqttc::mqttbytes::Protocol::V4,
+    let connect = codec::Connect {
+        client_id: &identity.device,
         keep_alive: s.keep_alive.as_secs().min(u64::from(u16::MAX)) as u16,
-        client_id: identity.device,
-        clean_session: s.clean_start,
-        last_will: identity.will.map(|w| {
-            let qos = match w.qos {
-                Qos::AtMostOnce => QoS::AtMostOnce,
-                Qos::AtLeastOnce => QoS::AtLeastOnce,
-            };
-            rumqttc::mqttbytes::v4::LastWill { topic: w.topic, message: w.payload, qos, retain: w.retain }
-        }),
-        login: identity.username.map(|u| Login::new(u, identity.password.unwrap_or_default())),
+        clean_start: s.clean_start,
+        session_expiry: s.session_expiry.as_secs().min(u64::from(u32::MAX)) as u32,
+        login: identity.username.as_deref().map(|u| (u, identity.password.as_deref().unwrap_or_default())),
+        will: identity.will.as_ref(),
     };
-    conn.send(&Packet::Connect(connect))
+    conn.send(&Out::Connect(connect))
         .await
         .map_err(|f| endpoint.note(Outcome::Failed(f), || format!("writing a session's CONNECT to {addr} failed")))?;
     match conn.next().await {
-        Read::Packet(Packet::ConnAck(ConnAck { code: ConnectReturnCode::Success, .. })) => Ok(conn),
-        Read::Packet(Packet::ConnAck(ConnAck { code, .. })) => Err(refused(endpoint, code)),
+        Read::Packet(Inbound::ConnAck(ack)) if ack.code == 0 => {
+            if let Some(max) = ack.maximum_packet_size {
+                conn.max_out = conn.max_out.min(max as usize);
+            }
+            if let Some(k) = ack.server_keep_alive.filter(|k| *k > 0) {
+                conn.keep_alive = Duration::from_secs(u64::from(k));
+            }
+        }
+        Read::Packet(Inbound::ConnAck(ack)) => return Err(refused(endpoint, &ack)),
         // Nothing else may come before the CONNACK.
-        Read::Packet(p) => Err(endpoint.note(Outcome::Failed(Failure::Protocol), || {
-            format!("the broker at {addr} answered a CONNECT with {p:?}, not a CONNACK")
-        })),
-        Read::Closed(_) => Err(endpoint.note(Outcome::Failed(Failure::Io), || {
-            format!("the broker at {addr} closed the connection before its CONNACK")
-        })),
-        Read::Failed(f) => Err(endpoint.note(Outcome::Failed(f), || {
-            format!("reading the CONNACK from {addr} failed ({f:?}: a broken connection, or bytes that are not MQTT)")
-        })),
+        Read::Packet(p) => {
+            return Err(endpoint.note(Outcome::Failed(Failure::Protocol), || {
+                format!("the broker at {addr} answered a CONNECT with {p:?}, not a CONNACK")
+            }));
+        }
+        Read::Closed(_) => {
+            return Err(endpoint.note(Outcome::Failed(Failure::Io), || {
+                format!("the broker at {addr} closed the connection before its CONNACK")
+            }));
+        }
+        Read::Failed(f) => {
+            return Err(endpoint.note(Outcome::Failed(f), || {
+                format!(
+                    "reading the CONNACK from {addr} failed ({f:?}: a broken connection, or bytes that are not MQTT {})",
+                    s.version
+                )
+            }));
+        }
+    }
+    if let Some(topic) = identity.response_topic {
+        subscribe(endpoint, &mut conn, &topic).await?;
+        conn.response_topic = Some(topic);
+    }
+    Ok(conn)
+}
+
+/// Subscribes a session to its device's response topic (QoS 1), before
+/// its first message: a refusal is the opening's outcome, in the class of
+/// the broker's code.
+async fn subscribe(endpoint: &MqttEndpoint, conn: &mut MqttConn, topic: &str) -> Result<(), Outcome> {
+    let addr = endpoint.addr;
+    let pkid = conn.pkid();
+    let broken = |f: Failure| {
+        endpoint.note(Outcome::Failed(f), || format!("subscribing a session to its response topic at {addr} failed"))
+    };
+    conn.send(&Out::Subscribe { pkid, filter: topic, qos: Qos::AtLeastOnce }).await.map_err(broken)?;
+    loop {
+        match conn.next().await {
+            Read::Packet(Inbound::SubAck { pkid: p, codes }) if p == pkid => {
+                let code = codes.first().copied().unwrap_or(0x80);
+                if code < 0x80 {
+                    return Ok(());
+                }
+                let outcome = Outcome::Answered { class: mqtt_class(code), code: Some(Code::Mqtt(code)) };
+                return Err(endpoint.note(outcome, || {
+                    format!(
+                        "the broker refused a device's subscription to its response topic {topic:?}: reason code \
+                         {code} ({}); check the broker's ACLs for [fleets.mqtt] response_topic",
+                        meaning(conn.version, code)
+                    )
+                }));
+            }
+            Read::Packet(packet) => conn.answer(&packet).await.map_err(broken)?,
+            Read::Closed(_) => return Err(broken(Failure::Io)),
+            Read::Failed(f) => return Err(broken(f)),
+        }
     }
 }
 
-/// Publishes `outgoing` on `conn` and waits for its acknowledgement (QoS
-/// 1), reading and answering whatever else comes meanwhile. The session
-/// goes back with the outcome unless it broke.
-async fn publish(conn: &mut MqttConn, outgoing: Outgoing) -> Result<Outcome, Failure> {
+/// Publishes `outgoing` on `conn` and waits for its acknowledgement (at
+/// QoS 1) and its answer (with a response topic), reading and answering
+/// whatever else comes meanwhile. The session goes back with the outcome
+/// unless it broke.
+async fn publish(endpoint: &MqttEndpoint, conn: &mut MqttConn, outgoing: Outgoing) -> Result<Outcome, Failure> {
     let Route::Mqtt(route) = outgoing.route else { return Err(Failure::Protocol) };
-    let qos = match route.qos {
-        Qos::AtMostOnce => QoS::AtMostOnce,
-        Qos::AtLeastOnce => QoS::AtLeastOnce,
+    let pkid = if route.qos == Qos::AtLeastOnce { conn.pkid() } else { 0 };
+    let correlation = conn.response_topic.is_some().then(|| {
+        conn.correlation += 1;
+        Bytes::copy_from_slice(&conn.correlation.to_be_bytes())
+    });
+    let request = conn.response_topic.clone().zip(correlation.clone());
+    let publish = codec::Publish {
+        topic: route.topic,
+        qos: route.qos,
+        retain: route.retain,
+        pkid,
+        payload: outgoing.body,
+        request,
     };
-    let mut publish = Publish::from_bytes(route.topic, qos, outgoing.body);
-    publish.retain = route.retain;
-    if qos == QoS::AtMostOnce {
-        conn.send(&Packet::Publish(publish)).await?;
+    let packet = Out::Publish(publish);
+    if let Err(size) = conn.encode(&packet) {
+        // Not sent: the broker would end the session for it.
+        let max = conn.max_out;
+        return Ok(endpoint.note(Outcome::Failed(Failure::Protocol), || {
+            format!(
+                "a message of about {size} bytes is over the most the broker takes ({max} bytes, its CONNACK's \
+                 Maximum Packet Size): it was not sent; make the fleet's payload or topic shorter"
+            )
+        }));
+    }
+    conn.flush_out().await?;
+    let (mut acked, mut answered) = (route.qos == Qos::AtMostOnce, correlation.is_none());
+    if acked && answered {
         // Written is all QoS 0 gives: no latency.
         return Ok(Outcome::Sent);
     }
-    let pkid = conn.pkid();
-    publish.pkid = pkid;
-    conn.send(&Packet::Publish(publish)).await?;
     loop {
         match conn.next().await {
-            Read::Packet(Packet::PubAck(ack)) if ack.pkid == pkid => {
-                return Ok(Outcome::Answered { class: OutcomeClass::Ok, code: None });
+            Read::Packet(Inbound::PubAck { pkid: p, reason }) if !acked && p == pkid => {
+                if reason >= 0x80 {
+                    let outcome = Outcome::Answered { class: mqtt_class(reason), code: Some(Code::Mqtt(reason)) };
+                    return Ok(endpoint.note(outcome, || {
+                        format!(
+                            "the broker refused a message: PUBACK reason code {reason} ({})",
+                            meaning(conn.version, reason)
+                        )
+                    }));
+                }
+                acked = true;
+            }
+            Read::Packet(Inbound::Publish(d)) if !answered && d.correlation == correlation => {
+                conn.answer(&Inbound::Publish(d)).await?;
+                answered = true;
             }
             Read::Packet(packet) => conn.answer(&packet).await?,
             Read::Closed(_) => return Err(Failure::Io),
             Read::Failed(f) => return Err(f),
+        }
+        if acked && answered {
+            return Ok(Outcome::Answered { class: OutcomeClass::Ok, code: None });
         }
     }
 }
@@ -332,7 +462,7 @@ impl Transport for Mqtt {
         async move {
             // The worker opens every session before its first message.
             let Some(mut conn) = conn else { return Exchange::failed(Failure::Protocol) };
-            match tokio::time::timeout(endpoint.timeout, publish(&mut conn, outgoing)).await {
+            match tokio::time::timeout(endpoint.timeout, publish(&endpoint, &mut conn, outgoing)).await {
                 Ok(Ok(outcome)) => Exchange { conn: Some(conn), ..Exchange::ended(outcome) },
                 Ok(Err(failure)) => {
                     endpoint.note(Outcome::Failed(failure), || match failure {
@@ -347,7 +477,8 @@ impl Transport for Mqtt {
                 // PUBACK is read as inbound).
                 Err(_) => {
                     endpoint.note(Outcome::Failed(Failure::Timeout), || {
-                        format!("no PUBACK within the target's timeout ({:?}); the session goes on", endpoint.timeout)
+                        let what = if conn.response_topic.is_some() { "PUBACK or answer" } else { "PUBACK" };
+                        format!("no {what} within the target's timeout ({:?}); the session goes on", endpoint.timeout)
                     });
                     Exchange { conn: Some(conn), ..Exchange::failed(Failure::Timeout) }
                 }
@@ -392,7 +523,7 @@ impl Transport for Mqtt {
             if goodbye {
                 // DISCONNECT: the broker discards the device's Will.
                 let _ = tokio::time::timeout(timeout, async {
-                    if conn.send(&Packet::Disconnect).await.is_ok() {
+                    if conn.send(&Out::Disconnect).await.is_ok() {
                         let _ = conn.stream.shutdown().await;
                     }
                 })
@@ -422,7 +553,7 @@ impl Transport for Mqtt {
         until: Instant,
         mut handback: HandBack,
     ) -> impl Future<Output = (Option<MqttConn>, Idle)> + Send + 'static {
-        let keep_alive = self.endpoint.settings.keep_alive;
+        let keep_alive = conn.keep_alive;
         async move {
             let broken = Idle::Closed(Closed::Broken);
             loop {
@@ -441,7 +572,7 @@ impl Transport for Mqtt {
                         return match what {
                             Wake::Until => (Some(conn), Idle::Until),
                             Wake::PingOverdue => (None, Idle::Closed(Closed::KeepaliveMissed)),
-                            Wake::Ping => match conn.send(&Packet::PingReq).await {
+                            Wake::Ping => match conn.send(&Out::PingReq).await {
                                 Ok(()) => {
                                     conn.ping_sent = Some(conn.last_sent);
                                     (Some(conn), Idle::Keepalive)
@@ -451,7 +582,7 @@ impl Transport for Mqtt {
                         };
                     }
                     read = conn.next() => match read {
-                        Read::Packet(Packet::PingResp) => continue,
+                        Read::Packet(Inbound::PingResp) => continue,
                         Read::Packet(packet) => {
                             return match conn.answer(&packet).await {
                                 Ok(()) => (Some(conn), Idle::Inbound),
@@ -474,6 +605,9 @@ mod tests {
     //! broker can give comes when the test says.
     use super::*;
     use crate::transport::MqttRoute;
+    use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PubAck};
+    use rumqttc::mqttbytes::{Error as CodecError, QoS};
+    use rumqttc::v5::mqttbytes::v5;
     use tokio::net::{TcpListener, TcpStream};
 
     /// The broker's end of one session.
@@ -677,6 +811,209 @@ mod tests {
         broker.await.unwrap();
         let refused = mqtt.exchange(sent.conn, bytes::Bytes::from_static(b"{}").into()).await;
         assert_eq!(refused.outcome, Outcome::Failed(Failure::Protocol));
+    }
+
+    /// The broker's end of one MQTT 5 session.
+    struct Far5 {
+        stream: TcpStream,
+        read: BytesMut,
+    }
+
+    impl Far5 {
+        async fn accept(listener: &TcpListener) -> Far5 {
+            let (stream, _) = listener.accept().await.unwrap();
+            Far5 { stream, read: BytesMut::new() }
+        }
+
+        async fn next(&mut self) -> Option<v5::Packet> {
+            loop {
+                match v5::Packet::read(&mut self.read, None) {
+                    Ok(p) => return Some(p),
+                    Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
+                    Err(e) => panic!("the client sent a bad packet: {e}"),
+                }
+                if self.stream.read_buf(&mut self.read).await.unwrap() == 0 {
+                    return None;
+                }
+            }
+        }
+
+        async fn send(&mut self, packet: v5::Packet) {
+            let mut out = BytesMut::new();
+            packet.write(&mut out, None).unwrap();
+            self.stream.write_all(&out).await.unwrap();
+        }
+
+        async fn connack(&mut self, code: v5::ConnectReturnCode, properties: Option<v5::ConnAckProperties>) {
+            self.send(v5::Packet::ConnAck(v5::ConnAck { session_present: false, code, properties })).await;
+        }
+    }
+
+    async fn transport5(settings: MqttSettings) -> (Mqtt, TcpListener) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let settings = MqttSettings { version: MqttVersion::V5, ..settings };
+        let endpoint = MqttEndpoint::new(listener.local_addr().unwrap(), Duration::from_secs(2), settings, &[]);
+        (Mqtt::new(endpoint), listener)
+    }
+
+    fn properties(max_packet_size: u32, server_keep_alive: u16) -> v5::ConnAckProperties {
+        // The crate has no constructor for them: each field said.
+        v5::ConnAckProperties {
+            session_expiry_interval: None,
+            receive_max: Some(100),
+            max_qos: Some(1),
+            retain_available: None,
+            max_packet_size: Some(max_packet_size),
+            assigned_client_identifier: None,
+            topic_alias_max: None,
+            reason_string: None,
+            user_properties: Vec::new(),
+            wildcard_subscription_available: None,
+            subscription_identifiers_available: None,
+            shared_subscription_available: None,
+            server_keep_alive: Some(server_keep_alive),
+            response_information: None,
+            server_reference: None,
+            authentication_method: None,
+            authentication_data: None,
+        }
+    }
+
+    /// MQTT 5: the CONNECT carries the session expiry; the CONNACK's
+    /// Maximum Packet Size keeps a message too large from going (the
+    /// broker would end the session for it) and its Server Keep Alive
+    /// replaces the device's; a PUBACK's reason code is the message's
+    /// outcome, and the session goes on after a refusal.
+    #[tokio::test]
+    async fn mqtt_5_reads_the_broker_s_limits_and_each_puback_s_reason_code() {
+        let settings = MqttSettings { session_expiry: Duration::from_secs(3600), ..MqttSettings::default() };
+        let (mqtt, listener) = transport5(settings).await;
+        let broker = tokio::spawn(async move {
+            let mut far = Far5::accept(&listener).await;
+            let Some(v5::Packet::Connect(c, _, login)) = far.next().await else { panic!("CONNECT first") };
+            assert_eq!((c.client_id.as_str(), c.keep_alive), ("d-1", 60));
+            assert_eq!(c.properties.and_then(|p| p.session_expiry_interval), Some(3600));
+            assert_eq!(login.map(|l| l.username), Some("u".to_string()));
+            far.connack(v5::ConnectReturnCode::Success, Some(properties(64, 1))).await;
+            let Some(v5::Packet::Publish(p)) = far.next().await else { panic!("PUBLISH") };
+            assert_eq!(p.payload.as_ref(), b"{\"x\":1}", "the large message never came");
+            let nack = v5::PubAck { pkid: p.pkid, reason: v5::PubAckReason::PayloadFormatInvalid, properties: None };
+            far.send(v5::Packet::PubAck(nack)).await;
+            let Some(v5::Packet::Publish(p)) = far.next().await else { panic!("PUBLISH") };
+            far.send(v5::Packet::PubAck(v5::PubAck::new(p.pkid, None))).await;
+            // The broker's keep-alive (1 s), not the device's 60 s.
+            let Some(v5::Packet::PingReq(_)) = far.next().await else { panic!("PINGREQ") };
+            far.send(v5::Packet::Disconnect(v5::Disconnect::new(v5::DisconnectReasonCode::SessionTakenOver))).await;
+        });
+        let (conn, _) = mqtt.connect(identity()).await.unwrap();
+        let large = Outgoing {
+            body: bytes::Bytes::from(vec![b'x'; 100]),
+            route: MqttRoute { topic: "t".into(), qos: Qos::AtLeastOnce, retain: false }.into(),
+        };
+        let too_large = mqtt.exchange(Some(conn), large).await;
+        assert_eq!(too_large.outcome, Outcome::Failed(Failure::Protocol));
+        let first = mqtt.first_errors();
+        assert!(first["protocol"].contains("over the most the broker takes (64 bytes"), "{first:?}");
+        let refused = mqtt.exchange(too_large.conn, message("t", Qos::AtLeastOnce)).await;
+        assert_eq!(refused.outcome, Outcome::Answered { class: OutcomeClass::Rejected, code: Some(Code::Mqtt(0x99)) });
+        assert!(mqtt.first_errors()["rejected"].contains("153 (payload format invalid)"));
+        let ok = mqtt.exchange(refused.conn, message("t", Qos::AtLeastOnce)).await;
+        assert_eq!(ok.outcome, Outcome::Answered { class: OutcomeClass::Ok, code: None });
+        let far_future = Instant::now() + Duration::from_secs(30);
+        let (_kept, handback) = HandBack::pair();
+        let (conn, what) = mqtt.idle(ok.conn.unwrap(), far_future, handback).await;
+        assert_eq!(what, Idle::Keepalive);
+        let (_kept, handback) = HandBack::pair();
+        let (_, what) = mqtt.idle(conn.unwrap(), far_future, handback).await;
+        assert_eq!(what, Idle::Closed(Closed::Disconnect));
+        broker.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_mqtt_5_refusal_is_its_reason_code_in_its_class_with_what_it_means() {
+        let (mqtt, listener) = transport5(MqttSettings::default()).await;
+        tokio::spawn(async move {
+            let mut far = Far5::accept(&listener).await;
+            let _connect = far.next().await;
+            far.connack(v5::ConnectReturnCode::BadUserNamePassword, None).await;
+        });
+        let refused = mqtt.connect(identity()).await.err().expect("refused");
+        assert_eq!(refused, Outcome::Answered { class: OutcomeClass::Auth, code: Some(Code::Mqtt(0x86)) });
+        let said = &mqtt.first_errors()["auth"];
+        assert!(said.contains("reason code 134 (bad user name or password)") && said.contains("username"), "{said}");
+    }
+
+    /// A request/response message (MQTT 5's Response Topic with
+    /// Correlation Data): the session subscribes to its response topic
+    /// when it opens, and a message is done at its answer, matched by its
+    /// correlation data (an answer to another message is not its).
+    #[tokio::test]
+    async fn a_request_is_timed_to_its_own_answer_on_the_response_topic() {
+        let (mqtt, listener) = transport5(MqttSettings::default()).await;
+        let broker = tokio::spawn(async move {
+            let mut far = Far5::accept(&listener).await;
+            let _connect = far.next().await;
+            far.connack(v5::ConnectReturnCode::Success, None).await;
+            let Some(v5::Packet::Subscribe(s)) = far.next().await else { panic!("SUBSCRIBE") };
+            assert_eq!(s.filters[0].path, "answers/d-1");
+            let granted = vec![v5::SubscribeReasonCode::Success(rumqttc::v5::mqttbytes::QoS::AtLeastOnce)];
+            far.send(v5::Packet::SubAck(v5::SubAck { pkid: s.pkid, return_codes: granted, properties: None })).await;
+            let mut answered = 0;
+            for _ in 0..2 {
+                let Some(v5::Packet::Publish(p)) = far.next().await else { panic!("PUBLISH") };
+                let props = p.properties.clone().expect("a request's properties");
+                assert_eq!(props.response_topic.as_deref(), Some("answers/d-1"));
+                let data = props.correlation_data.expect("correlation data");
+                far.send(v5::Packet::PubAck(v5::PubAck::new(p.pkid, None))).await;
+                // An answer to something else first: not this message's.
+                let stray = v5::PublishProperties {
+                    correlation_data: Some(bytes::Bytes::from_static(b"other")),
+                    ..v5::PublishProperties::default()
+                };
+                far.send(v5::Packet::Publish(v5::Publish::new(
+                    "answers/d-1",
+                    rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+                    "{}",
+                    Some(stray),
+                )))
+                .await;
+                let own = v5::PublishProperties { correlation_data: Some(data), ..v5::PublishProperties::default() };
+                let mut answer =
+                    v5::Publish::new("answers/d-1", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, "{}", Some(own));
+                answer.pkid = 9;
+                far.send(v5::Packet::Publish(answer)).await;
+                let Some(v5::Packet::PubAck(ack)) = far.next().await else { panic!("the answer acknowledged") };
+                assert_eq!(ack.pkid, 9);
+                answered += 1;
+            }
+            answered
+        });
+        let id = Identity { response_topic: Some("answers/d-1".into()), ..identity() };
+        let (conn, _) = mqtt.connect(id).await.unwrap();
+        let first = mqtt.exchange(Some(conn), message("t", Qos::AtLeastOnce)).await;
+        assert_eq!(first.outcome, Outcome::Answered { class: OutcomeClass::Ok, code: None });
+        // QoS 0 with an answer to wait for is timed to it as well.
+        let second = mqtt.exchange(first.conn, message("t", Qos::AtMostOnce)).await;
+        assert_eq!(second.outcome, Outcome::Answered { class: OutcomeClass::Ok, code: None });
+        assert_eq!(broker.await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_subscription_to_the_response_topic_refuses_the_opening() {
+        let (mqtt, listener) = transport5(MqttSettings::default()).await;
+        tokio::spawn(async move {
+            let mut far = Far5::accept(&listener).await;
+            let _connect = far.next().await;
+            far.connack(v5::ConnectReturnCode::Success, None).await;
+            let Some(v5::Packet::Subscribe(s)) = far.next().await else { panic!("SUBSCRIBE") };
+            let refused = vec![v5::SubscribeReasonCode::NotAuthorized];
+            far.send(v5::Packet::SubAck(v5::SubAck { pkid: s.pkid, return_codes: refused, properties: None })).await;
+            far.next().await
+        });
+        let id = Identity { response_topic: Some("answers/d-1".into()), ..identity() };
+        let refused = mqtt.connect(id).await.err().expect("refused");
+        assert_eq!(refused, Outcome::Answered { class: OutcomeClass::Auth, code: Some(Code::Mqtt(0x87)) });
+        assert!(mqtt.first_errors()["auth"].contains("response topic \"answers/d-1\""));
     }
 
     fn clone_endpoint(mqtt: &Mqtt) -> MqttEndpoint {

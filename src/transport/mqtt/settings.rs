@@ -17,12 +17,16 @@ pub enum MqttVersion {
     /// MQTT 3.1.1: every broker and device backend here speaks it.
     #[default]
     V311,
+    /// MQTT 5: reason codes on every refusal and acknowledgement, the
+    /// broker's limits in its CONNACK, request/response.
+    V5,
 }
 
 impl fmt::Display for MqttVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             MqttVersion::V311 => "3.1.1",
+            MqttVersion::V5 => "5",
         })
     }
 }
@@ -31,10 +35,8 @@ impl<'de> Deserialize<'de> for MqttVersion {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match String::deserialize(d)?.as_str() {
             "3.1.1" => Ok(MqttVersion::V311),
-            "5" | "5.0" => Err(de::Error::custom(
-                "MQTT 5 is not spoken yet (it comes with MQTT 5's reason codes and properties); write \"3.1.1\"",
-            )),
-            other => Err(de::Error::custom(format!("version is {other:?}; write \"3.1.1\""))),
+            "5" | "5.0" => Ok(MqttVersion::V5),
+            other => Err(de::Error::custom(format!("version is {other:?}; write \"3.1.1\" or \"5\""))),
         }
     }
 }
@@ -47,8 +49,11 @@ pub struct MqttSettings {
     /// long (the broker closes one silent for 1.5 times it).
     pub keep_alive: Duration,
     /// Start each session without the broker's state of a previous one
-    /// (MQTT 3.1.1's Clean Session).
+    /// (MQTT 3.1.1's Clean Session, MQTT 5's Clean Start).
     pub clean_start: bool,
+    /// How long the broker keeps a session's state after it ends (MQTT
+    /// 5's Session Expiry Interval; 0: it ends with the connection).
+    pub session_expiry: Duration,
     /// How a device reopens a lost session (`reconnect_delay`, doubling
     /// up to `reconnect_max`; AWS's device SDKs start at 1 s), or not
     /// until its next heartbeat (`reconnect = false`).
@@ -65,6 +70,7 @@ impl Default for MqttSettings {
             version: MqttVersion::V311,
             keep_alive: Duration::from_secs(60),
             clean_start: true,
+            session_expiry: Duration::ZERO,
             reconnect: Some(Reconnect { first: Duration::from_secs(1), max: Duration::from_secs(60) }),
             connect_rate: None,
         }
@@ -77,6 +83,7 @@ struct RawMqttSettings {
     version: Option<MqttVersion>,
     keep_alive: Option<DurationValue>,
     clean_start: Option<bool>,
+    session_expiry: Option<DurationValue>,
     reconnect: Option<bool>,
     reconnect_delay: Option<DurationValue>,
     reconnect_max: Option<DurationValue>,
@@ -124,8 +131,22 @@ impl<'de> Deserialize<'de> for MqttSettings {
             }
             (_, None) => None,
         };
+        let version = raw.version.unwrap_or_default();
+        let session_expiry = match raw.session_expiry {
+            None => Duration::ZERO,
+            Some(_) if version == MqttVersion::V311 => {
+                return Err(de::Error::custom(
+                    "session_expiry is MQTT 5's (3.1.1 has clean_start alone): write version = \"5\", or drop it",
+                ));
+            }
+            Some(e) if e.0.subsec_nanos() != 0 || e.0 > Duration::from_secs(u64::from(u32::MAX)) => {
+                return Err(de::Error::custom("session_expiry is whole seconds, at most 4294967295s"));
+            }
+            Some(e) => e.0,
+        };
         Ok(MqttSettings {
-            version: raw.version.unwrap_or_default(),
+            version,
+            session_expiry,
             keep_alive,
             clean_start: raw.clean_start.unwrap_or(defaults.clean_start),
             reconnect,
@@ -149,12 +170,15 @@ mod tests {
         assert_eq!(s.reconnect, None);
         let s: MqttSettings = toml::from_str("connect_rate = \"6000/m\"").unwrap();
         assert_eq!(s.connect_rate, Some(100.0));
+        let s: MqttSettings = toml::from_str("version = \"5\"\nsession_expiry = \"1h\"").unwrap();
+        assert_eq!((s.version, s.session_expiry), (MqttVersion::V5, Duration::from_secs(3600)));
         for (text, says) in [
             ("keep_alive = \"0s\"", "from 1s"),
             ("keep_alive = \"1500ms\"", "whole seconds"),
             ("keep_alive = \"20h\"", "65535s"),
-            ("version = \"5\"", "not spoken yet"),
-            ("version = \"3\"", "write \"3.1.1\""),
+            ("version = \"3\"", "write \"3.1.1\" or \"5\""),
+            ("session_expiry = \"1h\"", "MQTT 5's"),
+            ("version = \"5\"\nsession_expiry = \"1.5s\"", "whole seconds"),
             ("keepalive = \"30s\"", "unknown field"),
             ("reconnect_delay = \"1ms\"", "at least 10ms"),
             ("connect_rate = \"0/s\"", "connect_rate"),

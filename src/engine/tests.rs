@@ -680,7 +680,7 @@ async fn a_session_transport_opens_each_device_s_session_with_its_identity_keeps
     }
     let keepalives: usize = sessions.values().map(|s| s.keepalives.len()).sum();
     assert!(keepalives >= 4 * 2 * 5 - 2, "{keepalives}");
-    let counted = out.fleets[0].counters.sessions;
+    let counted = out.fleets[0].counters.sessions.clone();
     assert_eq!(
         counted,
         SessionCounts {
@@ -816,7 +816,7 @@ async fn a_lost_session_is_reopened_after_its_reconnect_delay_which_doubles_whil
     .await;
     assert_accounting(&out);
     let c = &out.fleets[0].counters;
-    let s = c.sessions;
+    let s = &c.sessions;
     assert_eq!((c.scheduled, c.sent, c.missed), (30, 30, 0), "{c:?}");
     assert_eq!((s.closed, s.reopened), (2, 2), "each device's session closed once, reopened once: {s:?}");
     assert_eq!(c.connects, 4, "two openings by heartbeats, two reopenings");

@@ -57,7 +57,7 @@ pub(crate) fn stats_of(name: Option<String>, r: &Recorder, span: Span, with_hist
         tls_handshake_ms: (!r.tls_handshake.is_empty()).then(|| Percentiles::of(&r.tls_handshake)),
         session_open_ms: (!r.session_open.is_empty()).then(|| Percentiles::of(&r.session_open)),
         freshness: None,
-        sessions: (!c.sessions.is_empty()).then_some(c.sessions),
+        sessions: (!c.sessions.is_empty()).then_some(c.sessions.clone()),
         histograms: Histograms {
             latency: encode(&r.latency),
             service_time: encode(&r.service_time),

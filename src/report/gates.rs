@@ -116,7 +116,7 @@ impl Stats {
                 if s.session_open_ms.is_none() {
                     return Err(NoValue::NoSessions { path: m.path.clone() });
                 }
-                let c = s.sessions.unwrap_or_default();
+                let c = s.sessions.clone().unwrap_or_default();
                 (match m.quantity() {
                     Quantity::SessionsClosed => c.closed,
                     Quantity::SessionsReopened => c.reopened,

@@ -311,7 +311,7 @@ pub fn recorder_of(stats: &Stats) -> Result<Recorder, StatsError> {
     c.waited = stats.waited;
     c.retry_pending = stats.retry_pending;
     c.unacknowledged = stats.unacknowledged;
-    c.sessions = stats.sessions.unwrap_or_default();
+    c.sessions = stats.sessions.clone().unwrap_or_default();
     c.classes[OutcomeClass::Ok] = stats.ok;
     for class in OutcomeClass::FAILED {
         c.classes[class] = stats.errors_of(class);

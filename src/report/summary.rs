@@ -210,8 +210,23 @@ impl Report {
                 String::new()
             };
             let by = &s.closed_by;
+            let reasons: Vec<String> = by
+                .disconnect_reasons
+                .iter()
+                .map(|(code, n)| {
+                    let meaning = code
+                        .parse()
+                        .map_or("", |c| crate::transport::mqtt::meaning(crate::transport::mqtt::MqttVersion::V5, c));
+                    format!("{n} {meaning} ({code})")
+                })
+                .collect();
+            let disconnect = if reasons.is_empty() {
+                "DISCONNECT".to_string()
+            } else {
+                format!("DISCONNECT [{}]", reasons.join(", "))
+            };
             let causes = [
-                ("DISCONNECT", by.disconnect),
+                (disconnect.as_str(), by.disconnect),
                 ("end of stream", by.end_of_stream),
                 ("broken", by.broken),
                 ("keep-alive unanswered", by.keepalive_missed),

@@ -493,7 +493,7 @@ device_name = "d-{index}"
             ..Default::default()
         };
         assert!(keepalives >= 4 * 2 * 5 - 2, "{keepalives}");
-        assert_eq!((t.sessions, report.fleets[0].sessions), (Some(sessions), Some(sessions)));
+        assert_eq!((t.sessions.clone(), report.fleets[0].sessions.clone()), (Some(sessions.clone()), Some(sessions)));
         assert!(report.summary().contains(&format!(
             "idle sessions: keep-alives {keepalives}, inbound messages 1, closed by the far end 1 (DISCONNECT 1)"
         )));

@@ -70,7 +70,7 @@ pub struct Counters {
 
 /// What a fleet's idle sessions did between heartbeats, as the engine
 /// saw it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionCounts {
     /// Keep-alives sent between heartbeats.
     pub keepalives: u64,
@@ -97,10 +97,14 @@ pub struct SessionCounts {
 }
 
 /// Why idle sessions ended (a transport's `Closed`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClosedBy {
     /// The far end said goodbye (MQTT's DISCONNECT).
     pub disconnect: u64,
+    /// Of those, how many gave each MQTT 5 reason code (its number, in
+    /// decimal as the report's `codes.mqtt` are).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub disconnect_reasons: BTreeMap<String, u64>,
     /// The far end closed the connection without a word.
     pub end_of_stream: u64,
     /// The connection broke (a reset, a failed write, bytes not of the protocol).
@@ -112,6 +116,9 @@ pub struct ClosedBy {
 impl ClosedBy {
     pub fn add(&mut self, other: &ClosedBy) {
         self.disconnect += other.disconnect;
+        for (code, n) in &other.disconnect_reasons {
+            *self.disconnect_reasons.entry(code.clone()).or_default() += n;
+        }
         self.end_of_stream += other.end_of_stream;
         self.broken += other.broken;
         self.keepalive_missed += other.keepalive_missed;

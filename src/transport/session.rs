@@ -112,8 +112,9 @@ impl Reconnect {
 /// Why an idle session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Closed {
-    /// The far end said goodbye (MQTT's DISCONNECT).
-    Disconnect,
+    /// The far end said goodbye (MQTT's DISCONNECT), with its reason code
+    /// (MQTT 5's; none in 3.1.1).
+    Disconnect(Option<u8>),
     /// The far end closed the connection without a word.
     EndOfStream,
     /// The connection broke (a reset, a write that failed, bytes that are

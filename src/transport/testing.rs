@@ -376,7 +376,7 @@ impl Transport for Fake {
             let s = sessions.get(&conn).expect("a session the fake opened");
             let late = s.late.iter().map(|(at, _)| *at).min();
             [
-                s.close_at.map(|at| (at, Idle::Closed(crate::transport::Closed::Disconnect))),
+                s.close_at.map(|at| (at, Idle::Closed(crate::transport::Closed::Disconnect(None)))),
                 late.map(|at| (at, Idle::Inbound)),
                 Some((s.last_sent + script.keepalive, Idle::Keepalive)),
             ]

@@ -387,7 +387,7 @@ fn a_broker_restarted_mid_run_gets_every_device_back_and_the_books_balance() {
     let report = Report::load(&out_json).unwrap();
     let t = &report.totals;
     assert_eq!((t.scheduled, t.sent), (t.sent + t.missed, t.ok + t.failed + t.retry_pending), "{t:?}");
-    let s = t.sessions.expect("the sessions' counts");
+    let s = t.sessions.clone().expect("the sessions' counts");
     // Every device lost its session, idle (closed) or during a publish
     // (io, or a timeout), and opened a new one by itself: each reopening
     // is a connect, counted once.

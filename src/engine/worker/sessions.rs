@@ -37,7 +37,12 @@ pub(super) fn count(counts: &mut SessionCounts, what: &Ended) {
             counts.closed += 1;
             let by = &mut counts.closed_by;
             match why {
-                Closed::Disconnect => by.disconnect += 1,
+                Closed::Disconnect(reason) => {
+                    by.disconnect += 1;
+                    if let Some(code) = reason {
+                        *by.disconnect_reasons.entry(code.to_string()).or_default() += 1;
+                    }
+                }
                 Closed::EndOfStream => by.end_of_stream += 1,
                 Closed::Broken => by.broken += 1,
                 Closed::KeepaliveMissed => by.keepalive_missed += 1,

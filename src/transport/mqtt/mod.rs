@@ -175,7 +175,7 @@ impl MqttConn {
     async fn next(&mut self) -> Read {
         loop {
             match codec::read(self.version, &mut self.read, MAX_PACKET) {
-                Ok(Inbound::Disconnect { .. }) => return Read::Closed(Closed::Disconnect),
+                Ok(Inbound::Disconnect { reason }) => return Read::Closed(Closed::Disconnect(reason)),
                 Ok(Inbound::PingResp) => {
                     self.ping_sent = None;
                     return Read::Packet(Inbound::PingResp);
@@ -739,7 +739,11 @@ mod tests {
         assert_eq!(what, Idle::Keepalive);
         let (_kept, handback) = HandBack::pair();
         let (conn, what) = mqtt.idle(conn.unwrap(), far_future, handback).await;
-        assert_eq!(what, Idle::Closed(Closed::Disconnect), "the broker's DISCONNECT (the PINGRESP read on the way)");
+        assert_eq!(
+            what,
+            Idle::Closed(Closed::Disconnect(None)),
+            "the broker's DISCONNECT (the PINGRESP read on the way)"
+        );
         assert!(conn.is_none());
         broker.await.unwrap();
     }
@@ -925,7 +929,7 @@ mod tests {
         assert_eq!(what, Idle::Keepalive);
         let (_kept, handback) = HandBack::pair();
         let (_, what) = mqtt.idle(conn.unwrap(), far_future, handback).await;
-        assert_eq!(what, Idle::Closed(Closed::Disconnect));
+        assert_eq!(what, Idle::Closed(Closed::Disconnect(Some(0x8e))), "session taken over");
         broker.await.unwrap();
     }
 

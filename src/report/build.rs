@@ -102,6 +102,8 @@ pub struct RunFacts {
     pub aborted: Option<(Aborted, ThresholdResult)>,
     /// Stopped for want of a success.
     pub stopped: Option<Stopped>,
+    /// What the observers saw, by fleet index.
+    pub delivery: Vec<(usize, crate::stats::Delivery)>,
 }
 
 impl Report {
@@ -110,8 +112,17 @@ impl Report {
     /// thresholds checked (an abort threshold that fired as it was judged
     /// then).
     pub fn new(scenario: &Scenario, seed: u64, out: &RunOutput, facts: RunFacts) -> Report {
-        let RunFacts { target: target_url, backend, start, shard, first_errors, spread_sources, aborted, stopped } =
-            facts;
+        let RunFacts {
+            target: target_url,
+            backend,
+            start,
+            shard,
+            first_errors,
+            spread_sources,
+            aborted,
+            stopped,
+            delivery,
+        } = facts;
         let seconds = out.scheduled_for.as_secs_f64();
         let span = Span { scheduled_s: seconds, sending_s: out.sending_for.as_secs_f64().max(seconds) };
         let mut total = Recorder::default();
@@ -263,6 +274,10 @@ impl Report {
             interrupted: out.interrupted && stopped.is_none(),
             stopped,
             first_errors,
+            delivery: delivery
+                .iter()
+                .filter_map(|(i, d)| scenario.fleets.get(*i).map(|f| super::DeliveryStats::of(f.name(), d)))
+                .collect(),
             backend,
             start,
             shard,

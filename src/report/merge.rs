@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use super::DeliveryStats;
 use super::{
     Cohort, FreshnessStats, MergedFrom, PoolVerdict, Report, SecondStats, Span, Stats, generator_health, stats_of,
 };
@@ -180,6 +181,7 @@ pub fn merge(shards: &[ShardReport]) -> Result<Report, MergeError> {
         // The earliest shard to stop: the merged run stopped then.
         stopped: sorted.iter().filter_map(|s| s.report.stopped.clone()).min_by(|a, b| a.at_s.total_cmp(&b.at_s)),
         first_errors: BTreeMap::new(),
+        delivery: merge_delivery(&sorted)?,
         backend: None,
         start: None,
         shard: None,
@@ -356,6 +358,35 @@ fn freshness_of(f: &FreshnessStats) -> Result<Freshness, StatsError> {
     let decoded = stats::decode_histogram(&f.histogram).map_err(StatsError::decoding("freshness"))?;
     out.max_gap.add(&decoded).map_err(StatsError::adding("freshness"))?;
     Ok(out)
+}
+
+/// The shards' end-to-end deliveries, fleet by fleet: counts added,
+/// histograms merged (each shard's observer saw its own messages).
+fn merge_delivery(shards: &[&ShardReport]) -> Result<Vec<DeliveryStats>, MergeError> {
+    let mut merged: Vec<(String, stats::Delivery)> = Vec::new();
+    for s in shards {
+        for d in &s.report.delivery {
+            let within = |source| MergeError::Statistics { origin: s.origin.clone(), source };
+            let at = match merged.iter().position(|(f, _)| *f == d.fleet) {
+                Some(at) => at,
+                None => {
+                    merged.push((d.fleet.clone(), stats::Delivery::default()));
+                    merged.len() - 1
+                }
+            };
+            let m = &mut merged[at].1;
+            m.expected += d.expected;
+            m.delivered += d.delivered;
+            m.duplicates += d.duplicates;
+            m.foreign += d.foreign;
+            m.broken |= d.observer_broke;
+            let decoded =
+                stats::decode_histogram(&d.histogram).map_err(StatsError::decoding("delivery")).map_err(within)?;
+            m.latency.add(&decoded).map_err(StatsError::adding("delivery")).map_err(within)?;
+        }
+    }
+    // Another shard's observer saw these as foreign: not foreign to the run.
+    Ok(merged.iter().map(|(fleet, d)| DeliveryStats::of(fleet, d)).collect())
 }
 
 /// Several shards' statistics of one thing (the totals, a fleet, a cohort), added.

@@ -106,6 +106,9 @@ pub struct Report {
     /// The first error message of each failure class, as the transport saw it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub first_errors: BTreeMap<String, String>,
+    /// End-to-end delivery of each fleet observed (`observe`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivery: Vec<DeliveryStats>,
     /// The built-in backend's own counts at the end, when it was the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<serde_json::Value>,
@@ -407,6 +410,48 @@ pub struct Stats {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<crate::stats::SessionCounts>,
     pub histograms: Histograms,
+}
+
+/// What a fleet's observer saw of its messages end to end: each one the
+/// broker took, delivered or not, timed from its intended time to its
+/// delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryStats {
+    pub fleet: String,
+    /// Messages the broker took (acknowledged at QoS 1, written at QoS 0).
+    pub expected: u64,
+    /// Of the messages, how many were delivered (each once).
+    pub delivered: u64,
+    /// The broker took them, and they never came.
+    pub lost: u64,
+    /// Deliveries of a message already delivered.
+    pub duplicates: u64,
+    /// Messages on the fleet's topics that were not this run's.
+    pub foreign: u64,
+    /// The observer's session broke before the end: what was not seen
+    /// may not be lost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub observer_broke: bool,
+    /// Intended time to delivery.
+    pub latency_ms: Percentiles,
+    /// Its histogram (µs), encoded like the others.
+    pub histogram: String,
+}
+
+impl DeliveryStats {
+    pub fn of(fleet: &str, d: &crate::stats::Delivery) -> DeliveryStats {
+        DeliveryStats {
+            fleet: fleet.to_string(),
+            expected: d.expected,
+            delivered: d.delivered,
+            lost: d.lost(),
+            duplicates: d.duplicates,
+            foreign: d.foreign,
+            observer_broke: d.broken,
+            latency_ms: Percentiles::of(&d.latency),
+            histogram: stats::encode_histogram(&d.latency),
+        }
+    }
 }
 
 /// Device freshness: each device's largest gap without a successful

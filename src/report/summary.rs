@@ -245,6 +245,26 @@ impl Report {
                 s.keepalives, s.inbound, s.closed
             );
         }
+        for d in &self.delivery {
+            let lost = format!("{} lost", d.lost);
+            let lost = if d.lost > 0 { paint.bad(&lost) } else { "none lost".into() };
+            let timed = if d.delivered > 0 {
+                format!(
+                    "; intended time to delivery p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    d.latency_ms.p50, d.latency_ms.p99, d.latency_ms.max
+                )
+            } else {
+                String::new()
+            };
+            let broke =
+                if d.observer_broke { " (the observer's session broke: what it missed may not be lost)" } else { "" };
+            let _ = writeln!(
+                out,
+                "delivery (observed end to end), fleet {}: {} of the {} messages the broker took delivered, {lost}, {} \
+                 duplicated{timed}{broke}",
+                d.fleet, d.delivered, d.expected, d.duplicates
+            );
+        }
         let verdict = &self.generator.verdict;
         let verdict = if self.generator.kept_up { paint.good(verdict) } else { paint.warn(verdict) };
         let _ = writeln!(out, "generator: {verdict}");

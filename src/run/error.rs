@@ -46,6 +46,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// An observer (`observe`) could not open its session or subscribe.
+    #[error("{0}")]
+    Observer(String),
     /// The target's host name resolved to nothing.
     #[error("{host} resolves to no address")]
     NoAddress { host: String },
@@ -78,7 +81,9 @@ impl RunError {
             | RunError::Tls(_)
             | RunError::SigV4(_)
             | RunError::Endpoint(_) => RunErrorKind::Invalid,
-            RunError::Builtin(_) | RunError::Resolve { .. } | RunError::NoAddress { .. } => RunErrorKind::Failed,
+            RunError::Builtin(_) | RunError::Resolve { .. } | RunError::NoAddress { .. } | RunError::Observer(_) => {
+                RunErrorKind::Failed
+            }
             RunError::NotReady { .. } => RunErrorKind::NotReady,
         }
     }

@@ -197,14 +197,15 @@ pub async fn execute_with(
     options: ExecuteOptions,
     progress: impl FnMut(&Live<'_>),
 ) -> Result<Executed, RunError> {
-    let target = OpenTarget::open(plan.scenario, plan.shard).await?;
+    let mut target = OpenTarget::open(plan.scenario, plan.shard).await?;
     // One protocol per run today: the engine runs monomorphic over it.
     let ran = match &target.transport {
         OpenTransport::Http(t) => run_fleets(plan, cancel, &options, vec![t.clone()], progress).await,
         OpenTransport::Mqtt(t) => run_fleets(plan, cancel, &options, vec![t.clone()], progress).await,
     };
     let abandoned = options.abandon.as_ref().is_some_and(CancellationToken::is_cancelled);
-    let facts = target.close(abandoned).await;
+    let delivery = if abandoned { Vec::new() } else { target.observed(&ran.output, Some(options.warmup)).await };
+    let facts = RunFacts { delivery, ..target.close(abandoned).await };
     finish(plan, &options, ran, facts)
 }
 

@@ -17,6 +17,7 @@ use crate::scenario::{Scenario, TargetUrl};
 use crate::server::{self, RunningServer, ServeConfig};
 use crate::shard::Shard;
 use crate::transport::http::settings::HttpVersion;
+use crate::transport::mqtt::observe::Observer;
 use crate::transport::mqtt::{Mqtt, MqttEndpoint};
 use crate::transport::settings::ConnectionMode;
 use crate::transport::{Endpoint, EndpointOptions, Http, Protocol, Transport};
@@ -38,6 +39,8 @@ pub struct OpenTarget {
     pub budget: ConnectionBudget,
     /// The built-in backend, when the target is it.
     builtin: Option<RunningServer>,
+    /// The observers of fleets observed end to end, by fleet index.
+    observers: Vec<(usize, Observer)>,
 }
 
 impl OpenTarget {
@@ -77,8 +80,10 @@ impl OpenTarget {
             // broker on 8883 asks for none).
             let tls = if t.url.tls() { Some(crate::transport::tls::client(&t.tls, &host, Vec::new())?) } else { None };
             let endpoint = MqttEndpoint::new(addr, t.timeout, t.mqtt.clone(), &budget.sources.addresses).with_tls(tls);
-            let transport = OpenTransport::Mqtt(Arc::new(Mqtt::new(endpoint)));
-            return Ok(OpenTarget { transport, described, budget, builtin });
+            let mqtt = Mqtt::new(endpoint);
+            let observers = start_observers(scenario, &mqtt).await?;
+            let transport = OpenTransport::Mqtt(Arc::new(mqtt));
+            return Ok(OpenTarget { transport, described, budget, builtin, observers });
         }
         let endpoint = Endpoint::new(
             addr,
@@ -88,7 +93,37 @@ impl OpenTarget {
             t.timeout,
             EndpointOptions { sources: budget.sources.addresses.clone(), ..endpoint_options(t, &host)? },
         )?;
-        Ok(OpenTarget { transport: OpenTransport::Http(Arc::new(Http::new(endpoint))), described, budget, builtin })
+        let transport = OpenTransport::Http(Arc::new(Http::new(endpoint)));
+        Ok(OpenTarget { transport, described, budget, builtin, observers: Vec::new() })
+    }
+
+    /// What the observers saw of their fleets' messages end to end, once
+    /// the run is over: each waits for the messages its broker took (from
+    /// the run's counts) or until none came for the target's timeout.
+    /// Only the measured part counts (after `warmup`).
+    pub async fn observed(
+        &mut self,
+        output: &crate::engine::RunOutput,
+        warmup: Option<Duration>,
+    ) -> Vec<(usize, crate::stats::Delivery)> {
+        let from = output.started_at + warmup.unwrap_or_default();
+        let from_ns = from.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let patience = self.timeout().max(Duration::from_secs(1));
+        let mut seen = Vec::new();
+        for (fleet, observer) in self.observers.drain(..) {
+            let c = output.fleets.get(fleet).map(|r| &r.counters);
+            // `ok` counts QoS 0 messages written (`unacknowledged`) as well.
+            let expected = c.map_or(0, |c| c.ok());
+            seen.push((fleet, observer.finish(expected, from_ns, patience).await));
+        }
+        seen
+    }
+
+    fn timeout(&self) -> Duration {
+        match &self.transport {
+            OpenTransport::Mqtt(m) => m.timeout(),
+            OpenTransport::Http(_) => Duration::ZERO,
+        }
     }
 
     /// Closes the target after the run, with what it tells the report:
@@ -128,6 +163,25 @@ impl OpenTarget {
             ..RunFacts::default()
         }
     }
+}
+
+/// Opens an observer for each fleet that asks for one (`observe`),
+/// subscribed before the run's first message, logged in as the fleet's
+/// first listed device (its identities file's username and password).
+async fn start_observers(scenario: &Scenario, mqtt: &Mqtt) -> Result<Vec<(usize, Observer)>, RunError> {
+    let mut observers = Vec::new();
+    for (i, f) in scenario.fleets.iter().enumerate() {
+        let Some(wire) = f.mqtt.as_ref().filter(|w| w.observe) else { continue };
+        let login = f.device_name.identities().map_or((None, None), |ids| {
+            let column = |name: &str| ids.column(name).filter(|_| !ids.is_empty()).map(|at| ids.get(0, at).to_string());
+            (column(crate::wire::mqtt::USERNAME), column(crate::wire::mqtt::PASSWORD))
+        });
+        let observer = Observer::start(mqtt.endpoint(), f.name(), &wire.observe_filter(), login)
+            .await
+            .map_err(RunError::Observer)?;
+        observers.push((i, observer));
+    }
+    Ok(observers)
 }
 
 /// What the built-in backend answers for a scenario: each fleet's device

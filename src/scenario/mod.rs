@@ -435,6 +435,27 @@ pub fn parse_in(
         );
         return Err(ScenarioError::at_key(origin, text, format, &at, &message));
     }
+    if let Some(i) = scenario.fleets.iter().position(|f| f.mqtt.as_ref().is_some_and(|m| m.observe)) {
+        let why = if scenario.target.url == TargetUrl::Builtin {
+            Some(
+                "the built-in backend takes device messages and routes none to subscribers: observe a broker's (an \
+                  mqtt:// or mqtts:// target)",
+            )
+        } else if scenario.target.mqtt.version == crate::transport::mqtt::MqttVersion::V311 {
+            Some(
+                "an observed message carries its intended time in an MQTT 5 user property, and 3.1.1 has none (the \
+                  payload is the device's own): write [target.mqtt] version = \"5\", or drop observe",
+            )
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let at =
+                [Step::Key("fleets".into()), Step::Index(i), Step::Key("mqtt".into()), Step::Key("observe".into())];
+            let message = format!("fleet {:?}: {why}", scenario.fleets[i].name());
+            return Err(ScenarioError::at_key(origin, text, format, &at, &message));
+        }
+    }
     if let Some((i, message)) = shared_client_id(&scenario.fleets) {
         let at = [Step::Key("fleets".into()), Step::Index(i), Step::Key("device_name".into())];
         return Err(ScenarioError::at_key(origin, text, format, &at, &message));

@@ -26,6 +26,40 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("static histogram bounds")
 }
 
+/// What an observer saw of a fleet's messages end to end (an MQTT fleet's
+/// `observe`): each delivered message timed from its intended time.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The messages the broker took: acknowledged (QoS 1) or written
+    /// (QoS 0). Those not delivered were lost.
+    pub expected: u64,
+    /// Messages delivered, each counted once.
+    pub delivered: u64,
+    /// Deliveries of a message already delivered.
+    pub duplicates: u64,
+    /// Messages on the fleet's topics that were not this run's (another
+    /// process's, or not fleetstorm's).
+    pub foreign: u64,
+    /// The observer's session broke before the end: what was not seen
+    /// may not be lost.
+    pub broken: bool,
+    /// Intended time to delivery (µs).
+    pub latency: Histogram<u64>,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery { expected: 0, delivered: 0, duplicates: 0, foreign: 0, broken: false, latency: new_histogram() }
+    }
+}
+
+impl Delivery {
+    /// What was taken and never delivered.
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.delivered)
+    }
+}
+
 /// Records `micros` into `h`, clamped into the histogram's range.
 #[inline]
 pub fn record(h: &mut Histogram<u64>, micros: u64) {

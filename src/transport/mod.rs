@@ -50,6 +50,24 @@ pub struct Outgoing {
     pub route: Route,
 }
 
+impl Outgoing {
+    /// Whether the message carries its intended time (an observed MQTT
+    /// message): the worker then gives it with [`Outgoing::stamp`].
+    pub fn wants_stamp(&self) -> bool {
+        matches!(&self.route, Route::Mqtt(r) if r.observed.is_some())
+    }
+
+    /// Gives an observed message its intended time (nanoseconds since the
+    /// UNIX epoch); no other message takes one.
+    pub fn stamp(&mut self, intended_epoch_ns: u64) {
+        if let Route::Mqtt(r) = &mut self.route
+            && r.observed.is_some()
+        {
+            r.observed = Some(intended_epoch_ns);
+        }
+    }
+}
+
 impl From<Bytes> for Outgoing {
     fn from(body: Bytes) -> Outgoing {
         Outgoing { body, route: Route::Endpoint }

@@ -101,6 +101,13 @@ pub struct MqttRoute {
     pub topic: String,
     pub qos: Qos,
     pub retain: bool,
+    /// Set when the message is observed end to end (its fleet's
+    /// `observe`): its intended time, in nanoseconds since the UNIX epoch,
+    /// which the message carries to the observer ([`Outgoing::stamp`]
+    /// fills it in; 0 until then).
+    ///
+    /// [`Outgoing::stamp`]: super::Outgoing::stamp
+    pub observed: Option<u64>,
 }
 
 impl From<MqttRoute> for Route {

@@ -40,6 +40,7 @@ pub struct MqttSpec {
     will: Option<WillSpec>,
     offline: Option<Offline>,
     response_topic: Option<String>,
+    observe: Option<bool>,
 }
 
 /// `[fleets.mqtt.will]` as written.
@@ -105,6 +106,10 @@ pub struct MqttWire {
     /// Topic), split at each `{device}`: the device subscribes to it, and
     /// a message is timed to its answer there.
     response_topic: Option<Vec<String>>,
+    /// fleetstorm subscribes to the fleet's topics and times each message
+    /// from its intended time to its delivery (MQTT 5: the message carries
+    /// its intended time in a user property).
+    pub observe: bool,
 }
 
 impl Default for MqttWire {
@@ -153,6 +158,7 @@ impl MqttWire {
             will,
             goodbye_offline: spec.offline.unwrap_or_default() == Offline::Disconnect,
             response_topic,
+            observe: spec.observe.unwrap_or(false),
         })
     }
 
@@ -164,6 +170,18 @@ impl MqttWire {
     /// Device `index`'s response topic, if its fleet has one.
     pub fn response_topic_of(&self, generator: &FleetGenerator, index: u64) -> Option<String> {
         self.response_topic.as_ref().map(|parts| render(parts, generator, index))
+    }
+
+    /// The topic filter an observer subscribes to for every device's
+    /// messages: each level of the topic that holds the device's name is
+    /// `+` (device names have no `/`).
+    pub fn observe_filter(&self) -> String {
+        let template = self.template();
+        template
+            .split('/')
+            .map(|level| if level.contains("{device}") { "+" } else { level })
+            .collect::<Vec<_>>()
+            .join("/")
     }
 
     /// The response topic's template as written, if any.
@@ -277,7 +295,12 @@ impl MqttWire {
         body: &mut Vec<u8>,
     ) -> MqttRoute {
         device.write_next(generator, now_ms, scratch, body);
-        MqttRoute { topic: self.topic_of(generator, device.index()), qos: self.qos, retain: self.retain }
+        MqttRoute {
+            topic: self.topic_of(generator, device.index()),
+            qos: self.qos,
+            retain: self.retain,
+            observed: self.observe.then_some(0),
+        }
     }
 }
 

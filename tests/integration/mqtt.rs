@@ -331,6 +331,49 @@ fn an_mqtt_5_fleet_is_acknowledged_message_by_message_and_refused_with_a_reason_
     assert_eq!(refused, t.failed, "{mqtt:?}");
 }
 
+/// End-to-end delivery, measured: each fleet's observer (fleetstorm's
+/// own subscriber) times every message from its intended time to its
+/// delivery and counts what never came. mosquitto's ACL lets each device
+/// write to its own `fleet/{device}/hb` only, so a second fleet's QoS 0
+/// messages to `fleet/{device}/x/hb` are taken (QoS 0 has no answer) and
+/// dropped: the report says all of them were lost, and none of the
+/// first fleet's.
+#[test]
+fn observed_fleets_count_each_message_delivered_and_each_one_the_broker_dropped() {
+    if !mosquitto_available() {
+        return;
+    }
+    let _heavy = super::util::heavy();
+    let dir = TempDir::new("mqtt-observe");
+    let acl = dir.write("acl", "topic read fleet/#\npattern write fleet/%c/hb\n");
+    let broker = Mosquitto::start(&dir, &format!("allow_anonymous true\nacl_file {acl}"));
+    let text = format!(
+        "name = \"observe\"\nseed = 3\nduration = \"5s\"\n[target]\nurl = \"{}\"\n[target.mqtt]\nversion = \"5\"\n\
+         [[fleets]]\nname = \"kept\"\ndevices = 100\ninterval = \"1s\"\nprofile = \"mqtt\"\ndevice_name = \"k-{{index}}\"\n\
+         [fleets.mqtt]\ntopic = \"fleet/{{device}}/hb\"\nqos = 1\nobserve = true\n\
+         [[fleets]]\nname = \"dropped\"\ndevices = 50\ninterval = \"1s\"\nprofile = \"mqtt\"\ndevice_name = \"x-{{index}}\"\n\
+         [fleets.mqtt]\ntopic = \"fleet/{{device}}/x/hb\"\nqos = 0\nobserve = true\n",
+        broker.url()
+    );
+    let file = dir.write("s.toml", &text);
+    let out_json = dir.path("r.json").to_str().unwrap().to_string();
+    let out = fleetstorm(&["run", &file, "--out", &out_json]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
+    super::run::schema_check(&json);
+    let report = Report::load(std::path::Path::new(&out_json)).unwrap();
+    let [kept, dropped] = &report.delivery[..] else { panic!("two observed fleets: {:?}", report.delivery) };
+    let ok = report.fleets[0].ok;
+    assert_eq!((kept.fleet.as_str(), kept.expected), ("kept", ok), "{kept:?}");
+    assert!(ok > 0 && kept.delivered == ok && kept.lost == 0 && kept.duplicates == 0, "{kept:?}");
+    assert!(kept.latency_ms.p50 > 0.0 && kept.latency_ms.p99 < 5_000.0, "{kept:?}");
+    let written = report.fleets[1].unacknowledged;
+    assert_eq!((dropped.fleet.as_str(), dropped.expected), ("dropped", written), "{dropped:?}");
+    assert!(written > 0 && dropped.delivered == 0 && dropped.lost == written, "{dropped:?}");
+    assert!(stdout.contains("fleet dropped: 0 of the") && stdout.contains(&format!("{written} lost")), "{stdout}");
+}
+
 /// mosquitto killed and restarted while a fleet runs: each device's session
 /// ends with no DISCONNECT, and each device reopens it by itself, at once
 /// after its reconnect delay (doubling while refused), not at its next

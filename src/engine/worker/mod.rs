@@ -780,8 +780,14 @@ impl<T: Transport> Worker<T> {
         s.busy = true;
         let fleet = &self.fleets[usize::from(s.fleet)];
         let transport = &self.transports[usize::from(s.fleet)];
-        let outgoing =
+        let mut outgoing =
             fleet.wire.next_heartbeat(&fleet.generator, &mut s.device, wall_ms(), &mut self.scratch, &mut self.body);
+        if outgoing.wants_stamp() {
+            // An observed message carries its intended time on the wall
+            // clock (its observer's), not the run's own.
+            let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            outgoing.stamp((since_epoch.as_nanos() as u64).saturating_sub(now.saturating_sub(due.intended_ns)));
+        }
         if transport.sessions() && fresh {
             // A session is its device's: opened with the device's identity
             // (built only now), and then the heartbeat goes on it.

@@ -67,7 +67,13 @@ pub(super) struct Publish {
     /// MQTT 5's Response Topic and Correlation Data: the message asks for
     /// an answer there, carrying the data.
     pub request: Option<(String, Bytes)>,
+    /// What an observed message carries to its observer (MQTT 5's user
+    /// property [`STAMP`]).
+    pub stamp: Option<String>,
 }
+
+/// The user property an observed message carries its intended time in.
+pub(super) const STAMP: &str = "fleetstorm-intended";
 
 /// A broker's CONNACK: its code, and in MQTT 5 the limits it sets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,6 +99,8 @@ pub(super) struct Delivery {
     pub payload: Bytes,
     /// MQTT 5's Correlation Data: the answer to the request that carried it.
     pub correlation: Option<Bytes>,
+    /// The user property [`STAMP`], if the message carries it.
+    pub stamp: Option<String>,
 }
 
 /// A packet a device reads.
@@ -249,9 +257,10 @@ fn v5_packet(packet: &Out<'_>) -> v5::Packet {
             v5::Packet::Connect(connect, will, c.login.map(|(u, p)| v5::Login::new(u, p)))
         }
         Out::Publish(p) => {
-            let properties = p.request.as_ref().map(|(topic, data)| v5::PublishProperties {
-                response_topic: Some(topic.clone()),
-                correlation_data: Some(data.clone()),
+            let properties = (p.request.is_some() || p.stamp.is_some()).then(|| v5::PublishProperties {
+                response_topic: p.request.as_ref().map(|(topic, _)| topic.clone()),
+                correlation_data: p.request.as_ref().map(|(_, data)| data.clone()),
+                user_properties: p.stamp.iter().map(|s| (STAMP.to_string(), s.clone())).collect(),
                 ..v5::PublishProperties::default()
             });
             let mut publish = v5::Publish::new(p.topic.as_str(), v5_qos(p.qos), p.payload.clone(), properties);
@@ -280,6 +289,7 @@ fn from_v4(packet: v4::Packet) -> Inbound {
             topic: Bytes::from(p.topic.into_bytes()),
             payload: p.payload,
             correlation: None,
+            stamp: None,
         }),
         v4::Packet::SubAck(ack) => Inbound::SubAck {
             pkid: ack.pkid,
@@ -325,13 +335,23 @@ fn from_v5(packet: v5::Packet) -> Inbound {
             })
         }
         v5::Packet::PubAck(ack) => Inbound::PubAck { pkid: ack.pkid, reason: puback_code(ack.reason) },
-        v5::Packet::Publish(p) => Inbound::Publish(Delivery {
-            qos: if p.qos == V5QoS::AtMostOnce { Qos::AtMostOnce } else { Qos::AtLeastOnce },
-            pkid: p.pkid,
-            topic: p.topic,
-            payload: p.payload,
-            correlation: p.properties.and_then(|p| p.correlation_data),
-        }),
+        v5::Packet::Publish(p) => {
+            let (correlation, stamp) = match p.properties {
+                Some(props) => {
+                    let stamp = props.user_properties.into_iter().find(|(k, _)| k == STAMP).map(|(_, v)| v);
+                    (props.correlation_data, stamp)
+                }
+                None => (None, None),
+            };
+            Inbound::Publish(Delivery {
+                qos: if p.qos == V5QoS::AtMostOnce { Qos::AtMostOnce } else { Qos::AtLeastOnce },
+                pkid: p.pkid,
+                topic: p.topic,
+                payload: p.payload,
+                correlation,
+                stamp,
+            })
+        }
         v5::Packet::SubAck(ack) => {
             Inbound::SubAck { pkid: ack.pkid, codes: ack.return_codes.iter().map(|c| suback_code(*c)).collect() }
         }
@@ -476,6 +496,7 @@ mod tests {
                 pkid: 7,
                 payload: Bytes::from_static(b"{}"),
                 request: None,
+                stamp: None,
             };
             write(version, &Out::Publish(publish), &mut out, 1 << 20).unwrap();
             // A broker's PUBLISH to a device has the same shape.
@@ -487,6 +508,7 @@ mod tests {
                     topic: Bytes::from_static(b"devices/d-1/telemetry"),
                     payload: Bytes::from_static(b"{}"),
                     correlation: None,
+                    stamp: None,
                 }))
             );
             assert!(out.is_empty());
@@ -508,12 +530,14 @@ mod tests {
             pkid: 0,
             payload: Bytes::new(),
             request: Some(("t/answers".into(), Bytes::from_static(b"\0\0\0\x2a"))),
+            stamp: Some("ab/123".into()),
         };
         write(MqttVersion::V5, &Out::Publish(publish), &mut out, 1 << 20).unwrap();
         let Ok(v5::Packet::Publish(p)) = v5::Packet::read(&mut out, None) else { panic!("a PUBLISH") };
         let props = p.properties.unwrap();
         assert_eq!(props.response_topic.as_deref(), Some("t/answers"));
         assert_eq!(props.correlation_data.as_deref(), Some(&b"\0\0\0\x2a"[..]));
+        assert_eq!(props.user_properties, [(STAMP.to_string(), "ab/123".to_string())]);
 
         let properties = v5::ConnAckProperties {
             session_expiry_interval: None,

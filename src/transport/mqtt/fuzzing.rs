@@ -87,7 +87,8 @@ async fn session(bytes: &[u8], version: MqttVersion) -> Result<Option<Outcome>, 
             return None;
         };
         let mqtt = Mqtt::new(endpoint);
-        let route = MqttRoute { topic: "devices/d-1/telemetry".into(), qos: Qos::AtLeastOnce, retain: false };
+        let route =
+            MqttRoute { topic: "devices/d-1/telemetry".into(), qos: Qos::AtLeastOnce, retain: false, observed: None };
         let outgoing = Outgoing { body: bytes::Bytes::from_static(b"{\"x\":1}"), route: route.into() };
         let published = mqtt.exchange(Some(conn), outgoing).await;
         let mut conn = published.conn;

@@ -32,6 +32,7 @@
 mod codec;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod observe;
 pub mod settings;
 mod stream;
 
@@ -104,6 +105,16 @@ pub struct Mqtt {
 impl Mqtt {
     pub fn new(endpoint: MqttEndpoint) -> Mqtt {
         Mqtt { endpoint: Arc::new(endpoint) }
+    }
+
+    /// Where its sessions go, for an observer's own session.
+    pub fn endpoint(&self) -> Arc<MqttEndpoint> {
+        self.endpoint.clone()
+    }
+
+    /// A message's (and a session opening's) timeout.
+    pub fn timeout(&self) -> Duration {
+        self.endpoint.timeout
     }
 }
 
@@ -404,6 +415,7 @@ async fn publish(endpoint: &MqttEndpoint, conn: &mut MqttConn, outgoing: Outgoin
         pkid,
         payload: outgoing.body,
         request,
+        stamp: route.observed.map(observe::stamp),
     };
     let packet = Out::Publish(publish);
     if let Err(size) = conn.encode(&packet) {
@@ -656,7 +668,7 @@ mod tests {
     fn message(topic: &str, qos: Qos) -> Outgoing {
         Outgoing {
             body: bytes::Bytes::from_static(b"{\"x\":1}"),
-            route: MqttRoute { topic: topic.into(), qos, retain: false }.into(),
+            route: MqttRoute { topic: topic.into(), qos, retain: false, observed: None }.into(),
         }
     }
 
@@ -912,7 +924,7 @@ mod tests {
         let (conn, _) = mqtt.connect(identity()).await.unwrap();
         let large = Outgoing {
             body: bytes::Bytes::from(vec![b'x'; 100]),
-            route: MqttRoute { topic: "t".into(), qos: Qos::AtLeastOnce, retain: false }.into(),
+            route: MqttRoute { topic: "t".into(), qos: Qos::AtLeastOnce, retain: false, observed: None }.into(),
         };
         let too_large = mqtt.exchange(Some(conn), large).await;
         assert_eq!(too_large.outcome, Outcome::Failed(Failure::Protocol));

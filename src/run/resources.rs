@@ -213,7 +213,7 @@ fn too_many_files(s: &Scenario, shard: Option<Shard>, needed: u64, per_connectio
             .collect();
         let pool = if mqtt { "" } else { ", or use connections = { pool = N }" };
         message.push_str(&format!(
-            ": one per device; {}; run fewer devices (devices), {raise}, or {shards}{pool}",
+            ": {} (one per device); run fewer devices (devices), {raise}, or {shards}{pool}",
             each.join(", ")
         ));
         (s.error_at_fleet(largest, "devices", &message), scaled)
@@ -258,7 +258,7 @@ mod tests {
         );
         for part in [
             "(824 open files, both ends with the built-in backend) but this process may open 256 files",
-            "fleet \"meters\" needs 12 sessions, fleet \"tags\" 300;",
+            "fleet \"meters\" needs 12 sessions, fleet \"tags\" 300 (one per device);",
             "run fewer devices (devices)",
             "ulimit -n",
             "--shard I/N",
@@ -279,7 +279,10 @@ mod tests {
             said.starts_with("fleets.toml:5:15: fleets[1].devices: the plan needs up to 220 connections"),
             "{said}"
         );
-        assert!(said.contains("fleet \"a\" needs 20 connections in shard 0/2, fleet \"b\" 200;"), "{said}");
+        assert!(
+            said.contains("fleet \"a\" needs 20 connections in shard 0/2, fleet \"b\" 200 (one per device);"),
+            "{said}"
+        );
         assert!(said.contains("or use connections = { pool = N }"), "HTTP connections may be pooled: {said}");
     }
 
@@ -291,7 +294,9 @@ mod tests {
         assert!(!said.contains('\n'), "{said}");
         assert!(said.starts_with("fleets.toml:10:13: fleets[1].devices: "), "{said}");
         assert!(
-            said.contains("fleet \"meters\" needs 120 sessions (devices = 12, scaled), fleet \"tags\" 300;"),
+            said.contains(
+                "fleet \"meters\" needs 120 sessions (devices = 12, scaled), fleet \"tags\" 300 (one per device);"
+            ),
             "{said}"
         );
     }

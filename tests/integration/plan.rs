@@ -324,7 +324,10 @@ fn validate_warns_of_a_slow_connect_rate_and_refuses_sessions_beyond_the_open_fi
         assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
         let at = format!("error: {many}:11:11: fleets[0].devices: the plan needs up to 308 connections");
         assert!(stderr.contains(&at) && stderr.contains("may open 256 files"), "{command}: {stderr}");
-        assert!(stderr.contains("fleet \"meters\" needs 300 sessions, fleet \"tags\" 8;"), "{command}: {stderr}");
+        assert!(
+            stderr.contains("fleet \"meters\" needs 300 sessions, fleet \"tags\" 8 (one per device);"),
+            "{command}: {stderr}"
+        );
         assert!(stderr.contains("11 | devices = 300"), "the line quoted: {stderr}");
     }
 }

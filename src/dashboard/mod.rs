@@ -79,6 +79,11 @@ pub struct Point {
     /// devices of that gap, ms: when the run walks its devices for it.
     pub stale: Option<u64>,
     pub gap_p99: Option<f64>,
+    /// A run of sessions' (MQTT's): sessions open, and opened and ended
+    /// per second (`null` in an HTTP run, which has none).
+    pub sessions_open: Option<u64>,
+    pub sessions_opened: Option<f64>,
+    pub sessions_ended: Option<f64>,
 }
 
 /// A threshold (or, for a capacity search, an SLO condition) as it stands.
@@ -132,6 +137,40 @@ struct Totals {
     never_ok: Option<u64>,
     gap_p99_ms: Option<f64>,
     gap_max_ms: Option<f64>,
+    /// Sessions open now, in a run of sessions.
+    sessions_open: Option<u64>,
+}
+
+/// A run's sessions so far, added up from its timeline: the timeline is
+/// the one place that counts both openings and endings (a session lost in
+/// an exchange is in no other count). The live timeline holds the recent
+/// hour's seconds, a late flush may still add to one of them, and older
+/// ones fold away: each second's counts are kept as last added, and only
+/// what a second gained since is added again.
+#[derive(Debug, Default)]
+struct Sessions {
+    opened: u64,
+    ended: u64,
+    /// Each second's (opened, ended) as last added, by its start.
+    seen: std::collections::HashMap<u64, (u64, u64)>,
+}
+
+impl Sessions {
+    fn add(&mut self, timeline: &[crate::engine::Second]) {
+        for s in timeline {
+            let was = self.seen.entry(s.start_s).or_default();
+            self.opened += s.sessions_opened.saturating_sub(was.0);
+            self.ended += s.sessions_ended.saturating_sub(was.1);
+            *was = (s.sessions_opened, s.sessions_ended);
+        }
+        if let Some(first) = timeline.first() {
+            self.seen.retain(|&t, _| t >= first.start_s);
+        }
+    }
+
+    fn open(&self) -> u64 {
+        self.opened.saturating_sub(self.ended)
+    }
 }
 
 /// What the run's totals were at the last point.
@@ -145,6 +184,8 @@ struct Previous {
     latency: Histogram<u64>,
     lag: Histogram<u64>,
     wait: Histogram<u64>,
+    /// Sessions opened and ended.
+    sessions: (u64, u64),
 }
 
 struct State {
@@ -166,6 +207,8 @@ struct State {
     step: Option<StepNow>,
     /// The final report's HTML, once the run ended, and its verdict.
     report: Option<(Vec<u8>, String)>,
+    /// The sessions so far, when the run's devices hold sessions.
+    sessions: Option<Sessions>,
 }
 
 /// The dashboard's state, fed by the run and read by the server.
@@ -222,6 +265,7 @@ impl Dashboard {
                 steps: Vec::new(),
                 step: None,
                 report: None,
+                sessions: (scenario.protocol() == crate::transport::Protocol::Mqtt).then(Sessions::default),
             }),
             last_poll: Mutex::new(None),
             report_delivered: Arc::new(tokio::sync::Notify::new()),
@@ -235,6 +279,8 @@ impl Dashboard {
             s.previous = None;
             s.step = Some(StepNow { step, rate, devices });
             s.totals = Totals { devices, online: devices, ..Totals::default() };
+            // Each step's run has a timeline of its own.
+            s.sessions = s.sessions.as_ref().map(|_| Sessions::default());
             s.duration = duration;
             s.elapsed = Duration::ZERO;
         }
@@ -271,6 +317,10 @@ impl Dashboard {
         let gap =
             |q: f64| fresh.as_ref().filter(|f| f.devices > 0).map(|f| f.max_gap.value_at_quantile(q) as f64 / 1000.0);
         let c = &all.counters;
+        if let Some(sessions) = &mut s.sessions {
+            sessions.add(live.timeline);
+        }
+        let sessions = s.sessions.as_ref().map(|t| (t.opened, t.ended, t.open()));
         s.totals = Totals {
             scheduled: c.scheduled,
             sent: c.sent,
@@ -285,6 +335,7 @@ impl Dashboard {
             never_ok: fresh.as_ref().map(|f| f.never_ok),
             gap_p99_ms: gap(0.99),
             gap_max_ms: gap(1.0),
+            sessions_open: sessions.map(|(_, _, open)| open),
         };
         s.elapsed = elapsed;
         let seconds = elapsed.as_secs_f64();
@@ -336,6 +387,9 @@ impl Dashboard {
                 in_flight: live.in_flight,
                 stale: fresh.as_ref().map(|f| f.stale),
                 gap_p99: gap(0.99),
+                sessions_open: sessions.map(|(_, _, open)| open),
+                sessions_opened: sessions.map(|(opened, _, _)| per_s(opened, p.sessions.0)),
+                sessions_ended: sessions.map(|(_, ended, _)| per_s(ended, p.sessions.1)),
             };
             s.points.push(point);
         }
@@ -347,6 +401,7 @@ impl Dashboard {
             latency: all.latency,
             lag: all.schedule_lag,
             wait: all.connection_wait,
+            sessions: sessions.map_or((0, 0), |(opened, ended, _)| (opened, ended)),
         });
     }
 
@@ -382,6 +437,7 @@ impl Dashboard {
             target: &self.target,
             classes: OutcomeClass::FAILED.map(OutcomeClass::as_str),
             fleets: &s.fleet_names,
+            sessions: s.sessions.is_some(),
             elapsed_s: s.elapsed.as_secs_f64(),
             duration_s: s.duration.as_secs_f64(),
             totals: &s.totals,
@@ -415,6 +471,8 @@ struct StateView<'a> {
     /// The failure classes, in the order of each point's `errors`.
     classes: [&'static str; OutcomeClass::COUNT - 1],
     fleets: &'a [String],
+    /// The run's devices hold sessions: the page draws them.
+    sessions: bool,
     elapsed_s: f64,
     duration_s: f64,
     totals: &'a Totals,
@@ -592,6 +650,54 @@ mod tests {
         let start = tokio::time::Instant::now();
         d.linger().await;
         assert_eq!(start.elapsed(), Duration::ZERO, "written: the linger ends at once");
+    }
+
+    /// A run of sessions draws them, from its timeline: a second's late
+    /// flush adds only what it brought, and a second folded away takes
+    /// nothing with it. An HTTP run has none.
+    #[test]
+    fn a_run_of_sessions_adds_them_up_from_its_timeline_and_an_http_run_has_none() {
+        let text = "[target]\nurl = \"builtin\"\n[[fleets]]\nname = \"m\"\ndevices = 100\nprofile = \"mqtt\"\n";
+        let d = Dashboard::for_run(&scenario::parse(text, Format::Toml, "t.toml", "t").unwrap(), Vec::new());
+        let second = |start_s, opened, ended| {
+            let mut s = crate::engine::Second::default();
+            (s.start_s, s.sessions_opened, s.sessions_ended) = (start_s, opened, ended);
+            s
+        };
+        let r = Recorder::default();
+        let update = |elapsed_s, timeline: &[crate::engine::Second]| {
+            let mut l = live(elapsed_s, std::slice::from_ref(&r));
+            l.timeline = timeline;
+            d.update(&l);
+        };
+        update(0, &[second(0, 40, 0)]);
+        // Second 0 gained 10 from a late flush; second 1 opened 50, ended 5.
+        update(1, &[second(0, 50, 0), second(1, 50, 5)]);
+        // Second 0 folded away; second 2 ended 20.
+        update(2, &[second(1, 50, 5), second(2, 0, 20)]);
+        let s = state(&d, 0);
+        assert_eq!(s["sessions"], true);
+        assert_eq!(s["totals"]["sessions_open"], 75);
+        let drawn: Vec<(u64, f64, f64)> = s["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let n = |k: &str| p[k].as_f64().unwrap_or_else(|| panic!("{k} in {p}"));
+                (n("sessions_open") as u64, n("sessions_opened"), n("sessions_ended"))
+            })
+            .collect();
+        assert_eq!(drawn, [(95, 60.0, 5.0), (75, 0.0, 20.0)]);
+
+        let http = Dashboard::for_run(&scenario(), Vec::new());
+        http.update(&live(0, std::slice::from_ref(&r)));
+        http.update(&live(1, std::slice::from_ref(&r)));
+        let s = state(&http, 0);
+        assert_eq!(
+            (&s["sessions"], &s["totals"]["sessions_open"]),
+            (&serde_json::json!(false), &serde_json::Value::Null)
+        );
+        assert!(s["points"][0]["sessions_open"].is_null(), "{}", s["points"][0]);
     }
 
     #[test]

@@ -250,6 +250,8 @@ impl Report {
                 })
                 .map(|(s, open)| SecondStats {
                     sessions_open: sessions_run.then_some(open),
+                    sessions_opened: sessions_run.then_some(s.sessions_opened),
+                    sessions_ended: sessions_run.then_some(s.sessions_ended),
                     t: s.start_s,
                     width_s: s.width_s,
                     offered: s.scheduled,

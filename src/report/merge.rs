@@ -441,6 +441,8 @@ fn add_timelines<'a>(timelines: impl Iterator<Item = &'a Vec<SecondStats>>) -> V
                         p50_ms: 0.0,
                         p99_ms: 0.0,
                         sessions_open: None,
+                        sessions_opened: None,
+                        sessions_ended: None,
                         ..s.clone()
                     },
                     0.0,
@@ -454,8 +456,14 @@ fn add_timelines<'a>(timelines: impl Iterator<Item = &'a Vec<SecondStats>>) -> V
             m.failed += s.failed;
             m.missed += s.missed;
             m.retries += s.retries;
-            if let Some(open) = s.sessions_open {
-                *m.sessions_open.get_or_insert(0) += open;
+            for (sum, n) in [
+                (&mut m.sessions_open, s.sessions_open),
+                (&mut m.sessions_opened, s.sessions_opened),
+                (&mut m.sessions_ended, s.sessions_ended),
+            ] {
+                if let Some(n) = n {
+                    *sum.get_or_insert(0) += n;
+                }
             }
             for (class, n) in &s.errors {
                 *m.errors.entry(class.clone()).or_default() += n;

@@ -527,6 +527,13 @@ pub struct SecondStats {
     /// down in an outage or a broker's restart, and came back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions_open: Option<u64>,
+    /// Devices' sessions opened (first openings and reopenings), and
+    /// ended (lost, closed by the far end, or by their devices going
+    /// silent), in the second; with `sessions_open`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions_opened: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions_ended: Option<u64>,
 }
 
 impl Stats {

@@ -1,6 +1,7 @@
 //! The report's plots, drawn with plotters' SVG backend from a [`Report`]
 //! alone (so a saved report renders again): rates, latency and failures
-//! over time, the latency percentile distribution, device freshness.
+//! over time, sessions over time (a run of sessions'), the latency
+//! percentile distribution, device freshness.
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -78,6 +79,20 @@ pub fn all(report: &Report) -> Vec<Plot> {
             freshness,
         ),
     ];
+    let mut plots: Vec<(&'static str, &'static str, String, Draw)> = plots.into();
+    // A run of sessions (MQTT's): how they came up, went down and came
+    // back, after the heartbeats' own failures; an HTTP run has none.
+    if report.timeline.iter().any(|s| s.sessions_open.is_some()) {
+        let sessions = (
+            "plot-sessions",
+            "Sessions over time",
+            "Devices' sessions open at the end of each second, and sessions opened (first openings and \
+             reopenings) and ended (lost, closed by the far end, or by their devices going silent) per second."
+                .into(),
+            sessions_over_time as Draw,
+        );
+        plots.insert(3, sessions);
+    }
     plots
         .into_iter()
         .map(|(id, title, caption, draw)| Plot { id, title, caption, svg: svg(|area| draw(report, area)) })
@@ -175,6 +190,21 @@ fn errors_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
         lines.push(("retries sent".into(), PALETTE[4], per_second(report, |s| s.retries as f64)));
     }
     time_chart(report, area, "per second", lines)
+}
+
+fn sessions_over_time(report: &Report, area: &Area<'_>) -> DrawResult {
+    // Open at the end of each entry, from none at the start.
+    let open: Points = std::iter::once((0.0, 0.0))
+        .chain(report.timeline.iter().filter_map(|s| Some(((s.t + s.width_s.max(1)) as f64, s.sessions_open? as f64))))
+        .collect();
+    let mut lines = vec![("open".into(), PALETTE[0], open)];
+    // Reports written before the timeline counted openings have only the gauge.
+    if report.timeline.iter().any(|s| s.sessions_opened.is_some()) {
+        let count = |n: Option<u64>| n.unwrap_or(0) as f64;
+        lines.push(("opened / s".into(), PALETTE[2], per_second(report, |s| count(s.sessions_opened))));
+        lines.push(("ended / s".into(), PALETTE[3], per_second(report, |s| count(s.sessions_ended))));
+    }
+    time_chart(report, area, "sessions, sessions / s", lines)
 }
 
 /// Points (1/(1-q), value in ms) of a histogram of µs, from q = 0 to the

@@ -55,6 +55,33 @@ pub struct Scenario {
     /// SHA-256 of the scenario's text as written, in hex: its
     /// `${env:NAME}` placeholders, never their values.
     pub written: String,
+    /// The text it was read from, so that a check made after parsing (a
+    /// run's resources) places what it finds as the parse-time checks do.
+    pub source: Source,
+}
+
+/// A scenario's text as read, with its origin and format, and each
+/// fleet's device count as the file gives it (before the command line or
+/// a capacity step scales it). Shared, not copied, by the scenario's clones.
+#[derive(Clone)]
+pub struct Source {
+    origin: std::sync::Arc<str>,
+    text: std::sync::Arc<str>,
+    format: Format,
+    devices: std::sync::Arc<[u64]>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source").field("origin", &self.origin).field("format", &self.format).finish_non_exhaustive()
+    }
+}
+
+impl Source {
+    /// Fleet `i`'s device count as the file gives it.
+    pub fn devices(&self, i: usize) -> Option<u64> {
+        self.devices.get(i).copied()
+    }
 }
 
 /// Scales applied to a scenario's fleets from the command line
@@ -83,6 +110,26 @@ impl Scenario {
             }
             (url, _) => url.protocol(),
         }
+    }
+
+    /// A problem found after parsing with fleet `fleet`'s `key` (e.g.
+    /// `devices`), placed at that key's value in the file, or at the
+    /// fleet's table when the file does not have the key (a count its
+    /// identities file gave).
+    pub fn error_at_fleet(&self, fleet: usize, key: &str, message: &str) -> ScenarioError {
+        let at = [Step::Key("fleets".into()), Step::Index(fleet), Step::Key(key.into())];
+        self.error_at(&at, message)
+    }
+
+    /// A problem found after parsing with `[target]`'s `key`, placed as
+    /// [`Scenario::error_at_fleet`] places a fleet's.
+    pub fn error_at_target(&self, key: &str, message: &str) -> ScenarioError {
+        self.error_at(&[Step::Key("target".into()), Step::Key(key.into())], message)
+    }
+
+    fn error_at(&self, at: &[Step], message: &str) -> ScenarioError {
+        let Source { origin, text, format, .. } = &self.source;
+        ScenarioError::at_key(origin, text, *format, at, message)
     }
 
     /// A hash of the scenario as run (file and overrides, seed included):
@@ -332,6 +379,7 @@ pub fn parse_in(
         capacity: raw.capacity,
         scaled: Scaled::default(),
         written: sha256_hex(text.as_bytes()),
+        source: Source { origin: origin.into(), text: text.into(), format, devices: std::sync::Arc::new([]) },
     };
     for (i, f) in scenario.fleets.iter_mut().enumerate() {
         let Some(file) = &f.identities else { continue };
@@ -352,6 +400,8 @@ pub fn parse_in(
         }
         f.device_name = DeviceNames::Listed(std::sync::Arc::new(ids));
     }
+    // The counts as the file gives them, identities files' included.
+    scenario.source.devices = scenario.fleets.iter().map(|f| f.devices).collect();
     for (i, f) in scenario.fleets.iter_mut().enumerate() {
         let Some(spec) = &f.mqtt_spec else { continue };
         let wire = crate::wire::mqtt::MqttWire::compile(spec).map_err(|e| {

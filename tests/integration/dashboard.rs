@@ -5,13 +5,15 @@ use std::process::{Command, Stdio};
 
 use crate::util::{Running, TempDir, interop, root};
 
-#[test]
-fn the_dashboard_follows_a_run_and_ends_on_its_report() {
-    let dir = TempDir::new("dashboard");
+/// What the browser check read of the dashboard of a run of `scenario`
+/// (interrupted once read), the run's report, and the
+/// dashboard's address; `None` where the check cannot run.
+fn follow(name: &str, scenario: &str) -> Option<(serde_json::Value, serde_json::Value, String)> {
+    let dir = TempDir::new(name);
     let out = dir.path("report.json");
     // Five minutes at most; the browser check interrupts it once it has read the page.
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
-        .args(["run", "scenarios/quickstart.toml", "-d", "300s", "-q", "--dashboard", "127.0.0.1:0", "-o"])
+        .args(["run", scenario, "-d", "300s", "-q", "--dashboard", "127.0.0.1:0", "-o"])
         .arg(&out)
         .current_dir(root())
         .stdout(Stdio::null())
@@ -32,15 +34,28 @@ fn the_dashboard_follows_a_run_and_ends_on_its_report() {
         let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
         rest
     });
-    let shots = root().join("target").join("dashboard");
-    let Some(page) =
-        interop("check_dashboard.py", &[&url, &pid, shots.to_str().unwrap()], &["websocket", "bin:chromium"])
-    else {
-        return;
-    };
+    let shots = root().join("target").join(name);
+    let page = interop("check_dashboard.py", &[&url, &pid, shots.to_str().unwrap()], &["websocket", "bin:chromium"])?;
     let status = run.0.wait().unwrap();
     let said = said.join().unwrap();
     assert_eq!(status.code(), Some(6), "an interrupted run: {said}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    Some((page, report, url))
+}
+
+/// The ids of the charts a reading shows, with their first series' points.
+fn charts(v: &serde_json::Value) -> Vec<(String, u64)> {
+    v["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_string(), c["series"].as_array().unwrap()[0].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn the_dashboard_follows_a_run_and_ends_on_its_report() {
+    let Some((page, report, url)) = follow("dashboard", "scenarios/quickstart.toml") else { return };
     let (first, second, last) = (&page["first"], &page["second"], &page["final"]);
     // Rising counts, read from the DOM.
     let count = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
@@ -50,18 +65,12 @@ fn the_dashboard_follows_a_run_and_ends_on_its_report() {
     assert!(count(first, "online") > 0.0 && count(first, "online") <= 3000.0, "{first}");
     assert_eq!(first["title"], "fleetstorm: quickstart");
     assert_eq!(first["external"].as_array().map(Vec::len), Some(0), "a self-contained page: {first}");
-    // Every chart drawn, and with more points in the second reading.
-    let charts = |v: &serde_json::Value| -> Vec<(String, u64)> {
-        v["charts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| (c["id"].as_str().unwrap().to_string(), c["series"].as_array().unwrap()[0].as_u64().unwrap()))
-            .collect()
-    };
+    // Every chart drawn, and with more points in the second reading; no
+    // sessions chart, nor tile, in an HTTP run.
     let (before, after) = (charts(first), charts(second));
     let ids: Vec<&str> = before.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["rate", "latency", "errors", "devices-online", "generator", "freshness"]);
+    assert!(second["sessions_open"].is_null(), "no sessions tile shown: {second}");
     for ((id, a), (_, b)) in before.iter().zip(&after) {
         assert!(*a >= 2 && b > a, "chart {id}: {a} then {b} points");
     }
@@ -87,7 +96,32 @@ fn the_dashboard_follows_a_run_and_ends_on_its_report() {
     assert_eq!(last["title"], "fleetstorm: quickstart");
     assert!(last["headings"].as_array().unwrap().iter().any(|h| h == "Device freshness"), "{last}");
     // The run's own report agrees with what the page counted.
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(report["interrupted"], true);
     assert!(report["totals"]["sent"].as_f64().unwrap() >= count(second, "sent"), "{}", report["totals"]);
+}
+
+/// An MQTT run's dashboard draws its sessions: the chart, with the
+/// sessions open rising as the staggered devices open theirs (200 over
+/// the first 10 s), and the tile; the final report has the sessions plot.
+#[test]
+fn an_mqtt_run_s_dashboard_draws_its_sessions() {
+    let Some((page, report, _)) = follow("dashboard-mqtt", "scenarios/mqtt.toml") else { return };
+    let (first, second, last) = (&page["first"], &page["second"], &page["final"]);
+    let ids: Vec<String> = charts(second).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["rate", "latency", "errors", "devices-online", "sessions", "generator", "freshness"]);
+    let sessions =
+        |v: &serde_json::Value| v["charts"].as_array().unwrap().iter().find(|c| c["id"] == "sessions").cloned();
+    let (a, b) = (sessions(first).unwrap(), sessions(second).unwrap());
+    // Open, opened/s and ended/s, each with a point a second, more in the second reading.
+    let points = |c: &serde_json::Value| -> Vec<u64> { serde_json::from_value(c["series"].clone()).unwrap() };
+    assert_eq!(points(&b).len(), 3, "{b}");
+    assert!(points(&a).iter().all(|n| *n >= 2) && points(&b)[0] > points(&a)[0], "{a}\n{b}");
+    // Real data: sessions opened, the axis above its empty chart's 1.1.
+    assert!(b["top"].as_f64() > Some(1.1), "{b}");
+    let open = |v: &serde_json::Value| v["sessions_open"].as_f64().unwrap_or_else(|| panic!("the tile: {v}"));
+    assert!(open(first) > 0.0 && open(second) >= open(first) && open(second) <= 200.0, "{first}\n{second}");
+    assert_eq!(last["path"], "/report");
+    let final_ids: Vec<&str> = last["charts"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert!(final_ids.contains(&"plot-sessions"), "{last}");
+    assert!(report["timeline"].as_array().unwrap().iter().any(|s| s["sessions_opened"].as_u64() > Some(0)));
 }

@@ -7,7 +7,7 @@
 
 use fleetstorm::report::Report;
 
-use super::util::{TempDir, fleetstorm};
+use super::util::{TempDir, fleetstorm, interop, root};
 
 /// A QoS 1 fleet and a QoS 0 one against the built-in backend's MQTT listener.
 const MQTT: &str = "name = \"mqtt-outputs\"\nseed = 9\nduration = \"2s\"\n[target]\nurl = \"builtin\"\ntimeout = \"2s\"\n\
@@ -62,6 +62,33 @@ fn every_output_of_an_mqtt_run_carries_its_sessions_and_no_latency_for_qos_0() {
     );
     assert!(html.contains(&format!("<td>{}</td></tr>", tags.unacknowledged)), "{html}");
 
+    // The timeline counts each second's openings and endings beside the
+    // sessions open: every device opened its one session, none ended.
+    let opened: u64 = report.timeline.iter().map(|s| s.sessions_opened.expect("a session run's timeline")).sum();
+    let ended: u64 = report.timeline.iter().map(|s| s.sessions_ended.expect("a session run's timeline")).sum();
+    assert_eq!((opened, ended), (t.connects, 0), "{:?}", report.timeline);
+    assert_eq!(report.timeline.last().and_then(|s| s.sessions_open), Some(t.connects));
+    // HTML: a sessions plot, drawn with that data and labelled, in a real browser.
+    assert!(html.contains("<figure id=\"plot-sessions\"><h3>Sessions over time</h3>"), "{html}");
+    let screenshot = root().join("target").join("mqtt-report-screenshot.png");
+    let html_path = dir.path("r.html");
+    if let Some(page) = interop(
+        "check_html.py",
+        &[html_path.to_str().unwrap(), screenshot.to_str().unwrap()],
+        &["websocket", "bin:chromium"],
+    ) {
+        let figures = page["figures"].as_array().unwrap();
+        let ids: Vec<&str> = figures.iter().map(|f| f["id"].as_str().unwrap()).collect();
+        assert_eq!(
+            ids,
+            ["plot-rate", "plot-latency", "plot-errors", "plot-sessions", "plot-distribution", "plot-freshness"]
+        );
+        let f = &figures[3];
+        assert!(f["svg"] == true && f["width"].as_f64() > Some(400.0) && f["height"].as_f64() > Some(200.0), "{f}");
+        assert!(f["series"].as_u64() >= Some(1) && f["series_length"].as_f64() > Some(200.0), "no data drawn: {f}");
+        assert!(f["labels"].as_u64() >= Some(8), "axes unlabelled: {f}");
+    }
+
     // Markdown: the fleet table shows no latency for tags; a sessions table.
     let tags_row = md.lines().find(|l| l.starts_with("| tags |")).unwrap();
     assert!(tags_row.contains("| — | — | — | — | — | — |"), "{tags_row}");
@@ -101,6 +128,7 @@ fn an_http_run_s_outputs_show_no_sessions() {
     let (report, html, md, junit) = run_with_outputs(&dir, &file);
     assert!(report.totals.session_open_ms.is_none());
     assert!(!html.contains("Sessions") && !md.contains("Sessions") && !junit.contains("session"));
+    assert!(!html.contains("plot-sessions") && report.timeline.iter().all(|s| s.sessions_opened.is_none()));
     assert!(!md.contains('—') && !html.contains("unacknowledged"));
     let json = dir.path("r.json");
     let out = fleetstorm(&["compare", json.to_str().unwrap(), json.to_str().unwrap()]);

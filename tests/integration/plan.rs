@@ -311,16 +311,23 @@ fn validate_warns_of_a_slow_connect_rate_and_refuses_sessions_beyond_the_open_fi
     let plan = String::from_utf8_lossy(&fleetstorm(&["validate", &fast]).stdout).to_string();
     assert!(plan.contains("opening all 20 sessions takes 500ms") && !plan.contains("warning"), "{plan}");
     // 300 sessions, both ends in this process, beyond 256 open files.
+    // Refused by validate and by run alike, at the largest fleet's devices
+    // (line 11, its value at column 11), with what each fleet needs.
     let many = dir.write("many.toml", &MQTT.replace("devices = 12", "devices = 300"));
-    let out = std::process::Command::new("sh")
-        .args(["-c", "ulimit -n 256 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_fleetstorm"), "validate", &many])
-        .current_dir(super::util::root())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("the plan needs up to 308 connections") && stderr.contains("may open 256 files"),
-        "{stderr}"
-    );
+    for command in ["validate", "run"] {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "ulimit -n 256 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_fleetstorm"), command, &many])
+            .current_dir(super::util::root())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        let at = format!("error: {many}:11:11: fleets[0].devices: the plan needs up to 308 connections");
+        assert!(stderr.contains(&at) && stderr.contains("may open 256 files"), "{command}: {stderr}");
+        assert!(
+            stderr.contains("fleet \"meters\" needs 300 sessions, fleet \"tags\" 8 (one per device);"),
+            "{command}: {stderr}"
+        );
+        assert!(stderr.contains("11 | devices = 300"), "the line quoted: {stderr}");
+    }
 }

@@ -30,11 +30,15 @@ READ = r"""
     status: (document.getElementById('status') || {}).textContent,
     elapsed: n('elapsed'), sent: n('sent'), ok: n('ok'), scheduled: n('scheduled'), online: n('online'),
     stale: (document.getElementById('stale') || {}).textContent,
-    // Data series drawn in each chart, and their vertices.
+    // The sessions tile, when shown (a run of sessions'); null otherwise.
+    sessions_open: (document.getElementById('sessions-tile') || {hidden: true}).hidden ? null : n('sessions-open'),
+    // Data series drawn in each chart, and their vertices; the top of its
+    // y axis (its largest label: above 1 when some value was).
     charts: [...document.querySelectorAll('figure')].filter(f => !f.hidden).map(f => ({
       id: f.id,
       series: [...f.querySelectorAll('polyline.series')].map(l => l.points.numberOfItems),
       width: f.querySelector('svg').getBoundingClientRect().width,
+      top: Math.max(0, ...[...f.querySelectorAll('svg text')].map(t => Number(t.textContent.replace(/,/g, ''))).filter(v => !isNaN(v))),
     })),
     thresholds: [...document.querySelectorAll('#thresholds tr')].map(r => [...r.cells].map(c => c.innerText.trim())),
     headings: [...document.querySelectorAll('h2')].map(h => h.innerText),

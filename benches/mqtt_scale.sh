@@ -47,6 +47,11 @@ proc_cpu() {
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
+# A running process's user and system CPU seconds, apart.
+split_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f %.2f\n", $14 / hz, $15 / hz }' "/proc/$1/stat"
+}
+
 wait_port() {
   for _ in $(seq 100); do
     (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
@@ -146,23 +151,47 @@ if [ "$what" = cpu ] || [ "$what" = all ]; then
   scenario "mqtt://127.0.0.1:$port" "$RATE_DEVICES" 1s 30s "" > "$dir/cpu.toml"
   exec 3>"$dir/cpu"
   before=$(proc_cpu "$broker")
-  cpu_of "$BIN" run "$dir/cpu.toml" --quiet --out "$dir/cpu.json"
+  # The steady part apart: both processes' user and system CPU read from
+  # 5 s into the run (every session long open) to 28 s (before the end).
+  cpu_of "$BIN" run "$dir/cpu.toml" --quiet --out "$dir/cpu.json" &
+  runner=$!
+  sleep 1
+  fleet=$(pgrep -n -f "run $dir/cpu.toml")
+  sleep 4
+  w0=$(split_cpu "$fleet"); b0=$(split_cpu "$broker")
+  sleep 23
+  w1=$(split_cpu "$fleet"); b1=$(split_cpu "$broker")
+  wait "$runner"
   after=$(proc_cpu "$broker")
   exec 3>&-
   fs=$(tail -1 "$dir/cpu")
   echo
   echo "## cpu: $RATE_DEVICES devices, QoS 1 every 1 s for 30 s, against mosquitto $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | grep -o '[0-9][0-9.]*' | head -1)"
   echo
-  python3 - "$dir/cpu.json" "$fs" "$before" "$after" <<'PY'
+  python3 - "$dir/cpu.json" "$fs" "$before" "$after" "$w0" "$w1" "$b0" "$b1" "$RATE_DEVICES" <<'PY'
 import json, sys
 t = json.load(open(sys.argv[1]))["totals"]
 fs, before, after = float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+(wu0, ws0), (wu1, ws1), (bu0, bs0), (bu1, bs1) = (map(float, a.split()) for a in sys.argv[5:9])
+devices = int(sys.argv[9])
 mq = after - before
 ok = max(t["ok"], 1)
+print("Whole run (fleetstorm's includes opening every session):")
+print()
 print("| acknowledged | failed | schedule lag p99 ms | latency p99 ms | fleetstorm CPU s | µs per message | mosquitto CPU s | µs per message | fleetstorm ÷ mosquitto |")
 print("|---|---|---|---|---|---|---|---|---|")
 print(f"| {t['ok']:,} | {t['failed']:,} | {t['schedule_lag_ms']['p99']:.2f} | {t['latency_ms']['p99']:.2f} | "
       f"{fs:.2f} | {fs * 1e6 / ok:.1f} | {mq:.2f} | {mq * 1e6 / ok:.1f} | {fs / mq if mq else float('nan'):.2f} |")
+n = devices * 23  # messages in the 23 s steady window (one a device a second)
+print()
+print(f"Steady window (5 s to 28 s, about {n:,} messages), µs per message, user and system (kernel) time apart:")
+print()
+print("| | user | system | total |")
+print("|---|---|---|---|")
+for name, (u, s_) in (("fleetstorm", (wu1 - wu0, ws1 - ws0)), ("mosquitto", (bu1 - bu0, bs1 - bs0))):
+    print(f"| {name} | {u * 1e6 / n:.1f} | {s_ * 1e6 / n:.1f} | {(u + s_) * 1e6 / n:.1f} |")
+ratio = ((wu1 - wu0) + (ws1 - ws0)) / max((bu1 - bu0) + (bs1 - bs0), 1e-9)
+print(f"| fleetstorm ÷ mosquitto | {(wu1 - wu0) / max(bu1 - bu0, 1e-9):.2f} | {(ws1 - ws0) / max(bs1 - bs0, 1e-9):.2f} | {ratio:.2f} |")
 PY
   kill "$broker"
 fi

@@ -127,6 +127,12 @@ fn write_publish(out: &mut impl Write, route: &MqttRoute, identity: &Identity, p
         route.retain,
         identity.device
     )?;
+    if route.observed.is_some() {
+        writeln!(
+            out,
+            "  user_property fleetstorm-intended=(this run's instance/the message's intended time, ns since the epoch)"
+        )?;
+    }
     if let Some(answers) = &identity.response_topic {
         // The Correlation Data is the session's count of its messages.
         writeln!(out, "  response_topic={answers} correlation_data=(the message's number in its session, 8 bytes)")?;

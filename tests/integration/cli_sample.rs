@@ -175,3 +175,28 @@ fn sample_prints_an_mqtt_fleet_s_messages_as_publishes_without_passwords() {
         assert_eq!(hb.device_name, publish.split("client_id=").nth(1).unwrap().split(' ').next().unwrap());
     }
 }
+
+/// An MQTT 5 message's properties are printed under its PUBLISH line, as
+/// they go: its response topic (request/response) and the user property
+/// an observed message carries its intended time in.
+#[test]
+fn sample_prints_an_mqtt_5_message_s_properties() {
+    let dir = super::util::TempDir::new("sample-mqtt5");
+    let file = dir.write(
+        "s.toml",
+        "seed = 3\n[target]\nurl = \"mqtt://127.0.0.1:1883\"\n[target.mqtt]\nversion = \"5\"\n[[fleets]]\nname = \"f\"\n\
+         devices = 1\ninterval = \"1s\"\ndevice_name = \"d-{index}\"\nprofile = \"mqtt\"\n[fleets.mqtt]\n\
+         response_topic = \"answers/{device}\"\nobserve = true\n",
+    );
+    let out = fleetstorm(&["sample", &file, "--count", "1"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "PUBLISH devices/d-0/telemetry qos=1 retain=false client_id=d-0 username=(none) password=(none)"
+    );
+    assert!(lines[1].starts_with("  user_property fleetstorm-intended="), "{text}");
+    assert!(lines[2].starts_with("  response_topic=answers/d-0 correlation_data="), "{text}");
+    validate(lines[3].as_bytes()).unwrap_or_else(|v| panic!("the payload: {v}"));
+}

@@ -86,6 +86,10 @@ pub(super) struct ConnAck {
     pub maximum_packet_size: Option<u32>,
     /// The keep-alive the broker sets in place of the device's.
     pub server_keep_alive: Option<u16>,
+    /// The highest QoS the broker takes (absent: 2).
+    pub maximum_qos: Option<u8>,
+    /// Whether the broker takes retained messages (absent: it does).
+    pub retain_available: Option<u8>,
     /// What the broker says of a refusal.
     pub reason: Option<String>,
 }
@@ -331,6 +335,8 @@ fn from_v5(packet: v5::Packet) -> Inbound {
                 receive_maximum: p.as_ref().and_then(|p| p.receive_max),
                 maximum_packet_size: p.as_ref().and_then(|p| p.max_packet_size),
                 server_keep_alive: p.as_ref().and_then(|p| p.server_keep_alive),
+                maximum_qos: p.as_ref().and_then(|p| p.max_qos),
+                retain_available: p.as_ref().and_then(|p| p.retain_available),
                 reason: p.and_then(|p| p.reason_string),
             })
         }

@@ -133,6 +133,10 @@ pub struct MqttConn {
     /// The session's keep-alive: the device's, or the one the broker set
     /// (MQTT 5's Server Keep Alive).
     keep_alive: Duration,
+    /// What the broker's CONNACK said it does not take (MQTT 5's Maximum
+    /// QoS 0, Retain Available 0): a message that asks for it is not sent.
+    qos_0_only: bool,
+    no_retain: bool,
     next_pkid: u16,
     /// When a packet last went out (a keep-alive is due a keep-alive
     /// interval after it).
@@ -309,6 +313,8 @@ async fn start(endpoint: &MqttEndpoint, stream: MqttStream, identity: Identity) 
         write: BytesMut::new(),
         max_out: MAX_PACKET,
         keep_alive: s.keep_alive,
+        qos_0_only: false,
+        no_retain: false,
         next_pkid: 0,
         last_sent: Instant::now(),
         ping_sent: None,
@@ -334,6 +340,8 @@ async fn start(endpoint: &MqttEndpoint, stream: MqttStream, identity: Identity) 
             if let Some(k) = ack.server_keep_alive.filter(|k| *k > 0) {
                 conn.keep_alive = Duration::from_secs(u64::from(k));
             }
+            conn.qos_0_only = ack.maximum_qos == Some(0);
+            conn.no_retain = ack.retain_available == Some(0);
         }
         Read::Packet(Inbound::ConnAck(ack)) => return Err(refused(endpoint, &ack)),
         // Nothing else may come before the CONNACK.
@@ -402,6 +410,21 @@ async fn subscribe(endpoint: &MqttEndpoint, conn: &mut MqttConn, topic: &str) ->
 /// unless it broke.
 async fn publish(endpoint: &MqttEndpoint, conn: &mut MqttConn, outgoing: Outgoing) -> Result<Outcome, Failure> {
     let Route::Mqtt(route) = outgoing.route else { return Err(Failure::Protocol) };
+    if (route.qos == Qos::AtLeastOnce && conn.qos_0_only) || (route.retain && conn.no_retain) {
+        // Not sent: the broker would end the session for it (MQTT 5's
+        // 0x9B QoS not supported, 0x9A retain not supported).
+        return Ok(endpoint.note(Outcome::Failed(Failure::Protocol), || {
+            if route.qos == Qos::AtLeastOnce && conn.qos_0_only {
+                "the broker takes QoS 0 only (its CONNACK's Maximum QoS): the fleet's QoS 1 messages were not sent; \
+                 write [fleets.mqtt] qos = 0"
+                    .into()
+            } else {
+                "the broker takes no retained messages (its CONNACK's Retain Available is 0): the fleet's messages \
+                 were not sent; write [fleets.mqtt] retain = false"
+                    .into()
+            }
+        }));
+    }
     let pkid = if route.qos == Qos::AtLeastOnce { conn.pkid() } else { 0 };
     let correlation = conn.response_topic.is_some().then(|| {
         conn.correlation += 1;
@@ -887,7 +910,7 @@ mod tests {
             wildcard_subscription_available: None,
             subscription_identifiers_available: None,
             shared_subscription_available: None,
-            server_keep_alive: Some(server_keep_alive),
+            server_keep_alive: (server_keep_alive > 0).then_some(server_keep_alive),
             response_information: None,
             server_reference: None,
             authentication_method: None,
@@ -943,6 +966,29 @@ mod tests {
         let (_, what) = mqtt.idle(conn.unwrap(), far_future, handback).await;
         assert_eq!(what, Idle::Closed(Closed::Disconnect(Some(0x8e))), "session taken over");
         broker.await.unwrap();
+    }
+
+    /// A broker whose CONNACK says it takes QoS 0 only: a QoS 1 message is
+    /// not sent (the broker would end the session), saying what to write;
+    /// a QoS 0 one goes.
+    #[tokio::test]
+    async fn a_qos_the_broker_does_not_take_is_not_sent() {
+        let (mqtt, listener) = transport5(MqttSettings::default()).await;
+        let broker = tokio::spawn(async move {
+            let mut far = Far5::accept(&listener).await;
+            let _connect = far.next().await;
+            let qos_0 = v5::ConnAckProperties { max_qos: Some(0), ..properties(1 << 20, 0) };
+            far.connack(v5::ConnectReturnCode::Success, Some(qos_0)).await;
+            let Some(v5::Packet::Publish(p)) = far.next().await else { panic!("PUBLISH") };
+            p.qos
+        });
+        let (conn, _) = mqtt.connect(identity()).await.unwrap();
+        let refused = mqtt.exchange(Some(conn), message("t", Qos::AtLeastOnce)).await;
+        assert_eq!(refused.outcome, Outcome::Failed(Failure::Protocol));
+        assert!(mqtt.first_errors()["protocol"].contains("write [fleets.mqtt] qos = 0"));
+        let sent = mqtt.exchange(refused.conn, message("t", Qos::AtMostOnce)).await;
+        assert_eq!(sent.outcome, Outcome::Sent);
+        assert_eq!(broker.await.unwrap(), rumqttc::v5::mqttbytes::QoS::AtMostOnce, "only the QoS 0 message came");
     }
 
     #[tokio::test]

@@ -422,7 +422,8 @@ impl Version {
         }
     }
 
-    /// What a subscription to `filter` is granted, or why not.
+    /// What a subscription to `filter` is granted, or why not, when the
+    /// session holds `held` others.
     fn grant(self, filter: &Filter, held: usize) -> Result<QoS, Reason> {
         let qos = match filter.qos {
             QoS::AtMostOnce => QoS::AtMostOnce,
@@ -675,13 +676,13 @@ where
         last_pkid: 0,
         subscriptions: Vec::new(),
     };
-    let end = tokio::select! {
-        end = session.serve() => end,
-        () = stop.cancelled() => End::Stopped,
+    let served = tokio::select! {
+        end = session.serve() => Some(end),
+        () = stop.cancelled() => None,
     };
-    let end = match end {
-        End::Stopped => session.close(Reason::ServerShuttingDown, End::Stopped).await,
-        end => end,
+    let end = match served {
+        Some(end) => end,
+        None => session.close(Reason::ServerShuttingDown, End::Stopped).await,
     };
     let counter = match end {
         End::NoConnect => Some(&counts.connect_timeouts),
@@ -947,7 +948,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 counts.subscribes.fetch_add(1, Ordering::Relaxed);
                 let mut granted = Vec::with_capacity(filters.len());
                 for filter in filters {
-                    let grant = self.version.grant(&filter, self.subscriptions.len());
+                    // A filter subscribed again replaces its subscription.
+                    let held = self.subscriptions.iter().filter(|s| s.path != filter.path).count();
+                    let grant = self.version.grant(&filter, held);
                     granted.push(grant);
                     if let (Ok(qos), Version::V5) = (grant, self.version) {
                         self.subscriptions.retain(|s| s.path != filter.path);
@@ -1874,6 +1877,17 @@ mod tests {
                 (ack.pkid, ack.reasons),
                 (4, vec![UnsubAckReason::Success, UnsubAckReason::NoSubscriptionExisted])
             );
+            // One held, 49 more let in, the 51st past the quota; the same
+            // filter again replaces its subscription.
+            let filters = (0..50)
+                .map(|i| SubFilter::new(format!("t/{i}"), Q::AtMostOnce))
+                .chain([SubFilter::new("t/0", Q::AtLeastOnce)]);
+            let mut subscribe = Subscribe::new_many(filters, None);
+            subscribe.pkid = 5;
+            client.send(Packet::Subscribe(subscribe)).await;
+            let Some(Packet::SubAck(ack)) = client.next().await else { panic!("a SUBACK") };
+            assert_eq!(ack.return_codes[48], S::Success(Q::AtMostOnce));
+            assert_eq!(&ack.return_codes[49..], [S::QuotaExceeded, S::Success(Q::AtLeastOnce)]);
         }
 
         #[tokio::test(start_paused = true)]
@@ -1953,6 +1967,32 @@ mod tests {
                 &serde_json::json!({"protocol_error": 1, "keepalive": 1, "no_connect": 0, "dropped": 2, "taken_over": 1}),
                 "drop_sessions dropped d-1's newer session too"
             );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_message_past_the_capacity_queue_is_told_server_busy() {
+            let full = Faults {
+                workers: Some(1),
+                service_time: Some(Duration::from_secs(1)),
+                queue_limit: Some(0),
+                ..Faults::default()
+            };
+            let shared = shared(None, full);
+            let (mut first, _a) = opened(&shared, "d-1").await;
+            let (mut second, b) = opened(&shared, "d-2").await;
+            first.send(publish(TOPIC, Q::AtLeastOnce, 1, heartbeat("d-1"), None)).await;
+            for _ in 0..1000 {
+                if shared.metrics.in_flight.load(Ordering::Relaxed) == 1 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            second.send(publish("devices/d-2/telemetry", Q::AtLeastOnce, 1, heartbeat("d-2"), None)).await;
+            assert_eq!(second.disconnected().await, D::ServerBusy);
+            drop(second);
+            assert_eq!(b.await.unwrap(), End::Shed);
+            assert_eq!(first.next().await, puback(1, P::Success));
+            assert_eq!(stats(&shared)["shed"], 1);
         }
 
         #[tokio::test]

@@ -671,10 +671,7 @@ where
         writing: false,
         said_why: false,
         client_max_packet: None,
-        answers_in_flight: 0,
-        awaiting: Vec::new(),
-        last_pkid: 0,
-        subscriptions: Vec::new(),
+        routes: Routes::default(),
     };
     let served = tokio::select! {
         end = session.serve() => Some(end),
@@ -728,16 +725,74 @@ struct Session<'a, S> {
     writing: bool,
     /// An MQTT 5 DISCONNECT was sent: the client is given time to read it.
     said_why: bool,
-    /// MQTT 5: the client's Maximum Packet Size; serve's unacknowledged
-    /// QoS 1 answers at most (the client's Receive Maximum and
-    /// [`RECEIVE_MAXIMUM`]), their packet ids, and the last id given.
+    /// MQTT 5: the client's Maximum Packet Size.
     client_max_packet: Option<u32>,
-    answers_in_flight: usize,
-    awaiting: Vec<u16>,
-    last_pkid: u16,
-    /// MQTT 5: the subscriptions held (at most [`MAX_SUBSCRIPTIONS`]), for
-    /// the answers to requests; 3.1.1 routes nothing and keeps none.
+    /// MQTT 5: where the answers to requests go.
+    routes: Routes,
+}
+
+/// MQTT 5: the subscriptions a session holds, for the answers to its
+/// requests (3.1.1 routes nothing and keeps none), and serve's QoS 1
+/// answers not yet acknowledged.
+#[derive(Debug, Default)]
+struct Routes {
+    /// At most [`MAX_SUBSCRIPTIONS`].
     subscriptions: Vec<Filter>,
+    /// The packet ids of the answers awaiting the client's PUBACK: at most
+    /// `most` (the client's Receive Maximum, at most [`RECEIVE_MAXIMUM`]).
+    awaiting: Vec<u16>,
+    most: usize,
+    last_pkid: u16,
+}
+
+impl Routes {
+    /// The subscriptions held but any to `path`.
+    fn others(&self, path: &str) -> usize {
+        self.subscriptions.iter().filter(|s| s.path != path).count()
+    }
+
+    /// Holds `filter` at `qos`, replacing a subscription to the same filter.
+    fn subscribe(&mut self, filter: Filter, qos: QoS) {
+        self.subscriptions.retain(|s| s.path != filter.path);
+        self.subscriptions.push(Filter { qos, ..filter });
+    }
+
+    /// Whether there was a subscription to `path` to end.
+    fn unsubscribe(&mut self, path: &str) -> bool {
+        let held = self.subscriptions.len();
+        self.subscriptions.retain(|s| s.path != path);
+        self.subscriptions.len() < held
+    }
+
+    /// The QoS of an answer on `topic` (the highest granted of the
+    /// subscriptions matching it) and their identifiers; `None` if none
+    /// matches.
+    fn route(&self, topic: &str) -> Option<(QoS, Vec<usize>)> {
+        let mut granted = None;
+        let mut ids = Vec::new();
+        for s in self.subscriptions.iter().filter(|s| mqtt5::matches(topic, &s.path)) {
+            granted = Some(match (granted, s.qos) {
+                (Some(QoS::AtLeastOnce), _) | (_, QoS::AtLeastOnce) => QoS::AtLeastOnce,
+                _ => QoS::AtMostOnce,
+            });
+            ids.extend(s.id);
+        }
+        granted.map(|qos| (qos, ids))
+    }
+
+    /// A packet id for a QoS 1 answer, unless `most` await their PUBACK.
+    fn pkid(&mut self) -> Option<u16> {
+        if self.awaiting.len() >= self.most {
+            return None;
+        }
+        // Fewer than 65,535 ids are taken: a free one comes.
+        loop {
+            self.last_pkid = self.last_pkid.wrapping_add(1).max(1);
+            if !self.awaiting.contains(&self.last_pkid) {
+                return Some(self.last_pkid);
+            }
+        }
+    }
 }
 
 /// What a read gave instead of a packet.
@@ -862,7 +917,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
         self.open = true;
         self.client_max_packet = hello.max_packet;
-        self.answers_in_flight = usize::from(hello.receive_maximum.unwrap_or(u16::MAX).min(RECEIVE_MAXIMUM));
+        self.routes.most = usize::from(hello.receive_maximum.unwrap_or(u16::MAX).min(RECEIVE_MAXIMUM));
         self.shared.metrics.mqtt.connack(0);
         let held = self.shared.client_ids.take(&hello.client_id);
         let wires = self.shared.config.profiles.mqtt_wires().into_owned();
@@ -948,32 +1003,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 counts.subscribes.fetch_add(1, Ordering::Relaxed);
                 let mut granted = Vec::with_capacity(filters.len());
                 for filter in filters {
-                    // A filter subscribed again replaces its subscription.
-                    let held = self.subscriptions.iter().filter(|s| s.path != filter.path).count();
-                    let grant = self.version.grant(&filter, held);
+                    let grant = self.version.grant(&filter, self.routes.others(&filter.path));
                     granted.push(grant);
                     if let (Ok(qos), Version::V5) = (grant, self.version) {
-                        self.subscriptions.retain(|s| s.path != filter.path);
-                        self.subscriptions.push(Filter { qos, ..filter });
+                        self.routes.subscribe(filter, qos);
                     }
                 }
                 self.send(&Out::SubAck(pkid, &granted)).await
             }
             In::Unsubscribe(pkid, filters) => {
-                let found: Vec<bool> = filters
-                    .iter()
-                    .map(|path| {
-                        let held = self.subscriptions.len();
-                        self.subscriptions.retain(|s| &s.path != path);
-                        self.subscriptions.len() < held
-                    })
-                    .collect();
+                let found: Vec<bool> = filters.iter().map(|path| self.routes.unsubscribe(path)).collect();
                 self.send(&Out::UnsubAck(pkid, &found)).await
             }
             In::Disconnect => Err(End::Disconnected),
             // The client's PUBACK of an answer (a stray one is harmless).
             In::PubAck(pkid) => {
-                self.awaiting.retain(|&p| p != pkid);
+                self.routes.awaiting.retain(|&p| p != pkid);
                 Ok(())
             }
             // A second CONNECT, QoS 2's handshake, or what only a server sends.
@@ -1083,24 +1128,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// MQTT 5's Request/Response: answers on `topic` if a subscription of
     /// the session matches it (module docs).
     async fn respond(&mut self, topic: &str, correlation: Option<Bytes>) -> Result<(), End> {
-        let mut granted = None;
-        let mut subscription_ids = Vec::new();
-        for s in self.subscriptions.iter().filter(|s| mqtt5::matches(topic, &s.path)) {
-            granted = Some(match (granted, s.qos) {
-                (Some(QoS::AtLeastOnce), _) | (_, QoS::AtLeastOnce) => QoS::AtLeastOnce,
-                _ => QoS::AtMostOnce,
-            });
-            subscription_ids.extend(s.id);
-        }
-        let Some(qos) = granted else { return Ok(()) };
+        let Some((qos, subscription_ids)) = self.routes.route(topic) else { return Ok(()) };
         let pkid = match qos {
             QoS::AtMostOnce => 0,
-            _ if self.awaiting.len() >= self.answers_in_flight => return Ok(()),
-            _ => loop {
-                self.last_pkid = self.last_pkid.wrapping_add(1).max(1);
-                if !self.awaiting.contains(&self.last_pkid) {
-                    break self.last_pkid;
-                }
+            // The client's window is full: the answer is not sent.
+            _ => match self.routes.pkid() {
+                Some(pkid) => pkid,
+                None => return Ok(()),
             },
         };
         let answer = Answer { topic, qos, pkid, correlation, subscription_ids };
@@ -1108,7 +1142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             return Ok(());
         }
         if pkid != 0 {
-            self.awaiting.push(pkid);
+            self.routes.awaiting.push(pkid);
         }
         self.flush().await
     }
@@ -1841,6 +1875,35 @@ mod tests {
             drop(client);
             assert_eq!(task.await.unwrap(), End::Protocol);
             assert_eq!(stats(&shared)["accepted"], 4);
+        }
+
+        #[tokio::test]
+        async fn the_client_s_receive_maximum_bounds_serve_s_unacknowledged_answers() {
+            let shared = shared(None, Faults::default());
+            let (mut client, _task) = session(&shared, CancellationToken::new());
+            let properties = ConnectProperties { receive_maximum: Some(1), ..ConnectProperties::new() };
+            let asked =
+                Connect { keep_alive: 60, client_id: "d-1".into(), clean_start: true, properties: Some(properties) };
+            client.send(Packet::Connect(asked, None, None)).await;
+            assert!(matches!(client.next().await, Some(Packet::ConnAck(_))));
+            let mut subscribe = Subscribe::new(SubFilter::new("replies/#", Q::AtLeastOnce), None);
+            subscribe.pkid = 1;
+            client.send(Packet::Subscribe(subscribe)).await;
+            assert!(matches!(client.next().await, Some(Packet::SubAck(_))));
+            let ask = |pkid| publish(TOPIC, Q::AtLeastOnce, pkid, heartbeat("d-1"), request("replies/d-1", b"r"));
+            client.send(ask(1)).await;
+            assert_eq!(client.next().await, puback(1, P::Success));
+            let Some(Packet::Publish(first)) = client.next().await else { panic!("the first answer") };
+            // Its PUBACK not yet sent, the window of 1 is full: no answer.
+            client.send(ask(2)).await;
+            assert_eq!(client.next().await, puback(2, P::Success));
+            client.send(Packet::PingReq(PingReq)).await;
+            assert!(matches!(client.next().await, Some(Packet::PingResp(_))), "no second answer");
+            client.send(Packet::PubAck(PubAck::new(first.pkid, None))).await;
+            client.send(ask(3)).await;
+            assert_eq!(client.next().await, puback(3, P::Success));
+            let Some(Packet::Publish(third)) = client.next().await else { panic!("the third answer") };
+            assert_eq!(third.qos, Q::AtLeastOnce);
         }
 
         #[tokio::test]

@@ -8,6 +8,11 @@
 //! so that a PUBLISH is held to its checks (the device's topic, a valid
 //! heartbeat) and recorded in the registry as a TCP session's would be.
 //!
+//! The seeds are sessions of both versions serve speaks, MQTT 3.1.1 and
+//! MQTT 5 (a request with a Response Topic and a subscription that
+//! routes its answer among them), so that the fuzzer reaches both codecs
+//! and the MQTT 5 session's own paths.
+//!
 //! Each call runs on this thread's current-thread runtime with tokio's
 //! clock paused: serve's timers (the CONNECT wait, the keep-alive, the
 //! linger after a refusal) cost no wall time, and a session still open at
@@ -82,11 +87,20 @@ mod tests {
     use rand::{RngExt, SeedableRng};
     use rumqttc::mqttbytes::QoS;
     use rumqttc::mqttbytes::v4::{Connect, Packet, Publish};
+    use rumqttc::v5::mqttbytes::{QoS as Q5, v5};
 
     fn encoded(packets: &[Packet]) -> Vec<u8> {
         let mut out = BytesMut::new();
         for p in packets {
             p.write(&mut out, super::super::mqtt::MAX_PACKET).unwrap();
+        }
+        out.to_vec()
+    }
+
+    fn encoded5(packets: &[v5::Packet]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        for p in packets {
+            p.write(&mut out, None).unwrap();
         }
         out.to_vec()
     }
@@ -106,7 +120,20 @@ mod tests {
         .unwrap();
         let mut publish = Publish::new("devices/d-1/telemetry", QoS::AtLeastOnce, body.clone());
         publish.pkid = 1;
-        let qos0 = Publish::new("devices/d-1/telemetry", QoS::AtMostOnce, body);
+        let qos0 = Publish::new("devices/d-1/telemetry", QoS::AtMostOnce, body.clone());
+        let connect5 = v5::Connect { keep_alive: 60, client_id: "d-1".into(), clean_start: true, properties: None };
+        let publish5 = |properties| {
+            let mut publish = v5::Publish::new("devices/d-1/telemetry", Q5::AtLeastOnce, body.clone(), properties);
+            publish.pkid = 1;
+            v5::Packet::Publish(publish)
+        };
+        let request = v5::PublishProperties {
+            response_topic: Some("replies/d-1".into()),
+            correlation_data: Some(bytes::Bytes::from_static(b"r-1")),
+            ..v5::PublishProperties::default()
+        };
+        let mut subscribe = v5::Subscribe::new(v5::Filter::new("replies/#", Q5::AtLeastOnce), None);
+        subscribe.pkid = 2;
         vec![
             ("connect-publish", encoded(&[Packet::Connect(connect.clone()), Packet::Publish(publish.clone())])),
             (
@@ -117,6 +144,18 @@ mod tests {
                     Packet::PingReq,
                     Packet::Publish(qos0),
                     Packet::Disconnect,
+                ]),
+            ),
+            ("v5-connect-publish", encoded5(&[v5::Packet::Connect(connect5.clone(), None, None), publish5(None)])),
+            (
+                "v5-connect-subscribe-request-ping-disconnect",
+                encoded5(&[
+                    v5::Packet::Connect(connect5, None, None),
+                    v5::Packet::Subscribe(subscribe),
+                    publish5(Some(request)),
+                    v5::Packet::PubAck(v5::PubAck::new(1, None)),
+                    v5::Packet::PingReq(v5::PingReq),
+                    v5::Packet::Disconnect(v5::Disconnect::new(v5::DisconnectReasonCode::NormalDisconnection)),
                 ]),
             ),
         ]

@@ -2,8 +2,10 @@
 //! `builtin`, where serve's counts equal the report's; `fleetstorm serve
 //! --mqtt` as a process refusing a fleet's wrong logins with their CONNACK
 //! codes; and clients nobody here wrote (paho-mqtt from PyPI, MQTT.js from
-//! npm) connecting, publishing at QoS 0 and 1, and refused with bad
-//! credentials. Each serve picks its own port (`--mqtt 127.0.0.1:0`) and
+//! npm), over MQTT 3.1.1 and MQTT 5, connecting, publishing at QoS 0 and 1,
+//! refused with bad credentials (MQTT 5's reason codes 0x86 and 0x87), and
+//! over MQTT 5 making a request whose answer comes back on its Response
+//! Topic with its Correlation Data. Each serve picks its own port (`--mqtt 127.0.0.1:0`) and
 //! says it: no port is given up between finding it and using it.
 
 use std::io::{BufRead, BufReader, Read};
@@ -160,40 +162,61 @@ fn mqttjs(port: u16) -> Option<serde_json::Value> {
     Some(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("check.mjs printed no JSON ({e})")))
 }
 
-/// What serve counted of one interop client's session: two messages taken
-/// (QoS 0 and 1), one acknowledged, two logins refused (4 and 5).
+/// What each interop client finds, over MQTT 3.1.1 and MQTT 5 (`key`
+/// names whether a session was let in: paho-mqtt gives the CONNACK's
+/// code, MQTT.js whether it is connected): let in, its QoS 1 message
+/// acknowledged, refused with 4 and 5 (0x86 and 0x87 over MQTT 5), and
+/// over MQTT 5 serve's answer to its request, with its correlation data.
+fn expected(key: &str, let_in: serde_json::Value, qos0: Option<bool>) -> serde_json::Value {
+    let session = |wrong_password: u8, unknown_device: u8| {
+        let mut s = serde_json::json!({
+            key: let_in.clone(), "qos1_acked": true, "wrong_password": wrong_password, "unknown_device": unknown_device
+        });
+        if let Some(sent) = qos0 {
+            s["qos0_sent"] = sent.into();
+        }
+        s
+    };
+    let mut v5 = session(0x86, 0x87);
+    v5["answer"] = serde_json::json!({
+        "topic": "replies/dev-1/42", "qos": 1, "correlation": "corr-42", "payload": {"status": "ok"}
+    });
+    serde_json::json!({"3.1.1": session(4, 5), "5": v5})
+}
+
+/// What serve counted of one interop client's sessions, one per version:
+/// five messages taken (QoS 0 and 1 in each, and the MQTT 5 request), all
+/// acknowledged but QoS 0's, one subscription, four logins refused (MQTT
+/// 5's counted under their 3.1.1 codes, 4 and 5).
 fn assert_counted(url: &str) {
     let stats = get_json_blocking(&format!("{url}/stats"));
     let mqtt = &stats["mqtt"];
-    assert_eq!(mqtt["received"], serde_json::json!({"qos0": 1, "qos1": 1}), "{mqtt}");
-    assert_eq!((mqtt["acked"].as_u64(), mqtt["rejected"].as_u64()), (Some(1), Some(0)), "{mqtt}");
-    assert_eq!(mqtt["refused"], serde_json::json!({"4": 1, "5": 1}), "{mqtt}");
+    assert_eq!(mqtt["received"], serde_json::json!({"qos0": 2, "qos1": 3}), "{mqtt}");
+    assert_eq!((mqtt["acked"].as_u64(), mqtt["rejected"].as_u64()), (Some(3), Some(0)), "{mqtt}");
+    assert_eq!((mqtt["sessions"].as_u64(), mqtt["subscribes"].as_u64()), (Some(2), Some(1)), "{mqtt}");
+    assert_eq!(mqtt["refused"], serde_json::json!({"4": 2, "5": 2}), "{mqtt}");
     assert_eq!(stats["devices"], 1, "{stats}");
 }
 
 #[test]
-fn paho_mqtt_connects_publishes_at_qos_0_and_1_gets_its_puback_and_is_refused_with_bad_credentials() {
+fn paho_mqtt_over_3_1_1_and_5_publishes_gets_its_puback_is_refused_with_bad_credentials_and_gets_its_answer() {
     let dir = TempDir::new("mqtt-paho");
     let ids = dir.write("ids.csv", DEV_1);
     let (_serve, url, port) = spawn_mqtt_serve(&["--identities", &format!("mqtt={ids}")]);
     let Some(result) = super::util::interop("mqtt_paho.py", &["127.0.0.1", &port.to_string()], &["paho.mqtt"]) else {
         return;
     };
-    let expected = serde_json::json!({
-        "connack": 0, "qos0_sent": true, "qos1_acked": true, "wrong_password": 4, "unknown_device": 5
-    });
-    assert_eq!(result, expected);
+    assert_eq!(result, expected("connack", 0.into(), Some(true)));
     assert_counted(&url);
 }
 
 #[test]
-fn mqtt_js_connects_publishes_at_qos_0_and_1_gets_its_puback_and_is_refused_with_bad_credentials() {
+fn mqtt_js_over_3_1_1_and_5_publishes_gets_its_puback_is_refused_with_bad_credentials_and_gets_its_answer() {
     let dir = TempDir::new("mqtt-mqttjs");
     let ids = dir.write("ids.csv", DEV_1);
     let (_serve, url, port) = spawn_mqtt_serve(&["--identities", &format!("mqtt={ids}")]);
     let Some(result) = mqttjs(port) else { return };
-    let expected = serde_json::json!({"connected": true, "qos1_acked": true, "wrong_password": 4, "unknown_device": 5});
-    assert_eq!(result, expected);
+    assert_eq!(result, expected("connected", true.into(), None));
     assert_counted(&url);
 }
 

@@ -498,12 +498,13 @@ pub(super) struct ServeArgs {
     /// topics, and only the devices of their identities files.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["profiles", "identities"])]
     pub(super) scenario: Option<PathBuf>,
-    /// Also listen for MQTT 3.1.1 sessions of the mqtt profile at HOST:PORT
+    /// Also listen for MQTT 3.1.1 and 5 sessions of the mqtt profile at HOST:PORT
     /// (loopback unless you say otherwise, as --addr; port 0 picks a free
     /// port; the address is printed on stderr). Each session's CONNECT is
     /// checked under the profile's rule (--identities mqtt=FILE: known
     /// devices with their username and password), each PUBLISH against its
-    /// topic and body; a bad one closes its session. Without this flag,
+    /// topic and body; a bad one closes its session in 3.1.1 and gets a
+    /// negative PUBACK in MQTT 5. Without this flag,
     /// --profile mqtt (or an mqtt fleet in --scenario) listens on
     /// 127.0.0.1:1883.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_addr)]

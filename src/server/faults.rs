@@ -8,7 +8,8 @@
 //! of acknowledging a message, `stall` holds messages, the capacity queue
 //! (`workers`, `service_time`, `queue_limit`) serves them, a message
 //! beyond `queue_limit` closing its session (MQTT 3.1.1 has no negative
-//! PUBACK). `error_rate` has no MQTT 3.1.1 form and leaves MQTT alone;
+//! PUBACK; an MQTT 5 session gets DISCONNECT 0x89, server busy, first).
+//! `error_rate` leaves MQTT alone;
 //! `connack_refuse_rate` is its counterpart at CONNECT.
 //!
 //! [`Faults`] is the configuration, set from flags at start and replaced

@@ -27,7 +27,7 @@
 //!   and send nothing, which never reach hyper's timers, and idle HTTP/2
 //!   connections).
 //!
-//! With [`ServeConfig::mqtt`], an MQTT 3.1.1 listener ([`mqtt`]) runs
+//! With [`ServeConfig::mqtt`], an MQTT 3.1.1 and 5 listener ([`mqtt`]) runs
 //! beside the HTTP one, sharing its registry, counters and faults;
 //! `/stats`, `/metrics` and `/faults` stay on HTTP.
 

@@ -253,3 +253,41 @@ fn capacity_answers_for_an_mqtt_fleet_in_devices_each_step_its_own_sessions() {
         assert!(report.answer.contains("devices at a 2s interval"), "{}", report.answer);
     }
 }
+
+/// fleetstorm's MQTT 5 fleet against serve's MQTT 5 listener, request
+/// and response: each session subscribes to its device's answers topic
+/// when it opens, each message asks for its answer there and is timed to
+/// it; serve answers every one (with its correlation data), and the books
+/// of both sides agree.
+#[test]
+fn an_mqtt_5_fleet_gets_an_answer_to_every_request_from_serve() {
+    let _heavy = super::util::heavy();
+    let dir = TempDir::new("mqtt5-request");
+    let (_serve, url, port) = spawn_mqtt_serve(&[]);
+    let scenario = dir.write(
+        "s.toml",
+        &format!(
+            "name = \"mqtt5-request\"\nseed = 5\nduration = \"4s\"\n[target]\nurl = \"mqtt://127.0.0.1:{port}\"\n\
+             [target.mqtt]\nversion = \"5\"\n[[fleets]]\nname = \"asking\"\ndevices = 100\ninterval = \"1s\"\n\
+             device_name = \"a-{{index}}\"\nprofile = \"mqtt\"\n[fleets.mqtt]\nqos = 1\n\
+             response_topic = \"devices/{{device}}/answers\"\n"
+        ),
+    );
+    let out = dir.path("r.json").to_str().unwrap().to_string();
+    let (code, said) = execute(&["run", &scenario, "--quiet", "--out", &out]);
+    assert_eq!(code, 0, "{said}");
+    let report = Report::load(std::path::Path::new(&out)).unwrap();
+    assert_eq!(report.scenario.target.mqtt.as_deref(), Some("5"));
+    let t = &report.totals;
+    assert_eq!((t.scheduled, t.sent + t.missed, t.connects), (400, 400, 100), "{t:?}");
+    assert!(t.ok > 0 && t.latency_ms.p50 > 0.0, "{t:?}");
+    let stats = get_json_blocking(&format!("{url}/stats"));
+    let mqtt = &stats["mqtt"];
+    assert_eq!(mqtt["rejected"], 0, "{mqtt}");
+    // Each message that came to serve was acknowledged; each one fleetstorm
+    // counted ok had its PUBACK and its answer.
+    assert!((t.ok..=t.sent).contains(&mqtt["acked"].as_u64().unwrap()), "{mqtt}");
+    if t.failed == 0 {
+        assert_eq!((t.ok, mqtt["acked"].as_u64()), (400, Some(400)), "{mqtt}");
+    }
+}

@@ -147,6 +147,8 @@ pub enum Series {
     FreshnessGap,
     /// How long opening each device's session took (a session protocol's).
     SessionOpen,
+    /// Intended time to delivery to the fleet's observer (`observe`).
+    Delivery,
 }
 
 /// A percentile (or the max or mean) of a series.
@@ -208,6 +210,10 @@ pub enum Quantity {
     SessionsReopenFailed,
     /// Sessions their devices ended as they went silent.
     SessionsEndedOffline,
+    /// Observed messages delivered, lost, and delivered again.
+    Delivered,
+    DeliveryLost,
+    DeliveryDuplicates,
 }
 
 /// A metric path, resolved against the catalogue.
@@ -220,7 +226,7 @@ pub struct Metric {
     quantity: Quantity,
 }
 
-const SERIES: [(&str, Series); 7] = [
+const SERIES: [(&str, Series); 8] = [
     ("latency", Series::Latency),
     ("service_time", Series::ServiceTime),
     ("schedule_lag", Series::ScheduleLag),
@@ -228,6 +234,7 @@ const SERIES: [(&str, Series); 7] = [
     ("lateness", Series::Lateness),
     ("freshness.max_gap", Series::FreshnessGap),
     ("session_open", Series::SessionOpen),
+    ("delivery", Series::Delivery),
 ];
 const QUANTILES: [(&str, Quantile); 8] = [
     ("p50", Quantile::P50),
@@ -239,13 +246,16 @@ const QUANTILES: [(&str, Quantile); 8] = [
     ("max", Quantile::Max),
     ("mean", Quantile::Mean),
 ];
-const PLAIN: [(&str, Quantity); 28] = [
+const PLAIN: [(&str, Quantity); 31] = [
     ("connects", Quantity::Connects),
     ("unacknowledged", Quantity::Unacknowledged),
     ("sessions.closed", Quantity::SessionsClosed),
     ("sessions.reopened", Quantity::SessionsReopened),
     ("sessions.reopen_failed", Quantity::SessionsReopenFailed),
     ("sessions.ended_offline", Quantity::SessionsEndedOffline),
+    ("delivery.delivered", Quantity::Delivered),
+    ("delivery.lost", Quantity::DeliveryLost),
+    ("delivery.duplicates", Quantity::DeliveryDuplicates),
     ("generator.fell_behind", Quantity::GeneratorFellBehind),
     ("generator.pool_limited", Quantity::PoolLimited),
     ("late", Quantity::Late),
@@ -358,7 +368,10 @@ impl Metric {
             | Quantity::SessionsClosed
             | Quantity::SessionsReopened
             | Quantity::SessionsReopenFailed
-            | Quantity::SessionsEndedOffline => Unit::Count,
+            | Quantity::SessionsEndedOffline
+            | Quantity::Delivered
+            | Quantity::DeliveryLost
+            | Quantity::DeliveryDuplicates => Unit::Count,
             Quantity::ErrorRate
             | Quantity::MissedRate
             | Quantity::StaleShare
@@ -375,7 +388,8 @@ impl Metric {
             | Quantity::AchievedRate
             | Quantity::AchievedRateRatio
             | Quantity::Recovered
-            | Quantity::SessionsReopened => Better::Higher,
+            | Quantity::SessionsReopened
+            | Quantity::Delivered => Better::Higher,
             Quantity::Scheduled
             | Quantity::Sent
             | Quantity::OfferedRate
@@ -410,6 +424,10 @@ impl Metric {
                 | Quantity::Percentile(Series::FreshnessGap, _)
                 | Quantity::GeneratorFellBehind
                 | Quantity::PoolLimited
+                | Quantity::Percentile(Series::Delivery, _)
+                | Quantity::Delivered
+                | Quantity::DeliveryLost
+                | Quantity::DeliveryDuplicates
         )
     }
 
@@ -455,6 +473,9 @@ mod tests {
             ("error_rate", None, Unit::Fraction, Better::Lower),
             ("achieved_rate_ratio", None, Unit::Ratio, Better::Higher),
             ("achieved_rate", None, Unit::PerSecond, Better::Higher),
+            ("delivery.p99", None, Unit::Millis, Better::Lower),
+            ("fleets.f.delivery.lost", Some("f"), Unit::Count, Better::Lower),
+            ("delivery.delivered", None, Unit::Count, Better::Higher),
             ("missed", None, Unit::Count, Better::Lower),
             ("errors.timeout", None, Unit::Count, Better::Lower),
             ("status.429", None, Unit::Count, Better::Neither),

@@ -72,6 +72,8 @@ pub enum NoValue {
     Untimed { path: String, unacknowledged: u64 },
     #[error("{path}: the generator's verdict is known at the end of the run only")]
     AtEndOnly { path: String },
+    #[error("{path}: no fleet was observed end to end (an MQTT 5 fleet's [fleets.mqtt] observe = true)")]
+    NoDelivery { path: String },
 }
 
 /// A comparison operator.

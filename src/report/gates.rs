@@ -4,7 +4,7 @@
 //! read here, next to the statistics that hold them.
 
 use super::verdict::PoolLimit;
-use super::{Report, Stats};
+use super::{DeliveryStats, Report, Stats};
 use crate::gate::metric::{Quantile, Quantity, Series};
 use crate::gate::{Metric, NoValue, Threshold, ThresholdResult, Thresholds};
 use crate::stats::Percentiles;
@@ -20,6 +20,10 @@ impl Report {
                 let limit = self.generator.pool.as_ref().map(|p| p.limit);
                 return Ok(flag(matches!(limit, Some(PoolLimit::Pool | PoolLimit::Bursts))));
             }
+            Quantity::Percentile(Series::Delivery, q) => return Ok(quantile(&self.delivery_of(m)?.latency_ms, q)),
+            Quantity::Delivered => return Ok(self.delivery_of(m)?.delivered as f64),
+            Quantity::DeliveryLost => return Ok(self.delivery_of(m)?.lost as f64),
+            Quantity::DeliveryDuplicates => return Ok(self.delivery_of(m)?.duplicates as f64),
             _ => {}
         }
         let stats = match &m.fleet {
@@ -32,6 +36,31 @@ impl Report {
             })?,
         };
         stats.metric(m)
+    }
+
+    /// The end-to-end delivery `m` is about: its fleet's, or every
+    /// observed fleet's added (histograms merged).
+    fn delivery_of(&self, m: &Metric) -> Result<DeliveryStats, NoValue> {
+        let none = || NoValue::NoDelivery { path: m.path.clone() };
+        if let Some(name) = &m.fleet {
+            return self.delivery.iter().find(|d| d.fleet == *name).cloned().ok_or_else(none);
+        }
+        match &self.delivery[..] {
+            [] => Err(none()),
+            [one] => Ok(one.clone()),
+            all => {
+                let mut sum = crate::stats::Delivery::default();
+                for d in all {
+                    sum.expected += d.expected;
+                    sum.delivered += d.delivered;
+                    sum.duplicates += d.duplicates;
+                    if let Ok(h) = crate::stats::decode_histogram(&d.histogram) {
+                        let _ = sum.latency.add(&h);
+                    }
+                }
+                Ok(DeliveryStats::of("all", &sum))
+            }
+        }
     }
 
     /// Checks `t` against the finished run.
@@ -67,6 +96,8 @@ impl Stats {
                     Series::SessionOpen => {
                         s.session_open_ms.as_ref().ok_or_else(|| NoValue::NoSessions { path: m.path.clone() })?
                     }
+                    // The report's, once the run has ended ([`Report::metric`]).
+                    Series::Delivery => return Err(NoValue::AtEndOnly { path: m.path.clone() }),
                 };
                 quantile(p, q)
             }
@@ -103,7 +134,11 @@ impl Stats {
             Quantity::LateRate => ratio(s.late, s.sent),
             Quantity::Waited => s.waited as f64,
             Quantity::RetryPending => s.retry_pending as f64,
-            Quantity::GeneratorFellBehind | Quantity::PoolLimited => {
+            Quantity::GeneratorFellBehind
+            | Quantity::PoolLimited
+            | Quantity::Delivered
+            | Quantity::DeliveryLost
+            | Quantity::DeliveryDuplicates => {
                 return Err(NoValue::AtEndOnly { path: m.path.clone() });
             }
             Quantity::Connects => s.connects as f64,

@@ -352,7 +352,9 @@ fn observed_fleets_count_each_message_delivered_and_each_one_the_broker_dropped(
          [[fleets]]\nname = \"kept\"\ndevices = 100\ninterval = \"1s\"\nprofile = \"mqtt\"\ndevice_name = \"k-{{index}}\"\n\
          [fleets.mqtt]\ntopic = \"fleet/{{device}}/hb\"\nqos = 1\nobserve = true\n\
          [[fleets]]\nname = \"dropped\"\ndevices = 50\ninterval = \"1s\"\nprofile = \"mqtt\"\ndevice_name = \"x-{{index}}\"\n\
-         [fleets.mqtt]\ntopic = \"fleet/{{device}}/x/hb\"\nqos = 0\nobserve = true\n",
+         [fleets.mqtt]\ntopic = \"fleet/{{device}}/x/hb\"\nqos = 0\nobserve = true\n\
+         [thresholds]\n\"fleets.kept.delivery.lost\" = \"== 0\"\n\"fleets.kept.delivery.p99\" = \"< 5s\"\n\
+         \"fleets.dropped.delivery.lost\" = \"> 0\"\n\"delivery.duplicates\" = \"== 0\"\n",
         broker.url()
     );
     let file = dir.write("s.toml", &text);
@@ -372,6 +374,18 @@ fn observed_fleets_count_each_message_delivered_and_each_one_the_broker_dropped(
     assert_eq!((dropped.fleet.as_str(), dropped.expected), ("dropped", written), "{dropped:?}");
     assert!(written > 0 && dropped.delivered == 0 && dropped.lost == written, "{dropped:?}");
     assert!(stdout.contains("fleet dropped: 0 of the") && stdout.contains(&format!("{written} lost")), "{stdout}");
+    // The gates read the same counts: each threshold judged on its value.
+    let judged: Vec<(&str, bool, Option<f64>)> =
+        report.thresholds.iter().map(|t| (t.metric.as_str(), t.ok, t.actual)).collect();
+    assert_eq!(
+        judged,
+        [
+            ("fleets.kept.delivery.lost", true, Some(0.0)),
+            ("fleets.kept.delivery.p99", true, Some(kept.latency_ms.p99)),
+            ("fleets.dropped.delivery.lost", true, Some(written as f64)),
+            ("delivery.duplicates", true, Some(0.0)),
+        ]
+    );
 }
 
 /// mosquitto killed and restarted while a fleet runs: each device's session

@@ -143,7 +143,9 @@ pub(super) enum Unread {
 }
 
 /// Encodes `packet` into `out` (cleared first) in `version`.
-pub(super) fn write(version: MqttVersion, packet: &Out<'_>, out: &mut BytesMut, max: usize) -> Result<(), ()> {
+/// Taken by value: a PUBLISH's topic and payload move into the codec's
+/// packet, not copied (a message's topic is its own allocation).
+pub(super) fn write(version: MqttVersion, packet: Out<'_>, out: &mut BytesMut, max: usize) -> Result<(), ()> {
     out.clear();
     match version {
         MqttVersion::V311 => v4_packet(packet).write(out, max).map(drop).map_err(drop),
@@ -206,7 +208,7 @@ fn v5_qos(qos: Qos) -> V5QoS {
     }
 }
 
-fn v4_packet(packet: &Out<'_>) -> v4::Packet {
+fn v4_packet(packet: Out<'_>) -> v4::Packet {
     match packet {
         Out::Connect(c) => v4::Packet::Connect(v4::Connect {
             protocol: rumqttc::mqttbytes::Protocol::V4,
@@ -222,15 +224,15 @@ fn v4_packet(packet: &Out<'_>) -> v4::Packet {
             login: c.login.map(|(u, p)| v4::Login::new(u, p)),
         }),
         Out::Publish(p) => {
-            let mut publish = v4::Publish::from_bytes(p.topic.clone(), v4_qos(p.qos), p.payload.clone());
+            let mut publish = v4::Publish::from_bytes(p.topic, v4_qos(p.qos), p.payload);
             publish.retain = p.retain;
             publish.pkid = p.pkid;
             v4::Packet::Publish(publish)
         }
-        Out::PubAck { pkid } => v4::Packet::PubAck(v4::PubAck::new(*pkid)),
+        Out::PubAck { pkid } => v4::Packet::PubAck(v4::PubAck::new(pkid)),
         Out::Subscribe { pkid, filter, qos } => {
-            let mut subscribe = v4::Subscribe::new(*filter, v4_qos(*qos));
-            subscribe.pkid = *pkid;
+            let mut subscribe = v4::Subscribe::new(filter, v4_qos(qos));
+            subscribe.pkid = pkid;
             v4::Packet::Subscribe(subscribe)
         }
         Out::PingReq => v4::Packet::PingReq,
@@ -238,7 +240,7 @@ fn v4_packet(packet: &Out<'_>) -> v4::Packet {
     }
 }
 
-fn v5_packet(packet: &Out<'_>) -> v5::Packet {
+fn v5_packet(packet: Out<'_>) -> v5::Packet {
     match packet {
         Out::Connect(c) => {
             let properties = (c.session_expiry > 0).then(|| v5::ConnectProperties {
@@ -261,21 +263,30 @@ fn v5_packet(packet: &Out<'_>) -> v5::Packet {
             v5::Packet::Connect(connect, will, c.login.map(|(u, p)| v5::Login::new(u, p)))
         }
         Out::Publish(p) => {
-            let properties = (p.request.is_some() || p.stamp.is_some()).then(|| v5::PublishProperties {
-                response_topic: p.request.as_ref().map(|(topic, _)| topic.clone()),
-                correlation_data: p.request.as_ref().map(|(_, data)| data.clone()),
-                user_properties: p.stamp.iter().map(|s| (STAMP.to_string(), s.clone())).collect(),
-                ..v5::PublishProperties::default()
+            let properties = (p.request.is_some() || p.stamp.is_some()).then(|| {
+                let (response_topic, correlation_data) = p.request.map_or((None, None), |(t, d)| (Some(t), Some(d)));
+                v5::PublishProperties {
+                    response_topic,
+                    correlation_data,
+                    user_properties: p.stamp.into_iter().map(|s| (STAMP.to_string(), s)).collect(),
+                    ..v5::PublishProperties::default()
+                }
             });
-            let mut publish = v5::Publish::new(p.topic.as_str(), v5_qos(p.qos), p.payload.clone(), properties);
+            let mut publish = v5::Publish {
+                qos: v5_qos(p.qos),
+                topic: Bytes::from(p.topic.into_bytes()),
+                payload: p.payload,
+                properties,
+                ..v5::Publish::default()
+            };
             publish.retain = p.retain;
             publish.pkid = p.pkid;
             v5::Packet::Publish(publish)
         }
-        Out::PubAck { pkid } => v5::Packet::PubAck(v5::PubAck::new(*pkid, None)),
+        Out::PubAck { pkid } => v5::Packet::PubAck(v5::PubAck::new(pkid, None)),
         Out::Subscribe { pkid, filter, qos } => {
-            let mut subscribe = v5::Subscribe::new(v5::Filter::new(*filter, v5_qos(*qos)), None);
-            subscribe.pkid = *pkid;
+            let mut subscribe = v5::Subscribe::new(v5::Filter::new(filter, v5_qos(qos)), None);
+            subscribe.pkid = pkid;
             v5::Packet::Subscribe(subscribe)
         }
         Out::PingReq => v5::Packet::PingReq(v5::PingReq),
@@ -504,7 +515,7 @@ mod tests {
                 request: None,
                 stamp: None,
             };
-            write(version, &Out::Publish(publish), &mut out, 1 << 20).unwrap();
+            write(version, Out::Publish(publish), &mut out, 1 << 20).unwrap();
             // A broker's PUBLISH to a device has the same shape.
             assert_eq!(
                 read(version, &mut out, 1 << 20),
@@ -518,7 +529,7 @@ mod tests {
                 }))
             );
             assert!(out.is_empty());
-            write(version, &Out::PingReq, &mut out, 1 << 20).unwrap();
+            write(version, Out::PingReq, &mut out, 1 << 20).unwrap();
             let half = out.split_to(1);
             let mut partial = half;
             assert_eq!(read(version, &mut partial, 1 << 20), Err(Unread::Incomplete));
@@ -538,7 +549,7 @@ mod tests {
             request: Some(("t/answers".into(), Bytes::from_static(b"\0\0\0\x2a"))),
             stamp: Some("ab/123".into()),
         };
-        write(MqttVersion::V5, &Out::Publish(publish), &mut out, 1 << 20).unwrap();
+        write(MqttVersion::V5, Out::Publish(publish), &mut out, 1 << 20).unwrap();
         let Ok(v5::Packet::Publish(p)) = v5::Packet::read(&mut out, None) else { panic!("a PUBLISH") };
         let props = p.properties.unwrap();
         assert_eq!(props.response_topic.as_deref(), Some("t/answers"));

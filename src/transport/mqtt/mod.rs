@@ -167,8 +167,9 @@ impl MqttConn {
 
     /// Encodes `packet`: `Err` with its size if it is over what the
     /// broker takes (or cannot be encoded).
-    fn encode(&mut self, packet: &Out<'_>) -> Result<(), usize> {
-        codec::write(self.version, packet, &mut self.write, self.max_out).map_err(|()| packet_size(packet))
+    fn encode(&mut self, packet: Out<'_>) -> Result<(), usize> {
+        let size = packet_size(&packet);
+        codec::write(self.version, packet, &mut self.write, self.max_out).map_err(|()| size)
     }
 
     /// Writes what [`Self::encode`] made.
@@ -180,7 +181,7 @@ impl MqttConn {
         Ok(())
     }
 
-    async fn send(&mut self, packet: &Out<'_>) -> Result<(), Failure> {
+    async fn send(&mut self, packet: Out<'_>) -> Result<(), Failure> {
         self.encode(packet).map_err(|_| Failure::Protocol)?;
         self.flush_out().await
     }
@@ -211,7 +212,7 @@ impl MqttConn {
     /// (a QoS 1 PUBLISH is acknowledged).
     async fn answer(&mut self, packet: &Inbound) -> Result<(), Failure> {
         match packet {
-            Inbound::Publish(p) if p.qos == Qos::AtLeastOnce => self.send(&Out::PubAck { pkid: p.pkid }).await,
+            Inbound::Publish(p) if p.qos == Qos::AtLeastOnce => self.send(Out::PubAck { pkid: p.pkid }).await,
             _ => Ok(()),
         }
     }
@@ -329,7 +330,7 @@ async fn start(endpoint: &MqttEndpoint, stream: MqttStream, identity: Identity) 
         login: identity.username.as_deref().map(|u| (u, identity.password.as_deref().unwrap_or_default())),
         will: identity.will.as_ref(),
     };
-    conn.send(&Out::Connect(connect))
+    conn.send(Out::Connect(connect))
         .await
         .map_err(|f| endpoint.note(Outcome::Failed(f), || format!("writing a session's CONNECT to {addr} failed")))?;
     match conn.next().await {
@@ -380,7 +381,7 @@ async fn subscribe(endpoint: &MqttEndpoint, conn: &mut MqttConn, topic: &str) ->
     let broken = |f: Failure| {
         endpoint.note(Outcome::Failed(f), || format!("subscribing a session to its response topic at {addr} failed"))
     };
-    conn.send(&Out::Subscribe { pkid, filter: topic, qos: Qos::AtLeastOnce }).await.map_err(broken)?;
+    conn.send(Out::Subscribe { pkid, filter: topic, qos: Qos::AtLeastOnce }).await.map_err(broken)?;
     loop {
         match conn.next().await {
             Read::Packet(Inbound::SubAck { pkid: p, codes }) if p == pkid => {
@@ -441,7 +442,7 @@ async fn publish(endpoint: &MqttEndpoint, conn: &mut MqttConn, outgoing: Outgoin
         stamp: route.observed.map(observe::stamp),
     };
     let packet = Out::Publish(publish);
-    if let Err(size) = conn.encode(&packet) {
+    if let Err(size) = conn.encode(packet) {
         // Not sent: the broker would end the session for it.
         let max = conn.max_out;
         return Ok(endpoint.note(Outcome::Failed(Failure::Protocol), || {
@@ -558,7 +559,7 @@ impl Transport for Mqtt {
             if goodbye {
                 // DISCONNECT: the broker discards the device's Will.
                 let _ = tokio::time::timeout(timeout, async {
-                    if conn.send(&Out::Disconnect).await.is_ok() {
+                    if conn.send(Out::Disconnect).await.is_ok() {
                         let _ = conn.stream.shutdown().await;
                     }
                 })
@@ -607,7 +608,7 @@ impl Transport for Mqtt {
                         return match what {
                             Wake::Until => (Some(conn), Idle::Until),
                             Wake::PingOverdue => (None, Idle::Closed(Closed::KeepaliveMissed)),
-                            Wake::Ping => match conn.send(&Out::PingReq).await {
+                            Wake::Ping => match conn.send(Out::PingReq).await {
                                 Ok(()) => {
                                     conn.ping_sent = Some(conn.last_sent);
                                     (Some(conn), Idle::Keepalive)

@@ -59,6 +59,10 @@ pub fn render(report: &Report) -> String {
         out.push_str("<h2>Sessions</h2>\n");
         sessions_table(report, &mut out);
     }
+    if !report.delivery.is_empty() {
+        out.push_str("<h2>Delivery, observed end to end</h2>\n");
+        delivery_table(report, &mut out);
+    }
     if !report.cohorts.is_empty() {
         out.push_str("<h2>Cohorts by agent version</h2>\n");
         cohorts_table(report, &mut out);
@@ -217,6 +221,35 @@ fn sessions_table(report: &Report, out: &mut String) {
     if report.rows().any(|r| r.unacknowledged > 0) {
         let _ = writeln!(out, "<p>{}</p>", escape(UNACKNOWLEDGED));
     }
+}
+
+/// Per observed fleet (`observe`): what its observer saw of the messages
+/// the broker took, and how long from each one's intended time to its
+/// delivery.
+fn delivery_table(report: &Report, out: &mut String) {
+    out.push_str(
+        "<table id=\"delivery\"><tr><th>fleet</th><th>taken by the broker</th><th>delivered</th><th>lost</th>\
+         <th>duplicated</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th></tr>\n",
+    );
+    for d in &report.delivery {
+        let lost = if d.lost > 0 { format!("<strong>{}</strong>", d.lost) } else { "0".to_string() };
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{lost}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr>",
+            escape(&d.fleet),
+            d.expected,
+            d.delivered,
+            d.duplicates,
+            d.latency_ms.p50,
+            d.latency_ms.p99,
+            d.latency_ms.max
+        );
+    }
+    out.push_str("</table>\n");
+    out.push_str(
+        "<p>Taken: acknowledged by the broker (QoS 1) or written to it (QoS 0). Timed from each message's intended \
+         time to its delivery to fleetstorm's own subscriber, on one clock.</p>\n",
+    );
 }
 
 /// Per fleet and agent version (`breakdown = ["agent_version"]`): a

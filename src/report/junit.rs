@@ -47,6 +47,8 @@ pub fn render(report: &Report) -> String {
     ]
     .into_iter()
     .chain(session_properties(&report.totals))
+    .map(|(name, value)| (name.to_string(), value))
+    .chain(delivery_properties(report))
     {
         let _ = writeln!(out, "      <property name=\"{name}\" value=\"{}\"/>", escape(&value));
     }
@@ -75,6 +77,21 @@ pub fn render(report: &Report) -> String {
         cohorts_suite(report, &format!("{suite}.cohorts"), &mut out);
     }
     out.push_str("</testsuites>\n");
+    out
+}
+
+/// Each observed fleet's end-to-end delivery as properties
+/// (`delivery.FLEET.lost`, ...), none when no fleet was observed.
+fn delivery_properties(report: &Report) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for d in &report.delivery {
+        let mut add = |what: &str, value: String| out.push((format!("delivery.{}.{what}", d.fleet), value));
+        add("taken", d.expected.to_string());
+        add("delivered", d.delivered.to_string());
+        add("lost", d.lost.to_string());
+        add("duplicated", d.duplicates.to_string());
+        add("p99_ms", format!("{:.3}", d.latency_ms.p99));
+    }
     out
 }
 

@@ -90,6 +90,28 @@ pub fn render(report: &Report) -> String {
     if report.rows().any(has_sessions) {
         sessions(report, &mut out);
     }
+    if !report.delivery.is_empty() {
+        out.push_str(
+            "\n**Delivery, observed end to end** (taken: acknowledged at QoS 1, written at QoS 0; timed from the \
+             intended time):\n\n\
+             | fleet | taken | delivered | lost | duplicated | p50 ms | p99 ms | max ms |\n\
+             |---|--:|--:|--:|--:|--:|--:|--:|\n",
+        );
+        for d in &report.delivery {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+                cell(&d.fleet),
+                d.expected,
+                d.delivered,
+                d.lost,
+                d.duplicates,
+                d.latency_ms.p50,
+                d.latency_ms.p99,
+                d.latency_ms.max
+            );
+        }
+    }
     if !report.cohorts.is_empty() {
         out.push_str(
             "\n**By agent version:**\n\n\

@@ -386,6 +386,26 @@ fn observed_fleets_count_each_message_delivered_and_each_one_the_broker_dropped(
             ("delivery.duplicates", true, Some(0.0)),
         ]
     );
+    // Every output shows it: the HTML and Markdown tables, JUnit's properties.
+    let (html, md, junit) = (dir.path("r.html"), dir.path("r.md"), dir.path("r.xml"));
+    let rendered = fleetstorm(&[
+        "report",
+        &out_json,
+        "--html",
+        html.to_str().unwrap(),
+        "--summary-md",
+        md.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
+    let html = std::fs::read_to_string(html).unwrap();
+    let row = format!("<tr><td>dropped</td><td>{written}</td><td>0</td><td><strong>{written}</strong></td>");
+    assert!(html.contains("<table id=\"delivery\">") && html.contains(&row), "{html}");
+    let md = std::fs::read_to_string(md).unwrap();
+    assert!(md.contains(&format!("| kept | {ok} | {ok} | 0 | 0 |")), "{md}");
+    let junit = std::fs::read_to_string(junit).unwrap();
+    assert!(junit.contains(&format!("<property name=\"delivery.dropped.lost\" value=\"{written}\"/>")), "{junit}");
 }
 
 /// mosquitto killed and restarted while a fleet runs: each device's session

@@ -470,7 +470,8 @@ pub fn compare(baseline: &[Report], current: &[Report], opts: &Options) -> Resul
 /// for with `--metrics`, as asked. The defaults ([`DEFAULT_METRICS`]) are
 /// fitted to the reports: when every report on both sides opened sessions
 /// (an MQTT run's), `session_open.p50`, `session_open.p99` and `connects`
-/// are compared too; when a report's heartbeats were all untimed (QoS 0:
+/// are compared too, and `delivery.p99` and `delivery.lost` when every
+/// report observed its fleets end to end; when a report's heartbeats were all untimed (QoS 0:
 /// written, with nothing to time them to), latency is left out, as it has
 /// none, and a line says so.
 fn default_metrics_for(opts: &Options, baseline: &[Report], current: &[Report]) -> (Vec<Metric>, Vec<String>) {
@@ -490,6 +491,11 @@ fn default_metrics_for(opts: &Options, baseline: &[Report], current: &[Report]) 
     }
     if all().all(|r| r.totals.session_open_ms.is_some()) {
         for path in ["session_open.p50", "session_open.p99", "connects"] {
+            metrics.push(Metric::parse(path).expect("a known metric"));
+        }
+    }
+    if all().all(|r| !r.delivery.is_empty()) {
+        for path in ["delivery.p99", "delivery.lost"] {
             metrics.push(Metric::parse(path).expect("a known metric"));
         }
     }
@@ -896,6 +902,24 @@ mod tests {
         assert!(!c.rows.iter().any(|r| r.metric.starts_with("session_open") || r.metric == "connects"));
         assert_eq!(c.rows.len(), DEFAULT_METRICS.len());
         assert!(compare(&[report()], &[mqtt_run(5.0, 100, false)], &only("session_open.p99")).is_err());
+    }
+
+    /// Runs whose fleets were observed end to end compare their delivery
+    /// too: a message lost where none was is a regression.
+    #[test]
+    fn observed_runs_compare_delivery_latency_and_losses() {
+        let observed = |lost: u64| {
+            let mut r = mqtt_run(5.0, 100, false);
+            let mut d = crate::stats::Delivery { expected: 1_000, delivered: 1_000 - lost, ..Default::default() };
+            crate::stats::record(&mut d.latency, 2_000);
+            r.delivery = vec![crate::report::DeliveryStats::of("f", &d)];
+            r
+        };
+        let c = compare(&[observed(0)], &[observed(3)], &Options::default()).unwrap();
+        assert_eq!(row(&c, "delivery.lost").verdict, Verdict::Regression, "{}", c.render());
+        assert_eq!(row(&c, "delivery.p99").verdict, Verdict::Unchanged, "{}", c.render());
+        let c = compare(&[mqtt_run(5.0, 100, false)], &[observed(0)], &Options::default()).unwrap();
+        assert!(!c.rows.iter().any(|r| r.metric.starts_with("delivery")), "{}", c.render());
     }
 
     #[test]

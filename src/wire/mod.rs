@@ -201,14 +201,16 @@ impl FleetWire {
                 let (user, token) = hub.login(&device, index, crate::units::now_ms());
                 (Some(user), Some(token))
             }
-            FleetWire::Mqtt(_) => {
-                // The login, when the fleet's identities file has one.
+            FleetWire::Mqtt(m) => {
+                // The login: the fleet's identities file's, device by
+                // device, or the fleet's `username` and `password`.
                 let column = |name: &str| {
                     let ids = generator.names.identities()?;
                     let at = ids.column(name)?;
                     Some(ids.get(index as usize, at).to_string())
                 };
-                (column(mqtt::USERNAME), column(mqtt::PASSWORD))
+                let (username, password) = m.login_of(generator, index);
+                (column(mqtt::USERNAME).or(username), column(mqtt::PASSWORD).or(password))
             }
             FleetWire::SagemakerEdge | FleetWire::AwsIotShadow | FleetWire::Custom(_) => (None, None),
         };

@@ -41,6 +41,8 @@ pub struct MqttSpec {
     offline: Option<Offline>,
     response_topic: Option<String>,
     observe: Option<bool>,
+    username: Option<String>,
+    password: Option<String>,
 }
 
 /// `[fleets.mqtt.will]` as written.
@@ -110,6 +112,26 @@ pub struct MqttWire {
     /// from its intended time to its delivery (MQTT 5: the message carries
     /// its intended time in a user property).
     pub observe: bool,
+    /// Every device's user name (`username`, split at each `{device}`),
+    /// where its identities file gives none.
+    username: Option<Vec<String>>,
+    /// Every device's password, read from the environment
+    /// (`password = "${env:NAME}"`), where its identities file gives none.
+    password: Option<EnvSecret>,
+}
+
+/// A value read from the environment for a login: sent, never shown (its
+/// `Debug` names the variable only).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvSecret {
+    name: String,
+    value: String,
+}
+
+impl std::fmt::Debug for EnvSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "${{env:{}}} (***)", self.name)
+    }
 }
 
 impl Default for MqttWire {
@@ -122,6 +144,11 @@ impl MqttWire {
     /// Checks `spec`: its topic and its Will's ([`topic_template`]), QoS 0
     /// or 1, its response topic.
     pub fn compile(spec: &MqttSpec) -> Result<MqttWire, SpecError> {
+        MqttWire::compile_with(spec, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Self::compile`] reading the environment through `env`.
+    pub fn compile_with(spec: &MqttSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<MqttWire, SpecError> {
         let at = |key: &'static str| move |message: String| SpecError { key, message };
         let text = spec.topic.as_deref().unwrap_or(DEFAULT_TOPIC);
         let topic = topic_template(text).map_err(at("topic"))?;
@@ -151,6 +178,47 @@ impl MqttWire {
                     .into(),
             });
         }
+        let username = match &spec.username {
+            None => None,
+            Some(u) if u.is_empty() || u.len() > usize::from(u16::MAX) => {
+                return Err(SpecError { key: "username", message: "username is 1 to 65535 bytes".into() });
+            }
+            Some(u) => {
+                let parts: Vec<String> = u.split("{device}").map(str::to_string).collect();
+                if parts.iter().any(|p| p.contains('{') || p.contains('}')) {
+                    return Err(SpecError {
+                        key: "username",
+                        message: format!("username {u:?}: the one placeholder is {{device}}"),
+                    });
+                }
+                Some(parts)
+            }
+        };
+        let password = match &spec.password {
+            None => None,
+            Some(p) => {
+                let name = p
+                    .strip_prefix("${env:")
+                    .and_then(|r| r.strip_suffix('}'))
+                    .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                let Some(name) = name else {
+                    return Err(SpecError {
+                        key: "password",
+                        message: "password is read from the environment, never written in a scenario file: write \
+                                  password = \"${env:NAME}\" (or give each device's in its identities file's \
+                                  password column)"
+                            .into(),
+                    });
+                };
+                let Some(value) = env(name) else {
+                    return Err(SpecError {
+                        key: "password",
+                        message: format!("password: {name} is not set; set it before running (export {name}=...)"),
+                    });
+                };
+                Some(EnvSecret { name: name.to_string(), value })
+            }
+        };
         Ok(MqttWire {
             topic,
             qos,
@@ -159,7 +227,16 @@ impl MqttWire {
             goodbye_offline: spec.offline.unwrap_or_default() == Offline::Disconnect,
             response_topic,
             observe: spec.observe.unwrap_or(false),
+            username,
+            password,
         })
+    }
+
+    /// Device `index`'s user name and password from the fleet's
+    /// `username` and `password`, if it gives them.
+    pub fn login_of(&self, generator: &FleetGenerator, index: u64) -> (Option<String>, Option<String>) {
+        let username = self.username.as_ref().map(|parts| render(parts, generator, index));
+        (username, self.password.as_ref().map(|p| p.value.clone()))
     }
 
     /// Whether each message asks for an answer (a response topic).
@@ -418,6 +495,26 @@ mod tests {
             assert_eq!(e.key, text.split(' ').next().unwrap(), "{text}: the key it is under");
         }
         assert!(toml::from_str::<MqttSpec>("topik = \"x\"").unwrap_err().to_string().contains("unknown field"));
+    }
+
+    /// A fleet's login for every device: a user name template, a password
+    /// from the environment only (a scenario file holds no secret), never
+    /// shown by `Debug`.
+    #[test]
+    fn a_fleet_s_login_is_a_user_name_template_and_a_password_from_the_environment() {
+        let env = |name: &str| (name == "MQTT_PW").then(|| "s3cr3t".to_string());
+        let login = spec("username = \"user-{device}\"\npassword = \"${env:MQTT_PW}\"");
+        let wire = MqttWire::compile_with(&login, &env).unwrap();
+        let shown = format!("{wire:?}");
+        assert!(shown.contains("MQTT_PW") && !shown.contains("s3cr3t"), "{shown}");
+        for (text, says) in [
+            ("password = \"hunter2\"", "never written in a scenario file"),
+            ("password = \"${env:UNSET_ONE}\"", "UNSET_ONE is not set"),
+            ("username = \"u-{name}\"", "the one placeholder is {device}"),
+        ] {
+            let e = MqttWire::compile_with(&spec(text), &env).unwrap_err();
+            assert!(e.message.contains(says) && text.starts_with(e.key), "{text}: {e:?}");
+        }
     }
 
     #[test]

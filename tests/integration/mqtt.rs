@@ -408,6 +408,54 @@ fn observed_fleets_count_each_message_delivered_and_each_one_the_broker_dropped(
     assert!(junit.contains(&format!("<property name=\"delivery.dropped.lost\" value=\"{written}\"/>")), "{junit}");
 }
 
+/// A fleet's login without an identities file: every device logs in with
+/// the fleet's `username` template and a password from the environment
+/// (never in the file); mosquitto's password file lets them in, and the
+/// password shows nowhere: not in `sample`, not in the report.
+#[test]
+fn a_fleet_logs_in_with_a_user_name_template_and_a_password_from_the_environment() {
+    if !mosquitto_available() {
+        return;
+    }
+    let dir = TempDir::new("mqtt-login");
+    let passwords = dir.path("passwords");
+    let mut made = Command::new("mosquitto_passwd");
+    made.args(["-c", "-b", passwords.to_str().unwrap(), "fleet-user", "pw-from-env-7"]);
+    assert!(made.output().expect("mosquitto_passwd runs").status.success());
+    let broker = Mosquitto::start(&dir, &format!("allow_anonymous false\npassword_file {}", passwords.display()));
+    let login = "username = \"fleet-user\"\npassword = \"${env:FS_TEST_MQTT_PASSWORD}\"\n";
+    let text =
+        scenario(&broker.url(), 20, "device_name = \"d-{index}\"").replace("qos = 1\n", &format!("qos = 1\n{login}"));
+    let file = dir.write("s.toml", &text.replace("duration = \"10s\"", "duration = \"3s\""));
+    let out_json = dir.path("r.json").to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+            .args(args)
+            .env("FS_TEST_MQTT_PASSWORD", "pw-from-env-7")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["run", &file, "--out", &out_json]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = &Report::load(std::path::Path::new(&out_json)).unwrap().totals;
+    assert!(t.ok > 0 && t.failed == 0 && t.connects == 20, "{t:?}");
+    let sample = run(&["sample", &file, "--count", "1"]);
+    let shown = String::from_utf8_lossy(&sample.stdout);
+    assert!(
+        shown.starts_with("PUBLISH fleet/d-0/hb qos=1 retain=false client_id=d-0 username=fleet-user password=***"),
+        "{shown}"
+    );
+    let report = std::fs::read_to_string(&out_json).unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    for seen in [shown.as_ref(), report.as_str(), said.as_ref()] {
+        assert!(!seen.contains("pw-from-env-7"), "the password shows: {seen}");
+    }
+    // Unset, the run is refused before it starts, saying which variable.
+    let unset = fleetstorm(&["validate", &file]);
+    assert_eq!(unset.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unset.stderr).contains("FS_TEST_MQTT_PASSWORD is not set"));
+}
+
 /// mosquitto killed and restarted while a fleet runs: each device's session
 /// ends with no DISCONNECT, and each device reopens it by itself, at once
 /// after its reconnect delay (doubling while refused), not at its next

@@ -627,6 +627,7 @@ async fn a_session_transport_opens_each_device_s_session_with_its_identity_keeps
         reconnect: None,
         down: None,
         connect_rate: None,
+        window: 1,
     };
     let fake = Fake { connect_delay: Duration::from_millis(20), ..Fake::with_sessions(script) };
     let settings = paused(60, ConnectionMode::PerDevice, 3);
@@ -722,6 +723,7 @@ async fn a_heartbeat_that_finds_its_session_out_on_an_idle_wait_waits_for_it() {
         reconnect: None,
         down: None,
         connect_rate: None,
+        window: 1,
     };
     let fake = Fake::with_sessions(script);
     let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
@@ -760,6 +762,7 @@ async fn a_heartbeat_calls_its_idle_session_back_and_goes_at_once() {
         reconnect: None,
         down: None,
         connect_rate: None,
+        window: 1,
     };
     let fake = Fake::with_sessions(script);
     let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
@@ -804,6 +807,7 @@ async fn a_lost_session_is_reopened_after_its_reconnect_delay_which_doubles_whil
         reconnect: Some(Reconnect { first: Duration::from_secs(1), max: Duration::from_secs(4) }),
         down: Some((Duration::from_secs(4), Duration::from_secs(12))),
         connect_rate: None,
+        window: 1,
     };
     let fake = Fake::with_sessions(script);
     let out = run(
@@ -865,6 +869,7 @@ async fn sessions_open_at_the_target_s_connect_rate_and_heartbeats_wait_their_tu
         reconnect: None,
         down: None,
         connect_rate: Some(5.0),
+        window: 1,
     };
     let fake = Fake::with_sessions(script);
     let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 4) };
@@ -912,6 +917,7 @@ async fn a_device_that_goes_silent_ends_its_session_then_as_its_fleet_says() {
         reconnect: Some(crate::transport::Reconnect { first: Duration::from_secs(1), max: Duration::from_secs(2) }),
         down: None,
         connect_rate: None,
+        window: 1,
     };
     let outage = Event {
         at: Duration::from_secs(10),
@@ -976,6 +982,7 @@ async fn fleets_of_one_run_speak_different_protocols_each_over_its_own_target() 
         reconnect: None,
         down: None,
         connect_rate: None,
+        window: 1,
     };
     let sessions = Fake::with_sessions(script);
     let http = Fake { delay: Duration::from_millis(10), ..Fake::default() };
@@ -1024,6 +1031,7 @@ async fn a_session_refused_at_its_opening_fails_its_heartbeat_in_the_refusal_s_c
         reconnect: None,
         down: None,
         connect_rate: None,
+        window: 1,
     };
     let refused = Outcome::Answered { class: OutcomeClass::Auth, code: None };
     let fake = Fake { connect_delay: Duration::from_millis(20), refuse: Some(refused), ..Fake::with_sessions(script) };
@@ -1034,4 +1042,63 @@ async fn a_session_refused_at_its_opening_fails_its_heartbeat_in_the_refusal_s_c
     assert_eq!((c.connects, fake.connects()), (0, 0));
     assert_eq!(fake.identities().len(), 15, "each heartbeat tried its device's session again");
     assert!(fake.calls().is_empty(), "nothing went on a session that never opened");
+}
+
+/// A session with an in-flight window carries that many of its device's
+/// messages at once, each on a share of the one session: every message
+/// goes at its intended time while the earlier ones await their
+/// acknowledgements; a message that finds the window full waits (late),
+/// and one whose slot passes meanwhile is missed, as for a busy device.
+/// Two devices every second for 12 s, each acknowledgement 3.5 s after
+/// its message: four of a device's messages are in flight at once.
+#[tokio::test(start_paused = true)]
+async fn a_session_s_in_flight_window_carries_that_many_messages_at_once_and_holds_the_rest() {
+    use crate::transport::testing::SessionScript;
+    let script = |window| SessionScript {
+        keepalive: Duration::from_secs(30),
+        ack: |_, _| Duration::from_millis(3_500),
+        ack_timeout: Duration::from_secs(10),
+        close: |_, _| None,
+        overstay: Duration::ZERO,
+        handback: Some(Duration::ZERO),
+        reconnect: None,
+        down: None,
+        connect_rate: None,
+        window,
+    };
+    let run_with = |window| async move {
+        let fake = Fake::with_sessions(script(window));
+        let settings = EngineSettings { drain: Duration::from_secs(5), ..paused(12, ConnectionMode::PerDevice, 7) };
+        let fleets = vec![fleet(2, every(Duration::from_secs(1)))];
+        let out = run(vec![Arc::new(fake.clone())], fleets, settings, CancellationToken::new(), |_| {}).await;
+        assert_accounting(&out);
+        (fake, out)
+    };
+
+    // A window of 5: nothing waits.
+    let (fake, out) = run_with(5).await;
+    let c = &out.fleets[0].counters;
+    assert_eq!((c.scheduled, c.sent, c.ok(), c.missed, c.late), (24, 24, 24, 0, 0), "{c:?}");
+    assert_eq!((c.connects, fake.opened_sessions().len()), (2, 2), "one session a device, shared");
+    assert_eq!(fake.most_concurrent(), 8, "four of each device's messages in flight at once");
+    for s in fake.opened_sessions().values() {
+        assert_eq!(s.messages.len(), 12);
+        for pair in s.messages.windows(2) {
+            // (The first went once its session was open, a timer tick on.)
+            let gap = (pair[1] - pair[0]).abs_diff(Duration::from_secs(1));
+            assert!(gap <= Duration::from_millis(1), "each at its intended time: {:?}", s.messages);
+        }
+    }
+    let p50 = out.fleets[0].latency.value_at_quantile(0.5);
+    assert!((3_500_000..3_600_000).contains(&p50), "timed to each one's own acknowledgement: {p50} us");
+
+    // A window of 2: the third message finds it full and waits; the
+    // fourth's slot passes meanwhile (the third is missed) and it goes
+    // late, when the first is acknowledged.
+    let (fake, out) = run_with(2).await;
+    let c = &out.fleets[0].counters;
+    assert!(c.missed > 0 && c.late > 0, "{c:?}");
+    assert_eq!(c.sent, c.ok(), "{c:?}");
+    assert_eq!(fake.most_concurrent(), 4, "two of each device's at once");
+    assert_eq!(fake.opened_sessions().len(), 2);
 }

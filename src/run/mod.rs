@@ -449,6 +449,7 @@ device_name = "d-{index}"
             reconnect: None,
             down: None,
             connect_rate: None,
+            window: 1,
         };
         // Opening a session takes 20 ms.
         let fake = Fake { connect_delay: Duration::from_millis(20), ..Fake::with_sessions(script) };

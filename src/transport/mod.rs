@@ -104,9 +104,21 @@ pub trait Transport: Send + Sync + 'static {
         false
     }
 
-    /// Another handle on a multiplexed connection.
+    /// Another handle on a multiplexed connection, or on a device's
+    /// session that carries several of its heartbeats at once
+    /// ([`Transport::window`]).
     fn share(&self, _conn: &Self::Conn) -> Option<Self::Conn> {
         None
+    }
+
+    /// How many of its device's heartbeats the session `conn` carries at
+    /// once (MQTT's in-flight window: messages awaiting their
+    /// acknowledgement). Above 1, each of them goes on a
+    /// [share](Transport::share) of the session, which stays in its
+    /// device's place; at 1 (HTTP, and the default) an exchange takes its
+    /// device's connection and gives it back.
+    fn window(&self, _conn: &Self::Conn) -> u16 {
+        1
     }
 
     /// Whether a connection can no longer carry exchanges.

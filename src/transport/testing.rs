@@ -64,6 +64,9 @@ pub struct SessionScript {
     pub down: Option<(Duration, Duration)>,
     /// Its target's connect rate ([`Transport::connect_rate`]).
     pub connect_rate: Option<f64>,
+    /// How many of a device's messages its session carries at once
+    /// ([`Transport::window`]).
+    pub window: u16,
 }
 
 /// One session, as the fake's far end saw it.
@@ -352,6 +355,18 @@ impl Transport for Fake {
 
     fn connect_rate(&self) -> Option<f64> {
         self.session.and_then(|s| s.connect_rate)
+    }
+
+    fn share(&self, conn: &u32) -> Option<u32> {
+        self.session.is_some_and(|s| s.window > 1).then_some(*conn)
+    }
+
+    fn window(&self, _conn: &u32) -> u16 {
+        self.session.map_or(1, |s| s.window)
+    }
+
+    fn is_closed(&self, conn: &u32) -> bool {
+        self.notes.sessions.lock().unwrap().get(conn).is_some_and(|s| s.closed)
     }
 
     fn close(&self, conn: u32, goodbye: bool) -> impl Future<Output = ()> + Send + 'static {

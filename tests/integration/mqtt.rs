@@ -673,3 +673,69 @@ fn devices_going_offline_drop_their_sessions_and_the_broker_publishes_their_will
         }
     }
 }
+
+/// A broker that stops answering for a while (SIGSTOP, then SIGCONT):
+/// each device goes on publishing at its intended times into its
+/// in-flight window, as a device's MQTT client does, and every message is
+/// acknowledged once the broker is back, timed from its intended time
+/// (the stall shows in the latency, not as messages never sent); with a
+/// window of one, a device holds its messages back instead, and those
+/// whose slots pass meanwhile are missed. Driven by events: the broker
+/// is stopped once the subscriber has seen every device (every session
+/// open), for 1.5 s, longer than two of a device's intervals.
+#[test]
+fn a_stalled_broker_gets_each_device_s_messages_at_their_times_within_its_in_flight_window() {
+    if !mosquitto_available() {
+        return;
+    }
+    let _heavy = super::util::heavy();
+    let dir = TempDir::new("mqtt-window");
+    let broker = Mosquitto::start(&dir, "allow_anonymous true");
+    let devices = 5usize;
+    let run_stalled = |name: &str, window: u16| {
+        let subscriber = Subscriber::start(&broker, "fleet/+/hb");
+        let text = scenario(&broker.url(), devices as u64, "device_name = \"d-{index}\"")
+            .replace("duration = \"10s\"", "duration = \"4s\"")
+            .replace("interval = \"1s\"", "interval = \"200ms\"")
+            .replace("[target]\n", "[target]\ntimeout = \"20s\"\n")
+            + &format!("[target.mqtt]\nin_flight = {window}\n");
+        let file = dir.write(&format!("{name}.toml"), &text);
+        let out_json = dir.path(&format!("{name}.json"));
+        let run = Command::new(env!("CARGO_BIN_EXE_fleetstorm"))
+            .args(["run", &file, "--quiet", "--out", out_json.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut run = Running(run);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut received = 0u64;
+        while seen.len() < devices {
+            let topic = subscriber.received.recv_timeout(Duration::from_secs(60)).expect("every device publishes");
+            seen.insert(topic);
+            received += 1;
+        }
+        let pid = broker._process.0.id().to_string();
+        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+        std::thread::sleep(Duration::from_millis(1_500));
+        assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+        let status = run.0.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut run.0.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        let report = Report::load(&out_json).unwrap();
+        let t = report.totals.clone();
+        received += subscriber.counts(t.ok.saturating_sub(received), Duration::from_secs(20)).values().sum::<u64>();
+        (t, received)
+    };
+
+    let (t, received) = run_stalled("window", 20);
+    assert_eq!((t.sent, t.missed, t.ok, t.failed), (t.scheduled, 0, t.scheduled, 0), "{t:?}");
+    assert_eq!(received, t.ok, "the subscriber got every message once the broker was back");
+    assert!(t.latency_ms.max >= 1_400.0, "the stall, from the intended times: {:?}", t.latency_ms);
+
+    let (t, received) = run_stalled("one", 1);
+    assert!(t.missed > 0 && t.late > 0, "held back, and missed as slots passed: {t:?}");
+    assert_eq!((t.sent + t.missed, t.ok), (t.scheduled, t.sent), "{t:?}");
+    assert_eq!(received, t.ok);
+}

@@ -149,7 +149,17 @@ impl<C> Connections<C> {
         match self.mode {
             ConnectionMode::PerDevice => {
                 let d = &mut self.devices[slot as usize];
-                if d.conn.is_some() && !d.stale {
+                if let Some(c) = &d.conn
+                    && !d.stale
+                    && !transport.is_closed(c)
+                {
+                    // A session that carries several heartbeats at once
+                    // stays in its place: each goes on a share of it.
+                    if transport.window(c) > 1
+                        && let Some(share) = transport.share(c)
+                    {
+                        return Checkout::Use(share);
+                    }
                     return d.conn.take().map_or(Checkout::Open, Checkout::Use);
                 }
                 if self.connects_this_trip >= MAX_CONNECTS_PER_TRIP {
@@ -196,32 +206,70 @@ impl<C> Connections<C> {
     }
 
     /// What an exchange on device `slot` left: its connection if still
-    /// usable, and whether it went on a new one.
-    pub(super) fn checkin(&mut self, slot: u32, conn: Option<C>, fresh: bool) {
+    /// usable, and whether it went on a new one. Whether the exchange
+    /// lost its connection: the first to end of those a broken shared
+    /// session carried says so, once.
+    pub(super) fn checkin<T: Transport<Conn = C>>(
+        &mut self,
+        slot: u32,
+        conn: Option<C>,
+        fresh: bool,
+        transport: &T,
+    ) -> bool {
         match self.mode {
             // A device's exchange took its connection out of its place (or
-            // had none): only one to go on with goes back. With none, the
-            // place stays as it is: a session the device reopened meanwhile
-            // may be in it.
+            // had none, or went on a share of it): one to go on with goes
+            // back to an empty place. With none, a broken session in the
+            // place leaves it; a live one stays (the device reopened it
+            // meanwhile).
             ConnectionMode::PerDevice => {
-                if let Some(c) = conn {
-                    self.devices[slot as usize].conn = Some(c);
+                let d = &mut self.devices[slot as usize];
+                match (conn, &d.conn) {
+                    (Some(c), None) => {
+                        d.conn = Some(c);
+                        false
+                    }
+                    (Some(_), Some(_)) => false,
+                    (None, None) => true,
+                    (None, Some(c)) if transport.is_closed(c) => {
+                        d.conn = None;
+                        true
+                    }
+                    (None, Some(_)) => false,
                 }
             }
-            ConnectionMode::NewPerRequest => {}
+            ConnectionMode::NewPerRequest => conn.is_none(),
             ConnectionMode::Pool(_) if self.multiplexed => {
                 // A shared handle is just dropped; a new connection joins the pool.
+                let lost = conn.is_none();
                 if fresh {
                     self.open -= 1;
                     if let Some(c) = conn {
                         self.idle.push(c);
                     }
                 }
+                lost
             }
             ConnectionMode::Pool(_) => match conn {
-                Some(c) => self.idle.push(c),
-                None => self.open -= 1,
+                Some(c) => {
+                    self.idle.push(c);
+                    false
+                }
+                None => {
+                    self.open -= 1;
+                    true
+                }
             },
+        }
+    }
+
+    /// How many heartbeats device `slot`'s session carries at once
+    /// ([`Transport::window`]): 1 without an open one in its place, and in
+    /// every mode but per-device.
+    pub(super) fn window<T: Transport<Conn = C>>(&self, slot: u32, transport: &T) -> u16 {
+        match self.devices.get(slot as usize) {
+            Some(DeviceConn { conn: Some(c), stale: false }) if !transport.is_closed(c) => transport.window(c),
+            _ => 1,
         }
     }
 
@@ -262,9 +310,9 @@ mod tests {
         let fake = Fake::default();
         let mut c = per_device(2);
         assert!(matches!(c.checkout(0, &fake), Checkout::Open), "none yet: open one");
-        c.checkin(0, Some(7), true);
+        c.checkin(0, Some(7), true, &fake);
         assert!(matches!(c.checkout(0, &fake), Checkout::Use(7)));
-        c.checkin(0, Some(7), false);
+        c.checkin(0, Some(7), false, &fake);
         c.mark_stale(0);
         assert!(matches!(c.checkout(0, &fake), Checkout::Open), "back from a silence: a new one");
         assert!(matches!(c.checkout(1, &fake), Checkout::Open));
@@ -282,7 +330,7 @@ mod tests {
         c.new_trip();
         assert!(matches!(c.checkout(devices - 1, &fake), Checkout::Open));
         // Open connections are used whatever the trip's count.
-        c.checkin(3, Some(3), true);
+        c.checkin(3, Some(3), true, &fake);
         assert!(matches!(c.checkout(3, &fake), Checkout::Use(3)));
     }
 
@@ -295,10 +343,10 @@ mod tests {
         assert!(c.light(), "one of two busy, none other");
         assert!(matches!(c.checkout(1, &fake), Checkout::Open));
         assert!(matches!(c.checkout(2, &fake), Checkout::Wait), "both open and busy");
-        c.checkin(0, Some(1), true);
+        c.checkin(0, Some(1), true, &fake);
         assert!(matches!(c.checkout(2, &fake), Checkout::Use(1)), "the returned one goes to the next");
         // A connection that broke is no longer open: a new one may be opened.
-        c.checkin(2, None, false);
+        c.checkin(2, None, false, &fake);
         assert!(matches!(c.checkout(3, &fake), Checkout::Open));
     }
 }

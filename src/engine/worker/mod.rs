@@ -186,8 +186,12 @@ struct Slot {
     fleet: u16,
     device: Device,
     clock: DeviceClock,
-    busy: bool,
-    /// An intended time that came while the device was busy.
+    /// Its heartbeats taken on and not yet ended: in flight, or held (for
+    /// a connection, its session, its turn to connect, a retry). At most
+    /// its session's window ([`Worker::has_room`]): 1 but for an MQTT
+    /// session that carries several messages at once.
+    held: u16,
+    /// An intended time that came while the device had no room for it.
     pending_ns: Option<u64>,
     /// Freshness, in ms since the start: the last success (or the first
     /// intended time, before any), and the largest gap so far.
@@ -198,7 +202,9 @@ struct Slot {
     resumed: bool,
 }
 
-struct Done<C> {
+/// What a heartbeat's exchange was, for its end.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
     slot: u32,
     intended_ns: u64,
     sent_ns: u64,
@@ -210,7 +216,29 @@ struct Done<C> {
     fresh: bool,
     /// Pool mode: sent while at most half the worker's pool was busy.
     light: bool,
-    exchange: Exchange<C>,
+}
+
+/// A heartbeat's exchange that ended (or got as far as opening its
+/// device's session).
+struct Done<C> {
+    sent: Sent,
+    progress: Progress<C>,
+}
+
+/// How far a heartbeat's exchange got.
+enum Progress<C> {
+    Ended(Exchange<C>),
+    /// It opened its device's session, one that carries several
+    /// heartbeats at once, and goes on ([`Worker::opened`]).
+    Opened(Opened<C>),
+}
+
+/// A device's session opened by one of its heartbeats' exchanges, which
+/// goes on (`rest`) on a share of it.
+struct Opened<C> {
+    conn: C,
+    connected: crate::transport::Connected,
+    rest: Pin<Box<dyn Future<Output = Exchange<C>> + Send>>,
 }
 
 type InFlight<C> = FuturesUnordered<Pin<Box<dyn Future<Output = Done<C>> + Send>>>;
@@ -347,7 +375,7 @@ pub async fn run_worker<T: Transport>(
             fleet,
             device: f.generator.device(index),
             clock,
-            busy: false,
+            held: 0,
             pending_ns: None,
             last_ok_ms: millis(first.at_ns),
             max_gap_ms: 0,
@@ -581,7 +609,7 @@ impl<T: Transport> Worker<T> {
             if waiter.due.attempt == 0 {
                 self.conns.waiting.push_back(waiter);
             } else if self.retries.release(waiter.due.slot) {
-                self.slots[waiter.due.slot as usize].busy = false;
+                self.let_go(waiter.due.slot);
                 self.record(waiter.due.slot, Recorder::retry_pending);
             }
         }
@@ -589,7 +617,7 @@ impl<T: Transport> Worker<T> {
         // those pending are (a retry's outcome unknown).
         for waiter in self.sessions.release_held() {
             let slot = waiter.due.slot;
-            self.slots[slot as usize].busy = false;
+            self.let_go(slot);
             if waiter.due.attempt == 0 {
                 self.miss(slot, waiter.due.intended_ns, now);
             } else if self.retries.release(slot) {
@@ -599,7 +627,7 @@ impl<T: Transport> Worker<T> {
         // Retries not yet due: their heartbeats' outcomes are unknown
         // (neither ok nor failed), counted apart.
         for slot in self.retries.release_all() {
-            self.slots[slot as usize].busy = false;
+            self.let_go(slot);
             self.record(slot, Recorder::retry_pending);
         }
     }
@@ -614,7 +642,7 @@ impl<T: Transport> Worker<T> {
             self.conns.waiting.extend(pace.waiting.drain(..));
         }
         while let Some(Waiter { due, .. }) = self.conns.waiting.pop_front() {
-            self.slots[due.slot as usize].busy = false;
+            self.let_go(due.slot);
             if due.attempt == 0 {
                 self.miss(due.slot, due.intended_ns, now);
             } else if self.retries.release(due.slot) {
@@ -668,10 +696,10 @@ impl<T: Transport> Worker<T> {
             if std::mem::replace(&mut s.resumed, next.resumed) {
                 self.conns.mark_stale(slot);
             }
-            let busy = self.slots[slot as usize].busy;
+            let room = self.has_room(slot);
             self.record(slot, Recorder::scheduled);
             self.records.second(t).scheduled += 1;
-            if busy {
+            if !room {
                 // The previous pending heartbeat's slot has passed unsent.
                 if let Some(old) = self.slots[slot as usize].pending_ns.replace(t) {
                     self.miss(slot, old, now);
@@ -713,33 +741,29 @@ impl<T: Transport> Worker<T> {
     /// Sends `due` now if a connection can be had; or queues it for a
     /// pooled connection, or for its turn to open one.
     fn start(&mut self, due: Due, now: u64) {
+        if due.attempt == 0 {
+            // Taken on (a retry is still its first attempt's).
+            self.slots[due.slot as usize].held += 1;
+        }
         let transport = &*self.transports[usize::from(self.slots[due.slot as usize].fleet)];
         if transport.idles() && self.sessions.is_out(due.slot) {
             if let Some(why) = self.sessions.backing_off(due.slot, now) {
                 // Its device lost its session and waits to reopen it: the
                 // heartbeat has none to go on, for the reason it was lost.
-                self.slots[due.slot as usize].busy = true;
                 // (As one whose opening failed: it had no session.)
-                self.track(due, std::future::ready(Exchange::ended(why)), now, now, true, false);
+                self.track(due, std::future::ready(Progress::Ended(Exchange::ended(why))), now, now, true, false);
                 return;
             }
             // Its session is out on an idle wait (called back now), or
             // being reopened: it goes when that is back.
-            self.slots[due.slot as usize].busy = true;
             self.sessions.hold(due.slot, Waiter { due, queued_ns: now });
             return;
         }
         match self.conns.checkout(due.slot, transport) {
             Checkout::Use(conn) => self.send(due, Some(conn), now, now),
             Checkout::Open => self.open(Waiter { due, queued_ns: now }, now),
-            Checkout::Wait => {
-                self.slots[due.slot as usize].busy = true;
-                self.conns.waiting.push_back(Waiter { due, queued_ns: now });
-            }
-            Checkout::Later => {
-                self.slots[due.slot as usize].busy = true;
-                self.conns.connect_queue.push_back(Waiter { due, queued_ns: now });
-            }
+            Checkout::Wait => self.conns.waiting.push_back(Waiter { due, queued_ns: now }),
+            Checkout::Later => self.conns.connect_queue.push_back(Waiter { due, queued_ns: now }),
         }
     }
 
@@ -777,7 +801,6 @@ impl<T: Transport> Worker<T> {
         let light = self.conns.light();
         let fresh = conn.is_none();
         let s = &mut self.slots[due.slot as usize];
-        s.busy = true;
         let fleet = &self.fleets[usize::from(s.fleet)];
         let transport = &self.transports[usize::from(s.fleet)];
         let mut outgoing =
@@ -797,14 +820,25 @@ impl<T: Transport> Worker<T> {
             let exchange = async move {
                 match opening.await {
                     Ok((conn, connected)) => {
-                        Exchange { connected: Some(connected), ..transport.exchange(Some(conn), outgoing).await }
+                        // A session that carries several heartbeats at once
+                        // goes to its device's place as soon as it is open,
+                        // for the device's next ones; this one goes on a
+                        // share of it.
+                        if transport.window(&conn) > 1
+                            && let Some(share) = transport.share(&conn)
+                        {
+                            let rest = Box::pin(transport.exchange(Some(share), outgoing));
+                            return Progress::Opened(Opened { conn, connected, rest });
+                        }
+                        let exchange = transport.exchange(Some(conn), outgoing).await;
+                        Progress::Ended(Exchange { connected: Some(connected), ..exchange })
                     }
-                    Err(refused) => Exchange::ended(refused),
+                    Err(refused) => Progress::Ended(Exchange::ended(refused)),
                 }
             };
             self.track(due, exchange, reached, now, fresh, light);
         } else {
-            let exchange = transport.exchange(conn, outgoing);
+            let exchange = transport.exchange(conn, outgoing).map(Progress::Ended);
             self.track(due, exchange, reached, now, fresh, light);
         }
     }
@@ -815,7 +849,7 @@ impl<T: Transport> Worker<T> {
     fn track(
         &mut self,
         due: Due,
-        exchange: impl Future<Output = Exchange<T::Conn>> + Send + 'static,
+        exchange: impl Future<Output = Progress<T::Conn>> + Send + 'static,
         reached: u64,
         now: u64,
         fresh: bool,
@@ -841,22 +875,70 @@ impl<T: Transport> Worker<T> {
             self.record(slot, Recorder::retried);
             self.records.second(now).retries += 1;
         }
+        self.keep(Due { slot, intended_ns: intended, eligible_ns: eligible, attempt }, now, fresh, light, exchange);
+    }
+
+    /// Keeps `due`'s exchange, sent at `sent_ns`, in flight until it ends
+    /// (or opens its device's session: [`Progress::Opened`]).
+    fn keep(
+        &mut self,
+        due: Due,
+        sent_ns: u64,
+        fresh: bool,
+        light: bool,
+        exchange: impl Future<Output = Progress<T::Conn>> + Send + 'static,
+    ) {
+        let Due { slot, intended_ns, attempt, .. } = due;
         let start = self.settings.start;
         self.in_flight.push(Box::pin(async move {
-            let exchange = exchange.await;
+            let progress = exchange.await;
             // When the answer arrived (the kernel's stamp), not when this
             // thread got round to reading it; never before it was sent.
             let read_ns = start.elapsed().as_nanos() as u64;
-            let done_ns = exchange.answered_at.map_or(read_ns, |at| {
-                (at.saturating_duration_since(start.into_std()).as_nanos() as u64).max(now).min(read_ns)
+            let answered_at = match &progress {
+                Progress::Ended(exchange) => exchange.answered_at,
+                Progress::Opened(_) => None,
+            };
+            let done_ns = answered_at.map_or(read_ns, |at| {
+                (at.saturating_duration_since(start.into_std()).as_nanos() as u64).max(sent_ns).min(read_ns)
             });
-            Done { slot, intended_ns: intended, sent_ns: now, done_ns, attempt, fresh, light, exchange }
+            Done { sent: Sent { slot, intended_ns, sent_ns, done_ns, attempt, fresh, light }, progress }
         }));
+    }
+
+    /// A heartbeat's exchange opened its device's session, one that
+    /// carries several heartbeats at once: the session is counted and goes
+    /// to its device's place now, the heartbeat goes on in flight on a
+    /// share of it, and one that waited for room goes too.
+    fn opened(&mut self, done: Sent, opened: Opened<T::Conn>) {
+        let now = self.now_ns();
+        let Opened { conn, connected, rest } = opened;
+        let slot = done.slot;
+        let tls_us = connected.tls_handshake.map(|d| d.as_micros() as u64);
+        let session_us = connected.session.map(|d| d.as_micros() as u64);
+        self.record(slot, |r| r.connected(tls_us, session_us));
+        self.records.second(now).sessions_opened += 1;
+        self.sessions.failures(slot, true);
+        let fleet = usize::from(self.slots[slot as usize].fleet);
+        self.conns.checkin(slot, Some(conn), true, &*self.transports[fleet]);
+        let due = Due { slot, intended_ns: done.intended_ns, eligible_ns: done.intended_ns, attempt: done.attempt };
+        // Counted with its session's opening now: not again when it ends.
+        self.keep(due, done.sent_ns, false, done.light, rest.map(Progress::Ended));
+        if self.has_room(slot)
+            && let Some(pending) = self.slots[slot as usize].pending_ns.take()
+        {
+            self.start(Due { slot, intended_ns: pending, eligible_ns: now.max(pending), attempt: 0 }, now);
+        }
     }
 
     fn complete(&mut self, done: Done<T::Conn>) {
         let now = self.now_ns();
-        let Done { slot, intended_ns, sent_ns, done_ns, attempt, fresh, light, mut exchange } = done;
+        let Done { sent, progress } = done;
+        let mut exchange = match progress {
+            Progress::Ended(exchange) => exchange,
+            Progress::Opened(opened) => return self.opened(sent, opened),
+        };
+        let Sent { slot, intended_ns, sent_ns, done_ns, attempt, fresh, light } = sent;
         if let Some(c) = exchange.connected {
             let tls_us = c.tls_handshake.map(|d| d.as_micros() as u64);
             let session_us = c.session.map(|d| d.as_micros() as u64);
@@ -904,8 +986,8 @@ impl<T: Transport> Worker<T> {
                 }
             }
         }
-        let lost = exchange.conn.is_none();
-        self.conns.checkin(slot, exchange.conn, fresh);
+        let transport = &*self.transports[fleet];
+        let lost = self.conns.checkin(slot, exchange.conn, fresh, transport);
         if self.sessions.enabled() {
             // Sessions open over time: this one opened, or ended (it went
             // on its device's session, or opened one, and lost it).
@@ -937,8 +1019,8 @@ impl<T: Transport> Worker<T> {
         if retry.is_some() {
             return; // still busy with this heartbeat
         }
+        self.let_go(slot);
         let s = &mut self.slots[slot as usize];
-        s.busy = false;
         if let Some(pending) = s.pending_ns.take() {
             if self.pace.stopping {
                 self.miss(slot, pending, now);
@@ -951,10 +1033,32 @@ impl<T: Transport> Worker<T> {
         }
     }
 
+    /// Whether device `slot` may take on another heartbeat now: it holds
+    /// none, or it holds fewer than its session's window (an MQTT session
+    /// with an in-flight window, open and in its place; one at a time for
+    /// a fleet that retries, whose held retry is the device's).
+    fn has_room(&self, slot: u32) -> bool {
+        let s = &self.slots[slot as usize];
+        if s.held == 0 {
+            return true;
+        }
+        let fleet = usize::from(s.fleet);
+        self.fleets[fleet].retry.is_none()
+            && !self.sessions.is_out(slot)
+            && self.conns.window(slot, &*self.transports[fleet]) > s.held
+    }
+
+    /// One of device `slot`'s heartbeats ended (or was given up).
+    fn let_go(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        debug_assert!(s.held > 0, "device {slot} let go of a heartbeat it did not hold");
+        s.held = s.held.saturating_sub(1);
+    }
+
     /// Device `slot`, free until its next heartbeat, has its session (if
     /// it has one) waited on meanwhile ([`sessions`]).
     fn park(&mut self, slot: u32) {
-        if !self.sessions.enabled() || self.pace.stopping || self.slots[slot as usize].busy {
+        if !self.sessions.enabled() || self.pace.stopping || self.slots[slot as usize].held > 0 {
             return;
         }
         let Some(conn) = self.conns.take_idle(slot) else { return };
@@ -1030,7 +1134,7 @@ impl<T: Transport> Worker<T> {
                             self.records.second(now).sessions_ended += 1;
                         }
                         let held = self.sessions.back(slot);
-                        self.conns.checkin(slot, conn, false);
+                        self.conns.checkin(slot, conn, false, &*self.transports[fleet]);
                         match held {
                             Some(waiter) => self.resume_held(waiter, now),
                             None if closed => {
@@ -1049,7 +1153,7 @@ impl<T: Transport> Worker<T> {
                 self.record(slot, |r| r.connected(tls_us, session_us));
                 self.sessions.failures(slot, true);
                 let held = self.sessions.back(slot);
-                self.conns.checkin(slot, conn, false);
+                self.conns.checkin(slot, conn, false, &*self.transports[fleet]);
                 match held {
                     Some(waiter) => self.resume_held(waiter, now),
                     None => self.park(slot),
@@ -1063,7 +1167,7 @@ impl<T: Transport> Worker<T> {
                     // It waited for this opening: its outcome is the refusal.
                     self.track(
                         waiter.due,
-                        std::future::ready(Exchange::ended(refused)),
+                        std::future::ready(Progress::Ended(Exchange::ended(refused))),
                         waiter.queued_ns,
                         now,
                         true,
@@ -1119,7 +1223,6 @@ impl<T: Transport> Worker<T> {
         let fleet = usize::from(self.slots[waiter.due.slot as usize].fleet);
         if let Some(pace) = self.openings[fleet].as_mut() {
             if !pace.open_now(now) || !pace.waiting.is_empty() {
-                self.slots[waiter.due.slot as usize].busy = true;
                 pace.waiting.push_back(waiter);
                 return;
             }

@@ -38,11 +38,12 @@ mod stream;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 use super::route::{Qos, Route};
@@ -51,7 +52,7 @@ use super::{Closed, Connected, Exchange, HandBack, Identity, Idle, Outgoing, Tra
 use crate::stats::{Code, Failure, Outcome, OutcomeClass, PerClass, mqtt_class};
 pub use codec::meaning;
 use codec::{Inbound, Out, Unread};
-pub use settings::{MqttSettings, MqttVersion};
+pub use settings::{DEFAULT_IN_FLIGHT, MqttSettings, MqttVersion};
 use stream::MqttStream;
 
 /// The largest packet a session reads or writes: a device backend's
@@ -118,15 +119,20 @@ impl Mqtt {
     }
 }
 
-/// One device's session: its socket, what has been read of the next
-/// packet, the packet identifiers it hands out, and what its broker's
-/// CONNACK set.
-pub struct MqttConn {
-    stream: MqttStream,
+/// One device's session with its broker, as a handle. A session that
+/// carries several messages at once (its [window](Transport::window): the
+/// target's `in_flight`, at most the broker's Receive Maximum) is shared by
+/// their exchanges ([`Transport::share`]): each writes its PUBLISH on the
+/// writing side and waits for its own acknowledgement; whichever exchange
+/// holds the reading side reads one packet at a time for all of them and
+/// settles each acknowledgement with the message it is for, with the
+/// instant it came (its exchange's answer time).
+#[derive(Clone)]
+pub struct MqttConn(Arc<Session>);
+
+/// A session's state (see [`MqttConn`]).
+struct Session {
     version: MqttVersion,
-    read: BytesMut,
-    /// Each packet is encoded here (kept: no allocation per message).
-    write: BytesMut,
     /// The largest packet the broker takes: its CONNACK's Maximum Packet
     /// Size (MQTT 5), or the most a session writes.
     max_out: usize,
@@ -137,17 +143,69 @@ pub struct MqttConn {
     /// QoS 0, Retain Available 0): a message that asks for it is not sent.
     qos_0_only: bool,
     no_retain: bool,
+    /// How many messages may await their acknowledgement at once.
+    window: u16,
+    /// Where the device's messages ask their answers to go (subscribed
+    /// when the session opened).
+    response_topic: Option<String>,
+    writer: tokio::sync::Mutex<Writer>,
+    reader: tokio::sync::Mutex<Reader>,
+    /// The messages awaiting their acknowledgement or answer (at most the
+    /// window), with what came for each so far.
+    awaiting: std::sync::Mutex<Vec<Awaited>>,
+    pings: std::sync::Mutex<Pings>,
+    /// The connection broke, or the broker closed it: every exchange on
+    /// it fails, and its device opens another.
+    broken: AtomicBool,
+}
+
+/// A session's writing side: each packet is encoded in `buf` (kept: no
+/// allocation per message), and the identifiers it hands out.
+struct Writer {
+    half: WriteHalf<MqttStream>,
+    buf: BytesMut,
     next_pkid: u16,
+    /// The last Correlation Data given.
+    correlation: u64,
+}
+
+/// A session's reading side: what has been read of the next packet.
+struct Reader {
+    half: ReadHalf<MqttStream>,
+    buf: BytesMut,
+}
+
+/// When the session's keep-alives fall due.
+#[derive(Debug, Clone, Copy)]
+struct Pings {
     /// When a packet last went out (a keep-alive is due a keep-alive
     /// interval after it).
     last_sent: Instant,
     /// When a PINGREQ went that has had no PINGRESP yet: the broker is
     /// gone if none comes within a keep-alive interval.
-    ping_sent: Option<Instant>,
-    /// Where the device's messages ask their answers to go (subscribed
-    /// when the session opened), and the last Correlation Data given.
-    response_topic: Option<String>,
-    correlation: u64,
+    sent: Option<Instant>,
+}
+
+/// A message awaiting its acknowledgement (QoS 1) and its answer (with a
+/// response topic).
+#[derive(Debug, Clone, Copy)]
+struct Awaited {
+    /// 0 at QoS 0.
+    pkid: u16,
+    correlation: Option<u64>,
+    /// Its PUBACK's reason code, once it came (0 at QoS 0 and in 3.1.1).
+    acked: Option<u8>,
+    answered: bool,
+    /// When the last of what it awaits came.
+    at: Option<Instant>,
+}
+
+impl Awaited {
+    /// Whether nothing more is awaited: acknowledged and answered, or
+    /// refused.
+    fn settled(&self) -> bool {
+        matches!(self.acked, Some(r) if r >= 0x80) || (self.acked.is_some() && self.answered)
+    }
 }
 
 /// What a session read: a packet, or why there is none.
@@ -158,62 +216,179 @@ enum Read {
     Failed(Failure),
 }
 
-impl MqttConn {
+impl Writer {
     /// The next packet identifier: 1 to 65,535, in turn (0 is not one).
     fn pkid(&mut self) -> u16 {
         self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
         self.next_pkid
     }
+}
 
-    /// Encodes `packet`: `Err` with its size if it is over what the
+impl Session {
+    fn new(stream: MqttStream, settings: &MqttSettings) -> Session {
+        let (read, write) = tokio::io::split(stream);
+        Session {
+            version: settings.version,
+            max_out: MAX_PACKET,
+            keep_alive: settings.keep_alive,
+            qos_0_only: false,
+            no_retain: false,
+            window: settings.in_flight,
+            response_topic: None,
+            writer: tokio::sync::Mutex::new(Writer { half: write, buf: BytesMut::new(), next_pkid: 0, correlation: 0 }),
+            reader: tokio::sync::Mutex::new(Reader { half: read, buf: BytesMut::with_capacity(64) }),
+            awaiting: std::sync::Mutex::new(Vec::new()),
+            pings: std::sync::Mutex::new(Pings { last_sent: Instant::now(), sent: None }),
+            broken: AtomicBool::new(false),
+        }
+    }
+
+    fn broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    fn pings(&self) -> std::sync::MutexGuard<'_, Pings> {
+        self.pings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn awaiting(&self) -> std::sync::MutexGuard<'_, Vec<Awaited>> {
+        self.awaiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Encodes `packet` in `w`: `Err` with its size if it is over what the
     /// broker takes (or cannot be encoded).
-    fn encode(&mut self, packet: Out<'_>) -> Result<(), usize> {
+    fn encode(&self, w: &mut Writer, packet: Out<'_>) -> Result<(), usize> {
         let size = packet_size(&packet);
-        codec::write(self.version, packet, &mut self.write, self.max_out).map_err(|()| size)
+        codec::write(self.version, packet, &mut w.buf, self.max_out).map_err(|()| size)
     }
 
     /// Writes what [`Self::encode`] made.
-    async fn flush_out(&mut self) -> Result<(), Failure> {
-        self.stream.write_all(&self.write).await.map_err(|_| Failure::Io)?;
-        // A TLS record may wait in its session's buffer otherwise.
-        self.stream.flush().await.map_err(|_| Failure::Io)?;
-        self.last_sent = Instant::now();
+    async fn flush_out(&self, w: &mut Writer) -> Result<(), Failure> {
+        let written = async {
+            w.half.write_all(&w.buf).await?;
+            // A TLS record may wait in its session's buffer otherwise.
+            w.half.flush().await
+        };
+        if written.await.is_err() {
+            self.broken.store(true, Ordering::Relaxed);
+            return Err(Failure::Io);
+        }
+        self.pings().last_sent = Instant::now();
         Ok(())
     }
 
-    async fn send(&mut self, packet: Out<'_>) -> Result<(), Failure> {
-        self.encode(packet).map_err(|_| Failure::Protocol)?;
-        self.flush_out().await
+    async fn send(&self, packet: Out<'_>) -> Result<(), Failure> {
+        let mut w = self.writer.lock().await;
+        self.encode(&mut w, packet).map_err(|_| Failure::Protocol)?;
+        self.flush_out(&mut w).await
     }
 
-    /// The next whole packet the broker sent (cancel-safe: what was read
-    /// stays in the buffer).
-    async fn next(&mut self) -> Read {
-        loop {
-            match codec::read(self.version, &mut self.read, MAX_PACKET) {
-                Ok(Inbound::Disconnect { reason }) => return Read::Closed(Closed::Disconnect(reason)),
+    /// The next whole packet the broker sent.
+    async fn next(&self) -> Read {
+        let mut r = self.reader.lock().await;
+        self.read(&mut r).await
+    }
+
+    /// The next whole packet on the reading side `r` (cancel-safe: what
+    /// was read stays in its buffer). A session whose reading ends is
+    /// broken.
+    async fn read(&self, r: &mut Reader) -> Read {
+        let read = loop {
+            match codec::read(self.version, &mut r.buf, MAX_PACKET) {
+                Ok(Inbound::Disconnect { reason }) => break Read::Closed(Closed::Disconnect(reason)),
                 Ok(Inbound::PingResp) => {
-                    self.ping_sent = None;
+                    self.pings().sent = None;
                     return Read::Packet(Inbound::PingResp);
                 }
                 Ok(packet) => return Read::Packet(packet),
                 Err(Unread::Incomplete) => {}
-                Err(Unread::Malformed) => return Read::Failed(Failure::Protocol),
+                Err(Unread::Malformed) => break Read::Failed(Failure::Protocol),
             }
-            match self.stream.read_buf(&mut self.read).await {
-                Ok(0) => return Read::Closed(Closed::EndOfStream),
+            match r.half.read_buf(&mut r.buf).await {
+                Ok(0) => break Read::Closed(Closed::EndOfStream),
                 Ok(_) => {}
-                Err(_) => return Read::Failed(Failure::Io),
+                Err(_) => break Read::Failed(Failure::Io),
             }
-        }
+        };
+        self.broken.store(true, Ordering::Relaxed);
+        read
     }
 
     /// Answers what the broker sent unasked, where MQTT asks for an answer
     /// (a QoS 1 PUBLISH is acknowledged).
-    async fn answer(&mut self, packet: &Inbound) -> Result<(), Failure> {
+    async fn answer(&self, packet: &Inbound) -> Result<(), Failure> {
         match packet {
             Inbound::Publish(p) if p.qos == Qos::AtLeastOnce => self.send(Out::PubAck { pkid: p.pkid }).await,
             _ => Ok(()),
+        }
+    }
+
+    /// Notes what came for a message awaiting it: a PUBACK, or an answer
+    /// carrying its Correlation Data. Anything else (a PUBACK that came
+    /// after its message timed out) is nobody's.
+    fn arrived(&self, packet: &Inbound) {
+        let now = Instant::now();
+        let mut awaiting = self.awaiting();
+        match packet {
+            Inbound::PubAck { pkid, reason } => {
+                if let Some(a) = awaiting.iter_mut().find(|a| a.pkid == *pkid && a.acked.is_none()) {
+                    (a.acked, a.at) = (Some(*reason), Some(now));
+                }
+            }
+            Inbound::Publish(d) => {
+                let correlation = d.correlation.as_deref().and_then(|c| <[u8; 8]>::try_from(c).ok());
+                let correlation = correlation.map(u64::from_be_bytes);
+                if let Some(a) = awaiting.iter_mut().find(|a| correlation.is_some() && a.correlation == correlation) {
+                    (a.answered, a.at) = (true, Some(now));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes the message `key`'s entry if it is settled.
+    fn take_settled(&self, key: (u16, Option<u64>)) -> Option<Awaited> {
+        let mut awaiting = self.awaiting();
+        let at = awaiting.iter().position(|a| (a.pkid, a.correlation) == key && a.settled())?;
+        Some(awaiting.swap_remove(at))
+    }
+
+    /// Forgets the message `key` (it timed out, or its session broke).
+    fn forget(&self, key: (u16, Option<u64>)) {
+        self.awaiting().retain(|a| (a.pkid, a.correlation) != key);
+    }
+
+    /// Waits until the message `key` is settled: reads the session's
+    /// packets one at a time while no other exchange does (the reading
+    /// side is handed on, in turn, after each), answering what asks for an
+    /// answer and noting what came for whom.
+    async fn settle(&self, key: (u16, Option<u64>)) -> Result<Awaited, Failure> {
+        loop {
+            if let Some(done) = self.take_settled(key) {
+                return Ok(done);
+            }
+            if self.broken() {
+                return Err(Failure::Io);
+            }
+            let mut r = self.reader.lock().await;
+            // Settled (or broken) by another while this one waited its turn.
+            if let Some(done) = self.take_settled(key) {
+                return Ok(done);
+            }
+            if self.broken() {
+                return Err(Failure::Io);
+            }
+            match self.read(&mut r).await {
+                Read::Packet(packet) => {
+                    // Noted before the reading side is handed on, so that
+                    // the next to take it finds what came for it.
+                    self.arrived(&packet);
+                    drop(r);
+                    self.answer(&packet).await?;
+                }
+                Read::Closed(_) => return Err(Failure::Io),
+                Read::Failed(f) => return Err(f),
+            }
         }
     }
 }
@@ -307,21 +482,7 @@ async fn open(endpoint: &MqttEndpoint, identity: Identity) -> Result<(MqttConn, 
 async fn start(endpoint: &MqttEndpoint, stream: MqttStream, identity: Identity) -> Result<MqttConn, Outcome> {
     let addr = endpoint.addr;
     let s = &endpoint.settings;
-    let mut conn = MqttConn {
-        stream,
-        version: s.version,
-        read: BytesMut::with_capacity(64),
-        write: BytesMut::new(),
-        max_out: MAX_PACKET,
-        keep_alive: s.keep_alive,
-        qos_0_only: false,
-        no_retain: false,
-        next_pkid: 0,
-        last_sent: Instant::now(),
-        ping_sent: None,
-        response_topic: None,
-        correlation: 0,
-    };
+    let mut conn = Session::new(stream, s);
     let connect = codec::Connect {
         client_id: &identity.device,
         keep_alive: s.keep_alive.as_secs().min(u64::from(u16::MAX)) as u16,
@@ -340,6 +501,10 @@ async fn start(endpoint: &MqttEndpoint, stream: MqttStream, identity: Identity) 
             }
             if let Some(k) = ack.server_keep_alive.filter(|k| *k > 0) {
                 conn.keep_alive = Duration::from_secs(u64::from(k));
+            }
+            // The broker's Receive Maximum bounds the window (absent: 65,535).
+            if let Some(most) = ack.receive_maximum.filter(|m| *m > 0) {
+                conn.window = conn.window.min(most);
             }
             conn.qos_0_only = ack.maximum_qos == Some(0);
             conn.no_retain = ack.retain_available == Some(0);
@@ -366,18 +531,18 @@ async fn start(endpoint: &MqttEndpoint, stream: MqttStream, identity: Identity) 
         }
     }
     if let Some(topic) = identity.response_topic {
-        subscribe(endpoint, &mut conn, &topic).await?;
+        subscribe(endpoint, &conn, &topic).await?;
         conn.response_topic = Some(topic);
     }
-    Ok(conn)
+    Ok(MqttConn(Arc::new(conn)))
 }
 
 /// Subscribes a session to its device's response topic (QoS 1), before
 /// its first message: a refusal is the opening's outcome, in the class of
 /// the broker's code.
-async fn subscribe(endpoint: &MqttEndpoint, conn: &mut MqttConn, topic: &str) -> Result<(), Outcome> {
+async fn subscribe(endpoint: &MqttEndpoint, conn: &Session, topic: &str) -> Result<(), Outcome> {
     let addr = endpoint.addr;
-    let pkid = conn.pkid();
+    let pkid = conn.writer.lock().await.pkid();
     let broken = |f: Failure| {
         endpoint.note(Outcome::Failed(f), || format!("subscribing a session to its response topic at {addr} failed"))
     };
@@ -407,14 +572,22 @@ async fn subscribe(endpoint: &MqttEndpoint, conn: &mut MqttConn, topic: &str) ->
 
 /// Publishes `outgoing` on `conn` and waits for its acknowledgement (at
 /// QoS 1) and its answer (with a response topic), reading and answering
-/// whatever else comes meanwhile. The session goes back with the outcome
-/// unless it broke.
-async fn publish(endpoint: &MqttEndpoint, conn: &mut MqttConn, outgoing: Outgoing) -> Result<Outcome, Failure> {
+/// whatever else comes meanwhile (for the session's other messages too);
+/// with the instant the last of them came. `Err` if the session broke.
+async fn publish(
+    endpoint: &MqttEndpoint,
+    conn: &Session,
+    outgoing: Outgoing,
+    key: &mut Option<(u16, Option<u64>)>,
+) -> Result<(Outcome, Option<Instant>), Failure> {
     let Route::Mqtt(route) = outgoing.route else { return Err(Failure::Protocol) };
+    if conn.broken() {
+        return Err(Failure::Io);
+    }
     if (route.qos == Qos::AtLeastOnce && conn.qos_0_only) || (route.retain && conn.no_retain) {
         // Not sent: the broker would end the session for it (MQTT 5's
         // 0x9B QoS not supported, 0x9A retain not supported).
-        return Ok(endpoint.note(Outcome::Failed(Failure::Protocol), || {
+        let outcome = endpoint.note(Outcome::Failed(Failure::Protocol), || {
             if route.qos == Qos::AtLeastOnce && conn.qos_0_only {
                 "the broker takes QoS 0 only (its CONNACK's Maximum QoS): the fleet's QoS 1 messages were not sent; \
                  write [fleets.mqtt] qos = 0"
@@ -424,14 +597,16 @@ async fn publish(endpoint: &MqttEndpoint, conn: &mut MqttConn, outgoing: Outgoin
                  were not sent; write [fleets.mqtt] retain = false"
                     .into()
             }
-        }));
+        });
+        return Ok((outcome, None));
     }
-    let pkid = if route.qos == Qos::AtLeastOnce { conn.pkid() } else { 0 };
+    let mut w = conn.writer.lock().await;
+    let pkid = if route.qos == Qos::AtLeastOnce { w.pkid() } else { 0 };
     let correlation = conn.response_topic.is_some().then(|| {
-        conn.correlation += 1;
-        Bytes::copy_from_slice(&conn.correlation.to_be_bytes())
+        w.correlation += 1;
+        w.correlation
     });
-    let request = conn.response_topic.clone().zip(correlation.clone());
+    let request = conn.response_topic.clone().zip(correlation.map(|c| Bytes::copy_from_slice(&c.to_be_bytes())));
     let publish = codec::Publish {
         topic: route.topic,
         qos: route.qos,
@@ -441,48 +616,40 @@ async fn publish(endpoint: &MqttEndpoint, conn: &mut MqttConn, outgoing: Outgoin
         request,
         stamp: route.observed.map(observe::stamp),
     };
-    let packet = Out::Publish(publish);
-    if let Err(size) = conn.encode(packet) {
+    if let Err(size) = conn.encode(&mut w, Out::Publish(publish)) {
         // Not sent: the broker would end the session for it.
         let max = conn.max_out;
-        return Ok(endpoint.note(Outcome::Failed(Failure::Protocol), || {
+        let outcome = endpoint.note(Outcome::Failed(Failure::Protocol), || {
             format!(
                 "a message of about {size} bytes is over the most the broker takes ({max} bytes, its CONNACK's \
                  Maximum Packet Size): it was not sent; make the fleet's payload or topic shorter"
             )
-        }));
+        });
+        return Ok((outcome, None));
     }
-    conn.flush_out().await?;
-    let (mut acked, mut answered) = (route.qos == Qos::AtMostOnce, correlation.is_none());
-    if acked && answered {
+    let qos_0 = route.qos == Qos::AtMostOnce;
+    if qos_0 && correlation.is_none() {
+        conn.flush_out(&mut w).await?;
         // Written is all QoS 0 gives: no latency.
-        return Ok(Outcome::Sent);
+        return Ok((Outcome::Sent, None));
     }
-    loop {
-        match conn.next().await {
-            Read::Packet(Inbound::PubAck { pkid: p, reason }) if !acked && p == pkid => {
-                if reason >= 0x80 {
-                    let outcome = Outcome::Answered { class: mqtt_class(reason), code: Some(Code::Mqtt(reason)) };
-                    return Ok(endpoint.note(outcome, || {
-                        format!(
-                            "the broker refused a message: PUBACK reason code {reason} ({})",
-                            meaning(conn.version, reason)
-                        )
-                    }));
-                }
-                acked = true;
-            }
-            Read::Packet(Inbound::Publish(d)) if !answered && d.correlation == correlation => {
-                conn.answer(&Inbound::Publish(d)).await?;
-                answered = true;
-            }
-            Read::Packet(packet) => conn.answer(&packet).await?,
-            Read::Closed(_) => return Err(Failure::Io),
-            Read::Failed(f) => return Err(f),
+    // Awaited from before it goes: another exchange may read its PUBACK.
+    let awaited = Awaited { pkid, correlation, acked: qos_0.then_some(0), answered: correlation.is_none(), at: None };
+    conn.awaiting().push(awaited);
+    *key = Some((pkid, correlation));
+    conn.flush_out(&mut w).await?;
+    drop(w);
+    let settled = conn.settle((pkid, correlation)).await?;
+    *key = None;
+    match settled.acked {
+        Some(reason) if reason >= 0x80 => {
+            let outcome = Outcome::Answered { class: mqtt_class(reason), code: Some(Code::Mqtt(reason)) };
+            let outcome = endpoint.note(outcome, || {
+                format!("the broker refused a message: PUBACK reason code {reason} ({})", meaning(conn.version, reason))
+            });
+            Ok((outcome, settled.at))
         }
-        if acked && answered {
-            return Ok(Outcome::Answered { class: OutcomeClass::Ok, code: None });
-        }
+        _ => Ok((Outcome::Answered { class: OutcomeClass::Ok, code: None }, settled.at)),
     }
 }
 
@@ -497,9 +664,18 @@ impl Transport for Mqtt {
         let endpoint = self.endpoint.clone();
         async move {
             // The worker opens every session before its first message.
-            let Some(mut conn) = conn else { return Exchange::failed(Failure::Protocol) };
-            match tokio::time::timeout(endpoint.timeout, publish(&endpoint, &mut conn, outgoing)).await {
-                Ok(Ok(outcome)) => Exchange { conn: Some(conn), ..Exchange::ended(outcome) },
+            let Some(conn) = conn else { return Exchange::failed(Failure::Protocol) };
+            // The message awaited, while it is (forgotten if it is given up).
+            let mut key = None;
+            let published = tokio::time::timeout(endpoint.timeout, publish(&endpoint, &conn.0, outgoing, &mut key));
+            let result = published.await;
+            if let Some(key) = key {
+                conn.0.forget(key);
+            }
+            match result {
+                Ok(Ok((outcome, at))) => {
+                    Exchange { conn: Some(conn), answered_at: at.map(Instant::into_std), ..Exchange::ended(outcome) }
+                }
                 Ok(Err(failure)) => {
                     endpoint.note(Outcome::Failed(failure), || match failure {
                         Failure::Protocol => "a message's route was not MQTT's, or the broker sent bytes that are \
@@ -513,13 +689,25 @@ impl Transport for Mqtt {
                 // PUBACK is read as inbound).
                 Err(_) => {
                     endpoint.note(Outcome::Failed(Failure::Timeout), || {
-                        let what = if conn.response_topic.is_some() { "PUBACK or answer" } else { "PUBACK" };
+                        let what = if conn.0.response_topic.is_some() { "PUBACK or answer" } else { "PUBACK" };
                         format!("no {what} within the target's timeout ({:?}); the session goes on", endpoint.timeout)
                     });
                     Exchange { conn: Some(conn), ..Exchange::failed(Failure::Timeout) }
                 }
             }
         }
+    }
+
+    fn share(&self, conn: &MqttConn) -> Option<MqttConn> {
+        Some(conn.clone())
+    }
+
+    fn is_closed(&self, conn: &MqttConn) -> bool {
+        conn.0.broken()
+    }
+
+    fn window(&self, conn: &MqttConn) -> u16 {
+        conn.0.window
     }
 
     fn connect(
@@ -553,14 +741,15 @@ impl Transport for Mqtt {
         e.first_errors.iter().filter_map(|(class, first)| first.get().map(|m| (class.to_string(), m.clone()))).collect()
     }
 
-    fn close(&self, mut conn: MqttConn, goodbye: bool) -> impl Future<Output = ()> + Send + 'static {
+    fn close(&self, conn: MqttConn, goodbye: bool) -> impl Future<Output = ()> + Send + 'static {
         let timeout = self.endpoint.timeout;
         async move {
             if goodbye {
                 // DISCONNECT: the broker discards the device's Will.
                 let _ = tokio::time::timeout(timeout, async {
-                    if conn.send(Out::Disconnect).await.is_ok() {
-                        let _ = conn.stream.shutdown().await;
+                    let mut w = conn.0.writer.lock().await;
+                    if conn.0.encode(&mut w, Out::Disconnect).is_ok() && conn.0.flush_out(&mut w).await.is_ok() {
+                        let _ = w.half.shutdown().await;
                     }
                 })
                 .await;
@@ -585,20 +774,21 @@ impl Transport for Mqtt {
 
     fn idle(
         &self,
-        mut conn: MqttConn,
+        conn: MqttConn,
         until: Instant,
         mut handback: HandBack,
     ) -> impl Future<Output = (Option<MqttConn>, Idle)> + Send + 'static {
-        let keep_alive = conn.keep_alive;
+        let keep_alive = conn.0.keep_alive;
         async move {
             let broken = Idle::Closed(Closed::Broken);
             loop {
                 // The first of: the device's next heartbeat, a keep-alive
                 // due (none while one awaits its answer), the broker's
                 // answer to one overdue.
-                let (due, what) = match conn.ping_sent {
+                let pings = *conn.0.pings();
+                let (due, what) = match pings.sent {
                     Some(sent) => (sent + keep_alive, Wake::PingOverdue),
-                    None => (conn.last_sent + keep_alive, Wake::Ping),
+                    None => (pings.last_sent + keep_alive, Wake::Ping),
                 };
                 let (wake, what) = if until <= due { (until, Wake::Until) } else { (due, what) };
                 tokio::select! {
@@ -608,19 +798,21 @@ impl Transport for Mqtt {
                         return match what {
                             Wake::Until => (Some(conn), Idle::Until),
                             Wake::PingOverdue => (None, Idle::Closed(Closed::KeepaliveMissed)),
-                            Wake::Ping => match conn.send(Out::PingReq).await {
+                            Wake::Ping => match conn.0.send(Out::PingReq).await {
                                 Ok(()) => {
-                                    conn.ping_sent = Some(conn.last_sent);
+                                    let mut pings = conn.0.pings();
+                                    pings.sent = Some(pings.last_sent);
+                                    drop(pings);
                                     (Some(conn), Idle::Keepalive)
                                 }
                                 Err(_) => (None, broken),
                             },
                         };
                     }
-                    read = conn.next() => match read {
+                    read = conn.0.next() => match read {
                         Read::Packet(Inbound::PingResp) => continue,
                         Read::Packet(packet) => {
-                            return match conn.answer(&packet).await {
+                            return match conn.0.answer(&packet).await {
                                 Ok(()) => (Some(conn), Idle::Inbound),
                                 Err(_) => (None, broken),
                             };
@@ -726,6 +918,49 @@ mod tests {
         assert_eq!(second.outcome, Outcome::Answered { class: OutcomeClass::Ok, code: None });
         assert!(second.conn.is_some(), "the session goes on");
         assert_eq!(broker.await.unwrap(), ["t/d-1", "t/d-1/b"]);
+    }
+
+    #[tokio::test]
+    async fn messages_in_flight_at_once_are_each_settled_by_their_own_puback_in_any_order() {
+        let (mqtt, listener) = transport(Duration::from_secs(60)).await;
+        let broker = tokio::spawn(async move {
+            let mut far = Far::accept(&listener).await;
+            let Some(Packet::Connect(_)) = far.next().await else { panic!("CONNECT first") };
+            far.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await;
+            // All three come before any is acknowledged: they are in
+            // flight together.
+            let mut pkids = Vec::new();
+            for _ in 0..3 {
+                let Some(Packet::Publish(p)) = far.next().await else { panic!("PUBLISH") };
+                pkids.push((p.topic.clone(), p.pkid));
+            }
+            pkids.sort();
+            // Acknowledged last first, with a message to the device between.
+            far.send(Packet::PubAck(PubAck::new(pkids[2].1))).await;
+            far.send(Packet::PingResp).await;
+            far.send(Packet::PubAck(PubAck::new(pkids[0].1))).await;
+            far.send(Packet::PubAck(PubAck::new(pkids[1].1))).await;
+            // Then the session breaks with one more in flight.
+            let Some(Packet::Publish(_)) = far.next().await else { panic!("PUBLISH") };
+            pkids
+        });
+        let (conn, _) = mqtt.connect(identity()).await.unwrap();
+        assert_eq!(mqtt.window(&conn), DEFAULT_IN_FLIGHT, "3.1.1: the configured window");
+        let send = |topic: &'static str| mqtt.exchange(mqtt.share(&conn), message(topic, Qos::AtLeastOnce));
+        let (a, b, c) = tokio::join!(send("t/a"), send("t/b"), send("t/c"));
+        let ok = Outcome::Answered { class: OutcomeClass::Ok, code: None };
+        assert_eq!([a.outcome, b.outcome, c.outcome], [ok, ok, ok]);
+        let pkids = broker.await.unwrap();
+        assert_eq!(pkids.iter().map(|(_, id)| *id).collect::<std::collections::BTreeSet<_>>().len(), 3, "{pkids:?}");
+        // Each timed to its own acknowledgement: c's came first.
+        let [a, b, c] = [a, b, c].map(|e| e.answered_at.expect("when its PUBACK came"));
+        assert!(c <= a && a <= b, "{c:?} {a:?} {b:?}");
+        // The broker went away with a message in flight: it fails, and
+        // the session is closed for every handle on it.
+        let broken = mqtt.exchange(mqtt.share(&conn), message("t/d", Qos::AtLeastOnce)).await;
+        assert_eq!((broken.outcome, broken.conn.is_none()), (Outcome::Failed(Failure::Io), true));
+        assert!(mqtt.is_closed(&conn));
+        assert!(conn.0.awaiting().is_empty(), "nothing left awaited");
     }
 
     #[tokio::test]
@@ -926,7 +1161,8 @@ mod tests {
     /// outcome, and the session goes on after a refusal.
     #[tokio::test]
     async fn mqtt_5_reads_the_broker_s_limits_and_each_puback_s_reason_code() {
-        let settings = MqttSettings { session_expiry: Duration::from_secs(3600), ..MqttSettings::default() };
+        let settings =
+            MqttSettings { session_expiry: Duration::from_secs(3600), in_flight: 500, ..MqttSettings::default() };
         let (mqtt, listener) = transport5(settings).await;
         let broker = tokio::spawn(async move {
             let mut far = Far5::accept(&listener).await;
@@ -946,6 +1182,7 @@ mod tests {
             far.send(v5::Packet::Disconnect(v5::Disconnect::new(v5::DisconnectReasonCode::SessionTakenOver))).await;
         });
         let (conn, _) = mqtt.connect(identity()).await.unwrap();
+        assert_eq!(mqtt.window(&conn), 100, "500 configured, bounded by the broker's Receive Maximum");
         let large = Outgoing {
             body: bytes::Bytes::from(vec![b'x'; 100]),
             route: MqttRoute { topic: "t".into(), qos: Qos::AtLeastOnce, retain: false, observed: None }.into(),

@@ -95,14 +95,14 @@ impl Observer {
             ..Identity::default()
         };
         let opened = tokio::time::timeout(endpoint.timeout, async {
-            let (mut conn, _) = open(&endpoint, identity).await?;
-            subscribe(&endpoint, &mut conn, filter).await?;
+            let (conn, _) = open(&endpoint, identity).await?;
+            subscribe(&endpoint, &conn.0, filter).await?;
             Ok::<_, Outcome>(conn)
         })
         .await;
         let errors =
             || endpoint.first_errors.iter().filter_map(|(_, e)| e.get().cloned()).collect::<Vec<_>>().join("; ");
-        let mut conn = match opened {
+        let conn = match opened {
             Ok(Ok(conn)) => conn,
             Ok(Err(outcome)) => {
                 return Err(format!(
@@ -124,7 +124,7 @@ impl Observer {
                 loop {
                     let read = tokio::select! {
                         () = stop.cancelled() => break,
-                        read = conn.next() => read,
+                        read = conn.0.next() => read,
                     };
                     let packet = match read {
                         Read::Packet(p) => p,
@@ -133,7 +133,7 @@ impl Observer {
                             break;
                         }
                     };
-                    if conn.answer(&packet).await.is_err() {
+                    if conn.0.answer(&packet).await.is_err() {
                         counts.broken = true;
                         break;
                     }

@@ -62,7 +62,17 @@ pub struct MqttSettings {
     /// (`connect_rate = "100/s"`), first openings and reopenings alike;
     /// `None`: as devices need them.
     pub connect_rate: Option<f64>,
+    /// How many of a device's messages may await their acknowledgement
+    /// (or answer) at once: its in-flight window, at most the broker's
+    /// Receive Maximum (MQTT 5's CONNACK). A message that comes due while
+    /// the window is full waits (late), as one held back by a busy device.
+    pub in_flight: u16,
 }
+
+/// A device's in-flight window unless the scenario says otherwise: paho's
+/// (the Eclipse clients' `max_inflight_messages`); AWS IoT Core and
+/// ThingsBoard take up to 100 unacknowledged QoS 1 messages a connection.
+pub const DEFAULT_IN_FLIGHT: u16 = 20;
 
 impl Default for MqttSettings {
     fn default() -> Self {
@@ -73,6 +83,7 @@ impl Default for MqttSettings {
             session_expiry: Duration::ZERO,
             reconnect: Some(Reconnect { first: Duration::from_secs(1), max: Duration::from_secs(60) }),
             connect_rate: None,
+            in_flight: DEFAULT_IN_FLIGHT,
         }
     }
 }
@@ -88,6 +99,7 @@ struct RawMqttSettings {
     reconnect_delay: Option<DurationValue>,
     reconnect_max: Option<DurationValue>,
     connect_rate: Option<Rate>,
+    in_flight: Option<u16>,
 }
 
 impl<'de> Deserialize<'de> for MqttSettings {
@@ -151,6 +163,15 @@ impl<'de> Deserialize<'de> for MqttSettings {
             clean_start: raw.clean_start.unwrap_or(defaults.clean_start),
             reconnect,
             connect_rate: raw.connect_rate.map(|r| r.0),
+            in_flight: match raw.in_flight {
+                None => defaults.in_flight,
+                Some(0) => {
+                    return Err(de::Error::custom(
+                        "in_flight is how many of a device's messages may await their PUBACK at once: at least 1",
+                    ));
+                }
+                Some(n) => n,
+            },
         })
     }
 }
@@ -172,6 +193,8 @@ mod tests {
         assert_eq!(s.connect_rate, Some(100.0));
         let s: MqttSettings = toml::from_str("version = \"5\"\nsession_expiry = \"1h\"").unwrap();
         assert_eq!((s.version, s.session_expiry), (MqttVersion::V5, Duration::from_secs(3600)));
+        let s: MqttSettings = toml::from_str("in_flight = 100").unwrap();
+        assert_eq!((s.in_flight, MqttSettings::default().in_flight), (100, DEFAULT_IN_FLIGHT));
         for (text, says) in [
             ("keep_alive = \"0s\"", "from 1s"),
             ("keep_alive = \"1500ms\"", "whole seconds"),
@@ -183,6 +206,8 @@ mod tests {
             ("reconnect_delay = \"1ms\"", "at least 10ms"),
             ("connect_rate = \"0/s\"", "connect_rate"),
             ("connect_rate = 100", "connect_rate"),
+            ("in_flight = 0", "at least 1"),
+            ("in_flight = 70000", "in_flight"),
             ("reconnect_delay = \"5s\"\nreconnect_max = \"2s\"", "below reconnect_delay"),
             ("reconnect = false\nreconnect_max = \"2s\"", "drop reconnect_delay"),
         ] {

@@ -154,7 +154,7 @@ impl Report {
             if r.late > 0 {
                 let _ = writeln!(
                     out,
-                    "late: {} of {}'s {} heartbeats went after their intended time, held back by a busy device, a \
+                    "late: {} of {}'s {} heartbeats went after their intended time, held back by a busy device (its in-flight window full), a \
                      full pool or a device's session on its idle wait (lateness p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms)",
                     r.late,
                     name(r),

@@ -455,7 +455,8 @@ impl Plan<'_> {
             if let Some(answers) = wire.response_template() {
                 let _ = writeln!(
                     out,
-                    "    each message asks for an answer on {answers} (MQTT 5's Response Topic, which each session                      subscribes to when it opens) and is timed to it"
+                    "    each message asks for an answer on {answers} (MQTT 5's Response Topic, which each session \
+                     subscribes to when it opens) and is timed to it"
                 );
             }
         }
@@ -486,6 +487,17 @@ impl Plan<'_> {
             ),
             None => writeln!(out, "  reconnect: off; a lost session is reopened at its device's next heartbeat"),
         };
+        let _ = writeln!(
+            out,
+            "  in flight: up to {} of a device's messages await their acknowledgement at once{}; one due while \
+             they do waits (late), and is missed if its next comes first (a fleet with retries: one at a time)",
+            m.in_flight,
+            if m.version == crate::transport::mqtt::MqttVersion::V5 {
+                ", at most the broker's Receive Maximum (its CONNACK)"
+            } else {
+                ""
+            }
+        );
         match m.connect_rate {
             Some(rate) => {
                 let takes = std::time::Duration::from_secs_f64(sessions as f64 / rate);

@@ -271,6 +271,8 @@ fn validate_plans_an_mqtt_fleet_and_its_heartbeats_are_the_runs() {
          QoS 0, retain on; 16.0 messages/s steady",
         "keep-alive 30s",
         "reconnect: a lost session is reopened after 1s, the delay doubling up to 1m",
+        "in flight: up to 20 of a device's messages await their acknowledgement at once; one due while they do \
+         waits (late)",
         "connect rate: none set; sessions open as devices need them, over the first interval (1s)",
         "sockets: one per session, 20 file descriptors (twice that with the built-in backend's ends in this \
          process) and 20 source ports",

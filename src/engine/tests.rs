@@ -620,14 +620,8 @@ async fn a_session_transport_opens_each_device_s_session_with_its_identity_keeps
     let script = SessionScript {
         keepalive: Duration::from_secs(4),
         ack: |device, n| if (device, n) == ("d-0", 2) { Duration::from_secs(12) } else { Duration::from_millis(50) },
-        ack_timeout: Duration::from_secs(1),
         close: |device, n| ((device, n) == ("d-1", 1)).then_some(Duration::from_secs(15)),
-        overstay: Duration::ZERO,
-        handback: Some(Duration::ZERO),
-        reconnect: None,
-        down: None,
-        connect_rate: None,
-        window: 1,
+        ..SessionScript::default()
     };
     let fake = Fake { connect_delay: Duration::from_millis(20), ..Fake::with_sessions(script) };
     let settings = paused(60, ConnectionMode::PerDevice, 3);
@@ -716,14 +710,9 @@ async fn a_heartbeat_that_finds_its_session_out_on_an_idle_wait_waits_for_it() {
     let script = SessionScript {
         keepalive: Duration::from_secs(60),
         ack: |_, _| Duration::from_millis(5),
-        ack_timeout: Duration::from_secs(1),
-        close: |_, _| None,
         overstay: Duration::from_millis(30),
         handback: None,
-        reconnect: None,
-        down: None,
-        connect_rate: None,
-        window: 1,
+        ..SessionScript::default()
     };
     let fake = Fake::with_sessions(script);
     let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
@@ -755,14 +744,8 @@ async fn a_heartbeat_calls_its_idle_session_back_and_goes_at_once() {
     let script = SessionScript {
         keepalive: Duration::from_secs(60),
         ack: |_, _| Duration::from_millis(5),
-        ack_timeout: Duration::from_secs(1),
-        close: |_, _| None,
         overstay: Duration::from_millis(30),
-        handback: Some(Duration::ZERO),
-        reconnect: None,
-        down: None,
-        connect_rate: None,
-        window: 1,
+        ..SessionScript::default()
     };
     let fake = Fake::with_sessions(script);
     let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 3) };
@@ -800,14 +783,10 @@ async fn a_lost_session_is_reopened_after_its_reconnect_delay_which_doubles_whil
     let script = SessionScript {
         keepalive: Duration::from_secs(60),
         ack: |_, _| Duration::from_millis(5),
-        ack_timeout: Duration::from_secs(1),
         close: |_, n| (n == 1).then_some(Duration::from_millis(4_500)),
-        overstay: Duration::ZERO,
-        handback: Some(Duration::ZERO),
         reconnect: Some(Reconnect { first: Duration::from_secs(1), max: Duration::from_secs(4) }),
         down: Some((Duration::from_secs(4), Duration::from_secs(12))),
-        connect_rate: None,
-        window: 1,
+        ..SessionScript::default()
     };
     let fake = Fake::with_sessions(script);
     let out = run(
@@ -862,14 +841,8 @@ async fn sessions_open_at_the_target_s_connect_rate_and_heartbeats_wait_their_tu
     let script = SessionScript {
         keepalive: Duration::from_secs(60),
         ack: |_, _| Duration::from_millis(5),
-        ack_timeout: Duration::from_secs(1),
-        close: |_, _| None,
-        overstay: Duration::ZERO,
-        handback: Some(Duration::ZERO),
-        reconnect: None,
-        down: None,
         connect_rate: Some(5.0),
-        window: 1,
+        ..SessionScript::default()
     };
     let fake = Fake::with_sessions(script);
     let settings = EngineSettings { workers: 1, ..paused(5, ConnectionMode::PerDevice, 4) };
@@ -910,14 +883,8 @@ async fn a_device_that_goes_silent_ends_its_session_then_as_its_fleet_says() {
     let script = SessionScript {
         keepalive: Duration::from_secs(1),
         ack: |_, _| Duration::from_millis(5),
-        ack_timeout: Duration::from_secs(1),
-        close: |_, _| None,
-        overstay: Duration::ZERO,
-        handback: Some(Duration::ZERO),
         reconnect: Some(crate::transport::Reconnect { first: Duration::from_secs(1), max: Duration::from_secs(2) }),
-        down: None,
-        connect_rate: None,
-        window: 1,
+        ..SessionScript::default()
     };
     let outage = Event {
         at: Duration::from_secs(10),
@@ -972,18 +939,7 @@ async fn a_device_that_goes_silent_ends_its_session_then_as_its_fleet_says() {
 #[tokio::test(start_paused = true)]
 async fn fleets_of_one_run_speak_different_protocols_each_over_its_own_target() {
     use crate::transport::testing::SessionScript;
-    let script = SessionScript {
-        keepalive: Duration::from_secs(4),
-        ack: |_, _| Duration::from_millis(30),
-        ack_timeout: Duration::from_secs(1),
-        close: |_, _| None,
-        overstay: Duration::ZERO,
-        handback: Some(Duration::ZERO),
-        reconnect: None,
-        down: None,
-        connect_rate: None,
-        window: 1,
-    };
+    let script = SessionScript { keepalive: Duration::from_secs(4), ..SessionScript::default() };
     let sessions = Fake::with_sessions(script);
     let http = Fake { delay: Duration::from_millis(10), ..Fake::default() };
     let mqtt_like = FleetRuntime { target: 1, ..fleet(3, every(Duration::from_secs(10))) };
@@ -1024,14 +980,7 @@ async fn a_session_refused_at_its_opening_fails_its_heartbeat_in_the_refusal_s_c
     let script = SessionScript {
         keepalive: Duration::from_secs(60),
         ack: |_, _| Duration::from_millis(5),
-        ack_timeout: Duration::from_secs(1),
-        close: |_, _| None,
-        overstay: Duration::ZERO,
-        handback: Some(Duration::ZERO),
-        reconnect: None,
-        down: None,
-        connect_rate: None,
-        window: 1,
+        ..SessionScript::default()
     };
     let refused = Outcome::Answered { class: OutcomeClass::Auth, code: None };
     let fake = Fake { connect_delay: Duration::from_millis(20), refuse: Some(refused), ..Fake::with_sessions(script) };
@@ -1055,16 +1004,10 @@ async fn a_session_refused_at_its_opening_fails_its_heartbeat_in_the_refusal_s_c
 async fn a_session_s_in_flight_window_carries_that_many_messages_at_once_and_holds_the_rest() {
     use crate::transport::testing::SessionScript;
     let script = |window| SessionScript {
-        keepalive: Duration::from_secs(30),
         ack: |_, _| Duration::from_millis(3_500),
         ack_timeout: Duration::from_secs(10),
-        close: |_, _| None,
-        overstay: Duration::ZERO,
-        handback: Some(Duration::ZERO),
-        reconnect: None,
-        down: None,
-        connect_rate: None,
         window,
+        ..SessionScript::default()
     };
     let run_with = |window| async move {
         let fake = Fake::with_sessions(script(window));

@@ -442,14 +442,8 @@ device_name = "d-{index}"
             ack: |device, n| {
                 if (device, n) == ("d-0", 2) { Duration::from_secs(12) } else { Duration::from_millis(50) }
             },
-            ack_timeout: Duration::from_secs(1),
             close: |device, n| ((device, n) == ("d-1", 1)).then_some(Duration::from_secs(15)),
-            overstay: Duration::ZERO,
-            handback: Some(Duration::ZERO),
-            reconnect: None,
-            down: None,
-            connect_rate: None,
-            window: 1,
+            ..SessionScript::default()
         };
         // Opening a session takes 20 ms.
         let fake = Fake { connect_delay: Duration::from_millis(20), ..Fake::with_sessions(script) };

@@ -69,6 +69,25 @@ pub struct SessionScript {
     pub window: u16,
 }
 
+impl Default for SessionScript {
+    /// Sessions that acknowledge each message after 30 ms, keep alive
+    /// every 30 s, are never closed by the far end and are not reopened.
+    fn default() -> SessionScript {
+        SessionScript {
+            keepalive: Duration::from_secs(30),
+            ack: |_, _| Duration::from_millis(30),
+            ack_timeout: Duration::from_secs(1),
+            close: |_, _| None,
+            overstay: Duration::ZERO,
+            handback: Some(Duration::ZERO),
+            reconnect: None,
+            down: None,
+            connect_rate: None,
+            window: 1,
+        }
+    }
+}
+
 /// One session, as the fake's far end saw it.
 #[derive(Debug, Clone)]
 pub struct Session {

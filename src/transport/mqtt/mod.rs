@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use super::route::{Qos, Route};
@@ -58,6 +59,10 @@ use stream::MqttStream;
 /// The largest packet a session reads or writes: a device backend's
 /// packets to a device are small; a larger one is a protocol failure.
 const MAX_PACKET: usize = 1 << 20;
+
+/// The most a session's write buffer keeps between packets: enough for a
+/// keep-alive or an acknowledgement, not a message.
+const KEPT_WRITE_BUFFER: usize = 64;
 
 /// Where and how sessions are opened: resolved once when a run starts.
 #[derive(Debug)]
@@ -151,16 +156,19 @@ struct Session {
     writer: tokio::sync::Mutex<Writer>,
     reader: tokio::sync::Mutex<Reader>,
     /// The messages awaiting their acknowledgement or answer (at most the
-    /// window), with what came for each so far.
-    awaiting: std::sync::Mutex<Vec<Awaited>>,
+    /// window), with what came for each so far: one in place, without an
+    /// allocation a session would keep.
+    awaiting: std::sync::Mutex<SmallVec<[Awaited; 1]>>,
     pings: std::sync::Mutex<Pings>,
     /// The connection broke, or the broker closed it: every exchange on
     /// it fails, and its device opens another.
     broken: AtomicBool,
 }
 
-/// A session's writing side: each packet is encoded in `buf` (kept: no
-/// allocation per message), and the identifiers it hands out.
+/// A session's writing side: each packet is encoded in `buf`, and the
+/// identifiers it hands out. A buffer that held a message is let go once
+/// it is written: an idle session keeps none (a heartbeat's PUBLISH is
+/// most of a kilobyte, and a fleet of idle sessions would keep one each).
 struct Writer {
     half: WriteHalf<MqttStream>,
     buf: BytesMut,
@@ -237,7 +245,7 @@ impl Session {
             response_topic: None,
             writer: tokio::sync::Mutex::new(Writer { half: write, buf: BytesMut::new(), next_pkid: 0, correlation: 0 }),
             reader: tokio::sync::Mutex::new(Reader { half: read, buf: BytesMut::with_capacity(64) }),
-            awaiting: std::sync::Mutex::new(Vec::new()),
+            awaiting: std::sync::Mutex::new(SmallVec::new()),
             pings: std::sync::Mutex::new(Pings { last_sent: Instant::now(), sent: None }),
             broken: AtomicBool::new(false),
         }
@@ -251,7 +259,7 @@ impl Session {
         self.pings.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn awaiting(&self) -> std::sync::MutexGuard<'_, Vec<Awaited>> {
+    fn awaiting(&self) -> std::sync::MutexGuard<'_, SmallVec<[Awaited; 1]>> {
         self.awaiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -269,7 +277,13 @@ impl Session {
             // A TLS record may wait in its session's buffer otherwise.
             w.half.flush().await
         };
-        if written.await.is_err() {
+        let written = written.await;
+        if w.buf.capacity() > KEPT_WRITE_BUFFER {
+            w.buf = BytesMut::new();
+        } else {
+            w.buf.clear();
+        }
+        if written.is_err() {
             self.broken.store(true, Ordering::Relaxed);
             return Err(Failure::Io);
         }
@@ -778,50 +792,60 @@ impl Transport for Mqtt {
         until: Instant,
         mut handback: HandBack,
     ) -> impl Future<Output = (Option<MqttConn>, Idle)> + Send + 'static {
-        let keep_alive = conn.0.keep_alive;
         async move {
-            let broken = Idle::Closed(Closed::Broken);
-            loop {
-                // The first of: the device's next heartbeat, a keep-alive
-                // due (none while one awaits its answer), the broker's
-                // answer to one overdue.
-                let pings = *conn.0.pings();
-                let (due, what) = match pings.sent {
-                    Some(sent) => (sent + keep_alive, Wake::PingOverdue),
-                    None => (pings.last_sent + keep_alive, Wake::Ping),
-                };
-                let (wake, what) = if until <= due { (until, Wake::Until) } else { (due, what) };
-                tokio::select! {
-                    // The device's heartbeat is due: its session goes back now.
-                    () = &mut handback => return (Some(conn), Idle::Until),
-                    () = tokio::time::sleep_until(wake) => {
-                        return match what {
-                            Wake::Until => (Some(conn), Idle::Until),
-                            Wake::PingOverdue => (None, Idle::Closed(Closed::KeepaliveMissed)),
-                            Wake::Ping => match conn.0.send(Out::PingReq).await {
-                                Ok(()) => {
-                                    let mut pings = conn.0.pings();
-                                    pings.sent = Some(pings.last_sent);
-                                    drop(pings);
-                                    (Some(conn), Idle::Keepalive)
-                                }
-                                Err(_) => (None, broken),
-                            },
-                        };
-                    }
-                    read = conn.0.next() => match read {
-                        Read::Packet(Inbound::PingResp) => continue,
-                        Read::Packet(packet) => {
-                            return match conn.0.answer(&packet).await {
-                                Ok(()) => (Some(conn), Idle::Inbound),
-                                Err(_) => (None, broken),
-                            };
+            let (kept, what) = wait_idle(&conn.0, until, &mut handback).await;
+            (kept.then_some(conn), what)
+        }
+    }
+}
+
+/// Waits on the idle session `s` (see [`Transport::idle`]): whether the
+/// session goes on, and what ended the wait. It holds the session's
+/// reading side throughout (nothing else reads an idle session), so that a
+/// waiting device's state holds no lock's waiting place.
+async fn wait_idle(s: &Session, until: Instant, handback: &mut HandBack) -> (bool, Idle) {
+    let broken = (false, Idle::Closed(Closed::Broken));
+    // An exchange still reading it (none should be): nothing to wait for.
+    let Ok(mut r) = s.reader.try_lock() else { return (true, Idle::Until) };
+    loop {
+        // The first of: the device's next heartbeat, a keep-alive due
+        // (none while one awaits its answer), the broker's answer to one
+        // overdue.
+        let pings = *s.pings();
+        let (due, what) = match pings.sent {
+            Some(sent) => (sent + s.keep_alive, Wake::PingOverdue),
+            None => (pings.last_sent + s.keep_alive, Wake::Ping),
+        };
+        let (wake, what) = if until <= due { (until, Wake::Until) } else { (due, what) };
+        tokio::select! {
+            // The device's heartbeat is due: its session goes back now.
+            () = &mut *handback => return (true, Idle::Until),
+            () = tokio::time::sleep_until(wake) => {
+                return match what {
+                    Wake::Until => (true, Idle::Until),
+                    Wake::PingOverdue => (false, Idle::Closed(Closed::KeepaliveMissed)),
+                    Wake::Ping => match s.send(Out::PingReq).await {
+                        Ok(()) => {
+                            let mut pings = s.pings();
+                            pings.sent = Some(pings.last_sent);
+                            (true, Idle::Keepalive)
                         }
-                        Read::Closed(why) => return (None, Idle::Closed(why)),
-                        Read::Failed(_) => return (None, broken),
+                        Err(_) => broken,
                     },
-                }
+                };
             }
+            read = s.read(&mut r) => match read {
+                Read::Packet(Inbound::PingResp) => continue,
+                Read::Packet(packet) => {
+                    drop(r);
+                    return match s.answer(&packet).await {
+                        Ok(()) => (true, Idle::Inbound),
+                        Err(_) => broken,
+                    };
+                }
+                Read::Closed(why) => return (false, Idle::Closed(why)),
+                Read::Failed(_) => return broken,
+            },
         }
     }
 }

@@ -44,8 +44,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use smallvec::SmallVec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 use super::route::{Qos, Route};
@@ -791,13 +791,16 @@ impl Transport for Mqtt {
         &self,
         conn: MqttConn,
         until: Instant,
-        mut handback: HandBack,
+        handback: HandBack,
     ) -> impl Future<Output = (Option<MqttConn>, Idle)> + Send + 'static {
-        async move {
-            let (kept, what) = wait_idle(&conn.0, until, &mut handback).await;
-            (kept.then_some(conn), what)
-        }
+        idle(conn, until, handback)
     }
+}
+
+/// [`Transport::idle`] for a session: it goes back unless the wait ended it.
+async fn idle(conn: MqttConn, until: Instant, mut handback: HandBack) -> (Option<MqttConn>, Idle) {
+    let (kept, what) = wait_idle(&conn.0, until, &mut handback).await;
+    (kept.then_some(conn), what)
 }
 
 /// Waits on the idle session `s` (see [`Transport::idle`]): whether the

@@ -1,7 +1,7 @@
 //! OTLP export (`run --otlp-endpoint`), received by a receiver that decodes
 //! with the official protobuf definitions (tests/interop/otlp_receiver.py):
 //! the pushes while the run goes, the final one's counts against the
-//! report's, the names against /metrics' and the README's, and a receiver
+//! report's, the names against /metrics' and the guide's (docs/guide/live.md), and a receiver
 //! that is away, refuses, or speaks TLS.
 
 use std::io::BufRead;
@@ -214,18 +214,18 @@ fn pushes_follow_the_run_and_the_last_carries_the_reports_totals() {
         |p: &Value| points(p, "fleetstorm_heartbeats_sent_total", &[("fleet", "north")])[0]["time"].as_u64().unwrap();
     assert!(pushes.windows(2).all(|w| time_of(&w[0]) <= time_of(&w[1])));
     // One name for a metric whichever way it leaves: the pushed names are
-    // /metrics' and the README's.
+    // /metrics' and the guide's.
     let pushed: std::collections::BTreeSet<&str> = m.keys().map(String::as_str).collect();
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let section = readme.split("## Live metrics").nth(1).expect("README has a Live metrics section");
+    let guide = std::fs::read_to_string(root().join("docs/guide/live.md")).unwrap();
+    let section = guide.split("## Live metrics").nth(1).expect("the guide has a Live metrics section");
     let section = section.split("\n## ").next().unwrap();
     let mut documented: std::collections::BTreeSet<&str> = section
         .split('`')
         .filter(|w| w.starts_with("fleetstorm_") && w.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
         .collect();
     // Only a protocol with sessions has these (this run is HTTP's).
-    assert!(documented.remove("fleetstorm_session_events_total"), "the README lists the session events");
-    assert_eq!(pushed, documented, "the README's list of metrics");
+    assert!(documented.remove("fleetstorm_session_events_total"), "the guide lists the session events");
+    assert_eq!(pushed, documented, "the guide's list of metrics");
 }
 
 #[test]

@@ -1045,3 +1045,34 @@ async fn a_session_s_in_flight_window_carries_that_many_messages_at_once_and_hol
     assert_eq!(fake.most_concurrent(), 4, "two of each device's at once");
     assert_eq!(fake.opened_sessions().len(), 2);
 }
+
+/// A shared session the far end closes with four messages in flight on
+/// it: each of the four fails (io), the session is counted as ended once
+/// (not once a message), and the device opens a new one at its next
+/// heartbeat, with the rest of its messages going on that one.
+#[tokio::test(start_paused = true)]
+async fn a_shared_session_that_breaks_fails_what_it_carried_and_ends_once() {
+    use crate::transport::testing::SessionScript;
+    let script = SessionScript {
+        ack: |_, _| Duration::from_millis(3_500),
+        ack_timeout: Duration::from_secs(10),
+        // Closed 5.2 s after it opened: the messages of 2 s to 5 s are in flight.
+        close: |_, n| (n == 1).then_some(Duration::from_millis(5_200)),
+        window: 5,
+        ..SessionScript::default()
+    };
+    let fake = Fake::with_sessions(script);
+    let settings = EngineSettings { workers: 1, ..paused(12, ConnectionMode::PerDevice, 7) };
+    let fleets = vec![fleet(1, every(Duration::from_secs(1)))];
+    let out = run(vec![Arc::new(fake.clone())], fleets, settings, CancellationToken::new(), |_| {}).await;
+    assert_accounting(&out);
+    let c = &out.fleets[0].counters;
+    assert_eq!((c.sent, c.failed(), c.connects), (12, 4, 2), "{c:?}");
+    assert_eq!(c.classes[crate::stats::OutcomeClass::Io], 4, "{c:?}");
+    let opened: u64 = out.timeline.iter().map(|s| s.sessions_opened).sum();
+    let ended: u64 = out.timeline.iter().map(|s| s.sessions_ended).sum();
+    assert_eq!((opened, ended), (2, 1), "the broken session ended once");
+    let sessions = fake.opened_sessions();
+    let numbers: Vec<(u32, usize, bool)> = sessions.values().map(|s| (s.number, s.messages.len(), s.closed)).collect();
+    assert_eq!(numbers, [(1, 6, true), (2, 6, false)], "six on each: the second from the next heartbeat on");
+}

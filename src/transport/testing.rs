@@ -272,7 +272,7 @@ impl Transport for Fake {
             s.messages.push(now);
             s.last_sent = now;
             let number = s.messages.len() as u32;
-            (number, now + (script.ack)(&device, number), script.ack_timeout)
+            (number, now + (script.ack)(&device, number), script.ack_timeout, s.close_at)
         });
         let (status, delay, early, notes) = ((self.answer)(n), self.delay, self.arrived_early, self.notes.clone());
         async move {
@@ -285,13 +285,21 @@ impl Transport for Fake {
                     tokio::time::sleep(delay).await;
                     Outcome::Status(status)
                 }
-                Some((number, at, timeout)) if at <= now + timeout => {
+                // The far end closes the session while the message awaits
+                // its acknowledgement: it fails, and the session is gone.
+                Some((_, at, timeout, Some(close))) if close < at.min(now + timeout) => {
+                    tokio::time::sleep_until(close).await;
+                    notes.sessions.lock().unwrap().get_mut(&id).expect("open").closed = true;
+                    notes.concurrent.fetch_sub(1, Ordering::SeqCst);
+                    return Exchange::failed(Failure::Io);
+                }
+                Some((number, at, timeout, _)) if at <= now + timeout => {
                     tokio::time::sleep_until(at).await;
                     notes.sessions.lock().unwrap().get_mut(&id).expect("open").acked.push(number);
                     // An acknowledgement, as MQTT 3.1.1's PUBACK: no code.
                     Outcome::Answered { class: OutcomeClass::Ok, code: None }
                 }
-                Some((number, at, timeout)) => {
+                Some((number, at, timeout, _)) => {
                     tokio::time::sleep_until(now + timeout).await;
                     notes.sessions.lock().unwrap().get_mut(&id).expect("open").late.push((at, number));
                     Outcome::Failed(Failure::Timeout)

@@ -38,6 +38,9 @@ struct DeviceConn<C> {
     /// when the device next connects, so that a whole fleet's closes are
     /// spread as its connects are.
     stale: bool,
+    /// Exchanges out on shares of its session (one that carries several
+    /// heartbeats at once).
+    shares: u16,
 }
 
 /// A worker's connections and the heartbeats waiting for one.
@@ -83,7 +86,7 @@ impl<C> Connections<C> {
     /// Room for one more device (its slot is the count so far).
     pub(super) fn add_device(&mut self) {
         if self.mode == ConnectionMode::PerDevice {
-            self.devices.push(DeviceConn { conn: None, stale: false });
+            self.devices.push(DeviceConn { conn: None, stale: false, shares: 0 });
         }
     }
 
@@ -158,6 +161,7 @@ impl<C> Connections<C> {
                     if transport.window(c) > 1
                         && let Some(share) = transport.share(c)
                     {
+                        d.shares += 1;
                         return Checkout::Use(share);
                     }
                     return d.conn.take().map_or(Checkout::Open, Checkout::Use);
@@ -224,13 +228,17 @@ impl<C> Connections<C> {
             // meanwhile).
             ConnectionMode::PerDevice => {
                 let d = &mut self.devices[slot as usize];
+                // A share of its session, unless it opened one of its own.
+                let share = d.shares > 0 && !fresh;
+                d.shares -= u16::from(share);
                 match (conn, &d.conn) {
                     (Some(c), None) => {
                         d.conn = Some(c);
                         false
                     }
                     (Some(_), Some(_)) => false,
-                    (None, None) => true,
+                    // A share whose session another exchange saw end.
+                    (None, None) => !share,
                     (None, Some(c)) if transport.is_closed(c) => {
                         d.conn = None;
                         true
@@ -263,12 +271,20 @@ impl<C> Connections<C> {
         }
     }
 
+    /// Device `slot`'s session, just put in its place, carries the
+    /// heartbeat that opened it on a share.
+    pub(super) fn lend(&mut self, slot: u32) {
+        if let Some(d) = self.devices.get_mut(slot as usize) {
+            d.shares += 1;
+        }
+    }
+
     /// How many heartbeats device `slot`'s session carries at once
     /// ([`Transport::window`]): 1 without an open one in its place, and in
     /// every mode but per-device.
     pub(super) fn window<T: Transport<Conn = C>>(&self, slot: u32, transport: &T) -> u16 {
         match self.devices.get(slot as usize) {
-            Some(DeviceConn { conn: Some(c), stale: false }) if !transport.is_closed(c) => transport.window(c),
+            Some(DeviceConn { conn: Some(c), stale: false, .. }) if !transport.is_closed(c) => transport.window(c),
             _ => 1,
         }
     }

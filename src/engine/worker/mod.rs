@@ -921,10 +921,18 @@ impl<T: Transport> Worker<T> {
         self.sessions.failures(slot, true);
         let fleet = usize::from(self.slots[slot as usize].fleet);
         self.conns.checkin(slot, Some(conn), true, &*self.transports[fleet]);
+        self.conns.lend(slot);
         let due = Due { slot, intended_ns: done.intended_ns, eligible_ns: done.intended_ns, attempt: done.attempt };
         // Counted with its session's opening now: not again when it ends.
         self.keep(due, done.sent_ns, false, done.light, rest.map(Progress::Ended));
-        if self.has_room(slot)
+        self.fill(slot, now);
+    }
+
+    /// Sends device `slot`'s pending heartbeat if it has room for it now
+    /// (its session came back, or opened, with room in its window).
+    fn fill(&mut self, slot: u32, now: u64) {
+        if !self.pace.stopping
+            && self.has_room(slot)
             && let Some(pending) = self.slots[slot as usize].pending_ns.take()
         {
             self.start(Due { slot, intended_ns: pending, eligible_ns: now.max(pending), attempt: 0 }, now);
@@ -1136,7 +1144,10 @@ impl<T: Transport> Worker<T> {
                         let held = self.sessions.back(slot);
                         self.conns.checkin(slot, conn, false, &*self.transports[fleet]);
                         match held {
-                            Some(waiter) => self.resume_held(waiter, now),
+                            Some(waiter) => {
+                                self.resume_held(waiter, now);
+                                self.fill(slot, now);
+                            }
                             None if closed => {
                                 self.sessions.lost(slot, crate::stats::Outcome::Failed(crate::stats::Failure::Connect));
                                 self.reopen(slot, now);
@@ -1155,7 +1166,10 @@ impl<T: Transport> Worker<T> {
                 let held = self.sessions.back(slot);
                 self.conns.checkin(slot, conn, false, &*self.transports[fleet]);
                 match held {
-                    Some(waiter) => self.resume_held(waiter, now),
+                    Some(waiter) => {
+                        self.resume_held(waiter, now);
+                        self.fill(slot, now);
+                    }
                     None => self.park(slot),
                 }
             }

@@ -258,9 +258,18 @@ fn the_ci_example_passes_against_the_backend_it_starts() {
         }
     }
     let workflow = std::fs::read_to_string(super::util::root().join("examples/ci/fleetstorm-gate.yml")).unwrap();
-    for needle in
-        ["examples/ci/gate.toml", "--summary-md", "--junit", "GITHUB_STEP_SUMMARY", "--workers 4 --service-time 2ms"]
-    {
+    // It installs fleetstorm as a user's repository would (a pinned
+    // revision, cached), not from a checkout of fleetstorm's own.
+    for needle in [
+        "fleetstorm run loadtest/gate.toml",
+        "--summary-md",
+        "--junit",
+        "GITHUB_STEP_SUMMARY",
+        "--workers 4 --service-time 2ms",
+        "cargo install --locked --git \"$FLEETSTORM_GIT\" --rev \"$FLEETSTORM_REV\"",
+        "actions/cache@v4",
+    ] {
         assert!(workflow.contains(needle), "the workflow lacks {needle:?}");
     }
+    assert!(!workflow.contains("target/release"), "no build from a checkout of fleetstorm");
 }

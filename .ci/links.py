@@ -17,7 +17,7 @@ FENCE = re.compile(r"^(```|~~~)")
 
 def slug(heading: str) -> str:
     text = re.sub(r"<[^>]+>", "", heading).strip().lower()
-    text = re.sub(r"[`*_]", "", text)
+    text = re.sub(r"[`*]", "", text)
     text = re.sub(r"[^\w\- ]", "", text)
     return text.replace(" ", "-")
 

@@ -25,6 +25,52 @@ pub const EXIT_INCONCLUSIVE: u8 = 7;
 /// A second interrupt: what was merged so far was written (128 + SIGINT).
 pub const EXIT_ABANDONED: u8 = 130;
 
+/// Every exit code with what it means: the one list the man page's
+/// closing section ([`exit_codes_sentence`]) and the guide's reference
+/// page (`docs/guide/exit-codes.md`, [`exit_codes_page`], checked current
+/// by a test) are rendered from.
+pub const EXIT_CODES: &[(u8, &str)] = &[
+    (0, "success"),
+    (EXIT_FAILED, "the command itself failed: I/O (an output not written), network, the machine's resources"),
+    (EXIT_USAGE, "bad usage or an invalid scenario"),
+    (EXIT_GATE, "a threshold or comparison gate failed; `capacity`: no rate tried met the SLO"),
+    (EXIT_NOT_READY, "`run --start-at`: the instant passed before the devices were ready (nothing was sent)"),
+    (
+        EXIT_NOTHING_SUCCEEDED,
+        "`run`: not one heartbeat succeeded (the target is down, refuses every connection, or answers every \
+         heartbeat with an error), whatever the thresholds",
+    ),
+    (EXIT_INTERRUPTED, "`run`, `capacity`: interrupted by Ctrl-C or SIGTERM; the report of what ran was written"),
+    (
+        EXIT_INCONCLUSIVE,
+        "`capacity`: inconclusive (a step's generator fell behind, its pool was too small, or a step could not run)",
+    ),
+    (
+        EXIT_ABANDONED,
+        "`run`, `capacity`: stopped by a second Ctrl-C (the report of what was merged so far was written)",
+    ),
+];
+
+/// The exit codes as one paragraph (the man page's closing section).
+pub fn exit_codes_sentence() -> String {
+    let codes: Vec<String> =
+        EXIT_CODES.iter().map(|(code, meaning)| format!("{code} {}", meaning.replace('`', ""))).collect();
+    format!("Exit codes: {}.", codes.join("; "))
+}
+
+/// The guide's reference page of the exit codes, in Markdown.
+pub fn exit_codes_page() -> String {
+    let mut page = String::from(
+        "# Exit codes\n\n<!-- Rendered from src/cli/error.rs's EXIT_CODES by a test \
+         (cli::error::tests::the_guide_s_exit_codes_are_the_code_s); \
+         FLEETSTORM_BLESS=1 cargo test --lib exit_codes rewrites it. -->\n\n| code | meaning |\n|---|---|\n",
+    );
+    for (code, meaning) in EXIT_CODES {
+        page.push_str(&format!("| {code} | {meaning} |\n"));
+    }
+    page
+}
+
 /// Why a command did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -88,5 +134,27 @@ impl From<RunError> for CliError {
                 CliError::Verdict { code: EXIT_NOT_READY, message: format!("error: {e}: exit code {EXIT_NOT_READY}") }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guide's page is the code's list, rendered: a code added or
+    /// reworded here and not there fails this test
+    /// (`FLEETSTORM_BLESS=1` rewrites the page).
+    #[test]
+    fn the_guide_s_exit_codes_are_the_code_s() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/guide/exit-codes.md");
+        let page = exit_codes_page();
+        if std::env::var_os("FLEETSTORM_BLESS").is_some() {
+            std::fs::write(&path, &page).unwrap();
+        }
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(written, page, "docs/guide/exit-codes.md is not the code's list: FLEETSTORM_BLESS=1 rewrites it");
+        let codes: Vec<u8> = EXIT_CODES.iter().map(|(c, _)| *c).collect();
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 130], "each code once, in order");
+        assert!(exit_codes_sentence().starts_with("Exit codes: 0 success; 1 the command itself failed"));
     }
 }

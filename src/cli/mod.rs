@@ -5,12 +5,8 @@
 //! code in one place ([`error`], [`run`]). `src/main.rs` only calls
 //! [`main`]; tests call [`execute`] in-process with any arguments.
 //!
-//! Exit codes ([`error`]): 0 success; 1 the command itself failed (I/O,
-//! an output not written, network); 2 bad usage or an invalid scenario;
-//! 3 a threshold or comparison gate failed; 4 a shard was not ready at
-//! `--start-at`; 5 a run in which not one heartbeat succeeded;
-//! 6 interrupted; 7 `capacity` inconclusive; 130 stopped by a second
-//! interrupt.
+//! Exit codes: one list, [`error::EXIT_CODES`], from which the man page
+//! and the guide's reference page are rendered.
 
 pub mod args;
 mod capacity;

@@ -23,7 +23,7 @@ pub(super) fn completions_command(shell: Shell) -> Result<(), CliError> {
 /// or writes it and a page per command (fleetstorm-run(1), ..., each with
 /// its flags) into `dir`.
 pub(super) fn man_command(dir: Option<&Path>) -> Result<(), CliError> {
-    let cmd = Cli::command().after_long_help(EXIT_CODES).disable_help_subcommand(true);
+    let cmd = Cli::command().after_long_help(super::error::exit_codes_sentence()).disable_help_subcommand(true);
     let Some(dir) = dir else {
         let mut page = Vec::new();
         clap_mangen::Man::new(cmd)
@@ -38,12 +38,6 @@ pub(super) fn man_command(dir: Option<&Path>) -> Result<(), CliError> {
         .and_then(|()| clap_mangen::generate_to(cmd, dir))
         .map_err(|e| CliError::Failed(format!("cannot write the man pages into {}: {e}", dir.display())))
 }
-
-/// The exit codes, as the man page's closing section says them.
-const EXIT_CODES: &str = "Exit codes: 0 success; 1 the command itself failed (I/O, an output not written, \
-network); 2 bad usage or an invalid scenario; 3 a threshold or comparison gate failed (capacity: no rate met the \
-SLO); 4 a shard was not ready at --start-at; 5 a run in which not one heartbeat succeeded; 6 interrupted (the \
-report of what ran was written); 7 capacity: inconclusive; 130 stopped by a second interrupt.";
 
 fn emit(bytes: &[u8]) -> Result<(), CliError> {
     let mut out = io::stdout().lock();

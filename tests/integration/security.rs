@@ -99,7 +99,10 @@ fn planted_device_credentials_appear_in_no_output_for_any_profile() {
             format!("name,key\nc-0,{key}\nc-1,{}\n", b64("PLANTED wrong")),
         ),
     ];
-    let mut serve_args: Vec<String> = vec!["--error-rate".into(), "0.2".into()];
+    // Half the requests get an injected error: each fleet's 20 requests
+    // then have both kinds, but for a chance of about 2 in a million each
+    // (at 0.2, one run in about 90 had a fleet with no injected error).
+    let mut serve_args: Vec<String> = vec!["--error-rate".into(), "0.5".into()];
     let mut fleets = String::new();
     for (profile, file, served, sent) in &files {
         let served = dir.write(&format!("serve-{file}"), served);
